@@ -1,0 +1,615 @@
+#!/usr/bin/env bash
+# bench/run.sh - pilotfish against nginx and HAProxy, each a reverse proxy with
+# one worker in front of the same origin (bin/pf-origin), all on 127.0.0.1.
+#
+# For every proxy and case: start the proxy (fresh, config rendered from
+# bench/<proxy> template), check one response, warm up, run
+#   wrk -t$THREADS -c$CONNS -d${DURATION}s --latency
+# and read the proxy's CPU time (/proc/PID/stat, whole process tree) before and
+# after. Prints a Markdown table and writes it to bench/results-latest.md.
+#
+# Environment (defaults in brackets):
+#   DURATION   measured run, seconds [10]       WARMUP   warm-up, seconds [2]
+#   CONNS      wrk connections [32]             THREADS  wrk threads [1]
+#   PROXIES    subset of "pilotfish nginx haproxy" [all three]
+#   CASES      subset of the case table below [1k 100k]
+#   PROXY_CPU  CPU the proxy is pinned to [0]   LOAD_CPU CPU for wrk + origin [1]
+#   PILOTFISH_BIN [bin/pilotfish]  ORIGIN_BIN [bin/pf-origin]
+#   NGINX_BIN [nginx]  HAPROXY_BIN [haproxy]  WRK_BIN [wrk]
+#   OUT        Markdown output [bench/results-latest.md]
+#   KEEP_TMP=1 keep the temp dir (configs, logs, raw wrk output)
+#
+# Only 127.0.0.1 is ever contacted. Every process is stopped by PID.
+
+set -euo pipefail
+shopt -u patsub_replacement 2>/dev/null || true # bash 5.2: '&' literal in ${x//a/b}
+export LC_ALL=C
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH=$ROOT/bench
+
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-2}
+CONNS=${CONNS:-32}
+THREADS=${THREADS:-1}
+PROXIES=${PROXIES:-pilotfish nginx haproxy}
+CASES=${CASES:-1k 100k}
+PROXY_CPU=${PROXY_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+PILOTFISH_BIN=${PILOTFISH_BIN:-$ROOT/bin/pilotfish}
+ORIGIN_BIN=${ORIGIN_BIN:-$ROOT/bin/pf-origin}
+NGINX_BIN=${NGINX_BIN:-nginx}
+HAPROXY_BIN=${HAPROXY_BIN:-haproxy}
+WRK_BIN=${WRK_BIN:-wrk}
+OUT=${OUT:-$BENCH/results-latest.md}
+KEEP_TMP=${KEEP_TMP:-0}
+
+START_TIMEOUT=10 # seconds for a process to accept on its port
+STOP_TIMEOUT=5   # seconds between SIGTERM and SIGKILL
+
+# ---------------------------------------------------------------------------
+# Case table. To add a case (e.g. "100k+gzip"): append its name to ALL_CASES
+# and fill, keyed by that name:
+#   CASE_PATH          path+query requested through the proxy (origin answers
+#                      any path; ?size=N gives an N-byte body)
+#   CASE_HEADERS       extra request headers, one "Name: value" per line
+#                      (given to wrk with -H and to the sanity check)
+#   CASE_BYTES         expected body length in the sanity check ("" = any)
+#   CASE_EXPECT        extended regex one response header line must match
+#                      in the sanity check ("" = none), e.g. '^content-encoding: gzip'
+#   CASE_SNIPPET_<p>   text pasted verbatim at @CASE_SNIPPET@ in the config
+#                      template of proxy <p> ("" = nothing):
+#                        nginx     inside `location /` of bench/nginx.conf.in
+#                        haproxy   inside `frontend fe` of bench/haproxy.cfg.in
+#                        pilotfish at the end of bench/pilotfish.yaml.in: indent
+#                                  by 4 spaces to add keys to the route, by 0
+#                                  for top-level keys
+# A proxy with no snippet for a case that needs one would measure the wrong
+# thing: give every proxy a snippet (or CASE_SKIP_<p>[case]=reason).
+# ---------------------------------------------------------------------------
+ALL_CASES=(1k 100k)
+declare -A CASE_PATH=([1k]='/?size=1024' [100k]='/?size=102400')
+declare -A CASE_HEADERS=([1k]='' [100k]='')
+declare -A CASE_BYTES=([1k]=1024 [100k]=102400)
+declare -A CASE_EXPECT=([1k]='' [100k]='')
+# shellcheck disable=SC2034 # read through namerefs (start_proxy, case_skip)
+declare -A CASE_SNIPPET_pilotfish=() CASE_SNIPPET_nginx=() CASE_SNIPPET_haproxy=()
+# shellcheck disable=SC2034
+declare -A CASE_SKIP_pilotfish=() CASE_SKIP_nginx=() CASE_SKIP_haproxy=()
+
+# Example, not enabled: compression at the same level everywhere. HAProxy's
+# built-in compressor (libslz) has no levels, and pilotfish's compression
+# filter config is not settled yet, so this needs care before it is turned on.
+#
+# ALL_CASES+=('100k+gzip')
+# CASE_PATH['100k+gzip']='/?size=102400'
+# CASE_HEADERS['100k+gzip']='Accept-Encoding: gzip'
+# CASE_BYTES['100k+gzip']=''
+# CASE_EXPECT['100k+gzip']='^content-encoding: *gzip'
+# CASE_SNIPPET_nginx['100k+gzip']='gzip on; gzip_comp_level 1; gzip_min_length 0; gzip_proxied any; gzip_types *;'
+# CASE_SNIPPET_haproxy['100k+gzip']='compression algo gzip
+#     compression type text/plain application/octet-stream'
+# CASE_SNIPPET_pilotfish['100k+gzip']='    filters: [...]'
+
+ALL_PROXIES=(pilotfish nginx haproxy)
+
+# ---------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------
+log() { printf '[bench] %s\n' "$*" >&2; }
+die() {
+    printf '[bench] error: %s\n' "$*" >&2
+    exit 1
+}
+
+is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
+
+in_list() { # word list...
+    local w=$1 x
+    shift
+    for x in "$@"; do [[ $x == "$w" ]] && return 0; done
+    return 1
+}
+
+# resolve a command name or path to an executable path, or return 1
+find_bin() {
+    local b=$1
+    if [[ $b == */* ]]; then
+        [[ -x $b && -f $b ]] && printf '%s\n' "$b" && return 0
+        return 1
+    fi
+    command -v "$b" 2>/dev/null || return 1
+}
+
+# render TEMPLATE OUT KEY=VALUE...: replace every @KEY@ with VALUE
+render() {
+    local tpl=$1 out=$2 text kv k v
+    shift 2
+    [[ -r $tpl ]] || die "template $tpl not found"
+    text=$(<"$tpl")
+    for kv in "$@"; do
+        k=${kv%%=*}
+        v=${kv#*=}
+        text=${text//"@$k@"/"$v"}
+    done
+    if [[ $text =~ @[A-Z_]+@ ]]; then
+        die "placeholder ${BASH_REMATCH[0]} left unfilled in $tpl"
+    fi
+    printf '%s\n' "$text" >"$out"
+}
+
+# a TCP port on 127.0.0.1 that nothing uses, below the ephemeral range (so that
+# wrk's and the proxies' outgoing connections cannot take it meanwhile)
+USED_PORTS=" "
+free_port() {
+    local p i
+    for ((i = 0; i < 200; i++)); do
+        p=$((20000 + RANDOM % 12000))
+        [[ $USED_PORTS == *" $p "* ]] && continue
+        if command -v ss >/dev/null; then
+            [[ -z $(ss -Htan "( sport = :$p )" 2>/dev/null) ]] || continue
+        fi
+        # refused connect = nobody listens
+        if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then continue; fi
+        USED_PORTS+="$p "
+        printf '%s\n' "$p"
+        return 0
+    done
+    die "no free port found"
+}
+
+# wait_port PORT PID: until 127.0.0.1:PORT accepts; fails if PID exits or after
+# START_TIMEOUT seconds
+wait_port() {
+    local port=$1 pid=$2 i
+    for ((i = 0; i < START_TIMEOUT * 20; i++)); do
+        kill -0 "$pid" 2>/dev/null || return 1
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+        sleep 0.05
+    done
+    return 1
+}
+
+# descendants PID: PID and every descendant (nginx master + worker, ...)
+descendants() {
+    local root=$1 f line rest pid ppid
+    local -A kids=()
+    local -a fields queue
+    for f in /proc/[0-9]*/stat; do
+        read -r line <"$f" 2>/dev/null || continue
+        pid=${f#/proc/}
+        pid=${pid%/stat}
+        rest=${line##*) } # comm may hold spaces and ')': cut at the last ')'
+        read -r -a fields <<<"$rest"
+        ppid=${fields[1]}
+        kids[$ppid]+=" $pid"
+    done
+    queue=("$root")
+    while ((${#queue[@]})); do
+        pid=${queue[0]}
+        queue=("${queue[@]:1}")
+        [[ -d /proc/$pid ]] || continue
+        printf '%s\n' "$pid"
+        # shellcheck disable=SC2206
+        [[ -n ${kids[$pid]:-} ]] && queue+=(${kids[$pid]})
+    done
+}
+
+# cpu_ticks PID: utime+stime (fields 14, 15 of /proc/PID/stat) plus
+# cutime+cstime (16, 17: children already reaped, so a worker that exits
+# mid-run is still counted) summed over the process tree, in clock ticks
+cpu_ticks() {
+    local total=0 pid line rest
+    local -a fields
+    for pid in $(descendants "$1"); do
+        read -r line <"/proc/$pid/stat" 2>/dev/null || continue
+        rest=${line##*) }
+        read -r -a fields <<<"$rest"
+        # fields[0] is field 3 (state): field N is fields[N-3]
+        total=$((total + fields[11] + fields[12] + fields[13] + fields[14]))
+    done
+    printf '%s\n' "$total"
+}
+
+# rss_kib PID: VmRSS summed over the process tree, KiB
+rss_kib() {
+    local total=0 pid v
+    for pid in $(descendants "$1"); do
+        v=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
+        total=$((total + ${v:-0}))
+    done
+    printf '%s\n' "$total"
+}
+
+# cpu_busy N: busy ticks of CPU N since boot (user nice system irq softirq steal
+# from /proc/stat; idle and iowait left out)
+cpu_busy() {
+    awk -v c="cpu$1" '$1 == c {print $2 + $3 + $4 + $7 + $8 + $9; exit}' /proc/stat
+}
+
+# PIDs we started and must stop (top of each tree)
+ORIGIN_PID=""
+PROXY_PID=""
+WRK_PID=""
+
+# stop_tree PID: SIGTERM to the top, wait, then SIGKILL whatever of the tree
+# (collected before the TERM) is still alive. By PID only.
+stop_tree() {
+    local root=$1 i alive pid
+    [[ -n $root ]] || return 0
+    local -a tree
+    mapfile -t tree < <(descendants "$root")
+    kill -TERM "$root" 2>/dev/null || true
+    for ((i = 0; i < STOP_TIMEOUT * 20; i++)); do
+        alive=0
+        for pid in "${tree[@]}"; do
+            if kill -0 "$pid" 2>/dev/null && [[ $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) != Z ]]; then
+                alive=1
+                break
+            fi
+        done
+        ((alive)) || break
+        sleep 0.05
+    done
+    for pid in "${tree[@]}"; do
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+    wait "$root" 2>/dev/null || true
+}
+
+TMP=""
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    stop_tree "$WRK_PID"
+    stop_tree "$PROXY_PID"
+    stop_tree "$ORIGIN_PID"
+    if [[ -n $TMP && -d $TMP ]]; then
+        if [[ $KEEP_TMP == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# start_bg CPU LOG CMD...: run CMD pinned to CPU, output to LOG; sets BG_PID.
+# Background jobs of a non-interactive shell ignore SIGINT; the trap stops them.
+start_bg() {
+    local cpu=$1 logf=$2
+    shift 2
+    taskset -c "$cpu" "$@" </dev/null >"$logf" 2>&1 &
+    BG_PID=$!
+}
+
+# convert a wrk duration ("412.00us", "1.20ms", "1.02s", "1.50m") to ms
+to_ms() {
+    awk -v d="$1" 'BEGIN {
+        n = d + 0; u = d; sub(/^[0-9.]+/, "", u)
+        if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000
+        else if (u != "ms") { print "?"; exit }
+        printf "%.3f\n", n }'
+}
+
+# ---------------------------------------------------------------------------
+# checks
+# ---------------------------------------------------------------------------
+for v in DURATION WARMUP CONNS THREADS PROXY_CPU LOAD_CPU; do
+    is_uint "${!v}" || die "$v must be a non-negative integer (got '${!v}')"
+done
+((DURATION > 0 && CONNS > 0 && THREADS > 0)) || die "DURATION, CONNS and THREADS must be > 0"
+((CONNS >= THREADS)) || die "CONNS must be >= THREADS"
+for p in $PROXIES; do in_list "$p" "${ALL_PROXIES[@]}" || die "unknown proxy '$p' (known: ${ALL_PROXIES[*]})"; done
+for c in $CASES; do in_list "$c" "${ALL_CASES[@]}" || die "unknown case '$c' (known: ${ALL_CASES[*]})"; done
+[[ -n ${PROXIES// /} ]] || die "PROXIES is empty"
+[[ -n ${CASES// /} ]] || die "CASES is empty"
+
+[[ $(uname -s) == Linux ]] || die "Linux only (/proc accounting, taskset)"
+command -v taskset >/dev/null || die "taskset not found (apt-get install util-linux)"
+WRK=$(find_bin "$WRK_BIN") || die "wrk not found ('$WRK_BIN'); install it: apt-get install -y wrk (or: make bench)"
+ORIGIN=$(find_bin "$ORIGIN_BIN") || die "origin '$ORIGIN_BIN' not found or not executable; build it with: make"
+CURL=$(command -v curl || true)
+[[ -n $CURL ]] || log "curl not found: skipping the per-case response check"
+
+NCPU=$(nproc)
+for v in PROXY_CPU LOAD_CPU; do
+    ((${!v} < NCPU)) || die "$v=${!v} but this machine has $NCPU CPU(s) (0..$((NCPU - 1)))"
+done
+if ((PROXY_CPU == LOAD_CPU)); then
+    log "warning: proxy and load share CPU $PROXY_CPU; throughput numbers mean little (CPU us/req still does)"
+fi
+CLK_TCK=$(getconf CLK_TCK)
+
+# which proxies can run
+declare -A PROXY_BIN=() SKIPPED=()
+for p in $PROXIES; do
+    case $p in
+    pilotfish) b=$PILOTFISH_BIN hint="build it with: make" ;;
+    nginx) b=$NGINX_BIN hint="install it: apt-get install -y nginx (or: make bench)" ;;
+    haproxy) b=$HAPROXY_BIN hint="install it: apt-get install -y haproxy (or: make bench)" ;;
+    esac
+    if path=$(find_bin "$b"); then
+        PROXY_BIN[$p]=$path
+    else
+        SKIPPED[$p]="'$b' not found; $hint"
+        log "skipping $p: ${SKIPPED[$p]}"
+    fi
+done
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/pf-bench.XXXXXX")
+chmod 755 "$TMP" # nginx workers may run as another user
+
+proxy_version() {
+    case $1 in
+    nginx) "${PROXY_BIN[nginx]}" -v 2>&1 | sed -n 's|^nginx version: ||p' | head -1 ;;
+    haproxy) "${PROXY_BIN[haproxy]}" -v 2>/dev/null | awk 'NR == 1 {print $1, $3}' ;;
+    pilotfish) printf 'pilotfish %s\n' "$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '(no commit)')" ;;
+    esac
+}
+
+# ---------------------------------------------------------------------------
+# origin
+# ---------------------------------------------------------------------------
+ORIGIN_PORT=$(free_port)
+start_bg "$LOAD_CPU" "$TMP/origin.log" "$ORIGIN" --listen "127.0.0.1:$ORIGIN_PORT"
+ORIGIN_PID=$BG_PID
+if ! wait_port "$ORIGIN_PORT" "$ORIGIN_PID"; then
+    tail -n 20 "$TMP/origin.log" >&2 || true
+    die "origin $ORIGIN did not accept on 127.0.0.1:$ORIGIN_PORT within ${START_TIMEOUT}s"
+fi
+log "origin $ORIGIN on 127.0.0.1:$ORIGIN_PORT (pid $ORIGIN_PID, CPU $LOAD_CPU)"
+
+# ---------------------------------------------------------------------------
+# proxies
+# ---------------------------------------------------------------------------
+# start_proxy NAME CASE DIR PORT: render its config, start it pinned; sets PROXY_PID
+start_proxy() {
+    local p=$1 c=$2 dir=$3 port=$4 snippet admin
+    local -n snippets="CASE_SNIPPET_$p"
+    snippet=${snippets[$c]:-}
+    case $p in
+    nginx)
+        render "$BENCH/nginx.conf.in" "$dir/nginx.conf" DIR="$dir" PORT="$port" \
+            ORIGIN_PORT="$ORIGIN_PORT" CASE_SNIPPET="$snippet"
+        start_bg "$PROXY_CPU" "$dir/stderr.log" "${PROXY_BIN[nginx]}" \
+            -p "$dir/" -e "$dir/error.log" -c "$dir/nginx.conf"
+        ;;
+    haproxy)
+        render "$BENCH/haproxy.cfg.in" "$dir/haproxy.cfg" DIR="$dir" PORT="$port" \
+            ORIGIN_PORT="$ORIGIN_PORT" CASE_SNIPPET="$snippet"
+        start_bg "$PROXY_CPU" "$dir/stderr.log" "${PROXY_BIN[haproxy]}" -db -f "$dir/haproxy.cfg"
+        ;;
+    pilotfish)
+        admin=$(free_port)
+        render "$BENCH/pilotfish.yaml.in" "$dir/pilotfish.yaml" DIR="$dir" PORT="$port" \
+            ADMIN_PORT="$admin" ORIGIN_PORT="$ORIGIN_PORT" CASE_SNIPPET="$snippet"
+        start_bg "$PROXY_CPU" "$dir/stderr.log" "${PROXY_BIN[pilotfish]}" -c "$dir/pilotfish.yaml"
+        ;;
+    esac
+    PROXY_PID=$BG_PID
+}
+
+# check_response URL CASE: one request; status 200, body length, header regex
+check_response() {
+    local url=$1 c=$2 line code size want
+    local -a hdr=()
+    [[ -n $CURL ]] || return 0
+    while IFS= read -r line; do [[ -n $line ]] && hdr+=(-H "$line"); done <<<"${CASE_HEADERS[$c]}"
+    if ! line=$("$CURL" -sS --noproxy '*' --max-time 5 -o /dev/null -D "$TMP/check.headers" \
+        -w '%{http_code} %{size_download}' "${hdr[@]}" "$url" 2>&1); then
+        CHECK_ERR="request failed: $line"
+        return 1
+    fi
+    read -r code size <<<"$line"
+    [[ $code == 200 ]] || { CHECK_ERR="status $code"; return 1; }
+    want=${CASE_BYTES[$c]}
+    if [[ -n $want && $size != "$want" ]]; then
+        CHECK_ERR="body is $size bytes, expected $want"
+        return 1
+    fi
+    if [[ -n ${CASE_EXPECT[$c]} ]] && ! tr -d '\r' <"$TMP/check.headers" | grep -qiE "${CASE_EXPECT[$c]}"; then
+        CHECK_ERR="no response header matches /${CASE_EXPECT[$c]}/"
+        return 1
+    fi
+}
+
+# run_wrk URL CASE SECONDS OUTFILE: wrk pinned to LOAD_CPU, bounded by timeout
+run_wrk() {
+    local url=$1 c=$2 secs=$3 out=$4 line rc=0
+    local -a hdr=()
+    while IFS= read -r line; do [[ -n $line ]] && hdr+=(-H "$line"); done <<<"${CASE_HEADERS[$c]}"
+    timeout -k 5 $((secs + 30)) taskset -c "$LOAD_CPU" "$WRK" -t"$THREADS" -c"$CONNS" \
+        -d"${secs}s" --timeout 5s --latency "${hdr[@]}" "$url" </dev/null >"$out" 2>&1 &
+    WRK_PID=$!
+    wait "$WRK_PID" || rc=$?
+    WRK_PID=""
+    return "$rc"
+}
+
+# case_skip PROXY CASE: prints CASE_SKIP_<proxy>[case] (empty: run it)
+case_skip() {
+    local -n skips="CASE_SKIP_$1"
+    printf '%s' "${skips[$2]:-}"
+}
+
+declare -A R_RPS=() R_P50=() R_P99=() R_CPU=() R_RSS=() R_UTIL=() R_NOTE=()
+ROWS=()
+NOTES=()
+FAILED=0
+
+for p in $PROXIES; do
+    [[ -n ${SKIPPED[$p]:-} ]] && continue
+    for c in $CASES; do
+        key="$p|$c"
+        why=$(case_skip "$p" "$c")
+        if [[ -n $why ]]; then
+            NOTES+=("$p $c: skipped: $why")
+            continue
+        fi
+        dir="$TMP/$p-$c"
+        dir=${dir//+/_}
+        mkdir -p "$dir"
+        chmod 755 "$dir"
+        port=$(free_port)
+        url="http://127.0.0.1:$port${CASE_PATH[$c]}"
+        ROWS+=("$key")
+
+        start_proxy "$p" "$c" "$dir" "$port"
+        if ! wait_port "$port" "$PROXY_PID"; then
+            if kill -0 "$PROXY_PID" 2>/dev/null; then
+                why="did not accept on 127.0.0.1:$port within ${START_TIMEOUT}s"
+            else
+                rc=0
+                wait "$PROXY_PID" || rc=$?
+                why="exited at start (status $rc)"
+            fi
+            log "$p $c: $why; its output:"
+            cat "$dir/stderr.log" "$dir/error.log" 2>/dev/null | tail -n 20 >&2 || true
+            last=$(cat "$dir/stderr.log" "$dir/error.log" 2>/dev/null | grep -v '^[[:space:]]*$' | tail -n 1 || true)
+            R_NOTE[$key]="did not start"
+            NOTES+=("$p $c: $why${last:+: $last}")
+            FAILED=1
+            stop_tree "$PROXY_PID"
+            PROXY_PID=""
+            continue
+        fi
+        CHECK_ERR=""
+        if ! check_response "$url" "$c"; then
+            log "$p $c: bad response: $CHECK_ERR"
+            R_NOTE[$key]="bad response"
+            FAILED=1
+            NOTES+=("$p $c: bad response: $CHECK_ERR")
+            stop_tree "$PROXY_PID"
+            PROXY_PID=""
+            continue
+        fi
+
+        log "$p $c: pid $PROXY_PID on 127.0.0.1:$port (CPU $PROXY_CPU); warm-up ${WARMUP}s"
+        if ((WARMUP > 0)); then run_wrk "$url" "$c" "$WARMUP" "$dir/warmup.txt" || true; fi
+
+        log "$p $c: measuring ${DURATION}s: wrk -t$THREADS -c$CONNS;" \
+            "CPU of pids $(descendants "$PROXY_PID" | tr '\n' ' ')"
+        t0=$(cpu_ticks "$PROXY_PID")
+        b0=$(cpu_busy "$PROXY_CPU")
+        w0=$(date +%s%N)
+        wrk_rc=0
+        run_wrk "$url" "$c" "$DURATION" "$dir/wrk.txt" || wrk_rc=$?
+        w1=$(date +%s%N)
+        b1=$(cpu_busy "$PROXY_CPU")
+        t1=$(cpu_ticks "$PROXY_PID")
+        rss=$(rss_kib "$PROXY_PID")
+        alive=1
+        kill -0 "$PROXY_PID" 2>/dev/null || alive=0
+        stop_tree "$PROXY_PID"
+        PROXY_PID=""
+
+        if ((wrk_rc != 0)); then
+            sed 's/^/    /' "$dir/wrk.txt" >&2 || true
+            R_NOTE[$key]="wrk failed"
+            FAILED=1
+            NOTES+=("$p $c: wrk exited with status $wrk_rc")
+            continue
+        fi
+        ((alive)) || NOTES+=("$p $c: the proxy exited during the run")
+
+        # wrk --latency output
+        reqs=$(awk '/ requests in / {print $1; exit}' "$dir/wrk.txt")
+        rps=$(awk '/^Requests\/sec:/ {print $2; exit}' "$dir/wrk.txt")
+        p50=$(awk '$1 == "50%" {print $2; exit}' "$dir/wrk.txt")
+        p99=$(awk '$1 == "99%" {print $2; exit}' "$dir/wrk.txt")
+        non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $NF; exit}' "$dir/wrk.txt")
+        sockerr=$(awk '/Socket errors:/ {sub(/.*Socket errors: */, ""); print; exit}' "$dir/wrk.txt")
+        if [[ -z $reqs || -z $rps || -z $p50 || -z $p99 ]] || ((reqs == 0)); then
+            sed 's/^/    /' "$dir/wrk.txt" >&2 || true
+            R_NOTE[$key]="no result"
+            FAILED=1
+            NOTES+=("$p $c: could not read wrk's output (or 0 requests)")
+            continue
+        fi
+        [[ -n $non2xx ]] && NOTES+=("$p $c: $non2xx non-2xx/3xx responses")
+        [[ -n $sockerr ]] && NOTES+=("$p $c: socket errors: $sockerr")
+
+        R_RPS[$key]=$(awk -v r="$rps" 'BEGIN {printf "%.0f", r}')
+        R_P50[$key]=$(to_ms "$p50")
+        R_P99[$key]=$(to_ms "$p99")
+        R_CPU[$key]=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$reqs" \
+            'BEGIN {printf "%.2f", d / hz * 1e6 / n}')
+        R_UTIL[$key]=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v ns=$((w1 - w0)) \
+            'BEGIN {printf "%.0f", d / hz / (ns / 1e9) * 100}')
+        # CPU time spent on the proxy's CPU by anything but the proxy (other
+        # processes, interrupts): a sign of a noisy machine
+        other=$(awk -v b=$((b1 - b0 - (t1 - t0))) -v hz="$CLK_TCK" -v ns=$((w1 - w0)) \
+            'BEGIN {v = b / hz / (ns / 1e9) * 100; printf "%.0f", v < 0 ? 0 : v}')
+        if ((other >= 10)); then
+            NOTES+=("$p $c: CPU $PROXY_CPU was ${other}% busy outside the proxy (interrupts, other processes): numbers are noisy")
+        fi
+        R_RSS[$key]=$(awk -v k="$rss" 'BEGIN {printf "%.1f", k / 1024}')
+        log "$p $c: ${R_RPS[$key]} req/s, p50 ${R_P50[$key]} ms, p99 ${R_P99[$key]} ms," \
+            "${R_CPU[$key]} CPU us/req (${R_UTIL[$key]}% of a CPU; CPU $PROXY_CPU ${other}% busy otherwise)," \
+            "RSS ${R_RSS[$key]} MiB"
+    done
+done
+
+# ---------------------------------------------------------------------------
+# report
+# ---------------------------------------------------------------------------
+cpu_model=$(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo)
+versions=""
+for p in $PROXIES; do
+    [[ -n ${PROXY_BIN[$p]:-} ]] && versions+="${versions:+, }$(proxy_version "$p")"
+done
+
+# shellcheck disable=SC2016 # backquotes are Markdown
+report() {
+    printf '## pilotfish vs nginx vs HAProxy (%s)\n\n' "$(date -u '+%Y-%m-%d %H:%M UTC')"
+    printf -- '- machine: %s CPUs (`nproc`), %s, kernel %s\n' "$NCPU" "${cpu_model:-unknown CPU}" "$(uname -r)"
+    printf -- '- proxies: %s; one worker each, pinned to CPU %s\n' "${versions:-none}" "$PROXY_CPU"
+    printf -- '- load: `wrk -t%s -c%s -d%ss --latency` after a %ss warm-up; wrk and the origin (%s) pinned to CPU %s\n' \
+        "$THREADS" "$CONNS" "$DURATION" "$WARMUP" "${ORIGIN#"$ROOT"/}" "$LOAD_CPU"
+    printf -- '- CPU µs/req: proxy process tree utime+stime over the measured run / requests; CPU %%: the same over wall time\n\n'
+    printf '| proxy | case | req/s | p50 (ms) | p99 (ms) | CPU µs/req | RSS MiB | proxy CPU %% |\n'
+    printf '|---|---|---:|---:|---:|---:|---:|---:|\n'
+    local key p c
+    for key in "${ROWS[@]}"; do
+        p=${key%%|*}
+        c=${key#*|}
+        if [[ -n ${R_CPU[$key]:-} ]]; then
+            printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$p" "$c" "${R_RPS[$key]}" \
+                "${R_P50[$key]}" "${R_P99[$key]}" "${R_CPU[$key]}" "${R_RSS[$key]}" "${R_UTIL[$key]}"
+        else
+            printf '| %s | %s | %s | | | | | |\n' "$p" "$c" "${R_NOTE[$key]:-failed}"
+        fi
+    done
+    for p in $PROXIES; do
+        [[ -n ${SKIPPED[$p]:-} ]] && printf '| %s | %s | not run | | | | | |\n' "$p" "$CASES"
+    done
+
+    local lines="" other r
+    for c in $CASES; do
+        [[ -n ${R_CPU["pilotfish|$c"]:-} ]] || continue
+        for other in nginx haproxy; do
+            [[ -n ${R_CPU["$other|$c"]:-} ]] || continue
+            r=$(awk -v a="${R_CPU["pilotfish|$c"]}" -v b="${R_CPU["$other|$c"]}" \
+                'BEGIN {if (b > 0) printf "%.2f", a / b; else print "n/a"}')
+            lines+="| $c | pilotfish/$other | $r |"$'\n'
+        done
+    done
+    if [[ -n $lines ]]; then
+        printf '\nCPU µs/req ratios (< 1: pilotfish uses less CPU per request):\n\n'
+        printf '| case | ratio | CPU µs/req |\n|---|---|---:|\n%s' "$lines"
+    fi
+    for p in $PROXIES; do
+        [[ -n ${SKIPPED[$p]:-} ]] && NOTES=("$p: not run: ${SKIPPED[$p]}" "${NOTES[@]}")
+    done
+    if ((${#NOTES[@]})); then
+        printf '\nNotes:\n\n'
+        local n
+        for n in "${NOTES[@]}"; do printf -- '- %s\n' "$n"; done
+    fi
+}
+
+report_text=$(report)
+printf '\n%s\n' "$report_text"
+printf '%s\n' "$report_text" >"$OUT"
+log "written to ${OUT#"$ROOT"/}"
+((FAILED == 0)) || die "some runs failed (see Notes)"

@@ -1,0 +1,45 @@
+/*
+ * filters/ratelimit.h: the rate-limit filter (token bucket per key, 429 when
+ * empty) and its counters.
+ *
+ * The buckets of one configuration snapshot are shared by every worker, so
+ * requests_per_second and burst hold for the whole process whatever the
+ * number of workers. A reload builds a new snapshot and so starts with full
+ * buckets. The rejection counters below are per process and survive reloads.
+ */
+#ifndef PF_RATELIMIT_H
+#define PF_RATELIMIT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proxy/filter.h"
+
+extern const struct pf_filter_ops pf_filter_ratelimit;
+
+/*
+ * Requests answered 429 on route (pilotfish_ratelimit_rejected_total{route})
+ * since the process started; 0 for a route never limited. Any thread; reads
+ * relaxed atomics, never blocks.
+ */
+uint64_t pf_ratelimit_rejected(const char *route);
+
+typedef void (*pf_ratelimit_count_fn)(void *arg, const char *route, uint64_t rejected);
+
+/*
+ * Call fn once for each route that has had at least one rejection, in first
+ * seen order. At most 255 routes are named; the rejections of any further
+ * route are counted under the route "_other". route stays valid for the
+ * life of the process. Any thread; lock-free.
+ */
+void pf_ratelimit_rejected_each(pf_ratelimit_count_fn fn, void *arg);
+
+/*
+ * Number of keys (buckets) currently held by the conf returned by
+ * pf_filter_ratelimit.conf_parse; always <= its max_keys. Any thread; takes
+ * each shard lock in turn, so the total is not an atomic snapshot. For
+ * tests and a possible gauge.
+ */
+size_t pf_ratelimit_keys(const void *conf);
+
+#endif /* PF_RATELIMIT_H */

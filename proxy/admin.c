@@ -1,0 +1,138 @@
+/*
+ * Admin API: health, readiness, configuration, reload, drain and exit.
+ * Mutating endpoints (POST) need "Authorization: Bearer TOKEN" when a token
+ * is configured, and come only from loopback when none is.
+ */
+#include "proxy/admin.h"
+
+#include <string.h>
+#include <strings.h>
+
+#include <event2/buffer.h>
+
+#include "proxy/log.h"
+#include "proxy/server.h"
+#include "proxy/tx.h"
+
+static void admin_json(struct pf_tx *tx, int status, struct evbuffer *body)
+{
+    pf_tx_reply(tx, status, body);
+    pf_tx_resp_header_add(tx, "Content-Type", "application/json");
+    pf_tx_resp_header_add(tx, "Cache-Control", "no-store");
+}
+
+static void admin_simple(struct pf_tx *tx, int status, const char *json)
+{
+    struct evbuffer *b = evbuffer_new();
+
+    evbuffer_add(b, json, strlen(json));
+    admin_json(tx, status, b);
+    evbuffer_free(b);
+}
+
+static bool is_loopback(const char *client)
+{
+    return strncmp(client, "127.", 4) == 0 || strcmp(client, "::1") == 0 ||
+           strcmp(client, "unix") == 0 || strncmp(client, "::ffff:127.", 11) == 0;
+}
+
+/* SPEC §3: the token, or loopback when there is none. */
+static bool admin_authorized(struct pf_tx *tx)
+{
+    const char *token = tx->cfg->admin_token;
+    const char *auth;
+
+    if (token == NULL || token[0] == '\0') {
+        if (is_loopback(pf_tx_client_addr(tx)))
+            return true;
+        pf_tx_error(tx, 403, "forbidden");
+        return false;
+    }
+    auth = pf_tx_req_header(tx, "authorization");
+    if (auth != NULL && strncasecmp(auth, "Bearer ", 7) == 0 && strcmp(auth + 7, token) == 0)
+        return true;
+    pf_tx_error(tx, 401, "unauthorized");
+    pf_tx_resp_header_add(tx, "WWW-Authenticate", "Bearer");
+    return false;
+}
+
+static void admin_ready(struct pf_tx *tx, struct pf_server *s)
+{
+    struct evbuffer *why = evbuffer_new();
+    struct evbuffer *b = evbuffer_new();
+
+    if (pf_server_ready(s, why)) {
+        evbuffer_add_printf(b, "{\"status\":\"ready\"}\n");
+        admin_json(tx, 200, b);
+    } else {
+        evbuffer_add_printf(b, "{\"status\":\"not_ready\",\"reasons\":[");
+        evbuffer_add_buffer(b, why);
+        evbuffer_add_printf(b, "]}\n");
+        admin_json(tx, 503, b);
+    }
+    evbuffer_free(why);
+    evbuffer_free(b);
+}
+
+static void admin_post(struct pf_tx *tx, struct pf_server *s, const char *path)
+{
+    if (!admin_authorized(tx))
+        return;
+    if (strcmp(path, "/reload") == 0) {
+        struct evbuffer *b = evbuffer_new();
+        int rc = pf_server_reload(s, b);
+
+        admin_json(tx, rc == 0 ? 200 : 400, b);
+        evbuffer_free(b);
+    } else if (strcmp(path, "/drain") == 0) {
+        pf_server_drain(s, false);
+        admin_simple(tx, 202, "{\"status\":\"draining\"}\n");
+    } else if (strcmp(path, "/quitquitquit") == 0) {
+        pf_server_drain(s, true);
+        admin_simple(tx, 202, "{\"status\":\"exiting\"}\n");
+    } else {
+        pf_tx_error(tx, 404, "not_found");
+    }
+}
+
+static void admin_get(struct pf_tx *tx, struct pf_server *s, const char *path)
+{
+    if (strcmp(path, "/health") == 0 || strcmp(path, "/live") == 0) {
+        if (pf_server_live(s))
+            admin_simple(tx, 200, "{\"status\":\"ok\"}\n");
+        else
+            admin_simple(tx, 503, "{\"status\":\"stalled\"}\n");
+    } else if (strcmp(path, "/ready") == 0) {
+        admin_ready(tx, s);
+    } else if (strcmp(path, "/config") == 0) {
+        struct evbuffer *b = evbuffer_new();
+
+        pf_conf_to_json(s->cfg, b);
+        evbuffer_add(b, "\n", 1);
+        admin_json(tx, 200, b);
+        evbuffer_free(b);
+    } else {
+        pf_tx_error(tx, 404, "not_found");
+    }
+}
+
+void pf_admin_handle(struct pf_tx *tx)
+{
+    struct pf_server *s = pf_server_get();
+    char path[256];
+    size_t n = strcspn(tx->url, "?");
+
+    if (n >= sizeof(path))
+        n = sizeof(path) - 1;
+    memcpy(path, tx->url, n);
+    path[n] = '\0';
+    tx->out_from = 0;
+    if (tx->method_id == HTTP_GET || tx->method_id == HTTP_HEAD) {
+        admin_get(tx, s, path);
+    } else if (tx->method_id == HTTP_POST) {
+        admin_post(tx, s, path);
+    } else {
+        pf_tx_error(tx, 405, "method_not_allowed");
+        pf_tx_resp_header_add(tx, "Allow", "GET, HEAD, POST");
+    }
+}

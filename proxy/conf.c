@@ -1,0 +1,1058 @@
+/*
+ * The pilotfish configuration: sections, defaults (SPEC.md section 2),
+ * cross-checks between routes, upstreams and filters, snapshots and /config.
+ * The node tree, ${VAR}, scalar parsers and key tables are in conf_node.c.
+ */
+#include "proxy/conf.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/un.h>
+
+#include <event2/buffer.h>
+
+#include "filters/registry.h"
+#include "proxy/arena.h"
+#include "proxy/filter.h"
+#include "proxy/log.h"
+
+#define MAX_FILE_SIZE (16u << 20) /* a configuration, not a data set */
+#define MAX_WORKERS   256
+
+/* ---- addresses ---- */
+
+static int parse_port(const char *s, in_port_t *port)
+{
+    unsigned v = 0;
+
+    if (*s == '\0')
+        return -EINVAL;
+    for (; *s != '\0'; s++) {
+        if (*s < '0' || *s > '9' || v > 65535)
+            return -EINVAL;
+        v = v * 10 + (unsigned)(*s - '0');
+    }
+    if (v == 0 || v > 65535)
+        return -EINVAL;
+    *port = htons((in_port_t)v);
+    return 0;
+}
+
+static int addr_unix(const char *path, struct pf_addr *a, const char **why)
+{
+    struct sockaddr_un *sun = (struct sockaddr_un *)&a->ss;
+    size_t len = strlen(path);
+
+    if (len == 0) {
+        *why = "empty unix socket path";
+        return -EINVAL;
+    }
+    if (len >= sizeof(sun->sun_path)) {
+        *why = "unix socket path too long";
+        return -EINVAL;
+    }
+    sun->sun_family = AF_UNIX;
+    memcpy(sun->sun_path, path, len + 1);
+    a->len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len + 1);
+    return 0;
+}
+
+/* Numeric IPv4/IPv6, else the resolver (IPv4 first: apps often bind 127.0.0.1 only). */
+static int addr_host(const char *host, in_port_t port, struct pf_addr *a)
+{
+    struct sockaddr_in *sin = (struct sockaddr_in *)&a->ss;
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&a->ss;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    struct addrinfo *res, *pick = NULL;
+
+    if (inet_pton(AF_INET, host, &sin->sin_addr) == 1) {
+        sin->sin_family = AF_INET;
+    } else if (inet_pton(AF_INET6, host, &sin6->sin6_addr) == 1) {
+        sin6->sin6_family = AF_INET6;
+    } else {
+        if (getaddrinfo(host, NULL, &hints, &res) != 0)
+            return -ENOENT;
+        for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
+            if (ai->ai_family == AF_INET || (ai->ai_family == AF_INET6 && pick == NULL))
+                pick = ai;
+            if (ai->ai_family == AF_INET)
+                break;
+        }
+        if (pick != NULL)
+            memcpy(&a->ss, pick->ai_addr, pick->ai_addrlen);
+        freeaddrinfo(res);
+        if (pick == NULL)
+            return -ENOENT;
+    }
+    if (a->ss.ss_family == AF_INET) {
+        sin->sin_port = port;
+        a->len = sizeof(*sin);
+    } else {
+        sin6->sin6_port = port;
+        a->len = sizeof(*sin6);
+    }
+    return 0;
+}
+
+/* Split s into host and port text; host "" means any (0.0.0.0). */
+static int addr_split(const char *s, char *host, size_t size, const char **port, const char **why)
+{
+    const char *h = s, *end;
+
+    *why = "expected host:port, [v6]:port, :port or unix:/path";
+    if (s[0] == '[') {
+        end = strchr(s, ']');
+        if (end == NULL || end[1] != ':')
+            return -EINVAL;
+        h = s + 1;
+        *port = end + 2;
+    } else {
+        end = strrchr(s, ':');
+        if (end == NULL) {
+            end = s; /* bare port */
+            *port = s;
+        } else {
+            *port = end + 1;
+        }
+        if (memchr(s, ':', (size_t)(end - s)) != NULL) {
+            *why = "IPv6 addresses need brackets, as in [::1]:8080";
+            return -EINVAL;
+        }
+    }
+    if ((size_t)(end - h) >= size)
+        return -EINVAL;
+    memcpy(host, h, (size_t)(end - h));
+    host[end - h] = '\0';
+    return 0;
+}
+
+static int addr_parse(const char *s, struct pf_addr *addr, const char **why)
+{
+    struct pf_addr a;
+    char host[256];
+    const char *port_s;
+    in_port_t port;
+    int rc;
+
+    memset(&a, 0, sizeof(a));
+    if (strncmp(s, "unix:", 5) == 0) {
+        rc = addr_unix(s + 5, &a, why);
+    } else {
+        rc = addr_split(s, host, sizeof(host), &port_s, why);
+        if (rc == 0 && parse_port(port_s, &port) < 0) {
+            *why = "the port must be a number between 1 and 65535";
+            rc = -EINVAL;
+        }
+        if (rc == 0 && s[0] == '[' && strchr(host, ':') == NULL) {
+            *why = "only IPv6 addresses go between brackets";
+            rc = -EINVAL;
+        }
+        if (rc == 0)
+            rc = addr_host(host[0] != '\0' ? host : "0.0.0.0", port, &a);
+    }
+    if (rc < 0)
+        return rc;
+    a.text = pf_xstrdup(s);
+    *addr = a;
+    return 0;
+}
+
+int pf_addr_parse(const char *s, struct pf_addr *addr)
+{
+    const char *why;
+
+    return addr_parse(s, addr, &why);
+}
+
+/* Parse scalar n into a; errors name what ("listen", "upstreams.app.endpoints"). */
+static int conf_addr(const struct pf_conf_node *n, struct pf_addr *a, const char *what,
+                     struct pf_err *err)
+{
+    const char *why = "";
+    int rc;
+
+    if (n->type != PF_NODE_SCALAR) {
+        pf_err_at(err, n, "%s: expected an address", what);
+        return -EINVAL;
+    }
+    rc = addr_parse(n->value, a, &why);
+    if (rc == -ENOENT)
+        pf_err_at(err, n, "%s: cannot resolve the host of '%s'", what, n->value);
+    else if (rc < 0)
+        pf_err_at(err, n, "%s: invalid address '%s': %s", what, n->value, why);
+    return rc;
+}
+
+static void addr_list_free(struct pf_addr *a, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++)
+        free(a[i].text);
+    free(a);
+}
+
+/* A scalar or a non-empty list of addresses, each listed once. */
+static void conf_addr_list(const struct pf_conf_node *n, const char *what, struct pf_addr **out,
+                           unsigned *count, struct pf_err *err)
+{
+    const struct pf_conf_node *const *items = (const struct pf_conf_node *const *)n->items;
+    unsigned n_items = n->n_items;
+    struct pf_addr *v;
+    unsigned k = 0;
+
+    if (n->type == PF_NODE_MAP) {
+        pf_err_at(err, n, "%s: expected an address or a list of addresses", what);
+        return;
+    }
+    if (n->type == PF_NODE_SCALAR) {
+        items = &n;
+        n_items = 1;
+    }
+    if (n_items == 0) {
+        pf_err_at(err, n, "%s: must list at least one address", what);
+        return;
+    }
+    v = pf_xcalloc(n_items, sizeof(*v));
+    for (unsigned i = 0; i < n_items; i++) {
+        unsigned j = 0;
+        if (conf_addr(items[i], &v[k], what, err) < 0)
+            continue;
+        while (j < k && strcmp(v[j].text, v[k].text) != 0)
+            j++;
+        if (j == k) {
+            k++;
+            continue;
+        }
+        pf_err_at(err, items[i], "%s: '%s' is listed twice", what, v[k].text);
+        free(v[k].text);
+    }
+    addr_list_free(*out, *count);
+    *out = v;
+    *count = k;
+}
+
+/* ---- top-level sections ---- */
+
+static int parse_later(const struct pf_conf_node *n, void *field, struct pf_err *err)
+{
+    (void)n, (void)field, (void)err;
+    return 0; /* handled after the table, in order */
+}
+
+static int parse_listen(const struct pf_conf_node *n, void *field, struct pf_err *err)
+{
+    struct pf_config *cfg = field;
+
+    conf_addr_list(n, "listen", &cfg->listen, &cfg->n_listen, err);
+    return 0;
+}
+
+static int parse_workers(const struct pf_conf_node *n, void *field, struct pf_err *err)
+{
+    unsigned *workers = field;
+    unsigned v = 0;
+    const char *s = n->value;
+
+    if (n->type == PF_NODE_SCALAR && strcmp(s, "auto") == 0) {
+        *workers = 0;
+        return 0;
+    }
+    for (; n->type == PF_NODE_SCALAR && *s >= '0' && *s <= '9' && v <= MAX_WORKERS; s++)
+        v = v * 10 + (unsigned)(*s - '0');
+    if (n->type != PF_NODE_SCALAR || s == n->value || *s != '\0' || v < 1 || v > MAX_WORKERS) {
+        pf_err_at(err, n, "workers: must be auto or a number between 1 and %d", MAX_WORKERS);
+        return -EINVAL;
+    }
+    *workers = v;
+    return 0;
+}
+
+static int parse_admin_listen(const struct pf_conf_node *n, void *field, struct pf_err *err)
+{
+    struct pf_addr *a = field, tmp;
+
+    if (n->type == PF_NODE_SCALAR && strcmp(n->value, "off") == 0) {
+        free(a->text);
+        memset(a, 0, sizeof(*a));
+        a->text = pf_xstrdup("off");
+        return 0;
+    }
+    if (conf_addr(n, &tmp, "admin.listen", err) < 0)
+        return -EINVAL;
+    free(a->text);
+    *a = tmp;
+    return 0;
+}
+
+static const struct pf_conf_key admin_keys[] = {
+    {"listen", PF_CONF_CUSTOM, offsetof(struct pf_config, admin_listen), 0, 0, parse_admin_listen},
+    {"token", PF_CONF_STRING, offsetof(struct pf_config, admin_token), 0, 0, NULL},
+    {NULL, 0, 0, 0, 0, NULL},
+};
+
+static int parse_admin(const struct pf_conf_node *n, void *field, struct pf_err *err)
+{
+    return pf_conf_fill_section(n, "admin", admin_keys, field, err);
+}
+
+static const struct pf_conf_key limit_keys[] = {
+    {"max_connections", PF_CONF_UINT, offsetof(struct pf_limits, max_connections), 1, 10000000,
+     NULL},
+    {"max_header_size", PF_CONF_SIZE, offsetof(struct pf_limits, max_header_size), 1024, 16 << 20,
+     NULL},
+    {"max_headers", PF_CONF_UINT, offsetof(struct pf_limits, max_headers), 1, 10000, NULL},
+    {"max_uri_size", PF_CONF_SIZE, offsetof(struct pf_limits, max_uri_size), 256, 16 << 20, NULL},
+    {"max_body_size", PF_CONF_SIZE, offsetof(struct pf_limits, max_body_size), 0, 0, NULL},
+    {"header_timeout", PF_CONF_DURATION, offsetof(struct pf_limits, header_timeout_ms), 1, 3600000,
+     NULL},
+    {"idle_timeout", PF_CONF_DURATION, offsetof(struct pf_limits, idle_timeout_ms), 1, 86400000,
+     NULL},
+    {NULL, 0, 0, 0, 0, NULL},
+};
+
+static int parse_limits(const struct pf_conf_node *n, void *field, struct pf_err *err)
+{
+    return pf_conf_fill_section(n, "limits", limit_keys, field, err);
+}
+
+static const struct pf_conf_key access_log_keys[] = {
+    {"path", PF_CONF_STRING, offsetof(struct pf_config, access_log_path), 0, 0, NULL},
+    {"format", PF_CONF_STRING, offsetof(struct pf_config, access_log_format), 0, 0, NULL},
+    {NULL, 0, 0, 0, 0, NULL},
+};
+
+/* { path, format } or just the path ("access_log: off"). */
+static int parse_access_log(const struct pf_conf_node *n, void *field, struct pf_err *err)
+{
+    struct pf_config *cfg = field;
+    const struct pf_conf_node *path = n, *format = pf_conf_get(n, "format");
+
+    if (n->type == PF_NODE_SCALAR && !pf_conf_is_null(n)) {
+        free(cfg->access_log_path);
+        cfg->access_log_path = pf_xstrdup(n->value);
+    } else if (pf_conf_fill_section(n, "access_log", access_log_keys, cfg, err) < 0) {
+        return -EINVAL;
+    } else {
+        path = pf_conf_get(n, "path");
+    }
+    if (cfg->access_log_path[0] == '\0')
+        pf_err_at(err, path, "access_log.path: must be stdout, stderr, off or a file name");
+    if (strcmp(cfg->access_log_format, "json") != 0)
+        pf_err_at(err, format, "access_log.format: only json is supported");
+    return 0;
+}
+
+static int parse_log_level(const struct pf_conf_node *n, void *field, struct pf_err *err)
+{
+    int level = n->type == PF_NODE_SCALAR ? pf_log_level_parse(n->value) : -1;
+
+    if (level < 0) {
+        pf_err_at(err, n, "log_level: must be one of error, warn, info, debug");
+        return -EINVAL;
+    }
+    *(int *)field = level;
+    return 0;
+}
+
+static const struct pf_conf_key top_keys[] = {
+    {"listen", PF_CONF_CUSTOM, 0, 0, 0, parse_listen},
+    {"workers", PF_CONF_CUSTOM, offsetof(struct pf_config, workers), 0, 0, parse_workers},
+    {"admin", PF_CONF_CUSTOM, 0, 0, 0, parse_admin},
+    {"limits", PF_CONF_CUSTOM, offsetof(struct pf_config, limits), 0, 0, parse_limits},
+    {"drain_delay", PF_CONF_DURATION, offsetof(struct pf_config, drain_delay_ms), 0, 3600000, NULL},
+    {"drain_timeout", PF_CONF_DURATION, offsetof(struct pf_config, drain_timeout_ms), 0, 3600000,
+     NULL},
+    {"access_log", PF_CONF_CUSTOM, 0, 0, 0, parse_access_log},
+    {"log_level", PF_CONF_CUSTOM, offsetof(struct pf_config, log_level), 0, 0, parse_log_level},
+    {"upstreams", PF_CONF_CUSTOM, 0, 0, 0, parse_later},
+    {"routes", PF_CONF_CUSTOM, 0, 0, 0, parse_later},
+    {"filters", PF_CONF_CUSTOM, 0, 0, 0, parse_later},
+    {NULL, 0, 0, 0, 0, NULL},
+};
+
+/* ---- upstreams ---- */
+
+static int not_supported(const struct pf_conf_node *n, void *field, struct pf_err *err)
+{
+    (void)field;
+    pf_err_at(err, n->key_node, "'%s' is not supported yet", n->key);
+    return -EINVAL;
+}
+
+static const struct pf_conf_key pool_keys[] = {
+    {"max_idle", PF_CONF_UINT, offsetof(struct pf_pool_conf, max_idle), 0, 100000, NULL},
+    {"idle_timeout", PF_CONF_DURATION, offsetof(struct pf_pool_conf, idle_timeout_ms), 1, 86400000,
+     NULL},
+    {"max_lifetime", PF_CONF_DURATION, offsetof(struct pf_pool_conf, max_lifetime_ms), 1,
+     7 * 86400000.0, NULL},
+    {NULL, 0, 0, 0, 0, NULL},
+};
+
+static const struct pf_conf_key upstream_keys[] = {
+    {"endpoints", PF_CONF_CUSTOM, 0, 0, 0, parse_later},
+    {"balance", PF_CONF_CUSTOM, 0, 0, 0, parse_later},
+    {"connect_timeout", PF_CONF_DURATION, offsetof(struct pf_upstream_conf, connect_timeout_ms), 1,
+     3600000, NULL},
+    {"request_timeout", PF_CONF_DURATION, offsetof(struct pf_upstream_conf, request_timeout_ms), 1,
+     86400000, NULL},
+    {"pool", PF_CONF_CUSTOM, 0, 0, 0, parse_later},
+    {"retries", PF_CONF_CUSTOM, 0, 0, 0, not_supported},
+    {"circuit_breaker", PF_CONF_CUSTOM, 0, 0, 0, not_supported},
+    {"health_check", PF_CONF_CUSTOM, 0, 0, 0, not_supported},
+    {NULL, 0, 0, 0, 0, NULL},
+};
+
+static const char *const balance_names[] = {"round_robin", "least_request", "random", NULL};
+
+static void parse_balance(const struct pf_conf_node *n, struct pf_upstream_conf *u,
+                          const char *section, struct pf_err *err)
+{
+    for (unsigned i = 0; n->type == PF_NODE_SCALAR && balance_names[i] != NULL; i++) {
+        if (strcmp(n->value, balance_names[i]) == 0) {
+            u->balance = (enum pf_balance)i;
+            return;
+        }
+    }
+    pf_err_at(err, n, "%s.balance: must be round_robin, least_request or random", section);
+}
+
+static void parse_upstream(const struct pf_conf_node *n, struct pf_upstream_conf *u,
+                           struct pf_err *err)
+{
+    const struct pf_conf_node *v;
+    char section[300], sub[320];
+
+    u->name = pf_xstrdup(n->key);
+    u->balance = PF_BALANCE_ROUND_ROBIN;
+    u->connect_timeout_ms = 1000;
+    u->request_timeout_ms = 30000;
+    u->pool.max_idle = 64;
+    u->pool.idle_timeout_ms = 60000;
+    u->pool.max_lifetime_ms = 3600000;
+    snprintf(section, sizeof(section), "upstreams.%s", n->key);
+    if (n->type != PF_NODE_MAP) {
+        pf_err_at(err, n, "%s: expected a map with at least endpoints", section);
+        return;
+    }
+    pf_conf_fill_section(n, section, upstream_keys, u, err);
+    snprintf(sub, sizeof(sub), "%s.endpoints", section);
+    if ((v = pf_conf_get(n, "endpoints")) != NULL)
+        conf_addr_list(v, sub, &u->endpoints, &u->n_endpoints, err);
+    else
+        pf_err_at(err, n->key_node, "%s: 'endpoints' is required", section);
+    if ((v = pf_conf_get(n, "balance")) != NULL)
+        parse_balance(v, u, section, err);
+    snprintf(sub, sizeof(sub), "%s.pool", section);
+    pf_conf_fill_section(pf_conf_get(n, "pool"), sub, pool_keys, &u->pool, err);
+}
+
+static void parse_upstreams(struct pf_config *cfg, const struct pf_conf_node *n, struct pf_err *err)
+{
+    if (n == NULL || pf_conf_is_null(n) || (n->type == PF_NODE_MAP && n->n_items == 0)) {
+        pf_err_at(err, n != NULL ? n : cfg->root,
+                  "upstreams: at least one upstream is required, as in upstreams: {app: "
+                  "{endpoints: [\"127.0.0.1:3000\"]}}");
+        return;
+    }
+    if (n->type != PF_NODE_MAP) {
+        pf_err_at(err, n, "upstreams: expected a map of NAME: {endpoints: [...]}");
+        return;
+    }
+    cfg->upstreams = pf_xcalloc(n->n_items, sizeof(*cfg->upstreams));
+    /* every upstream counts, even a broken one: routes naming it are not wrong */
+    for (unsigned i = 0; i < n->n_items; i++)
+        parse_upstream(n->items[i], &cfg->upstreams[cfg->n_upstreams++], err);
+}
+
+int pf_conf_upstream_index(const struct pf_config *cfg, const char *name)
+{
+    for (unsigned i = 0; i < cfg->n_upstreams; i++) {
+        if (strcmp(cfg->upstreams[i].name, name) == 0)
+            return (int)i;
+    }
+    return -1;
+}
+
+/* ---- filters ---- */
+
+/* Index of ops' instance, created from settings n (NULL: defaults) if missing. */
+static unsigned filter_instance(struct pf_config *cfg, const struct pf_filter_ops *ops,
+                                const struct pf_conf_node *n, struct pf_err *err)
+{
+    struct pf_filter_inst *inst;
+    unsigned before = err->n;
+
+    for (unsigned i = 0; i < cfg->n_filters; i++) {
+        if (cfg->filters[i].ops == ops)
+            return i;
+    }
+    cfg->filters = pf_xrealloc(cfg->filters, (cfg->n_filters + 1) * sizeof(*cfg->filters));
+    inst = &cfg->filters[cfg->n_filters];
+    inst->ops = ops;
+    inst->conf = NULL;
+    if (ops->conf_parse != NULL && ops->conf_parse(n, &inst->conf, err) < 0) {
+        if (err->n == before)
+            pf_err_at(err, n, "filters.%s: invalid settings", ops->name);
+        if (inst->conf != NULL && ops->conf_free != NULL)
+            ops->conf_free(inst->conf);
+        inst->conf = NULL;
+    }
+    return cfg->n_filters++;
+}
+
+static void parse_filters(struct pf_config *cfg, const struct pf_conf_node *n, struct pf_err *err)
+{
+    if (n == NULL || pf_conf_is_null(n))
+        return;
+    if (n->type != PF_NODE_MAP) {
+        pf_err_at(err, n, "filters: expected a map of filter names to their settings");
+        return;
+    }
+    for (unsigned i = 0; i < n->n_items; i++) {
+        const struct pf_conf_node *item = n->items[i];
+        const struct pf_filter_ops *ops = pf_filter_find(item->key);
+        if (ops == NULL) {
+            pf_err_at(err, item->key_node, "unknown filter '%s'", item->key);
+            continue;
+        }
+        filter_instance(cfg, ops, pf_conf_is_null(item) ? NULL : item, err);
+    }
+}
+
+/* ---- routes ---- */
+
+struct route_raw {
+    struct pf_route r; /* being filled */
+    char *upstream;    /* name as written */
+};
+
+static const struct pf_conf_key route_keys[] = {
+    {"name", PF_CONF_STRING, offsetof(struct route_raw, r.name), 0, 0, NULL},
+    {"match", PF_CONF_CUSTOM, 0, 0, 0, parse_later},
+    {"upstream", PF_CONF_STRING, offsetof(struct route_raw, upstream), 0, 0, NULL},
+    {"filters", PF_CONF_CUSTOM, 0, 0, 0, parse_later},
+    {NULL, 0, 0, 0, 0, NULL},
+};
+
+static const struct pf_conf_key match_keys[] = {
+    {"prefix", PF_CONF_STRING, offsetof(struct pf_route, prefix), 0, 0, NULL},
+    {"host", PF_CONF_STRING, offsetof(struct pf_route, host), 0, 0, NULL},
+    {"methods", PF_CONF_STRLIST, offsetof(struct pf_route, methods), 0, 0, NULL},
+    {NULL, 0, 0, 0, 0, NULL},
+};
+
+/* RFC 9110 token, upper-cased in place. */
+static bool method_fix(char *m)
+{
+    if (*m == '\0')
+        return false;
+    for (char *p = m; *p != '\0'; p++) {
+        if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+              strchr("!#$%&'*+-.^_`|~", *p)))
+            return false;
+        if (*p >= 'a' && *p <= 'z')
+            *p = (char)(*p - 'a' + 'A');
+    }
+    return true;
+}
+
+static void check_match(struct pf_route *r, const struct pf_conf_node *m, const char *section,
+                        struct pf_err *err)
+{
+    const struct pf_conf_node *methods = pf_conf_get(m, "methods");
+
+    if (r->prefix[0] != '/')
+        pf_err_at(err, pf_conf_get(m, "prefix"), "%s.prefix: must start with '/'", section);
+    if (r->host != NULL && r->host[0] == '\0')
+        pf_err_at(err, pf_conf_get(m, "host"), "%s.host: must not be empty", section);
+    for (char *p = r->host; p != NULL && *p != '\0'; p++) {
+        if (*p >= 'A' && *p <= 'Z')
+            *p = (char)(*p - 'A' + 'a');
+    }
+    for (unsigned i = 0; i < r->methods.n; i++) {
+        const struct pf_conf_node *at = methods->type == PF_NODE_SEQ ? methods->items[i] : methods;
+        if (!method_fix(r->methods.v[i]))
+            pf_err_at(err, at, "%s.methods: '%s' is not a method", section, r->methods.v[i]);
+    }
+}
+
+static void route_upstream(struct pf_config *cfg, struct route_raw *raw,
+                           const struct pf_conf_node *n, const char *section, struct pf_err *err)
+{
+    int idx;
+
+    if (raw->upstream == NULL) {
+        if (cfg->n_upstreams > 1)
+            pf_err_at(err, n, "%s: 'upstream' is required when there are several upstreams",
+                      section);
+        return;
+    }
+    idx = pf_conf_upstream_index(cfg, raw->upstream);
+    if (idx < 0)
+        pf_err_at(err, pf_conf_get(n, "upstream"), "%s.upstream: unknown upstream '%s'", section,
+                  raw->upstream);
+    else
+        raw->r.upstream = (unsigned)idx;
+}
+
+static void route_add_filter(struct pf_config *cfg, struct pf_route *r,
+                             const struct pf_filter_ops *ops, const struct pf_conf_node *at,
+                             struct pf_err *err)
+{
+    unsigned idx = filter_instance(cfg, ops, NULL, err);
+
+    for (unsigned i = 0; i < r->n_filters; i++) {
+        if (r->filters[i] == idx) {
+            pf_err_at(err, at, "filter '%s' is listed twice", ops->name);
+            return;
+        }
+    }
+    r->filters = pf_xrealloc(r->filters, (r->n_filters + 1) * sizeof(*r->filters));
+    r->filters[r->n_filters++] = idx;
+}
+
+/* The route's `filters:` list, or the default chain when it has none. */
+static void route_filters(struct pf_config *cfg, struct pf_route *r, const struct pf_conf_node *n,
+                          const char *section, struct pf_err *err)
+{
+    const struct pf_conf_node *const *items = (const struct pf_conf_node *const *)n->items;
+    unsigned n_items = n->n_items;
+
+    if (n->type == PF_NODE_MAP) {
+        pf_err_at(err, n, "%s.filters: expected a list of filter names", section);
+        return;
+    }
+    if (n->type == PF_NODE_SCALAR) {
+        items = &n;
+        n_items = pf_conf_is_null(n) ? 0 : 1;
+    }
+    for (unsigned i = 0; i < n_items; i++) {
+        const struct pf_filter_ops *ops = NULL;
+        if (items[i]->type == PF_NODE_SCALAR)
+            ops = pf_filter_find(items[i]->value);
+        if (ops != NULL)
+            route_add_filter(cfg, r, ops, items[i], err);
+        else if (items[i]->type != PF_NODE_SCALAR)
+            pf_err_at(err, items[i], "%s.filters: expected a filter name", section);
+        else
+            pf_err_at(err, items[i], "unknown filter '%s'", items[i]->value);
+    }
+}
+
+static void route_default_filters(struct pf_config *cfg, struct pf_route *r, struct pf_err *err)
+{
+    for (unsigned i = 0; pf_filter_default_chain[i] != NULL; i++) {
+        const struct pf_filter_ops *ops = pf_filter_find(pf_filter_default_chain[i]);
+        if (ops != NULL)
+            route_add_filter(cfg, r, ops, NULL, err);
+    }
+}
+
+static void route_free(struct pf_route *r)
+{
+    free(r->name);
+    free(r->filters);
+    pf_conf_fields_free(match_keys, r);
+}
+
+static void parse_route(struct pf_config *cfg, unsigned idx, const struct pf_conf_node *n,
+                        struct pf_err *err)
+{
+    struct route_raw raw;
+    char section[32], sub[48];
+    const struct pf_conf_node *v;
+
+    memset(&raw, 0, sizeof(raw));
+    raw.r.prefix = pf_xstrdup("/");
+    snprintf(section, sizeof(section), "routes[%u]", idx);
+    snprintf(sub, sizeof(sub), "%s.match", section);
+    if (pf_conf_is_null(n) || n->type != PF_NODE_MAP) {
+        pf_err_at(err, n, "%s: expected a map with match and upstream", section);
+    } else {
+        pf_conf_fill_section(n, section, route_keys, &raw, err);
+        v = pf_conf_get(n, "match");
+        /* check what was filled even if another match key was wrong */
+        pf_conf_fill_section(v, sub, match_keys, &raw.r, err);
+        check_match(&raw.r, v, sub, err);
+    }
+    if (raw.r.name == NULL) {
+        raw.r.name = pf_xmalloc(24);
+        snprintf(raw.r.name, 24, "route-%u", idx);
+    }
+    raw.r.prefix_len = strlen(raw.r.prefix);
+    route_upstream(cfg, &raw, n, section, err);
+    if ((v = pf_conf_get(n, "filters")) != NULL)
+        route_filters(cfg, &raw.r, v, section, err);
+    else
+        route_default_filters(cfg, &raw.r, err);
+    free(raw.upstream);
+    cfg->routes[idx] = raw.r;
+}
+
+static void check_route_names(const struct pf_config *cfg, const struct pf_conf_node *n,
+                              struct pf_err *err)
+{
+    for (unsigned i = 1; i < cfg->n_routes; i++) {
+        for (unsigned j = 0; j < i; j++) {
+            if (strcmp(cfg->routes[i].name, cfg->routes[j].name) == 0) {
+                pf_err_at(err, n->items[i],
+                          "routes[%u]: the name '%s' is already used by routes[%u]", i,
+                          cfg->routes[i].name, j);
+                break;
+            }
+        }
+    }
+}
+
+static void parse_routes(struct pf_config *cfg, const struct pf_conf_node *n, struct pf_err *err)
+{
+    if (n == NULL || pf_conf_is_null(n)) {
+        if (cfg->n_upstreams > 1) {
+            pf_err_at(err, n != NULL ? n : cfg->root,
+                      "routes: required when there are several upstreams (say which requests "
+                      "go to which upstream)");
+            return;
+        }
+        cfg->routes = pf_xcalloc(1, sizeof(*cfg->routes));
+        cfg->n_routes = 1;
+        cfg->routes[0].name = pf_xstrdup("route-0");
+        cfg->routes[0].prefix = pf_xstrdup("/");
+        cfg->routes[0].prefix_len = 1;
+        route_default_filters(cfg, &cfg->routes[0], err);
+        return;
+    }
+    if (n->type != PF_NODE_SEQ || n->n_items == 0) {
+        pf_err_at(err, n, "routes: expected a list of at least one route");
+        return;
+    }
+    cfg->routes = pf_xcalloc(n->n_items, sizeof(*cfg->routes));
+    for (unsigned i = 0; i < n->n_items; i++) {
+        parse_route(cfg, i, n->items[i], err);
+        cfg->n_routes++;
+    }
+    check_route_names(cfg, n, err);
+}
+
+/* ---- snapshots ---- */
+
+static struct pf_config *conf_new(const char *path)
+{
+    struct pf_config *cfg = pf_xcalloc(1, sizeof(*cfg));
+
+    atomic_init(&cfg->refs, 1);
+    cfg->path = pf_xstrdup(path);
+    cfg->listen = pf_xcalloc(1, sizeof(*cfg->listen));
+    cfg->n_listen = 1;
+    pf_addr_parse("0.0.0.0:8080", &cfg->listen[0]);
+    pf_addr_parse("127.0.0.1:9901", &cfg->admin_listen);
+    cfg->admin_token = pf_xstrdup("");
+    cfg->limits.max_connections = 10000;
+    cfg->limits.max_header_size = 32 << 10;
+    cfg->limits.max_headers = 100;
+    cfg->limits.max_uri_size = 8 << 10;
+    cfg->limits.max_body_size = 0;
+    cfg->limits.header_timeout_ms = 10000;
+    cfg->limits.idle_timeout_ms = 60000;
+    cfg->drain_delay_ms = 0;
+    cfg->drain_timeout_ms = 15000;
+    cfg->access_log_path = pf_xstrdup("stdout");
+    cfg->access_log_format = pf_xstrdup("json");
+    cfg->log_level = PF_LOG_INFO;
+    return cfg;
+}
+
+static void conf_free(struct pf_config *cfg)
+{
+    free(cfg->path);
+    addr_list_free(cfg->listen, cfg->n_listen);
+    free(cfg->admin_listen.text);
+    free(cfg->admin_token);
+    free(cfg->access_log_path);
+    free(cfg->access_log_format);
+    for (unsigned i = 0; i < cfg->n_upstreams; i++) {
+        free(cfg->upstreams[i].name);
+        addr_list_free(cfg->upstreams[i].endpoints, cfg->upstreams[i].n_endpoints);
+        free(cfg->upstreams[i].endpoint_ids);
+    }
+    free(cfg->upstreams);
+    for (unsigned i = 0; i < cfg->n_routes; i++)
+        route_free(&cfg->routes[i]);
+    free(cfg->routes);
+    for (unsigned i = 0; i < cfg->n_filters; i++) {
+        if (cfg->filters[i].conf != NULL && cfg->filters[i].ops->conf_free != NULL)
+            cfg->filters[i].ops->conf_free(cfg->filters[i].conf);
+    }
+    free(cfg->filters);
+    pf_conf_node_free(cfg->root);
+    free(cfg);
+}
+
+static void conf_build(struct pf_config *cfg, struct pf_err *err)
+{
+    const struct pf_conf_node *root = cfg->root;
+
+    if (root == NULL) {
+        pf_err_at(err, NULL, "the configuration is empty: at least one upstream is required");
+        return;
+    }
+    if (root->type != PF_NODE_MAP) {
+        pf_err_at(err, root, "expected a map of settings at the top level");
+        return;
+    }
+    pf_conf_fill_section(root, NULL, top_keys, cfg, err);
+    parse_upstreams(cfg, pf_conf_get(root, "upstreams"), err);
+    parse_filters(cfg, pf_conf_get(root, "filters"), err);
+    parse_routes(cfg, pf_conf_get(root, "routes"), err);
+}
+
+static struct pf_config *load_text(const char *text, size_t len, const char *name,
+                                   struct pf_err *err)
+{
+    struct pf_config *cfg = conf_new(name);
+    unsigned before = err->n;
+
+    if (pf_conf_node_parse(text, len, &cfg->root, err) == 0)
+        conf_build(cfg, err);
+    if (err->n != before) {
+        conf_free(cfg);
+        return NULL;
+    }
+    return cfg;
+}
+
+struct pf_config *pf_conf_load_string(const char *yaml, const char *name, struct pf_err *err)
+{
+    if (err->file == NULL)
+        err->file = name;
+    return load_text(yaml, strlen(yaml), name, err);
+}
+
+struct pf_config *pf_conf_load(const char *path, struct pf_err *err)
+{
+    struct pf_config *cfg = NULL;
+    char *text = NULL;
+    size_t len = 0, cap = 0, got;
+    FILE *f;
+
+    if (err->file == NULL)
+        err->file = path;
+    f = fopen(path, "r");
+    if (f == NULL) {
+        pf_err_at(err, NULL, "cannot open: %s", strerror(errno));
+        return NULL;
+    }
+    do {
+        if (len == cap) {
+            cap = cap ? cap * 2 : 16384;
+            text = pf_xrealloc(text, cap);
+        }
+        got = fread(text + len, 1, cap - len, f);
+        len += got;
+    } while (got > 0 && len <= MAX_FILE_SIZE);
+    if (ferror(f))
+        pf_err_at(err, NULL, "cannot read: %s", strerror(errno));
+    else if (len > MAX_FILE_SIZE)
+        pf_err_at(err, NULL, "larger than %u bytes", MAX_FILE_SIZE);
+    else
+        cfg = load_text(text, len, path, err);
+    free(text);
+    fclose(f);
+    return cfg;
+}
+
+struct pf_config *pf_conf_ref(struct pf_config *cfg)
+{
+    atomic_fetch_add_explicit(&cfg->refs, 1, memory_order_relaxed);
+    return cfg;
+}
+
+void pf_conf_unref(struct pf_config *cfg)
+{
+    if (cfg == NULL)
+        return;
+    if (atomic_fetch_sub_explicit(&cfg->refs, 1, memory_order_acq_rel) == 1)
+        conf_free(cfg);
+}
+
+/* ---- /config ---- */
+
+static void json_str(struct evbuffer *out, const char *s)
+{
+    evbuffer_add(out, "\"", 1);
+    pf_json_escape(out, s, strlen(s));
+    evbuffer_add(out, "\"", 1);
+}
+
+/* Element i of a list or map: a comma before all but the first. */
+static void json_item(struct evbuffer *out, unsigned i, const char *s, bool key)
+{
+    if (i > 0)
+        evbuffer_add(out, ",", 1);
+    json_str(out, s);
+    if (key)
+        evbuffer_add(out, ":", 1);
+}
+
+static bool json_is_number(const char *s)
+{
+    if (*s == '-')
+        s++;
+    if (*s == '0')
+        s++;
+    else if (*s >= '1' && *s <= '9')
+        s += strspn(s, "0123456789");
+    else
+        return false;
+    if (*s == '.' && s[1] >= '0' && s[1] <= '9')
+        s += 1 + strspn(s + 1, "0123456789");
+    return *s == '\0';
+}
+
+static bool is_secret_key(const char *key)
+{
+    return strcmp(key, "password") == 0 || strcmp(key, "token") == 0;
+}
+
+/* A filter's settings as written, with secrets redacted. */
+static void json_node(struct evbuffer *out, const struct pf_conf_node *n)
+{
+    bool map = n->type == PF_NODE_MAP;
+
+    if (n->type == PF_NODE_SCALAR) {
+        if (pf_conf_is_null(n))
+            evbuffer_add_printf(out, "null");
+        else if (!n->quoted && (json_is_number(n->value) || strcmp(n->value, "true") == 0 ||
+                                strcmp(n->value, "false") == 0))
+            evbuffer_add_printf(out, "%s", n->value);
+        else
+            json_str(out, n->value);
+        return;
+    }
+    evbuffer_add(out, map ? "{" : "[", 1);
+    for (unsigned i = 0; i < n->n_items; i++) {
+        const struct pf_conf_node *v = n->items[i];
+        if (map)
+            json_item(out, i, v->key, true);
+        else if (i > 0)
+            evbuffer_add(out, ",", 1);
+        if (map && is_secret_key(v->key) && !pf_conf_is_null(v) &&
+            (v->type != PF_NODE_SCALAR || v->value[0] != '\0'))
+            json_str(out, "<redacted>");
+        else
+            json_node(out, v);
+    }
+    evbuffer_add(out, map ? "}" : "]", 1);
+}
+
+static void json_addrs(struct evbuffer *out, const struct pf_addr *a, unsigned n)
+{
+    evbuffer_add(out, "[", 1);
+    for (unsigned i = 0; i < n; i++)
+        json_item(out, i, a[i].text, false);
+    evbuffer_add(out, "]", 1);
+}
+
+static void json_upstream(struct evbuffer *out, const struct pf_upstream_conf *u, unsigned i)
+{
+    char ct[24], rt[24], it[24], lt[24];
+
+    pf_conf_format_duration(u->connect_timeout_ms, ct, sizeof(ct));
+    pf_conf_format_duration(u->request_timeout_ms, rt, sizeof(rt));
+    pf_conf_format_duration(u->pool.idle_timeout_ms, it, sizeof(it));
+    pf_conf_format_duration(u->pool.max_lifetime_ms, lt, sizeof(lt));
+    json_item(out, i, u->name, true);
+    evbuffer_add_printf(out, "{\"balance\":\"%s\",\"endpoints\":", balance_names[u->balance]);
+    json_addrs(out, u->endpoints, u->n_endpoints);
+    evbuffer_add_printf(
+        out,
+        ",\"connect_timeout\":\"%s\",\"request_timeout\":\"%s\",\"pool\":{\"max_idle\":%u,\"idle_timeout\":\"%s\",\"max_lifetime\":\"%s\"}}",
+        ct, rt, u->pool.max_idle, it, lt);
+}
+
+static void json_route(struct evbuffer *out, const struct pf_config *cfg, const struct pf_route *r)
+{
+    evbuffer_add_printf(out, "{\"name\":");
+    json_str(out, r->name);
+    evbuffer_add_printf(out, ",\"match\":{\"prefix\":");
+    json_str(out, r->prefix);
+    evbuffer_add_printf(out, ",\"host\":");
+    if (r->host != NULL)
+        json_str(out, r->host);
+    else
+        evbuffer_add_printf(out, "null");
+    evbuffer_add_printf(out, ",\"methods\":[");
+    for (unsigned i = 0; i < r->methods.n; i++)
+        json_item(out, i, r->methods.v[i], false);
+    evbuffer_add_printf(out, "]},\"upstream\":");
+    json_str(out, cfg->upstreams[r->upstream].name);
+    evbuffer_add_printf(out, ",\"filters\":[");
+    for (unsigned i = 0; i < r->n_filters; i++)
+        json_item(out, i, cfg->filters[r->filters[i]].ops->name, false);
+    evbuffer_add_printf(out, "]}");
+}
+
+static void json_top(struct evbuffer *out, const struct pf_config *cfg)
+{
+    static const char *const levels[] = {"error", "warn", "info", "debug"};
+    const struct pf_limits *l = &cfg->limits;
+    char ht[24], it[24], dd[24], dt[24];
+
+    pf_conf_format_duration(l->header_timeout_ms, ht, sizeof(ht));
+    pf_conf_format_duration(l->idle_timeout_ms, it, sizeof(it));
+    pf_conf_format_duration(cfg->drain_delay_ms, dd, sizeof(dd));
+    pf_conf_format_duration(cfg->drain_timeout_ms, dt, sizeof(dt));
+    evbuffer_add_printf(out, "\"path\":");
+    json_str(out, cfg->path);
+    evbuffer_add_printf(out, ",\"listen\":");
+    json_addrs(out, cfg->listen, cfg->n_listen);
+    if (cfg->workers == 0)
+        evbuffer_add_printf(out, ",\"workers\":\"auto\",\"admin\":{\"listen\":");
+    else
+        evbuffer_add_printf(out, ",\"workers\":%u,\"admin\":{\"listen\":", cfg->workers);
+    json_str(out, cfg->admin_listen.text);
+    evbuffer_add_printf(out, ",\"token\":\"%s\"}", cfg->admin_token[0] ? "<redacted>" : "");
+    evbuffer_add_printf(
+        out,
+        ",\"limits\":{\"max_connections\":%u,\"max_header_size\":%llu,\"max_headers\":%u,\"max_uri_size\":%llu,\"max_body_size\":%llu,\"header_timeout\":\"%s\",\"idle_timeout\":\"%s\"}",
+        l->max_connections, (unsigned long long)l->max_header_size, l->max_headers,
+        (unsigned long long)l->max_uri_size, (unsigned long long)l->max_body_size, ht, it);
+    evbuffer_add_printf(
+        out, ",\"drain_delay\":\"%s\",\"drain_timeout\":\"%s\",\"access_log\":{\"path\":", dd, dt);
+    json_str(out, cfg->access_log_path);
+    evbuffer_add_printf(out, ",\"format\":");
+    json_str(out, cfg->access_log_format);
+    evbuffer_add_printf(out, "},\"log_level\":\"%s\"",
+                        cfg->log_level >= 0 && cfg->log_level <= 3 ? levels[cfg->log_level]
+                                                                   : "info");
+}
+
+void pf_conf_to_json(const struct pf_config *cfg, struct evbuffer *out)
+{
+    const struct pf_conf_node *settings = pf_conf_get(cfg->root, "filters");
+
+    evbuffer_add(out, "{", 1);
+    json_top(out, cfg);
+    evbuffer_add_printf(out, ",\"upstreams\":{");
+    for (unsigned i = 0; i < cfg->n_upstreams; i++)
+        json_upstream(out, &cfg->upstreams[i], i);
+    evbuffer_add_printf(out, "},\"routes\":[");
+    for (unsigned i = 0; i < cfg->n_routes; i++) {
+        if (i > 0)
+            evbuffer_add(out, ",", 1);
+        json_route(out, cfg, &cfg->routes[i]);
+    }
+    /* each filter instance with its settings as written ({} when none) */
+    evbuffer_add_printf(out, "],\"filters\":{");
+    for (unsigned i = 0; i < cfg->n_filters; i++) {
+        const struct pf_conf_node *n = pf_conf_get(settings, cfg->filters[i].ops->name);
+        json_item(out, i, cfg->filters[i].ops->name, true);
+        if (n != NULL && !pf_conf_is_null(n))
+            json_node(out, n);
+        else
+            evbuffer_add(out, "{}", 2);
+    }
+    evbuffer_add(out, "}}", 2);
+}

@@ -1,0 +1,247 @@
+/*
+ * Configuration: YAML -> one immutable, reference-counted struct pf_config.
+ *
+ * pf_conf_load() reads the file with libyaml into a node tree that keeps
+ * line/column marks, substitutes ${VAR} and ${VAR:-default} in scalars, then
+ * fills the typed structs below from key tables (pf_conf_fill). Unknown keys
+ * are errors. Every error is collected in struct pf_err as
+ * "FILE:LINE:COL: message" (1-based line and column), so one pass reports all
+ * of them. Loading runs on the main thread; a loaded snapshot is read-only and
+ * shared by every worker until its last reference is dropped.
+ */
+#ifndef PF_CONF_H
+#define PF_CONF_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/socket.h>
+
+struct evbuffer;
+struct pf_filter_ops;
+struct pf_conf_node;
+
+/* ---- errors ---- */
+
+struct pf_err {
+    char **msgs;      /* "FILE:LINE:COL: message", pf_xmalloc'd */
+    unsigned n;       /* number of messages */
+    unsigned cap;     /* allocated slots */
+    const char *file; /* file name used as prefix (not owned) */
+};
+
+void pf_err_init(struct pf_err *err, const char *file);
+void pf_err_fini(struct pf_err *err);
+/* Add an error at node n's mark (n may be NULL: no line/column). */
+void pf_err_at(struct pf_err *err, const struct pf_conf_node *n, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Print every message of err to f, one per line (pilotfish -t). */
+void pf_conf_print_errors(const struct pf_err *err, FILE *f);
+
+/* ---- the YAML node tree ---- */
+
+enum pf_node_type {
+    PF_NODE_SCALAR = 0,
+    PF_NODE_MAP,
+    PF_NODE_SEQ,
+};
+
+struct pf_conf_node {
+    enum pf_node_type type;
+    unsigned line;                       /* 1-based */
+    unsigned col;                        /* 1-based */
+    char *value;                         /* scalar after ${VAR} substitution; NULL otherwise */
+    bool quoted;                         /* scalar was quoted in the file */
+    char *key;                           /* this node's key when it is a map value */
+    const struct pf_conf_node *key_node; /* the key scalar (for its mark) */
+    struct pf_conf_node **items;         /* map values (in file order) or sequence items */
+    unsigned n_items;
+};
+
+/* Value of key in map n (NULL when n is NULL, not a map, or has no such key). */
+const struct pf_conf_node *pf_conf_get(const struct pf_conf_node *n, const char *key);
+
+/* True when n is an unquoted empty, "~" or "null" scalar (`key:` with no value). */
+bool pf_conf_is_null(const struct pf_conf_node *n);
+
+/*
+ * Parse YAML text into a node tree. Returns 0 with *root set (NULL for an
+ * empty document), or -EINVAL when the text is not YAML (syntax errors,
+ * several documents). Errors that do not stop parsing (duplicate keys,
+ * anchors or aliases, ${VAR} problems) are added to err and the tree is still
+ * returned: callers check err->n. ${VAR} is substituted in keys and values;
+ * "$${" stands for a literal "${". Free with pf_conf_node_free(). Main thread.
+ */
+int pf_conf_node_parse(const char *yaml, size_t len, struct pf_conf_node **root,
+                       struct pf_err *err);
+/* Free a tree from pf_conf_node_parse(); NULL is a no-op. */
+void pf_conf_node_free(struct pf_conf_node *n);
+
+/* "250ms", "5s", "2m", "1h" (the largest unit dividing ms; "0s" for 0). */
+void pf_conf_format_duration(uint64_t ms, char *buf, size_t size);
+
+/* Scalar parsers: 0 on success, -EINVAL when s is not of that form. */
+int pf_parse_duration_ms(const char *s, uint64_t *ms); /* 250ms 5s 2m 1h (bare number = s) */
+int pf_parse_size(const char *s, uint64_t *bytes);     /* 512 64KiB 1MiB 1GiB (and KB/MB/k/m) */
+int pf_parse_percent(const char *s, double *ratio);    /* "20%" -> 0.2 */
+int pf_parse_bool(const char *s, bool *b);             /* true/false/yes/no/on/off */
+
+/* ---- key tables (filters use these for their own sections) ---- */
+
+enum pf_conf_kind {
+    PF_CONF_INT = 0,  /* int64_t field, bounds min..max */
+    PF_CONF_UINT,     /* unsigned field, bounds min..max */
+    PF_CONF_BOOL,     /* bool field */
+    PF_CONF_DURATION, /* uint64_t milliseconds, bounds in ms */
+    PF_CONF_SIZE,     /* uint64_t bytes, bounds in bytes */
+    PF_CONF_PERCENT,  /* double 0..1 */
+    PF_CONF_DOUBLE,   /* double, bounds min..max */
+    PF_CONF_STRING,   /* char * (pf_xstrdup'd; freed by pf_conf_fields_free) */
+    PF_CONF_STRLIST,  /* struct pf_strlist (scalar or sequence of scalars) */
+    PF_CONF_CUSTOM,   /* parse(n, field_ptr, err) */
+};
+
+struct pf_strlist {
+    char **v;   /* pf_xstrdup'd strings */
+    unsigned n; /* count */
+};
+
+struct pf_conf_key {
+    const char *name;
+    enum pf_conf_kind kind;
+    size_t offset; /* offsetof(struct, field) */
+    double min;    /* bounds for numbers (min == max == 0: none) */
+    double max;
+    int (*parse)(const struct pf_conf_node *n, void *field, struct pf_err *err);
+};
+
+/*
+ * Fill dst from map n with keys (terminated by a {NULL} entry). Absent keys
+ * leave dst untouched (set defaults first). Unknown keys, wrong types and
+ * out-of-bound values are reported in err. n may be NULL (nothing to do).
+ * Returns 0 when no error was added, -EINVAL otherwise.
+ * A STRING or STRLIST field that is set frees its previous value, so their
+ * defaults must be NULL / empty or pf_xstrdup'd, never string literals.
+ * Messages name the section after n's own key ("unknown key 'x' in gzip").
+ */
+int pf_conf_fill(const struct pf_conf_node *n, const struct pf_conf_key *keys, void *dst,
+                 struct pf_err *err);
+/* Same, naming the section in messages ("upstreams.app.pool"; NULL = top level). */
+int pf_conf_fill_section(const struct pf_conf_node *n, const char *section,
+                         const struct pf_conf_key *keys, void *dst, struct pf_err *err);
+/* Free the STRING and STRLIST fields of dst described by keys. */
+void pf_conf_fields_free(const struct pf_conf_key *keys, void *dst);
+
+/* ---- the configuration ---- */
+
+struct pf_addr {
+    char *text;                 /* as written: "127.0.0.1:3000", "unix:/run/a.sock" */
+    struct sockaddr_storage ss; /* resolved address (host names resolved at load) */
+    socklen_t len;              /* length of ss in use */
+};
+
+/*
+ * "host:port", "[v6]:port", ":port", "port", "unix:/path" -> addr (text is
+ * pf_xstrdup'd; the caller frees it). ":port" and "port" mean 0.0.0.0. Host
+ * names other than numeric IPs go through getaddrinfo(), first IPv4 result
+ * preferred, else the first IPv6 one. Returns 0, -EINVAL when s is malformed
+ * or -ENOENT when the host name does not resolve (addr untouched on error).
+ */
+int pf_addr_parse(const char *s, struct pf_addr *addr);
+
+enum pf_balance {
+    PF_BALANCE_ROUND_ROBIN = 0,
+    PF_BALANCE_LEAST_REQUEST,
+    PF_BALANCE_RANDOM,
+};
+
+struct pf_pool_conf {
+    unsigned max_idle;        /* idle connections kept per endpoint and worker (64) */
+    uint64_t idle_timeout_ms; /* 60s */
+    uint64_t max_lifetime_ms; /* 1h */
+};
+
+struct pf_upstream_conf {
+    char *name;
+    struct pf_addr *endpoints;
+    unsigned n_endpoints;
+    unsigned *endpoint_ids; /* stable ids filled by pf_upstream_bind(), not conf.c */
+    enum pf_balance balance;
+    uint64_t connect_timeout_ms; /* 1s */
+    uint64_t request_timeout_ms; /* 30s: until the response head arrives */
+    struct pf_pool_conf pool;
+};
+
+struct pf_filter_inst {
+    const struct pf_filter_ops *ops; /* from filters/registry.c */
+    void *conf;                      /* ops->conf_parse() result */
+};
+
+#define PF_METHOD_ANY 0u
+
+struct pf_route {
+    char *name;   /* "route-N" unless given with `name:` */
+    char *prefix; /* "/" by default */
+    size_t prefix_len;
+    char *host;                /* NULL = any; compared case-insensitively, port ignored */
+    struct pf_strlist methods; /* empty = any */
+    unsigned upstream;         /* index into pf_config.upstreams */
+    unsigned *filters;         /* indexes into pf_config.filters, in listed order */
+    unsigned n_filters;
+};
+
+struct pf_limits {
+    unsigned max_connections;   /* 10000 */
+    uint64_t max_header_size;   /* 32KiB: request line + headers -> 431 */
+    unsigned max_headers;       /* 100 -> 431 */
+    uint64_t max_uri_size;      /* 8KiB -> 414 */
+    uint64_t max_body_size;     /* 0 = unlimited -> 413 */
+    uint64_t header_timeout_ms; /* 10s -> 408 */
+    uint64_t idle_timeout_ms;   /* 60s */
+};
+
+struct pf_config {
+    atomic_uint refs;       /* atomic: snapshot holders */
+    char *path;             /* file it was loaded from */
+    struct pf_addr *listen; /* default one: 0.0.0.0:8080 */
+    unsigned n_listen;
+    unsigned workers;            /* 0 = auto */
+    struct pf_addr admin_listen; /* 127.0.0.1:9901; text "off" disables */
+    char *admin_token;           /* "" = none */
+    struct pf_limits limits;
+    uint64_t drain_delay_ms;   /* 0 */
+    uint64_t drain_timeout_ms; /* 15s */
+    char *access_log_path;     /* stdout|stderr|off|FILE */
+    char *access_log_format;   /* "json" */
+    int log_level;             /* enum pf_log_level, info */
+    struct pf_upstream_conf *upstreams;
+    unsigned n_upstreams;
+    struct pf_route *routes; /* default: one route "/" to the only upstream */
+    unsigned n_routes;
+    struct pf_filter_inst *filters; /* every filter some route uses, one instance each */
+    unsigned n_filters;
+    struct pf_conf_node *root; /* the node tree, kept for /config */
+};
+
+/*
+ * Load and validate path. On success returns a snapshot with refs == 1; on
+ * failure returns NULL with every problem in err. Main thread.
+ */
+struct pf_config *pf_conf_load(const char *path, struct pf_err *err);
+
+/* Same from a string (tests); name is used in error messages. */
+struct pf_config *pf_conf_load_string(const char *yaml, const char *name, struct pf_err *err);
+
+/* Take / drop a reference; the last drop frees everything. Any thread. */
+struct pf_config *pf_conf_ref(struct pf_config *cfg);
+void pf_conf_unref(struct pf_config *cfg);
+
+/* Index of the upstream named name, or -1. */
+int pf_conf_upstream_index(const struct pf_config *cfg, const char *name);
+
+/* The effective configuration as JSON, secrets ("token", "password") redacted. */
+void pf_conf_to_json(const struct pf_config *cfg, struct evbuffer *out);
+
+#endif /* PF_CONF_H */

@@ -1,0 +1,121 @@
+/*
+ * proxy/filter.h: the whole contract between proxy/chain.c and filters/.
+ *
+ * State lifetimes: conf (parsed once per configuration snapshot, read-only,
+ * shared by all workers), wstate (one per worker thread and snapshot, no
+ * locks), ctx (one per transaction, ctx_size zeroed bytes from the arena).
+ *
+ * Chain order: on_request runs in the order the route lists the filters;
+ * on_response and on_body run in reverse order, and only for filters whose
+ * on_request ran (and, after a short-circuit, only for those listed before
+ * the filter that replied). on_done runs exactly once for every filter whose
+ * on_request ran, whether the transaction succeeded, failed or the client went
+ * away. All callbacks run on the transaction's worker thread.
+ */
+#ifndef PF_FILTER_H
+#define PF_FILTER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct pf_tx;
+struct pf_worker;
+struct pf_conf_node;
+struct pf_err;
+struct pf_arena;
+struct evbuffer;
+
+enum pf_verdict {
+    PF_NEXT = 0, /* continue with the next stage */
+    PF_REPLIED,  /* pf_tx_reply() was called: stop going inward */
+    PF_PAUSED,   /* filter will call pf_tx_resume() later */
+    PF_FAILED,   /* internal error: core answers 500 and logs the filter name */
+};
+
+struct pf_slot {      /* what one filter sees of itself in one tx */
+    const void *conf; /* parsed YAML; shared by all workers; read-only */
+    void *wstate;     /* this worker only; no locking */
+    void *ctx;        /* this tx only; ctx_size bytes from the tx arena, zeroed */
+};
+
+struct pf_body {
+    struct evbuffer *in;  /* produced by the previous stage; drain it all, every call */
+    struct evbuffer *out; /* consumed by the next stage */
+    bool eos;             /* last call for this response: flush everything */
+};
+
+struct pf_filter_ops {
+    const char *name; /* key under `filters:` in YAML */
+    size_t ctx_size;
+    /* n is the filter's map under `filters:`, or NULL when absent (defaults). */
+    int (*conf_parse)(const struct pf_conf_node *n, void **conf, struct pf_err *err);
+    void (*conf_free)(void *conf);
+    int (*worker_init)(const void *conf, struct pf_worker *w, void **wstate);
+    void (*worker_fini)(void *wstate);
+    enum pf_verdict (*on_request)(struct pf_tx *tx, struct pf_slot *s);
+    enum pf_verdict (*on_response)(struct pf_tx *tx, struct pf_slot *s);
+    enum pf_verdict (*on_body)(struct pf_tx *tx, struct pf_slot *s, struct pf_body *b);
+    void (*on_done)(struct pf_tx *tx, struct pf_slot *s); /* exactly once, even on abort */
+};
+
+/*
+ * Answer the request from a filter: sets the response status and body (moved
+ * out of body, which may be NULL for none; body is left empty). Response
+ * headers may then be added with pf_tx_resp_header_*(). The reply is sent when
+ * the filter returns PF_REPLIED (or calls pf_tx_resume(tx, PF_REPLIED)).
+ */
+void pf_tx_reply(struct pf_tx *tx, int status, struct evbuffer *body);
+
+/*
+ * Like pf_tx_reply() for an error pilotfish makes itself: JSON body
+ * {"error":"CODE",...}, X-Pilotfish-Error: CODE, counted in
+ * pilotfish_errors_total{error} and marked in the access log.
+ */
+void pf_tx_error(struct pf_tx *tx, int status, const char *code);
+
+/* Continue a transaction whose filter returned PF_PAUSED, with verdict v. */
+void pf_tx_resume(struct pf_tx *tx, enum pf_verdict v);
+
+/* ---- what a filter may read and change of the transaction ---- */
+
+struct pf_arena *pf_tx_arena(struct pf_tx *tx);
+struct pf_worker *pf_tx_worker(struct pf_tx *tx);
+/* Index of the worker thread (0..n-1) and the number of workers. */
+unsigned pf_worker_index(const struct pf_worker *w);
+unsigned pf_worker_count(const struct pf_worker *w);
+/* The worker's event_base (struct event_base *), for filters doing I/O. */
+void *pf_worker_base(struct pf_worker *w);
+
+/* Request line; strings are NUL-terminated and live as long as the tx. */
+const char *pf_tx_method(const struct pf_tx *tx);
+const char *pf_tx_path(const struct pf_tx *tx); /* path and query, as received */
+int pf_tx_http_minor(const struct pf_tx *tx);   /* 0 for HTTP/1.0, 1 for 1.1 */
+bool pf_tx_is_head(const struct pf_tx *tx);
+/* Client address without port ("127.0.0.1", "::1", "unix"). */
+const char *pf_tx_client_addr(const struct pf_tx *tx);
+const char *pf_tx_route_name(const struct pf_tx *tx);
+const char *pf_tx_upstream_name(const struct pf_tx *tx); /* "" when none */
+
+/* First request header named name (case-insensitive), NULL when absent. */
+const char *pf_tx_req_header(const struct pf_tx *tx, const char *name);
+
+/* Call fn for each request header in order; stop when fn returns non-zero. */
+typedef int (*pf_header_fn)(void *arg, const char *name, const char *value);
+void pf_tx_req_header_each(const struct pf_tx *tx, pf_header_fn fn, void *arg);
+
+/* Response status and headers: valid from on_response (or after pf_tx_reply). */
+int pf_tx_status(const struct pf_tx *tx);
+const char *pf_tx_resp_header(const struct pf_tx *tx, const char *name);
+void pf_tx_resp_header_each(const struct pf_tx *tx, pf_header_fn fn, void *arg);
+/* Replace every header named name with one (value copied into the arena). */
+void pf_tx_resp_header_set(struct pf_tx *tx, const char *name, const char *value);
+/* Append one more header (value copied). */
+void pf_tx_resp_header_add(struct pf_tx *tx, const char *name, const char *value);
+/* Remove every header named name. */
+void pf_tx_resp_header_del(struct pf_tx *tx, const char *name);
+
+/* Monotonic clock in microseconds (shared by the whole process). */
+uint64_t pf_now_us(void);
+
+#endif /* PF_FILTER_H */

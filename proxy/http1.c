@@ -1,0 +1,924 @@
+/*
+ * The HTTP/1.1 engine, client side: bufferevents + http-parser in strict mode,
+ * with the framing rules of ARCHITECTURE.md §1 checked on top of the parser.
+ *
+ * A connection parses one request head at a time. When the head is complete
+ * the parser is paused and a transaction starts; the body is parsed only when
+ * the transaction asks for it (the upstream is ready), and the next pipelined
+ * request only when the transaction has ended. So memory per connection is
+ * bounded by the head limit plus the output watermarks.
+ */
+#include "proxy/http1.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "proxy/arena.h"
+#include "proxy/log.h"
+#include "proxy/server.h"
+#include "proxy/tx.h"
+#include "proxy/upstream.h"
+
+enum {
+    HEAD_URL = 1,
+    HEAD_FIELD = 2,
+    HEAD_VALUE = 3,
+};
+
+/* head scanner states */
+enum {
+    SCAN_LINE = 0, /* inside a line */
+    SCAN_CR,       /* saw CR */
+    SCAN_START,    /* at the start of a line */
+    SCAN_DONE,     /* saw the empty line ending the head */
+};
+
+static void conn_process(struct pf_conn *c);
+static void conn_arm_timer(struct pf_conn *c, uint64_t ms);
+
+/* ---- message heads ---- */
+
+void pf_head_reset(struct pf_head *h)
+{
+    h->len = 0;
+    h->url_len = 0;
+    h->n = 0;
+    h->last = 0;
+}
+
+void pf_head_free(struct pf_head *h)
+{
+    free(h->buf);
+    free(h->ent);
+    memset(h, 0, sizeof(*h));
+}
+
+static void head_put(struct pf_head *h, const char *at, size_t len)
+{
+    if (h->len + len + 1 > h->cap) {
+        uint32_t cap = h->cap ? h->cap : 1024;
+
+        while (cap < h->len + len + 1)
+            cap *= 2;
+        h->buf = pf_xrealloc(h->buf, cap);
+        h->cap = cap;
+    }
+    memcpy(h->buf + h->len, at, len);
+    h->len += len;
+}
+
+/* Terminate the piece in progress with a NUL. */
+static void head_close_piece(struct pf_head *h)
+{
+    head_put(h, "", 1);
+}
+
+int pf_head_append(struct pf_head *h, int what, const char *at, size_t len, uint32_t limit,
+                   unsigned max_headers)
+{
+    if (h->len + len > limit)
+        return -1;
+    if (what != h->last) {
+        if (h->last != 0)
+            head_close_piece(h);
+        if (what == HEAD_FIELD) {
+            if (h->n >= max_headers)
+                return -2;
+            if (h->n == h->cap_ent) {
+                h->cap_ent = h->cap_ent ? h->cap_ent * 2 : 16;
+                h->ent = pf_xrealloc(h->ent, h->cap_ent * sizeof(*h->ent));
+            }
+            h->ent[h->n].name_off = h->len;
+            h->ent[h->n].name_len = 0;
+            h->ent[h->n].value_off = 0;
+            h->ent[h->n].value_len = 0;
+            h->n++;
+        } else if (what == HEAD_VALUE) {
+            h->ent[h->n - 1].value_off = h->len;
+        }
+        h->last = what;
+    }
+    head_put(h, at, len);
+    if (what == HEAD_URL)
+        h->url_len += len;
+    else if (what == HEAD_FIELD)
+        h->ent[h->n - 1].name_len += len;
+    else
+        h->ent[h->n - 1].value_len += len;
+    return 0;
+}
+
+void pf_head_export(const struct pf_head *h, struct pf_arena *a, struct pf_hdrs *out,
+                    const char **url)
+{
+    char *copy = pf_arena_alloc(a, h->len + 1);
+    static const char empty[] = "";
+
+    memcpy(copy, h->buf, h->len);
+    copy[h->len] = '\0';
+    if (url != NULL)
+        *url = copy;
+    out->cap = h->n + 8;
+    out->v = pf_arena_alloc(a, out->cap * sizeof(*out->v));
+    out->n = h->n;
+    for (unsigned i = 0; i < h->n; i++) {
+        const struct pf_head_ent *e = &h->ent[i];
+        struct pf_hdr *d = &out->v[i];
+
+        d->name = copy + e->name_off;
+        d->name_len = e->name_len;
+        /* a header with an empty value has no value callback */
+        d->value = e->value_off ? copy + e->value_off : empty;
+        d->value_len = e->value_len;
+        /* http-parser leaves trailing whitespace in values: trim it */
+        while (d->value_len > 0 &&
+               (d->value[d->value_len - 1] == ' ' || d->value[d->value_len - 1] == '\t'))
+            ((char *)d->value)[--d->value_len] = '\0';
+    }
+}
+
+bool pf_http_list_has(const char *value, const char *token)
+{
+    size_t tl = strlen(token);
+    const char *p = value;
+
+    while (p != NULL && *p != '\0') {
+        const char *end;
+
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        end = p;
+        while (*end != '\0' && *end != ',' && *end != ';')
+            end++;
+        {
+            const char *e = end;
+
+            while (e > p && (e[-1] == ' ' || e[-1] == '\t'))
+                e--;
+            if ((size_t)(e - p) == tl && strncasecmp(p, token, tl) == 0)
+                return true;
+        }
+        p = strchr(end, ',');
+    }
+    return false;
+}
+
+const char *pf_http_reason(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 103: return "Early Hints";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 203: return "Non-Authoritative Information";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 410: return "Gone";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 417: return "Expectation Failed";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Unknown";
+    }
+}
+
+const char *pf_http_date(void)
+{
+    static __thread time_t last;
+    static __thread char buf[40];
+    time_t now = time(NULL);
+
+    if (now != last) {
+        struct tm tm;
+
+        gmtime_r(&now, &tm);
+        strftime(buf, sizeof(buf), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        last = now;
+    }
+    return buf;
+}
+
+/* ---- connection lifetime ---- */
+
+static void conn_enter(struct pf_conn *c)
+{
+    c->busy++;
+}
+
+static void conn_free(struct pf_conn *c)
+{
+    struct pf_worker *w = c->w;
+
+    if (c->tx != NULL)
+        pf_tx_abort(c->tx, "client_abort");
+    if (event_initialized(&c->timer))
+        event_del(&c->timer);
+    bufferevent_free(c->bev);
+    pf_head_free(&c->head);
+    TAILQ_REMOVE(&w->conns, c, link);
+    w->n_conns--;
+    free(c);
+    pf_server_conn_closed(w);
+}
+
+/* Leave a callback: free the connection if it died meanwhile. */
+static void conn_leave(struct pf_conn *c)
+{
+    if (--c->busy == 0 && c->dead)
+        conn_free(c);
+}
+
+void pf_conn_close(struct pf_conn *c)
+{
+    if (c->dead)
+        return;
+    c->dead = true;
+    conn_enter(c);
+    conn_leave(c);
+}
+
+bool pf_conn_is_idle(const struct pf_conn *c)
+{
+    return c->tx == NULL && c->head_bytes == 0 && !c->dead;
+}
+
+size_t pf_conn_out_len(const struct pf_conn *c)
+{
+    return evbuffer_get_length(bufferevent_get_output(c->bev));
+}
+
+/* ---- writing responses ---- */
+
+/* A small string builder on the stack, flushed into an evbuffer when full. */
+struct sbuf {
+    struct evbuffer *out;
+    size_t len;
+    size_t total;
+    char buf[4096];
+};
+
+static void sb_flush(struct sbuf *b)
+{
+    evbuffer_add(b->out, b->buf, b->len);
+    b->total += b->len;
+    b->len = 0;
+}
+
+static void sb_put(struct sbuf *b, const char *s, size_t n)
+{
+    if (b->len + n > sizeof(b->buf)) {
+        sb_flush(b);
+        if (n > sizeof(b->buf)) {
+            evbuffer_add(b->out, s, n);
+            b->total += n;
+            return;
+        }
+    }
+    memcpy(b->buf + b->len, s, n);
+    b->len += n;
+}
+
+static void sb_str(struct sbuf *b, const char *s)
+{
+    sb_put(b, s, strlen(s));
+}
+
+static void sb_header(struct sbuf *b, const char *name, size_t nl, const char *value, size_t vl)
+{
+    sb_put(b, name, nl);
+    sb_put(b, ": ", 2);
+    sb_put(b, value, vl);
+    sb_put(b, "\r\n", 2);
+}
+
+static bool resp_hop_by_hop(const struct pf_hdr *h, const char *conn_value)
+{
+    static const char *const hop[] = {"connection",        "keep-alive", "proxy-connection",
+                                      "te",                "trailer",    "transfer-encoding",
+                                      "upgrade",           NULL};
+
+    for (unsigned i = 0; hop[i] != NULL; i++) {
+        if (strcasecmp(h->name, hop[i]) == 0)
+            return true;
+    }
+    return conn_value != NULL && pf_http_list_has(conn_value, h->name);
+}
+
+/* Decide how the body goes to the client (ARCHITECTURE §1 "Response framing"). */
+static enum pf_out_mode conn_out_mode(struct pf_tx *tx, bool *keep_cl)
+{
+    int s = tx->status;
+
+    *keep_cl = false;
+    if (s < 200 || s == 204) {
+        return PF_OUT_NONE;
+    }
+    if (s == 304 || tx->method_id == HTTP_HEAD) {
+        *keep_cl = true; /* describes the selected representation; no body follows */
+        return PF_OUT_NONE;
+    }
+    if (pf_hdrs_get(&tx->resp, "content-length") != NULL) {
+        *keep_cl = true;
+        return PF_OUT_LENGTH;
+    }
+    if (tx->http_major == 1 && tx->http_minor >= 1)
+        return PF_OUT_CHUNKED;
+    return PF_OUT_CLOSE;
+}
+
+void pf_conn_send_head(struct pf_tx *tx)
+{
+    struct pf_conn *c = tx->conn;
+    struct sbuf *b;
+    const char *conn_value;
+    bool keep_cl;
+    char line[64];
+    int n;
+
+    if (c == NULL || tx->head_sent)
+        return;
+    tx->head_sent = true;
+    tx->out_mode = conn_out_mode(tx, &keep_cl);
+    if (tx->out_mode == PF_OUT_CLOSE || c->closing || tx->w->draining || !tx->client_keepalive)
+        tx->close_after = true;
+    b = pf_arena_alloc(tx->arena, sizeof(*b));
+    b->out = bufferevent_get_output(c->bev);
+    n = snprintf(line, sizeof(line), "HTTP/1.%d %d %s\r\n", tx->http_minor >= 1 ? 1 : 0,
+                 tx->status, pf_http_reason(tx->status));
+    sb_put(b, line, (size_t)n);
+    conn_value = pf_hdrs_get(&tx->resp, "connection");
+    for (unsigned i = 0; i < tx->resp.n; i++) {
+        const struct pf_hdr *h = &tx->resp.v[i];
+
+        if (resp_hop_by_hop(h, conn_value))
+            continue;
+        if (!keep_cl && strcasecmp(h->name, "content-length") == 0)
+            continue;
+        sb_header(b, h->name, h->name_len, h->value, h->value_len);
+    }
+    if (tx->out_mode == PF_OUT_CHUNKED)
+        sb_str(b, "Transfer-Encoding: chunked\r\n");
+    if (tx->close_after)
+        sb_str(b, "Connection: close\r\n");
+    else if (tx->http_minor == 0)
+        sb_str(b, "Connection: keep-alive\r\n");
+    sb_put(b, "\r\n", 2);
+    sb_flush(b);
+    tx->bytes_out += b->total;
+}
+
+void pf_conn_send_body(struct pf_tx *tx, struct evbuffer *data)
+{
+    struct pf_conn *c = tx->conn;
+    size_t len = evbuffer_get_length(data);
+    struct evbuffer *out;
+
+    if (c == NULL || tx->out_mode == PF_OUT_NONE || len == 0) {
+        evbuffer_drain(data, len);
+        return;
+    }
+    out = bufferevent_get_output(c->bev);
+    if (tx->out_mode == PF_OUT_CHUNKED) {
+        char hex[24];
+        int n = snprintf(hex, sizeof(hex), "%zx\r\n", len);
+
+        evbuffer_add(out, hex, (size_t)n);
+        evbuffer_add_buffer(out, data);
+        evbuffer_add(out, "\r\n", 2);
+        tx->bytes_out += len + (size_t)n + 2;
+    } else {
+        evbuffer_add_buffer(out, data);
+        tx->bytes_out += len;
+    }
+}
+
+void pf_conn_send_end(struct pf_tx *tx)
+{
+    struct pf_conn *c = tx->conn;
+
+    if (c == NULL)
+        return;
+    if (tx->out_mode == PF_OUT_CHUNKED) {
+        evbuffer_add(bufferevent_get_output(c->bev), "0\r\n\r\n", 5);
+        tx->bytes_out += 5;
+    }
+}
+
+void pf_conn_send_continue(struct pf_tx *tx)
+{
+    static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+
+    if (tx->conn == NULL || !tx->expect_continue || tx->sent_continue || tx->head_sent)
+        return;
+    tx->sent_continue = true;
+    evbuffer_add(bufferevent_get_output(tx->conn->bev), cont, sizeof(cont) - 1);
+}
+
+/* ---- request parsing ---- */
+
+static int conn_fail(struct pf_conn *c, int status, const char *code)
+{
+    if (c->pending_status == 0) {
+        c->pending_status = status;
+        c->pending_code = code;
+    }
+    return -1;
+}
+
+static int on_message_begin(http_parser *p)
+{
+    struct pf_conn *c = p->data;
+
+    pf_head_reset(&c->head);
+    return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t len)
+{
+    struct pf_conn *c = p->data;
+    const struct pf_limits *l = &c->w->wc->cfg->limits;
+
+    if (c->head.url_len + len > l->max_uri_size)
+        return conn_fail(c, 414, "uri_too_long");
+    if (pf_head_append(&c->head, HEAD_URL, at, len, (uint32_t)l->max_header_size,
+                       l->max_headers) != 0)
+        return conn_fail(c, 431, "headers_too_large");
+    return 0;
+}
+
+static int on_header_piece(http_parser *p, int what, const char *at, size_t len)
+{
+    struct pf_conn *c = p->data;
+    const struct pf_limits *l = &c->w->wc->cfg->limits;
+
+    if (pf_head_append(&c->head, what, at, len, (uint32_t)l->max_header_size, l->max_headers) !=
+        0)
+        return conn_fail(c, 431, "headers_too_large");
+    return 0;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t len)
+{
+    return on_header_piece(p, HEAD_FIELD, at, len);
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t len)
+{
+    return on_header_piece(p, HEAD_VALUE, at, len);
+}
+
+static bool is_digits(const char *s)
+{
+    if (*s == '\0')
+        return false;
+    for (; *s != '\0'; s++) {
+        if (*s < '0' || *s > '9')
+            return false;
+    }
+    return true;
+}
+
+/*
+ * The framing rules of ARCHITECTURE §1 on top of http-parser's own: one
+ * Content-Length of digits only, or one Transfer-Encoding that is exactly
+ * "chunked", never both; exactly one Host for HTTP/1.1.
+ */
+static int conn_check_framing(struct pf_conn *c, struct pf_tx *tx)
+{
+    unsigned n_cl = 0, n_te = 0, n_host = 0;
+
+    for (unsigned i = 0; i < tx->req.n; i++) {
+        const struct pf_hdr *h = &tx->req.v[i];
+
+        if (strcasecmp(h->name, "content-length") == 0) {
+            if (n_cl++ > 0 || !is_digits(h->value) || h->value_len > 18)
+                return conn_fail(c, 400, "bad_request");
+            tx->req_length = strtoull(h->value, NULL, 10);
+            tx->req_has_length = true;
+        } else if (strcasecmp(h->name, "transfer-encoding") == 0) {
+            if (n_te++ > 0 || strcasecmp(h->value, "chunked") != 0)
+                return conn_fail(c, 400, "bad_request");
+            tx->req_chunked = true;
+        } else if (strcasecmp(h->name, "host") == 0) {
+            if (n_host++ > 0)
+                return conn_fail(c, 400, "bad_request");
+            tx->host = h->value;
+        }
+    }
+    if (n_cl > 0 && n_te > 0)
+        return conn_fail(c, 400, "bad_request");
+    if (n_host == 0 && tx->http_minor >= 1)
+        return conn_fail(c, 400, "bad_request");
+    return 0;
+}
+
+static int on_headers_complete(http_parser *p)
+{
+    struct pf_conn *c = p->data;
+    struct pf_tx *tx;
+    const char *expect;
+
+    if (c->head.last != 0)
+        head_close_piece(&c->head);
+    if (p->method == HTTP_CONNECT)
+        return conn_fail(c, 405, "bad_request");
+    tx = pf_tx_new(c);
+    c->tx = tx;
+    tx->head_in = c->head_bytes;
+    pf_head_export(&c->head, tx->arena, &tx->req, &tx->url);
+    tx->method_id = p->method;
+    tx->method = http_method_str(p->method);
+    tx->http_major = p->http_major;
+    tx->http_minor = p->http_minor;
+    tx->client_keepalive = http_should_keep_alive(p) && !c->closing;
+    if (conn_check_framing(c, tx) != 0)
+        return -1;
+    tx->req_has_body = tx->req_chunked || (tx->req_has_length && tx->req_length > 0);
+    expect = pf_hdrs_get(&tx->req, "expect");
+    if (expect != NULL) {
+        if (strcasecmp(expect, "100-continue") != 0)
+            return conn_fail(c, 417, "bad_request");
+        tx->expect_continue = tx->http_minor >= 1 && tx->req_has_body;
+    }
+    {
+        uint64_t max = c->w->wc->cfg->limits.max_body_size;
+
+        if (max > 0 && tx->req_has_length && tx->req_length > max)
+            return conn_fail(c, 413, "body_too_large");
+    }
+    if (tx->req_has_body) {
+        /* the body waits until the transaction is ready for it */
+        c->parse_paused = true;
+        http_parser_pause(p, 1);
+    }
+    return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t len)
+{
+    struct pf_conn *c = p->data;
+    struct pf_tx *tx = c->tx;
+    uint64_t max = tx->cfg->limits.max_body_size;
+
+    tx->body_in += len;
+    if (max > 0 && tx->body_in > max)
+        return conn_fail(c, 413, "body_too_large");
+    pf_tx_req_body(tx, at, len);
+    return 0;
+}
+
+static int on_message_complete(http_parser *p)
+{
+    struct pf_conn *c = p->data;
+
+    c->msg_complete = true;
+    c->parse_paused = true;
+    http_parser_pause(p, 1);
+    return 0;
+}
+
+static const http_parser_settings req_settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+/*
+ * Scan head bytes for what http-parser lets through: a bare LF, obs-fold
+ * (a line starting with SP/HT). Returns how many bytes belong to the head
+ * (up to and including its final LF), or -1 on a violation.
+ */
+static ssize_t conn_scan_head(struct pf_conn *c, const unsigned char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = p[i];
+
+        if (c->scan == SCAN_START && (ch == ' ' || ch == '\t') && c->seen_line)
+            return -1;
+        if (ch == '\r') {
+            if (c->scan == SCAN_CR)
+                return -1;
+            c->scan = SCAN_CR;
+        } else if (ch == '\n') {
+            if (c->scan != SCAN_CR)
+                return -1;
+            if (!c->line_used && c->seen_line) {
+                c->scan = SCAN_DONE;
+                return (ssize_t)(i + 1);
+            }
+            c->scan = SCAN_START;
+            c->line_used = false;
+        } else {
+            if (c->scan == SCAN_CR)
+                return -1;
+            c->scan = SCAN_LINE;
+            c->line_used = true;
+            c->seen_line = true;
+        }
+    }
+    return (ssize_t)n;
+}
+
+static void conn_head_reset(struct pf_conn *c)
+{
+    c->head_bytes = 0;
+    c->scan = SCAN_START;
+    c->line_used = false;
+    c->seen_line = false;
+}
+
+/* Answer an error found while parsing, then close. */
+static void conn_reply_error(struct pf_conn *c, int status, const char *code)
+{
+    struct pf_tx *tx = c->tx;
+
+    if (tx == NULL) {
+        tx = pf_tx_new(c);
+        c->tx = tx;
+        tx->method = "-";
+        tx->url = "-";
+        tx->http_major = 1;
+        tx->http_minor = c->parser.http_minor == 0 ? 0 : 1;
+    }
+    c->closing = true;
+    c->parse_paused = true;
+    bufferevent_disable(c->bev, EV_READ);
+    if (tx->head_sent) {
+        pf_conn_close(c);
+        return;
+    }
+    tx->client_keepalive = false;
+    pf_tx_fail(tx, status, code);
+}
+
+/* Run the parser on one contiguous piece of input; returns bytes consumed or -1. */
+static ssize_t conn_execute(struct pf_conn *c, const char *data, size_t len)
+{
+    size_t n = http_parser_execute(&c->parser, &req_settings, data, len);
+    enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+
+    if (e == HPE_OK || e == HPE_PAUSED) {
+        if (c->parser.upgrade) {
+            /* Upgrade is not supported: the request goes on as a plain one */
+            c->parser.upgrade = 0;
+        }
+        return (ssize_t)n;
+    }
+    if (c->pending_status == 0)
+        conn_fail(c, 400, "bad_request");
+    return -1;
+}
+
+static void conn_process(struct pf_conn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+
+    if (c->processing)
+        return; /* the loop below on the stack goes on by itself */
+    c->processing = true;
+    while (!c->dead && !c->parse_paused) {
+        struct evbuffer_iovec v;
+        size_t avail = evbuffer_get_length(in);
+        size_t feed;
+        ssize_t n;
+
+        if (avail == 0)
+            break;
+        evbuffer_peek(in, -1, NULL, &v, 1);
+        feed = v.iov_len;
+        if (c->tx == NULL) {
+            ssize_t h;
+
+            if (c->head_bytes == 0)
+                conn_arm_timer(c, c->w->wc->cfg->limits.header_timeout_ms);
+            h = conn_scan_head(c, v.iov_base, feed);
+            if (h < 0) {
+                conn_reply_error(c, 400, "bad_request");
+                break;
+            }
+            feed = (size_t)h;
+            c->head_bytes += (uint32_t)feed;
+            if (c->head_bytes > c->w->wc->cfg->limits.max_header_size + 2) {
+                conn_reply_error(c, 431, "headers_too_large");
+                break;
+            }
+        }
+        n = conn_execute(c, v.iov_base, feed);
+        if (n > 0)
+            evbuffer_drain(in, (size_t)n);
+        if (c->pending_status != 0 || n < 0) {
+            conn_reply_error(c, c->pending_status, c->pending_code);
+            break;
+        }
+        if (c->tx != NULL && c->tx->phase == PF_TX_HEAD) {
+            event_del(&c->timer);
+            c->tx->req_done = c->msg_complete;
+            pf_tx_start(c->tx);
+            continue;
+        }
+        if (c->msg_complete && c->tx != NULL && !c->tx->req_done)
+            pf_tx_req_end(c->tx);
+    }
+    c->processing = false;
+}
+
+/* ---- callbacks ---- */
+
+static void conn_readcb(struct bufferevent *bev, void *arg)
+{
+    struct pf_conn *c = arg;
+
+    (void)bev;
+    conn_enter(c);
+    conn_process(c);
+    conn_leave(c);
+}
+
+static void conn_writecb(struct bufferevent *bev, void *arg)
+{
+    struct pf_conn *c = arg;
+    size_t len = evbuffer_get_length(bufferevent_get_output(bev));
+
+    conn_enter(c);
+    if (len == 0 && c->closing && (c->tx == NULL || c->tx->phase == PF_TX_DONE)) {
+        pf_conn_close(c);
+    } else if (c->tx != NULL && c->tx->uc != NULL && len <= PF_OUT_LOW_WATER) {
+        pf_upstream_resume_read(c->tx->uc);
+    }
+    conn_leave(c);
+}
+
+static void conn_eventcb(struct bufferevent *bev, short what, void *arg)
+{
+    struct pf_conn *c = arg;
+
+    (void)bev;
+    conn_enter(c);
+    if ((what & BEV_EVENT_EOF) && c->tx != NULL && c->tx->req_done && !(what & BEV_EVENT_ERROR)) {
+        /* half-close after a complete request: finish the response, then close */
+        c->closing = true;
+        bufferevent_disable(c->bev, EV_READ);
+    } else {
+        pf_conn_close(c);
+    }
+    conn_leave(c);
+}
+
+static void conn_timercb(evutil_socket_t fd, short what, void *arg)
+{
+    struct pf_conn *c = arg;
+
+    (void)fd;
+    (void)what;
+    conn_enter(c);
+    if (c->tx == NULL && c->head_bytes > 0)
+        conn_reply_error(c, 408, "request_timeout");
+    else if (c->tx == NULL)
+        pf_conn_close(c);
+    conn_leave(c);
+}
+
+static void conn_arm_timer(struct pf_conn *c, uint64_t ms)
+{
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+
+    if (ms > 0)
+        event_add(&c->timer, &tv);
+    else
+        event_del(&c->timer);
+}
+
+static void conn_client_name(struct pf_conn *c, const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET) {
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, c->client,
+                  sizeof(c->client));
+    } else if (sa->sa_family == AF_INET6) {
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, c->client,
+                  sizeof(c->client));
+    } else {
+        strcpy(c->client, "unix");
+    }
+}
+
+void pf_conn_accept(struct pf_worker *w, int fd, const struct sockaddr *sa, bool is_admin)
+{
+    struct pf_conn *c = pf_xcalloc(1, sizeof(*c));
+    int one = 1;
+
+    if (sa->sa_family != AF_UNIX)
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    evutil_make_socket_nonblocking(fd);
+    c->w = w;
+    c->is_admin = is_admin;
+    conn_client_name(c, sa);
+    c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    http_parser_init(&c->parser, HTTP_REQUEST);
+    c->parser.data = c;
+    conn_head_reset(c);
+    event_assign(&c->timer, w->base, -1, 0, conn_timercb, c);
+    bufferevent_setcb(c->bev, conn_readcb, conn_writecb, conn_eventcb, c);
+    bufferevent_setwatermark(c->bev, EV_WRITE, PF_OUT_LOW_WATER, 0);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    TAILQ_INSERT_TAIL(&w->conns, c, link);
+    w->n_conns++;
+    conn_arm_timer(c, w->wc->cfg->limits.header_timeout_ms);
+}
+
+void pf_conn_resume_body(struct pf_conn *c)
+{
+    struct pf_tx *tx = c->tx;
+
+    if (tx == NULL || tx->req_done || !c->parse_paused || c->msg_complete)
+        return;
+    conn_enter(c);
+    c->parse_paused = false;
+    http_parser_pause(&c->parser, 0);
+    if (c->read_blocked) {
+        c->read_blocked = false;
+        bufferevent_enable(c->bev, EV_READ);
+    }
+    conn_process(c);
+    conn_leave(c);
+}
+
+/* Stop reading the request body (the upstream's buffer is full). */
+void pf_conn_block_body(struct pf_conn *c)
+{
+    if (c->parse_paused)
+        return;
+    c->parse_paused = true;
+    http_parser_pause(&c->parser, 1);
+    c->read_blocked = true;
+    bufferevent_disable(c->bev, EV_READ);
+}
+
+void pf_conn_tx_done(struct pf_conn *c)
+{
+    struct pf_tx *tx = c->tx;
+
+    conn_enter(c);
+    c->tx = NULL;
+    if (tx->close_after || !tx->req_done)
+        c->closing = true;
+    pf_tx_free(tx);
+    c->requests++;
+    if (c->closing) {
+        bufferevent_disable(c->bev, EV_READ);
+        if (pf_conn_out_len(c) == 0)
+            pf_conn_close(c);
+        conn_leave(c);
+        return;
+    }
+    /* go on with the next (pipelined) request */
+    c->msg_complete = false;
+    c->parse_paused = false;
+    conn_head_reset(c);
+    http_parser_pause(&c->parser, 0);
+    if (c->read_blocked) {
+        c->read_blocked = false;
+        bufferevent_enable(c->bev, EV_READ);
+    }
+    conn_arm_timer(c, c->w->wc->cfg->limits.idle_timeout_ms);
+    conn_process(c);
+    conn_leave(c);
+}

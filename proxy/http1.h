@@ -1,0 +1,72 @@
+/*
+ * The HTTP/1.1 engine: client connections (proxy and admin listeners) and the
+ * message-head helpers shared with the upstream side. Worker thread only.
+ */
+#ifndef PF_HTTP1_H
+#define PF_HTTP1_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proxy/core.h"
+
+struct sockaddr;
+
+/* Take ownership of an accepted socket fd and start reading requests. */
+void pf_conn_accept(struct pf_worker *w, int fd, const struct sockaddr *sa, bool is_admin);
+
+/* Close a connection now (drain, shutdown); aborts its transaction. */
+void pf_conn_close(struct pf_conn *c);
+
+/* True when the connection waits between requests (safe to close on drain). */
+bool pf_conn_is_idle(const struct pf_conn *c);
+
+/*
+ * Response side, called by the transaction code:
+ *   pf_conn_send_head()  writes the status line and headers (framing decided);
+ *   pf_conn_send_body()  moves data into the client output, framed;
+ *   pf_conn_send_end()   writes the last chunk if chunked.
+ * All return false when the client is gone.
+ */
+void pf_conn_send_head(struct pf_tx *tx);
+void pf_conn_send_body(struct pf_tx *tx, struct evbuffer *data);
+void pf_conn_send_end(struct pf_tx *tx);
+
+/* The transaction ended: release it and go on with the next request. */
+void pf_conn_tx_done(struct pf_conn *c);
+
+/* Output buffer size of the client (backpressure on the upstream). */
+size_t pf_conn_out_len(const struct pf_conn *c);
+
+/* Resume reading the request body (upstream ready / drained). */
+void pf_conn_resume_body(struct pf_conn *c);
+
+/* Stop reading the request body (the upstream's output is full). */
+void pf_conn_block_body(struct pf_conn *c);
+
+/* Write "HTTP/1.1 100 Continue" if the request expects it and it was not sent. */
+void pf_conn_send_continue(struct pf_tx *tx);
+
+/* ---- message heads ---- */
+
+/* Append data to the current url/field/value; -1 when the head passes limit. */
+int pf_head_append(struct pf_head *h, int what, const char *at, size_t len, uint32_t limit,
+                   unsigned max_headers);
+void pf_head_reset(struct pf_head *h);
+void pf_head_free(struct pf_head *h);
+
+/* Copy the assembled head into arena-backed pf_hdrs (and url if wanted). */
+void pf_head_export(const struct pf_head *h, struct pf_arena *a, struct pf_hdrs *out,
+                    const char **url);
+
+/* Reason phrase for a status code. */
+const char *pf_http_reason(int status);
+
+/* True when the token list value contains token (case-insensitive). */
+bool pf_http_list_has(const char *value, const char *token);
+
+/* Cached "Date: ...\r\n" value for this second ("Thu, 01 Jan 2026 00:00:00 GMT"). */
+const char *pf_http_date(void);
+
+#endif /* PF_HTTP1_H */

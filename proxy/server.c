@@ -1,0 +1,715 @@
+/*
+ * Workers, listeners, configuration swaps and draining (ARCHITECTURE §2, §3).
+ */
+#include "proxy/server.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <event2/thread.h>
+
+#include "proxy/arena.h"
+#include "proxy/http1.h"
+#include "proxy/log.h"
+#include "proxy/upstream.h"
+
+static struct pf_server *the_server;
+
+struct pf_server *pf_server_get(void)
+{
+    return the_server;
+}
+
+/* ---- CPUs ---- */
+
+static unsigned cgroup_cpus(void)
+{
+    FILE *f = fopen("/sys/fs/cgroup/cpu.max", "r");
+    char quota[32] = "";
+    long long q = 0, period = 0;
+
+    if (f != NULL) {
+        if (fscanf(f, "%31s %lld", quota, &period) == 2 && strcmp(quota, "max") != 0)
+            q = atoll(quota);
+        fclose(f);
+    } else {
+        f = fopen("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "r");
+        if (f != NULL) {
+            if (fscanf(f, "%lld", &q) != 1)
+                q = 0;
+            fclose(f);
+        }
+        f = fopen("/sys/fs/cgroup/cpu/cpu.cfs_period_us", "r");
+        if (f != NULL) {
+            if (fscanf(f, "%lld", &period) != 1)
+                period = 0;
+            fclose(f);
+        }
+    }
+    if (q <= 0 || period <= 0)
+        return 0;
+    return (unsigned)((q + period - 1) / period);
+}
+
+unsigned pf_server_auto_workers(void)
+{
+    cpu_set_t set;
+    unsigned n = 1, quota;
+
+    if (sched_getaffinity(0, sizeof(set), &set) == 0)
+        n = (unsigned)CPU_COUNT(&set);
+    quota = cgroup_cpus();
+    if (quota > 0 && quota < n)
+        n = quota;
+    return n > 0 ? n : 1;
+}
+
+/* ---- mailbox ---- */
+
+void pf_server_mail(struct pf_worker *w, void (*fn)(struct pf_worker *, void *), void *arg)
+{
+    struct pf_mail *m = pf_xmalloc(sizeof(*m));
+
+    m->fn = fn;
+    m->arg = arg;
+    m->next = NULL;
+    pthread_mutex_lock(&w->mail_lock);
+    if (w->mail_tail != NULL)
+        w->mail_tail->next = m;
+    else
+        w->mail_head = m;
+    w->mail_tail = m;
+    pthread_mutex_unlock(&w->mail_lock);
+    event_active(w->mail_ev, EV_READ, 0);
+}
+
+static void mail_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct pf_worker *w = arg;
+    struct pf_mail *m;
+
+    (void)fd;
+    (void)what;
+    pthread_mutex_lock(&w->mail_lock);
+    m = w->mail_head;
+    w->mail_head = w->mail_tail = NULL;
+    pthread_mutex_unlock(&w->mail_lock);
+    while (m != NULL) {
+        struct pf_mail *next = m->next;
+
+        m->fn(w, m->arg);
+        free(m);
+        m = next;
+    }
+}
+
+/* ---- configuration snapshots per worker ---- */
+
+static struct pf_wconf *wconf_new(struct pf_worker *w, struct pf_config *cfg)
+{
+    struct pf_wconf *wc = pf_xcalloc(1, sizeof(*wc));
+
+    wc->cfg = cfg;
+    wc->refs = 1;
+    wc->wstates = pf_xcalloc(cfg->n_filters + 1, sizeof(void *));
+    for (unsigned i = 0; i < cfg->n_filters && !w->is_admin; i++) {
+        const struct pf_filter_ops *ops = cfg->filters[i].ops;
+
+        if (ops->worker_init != NULL && ops->worker_init(cfg->filters[i].conf, w,
+                                                         &wc->wstates[i]) != 0)
+            pf_log(PF_LOG_ERR, "filter %s: worker_init failed", ops->name);
+    }
+    return wc;
+}
+
+void pf_server_wconf_unref(struct pf_worker *w, struct pf_wconf *wc)
+{
+    struct pf_config *cfg = wc->cfg;
+
+    if (--wc->refs > 0)
+        return;
+    for (unsigned i = 0; i < cfg->n_filters && !w->is_admin; i++) {
+        const struct pf_filter_ops *ops = cfg->filters[i].ops;
+
+        if (ops->worker_fini != NULL)
+            ops->worker_fini(wc->wstates[i]);
+    }
+    free(wc->wstates);
+    free(wc);
+    pf_conf_unref(cfg);
+}
+
+/* Mail: switch w to a new snapshot (arg holds one reference for w). */
+static void worker_switch(struct pf_worker *w, void *arg)
+{
+    struct pf_wconf *old = w->wc;
+
+    w->wc = wconf_new(w, arg);
+    if (old != NULL)
+        pf_server_wconf_unref(w, old);
+}
+
+/* ---- listeners ---- */
+
+static int sock_open(const struct pf_addr *a, bool reuseport)
+{
+    int fd, one = 1;
+
+    fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd == -1)
+        return -errno;
+    if (a->ss.ss_family == AF_UNIX) {
+        const char *path = ((const struct sockaddr_un *)&a->ss)->sun_path;
+        struct stat st;
+
+        if (stat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+            unlink(path);
+    } else {
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (reuseport)
+            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    }
+    if (bind(fd, (const struct sockaddr *)&a->ss, a->len) == -1 || listen(fd, 1024) == -1) {
+        int err = -errno;
+
+        close(fd);
+        return err;
+    }
+    return fd;
+}
+
+/* Open the sockets of one listen address for n workers. */
+static int listen_sock_open(struct pf_listen_sock *ls, const struct pf_addr *a, unsigned n)
+{
+    ls->text = pf_xstrdup(a->text);
+    ls->is_unix = a->ss.ss_family == AF_UNIX;
+    ls->fds = pf_xcalloc(n, sizeof(int));
+    ls->n_fds = n;
+    for (unsigned i = 0; i < n; i++) {
+        int fd = ls->is_unix && i > 0 ? dup(ls->fds[0]) : sock_open(a, true);
+
+        if (fd < 0) {
+            pf_log(PF_LOG_ERR, "cannot listen on %s: %s", a->text, strerror(-fd));
+            for (unsigned j = 0; j < i; j++)
+                close(ls->fds[j]);
+            free(ls->fds);
+            free(ls->text);
+            return -1;
+        }
+        ls->fds[i] = fd;
+    }
+    return 0;
+}
+
+static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len,
+                      void *arg)
+{
+    struct pf_worker *w = arg;
+
+    (void)l;
+    (void)len;
+    pf_conn_accept(w, fd, sa, w->is_admin);
+    pf_server_conn_opened(w);
+}
+
+static void worker_set_accepting(struct pf_worker *w, bool on)
+{
+    if (w->accepting == on)
+        return;
+    w->accepting = on;
+    for (unsigned i = 0; i < w->n_listeners; i++) {
+        if (on)
+            evconnlistener_enable(w->listeners[i]);
+        else
+            evconnlistener_disable(w->listeners[i]);
+    }
+}
+
+void pf_server_conn_opened(struct pf_worker *w)
+{
+    if (!w->is_admin)
+        atomic_fetch_add(&w->srv->live_conns, 1);
+    if (w->max_conns > 0 && w->n_conns >= w->max_conns)
+        worker_set_accepting(w, false);
+}
+
+void pf_server_conn_closed(struct pf_worker *w)
+{
+    struct pf_server *s = w->srv;
+
+    if (w->is_admin)
+        return;
+    if (atomic_fetch_sub(&s->live_conns, 1) == 1 && atomic_load(&s->draining))
+        event_active(s->drain_check, EV_READ, 0);
+    if (!w->draining && w->n_conns < w->max_conns)
+        worker_set_accepting(w, true);
+}
+
+struct listen_mail {
+    int fd;
+    char *text;
+};
+
+/* Mail: start accepting on fd. */
+static void worker_add_listener(struct pf_worker *w, void *arg)
+{
+    struct listen_mail *m = arg;
+    struct evconnlistener *l;
+
+    l = evconnlistener_new(w->base, accept_cb, w, LEV_OPT_CLOSE_ON_FREE, -1, m->fd);
+    if (l == NULL)
+        pf_fatal("evconnlistener_new failed");
+    w->listeners = pf_xrealloc(w->listeners, (w->n_listeners + 1) * sizeof(*w->listeners));
+    w->listeners[w->n_listeners++] = l;
+    if (!w->accepting || w->draining)
+        evconnlistener_disable(l);
+    free(m->text);
+    free(m);
+}
+
+/* Mail: stop accepting on the listener whose socket is bound like fd (arg). */
+static void worker_remove_listener(struct pf_worker *w, void *arg)
+{
+    int fd = (int)(intptr_t)arg;
+
+    for (unsigned i = 0; i < w->n_listeners; i++) {
+        if (evconnlistener_get_fd(w->listeners[i]) == fd) {
+            evconnlistener_free(w->listeners[i]);
+            w->listeners[i] = w->listeners[--w->n_listeners];
+            return;
+        }
+    }
+}
+
+static void listen_sock_give(struct pf_server *s, struct pf_listen_sock *ls)
+{
+    for (unsigned i = 0; i < s->n_workers; i++) {
+        struct listen_mail *m = pf_xmalloc(sizeof(*m));
+
+        m->fd = ls->fds[i];
+        m->text = pf_xstrdup(ls->text);
+        pf_server_mail(&s->workers[i], worker_add_listener, m);
+    }
+}
+
+/* ---- workers ---- */
+
+static void tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct pf_worker *w = arg;
+    static __thread unsigned ticks;
+
+    (void)fd;
+    (void)what;
+    atomic_store_explicit(&w->heartbeat, pf_now_us(), memory_order_relaxed);
+    if (evbuffer_get_length(w->alog) > 0)
+        pf_alog_submit(w->alog);
+    if (++ticks % 10 == 0)
+        pf_upstream_sweep(w, false);
+}
+
+static void worker_init(struct pf_server *s, struct pf_worker *w, unsigned index, bool admin)
+{
+    struct timeval tv = {0, 100 * 1000};
+
+    w->index = index;
+    w->count = s->n_workers;
+    w->is_admin = admin;
+    w->srv = s;
+    w->base = admin ? s->base : event_base_new();
+    if (w->base == NULL)
+        pf_fatal("event_base_new failed");
+    TAILQ_INIT(&w->conns);
+    pthread_mutex_init(&w->mail_lock, NULL);
+    w->mail_ev = event_new(w->base, -1, EV_PERSIST, mail_cb, w);
+    w->tick = event_new(w->base, -1, EV_PERSIST, tick_cb, w);
+    event_add(w->tick, &tv);
+    w->alog = evbuffer_new();
+    w->accepting = true;
+    if (getrandom(w->rng, sizeof(w->rng), 0) != sizeof(w->rng) || (w->rng[0] | w->rng[1]) == 0) {
+        w->rng[0] = (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ull + index;
+        w->rng[1] = (uint64_t)getpid() ^ 0xD1B54A32D192ED03ull;
+    }
+    atomic_store(&w->heartbeat, pf_now_us());
+    w->wc = wconf_new(w, pf_conf_ref(s->cfg));
+    w->max_conns = (s->cfg->limits.max_connections + s->n_workers - 1) / s->n_workers;
+}
+
+static void *worker_main(void *arg)
+{
+    struct pf_worker *w = arg;
+    sigset_t set;
+
+    sigfillset(&set);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY);
+    return NULL;
+}
+
+/* Mail: the process is stopping; close everything and leave the loop. */
+static void worker_stop(struct pf_worker *w, void *arg)
+{
+    struct pf_conn *c;
+
+    (void)arg;
+    while ((c = TAILQ_FIRST(&w->conns)) != NULL)
+        pf_conn_close(c);
+    for (unsigned i = 0; i < w->n_listeners; i++)
+        evconnlistener_free(w->listeners[i]);
+    w->n_listeners = 0;
+    pf_upstream_sweep(w, true);
+    if (evbuffer_get_length(w->alog) > 0)
+        pf_alog_submit(w->alog);
+    event_base_loopbreak(w->base);
+}
+
+/* Mail: stop accepting, close idle connections, the rest close after their response. */
+static void worker_drain(struct pf_worker *w, void *arg)
+{
+    struct pf_conn *c, *next;
+
+    (void)arg;
+    w->draining = true;
+    worker_set_accepting(w, false);
+    for (c = TAILQ_FIRST(&w->conns); c != NULL; c = next) {
+        next = TAILQ_NEXT(c, link);
+        if (pf_conn_is_idle(c))
+            pf_conn_close(c);
+        else
+            c->closing = true;
+    }
+    pf_upstream_sweep(w, false);
+}
+
+/* ---- admin listener ---- */
+
+static int admin_open(struct pf_server *s, const struct pf_config *cfg)
+{
+    int fd;
+
+    if (cfg->admin_listen.len == 0)
+        return 0; /* admin: off */
+    fd = sock_open(&cfg->admin_listen, false);
+    if (fd < 0) {
+        pf_log(PF_LOG_ERR, "cannot listen on %s (admin): %s", cfg->admin_listen.text,
+               strerror(-fd));
+        return -1;
+    }
+    s->admin_listener =
+        evconnlistener_new(s->base, accept_cb, &s->admin, LEV_OPT_CLOSE_ON_FREE, -1, fd);
+    free(s->admin_text);
+    s->admin_text = pf_xstrdup(cfg->admin_listen.text);
+    return 0;
+}
+
+/* ---- signals, drain and exit ---- */
+
+static void server_stop(struct pf_server *s)
+{
+    if (s->stopping)
+        return;
+    s->stopping = true;
+    for (unsigned i = 0; i < s->n_workers; i++)
+        pf_server_mail(&s->workers[i], worker_stop, NULL);
+    event_base_loopbreak(s->base);
+}
+
+static void drain_check_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct pf_server *s = arg;
+
+    (void)fd;
+    if ((what & EV_TIMEOUT) && !(what & EV_READ) && s->drain_timer != NULL &&
+        !evtimer_pending(s->drain_check, NULL)) {
+        /* drain_timeout passed */
+        pf_log(PF_LOG_WARN, "drain timeout: closing %u connections",
+               atomic_load(&s->live_conns));
+        if (s->exit_after_drain)
+            server_stop(s);
+        return;
+    }
+    if (atomic_load(&s->live_conns) == 0 && s->exit_after_drain)
+        server_stop(s);
+}
+
+static void drain_stop_accepting(evutil_socket_t fd, short what, void *arg)
+{
+    struct pf_server *s = arg;
+    uint64_t ms = s->cfg->drain_timeout_ms;
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+
+    (void)fd;
+    (void)what;
+    for (unsigned i = 0; i < s->n_workers; i++)
+        pf_server_mail(&s->workers[i], worker_drain, NULL);
+    event_free(s->drain_timer);
+    s->drain_timer = evtimer_new(s->base, drain_check_cb, s);
+    event_add(s->drain_timer, &tv);
+    if (atomic_load(&s->live_conns) == 0)
+        event_active(s->drain_check, EV_READ, 0);
+}
+
+void pf_server_drain(struct pf_server *s, bool exit_after)
+{
+    uint64_t ms = s->cfg->drain_delay_ms;
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+
+    if (exit_after)
+        s->exit_after_drain = true;
+    if (atomic_exchange(&s->draining, true)) {
+        if (exit_after && atomic_load(&s->live_conns) == 0 && s->drain_timer != NULL)
+            event_active(s->drain_check, EV_READ, 0);
+        return;
+    }
+    pf_log(PF_LOG_INFO, "draining: delay %llums, timeout %llums", (unsigned long long)ms,
+           (unsigned long long)s->cfg->drain_timeout_ms);
+    s->drain_timer = evtimer_new(s->base, drain_stop_accepting, s);
+    event_add(s->drain_timer, &tv);
+}
+
+static void signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+    struct pf_server *s = arg;
+
+    (void)what;
+    switch (sig) {
+    case SIGHUP:
+        pf_server_reload(s, NULL);
+        break;
+    case SIGUSR1:
+        pf_alog_reopen();
+        break;
+    case SIGTERM:
+    case SIGINT:
+        if (atomic_load(&s->draining) && s->exit_after_drain) {
+            pf_log(PF_LOG_WARN, "second signal: exiting now");
+            pf_alog_stop();
+            _exit(1);
+        }
+        pf_server_drain(s, true);
+        break;
+    }
+}
+
+/* ---- start / run ---- */
+
+static int server_open_listeners(struct pf_server *s, const struct pf_config *cfg)
+{
+    s->socks = pf_xcalloc(cfg->n_listen, sizeof(*s->socks));
+    for (unsigned i = 0; i < cfg->n_listen; i++) {
+        if (listen_sock_open(&s->socks[i], &cfg->listen[i], s->n_workers) != 0)
+            return -1;
+        s->n_socks++;
+    }
+    return 0;
+}
+
+int pf_server_start(struct pf_server *s, struct pf_config *cfg)
+{
+    static const int sigs[] = {SIGHUP, SIGUSR1, SIGTERM, SIGINT};
+
+    the_server = s;
+    evthread_use_pthreads();
+    signal(SIGPIPE, SIG_IGN);
+    s->cfg = cfg;
+    s->base = event_base_new();
+    s->n_workers = cfg->workers ? cfg->workers : pf_server_auto_workers();
+    if (pf_upstream_bind(cfg) != 0) {
+        pf_log(PF_LOG_ERR, "too many endpoints");
+        return -1;
+    }
+    if (server_open_listeners(s, cfg) != 0 || admin_open(s, cfg) != 0)
+        return -1;
+    s->drain_check = event_new(s->base, -1, 0, drain_check_cb, s);
+    for (unsigned i = 0; i < 4; i++) {
+        s->sig[i] = evsignal_new(s->base, sigs[i], signal_cb, s);
+        event_add(s->sig[i], NULL);
+    }
+    worker_init(s, &s->admin, s->n_workers, true);
+    s->workers = pf_xcalloc(s->n_workers, sizeof(*s->workers));
+    for (unsigned i = 0; i < s->n_workers; i++)
+        worker_init(s, &s->workers[i], i, false);
+    for (unsigned i = 0; i < s->n_socks; i++)
+        listen_sock_give(s, &s->socks[i]);
+    for (unsigned i = 0; i < s->n_workers; i++) {
+        if (pthread_create(&s->workers[i].thread, NULL, worker_main, &s->workers[i]) != 0)
+            pf_fatal("pthread_create failed");
+    }
+    s->last_reload_ok_s = (uint64_t)time(NULL);
+    pf_log(PF_LOG_INFO, "pilotfish %s started: %u workers, %u listeners, admin %s", PF_VERSION,
+           s->n_workers, s->n_socks, s->admin_text ? s->admin_text : "off");
+    return 0;
+}
+
+int pf_server_run(struct pf_server *s)
+{
+    event_base_loop(s->base, EVLOOP_NO_EXIT_ON_EMPTY);
+    for (unsigned i = 0; i < s->n_workers; i++)
+        pthread_join(s->workers[i].thread, NULL);
+    if (evbuffer_get_length(s->admin.alog) > 0)
+        pf_alog_submit(s->admin.alog);
+    pf_log(PF_LOG_INFO, "stopped");
+    return s->exit_code;
+}
+
+/* ---- health of the process ---- */
+
+bool pf_server_live(struct pf_server *s)
+{
+    uint64_t now = pf_now_us();
+
+    for (unsigned i = 0; i < s->n_workers; i++) {
+        uint64_t hb = atomic_load_explicit(&s->workers[i].heartbeat, memory_order_relaxed);
+
+        if (now > hb + 2000000)
+            return false;
+    }
+    return true;
+}
+
+bool pf_server_ready(struct pf_server *s, struct evbuffer *why)
+{
+    bool ok = true;
+
+    if (atomic_load(&s->draining)) {
+        evbuffer_add_printf(why, "%s\"draining\"", ok ? "" : ",");
+        ok = false;
+    }
+    if (!pf_server_live(s)) {
+        evbuffer_add_printf(why, "%s\"worker not answering\"", ok ? "" : ",");
+        ok = false;
+    }
+    return ok;
+}
+
+/* ---- reload ---- */
+
+static int listen_find(const struct pf_server *s, const char *text)
+{
+    for (unsigned i = 0; i < s->n_socks; i++) {
+        if (strcmp(s->socks[i].text, text) == 0)
+            return (int)i;
+    }
+    return -1;
+}
+
+static bool cfg_has_listen(const struct pf_config *cfg, const char *text)
+{
+    for (unsigned i = 0; i < cfg->n_listen; i++) {
+        if (strcmp(cfg->listen[i].text, text) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Open the new listen addresses of cfg; close those it dropped. */
+static int reload_listeners(struct pf_server *s, const struct pf_config *cfg)
+{
+    unsigned first_new = s->n_socks;
+
+    for (unsigned i = 0; i < cfg->n_listen; i++) {
+        if (listen_find(s, cfg->listen[i].text) >= 0)
+            continue;
+        s->socks = pf_xrealloc(s->socks, (s->n_socks + 1) * sizeof(*s->socks));
+        if (listen_sock_open(&s->socks[s->n_socks], &cfg->listen[i], s->n_workers) != 0) {
+            for (unsigned j = first_new; j < s->n_socks; j++) {
+                for (unsigned k = 0; k < s->socks[j].n_fds; k++)
+                    close(s->socks[j].fds[k]);
+                free(s->socks[j].fds);
+                free(s->socks[j].text);
+            }
+            s->n_socks = first_new;
+            return -1;
+        }
+        s->n_socks++;
+    }
+    for (unsigned i = first_new; i < s->n_socks; i++)
+        listen_sock_give(s, &s->socks[i]);
+    for (unsigned i = 0; i < first_new;) {
+        struct pf_listen_sock *ls = &s->socks[i];
+
+        if (cfg_has_listen(cfg, ls->text)) {
+            i++;
+            continue;
+        }
+        for (unsigned w = 0; w < s->n_workers; w++)
+            pf_server_mail(&s->workers[w], worker_remove_listener,
+                           (void *)(intptr_t)ls->fds[w]);
+        free(ls->fds);
+        free(ls->text);
+        s->socks[i] = s->socks[--s->n_socks];
+        first_new--;
+    }
+    return 0;
+}
+
+static void reload_result(struct evbuffer *out, bool ok, const struct pf_err *err)
+{
+    if (out == NULL)
+        return;
+    evbuffer_add_printf(out, "{\"result\":\"%s\",\"errors\":[", ok ? "success" : "failure");
+    for (unsigned i = 0; err != NULL && i < err->n; i++) {
+        evbuffer_add_printf(out, "%s\"", i ? "," : "");
+        pf_json_escape(out, err->msgs[i], strlen(err->msgs[i]));
+        evbuffer_add(out, "\"", 1);
+    }
+    evbuffer_add(out, "]}\n", 3);
+}
+
+static int reload_fail(struct pf_server *s, struct evbuffer *result, struct pf_err *err)
+{
+    s->reloads_failed++;
+    for (unsigned i = 0; i < err->n; i++)
+        pf_log(PF_LOG_ERR, "reload: %s", err->msgs[i]);
+    pf_log(PF_LOG_ERR, "reload failed: keeping the running configuration");
+    reload_result(result, false, err);
+    pf_err_fini(err);
+    return -1;
+}
+
+int pf_server_reload(struct pf_server *s, struct evbuffer *result)
+{
+    struct pf_err err;
+    struct pf_config *cfg;
+
+    pf_err_init(&err, s->cfg->path);
+    cfg = pf_conf_load(s->cfg->path, &err);
+    if (cfg == NULL)
+        return reload_fail(s, result, &err);
+    if (pf_upstream_bind(cfg) != 0 || reload_listeners(s, cfg) != 0) {
+        pf_err_at(&err, NULL, "cannot apply the listen addresses or endpoints (see log)");
+        pf_conf_unref(cfg);
+        return reload_fail(s, result, &err);
+    }
+    if (cfg->workers != s->cfg->workers)
+        pf_log(PF_LOG_WARN, "reload: a change of 'workers' takes effect at the next restart");
+    if (strcmp(cfg->access_log_path, s->cfg->access_log_path) != 0)
+        pf_alog_set_path(cfg->access_log_path);
+    pf_log_set_level((enum pf_log_level)cfg->log_level);
+    for (unsigned i = 0; i < s->n_workers; i++)
+        pf_server_mail(&s->workers[i], worker_switch, pf_conf_ref(cfg));
+    worker_switch(&s->admin, pf_conf_ref(cfg));
+    pf_conf_unref(s->cfg);
+    s->cfg = cfg;
+    s->reloads_ok++;
+    s->last_reload_ok_s = (uint64_t)time(NULL);
+    pf_log(PF_LOG_INFO, "configuration reloaded from %s", cfg->path);
+    reload_result(result, true, NULL);
+    pf_err_fini(&err);
+    return 0;
+}

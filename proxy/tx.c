@@ -1,0 +1,698 @@
+/*
+ * Transactions: routing, the chain around the upstream, replies and errors,
+ * the accessors of proxy/filter.h, and the access log line.
+ */
+#include "proxy/tx.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+
+#include "proxy/admin.h"
+#include "proxy/arena.h"
+#include "proxy/chain.h"
+#include "proxy/http1.h"
+#include "proxy/log.h"
+#include "proxy/server.h"
+#include "proxy/upstream.h"
+
+static const char *const error_names[PF_ERR_MAX] = {
+    [PF_ERR_BAD_REQUEST] = "bad_request",
+    [PF_ERR_REQUEST_TIMEOUT] = "request_timeout",
+    [PF_ERR_BODY_TOO_LARGE] = "body_too_large",
+    [PF_ERR_URI_TOO_LONG] = "uri_too_long",
+    [PF_ERR_HEADERS_TOO_LARGE] = "headers_too_large",
+    [PF_ERR_NO_ROUTE] = "no_route",
+    [PF_ERR_CONNECT_FAILED] = "upstream_connect_failed",
+    [PF_ERR_RESET] = "upstream_reset",
+    [PF_ERR_BAD_RESPONSE] = "upstream_bad_response",
+    [PF_ERR_TIMEOUT] = "upstream_timeout",
+    [PF_ERR_FILTER_FAILED] = "filter_failed",
+    [PF_ERR_OTHER] = "other",
+};
+
+uint64_t pf_now_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+const char *pf_error_name(enum pf_error e)
+{
+    return error_names[e];
+}
+
+void pf_count_error(struct pf_worker *w, const char *code)
+{
+    for (unsigned i = 0; i < PF_ERR_MAX; i++) {
+        if (strcmp(error_names[i], code) == 0) {
+            w->errors[i]++;
+            return;
+        }
+    }
+    w->errors[PF_ERR_OTHER]++;
+}
+
+uint64_t pf_worker_rand(struct pf_worker *w)
+{
+    uint64_t s1 = w->rng[0];
+    const uint64_t s0 = w->rng[1];
+
+    w->rng[0] = s0;
+    s1 ^= s1 << 23;
+    w->rng[1] = s1 ^ s0 ^ (s1 >> 17) ^ (s0 >> 26);
+    return w->rng[1] + s0;
+}
+
+/* ---- header lists ---- */
+
+const char *pf_hdrs_get(const struct pf_hdrs *h, const char *name)
+{
+    for (unsigned i = 0; i < h->n; i++) {
+        if (strcasecmp(h->v[i].name, name) == 0)
+            return h->v[i].value;
+    }
+    return NULL;
+}
+
+void pf_hdrs_add(struct pf_arena *a, struct pf_hdrs *h, const char *name, const char *value)
+{
+    size_t nl = strlen(name), vl = strlen(value);
+
+    if (h->n == h->cap) {
+        unsigned cap = h->cap ? h->cap * 2 : 16;
+        struct pf_hdr *v = pf_arena_alloc(a, cap * sizeof(*v));
+
+        if (h->n > 0)
+            memcpy(v, h->v, h->n * sizeof(*v));
+        h->v = v;
+        h->cap = cap;
+    }
+    h->v[h->n].name = pf_arena_strndup(a, name, nl);
+    h->v[h->n].name_len = (uint32_t)nl;
+    h->v[h->n].value = pf_arena_strndup(a, value, vl);
+    h->v[h->n].value_len = (uint32_t)vl;
+    h->n++;
+}
+
+void pf_hdrs_del(struct pf_hdrs *h, const char *name)
+{
+    unsigned j = 0;
+
+    for (unsigned i = 0; i < h->n; i++) {
+        if (strcasecmp(h->v[i].name, name) != 0)
+            h->v[j++] = h->v[i];
+    }
+    h->n = j;
+}
+
+/* ---- filter.h accessors ---- */
+
+struct pf_arena *pf_tx_arena(struct pf_tx *tx)
+{
+    return tx->arena;
+}
+
+struct pf_worker *pf_tx_worker(struct pf_tx *tx)
+{
+    return tx->w;
+}
+
+unsigned pf_worker_index(const struct pf_worker *w)
+{
+    return w->index;
+}
+
+unsigned pf_worker_count(const struct pf_worker *w)
+{
+    return w->count;
+}
+
+void *pf_worker_base(struct pf_worker *w)
+{
+    return w->base;
+}
+
+const char *pf_tx_method(const struct pf_tx *tx)
+{
+    return tx->method;
+}
+
+const char *pf_tx_path(const struct pf_tx *tx)
+{
+    return tx->url;
+}
+
+int pf_tx_http_minor(const struct pf_tx *tx)
+{
+    return tx->http_minor;
+}
+
+bool pf_tx_is_head(const struct pf_tx *tx)
+{
+    return tx->method_id == HTTP_HEAD;
+}
+
+const char *pf_tx_client_addr(const struct pf_tx *tx)
+{
+    return tx->conn != NULL ? tx->conn->client : "-";
+}
+
+const char *pf_tx_route_name(const struct pf_tx *tx)
+{
+    return tx->route != NULL ? tx->route->name : "";
+}
+
+const char *pf_tx_upstream_name(const struct pf_tx *tx)
+{
+    return tx->up != NULL ? tx->up->name : "";
+}
+
+const char *pf_tx_req_header(const struct pf_tx *tx, const char *name)
+{
+    return pf_hdrs_get(&tx->req, name);
+}
+
+static void hdrs_each(const struct pf_hdrs *h, pf_header_fn fn, void *arg)
+{
+    for (unsigned i = 0; i < h->n; i++) {
+        if (fn(arg, h->v[i].name, h->v[i].value) != 0)
+            return;
+    }
+}
+
+void pf_tx_req_header_each(const struct pf_tx *tx, pf_header_fn fn, void *arg)
+{
+    hdrs_each(&tx->req, fn, arg);
+}
+
+int pf_tx_status(const struct pf_tx *tx)
+{
+    return tx->status;
+}
+
+const char *pf_tx_resp_header(const struct pf_tx *tx, const char *name)
+{
+    return pf_hdrs_get(&tx->resp, name);
+}
+
+void pf_tx_resp_header_each(const struct pf_tx *tx, pf_header_fn fn, void *arg)
+{
+    hdrs_each(&tx->resp, fn, arg);
+}
+
+void pf_tx_resp_header_set(struct pf_tx *tx, const char *name, const char *value)
+{
+    pf_hdrs_del(&tx->resp, name);
+    pf_hdrs_add(tx->arena, &tx->resp, name, value);
+}
+
+void pf_tx_resp_header_add(struct pf_tx *tx, const char *name, const char *value)
+{
+    pf_hdrs_add(tx->arena, &tx->resp, name, value);
+}
+
+void pf_tx_resp_header_del(struct pf_tx *tx, const char *name)
+{
+    pf_hdrs_del(&tx->resp, name);
+}
+
+/* ---- lifetime ---- */
+
+static void evbuffer_free_cb(void *arg)
+{
+    evbuffer_free(arg);
+}
+
+static struct evbuffer *tx_evbuffer(struct pf_tx *tx)
+{
+    struct evbuffer *b = evbuffer_new();
+
+    if (b == NULL)
+        pf_fatal("out of memory");
+    pf_arena_defer(tx->arena, evbuffer_free_cb, b);
+    return b;
+}
+
+struct pf_tx *pf_tx_new(struct pf_conn *c)
+{
+    struct pf_arena *a = pf_arena_new(PF_ARENA_CHUNK);
+    struct pf_tx *tx = pf_arena_alloc(a, sizeof(*tx));
+
+    tx->arena = a;
+    tx->w = c->w;
+    tx->conn = c;
+    tx->wc = c->w->wc;
+    tx->wc->refs++;
+    tx->cfg = tx->wc->cfg;
+    tx->is_admin = c->is_admin;
+    tx->t_start = pf_now_us();
+    tx->client_keepalive = true;
+    return tx;
+}
+
+/* The response went out whole (or cannot): end the transaction. */
+static void tx_finish(struct pf_tx *tx)
+{
+    tx->phase = PF_TX_DONE;
+    if (!tx->req_done)
+        tx->close_after = true; /* an unread request body is not waited for */
+    if (tx->conn != NULL)
+        pf_conn_tx_done(tx->conn);
+    else
+        pf_tx_free(tx);
+}
+
+static void tx_log(struct pf_tx *tx);
+
+void pf_tx_free(struct pf_tx *tx)
+{
+    if (tx->timer_set)
+        event_del(&tx->timer);
+    if (tx->uc != NULL)
+        pf_upstream_abort(tx);
+    pf_chain_done(tx);
+    tx->w->requests++;
+    if (!pf_alog_is_off())
+        tx_log(tx);
+    pf_server_wconf_unref(tx->w, tx->wc);
+    pf_arena_free(tx->arena);
+}
+
+void pf_tx_abort(struct pf_tx *tx, const char *why)
+{
+    struct pf_conn *c = tx->conn;
+
+    if (c != NULL)
+        c->tx = NULL;
+    tx->conn = NULL;
+    if (tx->error == NULL && tx->phase != PF_TX_DONE) {
+        tx->error = why;
+        if (!tx->head_sent)
+            tx->status = 499;
+    }
+    if (tx->uc != NULL)
+        pf_upstream_abort(tx);
+    pf_tx_free(tx);
+}
+
+/* ---- routing and request identity ---- */
+
+static bool route_host_matches(const char *want, const char *host)
+{
+    size_t n;
+
+    if (want == NULL)
+        return true;
+    if (host == NULL)
+        return false;
+    n = strcspn(host, ":");
+    if (host[0] == '[')
+        n = strcspn(host, "]") + 1;
+    return strlen(want) == n && strncasecmp(want, host, n) == 0;
+}
+
+static const struct pf_route *tx_route(struct pf_tx *tx)
+{
+    const struct pf_config *cfg = tx->cfg;
+
+    for (unsigned i = 0; i < cfg->n_routes; i++) {
+        const struct pf_route *r = &cfg->routes[i];
+        bool method_ok = r->methods.n == 0;
+
+        if (strncmp(tx->url, r->prefix, r->prefix_len) != 0)
+            continue;
+        if (!route_host_matches(r->host, tx->host))
+            continue;
+        for (unsigned m = 0; m < r->methods.n && !method_ok; m++)
+            method_ok = strcmp(r->methods.v[m], tx->method) == 0;
+        if (method_ok)
+            return r;
+    }
+    return NULL;
+}
+
+static void hex64(char *out, uint64_t v)
+{
+    static const char digits[] = "0123456789abcdef";
+
+    for (int i = 15; i >= 0; i--) {
+        out[i] = digits[v & 15];
+        v >>= 4;
+    }
+}
+
+static bool is_hex(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return false;
+    }
+    return true;
+}
+
+static bool is_zero(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] != '0')
+            return false;
+    }
+    return true;
+}
+
+/* "00-<32 hex trace-id>-<16 hex parent-id>-<2 hex flags>" (W3C Trace Context) */
+static bool traceparent_valid(const char *in)
+{
+    size_t len = strlen(in);
+
+    if (len < 55 || in[2] != '-' || in[35] != '-' || in[52] != '-')
+        return false;
+    if (!is_hex(in, 2) || strncmp(in, "ff", 2) == 0 || (strncmp(in, "00", 2) == 0 && len != 55))
+        return false;
+    if (len > 55 && in[55] != '-')
+        return false;
+    return is_hex(in + 3, 32) && !is_zero(in + 3, 32) && is_hex(in + 36, 16) &&
+           !is_zero(in + 36, 16) && is_hex(in + 53, 2);
+}
+
+/*
+ * Continue a valid incoming traceparent with the same trace-id and flags and a
+ * new span id (ours), otherwise start a new trace.
+ */
+static void tx_trace(struct pf_tx *tx)
+{
+    const char *in = pf_hdrs_get(&tx->req, "traceparent");
+    char *o = tx->traceparent;
+    char flags[2] = {'0', '1'};
+
+    if (in != NULL && traceparent_valid(in)) {
+        memcpy(tx->trace_id, in + 3, 32);
+        flags[0] = in[53];
+        flags[1] = in[54];
+    } else {
+        hex64(tx->trace_id, pf_worker_rand(tx->w));
+        hex64(tx->trace_id + 16, pf_worker_rand(tx->w));
+    }
+    tx->trace_id[32] = '\0';
+    memcpy(o, "00-", 3);
+    memcpy(o + 3, tx->trace_id, 32);
+    o[35] = '-';
+    hex64(o + 36, pf_worker_rand(tx->w) | 1);
+    o[52] = '-';
+    o[53] = flags[0];
+    o[54] = flags[1];
+    o[55] = '\0';
+}
+
+static void tx_request_id(struct pf_tx *tx)
+{
+    const char *id = pf_hdrs_get(&tx->req, "x-request-id");
+    char *buf;
+
+    if (id != NULL && id[0] != '\0' && strlen(id) <= 200) {
+        tx->request_id = id;
+        return;
+    }
+    buf = pf_arena_alloc(tx->arena, 33);
+    hex64(buf, pf_worker_rand(tx->w));
+    hex64(buf + 16, pf_worker_rand(tx->w));
+    tx->request_id = buf;
+}
+
+/* ---- the request path ---- */
+
+static void tx_dispatch(struct pf_tx *tx, enum pf_verdict v);
+static void tx_send_reply(struct pf_tx *tx);
+
+void pf_tx_start(struct pf_tx *tx)
+{
+    tx->phase = PF_TX_FILTERS;
+    tx_request_id(tx);
+    tx_trace(tx);
+    if (tx->is_admin) {
+        /* the admin API answers once the (small) body is in */
+        tx->req_buf = tx_evbuffer(tx);
+        if (tx->req_done) {
+            pf_admin_handle(tx);
+            tx_send_reply(tx);
+        } else {
+            pf_conn_resume_body(tx->conn);
+        }
+        return;
+    }
+    tx->route = tx_route(tx);
+    if (tx->route == NULL) {
+        pf_tx_fail(tx, 404, "no_route");
+        return;
+    }
+    tx->up = &tx->cfg->upstreams[tx->route->upstream];
+    pf_chain_init(tx);
+    tx->in_chain = true;
+    tx_dispatch(tx, pf_chain_request(tx));
+}
+
+static void tx_dispatch(struct pf_tx *tx, enum pf_verdict v)
+{
+    tx->in_chain = false;
+    switch (v) {
+    case PF_NEXT:
+        tx->phase = PF_TX_UPSTREAM;
+        pf_upstream_start(tx);
+        break;
+    case PF_REPLIED:
+        tx_send_reply(tx);
+        break;
+    case PF_FAILED:
+        pf_tx_fail(tx, 500, "filter_failed");
+        break;
+    case PF_PAUSED:
+        break;
+    }
+}
+
+void pf_tx_resume(struct pf_tx *tx, enum pf_verdict v)
+{
+    if (tx->phase != PF_TX_FILTERS)
+        return;
+    if (v == PF_NEXT) {
+        tx->next_filter++;
+        v = pf_chain_request(tx);
+    } else if (v != PF_PAUSED) {
+        tx->out_from = tx->next_filter;
+        if (v == PF_FAILED)
+            pf_log(PF_LOG_ERR, "filter failed after pause");
+    }
+    tx_dispatch(tx, v);
+}
+
+void pf_tx_req_body(struct pf_tx *tx, const char *data, size_t len)
+{
+    if (tx->uc != NULL) {
+        pf_upstream_send_body(tx, data, len);
+    } else if (tx->req_buf != NULL) {
+        if (evbuffer_get_length(tx->req_buf) + len > 1024 * 1024)
+            return; /* the admin API never needs more */
+        evbuffer_add(tx->req_buf, data, len);
+    }
+    /* otherwise the request was answered already: the body is discarded */
+}
+
+void pf_tx_req_end(struct pf_tx *tx)
+{
+    tx->req_done = true;
+    if (tx->is_admin && tx->phase == PF_TX_FILTERS) {
+        pf_admin_handle(tx);
+        tx_send_reply(tx);
+        return;
+    }
+    if (tx->uc != NULL)
+        pf_upstream_send_end(tx);
+}
+
+/* ---- replies ---- */
+
+void pf_tx_reply(struct pf_tx *tx, int status, struct evbuffer *body)
+{
+    char len[24];
+
+    tx->status = status;
+    tx->resp.n = 0;
+    if (tx->reply == NULL)
+        tx->reply = tx_evbuffer(tx);
+    else
+        evbuffer_drain(tx->reply, evbuffer_get_length(tx->reply));
+    if (body != NULL)
+        evbuffer_add_buffer(tx->reply, body);
+    pf_hdrs_add(tx->arena, &tx->resp, "Date", pf_http_date());
+    snprintf(len, sizeof(len), "%zu", evbuffer_get_length(tx->reply));
+    pf_hdrs_add(tx->arena, &tx->resp, "Content-Length", len);
+}
+
+void pf_tx_error(struct pf_tx *tx, int status, const char *code)
+{
+    struct evbuffer *b = evbuffer_new();
+
+    evbuffer_add_printf(b, "{\"error\":\"%s\",\"status\":%d,\"request_id\":\"", code, status);
+    if (tx->request_id != NULL)
+        pf_json_escape(b, tx->request_id, strlen(tx->request_id));
+    evbuffer_add(b, "\"}\n", 3);
+    pf_tx_reply(tx, status, b);
+    evbuffer_free(b);
+    pf_hdrs_add(tx->arena, &tx->resp, "Content-Type", "application/json");
+    pf_hdrs_add(tx->arena, &tx->resp, "X-Pilotfish-Error", code);
+    pf_count_error(tx->w, code);
+    tx->error = code;
+}
+
+void pf_tx_fail(struct pf_tx *tx, int status, const char *code)
+{
+    if (tx->uc != NULL)
+        pf_upstream_abort(tx);
+    if (tx->head_sent || tx->conn == NULL) {
+        /* too late for a status: all the client can learn is a cut connection */
+        tx->error = code;
+        pf_count_error(tx->w, code);
+        if (tx->conn != NULL)
+            pf_conn_close(tx->conn);
+        else
+            pf_tx_free(tx);
+        return;
+    }
+    if (status == 408 || status == 413 || status == 431 || status == 414 || status == 400)
+        tx->close_after = true;
+    pf_tx_error(tx, status, code);
+    tx->out_from = tx->n_ran;
+    tx_send_reply(tx);
+}
+
+static void tx_send_reply(struct pf_tx *tx)
+{
+    tx->phase = PF_TX_REPLYING;
+    if (!tx->req_done && (tx->expect_continue || tx->req_has_body))
+        tx->close_after = true; /* the unread body is not waited for */
+    pf_tx_respond(tx);
+    if (tx->phase == PF_TX_DONE)
+        return;
+    pf_tx_resp_body(tx, tx->reply);
+    pf_tx_resp_end(tx);
+}
+
+/* ---- the response path ---- */
+
+void pf_tx_respond(struct pf_tx *tx)
+{
+    if (pf_chain_response(tx) == PF_FAILED && tx->error == NULL) {
+        pf_tx_error(tx, 500, "filter_failed");
+        if (tx->uc != NULL)
+            pf_upstream_abort(tx);
+        tx->out_from = 0;
+        tx->phase = PF_TX_REPLYING;
+        pf_conn_send_head(tx);
+        pf_conn_send_body(tx, tx->reply);
+        pf_conn_send_end(tx);
+        tx_finish(tx);
+        return;
+    }
+    tx->phase = PF_TX_REPLYING;
+    pf_conn_send_head(tx);
+}
+
+static void tx_body_failed(struct pf_tx *tx)
+{
+    tx->error = "filter_failed";
+    pf_count_error(tx->w, "filter_failed");
+    if (tx->conn != NULL)
+        pf_conn_close(tx->conn);
+    else
+        pf_tx_free(tx);
+}
+
+void pf_tx_resp_body(struct pf_tx *tx, struct evbuffer *data)
+{
+    struct evbuffer *out = data;
+
+    if (tx->has_body_filters && tx->out_from > 0) {
+        if (tx->body_a == NULL) {
+            tx->body_a = tx_evbuffer(tx);
+            tx->body_b = tx_evbuffer(tx);
+        }
+        if (pf_chain_body(tx, data, false, &out) == PF_FAILED) {
+            tx_body_failed(tx);
+            return;
+        }
+    }
+    pf_conn_send_body(tx, out);
+}
+
+void pf_tx_resp_end(struct pf_tx *tx)
+{
+    if (tx->has_body_filters && tx->out_from > 0) {
+        struct evbuffer *out;
+
+        if (tx->body_a == NULL) {
+            tx->body_a = tx_evbuffer(tx);
+            tx->body_b = tx_evbuffer(tx);
+        }
+        if (pf_chain_body(tx, NULL, true, &out) == PF_FAILED) {
+            tx_body_failed(tx);
+            return;
+        }
+        pf_conn_send_body(tx, out);
+    }
+    pf_conn_send_end(tx);
+    tx->resp_done = true;
+    tx_finish(tx);
+}
+
+/* ---- access log ---- */
+
+static void log_str(struct evbuffer *b, const char *key, const char *v)
+{
+    evbuffer_add_printf(b, ",\"%s\":\"", key);
+    if (v != NULL)
+        pf_json_escape(b, v, strlen(v));
+    evbuffer_add(b, "\"", 1);
+}
+
+static void tx_log(struct pf_tx *tx)
+{
+    struct evbuffer *b = tx->w->alog;
+    char ts[40];
+    uint64_t now = pf_now_us();
+    struct timespec wall;
+
+    clock_gettime(CLOCK_REALTIME, &wall);
+    pf_log_timestamp(ts, sizeof(ts),
+                     (uint64_t)wall.tv_sec * 1000000u + (uint64_t)wall.tv_nsec / 1000u);
+    evbuffer_add_printf(b, "{\"ts\":\"%s\"", ts);
+    log_str(b, "request_id", tx->request_id);
+    log_str(b, "trace_id", tx->trace_id);
+    log_str(b, "client", tx->conn != NULL ? tx->conn->client : NULL);
+    log_str(b, "method", tx->method);
+    log_str(b, "path", tx->url);
+    evbuffer_add_printf(b,
+                        ",\"status\":%d,\"bytes_in\":%llu,\"bytes_out\":%llu,\"duration_ms\":%.3f",
+                        tx->status, (unsigned long long)(tx->head_in + tx->body_in),
+                        (unsigned long long)tx->bytes_out, (double)(now - tx->t_start) / 1000.0);
+    log_str(b, "route", tx->route != NULL ? tx->route->name : NULL);
+    log_str(b, "upstream", tx->up != NULL ? tx->up->name : NULL);
+    log_str(b, "endpoint", tx->endpoint);
+    if (tx->t_up_head > 0)
+        evbuffer_add_printf(b, ",\"upstream_ms\":%.3f",
+                            (double)(tx->t_up_head - tx->t_up_start) / 1000.0);
+    else
+        evbuffer_add(b, ",\"upstream_ms\":null", 18);
+    if (tx->error != NULL)
+        log_str(b, "error", tx->error);
+    else
+        evbuffer_add(b, ",\"error\":null", 13);
+    evbuffer_add(b, "}\n", 2);
+    if (evbuffer_get_length(b) > 64 * 1024)
+        pf_alog_submit(b);
+}

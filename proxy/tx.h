@@ -1,0 +1,57 @@
+/*
+ * Transactions: one request and its response, from the parsed request head to
+ * the access log line. Worker thread only.
+ */
+#ifndef PF_TX_H
+#define PF_TX_H
+
+#include <stdbool.h>
+
+#include "proxy/core.h"
+
+/* A new transaction for c's request head (arena, snapshot reference). */
+struct pf_tx *pf_tx_new(struct pf_conn *c);
+
+/*
+ * The request head is complete and valid: route it and run the chain, then
+ * go upstream or reply. May finish the transaction before returning.
+ */
+void pf_tx_start(struct pf_tx *tx);
+
+/* Request body data arrived (already de-framed) / the request is complete. */
+void pf_tx_req_body(struct pf_tx *tx, const char *data, size_t len);
+void pf_tx_req_end(struct pf_tx *tx);
+
+/* A core error before anything was sent: reply with it through the chain. */
+void pf_tx_fail(struct pf_tx *tx, int status, const char *code);
+
+/*
+ * The response head is in tx->status / tx->resp (from the upstream or a
+ * reply): run on_response, then send the head to the client.
+ */
+void pf_tx_respond(struct pf_tx *tx);
+
+/* Response body data / end (from the upstream or the reply), through on_body. */
+void pf_tx_resp_body(struct pf_tx *tx, struct evbuffer *data);
+void pf_tx_resp_end(struct pf_tx *tx);
+
+/* The client went away or the connection must close: abort the transaction. */
+void pf_tx_abort(struct pf_tx *tx, const char *why);
+
+/* Release: on_done for the filters that ran, access log line, arena. */
+void pf_tx_free(struct pf_tx *tx);
+
+/* Header list helpers (arena-backed). */
+const char *pf_hdrs_get(const struct pf_hdrs *h, const char *name);
+void pf_hdrs_add(struct pf_arena *a, struct pf_hdrs *h, const char *name, const char *value);
+void pf_hdrs_del(struct pf_hdrs *h, const char *name);
+
+/* Count an error of the worker (pilotfish_errors_total). */
+void pf_count_error(struct pf_worker *w, const char *code);
+/* Name of error e (the SPEC's CODE). */
+const char *pf_error_name(enum pf_error e);
+
+/* Random 64-bit value from the worker's generator. */
+uint64_t pf_worker_rand(struct pf_worker *w);
+
+#endif /* PF_TX_H */

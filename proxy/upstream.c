@@ -1,0 +1,776 @@
+/*
+ * Upstream connections: endpoint table, per-worker LIFO keep-alive pools,
+ * request forwarding (re-framed) and response parsing with http-parser.
+ *
+ * The seam for the breaker, health and balancer work: upstream_pick() chooses
+ * the endpoint, upstream_report() hears the outcome of every attempt.
+ */
+#include "proxy/upstream.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "proxy/arena.h"
+#include "proxy/http1.h"
+#include "proxy/log.h"
+#include "proxy/tx.h"
+
+#define UP_MAX_HEAD (64 * 1024)
+#define UP_MAX_HEADERS 200
+
+static struct pf_endpoint *endpoints[PF_MAX_ENDPOINTS]; /* guarded by ep_lock (writes) */
+static atomic_uint n_endpoints;                          /* atomic */
+static pthread_mutex_t ep_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void up_process(struct pf_upconn *uc);
+static void up_eof(struct pf_upconn *uc);
+static bool up_start_attempt(struct pf_tx *tx, bool fresh);
+
+/* ---- endpoints ---- */
+
+static int endpoint_lookup(const char *upstream, const struct pf_addr *a)
+{
+    unsigned n = atomic_load(&n_endpoints);
+
+    for (unsigned i = 0; i < n; i++) {
+        if (strcmp(endpoints[i]->upstream, upstream) == 0 &&
+            strcmp(endpoints[i]->addr.text, a->text) == 0)
+            return (int)i;
+    }
+    if (n == PF_MAX_ENDPOINTS)
+        return -ENOSPC;
+    endpoints[n] = pf_xcalloc(1, sizeof(*endpoints[n]));
+    endpoints[n]->id = n;
+    endpoints[n]->upstream = pf_xstrdup(upstream);
+    endpoints[n]->addr = *a;
+    endpoints[n]->addr.text = pf_xstrdup(a->text);
+    atomic_store(&n_endpoints, n + 1);
+    return (int)n;
+}
+
+int pf_upstream_bind(struct pf_config *cfg)
+{
+    int rc = 0;
+
+    pthread_mutex_lock(&ep_lock);
+    for (unsigned u = 0; u < cfg->n_upstreams && rc == 0; u++) {
+        struct pf_upstream_conf *up = &cfg->upstreams[u];
+
+        free(up->endpoint_ids);
+        up->endpoint_ids = pf_xcalloc(up->n_endpoints, sizeof(*up->endpoint_ids));
+        for (unsigned e = 0; e < up->n_endpoints; e++) {
+            int id = endpoint_lookup(up->name, &up->endpoints[e]);
+
+            if (id < 0) {
+                rc = id;
+                break;
+            }
+            up->endpoint_ids[e] = (unsigned)id;
+        }
+    }
+    pthread_mutex_unlock(&ep_lock);
+    return rc;
+}
+
+struct pf_endpoint *pf_endpoint_get(unsigned id)
+{
+    return endpoints[id];
+}
+
+unsigned pf_endpoint_count(void)
+{
+    return atomic_load(&n_endpoints);
+}
+
+/* ---- the seam: pick an endpoint, hear outcomes ---- */
+
+static unsigned upstream_pick(struct pf_tx *tx)
+{
+    const struct pf_upstream_conf *up = tx->up;
+    unsigned i;
+
+    if (up->n_endpoints == 1)
+        return up->endpoint_ids[0];
+    switch (up->balance) {
+    case PF_BALANCE_RANDOM:
+        i = (unsigned)(pf_worker_rand(tx->w) % up->n_endpoints);
+        break;
+    case PF_BALANCE_LEAST_REQUEST: {
+        /* power of two choices */
+        unsigned a = (unsigned)(pf_worker_rand(tx->w) % up->n_endpoints);
+        unsigned b = (unsigned)(pf_worker_rand(tx->w) % up->n_endpoints);
+        unsigned la = atomic_load_explicit(&endpoints[up->endpoint_ids[a]]->active,
+                                           memory_order_relaxed);
+        unsigned lb = atomic_load_explicit(&endpoints[up->endpoint_ids[b]]->active,
+                                           memory_order_relaxed);
+        i = lb < la ? b : a;
+        break;
+    }
+    default:
+        i = (unsigned)(tx->w->rr++ % up->n_endpoints);
+        break;
+    }
+    return up->endpoint_ids[i];
+}
+
+static void upstream_report(struct pf_tx *tx, enum pf_outcome o)
+{
+    /* the circuit breaker and passive health hook in here */
+    (void)tx;
+    (void)o;
+}
+
+/* ---- pools ---- */
+
+static struct pf_pool *worker_pool(struct pf_worker *w, unsigned id)
+{
+    if (id >= w->n_pools) {
+        unsigned n = pf_endpoint_count();
+
+        w->pools = pf_xrealloc(w->pools, n * sizeof(*w->pools));
+        for (unsigned i = w->n_pools; i < n; i++) {
+            TAILQ_INIT(&w->pools[i].idle);
+            w->pools[i].n_idle = 0;
+            w->pools[i].n_active = 0;
+        }
+        w->n_pools = n;
+    }
+    return &w->pools[id];
+}
+
+unsigned pf_upstream_idle(const struct pf_worker *w, unsigned id)
+{
+    return id < w->n_pools ? w->pools[id].n_idle : 0;
+}
+
+static void up_free(struct pf_upconn *uc)
+{
+    bufferevent_free(uc->bev);
+    evbuffer_free(uc->body);
+    pf_head_free(&uc->head);
+    atomic_fetch_sub_explicit(&endpoints[uc->endpoint_id]->open, 1, memory_order_relaxed);
+    free(uc);
+}
+
+/* Close uc now, or as soon as its callbacks have returned. */
+static void up_close(struct pf_upconn *uc)
+{
+    if (uc->dead)
+        return;
+    uc->dead = true;
+    if (uc->busy == 0)
+        up_free(uc);
+}
+
+static void up_leave(struct pf_upconn *uc)
+{
+    if (--uc->busy == 0 && uc->dead)
+        up_free(uc);
+}
+
+static void pool_remove(struct pf_upconn *uc)
+{
+    struct pf_pool *p = worker_pool(uc->w, uc->endpoint_id);
+
+    TAILQ_REMOVE(&p->idle, uc, link);
+    p->n_idle--;
+}
+
+static void idle_readcb(struct bufferevent *bev, void *arg)
+{
+    struct pf_upconn *uc = arg;
+
+    /* an idle connection must not speak: drop it */
+    (void)bev;
+    pool_remove(uc);
+    up_close(uc);
+}
+
+static void idle_eventcb(struct bufferevent *bev, short what, void *arg)
+{
+    (void)what;
+    idle_readcb(bev, arg);
+}
+
+static void pool_put(struct pf_upconn *uc, const struct pf_upstream_conf *up)
+{
+    struct pf_pool *p = worker_pool(uc->w, uc->endpoint_id);
+    uint64_t now = pf_now_us();
+
+    if (p->n_idle >= up->pool.max_idle || now >= uc->expire_us || uc->w->draining) {
+        up_close(uc);
+        return;
+    }
+    uc->idle_deadline_us = now + up->pool.idle_timeout_ms * 1000;
+    uc->reused = true;
+    bufferevent_set_timeouts(uc->bev, NULL, NULL);
+    bufferevent_setcb(uc->bev, idle_readcb, NULL, idle_eventcb, uc);
+    bufferevent_enable(uc->bev, EV_READ);
+    TAILQ_INSERT_HEAD(&p->idle, uc, link);
+    p->n_idle++;
+}
+
+static struct pf_upconn *pool_get(struct pf_worker *w, unsigned id)
+{
+    struct pf_pool *p = worker_pool(w, id);
+    uint64_t now = pf_now_us();
+    struct pf_upconn *uc;
+
+    while ((uc = TAILQ_FIRST(&p->idle)) != NULL) {
+        pool_remove(uc);
+        if (now < uc->idle_deadline_us && now < uc->expire_us)
+            return uc;
+        up_close(uc);
+    }
+    return NULL;
+}
+
+void pf_upstream_sweep(struct pf_worker *w, bool all)
+{
+    uint64_t now = pf_now_us();
+
+    for (unsigned i = 0; i < w->n_pools; i++) {
+        struct pf_upconn *uc, *next;
+
+        for (uc = TAILQ_FIRST(&w->pools[i].idle); uc != NULL; uc = next) {
+            next = TAILQ_NEXT(uc, link);
+            if (all || now >= uc->idle_deadline_us || now >= uc->expire_us) {
+                pool_remove(uc);
+                up_close(uc);
+            }
+        }
+    }
+    if (all) {
+        free(w->pools);
+        w->pools = NULL;
+        w->n_pools = 0;
+    }
+}
+
+/* ---- response parsing ---- */
+
+static int up_on_message_begin(http_parser *p)
+{
+    struct pf_upconn *uc = p->data;
+
+    pf_head_reset(&uc->head);
+    return 0;
+}
+
+static int up_on_header_field(http_parser *p, const char *at, size_t len)
+{
+    struct pf_upconn *uc = p->data;
+
+    return pf_head_append(&uc->head, 2, at, len, UP_MAX_HEAD, UP_MAX_HEADERS) == 0 ? 0 : -1;
+}
+
+static int up_on_header_value(http_parser *p, const char *at, size_t len)
+{
+    struct pf_upconn *uc = p->data;
+
+    return pf_head_append(&uc->head, 3, at, len, UP_MAX_HEAD, UP_MAX_HEADERS) == 0 ? 0 : -1;
+}
+
+static int up_on_headers_complete(http_parser *p)
+{
+    struct pf_upconn *uc = p->data;
+
+    if (p->status_code / 100 == 1) {
+        if (p->status_code == 101)
+            return -1; /* no upgrade was asked for */
+        uc->in_1xx = true; /* interim: dropped (pilotfish sends its own 100) */
+        return 0;
+    }
+    uc->head_ready = true;
+    http_parser_pause(p, 1);
+    return uc->tx != NULL && uc->tx->method_id == HTTP_HEAD ? 1 : 0;
+}
+
+static int up_on_body(http_parser *p, const char *at, size_t len)
+{
+    struct pf_upconn *uc = p->data;
+
+    evbuffer_add(uc->body, at, len);
+    return 0;
+}
+
+static int up_on_message_complete(http_parser *p)
+{
+    struct pf_upconn *uc = p->data;
+
+    if (uc->in_1xx) {
+        uc->in_1xx = false;
+        return 0;
+    }
+    uc->msg_done = true;
+    http_parser_pause(p, 1);
+    return 0;
+}
+
+static const http_parser_settings resp_settings = {
+    .on_message_begin = up_on_message_begin,
+    .on_header_field = up_on_header_field,
+    .on_header_value = up_on_header_value,
+    .on_headers_complete = up_on_headers_complete,
+    .on_body = up_on_body,
+    .on_message_complete = up_on_message_complete,
+};
+
+/* ---- attempts, failures and retries ---- */
+
+static bool tx_retryable(const struct pf_tx *tx)
+{
+    switch (tx->method_id) {
+    case HTTP_GET:
+    case HTTP_HEAD:
+    case HTTP_OPTIONS:
+    case HTTP_TRACE:
+    case HTTP_PUT:
+    case HTTP_DELETE:
+        return !tx->req_has_body;
+    default:
+        return false;
+    }
+}
+
+/* Unhook uc from tx; keep it for reuse only when told so. */
+static void up_detach(struct pf_tx *tx, struct pf_upconn *uc, bool reuse)
+{
+    struct pf_pool *p = worker_pool(tx->w, uc->endpoint_id);
+
+    if (tx->timer_set) {
+        event_del(&tx->timer);
+        tx->timer_set = false;
+    }
+    p->n_active--;
+    atomic_fetch_sub_explicit(&endpoints[uc->endpoint_id]->active, 1, memory_order_relaxed);
+    tx->uc = NULL;
+    uc->tx = NULL;
+    if (reuse)
+        pool_put(uc, tx->up);
+    else
+        up_close(uc);
+}
+
+/* The attempt failed before a response head: retry, or answer the error. */
+static void up_failed(struct pf_upconn *uc, enum pf_outcome o)
+{
+    struct pf_tx *tx = uc->tx;
+    bool retry = uc->reused && !uc->got_bytes && tx_retryable(tx) && tx->attempts < 2 &&
+                 (o == PF_OUTCOME_RESET);
+    static const int status[] = {200, 502, 502, 504, 502};
+    static const char *const code[] = {"", "upstream_connect_failed", "upstream_reset",
+                                       "upstream_timeout", "upstream_bad_response"};
+
+    upstream_report(tx, o);
+    up_detach(tx, uc, false);
+    if (retry) {
+        /* a reused connection the upstream had closed: once, on a fresh one */
+        (void)up_start_attempt(tx, true);
+        return;
+    }
+    pf_tx_fail(tx, status[o], code[o]);
+}
+
+static void tx_timeoutcb(evutil_socket_t fd, short what, void *arg)
+{
+    struct pf_tx *tx = arg;
+    struct pf_upconn *uc = tx->uc;
+
+    (void)fd;
+    (void)what;
+    tx->timer_set = false;
+    if (uc != NULL)
+        up_failed(uc, PF_OUTCOME_TIMEOUT);
+}
+
+static void tx_arm(struct pf_tx *tx, uint64_t ms)
+{
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+
+    if (!event_initialized(&tx->timer))
+        event_assign(&tx->timer, tx->w->base, -1, 0, tx_timeoutcb, tx);
+    event_add(&tx->timer, &tv);
+    tx->timer_set = true;
+}
+
+/* ---- the response ---- */
+
+static void up_handle_head(struct pf_upconn *uc)
+{
+    struct pf_tx *tx = uc->tx;
+
+    uc->head_ready = false;
+    tx->t_up_head = pf_now_us();
+    if (tx->timer_set) {
+        event_del(&tx->timer);
+        tx->timer_set = false;
+    }
+    upstream_report(tx, PF_OUTCOME_OK);
+    {
+        /* a stalled body is cut after request_timeout of silence */
+        struct timeval tv = {(time_t)(tx->up->request_timeout_ms / 1000),
+                             (suseconds_t)(tx->up->request_timeout_ms % 1000) * 1000};
+
+        bufferevent_set_timeouts(uc->bev, &tv, NULL);
+    }
+    pf_head_export(&uc->head, tx->arena, &tx->resp, NULL);
+    tx->status = uc->parser.status_code;
+    pf_tx_respond(tx);
+}
+
+static void up_handle_done(struct pf_upconn *uc)
+{
+    struct pf_tx *tx = uc->tx;
+    bool reuse = http_should_keep_alive(&uc->parser) && uc->req_sent && tx->req_done &&
+                 evbuffer_get_length(bufferevent_get_input(uc->bev)) == 0;
+
+    uc->msg_done = false;
+    up_detach(tx, uc, reuse);
+    pf_tx_resp_end(tx);
+}
+
+/* Pass parsed body bytes to the client; false when the tx went away. */
+static bool up_flush_body(struct pf_upconn *uc)
+{
+    if (evbuffer_get_length(uc->body) > 0 && uc->tx != NULL)
+        pf_tx_resp_body(uc->tx, uc->body);
+    return !uc->dead && uc->tx != NULL;
+}
+
+static bool up_backpressure(struct pf_upconn *uc)
+{
+    struct pf_conn *c = uc->tx->conn;
+
+    if (c != NULL && pf_conn_out_len(c) > PF_OUT_HIGH_WATER) {
+        uc->read_blocked = true;
+        bufferevent_disable(uc->bev, EV_READ);
+        return true;
+    }
+    return false;
+}
+
+static void up_process(struct pf_upconn *uc)
+{
+    struct evbuffer *in = bufferevent_get_input(uc->bev);
+
+    uc->busy++;
+    while (!uc->dead && uc->tx != NULL && !uc->read_blocked) {
+        struct evbuffer_iovec v;
+        size_t n;
+        enum http_errno e;
+
+        if (evbuffer_get_length(in) == 0)
+            break;
+        uc->got_bytes = true;
+        evbuffer_peek(in, -1, NULL, &v, 1);
+        n = http_parser_execute(&uc->parser, &resp_settings, v.iov_base, v.iov_len);
+        evbuffer_drain(in, n);
+        e = HTTP_PARSER_ERRNO(&uc->parser);
+        if (e != HPE_OK && e != HPE_PAUSED) {
+            if (uc->tx->head_sent)
+                pf_tx_fail(uc->tx, 502, "upstream_bad_response");
+            else
+                up_failed(uc, PF_OUTCOME_BAD_RESPONSE);
+            break;
+        }
+        if (uc->head_ready)
+            up_handle_head(uc);
+        if (!up_flush_body(uc))
+            break;
+        if (uc->msg_done) {
+            up_handle_done(uc);
+            break;
+        }
+        if (e == HPE_PAUSED)
+            http_parser_pause(&uc->parser, 0);
+        if (up_backpressure(uc))
+            break;
+    }
+    up_leave(uc);
+}
+
+void pf_upstream_resume_read(struct pf_upconn *uc)
+{
+    if (!uc->read_blocked || uc->dead)
+        return;
+    uc->read_blocked = false;
+    bufferevent_enable(uc->bev, EV_READ);
+    up_process(uc);
+    if (uc->eof_pending && !uc->dead && uc->tx != NULL && !uc->read_blocked) {
+        uc->busy++;
+        up_eof(uc);
+        up_leave(uc);
+    }
+}
+
+static void up_readcb(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    up_process(arg);
+}
+
+/* The upstream closed: end a close-delimited body, or fail the attempt. */
+static void up_eof(struct pf_upconn *uc)
+{
+    struct pf_tx *tx = uc->tx;
+
+    if (evbuffer_get_length(bufferevent_get_input(uc->bev)) > 0) {
+        up_process(uc);
+        if (uc->dead || uc->tx == NULL)
+            return;
+        if (uc->read_blocked) {
+            uc->eof_pending = true; /* finished when the client has drained */
+            return;
+        }
+    }
+    http_parser_execute(&uc->parser, &resp_settings, NULL, 0);
+    if (uc->head_ready)
+        up_handle_head(uc);
+    if (uc->dead || uc->tx == NULL)
+        return;
+    if (uc->msg_done) {
+        up_flush_body(uc);
+        if (!uc->dead && uc->tx != NULL) {
+            uc->msg_done = false;
+            up_detach(tx, uc, false);
+            pf_tx_resp_end(tx);
+        }
+    } else if (!tx->head_sent && !uc->head_ready) {
+        up_failed(uc, uc->connected ? PF_OUTCOME_RESET : PF_OUTCOME_CONNECT_FAILED);
+    } else {
+        /* cut in the middle of the body: the client must see a cut too */
+        tx->error = "upstream_reset";
+        pf_tx_fail(tx, 502, "upstream_reset");
+    }
+}
+
+static void up_eventcb(struct bufferevent *bev, short what, void *arg)
+{
+    struct pf_upconn *uc = arg;
+    struct pf_tx *tx = uc->tx;
+
+    (void)bev;
+    if (tx == NULL)
+        return;
+    uc->busy++;
+    if (what & BEV_EVENT_CONNECTED) {
+        uc->connected = true;
+        tx_arm(tx, tx->up->request_timeout_ms);
+    } else if (what & BEV_EVENT_TIMEOUT) {
+        if (tx->head_sent)
+            pf_tx_fail(tx, 504, "upstream_timeout");
+        else
+            up_failed(uc, PF_OUTCOME_TIMEOUT);
+    } else if (what & BEV_EVENT_EOF) {
+        up_eof(uc);
+    } else if (what & BEV_EVENT_ERROR) {
+        if (uc->connected) {
+            if (tx->head_sent)
+                pf_tx_fail(tx, 502, "upstream_reset");
+            else
+                up_failed(uc, PF_OUTCOME_RESET);
+        } else {
+            up_failed(uc, PF_OUTCOME_CONNECT_FAILED);
+        }
+    }
+    up_leave(uc);
+}
+
+static void up_writecb(struct bufferevent *bev, void *arg)
+{
+    struct pf_upconn *uc = arg;
+
+    (void)bev;
+    if (uc->tx != NULL && uc->tx->conn != NULL && !uc->tx->req_done)
+        pf_conn_resume_body(uc->tx->conn);
+}
+
+/* ---- the request ---- */
+
+static struct pf_upconn *up_connect(struct pf_worker *w, unsigned id,
+                                    const struct pf_upstream_conf *up)
+{
+    struct pf_endpoint *ep = endpoints[id];
+    struct pf_upconn *uc;
+    int fd, one = 1;
+
+    fd = socket(ep->addr.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd == -1)
+        return NULL;
+    if (ep->addr.ss.ss_family != AF_UNIX)
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    uc = pf_xcalloc(1, sizeof(*uc));
+    uc->w = w;
+    uc->endpoint_id = id;
+    uc->body = evbuffer_new();
+    uc->expire_us = pf_now_us() + up->pool.max_lifetime_ms * 1000;
+    uc->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    http_parser_init(&uc->parser, HTTP_RESPONSE);
+    uc->parser.data = uc;
+    atomic_fetch_add_explicit(&ep->open, 1, memory_order_relaxed);
+    if (bufferevent_socket_connect(uc->bev, (struct sockaddr *)&ep->addr.ss, (int)ep->addr.len) !=
+        0) {
+        up_free(uc);
+        return NULL;
+    }
+    return uc;
+}
+
+static bool req_hop_by_hop(const struct pf_hdr *h, const char *conn_value)
+{
+    static const char *const skip[] = {
+        "connection",      "keep-alive",       "proxy-connection", "te",
+        "trailer",         "transfer-encoding", "upgrade",         "expect",
+        "content-length",  "x-forwarded-for",  "x-forwarded-proto", "x-forwarded-host",
+        "x-request-id",    "traceparent",      NULL};
+
+    for (unsigned i = 0; skip[i] != NULL; i++) {
+        if (strcasecmp(h->name, skip[i]) == 0)
+            return true;
+    }
+    return conn_value != NULL && pf_http_list_has(conn_value, h->name);
+}
+
+static void put_header(struct evbuffer *o, const char *name, const char *value)
+{
+    evbuffer_add(o, name, strlen(name));
+    evbuffer_add(o, ": ", 2);
+    evbuffer_add(o, value, strlen(value));
+    evbuffer_add(o, "\r\n", 2);
+}
+
+/* The request head toward the upstream (SPEC §4: hop-by-hop, X-Forwarded-*). */
+static void up_write_head(struct pf_tx *tx, struct pf_upconn *uc)
+{
+    struct evbuffer *o = bufferevent_get_output(uc->bev);
+    const char *conn_value = pf_hdrs_get(&tx->req, "connection");
+    const char *xff = pf_hdrs_get(&tx->req, "x-forwarded-for");
+    const char *client = pf_tx_client_addr(tx);
+
+    evbuffer_add(o, tx->method, strlen(tx->method));
+    evbuffer_add(o, " ", 1);
+    evbuffer_add(o, tx->url, strlen(tx->url));
+    evbuffer_add(o, " HTTP/1.1\r\n", 11);
+    for (unsigned i = 0; i < tx->req.n; i++) {
+        const struct pf_hdr *h = &tx->req.v[i];
+
+        if (req_hop_by_hop(h, conn_value))
+            continue;
+        evbuffer_add(o, h->name, h->name_len);
+        evbuffer_add(o, ": ", 2);
+        evbuffer_add(o, h->value, h->value_len);
+        evbuffer_add(o, "\r\n", 2);
+    }
+    if (tx->host == NULL)
+        put_header(o, "Host", endpoints[uc->endpoint_id]->addr.text);
+    uc->req_chunked = tx->req_chunked;
+    if (tx->req_chunked)
+        evbuffer_add(o, "Transfer-Encoding: chunked\r\n", 28);
+    else if (tx->req_has_length)
+        evbuffer_add_printf(o, "Content-Length: %llu\r\n", (unsigned long long)tx->req_length);
+    if (xff != NULL)
+        evbuffer_add_printf(o, "X-Forwarded-For: %s, %s\r\n", xff, client);
+    else
+        put_header(o, "X-Forwarded-For", client);
+    put_header(o, "X-Forwarded-Proto", "http");
+    if (tx->host != NULL)
+        put_header(o, "X-Forwarded-Host", tx->host);
+    put_header(o, "X-Request-Id", tx->request_id);
+    put_header(o, "traceparent", tx->traceparent);
+    evbuffer_add(o, "\r\n", 2);
+}
+
+/* Start one attempt; false when it failed at once (tx was answered and may be gone). */
+static bool up_start_attempt(struct pf_tx *tx, bool fresh)
+{
+    unsigned id = upstream_pick(tx);
+    struct pf_upconn *uc = fresh ? NULL : pool_get(tx->w, id);
+
+    tx->attempts++;
+    tx->endpoint_id = id;
+    tx->endpoint = endpoints[id]->addr.text;
+    if (tx->t_up_start == 0)
+        tx->t_up_start = pf_now_us();
+    if (uc == NULL) {
+        uc = up_connect(tx->w, id, tx->up);
+        if (uc == NULL) {
+            upstream_report(tx, PF_OUTCOME_CONNECT_FAILED);
+            pf_tx_fail(tx, 502, "upstream_connect_failed");
+            return false;
+        }
+        tx_arm(tx, tx->up->connect_timeout_ms);
+    } else {
+        uc->connected = true;
+        tx_arm(tx, tx->up->request_timeout_ms);
+    }
+    worker_pool(tx->w, id)->n_active++;
+    atomic_fetch_add_explicit(&endpoints[id]->active, 1, memory_order_relaxed);
+    uc->tx = tx;
+    uc->got_bytes = false;
+    uc->req_sent = false;
+    tx->uc = uc;
+    http_parser_init(&uc->parser, HTTP_RESPONSE);
+    uc->parser.data = uc;
+    bufferevent_setcb(uc->bev, up_readcb, up_writecb, up_eventcb, uc);
+    bufferevent_setwatermark(uc->bev, EV_WRITE, PF_OUT_LOW_WATER, 0);
+    bufferevent_enable(uc->bev, EV_READ | EV_WRITE);
+    up_write_head(tx, uc);
+    if (tx->req_done)
+        uc->req_sent = true;
+    return true;
+}
+
+void pf_upstream_start(struct pf_tx *tx)
+{
+    if (!up_start_attempt(tx, false))
+        return;
+    if (!tx->req_done && tx->conn != NULL) {
+        /* the body may flow now */
+        pf_conn_send_continue(tx);
+        pf_conn_resume_body(tx->conn);
+    }
+}
+
+void pf_upstream_send_body(struct pf_tx *tx, const char *data, size_t len)
+{
+    struct pf_upconn *uc = tx->uc;
+    struct evbuffer *o = bufferevent_get_output(uc->bev);
+
+    if (uc->req_chunked) {
+        evbuffer_add_printf(o, "%zx\r\n", len);
+        evbuffer_add(o, data, len);
+        evbuffer_add(o, "\r\n", 2);
+    } else {
+        evbuffer_add(o, data, len);
+    }
+    if (evbuffer_get_length(o) > PF_OUT_HIGH_WATER && tx->conn != NULL)
+        pf_conn_block_body(tx->conn);
+}
+
+void pf_upstream_send_end(struct pf_tx *tx)
+{
+    struct pf_upconn *uc = tx->uc;
+
+    if (uc->req_chunked)
+        evbuffer_add(bufferevent_get_output(uc->bev), "0\r\n\r\n", 5);
+    uc->req_sent = true;
+}
+
+void pf_upstream_abort(struct pf_tx *tx)
+{
+    if (tx->uc != NULL)
+        up_detach(tx, tx->uc, false);
+}
