@@ -7,8 +7,10 @@
 #include <string.h>
 
 #include "proxy/filter.h"
+#include "filters/gzip.h"
 
 static const struct pf_filter_ops *const filters[] = {
+    &pf_filter_gzip,
     NULL,
 };
 

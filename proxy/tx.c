@@ -279,7 +279,7 @@ void pf_tx_free(struct pf_tx *tx)
         pf_upstream_abort(tx);
     pf_chain_done(tx);
     tx->w->requests++;
-    if (!pf_alog_is_off())
+    if (!pf_alog_is_off() && !tx->is_admin)
         tx_log(tx);
     pf_server_wconf_unref(tx->w, tx->wc);
     pf_arena_free(tx->arena);
@@ -687,11 +687,11 @@ static void tx_log(struct pf_tx *tx)
         evbuffer_add_printf(b, ",\"upstream_ms\":%.3f",
                             (double)(tx->t_up_head - tx->t_up_start) / 1000.0);
     else
-        evbuffer_add(b, ",\"upstream_ms\":null", 18);
+        evbuffer_add_printf(b, ",\"upstream_ms\":null");
     if (tx->error != NULL)
         log_str(b, "error", tx->error);
     else
-        evbuffer_add(b, ",\"error\":null", 13);
+        evbuffer_add_printf(b, ",\"error\":null");
     evbuffer_add(b, "}\n", 2);
     if (evbuffer_get_length(b) > 64 * 1024)
         pf_alog_submit(b);
