@@ -8,8 +8,10 @@
 
 #include "proxy/filter.h"
 #include "filters/gzip.h"
+#include "filters/ratelimit.h"
 
 static const struct pf_filter_ops *const filters[] = {
+    &pf_filter_ratelimit,
     &pf_filter_gzip,
     NULL,
 };

@@ -112,6 +112,8 @@ static int addr_split(const char *s, char *host, size_t size, const char **port,
         *port = end + 2;
     } else {
         end = strrchr(s, ':');
+        if (end == NULL && s[strspn(s, "0123456789")] != '\0')
+            return -EINVAL;
         if (end == NULL) {
             end = s; /* bare port */
             *port = s;
@@ -194,22 +196,29 @@ static void addr_list_free(struct pf_addr *a, unsigned n)
     free(a);
 }
 
+/* The items of a list, or the scalar n itself as a list of one. */
+static unsigned node_items(const struct pf_conf_node *const *n,
+                           const struct pf_conf_node *const **items)
+{
+    if ((*n)->type == PF_NODE_SCALAR) {
+        *items = n;
+        return 1;
+    }
+    *items = (const struct pf_conf_node *const *)(*n)->items;
+    return (*n)->n_items;
+}
+
 /* A scalar or a non-empty list of addresses, each listed once. */
 static void conf_addr_list(const struct pf_conf_node *n, const char *what, struct pf_addr **out,
                            unsigned *count, struct pf_err *err)
 {
-    const struct pf_conf_node *const *items = (const struct pf_conf_node *const *)n->items;
-    unsigned n_items = n->n_items;
+    const struct pf_conf_node *const *items;
+    unsigned n_items = node_items(&n, &items), k = 0;
     struct pf_addr *v;
-    unsigned k = 0;
 
     if (n->type == PF_NODE_MAP) {
         pf_err_at(err, n, "%s: expected an address or a list of addresses", what);
         return;
-    }
-    if (n->type == PF_NODE_SCALAR) {
-        items = &n;
-        n_items = 1;
     }
     if (n_items == 0) {
         pf_err_at(err, n, "%s: must list at least one address", what);
@@ -429,9 +438,7 @@ static void parse_upstream(const struct pf_conf_node *n, struct pf_upstream_conf
     u->balance = PF_BALANCE_ROUND_ROBIN;
     u->connect_timeout_ms = 1000;
     u->request_timeout_ms = 30000;
-    u->pool.max_idle = 64;
-    u->pool.idle_timeout_ms = 60000;
-    u->pool.max_lifetime_ms = 3600000;
+    u->pool = (struct pf_pool_conf){64, 60000, 3600000}; /* max_idle, idle_timeout, lifetime */
     snprintf(section, sizeof(section), "upstreams.%s", n->key);
     if (n->type != PF_NODE_MAP) {
         pf_err_at(err, n, "%s: expected a map with at least endpoints", section);
@@ -452,9 +459,9 @@ static void parse_upstream(const struct pf_conf_node *n, struct pf_upstream_conf
 static void parse_upstreams(struct pf_config *cfg, const struct pf_conf_node *n, struct pf_err *err)
 {
     if (n == NULL || pf_conf_is_null(n) || (n->type == PF_NODE_MAP && n->n_items == 0)) {
-        pf_err_at(err, n != NULL ? n : cfg->root,
-                  "upstreams: at least one upstream is required, as in upstreams: {app: "
-                  "{endpoints: [\"127.0.0.1:3000\"]}}");
+        pf_err_at(
+            err, n != NULL ? n : cfg->root,
+            "upstreams: at least one upstream is required, as in upstreams: {app: {endpoints: [\"127.0.0.1:3000\"]}}");
         return;
     }
     if (n->type != PF_NODE_MAP) {
@@ -618,16 +625,12 @@ static void route_add_filter(struct pf_config *cfg, struct pf_route *r,
 static void route_filters(struct pf_config *cfg, struct pf_route *r, const struct pf_conf_node *n,
                           const char *section, struct pf_err *err)
 {
-    const struct pf_conf_node *const *items = (const struct pf_conf_node *const *)n->items;
-    unsigned n_items = n->n_items;
+    const struct pf_conf_node *const *items;
+    unsigned n_items = pf_conf_is_null(n) ? 0 : node_items(&n, &items);
 
     if (n->type == PF_NODE_MAP) {
         pf_err_at(err, n, "%s.filters: expected a list of filter names", section);
         return;
-    }
-    if (n->type == PF_NODE_SCALAR) {
-        items = &n;
-        n_items = pf_conf_is_null(n) ? 0 : 1;
     }
     for (unsigned i = 0; i < n_items; i++) {
         const struct pf_filter_ops *ops = NULL;
@@ -669,9 +672,9 @@ static void parse_route(struct pf_config *cfg, unsigned idx, const struct pf_con
     raw.r.prefix = pf_xstrdup("/");
     snprintf(section, sizeof(section), "routes[%u]", idx);
     snprintf(sub, sizeof(sub), "%s.match", section);
-    if (pf_conf_is_null(n) || n->type != PF_NODE_MAP) {
+    if (n != NULL && (pf_conf_is_null(n) || n->type != PF_NODE_MAP)) {
         pf_err_at(err, n, "%s: expected a map with match and upstream", section);
-    } else {
+    } else if (n != NULL) {
         pf_conf_fill_section(n, section, route_keys, &raw, err);
         v = pf_conf_get(n, "match");
         /* check what was filled even if another match key was wrong */
@@ -692,36 +695,18 @@ static void parse_route(struct pf_config *cfg, unsigned idx, const struct pf_con
     cfg->routes[idx] = raw.r;
 }
 
-static void check_route_names(const struct pf_config *cfg, const struct pf_conf_node *n,
-                              struct pf_err *err)
-{
-    for (unsigned i = 1; i < cfg->n_routes; i++) {
-        for (unsigned j = 0; j < i; j++) {
-            if (strcmp(cfg->routes[i].name, cfg->routes[j].name) == 0) {
-                pf_err_at(err, n->items[i],
-                          "routes[%u]: the name '%s' is already used by routes[%u]", i,
-                          cfg->routes[i].name, j);
-                break;
-            }
-        }
-    }
-}
-
 static void parse_routes(struct pf_config *cfg, const struct pf_conf_node *n, struct pf_err *err)
 {
     if (n == NULL || pf_conf_is_null(n)) {
         if (cfg->n_upstreams > 1) {
-            pf_err_at(err, n != NULL ? n : cfg->root,
-                      "routes: required when there are several upstreams (say which requests "
-                      "go to which upstream)");
+            pf_err_at(
+                err, n != NULL ? n : cfg->root,
+                "routes: required when there are several upstreams (say which requests go to which upstream)");
             return;
         }
         cfg->routes = pf_xcalloc(1, sizeof(*cfg->routes));
+        parse_route(cfg, 0, NULL, err);
         cfg->n_routes = 1;
-        cfg->routes[0].name = pf_xstrdup("route-0");
-        cfg->routes[0].prefix = pf_xstrdup("/");
-        cfg->routes[0].prefix_len = 1;
-        route_default_filters(cfg, &cfg->routes[0], err);
         return;
     }
     if (n->type != PF_NODE_SEQ || n->n_items == 0) {
@@ -731,9 +716,16 @@ static void parse_routes(struct pf_config *cfg, const struct pf_conf_node *n, st
     cfg->routes = pf_xcalloc(n->n_items, sizeof(*cfg->routes));
     for (unsigned i = 0; i < n->n_items; i++) {
         parse_route(cfg, i, n->items[i], err);
+        for (unsigned j = 0; j < i; j++) {
+            if (strcmp(cfg->routes[i].name, cfg->routes[j].name) == 0) {
+                pf_err_at(err, n->items[i],
+                          "routes[%u]: the name '%s' is already used by routes[%u]", i,
+                          cfg->routes[i].name, j);
+                break;
+            }
+        }
         cfg->n_routes++;
     }
-    check_route_names(cfg, n, err);
 }
 
 /* ---- snapshots ---- */
@@ -749,14 +741,8 @@ static struct pf_config *conf_new(const char *path)
     pf_addr_parse("0.0.0.0:8080", &cfg->listen[0]);
     pf_addr_parse("127.0.0.1:9901", &cfg->admin_listen);
     cfg->admin_token = pf_xstrdup("");
-    cfg->limits.max_connections = 10000;
-    cfg->limits.max_header_size = 32 << 10;
-    cfg->limits.max_headers = 100;
-    cfg->limits.max_uri_size = 8 << 10;
-    cfg->limits.max_body_size = 0;
-    cfg->limits.header_timeout_ms = 10000;
-    cfg->limits.idle_timeout_ms = 60000;
-    cfg->drain_delay_ms = 0;
+    /* max_connections, max_header_size, max_headers, max_uri_size, max_body_size, timeouts */
+    cfg->limits = (struct pf_limits){10000, 32 << 10, 100, 8 << 10, 0, 10000, 60000};
     cfg->drain_timeout_ms = 15000;
     cfg->access_log_path = pf_xstrdup("stdout");
     cfg->access_log_format = pf_xstrdup("json");
@@ -817,6 +803,7 @@ static struct pf_config *load_text(const char *text, size_t len, const char *nam
     if (pf_conf_node_parse(text, len, &cfg->root, err) == 0)
         conf_build(cfg, err);
     if (err->n != before) {
+        pf_err_sort(err);
         conf_free(cfg);
         return NULL;
     }
@@ -894,57 +881,6 @@ static void json_item(struct evbuffer *out, unsigned i, const char *s, bool key)
     json_str(out, s);
     if (key)
         evbuffer_add(out, ":", 1);
-}
-
-static bool json_is_number(const char *s)
-{
-    if (*s == '-')
-        s++;
-    if (*s == '0')
-        s++;
-    else if (*s >= '1' && *s <= '9')
-        s += strspn(s, "0123456789");
-    else
-        return false;
-    if (*s == '.' && s[1] >= '0' && s[1] <= '9')
-        s += 1 + strspn(s + 1, "0123456789");
-    return *s == '\0';
-}
-
-static bool is_secret_key(const char *key)
-{
-    return strcmp(key, "password") == 0 || strcmp(key, "token") == 0;
-}
-
-/* A filter's settings as written, with secrets redacted. */
-static void json_node(struct evbuffer *out, const struct pf_conf_node *n)
-{
-    bool map = n->type == PF_NODE_MAP;
-
-    if (n->type == PF_NODE_SCALAR) {
-        if (pf_conf_is_null(n))
-            evbuffer_add_printf(out, "null");
-        else if (!n->quoted && (json_is_number(n->value) || strcmp(n->value, "true") == 0 ||
-                                strcmp(n->value, "false") == 0))
-            evbuffer_add_printf(out, "%s", n->value);
-        else
-            json_str(out, n->value);
-        return;
-    }
-    evbuffer_add(out, map ? "{" : "[", 1);
-    for (unsigned i = 0; i < n->n_items; i++) {
-        const struct pf_conf_node *v = n->items[i];
-        if (map)
-            json_item(out, i, v->key, true);
-        else if (i > 0)
-            evbuffer_add(out, ",", 1);
-        if (map && is_secret_key(v->key) && !pf_conf_is_null(v) &&
-            (v->type != PF_NODE_SCALAR || v->value[0] != '\0'))
-            json_str(out, "<redacted>");
-        else
-            json_node(out, v);
-    }
-    evbuffer_add(out, map ? "}" : "]", 1);
 }
 
 static void json_addrs(struct evbuffer *out, const struct pf_addr *a, unsigned n)
@@ -1050,7 +986,7 @@ void pf_conf_to_json(const struct pf_config *cfg, struct evbuffer *out)
         const struct pf_conf_node *n = pf_conf_get(settings, cfg->filters[i].ops->name);
         json_item(out, i, cfg->filters[i].ops->name, true);
         if (n != NULL && !pf_conf_is_null(n))
-            json_node(out, n);
+            pf_conf_node_to_json(n, out);
         else
             evbuffer_add(out, "{}", 2);
     }

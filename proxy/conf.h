@@ -37,6 +37,8 @@ void pf_err_fini(struct pf_err *err);
 /* Add an error at node n's mark (n may be NULL: no line/column). */
 void pf_err_at(struct pf_err *err, const struct pf_conf_node *n, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* Order the messages by line and column, keeping the order of equal marks. */
+void pf_err_sort(struct pf_err *err);
 /* Print every message of err to f, one per line (pilotfish -t). */
 void pf_conf_print_errors(const struct pf_err *err, FILE *f);
 
@@ -78,6 +80,13 @@ int pf_conf_node_parse(const char *yaml, size_t len, struct pf_conf_node **root,
                        struct pf_err *err);
 /* Free a tree from pf_conf_node_parse(); NULL is a no-op. */
 void pf_conf_node_free(struct pf_conf_node *n);
+
+/*
+ * Append n as JSON: maps and lists as such, unquoted numbers and true/false
+ * as JSON values, every other scalar as a string. The value of any key named
+ * "password" or "token" is written "<redacted>" unless it is empty.
+ */
+void pf_conf_node_to_json(const struct pf_conf_node *n, struct evbuffer *out);
 
 /* "250ms", "5s", "2m", "1h" (the largest unit dividing ms; "0s" for 0). */
 void pf_conf_format_duration(uint64_t ms, char *buf, size_t size);
@@ -167,7 +176,7 @@ struct pf_upstream_conf {
     char *name;
     struct pf_addr *endpoints;
     unsigned n_endpoints;
-    unsigned *endpoint_ids; /* stable ids filled by pf_upstream_bind(), not conf.c */
+    unsigned *endpoint_ids; /* from pf_upstream_bind(), not conf.c; freed with the snapshot */
     enum pf_balance balance;
     uint64_t connect_timeout_ms; /* 1s */
     uint64_t request_timeout_ms; /* 30s: until the response head arrives */

@@ -13,9 +13,11 @@
 #include <string.h>
 #include <strings.h>
 
+#include <event2/buffer.h>
 #include <yaml.h>
 
 #include "proxy/arena.h"
+#include "proxy/log.h"
 
 #define MAX_DEPTH    64 /* deeper nesting is no configuration anybody writes */
 #define MAX_FRAC_DIG 6  /* keeps frac * unit below 2^64 for every unit */
@@ -63,18 +65,6 @@ static void err_add_v(struct pf_err *err, unsigned line, unsigned col, const cha
     err->msgs[err->n++] = msg;
 }
 
-static void err_at_mark(struct pf_err *err, unsigned line, unsigned col, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static void err_at_mark(struct pf_err *err, unsigned line, unsigned col, const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    err_add_v(err, line, col, fmt, ap);
-    va_end(ap);
-}
-
 void pf_err_at(struct pf_err *err, const struct pf_conf_node *n, const char *fmt, ...)
 {
     va_list ap;
@@ -82,6 +72,40 @@ void pf_err_at(struct pf_err *err, const struct pf_conf_node *n, const char *fmt
     va_start(ap, fmt);
     err_add_v(err, n != NULL ? n->line : 0, n != NULL ? n->col : 0, fmt, ap);
     va_end(ap);
+}
+
+/* Line and column of a message ("FILE:LINE:COL: ..."); 0, 0 when it has none. */
+static void err_mark(const struct pf_err *err, const char *msg, unsigned long *line,
+                     unsigned long *col)
+{
+    const char *p = msg + (err->file != NULL ? strlen(err->file) : strlen("config"));
+    char *end;
+
+    *line = 0;
+    *col = 0;
+    if (*p != ':' || p[1] < '0' || p[1] > '9')
+        return;
+    *line = strtoul(p + 1, &end, 10);
+    if (*end == ':')
+        *col = strtoul(end + 1, NULL, 10);
+}
+
+void pf_err_sort(struct pf_err *err)
+{
+    /* insertion sort: stable, and error lists are short */
+    for (unsigned i = 1; i < err->n; i++) {
+        char *m = err->msgs[i];
+        unsigned long line, col, l2, c2;
+        unsigned j = i;
+        err_mark(err, m, &line, &col);
+        for (; j > 0; j--) {
+            err_mark(err, err->msgs[j - 1], &l2, &c2);
+            if (l2 < line || (l2 == line && c2 <= col))
+                break;
+            err->msgs[j] = err->msgs[j - 1];
+        }
+        err->msgs[j] = m;
+    }
 }
 
 void pf_conf_print_errors(const struct pf_err *err, FILE *f)
@@ -123,7 +147,7 @@ static bool env_name_is_valid(const char *s, size_t len)
 }
 
 /* Expand the body of one ${...} (s..end, braces excluded) into b. */
-static int subst_one(const char *s, const char *end, struct sbuf *b, unsigned line, unsigned col,
+static int subst_one(const char *s, const char *end, struct sbuf *b, const struct pf_conf_node *n,
                      struct pf_err *err)
 {
     const char *dflt = NULL;
@@ -138,8 +162,7 @@ static int subst_one(const char *s, const char *end, struct sbuf *b, unsigned li
         }
     }
     if (!env_name_is_valid(s, name_len) || name_len >= sizeof(name)) {
-        err_at_mark(err, line, col, "invalid environment variable reference '${%.*s}'",
-                    (int)(end - s), s);
+        pf_err_at(err, n, "invalid environment variable reference '${%.*s}'", (int)(end - s), s);
         return -EINVAL;
     }
     memcpy(name, s, name_len);
@@ -150,14 +173,14 @@ static int subst_one(const char *s, const char *end, struct sbuf *b, unsigned li
     } else if (dflt != NULL) {
         sbuf_add(b, dflt, (size_t)(end - dflt));
     } else {
-        err_at_mark(err, line, col, "environment variable %s is not set", name);
+        pf_err_at(err, n, "environment variable %s is not set", name);
         return -EINVAL;
     }
     return 0;
 }
 
 /* s with ${NAME} and ${NAME:-default} replaced (pf_xmalloc'd), or NULL on error. */
-static char *subst_env(const char *s, unsigned line, unsigned col, struct pf_err *err)
+static char *subst_env(const char *s, const struct pf_conf_node *n, struct pf_err *err)
 {
     struct sbuf b = {NULL, 0, 0};
 
@@ -169,10 +192,10 @@ static char *subst_env(const char *s, unsigned line, unsigned col, struct pf_err
         } else if (s[0] == '$' && s[1] == '{') {
             const char *end = strchr(s + 2, '}');
             if (end == NULL) {
-                err_at_mark(err, line, col, "unterminated '${' in value");
+                pf_err_at(err, n, "unterminated '${' in value");
                 goto out_fail;
             }
-            if (subst_one(s + 2, end, &b, line, col, err) < 0)
+            if (subst_one(s + 2, end, &b, n, err) < 0)
                 goto out_fail;
             s = end + 1;
         } else {
@@ -223,13 +246,12 @@ static int next_event(struct tree *t, yaml_event_t *ev)
 {
     if (yaml_parser_parse(&t->parser, ev))
         return 0;
-    yaml_mark_t m = t->parser.problem_mark;
+    struct pf_conf_node at = {.line = (unsigned)t->parser.problem_mark.line + 1,
+                              .col = (unsigned)t->parser.problem_mark.column + 1};
     const char *problem = t->parser.problem != NULL ? t->parser.problem : "invalid YAML";
-    if (t->parser.context != NULL)
-        err_at_mark(t->err, (unsigned)m.line + 1, (unsigned)m.column + 1, "%s %s", problem,
-                    t->parser.context);
-    else
-        err_at_mark(t->err, (unsigned)m.line + 1, (unsigned)m.column + 1, "%s", problem);
+    const char *context = t->parser.context != NULL ? t->parser.context : "";
+
+    pf_err_at(t->err, &at, "%s%s%s", problem, context[0] ? " " : "", context);
     return -EINVAL;
 }
 
@@ -258,7 +280,7 @@ static struct pf_conf_node *scalar_node(struct tree *t, const yaml_event_t *ev)
         n->value = pf_xstrdup("");
         return n;
     }
-    n->value = subst_env(raw, n->line, n->col, t->err);
+    n->value = subst_env(raw, n, t->err);
     if (n->value == NULL)
         n->value = pf_xstrdup("");
     return n;
@@ -381,8 +403,9 @@ static int expect_event(struct tree *t, yaml_event_type_t want, yaml_event_t *ev
         return -EINVAL;
     if (ev->type == want)
         return 0;
-    err_at_mark(t->err, (unsigned)ev->start_mark.line + 1, (unsigned)ev->start_mark.column + 1,
-                "only one YAML document is allowed");
+    struct pf_conf_node at = {.line = (unsigned)ev->start_mark.line + 1,
+                              .col = (unsigned)ev->start_mark.column + 1};
+    pf_err_at(t->err, &at, "only one YAML document is allowed");
     yaml_event_delete(ev);
     return -EINVAL;
 }
@@ -447,6 +470,73 @@ bool pf_conf_is_null(const struct pf_conf_node *n)
         return false;
     return n->value[0] == '\0' || strcmp(n->value, "~") == 0 || strcmp(n->value, "null") == 0 ||
            strcmp(n->value, "Null") == 0 || strcmp(n->value, "NULL") == 0;
+}
+
+/* ---- node to JSON ---- */
+
+static void json_str(struct evbuffer *out, const char *s)
+{
+    evbuffer_add(out, "\"", 1);
+    pf_json_escape(out, s, strlen(s));
+    evbuffer_add(out, "\"", 1);
+}
+
+static void json_key(struct evbuffer *out, unsigned i, const char *key)
+{
+    if (i > 0)
+        evbuffer_add(out, ",", 1);
+    json_str(out, key);
+    evbuffer_add(out, ":", 1);
+}
+
+static bool json_is_number(const char *s)
+{
+    if (*s == '-')
+        s++;
+    if (*s == '0')
+        s++;
+    else if (*s >= '1' && *s <= '9')
+        s += strspn(s, "0123456789");
+    else
+        return false;
+    if (*s == '.' && s[1] >= '0' && s[1] <= '9')
+        s += 1 + strspn(s + 1, "0123456789");
+    return *s == '\0';
+}
+
+static bool is_secret_key(const char *key)
+{
+    return strcmp(key, "password") == 0 || strcmp(key, "token") == 0;
+}
+
+void pf_conf_node_to_json(const struct pf_conf_node *n, struct evbuffer *out)
+{
+    bool map = n->type == PF_NODE_MAP;
+
+    if (n->type == PF_NODE_SCALAR) {
+        if (pf_conf_is_null(n))
+            evbuffer_add_printf(out, "null");
+        else if (!n->quoted && (json_is_number(n->value) || strcmp(n->value, "true") == 0 ||
+                                strcmp(n->value, "false") == 0))
+            evbuffer_add_printf(out, "%s", n->value);
+        else
+            json_str(out, n->value);
+        return;
+    }
+    evbuffer_add(out, map ? "{" : "[", 1);
+    for (unsigned i = 0; i < n->n_items; i++) {
+        const struct pf_conf_node *v = n->items[i];
+        if (map)
+            json_key(out, i, v->key);
+        else if (i > 0)
+            evbuffer_add(out, ",", 1);
+        if (map && is_secret_key(v->key) && !pf_conf_is_null(v) &&
+            (v->type != PF_NODE_SCALAR || v->value[0] != '\0'))
+            json_str(out, "<redacted>");
+        else
+            pf_conf_node_to_json(v, out);
+    }
+    evbuffer_add(out, map ? "}" : "]", 1);
 }
 
 /* ---- scalar parsers ---- */

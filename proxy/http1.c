@@ -677,7 +677,7 @@ static void conn_reply_error(struct pf_conn *c, int status, const char *code)
         tx->method = "-";
         tx->url = "-";
         tx->http_major = 1;
-        tx->http_minor = c->parser.http_minor == 0 ? 0 : 1;
+        tx->http_minor = 1;
     }
     c->closing = true;
     c->parse_paused = true;

@@ -428,6 +428,7 @@ static void tx_request_id(struct pf_tx *tx)
 /* ---- the request path ---- */
 
 static void tx_dispatch(struct pf_tx *tx, enum pf_verdict v);
+static void tx_request_id(struct pf_tx *tx);
 static void tx_send_reply(struct pf_tx *tx);
 
 void pf_tx_start(struct pf_tx *tx)
@@ -538,6 +539,8 @@ void pf_tx_error(struct pf_tx *tx, int status, const char *code)
 {
     struct evbuffer *b = evbuffer_new();
 
+    if (tx->request_id == NULL)
+        tx_request_id(tx);
     evbuffer_add_printf(b, "{\"error\":\"%s\",\"status\":%d,\"request_id\":\"", code, status);
     if (tx->request_id != NULL)
         pf_json_escape(b, tx->request_id, strlen(tx->request_id));

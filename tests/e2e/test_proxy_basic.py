@@ -41,6 +41,7 @@ def test_proxy_get_returns_origin_body():
         assert r.status == 200, r
         assert r.body == b"hello from pf-origin\n"
         assert r.header("X-Origin-Seq") is not None
+        assert o.stats()["requests"] == 1, "the request did not reach the origin"
 
 
 def test_proxy_keeps_content_length():
@@ -76,8 +77,8 @@ def test_proxy_split_request_line_arrives_intact():
         assert r.status == 200, r
         e = r.json()
         assert e["method"] == "GET" and e["path"] == "/abc" and e["query"] == "echo=1", e
-        c.send_pieces([b"GET /def", b"gh?echo=1 HTTP/1.1\r\nHost: x\r\nX-Sp", b"lit: a", b"b\r\n\r\n"],
-                      pause=0.1)
+        c.send_pieces([b"GET /def", b"gh?echo=1 HTTP/1.1\r\nHost: x\r\nX-Sp", b"lit: a",
+                       b"b\r\n\r\n"], pause=0.1)
         e = c.read_response().json()
         assert e["path"] == "/defgh" and one(e, "X-Split") == "ab", e
 

@@ -62,7 +62,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/queue.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -151,7 +150,8 @@ struct hdr_ref {      /* one request header, as offsets into conn.hdrs */
 };
 
 struct conn {
-    LIST_ENTRY(conn) link;       /* in g.conns */
+    struct conn *prev;           /* in g.conns */
+    struct conn *next;           /* in g.conns */
     struct bufferevent *bev;     /* the socket */
     struct event *timer;         /* delay, chunk_delay, partial RST */
     http_parser parser;          /* HTTP_REQUEST */
@@ -200,12 +200,12 @@ static struct {
     struct evconnlistener *listeners[MAX_LISTENERS];
     char *unix_paths[MAX_LISTENERS]; /* to unlink at exit */
     int nlisteners;
-    LIST_HEAD(, conn) conns; /* every open connection */
-    uint64_t connections;    /* accepted since start or reset */
-    uint64_t active;         /* open now */
-    uint64_t requests;       /* requests since start or reset */
-    uint64_t generation;     /* bumped by /__reset_stats */
-    uint64_t seq;            /* X-Origin-Seq; never reset */
+    struct conn *conns;   /* every open connection */
+    uint64_t connections; /* accepted since start or reset */
+    uint64_t active;      /* open now */
+    uint64_t requests;    /* requests since start or reset */
+    uint64_t generation;  /* bumped by /__reset_stats */
+    uint64_t seq;         /* X-Origin-Seq; never reset */
 } g;
 
 static char pattern[PIECE_MAX + 26];
@@ -925,7 +925,12 @@ static void conn_free(struct conn *c)
     free(c->hdrs.p);
     free(c->query.p);
     free(c->h);
-    LIST_REMOVE(c, link);
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else
+        g.conns = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
     if (c->counted)
         g.active--;
     free(c);
@@ -1036,7 +1041,10 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
     bufferevent_setwatermark(c->bev, EV_READ, 0, IN_HIGH);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-    LIST_INSERT_HEAD(&g.conns, c, link);
+    c->next = g.conns;
+    if (g.conns != NULL)
+        g.conns->prev = c;
+    g.conns = c;
     c->counted = true;
     c->generation = g.generation;
     g.connections++;
@@ -1171,7 +1179,6 @@ static void setup(void)
     settings.on_message_complete = on_message_complete;
     http_parser_set_max_header_size(HEAD_MAX);
     signal(SIGPIPE, SIG_IGN);
-    LIST_INIT(&g.conns);
     g.base = event_base_new();
     if (g.base == NULL) {
         fprintf(stderr, "pf-origin: cannot create an event base\n");
@@ -1181,8 +1188,8 @@ static void setup(void)
 
 static void teardown(struct event *sigs[2])
 {
-    while (!LIST_EMPTY(&g.conns))
-        conn_free(LIST_FIRST(&g.conns));
+    while (g.conns != NULL)
+        conn_free(g.conns);
     for (int i = 0; i < g.nlisteners; i++) {
         evconnlistener_free(g.listeners[i]);
         if (g.unix_paths[i] != NULL)
