@@ -8,9 +8,11 @@
 
 #include "proxy/filter.h"
 #include "filters/gzip.h"
+#include "filters/metrics.h"
 #include "filters/ratelimit.h"
 
 static const struct pf_filter_ops *const filters[] = {
+    &pf_filter_metrics,
     &pf_filter_ratelimit,
     &pf_filter_gzip,
     NULL,

@@ -12,6 +12,7 @@
 
 #include "proxy/log.h"
 #include "proxy/server.h"
+#include "proxy/stats.h"
 #include "proxy/tx.h"
 
 static void admin_json(struct pf_tx *tx, int status, struct evbuffer *body)
@@ -110,6 +111,14 @@ static void admin_get(struct pf_tx *tx, struct pf_server *s, const char *path)
         pf_conf_to_json(s->cfg, b);
         evbuffer_add(b, "\n", 1);
         admin_json(tx, 200, b);
+        evbuffer_free(b);
+    } else if (strcmp(path, "/metrics") == 0) {
+        struct evbuffer *b = evbuffer_new();
+
+        pf_stats_render(s, b);
+        pf_tx_reply(tx, 200, b);
+        pf_tx_resp_header_add(tx, "Content-Type", PF_STATS_CONTENT_TYPE);
+        pf_tx_resp_header_add(tx, "Cache-Control", "no-store");
         evbuffer_free(b);
     } else {
         pf_tx_error(tx, 404, "not_found");

@@ -19,6 +19,7 @@
 #include "proxy/arena.h"
 #include "proxy/filter.h"
 #include "proxy/log.h"
+#include "proxy/stats.h"
 
 #define MAX_FILE_SIZE (16u << 20) /* a configuration, not a data set */
 #define MAX_WORKERS   256
@@ -379,6 +380,7 @@ static const struct pf_conf_key top_keys[] = {
     {"upstreams", PF_CONF_CUSTOM, 0, 0, 0, parse_later},
     {"routes", PF_CONF_CUSTOM, 0, 0, 0, parse_later},
     {"filters", PF_CONF_CUSTOM, 0, 0, 0, parse_later},
+    {"metrics", PF_CONF_CUSTOM, offsetof(struct pf_config, metrics), 0, 0, pf_stats_conf_parse},
     {NULL, 0, 0, 0, 0, NULL},
 };
 

@@ -201,6 +201,14 @@ struct pf_route {
     unsigned n_filters;
 };
 
+#define PF_METRICS_MAX_BUCKETS 64
+
+/* `metrics:` (parsed by pf_stats_conf_parse in proxy/stats.c). */
+struct pf_metrics_conf {
+    double buckets[PF_METRICS_MAX_BUCKETS]; /* histogram upper bounds, seconds, increasing */
+    unsigned n_buckets;                     /* 0 = the defaults, 0.5 ms .. 10 s */
+};
+
 struct pf_limits {
     unsigned max_connections;   /* 10000 */
     uint64_t max_header_size;   /* 32KiB: request line + headers -> 431 */
@@ -232,6 +240,7 @@ struct pf_config {
     struct pf_filter_inst *filters; /* every filter some route uses, one instance each */
     unsigned n_filters;
     struct pf_conf_node *root; /* the node tree, kept for /config */
+    struct pf_metrics_conf metrics; /* metrics.buckets; kept from startup (see stats.h) */
 };
 
 /*

@@ -25,10 +25,12 @@
 
 #include "proxy/conf.h"
 #include "proxy/filter.h"
+#include "proxy/stream.h"
 
 struct bufferevent;
 struct evconnlistener;
 struct pf_server;
+struct pf_stats;
 
 #define PF_OUT_HIGH_WATER (256 * 1024) /* stop the producer above this */
 #define PF_OUT_LOW_WATER  (64 * 1024)  /* resume it below this */
@@ -47,6 +49,10 @@ enum pf_error {
     PF_ERR_BAD_RESPONSE,
     PF_ERR_TIMEOUT,
     PF_ERR_FILTER_FAILED,
+    PF_ERR_RATE_LIMITED,
+    PF_ERR_CIRCUIT_OPEN,
+    PF_ERR_NO_HEALTHY_UPSTREAM,
+    PF_ERR_OVERFLOW,
     PF_ERR_OTHER,
     PF_ERR_MAX,
 };
@@ -116,6 +122,7 @@ struct pf_worker {
     unsigned count;             /* number of proxy workers */
     bool is_admin;              /* the main thread's admin loop */
     struct event_base *base;
+    struct pf_stream_loop sloop;   /* deferred writes of this loop */
     pthread_t thread;
     struct pf_server *srv;
     struct pf_wconf *wc;        /* current snapshot */
@@ -139,6 +146,7 @@ struct pf_worker {
     uint64_t errors[PF_ERR_MAX]; /* plain counters, read racily by scrapes */
     uint64_t requests;
     _Atomic uint64_t heartbeat; /* atomic: last tick, for /live */
+    struct pf_stats *stats;     /* metric series of this worker (proxy/stats.h) */
 };
 
 enum pf_out_mode {
@@ -227,7 +235,7 @@ struct pf_tx {
 
 struct pf_conn {
     struct pf_worker *w;
-    struct bufferevent *bev;
+    struct pf_stream *s;
     http_parser parser;
     struct pf_head head;
     uint32_t head_bytes;        /* bytes of the current head so far */
@@ -253,7 +261,7 @@ struct pf_conn {
 
 struct pf_upconn {
     struct pf_worker *w;
-    struct bufferevent *bev;
+    struct pf_stream *s;
     http_parser parser;
     struct pf_head head;
     struct evbuffer *body;      /* response body bytes parsed, not yet passed on */

@@ -1,5 +1,5 @@
 /*
- * The HTTP/1.1 engine, client side: bufferevents + http-parser in strict mode,
+ * The HTTP/1.1 engine, client side: pf_stream sockets + http-parser in strict mode,
  * with the framing rules of ARCHITECTURE.md §1 checked on top of the parser.
  *
  * A connection parses one request head at a time. When the head is complete
@@ -24,7 +24,6 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 
 #include "proxy/arena.h"
@@ -248,7 +247,7 @@ static void conn_free(struct pf_conn *c)
         pf_tx_abort(c->tx, "client_abort");
     if (event_initialized(&c->timer))
         event_del(&c->timer);
-    bufferevent_free(c->bev);
+    pf_stream_free(c->s);
     pf_head_free(&c->head);
     TAILQ_REMOVE(&w->conns, c, link);
     w->n_conns--;
@@ -279,7 +278,7 @@ bool pf_conn_is_idle(const struct pf_conn *c)
 
 size_t pf_conn_out_len(const struct pf_conn *c)
 {
-    return evbuffer_get_length(bufferevent_get_output(c->bev));
+    return evbuffer_get_length(c->s->out);
 }
 
 /* ---- writing responses ---- */
@@ -377,7 +376,7 @@ void pf_conn_send_head(struct pf_tx *tx)
     if (tx->out_mode == PF_OUT_CLOSE || c->closing || tx->w->draining || !tx->client_keepalive)
         tx->close_after = true;
     b = pf_arena_alloc(tx->arena, sizeof(*b));
-    b->out = bufferevent_get_output(c->bev);
+    b->out = c->s->out;
     n = snprintf(line, sizeof(line), "HTTP/1.%d %d %s\r\n", tx->http_minor >= 1 ? 1 : 0,
                  tx->status, pf_http_reason(tx->status));
     sb_put(b, line, (size_t)n);
@@ -412,7 +411,7 @@ void pf_conn_send_body(struct pf_tx *tx, struct evbuffer *data)
         evbuffer_drain(data, len);
         return;
     }
-    out = bufferevent_get_output(c->bev);
+    out = c->s->out;
     if (tx->out_mode == PF_OUT_CHUNKED) {
         char hex[24];
         int n = snprintf(hex, sizeof(hex), "%zx\r\n", len);
@@ -434,7 +433,7 @@ void pf_conn_send_end(struct pf_tx *tx)
     if (c == NULL)
         return;
     if (tx->out_mode == PF_OUT_CHUNKED) {
-        evbuffer_add(bufferevent_get_output(c->bev), "0\r\n\r\n", 5);
+        evbuffer_add(c->s->out, "0\r\n\r\n", 5);
         tx->bytes_out += 5;
     }
 }
@@ -446,7 +445,7 @@ void pf_conn_send_continue(struct pf_tx *tx)
     if (tx->conn == NULL || !tx->expect_continue || tx->sent_continue || tx->head_sent)
         return;
     tx->sent_continue = true;
-    evbuffer_add(bufferevent_get_output(tx->conn->bev), cont, sizeof(cont) - 1);
+    evbuffer_add(tx->conn->s->out, cont, sizeof(cont) - 1);
 }
 
 /* ---- request parsing ---- */
@@ -681,7 +680,7 @@ static void conn_reply_error(struct pf_conn *c, int status, const char *code)
     }
     c->closing = true;
     c->parse_paused = true;
-    bufferevent_disable(c->bev, EV_READ);
+    pf_stream_read(c->s, false);
     if (tx->head_sent) {
         pf_conn_close(c);
         return;
@@ -710,7 +709,7 @@ static ssize_t conn_execute(struct pf_conn *c, const char *data, size_t len)
 
 static void conn_process(struct pf_conn *c)
 {
-    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *in = c->s->in;
 
     if (c->processing)
         return; /* the loop below on the stack goes on by itself */
@@ -763,20 +762,20 @@ static void conn_process(struct pf_conn *c)
 
 /* ---- callbacks ---- */
 
-static void conn_readcb(struct bufferevent *bev, void *arg)
+static void conn_readcb(struct pf_stream *s, void *arg)
 {
     struct pf_conn *c = arg;
 
-    (void)bev;
+    (void)s;
     conn_enter(c);
     conn_process(c);
     conn_leave(c);
 }
 
-static void conn_writecb(struct bufferevent *bev, void *arg)
+static void conn_writecb(struct pf_stream *s, void *arg)
 {
     struct pf_conn *c = arg;
-    size_t len = evbuffer_get_length(bufferevent_get_output(bev));
+    size_t len = evbuffer_get_length(s->out);
 
     conn_enter(c);
     if (len == 0 && c->closing && (c->tx == NULL || c->tx->phase == PF_TX_DONE)) {
@@ -787,16 +786,16 @@ static void conn_writecb(struct bufferevent *bev, void *arg)
     conn_leave(c);
 }
 
-static void conn_eventcb(struct bufferevent *bev, short what, void *arg)
+static void conn_eventcb(struct pf_stream *s, int what, void *arg)
 {
     struct pf_conn *c = arg;
 
-    (void)bev;
+    (void)s;
     conn_enter(c);
-    if ((what & BEV_EVENT_EOF) && c->tx != NULL && c->tx->req_done && !(what & BEV_EVENT_ERROR)) {
+    if ((what & PF_STREAM_EOF) && c->tx != NULL && c->tx->req_done) {
         /* half-close after a complete request: finish the response, then close */
         c->closing = true;
-        bufferevent_disable(c->bev, EV_READ);
+        pf_stream_read(c->s, false);
     } else {
         pf_conn_close(c);
     }
@@ -847,18 +846,17 @@ void pf_conn_accept(struct pf_worker *w, int fd, const struct sockaddr *sa, bool
 
     if (sa->sa_family != AF_UNIX)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    evutil_make_socket_nonblocking(fd);
     c->w = w;
     c->is_admin = is_admin;
     conn_client_name(c, sa);
-    c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    c->s = pf_stream_new(&w->sloop, fd);
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
     conn_head_reset(c);
     event_assign(&c->timer, w->base, -1, 0, conn_timercb, c);
-    bufferevent_setcb(c->bev, conn_readcb, conn_writecb, conn_eventcb, c);
-    bufferevent_setwatermark(c->bev, EV_WRITE, PF_OUT_LOW_WATER, 0);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    pf_stream_setcb(c->s, conn_readcb, conn_writecb, conn_eventcb, c);
+    c->s->wlow = PF_OUT_LOW_WATER;
+    pf_stream_read(c->s, true);
     TAILQ_INSERT_TAIL(&w->conns, c, link);
     w->n_conns++;
     conn_arm_timer(c, w->wc->cfg->limits.header_timeout_ms);
@@ -875,7 +873,7 @@ void pf_conn_resume_body(struct pf_conn *c)
     http_parser_pause(&c->parser, 0);
     if (c->read_blocked) {
         c->read_blocked = false;
-        bufferevent_enable(c->bev, EV_READ);
+        pf_stream_read(c->s, true);
     }
     conn_process(c);
     conn_leave(c);
@@ -889,7 +887,7 @@ void pf_conn_block_body(struct pf_conn *c)
     c->parse_paused = true;
     http_parser_pause(&c->parser, 1);
     c->read_blocked = true;
-    bufferevent_disable(c->bev, EV_READ);
+    pf_stream_read(c->s, false);
 }
 
 void pf_conn_tx_done(struct pf_conn *c)
@@ -903,7 +901,7 @@ void pf_conn_tx_done(struct pf_conn *c)
     pf_tx_free(tx);
     c->requests++;
     if (c->closing) {
-        bufferevent_disable(c->bev, EV_READ);
+        pf_stream_read(c->s, false);
         if (pf_conn_out_len(c) == 0)
             pf_conn_close(c);
         conn_leave(c);
@@ -916,7 +914,7 @@ void pf_conn_tx_done(struct pf_conn *c)
     http_parser_pause(&c->parser, 0);
     if (c->read_blocked) {
         c->read_blocked = false;
-        bufferevent_enable(c->bev, EV_READ);
+        pf_stream_read(c->s, true);
     }
     conn_arm_timer(c, c->w->wc->cfg->limits.idle_timeout_ms);
     conn_process(c);

@@ -5,9 +5,8 @@
  *   {"ts":"2026-01-02T03:04:05.678Z","level":"warn","msg":"..."}
  * Any thread may call pf_log(); lines are written whole (one write(2)).
  *
- * Access log: workers append finished lines to their own buffer
- * (struct pf_alog_buf, no lock); pf_alog_flush() hands the buffer to a
- * writer thread under a short mutex. The writer does the write(2), so a slow
+ * Access log: workers append finished lines to their own evbuffer (no lock);
+ * pf_alog_submit() hands that buffer to a writer thread under a short mutex. The writer does the write(2), so a slow
  * disk or a full pipe never blocks an event loop; past a bound of queued bytes
  * lines are dropped and counted instead.
  */

@@ -26,6 +26,7 @@
 #include "proxy/arena.h"
 #include "proxy/http1.h"
 #include "proxy/log.h"
+#include "proxy/stats.h"
 #include "proxy/upstream.h"
 
 static struct pf_server *the_server;
@@ -334,6 +335,7 @@ static void worker_init(struct pf_server *s, struct pf_worker *w, unsigned index
     w->base = admin ? s->base : event_base_new();
     if (w->base == NULL)
         pf_fatal("event_base_new failed");
+    pf_stream_loop_init(&w->sloop, w->base);
     TAILQ_INIT(&w->conns);
     pthread_mutex_init(&w->mail_lock, NULL);
     w->mail_ev = event_new(w->base, -1, EV_PERSIST, mail_cb, w);
@@ -346,6 +348,7 @@ static void worker_init(struct pf_server *s, struct pf_worker *w, unsigned index
         w->rng[1] = (uint64_t)getpid() ^ 0xD1B54A32D192ED03ull;
     }
     atomic_store(&w->heartbeat, pf_now_us());
+    w->stats = pf_stats_new(&s->cfg->metrics); /* outlives snapshots: counts survive reloads */
     w->wc = wconf_new(w, pf_conf_ref(s->cfg));
     w->max_conns = (s->cfg->limits.max_connections + s->n_workers - 1) / s->n_workers;
 }
@@ -698,6 +701,8 @@ int pf_server_reload(struct pf_server *s, struct evbuffer *result)
     }
     if (cfg->workers != s->cfg->workers)
         pf_log(PF_LOG_WARN, "reload: a change of 'workers' takes effect at the next restart");
+    if (!pf_stats_conf_same(&cfg->metrics, &s->cfg->metrics))
+        pf_log(PF_LOG_WARN, "reload: a change of 'metrics' takes effect at the next restart");
     if (strcmp(cfg->access_log_path, s->cfg->access_log_path) != 0)
         pf_alog_set_path(cfg->access_log_path);
     pf_log_set_level((enum pf_log_level)cfg->log_level);

@@ -10,7 +10,6 @@
 #include <time.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 
 #include "proxy/admin.h"
 #include "proxy/arena.h"
@@ -18,6 +17,7 @@
 #include "proxy/http1.h"
 #include "proxy/log.h"
 #include "proxy/server.h"
+#include "proxy/stats.h"
 #include "proxy/upstream.h"
 
 static const char *const error_names[PF_ERR_MAX] = {
@@ -32,6 +32,10 @@ static const char *const error_names[PF_ERR_MAX] = {
     [PF_ERR_BAD_RESPONSE] = "upstream_bad_response",
     [PF_ERR_TIMEOUT] = "upstream_timeout",
     [PF_ERR_FILTER_FAILED] = "filter_failed",
+    [PF_ERR_RATE_LIMITED] = "rate_limited",
+    [PF_ERR_CIRCUIT_OPEN] = "circuit_open",
+    [PF_ERR_NO_HEALTHY_UPSTREAM] = "no_healthy_upstream",
+    [PF_ERR_OVERFLOW] = "overflow",
     [PF_ERR_OTHER] = "other",
 };
 
@@ -278,6 +282,8 @@ void pf_tx_free(struct pf_tx *tx)
     if (tx->uc != NULL)
         pf_upstream_abort(tx);
     pf_chain_done(tx);
+    if (tx->route == NULL && !tx->is_admin)
+        pf_stats_count_unrouted(tx); /* no chain ran, so no metrics filter either */
     tx->w->requests++;
     if (!pf_alog_is_off() && !tx->is_admin)
         tx_log(tx);

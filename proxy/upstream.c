@@ -19,12 +19,12 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 
 #include "proxy/arena.h"
 #include "proxy/http1.h"
 #include "proxy/log.h"
+#include "proxy/stats.h"
 #include "proxy/tx.h"
 
 #define UP_MAX_HEAD (64 * 1024)
@@ -128,8 +128,7 @@ static unsigned upstream_pick(struct pf_tx *tx)
 static void upstream_report(struct pf_tx *tx, enum pf_outcome o)
 {
     /* the circuit breaker and passive health hook in here */
-    (void)tx;
-    (void)o;
+    pf_stats_upstream_report(tx, (int)o);
 }
 
 /* ---- pools ---- */
@@ -157,7 +156,7 @@ unsigned pf_upstream_idle(const struct pf_worker *w, unsigned id)
 
 static void up_free(struct pf_upconn *uc)
 {
-    bufferevent_free(uc->bev);
+    pf_stream_free(uc->s);
     evbuffer_free(uc->body);
     pf_head_free(&uc->head);
     atomic_fetch_sub_explicit(&endpoints[uc->endpoint_id]->open, 1, memory_order_relaxed);
@@ -188,22 +187,33 @@ static void pool_remove(struct pf_upconn *uc)
     p->n_idle--;
 }
 
-static void idle_readcb(struct bufferevent *bev, void *arg)
+static void idle_readcb(struct pf_stream *s, void *arg)
 {
     struct pf_upconn *uc = arg;
 
     /* an idle connection must not speak: drop it */
-    (void)bev;
+    (void)s;
     pool_remove(uc);
     up_close(uc);
 }
 
-static void idle_eventcb(struct bufferevent *bev, short what, void *arg)
+static void idle_eventcb(struct pf_stream *s, int what, void *arg)
 {
     (void)what;
-    idle_readcb(bev, arg);
+    idle_readcb(s, arg);
 }
 
+static void set_rto(struct pf_upconn *uc, uint64_t ms)
+{
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+
+    pf_stream_set_read_timeout(uc->s, &tv);
+}
+
+/*
+ * An idle connection keeps a read timeout of idle_timeout: the stream's
+ * timeout closes it (idle_eventcb), and no syscall is spent switching it.
+ */
 static void pool_put(struct pf_upconn *uc, const struct pf_upstream_conf *up)
 {
     struct pf_pool *p = worker_pool(uc->w, uc->endpoint_id);
@@ -215,9 +225,9 @@ static void pool_put(struct pf_upconn *uc, const struct pf_upstream_conf *up)
     }
     uc->idle_deadline_us = now + up->pool.idle_timeout_ms * 1000;
     uc->reused = true;
-    bufferevent_set_timeouts(uc->bev, NULL, NULL);
-    bufferevent_setcb(uc->bev, idle_readcb, NULL, idle_eventcb, uc);
-    bufferevent_enable(uc->bev, EV_READ);
+    set_rto(uc, up->pool.idle_timeout_ms);
+    pf_stream_setcb(uc->s, idle_readcb, NULL, idle_eventcb, uc);
+    pf_stream_read(uc->s, true);
     TAILQ_INSERT_HEAD(&p->idle, uc, link);
     p->n_idle++;
 }
@@ -378,6 +388,7 @@ static void up_failed(struct pf_upconn *uc, enum pf_outcome o)
     up_detach(tx, uc, false);
     if (retry) {
         /* a reused connection the upstream had closed: once, on a fresh one */
+        pf_stats_upstream_retried(tx);
         (void)up_start_attempt(tx, true);
         return;
     }
@@ -419,13 +430,6 @@ static void up_handle_head(struct pf_upconn *uc)
         tx->timer_set = false;
     }
     upstream_report(tx, PF_OUTCOME_OK);
-    {
-        /* a stalled body is cut after request_timeout of silence */
-        struct timeval tv = {(time_t)(tx->up->request_timeout_ms / 1000),
-                             (suseconds_t)(tx->up->request_timeout_ms % 1000) * 1000};
-
-        bufferevent_set_timeouts(uc->bev, &tv, NULL);
-    }
     pf_head_export(&uc->head, tx->arena, &tx->resp, NULL);
     tx->status = uc->parser.status_code;
     pf_tx_respond(tx);
@@ -435,7 +439,7 @@ static void up_handle_done(struct pf_upconn *uc)
 {
     struct pf_tx *tx = uc->tx;
     bool reuse = http_should_keep_alive(&uc->parser) && uc->req_sent && tx->req_done &&
-                 evbuffer_get_length(bufferevent_get_input(uc->bev)) == 0;
+                 evbuffer_get_length(uc->s->in) == 0;
 
     uc->msg_done = false;
     up_detach(tx, uc, reuse);
@@ -456,7 +460,7 @@ static bool up_backpressure(struct pf_upconn *uc)
 
     if (c != NULL && pf_conn_out_len(c) > PF_OUT_HIGH_WATER) {
         uc->read_blocked = true;
-        bufferevent_disable(uc->bev, EV_READ);
+        pf_stream_read(uc->s, false);
         return true;
     }
     return false;
@@ -464,7 +468,7 @@ static bool up_backpressure(struct pf_upconn *uc)
 
 static void up_process(struct pf_upconn *uc)
 {
-    struct evbuffer *in = bufferevent_get_input(uc->bev);
+    struct evbuffer *in = uc->s->in;
 
     uc->busy++;
     while (!uc->dead && uc->tx != NULL && !uc->read_blocked) {
@@ -507,7 +511,7 @@ void pf_upstream_resume_read(struct pf_upconn *uc)
     if (!uc->read_blocked || uc->dead)
         return;
     uc->read_blocked = false;
-    bufferevent_enable(uc->bev, EV_READ);
+    pf_stream_read(uc->s, true);
     up_process(uc);
     if (uc->eof_pending && !uc->dead && uc->tx != NULL && !uc->read_blocked) {
         uc->busy++;
@@ -516,9 +520,9 @@ void pf_upstream_resume_read(struct pf_upconn *uc)
     }
 }
 
-static void up_readcb(struct bufferevent *bev, void *arg)
+static void up_readcb(struct pf_stream *s, void *arg)
 {
-    (void)bev;
+    (void)s;
     up_process(arg);
 }
 
@@ -527,7 +531,7 @@ static void up_eof(struct pf_upconn *uc)
 {
     struct pf_tx *tx = uc->tx;
 
-    if (evbuffer_get_length(bufferevent_get_input(uc->bev)) > 0) {
+    if (evbuffer_get_length(uc->s->in) > 0) {
         up_process(uc);
         if (uc->dead || uc->tx == NULL)
             return;
@@ -557,26 +561,30 @@ static void up_eof(struct pf_upconn *uc)
     }
 }
 
-static void up_eventcb(struct bufferevent *bev, short what, void *arg)
+static void up_eventcb(struct pf_stream *s, int what, void *arg)
 {
     struct pf_upconn *uc = arg;
     struct pf_tx *tx = uc->tx;
 
-    (void)bev;
+    (void)s;
     if (tx == NULL)
         return;
     uc->busy++;
-    if (what & BEV_EVENT_CONNECTED) {
+    if (what & PF_STREAM_CONNECTED) {
         uc->connected = true;
-        tx_arm(tx, tx->up->request_timeout_ms);
-    } else if (what & BEV_EVENT_TIMEOUT) {
+        if (tx->timer_set) {
+            event_del(&tx->timer);
+            tx->timer_set = false;
+        }
+        set_rto(uc, tx->up->request_timeout_ms);
+    } else if (what & PF_STREAM_TIMEOUT) {
         if (tx->head_sent)
             pf_tx_fail(tx, 504, "upstream_timeout");
         else
             up_failed(uc, PF_OUTCOME_TIMEOUT);
-    } else if (what & BEV_EVENT_EOF) {
+    } else if (what & PF_STREAM_EOF) {
         up_eof(uc);
-    } else if (what & BEV_EVENT_ERROR) {
+    } else if (what & PF_STREAM_ERROR) {
         if (uc->connected) {
             if (tx->head_sent)
                 pf_tx_fail(tx, 502, "upstream_reset");
@@ -589,11 +597,11 @@ static void up_eventcb(struct bufferevent *bev, short what, void *arg)
     up_leave(uc);
 }
 
-static void up_writecb(struct bufferevent *bev, void *arg)
+static void up_writecb(struct pf_stream *s, void *arg)
 {
     struct pf_upconn *uc = arg;
 
-    (void)bev;
+    (void)s;
     if (uc->tx != NULL && uc->tx->conn != NULL && !uc->tx->req_done)
         pf_conn_resume_body(uc->tx->conn);
 }
@@ -617,12 +625,11 @@ static struct pf_upconn *up_connect(struct pf_worker *w, unsigned id,
     uc->endpoint_id = id;
     uc->body = evbuffer_new();
     uc->expire_us = pf_now_us() + up->pool.max_lifetime_ms * 1000;
-    uc->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    uc->s = pf_stream_new(&w->sloop, fd);
     http_parser_init(&uc->parser, HTTP_RESPONSE);
     uc->parser.data = uc;
     atomic_fetch_add_explicit(&ep->open, 1, memory_order_relaxed);
-    if (bufferevent_socket_connect(uc->bev, (struct sockaddr *)&ep->addr.ss, (int)ep->addr.len) !=
-        0) {
+    if (pf_stream_connect(uc->s, (struct sockaddr *)&ep->addr.ss, ep->addr.len) != 0) {
         up_free(uc);
         return NULL;
     }
@@ -655,7 +662,7 @@ static void put_header(struct evbuffer *o, const char *name, const char *value)
 /* The request head toward the upstream (SPEC §4: hop-by-hop, X-Forwarded-*). */
 static void up_write_head(struct pf_tx *tx, struct pf_upconn *uc)
 {
-    struct evbuffer *o = bufferevent_get_output(uc->bev);
+    struct evbuffer *o = uc->s->out;
     const char *conn_value = pf_hdrs_get(&tx->req, "connection");
     const char *xff = pf_hdrs_get(&tx->req, "x-forwarded-for");
     const char *client = pf_tx_client_addr(tx);
@@ -711,10 +718,12 @@ static bool up_start_attempt(struct pf_tx *tx, bool fresh)
             pf_tx_fail(tx, 502, "upstream_connect_failed");
             return false;
         }
+        /* connect_timeout on the tx timer, then request_timeout on reads */
         tx_arm(tx, tx->up->connect_timeout_ms);
     } else {
         uc->connected = true;
-        tx_arm(tx, tx->up->request_timeout_ms);
+        /* request_timeout: until the head, then between body reads */
+        set_rto(uc, tx->up->request_timeout_ms);
     }
     worker_pool(tx->w, id)->n_active++;
     atomic_fetch_add_explicit(&endpoints[id]->active, 1, memory_order_relaxed);
@@ -724,9 +733,9 @@ static bool up_start_attempt(struct pf_tx *tx, bool fresh)
     tx->uc = uc;
     http_parser_init(&uc->parser, HTTP_RESPONSE);
     uc->parser.data = uc;
-    bufferevent_setcb(uc->bev, up_readcb, up_writecb, up_eventcb, uc);
-    bufferevent_setwatermark(uc->bev, EV_WRITE, PF_OUT_LOW_WATER, 0);
-    bufferevent_enable(uc->bev, EV_READ | EV_WRITE);
+    pf_stream_setcb(uc->s, up_readcb, up_writecb, up_eventcb, uc);
+    uc->s->wlow = PF_OUT_LOW_WATER;
+    pf_stream_read(uc->s, true);
     up_write_head(tx, uc);
     if (tx->req_done)
         uc->req_sent = true;
@@ -747,7 +756,7 @@ void pf_upstream_start(struct pf_tx *tx)
 void pf_upstream_send_body(struct pf_tx *tx, const char *data, size_t len)
 {
     struct pf_upconn *uc = tx->uc;
-    struct evbuffer *o = bufferevent_get_output(uc->bev);
+    struct evbuffer *o = uc->s->out;
 
     if (uc->req_chunked) {
         evbuffer_add_printf(o, "%zx\r\n", len);
@@ -765,7 +774,7 @@ void pf_upstream_send_end(struct pf_tx *tx)
     struct pf_upconn *uc = tx->uc;
 
     if (uc->req_chunked)
-        evbuffer_add(bufferevent_get_output(uc->bev), "0\r\n\r\n", 5);
+        evbuffer_add(uc->s->out, "0\r\n\r\n", 5);
     uc->req_sent = true;
 }
 

@@ -1,0 +1,263 @@
+/*
+ * Buffered sockets with deferred, coalesced writes. See proxy/stream.h.
+ */
+#include "proxy/stream.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+
+#include "proxy/arena.h"
+#include "proxy/log.h"
+
+#define READ_SMALL (16 * 1024)
+#define READ_LARGE (64 * 1024)
+
+/*
+ * Freed streams wait in l->grave until the flush event runs, so that code
+ * still on the stack after a callback freed its stream can test s->closed.
+ */
+static void reap(struct pf_stream_loop *l)
+{
+    for (unsigned i = 0; i < l->n_grave; i++) {
+        evbuffer_free(l->grave[i]->in);
+        evbuffer_free(l->grave[i]->out);
+        free(l->grave[i]);
+    }
+    l->n_grave = 0;
+}
+
+static void schedule(struct pf_stream_loop *l)
+{
+    if (!l->scheduled) {
+        l->scheduled = true;
+        event_active(&l->flush_ev, EV_TIMEOUT, 0);
+    }
+}
+
+static void flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    pf_stream_flush_all(arg);
+}
+
+void pf_stream_loop_init(struct pf_stream_loop *l, struct event_base *base)
+{
+    l->base = base;
+    TAILQ_INIT(&l->dirty);
+    /*
+     * Same priority as every other event: activated during a batch of
+     * callbacks, it joins the tail of the active queue and runs after them in
+     * the same loop iteration (a lower priority would cost an extra epoll_wait).
+     */
+    event_assign(&l->flush_ev, base, -1, 0, flush_cb, l);
+}
+
+void pf_stream_flush_all(struct pf_stream_loop *l)
+{
+    struct pf_stream *s;
+
+    l->scheduled = false;
+    while ((s = TAILQ_FIRST(&l->dirty)) != NULL) {
+        TAILQ_REMOVE(&l->dirty, s, dirty_link);
+        s->dirty = false;
+        pf_stream_flush(s);
+    }
+    reap(l);
+}
+
+static void out_cb(struct evbuffer *b, const struct evbuffer_cb_info *info, void *arg)
+{
+    struct pf_stream *s = arg;
+
+    (void)b;
+    if (info->n_added == 0 || s->dirty || s->closed || s->connecting || s->wev_added)
+        return;
+    s->dirty = true;
+    TAILQ_INSERT_TAIL(&s->loop->dirty, s, dirty_link);
+    schedule(s->loop);
+}
+
+static void stream_event(struct pf_stream *s, int what)
+{
+    if (s->eventcb != NULL)
+        s->eventcb(s, what, s->arg);
+}
+
+static void rev_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct pf_stream *s = arg;
+    struct evbuffer_iovec v[2];
+    struct iovec iov[2];
+    size_t want = evbuffer_get_length(s->in) >= READ_SMALL ? READ_LARGE : READ_SMALL;
+    int n;
+    ssize_t r;
+
+    if (what & EV_TIMEOUT) {
+        stream_event(s, PF_STREAM_TIMEOUT);
+        return;
+    }
+    n = evbuffer_reserve_space(s->in, (ev_ssize_t)want, v, 2);
+    for (int i = 0; i < n; i++) {
+        iov[i].iov_base = v[i].iov_base;
+        iov[i].iov_len = v[i].iov_len;
+    }
+    r = readv(fd, iov, n);
+    if (r <= 0) {
+        evbuffer_commit_space(s->in, v, 0);
+        if (r == -1 && (errno == EAGAIN || errno == EINTR))
+            return;
+        s->err = r == 0 ? 0 : errno;
+        pf_stream_read(s, false);
+        stream_event(s, r == 0 ? PF_STREAM_EOF : PF_STREAM_ERROR);
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        size_t take = (size_t)r < v[i].iov_len ? (size_t)r : v[i].iov_len;
+
+        v[i].iov_len = take;
+        r -= (ssize_t)take;
+    }
+    evbuffer_commit_space(s->in, v, n);
+    if (s->readcb != NULL)
+        s->readcb(s, s->arg);
+}
+
+static void wev_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct pf_stream *s = arg;
+
+    (void)what;
+    s->wev_added = false;
+    if (s->connecting) {
+        int err = 0;
+        socklen_t len = sizeof(err);
+
+        s->connecting = false;
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
+            err = errno;
+        if (err != 0) {
+            s->err = err;
+            stream_event(s, PF_STREAM_ERROR);
+            return;
+        }
+        stream_event(s, PF_STREAM_CONNECTED);
+        if (s->closed)
+            return;
+    }
+    pf_stream_flush(s);
+}
+
+void pf_stream_flush(struct pf_stream *s)
+{
+    size_t left;
+
+    if (s->closed || s->connecting)
+        return;
+    while ((left = evbuffer_get_length(s->out)) > 0) {
+        int w = evbuffer_write(s->out, s->fd);
+
+        if (w > 0)
+            continue;
+        if (w == -1 && (errno == EAGAIN || errno == EINTR)) {
+            if (!s->wev_added) {
+                event_add(&s->wev, NULL);
+                s->wev_added = true;
+            }
+            return;
+        }
+        s->err = w == -1 ? errno : EPIPE;
+        stream_event(s, PF_STREAM_ERROR);
+        return;
+    }
+    if (s->writecb != NULL)
+        s->writecb(s, s->arg);
+}
+
+struct pf_stream *pf_stream_new(struct pf_stream_loop *l, int fd)
+{
+    struct pf_stream *s = pf_xcalloc(1, sizeof(*s));
+
+    s->loop = l;
+    s->fd = fd;
+    s->in = evbuffer_new();
+    s->out = evbuffer_new();
+    if (s->in == NULL || s->out == NULL)
+        pf_fatal("out of memory");
+    evutil_make_socket_nonblocking(fd);
+    event_assign(&s->rev, l->base, fd, EV_READ | EV_PERSIST, rev_cb, s);
+    event_assign(&s->wev, l->base, fd, EV_WRITE, wev_cb, s);
+    evbuffer_add_cb(s->out, out_cb, s);
+    return s;
+}
+
+int pf_stream_connect(struct pf_stream *s, const struct sockaddr *sa, socklen_t len)
+{
+    if (connect(s->fd, sa, len) == -1 && errno != EINPROGRESS)
+        return -errno;
+    /* even an immediate success is reported through the write event */
+    s->connecting = true;
+    event_add(&s->wev, NULL);
+    s->wev_added = true;
+    return 0;
+}
+
+void pf_stream_setcb(struct pf_stream *s, pf_stream_cb readcb, pf_stream_cb writecb,
+                     pf_stream_event_cb eventcb, void *arg)
+{
+    s->readcb = readcb;
+    s->writecb = writecb;
+    s->eventcb = eventcb;
+    s->arg = arg;
+}
+
+void pf_stream_read(struct pf_stream *s, bool on)
+{
+    if (s->closed || s->reading == on)
+        return;
+    s->reading = on;
+    if (on)
+        event_add(&s->rev, s->has_rto ? &s->rto : NULL);
+    else
+        event_del(&s->rev);
+}
+
+void pf_stream_set_read_timeout(struct pf_stream *s, const struct timeval *tv)
+{
+    bool had = s->has_rto;
+
+    s->has_rto = tv != NULL;
+    if (tv != NULL)
+        s->rto = *tv;
+    if (s->reading && (had || s->has_rto)) {
+        /* re-adding with NULL keeps an old timeout: remove first */
+        if (!s->has_rto)
+            event_del(&s->rev);
+        event_add(&s->rev, s->has_rto ? &s->rto : NULL);
+    }
+}
+
+void pf_stream_free(struct pf_stream *s)
+{
+    if (s == NULL || s->closed)
+        return;
+    s->closed = true;
+    event_del(&s->rev);
+    event_del(&s->wev);
+    if (s->dirty)
+        TAILQ_REMOVE(&s->loop->dirty, s, dirty_link);
+    s->dirty = false;
+    evbuffer_remove_cb(s->out, out_cb, s);
+    close(s->fd);
+    if (s->loop->n_grave == s->loop->cap_grave) {
+        s->loop->cap_grave = s->loop->cap_grave ? s->loop->cap_grave * 2 : 64;
+        s->loop->grave =
+            pf_xrealloc(s->loop->grave, s->loop->cap_grave * sizeof(*s->loop->grave));
+    }
+    s->loop->grave[s->loop->n_grave++] = s;
+    schedule(s->loop);
+}
