@@ -240,7 +240,8 @@ struct pf_config {
     struct pf_filter_inst *filters; /* every filter some route uses, one instance each */
     unsigned n_filters;
     struct pf_conf_node *root; /* the node tree, kept for /config */
-    struct pf_metrics_conf metrics; /* metrics.buckets; kept from startup (see stats.h) */
+    /* metrics: the histogram buckets; fixed at startup (see proxy/stats.h) */
+    struct pf_metrics_conf metrics;
 };
 
 /*

@@ -23,6 +23,7 @@
 #include <event2/event_struct.h>
 #include <http_parser.h>
 
+#include "proxy/chunked.h"
 #include "proxy/conf.h"
 #include "proxy/filter.h"
 #include "proxy/stream.h"
@@ -149,6 +150,12 @@ struct pf_worker {
     struct pf_stats *stats;     /* metric series of this worker (proxy/stats.h) */
 };
 
+enum pf_body_mode {
+    PF_BODY_NONE = 0,
+    PF_BODY_LENGTH,
+    PF_BODY_CHUNKED,
+};
+
 enum pf_out_mode {
     PF_OUT_NONE = 0, /* no body (HEAD, 1xx, 204, 304) */
     PF_OUT_LENGTH,   /* Content-Length passed through */
@@ -238,7 +245,14 @@ struct pf_conn {
     struct pf_stream *s;
     http_parser parser;
     struct pf_head head;
-    uint32_t head_bytes;        /* bytes of the current head so far */
+    uint32_t head_bytes;        /* bytes of the current head so far (scanned) */
+    uint32_t head_fed;          /* of those, bytes the parser consumed */
+    uint8_t body_mode;          /* PF_BODY_*: how the request body is framed */
+    uint64_t body_left;         /* Content-Length bytes still to read */
+    struct pf_chunked chunked;  /* chunked decoder state */
+    struct evbuffer *body_tmp;  /* decoded chunk data on its way to the tx */
+    char ver[9];                /* last bytes of the request line (version check) */
+    bool first_done;            /* the request line has been checked */
     uint8_t scan;               /* head scanner state (bare LF, obs-fold, end) */
     bool line_used;             /* the current head line has bytes */
     bool seen_line;             /* the request line has started */

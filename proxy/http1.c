@@ -27,6 +27,7 @@
 #include <event2/event.h>
 
 #include "proxy/arena.h"
+#include "proxy/chunked.h"
 #include "proxy/log.h"
 #include "proxy/server.h"
 #include "proxy/tx.h"
@@ -249,6 +250,8 @@ static void conn_free(struct pf_conn *c)
         event_del(&c->timer);
     pf_stream_free(c->s);
     pf_head_free(&c->head);
+    if (c->body_tmp != NULL)
+        evbuffer_free(c->body_tmp);
     TAILQ_REMOVE(&w->conns, c, link);
     w->n_conns--;
     free(c);
@@ -501,6 +504,23 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
     return on_header_piece(p, HEAD_VALUE, at, len);
 }
 
+bool pf_http_is_token(const char *s, size_t len)
+{
+    /* tchar (RFC 9110 §5.6.2): the lenient parser lets spaces through */
+    static const char extra[] = "!#$%&'*+-.^_`|~";
+
+    if (len == 0)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)s[i];
+
+        if (!((ch >= '0' && ch <= '9') || ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z') ||
+              (ch != 0 && strchr(extra, ch) != NULL)))
+            return false;
+    }
+    return true;
+}
+
 static bool is_digits(const char *s)
 {
     if (*s == '\0')
@@ -521,9 +541,13 @@ static int conn_check_framing(struct pf_conn *c, struct pf_tx *tx)
 {
     unsigned n_cl = 0, n_te = 0, n_host = 0;
 
+    if (tx->http_major != 1 || tx->http_minor > 1)
+        return conn_fail(c, 505, "bad_request");
     for (unsigned i = 0; i < tx->req.n; i++) {
         const struct pf_hdr *h = &tx->req.v[i];
 
+        if (!pf_http_is_token(h->name, h->name_len))
+            return conn_fail(c, 400, "bad_request");
         if (strcasecmp(h->name, "content-length") == 0) {
             if (n_cl++ > 0 || !is_digits(h->value) || h->value_len > 18)
                 return conn_fail(c, 400, "bad_request");
@@ -581,23 +605,16 @@ static int on_headers_complete(http_parser *p)
             return conn_fail(c, 413, "body_too_large");
     }
     if (tx->req_has_body) {
-        /* the body waits until the transaction is ready for it */
+        /*
+         * The body waits until the transaction is ready for it, and is then
+         * de-framed by conn_body(), not by the (lenient) parser.
+         */
+        c->body_mode = tx->req_chunked ? PF_BODY_CHUNKED : PF_BODY_LENGTH;
+        c->body_left = tx->req_length;
+        pf_chunked_init(&c->chunked);
         c->parse_paused = true;
         http_parser_pause(p, 1);
     }
-    return 0;
-}
-
-static int on_body(http_parser *p, const char *at, size_t len)
-{
-    struct pf_conn *c = p->data;
-    struct pf_tx *tx = c->tx;
-    uint64_t max = tx->cfg->limits.max_body_size;
-
-    tx->body_in += len;
-    if (max > 0 && tx->body_in > max)
-        return conn_fail(c, 413, "body_too_large");
-    pf_tx_req_body(tx, at, len);
     return 0;
 }
 
@@ -617,7 +634,6 @@ static const http_parser_settings req_settings = {
     .on_header_field = on_header_field,
     .on_header_value = on_header_value,
     .on_headers_complete = on_headers_complete,
-    .on_body = on_body,
     .on_message_complete = on_message_complete,
 };
 
@@ -636,6 +652,12 @@ static ssize_t conn_scan_head(struct pf_conn *c, const unsigned char *p, size_t 
         if (ch == '\r') {
             if (c->scan == SCAN_CR)
                 return -1;
+            if (c->seen_line && !c->first_done) {
+                /* the lenient parser accepts "HTXP/1.1": the version is checked here */
+                if (memcmp(c->ver, " HTTP/1.", 8) != 0 || (c->ver[8] != '0' && c->ver[8] != '1'))
+                    return -1;
+                c->first_done = true;
+            }
             c->scan = SCAN_CR;
         } else if (ch == '\n') {
             if (c->scan != SCAN_CR)
@@ -652,6 +674,10 @@ static ssize_t conn_scan_head(struct pf_conn *c, const unsigned char *p, size_t 
             c->scan = SCAN_LINE;
             c->line_used = true;
             c->seen_line = true;
+            if (!c->first_done) {
+                memmove(c->ver, c->ver + 1, sizeof(c->ver) - 1);
+                c->ver[sizeof(c->ver) - 1] = (char)ch;
+            }
         }
     }
     return (ssize_t)n;
@@ -660,6 +686,10 @@ static ssize_t conn_scan_head(struct pf_conn *c, const unsigned char *p, size_t 
 static void conn_head_reset(struct pf_conn *c)
 {
     c->head_bytes = 0;
+    c->head_fed = 0;
+    c->body_mode = PF_BODY_NONE;
+    c->first_done = false;
+    memset(c->ver, 0, sizeof(c->ver));
     c->scan = SCAN_START;
     c->line_used = false;
     c->seen_line = false;
@@ -707,6 +737,76 @@ static ssize_t conn_execute(struct pf_conn *c, const char *data, size_t len)
     return -1;
 }
 
+/* The request body is complete: the parser starts afresh for the next request. */
+static void conn_body_done(struct pf_conn *c)
+{
+    c->body_mode = PF_BODY_NONE;
+    c->msg_complete = true;
+    c->parse_paused = true;
+    http_parser_init(&c->parser, HTTP_REQUEST);
+    c->parser.data = c;
+    pf_tx_req_end(c->tx);
+}
+
+/*
+ * De-frame request body bytes (Content-Length or strict chunked) and hand
+ * them to the transaction without copying. Returns 0 to go on, -1 to stop.
+ */
+static int conn_body(struct pf_conn *c)
+{
+    struct evbuffer *in = c->s->in;
+    struct pf_tx *tx = c->tx;
+    uint64_t max = tx->cfg->limits.max_body_size;
+    size_t n;
+
+    if (c->head_fed < c->head_bytes) {
+        /* the parser stopped before the head's final LF */
+        evbuffer_drain(in, c->head_bytes - c->head_fed);
+        c->head_fed = c->head_bytes;
+    }
+    if (c->body_mode == PF_BODY_LENGTH) {
+        n = evbuffer_get_length(in);
+        if (n > c->body_left)
+            n = (size_t)c->body_left;
+        c->body_left -= n;
+        tx->body_in += n;
+        if (n > 0)
+            pf_tx_req_body(tx, in, n);
+        if (c->body_left == 0 && !c->dead && c->tx == tx)
+            conn_body_done(c);
+        return evbuffer_get_length(in) == 0 || c->dead || c->tx != tx ? -1 : 0;
+    }
+    if (c->body_tmp == NULL)
+        c->body_tmp = evbuffer_new();
+    switch (pf_chunked_decode(&c->chunked, in, c->body_tmp)) {
+    case -1:
+        conn_reply_error(c, 400, "bad_request");
+        return -1;
+    case 1:
+        n = evbuffer_get_length(c->body_tmp);
+        tx->body_in = c->chunked.total;
+        if (max > 0 && tx->body_in > max) {
+            conn_reply_error(c, 413, "body_too_large");
+            return -1;
+        }
+        if (n > 0)
+            pf_tx_req_body(tx, c->body_tmp, n);
+        if (!c->dead && c->tx == tx)
+            conn_body_done(c);
+        return c->dead || c->tx != tx ? -1 : 0;
+    default:
+        n = evbuffer_get_length(c->body_tmp);
+        tx->body_in = c->chunked.total;
+        if (max > 0 && tx->body_in > max) {
+            conn_reply_error(c, 413, "body_too_large");
+            return -1;
+        }
+        if (n > 0)
+            pf_tx_req_body(tx, c->body_tmp, n);
+        return -1; /* needs more input */
+    }
+}
+
 static void conn_process(struct pf_conn *c)
 {
     struct evbuffer *in = c->s->in;
@@ -722,6 +822,11 @@ static void conn_process(struct pf_conn *c)
 
         if (avail == 0)
             break;
+        if (c->tx != NULL && c->body_mode != PF_BODY_NONE) {
+            if (conn_body(c) != 0)
+                break;
+            continue;
+        }
         evbuffer_peek(in, -1, NULL, &v, 1);
         feed = v.iov_len;
         if (c->tx == NULL) {
@@ -742,8 +847,10 @@ static void conn_process(struct pf_conn *c)
             }
         }
         n = conn_execute(c, v.iov_base, feed);
-        if (n > 0)
+        if (n > 0) {
             evbuffer_drain(in, (size_t)n);
+            c->head_fed += (uint32_t)n;
+        }
         if (c->pending_status != 0 || n < 0) {
             conn_reply_error(c, c->pending_status, c->pending_code);
             break;

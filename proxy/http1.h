@@ -60,6 +60,9 @@ void pf_head_free(struct pf_head *h);
 void pf_head_export(const struct pf_head *h, struct pf_arena *a, struct pf_hdrs *out,
                     const char **url);
 
+/* True when s[0..len) is a token (RFC 9110 tchar, at least one). */
+bool pf_http_is_token(const char *s, size_t len);
+
 /* Reason phrase for a status code. */
 const char *pf_http_reason(int status);
 

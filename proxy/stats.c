@@ -97,9 +97,9 @@ struct itab {
 };
 
 struct pf_stats_route {
-    struct pf_stats *st;
-    char *route;
-    char *upstream;
+    struct pf_stats *st;         /* the owner's */
+    char *route;                 /* label value (copied) */
+    char *upstream;              /* label value (copied) */
     struct series *duration;     /* pilotfish_http_request_duration_seconds{route} */
     struct itab codes;           /* method * 1000 + code -> requests series */
     struct pf_stats_route *next; /* st->routes */
@@ -108,25 +108,25 @@ struct pf_stats_route {
 struct ep_stats {
     struct series *duration; /* pilotfish_upstream_request_duration_seconds{upstream} */
     struct series *retries;  /* pilotfish_upstream_retries_total{upstream} */
-    char *upstream;
-    char *endpoint;
-    struct itab codes; /* status, or 1000 + error index -> requests series */
+    char *upstream;          /* label value (copied) */
+    char *endpoint;          /* label value (copied) */
+    struct itab codes;       /* status, or 1000 + error index -> requests series */
 };
 
 struct pf_stats {
-    pthread_mutex_t lock;   /* guards the series array against a scrape's copy */
-    struct series **series; /* guarded by lock (the owner reads it freely) */
-    unsigned n_series;      /* guarded by lock */
-    unsigned cap_series;    /* owner only */
-    unsigned n_bounds;      /* histogram buckets, without +Inf */
-    uint64_t bound_ns[PF_METRICS_MAX_BUCKETS];
-    char le[PF_METRICS_MAX_BUCKETS][32]; /* the bounds as "le" label values */
-    struct pf_stats_route *routes;       /* owner only */
-    struct pf_stats_route *unrouted;     /* owner only: route "" */
-    struct ep_stats **eps;               /* owner only, by endpoint id */
-    unsigned n_eps;
-    char **errors; /* owner only: error codes seen upstream, index = key - 1000 */
-    unsigned n_errors;
+    pthread_mutex_t lock;                      /* guards the series array against a scrape's copy */
+    struct series **series;                    /* guarded by lock (the owner reads it freely) */
+    unsigned n_series;                         /* guarded by lock */
+    unsigned cap_series;                       /* owner only */
+    unsigned n_bounds;                         /* histogram buckets, without +Inf */
+    uint64_t bound_ns[PF_METRICS_MAX_BUCKETS]; /* the bounds in ns, compared with us * 1000 */
+    char le[PF_METRICS_MAX_BUCKETS][32];       /* the bounds as "le" label values */
+    struct pf_stats_route *routes;             /* owner only */
+    struct pf_stats_route *unrouted;           /* owner only: route "" */
+    struct ep_stats **eps;                     /* owner only, by endpoint id */
+    unsigned n_eps;                            /* slots in eps */
+    char **errors;     /* owner only: error codes seen upstream, index = key - 1000 */
+    unsigned n_errors; /* in errors */
 };
 
 static inline void add(_Atomic uint64_t *c, uint64_t n)
@@ -674,7 +674,8 @@ static struct series **collect(struct pf_stats *const *st, unsigned n, unsigned 
     for (unsigned i = 0; i < n; i++) {
         pthread_mutex_lock(&st[i]->lock);
         all = pf_xrealloc(all, (len + st[i]->n_series + 1) * sizeof(*all));
-        memcpy(all + len, st[i]->series, st[i]->n_series * sizeof(*all));
+        if (st[i]->n_series > 0)
+            memcpy(all + len, st[i]->series, st[i]->n_series * sizeof(*all));
         len += st[i]->n_series;
         pthread_mutex_unlock(&st[i]->lock);
     }
@@ -688,7 +689,8 @@ void pf_stats_render_series(struct pf_stats *const *st, unsigned n, struct evbuf
     struct series **all = collect(st, n, &total);
     uint64_t acc[2 + PF_METRICS_MAX_BUCKETS];
 
-    qsort(all, total, sizeof(*all), series_cmp);
+    if (total > 0)
+        qsort(all, total, sizeof(*all), series_cmp);
     for (unsigned f = 0; f < FAM_MAX; f++) {
         const struct fam_desc *d = &fams[f];
         unsigned n_vals = d->hist && n > 0 ? 2 + st[0]->n_bounds : 1;

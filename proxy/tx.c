@@ -498,16 +498,14 @@ void pf_tx_resume(struct pf_tx *tx, enum pf_verdict v)
     tx_dispatch(tx, v);
 }
 
-void pf_tx_req_body(struct pf_tx *tx, const char *data, size_t len)
+void pf_tx_req_body(struct pf_tx *tx, struct evbuffer *src, size_t len)
 {
-    if (tx->uc != NULL) {
-        pf_upstream_send_body(tx, data, len);
-    } else if (tx->req_buf != NULL) {
-        if (evbuffer_get_length(tx->req_buf) + len > 1024 * 1024)
-            return; /* the admin API never needs more */
-        evbuffer_add(tx->req_buf, data, len);
-    }
-    /* otherwise the request was answered already: the body is discarded */
+    if (tx->uc != NULL)
+        pf_upstream_send_body(tx, src, len);
+    else if (tx->req_buf != NULL && evbuffer_get_length(tx->req_buf) + len <= 1024 * 1024)
+        evbuffer_remove_buffer(src, tx->req_buf, len); /* admin: small bodies only */
+    else
+        evbuffer_drain(src, len); /* answered already, or too big: discarded */
 }
 
 void pf_tx_req_end(struct pf_tx *tx)

@@ -18,8 +18,9 @@ struct pf_tx *pf_tx_new(struct pf_conn *c);
  */
 void pf_tx_start(struct pf_tx *tx);
 
-/* Request body data arrived (already de-framed) / the request is complete. */
-void pf_tx_req_body(struct pf_tx *tx, const char *data, size_t len);
+/* Request body data arrived (de-framed): move len bytes out of src. */
+void pf_tx_req_body(struct pf_tx *tx, struct evbuffer *src, size_t len);
+/* The request is complete. */
 void pf_tx_req_end(struct pf_tx *tx);
 
 /* A core error before anything was sent: reply with it through the chain. */

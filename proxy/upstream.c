@@ -753,17 +753,17 @@ void pf_upstream_start(struct pf_tx *tx)
     }
 }
 
-void pf_upstream_send_body(struct pf_tx *tx, const char *data, size_t len)
+void pf_upstream_send_body(struct pf_tx *tx, struct evbuffer *src, size_t len)
 {
     struct pf_upconn *uc = tx->uc;
     struct evbuffer *o = uc->s->out;
 
     if (uc->req_chunked) {
         evbuffer_add_printf(o, "%zx\r\n", len);
-        evbuffer_add(o, data, len);
+        evbuffer_remove_buffer(src, o, len);
         evbuffer_add(o, "\r\n", 2);
     } else {
-        evbuffer_add(o, data, len);
+        evbuffer_remove_buffer(src, o, len);
     }
     if (evbuffer_get_length(o) > PF_OUT_HIGH_WATER && tx->conn != NULL)
         pf_conn_block_body(tx->conn);

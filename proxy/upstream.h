@@ -48,7 +48,7 @@ unsigned pf_endpoint_count(void);
 void pf_upstream_start(struct pf_tx *tx);
 
 /* Forward request body bytes / the end of the body (re-framed). */
-void pf_upstream_send_body(struct pf_tx *tx, const char *data, size_t len);
+void pf_upstream_send_body(struct pf_tx *tx, struct evbuffer *src, size_t len);
 void pf_upstream_send_end(struct pf_tx *tx);
 
 /* Detach tx from its upstream connection and close that connection. */
