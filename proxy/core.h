@@ -133,7 +133,7 @@ struct pf_worker {
     struct pf_conn_list conns;
     unsigned n_conns;
     unsigned max_conns;         /* this worker's share of limits.max_connections */
-    struct pf_pool *pools;      /* indexed by endpoint id */
+    struct pf_pool **pools;     /* indexed by endpoint id; each allocated once (TAILQ heads must not move) */
     unsigned n_pools;
     struct evbuffer *alog;      /* access log lines not yet handed to the writer */
     struct event *tick;         /* 100 ms housekeeping: log flush, pool sweep */

@@ -99,10 +99,12 @@ int main(int argc, char **argv)
         return 1;
     }
     if (pf_server_start(&server, cfg) != 0) {
+        pf_server_free(&server);
         pf_alog_stop();
         return 1;
     }
     rc = pf_server_run(&server);
+    pf_server_free(&server);
     pf_alog_stop();
     return rc;
 }

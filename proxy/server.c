@@ -378,7 +378,35 @@ static void worker_stop(struct pf_worker *w, void *arg)
     pf_upstream_sweep(w, true);
     if (evbuffer_get_length(w->alog) > 0)
         pf_alog_submit(w->alog);
+    pf_stream_flush_all(&w->sloop);
     event_base_loopbreak(w->base);
+}
+
+/* After its loop has stopped: release what the worker owns. */
+static void worker_free(struct pf_worker *w)
+{
+    struct pf_mail *m = w->mail_head;
+
+    while (m != NULL) {
+        struct pf_mail *next = m->next;
+
+        if (m->fn == worker_switch)
+            pf_conf_unref(m->arg);
+        free(m);
+        m = next;
+    }
+    if (w->wc != NULL)
+        pf_server_wconf_unref(w, w->wc);
+    w->wc = NULL;
+    free(w->listeners);
+    event_free(w->tick);
+    event_free(w->mail_ev);
+    evbuffer_free(w->alog);
+    pf_stats_free(w->stats);
+    pthread_mutex_destroy(&w->mail_lock);
+    pf_stream_loop_fini(&w->sloop);
+    if (!w->is_admin)
+        event_base_free(w->base);
 }
 
 /* Mail: stop accepting, close idle connections, the rest close after their response. */
@@ -389,6 +417,10 @@ static void worker_drain(struct pf_worker *w, void *arg)
     (void)arg;
     w->draining = true;
     worker_set_accepting(w, false);
+    /* close the listening sockets: new connections are refused, not queued */
+    for (unsigned i = 0; i < w->n_listeners; i++)
+        evconnlistener_free(w->listeners[i]);
+    w->n_listeners = 0;
     for (c = TAILQ_FIRST(&w->conns); c != NULL; c = next) {
         next = TAILQ_NEXT(c, link);
         if (pf_conn_is_idle(c))
@@ -432,21 +464,20 @@ static void server_stop(struct pf_server *s)
     event_base_loopbreak(s->base);
 }
 
+/* Drain progress: a connection closed (EV_READ) or drain_timeout passed (EV_TIMEOUT). */
 static void drain_check_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct pf_server *s = arg;
 
     (void)fd;
-    if ((what & EV_TIMEOUT) && !(what & EV_READ) && s->drain_timer != NULL &&
-        !evtimer_pending(s->drain_check, NULL)) {
-        /* drain_timeout passed */
+    if (what & EV_TIMEOUT) {
         pf_log(PF_LOG_WARN, "drain timeout: closing %u connections",
                atomic_load(&s->live_conns));
         if (s->exit_after_drain)
             server_stop(s);
         return;
     }
-    if (atomic_load(&s->live_conns) == 0 && s->exit_after_drain)
+    if (s->drain_closed && atomic_load(&s->live_conns) == 0 && s->exit_after_drain)
         server_stop(s);
 }
 
@@ -460,6 +491,7 @@ static void drain_stop_accepting(evutil_socket_t fd, short what, void *arg)
     (void)what;
     for (unsigned i = 0; i < s->n_workers; i++)
         pf_server_mail(&s->workers[i], worker_drain, NULL);
+    s->drain_closed = true;
     event_free(s->drain_timer);
     s->drain_timer = evtimer_new(s->base, drain_check_cb, s);
     event_add(s->drain_timer, &tv);
@@ -561,13 +593,51 @@ int pf_server_start(struct pf_server *s, struct pf_config *cfg)
 
 int pf_server_run(struct pf_server *s)
 {
+    struct pf_conn *c;
+
     event_base_loop(s->base, EVLOOP_NO_EXIT_ON_EMPTY);
+    /* from here a signal kills the process (a second SIGTERM exits at once) */
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGINT, SIG_DFL);
     for (unsigned i = 0; i < s->n_workers; i++)
         pthread_join(s->workers[i].thread, NULL);
+    while ((c = TAILQ_FIRST(&s->admin.conns)) != NULL)
+        pf_conn_close(c);
+    pf_stream_flush_all(&s->admin.sloop);
     if (evbuffer_get_length(s->admin.alog) > 0)
         pf_alog_submit(s->admin.alog);
     pf_log(PF_LOG_INFO, "stopped");
     return s->exit_code;
+}
+
+void pf_server_free(struct pf_server *s)
+{
+    for (unsigned i = 0; s->workers != NULL && i < s->n_workers; i++)
+        worker_free(&s->workers[i]);
+    free(s->workers);
+    if (s->admin.base != NULL)
+        worker_free(&s->admin);
+    if (s->admin_listener != NULL)
+        evconnlistener_free(s->admin_listener);
+    for (unsigned i = 0; i < s->n_socks; i++) {
+        free(s->socks[i].fds);
+        free(s->socks[i].text);
+    }
+    free(s->socks);
+    free(s->admin_text);
+    for (unsigned i = 0; i < 4; i++) {
+        if (s->sig[i] != NULL)
+            event_free(s->sig[i]);
+    }
+    if (s->drain_timer != NULL)
+        event_free(s->drain_timer);
+    if (s->drain_check != NULL)
+        event_free(s->drain_check);
+    if (s->cfg != NULL)
+        pf_conf_unref(s->cfg);
+    if (s->base != NULL)
+        event_base_free(s->base);
+    pf_upstream_free_all();
 }
 
 /* ---- health of the process ---- */

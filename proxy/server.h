@@ -36,6 +36,7 @@ struct pf_server {
     unsigned n_socks;
     atomic_bool draining;          /* atomic: /ready answers 503 */
     bool exit_after_drain;
+    bool drain_closed;             /* drain_delay passed: listeners closed */
     bool stopping;
     atomic_uint live_conns;        /* atomic: client connections, all workers */
     struct event *drain_timer;
@@ -52,6 +53,9 @@ int pf_server_start(struct pf_server *s, struct pf_config *cfg);
 
 /* Run the main loop until the process should exit; returns the exit code. */
 int pf_server_run(struct pf_server *s);
+
+/* Release everything (after pf_server_run, or after a failed start). */
+void pf_server_free(struct pf_server *s);
 
 /*
  * Reload the configuration file. On success the new snapshot is in force for

@@ -57,6 +57,15 @@ void pf_stream_loop_init(struct pf_stream_loop *l, struct event_base *base)
     event_assign(&l->flush_ev, base, -1, 0, flush_cb, l);
 }
 
+void pf_stream_loop_fini(struct pf_stream_loop *l)
+{
+    reap(l);
+    free(l->grave);
+    l->grave = NULL;
+    l->cap_grave = 0;
+    event_del(&l->flush_ev);
+}
+
 void pf_stream_flush_all(struct pf_stream_loop *l)
 {
     struct pf_stream *s;

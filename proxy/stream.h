@@ -74,6 +74,9 @@ struct pf_stream {
 /* Set up the loop state of base. */
 void pf_stream_loop_init(struct pf_stream_loop *l, struct event_base *base);
 
+/* Release the loop state (the loop has stopped). */
+void pf_stream_loop_fini(struct pf_stream_loop *l);
+
 /* Write the output of every stream that has some (also called by the loop). */
 void pf_stream_flush_all(struct pf_stream_loop *l);
 

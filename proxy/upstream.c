@@ -89,6 +89,19 @@ struct pf_endpoint *pf_endpoint_get(unsigned id)
     return endpoints[id];
 }
 
+void pf_upstream_free_all(void)
+{
+    unsigned n = atomic_load(&n_endpoints);
+
+    for (unsigned i = 0; i < n; i++) {
+        free(endpoints[i]->upstream);
+        free(endpoints[i]->addr.text);
+        free(endpoints[i]);
+        endpoints[i] = NULL;
+    }
+    atomic_store(&n_endpoints, 0);
+}
+
 unsigned pf_endpoint_count(void)
 {
     return atomic_load(&n_endpoints);
@@ -140,18 +153,17 @@ static struct pf_pool *worker_pool(struct pf_worker *w, unsigned id)
 
         w->pools = pf_xrealloc(w->pools, n * sizeof(*w->pools));
         for (unsigned i = w->n_pools; i < n; i++) {
-            TAILQ_INIT(&w->pools[i].idle);
-            w->pools[i].n_idle = 0;
-            w->pools[i].n_active = 0;
+            w->pools[i] = pf_xcalloc(1, sizeof(**w->pools));
+            TAILQ_INIT(&w->pools[i]->idle);
         }
         w->n_pools = n;
     }
-    return &w->pools[id];
+    return w->pools[id];
 }
 
 unsigned pf_upstream_idle(const struct pf_worker *w, unsigned id)
 {
-    return id < w->n_pools ? w->pools[id].n_idle : 0;
+    return id < w->n_pools ? w->pools[id]->n_idle : 0;
 }
 
 static void up_free(struct pf_upconn *uc)
@@ -254,7 +266,7 @@ void pf_upstream_sweep(struct pf_worker *w, bool all)
     for (unsigned i = 0; i < w->n_pools; i++) {
         struct pf_upconn *uc, *next;
 
-        for (uc = TAILQ_FIRST(&w->pools[i].idle); uc != NULL; uc = next) {
+        for (uc = TAILQ_FIRST(&w->pools[i]->idle); uc != NULL; uc = next) {
             next = TAILQ_NEXT(uc, link);
             if (all || now >= uc->idle_deadline_us || now >= uc->expire_us) {
                 pool_remove(uc);
@@ -263,6 +275,8 @@ void pf_upstream_sweep(struct pf_worker *w, bool all)
         }
     }
     if (all) {
+        for (unsigned i = 0; i < w->n_pools; i++)
+            free(w->pools[i]);
         free(w->pools);
         w->pools = NULL;
         w->n_pools = 0;

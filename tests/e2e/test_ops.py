@@ -360,6 +360,49 @@ def test_ops_reload_under_load_same_endpoints_zero_failures():
                                  upstream_extra="pool: { idle_timeout: 5s }"), False)
 
 
+def test_ops_reload_new_endpoint_with_pooled_connections():
+    """Deterministic form of the reload race: a pooled connection to o1, a reload
+    whose upstream is a new endpoint o2 (used once), a reload back to o1, then
+    two concurrent requests: each must get its own response (one upstream
+    connection must never serve two transactions)."""
+    o1, o2 = Origin(), Origin()
+    cfg1 = h2.config(endpoints=["127.0.0.1:{{o1}}"])
+    cfg2 = h2.config(endpoints=["127.0.0.1:{{o2}}"])
+    p = Pilotfish(cfg1, vars={"o1": o1.port, "o2": o2.port})
+    with o1, o2, p:
+        assert p.get("/?body=warm").body == b"warm"  # one idle pooled connection to o1
+        for cfg, want in ((cfg2, o2), (cfg1, o1)):
+            p.write_config(cfg)
+            r = h2.admin(p, "POST", "/reload")
+            assert r.status == 200, r.body
+            before = want.stats()["requests"]
+            r = p.get("/?body=probe")
+            assert r.status == 200 and r.body == b"probe", r
+            assert want.stats()["requests"] == before + 1, "reload not applied"
+        result = {}
+
+        def slow():
+            try:
+                result["x"] = p.get("/?delay=600&body=x-slow")
+            except Exception as e:  # noqa: B902
+                result["x"] = e
+
+        t = threading.Thread(target=slow, daemon=True)
+        t.start()
+        time.sleep(0.2)
+        try:
+            ry = p.get("/?body=y-fast")
+        except Exception as e:  # noqa: B902
+            ry = e
+        t.join(5)
+        rx = result.get("x")
+        got = (getattr(rx, "body", rx), getattr(ry, "body", ry))
+        assert got == (b"x-slow", b"y-fast"), "responses crossed between two clients: " \
+            "client X (asked x-slow) got %r, client Y (asked y-fast) got %r; pilotfish %s" % (
+                got[0], got[1], "running" if p.running() else "exited %r" % p.returncode)
+        assert p.running()
+
+
 def test_ops_reload_adds_and_removes_listen_address():
     o = Origin()
     port2 = pf.free_port()
