@@ -144,6 +144,7 @@ void pf_head_export(const struct pf_head *h, struct pf_arena *a, struct pf_hdrs 
         /* a header with an empty value has no value callback */
         d->value = e->value_off ? copy + e->value_off : empty;
         d->value_len = e->value_len;
+        d->id = pf_hdr_classify(d->name, d->name_len);
         /* http-parser leaves trailing whitespace in values: trim it */
         while (d->value_len > 0 &&
                (d->value[d->value_len - 1] == ' ' || d->value[d->value_len - 1] == '\t'))
@@ -330,15 +331,7 @@ static void sb_header(struct sbuf *b, const char *name, size_t nl, const char *v
 
 static bool resp_hop_by_hop(const struct pf_hdr *h, const char *conn_value)
 {
-    static const char *const hop[] = {"connection",        "keep-alive", "proxy-connection",
-                                      "te",                "trailer",    "transfer-encoding",
-                                      "upgrade",           NULL};
-
-    for (unsigned i = 0; hop[i] != NULL; i++) {
-        if (strcasecmp(h->name, hop[i]) == 0)
-            return true;
-    }
-    return conn_value != NULL && pf_http_list_has(conn_value, h->name);
+    return PF_H_IS_HOP(h->id) || (conn_value != NULL && pf_http_list_has(conn_value, h->name));
 }
 
 /* Decide how the body goes to the client (ARCHITECTURE §1 "Response framing"). */
@@ -354,7 +347,7 @@ static enum pf_out_mode conn_out_mode(struct pf_tx *tx, bool *keep_cl)
         *keep_cl = true; /* describes the selected representation; no body follows */
         return PF_OUT_NONE;
     }
-    if (pf_hdrs_get(&tx->resp, "content-length") != NULL) {
+    if (pf_hdrs_get_id(&tx->resp, PF_H_CONTENT_LENGTH) != NULL) {
         *keep_cl = true;
         return PF_OUT_LENGTH;
     }
@@ -383,13 +376,13 @@ void pf_conn_send_head(struct pf_tx *tx)
     n = snprintf(line, sizeof(line), "HTTP/1.%d %d %s\r\n", tx->http_minor >= 1 ? 1 : 0,
                  tx->status, pf_http_reason(tx->status));
     sb_put(b, line, (size_t)n);
-    conn_value = pf_hdrs_get(&tx->resp, "connection");
+    conn_value = pf_hdrs_get_id(&tx->resp, PF_H_CONNECTION);
     for (unsigned i = 0; i < tx->resp.n; i++) {
         const struct pf_hdr *h = &tx->resp.v[i];
 
         if (resp_hop_by_hop(h, conn_value))
             continue;
-        if (!keep_cl && strcasecmp(h->name, "content-length") == 0)
+        if (!keep_cl && h->id == PF_H_CONTENT_LENGTH)
             continue;
         sb_header(b, h->name, h->name_len, h->value, h->value_len);
     }
@@ -548,16 +541,16 @@ static int conn_check_framing(struct pf_conn *c, struct pf_tx *tx)
 
         if (!pf_http_is_token(h->name, h->name_len))
             return conn_fail(c, 400, "bad_request");
-        if (strcasecmp(h->name, "content-length") == 0) {
+        if (h->id == PF_H_CONTENT_LENGTH) {
             if (n_cl++ > 0 || !is_digits(h->value) || h->value_len > 18)
                 return conn_fail(c, 400, "bad_request");
             tx->req_length = strtoull(h->value, NULL, 10);
             tx->req_has_length = true;
-        } else if (strcasecmp(h->name, "transfer-encoding") == 0) {
+        } else if (h->id == PF_H_TRANSFER_ENCODING) {
             if (n_te++ > 0 || strcasecmp(h->value, "chunked") != 0)
                 return conn_fail(c, 400, "bad_request");
             tx->req_chunked = true;
-        } else if (strcasecmp(h->name, "host") == 0) {
+        } else if (h->id == PF_H_HOST) {
             if (n_host++ > 0)
                 return conn_fail(c, 400, "bad_request");
             tx->host = h->value;
@@ -592,7 +585,7 @@ static int on_headers_complete(http_parser *p)
     if (conn_check_framing(c, tx) != 0)
         return -1;
     tx->req_has_body = tx->req_chunked || (tx->req_has_length && tx->req_length > 0);
-    expect = pf_hdrs_get(&tx->req, "expect");
+    expect = pf_hdrs_get_id(&tx->req, PF_H_EXPECT);
     if (expect != NULL) {
         if (strcasecmp(expect, "100-continue") != 0)
             return conn_fail(c, 417, "bad_request");

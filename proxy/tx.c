@@ -76,6 +76,47 @@ uint64_t pf_worker_rand(struct pf_worker *w)
 
 /* ---- header lists ---- */
 
+enum pf_hdr_id pf_hdr_classify(const char *name, size_t len)
+{
+    static const struct {
+        const char *name;
+        enum pf_hdr_id id;
+    } known[] = {
+        {"te", PF_H_TE},
+        {"host", PF_H_HOST},
+        {"expect", PF_H_EXPECT},
+        {"trailer", PF_H_TRAILER},
+        {"upgrade", PF_H_UPGRADE},
+        {"keep-alive", PF_H_KEEP_ALIVE},
+        {"connection", PF_H_CONNECTION},
+        {"traceparent", PF_H_TRACEPARENT},
+        {"x-request-id", PF_H_X_REQUEST_ID},
+        {"content-length", PF_H_CONTENT_LENGTH},
+        {"x-forwarded-for", PF_H_X_FORWARDED_FOR},
+        {"proxy-connection", PF_H_PROXY_CONNECTION},
+        {"x-forwarded-host", PF_H_X_FORWARDED_HOST},
+        {"transfer-encoding", PF_H_TRANSFER_ENCODING},
+        {"x-forwarded-proto", PF_H_X_FORWARDED_PROTO},
+    };
+
+    if (len < 2 || len > 17)
+        return PF_H_OTHER;
+    for (unsigned i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
+        if (strlen(known[i].name) == len && strncasecmp(known[i].name, name, len) == 0)
+            return known[i].id;
+    }
+    return PF_H_OTHER;
+}
+
+const char *pf_hdrs_get_id(const struct pf_hdrs *h, enum pf_hdr_id id)
+{
+    for (unsigned i = 0; i < h->n; i++) {
+        if (h->v[i].id == id)
+            return h->v[i].value;
+    }
+    return NULL;
+}
+
 const char *pf_hdrs_get(const struct pf_hdrs *h, const char *name)
 {
     for (unsigned i = 0; i < h->n; i++) {
@@ -102,6 +143,7 @@ void pf_hdrs_add(struct pf_arena *a, struct pf_hdrs *h, const char *name, const 
     h->v[h->n].name_len = (uint32_t)nl;
     h->v[h->n].value = pf_arena_strndup(a, value, vl);
     h->v[h->n].value_len = (uint32_t)vl;
+    h->v[h->n].id = pf_hdr_classify(name, nl);
     h->n++;
 }
 
@@ -393,7 +435,7 @@ static bool traceparent_valid(const char *in)
  */
 static void tx_trace(struct pf_tx *tx)
 {
-    const char *in = pf_hdrs_get(&tx->req, "traceparent");
+    const char *in = pf_hdrs_get_id(&tx->req, PF_H_TRACEPARENT);
     char *o = tx->traceparent;
     char flags[2] = {'0', '1'};
 
@@ -418,7 +460,7 @@ static void tx_trace(struct pf_tx *tx)
 
 static void tx_request_id(struct pf_tx *tx)
 {
-    const char *id = pf_hdrs_get(&tx->req, "x-request-id");
+    const char *id = pf_hdrs_get_id(&tx->req, PF_H_X_REQUEST_ID);
     char *buf;
 
     if (id != NULL && id[0] != '\0' && strlen(id) <= 200) {

@@ -44,6 +44,10 @@ void pf_tx_free(struct pf_tx *tx);
 
 /* Header list helpers (arena-backed). */
 const char *pf_hdrs_get(const struct pf_hdrs *h, const char *name);
+/* First value of the header recognised as id (faster than by name). */
+const char *pf_hdrs_get_id(const struct pf_hdrs *h, enum pf_hdr_id id);
+/* Which known header name[0..len) is (PF_H_OTHER when none). */
+enum pf_hdr_id pf_hdr_classify(const char *name, size_t len);
 void pf_hdrs_add(struct pf_arena *a, struct pf_hdrs *h, const char *name, const char *value);
 void pf_hdrs_del(struct pf_hdrs *h, const char *name);
 

@@ -650,19 +650,15 @@ static struct pf_upconn *up_connect(struct pf_worker *w, unsigned id,
     return uc;
 }
 
+/*
+ * Not forwarded as received: hop-by-hop headers (and those Connection lists),
+ * Expect (answered here), Content-Length (re-framed), and the X-Forwarded-*,
+ * X-Request-Id and traceparent headers, which are written anew below.
+ */
 static bool req_hop_by_hop(const struct pf_hdr *h, const char *conn_value)
 {
-    static const char *const skip[] = {
-        "connection",      "keep-alive",       "proxy-connection", "te",
-        "trailer",         "transfer-encoding", "upgrade",         "expect",
-        "content-length",  "x-forwarded-for",  "x-forwarded-proto", "x-forwarded-host",
-        "x-request-id",    "traceparent",      NULL};
-
-    for (unsigned i = 0; skip[i] != NULL; i++) {
-        if (strcasecmp(h->name, skip[i]) == 0)
-            return true;
-    }
-    return conn_value != NULL && pf_http_list_has(conn_value, h->name);
+    return (h->id != PF_H_OTHER && h->id != PF_H_HOST) ||
+           (conn_value != NULL && pf_http_list_has(conn_value, h->name));
 }
 
 static void put_header(struct evbuffer *o, const char *name, const char *value)
@@ -677,8 +673,8 @@ static void put_header(struct evbuffer *o, const char *name, const char *value)
 static void up_write_head(struct pf_tx *tx, struct pf_upconn *uc)
 {
     struct evbuffer *o = uc->s->out;
-    const char *conn_value = pf_hdrs_get(&tx->req, "connection");
-    const char *xff = pf_hdrs_get(&tx->req, "x-forwarded-for");
+    const char *conn_value = pf_hdrs_get_id(&tx->req, PF_H_CONNECTION);
+    const char *xff = pf_hdrs_get_id(&tx->req, PF_H_X_FORWARDED_FOR);
     const char *client = pf_tx_client_addr(tx);
 
     evbuffer_add(o, tx->method, strlen(tx->method));
