@@ -1,6 +1,7 @@
 #!/bin/sh
 # make run: the demo origin on 127.0.0.1:3000 and pilotfish on :8080 in front
-# of it, until Ctrl-C.
+# of it, until Ctrl-C (both run in their own session, so that only this
+# script signals them: one SIGTERM each, a clean drain).
 #   usage: tests/origin/run-demo.sh BIN ORIGIN [CONFIG]
 set -u
 BIN=${1:?usage: run-demo.sh BIN ORIGIN [CONFIG]}
@@ -20,9 +21,9 @@ stop() {
 }
 trap 'stop 0' INT TERM
 
-"$ORIGIN" --listen 127.0.0.1:3000 &
+setsid "$ORIGIN" --listen 127.0.0.1:3000 &
 origin_pid=$!
-"$BIN" -c "$CONF" &
+setsid "$BIN" -c "$CONF" &
 pf_pid=$!
 
 # wait until both answer (or one of them died: port in use, bad config)
