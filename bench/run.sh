@@ -631,12 +631,12 @@ report() {
             [[ -n ${R_CPU["$other|$c"]:-} ]] || continue
             r=$(awk -v a="${R_CPU["pilotfish|$c"]}" -v b="${R_CPU["$other|$c"]}" \
                 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "n/a"}')
-            lines+="| $c | pilotfish/$other | $r |"$'\n'
+            lines+="| $c | pilotfish/$other | ${R_CPU["pilotfish|$c"]} / ${R_CPU["$other|$c"]} | **$r** |"$'\n'
         done
     done
     if [[ -n $lines ]]; then
         printf '\nCPU µs/req ratios (< 1: pilotfish uses less CPU per request):\n\n'
-        printf '| case | ratio | CPU µs/req |\n|---|---|---:|\n%s' "$lines"
+        printf '| case | proxies | CPU µs/req | ratio |\n|---|---|---:|---:|\n%s' "$lines"
     fi
     for p in $PROXIES; do
         if [[ -n ${SKIPPED[$p]:-} ]]; then NOTES=("$p: not run: ${SKIPPED[$p]}" "${NOTES[@]}"); fi

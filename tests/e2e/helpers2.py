@@ -308,6 +308,22 @@ class FullBacklogListener:
 
 # ---- memory ----
 
+_sanitized = {}
+
+
+def is_sanitized(binary):
+    """True when `binary -V` reports a sanitizer build (its RSS is not meaningful:
+    ASan keeps freed memory in quarantine)."""
+    if binary not in _sanitized:
+        import subprocess
+        try:
+            out = subprocess.run([binary, "-V"], capture_output=True, timeout=10).stdout
+        except OSError:
+            out = b""
+        _sanitized[binary] = b"sanitize" in out
+    return _sanitized[binary]
+
+
 class RssSampler:
     """Samples proc.rss_kib() every interval seconds in a thread; .max_kib."""
 

@@ -690,8 +690,7 @@ static bool all_zero(const unsigned char *p, size_t n)
 
 static void test_chain_ctx_is_zeroed_distinct_and_from_the_arena(void **state)
 {
-    static const struct pf_filter_ops *const ops[] = {&ctx24_ops, &null_ops, &big_ops,
-                                                      &ctx24_ops};
+    static const struct pf_filter_ops *const ops[] = {&ctx24_ops, &null_ops, &big_ops, &ctx24_ops};
     static const unsigned order[] = {0, 1, 2, 3};
     static const size_t sizes[] = {24, 0, sizeof(struct big_ctx), 24};
     size_t before = pf_arena_used(fx.arena);

@@ -326,10 +326,10 @@ struct conn_fx {
     struct pf_route route;
     struct pf_filter_inst inst;
     unsigned order[1];
-    int peer;        /* the client's end */
-    char in[BIG];    /* what the client received */
+    int peer;     /* the client's end */
+    char in[BIG]; /* what the client received */
     size_t in_len;
-    bool eof;        /* the server closed the connection */
+    bool eof; /* the server closed the connection */
 };
 
 static struct conn_fx cx;
@@ -386,7 +386,8 @@ static int conn_teardown(void **state)
         cx.peer = -1;
         pump();
     }
-    while (!TAILQ_EMPTY(&cx.w.conns))
+    /* a failed test may leave one behind; closing it is bounded (busy > 0 leaks it) */
+    for (unsigned i = 0; i < 4 && !TAILQ_EMPTY(&cx.w.conns); i++)
         pf_conn_close(TAILQ_FIRST(&cx.w.conns));
     assert_int_equal(cx.w.n_conns, 0);
     assert_int_equal(cx.wc.refs, 1); /* every transaction was released */
@@ -437,12 +438,15 @@ static void pump(void)
     }
 }
 
-static void send_str(const char *s)
+static void send_bytes(const char *s, size_t n)
 {
-    size_t n = strlen(s);
-
     assert_int_equal(send(cx.peer, s, n, MSG_NOSIGNAL), (ssize_t)n);
     pump();
+}
+
+static void send_str(const char *s)
+{
+    send_bytes(s, strlen(s));
 }
 
 /* A NULL-terminated list of pieces, each written and pumped on its own. */
@@ -725,6 +729,46 @@ static void test_http1_rejects_space_before_colon_in_content_length(void **state
     /* the smuggling form: a proxy that ignored it would see no body */
     assert_bad_request("POST / HTTP/1.1\r\nHost: a\r\nContent-Length : 5\r\n\r\n"
                        "GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n");
+}
+
+static void test_http1_rejects_space_before_colon_in_transfer_encoding(void **state)
+{
+    (void)state;
+    assert_bad_request("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n\r\n"
+                       "0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n");
+}
+
+static void test_http1_rejects_tab_before_colon(void **state)
+{
+    (void)state;
+    assert_bad_request("GET / HTTP/1.1\r\nHost: a\r\nX-Test\t: v\r\n\r\n");
+}
+
+static void test_http1_rejects_nul_in_header_value(void **state)
+{
+    static const char req[] = "GET / HTTP/1.1\r\nHost: a\r\nX-Test: a\0b\r\n\r\n";
+
+    (void)state;
+    conn_open(false);
+    send_bytes(req, sizeof(req) - 1);
+    assert_error_response(400, "bad_request");
+}
+
+static void test_http1_rejects_whitespace_before_first_header(void **state)
+{
+    (void)state;
+    assert_bad_request("GET / HTTP/1.1\r\n Host: a\r\n\r\n");
+}
+
+static void test_http1_ignores_empty_line_before_request_line(void **state)
+{
+    struct resp r;
+
+    (void)state;
+    conn_open(false);
+    send_str("\r\nGET /after-crlf HTTP/1.1\r\nHost: a\r\n\r\n");
+    r = one_response(200, false);
+    assert_string_equal(r.body, "GET /after-crlf host=a x=[-] e=-\n");
 }
 
 static void test_http1_rejects_obs_fold(void **state)
@@ -1021,6 +1065,11 @@ int main(void)
         C(test_http1_accepts_chunked_transfer_encoding),
         C(test_http1_rejects_space_before_colon),
         C(test_http1_rejects_space_before_colon_in_content_length),
+        C(test_http1_rejects_space_before_colon_in_transfer_encoding),
+        C(test_http1_rejects_tab_before_colon),
+        C(test_http1_rejects_nul_in_header_value),
+        C(test_http1_rejects_whitespace_before_first_header),
+        C(test_http1_ignores_empty_line_before_request_line),
         C(test_http1_rejects_obs_fold),
         C(test_http1_rejects_obs_fold_with_tab),
         C(test_http1_rejects_bare_lf),
@@ -1048,5 +1097,7 @@ int main(void)
     };
 #undef C
 
+    if (getenv("TEST_FILTER") != NULL)
+        cmocka_set_test_filter(getenv("TEST_FILTER"));
     return cmocka_run_group_tests_name("http1", tests, NULL, NULL);
 }

@@ -1,0 +1,449 @@
+/*
+ * Unit tests of proxy/tx.c: header lists, error names and counters, and the
+ * request identity (X-Request-Id, W3C traceparent) set up by pf_tx_start().
+ *
+ * The identity tests start a transaction built by hand, with no client
+ * connection, on a route whose only filter records what the core set up and
+ * answers the request itself: the core then ends the transaction without any
+ * socket.
+ */
+#include <ctype.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <event2/buffer.h>
+
+#include "proxy/arena.h"
+#include "proxy/core.h"
+#include "proxy/filter.h"
+#include "proxy/tx.h"
+
+/* ---- pf_hdrs_* ---- */
+
+static void test_tx_hdrs_get_is_case_insensitive_and_returns_first(void **state)
+{
+    struct pf_arena *a = pf_arena_new(PF_ARENA_CHUNK);
+    struct pf_hdrs h = {0};
+
+    (void)state;
+    assert_null(pf_hdrs_get(&h, "host"));
+    pf_hdrs_add(a, &h, "Host", "example.com");
+    pf_hdrs_add(a, &h, "Accept", "a");
+    pf_hdrs_add(a, &h, "ACCEPT", "b");
+    assert_string_equal(pf_hdrs_get(&h, "host"), "example.com");
+    assert_string_equal(pf_hdrs_get(&h, "HOST"), "example.com");
+    assert_string_equal(pf_hdrs_get(&h, "accept"), "a");
+    assert_null(pf_hdrs_get(&h, "acc"));
+    assert_null(pf_hdrs_get(&h, "accepts"));
+    pf_arena_free(a);
+}
+
+static void test_tx_hdrs_add_copies_and_grows(void **state)
+{
+    struct pf_arena *a = pf_arena_new(PF_ARENA_CHUNK);
+    struct pf_hdrs h = {0};
+    char name[32];
+    char value[32];
+
+    (void)state;
+    for (unsigned i = 0; i < 100; i++) {
+        snprintf(name, sizeof(name), "X-%u", i);
+        snprintf(value, sizeof(value), "v%u", i * 7);
+        pf_hdrs_add(a, &h, name, value);
+    }
+    memset(name, 0, sizeof(name)); /* the list holds copies */
+    memset(value, 0, sizeof(value));
+    assert_int_equal(h.n, 100);
+    assert_true(h.cap >= 100);
+    for (unsigned i = 0; i < 100; i++) {
+        snprintf(name, sizeof(name), "X-%u", i);
+        snprintf(value, sizeof(value), "v%u", i * 7);
+        assert_string_equal(h.v[i].name, name);
+        assert_int_equal(h.v[i].name_len, strlen(name));
+        assert_string_equal(h.v[i].value, value);
+        assert_int_equal(h.v[i].value_len, strlen(value));
+    }
+    pf_arena_free(a);
+}
+
+static void test_tx_hdrs_add_appends_to_an_exported_list(void **state)
+{
+    struct pf_arena *a = pf_arena_new(PF_ARENA_CHUNK);
+    struct pf_hdr fixed[2] = {
+        {"A", "1", 1, 1},
+        {"B", "2", 1, 1},
+    };
+    struct pf_hdrs h = {fixed, 2, 2}; /* full: the next add must move it */
+
+    (void)state;
+    pf_hdrs_add(a, &h, "C", "3");
+    assert_int_equal(h.n, 3);
+    assert_ptr_not_equal(h.v, fixed);
+    assert_string_equal(pf_hdrs_get(&h, "a"), "1");
+    assert_string_equal(pf_hdrs_get(&h, "b"), "2");
+    assert_string_equal(pf_hdrs_get(&h, "c"), "3");
+    pf_arena_free(a);
+}
+
+static void test_tx_hdrs_del_removes_every_match_and_keeps_order(void **state)
+{
+    struct pf_arena *a = pf_arena_new(PF_ARENA_CHUNK);
+    struct pf_hdrs h = {0};
+
+    (void)state;
+    pf_hdrs_add(a, &h, "Set-Cookie", "a=1");
+    pf_hdrs_add(a, &h, "Vary", "Accept");
+    pf_hdrs_add(a, &h, "set-cookie", "b=2");
+    pf_hdrs_add(a, &h, "ETag", "\"x\"");
+    pf_hdrs_add(a, &h, "SET-COOKIE", "c=3");
+    pf_hdrs_del(&h, "Set-Cookie");
+    assert_int_equal(h.n, 2);
+    assert_string_equal(h.v[0].name, "Vary");
+    assert_string_equal(h.v[1].name, "ETag");
+    assert_null(pf_hdrs_get(&h, "set-cookie"));
+    pf_hdrs_del(&h, "absent");
+    assert_int_equal(h.n, 2);
+    pf_hdrs_del(&h, "vary");
+    pf_hdrs_del(&h, "etag");
+    assert_int_equal(h.n, 0);
+    pf_hdrs_add(a, &h, "After", "ok"); /* still usable */
+    assert_string_equal(pf_hdrs_get(&h, "after"), "ok");
+    pf_arena_free(a);
+}
+
+/* ---- error names and counters ---- */
+
+static void test_tx_error_names_are_the_spec_codes(void **state)
+{
+    (void)state;
+    assert_string_equal(pf_error_name(PF_ERR_BAD_REQUEST), "bad_request");
+    assert_string_equal(pf_error_name(PF_ERR_REQUEST_TIMEOUT), "request_timeout");
+    assert_string_equal(pf_error_name(PF_ERR_BODY_TOO_LARGE), "body_too_large");
+    assert_string_equal(pf_error_name(PF_ERR_URI_TOO_LONG), "uri_too_long");
+    assert_string_equal(pf_error_name(PF_ERR_HEADERS_TOO_LARGE), "headers_too_large");
+    assert_string_equal(pf_error_name(PF_ERR_NO_ROUTE), "no_route");
+    assert_string_equal(pf_error_name(PF_ERR_CONNECT_FAILED), "upstream_connect_failed");
+    assert_string_equal(pf_error_name(PF_ERR_RESET), "upstream_reset");
+    assert_string_equal(pf_error_name(PF_ERR_BAD_RESPONSE), "upstream_bad_response");
+    assert_string_equal(pf_error_name(PF_ERR_TIMEOUT), "upstream_timeout");
+    assert_string_equal(pf_error_name(PF_ERR_FILTER_FAILED), "filter_failed");
+    assert_string_equal(pf_error_name(PF_ERR_OTHER), "other");
+}
+
+static void test_tx_error_names_are_distinct(void **state)
+{
+    (void)state;
+    for (unsigned i = 0; i < PF_ERR_MAX; i++) {
+        assert_non_null(pf_error_name(i));
+        for (unsigned j = i + 1; j < PF_ERR_MAX; j++)
+            assert_string_not_equal(pf_error_name(i), pf_error_name(j));
+    }
+}
+
+static void test_tx_count_error_maps_each_name_to_its_counter(void **state)
+{
+    struct pf_worker w;
+
+    (void)state;
+    for (unsigned e = 0; e < PF_ERR_MAX; e++) {
+        memset(&w, 0, sizeof(w));
+        pf_count_error(&w, pf_error_name(e));
+        pf_count_error(&w, pf_error_name(e));
+        for (unsigned k = 0; k < PF_ERR_MAX; k++)
+            assert_int_equal(w.errors[k], k == e ? 2 : 0);
+    }
+}
+
+static void test_tx_count_error_counts_unknown_codes_as_other(void **state)
+{
+    struct pf_worker w;
+
+    (void)state;
+    memset(&w, 0, sizeof(w));
+    pf_count_error(&w, "rate_limited");
+    pf_count_error(&w, "not_found");
+    pf_count_error(&w, "BAD_REQUEST"); /* codes are exact */
+    pf_count_error(&w, "");
+    assert_int_equal(w.errors[PF_ERR_OTHER], 4);
+    assert_int_equal(w.errors[PF_ERR_BAD_REQUEST], 0);
+}
+
+static void test_tx_worker_rand_varies(void **state)
+{
+    struct pf_worker a, b;
+    uint64_t first;
+    bool differ = false;
+
+    (void)state;
+    memset(&a, 0, sizeof(a));
+    a.rng[0] = 1;
+    a.rng[1] = 2;
+    b = a;
+    first = pf_worker_rand(&a);
+    assert_int_equal(pf_worker_rand(&b), first); /* a function of the state only */
+    for (unsigned i = 0; i < 16; i++)
+        differ |= pf_worker_rand(&a) != first;
+    assert_true(differ);
+}
+
+/* ---- request identity through pf_tx_start ---- */
+
+/* What the core had set up when the route's filter ran. */
+static struct {
+    char traceparent[64];
+    char trace_id[40];
+    char request_id[256];
+    unsigned calls;
+} seen;
+
+static enum pf_verdict spy_on_request(struct pf_tx *tx, struct pf_slot *s)
+{
+    (void)s;
+    seen.calls++;
+    snprintf(seen.traceparent, sizeof(seen.traceparent), "%s", tx->traceparent);
+    snprintf(seen.trace_id, sizeof(seen.trace_id), "%s", tx->trace_id);
+    snprintf(seen.request_id, sizeof(seen.request_id), "%s",
+             tx->request_id != NULL ? tx->request_id : "(null)");
+    pf_tx_reply(tx, 204, NULL);
+    return PF_REPLIED;
+}
+
+static const struct pf_filter_ops spy_ops = {
+    .name = "spy",
+    .on_request = spy_on_request,
+};
+
+static struct {
+    struct pf_config cfg;
+    struct pf_upstream_conf up;
+    struct pf_route route;
+    struct pf_filter_inst inst;
+    unsigned order[1];
+    void *wstates[1];
+    struct pf_wconf wc;
+    struct pf_worker w;
+} fx;
+
+static int id_setup(void **state)
+{
+    (void)state;
+    memset(&fx, 0, sizeof(fx));
+    memset(&seen, 0, sizeof(seen));
+    fx.up.name = "app";
+    fx.inst.ops = &spy_ops;
+    fx.route.name = "r";
+    fx.route.prefix = "/";
+    fx.route.prefix_len = 1;
+    fx.route.filters = fx.order;
+    fx.route.n_filters = 1;
+    fx.cfg.upstreams = &fx.up;
+    fx.cfg.n_upstreams = 1;
+    fx.cfg.routes = &fx.route;
+    fx.cfg.n_routes = 1;
+    fx.cfg.filters = &fx.inst;
+    fx.cfg.n_filters = 1;
+    fx.wc.cfg = &fx.cfg;
+    fx.wc.wstates = fx.wstates;
+    fx.wc.refs = 1;
+    fx.w.wc = &fx.wc;
+    fx.w.rng[0] = 0x0123456789abcdefu;
+    fx.w.rng[1] = 0xfedcba9876543210u;
+    return 0;
+}
+
+/* Start a GET / with the given request headers (name, value pairs, NULL-ended). */
+static void start_request(const char *name, ...)
+{
+    struct pf_arena *a = pf_arena_new(PF_ARENA_CHUNK);
+    struct pf_tx *tx = pf_arena_alloc(a, sizeof(*tx));
+    va_list ap;
+
+    tx->arena = a;
+    tx->w = &fx.w;
+    tx->wc = &fx.wc;
+    fx.wc.refs++;
+    tx->cfg = &fx.cfg;
+    tx->method = "GET";
+    tx->method_id = HTTP_GET;
+    tx->url = "/";
+    tx->http_major = 1;
+    tx->http_minor = 1;
+    tx->client_keepalive = true;
+    tx->req_done = true;
+    va_start(ap, name);
+    for (const char *n = name; n != NULL; n = va_arg(ap, const char *))
+        pf_hdrs_add(a, &tx->req, n, va_arg(ap, const char *));
+    va_end(ap);
+    pf_tx_start(tx);
+    /* no client: the reply went nowhere and the transaction ended */
+    assert_int_equal(seen.calls, 1);
+    assert_int_equal(fx.wc.refs, 1);
+    assert_int_equal(fx.w.requests, 1);
+}
+
+static bool is_lower_hex(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!isxdigit((unsigned char)s[i]) || isupper((unsigned char)s[i]))
+            return false;
+    }
+    return true;
+}
+
+/* A well-formed version-00 traceparent with non-zero trace and parent ids. */
+static void assert_traceparent_format(const char *tp)
+{
+    assert_int_equal(strlen(tp), 55);
+    assert_memory_equal(tp, "00-", 3);
+    assert_true(is_lower_hex(tp + 3, 32));
+    assert_memory_not_equal(tp + 3, "00000000000000000000000000000000", 32);
+    assert_int_equal(tp[35], '-');
+    assert_true(is_lower_hex(tp + 36, 16));
+    assert_memory_not_equal(tp + 36, "0000000000000000", 16);
+    assert_int_equal(tp[52], '-');
+    assert_true(is_lower_hex(tp + 53, 2));
+    assert_memory_equal(tp + 3, seen.trace_id, 32);
+    assert_int_equal(strlen(seen.trace_id), 32);
+}
+
+#define IN_TRACE  "4bf92f3577b34da6a3ce929d0e0e4736"
+#define IN_PARENT "00f067aa0ba902b7"
+
+static void test_tx_traceparent_is_continued_with_a_new_span(void **state)
+{
+    (void)state;
+    start_request("traceparent", "00-" IN_TRACE "-" IN_PARENT "-01", NULL);
+    assert_traceparent_format(seen.traceparent);
+    assert_string_equal(seen.trace_id, IN_TRACE);
+    assert_memory_not_equal(seen.traceparent + 36, IN_PARENT, 16);
+    assert_string_equal(seen.traceparent + 53, "01");
+}
+
+static void test_tx_traceparent_keeps_incoming_flags(void **state)
+{
+    (void)state;
+    start_request("traceparent", "00-" IN_TRACE "-" IN_PARENT "-00", NULL);
+    assert_string_equal(seen.trace_id, IN_TRACE);
+    assert_string_equal(seen.traceparent + 53, "00");
+}
+
+static void test_tx_traceparent_of_a_future_version_is_continued(void **state)
+{
+    (void)state;
+    start_request("traceparent", "cc-" IN_TRACE "-" IN_PARENT "-01-what-the-future-adds", NULL);
+    assert_traceparent_format(seen.traceparent); /* we speak version 00 */
+    assert_string_equal(seen.trace_id, IN_TRACE);
+}
+
+static void test_tx_traceparent_is_started_when_absent(void **state)
+{
+    (void)state;
+    start_request(NULL);
+    assert_traceparent_format(seen.traceparent);
+    assert_string_equal(seen.traceparent + 53, "01");
+}
+
+/* Each of these is invalid: a new trace is started. */
+static void assert_restarted(const char *incoming)
+{
+    id_setup(NULL);
+    start_request("traceparent", incoming, NULL);
+    assert_traceparent_format(seen.traceparent);
+    assert_string_not_equal(seen.trace_id, IN_TRACE);
+    assert_string_equal(seen.traceparent + 53, "01");
+}
+
+static void test_tx_traceparent_is_restarted_when_invalid(void **state)
+{
+    (void)state;
+    assert_restarted("");
+    assert_restarted("garbage");
+    assert_restarted("00-" IN_TRACE "-" IN_PARENT "-0");        /* short */
+    assert_restarted("00-" IN_TRACE "-" IN_PARENT "-01-extra"); /* 00 has no suffix */
+    assert_restarted("ff-" IN_TRACE "-" IN_PARENT "-01");       /* forbidden version */
+    assert_restarted("00-4BF92F3577B34DA6A3CE929D0E0E4736-" IN_PARENT "-01"); /* upper */
+    assert_restarted("00-00000000000000000000000000000000-" IN_PARENT "-01"); /* zero id */
+    assert_restarted("00-" IN_TRACE "-0000000000000000-01");                  /* zero parent */
+    assert_restarted("00-" IN_TRACE "-00f067aa0ba902bz-01");                  /* parent not hex */
+    assert_restarted("00_" IN_TRACE "-" IN_PARENT "-01");                     /* separator */
+    assert_restarted("00-" IN_TRACE "-" IN_PARENT "-0g");                     /* flags */
+    assert_restarted("0x-" IN_TRACE "-" IN_PARENT "-01");                     /* version */
+    assert_restarted("cc-" IN_TRACE "-" IN_PARENT "-01x"); /* future, bad suffix */
+}
+
+static void test_tx_request_id_is_kept_when_given(void **state)
+{
+    (void)state;
+    start_request("X-Request-Id", "abc-123", NULL);
+    assert_string_equal(seen.request_id, "abc-123");
+}
+
+static void test_tx_request_id_is_generated_when_absent(void **state)
+{
+    char first[64];
+
+    (void)state;
+    start_request(NULL);
+    assert_int_equal(strlen(seen.request_id), 32);
+    assert_true(is_lower_hex(seen.request_id, 32));
+    snprintf(first, sizeof(first), "%s", seen.request_id);
+    /* the next request of the worker gets another one */
+    seen.calls = 0;
+    fx.w.requests = 0;
+    start_request(NULL);
+    assert_string_not_equal(seen.request_id, first);
+}
+
+static void test_tx_request_id_is_generated_when_empty_or_too_long(void **state)
+{
+    char long_id[202];
+
+    (void)state;
+    start_request("X-Request-Id", "", NULL);
+    assert_int_equal(strlen(seen.request_id), 32);
+
+    memset(long_id, 'a', sizeof(long_id) - 1);
+    long_id[sizeof(long_id) - 1] = '\0'; /* 201 bytes */
+    id_setup(NULL);
+    start_request("X-Request-Id", long_id, NULL);
+    assert_int_equal(strlen(seen.request_id), 32);
+
+    long_id[200] = '\0'; /* 200 bytes: kept */
+    id_setup(NULL);
+    start_request("X-Request-Id", long_id, NULL);
+    assert_string_equal(seen.request_id, long_id);
+}
+
+int main(void)
+{
+#define I(f) cmocka_unit_test_setup_teardown(f, id_setup, NULL)
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_tx_hdrs_get_is_case_insensitive_and_returns_first),
+        cmocka_unit_test(test_tx_hdrs_add_copies_and_grows),
+        cmocka_unit_test(test_tx_hdrs_add_appends_to_an_exported_list),
+        cmocka_unit_test(test_tx_hdrs_del_removes_every_match_and_keeps_order),
+        cmocka_unit_test(test_tx_error_names_are_the_spec_codes),
+        cmocka_unit_test(test_tx_error_names_are_distinct),
+        cmocka_unit_test(test_tx_count_error_maps_each_name_to_its_counter),
+        cmocka_unit_test(test_tx_count_error_counts_unknown_codes_as_other),
+        cmocka_unit_test(test_tx_worker_rand_varies),
+        I(test_tx_traceparent_is_continued_with_a_new_span),
+        I(test_tx_traceparent_keeps_incoming_flags),
+        I(test_tx_traceparent_of_a_future_version_is_continued),
+        I(test_tx_traceparent_is_started_when_absent),
+        I(test_tx_traceparent_is_restarted_when_invalid),
+        I(test_tx_request_id_is_kept_when_given),
+        I(test_tx_request_id_is_generated_when_absent),
+        I(test_tx_request_id_is_generated_when_empty_or_too_long),
+    };
+#undef I
+
+    return cmocka_run_group_tests_name("tx", tests, NULL, NULL);
+}
