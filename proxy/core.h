@@ -177,6 +177,7 @@ enum pf_body_mode {
     PF_BODY_NONE = 0,
     PF_BODY_LENGTH,
     PF_BODY_CHUNKED,
+    PF_BODY_CLOSE, /* responses: until the upstream closes */
 };
 
 enum pf_out_mode {
@@ -318,6 +319,10 @@ struct pf_upconn {
     bool req_sent;              /* whole request written */
     bool read_blocked;          /* stopped by the client's backpressure */
     bool eof_pending;           /* the upstream closed while reads were blocked */
+    bool head_lf;               /* the parser left the head's final LF unread */
+    uint8_t body_mode;          /* PF_BODY_*: how the response body is framed */
+    uint64_t body_left;         /* Content-Length bytes still to come */
+    struct pf_chunked chunked;  /* chunked decoder state */
     TAILQ_ENTRY(pf_upconn) link;
 };
 

@@ -8,6 +8,7 @@
 #include "proxy/upstream.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -22,6 +23,7 @@
 #include <event2/event.h>
 
 #include "proxy/arena.h"
+#include "proxy/chunked.h"
 #include "proxy/http1.h"
 #include "proxy/log.h"
 #include "proxy/stats.h"
@@ -319,14 +321,26 @@ static int up_on_headers_complete(http_parser *p)
     }
     uc->head_ready = true;
     http_parser_pause(p, 1);
-    return uc->tx != NULL && uc->tx->method_id == HTTP_HEAD ? 1 : 0;
-}
-
-static int up_on_body(http_parser *p, const char *at, size_t len)
-{
-    struct pf_upconn *uc = p->data;
-
-    evbuffer_add(uc->body, at, len);
+    if (uc->tx != NULL && uc->tx->method_id == HTTP_HEAD)
+        return 1; /* the parser knows no method: no body follows a HEAD */
+    if (p->status_code == 204 || p->status_code == 304)
+        return 0;
+    /*
+     * The parser reads heads only: bodies are de-framed by up_body(), which
+     * moves bytes to the client without copying them.
+     */
+    if (p->flags & F_CHUNKED) {
+        uc->body_mode = PF_BODY_CHUNKED;
+        pf_chunked_init(&uc->chunked);
+    } else if (p->content_length != ULLONG_MAX) {
+        if (p->content_length == 0)
+            return 0; /* the parser ends the message itself */
+        uc->body_mode = PF_BODY_LENGTH;
+        uc->body_left = p->content_length;
+    } else {
+        uc->body_mode = PF_BODY_CLOSE;
+    }
+    uc->head_lf = true;
     return 0;
 }
 
@@ -348,7 +362,6 @@ static const http_parser_settings resp_settings = {
     .on_header_field = up_on_header_field,
     .on_header_value = up_on_header_value,
     .on_headers_complete = up_on_headers_complete,
-    .on_body = up_on_body,
     .on_message_complete = up_on_message_complete,
 };
 
@@ -480,6 +493,70 @@ static bool up_backpressure(struct pf_upconn *uc)
     return false;
 }
 
+/* The body is cut or malformed after the head went out: the client sees a cut. */
+static void up_cut(struct pf_upconn *uc, const char *code)
+{
+    if (uc->tx->head_sent)
+        pf_tx_fail(uc->tx, 502, code);
+    else
+        up_failed(uc, PF_OUTCOME_BAD_RESPONSE);
+}
+
+/*
+ * De-frame response body bytes and pass them on. Returns 0 to go on, 1 to
+ * stop (no input, backpressure, done or failed).
+ */
+static int up_body(struct pf_upconn *uc)
+{
+    struct evbuffer *in = uc->s->in;
+    size_t n;
+
+    if (uc->head_lf) {
+        unsigned char lf;
+
+        if (evbuffer_copyout(in, &lf, 1) != 1)
+            return 1;
+        if (lf != '\n') {
+            up_cut(uc, "upstream_bad_response");
+            return 1;
+        }
+        evbuffer_drain(in, 1);
+        uc->head_lf = false;
+    }
+    switch (uc->body_mode) {
+    case PF_BODY_LENGTH:
+        n = evbuffer_get_length(in);
+        if (n > uc->body_left)
+            n = (size_t)uc->body_left;
+        evbuffer_remove_buffer(in, uc->body, n);
+        uc->body_left -= n;
+        if (uc->body_left == 0)
+            uc->msg_done = true;
+        break;
+    case PF_BODY_CHUNKED:
+        switch (pf_chunked_decode(&uc->chunked, in, uc->body)) {
+        case -1:
+            up_cut(uc, "upstream_bad_response");
+            return 1;
+        case 1:
+            uc->msg_done = true;
+            break;
+        }
+        break;
+    default:
+        evbuffer_add_buffer(uc->body, in);
+        break;
+    }
+    if (!up_flush_body(uc))
+        return 1;
+    if (uc->msg_done) {
+        uc->body_mode = PF_BODY_NONE;
+        up_handle_done(uc);
+        return 1;
+    }
+    return up_backpressure(uc) || evbuffer_get_length(in) == 0 ? 1 : 0;
+}
+
 static void up_process(struct pf_upconn *uc)
 {
     struct evbuffer *in = uc->s->in;
@@ -490,6 +567,11 @@ static void up_process(struct pf_upconn *uc)
         size_t n;
         enum http_errno e;
 
+        if (uc->body_mode != PF_BODY_NONE) {
+            if (up_body(uc) != 0)
+                break;
+            continue;
+        }
         if (evbuffer_get_length(in) == 0)
             break;
         uc->got_bytes = true;
@@ -498,24 +580,19 @@ static void up_process(struct pf_upconn *uc)
         evbuffer_drain(in, n);
         e = HTTP_PARSER_ERRNO(&uc->parser);
         if (e != HPE_OK && e != HPE_PAUSED) {
-            if (uc->tx->head_sent)
-                pf_tx_fail(uc->tx, 502, "upstream_bad_response");
-            else
-                up_failed(uc, PF_OUTCOME_BAD_RESPONSE);
+            up_cut(uc, "upstream_bad_response");
             break;
         }
         if (uc->head_ready)
             up_handle_head(uc);
-        if (!up_flush_body(uc))
+        if (uc->dead || uc->tx == NULL)
             break;
         if (uc->msg_done) {
             up_handle_done(uc);
             break;
         }
-        if (e == HPE_PAUSED)
+        if (e == HPE_PAUSED && uc->body_mode == PF_BODY_NONE)
             http_parser_pause(&uc->parser, 0);
-        if (up_backpressure(uc))
-            break;
     }
     up_leave(uc);
 }
@@ -554,22 +631,18 @@ static void up_eof(struct pf_upconn *uc)
             return;
         }
     }
-    http_parser_execute(&uc->parser, &resp_settings, NULL, 0);
-    if (uc->head_ready)
-        up_handle_head(uc);
-    if (uc->dead || uc->tx == NULL)
-        return;
-    if (uc->msg_done) {
-        up_flush_body(uc);
-        if (!uc->dead && uc->tx != NULL) {
-            uc->msg_done = false;
-            up_detach(tx, uc, false);
-            pf_tx_resp_end(tx);
-        }
+    if (uc->body_mode == PF_BODY_CLOSE && !uc->head_lf) {
+        /* a close-delimited body ends here */
+        uc->body_mode = PF_BODY_NONE;
+        up_detach(tx, uc, false);
+        pf_tx_resp_end(tx);
+    } else if (uc->body_mode != PF_BODY_NONE) {
+        tx->error = "upstream_reset";
+        pf_tx_fail(tx, 502, "upstream_reset");
     } else if (!tx->head_sent && !uc->head_ready) {
         up_failed(uc, uc->connected ? PF_OUTCOME_RESET : PF_OUTCOME_CONNECT_FAILED);
     } else {
-        /* cut in the middle of the body: the client must see a cut too */
+        /* cut in the middle of the response: the client must see a cut too */
         tx->error = "upstream_reset";
         pf_tx_fail(tx, 502, "upstream_reset");
     }
@@ -740,6 +813,11 @@ static bool up_start_attempt(struct pf_tx *tx, bool fresh)
     uc->tx = tx;
     uc->got_bytes = false;
     uc->req_sent = false;
+    uc->body_mode = PF_BODY_NONE;
+    uc->head_lf = false;
+    uc->msg_done = false;
+    uc->head_ready = false;
+    uc->in_1xx = false;
     tx->uc = uc;
     http_parser_init(&uc->parser, HTTP_RESPONSE);
     uc->parser.data = uc;

@@ -370,6 +370,7 @@ static int conn_setup(void **state)
     cx.w.rng[0] = 0x9e3779b97f4a7c15u;
     cx.w.rng[1] = 0x1234567;
     cx.w.alog = evbuffer_new();
+    pf_stream_loop_init(&cx.w.sloop, cx.base);
     TAILQ_INIT(&cx.w.conns);
     atomic_store(&cx.srv.live_conns, 1000);
     cx.peer = -1;
@@ -378,20 +379,26 @@ static int conn_setup(void **state)
 
 static void pump(void);
 
+/* Close the client's end (the server has closed its side already). */
+static void conn_drop(void)
+{
+    close(cx.peer);
+    cx.peer = -1;
+    pump();
+}
+
 static int conn_teardown(void **state)
 {
     (void)state;
-    if (cx.peer >= 0) {
-        close(cx.peer);
-        cx.peer = -1;
-        pump();
-    }
+    if (cx.peer >= 0)
+        conn_drop();
     /* a failed test may leave one behind; closing it is bounded (busy > 0 leaks it) */
     for (unsigned i = 0; i < 4 && !TAILQ_EMPTY(&cx.w.conns); i++)
         pf_conn_close(TAILQ_FIRST(&cx.w.conns));
     assert_int_equal(cx.w.n_conns, 0);
     assert_int_equal(cx.wc.refs, 1); /* every transaction was released */
     evbuffer_free(cx.w.alog);
+    pf_stream_loop_fini(&cx.w.sloop);
     event_base_free(cx.base);
     return 0;
 }
@@ -1032,6 +1039,118 @@ static void test_http1_admin_rejects_bad_framing_too(void **state)
     assert_error_response(400, "bad_request");
 }
 
+/*
+ * Request bodies: the admin API reads a request's body before it answers (a
+ * route's filters never see it), so admin connections show where the engine
+ * thinks each body ends: the next pipelined request must be answered.
+ */
+static void assert_admin_404s(unsigned n, bool closed)
+{
+    struct resp r[8];
+
+    assert_int_equal(responses(r, 8), n);
+    for (unsigned i = 0; i < n; i++) {
+        assert_int_equal(r[i].status, 404);
+        assert_non_null(strstr(r[i].head, "\r\nX-Pilotfish-Error: not_found\r\n"));
+    }
+    assert_int_equal(cx.eof, closed);
+}
+
+static void test_http1_content_length_body_ends_where_it_says(void **state)
+{
+    (void)state;
+    conn_open(true);
+    /* the body looks like a request: it must not be parsed as one */
+    send_str("POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 35\r\n\r\n"
+             "GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"
+             "GET /b HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_admin_404s(2, false);
+    assert_int_equal(cx.w.requests, 2);
+}
+
+static void test_http1_content_length_body_in_pieces(void **state)
+{
+    (void)state;
+    conn_open(true);
+    send_pieces("POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n01", "234", "5678", NULL);
+    assert_int_equal(cx.in_len, 0); /* one byte still to come */
+    send_str("9GET /b HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_admin_404s(2, false);
+}
+
+static void test_http1_chunked_body_ends_after_last_chunk_and_trailers(void **state)
+{
+    (void)state;
+    conn_open(true);
+    send_pieces("POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhe", "llo\r",
+                "\nA;ext=1\r\n0123456789\r\n0\r\nX-Trailer: v\r\n",
+                "\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n", NULL);
+    assert_admin_404s(2, false);
+}
+
+static void test_http1_chunked_body_byte_by_byte(void **state)
+{
+    const char *body = "3\r\nabc\r\n10\r\n0123456789abcdef\r\n0\r\n\r\n";
+    char c[2] = {0};
+
+    (void)state;
+    conn_open(true);
+    send_str("POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n");
+    for (size_t i = 0; body[i] != '\0'; i++) {
+        c[0] = body[i];
+        send_str(c);
+    }
+    send_str("GET /b HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_admin_404s(2, false);
+}
+
+static void assert_bad_chunked(const char *body)
+{
+    char req[512];
+
+    snprintf(req, sizeof(req),
+             "POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n%s", body);
+    conn_open(true);
+    send_str(req);
+    assert_error_response(400, "bad_request");
+    conn_drop();
+}
+
+static void test_http1_rejects_bad_chunked_framing(void **state)
+{
+    (void)state;
+    assert_bad_chunked("5\r\nhelloX0\r\n\r\n");                /* no CRLF after data */
+    assert_bad_chunked("5\r\nhello\n0\r\n\r\n");               /* bare LF after data */
+    assert_bad_chunked("z\r\nhello\r\n0\r\n\r\n");             /* size not hex */
+    assert_bad_chunked("\r\nhello\r\n0\r\n\r\n");              /* no size */
+    assert_bad_chunked("-5\r\nhello\r\n0\r\n\r\n");            /* signed */
+    assert_bad_chunked("10000000000000000\r\nx\r\n0\r\n\r\n"); /* 2^64: overflow */
+    assert_bad_chunked("5 \r\nhello\r\n0\r\n\r\n");            /* space after size */
+    assert_bad_chunked("5\nhello\r\n0\r\n\r\n");               /* bare LF after size */
+}
+
+static void test_http1_replies_413_when_chunked_body_over_limit(void **state)
+{
+    (void)state;
+    cx.cfg.limits.max_body_size = 8;
+    conn_open(true);
+    send_str("POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+             "5\r\nhello\r\n5\r\nworld\r\n0\r\n\r\n");
+    assert_error_response(413, "body_too_large");
+}
+
+static void test_http1_rejects_bad_http_version(void **state)
+{
+    (void)state;
+    assert_bad_request("GET / HTXP/1.1\r\nHost: a\r\n\r\n");
+    conn_drop();
+    cx.w.errors[PF_ERR_BAD_REQUEST] = 0;
+    assert_bad_request("GET / HTTP/1.2\r\nHost: a\r\n\r\n");
+    conn_drop();
+    cx.w.errors[PF_ERR_BAD_REQUEST] = 0;
+    assert_bad_request("GET / HTTP/2.0\r\nHost: a\r\n\r\n");
+}
+
 int main(void)
 {
 #define C(f) cmocka_unit_test_setup_teardown(f, conn_setup, conn_teardown)
@@ -1094,6 +1213,13 @@ int main(void)
         C(test_http1_idle_connection_closes_silently_after_header_timeout),
         C(test_http1_admin_connection_answers_locally),
         C(test_http1_admin_rejects_bad_framing_too),
+        C(test_http1_content_length_body_ends_where_it_says),
+        C(test_http1_content_length_body_in_pieces),
+        C(test_http1_chunked_body_ends_after_last_chunk_and_trailers),
+        C(test_http1_chunked_body_byte_by_byte),
+        C(test_http1_rejects_bad_chunked_framing),
+        C(test_http1_replies_413_when_chunked_body_over_limit),
+        C(test_http1_rejects_bad_http_version),
     };
 #undef C
 

@@ -77,8 +77,8 @@ static void test_tx_hdrs_add_appends_to_an_exported_list(void **state)
 {
     struct pf_arena *a = pf_arena_new(PF_ARENA_CHUNK);
     struct pf_hdr fixed[2] = {
-        {"A", "1", 1, 1},
-        {"B", "2", 1, 1},
+        {.name = "A", .value = "1", .name_len = 1, .value_len = 1},
+        {.name = "B", .value = "2", .name_len = 1, .value_len = 1},
     };
     struct pf_hdrs h = {fixed, 2, 2}; /* full: the next add must move it */
 
@@ -118,6 +118,85 @@ static void test_tx_hdrs_del_removes_every_match_and_keeps_order(void **state)
     pf_arena_free(a);
 }
 
+static void test_tx_hdr_classify_knows_the_core_headers(void **state)
+{
+    static const struct {
+        const char *name;
+        enum pf_hdr_id id;
+    } cases[] = {
+        {"Connection", PF_H_CONNECTION},
+        {"keep-alive", PF_H_KEEP_ALIVE},
+        {"Proxy-Connection", PF_H_PROXY_CONNECTION},
+        {"TE", PF_H_TE},
+        {"Trailer", PF_H_TRAILER},
+        {"TRANSFER-ENCODING", PF_H_TRANSFER_ENCODING},
+        {"Upgrade", PF_H_UPGRADE},
+        {"Expect", PF_H_EXPECT},
+        {"content-length", PF_H_CONTENT_LENGTH},
+        {"Host", PF_H_HOST},
+        {"X-Forwarded-For", PF_H_X_FORWARDED_FOR},
+        {"X-Forwarded-Proto", PF_H_X_FORWARDED_PROTO},
+        {"X-Forwarded-Host", PF_H_X_FORWARDED_HOST},
+        {"X-Request-ID", PF_H_X_REQUEST_ID},
+        {"Traceparent", PF_H_TRACEPARENT},
+        {"Hosts", PF_H_OTHER},
+        {"Content-Lengt", PF_H_OTHER},
+        {"Content-Length ", PF_H_OTHER},
+        {"T", PF_H_OTHER},
+        {"", PF_H_OTHER},
+        {"Transfer-Encodings", PF_H_OTHER},
+        {"Accept", PF_H_OTHER},
+    };
+
+    (void)state;
+    for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        if (pf_hdr_classify(cases[i].name, strlen(cases[i].name)) != cases[i].id)
+            fail_msg("%s: %d, want %d", cases[i].name,
+                     (int)pf_hdr_classify(cases[i].name, strlen(cases[i].name)), (int)cases[i].id);
+    }
+    /* only len bytes count */
+    assert_int_equal(pf_hdr_classify("hostname", 4), PF_H_HOST);
+}
+
+static void test_tx_hop_by_hop_ids_are_the_spec_list(void **state)
+{
+    (void)state;
+    assert_true(PF_H_IS_HOP(PF_H_CONNECTION));
+    assert_true(PF_H_IS_HOP(PF_H_KEEP_ALIVE));
+    assert_true(PF_H_IS_HOP(PF_H_PROXY_CONNECTION));
+    assert_true(PF_H_IS_HOP(PF_H_TE));
+    assert_true(PF_H_IS_HOP(PF_H_TRAILER));
+    assert_true(PF_H_IS_HOP(PF_H_TRANSFER_ENCODING));
+    assert_true(PF_H_IS_HOP(PF_H_UPGRADE));
+    assert_false(PF_H_IS_HOP(PF_H_OTHER));
+    assert_false(PF_H_IS_HOP(PF_H_EXPECT));
+    assert_false(PF_H_IS_HOP(PF_H_CONTENT_LENGTH));
+    assert_false(PF_H_IS_HOP(PF_H_HOST));
+    assert_false(PF_H_IS_HOP(PF_H_TRACEPARENT));
+}
+
+static void test_tx_hdrs_add_classifies_and_get_id_finds_first(void **state)
+{
+    struct pf_arena *a = pf_arena_new(PF_ARENA_CHUNK);
+    struct pf_hdrs h = {0};
+
+    (void)state;
+    assert_null(pf_hdrs_get_id(&h, PF_H_HOST));
+    pf_hdrs_add(a, &h, "X-Other", "o");
+    pf_hdrs_add(a, &h, "HOST", "first");
+    pf_hdrs_add(a, &h, "host", "second");
+    assert_int_equal(h.v[0].id, PF_H_OTHER);
+    assert_int_equal(h.v[1].id, PF_H_HOST);
+    assert_int_equal(h.v[2].id, PF_H_HOST);
+    assert_string_equal(pf_hdrs_get_id(&h, PF_H_HOST), "first");
+    assert_null(pf_hdrs_get_id(&h, PF_H_CONTENT_LENGTH));
+    pf_hdrs_del(&h, "Host");
+    assert_null(pf_hdrs_get_id(&h, PF_H_HOST));
+    assert_int_equal(h.n, 1);
+    assert_int_equal(h.v[0].id, PF_H_OTHER); /* ids move with their headers */
+    pf_arena_free(a);
+}
+
 /* ---- error names and counters ---- */
 
 static void test_tx_error_names_are_the_spec_codes(void **state)
@@ -134,6 +213,10 @@ static void test_tx_error_names_are_the_spec_codes(void **state)
     assert_string_equal(pf_error_name(PF_ERR_BAD_RESPONSE), "upstream_bad_response");
     assert_string_equal(pf_error_name(PF_ERR_TIMEOUT), "upstream_timeout");
     assert_string_equal(pf_error_name(PF_ERR_FILTER_FAILED), "filter_failed");
+    assert_string_equal(pf_error_name(PF_ERR_RATE_LIMITED), "rate_limited");
+    assert_string_equal(pf_error_name(PF_ERR_CIRCUIT_OPEN), "circuit_open");
+    assert_string_equal(pf_error_name(PF_ERR_NO_HEALTHY_UPSTREAM), "no_healthy_upstream");
+    assert_string_equal(pf_error_name(PF_ERR_OVERFLOW), "overflow");
     assert_string_equal(pf_error_name(PF_ERR_OTHER), "other");
 }
 
@@ -167,8 +250,8 @@ static void test_tx_count_error_counts_unknown_codes_as_other(void **state)
 
     (void)state;
     memset(&w, 0, sizeof(w));
-    pf_count_error(&w, "rate_limited");
     pf_count_error(&w, "not_found");
+    pf_count_error(&w, "forbidden");
     pf_count_error(&w, "BAD_REQUEST"); /* codes are exact */
     pf_count_error(&w, "");
     assert_int_equal(w.errors[PF_ERR_OTHER], 4);
@@ -429,6 +512,9 @@ int main(void)
         cmocka_unit_test(test_tx_hdrs_add_copies_and_grows),
         cmocka_unit_test(test_tx_hdrs_add_appends_to_an_exported_list),
         cmocka_unit_test(test_tx_hdrs_del_removes_every_match_and_keeps_order),
+        cmocka_unit_test(test_tx_hdr_classify_knows_the_core_headers),
+        cmocka_unit_test(test_tx_hop_by_hop_ids_are_the_spec_list),
+        cmocka_unit_test(test_tx_hdrs_add_classifies_and_get_id_finds_first),
         cmocka_unit_test(test_tx_error_names_are_the_spec_codes),
         cmocka_unit_test(test_tx_error_names_are_distinct),
         cmocka_unit_test(test_tx_count_error_maps_each_name_to_its_counter),
