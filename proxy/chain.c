@@ -34,8 +34,19 @@ void pf_chain_init(struct pf_tx *tx)
     }
 }
 
+static enum pf_verdict chain_request(struct pf_tx *tx);
+
 enum pf_verdict pf_chain_request(struct pf_tx *tx)
 {
+    enum pf_verdict v = chain_request(tx);
+
+    tx->in_chain = false;
+    return v;
+}
+
+static enum pf_verdict chain_request(struct pf_tx *tx)
+{
+    tx->in_chain = true;
     while (tx->next_filter < tx->n_filters) {
         unsigned i = tx->next_filter;
         const struct pf_filter_ops *ops = chain_ops(tx, i);
@@ -50,6 +61,17 @@ enum pf_verdict pf_chain_request(struct pf_tx *tx)
         case PF_NEXT:
             continue;
         case PF_PAUSED:
+            if (tx->resume_pending) {
+                /* the filter resumed before returning: take its verdict now */
+                tx->resume_pending = false;
+                v = tx->resume_verdict;
+                if (v == PF_NEXT)
+                    continue;
+                if (v != PF_PAUSED) {
+                    tx->out_from = i;
+                    return v;
+                }
+            }
             tx->next_filter = i; /* the resume verdict decides */
             return PF_PAUSED;
         case PF_REPLIED:

@@ -36,6 +36,7 @@ struct pf_stats;
 #define PF_OUT_HIGH_WATER (256 * 1024) /* stop the producer above this */
 #define PF_OUT_LOW_WATER  (64 * 1024)  /* resume it below this */
 #define PF_ARENA_CHUNK    8192
+#define PF_IN_SLACK       (64 * 1024)  /* unparsed client input kept beyond a head */
 
 /* Errors pilotfish makes itself (pilotfish_errors_total{error}). */
 enum pf_error {
@@ -248,7 +249,9 @@ struct pf_tx {
     bool is_admin;
     struct evbuffer *req_buf;   /* admin: the request body, bounded */
     bool done_called;
-    bool in_chain;              /* inside on_request loop (for sync resume) */
+    bool in_chain;              /* inside pf_chain_request() (resume is deferred) */
+    bool resume_pending;        /* pf_tx_resume() was called from inside the chain */
+    enum pf_verdict resume_verdict;
     struct evbuffer *body_a;    /* scratch for on_body stages */
     struct evbuffer *body_b;
 

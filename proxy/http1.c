@@ -767,7 +767,11 @@ static int conn_body(struct pf_conn *c)
             pf_tx_req_body(tx, in, n);
         if (c->body_left == 0 && !c->dead && c->tx == tx)
             conn_body_done(c);
-        return evbuffer_get_length(in) == 0 || c->dead || c->tx != tx ? -1 : 0;
+        if (c->dead)
+            return -1;
+        if (c->tx != tx)
+            return 0; /* the tx ended: go on with the next (pipelined) head */
+        return evbuffer_get_length(in) == 0 ? -1 : 0;
     }
     if (c->body_tmp == NULL)
         c->body_tmp = evbuffer_new();
@@ -786,7 +790,7 @@ static int conn_body(struct pf_conn *c)
             pf_tx_req_body(tx, c->body_tmp, n);
         if (!c->dead && c->tx == tx)
             conn_body_done(c);
-        return c->dead || c->tx != tx ? -1 : 0;
+        return c->dead ? -1 : 0;
     default:
         n = evbuffer_get_length(c->body_tmp);
         tx->body_in = c->chunked.total;
@@ -866,9 +870,18 @@ static void conn_readcb(struct pf_stream *s, void *arg)
 {
     struct pf_conn *c = arg;
 
-    (void)s;
     conn_enter(c);
     conn_process(c);
+    if (!c->dead && c->parse_paused && !c->read_blocked &&
+        evbuffer_get_length(s->in) > c->w->wc->cfg->limits.max_header_size + PF_IN_SLACK) {
+        /*
+         * Input waits while a transaction is in progress (pipelining or a
+         * body the upstream is not ready for): stop reading, so memory per
+         * connection stays bounded. pf_conn_resume_body()/tx_done resume.
+         */
+        c->read_blocked = true;
+        pf_stream_read(s, false);
+    }
     conn_leave(c);
 }
 

@@ -31,6 +31,9 @@
 
 static struct pf_server *the_server;
 
+static void worker_set_accepting(struct pf_worker *w, bool on);
+static int admin_open(struct pf_server *s, const struct pf_config *cfg);
+
 struct pf_server *pf_server_get(void)
 {
     return the_server;
@@ -159,8 +162,12 @@ void pf_server_wconf_unref(struct pf_worker *w, struct pf_wconf *wc)
 static void worker_switch(struct pf_worker *w, void *arg)
 {
     struct pf_wconf *old = w->wc;
+    struct pf_config *cfg = arg;
 
-    w->wc = wconf_new(w, arg);
+    w->wc = wconf_new(w, cfg);
+    w->max_conns = (cfg->limits.max_connections + w->count - 1) / w->count;
+    if (!w->draining && !w->is_admin)
+        worker_set_accepting(w, w->n_conns < w->max_conns);
     if (old != NULL)
         pf_server_wconf_unref(w, old);
 }
@@ -433,23 +440,37 @@ static void worker_drain(struct pf_worker *w, void *arg)
 
 /* ---- admin listener ---- */
 
+/* (Re)open the admin listener of cfg; the old one is closed once the new one is bound. */
 static int admin_open(struct pf_server *s, const struct pf_config *cfg)
 {
+    struct evconnlistener *l = NULL;
     int fd;
 
-    if (cfg->admin_listen.len == 0)
-        return 0; /* admin: off */
-    fd = sock_open(&cfg->admin_listen, false);
-    if (fd < 0) {
-        pf_log(PF_LOG_ERR, "cannot listen on %s (admin): %s", cfg->admin_listen.text,
-               strerror(-fd));
-        return -1;
+    if (cfg->admin_listen.len > 0) {
+        fd = sock_open(&cfg->admin_listen, false);
+        if (fd < 0) {
+            pf_log(PF_LOG_ERR, "cannot listen on %s (admin): %s", cfg->admin_listen.text,
+                   strerror(-fd));
+            return -1;
+        }
+        l = evconnlistener_new(s->base, accept_cb, &s->admin, LEV_OPT_CLOSE_ON_FREE, -1, fd);
+        if (l == NULL)
+            pf_fatal("evconnlistener_new failed");
     }
-    s->admin_listener =
-        evconnlistener_new(s->base, accept_cb, &s->admin, LEV_OPT_CLOSE_ON_FREE, -1, fd);
+    if (s->admin_listener != NULL)
+        evconnlistener_free(s->admin_listener);
+    s->admin_listener = l;
     free(s->admin_text);
-    s->admin_text = pf_xstrdup(cfg->admin_listen.text);
+    s->admin_text = l != NULL ? pf_xstrdup(cfg->admin_listen.text) : NULL;
     return 0;
+}
+
+static bool admin_changed(const struct pf_server *s, const struct pf_config *cfg)
+{
+    const char *now = s->admin_text != NULL ? s->admin_text : "";
+    const char *want = cfg->admin_listen.len > 0 ? cfg->admin_listen.text : "";
+
+    return strcmp(now, want) != 0;
 }
 
 /* ---- signals, drain and exit ---- */
@@ -471,10 +492,14 @@ static void drain_check_cb(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     if (what & EV_TIMEOUT) {
-        pf_log(PF_LOG_WARN, "drain timeout: closing %u connections",
-               atomic_load(&s->live_conns));
-        if (s->exit_after_drain)
+        if (s->exit_after_drain) {
+            pf_log(PF_LOG_WARN, "drain timeout: closing %u connections",
+                   atomic_load(&s->live_conns));
             server_stop(s);
+        } else {
+            pf_log(PF_LOG_WARN, "drain timeout passed with %u connections still open",
+                   atomic_load(&s->live_conns));
+        }
         return;
     }
     if (s->drain_closed && atomic_load(&s->live_conns) == 0 && s->exit_after_drain)
@@ -764,7 +789,8 @@ int pf_server_reload(struct pf_server *s, struct evbuffer *result)
     cfg = pf_conf_load(s->cfg->path, &err);
     if (cfg == NULL)
         return reload_fail(s, result, &err);
-    if (pf_upstream_bind(cfg) != 0 || reload_listeners(s, cfg) != 0) {
+    if (pf_upstream_bind(cfg) != 0 || reload_listeners(s, cfg) != 0 ||
+        (admin_changed(s, cfg) && admin_open(s, cfg) != 0)) {
         pf_err_at(&err, NULL, "cannot apply the listen addresses or endpoints (see log)");
         pf_conf_unref(cfg);
         return reload_fail(s, result, &err);
@@ -773,8 +799,10 @@ int pf_server_reload(struct pf_server *s, struct evbuffer *result)
         pf_log(PF_LOG_WARN, "reload: a change of 'workers' takes effect at the next restart");
     if (!pf_stats_conf_same(&cfg->metrics, &s->cfg->metrics))
         pf_log(PF_LOG_WARN, "reload: a change of 'metrics' takes effect at the next restart");
-    if (strcmp(cfg->access_log_path, s->cfg->access_log_path) != 0)
-        pf_alog_set_path(cfg->access_log_path);
+    if (strcmp(cfg->access_log_path, s->cfg->access_log_path) != 0 &&
+        pf_alog_set_path(cfg->access_log_path) != 0)
+        pf_log(PF_LOG_ERR, "reload: cannot open access log %s: keeping the old one",
+               cfg->access_log_path);
     pf_log_set_level((enum pf_log_level)cfg->log_level);
     for (unsigned i = 0; i < s->n_workers; i++)
         pf_server_mail(&s->workers[i], worker_switch, pf_conf_ref(cfg));

@@ -502,13 +502,11 @@ void pf_tx_start(struct pf_tx *tx)
     }
     tx->up = &tx->cfg->upstreams[tx->route->upstream];
     pf_chain_init(tx);
-    tx->in_chain = true;
     tx_dispatch(tx, pf_chain_request(tx));
 }
 
 static void tx_dispatch(struct pf_tx *tx, enum pf_verdict v)
 {
-    tx->in_chain = false;
     switch (v) {
     case PF_NEXT:
         tx->phase = PF_TX_UPSTREAM;
@@ -529,6 +527,12 @@ void pf_tx_resume(struct pf_tx *tx, enum pf_verdict v)
 {
     if (tx->phase != PF_TX_FILTERS)
         return;
+    if (tx->in_chain) {
+        /* called from inside on_request: pf_chain_request() takes it on return */
+        tx->resume_pending = true;
+        tx->resume_verdict = v;
+        return;
+    }
     if (v == PF_NEXT) {
         tx->next_filter++;
         v = pf_chain_request(tx);
@@ -616,7 +620,12 @@ void pf_tx_fail(struct pf_tx *tx, int status, const char *code)
     if (status == 408 || status == 413 || status == 431 || status == 414 || status == 400)
         tx->close_after = true;
     pf_tx_error(tx, status, code);
-    tx->out_from = tx->n_ran;
+    /*
+     * Every filter that ran sees a core error; a filter that failed in
+     * on_request (the chain set out_from to it) does not see its own 500.
+     */
+    if (tx->phase != PF_TX_FILTERS)
+        tx->out_from = tx->n_ran;
     tx_send_reply(tx);
 }
 

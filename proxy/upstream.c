@@ -663,7 +663,8 @@ static void up_eventcb(struct pf_stream *s, int what, void *arg)
             event_del(&tx->timer);
             tx->timer_set = false;
         }
-        set_rto(uc, tx->up->request_timeout_ms);
+        if (uc->req_sent)
+            set_rto(uc, tx->up->request_timeout_ms);
     } else if (what & PF_STREAM_TIMEOUT) {
         if (tx->head_sent)
             pf_tx_fail(tx, 504, "upstream_timeout");
@@ -805,8 +806,6 @@ static bool up_start_attempt(struct pf_tx *tx, bool fresh)
         tx_arm(tx, tx->up->connect_timeout_ms);
     } else {
         uc->connected = true;
-        /* request_timeout: until the head, then between body reads */
-        set_rto(uc, tx->up->request_timeout_ms);
     }
     worker_pool(tx->w, id)->n_active++;
     atomic_fetch_add_explicit(&endpoints[id]->active, 1, memory_order_relaxed);
@@ -825,8 +824,12 @@ static bool up_start_attempt(struct pf_tx *tx, bool fresh)
     uc->s->wlow = PF_OUT_LOW_WATER;
     pf_stream_read(uc->s, true);
     up_write_head(tx, uc);
-    if (tx->req_done)
+    if (tx->req_done) {
         uc->req_sent = true;
+        /* request_timeout: from the end of the request to the head, then between reads */
+        if (uc->connected)
+            set_rto(uc, tx->up->request_timeout_ms);
+    }
     return true;
 }
 
@@ -864,6 +867,8 @@ void pf_upstream_send_end(struct pf_tx *tx)
     if (uc->req_chunked)
         evbuffer_add(uc->s->out, "0\r\n\r\n", 5);
     uc->req_sent = true;
+    if (uc->connected)
+        set_rto(uc, tx->up->request_timeout_ms);
 }
 
 void pf_upstream_abort(struct pf_tx *tx)
