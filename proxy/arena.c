@@ -116,6 +116,12 @@ void *pf_arena_alloc(struct pf_arena *a, size_t size)
     return memset(p, 0, size);
 }
 
+void *pf_arena_alloc_raw(struct pf_arena *a, size_t size)
+{
+    a->used += size;
+    return arena_take(a, size);
+}
+
 char *pf_arena_strndup(struct pf_arena *a, const char *s, size_t len)
 {
     char *p;

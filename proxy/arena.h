@@ -22,6 +22,9 @@ struct pf_arena *pf_arena_new(size_t chunk_size);
 /* Zeroed, 16-byte aligned memory living until pf_arena_free(). */
 void *pf_arena_alloc(struct pf_arena *a, size_t size);
 
+/* Like pf_arena_alloc() without the zeroing, for memory about to be overwritten. */
+void *pf_arena_alloc_raw(struct pf_arena *a, size_t size);
+
 /* NUL-terminated copy of s[0..len) in the arena. */
 char *pf_arena_strndup(struct pf_arena *a, const char *s, size_t len);
 

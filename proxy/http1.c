@@ -29,6 +29,7 @@
 #include "proxy/arena.h"
 #include "proxy/chunked.h"
 #include "proxy/log.h"
+#include "proxy/sbuf.h"
 #include "proxy/server.h"
 #include "proxy/tx.h"
 #include "proxy/upstream.h"
@@ -125,7 +126,7 @@ int pf_head_append(struct pf_head *h, int what, const char *at, size_t len, uint
 void pf_head_export(const struct pf_head *h, struct pf_arena *a, struct pf_hdrs *out,
                     const char **url)
 {
-    char *copy = pf_arena_alloc(a, h->len + 1);
+    char *copy = pf_arena_alloc_raw(a, h->len + 1);
     static const char empty[] = "";
 
     memcpy(copy, h->buf, h->len);
@@ -133,7 +134,7 @@ void pf_head_export(const struct pf_head *h, struct pf_arena *a, struct pf_hdrs 
     if (url != NULL)
         *url = copy;
     out->cap = h->n + 8;
-    out->v = pf_arena_alloc(a, out->cap * sizeof(*out->v));
+    out->v = pf_arena_alloc_raw(a, out->cap * sizeof(*out->v));
     out->n = h->n;
     for (unsigned i = 0; i < h->n; i++) {
         const struct pf_head_ent *e = &h->ent[i];
@@ -287,48 +288,6 @@ size_t pf_conn_out_len(const struct pf_conn *c)
 
 /* ---- writing responses ---- */
 
-/* A small string builder on the stack, flushed into an evbuffer when full. */
-struct sbuf {
-    struct evbuffer *out;
-    size_t len;
-    size_t total;
-    char buf[4096];
-};
-
-static void sb_flush(struct sbuf *b)
-{
-    evbuffer_add(b->out, b->buf, b->len);
-    b->total += b->len;
-    b->len = 0;
-}
-
-static void sb_put(struct sbuf *b, const char *s, size_t n)
-{
-    if (b->len + n > sizeof(b->buf)) {
-        sb_flush(b);
-        if (n > sizeof(b->buf)) {
-            evbuffer_add(b->out, s, n);
-            b->total += n;
-            return;
-        }
-    }
-    memcpy(b->buf + b->len, s, n);
-    b->len += n;
-}
-
-static void sb_str(struct sbuf *b, const char *s)
-{
-    sb_put(b, s, strlen(s));
-}
-
-static void sb_header(struct sbuf *b, const char *name, size_t nl, const char *value, size_t vl)
-{
-    sb_put(b, name, nl);
-    sb_put(b, ": ", 2);
-    sb_put(b, value, vl);
-    sb_put(b, "\r\n", 2);
-}
-
 static bool resp_hop_by_hop(const struct pf_hdr *h, const char *conn_value)
 {
     return PF_H_IS_HOP(h->id) || (conn_value != NULL && pf_http_list_has(conn_value, h->name));
@@ -359,11 +318,10 @@ static enum pf_out_mode conn_out_mode(struct pf_tx *tx, bool *keep_cl)
 void pf_conn_send_head(struct pf_tx *tx)
 {
     struct pf_conn *c = tx->conn;
-    struct sbuf *b;
+    struct pf_sbuf b;
     const char *conn_value;
     bool keep_cl;
-    char line[64];
-    int n;
+    char status[8];
 
     if (c == NULL || tx->head_sent)
         return;
@@ -371,11 +329,15 @@ void pf_conn_send_head(struct pf_tx *tx)
     tx->out_mode = conn_out_mode(tx, &keep_cl);
     if (tx->out_mode == PF_OUT_CLOSE || c->closing || tx->w->draining || !tx->client_keepalive)
         tx->close_after = true;
-    b = pf_arena_alloc(tx->arena, sizeof(*b));
-    b->out = c->s->out;
-    n = snprintf(line, sizeof(line), "HTTP/1.%d %d %s\r\n", tx->http_minor >= 1 ? 1 : 0,
-                 tx->status, pf_http_reason(tx->status));
-    sb_put(b, line, (size_t)n);
+    pf_sb_init(&b, c->s->out);
+    pf_sb_put(&b, tx->http_minor >= 1 ? "HTTP/1.1 " : "HTTP/1.0 ", 9);
+    status[0] = (char)('0' + tx->status / 100 % 10);
+    status[1] = (char)('0' + tx->status / 10 % 10);
+    status[2] = (char)('0' + tx->status % 10);
+    status[3] = ' ';
+    pf_sb_put(&b, status, 4);
+    pf_sb_str(&b, pf_http_reason(tx->status));
+    pf_sb_put(&b, "\r\n", 2);
     conn_value = pf_hdrs_get_id(&tx->resp, PF_H_CONNECTION);
     for (unsigned i = 0; i < tx->resp.n; i++) {
         const struct pf_hdr *h = &tx->resp.v[i];
@@ -384,17 +346,18 @@ void pf_conn_send_head(struct pf_tx *tx)
             continue;
         if (!keep_cl && h->id == PF_H_CONTENT_LENGTH)
             continue;
-        sb_header(b, h->name, h->name_len, h->value, h->value_len);
+        pf_sb_header(&b, h->name, h->name_len, h->value, h->value_len);
     }
     if (tx->out_mode == PF_OUT_CHUNKED)
-        sb_str(b, "Transfer-Encoding: chunked\r\n");
+        pf_sb_str(&b, "Transfer-Encoding: chunked\r\n");
     if (tx->close_after)
-        sb_str(b, "Connection: close\r\n");
+        pf_sb_str(&b, "Connection: close\r\n");
     else if (tx->http_minor == 0)
-        sb_str(b, "Connection: keep-alive\r\n");
-    sb_put(b, "\r\n", 2);
-    sb_flush(b);
-    tx->bytes_out += b->total;
+        pf_sb_str(&b, "Connection: keep-alive\r\n");
+    pf_sb_put(&b, "\r\n", 2);
+    pf_sb_flush(&b);
+    tx->bytes_out += b.total;
+    pf_stream_mark(c->s);
 }
 
 void pf_conn_send_body(struct pf_tx *tx, struct evbuffer *data)
@@ -410,16 +373,19 @@ void pf_conn_send_body(struct pf_tx *tx, struct evbuffer *data)
     out = c->s->out;
     if (tx->out_mode == PF_OUT_CHUNKED) {
         char hex[24];
-        int n = snprintf(hex, sizeof(hex), "%zx\r\n", len);
+        size_t n = pf_hex(hex, len);
 
-        evbuffer_add(out, hex, (size_t)n);
+        hex[n++] = '\r';
+        hex[n++] = '\n';
+        evbuffer_add(out, hex, n);
         evbuffer_add_buffer(out, data);
         evbuffer_add(out, "\r\n", 2);
-        tx->bytes_out += len + (size_t)n + 2;
+        tx->bytes_out += len + n + 2;
     } else {
         evbuffer_add_buffer(out, data);
         tx->bytes_out += len;
     }
+    pf_stream_mark(c->s);
 }
 
 void pf_conn_send_end(struct pf_tx *tx)
@@ -431,6 +397,7 @@ void pf_conn_send_end(struct pf_tx *tx)
     if (tx->out_mode == PF_OUT_CHUNKED) {
         evbuffer_add(c->s->out, "0\r\n\r\n", 5);
         tx->bytes_out += 5;
+        pf_stream_mark(c->s);
     }
 }
 
@@ -442,6 +409,7 @@ void pf_conn_send_continue(struct pf_tx *tx)
         return;
     tx->sent_continue = true;
     evbuffer_add(tx->conn->s->out, cont, sizeof(cont) - 1);
+    pf_stream_mark(tx->conn->s);
 }
 
 /* ---- request parsing ---- */

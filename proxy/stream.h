@@ -10,8 +10,8 @@
  * event callbacks, a low watermark) without them.
  *
  * Output is written by pf_stream_flush_all() at the end of the batch of
- * callbacks in which it was produced, so a head and a body added separately go
- * out in one writev. Worker thread only.
+ * callbacks in which it was produced (writers call pf_stream_mark()), so a
+ * head and a body added separately go out in one writev. Worker thread only.
  */
 #ifndef PF_STREAM_H
 #define PF_STREAM_H
@@ -100,6 +100,9 @@ void pf_stream_set_read_timeout(struct pf_stream *s, const struct timeval *tv);
 
 /* Close the socket and free the stream. */
 void pf_stream_free(struct pf_stream *s);
+
+/* s->out has new data: write it at the end of this batch of callbacks. */
+void pf_stream_mark(struct pf_stream *s);
 
 /* Write what can be written now. */
 void pf_stream_flush(struct pf_stream *s);

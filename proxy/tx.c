@@ -76,36 +76,48 @@ uint64_t pf_worker_rand(struct pf_worker *w)
 
 /* ---- header lists ---- */
 
+static bool name_is(const char *name, const char *lower, size_t len)
+{
+    return strncasecmp(name, lower, len) == 0;
+}
+
 enum pf_hdr_id pf_hdr_classify(const char *name, size_t len)
 {
-    static const struct {
-        const char *name;
-        enum pf_hdr_id id;
-    } known[] = {
-        {"te", PF_H_TE},
-        {"host", PF_H_HOST},
-        {"expect", PF_H_EXPECT},
-        {"trailer", PF_H_TRAILER},
-        {"upgrade", PF_H_UPGRADE},
-        {"keep-alive", PF_H_KEEP_ALIVE},
-        {"connection", PF_H_CONNECTION},
-        {"traceparent", PF_H_TRACEPARENT},
-        {"x-request-id", PF_H_X_REQUEST_ID},
-        {"content-length", PF_H_CONTENT_LENGTH},
-        {"x-forwarded-for", PF_H_X_FORWARDED_FOR},
-        {"proxy-connection", PF_H_PROXY_CONNECTION},
-        {"x-forwarded-host", PF_H_X_FORWARDED_HOST},
-        {"transfer-encoding", PF_H_TRANSFER_ENCODING},
-        {"x-forwarded-proto", PF_H_X_FORWARDED_PROTO},
-    };
-
-    if (len < 2 || len > 17)
+    /* by length first: most names are rejected without a comparison */
+    switch (len) {
+    case 2:
+        return name_is(name, "te", 2) ? PF_H_TE : PF_H_OTHER;
+    case 4:
+        return name_is(name, "host", 4) ? PF_H_HOST : PF_H_OTHER;
+    case 6:
+        return name_is(name, "expect", 6) ? PF_H_EXPECT : PF_H_OTHER;
+    case 7:
+        if (name_is(name, "trailer", 7))
+            return PF_H_TRAILER;
+        return name_is(name, "upgrade", 7) ? PF_H_UPGRADE : PF_H_OTHER;
+    case 10:
+        if (name_is(name, "connection", 10))
+            return PF_H_CONNECTION;
+        return name_is(name, "keep-alive", 10) ? PF_H_KEEP_ALIVE : PF_H_OTHER;
+    case 11:
+        return name_is(name, "traceparent", 11) ? PF_H_TRACEPARENT : PF_H_OTHER;
+    case 12:
+        return name_is(name, "x-request-id", 12) ? PF_H_X_REQUEST_ID : PF_H_OTHER;
+    case 14:
+        return name_is(name, "content-length", 14) ? PF_H_CONTENT_LENGTH : PF_H_OTHER;
+    case 15:
+        return name_is(name, "x-forwarded-for", 15) ? PF_H_X_FORWARDED_FOR : PF_H_OTHER;
+    case 16:
+        if (name_is(name, "proxy-connection", 16))
+            return PF_H_PROXY_CONNECTION;
+        return name_is(name, "x-forwarded-host", 16) ? PF_H_X_FORWARDED_HOST : PF_H_OTHER;
+    case 17:
+        if (name_is(name, "transfer-encoding", 17))
+            return PF_H_TRANSFER_ENCODING;
+        return name_is(name, "x-forwarded-proto", 17) ? PF_H_X_FORWARDED_PROTO : PF_H_OTHER;
+    default:
         return PF_H_OTHER;
-    for (unsigned i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
-        if (strlen(known[i].name) == len && strncasecmp(known[i].name, name, len) == 0)
-            return known[i].id;
     }
-    return PF_H_OTHER;
 }
 
 const char *pf_hdrs_get_id(const struct pf_hdrs *h, enum pf_hdr_id id)

@@ -26,6 +26,7 @@
 #include "proxy/chunked.h"
 #include "proxy/http1.h"
 #include "proxy/log.h"
+#include "proxy/sbuf.h"
 #include "proxy/stats.h"
 #include "proxy/tx.h"
 
@@ -735,53 +736,55 @@ static bool req_hop_by_hop(const struct pf_hdr *h, const char *conn_value)
            (conn_value != NULL && pf_http_list_has(conn_value, h->name));
 }
 
-static void put_header(struct evbuffer *o, const char *name, const char *value)
+static void put_header(struct pf_sbuf *b, const char *name, const char *value)
 {
-    evbuffer_add(o, name, strlen(name));
-    evbuffer_add(o, ": ", 2);
-    evbuffer_add(o, value, strlen(value));
-    evbuffer_add(o, "\r\n", 2);
+    pf_sb_header(b, name, strlen(name), value, strlen(value));
 }
 
 /* The request head toward the upstream (SPEC §4: hop-by-hop, X-Forwarded-*). */
 static void up_write_head(struct pf_tx *tx, struct pf_upconn *uc)
 {
-    struct evbuffer *o = uc->s->out;
+    struct pf_sbuf b;
     const char *conn_value = pf_hdrs_get_id(&tx->req, PF_H_CONNECTION);
     const char *xff = pf_hdrs_get_id(&tx->req, PF_H_X_FORWARDED_FOR);
     const char *client = pf_tx_client_addr(tx);
 
-    evbuffer_add(o, tx->method, strlen(tx->method));
-    evbuffer_add(o, " ", 1);
-    evbuffer_add(o, tx->url, strlen(tx->url));
-    evbuffer_add(o, " HTTP/1.1\r\n", 11);
+    pf_sb_init(&b, uc->s->out);
+    pf_sb_str(&b, tx->method);
+    pf_sb_put(&b, " ", 1);
+    pf_sb_str(&b, tx->url);
+    pf_sb_put(&b, " HTTP/1.1\r\n", 11);
     for (unsigned i = 0; i < tx->req.n; i++) {
         const struct pf_hdr *h = &tx->req.v[i];
 
-        if (req_hop_by_hop(h, conn_value))
-            continue;
-        evbuffer_add(o, h->name, h->name_len);
-        evbuffer_add(o, ": ", 2);
-        evbuffer_add(o, h->value, h->value_len);
-        evbuffer_add(o, "\r\n", 2);
+        if (!req_hop_by_hop(h, conn_value))
+            pf_sb_header(&b, h->name, h->name_len, h->value, h->value_len);
     }
     if (tx->host == NULL)
-        put_header(o, "Host", endpoints[uc->endpoint_id]->addr.text);
+        put_header(&b, "Host", endpoints[uc->endpoint_id]->addr.text);
     uc->req_chunked = tx->req_chunked;
-    if (tx->req_chunked)
-        evbuffer_add(o, "Transfer-Encoding: chunked\r\n", 28);
-    else if (tx->req_has_length)
-        evbuffer_add_printf(o, "Content-Length: %llu\r\n", (unsigned long long)tx->req_length);
-    if (xff != NULL)
-        evbuffer_add_printf(o, "X-Forwarded-For: %s, %s\r\n", xff, client);
-    else
-        put_header(o, "X-Forwarded-For", client);
-    put_header(o, "X-Forwarded-Proto", "http");
+    if (tx->req_chunked) {
+        pf_sb_str(&b, "Transfer-Encoding: chunked\r\n");
+    } else if (tx->req_has_length) {
+        pf_sb_str(&b, "Content-Length: ");
+        pf_sb_u64(&b, tx->req_length);
+        pf_sb_put(&b, "\r\n", 2);
+    }
+    pf_sb_str(&b, "X-Forwarded-For: ");
+    if (xff != NULL) {
+        pf_sb_str(&b, xff);
+        pf_sb_put(&b, ", ", 2);
+    }
+    pf_sb_str(&b, client);
+    pf_sb_put(&b, "\r\n", 2);
+    pf_sb_str(&b, "X-Forwarded-Proto: http\r\n");
     if (tx->host != NULL)
-        put_header(o, "X-Forwarded-Host", tx->host);
-    put_header(o, "X-Request-Id", tx->request_id);
-    put_header(o, "traceparent", tx->traceparent);
-    evbuffer_add(o, "\r\n", 2);
+        put_header(&b, "X-Forwarded-Host", tx->host);
+    put_header(&b, "X-Request-Id", tx->request_id);
+    pf_sb_header(&b, "traceparent", 11, tx->traceparent, 55);
+    pf_sb_put(&b, "\r\n", 2);
+    pf_sb_flush(&b);
+    pf_stream_mark(uc->s);
 }
 
 /* Start one attempt; false when it failed at once (tx was answered and may be gone). */
@@ -850,12 +853,18 @@ void pf_upstream_send_body(struct pf_tx *tx, struct evbuffer *src, size_t len)
     struct evbuffer *o = uc->s->out;
 
     if (uc->req_chunked) {
-        evbuffer_add_printf(o, "%zx\r\n", len);
+        char hex[24];
+        size_t n = pf_hex(hex, len);
+
+        hex[n++] = '\r';
+        hex[n++] = '\n';
+        evbuffer_add(o, hex, n);
         evbuffer_remove_buffer(src, o, len);
         evbuffer_add(o, "\r\n", 2);
     } else {
         evbuffer_remove_buffer(src, o, len);
     }
+    pf_stream_mark(uc->s);
     if (evbuffer_get_length(o) > PF_OUT_HIGH_WATER && tx->conn != NULL)
         pf_conn_block_body(tx->conn);
 }
@@ -864,8 +873,10 @@ void pf_upstream_send_end(struct pf_tx *tx)
 {
     struct pf_upconn *uc = tx->uc;
 
-    if (uc->req_chunked)
+    if (uc->req_chunked) {
         evbuffer_add(uc->s->out, "0\r\n\r\n", 5);
+        pf_stream_mark(uc->s);
+    }
     uc->req_sent = true;
     if (uc->connected)
         set_rto(uc, tx->up->request_timeout_ms);

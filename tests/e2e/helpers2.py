@@ -327,7 +327,7 @@ def is_sanitized(binary):
 class RssSampler:
     """Samples proc.rss_kib() every interval seconds in a thread; .max_kib."""
 
-    def __init__(self, proc, interval=0.02):
+    def __init__(self, proc, interval=0.005):
         self.proc = proc
         self.interval = interval
         self.max_kib = 0

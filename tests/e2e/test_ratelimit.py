@@ -149,6 +149,35 @@ def test_ratelimit_waiting_retry_after_is_enough():
         assert_admitted(get(p), "after waiting Retry-After=%d again" % ra)
 
 
+def test_ratelimit_429_keeps_the_connection_in_sync():
+    """A refused request's body is never read as the next request; after a 429
+    the connection either serves the next request correctly or is closed."""
+    o, p = start(rate=0.01, burst=1)
+    with o, p:
+        assert_admitted(get(p))
+        o.reset_stats()
+        inner = b"GET /free/?body=SMUGGLED HTTP/1.1\r\nHost: x\r\n\r\n"
+        served = 0
+        for what, body in (("GET", None), ("POST Content-Length", inner),
+                           ("POST chunked", [inner])):
+            with Conn(p.port, timeout=5) as c:
+                r = c.request("GET" if body is None else "POST", "/limited/", body=body)
+                ra = assert_limited(r, what)
+                assert 99 <= ra <= 100, "%s: Retry-After %d, expected 100 (0.01 rps)" % (what, ra)
+                closes = "close" in (r.header("Connection") or "").lower()
+                try:
+                    r2 = c.request("GET", "/free/?body=next")
+                except (pf.ConnectionClosed, ConnectionResetError, BrokenPipeError):
+                    assert closes, "%s: connection dropped after a 429 without " \
+                        "Connection: close" % what
+                    continue
+                assert not closes, "%s: answered after Connection: close" % what
+                assert r2.status == 200 and r2.body == b"next", (what, r2, r2.body)
+                served += 1
+        # the origin saw the "next" requests only, never the body-borne one
+        assert o.stats()["requests"] == served, (o.stats(), served)
+
+
 # ---- keys ----
 
 def test_ratelimit_key_client_ip():
@@ -259,9 +288,12 @@ def test_ratelimit_one_limit_for_the_process_with_two_workers():
     for extra in ("", "key: global"):
         o, p = start(rate=rate, burst=burst, extra=extra, workers=2)
         with o, p:
+            key = 'pilotfish_ratelimit_rejected_total{route="limited"}'
+            m0 = p.metrics().get(key, 0.0)
             before = thread_ticks(p.pid)
             ok, refused, other, span = hammer(p, 3.0)
             after = thread_ticks(p.pid)
+            m1 = p.metrics().get(key, 0.0)
             what = "key %s" % (extra or "client_ip")
             assert not other, "%s: unexpected answers: %r" % (what, other[:5])
             busy = sorted((after.get(t, 0) - before.get(t, 0) for t in after), reverse=True)
@@ -276,6 +308,8 @@ def test_ratelimit_one_limit_for_the_process_with_two_workers():
                     what, ok, span, rate, burst, expected, 2 * expected)
             assert ok >= expected - 4, "%s: only %d admitted in %.2fs, expected ~%.1f" % (
                 what, ok, span, expected)
+            assert m1 - m0 == refused, "%s: %s grew by %d, %d requests were refused" % (
+                what, key, m1 - m0, refused)
 
 
 # ---- bounded key table ----
