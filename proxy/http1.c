@@ -899,10 +899,10 @@ static void conn_timercb(evutil_socket_t fd, short what, void *arg)
 
 static void conn_arm_timer(struct pf_conn *c, uint64_t ms)
 {
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    struct timeval tmp;
 
     if (ms > 0)
-        event_add(&c->timer, &tv);
+        event_add(&c->timer, pf_stream_timeout(&c->w->sloop, ms, &tmp));
     else
         event_del(&c->timer);
 }

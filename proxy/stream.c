@@ -57,6 +57,27 @@ void pf_stream_loop_init(struct pf_stream_loop *l, struct event_base *base)
     event_assign(&l->flush_ev, base, -1, 0, flush_cb, l);
 }
 
+const struct timeval *pf_stream_timeout(struct pf_stream_loop *l, uint64_t ms, struct timeval *tmp)
+{
+    const struct timeval *tv;
+
+    tmp->tv_sec = (time_t)(ms / 1000);
+    tmp->tv_usec = (suseconds_t)(ms % 1000) * 1000;
+    for (unsigned i = 0; i < l->n_tmo; i++) {
+        if (l->tmo[i].ms == ms)
+            return l->tmo[i].tv;
+    }
+    if (l->n_tmo == sizeof(l->tmo) / sizeof(l->tmo[0]))
+        return tmp;
+    tv = event_base_init_common_timeout(l->base, tmp);
+    if (tv == NULL)
+        return tmp;
+    l->tmo[l->n_tmo].ms = ms;
+    l->tmo[l->n_tmo].tv = tv;
+    l->n_tmo++;
+    return tv;
+}
+
 void pf_stream_loop_fini(struct pf_stream_loop *l)
 {
     reap(l);

@@ -45,6 +45,11 @@ struct pf_stream_loop {
     struct pf_stream **grave;       /* freed, released at the next flush */
     unsigned n_grave;
     unsigned cap_grave;
+    struct {
+        uint64_t ms;
+        const struct timeval *tv;
+    } tmo[16];                      /* libevent common timeouts by duration */
+    unsigned n_tmo;
     bool scheduled;
 };
 
@@ -73,6 +78,13 @@ struct pf_stream {
 
 /* Set up the loop state of base. */
 void pf_stream_loop_init(struct pf_stream_loop *l, struct event_base *base);
+
+/*
+ * A timeval for a timeout of ms on this loop. The few durations of a
+ * configuration become libevent "common timeouts": adding and removing such a
+ * timer is O(1) instead of a heap operation. Any other duration still works.
+ */
+const struct timeval *pf_stream_timeout(struct pf_stream_loop *l, uint64_t ms, struct timeval *tmp);
 
 /* Release the loop state (the loop has stopped). */
 void pf_stream_loop_fini(struct pf_stream_loop *l);

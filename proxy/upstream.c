@@ -220,9 +220,9 @@ static void idle_eventcb(struct pf_stream *s, int what, void *arg)
 
 static void set_rto(struct pf_upconn *uc, uint64_t ms)
 {
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    struct timeval tmp;
 
-    pf_stream_set_read_timeout(uc->s, &tv);
+    pf_stream_set_read_timeout(uc->s, pf_stream_timeout(&uc->w->sloop, ms, &tmp));
 }
 
 /*
@@ -437,11 +437,11 @@ static void tx_timeoutcb(evutil_socket_t fd, short what, void *arg)
 
 static void tx_arm(struct pf_tx *tx, uint64_t ms)
 {
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    struct timeval tmp;
 
     if (!event_initialized(&tx->timer))
         event_assign(&tx->timer, tx->w->base, -1, 0, tx_timeoutcb, tx);
-    event_add(&tx->timer, &tv);
+    event_add(&tx->timer, pf_stream_timeout(&tx->w->sloop, ms, &tmp));
     tx->timer_set = true;
 }
 

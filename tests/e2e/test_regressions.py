@@ -167,12 +167,24 @@ def test_regress_upload_longer_than_request_timeout_succeeds():
             else:
                 c.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
             t0 = time.monotonic()
-            for i in range(0, size, step):
-                time.sleep(0.1)
-                piece = data[i:i + step]
-                c.send(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
-            if chunked:
-                c.send(b"0\r\n\r\n")
+            try:
+                for i in range(0, size, step):
+                    time.sleep(0.1)
+                    piece = data[i:i + step]
+                    c.send(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
+                if chunked:
+                    c.send(b"0\r\n\r\n")
+            except OSError as e:
+                # pilotfish answered early and closed: show what it said
+                took = time.monotonic() - t0
+                try:
+                    c.settimeout(2)
+                    early = c.read_response("POST")
+                    said = "%r %s %r" % (early, early.header("X-Pilotfish-Error"), early.body[:200])
+                except Exception as e2:  # noqa: B902
+                    said = "no response (%r)" % e2
+                raise AssertionError("a %s upload with request_timeout 1s was cut after %.2fs "
+                                     "(%r); pilotfish answered: %s" % (what, took, e, said))
             uploaded = time.monotonic() - t0
             assert uploaded > 2.0, "the upload took only %.2fs" % uploaded
             r = c.read_response("POST")
@@ -190,6 +202,40 @@ def test_regress_upload_longer_than_request_timeout_succeeds():
         assert r.status == 504 and r.header("X-Pilotfish-Error") == "upstream_timeout", \
             "GET /?delay=2000 with request_timeout 1s: %r %r" % (r, r.body[:200])
         assert 0.8 <= took < 1.9, "504 after %.2fs, want about 1 s" % took
+
+
+@pf.timeout(40)
+def test_regress_stalled_upload_is_not_held_forever():
+    """The other side of the previous test: an upload that stops making
+    progress must still end. With every timeout at 1 s (header_timeout,
+    idle_timeout, request_timeout), a POST that announces 100 bytes and sends
+    10 must get an error (408/504) or a closed connection within a few
+    seconds, not hold a client and an upstream connection indefinitely
+    (docs/configuration.md, limits: "a stalled upload ends with the upstream's
+    request_timeout (504)")."""
+    o = Origin()
+    cfg = h2.config("limits:\n  header_timeout: 1s\n  idle_timeout: 1s\n",
+                    upstream_extra="request_timeout: 1s")
+    p = Pilotfish(cfg, origin=o)
+    with o, p:
+        for target in ("/echo", "/echo?raw=1"):
+            with Conn(p.port, timeout=6) as c:
+                c.send(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"
+                       b"0123456789" % target.encode())
+                t0 = time.monotonic()
+                try:
+                    r = c.read_response("POST")
+                except (pf.ConnectionClosed, ConnectionResetError):
+                    r = None  # cut (e.g. after a raw echo's head): acceptable
+                except socket.timeout:
+                    raise AssertionError(
+                        "POST %s stalled after 10 of 100 body bytes: no answer and the "
+                        "connection still open after %.1fs, with header_timeout, "
+                        "idle_timeout and request_timeout all 1s" % (
+                            target, time.monotonic() - t0))
+                assert r is None or r.status in (408, 504), \
+                    "POST %s stalled: %r %r" % (target, r, r.body[:200])
+        assert p.running()
 
 
 # ---- 3. a request pipelined after an admin request with a body ----
