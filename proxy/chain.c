@@ -41,6 +41,7 @@ enum pf_verdict pf_chain_request(struct pf_tx *tx)
     enum pf_verdict v = chain_request(tx);
 
     tx->in_chain = false;
+    tx->resume_pending = false; /* a resume followed by a verdict other than PAUSED */
     return v;
 }
 
@@ -68,6 +69,8 @@ static enum pf_verdict chain_request(struct pf_tx *tx)
                 if (v == PF_NEXT)
                     continue;
                 if (v != PF_PAUSED) {
+                    if (v == PF_FAILED)
+                        pf_log(PF_LOG_ERR, "filter %s failed on request", ops->name);
                     tx->out_from = i;
                     return v;
                 }

@@ -701,6 +701,7 @@ static ssize_t conn_execute(struct pf_conn *c, const char *data, size_t len)
 /* The request body is complete: the parser starts afresh for the next request. */
 static void conn_body_done(struct pf_conn *c)
 {
+    event_del(&c->timer);
     c->body_mode = PF_BODY_NONE;
     c->msg_complete = true;
     c->parse_paused = true;
@@ -725,6 +726,8 @@ static int conn_body(struct pf_conn *c)
         evbuffer_drain(in, c->head_bytes - c->head_fed);
         c->head_fed = c->head_bytes;
     }
+    /* a body must keep coming: idle_timeout of silence ends the request */
+    conn_arm_timer(c, tx->cfg->limits.idle_timeout_ms);
     if (c->body_mode == PF_BODY_LENGTH) {
         n = evbuffer_get_length(in);
         if (n > c->body_left)
@@ -894,6 +897,8 @@ static void conn_timercb(evutil_socket_t fd, short what, void *arg)
         conn_reply_error(c, 408, "request_timeout");
     else if (c->tx == NULL)
         pf_conn_close(c);
+    else if (c->body_mode != PF_BODY_NONE)
+        conn_reply_error(c, 408, "request_timeout"); /* the body stalled: 408, or a cut */
     conn_leave(c);
 }
 
@@ -965,6 +970,7 @@ void pf_conn_block_body(struct pf_conn *c)
 {
     if (c->parse_paused)
         return;
+    event_del(&c->timer); /* waiting on the upstream, not on the client */
     c->parse_paused = true;
     http_parser_pause(&c->parser, 1);
     c->read_blocked = true;

@@ -691,8 +691,13 @@ static void up_writecb(struct pf_stream *s, void *arg)
     struct pf_upconn *uc = arg;
 
     (void)s;
-    if (uc->tx != NULL && uc->tx->conn != NULL && !uc->tx->req_done)
+    if (uc->tx != NULL && uc->tx->conn != NULL && !uc->tx->req_done) {
+        if (uc->tx->timer_set && uc->connected) {
+            event_del(&uc->tx->timer);
+            uc->tx->timer_set = false;
+        }
         pf_conn_resume_body(uc->tx->conn);
+    }
 }
 
 /* ---- the request ---- */
@@ -865,8 +870,12 @@ void pf_upstream_send_body(struct pf_tx *tx, struct evbuffer *src, size_t len)
         evbuffer_remove_buffer(src, o, len);
     }
     pf_stream_mark(uc->s);
-    if (evbuffer_get_length(o) > PF_OUT_HIGH_WATER && tx->conn != NULL)
+    if (evbuffer_get_length(o) > PF_OUT_HIGH_WATER && tx->conn != NULL) {
+        /* the upstream must take the body: request_timeout of no progress ends it */
         pf_conn_block_body(tx->conn);
+        if (uc->connected)
+            tx_arm(tx, tx->up->request_timeout_ms);
+    }
 }
 
 void pf_upstream_send_end(struct pf_tx *tx)

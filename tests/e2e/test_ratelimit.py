@@ -106,8 +106,9 @@ def test_ratelimit_burst_then_429_then_recovers():
                 assert_admitted(c.request("GET", "/limited/?n=%d" % i), "request %d" % (i + 1))
             r = c.request("GET", "/limited/?n=5")
         elapsed = time.monotonic() - t0
-        ra = assert_limited(r, "sixth request")
-        assert elapsed < 0.2, "the burst took %.2fs: a token may have come back" % elapsed
+        if elapsed >= 0.2 and r.status == 200:
+            raise pf.Skip("the burst took %.2fs, a token came back (machine too busy)" % elapsed)
+        ra = assert_limited(r, "sixth request, %.3fs after the first" % elapsed)
         # interval 0.2s: the next token is due in < 1s, rounded up
         assert ra == 1, "Retry-After %d, expected 1 (next token in < 0.2s)" % ra
         assert o.stats()["requests"] == 5, "the refused request reached the origin"
@@ -118,10 +119,13 @@ def test_ratelimit_burst_then_429_then_recovers():
         for _ in range(10):
             assert_limited(get(p))
         time.sleep(ra)
+        t1 = time.monotonic()
         admitted = sum(get(p).status == 200 for _ in range(10))
-        assert 5 <= admitted <= 7, "after Retry-After (%ds) the bucket should be full again " \
-            "(5, +1 or 2 earned meanwhile): %d of 10 admitted" % (ra, admitted)
-        assert_limited(get(p), "after the refilled burst")
+        took = time.monotonic() - t1
+        most = 5 + math.ceil(took * 5) + 1
+        assert 5 <= admitted <= most, "after Retry-After (%ds) the bucket should be full again " \
+            "(5, +%d earned in the %.2fs the 10 requests took): %d of 10 admitted" % (
+                ra, most - 5, took, admitted)
 
 
 def test_ratelimit_retry_after_rounds_up_slow_rate():
@@ -129,11 +133,11 @@ def test_ratelimit_retry_after_rounds_up_slow_rate():
     o, p = start(rate=0.25, burst=2)
     with o, p:
         ra = burst_then_limited(p, 2)
-        assert ra in (4, 5), "Retry-After %d, expected 4 (one token per 4s)" % ra
+        assert 3 <= ra <= 4, "Retry-After %d, expected 4 (one token per 4s)" % ra
         time.sleep(1.2)
         ra2 = assert_limited(get(p))
-        assert ra2 in (3, 4) and ra2 < ra + 1, "Retry-After did not count down: %d then %d" % (
-            ra, ra2)
+        assert 1 <= ra2 <= 3 and ra2 < ra, "Retry-After did not count down: %d then %d " \
+            "1.2s later" % (ra, ra2)
 
 
 @pf.timeout(40)

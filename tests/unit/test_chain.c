@@ -223,6 +223,36 @@ static const struct pf_filter_ops lazy_ops = {
     .on_body = lazy_on_body,
 };
 
+/*
+ * Resumes itself from inside on_request, then returns PF_PAUSED (the I/O it
+ * waited for was already done): pf_tx_resume(tx, conf->req), after
+ * pf_tx_reply() when that verdict is PF_REPLIED. Logs "sync:<id>".
+ */
+static enum pf_verdict sync_on_request(struct pf_tx *tx, struct pf_slot *s)
+{
+    struct tconf *c = id_of(s);
+
+    c->seen[0] = s;
+    log_call("sync:%u", c->id);
+    if (c->req == PF_REPLIED) {
+        struct evbuffer *b = evbuffer_new();
+
+        evbuffer_add_printf(b, "reply-from-%u", c->id);
+        pf_tx_reply(tx, c->reply_status, b);
+        evbuffer_free(b);
+    }
+    pf_tx_resume(tx, c->req);
+    return PF_PAUSED;
+}
+
+static const struct pf_filter_ops sync_ops = {
+    .name = "sync",
+    .on_request = sync_on_request,
+    .on_response = rec_on_response,
+    .on_body = rec_on_body,
+    .on_done = rec_on_done,
+};
+
 /* ---- the fixture: a transaction built by hand ---- */
 
 struct chain_fx {
@@ -638,6 +668,126 @@ static void test_chain_resume_is_ignored_outside_the_filter_phase(void **state)
     assert_int_equal(fx.w.requests, 0);
 }
 
+/* ---- resume from inside on_request (deferred until the filter returns) ---- */
+
+static void test_chain_resume_next_inside_on_request_runs_next_filter_once(void **state)
+{
+    static const struct pf_filter_ops *const ops[] = {&rec_ops, &sync_ops, &rec_ops};
+    static const unsigned order[] = {0, 1, 2};
+    struct pf_tx *tx = chain_build(3, ops, 3, order);
+
+    (void)state;
+    fx.conf[1].req = PF_NEXT;
+    assert_int_equal(pf_chain_request(tx), PF_NEXT);
+    assert_string_equal(calls, "req:0 sync:1 req:2"); /* nothing skipped, nothing twice */
+    assert_int_equal(tx->n_ran, 3);
+    assert_int_equal(tx->out_from, 3);
+    assert_int_equal(tx->next_filter, 3);
+    assert_false(tx->in_chain);
+    assert_false(tx->resume_pending);
+    assert_int_equal(fx.w.requests, 0); /* the chain did not end the transaction */
+    calls[0] = '\0';
+    tx->status = 200;
+    assert_int_equal(pf_chain_response(tx), PF_NEXT);
+    assert_string_equal(calls, "resp:2/200 resp:1/200 resp:0/200");
+    calls[0] = '\0';
+    pf_chain_done(tx);
+    assert_string_equal(calls, "done:2 done:1 done:0");
+}
+
+static void test_chain_resume_next_inside_on_request_twice_in_a_row(void **state)
+{
+    static const struct pf_filter_ops *const ops[] = {&sync_ops, &sync_ops, &rec_ops};
+    static const unsigned order[] = {0, 1, 2};
+    struct pf_tx *tx = chain_build(3, ops, 3, order);
+
+    (void)state;
+    fx.conf[0].req = PF_NEXT;
+    fx.conf[1].req = PF_NEXT;
+    assert_int_equal(pf_chain_request(tx), PF_NEXT);
+    assert_string_equal(calls, "sync:0 sync:1 req:2");
+    assert_int_equal(tx->out_from, 3);
+    assert_false(tx->resume_pending);
+}
+
+/* After an ordinary pause and resume, the next filter resumes itself inside on_request. */
+static void test_chain_resume_next_inside_on_request_after_async_resume(void **state)
+{
+    static const struct pf_filter_ops *const ops[] = {&rec_ops, &rec_ops, &sync_ops, &rec_ops};
+    static const unsigned order[] = {0, 1, 2, 3};
+    struct pf_tx *tx = chain_build(4, ops, 4, order);
+
+    (void)state;
+    fx.conf[1].req = PF_PAUSED;
+    fx.conf[2].req = PF_NEXT;
+    fx.conf[3].req = PF_REPLIED; /* so the core answers instead of going upstream */
+    fx.conf[3].reply_status = 202;
+    assert_int_equal(pf_chain_request(tx), PF_PAUSED);
+    assert_string_equal(calls, "req:0 req:1");
+    calls[0] = '\0';
+    fx.conf[1].req = PF_NEXT;
+    pf_tx_resume(tx, PF_NEXT); /* outside the chain: runs 2, which resumes inside */
+    fx.tx_freed = true;
+    assert_string_equal(calls, "sync:2 req:3 resp:2/202 resp:1/202 resp:0/202 "
+                               "body:2 body:1 body:0 eos:2 eos:1 eos:0 "
+                               "done:3 done:2 done:1 done:0");
+    assert_int_equal(fx.w.requests, 1);
+    assert_int_equal(fx.wc.refs, 1);
+}
+
+static void test_chain_resume_replied_inside_on_request_skips_later_filters(void **state)
+{
+    static const struct pf_filter_ops *const ops[] = {&rec_ops, &sync_ops, &rec_ops};
+    static const unsigned order[] = {0, 1, 2};
+    struct pf_tx *tx = chain_build(3, ops, 3, order);
+    struct evbuffer *res = evbuffer_new();
+
+    (void)state;
+    fx.conf[1].req = PF_REPLIED;
+    fx.conf[1].reply_status = 403;
+    assert_int_equal(pf_chain_request(tx), PF_REPLIED);
+    assert_string_equal(calls, "req:0 sync:1"); /* filter 2 is skipped */
+    assert_int_equal(tx->n_ran, 2);
+    assert_int_equal(tx->out_from, 1); /* the replier's own on_response is not run */
+    assert_int_equal(tx->status, 403);
+    assert_false(tx->in_chain);
+    assert_false(tx->resume_pending);
+    assert_non_null(tx->reply);
+    assert_string_equal(buf_str(tx->reply), "reply-from-1");
+    calls[0] = '\0';
+    assert_int_equal(pf_chain_response(tx), PF_NEXT);
+    assert_string_equal(calls, "resp:0/403");
+    calls[0] = '\0';
+    assert_int_equal(body_through(tx, "x", 1, true, res), PF_NEXT);
+    assert_string_equal(calls, "eos:0");
+    calls[0] = '\0';
+    pf_chain_done(tx);
+    assert_string_equal(calls, "done:1 done:0");
+    evbuffer_free(res);
+}
+
+/* The same through the core: the reply is sent, through the filters before the replier. */
+static void test_chain_resume_replied_inside_on_request_sends_the_reply(void **state)
+{
+    static const struct pf_filter_ops *const ops[] = {&rec_ops, &rec_ops, &sync_ops, &rec_ops};
+    static const unsigned order[] = {0, 1, 2, 3};
+    struct pf_tx *tx = chain_build(4, ops, 4, order);
+
+    (void)state;
+    fx.conf[1].req = PF_PAUSED;
+    fx.conf[2].req = PF_REPLIED;
+    fx.conf[2].reply_status = 403;
+    assert_int_equal(pf_chain_request(tx), PF_PAUSED);
+    calls[0] = '\0';
+    fx.conf[1].req = PF_NEXT;
+    pf_tx_resume(tx, PF_NEXT);
+    fx.tx_freed = true;
+    assert_string_equal(calls, "sync:2 resp:1/403 resp:0/403 body:1 body:0 eos:1 eos:0 "
+                               "done:2 done:1 done:0");
+    assert_int_equal(fx.w.requests, 1);
+    assert_int_equal(fx.wc.refs, 1);
+}
+
 /* ---- on_done ---- */
 
 static void test_chain_done_runs_once_in_reverse_when_called_twice(void **state)
@@ -873,6 +1023,11 @@ int main(void)
         T(test_chain_resume_replied_goes_out_through_filters_before_paused),
         T(test_chain_resume_failed_ends_tx_with_filter_failed),
         T(test_chain_resume_is_ignored_outside_the_filter_phase),
+        T(test_chain_resume_next_inside_on_request_runs_next_filter_once),
+        T(test_chain_resume_next_inside_on_request_twice_in_a_row),
+        T(test_chain_resume_next_inside_on_request_after_async_resume),
+        T(test_chain_resume_replied_inside_on_request_skips_later_filters),
+        T(test_chain_resume_replied_inside_on_request_sends_the_reply),
         T(test_chain_done_runs_once_in_reverse_when_called_twice),
         T(test_chain_done_skips_filters_whose_on_request_did_not_run),
         T(test_chain_abort_while_paused_calls_on_done_once),
