@@ -870,19 +870,20 @@ static void conn_writecb(struct pf_stream *s, void *arg)
     conn_leave(c);
 }
 
+/*
+ * The client closed or failed. As nginx does, an end of input while a
+ * response is still on its way is taken as the client giving up (499): the
+ * upstream connection and the filters' state are released at once instead of
+ * when the upstream finishes.
+ */
 static void conn_eventcb(struct pf_stream *s, int what, void *arg)
 {
     struct pf_conn *c = arg;
 
     (void)s;
+    (void)what;
     conn_enter(c);
-    if ((what & PF_STREAM_EOF) && c->tx != NULL && c->tx->req_done) {
-        /* half-close after a complete request: finish the response, then close */
-        c->closing = true;
-        pf_stream_read(c->s, false);
-    } else {
-        pf_conn_close(c);
-    }
+    pf_conn_close(c);
     conn_leave(c);
 }
 
