@@ -3,6 +3,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,6 +79,13 @@ int main(int argc, char **argv)
     if (path == NULL || path[0] == '\0')
         path = "conf/pilotfish.yaml";
     http_parser_set_max_header_size(UINT32_MAX / 2);
+    /*
+     * Buffers of 16-64 KiB come and go with every response. glibc would hand
+     * the freed top of each thread's heap back to the kernel and fault it in
+     * (zeroed) again moments later: keep up to 4 MiB of it instead.
+     */
+    mallopt(M_TRIM_THRESHOLD, 4 * 1024 * 1024);
+    mallopt(M_MMAP_THRESHOLD, 1024 * 1024);
     pf_err_init(&err, path);
     cfg = pf_conf_load(path, &err);
     if (cfg == NULL) {

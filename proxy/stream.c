@@ -124,7 +124,8 @@ static void rev_cb(evutil_socket_t fd, short what, void *arg)
     struct pf_stream *s = arg;
     struct evbuffer_iovec v[2];
     struct iovec iov[2];
-    size_t want = evbuffer_get_length(s->in) >= READ_SMALL ? READ_LARGE : READ_SMALL;
+    /* a read that filled its buffer announces a stream: read bigger */
+    size_t want = s->big_reads ? READ_LARGE : READ_SMALL;
     int n;
     ssize_t r;
 
@@ -147,6 +148,7 @@ static void rev_cb(evutil_socket_t fd, short what, void *arg)
         stream_event(s, r == 0 ? PF_STREAM_EOF : PF_STREAM_ERROR);
         return;
     }
+    s->big_reads = (size_t)r >= want;
     for (int i = 0; i < n; i++) {
         size_t take = (size_t)r < v[i].iov_len ? (size_t)r : v[i].iov_len;
 

@@ -68,6 +68,7 @@ struct pf_stream {
     size_t wlow;
     struct timeval rto;             /* read inactivity timeout, if has_rto */
     bool has_rto;
+    bool big_reads;                 /* the last read filled its buffer */
     bool reading;                   /* read event wanted */
     bool connecting;
     bool wev_added;
