@@ -13,13 +13,13 @@
 #include <event2/buffer.h>
 
 enum {
-    CH_SIZE = 0, /* hex digits */
-    CH_EXT,      /* ";..." up to CR */
-    CH_SIZE_LF,  /* LF after the size line's CR */
-    CH_DATA,     /* left bytes of data */
-    CH_DATA_CR,  /* CR after data */
-    CH_DATA_LF,  /* LF after data */
-    CH_TRAILER,  /* at the start of a trailer line */
+    CH_SIZE = 0,     /* hex digits */
+    CH_EXT,          /* ";..." up to CR */
+    CH_SIZE_LF,      /* LF after the size line's CR */
+    CH_DATA,         /* left bytes of data */
+    CH_DATA_CR,      /* CR after data */
+    CH_DATA_LF,      /* LF after data */
+    CH_TRAILER,      /* at the start of a trailer line */
     CH_TRAILER_LINE, /* inside a trailer line */
     CH_TRAILER_LF,   /* LF ending a trailer line */
     CH_END_LF,       /* LF ending the trailer section */

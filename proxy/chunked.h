@@ -12,11 +12,11 @@
 struct evbuffer;
 
 struct pf_chunked {
-    int state;         /* where in the framing we are */
-    uint64_t left;     /* bytes of chunk data still to come */
-    unsigned digits;   /* hex digits of the current size */
-    uint32_t line;     /* bytes of the current extension / trailer line */
-    uint64_t total;    /* payload bytes decoded so far */
+    int state;       /* where in the framing we are */
+    uint64_t left;   /* bytes of chunk data still to come */
+    unsigned digits; /* hex digits of the current size */
+    uint32_t line;   /* bytes of the current extension / trailer line */
+    uint64_t total;  /* payload bytes decoded so far */
 };
 
 #define PF_CHUNKED_MAX_LINE 4096 /* chunk extensions, each trailer line */

@@ -36,7 +36,7 @@ struct pf_stats;
 #define PF_OUT_HIGH_WATER (256 * 1024) /* stop the producer above this */
 #define PF_OUT_LOW_WATER  (64 * 1024)  /* resume it below this */
 #define PF_ARENA_CHUNK    8192
-#define PF_IN_SLACK       (64 * 1024)  /* unparsed client input kept beyond a head */
+#define PF_IN_SLACK       (64 * 1024) /* unparsed client input kept beyond a head */
 
 /* Errors pilotfish makes itself (pilotfish_errors_total{error}). */
 enum pf_error {
@@ -102,7 +102,7 @@ struct pf_hdrs {
  * values are stored NUL-terminated in buf; offsets stay valid while it grows.
  */
 struct pf_head {
-    char *buf;          /* url \0 name \0 value \0 ... */
+    char *buf; /* url \0 name \0 value \0 ... */
     uint32_t len;
     uint32_t cap;
     uint32_t url_len;
@@ -111,10 +111,10 @@ struct pf_head {
         uint32_t name_len;
         uint32_t value_off;
         uint32_t value_len;
-    } *ent;
-    unsigned n;         /* headers started */
+    } * ent;
+    unsigned n; /* headers started */
     unsigned cap_ent;
-    uint8_t last;       /* 0 none, 1 url, 2 field, 3 value */
+    uint8_t last; /* 0 none, 1 url, 2 field, 3 value */
 };
 
 /* A configuration snapshot as one worker uses it: the snapshot + wstates. */
@@ -130,7 +130,7 @@ TAILQ_HEAD(pf_upconn_list, pf_upconn);
 struct pf_pool {
     struct pf_upconn_list idle; /* most recently used first */
     unsigned n_idle;
-    unsigned n_active;          /* busy connections of this worker */
+    unsigned n_active; /* busy connections of this worker */
 };
 
 struct pf_conn;
@@ -143,31 +143,32 @@ struct pf_mail {
 };
 
 struct pf_worker {
-    unsigned index;             /* 0..count-1; the admin loop is count */
-    unsigned count;             /* number of proxy workers */
-    bool is_admin;              /* the main thread's admin loop */
+    unsigned index; /* 0..count-1; the admin loop is count */
+    unsigned count; /* number of proxy workers */
+    bool is_admin;  /* the main thread's admin loop */
     struct event_base *base;
-    struct pf_stream_loop sloop;   /* deferred writes of this loop */
+    struct pf_stream_loop sloop; /* deferred writes of this loop */
     pthread_t thread;
     struct pf_server *srv;
-    struct pf_wconf *wc;        /* current snapshot */
+    struct pf_wconf *wc; /* current snapshot */
     struct evconnlistener **listeners;
     unsigned n_listeners;
-    bool accepting;             /* listeners enabled */
+    bool accepting; /* listeners enabled */
     struct pf_conn_list conns;
     unsigned n_conns;
-    unsigned max_conns;         /* this worker's share of limits.max_connections */
-    struct pf_pool **pools;     /* indexed by endpoint id; each allocated once (TAILQ heads must not move) */
+    unsigned max_conns; /* this worker's share of limits.max_connections */
+    struct pf_pool *
+        *pools; /* indexed by endpoint id; each allocated once (TAILQ heads must not move) */
     unsigned n_pools;
-    struct evbuffer *alog;      /* access log lines not yet handed to the writer */
-    struct event *tick;         /* 100 ms housekeeping: log flush, pool sweep */
+    struct evbuffer *alog; /* access log lines not yet handed to the writer */
+    struct event *tick;    /* 100 ms housekeeping: log flush, pool sweep */
     struct event *mail_ev;
     pthread_mutex_t mail_lock;
-    struct pf_mail *mail_head;  /* guarded by mail_lock */
-    struct pf_mail *mail_tail;  /* guarded by mail_lock */
+    struct pf_mail *mail_head; /* guarded by mail_lock */
+    struct pf_mail *mail_tail; /* guarded by mail_lock */
     bool draining;
-    uint64_t rng[2];            /* xorshift128+ state */
-    uint64_t rr;                /* round-robin position */
+    uint64_t rng[2];             /* xorshift128+ state */
+    uint64_t rr;                 /* round-robin position */
     uint64_t errors[PF_ERR_MAX]; /* plain counters, read racily by scrapes */
     uint64_t requests;
     _Atomic uint64_t heartbeat; /* atomic: last tick, for /live */
@@ -189,17 +190,17 @@ enum pf_out_mode {
 };
 
 enum pf_tx_phase {
-    PF_TX_HEAD = 0,  /* request head being handled */
-    PF_TX_FILTERS,   /* on_request chain running or paused */
-    PF_TX_UPSTREAM,  /* waiting for / reading the upstream response */
-    PF_TX_REPLYING,  /* response head sent, body streaming */
-    PF_TX_DONE,      /* response complete */
+    PF_TX_HEAD = 0, /* request head being handled */
+    PF_TX_FILTERS,  /* on_request chain running or paused */
+    PF_TX_UPSTREAM, /* waiting for / reading the upstream response */
+    PF_TX_REPLYING, /* response head sent, body streaming */
+    PF_TX_DONE,     /* response complete */
 };
 
 struct pf_tx {
     struct pf_arena *arena;
     struct pf_worker *w;
-    struct pf_conn *conn;       /* NULL once the client has gone */
+    struct pf_conn *conn; /* NULL once the client has gone */
     struct pf_wconf *wc;
     const struct pf_config *cfg;
     const struct pf_route *route;
@@ -213,17 +214,17 @@ struct pf_tx {
     unsigned short http_major;
     unsigned short http_minor;
     struct pf_hdrs req;
-    const char *host;           /* Host header or NULL */
-    uint64_t req_length;        /* Content-Length, when req_has_length */
+    const char *host;    /* Host header or NULL */
+    uint64_t req_length; /* Content-Length, when req_has_length */
     bool req_has_length;
     bool req_chunked;
     bool req_has_body;
-    bool req_done;              /* whole request read */
+    bool req_done; /* whole request read */
     bool expect_continue;
     bool sent_continue;
     bool client_keepalive;
-    uint64_t body_in;           /* request body bytes read */
-    uint64_t head_in;           /* request head bytes read */
+    uint64_t body_in; /* request body bytes read */
+    uint64_t head_in; /* request head bytes read */
     const char *request_id;
     char traceparent[64];
     char trace_id[33];
@@ -231,39 +232,39 @@ struct pf_tx {
     /* response */
     int status;
     struct pf_hdrs resp;
-    struct evbuffer *reply;     /* body of a pf_tx_reply() */
-    const char *error;          /* error code for the log, or NULL */
+    struct evbuffer *reply; /* body of a pf_tx_reply() */
+    const char *error;      /* error code for the log, or NULL */
     enum pf_out_mode out_mode;
     bool head_sent;
-    bool resp_done;             /* last byte handed to the client buffer */
-    bool close_after;           /* close the connection after this response */
-    uint64_t bytes_out;         /* response bytes toward the client */
+    bool resp_done;     /* last byte handed to the client buffer */
+    bool close_after;   /* close the connection after this response */
+    uint64_t bytes_out; /* response bytes toward the client */
 
     /* filter chain */
-    struct pf_slot *slots;      /* one per route filter */
+    struct pf_slot *slots; /* one per route filter */
     unsigned n_filters;
-    unsigned next_filter;       /* next on_request to run */
-    unsigned n_ran;             /* on_request ran for [0, n_ran) */
-    unsigned out_from;          /* on_response/on_body for [0, out_from) */
+    unsigned next_filter; /* next on_request to run */
+    unsigned n_ran;       /* on_request ran for [0, n_ran) */
+    unsigned out_from;    /* on_response/on_body for [0, out_from) */
     bool has_body_filters;
     bool is_admin;
-    struct evbuffer *req_buf;   /* admin: the request body, bounded */
+    struct evbuffer *req_buf; /* admin: the request body, bounded */
     bool done_called;
-    bool in_chain;              /* inside pf_chain_request() (resume is deferred) */
-    bool resume_pending;        /* pf_tx_resume() was called from inside the chain */
+    bool in_chain;       /* inside pf_chain_request() (resume is deferred) */
+    bool resume_pending; /* pf_tx_resume() was called from inside the chain */
     enum pf_verdict resume_verdict;
-    struct evbuffer *body_a;    /* scratch for on_body stages */
+    struct evbuffer *body_a; /* scratch for on_body stages */
     struct evbuffer *body_b;
 
     /* upstream */
     struct pf_upconn *uc;
     unsigned endpoint_id;
-    const char *endpoint;       /* address text for logs */
+    const char *endpoint; /* address text for logs */
     unsigned attempts;
-    uint64_t t_start;           /* us */
+    uint64_t t_start; /* us */
     uint64_t t_up_start;
     uint64_t t_up_head;
-    struct event timer;         /* connect / request timeout */
+    struct event timer; /* connect / request timeout */
     bool timer_set;
 };
 
@@ -272,30 +273,30 @@ struct pf_conn {
     struct pf_stream *s;
     http_parser parser;
     struct pf_head head;
-    uint32_t head_bytes;        /* bytes of the current head so far (scanned) */
-    uint32_t head_fed;          /* of those, bytes the parser consumed */
-    uint8_t body_mode;          /* PF_BODY_*: how the request body is framed */
-    uint64_t body_left;         /* Content-Length bytes still to read */
-    struct pf_chunked chunked;  /* chunked decoder state */
-    struct evbuffer *body_tmp;  /* decoded chunk data on its way to the tx */
-    char ver[9];                /* last bytes of the request line (version check) */
-    bool first_done;            /* the request line has been checked */
-    uint8_t scan;               /* head scanner state (bare LF, obs-fold, end) */
-    bool line_used;             /* the current head line has bytes */
-    bool seen_line;             /* the request line has started */
-    int pending_status;         /* error found inside a parser callback */
+    uint32_t head_bytes;       /* bytes of the current head so far (scanned) */
+    uint32_t head_fed;         /* of those, bytes the parser consumed */
+    uint8_t body_mode;         /* PF_BODY_*: how the request body is framed */
+    uint64_t body_left;        /* Content-Length bytes still to read */
+    struct pf_chunked chunked; /* chunked decoder state */
+    struct evbuffer *body_tmp; /* decoded chunk data on its way to the tx */
+    char ver[9];               /* last bytes of the request line (version check) */
+    bool first_done;           /* the request line has been checked */
+    uint8_t scan;              /* head scanner state (bare LF, obs-fold, end) */
+    bool line_used;            /* the current head line has bytes */
+    bool seen_line;            /* the request line has started */
+    int pending_status;        /* error found inside a parser callback */
     const char *pending_code;
-    unsigned busy;              /* callbacks on the stack; free when 0 and dead */
-    bool msg_complete;          /* parser reached message_complete for tx */
-    bool parse_paused;          /* parser stopped until the tx lets it go on */
-    bool read_blocked;          /* client reads stopped by backpressure */
-    bool processing;            /* conn_process() is on the stack */
-    bool closing;               /* close once output is flushed */
+    unsigned busy;     /* callbacks on the stack; free when 0 and dead */
+    bool msg_complete; /* parser reached message_complete for tx */
+    bool parse_paused; /* parser stopped until the tx lets it go on */
+    bool read_blocked; /* client reads stopped by backpressure */
+    bool processing;   /* conn_process() is on the stack */
+    bool closing;      /* close once output is flushed */
     bool is_admin;
     bool dead;
     struct pf_tx *tx;
-    struct event timer;         /* header / idle timeout */
-    char client[48];            /* peer address without port */
+    struct event timer; /* header / idle timeout */
+    char client[48];    /* peer address without port */
     TAILQ_ENTRY(pf_conn) link;
     uint64_t requests;
 };
@@ -305,27 +306,27 @@ struct pf_upconn {
     struct pf_stream *s;
     http_parser parser;
     struct pf_head head;
-    struct evbuffer *body;      /* response body bytes parsed, not yet passed on */
+    struct evbuffer *body; /* response body bytes parsed, not yet passed on */
     unsigned endpoint_id;
-    struct pf_tx *tx;           /* NULL while idle */
-    uint64_t expire_us;         /* created + max_lifetime */
-    uint64_t idle_deadline_us;  /* while idle: closed after this */
-    unsigned busy;              /* callbacks on the stack */
-    bool dead;                  /* free when busy drops to 0 */
+    struct pf_tx *tx;          /* NULL while idle */
+    uint64_t expire_us;        /* created + max_lifetime */
+    uint64_t idle_deadline_us; /* while idle: closed after this */
+    unsigned busy;             /* callbacks on the stack */
+    bool dead;                 /* free when busy drops to 0 */
     bool connected;
-    bool reused;                /* served a request before this one */
-    bool got_bytes;             /* any response byte for the current request */
-    bool head_ready;            /* response head parsed, not yet handled */
-    bool msg_done;              /* response complete, not yet handled */
-    bool in_1xx;                /* parsing an interim response */
-    bool req_chunked;           /* request body goes chunked */
-    bool req_sent;              /* whole request written */
-    bool read_blocked;          /* stopped by the client's backpressure */
-    bool eof_pending;           /* the upstream closed while reads were blocked */
-    bool head_lf;               /* the parser left the head's final LF unread */
-    uint8_t body_mode;          /* PF_BODY_*: how the response body is framed */
-    uint64_t body_left;         /* Content-Length bytes still to come */
-    struct pf_chunked chunked;  /* chunked decoder state */
+    bool reused;               /* served a request before this one */
+    bool got_bytes;            /* any response byte for the current request */
+    bool head_ready;           /* response head parsed, not yet handled */
+    bool msg_done;             /* response complete, not yet handled */
+    bool in_1xx;               /* parsing an interim response */
+    bool req_chunked;          /* request body goes chunked */
+    bool req_sent;             /* whole request written */
+    bool read_blocked;         /* stopped by the client's backpressure */
+    bool eof_pending;          /* the upstream closed while reads were blocked */
+    bool head_lf;              /* the parser left the head's final LF unread */
+    uint8_t body_mode;         /* PF_BODY_*: how the response body is framed */
+    uint64_t body_left;        /* Content-Length bytes still to come */
+    struct pf_chunked chunked; /* chunked decoder state */
     TAILQ_ENTRY(pf_upconn) link;
 };
 

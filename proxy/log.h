@@ -6,8 +6,8 @@
  * Any thread may call pf_log(); lines are written whole (one write(2)).
  *
  * Access log: workers append finished lines to their own evbuffer (no lock);
- * pf_alog_submit() hands that buffer to a writer thread under a short mutex. The writer does the write(2), so a slow
- * disk or a full pipe never blocks an event loop; past a bound of queued bytes
+ * pf_alog_submit() hands that buffer to a writer thread under a short mutex. The writer does the
+ * write(2), so a slow disk or a full pipe never blocks an event loop; past a bound of queued bytes
  * lines are dropped and counted instead.
  */
 #ifndef PF_LOG_H

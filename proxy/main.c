@@ -40,8 +40,7 @@ static void version(void)
 #endif
     printf("libevent %s, http-parser %lu.%lu.%lu, libyaml %s, zlib %s, hiredis %d.%d.%d\n",
            event_get_version(), (hp >> 16) & 255, (hp >> 8) & 255, hp & 255,
-           yaml_get_version_string(), zlibVersion(), HIREDIS_MAJOR, HIREDIS_MINOR,
-           HIREDIS_PATCH);
+           yaml_get_version_string(), zlibVersion(), HIREDIS_MAJOR, HIREDIS_MINOR, HIREDIS_PATCH);
 }
 
 int main(int argc, char **argv)

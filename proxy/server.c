@@ -134,8 +134,8 @@ static struct pf_wconf *wconf_new(struct pf_worker *w, struct pf_config *cfg)
     for (unsigned i = 0; i < cfg->n_filters && !w->is_admin; i++) {
         const struct pf_filter_ops *ops = cfg->filters[i].ops;
 
-        if (ops->worker_init != NULL && ops->worker_init(cfg->filters[i].conf, w,
-                                                         &wc->wstates[i]) != 0)
+        if (ops->worker_init != NULL &&
+            ops->worker_init(cfg->filters[i].conf, w, &wc->wstates[i]) != 0)
             pf_log(PF_LOG_ERR, "filter %s: worker_init failed", ops->name);
     }
     return wc;
@@ -746,8 +746,7 @@ static int reload_listeners(struct pf_server *s, const struct pf_config *cfg)
             continue;
         }
         for (unsigned w = 0; w < s->n_workers; w++)
-            pf_server_mail(&s->workers[w], worker_remove_listener,
-                           (void *)(intptr_t)ls->fds[w]);
+            pf_server_mail(&s->workers[w], worker_remove_listener, (void *)(intptr_t)ls->fds[w]);
         free(ls->fds);
         free(ls->text);
         s->socks[i] = s->socks[--s->n_socks];

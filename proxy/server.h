@@ -19,32 +19,32 @@ struct evbuffer;
 /* One listen address: its sockets (one per worker for TCP, shared for unix:). */
 struct pf_listen_sock {
     char *text;
-    int *fds;      /* one per worker (TCP with SO_REUSEPORT) */
+    int *fds; /* one per worker (TCP with SO_REUSEPORT) */
     unsigned n_fds;
     bool is_unix;
 };
 
 struct pf_server {
-    struct event_base *base;       /* main thread */
+    struct event_base *base; /* main thread */
     struct pf_worker *workers;
     unsigned n_workers;
-    struct pf_worker admin;        /* the admin API's loop, on the main thread */
+    struct pf_worker admin; /* the admin API's loop, on the main thread */
     struct evconnlistener *admin_listener;
-    char *admin_text;              /* address the admin listener is bound to */
-    struct pf_config *cfg;         /* current snapshot (the server's reference) */
+    char *admin_text;      /* address the admin listener is bound to */
+    struct pf_config *cfg; /* current snapshot (the server's reference) */
     struct pf_listen_sock *socks;
     unsigned n_socks;
-    atomic_bool draining;          /* atomic: /ready answers 503 */
+    atomic_bool draining; /* atomic: /ready answers 503 */
     bool exit_after_drain;
-    bool drain_closed;             /* drain_delay passed: listeners closed */
+    bool drain_closed; /* drain_delay passed: listeners closed */
     bool stopping;
-    atomic_uint live_conns;        /* atomic: client connections, all workers */
+    atomic_uint live_conns; /* atomic: client connections, all workers */
     struct event *drain_timer;
     struct event *drain_check;
     struct event *sig[5];
     uint64_t reloads_ok;
     uint64_t reloads_failed;
-    uint64_t last_reload_ok_s;     /* wall clock seconds */
+    uint64_t last_reload_ok_s; /* wall clock seconds */
     int exit_code;
 };
 

@@ -286,8 +286,7 @@ void pf_stream_free(struct pf_stream *s)
     close(s->fd);
     if (s->loop->n_grave == s->loop->cap_grave) {
         s->loop->cap_grave = s->loop->cap_grave ? s->loop->cap_grave * 2 : 64;
-        s->loop->grave =
-            pf_xrealloc(s->loop->grave, s->loop->cap_grave * sizeof(*s->loop->grave));
+        s->loop->grave = pf_xrealloc(s->loop->grave, s->loop->cap_grave * sizeof(*s->loop->grave));
     }
     s->loop->grave[s->loop->n_grave++] = s;
     schedule(s->loop);

@@ -37,18 +37,20 @@ enum {
 typedef void (*pf_stream_cb)(struct pf_stream *s, void *arg);
 typedef void (*pf_stream_event_cb)(struct pf_stream *s, int what, void *arg);
 
+TAILQ_HEAD(pf_stream_list, pf_stream);
+
 /* Per event_base state: the list of streams with output to write. */
 struct pf_stream_loop {
     struct event_base *base;
-    struct event flush_ev;          /* runs after the batch of callbacks that wrote */
-    TAILQ_HEAD(, pf_stream) dirty;
-    struct pf_stream **grave;       /* freed, released at the next flush */
+    struct event flush_ev; /* runs after the batch of callbacks that wrote */
+    struct pf_stream_list dirty;
+    struct pf_stream **grave; /* freed, released at the next flush */
     unsigned n_grave;
     unsigned cap_grave;
     struct {
         uint64_t ms;
         const struct timeval *tv;
-    } tmo[16];                      /* libevent common timeouts by duration */
+    } tmo[16]; /* libevent common timeouts by duration */
     unsigned n_tmo;
     bool scheduled;
 };
@@ -56,24 +58,24 @@ struct pf_stream_loop {
 struct pf_stream {
     struct pf_stream_loop *loop;
     int fd;
-    int err;                        /* errno of the last PF_STREAM_ERROR */
+    int err; /* errno of the last PF_STREAM_ERROR */
     struct event rev;
     struct event wev;
     struct evbuffer *in;
     struct evbuffer *out;
     pf_stream_cb readcb;
-    pf_stream_cb writecb;           /* output fell to the low watermark or below */
+    pf_stream_cb writecb; /* output fell to the low watermark or below */
     pf_stream_event_cb eventcb;
     void *arg;
     size_t wlow;
-    struct timeval rto;             /* read inactivity timeout, if has_rto */
+    struct timeval rto; /* read inactivity timeout, if has_rto */
     bool has_rto;
-    bool big_reads;                 /* the last read filled its buffer */
-    bool reading;                   /* read event wanted */
+    bool big_reads; /* the last read filled its buffer */
+    bool reading;   /* read event wanted */
     bool connecting;
     bool wev_added;
     bool dirty;
-    bool closed;                    /* freed while its callbacks ran: ignore */
+    bool closed; /* freed while its callbacks ran: ignore */
     TAILQ_ENTRY(pf_stream) dirty_link;
 };
 

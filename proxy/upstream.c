@@ -30,11 +30,11 @@
 #include "proxy/stats.h"
 #include "proxy/tx.h"
 
-#define UP_MAX_HEAD (64 * 1024)
+#define UP_MAX_HEAD    (64 * 1024)
 #define UP_MAX_HEADERS 200
 
 static struct pf_endpoint *endpoints[PF_MAX_ENDPOINTS]; /* guarded by ep_lock (writes) */
-static atomic_uint n_endpoints;                          /* atomic */
+static atomic_uint n_endpoints;                         /* atomic */
 static pthread_mutex_t ep_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void up_process(struct pf_upconn *uc);
@@ -127,10 +127,10 @@ static unsigned upstream_pick(struct pf_tx *tx)
         /* power of two choices */
         unsigned a = (unsigned)(pf_worker_rand(tx->w) % up->n_endpoints);
         unsigned b = (unsigned)(pf_worker_rand(tx->w) % up->n_endpoints);
-        unsigned la = atomic_load_explicit(&endpoints[up->endpoint_ids[a]]->active,
-                                           memory_order_relaxed);
-        unsigned lb = atomic_load_explicit(&endpoints[up->endpoint_ids[b]]->active,
-                                           memory_order_relaxed);
+        unsigned la =
+            atomic_load_explicit(&endpoints[up->endpoint_ids[a]]->active, memory_order_relaxed);
+        unsigned lb =
+            atomic_load_explicit(&endpoints[up->endpoint_ids[b]]->active, memory_order_relaxed);
         i = lb < la ? b : a;
         break;
     }
@@ -316,7 +316,7 @@ static int up_on_headers_complete(http_parser *p)
 
     if (p->status_code / 100 == 1) {
         if (p->status_code == 101)
-            return -1; /* no upgrade was asked for */
+            return -1;     /* no upgrade was asked for */
         uc->in_1xx = true; /* interim: dropped (pilotfish sends its own 100) */
         return 0;
     }

@@ -19,15 +19,15 @@
 
 struct pf_endpoint {
     unsigned id;
-    char *upstream;             /* upstream name */
-    struct pf_addr addr;        /* address (text + sockaddr) */
-    atomic_uint active;         /* atomic: requests in flight, all workers */
-    atomic_uint open;           /* atomic: open connections, all workers */
+    char *upstream;      /* upstream name */
+    struct pf_addr addr; /* address (text + sockaddr) */
+    atomic_uint active;  /* atomic: requests in flight, all workers */
+    atomic_uint open;    /* atomic: open connections, all workers */
 };
 
 /* Outcome of one attempt, reported to the breaker / health seam. */
 enum pf_outcome {
-    PF_OUTCOME_OK = 0,        /* a response head arrived */
+    PF_OUTCOME_OK = 0, /* a response head arrived */
     PF_OUTCOME_CONNECT_FAILED,
     PF_OUTCOME_RESET,
     PF_OUTCOME_TIMEOUT,

@@ -44,10 +44,10 @@ struct pf_tx {
     struct fake_hdr resp[FAKE_MAX_HDRS];
     unsigned n_resp;
     int status;
-    int replied_status;       /* status given to pf_tx_reply/pf_tx_error, 0 if none */
-    const char *error_code;   /* code given to pf_tx_error */
+    int replied_status;     /* status given to pf_tx_reply/pf_tx_error, 0 if none */
+    const char *error_code; /* code given to pf_tx_error */
     struct evbuffer *reply_body;
-    int resumed;              /* times pf_tx_resume was called */
+    int resumed; /* times pf_tx_resume was called */
     enum pf_verdict resume_verdict;
 };
 
