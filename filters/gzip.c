@@ -40,19 +40,59 @@ struct gzip_ctx {
     uint64_t bytes_out; /* gzip bytes produced */
 };
 
-static atomic_uint_fast64_t total_in;  /* atomic: all workers, relaxed */
-static atomic_uint_fast64_t total_out; /* atomic: all workers, relaxed */
-
 static const char *const default_types[] = {
     "text/html",       "text/plain",       "text/css",
     "text/xml",        "application/json", "application/javascript",
     "application/xml", "image/svg+xml",    NULL,
 };
 
+/*
+ * Byte counters, one pair per thread: the owner adds with a relaxed load and
+ * store (it is the only writer, so no read-modify-write and no lock on the
+ * data path); a scrape sums every pair with relaxed loads. Pairs are linked
+ * once per thread and live until exit.
+ */
+struct gzip_counters {
+    atomic_uint_fast64_t in;     /* atomic: written by the owner thread only */
+    atomic_uint_fast64_t out;    /* atomic: written by the owner thread only */
+    struct gzip_counters *next;  /* immutable once linked */
+};
+
+static _Atomic(struct gzip_counters *) counters; /* atomic: head of the list */
+static __thread struct gzip_counters *my_counters;
+
+static struct gzip_counters *gzip_counters_mine(void)
+{
+    struct gzip_counters *c = my_counters;
+
+    if (c == NULL) {
+        c = pf_xcalloc(1, sizeof(*c));
+        c->next = atomic_load(&counters);
+        while (!atomic_compare_exchange_weak(&counters, &c->next, c))
+            ;
+        my_counters = c;
+    }
+    return c;
+}
+
+static void gzip_count(uint64_t in, uint64_t out)
+{
+    struct gzip_counters *c = gzip_counters_mine();
+
+    atomic_store_explicit(&c->in, atomic_load_explicit(&c->in, memory_order_relaxed) + in,
+                          memory_order_relaxed);
+    atomic_store_explicit(&c->out, atomic_load_explicit(&c->out, memory_order_relaxed) + out,
+                          memory_order_relaxed);
+}
+
 void pf_gzip_stats(uint64_t *bytes_in, uint64_t *bytes_out)
 {
-    *bytes_in = atomic_load_explicit(&total_in, memory_order_relaxed);
-    *bytes_out = atomic_load_explicit(&total_out, memory_order_relaxed);
+    *bytes_in = 0;
+    *bytes_out = 0;
+    for (struct gzip_counters *c = atomic_load(&counters); c != NULL; c = c->next) {
+        *bytes_in += atomic_load_explicit(&c->in, memory_order_relaxed);
+        *bytes_out += atomic_load_explicit(&c->out, memory_order_relaxed);
+    }
 }
 
 /* ---- configuration ---- */
@@ -610,12 +650,14 @@ static enum pf_verdict gzip_on_response(struct pf_tx *tx, struct pf_slot *s)
     struct gzip_ctx *c = s->ctx;
     int64_t cl = resp_content_length(tx);
 
+    s->skip_body = true; /* unless it compresses, the body passes untouched */
     if (!response_compressible(tx, conf, cl))
         return PF_NEXT;
     /* The representation varies with Accept-Encoding whoever asked this time. */
     vary_add_accept_encoding(tx);
     if (!c->accepts || pf_tx_is_head(tx))
         return PF_NEXT;
+    s->skip_body = false;
     if (deflate_start(tx, conf, c, cl) != 0)
         return PF_FAILED;
     pf_tx_resp_header_set(tx, "Content-Encoding", "gzip");
@@ -648,8 +690,7 @@ static enum pf_verdict gzip_on_body(struct pf_tx *tx, struct pf_slot *s, struct 
     rc = deflate_buffer(c, b->in, b->out);
     if (rc == 0 && b->eos)
         rc = deflate_pump(c, b->out, Z_FINISH);
-    atomic_fetch_add_explicit(&total_in, c->bytes_in - in0, memory_order_relaxed);
-    atomic_fetch_add_explicit(&total_out, c->bytes_out - out0, memory_order_relaxed);
+    gzip_count(c->bytes_in - in0, c->bytes_out - out0);
     if (rc != 0) {
         /* proxy/chain.c logs the failure once, with the filter's name. */
         pf_debug("gzip: deflate failed: %s", c->z.msg != NULL ? c->z.msg : "?");

@@ -91,16 +91,19 @@ static enum pf_verdict chain_request(struct pf_tx *tx)
 
 enum pf_verdict pf_chain_response(struct pf_tx *tx)
 {
+    bool body = false;
+
     for (unsigned i = tx->out_from; i-- > 0;) {
         const struct pf_filter_ops *ops = chain_ops(tx, i);
 
-        if (ops->on_response == NULL)
-            continue;
-        if (ops->on_response(tx, &tx->slots[i]) == PF_FAILED) {
+        if (ops->on_response != NULL && ops->on_response(tx, &tx->slots[i]) == PF_FAILED) {
             pf_log(PF_LOG_ERR, "filter %s failed on response", ops->name);
             return PF_FAILED;
         }
+        body |= ops->on_body != NULL && !tx->slots[i].skip_body;
     }
+    /* no filter wants this body: it goes to the client without the chain */
+    tx->has_body_filters = body;
     return PF_NEXT;
 }
 
@@ -117,7 +120,7 @@ enum pf_verdict pf_chain_body(struct pf_tx *tx, struct evbuffer *data, bool eos,
         struct pf_body b = {in, next, eos};
         struct evbuffer *t;
 
-        if (ops->on_body == NULL)
+        if (ops->on_body == NULL || tx->slots[i].skip_body)
             continue;
         if (ops->on_body(tx, &tx->slots[i], &b) == PF_FAILED) {
             pf_log(PF_LOG_ERR, "filter %s failed on body", ops->name);

@@ -37,6 +37,7 @@ struct pf_slot {      /* what one filter sees of itself in one tx */
     const void *conf; /* parsed YAML; shared by all workers; read-only */
     void *wstate;     /* this worker only; no locking */
     void *ctx;        /* this tx only; ctx_size bytes from the tx arena, zeroed */
+    bool skip_body;   /* set in on_response: on_body is not called for this response */
 };
 
 struct pf_body {

@@ -639,8 +639,20 @@ static const http_parser_settings req_settings = {
 static ssize_t conn_scan_head(struct pf_conn *c, const unsigned char *p, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        unsigned char ch = p[i];
+        unsigned char ch;
 
+        if (c->scan == SCAN_LINE && c->first_done) {
+            /* inside a header line: jump to its CR (no LF may come before it) */
+            const unsigned char *cr = memchr(p + i, '\r', n - i);
+            size_t end = cr != NULL ? (size_t)(cr - p) : n;
+
+            if (memchr(p + i, '\n', end - i) != NULL)
+                return -1;
+            i = end;
+            if (i == n)
+                break;
+        }
+        ch = p[i];
         if (c->scan == SCAN_START && (ch == ' ' || ch == '\t') && c->seen_line)
             return -1;
         if (ch == '\r') {
