@@ -312,7 +312,9 @@ void pf_conn_close(struct pf_conn *c)
 
 bool pf_conn_is_idle(const struct pf_conn *c)
 {
-    return c->tx == NULL && c->head_bytes == 0 && !c->dead;
+    /* between requests, and the last response has left entirely */
+    return c->tx == NULL && c->head_bytes == 0 && !c->dead &&
+           evbuffer_get_length(c->s->out) == 0;
 }
 
 size_t pf_conn_out_len(const struct pf_conn *c)
@@ -925,10 +927,13 @@ static void conn_eventcb(struct pf_stream *s, int what, void *arg)
 {
     struct pf_conn *c = arg;
 
-    (void)s;
-    (void)what;
     conn_enter(c);
-    pf_conn_close(c);
+    if ((what & PF_STREAM_EOF) && c->tx == NULL && evbuffer_get_length(s->out) > 0) {
+        /* the client is done sending: the last response still goes out */
+        c->closing = true;
+    } else {
+        pf_conn_close(c);
+    }
     conn_leave(c);
 }
 
@@ -941,6 +946,8 @@ static void conn_timercb(evutil_socket_t fd, short what, void *arg)
     conn_enter(c);
     if (c->tx == NULL && c->head_bytes > 0)
         conn_reply_error(c, 408, "request_timeout");
+    else if (c->tx == NULL && evbuffer_get_length(c->s->out) > 0)
+        conn_arm_timer(c, c->w->wc->cfg->limits.idle_timeout_ms); /* still sending */
     else if (c->tx == NULL)
         pf_conn_close(c);
     else if (c->body_mode != PF_BODY_NONE)
@@ -988,6 +995,13 @@ void pf_conn_accept(struct pf_worker *w, int fd, const struct sockaddr *sa, bool
     event_assign(&c->timer, w->base, -1, 0, conn_timercb, c);
     pf_stream_setcb(c->s, conn_readcb, conn_writecb, conn_eventcb, c);
     c->s->wlow = PF_OUT_LOW_WATER;
+    {
+        /* a client that takes no output for idle_timeout is gone (send timeout) */
+        struct timeval tmp;
+
+        pf_stream_set_write_timeout(
+            c->s, pf_stream_timeout(&w->sloop, w->wc->cfg->limits.idle_timeout_ms, &tmp));
+    }
     pf_stream_read(c->s, true);
     TAILQ_INSERT_TAIL(&w->conns, c, link);
     w->n_conns++;

@@ -164,8 +164,11 @@ static void wev_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct pf_stream *s = arg;
 
-    (void)what;
     s->wev_added = false;
+    if (what & EV_TIMEOUT) {
+        stream_event(s, PF_STREAM_TIMEOUT);
+        return;
+    }
     if (s->connecting) {
         int err = 0;
         socklen_t len = sizeof(err);
@@ -198,7 +201,7 @@ void pf_stream_flush(struct pf_stream *s)
             continue;
         if (w == -1 && (errno == EAGAIN || errno == EINTR)) {
             if (!s->wev_added) {
-                event_add(&s->wev, NULL);
+                event_add(&s->wev, s->has_wto ? &s->wto : NULL);
                 s->wev_added = true;
             }
             return;
@@ -271,6 +274,13 @@ void pf_stream_set_read_timeout(struct pf_stream *s, const struct timeval *tv)
             event_del(&s->rev);
         event_add(&s->rev, s->has_rto ? &s->rto : NULL);
     }
+}
+
+void pf_stream_set_write_timeout(struct pf_stream *s, const struct timeval *tv)
+{
+    s->has_wto = tv != NULL;
+    if (tv != NULL)
+        s->wto = *tv;
 }
 
 void pf_stream_free(struct pf_stream *s)

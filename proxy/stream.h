@@ -69,7 +69,9 @@ struct pf_stream {
     void *arg;
     size_t wlow;
     struct timeval rto; /* read inactivity timeout, if has_rto */
+    struct timeval wto; /* longest wait for writability, if has_wto */
     bool has_rto;
+    bool has_wto;
     bool big_reads; /* the last read filled its buffer */
     bool reading;   /* read event wanted */
     bool connecting;
@@ -112,6 +114,12 @@ void pf_stream_read(struct pf_stream *s, bool on);
  * costs no syscall; removing it does (epoll_ctl twice): keep one set.
  */
 void pf_stream_set_read_timeout(struct pf_stream *s, const struct timeval *tv);
+
+/*
+ * Longest wait for the socket to take more output (NULL: none); past it the
+ * event callback gets PF_STREAM_TIMEOUT (a peer that stopped reading).
+ */
+void pf_stream_set_write_timeout(struct pf_stream *s, const struct timeval *tv);
 
 /* Close the socket and free the stream. */
 void pf_stream_free(struct pf_stream *s);

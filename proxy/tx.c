@@ -646,16 +646,14 @@ static void tx_send_reply(struct pf_tx *tx)
     tx->phase = PF_TX_REPLYING;
     if (!tx->req_done && (tx->expect_continue || tx->req_has_body))
         tx->close_after = true; /* the unread body is not waited for */
-    pf_tx_respond(tx);
-    if (tx->phase == PF_TX_DONE)
-        return;
-    pf_tx_resp_body(tx, tx->reply);
+    if (!pf_tx_respond(tx) || !pf_tx_resp_body(tx, tx->reply))
+        return; /* the transaction has ended (and may be freed) */
     pf_tx_resp_end(tx);
 }
 
 /* ---- the response path ---- */
 
-void pf_tx_respond(struct pf_tx *tx)
+bool pf_tx_respond(struct pf_tx *tx)
 {
     if (pf_chain_response(tx) == PF_FAILED && tx->error == NULL) {
         pf_tx_error(tx, 500, "filter_failed");
@@ -667,10 +665,11 @@ void pf_tx_respond(struct pf_tx *tx)
         pf_conn_send_body(tx, tx->reply);
         pf_conn_send_end(tx);
         tx_finish(tx);
-        return;
+        return false;
     }
     tx->phase = PF_TX_REPLYING;
     pf_conn_send_head(tx);
+    return true;
 }
 
 static void tx_body_failed(struct pf_tx *tx)
@@ -683,7 +682,7 @@ static void tx_body_failed(struct pf_tx *tx)
         pf_tx_free(tx);
 }
 
-void pf_tx_resp_body(struct pf_tx *tx, struct evbuffer *data)
+bool pf_tx_resp_body(struct pf_tx *tx, struct evbuffer *data)
 {
     struct evbuffer *out = data;
 
@@ -694,10 +693,11 @@ void pf_tx_resp_body(struct pf_tx *tx, struct evbuffer *data)
         }
         if (pf_chain_body(tx, data, false, &out) == PF_FAILED) {
             tx_body_failed(tx);
-            return;
+            return false;
         }
     }
     pf_conn_send_body(tx, out);
+    return true;
 }
 
 void pf_tx_resp_end(struct pf_tx *tx)

@@ -28,12 +28,18 @@ void pf_tx_fail(struct pf_tx *tx, int status, const char *code);
 
 /*
  * The response head is in tx->status / tx->resp (from the upstream or a
- * reply): run on_response, then send the head to the client.
+ * reply): run on_response, then send the head to the client. Returns false
+ * when the transaction ended instead (a filter failed): tx may be freed.
  */
-void pf_tx_respond(struct pf_tx *tx);
+bool pf_tx_respond(struct pf_tx *tx);
 
-/* Response body data / end (from the upstream or the reply), through on_body. */
-void pf_tx_resp_body(struct pf_tx *tx, struct evbuffer *data);
+/*
+ * Response body data (from the upstream or the reply), through on_body.
+ * Returns false when a filter failed and the connection was closed.
+ */
+bool pf_tx_resp_body(struct pf_tx *tx, struct evbuffer *data);
+
+/* The end of the response body. */
 void pf_tx_resp_end(struct pf_tx *tx);
 
 /* The client went away or the connection must close: abort the transaction. */

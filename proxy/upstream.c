@@ -325,7 +325,7 @@ static int up_on_headers_complete(http_parser *p)
     if (uc->tx != NULL && uc->tx->method_id == HTTP_HEAD)
         return 1; /* the parser knows no method: no body follows a HEAD */
     if (p->status_code == 204 || p->status_code == 304)
-        return 0;
+        return 1; /* never a body, whatever the framing headers say */
     /*
      * The parser reads heads only: bodies are de-framed by up_body(), which
      * moves bytes to the client without copying them.
@@ -602,14 +602,13 @@ void pf_upstream_resume_read(struct pf_upconn *uc)
 {
     if (!uc->read_blocked || uc->dead)
         return;
+    uc->busy++;
     uc->read_blocked = false;
     pf_stream_read(uc->s, true);
     up_process(uc);
-    if (uc->eof_pending && !uc->dead && uc->tx != NULL && !uc->read_blocked) {
-        uc->busy++;
+    if (uc->eof_pending && !uc->dead && uc->tx != NULL && !uc->read_blocked)
         up_eof(uc);
-        up_leave(uc);
-    }
+    up_leave(uc);
 }
 
 static void up_readcb(struct pf_stream *s, void *arg)
@@ -660,12 +659,19 @@ static void up_eventcb(struct pf_stream *s, int what, void *arg)
     uc->busy++;
     if (what & PF_STREAM_CONNECTED) {
         uc->connected = true;
-        if (tx->timer_set) {
+        if (uc->req_sent) {
+            set_rto(uc, tx->up->request_timeout_ms);
+        } else {
+            /*
+             * The body is still coming: request_timeout bounds how long the
+             * upstream may leave it unread (up_writecb disarms on progress).
+             */
+            tx_arm(tx, tx->up->request_timeout_ms);
+        }
+        if (uc->req_sent && tx->timer_set) {
             event_del(&tx->timer);
             tx->timer_set = false;
         }
-        if (uc->req_sent)
-            set_rto(uc, tx->up->request_timeout_ms);
     } else if (what & PF_STREAM_TIMEOUT) {
         if (tx->head_sent)
             pf_tx_fail(tx, 504, "upstream_timeout");
@@ -814,6 +820,8 @@ static bool up_start_attempt(struct pf_tx *tx, bool fresh)
         tx_arm(tx, tx->up->connect_timeout_ms);
     } else {
         uc->connected = true;
+        if (!tx->req_done)
+            pf_stream_set_read_timeout(uc->s, NULL); /* a silent upstream is fine during an upload */
     }
     worker_pool(tx->w, id)->n_active++;
     atomic_fetch_add_explicit(&endpoints[id]->active, 1, memory_order_relaxed);
@@ -887,8 +895,13 @@ void pf_upstream_send_end(struct pf_tx *tx)
         pf_stream_mark(uc->s);
     }
     uc->req_sent = true;
-    if (uc->connected)
+    if (uc->connected) {
+        if (tx->timer_set) {
+            event_del(&tx->timer); /* from here the read timeout counts */
+            tx->timer_set = false;
+        }
         set_rto(uc, tx->up->request_timeout_ms);
+    }
 }
 
 void pf_upstream_abort(struct pf_tx *tx)
