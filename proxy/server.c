@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -122,6 +123,40 @@ static void mail_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/*
+ * A worker's share of limits.max_connections, within what the open files
+ * limit allows: each client connection may need an upstream one too.
+ */
+static unsigned worker_share(const struct pf_server *s, const struct pf_config *cfg)
+{
+    uint64_t max = cfg->limits.max_connections;
+
+    if (s->fd_cap > 0 && max > s->fd_cap)
+        max = s->fd_cap;
+    return (unsigned)((max + s->n_workers - 1) / s->n_workers);
+}
+
+/* Raise the soft open files limit to the hard one; note what it allows. */
+static void server_raise_nofile(struct pf_server *s, const struct pf_config *cfg)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > 0x7fffffff)
+        return;
+    s->fd_cap = rl.rlim_cur > 128 ? (unsigned)((rl.rlim_cur - 64) / 2) : 32;
+    if (cfg->limits.max_connections > s->fd_cap)
+        pf_log(PF_LOG_WARN,
+               "open files limit %llu allows %u client connections, not max_connections %u",
+               (unsigned long long)rl.rlim_cur, s->fd_cap, cfg->limits.max_connections);
+}
+
 /* ---- configuration snapshots per worker ---- */
 
 static struct pf_wconf *wconf_new(struct pf_worker *w, struct pf_config *cfg)
@@ -165,7 +200,7 @@ static void worker_switch(struct pf_worker *w, void *arg)
     struct pf_config *cfg = arg;
 
     w->wc = wconf_new(w, cfg);
-    w->max_conns = (cfg->limits.max_connections + w->count - 1) / w->count;
+    w->max_conns = worker_share(w->srv, cfg);
     if (!w->draining && !w->is_admin)
         worker_set_accepting(w, w->n_conns < w->max_conns);
     if (old != NULL)
@@ -268,6 +303,36 @@ void pf_server_conn_closed(struct pf_worker *w)
         worker_set_accepting(w, true);
 }
 
+/* accept() failed (EMFILE, ENFILE, ENOMEM...): pause accepting 100 ms instead of spinning. */
+static void accept_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct pf_worker *w = arg;
+
+    (void)fd;
+    (void)what;
+    if (!w->draining && w->n_conns < w->max_conns)
+        worker_set_accepting(w, true);
+}
+
+static void accept_error_cb(struct evconnlistener *l, void *arg)
+{
+    struct pf_worker *w = arg;
+    struct timeval tv = {0, 100 * 1000};
+    uint64_t now = pf_now_us();
+    int err = EVUTIL_SOCKET_ERROR();
+
+    (void)l;
+    if (now - w->accept_err_logged > 10 * 1000000ull) {
+        pf_log(PF_LOG_ERR, "accept: %s: pausing accepts (raise the open files limit?)",
+               strerror(err));
+        w->accept_err_logged = now;
+    }
+    worker_set_accepting(w, false);
+    if (w->accept_retry == NULL)
+        w->accept_retry = evtimer_new(w->base, accept_retry_cb, w);
+    event_add(w->accept_retry, &tv);
+}
+
 struct listen_mail {
     int fd;
     char *text;
@@ -282,6 +347,7 @@ static void worker_add_listener(struct pf_worker *w, void *arg)
     l = evconnlistener_new(w->base, accept_cb, w, LEV_OPT_CLOSE_ON_FREE, -1, m->fd);
     if (l == NULL)
         pf_fatal("evconnlistener_new failed");
+    evconnlistener_set_error_cb(l, accept_error_cb);
     w->listeners = pf_xrealloc(w->listeners, (w->n_listeners + 1) * sizeof(*w->listeners));
     w->listeners[w->n_listeners++] = l;
     if (!w->accepting || w->draining)
@@ -357,7 +423,7 @@ static void worker_init(struct pf_server *s, struct pf_worker *w, unsigned index
     atomic_store(&w->heartbeat, pf_now_us());
     w->stats = pf_stats_new(&s->cfg->metrics); /* outlives snapshots: counts survive reloads */
     w->wc = wconf_new(w, pf_conf_ref(s->cfg));
-    w->max_conns = (s->cfg->limits.max_connections + s->n_workers - 1) / s->n_workers;
+    w->max_conns = worker_share(s, s->cfg);
 }
 
 static void *worker_main(void *arg)
@@ -406,6 +472,8 @@ static void worker_free(struct pf_worker *w)
         pf_server_wconf_unref(w, w->wc);
     w->wc = NULL;
     free(w->listeners);
+    if (w->accept_retry != NULL)
+        event_free(w->accept_retry);
     event_free(w->tick);
     event_free(w->mail_ev);
     evbuffer_free(w->alog);
@@ -456,6 +524,7 @@ static int admin_open(struct pf_server *s, const struct pf_config *cfg)
         l = evconnlistener_new(s->base, accept_cb, &s->admin, LEV_OPT_CLOSE_ON_FREE, -1, fd);
         if (l == NULL)
             pf_fatal("evconnlistener_new failed");
+        evconnlistener_set_error_cb(l, accept_error_cb);
     }
     if (s->admin_listener != NULL)
         evconnlistener_free(s->admin_listener);
@@ -529,11 +598,21 @@ void pf_server_drain(struct pf_server *s, bool exit_after)
     uint64_t ms = s->cfg->drain_delay_ms;
     struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
 
+    bool newly_exiting = exit_after && !s->exit_after_drain;
+
     if (exit_after)
         s->exit_after_drain = true;
     if (atomic_exchange(&s->draining, true)) {
-        if (exit_after && atomic_load(&s->live_conns) == 0 && s->drain_timer != NULL)
+        if (newly_exiting && s->drain_closed) {
+            /* drained already (POST /drain): now exit, within a fresh drain_timeout */
+            uint64_t t = s->cfg->drain_timeout_ms;
+            struct timeval tv = {(time_t)(t / 1000), (suseconds_t)(t % 1000) * 1000};
+
+            event_free(s->drain_timer);
+            s->drain_timer = evtimer_new(s->base, drain_check_cb, s);
+            event_add(s->drain_timer, &tv);
             event_active(s->drain_check, EV_READ, 0);
+        }
         return;
     }
     pf_log(PF_LOG_INFO, "draining: delay %llums, timeout %llums", (unsigned long long)ms,
@@ -556,7 +635,7 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
         break;
     case SIGTERM:
     case SIGINT:
-        if (atomic_load(&s->draining) && s->exit_after_drain) {
+        if (s->stop_signals++ > 0) {
             pf_log(PF_LOG_WARN, "second signal: exiting now");
             pf_alog_stop();
             _exit(1);
@@ -589,6 +668,7 @@ int pf_server_start(struct pf_server *s, struct pf_config *cfg)
     s->cfg = cfg;
     s->base = event_base_new();
     s->n_workers = cfg->workers ? cfg->workers : pf_server_auto_workers();
+    server_raise_nofile(s, cfg);
     if (pf_upstream_bind(cfg) != 0) {
         pf_log(PF_LOG_ERR, "too many endpoints");
         return -1;
@@ -738,7 +818,8 @@ static int reload_listeners(struct pf_server *s, const struct pf_config *cfg)
     }
     for (unsigned i = first_new; i < s->n_socks; i++)
         listen_sock_give(s, &s->socks[i]);
-    for (unsigned i = 0; i < first_new;) {
+    /* every socket the new configuration does not list goes (new ones are all listed) */
+    for (unsigned i = 0; i < s->n_socks;) {
         struct pf_listen_sock *ls = &s->socks[i];
 
         if (cfg_has_listen(cfg, ls->text)) {
@@ -750,7 +831,6 @@ static int reload_listeners(struct pf_server *s, const struct pf_config *cfg)
         free(ls->fds);
         free(ls->text);
         s->socks[i] = s->socks[--s->n_socks];
-        first_new--;
     }
     return 0;
 }
