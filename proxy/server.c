@@ -151,7 +151,7 @@ static void server_raise_nofile(struct pf_server *s, const struct pf_config *cfg
     if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > 0x7fffffff)
         return;
     s->fd_cap = rl.rlim_cur > 128 ? (unsigned)((rl.rlim_cur - 64) / 2) : 32;
-    if (cfg->limits.max_connections > s->fd_cap)
+    if (cfg->limits.max_connections / 2 > s->fd_cap)
         pf_log(PF_LOG_WARN,
                "open files limit %llu allows %u client connections, not max_connections %u",
                (unsigned long long)rl.rlim_cur, s->fd_cap, cfg->limits.max_connections);
