@@ -53,9 +53,9 @@ static const char *const default_types[] = {
  * once per thread and live until exit.
  */
 struct gzip_counters {
-    atomic_uint_fast64_t in;     /* atomic: written by the owner thread only */
-    atomic_uint_fast64_t out;    /* atomic: written by the owner thread only */
-    struct gzip_counters *next;  /* immutable once linked */
+    atomic_uint_fast64_t in;    /* atomic: written by the owner thread only */
+    atomic_uint_fast64_t out;   /* atomic: written by the owner thread only */
+    struct gzip_counters *next; /* immutable once linked */
 };
 
 static _Atomic(struct gzip_counters *) counters; /* atomic: head of the list */

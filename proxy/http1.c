@@ -313,8 +313,7 @@ void pf_conn_close(struct pf_conn *c)
 bool pf_conn_is_idle(const struct pf_conn *c)
 {
     /* between requests, and the last response has left entirely */
-    return c->tx == NULL && c->head_bytes == 0 && !c->dead &&
-           evbuffer_get_length(c->s->out) == 0;
+    return c->tx == NULL && c->head_bytes == 0 && !c->dead && evbuffer_get_length(c->s->out) == 0;
 }
 
 size_t pf_conn_out_len(const struct pf_conn *c)

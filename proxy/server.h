@@ -36,9 +36,9 @@ struct pf_server {
     unsigned n_socks;
     atomic_bool draining; /* atomic: /ready answers 503 */
     bool exit_after_drain;
-    bool drain_closed; /* drain_delay passed: listeners closed */
+    bool drain_closed;     /* drain_delay passed: listeners closed */
     unsigned stop_signals; /* SIGTERM/SIGINT received (the second exits at once) */
-    unsigned fd_cap; /* client connections the open files limit allows (0: no cap) */
+    unsigned fd_cap;       /* client connections the open files limit allows (0: no cap) */
     bool stopping;
     atomic_uint live_conns; /* atomic: client connections, all workers */
     struct event *drain_timer;

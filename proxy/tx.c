@@ -378,15 +378,78 @@ static bool route_host_matches(const char *want, const char *host)
     return strlen(want) == n && strncasecmp(want, host, n) == 0;
 }
 
+/*
+ * The path routes are matched against: the request target's path with the
+ * characters an upstream might read as separators decoded (%2e, %2f, %5c,
+ * "\\") and dot segments removed (RFC 3986 §5.2.4), so that neither
+ * "/public/../admin" nor "/public/..%2fadmin" passes for a "/public/" route.
+ * The request itself is forwarded as received.
+ */
+static const char *tx_route_path(struct pf_tx *tx)
+{
+    size_t len = strcspn(tx->url, "?#");
+    char *d, *out, *o;
+    size_t n = 0;
+
+    if (tx->url[0] != '/' ||
+        (memchr(tx->url, '.', len) == NULL && memchr(tx->url, '%', len) == NULL &&
+         memchr(tx->url, '\\', len) == NULL))
+        return tx->url;
+    d = pf_arena_alloc_raw(tx->arena, len + 1);
+    for (size_t i = 0; i < len; i++) {
+        char ch = tx->url[i];
+
+        if (ch == '%' && i + 2 < len && tx->url[i + 1] == '2' && (tx->url[i + 2] | 0x20) == 'e') {
+            ch = '.';
+            i += 2;
+        } else if (ch == '%' && i + 2 < len &&
+                   ((tx->url[i + 1] == '2' && (tx->url[i + 2] | 0x20) == 'f') ||
+                    (tx->url[i + 1] == '5' && (tx->url[i + 2] | 0x20) == 'c'))) {
+            ch = '/';
+            i += 2;
+        } else if (ch == '\\') {
+            ch = '/';
+        }
+        d[n++] = ch;
+    }
+    out = pf_arena_alloc_raw(tx->arena, n + 2);
+    o = out;
+    for (size_t i = 0; i < n;) {
+        size_t start = i + 1, end = start;
+
+        while (end < n && d[end] != '/')
+            end++;
+        bool dot = end - start == 1 && d[start] == '.';
+        bool dotdot = end - start == 2 && d[start] == '.' && d[start + 1] == '.';
+
+        if (dotdot) {
+            while (o > out && *--o != '/')
+                ;
+        } else if (!dot) {
+            *o++ = '/';
+            memcpy(o, d + start, end - start);
+            o += end - start;
+        }
+        i = end;
+        if ((dot || dotdot) && i == n)
+            *o++ = '/'; /* "/a/b/.." is "/a/" */
+    }
+    if (o == out)
+        *o++ = '/';
+    *o = '\0';
+    return out;
+}
+
 static const struct pf_route *tx_route(struct pf_tx *tx)
 {
     const struct pf_config *cfg = tx->cfg;
+    const char *path = tx_route_path(tx);
 
     for (unsigned i = 0; i < cfg->n_routes; i++) {
         const struct pf_route *r = &cfg->routes[i];
         bool method_ok = r->methods.n == 0;
 
-        if (strncmp(tx->url, r->prefix, r->prefix_len) != 0)
+        if (strncmp(path, r->prefix, r->prefix_len) != 0)
             continue;
         if (!route_host_matches(r->host, tx->host))
             continue;

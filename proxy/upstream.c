@@ -821,7 +821,8 @@ static bool up_start_attempt(struct pf_tx *tx, bool fresh)
     } else {
         uc->connected = true;
         if (!tx->req_done)
-            pf_stream_set_read_timeout(uc->s, NULL); /* a silent upstream is fine during an upload */
+            pf_stream_set_read_timeout(uc->s,
+                                       NULL); /* a silent upstream is fine during an upload */
     }
     worker_pool(tx->w, id)->n_active++;
     atomic_fetch_add_explicit(&endpoints[id]->active, 1, memory_order_relaxed);

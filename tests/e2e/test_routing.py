@@ -1,0 +1,100 @@
+"""Routing: prefix, host and method matching, first match wins, 404 no_route,
+and dot segments (plain or encoded) that must not carry a request out of the
+route it appears to be under."""
+
+import pf
+from pf import Origin, Pilotfish
+
+import helpers2 as h2
+
+ROUTES = h2.CONFIG_HEAD + """\
+upstreams:
+  a:
+    endpoints: ["127.0.0.1:{{o1}}"]
+  b:
+    endpoints: ["127.0.0.1:{{o2}}"]
+routes:
+  - name: api-get
+    match: { prefix: "/api/", methods: [GET, HEAD] }
+    upstream: a
+    filters: []
+  - name: api-host
+    match: { prefix: "/api/", host: "b.example" }
+    upstream: b
+    filters: []
+  - name: public
+    match: { prefix: "/public/" }
+    upstream: b
+    filters: []
+"""
+
+
+def _start():
+    o1, o2 = Origin(), Origin()
+    p = Pilotfish(ROUTES, vars={"o1": o1.port, "o2": o2.port})
+    return o1, o2, p
+
+
+def _which(p, o1, o2, method, target, host="x"):
+    """(status, 'a' | 'b' | None): which origin answered."""
+    before = (o1.stats()["requests"], o2.stats()["requests"])
+    with p.conn() as c:
+        r = c.request(method, target, host=host)
+    after = (o1.stats()["requests"], o2.stats()["requests"])
+    if after[0] > before[0]:
+        return r.status, "a"
+    if after[1] > before[1]:
+        return r.status, "b"
+    return r.status, None
+
+
+def test_routing_prefix_method_host_first_match_wins():
+    o1, o2, p = _start()
+    with o1, o2, p:
+        assert _which(p, o1, o2, "GET", "/api/x") == (200, "a")
+        # POST is not in api-get's methods: api-host matches on the host only
+        assert _which(p, o1, o2, "POST", "/api/x", host="b.example") == (200, "b")
+        # host matching ignores the port and case
+        assert _which(p, o1, o2, "POST", "/api/x", host="B.Example:8080") == (200, "b")
+        # GET matches api-get first, whatever the host
+        assert _which(p, o1, o2, "GET", "/api/x", host="b.example") == (200, "a")
+        assert _which(p, o1, o2, "GET", "/public/y") == (200, "b")
+
+
+def test_routing_no_route_is_404_json():
+    o1, o2, p = _start()
+    with o1, o2, p:
+        with p.conn() as c:
+            r = c.request("POST", "/api/x", host="other")
+        assert r.status == 404, r
+        assert r.header("X-Pilotfish-Error") == "no_route", r.headers
+        assert b'"error":"no_route"' in r.body, r.body
+        assert _which(p, o1, o2, "GET", "/elsewhere")[0] == 404
+
+
+def test_routing_dot_segments_cannot_leave_a_route():
+    """"/public/../api/x" is "/api/x": it must be routed (and filtered) as
+    such, never as the /public/ route it starts with -- also when the dots or
+    the slash are percent-encoded, which an upstream may decode."""
+    o1, o2, p = _start()
+    with o1, o2, p:
+        for target in ["/public/../api/x", "/public/%2e%2e/api/x", "/public/%2E%2E/api/x",
+                       "/public/..%2fapi/x", "/public/..%5capi/x", "/public/./../api/x"]:
+            # GET: routed to api-get (origin a), not to public (origin b)
+            assert _which(p, o1, o2, "GET", target) == (200, "a"), target
+            # POST: no route matches /api/x for host x
+            assert _which(p, o1, o2, "POST", target)[0] == 404, target
+        # dot segments that stay inside the route
+        assert _which(p, o1, o2, "GET", "/public/a/../b") == (200, "b")
+        assert _which(p, o1, o2, "GET", "/public/./b") == (200, "b")
+        assert _which(p, o1, o2, "GET", "/public/a/..") == (200, "b")
+
+
+def test_routing_request_target_forwarded_as_received():
+    """Normalisation is for matching only: the upstream sees the original target."""
+    o1, o2, p = _start()
+    with o1, o2, p:
+        with p.conn() as c:
+            r = c.request("GET", "/public/a/../echo?x=%2e")
+        assert r.status == 200, r
+        assert r.json()["url"] == "/public/a/../echo?x=%2e", r.json()
