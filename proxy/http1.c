@@ -34,12 +34,6 @@
 #include "proxy/tx.h"
 #include "proxy/upstream.h"
 
-enum {
-    HEAD_URL = 1,
-    HEAD_FIELD = 2,
-    HEAD_VALUE = 3,
-};
-
 /* head scanner states */
 enum {
     SCAN_LINE = 0, /* inside a line */
@@ -50,224 +44,6 @@ enum {
 
 static void conn_process(struct pf_conn *c);
 static void conn_arm_timer(struct pf_conn *c, uint64_t ms);
-
-/* ---- message heads ---- */
-
-void pf_head_reset(struct pf_head *h)
-{
-    h->len = 0;
-    h->url_len = 0;
-    h->n = 0;
-    h->last = 0;
-}
-
-void pf_head_free(struct pf_head *h)
-{
-    free(h->buf);
-    free(h->ent);
-    memset(h, 0, sizeof(*h));
-}
-
-static void head_put(struct pf_head *h, const char *at, size_t len)
-{
-    if (h->len + len + 1 > h->cap) {
-        uint32_t cap = h->cap ? h->cap : 1024;
-
-        while (cap < h->len + len + 1)
-            cap *= 2;
-        h->buf = pf_xrealloc(h->buf, cap);
-        h->cap = cap;
-    }
-    memcpy(h->buf + h->len, at, len);
-    h->len += len;
-}
-
-/* Terminate the piece in progress with a NUL. */
-static void head_close_piece(struct pf_head *h)
-{
-    head_put(h, "", 1);
-}
-
-int pf_head_append(struct pf_head *h, int what, const char *at, size_t len, uint32_t limit,
-                   unsigned max_headers)
-{
-    if (h->len + len > limit)
-        return -1;
-    if (what != h->last) {
-        if (h->last != 0)
-            head_close_piece(h);
-        if (what == HEAD_FIELD) {
-            if (h->n >= max_headers)
-                return -2;
-            if (h->n == h->cap_ent) {
-                h->cap_ent = h->cap_ent ? h->cap_ent * 2 : 16;
-                h->ent = pf_xrealloc(h->ent, h->cap_ent * sizeof(*h->ent));
-            }
-            h->ent[h->n].name_off = h->len;
-            h->ent[h->n].name_len = 0;
-            h->ent[h->n].value_off = 0;
-            h->ent[h->n].value_len = 0;
-            h->n++;
-        } else if (what == HEAD_VALUE) {
-            h->ent[h->n - 1].value_off = h->len;
-        }
-        h->last = what;
-    }
-    head_put(h, at, len);
-    if (what == HEAD_URL)
-        h->url_len += len;
-    else if (what == HEAD_FIELD)
-        h->ent[h->n - 1].name_len += len;
-    else
-        h->ent[h->n - 1].value_len += len;
-    return 0;
-}
-
-void pf_head_export(const struct pf_head *h, struct pf_arena *a, struct pf_hdrs *out,
-                    const char **url)
-{
-    char *copy = pf_arena_alloc_raw(a, h->len + 1);
-    static const char empty[] = "";
-
-    memcpy(copy, h->buf, h->len);
-    copy[h->len] = '\0';
-    if (url != NULL)
-        *url = copy;
-    out->cap = h->n + 8;
-    out->v = pf_arena_alloc_raw(a, out->cap * sizeof(*out->v));
-    out->n = h->n;
-    for (unsigned i = 0; i < h->n; i++) {
-        const struct pf_head_ent *e = &h->ent[i];
-        struct pf_hdr *d = &out->v[i];
-
-        d->name = copy + e->name_off;
-        d->name_len = e->name_len;
-        /* a header with an empty value has no value callback */
-        d->value = e->value_off ? copy + e->value_off : empty;
-        d->value_len = e->value_len;
-        d->id = pf_hdr_classify(d->name, d->name_len);
-        /* http-parser leaves trailing whitespace in values: trim it */
-        while (d->value_len > 0 &&
-               (d->value[d->value_len - 1] == ' ' || d->value[d->value_len - 1] == '\t'))
-            ((char *)d->value)[--d->value_len] = '\0';
-    }
-}
-
-bool pf_http_list_has(const char *value, const char *token)
-{
-    size_t tl = strlen(token);
-    const char *p = value;
-
-    while (p != NULL && *p != '\0') {
-        const char *end;
-
-        while (*p == ' ' || *p == '\t' || *p == ',')
-            p++;
-        end = p;
-        while (*end != '\0' && *end != ',' && *end != ';')
-            end++;
-        {
-            const char *e = end;
-
-            while (e > p && (e[-1] == ' ' || e[-1] == '\t'))
-                e--;
-            if ((size_t)(e - p) == tl && strncasecmp(p, token, tl) == 0)
-                return true;
-        }
-        p = strchr(end, ',');
-    }
-    return false;
-}
-
-const char *pf_http_reason(int status)
-{
-    switch (status) {
-    case 100:
-        return "Continue";
-    case 101:
-        return "Switching Protocols";
-    case 103:
-        return "Early Hints";
-    case 200:
-        return "OK";
-    case 201:
-        return "Created";
-    case 202:
-        return "Accepted";
-    case 203:
-        return "Non-Authoritative Information";
-    case 204:
-        return "No Content";
-    case 206:
-        return "Partial Content";
-    case 301:
-        return "Moved Permanently";
-    case 302:
-        return "Found";
-    case 303:
-        return "See Other";
-    case 304:
-        return "Not Modified";
-    case 307:
-        return "Temporary Redirect";
-    case 308:
-        return "Permanent Redirect";
-    case 400:
-        return "Bad Request";
-    case 401:
-        return "Unauthorized";
-    case 403:
-        return "Forbidden";
-    case 404:
-        return "Not Found";
-    case 405:
-        return "Method Not Allowed";
-    case 408:
-        return "Request Timeout";
-    case 409:
-        return "Conflict";
-    case 410:
-        return "Gone";
-    case 413:
-        return "Content Too Large";
-    case 414:
-        return "URI Too Long";
-    case 417:
-        return "Expectation Failed";
-    case 429:
-        return "Too Many Requests";
-    case 431:
-        return "Request Header Fields Too Large";
-    case 500:
-        return "Internal Server Error";
-    case 501:
-        return "Not Implemented";
-    case 502:
-        return "Bad Gateway";
-    case 503:
-        return "Service Unavailable";
-    case 504:
-        return "Gateway Timeout";
-    default:
-        return "Unknown";
-    }
-}
-
-const char *pf_http_date(void)
-{
-    static __thread time_t last;
-    static __thread char buf[40];
-    time_t now = time(NULL);
-
-    if (now != last) {
-        struct tm tm;
-
-        gmtime_r(&now, &tm);
-        strftime(buf, sizeof(buf), "%a, %d %b %Y %H:%M:%S GMT", &tm);
-        last = now;
-    }
-    return buf;
-}
 
 /* ---- connection lifetime ---- */
 
@@ -473,8 +249,8 @@ static int on_url(http_parser *p, const char *at, size_t len)
 
     if (c->head.url_len + len > l->max_uri_size)
         return conn_fail(c, 414, "uri_too_long");
-    if (pf_head_append(&c->head, HEAD_URL, at, len, (uint32_t)l->max_header_size, l->max_headers) !=
-        0)
+    if (pf_head_append(&c->head, PF_HEAD_URL, at, len, (uint32_t)l->max_header_size,
+                       l->max_headers) != 0)
         return conn_fail(c, 431, "headers_too_large");
     return 0;
 }
@@ -491,29 +267,12 @@ static int on_header_piece(http_parser *p, int what, const char *at, size_t len)
 
 static int on_header_field(http_parser *p, const char *at, size_t len)
 {
-    return on_header_piece(p, HEAD_FIELD, at, len);
+    return on_header_piece(p, PF_HEAD_FIELD, at, len);
 }
 
 static int on_header_value(http_parser *p, const char *at, size_t len)
 {
-    return on_header_piece(p, HEAD_VALUE, at, len);
-}
-
-bool pf_http_is_token(const char *s, size_t len)
-{
-    /* tchar (RFC 9110 §5.6.2): the lenient parser lets spaces through */
-    static const char extra[] = "!#$%&'*+-.^_`|~";
-
-    if (len == 0)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char ch = (unsigned char)s[i];
-
-        if (!((ch >= '0' && ch <= '9') || ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z') ||
-              (ch != 0 && strchr(extra, ch) != NULL)))
-            return false;
-    }
-    return true;
+    return on_header_piece(p, PF_HEAD_VALUE, at, len);
 }
 
 static bool is_digits(const char *s)
@@ -572,7 +331,7 @@ static int on_headers_complete(http_parser *p)
     const char *expect;
 
     if (c->head.last != 0)
-        head_close_piece(&c->head);
+        pf_head_close(&c->head);
     if (p->method == HTTP_CONNECT)
         return conn_fail(c, 405, "bad_request");
     tx = pf_tx_new(c);

@@ -48,12 +48,21 @@ void pf_conn_block_body(struct pf_conn *c);
 /* Write "HTTP/1.1 100 Continue" if the request expects it and it was not sent. */
 void pf_conn_send_continue(struct pf_tx *tx);
 
-/* ---- message heads ---- */
+/* ---- message heads (proxy/head.c) ---- */
+
+/* What pf_head_append() adds to. */
+enum {
+    PF_HEAD_URL = 1,
+    PF_HEAD_FIELD = 2,
+    PF_HEAD_VALUE = 3,
+};
 
 /* Append data to the current url/field/value; -1 when the head passes limit. */
 int pf_head_append(struct pf_head *h, int what, const char *at, size_t len, uint32_t limit,
                    unsigned max_headers);
 void pf_head_reset(struct pf_head *h);
+/* Terminate the piece in progress (the head is complete). */
+void pf_head_close(struct pf_head *h);
 void pf_head_free(struct pf_head *h);
 
 /* Copy the assembled head into arena-backed pf_hdrs (and url if wanted). */

@@ -300,14 +300,16 @@ static int up_on_header_field(http_parser *p, const char *at, size_t len)
 {
     struct pf_upconn *uc = p->data;
 
-    return pf_head_append(&uc->head, 2, at, len, UP_MAX_HEAD, UP_MAX_HEADERS) == 0 ? 0 : -1;
+    return pf_head_append(&uc->head, PF_HEAD_FIELD, at, len, UP_MAX_HEAD, UP_MAX_HEADERS) == 0 ? 0
+                                                                                               : -1;
 }
 
 static int up_on_header_value(http_parser *p, const char *at, size_t len)
 {
     struct pf_upconn *uc = p->data;
 
-    return pf_head_append(&uc->head, 3, at, len, UP_MAX_HEAD, UP_MAX_HEADERS) == 0 ? 0 : -1;
+    return pf_head_append(&uc->head, PF_HEAD_VALUE, at, len, UP_MAX_HEAD, UP_MAX_HEADERS) == 0 ? 0
+                                                                                               : -1;
 }
 
 static int up_on_headers_complete(http_parser *p)

@@ -303,7 +303,8 @@ def test_gzip_memory_bounded_with_slow_reader():
             t = threading.Thread(target=writer, daemon=True)
             t.start()
             time.sleep(1.5)  # stall: nothing read yet
-            assert sent[0] < size // 2, "the whole upload (%d bytes) was accepted while the " \
+            # loopback socket buffers on the three hops hold up to ~20 MiB by themselves
+            assert sent[0] < size * 3 // 4, "the whole upload (%d bytes) was accepted while the " \
                 "client read nothing: no backpressure through gzip" % sent[0]
             r = c.read_response("POST")
             t.join(30)
