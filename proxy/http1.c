@@ -478,6 +478,9 @@ static void conn_reply_error(struct pf_conn *c, int status, const char *code)
     c->parse_paused = true;
     pf_stream_read(c->s, false);
     if (tx->head_sent) {
+        /* too late for a status: the log and the counters say what happened */
+        tx->error = code;
+        pf_count_error(c->w, code);
         pf_conn_close(c);
         return;
     }
@@ -775,6 +778,8 @@ void pf_conn_resume_body(struct pf_conn *c)
     conn_enter(c);
     c->parse_paused = false;
     http_parser_pause(&c->parser, 0);
+    if (c->body_mode != PF_BODY_NONE)
+        conn_arm_timer(c, tx->cfg->limits.idle_timeout_ms); /* the body must keep coming */
     if (c->read_blocked) {
         c->read_blocked = false;
         pf_stream_read(c->s, true);

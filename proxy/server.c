@@ -310,7 +310,9 @@ static void accept_retry_cb(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
-    if (!w->draining && w->n_conns < w->max_conns)
+    if (w->is_admin && w->srv->admin_listener != NULL)
+        evconnlistener_enable(w->srv->admin_listener);
+    else if (!w->draining && w->n_conns < w->max_conns)
         worker_set_accepting(w, true);
 }
 
@@ -321,13 +323,15 @@ static void accept_error_cb(struct evconnlistener *l, void *arg)
     uint64_t now = pf_now_us();
     int err = EVUTIL_SOCKET_ERROR();
 
-    (void)l;
     if (now - w->accept_err_logged > 10 * 1000000ull) {
         pf_log(PF_LOG_ERR, "accept: %s: pausing accepts (raise the open files limit?)",
                strerror(err));
         w->accept_err_logged = now;
     }
-    worker_set_accepting(w, false);
+    if (w->is_admin)
+        evconnlistener_disable(l); /* the admin listener is not among w->listeners */
+    else
+        worker_set_accepting(w, false);
     if (w->accept_retry == NULL)
         w->accept_retry = evtimer_new(w->base, accept_retry_cb, w);
     event_add(w->accept_retry, &tv);
@@ -509,18 +513,28 @@ static void worker_drain(struct pf_worker *w, void *arg)
 /* ---- admin listener ---- */
 
 /* (Re)open the admin listener of cfg; the old one is closed once the new one is bound. */
-static int admin_open(struct pf_server *s, const struct pf_config *cfg)
+/* Bind the admin address of cfg: a socket, -1 when it is "off", -2 on an error (logged). */
+static int admin_bind(const struct pf_config *cfg)
 {
-    struct evconnlistener *l = NULL;
     int fd;
 
-    if (cfg->admin_listen.len > 0) {
-        fd = sock_open(&cfg->admin_listen, false);
-        if (fd < 0) {
-            pf_log(PF_LOG_ERR, "cannot listen on %s (admin): %s", cfg->admin_listen.text,
-                   strerror(-fd));
-            return -1;
-        }
+    if (cfg->admin_listen.len == 0)
+        return -1;
+    fd = sock_open(&cfg->admin_listen, false);
+    if (fd < 0) {
+        pf_log(PF_LOG_ERR, "cannot listen on %s (admin): %s", cfg->admin_listen.text,
+               strerror(-fd));
+        return -2;
+    }
+    return fd;
+}
+
+/* Serve the admin API on fd (from admin_bind), closing the previous listener. */
+static void admin_apply(struct pf_server *s, const struct pf_config *cfg, int fd)
+{
+    struct evconnlistener *l = NULL;
+
+    if (fd >= 0) {
         l = evconnlistener_new(s->base, accept_cb, &s->admin, LEV_OPT_CLOSE_ON_FREE, -1, fd);
         if (l == NULL)
             pf_fatal("evconnlistener_new failed");
@@ -531,6 +545,15 @@ static int admin_open(struct pf_server *s, const struct pf_config *cfg)
     s->admin_listener = l;
     free(s->admin_text);
     s->admin_text = l != NULL ? pf_xstrdup(cfg->admin_listen.text) : NULL;
+}
+
+static int admin_open(struct pf_server *s, const struct pf_config *cfg)
+{
+    int fd = admin_bind(cfg);
+
+    if (fd == -2)
+        return -1;
+    admin_apply(s, cfg, fd);
     return 0;
 }
 
@@ -796,29 +819,40 @@ static bool cfg_has_listen(const struct pf_config *cfg, const char *text)
 }
 
 /* Open the new listen addresses of cfg; close those it dropped. */
-static int reload_listeners(struct pf_server *s, const struct pf_config *cfg)
+/* Reload, step 1: open the sockets of the new listen addresses (kept unused). */
+static int reload_open_listeners(struct pf_server *s, const struct pf_config *cfg,
+                                 unsigned *first_new)
 {
-    unsigned first_new = s->n_socks;
-
+    *first_new = s->n_socks;
     for (unsigned i = 0; i < cfg->n_listen; i++) {
         if (listen_find(s, cfg->listen[i].text) >= 0)
             continue;
         s->socks = pf_xrealloc(s->socks, (s->n_socks + 1) * sizeof(*s->socks));
-        if (listen_sock_open(&s->socks[s->n_socks], &cfg->listen[i], s->n_workers) != 0) {
-            for (unsigned j = first_new; j < s->n_socks; j++) {
-                for (unsigned k = 0; k < s->socks[j].n_fds; k++)
-                    close(s->socks[j].fds[k]);
-                free(s->socks[j].fds);
-                free(s->socks[j].text);
-            }
-            s->n_socks = first_new;
+        if (listen_sock_open(&s->socks[s->n_socks], &cfg->listen[i], s->n_workers) != 0)
             return -1;
-        }
         s->n_socks++;
     }
+    return 0;
+}
+
+/* Reload failed: close the sockets step 1 opened. */
+static void reload_close_new_listeners(struct pf_server *s, unsigned first_new)
+{
+    for (unsigned j = first_new; j < s->n_socks; j++) {
+        for (unsigned k = 0; k < s->socks[j].n_fds; k++)
+            close(s->socks[j].fds[k]);
+        free(s->socks[j].fds);
+        free(s->socks[j].text);
+    }
+    s->n_socks = first_new;
+}
+
+/* Reload, step 2: workers take the new sockets; those cfg does not list go. */
+static void reload_commit_listeners(struct pf_server *s, const struct pf_config *cfg,
+                                    unsigned first_new)
+{
     for (unsigned i = first_new; i < s->n_socks; i++)
         listen_sock_give(s, &s->socks[i]);
-    /* every socket the new configuration does not list goes (new ones are all listed) */
     for (unsigned i = 0; i < s->n_socks;) {
         struct pf_listen_sock *ls = &s->socks[i];
 
@@ -832,7 +866,6 @@ static int reload_listeners(struct pf_server *s, const struct pf_config *cfg)
         free(ls->text);
         s->socks[i] = s->socks[--s->n_socks];
     }
-    return 0;
 }
 
 static void reload_result(struct evbuffer *out, bool ok, const struct pf_err *err)
@@ -863,17 +896,27 @@ int pf_server_reload(struct pf_server *s, struct evbuffer *result)
 {
     struct pf_err err;
     struct pf_config *cfg;
+    unsigned first_new = s->n_socks;
+    int admin_fd;
 
     pf_err_init(&err, s->cfg->path);
     cfg = pf_conf_load(s->cfg->path, &err);
     if (cfg == NULL)
         return reload_fail(s, result, &err);
-    if (pf_upstream_bind(cfg) != 0 || reload_listeners(s, cfg) != 0 ||
-        (admin_changed(s, cfg) && admin_open(s, cfg) != 0)) {
+    /* everything that can fail happens before anything is applied */
+    admin_fd = admin_changed(s, cfg) ? admin_bind(cfg) : -3;
+    if (pf_upstream_bind(cfg) != 0 || admin_fd == -2 ||
+        reload_open_listeners(s, cfg, &first_new) != 0) {
+        if (admin_fd >= 0)
+            close(admin_fd);
+        reload_close_new_listeners(s, first_new);
         pf_err_at(&err, NULL, "cannot apply the listen addresses or endpoints (see log)");
         pf_conf_unref(cfg);
         return reload_fail(s, result, &err);
     }
+    reload_commit_listeners(s, cfg, first_new);
+    if (admin_fd != -3)
+        admin_apply(s, cfg, admin_fd);
     if (cfg->workers != s->cfg->workers)
         pf_log(PF_LOG_WARN, "reload: a change of 'workers' takes effect at the next restart");
     if (!pf_stats_conf_same(&cfg->metrics, &s->cfg->metrics))

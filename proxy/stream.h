@@ -64,7 +64,7 @@ struct pf_stream {
     struct evbuffer *in;
     struct evbuffer *out;
     pf_stream_cb readcb;
-    pf_stream_cb writecb; /* output fell to the low watermark or below */
+    pf_stream_cb writecb; /* a flush wrote everything queued (backpressure may resume) */
     pf_stream_event_cb eventcb;
     void *arg;
     size_t wlow;

@@ -316,6 +316,27 @@ def test_regress_reload_moves_admin_listener():
         assert p.running()
 
 
+def test_regress_failed_reload_applies_nothing():
+    """A reload whose admin address cannot be bound fails whole: the new
+    listen address it also asked for is not opened, the old ones stay."""
+    o = Origin()
+    extra = pf.free_port()
+    p = Pilotfish(h2.config(), origin=o)
+    with o, p, socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        taken = busy.getsockname()[1]
+        text = h2.config(head='listen: ["127.0.0.1:{{port}}", "127.0.0.1:%d"]\n'
+                              'workers: 1\nadmin: { listen: "127.0.0.1:%d" }\n'
+                              'access_log: { path: off }\n' % (extra, taken))
+        p.write_config(text)
+        r = p.admin("POST", "/reload")
+        assert r.status == 400 and r.json()["result"] == "failure", (r, r.body)
+        assert refused(extra), "a failed reload opened the new listen address %d" % extra
+        assert p.get("/").status == 200
+        assert p.admin("GET", "/health").status == 200
+
+
 def limits_config(n):
     return h2.config("limits:\n  max_connections: %d\n" % n)
 
