@@ -1,8 +1,8 @@
 /*
  * A strict decoder of chunked transfer coding (RFC 9112 §7.1), for request
- * bodies and upstream response bodies alike. http-parser as Debian builds it is lenient about chunk framing (a
- * missing CRLF after chunk data is accepted), and a proxy must not be: any
- * deviation is an error, and the connection is closed.
+ * bodies and upstream response bodies alike. http-parser as Debian builds it is lenient about chunk
+ * framing (a missing CRLF after chunk data is accepted), and a proxy must not be: any deviation is
+ * an error, and the connection is closed.
  */
 #ifndef PF_CHUNKED_H
 #define PF_CHUNKED_H
