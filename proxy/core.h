@@ -288,12 +288,15 @@ struct pf_conn {
     bool seen_line;            /* the request line has started */
     int pending_status;        /* error found inside a parser callback */
     const char *pending_code;
-    unsigned busy;     /* callbacks on the stack; free when 0 and dead */
-    bool msg_complete; /* parser reached message_complete for tx */
-    bool parse_paused; /* parser stopped until the tx lets it go on */
-    bool read_blocked; /* client reads stopped by backpressure */
-    bool processing;   /* conn_process() is on the stack */
-    bool closing;      /* close once output is flushed */
+    unsigned busy;         /* callbacks on the stack; free when 0 and dead */
+    bool msg_complete;     /* parser reached message_complete for tx */
+    bool parse_paused;     /* parser stopped until the tx lets it go on */
+    bool read_blocked;     /* client reads stopped by backpressure */
+    bool processing;       /* conn_process() is on the stack */
+    bool closing;          /* close once output is flushed */
+    bool linger;           /* unread input may follow: close gently (lingering) */
+    bool lingering;        /* our side is shut: reading and discarding until EOF */
+    uint32_t linger_bytes; /* discarded while lingering */
     bool is_admin;
     bool dead;
     struct pf_tx *tx;

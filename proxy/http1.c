@@ -42,6 +42,9 @@ enum {
     SCAN_DONE,     /* saw the empty line ending the head */
 };
 
+#define LINGER_MS    2000          /* longest lingering close */
+#define LINGER_BYTES (1024 * 1024) /* most input discarded while lingering */
+
 static void conn_process(struct pf_conn *c);
 static void conn_arm_timer(struct pf_conn *c, uint64_t ms);
 
@@ -475,6 +478,7 @@ static void conn_reply_error(struct pf_conn *c, int status, const char *code)
         tx->http_minor = 1;
     }
     c->closing = true;
+    c->linger = true;
     c->parse_paused = true;
     pf_stream_read(c->s, false);
     if (tx->head_sent) {
@@ -650,6 +654,16 @@ static void conn_readcb(struct pf_stream *s, void *arg)
     struct pf_conn *c = arg;
 
     conn_enter(c);
+    if (c->lingering) {
+        size_t n = evbuffer_get_length(s->in);
+
+        evbuffer_drain(s->in, n);
+        c->linger_bytes += (uint32_t)n;
+        if (c->linger_bytes > LINGER_BYTES)
+            pf_conn_close(c);
+        conn_leave(c);
+        return;
+    }
     conn_process(c);
     if (!c->dead && c->parse_paused && !c->read_blocked &&
         evbuffer_get_length(s->in) > c->w->wc->cfg->limits.max_header_size + PF_IN_SLACK) {
@@ -664,6 +678,26 @@ static void conn_readcb(struct pf_stream *s, void *arg)
     conn_leave(c);
 }
 
+/*
+ * Close a connection whose output has all been written. When the client may
+ * still be sending (an error answered before its body was read, requests
+ * pipelined after a close), closing at once would make the kernel answer
+ * those bytes with a reset, which can destroy the response in flight: shut
+ * our side and discard input for a while first (nginx's lingering_close).
+ */
+static void conn_finish_close(struct pf_conn *c)
+{
+    if (c->lingering || !(c->linger || evbuffer_get_length(c->s->in) > 0)) {
+        pf_conn_close(c);
+        return;
+    }
+    c->lingering = true;
+    shutdown(c->s->fd, SHUT_WR);
+    evbuffer_drain(c->s->in, evbuffer_get_length(c->s->in));
+    pf_stream_read(c->s, true);
+    conn_arm_timer(c, LINGER_MS);
+}
+
 static void conn_writecb(struct pf_stream *s, void *arg)
 {
     struct pf_conn *c = arg;
@@ -671,7 +705,7 @@ static void conn_writecb(struct pf_stream *s, void *arg)
 
     conn_enter(c);
     if (len == 0 && c->closing && (c->tx == NULL || c->tx->phase == PF_TX_DONE)) {
-        pf_conn_close(c);
+        conn_finish_close(c);
     } else if (c->tx != NULL && c->tx->uc != NULL && len <= PF_OUT_LOW_WATER) {
         pf_upstream_resume_read(c->tx->uc);
     }
@@ -689,7 +723,8 @@ static void conn_eventcb(struct pf_stream *s, int what, void *arg)
     struct pf_conn *c = arg;
 
     conn_enter(c);
-    if ((what & PF_STREAM_EOF) && c->tx == NULL && evbuffer_get_length(s->out) > 0) {
+    if (!c->lingering && (what & PF_STREAM_EOF) && c->tx == NULL &&
+        evbuffer_get_length(s->out) > 0) {
         /* the client is done sending: the last response still goes out */
         c->closing = true;
     } else {
@@ -705,7 +740,9 @@ static void conn_timercb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     conn_enter(c);
-    if (c->tx == NULL && c->head_bytes > 0)
+    if (c->lingering)
+        pf_conn_close(c);
+    else if (c->tx == NULL && c->head_bytes > 0)
         conn_reply_error(c, 408, "request_timeout");
     else if (c->tx == NULL && evbuffer_get_length(c->s->out) > 0)
         conn_arm_timer(c, c->w->wc->cfg->limits.idle_timeout_ms); /* still sending */
@@ -808,12 +845,14 @@ void pf_conn_tx_done(struct pf_conn *c)
     c->tx = NULL;
     if (tx->close_after || !tx->req_done)
         c->closing = true;
+    if (!tx->req_done)
+        c->linger = true;
     pf_tx_free(tx);
     c->requests++;
     if (c->closing) {
         pf_stream_read(c->s, false);
         if (pf_conn_out_len(c) == 0)
-            pf_conn_close(c);
+            conn_finish_close(c);
         conn_leave(c);
         return;
     }
