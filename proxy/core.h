@@ -216,8 +216,9 @@ struct pf_tx {
     unsigned short http_major;
     unsigned short http_minor;
     struct pf_hdrs req;
-    const char *host;    /* Host header or NULL */
-    uint64_t req_length; /* Content-Length, when req_has_length */
+    const char *host;      /* Host header or NULL */
+    bool host_from_target; /* host is the absolute-form target's authority */
+    uint64_t req_length;   /* Content-Length, when req_has_length */
     bool req_has_length;
     bool req_chunked;
     bool req_has_body;

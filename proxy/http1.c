@@ -327,6 +327,35 @@ static int conn_check_framing(struct pf_conn *c, struct pf_tx *tx)
     return 0;
 }
 
+/*
+ * "GET http://host/path": the target's authority replaces the Host header
+ * (RFC 9112 §3.2.2) and the upstream gets the origin form "/path".
+ */
+static int conn_absolute_form(struct pf_conn *c, struct pf_tx *tx)
+{
+    const char *auth, *path;
+    size_t alen;
+    char *url;
+
+    if (strncasecmp(tx->url, "http://", 7) == 0)
+        auth = tx->url + 7;
+    else if (strncasecmp(tx->url, "https://", 8) == 0)
+        auth = tx->url + 8;
+    else
+        return 0;
+    alen = strcspn(auth, "/?#");
+    if (alen == 0 || memchr(auth, '@', alen) != NULL)
+        return conn_fail(c, 400, "bad_request");
+    path = auth + alen;
+    url = pf_arena_alloc_raw(tx->arena, strlen(path) + 2);
+    url[0] = '/';
+    strcpy(url + (path[0] == '/' ? 0 : 1), path);
+    tx->host = pf_arena_strndup(tx->arena, auth, alen);
+    tx->host_from_target = true;
+    tx->url = url;
+    return 0;
+}
+
 static int on_headers_complete(http_parser *p)
 {
     struct pf_conn *c = p->data;
@@ -346,7 +375,7 @@ static int on_headers_complete(http_parser *p)
     tx->http_major = p->http_major;
     tx->http_minor = p->http_minor;
     tx->client_keepalive = http_should_keep_alive(p) && !c->closing;
-    if (conn_check_framing(c, tx) != 0)
+    if (conn_check_framing(c, tx) != 0 || conn_absolute_form(c, tx) != 0)
         return -1;
     tx->req_has_body = tx->req_chunked || (tx->req_has_length && tx->req_length > 0);
     expect = pf_hdrs_get_id(&tx->req, PF_H_EXPECT);

@@ -391,6 +391,8 @@ static const char *tx_route_path(struct pf_tx *tx)
     char *d, *out, *o;
     size_t n = 0;
 
+    if (strcmp(tx->url, "*") == 0)
+        return "/"; /* OPTIONS *: the server as a whole */
     if (tx->url[0] != '/' ||
         (memchr(tx->url, '.', len) == NULL && memchr(tx->url, '%', len) == NULL &&
          memchr(tx->url, '\\', len) == NULL))

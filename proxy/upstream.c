@@ -770,11 +770,14 @@ static void up_write_head(struct pf_tx *tx, struct pf_upconn *uc)
     for (unsigned i = 0; i < tx->req.n; i++) {
         const struct pf_hdr *h = &tx->req.v[i];
 
-        if (!req_hop_by_hop(h, conn_value))
-            pf_sb_header(&b, h->name, h->name_len, h->value, h->value_len);
+        if (req_hop_by_hop(h, conn_value) || (h->id == PF_H_HOST && tx->host_from_target))
+            continue;
+        pf_sb_header(&b, h->name, h->name_len, h->value, h->value_len);
     }
     if (tx->host == NULL)
         put_header(&b, "Host", endpoints[uc->endpoint_id]->addr.text);
+    else if (tx->host_from_target)
+        put_header(&b, "Host", tx->host);
     uc->req_chunked = tx->req_chunked;
     if (tx->req_chunked) {
         pf_sb_str(&b, "Transfer-Encoding: chunked\r\n");
@@ -784,9 +787,12 @@ static void up_write_head(struct pf_tx *tx, struct pf_upconn *uc)
         pf_sb_put(&b, "\r\n", 2);
     }
     pf_sb_str(&b, "X-Forwarded-For: ");
-    if (xff != NULL) {
-        pf_sb_str(&b, xff);
-        pf_sb_put(&b, ", ", 2);
+    for (unsigned i = 0; xff != NULL && i < tx->req.n; i++) {
+        /* every X-Forwarded-For line, in order, then the client */
+        if (tx->req.v[i].id == PF_H_X_FORWARDED_FOR) {
+            pf_sb_put(&b, tx->req.v[i].value, tx->req.v[i].value_len);
+            pf_sb_put(&b, ", ", 2);
+        }
     }
     pf_sb_str(&b, client);
     pf_sb_put(&b, "\r\n", 2);

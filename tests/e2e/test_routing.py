@@ -98,3 +98,42 @@ def test_routing_request_target_forwarded_as_received():
             r = c.request("GET", "/public/a/../echo?x=%2e")
         assert r.status == 200, r
         assert r.json()["url"] == "/public/a/../echo?x=%2e", r.json()
+
+
+def test_routing_absolute_form_target():
+    """"GET http://b.example/api/x": the authority replaces the Host header
+    (RFC 9112 3.2.2) for routing and upstream; the upstream gets origin form."""
+    o1, o2, p = _start()
+    with o1, o2, p:
+        with p.conn() as c:
+            r = c.request("POST", "http://b.example/api/echo?q=1", host="ignored")
+        assert r.status == 200, r
+        j = r.json()
+        assert j["url"] == "/api/echo?q=1", j
+        hosts = [v for k, v in j["headers"] if k.lower() == "host"]
+        assert hosts == ["b.example"], j["headers"]
+        with p.conn() as c:
+            r = c.request("GET", "http://x@evil/api/x", host="x")
+        assert r.status == 400, r
+
+
+def test_routing_options_star_goes_to_the_root_route():
+    o = Origin()
+    p = Pilotfish(h2.config(), origin=o)
+    with o, p:
+        before = o.stats()["requests"]
+        with p.conn() as c:
+            r = c.request("OPTIONS", "*")
+        assert r.status == 200, r
+        assert o.stats()["requests"] == before + 1
+
+
+def test_routing_forwarded_for_lines_are_joined():
+    o1, o2, p = _start()
+    with o1, o2, p:
+        with p.conn() as c:
+            r = c.request("GET", "/public/echo",
+                          headers=[("X-Forwarded-For", "10.0.0.1"),
+                                   ("X-Forwarded-For", "10.0.0.2, 10.0.0.3")])
+        xff = [v for k, v in r.json()["headers"] if k.lower() == "x-forwarded-for"]
+        assert xff == ["10.0.0.1, 10.0.0.2, 10.0.0.3, 127.0.0.1"], xff
