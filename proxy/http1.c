@@ -507,7 +507,7 @@ static void conn_reply_error(struct pf_conn *c, int status, const char *code)
         tx->http_minor = 1;
     }
     c->closing = true;
-    c->linger = true;
+    c->linger = tx->req_has_body && !tx->req_done; /* the client may still be sending it */
     c->parse_paused = true;
     pf_stream_read(c->s, false);
     if (tx->head_sent) {
