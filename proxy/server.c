@@ -42,29 +42,40 @@ struct pf_server *pf_server_get(void)
 
 /* ---- CPUs ---- */
 
-static unsigned cgroup_cpus(void)
+static long long read_ll(const char *root, const char *file)
 {
-    FILE *f = fopen("/sys/fs/cgroup/cpu.max", "r");
+    char path[512];
+    long long v = 0;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/%s", root, file);
+    f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    if (fscanf(f, "%lld", &v) != 1)
+        v = -1;
+    fclose(f);
+    return v;
+}
+
+unsigned pf_server_cgroup_cpus(const char *root)
+{
+    char path[512];
     char quota[32] = "";
     long long q = 0, period = 0;
+    FILE *f;
 
+    /* cgroup v2: "cpu.max" holds "QUOTA PERIOD" or "max PERIOD" */
+    snprintf(path, sizeof(path), "%s/cpu.max", root);
+    f = fopen(path, "r");
     if (f != NULL) {
         if (fscanf(f, "%31s %lld", quota, &period) == 2 && strcmp(quota, "max") != 0)
             q = atoll(quota);
         fclose(f);
     } else {
-        f = fopen("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "r");
-        if (f != NULL) {
-            if (fscanf(f, "%lld", &q) != 1)
-                q = 0;
-            fclose(f);
-        }
-        f = fopen("/sys/fs/cgroup/cpu/cpu.cfs_period_us", "r");
-        if (f != NULL) {
-            if (fscanf(f, "%lld", &period) != 1)
-                period = 0;
-            fclose(f);
-        }
+        /* cgroup v1 */
+        q = read_ll(root, "cpu/cpu.cfs_quota_us");
+        period = read_ll(root, "cpu/cpu.cfs_period_us");
     }
     if (q <= 0 || period <= 0)
         return 0;
@@ -78,7 +89,7 @@ unsigned pf_server_auto_workers(void)
 
     if (sched_getaffinity(0, sizeof(set), &set) == 0)
         n = (unsigned)CPU_COUNT(&set);
-    quota = cgroup_cpus();
+    quota = pf_server_cgroup_cpus("/sys/fs/cgroup");
     if (quota > 0 && quota < n)
         n = quota;
     return n > 0 ? n : 1;

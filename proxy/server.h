@@ -90,6 +90,12 @@ void pf_server_wconf_unref(struct pf_worker *w, struct pf_wconf *wc);
 /* Any thread: run fn(w, arg) on worker w's thread. */
 void pf_server_mail(struct pf_worker *w, void (*fn)(struct pf_worker *, void *), void *arg);
 
+/*
+ * CPUs the cgroup CPU quota under root allows (v2 cpu.max, or v1
+ * cpu/cpu.cfs_quota_us and cpu.cfs_period_us), rounded up; 0 when unlimited.
+ */
+unsigned pf_server_cgroup_cpus(const char *root);
+
 /* Number of CPUs this process may use (affinity and cgroup quota). */
 unsigned pf_server_auto_workers(void);
 
