@@ -32,7 +32,7 @@ static void version(void)
     unsigned long hp = http_parser_version();
 
     printf("pilotfish %s\n", PF_VERSION);
-    printf("built with: %s %s\n", __DATE__, __VERSION__);
+    printf("built: %s with gcc %s\n", __DATE__, __VERSION__);
 #ifdef __SANITIZE_ADDRESS__
     printf("build options: sanitize=address,undefined\n");
 #else
