@@ -879,6 +879,7 @@ void pf_conn_tx_done(struct pf_conn *c)
     pf_tx_free(tx);
     c->requests++;
     if (c->closing) {
+        event_del(&c->timer); /* no body or head timer may fire on a closing connection */
         pf_stream_read(c->s, false);
         if (pf_conn_out_len(c) == 0)
             conn_finish_close(c);

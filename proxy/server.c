@@ -257,6 +257,9 @@ static int listen_sock_open(struct pf_listen_sock *ls, const struct pf_addr *a, 
     for (unsigned i = 0; i < n; i++) {
         int fd = ls->is_unix && i > 0 ? dup(ls->fds[0]) : sock_open(a, true);
 
+        if (fd == -1 && ls->is_unix)
+            fd = -errno; /* dup() failed */
+
         if (fd < 0) {
             pf_log(PF_LOG_ERR, "cannot listen on %s: %s", a->text, strerror(-fd));
             for (unsigned j = 0; j < i; j++)

@@ -16,6 +16,7 @@
 #include "proxy/chain.h"
 #include "proxy/http1.h"
 #include "proxy/log.h"
+#include "proxy/sbuf.h"
 #include "proxy/server.h"
 #include "proxy/stats.h"
 #include "proxy/upstream.h"
@@ -393,10 +394,13 @@ static const char *tx_route_path(struct pf_tx *tx)
 
     if (strcmp(tx->url, "*") == 0)
         return "/"; /* OPTIONS *: the server as a whole */
-    if (tx->url[0] != '/' ||
-        (memchr(tx->url, '.', len) == NULL && memchr(tx->url, '%', len) == NULL &&
-         memchr(tx->url, '\\', len) == NULL))
+    if (tx->url[0] != '/')
         return tx->url;
+    if (memchr(tx->url, '.', len) == NULL && memchr(tx->url, '%', len) == NULL &&
+        memchr(tx->url, '\\', len) == NULL && memmem(tx->url, len, "//", 2) == NULL) {
+        /* nothing to remove: the path as it is, without the query */
+        return tx->url[len] == '\0' ? tx->url : pf_arena_strndup(tx->arena, tx->url, len);
+    }
     d = pf_arena_alloc_raw(tx->arena, len + 1);
     for (size_t i = 0; i < len; i++) {
         char ch = tx->url[i];
@@ -422,6 +426,10 @@ static const char *tx_route_path(struct pf_tx *tx)
         while (end < n && d[end] != '/')
             end++;
         bool dot = end - start == 1 && d[start] == '.';
+        if (end == start && end < n) {
+            i = end; /* "//": an empty segment is nothing ("..." must remove a real one) */
+            continue;
+        }
         bool dotdot = end - start == 2 && d[start] == '.' && d[start + 1] == '.';
 
         if (dotdot) {
@@ -787,47 +795,90 @@ void pf_tx_resp_end(struct pf_tx *tx)
 
 /* ---- access log ---- */
 
-static void log_str(struct evbuffer *b, const char *key, const char *v)
+/* ,"key":"value" with value JSON-escaped (NULL: empty). */
+static void log_str(struct pf_sbuf *b, const char *key, const char *v)
 {
-    evbuffer_add_printf(b, ",\"%s\":\"", key);
-    if (v != NULL)
-        pf_json_escape(b, v, strlen(v));
-    evbuffer_add(b, "\"", 1);
+    pf_sb_put(b, ",\"", 2);
+    pf_sb_str(b, key);
+    pf_sb_put(b, "\":\"", 3);
+    for (const char *p = v; p != NULL && *p != '\0';) {
+        const char *run = p;
+
+        /* copy runs that need no escaping in one piece */
+        while (*p != '\0' && *p != '"' && *p != '\\' && (unsigned char)*p >= 0x20)
+            p++;
+        pf_sb_put(b, run, (size_t)(p - run));
+        if (*p != '\0') {
+            char esc[8];
+
+            snprintf(esc, sizeof(esc), (*p == '"' || *p == '\\') ? "\\%c" : "\\u%04x",
+                     (unsigned char)*p);
+            pf_sb_str(b, esc);
+            p++;
+        }
+    }
+    pf_sb_put(b, "\"", 1);
 }
 
+/* ,"key":N.NNN for a duration in microseconds. */
+static void log_ms(struct pf_sbuf *b, const char *key, uint64_t us)
+{
+    char frac[4] = {(char)('0' + us / 100 % 10), (char)('0' + us / 10 % 10), (char)('0' + us % 10),
+                    '\0'};
+
+    pf_sb_put(b, ",\"", 2);
+    pf_sb_str(b, key);
+    pf_sb_put(b, "\":", 2);
+    pf_sb_u64(b, us / 1000);
+    pf_sb_put(b, ".", 1);
+    pf_sb_put(b, frac, 3);
+}
+
+/* ,"key":N */
+static void log_num(struct pf_sbuf *b, const char *key, uint64_t v)
+{
+    pf_sb_put(b, ",\"", 2);
+    pf_sb_str(b, key);
+    pf_sb_put(b, "\":", 2);
+    pf_sb_u64(b, v);
+}
+
+/* One JSON line per request into the worker's log buffer (no printf: per request). */
 static void tx_log(struct pf_tx *tx)
 {
-    struct evbuffer *b = tx->w->alog;
+    struct pf_sbuf b;
     char ts[40];
-    uint64_t now = pf_now_us();
     struct timespec wall;
 
     clock_gettime(CLOCK_REALTIME, &wall);
     pf_log_timestamp(ts, sizeof(ts),
                      (uint64_t)wall.tv_sec * 1000000u + (uint64_t)wall.tv_nsec / 1000u);
-    evbuffer_add_printf(b, "{\"ts\":\"%s\"", ts);
-    log_str(b, "request_id", tx->request_id);
-    log_str(b, "trace_id", tx->trace_id);
-    log_str(b, "client", tx->conn != NULL ? tx->conn->client : NULL);
-    log_str(b, "method", tx->method);
-    log_str(b, "path", tx->url);
-    evbuffer_add_printf(b,
-                        ",\"status\":%d,\"bytes_in\":%llu,\"bytes_out\":%llu,\"duration_ms\":%.3f",
-                        tx->status, (unsigned long long)(tx->head_in + tx->body_in),
-                        (unsigned long long)tx->bytes_out, (double)(now - tx->t_start) / 1000.0);
-    log_str(b, "route", tx->route != NULL ? tx->route->name : NULL);
-    log_str(b, "upstream", tx->up != NULL ? tx->up->name : NULL);
-    log_str(b, "endpoint", tx->endpoint);
+    pf_sb_init(&b, tx->w->alog);
+    pf_sb_put(&b, "{\"ts\":\"", 7);
+    pf_sb_str(&b, ts);
+    pf_sb_put(&b, "\"", 1);
+    log_str(&b, "request_id", tx->request_id);
+    log_str(&b, "trace_id", tx->trace_id);
+    log_str(&b, "client", tx->conn != NULL ? tx->conn->client : NULL);
+    log_str(&b, "method", tx->method);
+    log_str(&b, "path", tx->url);
+    log_num(&b, "status", (uint64_t)tx->status);
+    log_num(&b, "bytes_in", tx->head_in + tx->body_in);
+    log_num(&b, "bytes_out", tx->bytes_out);
+    log_ms(&b, "duration_ms", pf_now_us() - tx->t_start);
+    log_str(&b, "route", tx->route != NULL ? tx->route->name : NULL);
+    log_str(&b, "upstream", tx->up != NULL ? tx->up->name : NULL);
+    log_str(&b, "endpoint", tx->endpoint);
     if (tx->t_up_head > 0)
-        evbuffer_add_printf(b, ",\"upstream_ms\":%.3f",
-                            (double)(tx->t_up_head - tx->t_up_start) / 1000.0);
+        log_ms(&b, "upstream_ms", tx->t_up_head - tx->t_up_start);
     else
-        evbuffer_add_printf(b, ",\"upstream_ms\":null");
+        pf_sb_str(&b, ",\"upstream_ms\":null");
     if (tx->error != NULL)
-        log_str(b, "error", tx->error);
+        log_str(&b, "error", tx->error);
     else
-        evbuffer_add_printf(b, ",\"error\":null");
-    evbuffer_add(b, "}\n", 2);
-    if (evbuffer_get_length(b) > 64 * 1024)
-        pf_alog_submit(b);
+        pf_sb_str(&b, ",\"error\":null");
+    pf_sb_put(&b, "}\n", 2);
+    pf_sb_flush(&b);
+    if (evbuffer_get_length(tx->w->alog) > 64 * 1024)
+        pf_alog_submit(tx->w->alog);
 }

@@ -789,7 +789,7 @@ static void up_write_head(struct pf_tx *tx, struct pf_upconn *uc)
     pf_sb_str(&b, "X-Forwarded-For: ");
     for (unsigned i = 0; xff != NULL && i < tx->req.n; i++) {
         /* every X-Forwarded-For line, in order, then the client */
-        if (tx->req.v[i].id == PF_H_X_FORWARDED_FOR) {
+        if (tx->req.v[i].id == PF_H_X_FORWARDED_FOR && tx->req.v[i].value_len > 0) {
             pf_sb_put(&b, tx->req.v[i].value, tx->req.v[i].value_len);
             pf_sb_put(&b, ", ", 2);
         }

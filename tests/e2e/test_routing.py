@@ -79,7 +79,8 @@ def test_routing_dot_segments_cannot_leave_a_route():
     o1, o2, p = _start()
     with o1, o2, p:
         for target in ["/public/../api/x", "/public/%2e%2e/api/x", "/public/%2E%2E/api/x",
-                       "/public/..%2fapi/x", "/public/..%5capi/x", "/public/./../api/x"]:
+                       "/public/..%2fapi/x", "/public/..%5capi/x", "/public/./../api/x",
+                       "/public//../api/x", "/public/x//..//../api/x"]:
             # GET: routed to api-get (origin a), not to public (origin b)
             assert _which(p, o1, o2, "GET", target) == (200, "a"), target
             # POST: no route matches /api/x for host x
