@@ -55,7 +55,7 @@ define install_debs
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing:$$missing"; \
-	    (apt-get install -y -q $$missing >/dev/null 2>&1 || \
+	    (DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null 2>&1 || \
 	     (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null)) || exit 1; \
 	  else \
 	    echo "missing packages; run: sudo apt-get install -y$$missing"; exit 1; \
