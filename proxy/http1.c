@@ -561,6 +561,7 @@ static int conn_body(struct pf_conn *c)
     struct pf_tx *tx = c->tx;
     uint64_t max = tx->cfg->limits.max_body_size;
     size_t n;
+    int rc;
 
     if (c->head_fed < c->head_bytes) {
         /* the parser stopped before the head's final LF */
@@ -587,33 +588,24 @@ static int conn_body(struct pf_conn *c)
     }
     if (c->body_tmp == NULL)
         c->body_tmp = evbuffer_new();
-    switch (pf_chunked_decode(&c->chunked, in, c->body_tmp)) {
-    case -1:
+    rc = pf_chunked_decode(&c->chunked, in, c->body_tmp);
+    if (rc < 0) {
         conn_reply_error(c, 400, "bad_request");
         return -1;
-    case 1:
-        n = evbuffer_get_length(c->body_tmp);
-        tx->body_in = c->chunked.total;
-        if (max > 0 && tx->body_in > max) {
-            conn_reply_error(c, 413, "body_too_large");
-            return -1;
-        }
-        if (n > 0)
-            pf_tx_req_body(tx, c->body_tmp, n);
-        if (!c->dead && c->tx == tx)
-            conn_body_done(c);
-        return c->dead ? -1 : 0;
-    default:
-        n = evbuffer_get_length(c->body_tmp);
-        tx->body_in = c->chunked.total;
-        if (max > 0 && tx->body_in > max) {
-            conn_reply_error(c, 413, "body_too_large");
-            return -1;
-        }
-        if (n > 0)
-            pf_tx_req_body(tx, c->body_tmp, n);
-        return -1; /* needs more input */
     }
+    n = evbuffer_get_length(c->body_tmp);
+    tx->body_in = c->chunked.total;
+    if (max > 0 && tx->body_in > max) {
+        conn_reply_error(c, 413, "body_too_large");
+        return -1;
+    }
+    if (n > 0)
+        pf_tx_req_body(tx, c->body_tmp, n);
+    if (rc == 0)
+        return -1; /* needs more input */
+    if (!c->dead && c->tx == tx)
+        conn_body_done(c);
+    return c->dead ? -1 : 0;
 }
 
 static void conn_process(struct pf_conn *c)
