@@ -43,22 +43,21 @@ static void version(void)
            yaml_get_version_string(), zlibVersion(), HIREDIS_MAJOR, HIREDIS_MINOR, HIREDIS_PATCH);
 }
 
-int main(int argc, char **argv)
+/*
+ * Parse the command line into *path and *test_only. Returns -1 to go on, or
+ * the exit status when the command is done already (-V, -h, a usage error).
+ */
+static int parse_args(int argc, char **argv, const char **path, bool *test_only)
 {
-    const char *path = getenv("PILOTFISH_CONFIG");
-    bool test_only = false;
-    struct pf_server server = {0};
-    struct pf_config *cfg;
-    struct pf_err err;
-    int opt, rc;
+    int opt;
 
     while ((opt = getopt(argc, argv, "c:tVh")) != -1) {
         switch (opt) {
         case 'c':
-            path = optarg;
+            *path = optarg;
             break;
         case 't':
-            test_only = true;
+            *test_only = true;
             break;
         case 'V':
             version();
@@ -75,8 +74,36 @@ int main(int argc, char **argv)
         usage(stderr);
         return 1;
     }
-    if (path == NULL || path[0] == '\0')
-        path = "conf/pilotfish.yaml";
+    if (*path == NULL || (*path)[0] == '\0')
+        *path = "conf/pilotfish.yaml";
+    return -1;
+}
+
+/* Load and check the configuration; NULL after printing every error. */
+static struct pf_config *load(const char *path)
+{
+    struct pf_config *cfg;
+    struct pf_err err;
+
+    pf_err_init(&err, path);
+    cfg = pf_conf_load(path, &err);
+    if (cfg == NULL)
+        pf_conf_print_errors(&err, stderr);
+    pf_err_fini(&err);
+    return cfg;
+}
+
+int main(int argc, char **argv)
+{
+    const char *path = getenv("PILOTFISH_CONFIG");
+    bool test_only = false;
+    struct pf_server server = {0};
+    struct pf_config *cfg;
+    int rc;
+
+    rc = parse_args(argc, argv, &path, &test_only);
+    if (rc >= 0)
+        return rc;
     http_parser_set_max_header_size(UINT32_MAX / 2);
     /*
      * Buffers of 16-64 KiB come and go with every response. glibc would hand
@@ -85,14 +112,9 @@ int main(int argc, char **argv)
      */
     mallopt(M_TRIM_THRESHOLD, 4 * 1024 * 1024);
     mallopt(M_MMAP_THRESHOLD, 1024 * 1024);
-    pf_err_init(&err, path);
-    cfg = pf_conf_load(path, &err);
-    if (cfg == NULL) {
-        pf_conf_print_errors(&err, stderr);
-        pf_err_fini(&err);
+    cfg = load(path);
+    if (cfg == NULL)
         return 1;
-    }
-    pf_err_fini(&err);
     if (test_only) {
         printf("configuration OK\n");
         pf_conf_unref(cfg);
@@ -103,6 +125,7 @@ int main(int argc, char **argv)
     if (rc != 0) {
         fprintf(stderr, "pilotfish: cannot open access log %s: %s\n", cfg->access_log_path,
                 strerror(-rc));
+        pf_conf_unref(cfg);
         return 1;
     }
     if (pf_server_start(&server, cfg) != 0) {
