@@ -17,6 +17,7 @@ import json
 import os
 import re
 import signal
+import random
 import socket
 import subprocess
 import tempfile
@@ -58,8 +59,31 @@ def _bin(env, default):
     return os.path.join(ROOT, path)
 
 
+def _ephemeral_range():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo, hi = (int(x) for x in f.read().split())
+            return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+_port_rng = random.Random(os.getpid() ^ int(time.time() * 1000))
+
+
 def free_port():
-    """A port on 127.0.0.1 that was free a moment ago."""
+    """A port on 127.0.0.1 that was free a moment ago, picked below the
+    ephemeral range: a port the kernel may hand out as the source port of some
+    outgoing connection could be taken again before the test binds it."""
+    lo, _ = _ephemeral_range()
+    for _ in range(200):
+        port = _port_rng.randint(max(1024, lo - 12000), lo - 1)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
