@@ -172,9 +172,9 @@ struct pf_worker {
     uint64_t rng[2];             /* xorshift128+ state */
     uint64_t rr;                 /* round-robin position */
     uint64_t errors[PF_ERR_MAX]; /* plain counters, read racily by scrapes */
-    uint64_t requests;
-    _Atomic uint64_t heartbeat; /* atomic: last tick, for /live */
-    struct pf_stats *stats;     /* metric series of this worker (proxy/stats.h) */
+    uint64_t requests;           /* transactions ended (tests, debugging) */
+    _Atomic uint64_t heartbeat;  /* atomic: last tick, for /live */
+    struct pf_stats *stats;      /* metric series of this worker (proxy/stats.h) */
 };
 
 enum pf_body_mode {
@@ -304,7 +304,6 @@ struct pf_conn {
     struct event timer; /* header / idle timeout */
     char client[48];    /* peer address without port */
     TAILQ_ENTRY(pf_conn) link;
-    uint64_t requests;
 };
 
 struct pf_upconn {

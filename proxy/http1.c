@@ -813,7 +813,6 @@ void pf_conn_accept(struct pf_worker *w, int fd, const struct sockaddr *sa, bool
     conn_head_reset(c);
     event_assign(&c->timer, w->base, -1, 0, conn_timercb, c);
     pf_stream_setcb(c->s, conn_readcb, conn_writecb, conn_eventcb, c);
-    c->s->wlow = PF_OUT_LOW_WATER;
     {
         /* a client that takes no output for idle_timeout is gone (send timeout) */
         struct timeval tmp;
@@ -869,7 +868,6 @@ void pf_conn_tx_done(struct pf_conn *c)
     if (!tx->req_done)
         c->linger = true;
     pf_tx_free(tx);
-    c->requests++;
     if (c->closing) {
         event_del(&c->timer); /* no body or head timer may fire on a closing connection */
         pf_stream_read(c->s, false);

@@ -67,7 +67,6 @@ struct pf_stream {
     pf_stream_cb writecb; /* a flush wrote everything queued (backpressure may resume) */
     pf_stream_event_cb eventcb;
     void *arg;
-    size_t wlow;
     struct timeval rto; /* read inactivity timeout, if has_rto */
     struct timeval wto; /* longest wait for writability, if has_wto */
     bool has_rto;

@@ -164,11 +164,6 @@ static struct pf_pool *worker_pool(struct pf_worker *w, unsigned id)
     return w->pools[id];
 }
 
-unsigned pf_upstream_idle(const struct pf_worker *w, unsigned id)
-{
-    return id < w->n_pools ? w->pools[id]->n_idle : 0;
-}
-
 static void up_free(struct pf_upconn *uc)
 {
     pf_stream_free(uc->s);
@@ -846,7 +841,6 @@ static bool up_start_attempt(struct pf_tx *tx, bool fresh)
     http_parser_init(&uc->parser, HTTP_RESPONSE);
     uc->parser.data = uc;
     pf_stream_setcb(uc->s, up_readcb, up_writecb, up_eventcb, uc);
-    uc->s->wlow = PF_OUT_LOW_WATER;
     pf_stream_read(uc->s, true);
     up_write_head(tx, uc);
     if (tx->req_done) {

@@ -63,7 +63,4 @@ void pf_upstream_sweep(struct pf_worker *w, bool all);
 /* Free the endpoint table (at exit, when no worker runs). */
 void pf_upstream_free_all(void);
 
-/* Idle connections of endpoint id on w (for /upstreams and tests). */
-unsigned pf_upstream_idle(const struct pf_worker *w, unsigned id);
-
 #endif /* PF_UPSTREAM_H */
