@@ -20,6 +20,7 @@
 #include "proxy/filter.h"
 #include "proxy/log.h"
 #include "proxy/stats.h"
+#include "proxy/syntax.h"
 
 #define MAX_FILE_SIZE (16u << 20) /* a configuration, not a data set */
 #define MAX_WORKERS   256
@@ -559,8 +560,7 @@ static bool method_fix(char *m)
     if (*m == '\0')
         return false;
     for (char *p = m; *p != '\0'; p++) {
-        if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
-              strchr("!#$%&'*+-.^_`|~", *p)))
+        if (!pf_http_is_tchar((unsigned char)*p))
             return false;
         if (*p >= 'a' && *p <= 'z')
             *p = (char)(*p - 'a' + 'A');
