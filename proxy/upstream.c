@@ -736,12 +736,15 @@ static struct pf_upconn *up_connect(struct pf_worker *w, unsigned id,
 /*
  * Not forwarded as received: hop-by-hop headers (and those Connection lists),
  * Expect (answered here), Content-Length (re-framed), and the X-Forwarded-*,
- * X-Request-Id and traceparent headers, which are written anew below.
+ * X-Request-Id and traceparent headers, which are written anew below. Host is
+ * always kept: Connection cannot remove a header pilotfish handles itself
+ * ("Connection: Host" would otherwise send an HTTP/1.1 request without Host).
  */
 static bool req_hop_by_hop(const struct pf_hdr *h, const char *conn_value)
 {
-    return (h->id != PF_H_OTHER && h->id != PF_H_HOST) ||
-           (conn_value != NULL && pf_http_list_has(conn_value, h->name));
+    if (h->id != PF_H_OTHER)
+        return h->id != PF_H_HOST;
+    return conn_value != NULL && pf_http_list_has(conn_value, h->name);
 }
 
 static void put_header(struct pf_sbuf *b, const char *name, const char *value)

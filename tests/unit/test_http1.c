@@ -1139,8 +1139,48 @@ static void test_http1_rejects_bad_chunked_framing(void **state)
     assert_bad_chunked("\r\nhello\r\n0\r\n\r\n");              /* no size */
     assert_bad_chunked("-5\r\nhello\r\n0\r\n\r\n");            /* signed */
     assert_bad_chunked("10000000000000000\r\nx\r\n0\r\n\r\n"); /* 2^64: overflow */
-    assert_bad_chunked("5 \r\nhello\r\n0\r\n\r\n");            /* space after size */
+    assert_bad_chunked("5 \r\nhello\r\n0\r\n\r\n");            /* space, no extension */
     assert_bad_chunked("5\nhello\r\n0\r\n\r\n");               /* bare LF after size */
+}
+
+static void test_http1_chunk_size_accepts_whitespace_before_extension(void **state)
+{
+    static const char *const ok[] = {"5 ;ext\r\n", "5\t;ext=1\r\n", "5 \t ;ext\r\n"};
+
+    (void)state;
+    for (unsigned i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        char req[256];
+
+        /* BWS before ';' (RFC 9112 §7.1.1), then the pipelined request still parses */
+        snprintf(req, sizeof(req),
+                 "POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 "%shello\r\n0 ;last\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n",
+                 ok[i]);
+        conn_open(true);
+        send_str(req);
+        assert_admin_404s(2, false);
+        conn_drop();
+    }
+}
+
+static void test_http1_chunk_size_whitespace_without_extension_is_refused(void **state)
+{
+    (void)state;
+    assert_bad_chunked("5 5\r\nhello\r\n0\r\n\r\n");  /* whitespace inside the size */
+    assert_bad_chunked("5 x;a\r\nhello\r\n0\r\n\r\n"); /* not ';' after whitespace */
+    assert_bad_chunked("5\t\r\nhello\r\n0\r\n\r\n");  /* tab, no extension */
+    assert_bad_chunked(" 5\r\nhello\r\n0\r\n\r\n");    /* whitespace before the size */
+}
+
+static void test_http1_http10_transfer_encoding_closes_after_response(void **state)
+{
+    (void)state;
+    conn_open(true);
+    /* RFC 9112 §6.1: served, then closed, whatever Connection says */
+    send_str("POST /a HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"
+             "5\r\nhello\r\n0\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_admin_404s(1, true);
+    assert_int_equal(cx.w.requests, 1);
 }
 
 static void test_http1_replies_413_when_chunked_body_over_limit(void **state)
@@ -1151,6 +1191,94 @@ static void test_http1_replies_413_when_chunked_body_over_limit(void **state)
     send_str("POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
              "5\r\nhello\r\n5\r\nworld\r\n0\r\n\r\n");
     assert_error_response(413, "body_too_large");
+}
+
+static void test_http1_rejects_invalid_host(void **state)
+{
+    static const char *const bad[] = {
+        "a b", "a/b@c", "\xff", "user@host", "user:pw@host", "host:80x", "host:123456",
+        "[::1", "[::1]x", "[g::1]", "a%zz", "a\\b", "host:80:81",
+    };
+
+    (void)state;
+    for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char req[256];
+
+        snprintf(req, sizeof(req), "GET / HTTP/1.1\r\nHost: %s\r\n\r\n", bad[i]);
+        cx.w.errors[PF_ERR_BAD_REQUEST] = 0;
+        assert_bad_request(req);
+        conn_drop();
+    }
+    /* the authority of an absolute-form target, likewise */
+    cx.w.errors[PF_ERR_BAD_REQUEST] = 0;
+    assert_bad_request("GET http://a b/x HTTP/1.1\r\nHost: a\r\n\r\n");
+}
+
+static void test_http1_host_syntax(void **state)
+{
+    static const struct {
+        const char *host;
+        bool ok;
+    } cases[] = {
+        {"", true},          {"example.com", true}, {"Example.COM:8080", true},
+        {"127.0.0.1", true}, {"127.0.0.1:", true},  {"[::1]:80", true},
+        {"[v1.x:y]", true},  {"a%41b", true},       {"a-b_c~d!$&'()*+,;=", true},
+        {"a b", false},      {"a/b", false},        {"u@h", false},
+        {"\x80", false},     {"h:8o", false},       {"[::1", false},
+        {"[]", false},       {"h:123456", false},   {"a%4", false},
+    };
+
+    (void)state;
+    for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        if (pf_http_host_valid(cases[i].host, strlen(cases[i].host)) != cases[i].ok)
+            fail_msg("host '%s': expected %s", cases[i].host, cases[i].ok ? "valid" : "invalid");
+    }
+}
+
+static void test_http1_rejects_invalid_target_bytes(void **state)
+{
+    static const char *const bad[] = {
+        "/a\tb", "/a\fb", "/a\xff", "/a\x01", "/a\x7f", "/a#frag", "/a?x#f", "/a%", "/a%zz",
+        "/a%4", "a/b", "*",
+    };
+
+    (void)state;
+    for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char req[256];
+
+        snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: a\r\n\r\n", bad[i]);
+        cx.w.errors[PF_ERR_BAD_REQUEST] = 0;
+        assert_bad_request(req);
+        conn_drop();
+    }
+}
+
+static void test_http1_accepts_valid_targets(void **state)
+{
+    static const char *const ok[] = {"/a%20b?q=%7Cx", "/a|b{c}\"d\"", "/~u/!$&'()*+,;=:@"};
+    struct resp r;
+    char req[256], want[256];
+
+    (void)state;
+    for (unsigned i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: a\r\n\r\n", ok[i]);
+        conn_open(false);
+        send_str(req);
+        r = one_response(200, false);
+        snprintf(want, sizeof(want), "GET %s host=a x=[-] e=-\n", ok[i]);
+        assert_string_equal(r.body, want);
+        conn_drop();
+    }
+    conn_open(false);
+    send_str("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n");
+    r = one_response(200, false);
+}
+
+static void test_http1_underscore_names_rejected_when_told(void **state)
+{
+    (void)state;
+    cx.cfg.underscores = PF_UNDERSCORES_REJECT;
+    assert_bad_request("POST / HTTP/1.1\r\nHost: a\r\nContent_Length: 5\r\n\r\nhello");
 }
 
 static void test_http1_rejects_bad_http_version(void **state)
@@ -1232,7 +1360,15 @@ int main(void)
         C(test_http1_chunked_body_ends_after_last_chunk_and_trailers),
         C(test_http1_chunked_body_byte_by_byte),
         C(test_http1_rejects_bad_chunked_framing),
+        C(test_http1_chunk_size_accepts_whitespace_before_extension),
+        C(test_http1_chunk_size_whitespace_without_extension_is_refused),
+        C(test_http1_http10_transfer_encoding_closes_after_response),
         C(test_http1_replies_413_when_chunked_body_over_limit),
+        C(test_http1_rejects_invalid_host),
+        cmocka_unit_test(test_http1_host_syntax),
+        C(test_http1_rejects_invalid_target_bytes),
+        C(test_http1_accepts_valid_targets),
+        C(test_http1_underscore_names_rejected_when_told),
         C(test_http1_rejects_bad_http_version),
     };
 #undef C
