@@ -688,10 +688,47 @@ void pf_tx_error(struct pf_tx *tx, int status, const char *code)
     tx->error = code;
 }
 
+/*
+ * Take back a response none of whose bytes has reached the socket yet (the
+ * head and a bad body arrived in the same read): the client can still get an
+ * error status instead of a cut. True when it was taken back. Bytes ahead of
+ * it (an earlier pipelined response still being written) stay.
+ */
+static bool tx_unsend(struct pf_tx *tx)
+{
+    struct evbuffer *out = tx->conn->s->out;
+    size_t len = evbuffer_get_length(out);
+    struct evbuffer *keep;
+
+    if (len < tx->bytes_out)
+        return false; /* some of it was written */
+    keep = evbuffer_new();
+    if (keep == NULL)
+        return false;
+    evbuffer_remove_buffer(out, keep, len - tx->bytes_out);
+    evbuffer_drain(out, evbuffer_get_length(out));
+    evbuffer_add_buffer(out, keep);
+    evbuffer_free(keep);
+    tx->head_sent = false;
+    tx->bytes_out = 0;
+    tx->close_after = true; /* the upstream connection is gone; keep it simple */
+    tx->out_from = 0;       /* the filters saw a response already: none sees this one */
+    return true;
+}
+
 void pf_tx_fail(struct pf_tx *tx, int status, const char *code)
 {
     if (tx->uc != NULL)
         pf_upstream_abort(tx);
+    if (tx->head_sent && tx->conn != NULL && !tx->resp_done && tx_unsend(tx)) {
+        pf_tx_error(tx, status, code);
+        tx->phase = PF_TX_REPLYING;
+        pf_conn_send_head(tx);
+        pf_conn_send_body(tx, tx->reply);
+        pf_conn_send_end(tx);
+        tx_finish(tx);
+        return;
+    }
     if (tx->head_sent || tx->conn == NULL) {
         /* too late for a status: all the client can learn is a cut connection */
         tx->error = code;
