@@ -418,7 +418,8 @@ static int vary_scan_cb(void *arg, const char *name, const char *value)
     if (len == 0)
         return 0;
     if (v->buf == NULL) {
-        v->covered = v->covered || pf_http_list_has(value, "*") || pf_http_list_has(value, "accept-encoding");
+        v->covered = v->covered || pf_http_list_has(value, "*") ||
+                     pf_http_list_has(value, "accept-encoding");
         v->n++;
         v->len += len;
         return 0;

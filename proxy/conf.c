@@ -19,6 +19,7 @@
 #include "proxy/arena.h"
 #include "proxy/filter.h"
 #include "proxy/log.h"
+#include "proxy/route.h"
 #include "proxy/stats.h"
 #include "proxy/syntax.h"
 
@@ -609,6 +610,22 @@ static bool method_fix(char *m)
     return true;
 }
 
+/* Paths are matched normalised (proxy/route.h): a prefix must be written so. */
+static void check_prefix_normal(const char *prefix, const struct pf_conf_node *at,
+                                const char *section, struct pf_err *err)
+{
+    size_t len = strlen(prefix);
+    char *norm = pf_xmalloc(len + 2);
+    ssize_t n = pf_route_normalize(prefix, len, norm);
+
+    if (n < 0)
+        pf_err_at(err, at, "%s.prefix: double percent-encoding is refused in paths", section);
+    else if (pf_route_strip_params(norm, (size_t)n) != len || memcmp(norm, prefix, len) != 0)
+        pf_err_at(err, at, "%s.prefix: paths are matched normalised; write it as '%s'", section,
+                  norm);
+    free(norm);
+}
+
 static void check_match(struct pf_route *r, const struct pf_conf_node *m, const char *section,
                         struct pf_err *err)
 {
@@ -616,6 +633,8 @@ static void check_match(struct pf_route *r, const struct pf_conf_node *m, const 
 
     if (r->prefix[0] != '/')
         pf_err_at(err, pf_conf_get(m, "prefix"), "%s.prefix: must start with '/'", section);
+    else
+        check_prefix_normal(r->prefix, pf_conf_get(m, "prefix"), section, err);
     if (r->host != NULL && r->host[0] == '\0')
         pf_err_at(err, pf_conf_get(m, "host"), "%s.host: must not be empty", section);
     for (char *p = r->host; p != NULL && *p != '\0'; p++) {

@@ -200,12 +200,12 @@ struct pf_route {
     char *name;   /* "route-N" unless given with `name:` */
     char *prefix; /* "/" by default */
     size_t prefix_len;
-    bool case_insensitive;               /* match.case_insensitive: prefix compared ignoring case */
-    enum pf_normalize_path normalize;    /* normalize_path */
-    char *host;                /* NULL = any; compared case-insensitively, port ignored */
-    struct pf_strlist methods; /* empty = any */
-    unsigned upstream;         /* index into pf_config.upstreams */
-    unsigned *filters;         /* indexes into pf_config.filters, in listed order */
+    bool case_insensitive;            /* match.case_insensitive: prefix compared ignoring case */
+    enum pf_normalize_path normalize; /* normalize_path */
+    char *host;                       /* NULL = any; compared case-insensitively, port ignored */
+    struct pf_strlist methods;        /* empty = any */
+    unsigned upstream;                /* index into pf_config.upstreams */
+    unsigned *filters;                /* indexes into pf_config.filters, in listed order */
     unsigned n_filters;
 };
 
@@ -243,11 +243,11 @@ struct pf_config {
     struct pf_addr admin_listen; /* 127.0.0.1:9901; text "off" disables */
     char *admin_token;           /* "" = none */
     struct pf_limits limits;
-    uint64_t drain_delay_ms;   /* 0 */
-    uint64_t drain_timeout_ms; /* 15s */
-    char *access_log_path;     /* stdout|stderr|off|FILE */
-    char *access_log_format;   /* "json" */
-    int log_level;             /* enum pf_log_level, info */
+    uint64_t drain_delay_ms;         /* 0 */
+    uint64_t drain_timeout_ms;       /* 15s */
+    char *access_log_path;           /* stdout|stderr|off|FILE */
+    char *access_log_format;         /* "json" */
+    int log_level;                   /* enum pf_log_level, info */
     enum pf_underscores underscores; /* underscores_in_headers: drop */
     struct pf_upstream_conf *upstreams;
     unsigned n_upstreams;

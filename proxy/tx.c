@@ -1,5 +1,5 @@
 /*
- * Transactions: routing, the chain around the upstream, replies and errors,
+ * Transactions: the chain around the upstream, replies and errors,
  * the accessors of proxy/filter.h, and the access log line.
  */
 #include "proxy/tx.h"
@@ -16,6 +16,7 @@
 #include "proxy/chain.h"
 #include "proxy/http1.h"
 #include "proxy/log.h"
+#include "proxy/route.h"
 #include "proxy/sbuf.h"
 #include "proxy/server.h"
 #include "proxy/stats.h"
@@ -363,113 +364,7 @@ void pf_tx_abort(struct pf_tx *tx, const char *why)
     pf_tx_free(tx);
 }
 
-/* ---- routing and request identity ---- */
-
-static bool route_host_matches(const char *want, const char *host)
-{
-    size_t n;
-
-    if (want == NULL)
-        return true;
-    if (host == NULL)
-        return false;
-    n = strcspn(host, ":");
-    if (host[0] == '[')
-        n = strcspn(host, "]") + 1;
-    return strlen(want) == n && strncasecmp(want, host, n) == 0;
-}
-
-/*
- * The path routes are matched against: the request target's path with the
- * characters an upstream might read as separators decoded (%2e, %2f, %5c,
- * "\\") and dot segments removed (RFC 3986 §5.2.4), so that neither
- * "/public/../admin" nor "/public/..%2fadmin" passes for a "/public/" route.
- * The request itself is forwarded as received.
- */
-static const char *tx_route_path(struct pf_tx *tx)
-{
-    size_t len = strcspn(tx->url, "?#");
-    char *d, *out, *o;
-    size_t n = 0;
-
-    if (strcmp(tx->url, "*") == 0)
-        return "/"; /* OPTIONS *: the server as a whole */
-    if (tx->url[0] != '/')
-        return tx->url;
-    if (memchr(tx->url, '.', len) == NULL && memchr(tx->url, '%', len) == NULL &&
-        memchr(tx->url, '\\', len) == NULL && memmem(tx->url, len, "//", 2) == NULL) {
-        /* nothing to remove: the path as it is, without the query */
-        return tx->url[len] == '\0' ? tx->url : pf_arena_strndup(tx->arena, tx->url, len);
-    }
-    d = pf_arena_alloc_raw(tx->arena, len + 1);
-    for (size_t i = 0; i < len; i++) {
-        char ch = tx->url[i];
-
-        if (ch == '%' && i + 2 < len && tx->url[i + 1] == '2' && (tx->url[i + 2] | 0x20) == 'e') {
-            ch = '.';
-            i += 2;
-        } else if (ch == '%' && i + 2 < len &&
-                   ((tx->url[i + 1] == '2' && (tx->url[i + 2] | 0x20) == 'f') ||
-                    (tx->url[i + 1] == '5' && (tx->url[i + 2] | 0x20) == 'c'))) {
-            ch = '/';
-            i += 2;
-        } else if (ch == '\\') {
-            ch = '/';
-        }
-        d[n++] = ch;
-    }
-    out = pf_arena_alloc_raw(tx->arena, n + 2);
-    o = out;
-    for (size_t i = 0; i < n;) {
-        size_t start = i + 1, end = start;
-
-        while (end < n && d[end] != '/')
-            end++;
-        bool dot = end - start == 1 && d[start] == '.';
-        if (end == start && end < n) {
-            i = end; /* "//": an empty segment is nothing ("..." must remove a real one) */
-            continue;
-        }
-        bool dotdot = end - start == 2 && d[start] == '.' && d[start + 1] == '.';
-
-        if (dotdot) {
-            while (o > out && *--o != '/')
-                ;
-        } else if (!dot) {
-            *o++ = '/';
-            memcpy(o, d + start, end - start);
-            o += end - start;
-        }
-        i = end;
-        if ((dot || dotdot) && i == n)
-            *o++ = '/'; /* "/a/b/.." is "/a/" */
-    }
-    if (o == out)
-        *o++ = '/';
-    *o = '\0';
-    return out;
-}
-
-static const struct pf_route *tx_route(struct pf_tx *tx)
-{
-    const struct pf_config *cfg = tx->cfg;
-    const char *path = tx_route_path(tx);
-
-    for (unsigned i = 0; i < cfg->n_routes; i++) {
-        const struct pf_route *r = &cfg->routes[i];
-        bool method_ok = r->methods.n == 0;
-
-        if (strncmp(path, r->prefix, r->prefix_len) != 0)
-            continue;
-        if (!route_host_matches(r->host, tx->host))
-            continue;
-        for (unsigned m = 0; m < r->methods.n && !method_ok; m++)
-            method_ok = strcmp(r->methods.v[m], tx->method) == 0;
-        if (method_ok)
-            return r;
-    }
-    return NULL;
-}
+/* ---- request identity ---- */
 
 static void hex64(char *out, uint64_t v)
 {
@@ -580,7 +475,10 @@ void pf_tx_start(struct pf_tx *tx)
         }
         return;
     }
-    tx->route = tx_route(tx);
+    if (pf_route_select(tx) != 0) {
+        pf_tx_fail(tx, 400, "bad_request"); /* double encoding in the path */
+        return;
+    }
     if (tx->route == NULL) {
         pf_tx_fail(tx, 404, "no_route");
         return;

@@ -1166,9 +1166,9 @@ static void test_http1_chunk_size_accepts_whitespace_before_extension(void **sta
 static void test_http1_chunk_size_whitespace_without_extension_is_refused(void **state)
 {
     (void)state;
-    assert_bad_chunked("5 5\r\nhello\r\n0\r\n\r\n");  /* whitespace inside the size */
+    assert_bad_chunked("5 5\r\nhello\r\n0\r\n\r\n");   /* whitespace inside the size */
     assert_bad_chunked("5 x;a\r\nhello\r\n0\r\n\r\n"); /* not ';' after whitespace */
-    assert_bad_chunked("5\t\r\nhello\r\n0\r\n\r\n");  /* tab, no extension */
+    assert_bad_chunked("5\t\r\nhello\r\n0\r\n\r\n");   /* tab, no extension */
     assert_bad_chunked(" 5\r\nhello\r\n0\r\n\r\n");    /* whitespace before the size */
 }
 
@@ -1196,8 +1196,8 @@ static void test_http1_replies_413_when_chunked_body_over_limit(void **state)
 static void test_http1_rejects_invalid_host(void **state)
 {
     static const char *const bad[] = {
-        "a b", "a/b@c", "\xff", "user@host", "user:pw@host", "host:80x", "host:123456",
-        "[::1", "[::1]x", "[g::1]", "a%zz", "a\\b", "host:80:81",
+        "a b",  "a/b@c",  "\xff",   "user@host", "user:pw@host", "host:80x",   "host:123456",
+        "[::1", "[::1]x", "[g::1]", "a%zz",      "a\\b",         "host:80:81",
     };
 
     (void)state;
@@ -1238,8 +1238,8 @@ static void test_http1_host_syntax(void **state)
 static void test_http1_rejects_invalid_target_bytes(void **state)
 {
     static const char *const bad[] = {
-        "/a\tb", "/a\fb", "/a\xff", "/a\x01", "/a\x7f", "/a#frag", "/a?x#f", "/a%", "/a%zz",
-        "/a%4", "a/b", "*",
+        "/a\tb",  "/a\fb", "/a\xff", "/a\x01", "/a\x7f", "/a#frag",
+        "/a?x#f", "/a%",   "/a%zz",  "/a%4",   "a/b",    "*",
     };
 
     (void)state;
