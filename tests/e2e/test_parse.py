@@ -154,7 +154,12 @@ def _fixed_origin_502(resp, code="upstream_bad_response"):
     with h2.FakeOrigin(lambda conn, n, head, body: resp) as fo:
         p = Pilotfish(h2.config(endpoints=[fo.addr]))
         with p:
-            r, _, _ = h2.raw_exchange(p.port, b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+            with p.conn(timeout=3) as c:
+                c.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+                try:
+                    r = c.read_response()
+                except pf.ConnectionClosed:
+                    r = None
             assert r is not None, "no response at all (%r)" % resp[:40]
             assert r.status == 502, (r, resp[:40])
             assert r.header("X-Pilotfish-Error") == code, r.headers
