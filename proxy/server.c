@@ -432,7 +432,7 @@ static void worker_init(struct pf_server *s, struct pf_worker *w, unsigned index
     w->mail_ev = event_new(w->base, -1, EV_PERSIST, mail_cb, w);
     w->tick = event_new(w->base, -1, EV_PERSIST, tick_cb, w);
     event_add(w->tick, &tv);
-    w->alog = evbuffer_new();
+    w->alog = pf_evbuffer_new();
     w->accepting = true;
     if (getrandom(w->rng, sizeof(w->rng), 0) != sizeof(w->rng) || (w->rng[0] | w->rng[1]) == 0) {
         w->rng[0] = (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ull + index;

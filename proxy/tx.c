@@ -291,10 +291,8 @@ static void evbuffer_free_cb(void *arg)
 
 static struct evbuffer *tx_evbuffer(struct pf_tx *tx)
 {
-    struct evbuffer *b = evbuffer_new();
+    struct evbuffer *b = pf_evbuffer_new();
 
-    if (b == NULL)
-        pf_fatal("out of memory");
     pf_arena_defer(tx->arena, evbuffer_free_cb, b);
     return b;
 }
@@ -672,7 +670,7 @@ void pf_tx_reply(struct pf_tx *tx, int status, struct evbuffer *body)
 
 void pf_tx_error(struct pf_tx *tx, int status, const char *code)
 {
-    struct evbuffer *b = evbuffer_new();
+    struct evbuffer *b = pf_evbuffer_new();
 
     if (tx->request_id == NULL)
         tx_request_id(tx);
