@@ -28,6 +28,7 @@
 #include "proxy/http1.h"
 #include "proxy/log.h"
 #include "proxy/stats.h"
+#include "proxy/tx.h"
 #include "proxy/upstream.h"
 
 static struct pf_server *the_server;
@@ -496,6 +497,7 @@ static void worker_free(struct pf_worker *w)
     event_free(w->mail_ev);
     evbuffer_free(w->alog);
     pf_stats_free(w->stats);
+    pf_txref_fini(w);
     pthread_mutex_destroy(&w->mail_lock);
     pf_stream_loop_fini(&w->sloop);
     if (!w->is_admin)

@@ -330,6 +330,7 @@ static void tx_log(struct pf_tx *tx);
 
 void pf_tx_free(struct pf_tx *tx)
 {
+    pf_txref_release(tx); /* before on_done: a waiter woken from there finds nothing */
     if (tx->timer_set)
         event_del(&tx->timer);
     if (tx->uc != NULL)
@@ -668,7 +669,8 @@ void pf_tx_reply(struct pf_tx *tx, int status, struct evbuffer *body)
     pf_hdrs_add(tx->arena, &tx->resp, "Content-Length", len);
 }
 
-void pf_tx_error(struct pf_tx *tx, int status, const char *code)
+/* The JSON error reply of pf_tx_error(), without counting it. */
+static void tx_error_reply(struct pf_tx *tx, int status, const char *code)
 {
     struct evbuffer *b = pf_evbuffer_new();
 
@@ -682,6 +684,11 @@ void pf_tx_error(struct pf_tx *tx, int status, const char *code)
     evbuffer_free(b);
     pf_hdrs_add(tx->arena, &tx->resp, "Content-Type", "application/json");
     pf_hdrs_add(tx->arena, &tx->resp, "X-Pilotfish-Error", code);
+}
+
+void pf_tx_error(struct pf_tx *tx, int status, const char *code)
+{
+    tx_error_reply(tx, status, code);
     pf_count_error(tx->w, code);
     tx->error = code;
 }
@@ -726,8 +733,16 @@ static void tx_send_reply(struct pf_tx *tx)
 
 bool pf_tx_respond(struct pf_tx *tx)
 {
-    if (pf_chain_response(tx) == PF_FAILED && tx->error == NULL) {
-        pf_tx_error(tx, 500, "filter_failed");
+    if (pf_chain_response(tx) == PF_FAILED) {
+        /*
+         * The head is half-changed by the filters inside the failed one: send
+         * a fresh error reply past every filter. An error reply that failed
+         * is sent again as it was (counted once, its code kept for the log).
+         */
+        if (tx->error == NULL)
+            pf_tx_error(tx, 500, "filter_failed");
+        else
+            tx_error_reply(tx, tx->status >= 400 ? tx->status : 500, tx->error);
         if (tx->uc != NULL)
             pf_upstream_abort(tx);
         tx->out_from = 0;

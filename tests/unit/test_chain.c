@@ -577,6 +577,7 @@ static void test_chain_on_body_failure_returns_failed(void **state)
     (void)state;
     fx.conf[1].body = PF_FAILED;
     assert_int_equal(pf_chain_request(tx), PF_NEXT);
+    assert_int_equal(pf_chain_response(tx), PF_NEXT);
     calls[0] = '\0';
     assert_int_equal(body_through(tx, "abc", 3, false, res), PF_FAILED);
     assert_string_equal(calls, "body:2 body:1");
@@ -895,6 +896,7 @@ static struct pf_tx *chain_upper_tail(void)
 
     assert_true(tx->has_body_filters);
     assert_int_equal(pf_chain_request(tx), PF_NEXT);
+    assert_int_equal(pf_chain_response(tx), PF_NEXT);
     return tx;
 }
 
@@ -958,6 +960,7 @@ static void test_chain_body_fails_when_filter_leaves_input(void **state)
 
     (void)state;
     assert_int_equal(pf_chain_request(tx), PF_NEXT);
+    assert_int_equal(pf_chain_response(tx), PF_NEXT);
     calls[0] = '\0';
     /* nothing to leave: fine */
     assert_int_equal(body_through(tx, NULL, 0, true, res), PF_NEXT);
