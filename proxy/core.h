@@ -174,15 +174,17 @@ struct pf_worker {
     struct pf_mail *mail_head; /* guarded by mail_lock */
     struct pf_mail *mail_tail; /* guarded by mail_lock */
     bool draining;
-    struct event *accept_retry;   /* accepting again after an accept() error */
-    uint64_t accept_err_logged;   /* when it was last logged (us) */
-    uint64_t rng[2];              /* xorshift128+ state */
-    uint64_t rr;                  /* round-robin position */
-    uint64_t errors[PF_ERR_MAX];  /* plain counters, read racily by scrapes */
-    uint64_t requests;            /* transactions ended (tests, debugging) */
-    _Atomic uint64_t heartbeat;   /* atomic: last tick, for /live */
-    struct pf_stats *stats;       /* metric series of this worker (proxy/stats.h) */
-    struct pf_txref_slot *txrefs; /* pf_tx_ref() slots; outlive the transactions */
+    struct event *accept_retry;  /* accepting again after an accept() error */
+    uint64_t accept_err_logged;  /* when it was last logged (us) */
+    uint64_t rng[2];             /* xorshift128+ state */
+    uint64_t rr;                 /* round-robin position */
+    uint64_t errors[PF_ERR_MAX]; /* plain counters, read racily by scrapes */
+    uint64_t requests;           /* transactions ended (tests, debugging) */
+    _Atomic uint64_t heartbeat;  /* atomic: last tick, for /live */
+    struct pf_stats *stats;      /* metric series of this worker (proxy/stats.h) */
+
+    /* pf_tx_ref() slots: they outlive the transactions (proxy/txref.c) */
+    struct pf_txref_slot *txrefs;
     uint32_t n_txrefs;
     uint32_t cap_txrefs;
     uint32_t txref_free; /* first free slot + 1, 0 when none */
@@ -263,13 +265,14 @@ struct pf_tx {
     bool has_body_filters;
     bool is_admin;
     struct evbuffer *req_buf; /* admin: the request body, bounded */
-    bool in_chain;            /* inside pf_chain_request() (resume is deferred) */
-    bool resume_pending;      /* pf_tx_resume() was called from inside the chain */
+    /* this tx's pf_tx_ref() slot + 1, 0 when none */
+    uint32_t ref_slot;
+    bool in_chain;       /* inside pf_chain_request() (resume is deferred) */
+    bool resume_pending; /* pf_tx_resume() was called from inside the chain */
     enum pf_verdict resume_verdict;
     struct evbuffer *body_a; /* scratch for on_body stages */
     struct evbuffer *body_b;
     uint8_t *slot_state; /* enum pf_slot_state of each slot (proxy/chain.h) */
-    uint32_t ref_slot;   /* this tx's pf_tx_ref() slot + 1, 0 when none */
 
     /* upstream */
     struct pf_upconn *uc;
