@@ -18,6 +18,7 @@
 
 #include <cmocka.h>
 #include <event2/buffer.h>
+#include <event2/event.h>
 
 #include "proxy/arena.h"
 #include "proxy/chain.h"
@@ -55,6 +56,7 @@ struct tconf {
     enum pf_verdict body;    /* on_body verdict */
     int reply_status;        /* on PF_REPLIED from on_request: pf_tx_reply() with this */
     struct pf_slot *seen[4]; /* the slot given to on_request/response/body/done */
+    unsigned done;           /* on_done calls, over every transaction */
 };
 
 static void *id_of(const struct pf_slot *s)
@@ -104,6 +106,7 @@ static void rec_on_done(struct pf_tx *tx, struct pf_slot *s)
 
     (void)tx;
     c->seen[3] = s;
+    c->done++;
     log_call("done:%u", c->id);
 }
 
@@ -253,6 +256,65 @@ static const struct pf_filter_ops sync_ops = {
     .on_done = rec_on_done,
 };
 
+/*
+ * Pauses on_request and waits for a zero-delay timer, which resumes with the
+ * verdict conf->resp (after pf_tx_reply(202) for PF_REPLIED). The waiter is
+ * the filter's own memory (as a wstate would hold), not the transaction's: it
+ * keeps a pf_tx_ref, never the struct pf_tx *.
+ */
+#define MAX_WAITERS 1000
+
+struct waiter {
+    struct event *ev;
+    struct pf_tx_ref ref;
+    enum pf_verdict v;
+};
+
+static struct waiter waiters[MAX_WAITERS];
+static unsigned n_waiters;
+static unsigned n_woken_live; /* the transaction was there: resumed */
+static unsigned n_woken_gone; /* it had ended: nothing touched */
+
+static void waiter_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct waiter *wt = arg;
+    struct pf_tx *tx = pf_tx_deref(wt->ref);
+
+    (void)fd;
+    (void)what;
+    if (tx == NULL) {
+        n_woken_gone++;
+        return;
+    }
+    n_woken_live++;
+    if (wt->v == PF_REPLIED)
+        pf_tx_reply(tx, 202, NULL);
+    pf_tx_resume(tx, wt->v);
+}
+
+static enum pf_verdict timer_on_request(struct pf_tx *tx, struct pf_slot *s)
+{
+    struct tconf *c = id_of(s);
+    struct waiter *wt;
+    struct timeval now = {0, 0};
+
+    assert_true(n_waiters < MAX_WAITERS);
+    wt = &waiters[n_waiters++];
+    log_call("wait:%u", c->id);
+    wt->ref = pf_tx_ref(tx);
+    wt->v = c->resp;
+    wt->ev = evtimer_new(pf_worker_base(pf_tx_worker(tx)), waiter_cb, wt);
+    assert_non_null(wt->ev);
+    evtimer_add(wt->ev, &now);
+    return PF_PAUSED;
+}
+
+static const struct pf_filter_ops timer_ops = {
+    .name = "timer",
+    .on_request = timer_on_request,
+    .on_done = rec_on_done,
+};
+
 /* ---- the fixture: a transaction built by hand ---- */
 
 struct chain_fx {
@@ -277,12 +339,12 @@ static void evbuffer_free_cb(void *arg)
     evbuffer_free(arg);
 }
 
-static struct evbuffer *arena_evbuffer(void)
+static struct evbuffer *arena_evbuffer(struct pf_arena *a)
 {
     struct evbuffer *b = evbuffer_new();
 
     assert_non_null(b);
-    pf_arena_defer(fx.arena, evbuffer_free_cb, b);
+    pf_arena_defer(a, evbuffer_free_cb, b);
     return b;
 }
 
@@ -292,6 +354,9 @@ static int setup(void **state)
     memset(&fx, 0, sizeof(fx));
     calls[0] = '\0';
     fx.arena = pf_arena_new(PF_ARENA_CHUNK);
+    fx.w.base = event_base_new();
+    assert_non_null(fx.w.base);
+    n_waiters = n_woken_live = n_woken_gone = 0;
     return 0;
 }
 
@@ -300,19 +365,20 @@ static int teardown(void **state)
     (void)state;
     if (!fx.tx_freed)
         pf_arena_free(fx.arena);
+    for (unsigned i = 0; i < n_waiters; i++)
+        event_free(waiters[i].ev);
+    event_base_free(fx.w.base);
+    pf_txref_fini(&fx.w);
     return 0;
 }
 
 /*
  * Configure n filter instances (cfg.filters[k] uses ops[k], conf[k]) and a
- * route listing them in order[0..n_route), then create the transaction and
- * run pf_chain_init.
+ * route listing them in order[0..n_route).
  */
-static struct pf_tx *chain_build(unsigned n, const struct pf_filter_ops *const ops[],
-                                 unsigned n_route, const unsigned order[])
+static void chain_config(unsigned n, const struct pf_filter_ops *const ops[], unsigned n_route,
+                         const unsigned order[])
 {
-    struct pf_tx *tx;
-
     assert_true(n <= MAXF && n_route <= MAXF);
     for (unsigned k = 0; k < n; k++) {
         fx.conf[k].id = k;
@@ -331,15 +397,21 @@ static struct pf_tx *chain_build(unsigned n, const struct pf_filter_ops *const o
     fx.route.n_filters = n_route;
     fx.wc.cfg = &fx.cfg;
     fx.wc.wstates = fx.wstates;
-    fx.wc.refs = 2; /* the worker's + the transaction's */
+    fx.wc.refs = 1; /* the worker's; each transaction adds one */
     fx.w.wc = &fx.wc;
     fx.w.rng[0] = 0x1234;
     fx.w.rng[1] = 0x5678;
+}
 
-    tx = pf_arena_alloc(fx.arena, sizeof(*tx));
-    tx->arena = fx.arena;
+/* A transaction of the configured route in arena a, through pf_chain_init. */
+static struct pf_tx *tx_make(struct pf_arena *a)
+{
+    struct pf_tx *tx = pf_arena_alloc(a, sizeof(*tx));
+
+    tx->arena = a;
     tx->w = &fx.w;
     tx->wc = &fx.wc;
+    fx.wc.refs++;
     tx->cfg = &fx.cfg;
     tx->route = &fx.route;
     tx->method = "GET";
@@ -350,11 +422,19 @@ static struct pf_tx *chain_build(unsigned n, const struct pf_filter_ops *const o
     tx->client_keepalive = true;
     tx->req_done = true;
     tx->phase = PF_TX_FILTERS;
-    tx->body_a = arena_evbuffer();
-    tx->body_b = arena_evbuffer();
-    fx.tx = tx;
+    tx->body_a = arena_evbuffer(a);
+    tx->body_b = arena_evbuffer(a);
     pf_chain_init(tx);
     return tx;
+}
+
+/* chain_config, then the fixture's transaction (in fx.arena). */
+static struct pf_tx *chain_build(unsigned n, const struct pf_filter_ops *const ops[],
+                                 unsigned n_route, const unsigned order[])
+{
+    chain_config(n, ops, n_route, order);
+    fx.tx = tx_make(fx.arena);
+    return fx.tx;
 }
 
 /* n rec filters, listed in the route in cfg order. */
@@ -667,6 +747,126 @@ static void test_chain_resume_is_ignored_outside_the_filter_phase(void **state)
     assert_string_equal(calls, "");
     assert_int_equal(tx->next_filter, 0);
     assert_int_equal(fx.w.requests, 0);
+}
+
+/* ---- pausing safely: the waiter holds a pf_tx_ref ---- */
+
+/* Route [rec 0, timer 1, rec 2]; filter 2 replies 200 when its on_request runs. */
+static void timer_route(void)
+{
+    static const struct pf_filter_ops *const ops[] = {&rec_ops, &timer_ops, &rec_ops};
+    static const unsigned order[] = {0, 1, 2};
+
+    chain_config(3, ops, 3, order);
+    fx.conf[2].req = PF_REPLIED;
+    fx.conf[2].reply_status = 200;
+}
+
+static void test_chain_timer_resumes_a_paused_tx(void **state)
+{
+    struct pf_tx *tx;
+
+    (void)state;
+    timer_route();
+    tx = fx.tx = tx_make(fx.arena);
+    assert_int_equal(pf_chain_request(tx), PF_PAUSED);
+    assert_string_equal(calls, "req:0 wait:1");
+    calls[0] = '\0';
+    fx.tx_freed = true;                                 /* the resume ends the transaction */
+    assert_int_equal(event_base_loop(fx.w.base, 0), 1); /* 1: ran until no event was left */
+    assert_int_equal(n_woken_live, 1);
+    assert_string_equal(calls, "req:2 resp:0/200 body:0 eos:0 done:2 done:1 done:0");
+    assert_int_equal(fx.w.requests, 1);
+    assert_int_equal(fx.wc.refs, 1);
+}
+
+static void test_chain_abort_while_paused_then_timer_touches_nothing(void **state)
+{
+    struct pf_tx *tx;
+
+    (void)state;
+    timer_route();
+    tx = fx.tx = tx_make(fx.arena);
+    assert_int_equal(pf_chain_request(tx), PF_PAUSED);
+    calls[0] = '\0';
+    pf_tx_abort(tx, "client_abort"); /* frees tx and its arena */
+    fx.tx_freed = true;
+    assert_string_equal(calls, "done:1 done:0");
+    assert_int_equal(event_base_loop(fx.w.base, 0), 1);
+        /* 1: ran until no event was left */ /* the timer fires */
+    assert_int_equal(n_woken_gone, 1);
+    assert_int_equal(n_woken_live, 0);
+    assert_string_equal(calls, "done:1 done:0"); /* nothing more ran */
+    assert_int_equal(fx.w.requests, 1);
+    assert_int_equal(fx.wc.refs, 1);
+}
+
+/* A reference outlives its slot's reuse: it never finds the next transaction. */
+static void test_chain_stale_ref_does_not_find_the_next_tx_in_its_slot(void **state)
+{
+    struct pf_tx *a;
+    struct pf_tx *b;
+    struct pf_tx_ref zero;
+
+    (void)state;
+    timer_route();
+    a = tx_make(pf_arena_new(PF_ARENA_CHUNK));
+    assert_int_equal(pf_chain_request(a), PF_PAUSED);
+    assert_ptr_equal(pf_tx_deref(waiters[0].ref), a);
+    pf_tx_abort(a, "client_abort");
+    b = tx_make(pf_arena_new(PF_ARENA_CHUNK));
+    assert_int_equal(pf_chain_request(b), PF_PAUSED);
+    assert_int_equal(waiters[1].ref.slot, waiters[0].ref.slot); /* the slot was reused */
+    assert_null(pf_tx_deref(waiters[0].ref));
+    assert_ptr_equal(pf_tx_deref(waiters[1].ref), b);
+    calls[0] = '\0';
+    waiter_cb(-1, 0, &waiters[0]); /* a's wake-up, late */
+    assert_string_equal(calls, "");
+    assert_int_equal(b->phase, PF_TX_FILTERS);
+    assert_int_equal(b->next_filter, 1); /* b is still paused in filter 1 */
+    pf_tx_abort(b, "client_abort");
+    assert_null(pf_tx_deref(waiters[1].ref));
+    memset(&zero, 0, sizeof(zero));
+    assert_null(pf_tx_deref(zero));
+    assert_int_equal(fx.w.requests, 2);
+}
+
+/* 1000 paused transactions, a seeded third of them aborted, then every timer fires. */
+static void test_chain_1000_paused_with_random_aborts(void **state)
+{
+    static const enum pf_verdict resume[] = {PF_NEXT, PF_REPLIED, PF_FAILED};
+    struct pf_tx *txs[MAX_WAITERS];
+    uint64_t rng = 0x9E3779B97F4A7C15ull; /* fixed seed: the same run every time */
+    unsigned aborted = 0;
+    unsigned next = 0;
+
+    (void)state;
+    timer_route();
+    for (unsigned i = 0; i < MAX_WAITERS; i++) {
+        txs[i] = tx_make(pf_arena_new(PF_ARENA_CHUNK));
+        assert_int_equal(pf_chain_request(txs[i]), PF_PAUSED);
+        rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+        waiters[i].v = resume[rng % 3];
+    }
+    for (unsigned i = 0; i < MAX_WAITERS; i++) {
+        rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+        if (rng % 3 == 0) {
+            pf_tx_abort(txs[i], "client_abort");
+            aborted++;
+        } else if (waiters[i].v == PF_NEXT) {
+            next++;
+        }
+    }
+    assert_true(aborted > 200 && aborted < 500);        /* the seed gives a real mix */
+    assert_int_equal(event_base_loop(fx.w.base, 0), 1); /* 1: ran until no event was left */
+    assert_int_equal(n_woken_gone, aborted);
+    assert_int_equal(n_woken_live, MAX_WAITERS - aborted);
+    assert_int_equal(fx.w.requests, MAX_WAITERS);
+    assert_int_equal(fx.wc.refs, 1); /* every transaction ended */
+    assert_int_equal(fx.conf[0].done, MAX_WAITERS);
+    assert_int_equal(fx.conf[1].done, MAX_WAITERS);
+    assert_int_equal(fx.conf[2].done, next); /* only where on_request ran */
+    assert_int_equal(fx.w.txref_free != 0, true);
 }
 
 /* ---- resume from inside on_request (deferred until the filter returns) ---- */
@@ -1026,6 +1226,10 @@ int main(void)
         T(test_chain_resume_replied_goes_out_through_filters_before_paused),
         T(test_chain_resume_failed_ends_tx_with_filter_failed),
         T(test_chain_resume_is_ignored_outside_the_filter_phase),
+        T(test_chain_timer_resumes_a_paused_tx),
+        T(test_chain_abort_while_paused_then_timer_touches_nothing),
+        T(test_chain_stale_ref_does_not_find_the_next_tx_in_its_slot),
+        T(test_chain_1000_paused_with_random_aborts),
         T(test_chain_resume_next_inside_on_request_runs_next_filter_once),
         T(test_chain_resume_next_inside_on_request_twice_in_a_row),
         T(test_chain_resume_next_inside_on_request_after_async_resume),
