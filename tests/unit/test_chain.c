@@ -55,6 +55,7 @@ struct tconf {
     enum pf_verdict resp;    /* on_response verdict */
     enum pf_verdict body;    /* on_body verdict */
     int reply_status;        /* on PF_REPLIED from on_request: pf_tx_reply() with this */
+    const char *error_code;  /* ... or pf_tx_error() with this code, when set */
     struct pf_slot *seen[4]; /* the slot given to on_request/response/body/done */
     unsigned done;           /* on_done calls, over every transaction */
 };
@@ -70,7 +71,9 @@ static enum pf_verdict rec_on_request(struct pf_tx *tx, struct pf_slot *s)
 
     c->seen[0] = s;
     log_call("req:%u", c->id);
-    if (c->req == PF_REPLIED && c->reply_status != 0) {
+    if (c->req == PF_REPLIED && c->error_code != NULL) {
+        pf_tx_error(tx, c->reply_status, c->error_code);
+    } else if (c->req == PF_REPLIED && c->reply_status != 0) {
         struct evbuffer *b = evbuffer_new();
 
         evbuffer_add_printf(b, "reply-from-%u", c->id);
@@ -621,49 +624,6 @@ static void test_chain_replied_by_first_filter_sees_no_response(void **state)
     evbuffer_free(res);
 }
 
-static void test_chain_failed_stops_later_filters(void **state)
-{
-    struct pf_tx *tx = chain_rec(3);
-
-    (void)state;
-    fx.conf[1].req = PF_FAILED;
-    assert_int_equal(pf_chain_request(tx), PF_FAILED);
-    assert_string_equal(calls, "req:0 req:1");
-    assert_int_equal(tx->out_from, 1);
-    assert_int_equal(tx->n_ran, 2);
-    calls[0] = '\0';
-    pf_chain_done(tx);
-    assert_string_equal(calls, "done:1 done:0");
-}
-
-static void test_chain_on_response_failure_stops_outer_filters(void **state)
-{
-    struct pf_tx *tx = chain_rec(3);
-
-    (void)state;
-    fx.conf[1].resp = PF_FAILED;
-    assert_int_equal(pf_chain_request(tx), PF_NEXT);
-    calls[0] = '\0';
-    tx->status = 200;
-    assert_int_equal(pf_chain_response(tx), PF_FAILED);
-    assert_string_equal(calls, "resp:2/200 resp:1/200");
-}
-
-static void test_chain_on_body_failure_returns_failed(void **state)
-{
-    struct pf_tx *tx = chain_rec(3);
-    struct evbuffer *res = evbuffer_new();
-
-    (void)state;
-    fx.conf[1].body = PF_FAILED;
-    assert_int_equal(pf_chain_request(tx), PF_NEXT);
-    assert_int_equal(pf_chain_response(tx), PF_NEXT);
-    calls[0] = '\0';
-    assert_int_equal(body_through(tx, "abc", 3, false, res), PF_FAILED);
-    assert_string_equal(calls, "body:2 body:1");
-    evbuffer_free(res);
-}
-
 /* ---- pause and resume ---- */
 
 static void test_chain_paused_points_next_filter_at_paused_filter(void **state)
@@ -702,21 +662,6 @@ static void test_chain_resume_next_runs_rest_then_reply_goes_out_through_earlier
                                "done:2 done:1 done:0");
     assert_int_equal(fx.w.requests, 1);
     assert_int_equal(fx.wc.refs, 1); /* the transaction dropped its snapshot reference */
-}
-
-static void test_chain_resume_replied_goes_out_through_filters_before_paused(void **state)
-{
-    struct pf_tx *tx = chain_rec(3);
-
-    (void)state;
-    fx.conf[1].req = PF_PAUSED;
-    assert_int_equal(pf_chain_request(tx), PF_PAUSED);
-    calls[0] = '\0';
-    pf_tx_reply(tx, 429, NULL); /* what the paused filter does when its I/O ends */
-    pf_tx_resume(tx, PF_REPLIED);
-    fx.tx_freed = true;
-    assert_string_equal(calls, "resp:0/429 body:0 eos:0 done:1 done:0");
-    assert_int_equal(fx.w.requests, 1);
 }
 
 static void test_chain_resume_failed_ends_tx_with_filter_failed(void **state)
@@ -793,7 +738,7 @@ static void test_chain_abort_while_paused_then_timer_touches_nothing(void **stat
     fx.tx_freed = true;
     assert_string_equal(calls, "done:1 done:0");
     assert_int_equal(event_base_loop(fx.w.base, 0), 1);
-        /* 1: ran until no event was left */ /* the timer fires */
+    /* 1: ran until no event was left */ /* the timer fires */
     assert_int_equal(n_woken_gone, 1);
     assert_int_equal(n_woken_live, 0);
     assert_string_equal(calls, "done:1 done:0"); /* nothing more ran */
@@ -989,6 +934,212 @@ static void test_chain_resume_replied_inside_on_request_sends_the_reply(void **s
     assert_int_equal(fx.wc.refs, 1);
 }
 
+/* ---- state transitions, one row per scenario ---- */
+
+#define N PF_NEXT
+#define R PF_REPLIED /* from on_request: after pf_tx_reply(429) */
+#define P PF_PAUSED
+#define F PF_FAILED
+
+/*
+ * Three rec filters. Without a pause the chain functions are driven directly:
+ * on_request; unless it failed, on_response, then one eos body call even when
+ * on_response failed (to show which on_body may still run); the slot states;
+ * on_done twice. With a pause, the core takes over through pf_tx_resume().
+ */
+struct scenario {
+    const char *name;
+    enum pf_verdict req[3], resp[3], body[3];
+    unsigned n_resume;         /* pf_tx_resume() calls after a pause */
+    enum pf_verdict resume[2]; /* their verdicts (PF_REPLIED: after pf_tx_reply(202)) */
+    const char *calls;         /* the whole call log */
+    const char *states;        /* before on_done: I idle, Q request, S response, D done */
+};
+
+static const struct scenario scenarios[] = {
+    {"all pass",
+     {N, N, N},
+     {N, N, N},
+     {N, N, N},
+     0,
+     {N},
+     "req:0 req:1 req:2 resp:2/200 resp:1/200 resp:0/200 eos:2 eos:1 eos:0 "
+     "done:2 done:1 done:0",
+     "SSS"},
+    {"2nd of 3 replies",
+     {N, R, N},
+     {N, N, N},
+     {N, N, N},
+     0,
+     {N},
+     "req:0 req:1 resp:0/429 eos:0 done:1 done:0",
+     "SQI"},
+    {"1st replies", {R, N, N}, {N, N, N}, {N, N, N}, 0, {N}, "req:0 done:0", "QII"},
+    {"on_request fails in the 2nd",
+     {N, F, N},
+     {N, N, N},
+     {N, N, N},
+     0,
+     {N},
+     "req:0 req:1 done:1 done:0",
+     "QQI"},
+    {"on_response fails in the 2nd",
+     {N, N, N},
+     {N, F, N},
+     {N, N, N},
+     0,
+     {N},
+     "req:0 req:1 req:2 resp:2/200 resp:1/200 eos:2 done:2 done:1 done:0",
+     "QQS"},
+    {"on_response fails in the innermost",
+     {N, N, N},
+     {N, N, F},
+     {N, N, N},
+     0,
+     {N},
+     "req:0 req:1 req:2 resp:2/200 done:2 done:1 done:0",
+     "QQQ"},
+    {"on_body fails in the 2nd",
+     {N, N, N},
+     {N, N, N},
+     {N, F, N},
+     0,
+     {N},
+     "req:0 req:1 req:2 resp:2/200 resp:1/200 resp:0/200 eos:2 eos:1 done:2 done:1 done:0",
+     "SSS"},
+    {"2nd pauses, resumed NEXT: the 3rd replies",
+     {N, P, R},
+     {N, N, N},
+     {N, N, N},
+     1,
+     {N},
+     "req:0 req:1 req:2 resp:1/429 resp:0/429 body:1 body:0 eos:1 eos:0 done:2 done:1 done:0",
+     NULL},
+    {"2nd pauses, resumed REPLIED",
+     {N, P, N},
+     {N, N, N},
+     {N, N, N},
+     1,
+     {R},
+     "req:0 req:1 resp:0/202 body:0 eos:0 done:1 done:0",
+     NULL},
+    {"2nd pauses, resumed FAILED",
+     {N, P, N},
+     {N, N, N},
+     {N, N, N},
+     1,
+     {F},
+     "req:0 req:1 done:1 done:0",
+     NULL},
+    {"2nd pauses, resumed PAUSED then REPLIED",
+     {N, P, N},
+     {N, N, N},
+     {N, N, N},
+     2,
+     {P, R},
+     "req:0 req:1 resp:0/202 body:0 eos:0 done:1 done:0",
+     NULL},
+};
+
+#undef N
+#undef R
+#undef P
+#undef F
+
+static void scenario_states(const struct pf_tx *tx, char *out)
+{
+    static const char letter[] = {[PF_SLOT_IDLE] = 'I',
+                                  [PF_SLOT_REQUEST] = 'Q',
+                                  [PF_SLOT_RESPONSE] = 'S',
+                                  [PF_SLOT_DONE] = 'D'};
+
+    for (unsigned i = 0; i < tx->n_filters; i++)
+        out[i] = letter[tx->slot_state[i]];
+    out[tx->n_filters] = '\0';
+}
+
+static void scenario_resume(const struct scenario *sc, struct pf_tx *tx)
+{
+    for (unsigned r = 0; r < sc->n_resume; r++) {
+        if (sc->resume[r] == PF_REPLIED)
+            pf_tx_reply(tx, 202, NULL);
+        pf_tx_resume(tx, sc->resume[r]);
+    }
+    fx.tx_freed = true; /* the last verdict ended the transaction */
+    assert_int_equal(fx.w.requests, 1);
+    assert_int_equal(fx.wc.refs, 1);
+}
+
+static void scenario_run(const struct scenario *sc)
+{
+    struct pf_tx *tx = chain_rec(3);
+    struct evbuffer *res = evbuffer_new();
+    enum pf_verdict v;
+    char states[4];
+
+    for (unsigned i = 0; i < 3; i++) {
+        fx.conf[i].req = sc->req[i];
+        fx.conf[i].resp = sc->resp[i];
+        fx.conf[i].body = sc->body[i];
+        fx.conf[i].reply_status = 429;
+    }
+    v = pf_chain_request(tx);
+    if (v == PF_PAUSED) {
+        scenario_resume(sc, tx);
+    } else if (v != PF_FAILED) {
+        if (v == PF_NEXT)
+            tx->status = 200;
+        pf_chain_response(tx);
+        body_through(tx, NULL, 0, true, res);
+    }
+    if (sc->states != NULL) {
+        scenario_states(tx, states);
+        if (strcmp(states, sc->states) != 0)
+            fail_msg("%s: states %s, want %s", sc->name, states, sc->states);
+        pf_chain_done(tx);
+        pf_chain_done(tx); /* a second call runs nothing */
+        scenario_states(tx, states);
+        for (unsigned i = 0; i < 3; i++)
+            assert_true(states[i] == (sc->states[i] == 'I' ? 'I' : 'D'));
+    }
+    if (strcmp(calls, sc->calls) != 0)
+        fail_msg("%s:\n  calls %s\n  want  %s", sc->name, calls, sc->calls);
+    evbuffer_free(res);
+}
+
+static void test_chain_scenarios(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof(scenarios) / sizeof(scenarios[0]); i++) {
+        teardown(NULL);
+        setup(NULL);
+        scenario_run(&scenarios[i]);
+    }
+}
+
+/*
+ * An error reply (pf_tx_error in the 3rd filter) whose on_response fails in
+ * the 1st: the head was changed by the 2nd, so the core sends a fresh copy of
+ * the error past every filter; no on_body runs, not even the 2nd's.
+ */
+static void test_chain_failed_on_response_of_an_error_reply_bypasses_the_chain(void **state)
+{
+    struct pf_tx *tx = chain_rec(3);
+
+    (void)state;
+    fx.conf[0].resp = PF_FAILED;
+    fx.conf[2].req = PF_REPLIED;
+    fx.conf[2].reply_status = 429;
+    fx.conf[2].error_code = "rate_limited";
+    assert_int_equal(pf_chain_request(tx), PF_REPLIED);
+    fx.tx_freed = true; /* no client: pf_tx_respond ends the transaction */
+    assert_false(pf_tx_respond(tx));
+    assert_string_equal(calls, "req:0 req:1 req:2 resp:1/429 resp:0/429 done:2 done:1 done:0");
+    assert_int_equal(fx.w.errors[PF_ERR_RATE_LIMITED], 1); /* counted once */
+    assert_int_equal(fx.w.errors[PF_ERR_FILTER_FAILED], 0);
+    assert_int_equal(fx.w.requests, 1);
+}
+
 /* ---- on_done ---- */
 
 static void test_chain_done_runs_once_in_reverse_when_called_twice(void **state)
@@ -1100,55 +1251,47 @@ static struct pf_tx *chain_upper_tail(void)
     return tx;
 }
 
-static void test_chain_body_transforms_1_byte_chunks(void **state)
+/*
+ * The body of each row, cut in chunks of the row's size (0: only the eos
+ * call), goes through [upper, tail] and comes out uppercased with the tail,
+ * streamed: after each chunk, everything so far is out.
+ */
+static void test_chain_body_transforms_in_chunks(void **state)
 {
-    struct pf_tx *tx = chain_upper_tail();
-    struct evbuffer *res = evbuffer_new();
-    const char *msg = "hello, world";
+    static const struct {
+        size_t total, chunk;
+    } rows[] = {{12, 1}, {12, 5}, {2 * 4096, 4096}, {0, 0}};
 
     (void)state;
-    for (size_t i = 0; i < strlen(msg); i++) {
-        assert_int_equal(body_through(tx, msg + i, 1, false, res), PF_NEXT);
-        assert_int_equal(evbuffer_get_length(res), i + 1); /* streamed, not held back */
+    for (size_t r = 0; r < sizeof(rows) / sizeof(rows[0]); r++) {
+        struct pf_tx *tx;
+        struct evbuffer *res = evbuffer_new();
+        char *in = malloc(rows[r].total + 1);
+        char *want = malloc(rows[r].total + 32);
+        size_t n = rows[r].total;
+
+        teardown(NULL);
+        setup(NULL);
+        tx = chain_upper_tail();
+        for (size_t i = 0; i < n; i++) {
+            in[i] = (char)('a' + i % 26);
+            want[i] = (char)('A' + i % 26);
+        }
+        for (size_t off = 0; off < n; off += rows[r].chunk) {
+            size_t len = n - off < rows[r].chunk ? n - off : rows[r].chunk;
+
+            assert_int_equal(body_through(tx, in + off, len, false, res), PF_NEXT);
+            assert_int_equal(evbuffer_get_length(res), off + len); /* not held back */
+        }
+        assert_int_equal(body_through(tx, NULL, 0, true, res), PF_NEXT);
+        n += (size_t)sprintf(want + n, "-TAIL:%zu", rows[r].total);
+        assert_int_equal(evbuffer_get_length(res), n);
+        assert_memory_equal(evbuffer_pullup(res, -1), want, n);
+        assert_int_equal(((struct tail_ctx *)tx->slots[1].ctx)->eos, 1);
+        free(in);
+        free(want);
+        evbuffer_free(res);
     }
-    assert_int_equal(body_through(tx, NULL, 0, true, res), PF_NEXT);
-    assert_string_equal(buf_str(res), "HELLO, WORLD-TAIL:12");
-    evbuffer_free(res);
-}
-
-static void test_chain_body_transforms_4k_chunks(void **state)
-{
-    struct pf_tx *tx = chain_upper_tail();
-    struct evbuffer *res = evbuffer_new();
-    char chunk[4096];
-    char *want = malloc(2 * sizeof(chunk) + 32);
-    size_t n;
-
-    (void)state;
-    for (size_t i = 0; i < sizeof(chunk); i++)
-        chunk[i] = (char)('a' + i % 26);
-    assert_int_equal(body_through(tx, chunk, sizeof(chunk), false, res), PF_NEXT);
-    assert_int_equal(body_through(tx, chunk, sizeof(chunk), true, res), PF_NEXT);
-    for (size_t i = 0; i < 2 * sizeof(chunk); i++)
-        want[i] = (char)('A' + i % 4096 % 26);
-    n = 2 * sizeof(chunk);
-    n += (size_t)sprintf(want + n, "-TAIL:%zu", 2 * sizeof(chunk));
-    assert_int_equal(evbuffer_get_length(res), n);
-    assert_memory_equal(evbuffer_pullup(res, -1), want, n);
-    assert_int_equal(((struct tail_ctx *)tx->slots[1].ctx)->eos, 1);
-    free(want);
-    evbuffer_free(res);
-}
-
-static void test_chain_body_eos_only_call_flushes(void **state)
-{
-    struct pf_tx *tx = chain_upper_tail();
-    struct evbuffer *res = evbuffer_new();
-
-    (void)state;
-    assert_int_equal(body_through(tx, NULL, 0, true, res), PF_NEXT);
-    assert_string_equal(buf_str(res), "-TAIL:0");
-    evbuffer_free(res);
 }
 
 static void test_chain_body_fails_when_filter_leaves_input(void **state)
@@ -1218,12 +1361,8 @@ int main(void)
         T(test_chain_empty_route_passes),
         T(test_chain_replied_stops_later_filters_and_sets_out_from),
         T(test_chain_replied_by_first_filter_sees_no_response),
-        T(test_chain_failed_stops_later_filters),
-        T(test_chain_on_response_failure_stops_outer_filters),
-        T(test_chain_on_body_failure_returns_failed),
         T(test_chain_paused_points_next_filter_at_paused_filter),
         T(test_chain_resume_next_runs_rest_then_reply_goes_out_through_earlier),
-        T(test_chain_resume_replied_goes_out_through_filters_before_paused),
         T(test_chain_resume_failed_ends_tx_with_filter_failed),
         T(test_chain_resume_is_ignored_outside_the_filter_phase),
         T(test_chain_timer_resumes_a_paused_tx),
@@ -1235,14 +1374,14 @@ int main(void)
         T(test_chain_resume_next_inside_on_request_after_async_resume),
         T(test_chain_resume_replied_inside_on_request_skips_later_filters),
         T(test_chain_resume_replied_inside_on_request_sends_the_reply),
+        T(test_chain_scenarios),
+        T(test_chain_failed_on_response_of_an_error_reply_bypasses_the_chain),
         T(test_chain_done_runs_once_in_reverse_when_called_twice),
         T(test_chain_done_skips_filters_whose_on_request_did_not_run),
         T(test_chain_abort_while_paused_calls_on_done_once),
         T(test_chain_ctx_is_zeroed_distinct_and_from_the_arena),
         T(test_chain_ctx_persists_from_on_request_to_on_response),
-        T(test_chain_body_transforms_1_byte_chunks),
-        T(test_chain_body_transforms_4k_chunks),
-        T(test_chain_body_eos_only_call_flushes),
+        T(test_chain_body_transforms_in_chunks),
         T(test_chain_body_fails_when_filter_leaves_input),
         T(test_chain_null_callbacks_are_pass_through),
         T(test_chain_without_on_body_has_no_body_filters),
