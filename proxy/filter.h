@@ -52,6 +52,11 @@ struct pf_filter_ops {
     /* n is the filter's map under `filters:`, or NULL when absent (defaults). */
     int (*conf_parse)(const struct pf_conf_node *n, void **conf, struct pf_err *err);
     void (*conf_free)(void *conf);
+    /*
+     * Runs on the main thread when a snapshot is built for worker w (start,
+     * reload). Non-zero fails the start or the reload (the running snapshot
+     * stays): leave nothing allocated then.
+     */
     int (*worker_init)(const void *conf, struct pf_worker *w, void **wstate);
     void (*worker_fini)(void *wstate);
     enum pf_verdict (*on_request)(struct pf_tx *tx, struct pf_slot *s);

@@ -67,6 +67,9 @@ void pf_count_error(struct pf_worker *w, const char *code);
 /* Name of error e (the SPEC's CODE). */
 const char *pf_error_name(enum pf_error e);
 
+/* Tests only: when non-zero, pf_now_us() returns this instead of the clock. */
+extern uint64_t pf_clock_fixed_us;
+
 /* Random 64-bit value from the worker's generator. */
 uint64_t pf_worker_rand(struct pf_worker *w);
 
