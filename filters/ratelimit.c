@@ -11,10 +11,10 @@
  * Times are in nanoseconds of pf_now_us(), so sub-microsecond emission
  * intervals (rates above 1e6/s) still add up correctly.
  *
- * Per-key buckets live in a table hung off the conf: the conf is read-only
- * and shared by all workers, the table it points to is the mutable shared
- * state, split into up to 64 shards (a mutex, a chained hash index and an
- * LRU list each) so workers rarely meet on a lock. A shard holds at most
+ * Per-key buckets live in a table that is the filter's process state
+ * (pstate, proxy/filter.h): shared by all workers, kept across a reload that
+ * leaves the buckets' settings alone (rl_reuse_process), split into up to 64 shards (a mutex, a
+ * chained hash index and an LRU list each) so workers rarely meet on a lock. A shard holds at most
  * max_keys / shards entries; when full it reuses the slot of an idle bucket
  * that has refilled (it carries no information) among the oldest few, or
  * else of the least recently used one. Keys are stored as 128-bit SipHash
@@ -40,6 +40,7 @@
 #include "proxy/arena.h"
 #include "proxy/conf.h"
 #include "proxy/filter.h"
+#include "proxy/stats.h"
 
 #define RL_NIL           UINT32_MAX
 #define RL_SHARDS        64                  /* most shards a table gets */
@@ -113,7 +114,6 @@ struct rl_conf {
     struct rl_cidrs trusted; /* proxies whose X-Forwarded-For is believed */
     uint64_t interval_ns;    /* 1 / rate: time to earn one token */
     uint64_t tau_ns;         /* burst * interval_ns: time to refill from empty */
-    struct rl_table *table;  /* the mutable shared state (own locks) */
 };
 
 /* ---- keyed digests (SipHash-2-4, 128-bit output) ---- */
@@ -365,7 +365,8 @@ static bool rl_client_ip(const struct rl_conf *c, const struct pf_tx *tx, uint8_
     return true;
 }
 
-static void rl_key_of(const struct rl_conf *c, const struct pf_tx *tx, uint64_t id[2])
+static void rl_key_of(const struct rl_conf *c, const struct rl_table *t, const struct pf_tx *tx,
+                      uint64_t id[2])
 {
     const char *v;
     uint8_t ip[16];
@@ -374,14 +375,14 @@ static void rl_key_of(const struct rl_conf *c, const struct pf_tx *tx, uint64_t 
         v = pf_tx_req_header(tx, c->key.header);
         if (v == NULL)
             v = ""; /* absent and empty share the "empty key" bucket */
-        rl_digest(c->table, 'h', v, strlen(v), id);
+        rl_digest(t, 'h', v, strlen(v), id);
     } else if (rl_client_ip(c, tx, ip)) {
-        rl_digest(c->table, 'i', ip, sizeof(ip), id);
+        rl_digest(t, 'i', ip, sizeof(ip), id);
     } else {
         v = pf_tx_client_addr(tx);
         if (v == NULL)
             v = "";
-        rl_digest(c->table, 's', v, strlen(v), id);
+        rl_digest(t, 's', v, strlen(v), id);
     }
 }
 
@@ -406,9 +407,10 @@ static bool rl_take(const struct rl_conf *c, uint64_t *tat, uint64_t now, uint64
 }
 
 /* The global bucket: one word, updated with compare-and-swap. */
-static bool rl_take_global(const struct rl_conf *c, uint64_t now, uint64_t *wait_ns)
+static bool rl_take_global(const struct rl_conf *c, struct rl_table *t, uint64_t now,
+                           uint64_t *wait_ns)
 {
-    _Atomic uint64_t *g = &c->table->global;
+    _Atomic uint64_t *g = &t->global;
     uint64_t old = atomic_load_explicit(g, memory_order_relaxed);
     uint64_t tat;
 
@@ -532,10 +534,9 @@ static struct rl_entry *rl_lookup(struct rl_shard *s, const uint64_t id[2], uint
     return e;
 }
 
-static bool rl_take_key(const struct rl_conf *c, const uint64_t id[2], uint64_t now,
-                        uint64_t *wait_ns)
+static bool rl_take_key(const struct rl_conf *c, struct rl_table *t, const uint64_t id[2],
+                        uint64_t now, uint64_t *wait_ns)
 {
-    struct rl_table *t = c->table;
     struct rl_shard *s = &t->shards[id[1] & (t->n_shards - 1)];
     bool ok;
 
@@ -608,40 +609,73 @@ static void rl_table_free(struct rl_table *t)
     free(t);
 }
 
-size_t pf_ratelimit_keys(const void *conf)
+size_t pf_ratelimit_keys(const void *pstate)
 {
-    const struct rl_conf *c = conf;
+    struct rl_table *t = (struct rl_table *)pstate;
     size_t n = 0;
 
-    for (unsigned i = 0; i < c->table->n_shards; i++) {
-        pthread_mutex_lock(&c->table->shards[i].lock);
-        n += c->table->shards[i].n;
-        pthread_mutex_unlock(&c->table->shards[i].lock);
+    for (unsigned i = 0; i < t->n_shards; i++) {
+        pthread_mutex_lock(&t->shards[i].lock);
+        n += t->shards[i].n;
+        pthread_mutex_unlock(&t->shards[i].lock);
     }
     return n;
+}
+
+/* ---- process state: the table outlives a snapshot whose buckets stay the same ---- */
+
+static int rl_init_process(const void *conf, void **pstate)
+{
+    const struct rl_conf *c = conf;
+
+    *pstate = rl_table_new(c->max_keys);
+    return 0;
+}
+
+/*
+ * A bucket is defined by rate and burst (its refill and size), by the key
+ * (what it is counted under) and max_keys (the table's shape). Only
+ * trusted_proxies may change without starting afresh: a bucket still
+ * belongs to the same client address.
+ */
+static bool rl_reuse_process(const void *old_conf, const void *new_conf)
+{
+    const struct rl_conf *a = old_conf;
+    const struct rl_conf *b = new_conf;
+
+    return a->rate == b->rate && a->burst == b->burst && a->max_keys == b->max_keys &&
+           a->key.kind == b->key.kind &&
+           (a->key.kind != RL_KEY_HEADER || strcasecmp(a->key.header, b->key.header) == 0);
+}
+
+static void rl_fini_process(void *pstate)
+{
+    rl_table_free(pstate);
 }
 
 /* ---- rejection counters, per process and route ---- */
 
 /*
- * Slots are appended under lock and published by storing n with release
- * order; readers scan [0, n) without locking. Names are never freed: the
- * table lives as long as the process, across reloads, as a Prometheus
- * counter should.
+ * Route names are appended under lock and published by storing n with
+ * release order; readers scan [0, n) without locking. Names are never freed:
+ * the table lives as long as the process, across reloads, as a Prometheus
+ * counter should. The counts are per-thread cells (pf_counter_set), one per
+ * name slot: a rejection is a relaxed load and store on the worker's own
+ * cache line, never a shared read-modify-write.
  */
 static struct {
-    pthread_mutex_t lock; /* serialises appends */
-    _Atomic unsigned n;   /* atomic: published slots */
-    struct {
-        char *name;                /* pf_xstrdup'd, set before publication */
-        _Atomic uint64_t rejected; /* atomic */
-    } v[RL_ROUTES_MAX];
+    pthread_mutex_t lock;      /* serialises appends */
+    _Atomic unsigned n;        /* atomic: published slots */
+    char *name[RL_ROUTES_MAX]; /* pf_xstrdup'd, set before publication */
 } rl_routes = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static struct pf_counter_set rl_rejected = PF_COUNTER_SET(RL_ROUTES_MAX);
+static __thread _Atomic uint64_t *rl_my_rejected;
 
 static int rl_route_find(const char *route, unsigned n)
 {
     for (unsigned i = 0; i < n; i++) {
-        if (strcmp(rl_routes.v[i].name, route) == 0)
+        if (strcmp(rl_routes.name[i], route) == 0)
             return (int)i;
     }
     return -1;
@@ -657,14 +691,16 @@ static void rl_count_rejected(const char *route)
         n = atomic_load_explicit(&rl_routes.n, memory_order_relaxed);
         i = rl_route_find(route, n);
         if (i < 0 && n < RL_ROUTES_MAX) {
-            rl_routes.v[n].name = pf_xstrdup(n == RL_ROUTES_MAX - 1 ? "_other" : route);
+            rl_routes.name[n] = pf_xstrdup(n == RL_ROUTES_MAX - 1 ? "_other" : route);
             atomic_store_explicit(&rl_routes.n, n + 1, memory_order_release);
         }
         pthread_mutex_unlock(&rl_routes.lock);
         if (i < 0)
             i = n < RL_ROUTES_MAX ? (int)n : RL_ROUTES_MAX - 1;
     }
-    atomic_fetch_add_explicit(&rl_routes.v[i].rejected, 1, memory_order_relaxed);
+    if (rl_my_rejected == NULL)
+        rl_my_rejected = pf_counter_cells(&rl_rejected);
+    pf_counter_add(&rl_my_rejected[i], 1);
 }
 
 uint64_t pf_ratelimit_rejected(const char *route)
@@ -672,7 +708,7 @@ uint64_t pf_ratelimit_rejected(const char *route)
     unsigned n = atomic_load_explicit(&rl_routes.n, memory_order_acquire);
     int i = rl_route_find(route, n);
 
-    return i < 0 ? 0 : atomic_load_explicit(&rl_routes.v[i].rejected, memory_order_relaxed);
+    return i < 0 ? 0 : pf_counter_sum(&rl_rejected, (unsigned)i);
 }
 
 void pf_ratelimit_rejected_each(pf_ratelimit_count_fn fn, void *arg)
@@ -680,8 +716,21 @@ void pf_ratelimit_rejected_each(pf_ratelimit_count_fn fn, void *arg)
     unsigned n = atomic_load_explicit(&rl_routes.n, memory_order_acquire);
 
     for (unsigned i = 0; i < n; i++)
-        fn(arg, rl_routes.v[i].name,
-           atomic_load_explicit(&rl_routes.v[i].rejected, memory_order_relaxed));
+        fn(arg, rl_routes.name[i], pf_counter_sum(&rl_rejected, i));
+}
+
+static void rl_metrics_line(void *arg, const char *route, uint64_t rejected)
+{
+    pf_stats_put_sample(arg, "pilotfish_ratelimit_rejected_total", "route", route, rejected);
+}
+
+static void rl_metrics(const void *conf, void *pstate, struct evbuffer *out)
+{
+    (void)conf;
+    (void)pstate;
+    pf_stats_put_head(out, "pilotfish_ratelimit_rejected_total", "counter",
+                      "Requests answered 429 by the rate limiter, by route.");
+    pf_ratelimit_rejected_each(rl_metrics_line, out);
 }
 
 /* ---- configuration ---- */
@@ -803,7 +852,6 @@ static void rl_conf_free(void *conf)
 
     if (c == NULL)
         return;
-    rl_table_free(c->table);
     free(c->key.header);
     free(c->trusted.v);
     free(c);
@@ -831,7 +879,6 @@ static int rl_conf_parse(const struct pf_conf_node *n, void **conf, struct pf_er
     }
     c->interval_ns = interval < 1 ? 1 : (uint64_t)interval;
     c->tau_ns = c->interval_ns * c->burst;
-    c->table = rl_table_new(c->max_keys);
     *conf = c;
     return 0;
 out_free:
@@ -844,6 +891,7 @@ out_free:
 static enum pf_verdict rl_on_request(struct pf_tx *tx, struct pf_slot *s)
 {
     const struct rl_conf *c = s->conf;
+    struct rl_table *t = s->pstate;
     uint64_t now = pf_now_us() * 1000;
     uint64_t wait_ns;
     uint64_t secs;
@@ -853,10 +901,10 @@ static enum pf_verdict rl_on_request(struct pf_tx *tx, struct pf_slot *s)
     char retry[24];
 
     if (c->key.kind == RL_KEY_GLOBAL) {
-        ok = rl_take_global(c, now, &wait_ns);
+        ok = rl_take_global(c, t, now, &wait_ns);
     } else {
-        rl_key_of(c, tx, id);
-        ok = rl_take_key(c, id, now, &wait_ns);
+        rl_key_of(c, t, tx, id);
+        ok = rl_take_key(c, t, id, now, &wait_ns);
     }
     if (ok)
         return PF_NEXT;
@@ -875,4 +923,8 @@ const struct pf_filter_ops pf_filter_ratelimit = {
     .conf_parse = rl_conf_parse,
     .conf_free = rl_conf_free,
     .on_request = rl_on_request,
+    .init_process = rl_init_process,
+    .reuse_process = rl_reuse_process,
+    .fini_process = rl_fini_process,
+    .metrics = rl_metrics,
 };

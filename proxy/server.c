@@ -27,6 +27,7 @@
 #include "proxy/arena.h"
 #include "proxy/http1.h"
 #include "proxy/log.h"
+#include "proxy/snapshot.h"
 #include "proxy/stats.h"
 #include "proxy/upstream.h"
 
@@ -695,6 +696,20 @@ static int server_open_listeners(struct pf_server *s, const struct pf_config *cf
     return 0;
 }
 
+/* Endpoints and filters' process state of the first snapshot; problems are logged. */
+static int server_bind_snapshot(struct pf_config *cfg)
+{
+    struct pf_err err;
+    int rc;
+
+    pf_err_init(&err, cfg->path);
+    rc = pf_snapshot_bind(cfg, NULL, &err);
+    for (unsigned i = 0; i < err.n; i++)
+        pf_log(PF_LOG_ERR, "%s", err.msgs[i]);
+    pf_err_fini(&err);
+    return rc;
+}
+
 int pf_server_start(struct pf_server *s, struct pf_config *cfg)
 {
     static const int sigs[] = {SIGHUP, SIGUSR1, SIGTERM, SIGINT};
@@ -706,10 +721,8 @@ int pf_server_start(struct pf_server *s, struct pf_config *cfg)
     s->base = event_base_new();
     s->n_workers = cfg->workers ? cfg->workers : pf_server_auto_workers();
     server_raise_nofile(s, cfg);
-    if (pf_upstream_bind(cfg) != 0) {
-        pf_log(PF_LOG_ERR, "too many endpoints");
+    if (server_bind_snapshot(cfg) != 0)
         return -1;
-    }
     if (server_open_listeners(s, cfg) != 0 || admin_open(s, cfg) != 0)
         return -1;
     s->drain_check = event_new(s->base, -1, 0, drain_check_cb, s);
@@ -918,13 +931,16 @@ int pf_server_reload(struct pf_server *s, struct evbuffer *result)
     if (cfg == NULL)
         return reload_fail(s, result, &err);
     /* everything that can fail happens before anything is applied */
+    if (pf_snapshot_bind(cfg, s->cfg, &err) != 0) {
+        pf_conf_unref(cfg); /* releases whatever the bind took */
+        return reload_fail(s, result, &err);
+    }
     admin_fd = admin_changed(s, cfg) ? admin_bind(cfg) : -3;
-    if (pf_upstream_bind(cfg) != 0 || admin_fd == -2 ||
-        reload_open_listeners(s, cfg, &first_new) != 0) {
+    if (admin_fd == -2 || reload_open_listeners(s, cfg, &first_new) != 0) {
         if (admin_fd >= 0)
             close(admin_fd);
         reload_close_new_listeners(s, first_new);
-        pf_err_at(&err, NULL, "cannot apply the listen addresses or endpoints (see log)");
+        pf_err_at(&err, NULL, "cannot listen on a new listen or admin address (see log)");
         pf_conf_unref(cfg);
         return reload_fail(s, result, &err);
     }
