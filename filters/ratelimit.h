@@ -11,6 +11,7 @@
 #ifndef PF_RATELIMIT_H
 #define PF_RATELIMIT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -42,5 +43,14 @@ void pf_ratelimit_rejected_each(pf_ratelimit_count_fn fn, void *arg);
  * tests and a possible gauge.
  */
 size_t pf_ratelimit_keys(const void *pstate);
+
+/*
+ * Take one token from the bucket of key (len bytes, counted as a header
+ * value is) at now_us, as on_request does after finding the key: true when
+ * admitted. conf from conf_parse, pstate from init_process. For tests and
+ * bench/ratelimit.c. Any thread.
+ */
+bool pf_ratelimit_take(const void *conf, void *pstate, const void *key, size_t len,
+                       uint64_t now_us);
 
 #endif /* PF_RATELIMIT_H */

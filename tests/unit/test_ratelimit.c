@@ -408,6 +408,99 @@ static void test_ratelimit_two_workers_evict_safely_when_table_full(void **state
     inst_free(conf);
 }
 
+/* ---- the lock-free path (pf_ratelimit_take) ---- */
+
+struct taker {
+    struct inst *in;   /* shared */
+    unsigned keys;     /* distinct keys, cycled */
+    unsigned rounds;   /* passes over the keys */
+    unsigned admitted; /* result */
+};
+
+static void *taker_main(void *arg)
+{
+    struct taker *t = arg;
+    char key[16];
+
+    for (unsigned r = 0; r < t->rounds; r++) {
+        for (unsigned k = 0; k < t->keys; k++) {
+            int len = snprintf(key, sizeof(key), "key-%u", k);
+
+            t->admitted +=
+                pf_ratelimit_take(t->in->conf, t->in->pstate, key, (size_t)len, fake_now_us);
+        }
+    }
+    return NULL;
+}
+
+/* Two threads meet on every key, first as new keys (the locked miss path) then as hits. */
+static void test_ratelimit_cas_buckets_are_exact_when_threads_share_keys(void **state)
+{
+    struct inst *in = conf_new("ratelimit:\n  requests_per_second: 1\n  burst: 7\n"
+                               "  key: header:X-Key\n  max_keys: 4096\n");
+    struct taker t[2] = {{in, 300, 20, 0}, {in, 300, 20, 0}};
+    pthread_t tid[2];
+
+    (void)state;
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&tid[i], NULL, taker_main, &t[i]), 0);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_join(tid[i], NULL), 0);
+    /* the clock is frozen: each key gave exactly its burst, no more, no less */
+    assert_int_equal(t[0].admitted + t[1].admitted, 300 * 7);
+    assert_int_equal(pf_ratelimit_keys(in->pstate), 300);
+    /* the same bytes through on_request (header key) find the same buckets */
+    assert_limited(req_h(in, "192.0.2.1", "X-Key", "key-5"));
+    fake_now_us += SEC;
+    assert_int_equal(req_h(in, "192.0.2.1", "X-Key", "key-5").v, PF_NEXT);
+    assert_limited(req_h(in, "192.0.2.1", "X-Key", "key-5"));
+    inst_free(in);
+}
+
+/* The global key is one compare-and-swap on one word, shared the same way. */
+static void test_ratelimit_cas_global_bucket_is_exact_when_threads_race(void **state)
+{
+    struct inst *in = conf_new("ratelimit:\n  requests_per_second: 1\n  burst: 999\n"
+                               "  key: global\n");
+    struct taker t[2] = {{in, 10, 500, 0}, {in, 10, 500, 0}};
+    pthread_t tid[2];
+
+    (void)state;
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&tid[i], NULL, taker_main, &t[i]), 0);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_join(tid[i], NULL), 0);
+    assert_int_equal(t[0].admitted + t[1].admitted, 999);
+    inst_free(in);
+}
+
+/* Odd caps: sets of 8 while max_keys allows, one smaller set below 8. */
+static void test_ratelimit_cas_table_never_holds_more_than_max_keys(void **state)
+{
+    static const char *const yaml[] = {
+        "ratelimit:\n  burst: 1\n  max_keys: 1\n",
+        "ratelimit:\n  burst: 1\n  max_keys: 5\n",
+        "ratelimit:\n  burst: 1\n  max_keys: 13\n",
+        "ratelimit:\n  burst: 1\n  max_keys: 100\n",
+    };
+    static const size_t cap[] = {1, 5, 13, 100};
+    char ip[32];
+
+    (void)state;
+    for (unsigned y = 0; y < 4; y++) {
+        struct inst *in = conf_new(yaml[y]);
+
+        for (unsigned i = 0; i < 500; i++) {
+            snprintf(ip, sizeof(ip), "10.1.%u.%u", i >> 8, i & 0xff);
+            assert_int_equal(req(in, ip).v, PF_NEXT); /* new keys start full */
+            assert_true(pf_ratelimit_keys(in->pstate) <= cap[y]);
+        }
+        /* the most recent key is kept, and still empty */
+        assert_limited(req(in, ip));
+        inst_free(in);
+    }
+}
+
 /* ---- bounded memory ---- */
 
 static void test_ratelimit_table_stays_within_max_keys_when_flooded(void **state)
@@ -668,6 +761,9 @@ int main(void)
         T(test_ratelimit_global_key_limits_all_clients_together),
         T(test_ratelimit_two_workers_share_one_limit_when_time_frozen),
         T(test_ratelimit_two_workers_evict_safely_when_table_full),
+        T(test_ratelimit_cas_buckets_are_exact_when_threads_share_keys),
+        T(test_ratelimit_cas_global_bucket_is_exact_when_threads_race),
+        T(test_ratelimit_cas_table_never_holds_more_than_max_keys),
         T(test_ratelimit_table_stays_within_max_keys_when_flooded),
         T(test_ratelimit_evicts_refilled_bucket_before_drained_one),
         T(test_ratelimit_evicts_least_recently_used_when_none_refilled),
