@@ -38,16 +38,22 @@ static uint64_t now_ns(void)
 static void *run(void *p)
 {
     struct arg *a = p;
-    char key[16];
+    char(*keys)[16] = malloc(a->keys * sizeof(*keys));
+    int *lens = malloc(a->keys * sizeof(*lens));
     uint64_t t = 1000000;
 
+    if (keys == NULL || lens == NULL)
+        abort();
+    for (unsigned k = 0; k < a->keys; k++)
+        lens[k] = snprintf(keys[k], sizeof(keys[k]), "k%u", k);
     for (unsigned long i = 0; i < a->checks; i++) {
         unsigned k = (unsigned)((i * 2654435761u + a->seed) % a->keys);
-        int len = snprintf(key, sizeof(key), "k%u", k);
 
-        if (!pf_ratelimit_take(a->conf, a->pstate, key, (size_t)len, t + i / 1024))
+        if (!pf_ratelimit_take(a->conf, a->pstate, keys[k], (size_t)lens[k], t + i / 1024))
             a->refused++;
     }
+    free(keys);
+    free(lens);
     return NULL;
 }
 
