@@ -12,10 +12,12 @@
  * Threads. Only the owner thread records: values are written with relaxed
  * atomic loads and stores (never a read-modify-write, never a lock). Creating
  * a series (rare: the first time a label set is seen) appends it to the
- * owner's list under a per-stats mutex. A scrape, on the main thread, takes
- * that mutex only while copying the list, then reads the values with relaxed
- * loads: it never waits for a request, and a request never waits for it
- * (except that a series creation may wait for the copy).
+ * owner's list under a per-stats mutex, and so does removing one (the
+ * owner's sweep drops the series of endpoints that are gone, and frees
+ * them). A scrape, on the main thread, holds that mutex while it copies the
+ * list and reads the values (relaxed loads), so no series it reads is freed
+ * under it: it never waits for a request, and a request never waits for it,
+ * except that a series creation or removal waits for the scrape.
  *
  * Histogram buckets come from `metrics: {buckets: [...]}` at startup; a
  * reload that changes them is reported and applies at the next restart.
