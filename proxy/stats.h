@@ -176,8 +176,9 @@ void pf_stats_render_series(struct pf_stats *const *st, unsigned n, struct evbuf
 
 /*
  * The whole /metrics answer for server s: the registry of every worker and
- * the admin loop, plus connections, endpoint pools, errors, gzip, rate
- * limiting, reloads, build and process families. Main thread.
+ * the admin loop, plus connections, endpoints and their pools, errors,
+ * reloads, build and process families, and every registered filter's
+ * families through its metrics hook (proxy/filter.h). Main thread.
  */
 void pf_stats_render(struct pf_server *s, struct evbuffer *out);
 
