@@ -40,8 +40,7 @@ void pf_ratelimit_rejected_each(pf_ratelimit_count_fn fn, void *arg);
  * Number of keys (buckets) currently held by pstate, as returned by
  * pf_filter_ratelimit.init_process; always <= its max_keys. Any thread; reads
  * every slot without a lock (O(max_keys)), so the total is not an atomic
- * snapshot. For
- * tests and a possible gauge.
+ * snapshot. For tests and a possible gauge.
  */
 size_t pf_ratelimit_keys(const void *pstate);
 
