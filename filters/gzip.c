@@ -26,6 +26,7 @@
 #include "proxy/conf.h"
 #include "proxy/filter.h"
 #include "proxy/log.h"
+#include "proxy/stats.h"
 #include "proxy/syntax.h"
 
 #define GZIP_OUT_CHUNK 16384 /* output bytes per deflate() call (stack buffer) */
@@ -48,52 +49,39 @@ static const char *const default_types[] = {
 };
 
 /*
- * Byte counters, one pair per thread: the owner adds with a relaxed load and
- * store (it is the only writer, so no read-modify-write and no lock on the
- * data path); a scrape sums every pair with relaxed loads. Pairs are linked
- * once per thread and live until exit.
+ * Byte counters in per-thread cells (pf_counter_set, proxy/stats.h): the
+ * owner adds with a relaxed load and store, a scrape sums every thread's.
  */
-struct gzip_counters {
-    atomic_uint_fast64_t in;    /* atomic: written by the owner thread only */
-    atomic_uint_fast64_t out;   /* atomic: written by the owner thread only */
-    struct gzip_counters *next; /* immutable once linked */
-};
-
-static _Atomic(struct gzip_counters *) counters; /* atomic: head of the list */
-static __thread struct gzip_counters *my_counters;
-
-static struct gzip_counters *gzip_counters_mine(void)
-{
-    struct gzip_counters *c = my_counters;
-
-    if (c == NULL) {
-        c = pf_xcalloc(1, sizeof(*c));
-        c->next = atomic_load(&counters);
-        while (!atomic_compare_exchange_weak(&counters, &c->next, c))
-            ;
-        my_counters = c;
-    }
-    return c;
-}
+enum { GZ_IN = 0, GZ_OUT, GZ_COUNTERS };
+static struct pf_counter_set counters = PF_COUNTER_SET(GZ_COUNTERS);
+static __thread _Atomic uint64_t *my_counters;
 
 static void gzip_count(uint64_t in, uint64_t out)
 {
-    struct gzip_counters *c = gzip_counters_mine();
-
-    atomic_store_explicit(&c->in, atomic_load_explicit(&c->in, memory_order_relaxed) + in,
-                          memory_order_relaxed);
-    atomic_store_explicit(&c->out, atomic_load_explicit(&c->out, memory_order_relaxed) + out,
-                          memory_order_relaxed);
+    if (my_counters == NULL)
+        my_counters = pf_counter_cells(&counters);
+    pf_counter_add(&my_counters[GZ_IN], in);
+    pf_counter_add(&my_counters[GZ_OUT], out);
 }
 
 void pf_gzip_stats(uint64_t *bytes_in, uint64_t *bytes_out)
 {
-    *bytes_in = 0;
-    *bytes_out = 0;
-    for (struct gzip_counters *c = atomic_load(&counters); c != NULL; c = c->next) {
-        *bytes_in += atomic_load_explicit(&c->in, memory_order_relaxed);
-        *bytes_out += atomic_load_explicit(&c->out, memory_order_relaxed);
-    }
+    *bytes_in = pf_counter_sum(&counters, GZ_IN);
+    *bytes_out = pf_counter_sum(&counters, GZ_OUT);
+}
+
+static void gzip_metrics(const void *conf, void *pstate, struct evbuffer *out)
+{
+    (void)conf;
+    (void)pstate;
+    pf_stats_put_head(out, "pilotfish_gzip_bytes_in_total", "counter",
+                      "Response body bytes fed to gzip compression.");
+    pf_stats_put_sample(out, "pilotfish_gzip_bytes_in_total", NULL, NULL,
+                        pf_counter_sum(&counters, GZ_IN));
+    pf_stats_put_head(out, "pilotfish_gzip_bytes_out_total", "counter",
+                      "Compressed bytes produced by gzip compression.");
+    pf_stats_put_sample(out, "pilotfish_gzip_bytes_out_total", NULL, NULL,
+                        pf_counter_sum(&counters, GZ_OUT));
 }
 
 /* ---- configuration ---- */
@@ -679,4 +667,5 @@ const struct pf_filter_ops pf_filter_gzip = {
     .on_response = gzip_on_response,
     .on_body = gzip_on_body,
     .on_done = gzip_on_done,
+    .metrics = gzip_metrics,
 };

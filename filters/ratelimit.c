@@ -6,20 +6,23 @@
  * ATM networks, equivalent to a token bucket): one 64-bit time, the instant
  * at which the bucket will be full again ("theoretical arrival time", tat).
  * A request is admitted when taking one token would not push tat more than
- * burst / rate into the future. One word of state per key makes the global
- * bucket a single compare-and-swap and keeps a table entry at 40 bytes.
+ * burst / rate into the future; taking it is one compare-and-swap on tat.
  * Times are in nanoseconds of pf_now_us(), so sub-microsecond emission
  * intervals (rates above 1e6/s) still add up correctly.
  *
- * Per-key buckets live in a table hung off the conf: the conf is read-only
- * and shared by all workers, the table it points to is the mutable shared
- * state, split into up to 64 shards (a mutex, a chained hash index and an
- * LRU list each) so workers rarely meet on a lock. A shard holds at most
- * max_keys / shards entries; when full it reuses the slot of an idle bucket
- * that has refilled (it carries no information) among the oldest few, or
- * else of the least recently used one. Keys are stored as 128-bit SipHash
- * digests under a random per-table secret: an entry has a fixed size
- * whatever the header value, and clients cannot aim keys at one shard.
+ * Per-key buckets live in a table that is the filter's process state
+ * (pstate, proxy/filter.h): shared by all workers, kept across a reload that
+ * leaves the buckets' settings alone (rl_reuse_process). The table is
+ * set-associative, as a CPU cache: a key's digest picks one set of
+ * RL_WAYS slots, and the key lives in any slot of it. A request for a known
+ * key takes no lock: it scans its set, and takes its token with one
+ * compare-and-swap. Only a new key takes a lock (one of RL_LOCKS, by set),
+ * to look again and claim a slot: an empty one, else the least recently used
+ * bucket that has refilled (it carries no information), else the least
+ * recently used one. Keys are 128-bit SipHash digests under a random
+ * per-table secret (64 bits name the slot, the other 64 the set): a slot has
+ * a fixed size whatever the header value, and clients cannot aim keys at one
+ * set.
  */
 #include "filters/ratelimit.h"
 
@@ -40,12 +43,13 @@
 #include "proxy/arena.h"
 #include "proxy/conf.h"
 #include "proxy/filter.h"
+#include "proxy/stats.h"
 #include "proxy/syntax.h"
 
-#define RL_NIL           UINT32_MAX
-#define RL_SHARDS        64                  /* most shards a table gets */
-#define RL_SHARD_MIN     8                   /* fewest entries per shard before shards are halved */
-#define RL_EVICT_SCAN    8                   /* oldest entries examined for a refilled one */
+#define RL_WAYS          8                   /* slots per set: a key lives in one set */
+#define RL_LOCKS         64                  /* miss-path locks, shared by sets */
+#define RL_EMPTY         0                   /* slot key: never used */
+#define RL_BUSY          2                   /* slot key: being refilled (keys are odd) */
 #define RL_RATE_MAX      1e9                 /* requests_per_second upper bound */
 #define RL_BURST_MAX     100000000u          /* burst upper bound */
 #define RL_KEYS_MAX      10000000u           /* max_keys upper bound (about 500 MB of table) */
@@ -77,33 +81,23 @@ struct rl_cidrs {
     unsigned n;        /* count */
 };
 
-/* One key's bucket; guarded by its shard's lock. */
-struct rl_entry {
-    uint64_t id[2]; /* keyed digest of the key */
-    uint64_t tat;   /* ns at which the bucket is full again; 0 = full */
-    uint32_t chain; /* next entry in the same hash slot, or RL_NIL */
-    uint32_t newer; /* LRU neighbour used more recently, or RL_NIL */
-    uint32_t older; /* LRU neighbour used less recently, or RL_NIL */
-};
-
-struct rl_shard {
-    pthread_mutex_t lock; /* guards every field below */
-    struct rl_entry *e;   /* guarded by lock: slots [0, n) in use, cap allocated */
-    uint32_t *heads;      /* guarded by lock: n_heads chain heads, NULL until first use */
-    uint32_t n;           /* guarded by lock: entries in use */
-    uint32_t cap;         /* guarded by lock: entries allocated */
-    uint32_t max;         /* entries allowed (constant) */
-    uint32_t n_heads;     /* power of two >= max (constant) */
-    uint32_t newest;      /* guarded by lock: LRU head, or RL_NIL */
-    uint32_t oldest;      /* guarded by lock: LRU tail, or RL_NIL */
-    char pad[64];         /* keeps neighbouring shards' locks off one cache line */
+/*
+ * One key's bucket. Read and taken from without a lock; a slot changes key
+ * only under its set's lock (the miss path).
+ */
+struct rl_slot {
+    _Atomic uint64_t key;   /* atomic: digest | 1 (odd), RL_EMPTY or RL_BUSY */
+    _Atomic uint64_t tat;   /* atomic: ns at which the bucket is full again; 0 = full */
+    _Atomic uint64_t stamp; /* atomic: use order within the set, larger = more recent */
 };
 
 struct rl_table {
-    struct rl_shard *shards; /* n_shards, each with its own lock */
-    unsigned n_shards;       /* power of two */
-    uint64_t secret[2];      /* SipHash key (constant) */
-    _Atomic uint64_t global; /* atomic: tat of the key: global bucket */
+    struct rl_slot *slots;           /* n_sets * ways (pages touched as keys arrive) */
+    uint64_t n_sets;                 /* >= 1 (constant) */
+    unsigned ways;                   /* slots per set, <= RL_WAYS (constant) */
+    pthread_mutex_t locks[RL_LOCKS]; /* a set's key changes, by set index */
+    uint64_t secret[2];              /* SipHash key (constant) */
+    _Atomic uint64_t global;         /* atomic: tat of the key: global bucket */
 };
 
 struct rl_conf {
@@ -114,7 +108,6 @@ struct rl_conf {
     struct rl_cidrs trusted; /* proxies whose X-Forwarded-For is believed */
     uint64_t interval_ns;    /* 1 / rate: time to earn one token */
     uint64_t tau_ns;         /* burst * interval_ns: time to refill from empty */
-    struct rl_table *table;  /* the mutable shared state (own locks) */
 };
 
 /* ---- keyed digests (SipHash-2-4, 128-bit output) ---- */
@@ -366,7 +359,8 @@ static bool rl_client_ip(const struct rl_conf *c, const struct pf_tx *tx, uint8_
     return true;
 }
 
-static void rl_key_of(const struct rl_conf *c, const struct pf_tx *tx, uint64_t id[2])
+static void rl_key_of(const struct rl_conf *c, const struct rl_table *t, const struct pf_tx *tx,
+                      uint64_t id[2])
 {
     const char *v;
     uint8_t ip[16];
@@ -375,14 +369,14 @@ static void rl_key_of(const struct rl_conf *c, const struct pf_tx *tx, uint64_t 
         v = pf_tx_req_header(tx, c->key.header);
         if (v == NULL)
             v = ""; /* absent and empty share the "empty key" bucket */
-        rl_digest(c->table, 'h', v, strlen(v), id);
+        rl_digest(t, 'h', v, strlen(v), id);
     } else if (rl_client_ip(c, tx, ip)) {
-        rl_digest(c->table, 'i', ip, sizeof(ip), id);
+        rl_digest(t, 'i', ip, sizeof(ip), id);
     } else {
         v = pf_tx_client_addr(tx);
         if (v == NULL)
             v = "";
-        rl_digest(c->table, 's', v, strlen(v), id);
+        rl_digest(t, 's', v, strlen(v), id);
     }
 }
 
@@ -406,144 +400,146 @@ static bool rl_take(const struct rl_conf *c, uint64_t *tat, uint64_t now, uint64
     return true;
 }
 
-/* The global bucket: one word, updated with compare-and-swap. */
-static bool rl_take_global(const struct rl_conf *c, uint64_t now, uint64_t *wait_ns)
+/*
+ * Take a token from the bucket whose tat is *p: one compare-and-swap
+ * (retried on a race). When admitted, *was and *now_tat say what changed.
+ */
+static bool rl_cas_take(const struct rl_conf *c, _Atomic uint64_t *p, uint64_t now,
+                        uint64_t *wait_ns, uint64_t *was, uint64_t *now_tat)
 {
-    _Atomic uint64_t *g = &c->table->global;
-    uint64_t old = atomic_load_explicit(g, memory_order_relaxed);
+    uint64_t old = atomic_load_explicit(p, memory_order_relaxed);
     uint64_t tat;
 
     do {
         tat = old;
         if (!rl_take(c, &tat, now, wait_ns))
             return false;
-    } while (!atomic_compare_exchange_weak_explicit(g, &old, tat, memory_order_relaxed,
+    } while (!atomic_compare_exchange_weak_explicit(p, &old, tat, memory_order_seq_cst,
                                                     memory_order_relaxed));
+    *was = old;
+    *now_tat = tat;
     return true;
 }
 
-static void rl_lru_unlink(struct rl_shard *s, uint32_t i)
+static bool rl_take_at(const struct rl_conf *c, _Atomic uint64_t *p, uint64_t now,
+                       uint64_t *wait_ns)
 {
-    struct rl_entry *e = &s->e[i];
+    uint64_t was, tat;
 
-    if (e->newer != RL_NIL)
-        s->e[e->newer].older = e->older;
-    else
-        s->newest = e->older;
-    if (e->older != RL_NIL)
-        s->e[e->older].newer = e->newer;
-    else
-        s->oldest = e->newer;
+    return rl_cas_take(c, p, now, wait_ns, &was, &tat);
 }
 
-static void rl_lru_push(struct rl_shard *s, uint32_t i)
+static uint64_t rl_set_index(const struct rl_table *t, const uint64_t id[2])
 {
-    struct rl_entry *e = &s->e[i];
-
-    e->newer = RL_NIL;
-    e->older = s->newest;
-    if (s->newest != RL_NIL)
-        s->e[s->newest].newer = i;
-    else
-        s->oldest = i;
-    s->newest = i;
+    return (uint64_t)(((unsigned __int128)id[1] * t->n_sets) >> 64);
 }
 
-static uint32_t *rl_head_of(struct rl_shard *s, const uint64_t id[2])
+/* The slot of key in set (or -1), and in *top the largest stamp of the set. */
+static int rl_find(const struct rl_table *t, struct rl_slot *set, uint64_t key, uint64_t *top)
 {
-    return &s->heads[id[0] & (s->n_heads - 1)];
-}
+    int found = -1;
 
-static void rl_chain_unlink(struct rl_shard *s, uint32_t i)
-{
-    uint32_t *p = rl_head_of(s, s->e[i].id);
+    *top = 0;
+    for (unsigned i = 0; i < t->ways; i++) {
+        uint64_t st = atomic_load_explicit(&set[i].stamp, memory_order_relaxed);
 
-    while (*p != i)
-        p = &s->e[*p].chain;
-    *p = s->e[i].chain;
+        if (st > *top)
+            *top = st;
+        if (found < 0 && atomic_load_explicit(&set[i].key, memory_order_acquire) == key)
+            found = (int)i;
+    }
+    return found;
 }
 
 /*
- * A free slot for a new key when the shard is full. An idle bucket that
- * has refilled (tat <= now) says nothing a fresh one would not, so one
- * among the RL_EVICT_SCAN least recently used is dropped first; otherwise
- * the least recently used bucket goes, and that key starts full again.
+ * The slot a new key takes in a full set (lock held). An idle bucket that
+ * has refilled (tat <= now) says nothing a fresh one would not, so the least
+ * recently used of those goes first; otherwise the least recently used
+ * bucket goes, and that key starts full again.
  */
-static uint32_t rl_evict(struct rl_shard *s, uint64_t now)
+static unsigned rl_victim(const struct rl_table *t, struct rl_slot *set, uint64_t now)
 {
-    uint32_t victim = s->oldest;
-    uint32_t i = s->oldest;
+    unsigned lru = 0, refilled = t->ways;
 
-    for (int k = 0; k < RL_EVICT_SCAN && i != RL_NIL; k++, i = s->e[i].newer) {
-        if (s->e[i].tat <= now) {
-            victim = i;
-            break;
-        }
+    for (unsigned i = 0; i < t->ways; i++) {
+        uint64_t st = atomic_load_explicit(&set[i].stamp, memory_order_relaxed);
+
+        if (atomic_load_explicit(&set[i].key, memory_order_relaxed) == RL_EMPTY)
+            return i;
+        if (st < atomic_load_explicit(&set[lru].stamp, memory_order_relaxed))
+            lru = i;
+        if (atomic_load_explicit(&set[i].tat, memory_order_relaxed) <= now &&
+            (refilled == t->ways ||
+             st < atomic_load_explicit(&set[refilled].stamp, memory_order_relaxed)))
+            refilled = i;
     }
-    rl_chain_unlink(s, victim);
-    rl_lru_unlink(s, victim);
-    return victim;
+    return refilled < t->ways ? refilled : lru;
 }
 
-/* A slot for a new key: a never used one while below max, else an evicted one. */
-static uint32_t rl_slot(struct rl_shard *s, uint64_t now)
+/*
+ * The miss path: under the set's lock, look again (another worker may have
+ * just added the key), else give the key a slot with a full bucket. The key
+ * is published last (release), so a lock-free reader that matches it sees
+ * tat = 0. A reader still holding the evicted key may take one token from
+ * the new key's bucket in that instant: the only imprecision, and only while
+ * the table is full, and undone at once by rl_take_key.
+ */
+static bool rl_insert_take(const struct rl_conf *c, struct rl_table *t, uint64_t set_i,
+                           uint64_t key, uint64_t now, uint64_t *wait_ns)
 {
-    if (s->heads == NULL) {
-        s->heads = pf_xmalloc(s->n_heads * sizeof(*s->heads));
-        memset(s->heads, 0xff, s->n_heads * sizeof(*s->heads));
+    struct rl_slot *set = &t->slots[set_i * t->ways];
+    pthread_mutex_t *lock = &t->locks[set_i % RL_LOCKS];
+    uint64_t top;
+    bool ok;
+    int i;
+
+    pthread_mutex_lock(lock);
+    i = rl_find(t, set, key, &top);
+    if (i < 0) {
+        i = (int)rl_victim(t, set, now);
+        /* seq_cst: a hitter whose compare-and-swap saw tat = 0 then sees the key change */
+        atomic_store(&set[i].key, RL_BUSY);
+        atomic_store(&set[i].tat, 0);
+        atomic_store(&set[i].key, key);
     }
-    if (s->n == s->max)
-        return rl_evict(s, now);
-    if (s->n == s->cap) {
-        s->cap = s->cap == 0 ? 16 : s->cap * 2;
-        if (s->cap > s->max)
-            s->cap = s->max;
-        s->e = pf_xrealloc(s->e, s->cap * sizeof(*s->e));
-    }
-    return s->n++;
+    atomic_store_explicit(&set[i].stamp, top + 1, memory_order_relaxed);
+    /* under the lock: no other new key can take the slot before this token is taken */
+    ok = rl_take_at(c, &set[i].tat, now, wait_ns);
+    pthread_mutex_unlock(lock);
+    return ok;
 }
 
-/* The entry of key id, created full when absent, and marked most recently used. */
-static struct rl_entry *rl_lookup(struct rl_shard *s, const uint64_t id[2], uint64_t now)
+/*
+ * The hit path takes no lock: find the key among its set's slots, mark it
+ * most recently used (a plain store, skipped when it already is), and take a
+ * token with one compare-and-swap on its tat. If the slot was given to
+ * another key meanwhile (the table is full and a new key evicted this one),
+ * the token is put back when nobody took one after it, and the request goes
+ * the miss path like any forgotten key.
+ */
+static bool rl_take_key(const struct rl_conf *c, struct rl_table *t, const uint64_t id[2],
+                        uint64_t now, uint64_t *wait_ns)
 {
-    uint32_t *head;
-    uint32_t i = RL_NIL;
-    struct rl_entry *e;
-
-    if (s->heads != NULL) {
-        for (i = *rl_head_of(s, id); i != RL_NIL; i = s->e[i].chain) {
-            if (s->e[i].id[0] == id[0] && s->e[i].id[1] == id[1])
-                break;
-        }
-    }
-    if (i != RL_NIL) {
-        rl_lru_unlink(s, i);
-        rl_lru_push(s, i);
-        return &s->e[i];
-    }
-    i = rl_slot(s, now);
-    e = &s->e[i];
-    e->id[0] = id[0];
-    e->id[1] = id[1];
-    e->tat = 0;
-    head = rl_head_of(s, id);
-    e->chain = *head;
-    *head = i;
-    rl_lru_push(s, i);
-    return e;
-}
-
-static bool rl_take_key(const struct rl_conf *c, const uint64_t id[2], uint64_t now,
-                        uint64_t *wait_ns)
-{
-    struct rl_table *t = c->table;
-    struct rl_shard *s = &t->shards[id[1] & (t->n_shards - 1)];
+    uint64_t key = id[0] | 1;
+    uint64_t set_i = rl_set_index(t, id);
+    struct rl_slot *set = &t->slots[set_i * t->ways];
+    uint64_t top;
+    int i = rl_find(t, set, key, &top);
+    struct rl_slot *sl;
+    uint64_t was, tat;
     bool ok;
 
-    pthread_mutex_lock(&s->lock);
-    ok = rl_take(c, &rl_lookup(s, id, now)->tat, now, wait_ns);
-    pthread_mutex_unlock(&s->lock);
-    return ok;
+    if (i < 0)
+        return rl_insert_take(c, t, set_i, key, now, wait_ns);
+    sl = &set[i];
+    if (atomic_load_explicit(&sl->stamp, memory_order_relaxed) != top)
+        atomic_store_explicit(&sl->stamp, top + 1, memory_order_relaxed);
+    ok = rl_cas_take(c, &sl->tat, now, wait_ns, &was, &tat);
+    if (atomic_load_explicit(&sl->key, memory_order_seq_cst) == key)
+        return ok;
+    if (ok)
+        atomic_compare_exchange_strong(&sl->tat, &tat, was);
+    return rl_insert_take(c, t, set_i, key, now, wait_ns);
 }
 
 /* ---- the shared table ---- */
@@ -560,37 +556,24 @@ static void rl_secret(uint64_t secret[2])
     secret[1] = (uint64_t)ts.tv_sec ^ (uint64_t)(uintptr_t)secret;
 }
 
-static uint32_t rl_pow2_at_least(uint32_t n)
-{
-    uint32_t p = 1;
-
-    while (p < n)
-        p *= 2;
-    return p;
-}
-
 /*
- * Shards for max_keys: up to RL_SHARDS, fewer when each would hold under
- * RL_SHARD_MIN keys, so a small cap is not spread too thin to be useful.
- * Entries are allocated as keys arrive, so a validated but unused conf
- * (pilotfish -t, a rejected reload) costs only the shard headers.
+ * Sets of RL_WAYS slots, max_keys / RL_WAYS of them (one set of max_keys
+ * slots when fewer), so the table never holds more than max_keys buckets.
+ * The slots are calloc'd: their pages cost memory only once keys use them.
  */
 static struct rl_table *rl_table_new(unsigned max_keys)
 {
     struct rl_table *t = pf_xcalloc(1, sizeof(*t));
-    unsigned n = RL_SHARDS;
 
-    while (n > 1 && max_keys / n < RL_SHARD_MIN)
-        n /= 2;
-    t->n_shards = n;
-    t->shards = pf_xcalloc(n, sizeof(*t->shards));
-    for (unsigned i = 0; i < n; i++) {
-        pthread_mutex_init(&t->shards[i].lock, NULL);
-        t->shards[i].max = max_keys / n;
-        t->shards[i].n_heads = rl_pow2_at_least(t->shards[i].max);
-        t->shards[i].newest = RL_NIL;
-        t->shards[i].oldest = RL_NIL;
+    t->ways = RL_WAYS;
+    t->n_sets = max_keys / RL_WAYS;
+    if (t->n_sets == 0) {
+        t->n_sets = 1;
+        t->ways = max_keys;
     }
+    t->slots = pf_xcalloc(t->n_sets * t->ways, sizeof(*t->slots));
+    for (unsigned i = 0; i < RL_LOCKS; i++)
+        pthread_mutex_init(&t->locks[i], NULL);
     rl_secret(t->secret);
     atomic_init(&t->global, 0);
     return t;
@@ -600,49 +583,76 @@ static void rl_table_free(struct rl_table *t)
 {
     if (t == NULL)
         return;
-    for (unsigned i = 0; i < t->n_shards; i++) {
-        pthread_mutex_destroy(&t->shards[i].lock);
-        free(t->shards[i].e);
-        free(t->shards[i].heads);
-    }
-    free(t->shards);
+    for (unsigned i = 0; i < RL_LOCKS; i++)
+        pthread_mutex_destroy(&t->locks[i]);
+    free(t->slots);
     free(t);
 }
 
-size_t pf_ratelimit_keys(const void *conf)
+size_t pf_ratelimit_keys(const void *pstate)
 {
-    const struct rl_conf *c = conf;
+    const struct rl_table *t = pstate;
     size_t n = 0;
 
-    for (unsigned i = 0; i < c->table->n_shards; i++) {
-        pthread_mutex_lock(&c->table->shards[i].lock);
-        n += c->table->shards[i].n;
-        pthread_mutex_unlock(&c->table->shards[i].lock);
-    }
+    for (uint64_t i = 0; i < t->n_sets * t->ways; i++)
+        n += atomic_load_explicit(&t->slots[i].key, memory_order_relaxed) & 1;
     return n;
+}
+
+/* ---- process state: the table outlives a snapshot whose buckets stay the same ---- */
+
+static int rl_init_process(const void *conf, void **pstate)
+{
+    const struct rl_conf *c = conf;
+
+    *pstate = rl_table_new(c->max_keys);
+    return 0;
+}
+
+/*
+ * A bucket is defined by rate and burst (its refill and size), by the key
+ * (what it is counted under) and max_keys (the table's shape). Only
+ * trusted_proxies may change without starting afresh: a bucket still
+ * belongs to the same client address.
+ */
+static bool rl_reuse_process(const void *old_conf, const void *new_conf)
+{
+    const struct rl_conf *a = old_conf;
+    const struct rl_conf *b = new_conf;
+
+    return a->rate == b->rate && a->burst == b->burst && a->max_keys == b->max_keys &&
+           a->key.kind == b->key.kind &&
+           (a->key.kind != RL_KEY_HEADER || strcasecmp(a->key.header, b->key.header) == 0);
+}
+
+static void rl_fini_process(void *pstate)
+{
+    rl_table_free(pstate);
 }
 
 /* ---- rejection counters, per process and route ---- */
 
 /*
- * Slots are appended under lock and published by storing n with release
- * order; readers scan [0, n) without locking. Names are never freed: the
- * table lives as long as the process, across reloads, as a Prometheus
- * counter should.
+ * Route names are appended under lock and published by storing n with
+ * release order; readers scan [0, n) without locking. Names are never freed:
+ * the table lives as long as the process, across reloads, as a Prometheus
+ * counter should. The counts are per-thread cells (pf_counter_set), one per
+ * name slot: a rejection is a relaxed load and store on the worker's own
+ * cache line, never a shared read-modify-write.
  */
 static struct {
-    pthread_mutex_t lock; /* serialises appends */
-    _Atomic unsigned n;   /* atomic: published slots */
-    struct {
-        char *name;                /* pf_xstrdup'd, set before publication */
-        _Atomic uint64_t rejected; /* atomic */
-    } v[RL_ROUTES_MAX];
+    pthread_mutex_t lock;      /* serialises appends */
+    _Atomic unsigned n;        /* atomic: published slots */
+    char *name[RL_ROUTES_MAX]; /* pf_xstrdup'd, set before publication */
 } rl_routes = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static struct pf_counter_set rl_rejected = PF_COUNTER_SET(RL_ROUTES_MAX);
+static __thread _Atomic uint64_t *rl_my_rejected;
 
 static int rl_route_find(const char *route, unsigned n)
 {
     for (unsigned i = 0; i < n; i++) {
-        if (strcmp(rl_routes.v[i].name, route) == 0)
+        if (strcmp(rl_routes.name[i], route) == 0)
             return (int)i;
     }
     return -1;
@@ -658,14 +668,16 @@ static void rl_count_rejected(const char *route)
         n = atomic_load_explicit(&rl_routes.n, memory_order_relaxed);
         i = rl_route_find(route, n);
         if (i < 0 && n < RL_ROUTES_MAX) {
-            rl_routes.v[n].name = pf_xstrdup(n == RL_ROUTES_MAX - 1 ? "_other" : route);
+            rl_routes.name[n] = pf_xstrdup(n == RL_ROUTES_MAX - 1 ? "_other" : route);
             atomic_store_explicit(&rl_routes.n, n + 1, memory_order_release);
         }
         pthread_mutex_unlock(&rl_routes.lock);
         if (i < 0)
             i = n < RL_ROUTES_MAX ? (int)n : RL_ROUTES_MAX - 1;
     }
-    atomic_fetch_add_explicit(&rl_routes.v[i].rejected, 1, memory_order_relaxed);
+    if (rl_my_rejected == NULL)
+        rl_my_rejected = pf_counter_cells(&rl_rejected);
+    pf_counter_add(&rl_my_rejected[i], 1);
 }
 
 uint64_t pf_ratelimit_rejected(const char *route)
@@ -673,7 +685,7 @@ uint64_t pf_ratelimit_rejected(const char *route)
     unsigned n = atomic_load_explicit(&rl_routes.n, memory_order_acquire);
     int i = rl_route_find(route, n);
 
-    return i < 0 ? 0 : atomic_load_explicit(&rl_routes.v[i].rejected, memory_order_relaxed);
+    return i < 0 ? 0 : pf_counter_sum(&rl_rejected, (unsigned)i);
 }
 
 void pf_ratelimit_rejected_each(pf_ratelimit_count_fn fn, void *arg)
@@ -681,8 +693,21 @@ void pf_ratelimit_rejected_each(pf_ratelimit_count_fn fn, void *arg)
     unsigned n = atomic_load_explicit(&rl_routes.n, memory_order_acquire);
 
     for (unsigned i = 0; i < n; i++)
-        fn(arg, rl_routes.v[i].name,
-           atomic_load_explicit(&rl_routes.v[i].rejected, memory_order_relaxed));
+        fn(arg, rl_routes.name[i], pf_counter_sum(&rl_rejected, i));
+}
+
+static void rl_metrics_line(void *arg, const char *route, uint64_t rejected)
+{
+    pf_stats_put_sample(arg, "pilotfish_ratelimit_rejected_total", "route", route, rejected);
+}
+
+static void rl_metrics(const void *conf, void *pstate, struct evbuffer *out)
+{
+    (void)conf;
+    (void)pstate;
+    pf_stats_put_head(out, "pilotfish_ratelimit_rejected_total", "counter",
+                      "Requests answered 429 by the rate limiter, by route.");
+    pf_ratelimit_rejected_each(rl_metrics_line, out);
 }
 
 /* ---- configuration ---- */
@@ -798,7 +823,6 @@ static void rl_conf_free(void *conf)
 
     if (c == NULL)
         return;
-    rl_table_free(c->table);
     free(c->key.header);
     free(c->trusted.v);
     free(c);
@@ -826,7 +850,6 @@ static int rl_conf_parse(const struct pf_conf_node *n, void **conf, struct pf_er
     }
     c->interval_ns = interval < 1 ? 1 : (uint64_t)interval;
     c->tau_ns = c->interval_ns * c->burst;
-    c->table = rl_table_new(c->max_keys);
     *conf = c;
     return 0;
 out_free:
@@ -834,11 +857,25 @@ out_free:
     return -EINVAL;
 }
 
+bool pf_ratelimit_take(const void *conf, void *pstate, const void *key, size_t len, uint64_t now_us)
+{
+    const struct rl_conf *c = conf;
+    struct rl_table *t = pstate;
+    uint64_t id[2];
+    uint64_t wait_ns;
+
+    if (c->key.kind == RL_KEY_GLOBAL)
+        return rl_take_at(c, &t->global, now_us * 1000, &wait_ns);
+    rl_digest(t, 'h', key, len, id);
+    return rl_take_key(c, t, id, now_us * 1000, &wait_ns);
+}
+
 /* ---- the filter ---- */
 
 static enum pf_verdict rl_on_request(struct pf_tx *tx, struct pf_slot *s)
 {
     const struct rl_conf *c = s->conf;
+    struct rl_table *t = s->pstate;
     uint64_t now = pf_now_us() * 1000;
     uint64_t wait_ns;
     uint64_t secs;
@@ -848,10 +885,10 @@ static enum pf_verdict rl_on_request(struct pf_tx *tx, struct pf_slot *s)
     char retry[24];
 
     if (c->key.kind == RL_KEY_GLOBAL) {
-        ok = rl_take_global(c, now, &wait_ns);
+        ok = rl_take_at(c, &t->global, now, &wait_ns);
     } else {
-        rl_key_of(c, tx, id);
-        ok = rl_take_key(c, id, now, &wait_ns);
+        rl_key_of(c, t, tx, id);
+        ok = rl_take_key(c, t, id, now, &wait_ns);
     }
     if (ok)
         return PF_NEXT;
@@ -870,4 +907,8 @@ const struct pf_filter_ops pf_filter_ratelimit = {
     .conf_parse = rl_conf_parse,
     .conf_free = rl_conf_free,
     .on_request = rl_on_request,
+    .init_process = rl_init_process,
+    .reuse_process = rl_reuse_process,
+    .fini_process = rl_fini_process,
+    .metrics = rl_metrics,
 };

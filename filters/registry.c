@@ -20,6 +20,11 @@ static const struct pf_filter_ops *const filters[] = {
 
 const char *const pf_filter_default_chain[] = {"metrics", "gzip", NULL};
 
+const struct pf_filter_ops *pf_filter_at(unsigned i)
+{
+    return i < sizeof(filters) / sizeof(filters[0]) ? filters[i] : NULL;
+}
+
 const struct pf_filter_ops *pf_filter_find(const char *name)
 {
     for (unsigned i = 0; filters[i] != NULL; i++) {

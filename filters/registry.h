@@ -9,6 +9,9 @@ struct pf_filter_ops;
 /* The filter called name, or NULL. Any thread. */
 const struct pf_filter_ops *pf_filter_find(const char *name);
 
+/* The i-th registered filter (0, 1, ...), NULL past the last. Any thread. */
+const struct pf_filter_ops *pf_filter_at(unsigned i);
+
 /*
  * The chain a route gets when it lists no filters: SPEC's [metrics, gzip],
  * restricted to the filters this build has. NULL-terminated.

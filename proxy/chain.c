@@ -28,6 +28,7 @@ void pf_chain_init(struct pf_tx *tx)
 
         tx->slots[i].conf = tx->cfg->filters[k].conf;
         tx->slots[i].wstate = tx->wc->wstates[k];
+        tx->slots[i].pstate = tx->cfg->filters[k].pstate;
         if (ops->ctx_size > 0)
             tx->slots[i].ctx = pf_arena_alloc(tx->arena, ops->ctx_size);
         if (ops->on_body != NULL)

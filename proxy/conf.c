@@ -528,8 +528,8 @@ static unsigned filter_instance(struct pf_config *cfg, const struct pf_filter_op
     }
     cfg->filters = pf_xrealloc(cfg->filters, (cfg->n_filters + 1) * sizeof(*cfg->filters));
     inst = &cfg->filters[cfg->n_filters];
+    memset(inst, 0, sizeof(*inst));
     inst->ops = ops;
-    inst->conf = NULL;
     if (ops->conf_parse != NULL && ops->conf_parse(n, &inst->conf, err) < 0) {
         if (err->n == before)
             pf_err_at(err, n, "filters.%s: invalid settings", ops->name);
@@ -814,6 +814,8 @@ static struct pf_config *conf_new(const char *path)
 
 static void conf_free(struct pf_config *cfg)
 {
+    if (cfg->release != NULL)
+        cfg->release(cfg); /* endpoint references, filters' process state */
     free(cfg->path);
     addr_list_free(cfg->listen, cfg->n_listen);
     free(cfg->admin_listen.text);

@@ -186,6 +186,8 @@ struct pf_upstream_conf {
 struct pf_filter_inst {
     const struct pf_filter_ops *ops; /* from filters/registry.c */
     void *conf;                      /* ops->conf_parse() result */
+    void *pstate;                    /* ops->init_process() result (proxy/snapshot.c) */
+    atomic_uint *pstate_refs;        /* atomic: snapshots sharing pstate; NULL = none */
 };
 
 #define PF_METHOD_ANY 0u
@@ -258,6 +260,8 @@ struct pf_config {
     struct pf_conf_node *root; /* the node tree, kept for /config */
     /* metrics: the histogram buckets; fixed at startup (see proxy/stats.h) */
     struct pf_metrics_conf metrics;
+    /* releases what the snapshot holds outside itself (proxy/snapshot.c), or NULL */
+    void (*release)(struct pf_config *cfg);
 };
 
 /*

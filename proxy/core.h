@@ -174,14 +174,14 @@ struct pf_worker {
     struct pf_mail *mail_head; /* guarded by mail_lock */
     struct pf_mail *mail_tail; /* guarded by mail_lock */
     bool draining;
-    struct event *accept_retry;  /* accepting again after an accept() error */
-    uint64_t accept_err_logged;  /* when it was last logged (us) */
-    uint64_t rng[2];             /* xorshift128+ state */
-    uint64_t rr;                 /* round-robin position */
-    uint64_t errors[PF_ERR_MAX]; /* plain counters, read racily by scrapes */
-    uint64_t requests;           /* transactions ended (tests, debugging) */
-    _Atomic uint64_t heartbeat;  /* atomic: last tick, for /live */
-    struct pf_stats *stats;      /* metric series of this worker (proxy/stats.h) */
+    struct event *accept_retry;          /* accepting again after an accept() error */
+    uint64_t accept_err_logged;          /* when it was last logged (us) */
+    uint64_t rng[2];                     /* xorshift128+ state */
+    uint64_t rr;                         /* round-robin position */
+    _Atomic uint64_t errors[PF_ERR_MAX]; /* pf_counter_add by this worker, summed by scrapes */
+    uint64_t requests;                   /* transactions ended (tests, debugging) */
+    _Atomic uint64_t heartbeat;          /* atomic: last tick, for /live */
+    struct pf_stats *stats;              /* metric series of this worker (proxy/stats.h) */
 
     /* pf_tx_ref() slots: they outlive the transactions (proxy/txref.c) */
     struct pf_txref_slot *txrefs;

@@ -1,9 +1,23 @@
 /*
  * proxy/filter.h: the whole contract between proxy/chain.c and filters/.
  *
- * State lifetimes: conf (parsed once per configuration snapshot, read-only,
- * shared by all workers), wstate (one per worker thread and snapshot, no
- * locks), ctx (one per transaction, ctx_size zeroed bytes from the arena).
+ * State lifetimes, longest first:
+ *  - pstate (process state): made by init_process on the main thread when a
+ *    snapshot that uses the filter is about to be published, shared by every
+ *    worker (the filter does its own locking or atomics). A reload hands the
+ *    running snapshot's pstate to the new one when reuse_process(old conf,
+ *    new conf) says it still fits, so rate-limit buckets, a cache store or
+ *    breaker state outlive the reload; otherwise the new snapshot gets a new
+ *    one. fini_process runs once no snapshot holds it (the last transaction
+ *    of the last such snapshot has ended), on whichever thread drops that
+ *    snapshot. pstate is NULL in `pilotfish -t` and for filters without
+ *    init_process.
+ *  - conf: parsed once per configuration snapshot, read-only, shared by all
+ *    workers, freed with the snapshot.
+ *  - wstate: one per worker thread and snapshot, no locks.
+ *  - ctx: one per transaction, ctx_size zeroed bytes from the arena.
+ * Counters that must survive reloads belong in per-thread cells (see
+ * pf_counter_set in proxy/stats.h), rendered by the metrics hook.
  *
  * Chain order: on_request runs in the order the route lists the filters;
  * on_response and on_body run in reverse order, and only for filters whose
@@ -38,6 +52,7 @@ struct pf_slot {      /* what one filter sees of itself in one tx */
     void *wstate;     /* this worker only; no locking */
     void *ctx;        /* this tx only; ctx_size bytes from the tx arena, zeroed */
     bool skip_body;   /* set in on_response: on_body is not called for this response */
+    void *pstate;     /* process state (init_process); all workers: the filter's own locking */
 };
 
 struct pf_body {
@@ -63,6 +78,19 @@ struct pf_filter_ops {
     enum pf_verdict (*on_response)(struct pf_tx *tx, struct pf_slot *s);
     enum pf_verdict (*on_body)(struct pf_tx *tx, struct pf_slot *s, struct pf_body *b);
     void (*on_done)(struct pf_tx *tx, struct pf_slot *s); /* exactly once, even on abort */
+    /* Process state (see the lifetimes above). 0, or -errno to refuse the snapshot. */
+    int (*init_process)(const void *conf, void **pstate);
+    /* True when the pstate made for old_conf serves new_conf as it is (NULL: never). */
+    bool (*reuse_process)(const void *old_conf, const void *new_conf);
+    void (*fini_process)(void *pstate);
+    /*
+     * Append the filter's families to /metrics (Prometheus text, with
+     * pf_stats_put_head / pf_stats_put_sample of proxy/stats.h). Called once per
+     * scrape for every registered filter, on the main thread; conf and pstate
+     * are those of the running snapshot, NULL when it does not use the filter
+     * (counters kept since an earlier snapshot still render).
+     */
+    void (*metrics)(const void *conf, void *pstate, struct evbuffer *out);
 };
 
 /*

@@ -27,6 +27,7 @@
 #include "proxy/arena.h"
 #include "proxy/http1.h"
 #include "proxy/log.h"
+#include "proxy/snapshot.h"
 #include "proxy/stats.h"
 #include "proxy/tx.h"
 #include "proxy/upstream.h"
@@ -743,6 +744,20 @@ static int server_wconfs(struct pf_server *s)
     return rc;
 }
 
+/* Endpoints and filters' process state of the first snapshot; problems are logged. */
+static int server_bind_snapshot(struct pf_config *cfg)
+{
+    struct pf_err err;
+    int rc;
+
+    pf_err_init(&err, cfg->path);
+    rc = pf_snapshot_bind(cfg, NULL, &err);
+    for (unsigned i = 0; i < err.n; i++)
+        pf_log(PF_LOG_ERR, "%s", err.msgs[i]);
+    pf_err_fini(&err);
+    return rc;
+}
+
 int pf_server_start(struct pf_server *s, struct pf_config *cfg)
 {
     static const int sigs[] = {SIGHUP, SIGUSR1, SIGTERM, SIGINT};
@@ -754,10 +769,8 @@ int pf_server_start(struct pf_server *s, struct pf_config *cfg)
     s->base = event_base_new();
     s->n_workers = cfg->workers ? cfg->workers : pf_server_auto_workers();
     server_raise_nofile(s, cfg);
-    if (pf_upstream_bind(cfg) != 0) {
-        pf_log(PF_LOG_ERR, "too many endpoints");
+    if (server_bind_snapshot(cfg) != 0)
         return -1;
-    }
     if (server_open_listeners(s, cfg) != 0 || admin_open(s, cfg) != 0)
         return -1;
     s->drain_check = event_new(s->base, -1, 0, drain_check_cb, s);
@@ -971,10 +984,13 @@ int pf_server_reload(struct pf_server *s, struct evbuffer *result)
     if (cfg == NULL)
         return reload_fail(s, result, &err);
     /* everything that can fail happens before anything is applied */
+    if (pf_snapshot_bind(cfg, s->cfg, &err) != 0) {
+        pf_conf_unref(cfg); /* releases whatever the bind took */
+        return reload_fail(s, result, &err);
+    }
     admin_fd = admin_changed(s, cfg) ? admin_bind(cfg) : -3;
     wcs = pf_xcalloc(s->n_workers + 1, sizeof(*wcs));
-    if (pf_upstream_bind(cfg) != 0 || admin_fd == -2 ||
-        reload_open_listeners(s, cfg, &first_new) != 0 ||
+    if (admin_fd == -2 || reload_open_listeners(s, cfg, &first_new) != 0 ||
         wconfs_new(s, cfg, wcs, &failed, &at) != 0) {
         if (admin_fd >= 0)
             close(admin_fd);
@@ -982,7 +998,7 @@ int pf_server_reload(struct pf_server *s, struct evbuffer *result)
         if (failed != NULL)
             pf_err_at(&err, NULL, "filter %s: worker_init failed on worker %u", failed, at);
         else
-            pf_err_at(&err, NULL, "cannot apply the listen addresses or endpoints (see log)");
+            pf_err_at(&err, NULL, "cannot listen on a new listen or admin address (see log)");
         free(wcs);
         pf_conf_unref(cfg);
         return reload_fail(s, result, &err);

@@ -23,11 +23,11 @@
 
 #include <event2/buffer.h>
 
-#include "filters/gzip.h"
-#include "filters/ratelimit.h"
+#include "filters/registry.h"
 #include "proxy/arena.h"
 #include "proxy/conf.h"
 #include "proxy/core.h"
+#include "proxy/filter.h"
 #include "proxy/server.h"
 #include "proxy/tx.h"
 #include "proxy/upstream.h"
@@ -106,6 +106,7 @@ struct pf_stats_route {
 };
 
 struct ep_stats {
+    uint64_t gen;            /* generation of the endpoint these series are for */
     struct series *duration; /* pilotfish_upstream_request_duration_seconds{upstream} */
     struct series *retries;  /* pilotfish_upstream_retries_total{upstream} */
     char *upstream;          /* label value (copied) */
@@ -129,17 +130,10 @@ struct pf_stats {
     unsigned n_errors; /* in errors */
 };
 
-static inline void add(_Atomic uint64_t *c, uint64_t n)
-{
-    /* one writer: a load and a store, no locked read-modify-write */
-    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
-                          memory_order_relaxed);
-}
-
-static inline uint64_t get(const _Atomic uint64_t *c)
-{
-    return atomic_load_explicit((_Atomic uint64_t *)c, memory_order_relaxed);
-}
+#define add        pf_counter_add /* one writer: a load and a store (proxy/stats.h) */
+#define get        pf_counter_get
+#define put_head   pf_stats_put_head
+#define put_sample pf_stats_put_sample
 
 /* ---- configuration ---- */
 
@@ -469,6 +463,7 @@ static struct ep_stats *ep_get(struct pf_stats *st, unsigned id, const char *ups
 {
     struct ep_stats *e;
     const char *labels[MAX_LABELS] = {upstream};
+    uint64_t gen = pf_endpoint_gen(id);
 
     if (id >= st->n_eps) {
         unsigned n = id + 16;
@@ -477,15 +472,62 @@ static struct ep_stats *ep_get(struct pf_stats *st, unsigned id, const char *ups
         memset(st->eps + st->n_eps, 0, (n - st->n_eps) * sizeof(*st->eps));
         st->n_eps = n;
     }
-    if (st->eps[id] != NULL)
+    if (st->eps[id] != NULL && st->eps[id]->gen == gen)
         return st->eps[id];
+    /*
+     * The id is new here or names another endpoint now: first drop every stale
+     * entry, so that no series of a gone endpoint with the same labels is shared.
+     */
+    pf_stats_prune_endpoints(st);
     e = pf_xcalloc(1, sizeof(*e));
+    e->gen = gen;
     e->upstream = pf_xstrdup(upstream);
     e->endpoint = pf_xstrdup(endpoint);
     e->duration = series_get(st, FAM_UP_DURATION, labels);
     e->retries = series_get(st, FAM_UP_RETRIES, labels);
     st->eps[id] = e;
     return e;
+}
+
+/* Remove series s from st's list and free it (owner thread, no scrape reads it meanwhile). */
+static void series_remove(struct pf_stats *st, struct series *s)
+{
+    pthread_mutex_lock(&st->lock);
+    for (unsigned i = 0; i < st->n_series; i++) {
+        if (st->series[i] == s) {
+            st->series[i] = st->series[--st->n_series];
+            break;
+        }
+    }
+    pthread_mutex_unlock(&st->lock);
+    for (unsigned k = 0; k < MAX_LABELS; k++)
+        free(s->labels[k]);
+    free(s);
+}
+
+/* Forget the endpoint series cached at id: its requests series go (duration and
+ * retries are per upstream and stay). */
+static void ep_stats_drop(struct pf_stats *st, unsigned id)
+{
+    struct ep_stats *e = st->eps[id];
+
+    for (unsigned i = 0; i < e->codes.cap; i++) {
+        if (e->codes.keys[i] != 0)
+            series_remove(st, e->codes.vals[i]);
+    }
+    itab_free(&e->codes);
+    free(e->upstream);
+    free(e->endpoint);
+    free(e);
+    st->eps[id] = NULL;
+}
+
+void pf_stats_prune_endpoints(struct pf_stats *st)
+{
+    for (unsigned id = 0; id < st->n_eps; id++) {
+        if (st->eps[id] != NULL && st->eps[id]->gen != pf_endpoint_gen(id))
+            ep_stats_drop(st, id);
+    }
 }
 
 /* The table key of an error code: 1000 + its index among those seen. */
@@ -565,27 +607,6 @@ void pf_stats_upstream_retried(struct pf_tx *tx)
 
 /* ---- exposition: helpers ---- */
 
-void pf_stats_label_escape(struct evbuffer *out, const char *s)
-{
-    const char *run = s;
-
-    for (; *s != '\0'; s++) {
-        const char *esc = *s == '\\' ? "\\\\" : *s == '"' ? "\\\"" : *s == '\n' ? "\\n" : NULL;
-
-        if (esc == NULL)
-            continue;
-        evbuffer_add(out, run, (size_t)(s - run));
-        evbuffer_add(out, esc, 2);
-        run = s + 1;
-    }
-    evbuffer_add(out, run, (size_t)(s - run));
-}
-
-static void put_head(struct evbuffer *out, const char *name, const char *type, const char *help)
-{
-    evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
-}
-
 /* name{k1="v1",...[,le="le"]} (no braces without labels). */
 static void put_name(struct evbuffer *out, const char *name, const char *suffix,
                      const char *const *keys, const char *const *vals, const char *le)
@@ -610,17 +631,6 @@ static void put_name(struct evbuffer *out, const char *name, const char *suffix,
 static void put_u64(struct evbuffer *out, uint64_t v)
 {
     evbuffer_add_printf(out, " %llu\n", (unsigned long long)v);
-}
-
-/* A sample with at most one label. */
-static void put_sample(struct evbuffer *out, const char *name, const char *key, const char *val,
-                       uint64_t v)
-{
-    const char *keys[MAX_LABELS] = {key};
-    const char *vals[MAX_LABELS] = {val};
-
-    put_name(out, name, "", keys, vals, NULL);
-    put_u64(out, v);
 }
 
 /* ---- exposition: the registry ---- */
@@ -665,7 +675,11 @@ static void put_hist(struct evbuffer *out, const struct pf_stats *st, const stru
     put_u64(out, count);
 }
 
-/* Copy every series pointer of the n stats (each under its lock). */
+/*
+ * Copy every series pointer of the n stats, taking each lock and keeping it
+ * until render_series is done: an owner may free a pruned series only under
+ * its lock, so none of the copied pointers goes away while they are read.
+ */
 static struct series **collect(struct pf_stats *const *st, unsigned n, unsigned *total)
 {
     struct series **all = NULL;
@@ -677,7 +691,6 @@ static struct series **collect(struct pf_stats *const *st, unsigned n, unsigned 
         if (st[i]->n_series > 0)
             memcpy(all + len, st[i]->series, st[i]->n_series * sizeof(*all));
         len += st[i]->n_series;
-        pthread_mutex_unlock(&st[i]->lock);
     }
     *total = len;
     return all;
@@ -713,6 +726,8 @@ void pf_stats_render_series(struct pf_stats *const *st, unsigned n, struct evbuf
         }
     }
     free(all);
+    for (unsigned k = 0; k < n; k++)
+        pthread_mutex_unlock(&st[k]->lock);
 }
 
 /* ---- exposition: the rest of the process ---- */
@@ -726,6 +741,10 @@ static void render_endpoints(const struct pf_config *cfg, struct evbuffer *out)
         "Upstream connections carrying a request, all workers.",
         "Upstream keep-alive connections open and waiting in a pool, all workers."};
 
+    put_head(
+        out, "pilotfish_upstream_endpoints", "gauge",
+        "Endpoints pilotfish keeps: listed by a configuration in use or with connections open.");
+    put_sample(out, "pilotfish_upstream_endpoints", NULL, NULL, pf_endpoint_count());
     for (unsigned which = 0; which < 2; which++) {
         put_head(out, names[which], "gauge", helps[which]);
         for (unsigned u = 0; u < cfg->n_upstreams; u++) {
@@ -751,32 +770,29 @@ static void render_errors(const struct pf_server *s, struct evbuffer *out)
     for (unsigned e = 0; e < PF_ERR_MAX; e++) {
         uint64_t sum = 0;
 
-        /* plain per-worker counters, read racily (the admin API's own errors are left out) */
+        /* per-worker counters (the admin API's own errors are left out) */
         for (unsigned i = 0; i < s->n_workers; i++)
-            sum += __atomic_load_n(&s->workers[i].errors[e], __ATOMIC_RELAXED);
+            sum += pf_counter_get(&s->workers[i].errors[e]);
         put_sample(out, "pilotfish_errors_total", "error", pf_error_name(e), sum);
     }
 }
 
-static void ratelimit_line(void *arg, const char *route, uint64_t rejected)
+/* Every registered filter's families, with the running snapshot's conf and pstate. */
+static void render_filters(const struct pf_config *cfg, struct evbuffer *out)
 {
-    put_sample(arg, "pilotfish_ratelimit_rejected_total", "route", route, rejected);
-}
+    const struct pf_filter_ops *ops;
 
-static void render_filters(struct evbuffer *out)
-{
-    uint64_t in, gz;
+    for (unsigned i = 0; (ops = pf_filter_at(i)) != NULL; i++) {
+        const struct pf_filter_inst *f = NULL;
 
-    pf_gzip_stats(&in, &gz);
-    put_head(out, "pilotfish_gzip_bytes_in_total", "counter",
-             "Response body bytes fed to gzip compression.");
-    put_sample(out, "pilotfish_gzip_bytes_in_total", NULL, NULL, in);
-    put_head(out, "pilotfish_gzip_bytes_out_total", "counter",
-             "Compressed bytes produced by gzip compression.");
-    put_sample(out, "pilotfish_gzip_bytes_out_total", NULL, NULL, gz);
-    put_head(out, "pilotfish_ratelimit_rejected_total", "counter",
-             "Requests answered 429 by the rate limiter, by route.");
-    pf_ratelimit_rejected_each(ratelimit_line, out);
+        if (ops->metrics == NULL)
+            continue;
+        for (unsigned k = 0; k < cfg->n_filters && f == NULL; k++) {
+            if (cfg->filters[k].ops == ops)
+                f = &cfg->filters[k];
+        }
+        ops->metrics(f != NULL ? f->conf : NULL, f != NULL ? f->pstate : NULL, out);
+    }
 }
 
 static void render_server(struct pf_server *s, struct evbuffer *out)
@@ -911,7 +927,7 @@ void pf_stats_render(struct pf_server *s, struct evbuffer *out)
         pf_stats_render_series(all, n, out);
     render_endpoints(s->cfg, out);
     render_errors(s, out);
-    render_filters(out);
+    render_filters(s->cfg, out);
     render_process(out);
     free(all);
 }

@@ -12,10 +12,12 @@
  * Threads. Only the owner thread records: values are written with relaxed
  * atomic loads and stores (never a read-modify-write, never a lock). Creating
  * a series (rare: the first time a label set is seen) appends it to the
- * owner's list under a per-stats mutex. A scrape, on the main thread, takes
- * that mutex only while copying the list, then reads the values with relaxed
- * loads: it never waits for a request, and a request never waits for it
- * (except that a series creation may wait for the copy).
+ * owner's list under a per-stats mutex, and so does removing one (the
+ * owner's sweep drops the series of endpoints that are gone, and frees
+ * them). A scrape, on the main thread, holds that mutex while it copies the
+ * list and reads the values (relaxed loads), so no series it reads is freed
+ * under it: it never waits for a request, and a request never waits for it,
+ * except that a series creation or removal waits for the scrape.
  *
  * Histogram buckets come from `metrics: {buckets: [...]}` at startup; a
  * reload that changes them is reported and applies at the next restart.
@@ -26,6 +28,7 @@
 #ifndef PF_STATS_H
 #define PF_STATS_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -38,6 +41,50 @@ struct pf_stats;
 struct pf_stats_route;
 struct pf_tx;
 struct pf_worker;
+
+/* ---- counters: the one mechanism of every module ---- */
+
+/*
+ * A counter is an _Atomic uint64_t written by one thread only (its owner:
+ * a worker, or the admin loop) and summed by scrapes. The owner adds with a
+ * relaxed load and a relaxed store, never a read-modify-write or a lock, so
+ * counting costs what a plain `++` costs while a concurrent scrape still
+ * reads a whole value (no data race under C11). The cells live where their
+ * owner is: struct pf_worker (core errors), struct pf_stats (series), or a
+ * pf_counter_set (filters, which see no worker struct).
+ */
+static inline void pf_counter_add(_Atomic uint64_t *c, uint64_t n)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+                          memory_order_relaxed);
+}
+
+static inline uint64_t pf_counter_get(const _Atomic uint64_t *c)
+{
+    return atomic_load_explicit((_Atomic uint64_t *)c, memory_order_relaxed);
+}
+
+/*
+ * n counters per thread for a module, as a static struct of process
+ * lifetime (so counts survive reloads): PF_COUNTER_SET(n). Each thread that
+ * counts gets its own n cells the first time (pf_counter_cells), linked once
+ * into the set and never freed; the caller keeps the pointer in a __thread
+ * variable of its own. pf_counter_sum() adds counter i of every thread.
+ */
+struct pf_counter_cells;
+struct pf_counter_set {
+    unsigned n;                                 /* counters per thread */
+    _Atomic(struct pf_counter_cells *) threads; /* atomic: every thread's cells */
+};
+#define PF_COUNTER_SET(count)                                                                      \
+    {                                                                                              \
+        (count), NULL                                                                              \
+    }
+
+/* This thread's n cells of set (zeroed when new). Never NULL (OOM aborts). Any thread. */
+_Atomic uint64_t *pf_counter_cells(struct pf_counter_set *set);
+/* Counter i summed over every thread. Any thread; lock-free. */
+uint64_t pf_counter_sum(struct pf_counter_set *set, unsigned i);
 
 /* ---- configuration ---- */
 
@@ -129,8 +176,9 @@ void pf_stats_render_series(struct pf_stats *const *st, unsigned n, struct evbuf
 
 /*
  * The whole /metrics answer for server s: the registry of every worker and
- * the admin loop, plus connections, endpoint pools, errors, gzip, rate
- * limiting, reloads, build and process families. Main thread.
+ * the admin loop, plus connections, endpoints and their pools, errors,
+ * reloads, build and process families, and every registered filter's
+ * families through its metrics hook (proxy/filter.h). Main thread.
  */
 void pf_stats_render(struct pf_server *s, struct evbuffer *out);
 
@@ -139,5 +187,18 @@ void pf_stats_render(struct pf_server *s, struct evbuffer *out);
 
 /* Append s as a label value: backslash, double quote and newline escaped. */
 void pf_stats_label_escape(struct evbuffer *out, const char *s);
+
+/* For filters' metrics hooks: "# HELP name help" and "# TYPE name type". */
+void pf_stats_put_head(struct evbuffer *out, const char *name, const char *type, const char *help);
+/* One sample "name{key="val"} v"; key NULL for none (val escaped). */
+void pf_stats_put_sample(struct evbuffer *out, const char *name, const char *key, const char *val,
+                         uint64_t v);
+
+/*
+ * Owner thread (the worker's sweep): drop the upstream series of endpoints
+ * that are gone (their id free or reused), so rotating endpoint addresses
+ * do not grow the registry. Waits for a scrape in progress.
+ */
+void pf_stats_prune_endpoints(struct pf_stats *st);
 
 #endif /* PF_STATS_H */

@@ -63,11 +63,11 @@ void pf_count_error(struct pf_worker *w, const char *code)
 {
     for (unsigned i = 0; i < PF_ERR_MAX; i++) {
         if (strcmp(error_names[i], code) == 0) {
-            w->errors[i]++;
+            pf_counter_add(&w->errors[i], 1);
             return;
         }
     }
-    w->errors[PF_ERR_OTHER]++;
+    pf_counter_add(&w->errors[PF_ERR_OTHER], 1);
 }
 
 uint64_t pf_worker_rand(struct pf_worker *w)

@@ -33,82 +33,9 @@
 #define UP_MAX_HEAD    (64 * 1024)
 #define UP_MAX_HEADERS 200
 
-static struct pf_endpoint *endpoints[PF_MAX_ENDPOINTS]; /* guarded by ep_lock (writes) */
-static atomic_uint n_endpoints;                         /* atomic */
-static pthread_mutex_t ep_lock = PTHREAD_MUTEX_INITIALIZER;
-
 static void up_process(struct pf_upconn *uc);
 static void up_eof(struct pf_upconn *uc);
 static bool up_start_attempt(struct pf_tx *tx, bool fresh);
-
-/* ---- endpoints ---- */
-
-static int endpoint_lookup(const char *upstream, const struct pf_addr *a)
-{
-    unsigned n = atomic_load(&n_endpoints);
-
-    for (unsigned i = 0; i < n; i++) {
-        if (strcmp(endpoints[i]->upstream, upstream) == 0 &&
-            strcmp(endpoints[i]->addr.text, a->text) == 0)
-            return (int)i;
-    }
-    if (n == PF_MAX_ENDPOINTS)
-        return -ENOSPC;
-    endpoints[n] = pf_xcalloc(1, sizeof(*endpoints[n]));
-    endpoints[n]->id = n;
-    endpoints[n]->upstream = pf_xstrdup(upstream);
-    endpoints[n]->addr = *a;
-    endpoints[n]->addr.text = pf_xstrdup(a->text);
-    atomic_store(&n_endpoints, n + 1);
-    return (int)n;
-}
-
-int pf_upstream_bind(struct pf_config *cfg)
-{
-    int rc = 0;
-
-    pthread_mutex_lock(&ep_lock);
-    for (unsigned u = 0; u < cfg->n_upstreams && rc == 0; u++) {
-        struct pf_upstream_conf *up = &cfg->upstreams[u];
-
-        free(up->endpoint_ids);
-        up->endpoint_ids = pf_xcalloc(up->n_endpoints, sizeof(*up->endpoint_ids));
-        for (unsigned e = 0; e < up->n_endpoints; e++) {
-            int id = endpoint_lookup(up->name, &up->endpoints[e]);
-
-            if (id < 0) {
-                rc = id;
-                break;
-            }
-            up->endpoint_ids[e] = (unsigned)id;
-        }
-    }
-    pthread_mutex_unlock(&ep_lock);
-    return rc;
-}
-
-struct pf_endpoint *pf_endpoint_get(unsigned id)
-{
-    return endpoints[id];
-}
-
-void pf_upstream_free_all(void)
-{
-    unsigned n = atomic_load(&n_endpoints);
-
-    for (unsigned i = 0; i < n; i++) {
-        free(endpoints[i]->upstream);
-        free(endpoints[i]->addr.text);
-        free(endpoints[i]);
-        endpoints[i] = NULL;
-    }
-    atomic_store(&n_endpoints, 0);
-}
-
-unsigned pf_endpoint_count(void)
-{
-    return atomic_load(&n_endpoints);
-}
 
 /* ---- the seam: pick an endpoint, hear outcomes ---- */
 
@@ -127,10 +54,10 @@ static unsigned upstream_pick(struct pf_tx *tx)
         /* power of two choices */
         unsigned a = (unsigned)(pf_worker_rand(tx->w) % up->n_endpoints);
         unsigned b = (unsigned)(pf_worker_rand(tx->w) % up->n_endpoints);
-        unsigned la =
-            atomic_load_explicit(&endpoints[up->endpoint_ids[a]]->active, memory_order_relaxed);
-        unsigned lb =
-            atomic_load_explicit(&endpoints[up->endpoint_ids[b]]->active, memory_order_relaxed);
+        unsigned la = atomic_load_explicit(&pf_endpoint_get(up->endpoint_ids[a])->active,
+                                           memory_order_relaxed);
+        unsigned lb = atomic_load_explicit(&pf_endpoint_get(up->endpoint_ids[b])->active,
+                                           memory_order_relaxed);
         i = lb < la ? b : a;
         break;
     }
@@ -152,7 +79,7 @@ static void upstream_report(struct pf_tx *tx, enum pf_outcome o)
 static struct pf_pool *worker_pool(struct pf_worker *w, unsigned id)
 {
     if (id >= w->n_pools) {
-        unsigned n = pf_endpoint_count();
+        unsigned n = pf_endpoint_id_limit(); /* ids are reused: bounded by the most live at once */
 
         w->pools = pf_xrealloc(w->pools, n * sizeof(*w->pools));
         for (unsigned i = w->n_pools; i < n; i++) {
@@ -166,11 +93,15 @@ static struct pf_pool *worker_pool(struct pf_worker *w, unsigned id)
 
 static void up_free(struct pf_upconn *uc)
 {
+    struct pf_endpoint *ep;
+
     pf_stream_free(uc->s);
     evbuffer_free(uc->body);
     pf_head_free(&uc->head);
-    atomic_fetch_sub_explicit(&endpoints[uc->endpoint_id]->open, 1, memory_order_relaxed);
+    ep = pf_endpoint_get(uc->endpoint_id);
+    atomic_fetch_sub_explicit(&ep->open, 1, memory_order_relaxed);
     free(uc);
+    pf_endpoint_unref(ep); /* the connection's reference: may free the endpoint */
 }
 
 /* Close uc now, or as soon as its callbacks have returned. */
@@ -220,6 +151,12 @@ static void set_rto(struct pf_upconn *uc, uint64_t ms)
     pf_stream_set_read_timeout(uc->s, pf_stream_timeout(&uc->w->sloop, ms, &tmp));
 }
 
+/* False once no snapshot lists the endpoint: its idle connections only hold it alive. */
+static bool endpoint_listed(unsigned id)
+{
+    return atomic_load_explicit(&pf_endpoint_get(id)->snaps, memory_order_relaxed) > 0;
+}
+
 /*
  * An idle connection keeps a read timeout of idle_timeout: the stream's
  * timeout closes it (idle_eventcb), and no syscall is spent switching it.
@@ -229,7 +166,8 @@ static void pool_put(struct pf_upconn *uc, const struct pf_upstream_conf *up)
     struct pf_pool *p = worker_pool(uc->w, uc->endpoint_id);
     uint64_t now = pf_now_us();
 
-    if (p->n_idle >= up->pool.max_idle || now >= uc->expire_us || uc->w->draining) {
+    if (p->n_idle >= up->pool.max_idle || now >= uc->expire_us || uc->w->draining ||
+        !endpoint_listed(uc->endpoint_id)) {
         up_close(uc);
         return;
     }
@@ -266,12 +204,15 @@ void pf_upstream_sweep(struct pf_worker *w, bool all)
 
         for (uc = TAILQ_FIRST(&w->pools[i]->idle); uc != NULL; uc = next) {
             next = TAILQ_NEXT(uc, link);
-            if (all || now >= uc->idle_deadline_us || now >= uc->expire_us) {
+            if (all || now >= uc->idle_deadline_us || now >= uc->expire_us ||
+                !endpoint_listed(uc->endpoint_id)) {
                 pool_remove(uc);
                 up_close(uc);
             }
         }
     }
+    if (w->stats != NULL)
+        pf_stats_prune_endpoints(w->stats); /* series of endpoints that are gone */
     if (all) {
         for (unsigned i = 0; i < w->n_pools; i++)
             free(w->pools[i]);
@@ -392,7 +333,7 @@ static void up_detach(struct pf_tx *tx, struct pf_upconn *uc, bool reuse)
         tx->timer_set = false;
     }
     p->n_active--;
-    atomic_fetch_sub_explicit(&endpoints[uc->endpoint_id]->active, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&pf_endpoint_get(uc->endpoint_id)->active, 1, memory_order_relaxed);
     tx->uc = NULL;
     uc->tx = NULL;
     if (reuse)
@@ -738,7 +679,7 @@ static void up_writecb(struct pf_stream *s, void *arg)
 static struct pf_upconn *up_connect(struct pf_worker *w, unsigned id,
                                     const struct pf_upstream_conf *up)
 {
-    struct pf_endpoint *ep = endpoints[id];
+    struct pf_endpoint *ep = pf_endpoint_get(id);
     struct pf_upconn *uc;
     int fd, one = 1;
 
@@ -756,6 +697,7 @@ static struct pf_upconn *up_connect(struct pf_worker *w, unsigned id,
     http_parser_init(&uc->parser, HTTP_RESPONSE);
     uc->parser.data = uc;
     atomic_fetch_add_explicit(&ep->open, 1, memory_order_relaxed);
+    pf_endpoint_ref(ep); /* dropped by up_free */
     if (pf_stream_connect(uc->s, (struct sockaddr *)&ep->addr.ss, ep->addr.len) != 0) {
         up_free(uc);
         return NULL;
@@ -803,7 +745,7 @@ static void up_write_head(struct pf_tx *tx, struct pf_upconn *uc)
         pf_sb_header(&b, h->name, h->name_len, h->value, h->value_len);
     }
     if (tx->host == NULL)
-        put_header(&b, "Host", endpoints[uc->endpoint_id]->addr.text);
+        put_header(&b, "Host", pf_endpoint_get(uc->endpoint_id)->addr.text);
     else if (tx->host_from_target)
         put_header(&b, "Host", tx->host);
     uc->req_chunked = tx->req_chunked;
@@ -842,7 +784,7 @@ static bool up_start_attempt(struct pf_tx *tx, bool fresh)
 
     tx->attempts++;
     tx->endpoint_id = id;
-    tx->endpoint = endpoints[id]->addr.text;
+    tx->endpoint = pf_endpoint_get(id)->addr.text;
     if (tx->t_up_start == 0)
         tx->t_up_start = pf_now_us();
     if (uc == NULL) {
@@ -861,7 +803,7 @@ static bool up_start_attempt(struct pf_tx *tx, bool fresh)
                                        NULL); /* a silent upstream is fine during an upload */
     }
     worker_pool(tx->w, id)->n_active++;
-    atomic_fetch_add_explicit(&endpoints[id]->active, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&pf_endpoint_get(id)->active, 1, memory_order_relaxed);
     uc->tx = tx;
     uc->got_bytes = false;
     uc->req_sent = false;

@@ -104,6 +104,11 @@ static const struct pf_filter_ops fake_filters[] = {
 
 const char *const pf_filter_default_chain[] = {"metrics", "gzip", "nonexistent", NULL};
 
+const struct pf_filter_ops *pf_filter_at(unsigned i)
+{
+    return i < sizeof(fake_filters) / sizeof(fake_filters[0]) ? &fake_filters[i] : NULL;
+}
+
 const struct pf_filter_ops *pf_filter_find(const char *name)
 {
     for (unsigned i = 0; i < sizeof(fake_filters) / sizeof(fake_filters[0]); i++) {

@@ -54,6 +54,25 @@ static int parse_yaml(const char *yaml, void **conf, char *msg, size_t msg_size)
     return rc;
 }
 
+/* A parsed conf with its process state, as a snapshot holds them. */
+struct inst {
+    void *conf;
+    void *pstate;
+};
+
+#define PSTATE(i) (((struct inst *)(i))->pstate)
+
+static void *inst_of(void *conf)
+{
+    struct inst *in = calloc(1, sizeof(*in));
+
+    assert_non_null(in);
+    in->conf = conf;
+    assert_int_equal(pf_filter_ratelimit.init_process(conf, &in->pstate), 0);
+    assert_non_null(in->pstate);
+    return in;
+}
+
 static void *conf_new(const char *yaml)
 {
     void *conf;
@@ -62,7 +81,16 @@ static void *conf_new(const char *yaml)
     if (parse_yaml(yaml, &conf, msg, sizeof(msg)) != 0)
         fail_msg("unexpected conf error: %s", msg);
     assert_non_null(conf);
-    return conf;
+    return inst_of(conf);
+}
+
+static void inst_free(void *p)
+{
+    struct inst *in = p;
+
+    pf_filter_ratelimit.fini_process(in->pstate);
+    pf_filter_ratelimit.conf_free(in->conf);
+    free(in);
 }
 
 /*
@@ -73,7 +101,8 @@ static struct result req_on(void *conf, const char *route, const char *client, c
                             const char *v1, const char *h2, const char *v2)
 {
     struct pf_tx tx;
-    struct pf_slot slot = {.conf = conf, .wstate = NULL, .ctx = NULL};
+    struct inst *in = conf;
+    struct pf_slot slot = {.conf = in->conf, .wstate = NULL, .ctx = NULL, .pstate = in->pstate};
     struct result r;
     const char *h;
 
@@ -141,13 +170,14 @@ static void test_ratelimit_has_spec_defaults_when_section_absent(void **state)
     assert_int_equal(pf_filter_ratelimit.conf_parse(NULL, &conf, &err), 0);
     assert_int_equal(err.n, 0);
     pf_err_fini(&err);
+    conf = inst_of(conf);
     /* burst 200, 100/s, keyed by client address */
     assert_int_equal(admitted(conf, "192.0.2.1", 200), 200);
     assert_limited(req(conf, "192.0.2.1"));
     assert_int_equal(req(conf, "192.0.2.2").v, PF_NEXT);
     fake_now_us += 10000; /* 10 ms = one token at 100/s */
     assert_int_equal(admitted(conf, "192.0.2.1", 2), 1);
-    pf_filter_ratelimit.conf_free(conf);
+    inst_free(conf);
 }
 
 static void test_ratelimit_replies_429_when_bucket_empty(void **state)
@@ -168,7 +198,7 @@ static void test_ratelimit_replies_429_when_bucket_empty(void **state)
     assert_string_equal(r.code, "rate_limited");
     assert_string_equal(r.xerror, "rate_limited");
     assert_string_equal(r.retry, "1");
-    pf_filter_ratelimit.conf_free(conf);
+    inst_free(conf);
 }
 
 static void test_ratelimit_passes_through_responses_untouched(void **state)
@@ -198,7 +228,7 @@ static void test_ratelimit_refills_at_rate_when_clock_advances(void **state)
     assert_int_equal(admitted(conf, "192.0.2.1", 10), 3);
     fake_now_us += 60 * SEC; /* long idle: the bucket holds burst, no more */
     assert_int_equal(admitted(conf, "192.0.2.1", 10), 5);
-    pf_filter_ratelimit.conf_free(conf);
+    inst_free(conf);
 }
 
 static void test_ratelimit_retry_after_is_seconds_until_next_token(void **state)
@@ -222,9 +252,9 @@ static void test_ratelimit_retry_after_is_seconds_until_next_token(void **state)
 
     assert_int_equal(admitted(fast, "192.0.2.1", 2), 1);
     assert_string_equal(req(fast, "192.0.2.1").retry, "1"); /* 1 ms away: at least 1 */
-    pf_filter_ratelimit.conf_free(slow);
-    pf_filter_ratelimit.conf_free(slower);
-    pf_filter_ratelimit.conf_free(fast);
+    inst_free(slow);
+    inst_free(slower);
+    inst_free(fast);
 }
 
 static void test_ratelimit_keys_by_client_address(void **state)
@@ -240,7 +270,7 @@ static void test_ratelimit_keys_by_client_address(void **state)
     assert_int_equal(admitted(conf, "2001:db8:0:0::1", 1), 0);
     /* unix-socket clients share one bucket */
     assert_int_equal(admitted(conf, "unix", 3), 2);
-    pf_filter_ratelimit.conf_free(conf);
+    inst_free(conf);
 }
 
 static void test_ratelimit_keys_by_header_separately(void **state)
@@ -259,7 +289,7 @@ static void test_ratelimit_keys_by_header_separately(void **state)
     assert_int_equal(req_h(conf, "192.0.2.4", "Other", "x").v, PF_NEXT);
     assert_int_equal(req_h(conf, "192.0.2.5", "X-Api-Key", "").v, PF_NEXT);
     assert_limited(req(conf, "192.0.2.6"));
-    pf_filter_ratelimit.conf_free(conf);
+    inst_free(conf);
 }
 
 static void test_ratelimit_global_key_limits_all_clients_together(void **state)
@@ -274,8 +304,8 @@ static void test_ratelimit_global_key_limits_all_clients_together(void **state)
     assert_string_equal(req(conf, "192.0.2.9").retry, "1");
     fake_now_us += SEC / 2;
     assert_int_equal(admitted(conf, "192.0.2.3", 2), 1);
-    assert_int_equal(pf_ratelimit_keys(conf), 0); /* no per-key table in use */
-    pf_filter_ratelimit.conf_free(conf);
+    assert_int_equal(pf_ratelimit_keys(PSTATE(conf)), 0); /* no per-key table in use */
+    inst_free(conf);
 }
 
 /* ---- shared by workers ---- */
@@ -291,7 +321,8 @@ struct hammer {
 static void *hammer_main(void *arg)
 {
     struct hammer *h = arg;
-    struct pf_slot slot = {.conf = h->conf, .wstate = NULL, .ctx = NULL};
+    struct inst *in = h->conf;
+    struct pf_slot slot = {.conf = in->conf, .wstate = NULL, .ctx = NULL, .pstate = in->pstate};
     struct pf_tx tx;
 
     for (unsigned i = 0; i < h->n; i++) {
@@ -324,7 +355,7 @@ static void two_workers_share(const char *yaml, const char *client0, const char 
         assert_int_equal(pthread_join(t[i], NULL), 0);
     assert_int_equal(h[0].admitted + h[1].admitted, burst);
     assert_int_equal(pf_ratelimit_rejected("route-threads") - before, 4000 - burst);
-    pf_filter_ratelimit.conf_free(conf);
+    inst_free(conf);
 }
 
 static void test_ratelimit_two_workers_share_one_limit_when_time_frozen(void **state)
@@ -340,7 +371,8 @@ static void test_ratelimit_two_workers_share_one_limit_when_time_frozen(void **s
 static void *churn_main(void *arg)
 {
     struct hammer *h = arg;
-    struct pf_slot slot = {.conf = h->conf, .wstate = NULL, .ctx = NULL};
+    struct inst *in = h->conf;
+    struct pf_slot slot = {.conf = in->conf, .wstate = NULL, .ctx = NULL, .pstate = in->pstate};
     struct pf_tx tx;
     char ip[64];
 
@@ -372,8 +404,101 @@ static void test_ratelimit_two_workers_evict_safely_when_table_full(void **state
         assert_int_equal(pthread_join(t[i], NULL), 0);
     /* every client was new, and so had a full bucket */
     assert_int_equal(h[0].admitted + h[1].admitted, 40000);
-    assert_true(pf_ratelimit_keys(conf) <= 64);
-    pf_filter_ratelimit.conf_free(conf);
+    assert_true(pf_ratelimit_keys(PSTATE(conf)) <= 64);
+    inst_free(conf);
+}
+
+/* ---- the lock-free path (pf_ratelimit_take) ---- */
+
+struct taker {
+    struct inst *in;   /* shared */
+    unsigned keys;     /* distinct keys, cycled */
+    unsigned rounds;   /* passes over the keys */
+    unsigned admitted; /* result */
+};
+
+static void *taker_main(void *arg)
+{
+    struct taker *t = arg;
+    char key[16];
+
+    for (unsigned r = 0; r < t->rounds; r++) {
+        for (unsigned k = 0; k < t->keys; k++) {
+            int len = snprintf(key, sizeof(key), "key-%u", k);
+
+            t->admitted +=
+                pf_ratelimit_take(t->in->conf, t->in->pstate, key, (size_t)len, fake_now_us);
+        }
+    }
+    return NULL;
+}
+
+/* Two threads meet on every key, first as new keys (the locked miss path) then as hits. */
+static void test_ratelimit_cas_buckets_are_exact_when_threads_share_keys(void **state)
+{
+    struct inst *in = conf_new("ratelimit:\n  requests_per_second: 1\n  burst: 7\n"
+                               "  key: header:X-Key\n  max_keys: 4096\n");
+    struct taker t[2] = {{in, 300, 20, 0}, {in, 300, 20, 0}};
+    pthread_t tid[2];
+
+    (void)state;
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&tid[i], NULL, taker_main, &t[i]), 0);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_join(tid[i], NULL), 0);
+    /* the clock is frozen: each key gave exactly its burst, no more, no less */
+    assert_int_equal(t[0].admitted + t[1].admitted, 300 * 7);
+    assert_int_equal(pf_ratelimit_keys(in->pstate), 300);
+    /* the same bytes through on_request (header key) find the same buckets */
+    assert_limited(req_h(in, "192.0.2.1", "X-Key", "key-5"));
+    fake_now_us += SEC;
+    assert_int_equal(req_h(in, "192.0.2.1", "X-Key", "key-5").v, PF_NEXT);
+    assert_limited(req_h(in, "192.0.2.1", "X-Key", "key-5"));
+    inst_free(in);
+}
+
+/* The global key is one compare-and-swap on one word, shared the same way. */
+static void test_ratelimit_cas_global_bucket_is_exact_when_threads_race(void **state)
+{
+    struct inst *in = conf_new("ratelimit:\n  requests_per_second: 1\n  burst: 999\n"
+                               "  key: global\n");
+    struct taker t[2] = {{in, 10, 500, 0}, {in, 10, 500, 0}};
+    pthread_t tid[2];
+
+    (void)state;
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&tid[i], NULL, taker_main, &t[i]), 0);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_join(tid[i], NULL), 0);
+    assert_int_equal(t[0].admitted + t[1].admitted, 999);
+    inst_free(in);
+}
+
+/* Odd caps: sets of 8 while max_keys allows, one smaller set below 8. */
+static void test_ratelimit_cas_table_never_holds_more_than_max_keys(void **state)
+{
+    static const char *const yaml[] = {
+        "ratelimit:\n  burst: 1\n  max_keys: 1\n",
+        "ratelimit:\n  burst: 1\n  max_keys: 5\n",
+        "ratelimit:\n  burst: 1\n  max_keys: 13\n",
+        "ratelimit:\n  burst: 1\n  max_keys: 100\n",
+    };
+    static const size_t cap[] = {1, 5, 13, 100};
+    char ip[32];
+
+    (void)state;
+    for (unsigned y = 0; y < 4; y++) {
+        struct inst *in = conf_new(yaml[y]);
+
+        for (unsigned i = 0; i < 500; i++) {
+            snprintf(ip, sizeof(ip), "10.1.%u.%u", i >> 8, i & 0xff);
+            assert_int_equal(req(in, ip).v, PF_NEXT); /* new keys start full */
+            assert_true(pf_ratelimit_keys(in->pstate) <= cap[y]);
+        }
+        /* the most recent key is kept, and still empty */
+        assert_limited(req(in, ip));
+        inst_free(in);
+    }
 }
 
 /* ---- bounded memory ---- */
@@ -387,18 +512,18 @@ static void test_ratelimit_table_stays_within_max_keys_when_flooded(void **state
     for (unsigned i = 0; i < 10000; i++) {
         snprintf(ip, sizeof(ip), "10.%u.%u.%u", i >> 16, (i >> 8) & 0xff, i & 0xff);
         assert_int_equal(req(conf, ip).v, PF_NEXT);
-        assert_true(pf_ratelimit_keys(conf) <= 1000);
+        assert_true(pf_ratelimit_keys(PSTATE(conf)) <= 1000);
         fake_now_us += 1;
     }
-    assert_true(pf_ratelimit_keys(conf) > 500); /* the cap is used, not wasted */
+    assert_true(pf_ratelimit_keys(PSTATE(conf)) > 500); /* the cap is used, not wasted */
     /* the most recent key is still known (and still empty) */
     assert_limited(req(conf, ip));
     for (unsigned i = 0; i < 10000; i++) {
         snprintf(ip, sizeof(ip), "2001:db8::%x:%x", i >> 16, i & 0xffff);
         req(conf, ip);
     }
-    assert_true(pf_ratelimit_keys(conf) <= 1000);
-    pf_filter_ratelimit.conf_free(conf);
+    assert_true(pf_ratelimit_keys(PSTATE(conf)) <= 1000);
+    inst_free(conf);
 }
 
 static void test_ratelimit_evicts_refilled_bucket_before_drained_one(void **state)
@@ -413,13 +538,13 @@ static void test_ratelimit_evicts_refilled_bucket_before_drained_one(void **stat
         snprintf(ip, sizeof(ip), "192.0.2.%d", i);
         assert_int_equal(admitted(conf, ip, 1), 1); /* full again in 1 s */
     }
-    assert_int_equal(pf_ratelimit_keys(conf), 8);
+    assert_int_equal(pf_ratelimit_keys(PSTATE(conf)), 8);
     fake_now_us += 2 * SEC;
     /* 192.0.2.100 is the least recently used, but the others have refilled */
     assert_int_equal(admitted(conf, "192.0.2.50", 1), 1);
-    assert_int_equal(pf_ratelimit_keys(conf), 8);
+    assert_int_equal(pf_ratelimit_keys(PSTATE(conf)), 8);
     assert_int_equal(admitted(conf, "192.0.2.100", 3), 2); /* remembered: 2 tokens earned */
-    pf_filter_ratelimit.conf_free(conf);
+    inst_free(conf);
 }
 
 static void test_ratelimit_evicts_least_recently_used_when_none_refilled(void **state)
@@ -434,10 +559,10 @@ static void test_ratelimit_evicts_least_recently_used_when_none_refilled(void **
     }
     assert_int_equal(admitted(conf, "192.0.2.1", 1), 0); /* 192.0.2.1 now most recent */
     assert_int_equal(admitted(conf, "192.0.2.9", 1), 1); /* evicts 192.0.2.2 */
-    assert_int_equal(pf_ratelimit_keys(conf), 8);
+    assert_int_equal(pf_ratelimit_keys(PSTATE(conf)), 8);
     assert_int_equal(admitted(conf, "192.0.2.1", 1), 0);
     assert_int_equal(admitted(conf, "192.0.2.2", 1), 1); /* forgotten: starts full */
-    pf_filter_ratelimit.conf_free(conf);
+    inst_free(conf);
 }
 
 /* ---- X-Forwarded-For ---- */
@@ -454,8 +579,8 @@ static void test_ratelimit_ignores_xff_when_peer_untrusted(void **state)
     assert_int_equal(req_h(trusting, "203.0.113.5", "X-Forwarded-For", "198.51.100.1").v, PF_NEXT);
     assert_limited(req_h(trusting, "203.0.113.5", "X-Forwarded-For", "198.51.100.2"));
     assert_int_equal(req_h(trusting, "10.0.0.1", "X-Forwarded-For", "203.0.113.6").v, PF_NEXT);
-    pf_filter_ratelimit.conf_free(plain);
-    pf_filter_ratelimit.conf_free(trusting);
+    inst_free(plain);
+    inst_free(trusting);
 }
 
 static void test_ratelimit_uses_rightmost_untrusted_xff_when_peer_trusted(void **state)
@@ -482,7 +607,7 @@ static void test_ratelimit_uses_rightmost_untrusted_xff_when_peer_trusted(void *
     /* a trusted peer without X-Forwarded-For is keyed by itself */
     assert_int_equal(req(conf, "10.0.0.200").v, PF_NEXT);
     assert_limited(req(conf, "10.0.0.200"));
-    pf_filter_ratelimit.conf_free(conf);
+    inst_free(conf);
 }
 
 static void test_ratelimit_stops_at_malformed_xff_entry(void **state)
@@ -501,7 +626,7 @@ static void test_ratelimit_stops_at_malformed_xff_entry(void **state)
     /* every hop trusted: the leftmost */
     assert_int_equal(req_h(conf, "10.0.0.2", "X-Forwarded-For", "10.5.5.5, 10.0.0.3").v, PF_NEXT);
     assert_limited(req(conf, "10.5.5.5"));
-    pf_filter_ratelimit.conf_free(conf);
+    inst_free(conf);
 }
 
 /* ---- counters ---- */
@@ -539,13 +664,13 @@ static void test_ratelimit_counts_rejections_per_route(void **state)
     pf_ratelimit_rejected_each(count_cb, &s);
     assert_int_equal(s.hits, 1);
     assert_int_equal(s.count, 1);
-    pf_filter_ratelimit.conf_free(conf);
+    inst_free(conf);
     /* per process: a new conf (a reload) keeps counting */
     conf = conf_new("ratelimit:\n  burst: 1\n");
     assert_int_equal(admitted(conf, "192.0.2.1", 1), 1); /* new conf, new buckets */
     assert_limited(req_on(conf, "route-count-a", "192.0.2.1", NULL, NULL, NULL, NULL));
     assert_int_equal(pf_ratelimit_rejected("route-count-a"), 4);
-    pf_filter_ratelimit.conf_free(conf);
+    inst_free(conf);
 }
 
 /* ---- configuration errors ---- */
@@ -614,11 +739,11 @@ static void test_ratelimit_conf_accepts_every_setting(void **state)
 
     (void)state;
     assert_int_equal(req_h(conf, "192.0.2.1", "Authorization", "Bearer x").v, PF_NEXT);
-    pf_filter_ratelimit.conf_free(conf);
+    inst_free(conf);
     /* an empty section means the defaults */
     conf = conf_new("ratelimit:\n");
     assert_int_equal(admitted(conf, "192.0.2.1", 201), 200);
-    pf_filter_ratelimit.conf_free(conf);
+    inst_free(conf);
     pf_filter_ratelimit.conf_free(NULL);
 }
 
@@ -636,6 +761,9 @@ int main(void)
         T(test_ratelimit_global_key_limits_all_clients_together),
         T(test_ratelimit_two_workers_share_one_limit_when_time_frozen),
         T(test_ratelimit_two_workers_evict_safely_when_table_full),
+        T(test_ratelimit_cas_buckets_are_exact_when_threads_share_keys),
+        T(test_ratelimit_cas_global_bucket_is_exact_when_threads_race),
+        T(test_ratelimit_cas_table_never_holds_more_than_max_keys),
         T(test_ratelimit_table_stays_within_max_keys_when_flooded),
         T(test_ratelimit_evicts_refilled_bucket_before_drained_one),
         T(test_ratelimit_evicts_least_recently_used_when_none_refilled),

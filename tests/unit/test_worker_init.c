@@ -80,6 +80,11 @@ const struct pf_filter_ops *pf_filter_find(const char *name)
     return NULL;
 }
 
+const struct pf_filter_ops *pf_filter_at(unsigned i)
+{
+    return i == 0 ? &good_ops : i == 1 ? &flaky_ops : NULL;
+}
+
 /* ---- fixture ---- */
 
 static char dir[64];
