@@ -801,21 +801,16 @@ static void log_str(struct pf_sbuf *b, const char *key, const char *v)
     pf_sb_put(b, ",\"", 2);
     pf_sb_str(b, key);
     pf_sb_put(b, "\":\"", 3);
-    for (const char *p = v; p != NULL && *p != '\0';) {
-        const char *run = p;
+    for (size_t len = v != NULL ? strlen(v) : 0; len > 0;) {
+        size_t n = pf_json_plain_run(v, len);
+        char esc[6];
 
-        /* copy runs that need no escaping in one piece */
-        while (*p != '\0' && *p != '"' && *p != '\\' && (unsigned char)*p >= 0x20)
-            p++;
-        pf_sb_put(b, run, (size_t)(p - run));
-        if (*p != '\0') {
-            char esc[8];
-
-            snprintf(esc, sizeof(esc), (*p == '"' || *p == '\\') ? "\\%c" : "\\u%04x",
-                     (unsigned char)*p);
-            pf_sb_str(b, esc);
-            p++;
-        }
+        /* runs that need no escaping go in one piece; the rest stays valid UTF-8 */
+        pf_sb_put(b, v, n);
+        if (n < len)
+            pf_sb_put(b, esc, pf_json_escape_byte(esc, (unsigned char)v[n++]));
+        v += n;
+        len -= n;
     }
     pf_sb_put(b, "\"", 1);
 }
