@@ -570,6 +570,11 @@ void pf_tx_start(struct pf_tx *tx)
     tx_request_id(tx);
     tx_trace(tx);
     if (tx->is_admin) {
+        /* refused on the head alone: the body is never read */
+        if (!pf_admin_head_ok(tx)) {
+            tx_send_reply(tx);
+            return;
+        }
         /* the admin API answers once the (small) body is in */
         tx->req_buf = tx_evbuffer(tx);
         if (tx->req_done) {

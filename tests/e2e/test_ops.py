@@ -208,6 +208,29 @@ def test_ops_admin_token_required_for_post():
         assert p.admin("GET", "/health").status == 200
 
 
+def test_ops_admin_token_checked_before_the_body():
+    """An unauthorized POST is answered 401 on its head alone: the body (announced,
+    never sent) is not waited for, and Expect: 100-continue gets no 100."""
+    token = "tok-67890"
+    o = Origin()
+    head = h2.CONFIG_HEAD.replace('admin: { listen: "127.0.0.1:{{admin_port}}" }',
+                                  'admin: { listen: "127.0.0.1:{{admin_port}}", token: "%s" }'
+                                  % token)
+    p = Pilotfish(h2.config(head=head), origin=o)
+    with o, p:
+        for extra in ["", "Expect: 100-continue\r\n"]:
+            with Conn(p.admin_port, timeout=5.0) as c:
+                c.send(("POST /reload HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer nope\r\n"
+                        "Content-Length: 500000\r\n%s\r\n" % extra).encode())
+                r = c.read_response(skip_interim=False)
+                assert r.status == 401, "unauthorized POST with an unsent body: %r" % r
+                assert c.is_closed(), "the connection stays open with an unread body"
+        # an authorized POST with a body is still read and answered
+        r = h2.admin(p, "POST", "/reload", headers={"Authorization": "Bearer " + token,
+                                                     "Content-Type": "text/plain"}, body=b"x" * 100)
+        assert r.status == 200, r
+
+
 # ---- reload ----
 
 def test_ops_reload_switches_upstream():
