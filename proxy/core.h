@@ -30,6 +30,7 @@
 
 struct bufferevent;
 struct evconnlistener;
+struct pf_listener;
 struct pf_server;
 struct pf_stats;
 
@@ -150,13 +151,14 @@ struct pf_worker {
     struct pf_stream_loop sloop; /* deferred writes of this loop */
     pthread_t thread;
     struct pf_server *srv;
-    struct pf_wconf *wc; /* current snapshot */
-    struct evconnlistener **listeners;
+    struct pf_wconf *wc;           /* current snapshot */
+    struct pf_listener *listeners; /* proxy/listen.h */
     unsigned n_listeners;
-    bool accepting; /* listeners enabled */
+    bool accepting;     /* listeners enabled */
+    bool accept_paused; /* for a moment after an accept() error */
+    _Atomic bool full;  /* atomic: paused, limits.max_connections reached (process-wide) */
     struct pf_conn_list conns;
     unsigned n_conns;
-    unsigned max_conns; /* this worker's share of limits.max_connections */
     struct pf_pool *
         *pools; /* indexed by endpoint id; each allocated once (TAILQ heads must not move) */
     unsigned n_pools;
