@@ -442,6 +442,18 @@ static void tx_arm(struct pf_tx *tx, uint64_t ms)
     tx->timer_set = true;
 }
 
+/*
+ * The whole request is with a connected upstream: request_timeout is now an
+ * absolute deadline for the final response head (interim 1xx responses and
+ * a head that trickles in do not extend it; up_handle_head disarms it), and
+ * the read timeout, the same length, bounds each silence of the body after it.
+ */
+static void up_await_head(struct pf_tx *tx, struct pf_upconn *uc)
+{
+    tx_arm(tx, tx->up->request_timeout_ms);
+    set_rto(uc, tx->up->request_timeout_ms);
+}
+
 /* ---- the response ---- */
 
 static void up_handle_head(struct pf_upconn *uc)
@@ -657,17 +669,13 @@ static void up_eventcb(struct pf_stream *s, int what, void *arg)
     if (what & PF_STREAM_CONNECTED) {
         uc->connected = true;
         if (uc->req_sent) {
-            set_rto(uc, tx->up->request_timeout_ms);
+            up_await_head(tx, uc); /* replaces the connect timeout */
         } else {
             /*
              * The body is still coming: request_timeout bounds how long the
              * upstream may leave it unread (up_writecb disarms on progress).
              */
             tx_arm(tx, tx->up->request_timeout_ms);
-        }
-        if (uc->req_sent && tx->timer_set) {
-            event_del(&tx->timer);
-            tx->timer_set = false;
         }
     } else if (what & PF_STREAM_TIMEOUT) {
         if (tx->head_sent)
@@ -847,7 +855,7 @@ static bool up_start_attempt(struct pf_tx *tx, bool fresh)
         uc->req_sent = true;
         /* request_timeout: from the end of the request to the head, then between reads */
         if (uc->connected)
-            set_rto(uc, tx->up->request_timeout_ms);
+            up_await_head(tx, uc);
     }
     return true;
 }
@@ -898,13 +906,10 @@ void pf_upstream_send_end(struct pf_tx *tx)
         pf_stream_mark(uc->s);
     }
     uc->req_sent = true;
-    if (uc->connected) {
-        if (tx->timer_set) {
-            event_del(&tx->timer); /* from here the read timeout counts */
-            tx->timer_set = false;
-        }
-        set_rto(uc, tx->up->request_timeout_ms);
-    }
+    if (uc->connected && tx->t_up_head == 0)
+        up_await_head(tx, uc);
+    else if (uc->connected)
+        set_rto(uc, tx->up->request_timeout_ms); /* an early head: the body's read timeout */
 }
 
 void pf_upstream_abort(struct pf_tx *tx)
