@@ -253,7 +253,8 @@ struct pf_tx {
     unsigned out_from;    /* on_response/on_body for [0, out_from) */
     bool has_body_filters;
     bool is_admin;
-    struct evbuffer *req_buf; /* admin: the request body, bounded */
+    struct evbuffer *req_buf; /* admin: the request body, bounded; proxy: body being buffered */
+    bool req_buffering;       /* limits.request_buffering: body read before connecting */
     bool done_called;
     bool in_chain;       /* inside pf_chain_request() (resume is deferred) */
     bool resume_pending; /* pf_tx_resume() was called from inside the chain */
@@ -282,6 +283,7 @@ struct pf_conn {
     uint32_t head_fed;         /* of those, bytes the parser consumed */
     uint8_t body_mode;         /* PF_BODY_*: how the request body is framed */
     uint64_t body_left;        /* Content-Length bytes still to read */
+    uint64_t body_deadline_us; /* limits.body_timeout: the body must be in by then (0: none yet) */
     struct pf_chunked chunked; /* chunked decoder state */
     struct evbuffer *body_tmp; /* decoded chunk data on its way to the tx */
     char ver[9];               /* last bytes of the request line (version check) */

@@ -636,7 +636,7 @@ void pf_tx_resume(struct pf_tx *tx, enum pf_verdict v)
 
 void pf_tx_req_body(struct pf_tx *tx, struct evbuffer *src, size_t len)
 {
-    if (tx->uc != NULL)
+    if (tx->uc != NULL || tx->req_buffering)
         pf_upstream_send_body(tx, src, len);
     else if (tx->req_buf != NULL && evbuffer_get_length(tx->req_buf) + len <= 1024 * 1024)
         evbuffer_remove_buffer(src, tx->req_buf, len); /* admin: small bodies only */
@@ -652,7 +652,7 @@ void pf_tx_req_end(struct pf_tx *tx)
         tx_send_reply(tx);
         return;
     }
-    if (tx->uc != NULL)
+    if (tx->uc != NULL || tx->req_buffering)
         pf_upstream_send_end(tx);
 }
 

@@ -62,3 +62,106 @@ def test_deadline_body_gaps_use_request_timeout_between_reads():
     with o, p, p.conn(timeout=15) as c:
         r = c.request("GET", "/?size=100&chunk=10&chunk_delay=300")
         assert r.status == 200 and r.body == pf.pattern(100), r
+
+
+# ---- limits.body_timeout ----
+
+@pf.timeout(30)
+def test_deadline_body_timeout_408_for_a_trickling_body():
+    """A body trickled a byte every 200 ms never stays silent for idle_timeout
+    (10s), but body_timeout 1s ends it with 408 long before its 20 s."""
+    o = Origin()
+    p = Pilotfish(h2.config("limits:\n  body_timeout: 1s\n  idle_timeout: 10s\n"), origin=o)
+    with o, p, p.conn(timeout=15) as c:
+        c.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+        t0 = time.monotonic()
+        c.settimeout(0.2)
+        r = None
+        for _ in range(100):  # at most 100 bytes: the whole body
+            try:
+                c.send(b"x")
+            except OSError:
+                break  # closed after the 408
+            try:
+                r = c.read_response()
+                break
+            except socket.timeout:
+                continue
+        took = time.monotonic() - t0
+        assert r is not None, "no answer to a body trickled for %.1fs" % took
+        assert_error(r, 408, "request_timeout")
+        assert took < 8, "408 after %.1fs with body_timeout 1s" % took
+
+
+# ---- limits.request_buffering ----
+
+def origin_active(o):
+    return o.stats()["active"]
+
+
+def stays_zero(o, seconds=0.6):
+    """The origin has no connection open from now on for about seconds."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if origin_active(o) != 0:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@pf.timeout(30)
+def test_deadline_small_body_buffered_before_connecting():
+    """A slow client with a small body (Content-Length 1000, half sent) holds no
+    upstream connection; once the body is in, it goes upstream whole."""
+    o = Origin()
+    with o:
+        p = Pilotfish(h2.config(), origin=o)
+        with p, p.conn(timeout=10) as c:
+            body = pf.pattern(1000)
+            c.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" +
+                   body[:500])
+            assert stays_zero(o), "an upstream connection opened for a half-sent 1000-byte body"
+            c.send(body[500:])
+            r = c.read_response()
+            assert r.status == 200, r
+            j = r.json()
+            assert j["body_length"] == 1000 and j["body_fnv1a64"] == pf.fnv1a64(body), j
+        # chunked, under the limit: buffered too (a fresh pilotfish: no pooled connection)
+        pf.eventually(lambda: origin_active(o) == 0, msg="the pooled connection closed")
+        p = Pilotfish(h2.config(), origin=o)
+        with p, p.conn(timeout=10) as c:
+            c.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   b"5\r\nhello\r\n")
+            assert stays_zero(o), "an upstream connection opened for a small chunked body"
+            c.send(b"6\r\n world\r\n0\r\n\r\n")
+            r = c.read_response()
+            assert r.status == 200 and r.json()["body"] == "hello world", (r, r.body[:300])
+
+
+@pf.timeout(30)
+def test_deadline_large_or_unbuffered_bodies_stream():
+    """A Content-Length over request_buffering, a chunked body that passes it,
+    and any body with request_buffering 0 go upstream as they arrive."""
+    o = Origin()
+    with o:
+        p = Pilotfish(h2.config("limits:\n  request_buffering: 1KiB\n"), origin=o)
+        with p:
+            with p.conn(timeout=10) as c:
+                c.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n" +
+                       b"a" * 10)
+                pf.eventually(lambda: origin_active(o) == 1,
+                              msg="upstream connection for 2000 bytes")
+                c.send(b"a" * 1990)
+                assert c.read_response().json()["body_length"] == 2000
+            with p.conn(timeout=10) as c:
+                c.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                       b"600\r\n" + b"b" * 0x600 + b"\r\n")
+                pf.eventually(lambda: origin_active(o) == 1, msg="upstream connection past 1KiB")
+                c.send(b"600\r\n" + b"b" * 0x600 + b"\r\n0\r\n\r\n")
+                assert c.read_response().json()["body_length"] == 0xc00
+        p0 = Pilotfish(h2.config("limits:\n  request_buffering: 0\n"), origin=o)
+        with p0, p0.conn(timeout=10) as c:
+            c.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+            pf.eventually(lambda: origin_active(o) == 1, msg="upstream connection, buffering off")
+            c.send(b"defghij")
+            assert c.read_response().json()["body"] == "abcdefghij"
