@@ -38,7 +38,21 @@ static bool is_loopback(const char *client)
            strcmp(client, "unix") == 0 || strncmp(client, "::ffff:127.", 11) == 0;
 }
 
-/* SPEC §3: the token, or loopback when there is none. */
+bool pf_admin_token_equal(const char *given, size_t given_len, const char *token)
+{
+    size_t len = strlen(token);
+    unsigned char diff = given_len != len;
+
+    /* as long as the token whatever the input: the time says nothing of a matching prefix */
+    for (size_t i = 0; i < len; i++) {
+        unsigned char g = i < given_len ? (unsigned char)given[i] : 0;
+
+        diff |= g ^ (unsigned char)token[i];
+    }
+    return diff == 0;
+}
+
+/* The token, or loopback when there is none; on refusal the reply is set. */
 static bool admin_authorized(struct pf_tx *tx)
 {
     const char *token = tx->cfg->admin_token;
@@ -51,7 +65,8 @@ static bool admin_authorized(struct pf_tx *tx)
         return false;
     }
     auth = pf_tx_req_header(tx, "authorization");
-    if (auth != NULL && strncasecmp(auth, "Bearer ", 7) == 0 && strcmp(auth + 7, token) == 0)
+    if (auth != NULL && strncasecmp(auth, "Bearer ", 7) == 0 &&
+        pf_admin_token_equal(auth + 7, strlen(auth + 7), token))
         return true;
     pf_tx_error(tx, 401, "unauthorized");
     pf_tx_resp_header_add(tx, "WWW-Authenticate", "Bearer");
@@ -76,10 +91,15 @@ static void admin_ready(struct pf_tx *tx, struct pf_server *s)
     evbuffer_free(b);
 }
 
+bool pf_admin_head_ok(struct pf_tx *tx)
+{
+    /* only POSTs are authorized; anything else answers without reading a body */
+    return tx->method_id != HTTP_POST || admin_authorized(tx);
+}
+
 static void admin_post(struct pf_tx *tx, struct pf_server *s, const char *path)
 {
-    if (!admin_authorized(tx))
-        return;
+    /* authorized already, when the head arrived (pf_admin_head_ok) */
     if (strcmp(path, "/reload") == 0) {
         struct evbuffer *b = pf_evbuffer_new();
         int rc = pf_server_reload(s, b);

@@ -322,6 +322,11 @@ static const struct pf_conf_key limit_keys[] = {
      NULL},
     {"idle_timeout", PF_CONF_DURATION, offsetof(struct pf_limits, idle_timeout_ms), 1, 86400000,
      NULL},
+    {"backlog", PF_CONF_UINT, offsetof(struct pf_limits, backlog), 1, 65535, NULL},
+    {"body_timeout", PF_CONF_DURATION, offsetof(struct pf_limits, body_timeout_ms), 1, 86400000,
+     NULL},
+    {"request_buffering", PF_CONF_SIZE, offsetof(struct pf_limits, request_buffering), 0, 16 << 20,
+     NULL},
     {NULL, 0, 0, 0, 0, NULL},
 };
 
@@ -803,8 +808,12 @@ static struct pf_config *conf_new(const char *path)
     pf_addr_parse("0.0.0.0:8080", &cfg->listen[0]);
     pf_addr_parse("127.0.0.1:9901", &cfg->admin_listen);
     cfg->admin_token = pf_xstrdup("");
-    /* max_connections, max_header_size, max_headers, max_uri_size, max_body_size, timeouts */
-    cfg->limits = (struct pf_limits){10000, 32 << 10, 100, 8 << 10, 0, 10000, 60000};
+    /*
+     * max_connections, max_header_size, max_headers, max_uri_size, max_body_size, timeouts,
+     * backlog, body_timeout, request_buffering
+     */
+    cfg->limits =
+        (struct pf_limits){10000, 32 << 10, 100, 8 << 10, 0, 10000, 60000, 1024, 60000, 64 << 10};
     cfg->drain_timeout_ms = 15000;
     cfg->access_log_path = pf_xstrdup("stdout");
     cfg->access_log_format = pf_xstrdup("json");
@@ -999,8 +1008,9 @@ static void json_top(struct evbuffer *out, const struct pf_config *cfg)
 {
     static const char *const levels[] = {"error", "warn", "info", "debug"};
     const struct pf_limits *l = &cfg->limits;
-    char ht[24], it[24], dd[24], dt[24];
+    char ht[24], it[24], dd[24], dt[24], bt[24];
 
+    pf_conf_format_duration(l->body_timeout_ms, bt, sizeof(bt));
     pf_conf_format_duration(l->header_timeout_ms, ht, sizeof(ht));
     pf_conf_format_duration(l->idle_timeout_ms, it, sizeof(it));
     pf_conf_format_duration(cfg->drain_delay_ms, dd, sizeof(dd));
@@ -1017,9 +1027,11 @@ static void json_top(struct evbuffer *out, const struct pf_config *cfg)
     evbuffer_add_printf(out, ",\"token\":\"%s\"}", cfg->admin_token[0] ? "<redacted>" : "");
     evbuffer_add_printf(
         out,
-        ",\"limits\":{\"max_connections\":%u,\"max_header_size\":%llu,\"max_headers\":%u,\"max_uri_size\":%llu,\"max_body_size\":%llu,\"header_timeout\":\"%s\",\"idle_timeout\":\"%s\"}",
+        ",\"limits\":{\"max_connections\":%u,\"max_header_size\":%llu,\"max_headers\":%u,\"max_uri_size\":%llu,\"max_body_size\":%llu,\"header_timeout\":\"%s\",\"idle_timeout\":\"%s\"",
         l->max_connections, (unsigned long long)l->max_header_size, l->max_headers,
         (unsigned long long)l->max_uri_size, (unsigned long long)l->max_body_size, ht, it);
+    evbuffer_add_printf(out, ",\"backlog\":%u,\"body_timeout\":\"%s\",\"request_buffering\":%llu}",
+                        l->backlog, bt, (unsigned long long)l->request_buffering);
     evbuffer_add_printf(
         out, ",\"drain_delay\":\"%s\",\"drain_timeout\":\"%s\",\"access_log\":{\"path\":", dd, dt);
     json_str(out, cfg->access_log_path);

@@ -227,6 +227,9 @@ struct pf_limits {
     uint64_t max_body_size;     /* 0 = unlimited -> 413 */
     uint64_t header_timeout_ms; /* 10s -> 408 */
     uint64_t idle_timeout_ms;   /* 60s */
+    unsigned backlog;           /* 1024: listen() backlog, capped by net.core.somaxconn */
+    uint64_t body_timeout_ms;   /* 60s: a whole request body -> 408 */
+    uint64_t request_buffering; /* 64KiB: bodies up to this are read before connecting; 0 = off */
 };
 
 /* underscores_in_headers: request header names with '_' */

@@ -30,6 +30,7 @@
 
 struct bufferevent;
 struct evconnlistener;
+struct pf_listener;
 struct pf_server;
 struct pf_stats;
 
@@ -157,13 +158,14 @@ struct pf_worker {
     struct pf_stream_loop sloop; /* deferred writes of this loop */
     pthread_t thread;
     struct pf_server *srv;
-    struct pf_wconf *wc; /* current snapshot */
-    struct evconnlistener **listeners;
+    struct pf_wconf *wc;           /* current snapshot */
+    struct pf_listener *listeners; /* proxy/listen.h */
     unsigned n_listeners;
-    bool accepting; /* listeners enabled */
+    bool accepting;     /* listeners enabled */
+    bool accept_paused; /* for a moment after an accept() error */
+    _Atomic bool full;  /* atomic: paused, limits.max_connections reached (process-wide) */
     struct pf_conn_list conns;
     unsigned n_conns;
-    unsigned max_conns; /* this worker's share of limits.max_connections */
     struct pf_pool *
         *pools; /* indexed by endpoint id; each allocated once (TAILQ heads must not move) */
     unsigned n_pools;
@@ -264,7 +266,8 @@ struct pf_tx {
     unsigned out_from;    /* on_response/on_body for [0, out_from) */
     bool has_body_filters;
     bool is_admin;
-    struct evbuffer *req_buf; /* admin: the request body, bounded */
+    struct evbuffer *req_buf; /* admin: the request body, bounded; proxy: body being buffered */
+    bool req_buffering;       /* limits.request_buffering: body read before connecting */
     /* this tx's pf_tx_ref() slot + 1, 0 when none */
     uint32_t ref_slot;
     bool in_chain;       /* inside pf_chain_request() (resume is deferred) */
@@ -295,6 +298,7 @@ struct pf_conn {
     uint32_t head_fed;         /* of those, bytes the parser consumed */
     uint8_t body_mode;         /* PF_BODY_*: how the request body is framed */
     uint64_t body_left;        /* Content-Length bytes still to read */
+    uint64_t body_deadline_us; /* limits.body_timeout: the body must be in by then (0: none yet) */
     struct pf_chunked chunked; /* chunked decoder state */
     struct evbuffer *body_tmp; /* decoded chunk data on its way to the tx */
     char ver[9];               /* last bytes of the request line (version check) */

@@ -47,6 +47,7 @@ enum {
 
 static void conn_process(struct pf_conn *c);
 static void conn_arm_timer(struct pf_conn *c, uint64_t ms);
+static void conn_arm_body_timer(struct pf_conn *c);
 
 /* ---- connection lifetime ---- */
 
@@ -598,6 +599,7 @@ static ssize_t conn_execute(struct pf_conn *c, const char *data, size_t len)
 static void conn_body_done(struct pf_conn *c)
 {
     event_del(&c->timer);
+    c->body_deadline_us = 0;
     c->body_mode = PF_BODY_NONE;
     c->msg_complete = true;
     c->parse_paused = true;
@@ -624,7 +626,7 @@ static int conn_body(struct pf_conn *c)
         c->head_fed = c->head_bytes;
     }
     /* a body must keep coming: idle_timeout of silence ends the request */
-    conn_arm_timer(c, tx->cfg->limits.idle_timeout_ms);
+    conn_arm_body_timer(c);
     if (c->body_mode == PF_BODY_LENGTH) {
         n = evbuffer_get_length(in);
         if (n > c->body_left)
@@ -825,7 +827,7 @@ static void conn_timercb(evutil_socket_t fd, short what, void *arg)
     else if (c->tx == NULL)
         pf_conn_close(c);
     else if (c->body_mode != PF_BODY_NONE)
-        conn_reply_error(c, 408, "request_timeout"); /* the body stalled: 408, or a cut */
+        conn_reply_error(c, 408, "request_timeout"); /* stalled or too slow: 408, or a cut */
     conn_leave(c);
 }
 
@@ -837,6 +839,31 @@ static void conn_arm_timer(struct pf_conn *c, uint64_t ms)
         event_add(&c->timer, pf_stream_timeout(&c->w->sloop, ms, &tmp));
     else
         event_del(&c->timer);
+}
+
+/*
+ * While a request body is read: idle_timeout of silence, and no later than
+ * limits.body_timeout after the body started (a client trickling a byte now
+ * and then must not hold the request, and perhaps an upstream connection,
+ * for ever).
+ */
+static void conn_arm_body_timer(struct pf_conn *c)
+{
+    const struct pf_limits *l = &c->tx->cfg->limits;
+    uint64_t now = pf_now_us();
+    uint64_t left;
+
+    if (c->body_deadline_us == 0)
+        c->body_deadline_us = now + l->body_timeout_ms * 1000;
+    left = c->body_deadline_us > now ? c->body_deadline_us - now : 0;
+    if (l->body_timeout_ms == 0 || left >= l->idle_timeout_ms * 1000) { /* 0: none */
+        conn_arm_timer(c, l->idle_timeout_ms);
+    } else {
+        /* a one-off duration: a plain timeout, not one of the loop's common ones */
+        struct timeval tv = {(time_t)(left / 1000000), (suseconds_t)(left % 1000000)};
+
+        event_add(&c->timer, &tv);
+    }
 }
 
 static void conn_client_name(struct pf_conn *c, const struct sockaddr *sa)
@@ -891,7 +918,7 @@ void pf_conn_resume_body(struct pf_conn *c)
     c->parse_paused = false;
     http_parser_pause(&c->parser, 0);
     if (c->body_mode != PF_BODY_NONE)
-        conn_arm_timer(c, tx->cfg->limits.idle_timeout_ms); /* the body must keep coming */
+        conn_arm_body_timer(c); /* the body must keep coming */
     if (c->read_blocked) {
         c->read_blocked = false;
         pf_stream_read(c->s, true);

@@ -71,13 +71,59 @@ enum pf_log_level pf_log_get_level(void)
 
 /* ---- JSON strings ---- */
 
-static inline bool json_needs_escape(unsigned char c)
+/*
+ * Length of the well-formed UTF-8 sequence at s (RFC 3629: no overlong forms,
+ * no surrogates, nothing above U+10FFFF), 0 when s does not start one.
+ */
+static size_t utf8_seq_len(const unsigned char *s, size_t len)
 {
-    return c < 0x20 || c == '"' || c == '\\';
+    unsigned char c = s[0];
+    unsigned char lo = 0x80, hi = 0xbf;
+    size_t need;
+
+    if (c >= 0xc2 && c <= 0xdf) {
+        need = 2;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        need = 3;
+        lo = c == 0xe0 ? 0xa0 : 0x80; /* overlong */
+        hi = c == 0xed ? 0x9f : 0xbf; /* surrogates */
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        need = 4;
+        lo = c == 0xf0 ? 0x90 : 0x80; /* overlong */
+        hi = c == 0xf4 ? 0x8f : 0xbf; /* above U+10FFFF */
+    } else {
+        return 0;
+    }
+    if (len < need || s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t i = 2; i < need; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+    }
+    return need;
 }
 
-/* Write the escape for c into dst (6 bytes at most); returns its length. */
-static size_t json_escape_char(char *dst, unsigned char c)
+size_t pf_json_plain_run(const char *s, size_t len)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = 0;
+
+    while (i < len) {
+        unsigned char c = u[i];
+        size_t k;
+
+        if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
+            i++;
+            continue;
+        }
+        if (c < 0x80 || (k = utf8_seq_len(u + i, len - i)) == 0)
+            break;
+        i += k;
+    }
+    return i;
+}
+
+size_t pf_json_escape_byte(char *dst, unsigned char c)
 {
     static const char hex[] = "0123456789abcdef";
     char e = 0;
@@ -106,6 +152,7 @@ static size_t json_escape_char(char *dst, unsigned char c)
         dst[1] = e;
         return 2;
     }
+    /* a control character, DEL, or a byte outside well-formed UTF-8 */
     memcpy(dst + 1, "u00", 3);
     dst[4] = hex[c >> 4];
     dst[5] = hex[c & 15];
@@ -114,48 +161,51 @@ static size_t json_escape_char(char *dst, unsigned char c)
 
 void pf_json_escape(struct evbuffer *out, const char *s, size_t len)
 {
-    size_t start = 0;
-    size_t i;
     char esc[6];
 
     /* Copy runs of plain bytes in one go: most strings need no escape at all. */
-    for (i = 0; i < len; i++) {
-        if (!json_needs_escape((unsigned char)s[i]))
-            continue;
-        if (i > start)
-            evbuffer_add(out, s + start, i - start);
-        evbuffer_add(out, esc, json_escape_char(esc, (unsigned char)s[i]));
-        start = i + 1;
+    while (len > 0) {
+        size_t n = pf_json_plain_run(s, len);
+
+        if (n > 0)
+            evbuffer_add(out, s, n);
+        if (n == len)
+            return;
+        evbuffer_add(out, esc, pf_json_escape_byte(esc, (unsigned char)s[n]));
+        s += n + 1;
+        len -= n + 1;
     }
-    if (len > start)
-        evbuffer_add(out, s + start, len - start);
 }
 
 /*
- * Escape s[0..len) into dst without splitting an escape sequence. Returns
- * the bytes written; *consumed is how much of s fitted.
+ * Escape s[0..len) into dst without splitting an escape or a UTF-8 sequence.
+ * Returns the bytes written; *consumed is how much of s fitted.
  */
 static size_t json_escape_to(char *dst, size_t cap, const char *s, size_t len, size_t *consumed)
 {
+    const unsigned char *u = (const unsigned char *)s;
     char esc[6];
     size_t n = 0;
-    size_t i;
+    size_t i = 0;
     size_t k;
 
-    for (i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-
-        if (!json_needs_escape(c)) {
-            if (n == cap)
+    while (i < len) {
+        /* one plain character (an ASCII byte or a whole UTF-8 sequence), or 0 */
+        k = u[i] < 0x80 ? pf_json_plain_run(s + i, 1) : utf8_seq_len(u + i, len - i);
+        if (k > 0) {
+            if (cap - n < k)
                 break;
-            dst[n++] = (char)c;
+            memcpy(dst + n, s + i, k);
+            n += k;
+            i += k;
             continue;
         }
-        k = json_escape_char(esc, c);
+        k = pf_json_escape_byte(esc, u[i]);
         if (cap - n < k)
             break;
         memcpy(dst + n, esc, k);
         n += k;
+        i++;
     }
     *consumed = i;
     return n;
@@ -250,9 +300,7 @@ void pf_vlog(enum pf_log_level level, const char *fmt, va_list ap)
                          level_names[level]);
     n += json_escape_to(line + n, sizeof(line) - n - strlen(LOG_TAIL), msg, len, &used);
     if (used < len) {
-        /* Bytes >= 0x80 are copied one for one, so trimming s trims dst too. */
-        n -= used - utf8_trim(msg, used);
-        memcpy(line + n, "...", 3);
+        memcpy(line + n, "...", 3); /* json_escape_to never splits a sequence */
         n += 3;
     } else if (r >= (int)sizeof(msg)) {
         memcpy(line + n, "...", 3);

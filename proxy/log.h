@@ -47,6 +47,20 @@ void pf_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noretur
 /* Append s[0..len) to out as the body of a JSON string (no quotes added). */
 void pf_json_escape(struct evbuffer *out, const char *s, size_t len);
 
+/*
+ * JSON escaping that keeps every output valid UTF-8: the length of the
+ * leading run of s[0..len) that goes out as is (printable ASCII other than
+ * '"' and '\', and well-formed UTF-8 sequences).
+ */
+size_t pf_json_plain_run(const char *s, size_t len);
+
+/*
+ * The escape of a byte that is not in such a run into dst (6 bytes at most):
+ * \" \\ \n \r \t, else \u00XX (controls, DEL, bytes outside well-formed UTF-8).
+ * Returns its length.
+ */
+size_t pf_json_escape_byte(char *dst, unsigned char c);
+
 /* "2026-01-02T03:04:05.678Z" for a wall clock in microseconds; buf >= 32. */
 void pf_log_timestamp(char *buf, size_t size, uint64_t wall_us);
 

@@ -26,6 +26,7 @@
 
 #include "proxy/arena.h"
 #include "proxy/http1.h"
+#include "proxy/listen.h"
 #include "proxy/log.h"
 #include "proxy/snapshot.h"
 #include "proxy/stats.h"
@@ -34,7 +35,6 @@
 
 static struct pf_server *the_server;
 
-static void worker_set_accepting(struct pf_worker *w, bool on);
 static int admin_open(struct pf_server *s, const struct pf_config *cfg);
 
 struct pf_server *pf_server_get(void)
@@ -137,22 +137,27 @@ static void mail_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /*
- * A worker's share of limits.max_connections, within what the open files
- * limit allows: each client connection may need an upstream one too.
+ * Descriptors kept for everything but client and upstream connections: stdio
+ * and logs, each event loop's own (epoll, wakeup pipes) and listening sockets.
  */
-static unsigned worker_share(const struct pf_server *s, const struct pf_config *cfg)
+static unsigned server_fd_reserve(const struct pf_server *s, const struct pf_config *cfg)
 {
-    uint64_t max = cfg->limits.max_connections;
+    return 16 + 6 * (s->n_workers + 1) + cfg->n_listen * s->n_workers;
+}
 
-    if (s->fd_cap > 0 && max > s->fd_cap)
-        max = s->fd_cap;
-    return (unsigned)((max + s->n_workers - 1) / s->n_workers);
+/* limits.max_connections within what the open files limit allows. */
+static unsigned server_max_conns(const struct pf_server *s, const struct pf_config *cfg)
+{
+    unsigned max = cfg->limits.max_connections;
+
+    return s->fd_cap > 0 && max > s->fd_cap ? s->fd_cap : max;
 }
 
 /* Raise the soft open files limit to the hard one; note what it allows. */
 static void server_raise_nofile(struct pf_server *s, const struct pf_config *cfg)
 {
     struct rlimit rl;
+    unsigned reserve = server_fd_reserve(s, cfg);
 
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
         return;
@@ -163,11 +168,26 @@ static void server_raise_nofile(struct pf_server *s, const struct pf_config *cfg
     }
     if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > 0x7fffffff)
         return;
-    s->fd_cap = rl.rlim_cur > 128 ? (unsigned)((rl.rlim_cur - 64) / 2) : 32;
-    if (cfg->limits.max_connections / 2 > s->fd_cap)
+    /* each client connection may need an upstream one: both must fit */
+    s->fd_cap = pf_listen_fd_cap(rl.rlim_cur, reserve);
+    if (cfg->limits.max_connections > s->fd_cap)
         pf_log(PF_LOG_WARN,
-               "open files limit %llu allows %u client connections, not max_connections %u",
-               (unsigned long long)rl.rlim_cur, s->fd_cap, cfg->limits.max_connections);
+               "open files limit %llu: max_connections %u lowered to %u ((%llu - %u reserved) / 2: "
+               "an upstream connection for each client connection)",
+               (unsigned long long)rl.rlim_cur, cfg->limits.max_connections, s->fd_cap,
+               (unsigned long long)rl.rlim_cur, reserve);
+}
+
+/* limits.backlog, capped by net.core.somaxconn (warning when it is). */
+static int server_backlog(const struct pf_config *cfg)
+{
+    bool capped;
+    unsigned b = pf_listen_backlog(cfg->limits.backlog, "/proc/sys/net/core/somaxconn", &capped);
+
+    if (capped)
+        pf_log(PF_LOG_WARN, "limits.backlog %u capped to net.core.somaxconn %u",
+               cfg->limits.backlog, b);
+    return (int)b;
 }
 
 /* ---- configuration snapshots per worker ---- */
@@ -224,9 +244,6 @@ static void worker_switch(struct pf_worker *w, void *arg)
     struct pf_wconf *old = w->wc;
 
     w->wc = arg;
-    w->max_conns = worker_share(w->srv, w->wc->cfg);
-    if (!w->draining && !w->is_admin)
-        worker_set_accepting(w, w->n_conns < w->max_conns);
     if (old != NULL)
         pf_server_wconf_unref(w, old);
 }
@@ -254,59 +271,6 @@ static int wconfs_new(struct pf_server *s, struct pf_config *cfg, struct pf_wcon
 
 /* ---- listeners ---- */
 
-static int sock_open(const struct pf_addr *a, bool reuseport)
-{
-    int fd, one = 1;
-
-    fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd == -1)
-        return -errno;
-    if (a->ss.ss_family == AF_UNIX) {
-        const char *path = ((const struct sockaddr_un *)&a->ss)->sun_path;
-        struct stat st;
-
-        if (stat(path, &st) == 0 && S_ISSOCK(st.st_mode))
-            unlink(path);
-    } else {
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-        if (reuseport)
-            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
-    }
-    if (bind(fd, (const struct sockaddr *)&a->ss, a->len) == -1 || listen(fd, 1024) == -1) {
-        int err = -errno;
-
-        close(fd);
-        return err;
-    }
-    return fd;
-}
-
-/* Open the sockets of one listen address for n workers. */
-static int listen_sock_open(struct pf_listen_sock *ls, const struct pf_addr *a, unsigned n)
-{
-    ls->text = pf_xstrdup(a->text);
-    ls->is_unix = a->ss.ss_family == AF_UNIX;
-    ls->fds = pf_xcalloc(n, sizeof(int));
-    ls->n_fds = n;
-    for (unsigned i = 0; i < n; i++) {
-        int fd = ls->is_unix && i > 0 ? dup(ls->fds[0]) : sock_open(a, true);
-
-        if (fd == -1 && ls->is_unix)
-            fd = -errno; /* dup() failed */
-
-        if (fd < 0) {
-            pf_log(PF_LOG_ERR, "cannot listen on %s: %s", a->text, strerror(-fd));
-            for (unsigned j = 0; j < i; j++)
-                close(ls->fds[j]);
-            free(ls->fds);
-            free(ls->text);
-            return -1;
-        }
-        ls->fds[i] = fd;
-    }
-    return 0;
-}
-
 static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len,
                       void *arg)
 {
@@ -315,53 +279,23 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     (void)l;
     (void)len;
     pf_conn_accept(w, fd, sa, w->is_admin);
-    pf_server_conn_opened(w);
-}
-
-static void worker_set_accepting(struct pf_worker *w, bool on)
-{
-    if (w->accepting == on)
-        return;
-    w->accepting = on;
-    for (unsigned i = 0; i < w->n_listeners; i++) {
-        if (on)
-            evconnlistener_enable(w->listeners[i]);
-        else
-            evconnlistener_disable(w->listeners[i]);
-    }
-}
-
-void pf_server_conn_opened(struct pf_worker *w)
-{
-    if (!w->is_admin)
-        atomic_fetch_add(&w->srv->live_conns, 1);
-    if (w->max_conns > 0 && w->n_conns >= w->max_conns)
-        worker_set_accepting(w, false);
 }
 
 void pf_server_conn_closed(struct pf_worker *w)
 {
-    struct pf_server *s = w->srv;
-
-    if (w->is_admin)
-        return;
-    if (atomic_fetch_sub(&s->live_conns, 1) == 1 && atomic_load(&s->draining))
-        event_active(s->drain_check, EV_READ, 0);
-    if (!w->draining && w->n_conns < w->max_conns)
-        worker_set_accepting(w, true);
+    if (!w->is_admin)
+        pf_listen_release(w->srv);
 }
 
-/* accept() failed (EMFILE, ENFILE, ENOMEM...): pause accepting 100 ms instead of spinning. */
+/* accept() failed on the admin listener (EMFILE...): pause it 100 ms instead of spinning. */
 static void accept_retry_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct pf_worker *w = arg;
 
     (void)fd;
     (void)what;
-    if (w->is_admin && w->srv->admin_listener != NULL)
+    if (w->srv->admin_listener != NULL)
         evconnlistener_enable(w->srv->admin_listener);
-    else if (!w->draining && w->n_conns < w->max_conns)
-        worker_set_accepting(w, true);
 }
 
 static void accept_error_cb(struct evconnlistener *l, void *arg)
@@ -376,61 +310,10 @@ static void accept_error_cb(struct evconnlistener *l, void *arg)
                strerror(err));
         w->accept_err_logged = now;
     }
-    if (w->is_admin)
-        evconnlistener_disable(l); /* the admin listener is not among w->listeners */
-    else
-        worker_set_accepting(w, false);
+    evconnlistener_disable(l);
     if (w->accept_retry == NULL)
         w->accept_retry = evtimer_new(w->base, accept_retry_cb, w);
     event_add(w->accept_retry, &tv);
-}
-
-struct listen_mail {
-    int fd;
-    char *text;
-};
-
-/* Mail: start accepting on fd. */
-static void worker_add_listener(struct pf_worker *w, void *arg)
-{
-    struct listen_mail *m = arg;
-    struct evconnlistener *l;
-
-    l = evconnlistener_new(w->base, accept_cb, w, LEV_OPT_CLOSE_ON_FREE, -1, m->fd);
-    if (l == NULL)
-        pf_fatal("evconnlistener_new failed");
-    evconnlistener_set_error_cb(l, accept_error_cb);
-    w->listeners = pf_xrealloc(w->listeners, (w->n_listeners + 1) * sizeof(*w->listeners));
-    w->listeners[w->n_listeners++] = l;
-    if (!w->accepting || w->draining)
-        evconnlistener_disable(l);
-    free(m->text);
-    free(m);
-}
-
-/* Mail: stop accepting on the listener whose socket is bound like fd (arg). */
-static void worker_remove_listener(struct pf_worker *w, void *arg)
-{
-    int fd = (int)(intptr_t)arg;
-
-    for (unsigned i = 0; i < w->n_listeners; i++) {
-        if (evconnlistener_get_fd(w->listeners[i]) == fd) {
-            evconnlistener_free(w->listeners[i]);
-            w->listeners[i] = w->listeners[--w->n_listeners];
-            return;
-        }
-    }
-}
-
-static void listen_sock_give(struct pf_server *s, struct pf_listen_sock *ls)
-{
-    for (unsigned i = 0; i < s->n_workers; i++) {
-        struct listen_mail *m = pf_xmalloc(sizeof(*m));
-
-        m->fd = ls->fds[i];
-        m->text = pf_xstrdup(ls->text);
-        pf_server_mail(&s->workers[i], worker_add_listener, m);
-    }
 }
 
 /* ---- workers ---- */
@@ -495,9 +378,7 @@ static void worker_stop(struct pf_worker *w, void *arg)
     (void)arg;
     while ((c = TAILQ_FIRST(&w->conns)) != NULL)
         pf_conn_close(c);
-    for (unsigned i = 0; i < w->n_listeners; i++)
-        evconnlistener_free(w->listeners[i]);
-    w->n_listeners = 0;
+    pf_listen_worker_close_all(w);
     pf_upstream_sweep(w, true);
     if (evbuffer_get_length(w->alog) > 0)
         pf_alog_submit(w->alog);
@@ -521,9 +402,7 @@ static void worker_free(struct pf_worker *w)
     if (w->wc != NULL)
         pf_server_wconf_unref(w, w->wc);
     w->wc = NULL;
-    free(w->listeners);
-    if (w->accept_retry != NULL)
-        event_free(w->accept_retry);
+    pf_listen_worker_free(w);
     event_free(w->tick);
     event_free(w->mail_ev);
     evbuffer_free(w->alog);
@@ -542,11 +421,9 @@ static void worker_drain(struct pf_worker *w, void *arg)
 
     (void)arg;
     w->draining = true;
-    worker_set_accepting(w, false);
+    pf_listen_worker_update(w);
     /* close the listening sockets: new connections are refused, not queued */
-    for (unsigned i = 0; i < w->n_listeners; i++)
-        evconnlistener_free(w->listeners[i]);
-    w->n_listeners = 0;
+    pf_listen_worker_close_all(w);
     for (c = TAILQ_FIRST(&w->conns); c != NULL; c = next) {
         next = TAILQ_NEXT(c, link);
         if (pf_conn_is_idle(c))
@@ -567,7 +444,7 @@ static int admin_bind(const struct pf_config *cfg)
 
     if (cfg->admin_listen.len == 0)
         return -1;
-    fd = sock_open(&cfg->admin_listen, false);
+    fd = pf_listen_socket(&cfg->admin_listen, server_backlog(cfg));
     if (fd < 0) {
         pf_log(PF_LOG_ERR, "cannot listen on %s (admin): %s", cfg->admin_listen.text,
                strerror(-fd));
@@ -582,7 +459,8 @@ static void admin_apply(struct pf_server *s, const struct pf_config *cfg, int fd
     struct evconnlistener *l = NULL;
 
     if (fd >= 0) {
-        l = evconnlistener_new(s->base, accept_cb, &s->admin, LEV_OPT_CLOSE_ON_FREE, -1, fd);
+        /* backlog 0: listen() was called by pf_listen_socket */
+        l = evconnlistener_new(s->base, accept_cb, &s->admin, LEV_OPT_CLOSE_ON_FREE, 0, fd);
         if (l == NULL)
             pf_fatal("evconnlistener_new failed");
         evconnlistener_set_error_cb(l, accept_error_cb);
@@ -719,9 +597,11 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 
 static int server_open_listeners(struct pf_server *s, const struct pf_config *cfg)
 {
+    int backlog = server_backlog(cfg);
+
     s->socks = pf_xcalloc(cfg->n_listen, sizeof(*s->socks));
     for (unsigned i = 0; i < cfg->n_listen; i++) {
-        if (listen_sock_open(&s->socks[i], &cfg->listen[i], s->n_workers) != 0)
+        if (pf_listen_open(&s->socks[i], &cfg->listen[i], s->n_workers, backlog) != 0)
             return -1;
         s->n_socks++;
     }
@@ -768,11 +648,13 @@ int pf_server_start(struct pf_server *s, struct pf_config *cfg)
     s->cfg = cfg;
     s->base = event_base_new();
     s->n_workers = cfg->workers ? cfg->workers : pf_server_auto_workers();
-    server_raise_nofile(s, cfg);
     if (server_bind_snapshot(cfg) != 0)
         return -1;
     if (server_open_listeners(s, cfg) != 0 || admin_open(s, cfg) != 0)
         return -1;
+    /* after the listeners: a port in use is the one line printed */
+    server_raise_nofile(s, cfg);
+    atomic_store(&s->max_conns, server_max_conns(s, cfg));
     s->drain_check = event_new(s->base, -1, 0, drain_check_cb, s);
     for (unsigned i = 0; i < 4; i++) {
         s->sig[i] = evsignal_new(s->base, sigs[i], signal_cb, s);
@@ -785,7 +667,7 @@ int pf_server_start(struct pf_server *s, struct pf_config *cfg)
     if (server_wconfs(s) != 0)
         return -1;
     for (unsigned i = 0; i < s->n_socks; i++)
-        listen_sock_give(s, &s->socks[i]);
+        pf_listen_give(s, &s->socks[i]);
     for (unsigned i = 0; i < s->n_workers; i++) {
         if (pthread_create(&s->workers[i].thread, NULL, worker_main, &s->workers[i]) != 0)
             pf_fatal("pthread_create failed");
@@ -900,12 +782,16 @@ static bool cfg_has_listen(const struct pf_config *cfg, const char *text)
 static int reload_open_listeners(struct pf_server *s, const struct pf_config *cfg,
                                  unsigned *first_new)
 {
+    int backlog = -1;
+
     *first_new = s->n_socks;
     for (unsigned i = 0; i < cfg->n_listen; i++) {
         if (listen_find(s, cfg->listen[i].text) >= 0)
             continue;
+        if (backlog < 0)
+            backlog = server_backlog(cfg);
         s->socks = pf_xrealloc(s->socks, (s->n_socks + 1) * sizeof(*s->socks));
-        if (listen_sock_open(&s->socks[s->n_socks], &cfg->listen[i], s->n_workers) != 0)
+        if (pf_listen_open(&s->socks[s->n_socks], &cfg->listen[i], s->n_workers, backlog) != 0)
             return -1;
         s->n_socks++;
     }
@@ -929,7 +815,7 @@ static void reload_commit_listeners(struct pf_server *s, const struct pf_config 
                                     unsigned first_new)
 {
     for (unsigned i = first_new; i < s->n_socks; i++)
-        listen_sock_give(s, &s->socks[i]);
+        pf_listen_give(s, &s->socks[i]);
     for (unsigned i = 0; i < s->n_socks;) {
         struct pf_listen_sock *ls = &s->socks[i];
 
@@ -938,7 +824,7 @@ static void reload_commit_listeners(struct pf_server *s, const struct pf_config 
             continue;
         }
         for (unsigned w = 0; w < s->n_workers; w++)
-            pf_server_mail(&s->workers[w], worker_remove_listener, (void *)(intptr_t)ls->fds[w]);
+            pf_server_mail(&s->workers[w], pf_listen_worker_remove, (void *)(intptr_t)ls->fds[w]);
         free(ls->fds);
         free(ls->text);
         s->socks[i] = s->socks[--s->n_socks];
@@ -1019,6 +905,7 @@ int pf_server_reload(struct pf_server *s, struct evbuffer *result)
         pf_server_mail(&s->workers[i], worker_switch, wcs[i]);
     worker_switch(&s->admin, wcs[s->n_workers]);
     free(wcs);
+    pf_listen_set_max(s, server_max_conns(s, cfg));
     pf_conf_unref(s->cfg);
     s->cfg = cfg;
     s->reloads_ok++;

@@ -19,7 +19,7 @@ struct evbuffer;
 /* One listen address: its sockets (one per worker for TCP, shared for unix:). */
 struct pf_listen_sock {
     char *text;
-    int *fds; /* one per worker (TCP with SO_REUSEPORT) */
+    int *fds; /* one per worker (TCP: pilotfish's own SO_REUSEPORT group; unix: one, dup'ed) */
     unsigned n_fds;
     bool is_unix;
 };
@@ -40,7 +40,9 @@ struct pf_server {
     unsigned stop_signals; /* SIGTERM/SIGINT received (the second exits at once) */
     unsigned fd_cap;       /* client connections the open files limit allows (0: no cap) */
     bool stopping;
-    atomic_uint live_conns; /* atomic: client connections, all workers */
+    atomic_uint live_conns; /* atomic: client connections, all workers (and slots being taken) */
+    atomic_uint max_conns;  /* atomic: limits.max_connections within the open files limit */
+    atomic_uint n_full;     /* atomic: workers paused because live_conns reached max_conns */
     struct event *drain_timer;
     struct event *drain_check;
     struct event *sig[5];
@@ -80,9 +82,6 @@ struct pf_server *pf_server_get(void);
 
 /* Worker thread: a connection of w closed (accept limits, drain). */
 void pf_server_conn_closed(struct pf_worker *w);
-
-/* Worker thread: a connection of w opened. */
-void pf_server_conn_opened(struct pf_worker *w);
 
 /* Worker thread: drop one reference to wc (frees it at zero). */
 void pf_server_wconf_unref(struct pf_worker *w, struct pf_wconf *wc);

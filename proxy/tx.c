@@ -469,6 +469,11 @@ void pf_tx_start(struct pf_tx *tx)
     tx_request_id(tx);
     tx_trace(tx);
     if (tx->is_admin) {
+        /* refused on the head alone: the body is never read */
+        if (!pf_admin_head_ok(tx)) {
+            tx_send_reply(tx);
+            return;
+        }
         /* the admin API answers once the (small) body is in */
         tx->req_buf = tx_evbuffer(tx);
         if (tx->req_done) {
@@ -533,7 +538,7 @@ void pf_tx_resume(struct pf_tx *tx, enum pf_verdict v)
 
 void pf_tx_req_body(struct pf_tx *tx, struct evbuffer *src, size_t len)
 {
-    if (tx->uc != NULL)
+    if (tx->uc != NULL || tx->req_buffering)
         pf_upstream_send_body(tx, src, len);
     else if (tx->req_buf != NULL && evbuffer_get_length(tx->req_buf) + len <= 1024 * 1024)
         evbuffer_remove_buffer(src, tx->req_buf, len); /* admin: small bodies only */
@@ -549,7 +554,7 @@ void pf_tx_req_end(struct pf_tx *tx)
         tx_send_reply(tx);
         return;
     }
-    if (tx->uc != NULL)
+    if (tx->uc != NULL || tx->req_buffering)
         pf_upstream_send_end(tx);
 }
 
@@ -754,21 +759,16 @@ static void log_str(struct pf_sbuf *b, const char *key, const char *v)
     pf_sb_put(b, ",\"", 2);
     pf_sb_str(b, key);
     pf_sb_put(b, "\":\"", 3);
-    for (const char *p = v; p != NULL && *p != '\0';) {
-        const char *run = p;
+    for (size_t len = v != NULL ? strlen(v) : 0; len > 0;) {
+        size_t n = pf_json_plain_run(v, len);
+        char esc[6];
 
-        /* copy runs that need no escaping in one piece */
-        while (*p != '\0' && *p != '"' && *p != '\\' && (unsigned char)*p >= 0x20)
-            p++;
-        pf_sb_put(b, run, (size_t)(p - run));
-        if (*p != '\0') {
-            char esc[8];
-
-            snprintf(esc, sizeof(esc), (*p == '"' || *p == '\\') ? "\\%c" : "\\u%04x",
-                     (unsigned char)*p);
-            pf_sb_str(b, esc);
-            p++;
-        }
+        /* runs that need no escaping go in one piece; the rest stays valid UTF-8 */
+        pf_sb_put(b, v, n);
+        if (n < len)
+            pf_sb_put(b, esc, pf_json_escape_byte(esc, (unsigned char)v[n++]));
+        v += n;
+        len -= n;
     }
     pf_sb_put(b, "\"", 1);
 }

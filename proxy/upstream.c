@@ -385,6 +385,18 @@ static void tx_arm(struct pf_tx *tx, uint64_t ms)
     tx->timer_set = true;
 }
 
+/*
+ * The whole request is with a connected upstream: request_timeout is now an
+ * absolute deadline for the final response head (interim 1xx responses and
+ * a head that trickles in do not extend it; up_handle_head disarms it), and
+ * the read timeout, the same length, bounds each silence of the body after it.
+ */
+static void up_await_head(struct pf_tx *tx, struct pf_upconn *uc)
+{
+    tx_arm(tx, tx->up->request_timeout_ms);
+    set_rto(uc, tx->up->request_timeout_ms);
+}
+
 /* ---- the response ---- */
 
 /*
@@ -628,17 +640,13 @@ static void up_eventcb(struct pf_stream *s, int what, void *arg)
     if (what & PF_STREAM_CONNECTED) {
         uc->connected = true;
         if (uc->req_sent) {
-            set_rto(uc, tx->up->request_timeout_ms);
+            up_await_head(tx, uc); /* replaces the connect timeout */
         } else {
             /*
              * The body is still coming: request_timeout bounds how long the
              * upstream may leave it unread (up_writecb disarms on progress).
              */
             tx_arm(tx, tx->up->request_timeout_ms);
-        }
-        if (uc->req_sent && tx->timer_set) {
-            event_del(&tx->timer);
-            tx->timer_set = false;
         }
     } else if (what & PF_STREAM_TIMEOUT) {
         if (tx->head_sent)
@@ -822,13 +830,60 @@ static bool up_start_attempt(struct pf_tx *tx, bool fresh)
         uc->req_sent = true;
         /* request_timeout: from the end of the request to the head, then between reads */
         if (uc->connected)
-            set_rto(uc, tx->up->request_timeout_ms);
+            up_await_head(tx, uc);
     }
     return true;
 }
 
+static void up_evbuffer_free(void *b)
+{
+    evbuffer_free(b);
+}
+
+/*
+ * limits.request_buffering: read a small body (a Content-Length up to the
+ * limit, or a chunked one until it passes it) before an upstream connection
+ * is taken, so that a slow client holds none. Returns true when buffering.
+ */
+static bool up_buffer_start(struct pf_tx *tx)
+{
+    uint64_t limit = tx->cfg->limits.request_buffering;
+    struct pf_conn *c = tx->conn;
+
+    if (tx->req_done || c == NULL || limit == 0 || tx->req_buf != NULL)
+        return false;
+    if (c->body_mode != PF_BODY_CHUNKED && (c->body_mode != PF_BODY_LENGTH || c->body_left > limit))
+        return false;
+    tx->req_buf = evbuffer_new();
+    if (tx->req_buf == NULL)
+        return false; /* stream it instead */
+    pf_arena_defer(tx->arena, up_evbuffer_free, tx->req_buf);
+    tx->req_buffering = true;
+    pf_conn_send_continue(tx);
+    pf_conn_resume_body(c);
+    return true;
+}
+
+/* Buffering ends (the body is in, or passed the limit): connect and send what is buffered. */
+static void up_buffer_flush(struct pf_tx *tx)
+{
+    struct evbuffer *b = tx->req_buf;
+    size_t len = evbuffer_get_length(b);
+
+    tx->req_buffering = false;
+    tx->req_buf = NULL; /* still freed with the arena */
+    if (!up_start_attempt(tx, false))
+        return;
+    if (len > 0)
+        pf_upstream_send_body(tx, b, len);
+    if (tx->req_done && tx->uc != NULL)
+        pf_upstream_send_end(tx);
+}
+
 void pf_upstream_start(struct pf_tx *tx)
 {
+    if (up_buffer_start(tx))
+        return;
     if (!up_start_attempt(tx, false))
         return;
     if (!tx->req_done && tx->conn != NULL) {
@@ -841,7 +896,15 @@ void pf_upstream_start(struct pf_tx *tx)
 void pf_upstream_send_body(struct pf_tx *tx, struct evbuffer *src, size_t len)
 {
     struct pf_upconn *uc = tx->uc;
-    struct evbuffer *o = uc->s->out;
+    struct evbuffer *o;
+
+    if (tx->req_buffering) {
+        evbuffer_remove_buffer(src, tx->req_buf, len);
+        if (evbuffer_get_length(tx->req_buf) > tx->cfg->limits.request_buffering)
+            up_buffer_flush(tx); /* a chunked body past the limit: stream the rest */
+        return;
+    }
+    o = uc->s->out;
 
     if (uc->req_chunked) {
         char hex[24];
@@ -868,18 +931,20 @@ void pf_upstream_send_end(struct pf_tx *tx)
 {
     struct pf_upconn *uc = tx->uc;
 
+    if (tx->req_buffering) {
+        up_buffer_flush(tx); /* the whole body is in */
+        return;
+    }
+
     if (uc->req_chunked) {
         evbuffer_add(uc->s->out, "0\r\n\r\n", 5);
         pf_stream_mark(uc->s);
     }
     uc->req_sent = true;
-    if (uc->connected) {
-        if (tx->timer_set) {
-            event_del(&tx->timer); /* from here the read timeout counts */
-            tx->timer_set = false;
-        }
-        set_rto(uc, tx->up->request_timeout_ms);
-    }
+    if (uc->connected && tx->t_up_head == 0)
+        up_await_head(tx, uc);
+    else if (uc->connected)
+        set_rto(uc, tx->up->request_timeout_ms); /* an early head: the body's read timeout */
 }
 
 void pf_upstream_abort(struct pf_tx *tx)

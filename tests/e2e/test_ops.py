@@ -208,6 +208,29 @@ def test_ops_admin_token_required_for_post():
         assert p.admin("GET", "/health").status == 200
 
 
+def test_ops_admin_token_checked_before_the_body():
+    """An unauthorized POST is answered 401 on its head alone: the body (announced,
+    never sent) is not waited for, and Expect: 100-continue gets no 100."""
+    token = "tok-67890"
+    o = Origin()
+    head = h2.CONFIG_HEAD.replace('admin: { listen: "127.0.0.1:{{admin_port}}" }',
+                                  'admin: { listen: "127.0.0.1:{{admin_port}}", token: "%s" }'
+                                  % token)
+    p = Pilotfish(h2.config(head=head), origin=o)
+    with o, p:
+        for extra in ["", "Expect: 100-continue\r\n"]:
+            with Conn(p.admin_port, timeout=5.0) as c:
+                c.send(("POST /reload HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer nope\r\n"
+                        "Content-Length: 500000\r\n%s\r\n" % extra).encode())
+                r = c.read_response(skip_interim=False)
+                assert r.status == 401, "unauthorized POST with an unsent body: %r" % r
+                assert c.is_closed(), "the connection stays open with an unread body"
+        # an authorized POST with a body is still read and answered
+        r = h2.admin(p, "POST", "/reload", headers={"Authorization": "Bearer " + token,
+                                                     "Content-Type": "text/plain"}, body=b"x" * 100)
+        assert r.status == 200, r
+
+
 # ---- reload ----
 
 def test_ops_reload_switches_upstream():
@@ -590,6 +613,34 @@ def test_ops_access_log_fields():
         assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", a["ts"]), a
         b = by_id["rid-2"]
         assert b["status"] == 502 and b["error"] == "upstream_reset", b
+
+
+def test_ops_access_log_lines_are_valid_utf8_json():
+    """Raw bytes from the request (0xff, a cut UTF-8 sequence, a UTF-8
+    surrogate) are escaped: every line decodes as UTF-8 and parses as JSON."""
+    o = Origin()
+    p = Pilotfish(h2.config(head=LOG_HEAD), origin=o)
+    log = os.path.join(p.dir, "access.log")
+    with o, p:
+        # a path with 0xff may be refused, but header values may hold obs-text
+        for target, rid in [(b"/x", b"id-\xff\xfe"), (b"/y", b"id-\xc3\xa9-\xc3-\xed\xa0\x80"),
+                            (b"/a\xffb", b"id-path")]:
+            data = b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nX-Request-Id: " + rid + \
+                b"\r\nConnection: close\r\n\r\n"
+            h2.raw_exchange(p.port, data)
+        pf.eventually(lambda: len(open(log, "rb").read().splitlines()) >= 3
+                      if os.path.exists(log) else False, msg="3 access log lines")
+        raw = open(log, "rb").read()
+    lines = [l for l in raw.splitlines() if l.strip()]
+    assert len(lines) >= 3, raw
+    for line in lines:
+        text = line.decode("utf-8")  # strict: raises on invalid UTF-8
+        rec = json.loads(text)
+        assert rec["request_id"].startswith("id-"), rec
+    ids = [json.loads(l)["request_id"] for l in lines]
+    assert "id-\u00ff\u00fe" in ids, ids
+    # the valid sequence (é) is kept; the cut one and the surrogate are escaped byte by byte
+    assert "id-\u00e9-\u00c3-\u00ed\u00a0\u0080" in ids, ids
 
 
 def test_ops_access_log_reopen_on_sigusr1():

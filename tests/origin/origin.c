@@ -19,6 +19,11 @@
  *   chunk=N         write the body in pieces of N bytes (one chunk each)
  *   chunk_delay=MS  wait this long between pieces
  *   delay=MS        wait this long before the response head
+ *   interim=N       first N "100 Continue" interim responses, one every
+ *                   interim_delay=MS (default 1000)
+ *   drip=MS         instead of the response: "HTTP/1.1 200 OK", a
+ *                   Content-Length of 5, Connection: close and "hello",
+ *                   written one byte every MS
  *   reset=1         no answer: close with RST (SO_LINGER 0)
  *   hang=1          never answer
  *   partial=N       head with Content-Length max(size, N + 1), N bytes, RST
@@ -107,6 +112,8 @@ enum phase {
     PH_HANG,      /* never answers */
     PH_PARTIAL,   /* partial body queued; waiting for it to be flushed */
     PH_PARTIAL_2, /* flushed; timer runs until the RST */
+    PH_INTERIM,   /* timer runs until the next interim response or the head */
+    PH_DRIP,      /* timer runs until the next byte of the dripped response */
 };
 
 enum kind {
@@ -127,6 +134,9 @@ struct plan {                       /* what the query string asks for */
     bool no_expect;                 /* expect=ignore */
     size_t chunk;                   /* write piece size; 0 = PIECE_MAX */
     int delay_ms;                   /* before the head */
+    int interim;                    /* 100 Continue responses before the head */
+    int interim_ms;                 /* between them */
+    int drip_ms;                    /* between the bytes of a dripped response */
     int chunk_delay_ms;             /* between pieces */
     enum action action;             /* reset, hang, partial, bad */
     size_t partial;                 /* partial=N */
@@ -179,6 +189,8 @@ struct conn {
     /* the response */
     struct plan plan;     /* from the query string */
     enum phase phase;     /* where the response is */
+    int interims_sent;    /* interim= responses sent for this request */
+    size_t drip_off;      /* bytes of the dripped response written */
     enum framing framing; /* how the body being written is framed */
     bool ka;              /* keep the connection after this response */
     bool raw_started;     /* echo?raw=1 head was sent */
@@ -397,6 +409,12 @@ static void plan_set(struct plan *p, const char *k, const char *v)
         p->chunk_delay_ms = (int)num(v, 0, INT32_MAX, 0);
     else if (!strcmp(k, "delay"))
         p->delay_ms = (int)num(v, 0, INT32_MAX, 0);
+    else if (!strcmp(k, "interim"))
+        p->interim = (int)num(v, 0, 1000, 0);
+    else if (!strcmp(k, "interim_delay"))
+        p->interim_ms = (int)num(v, 0, INT32_MAX, 1000);
+    else if (!strcmp(k, "drip"))
+        p->drip_ms = (int)num(v, 1, INT32_MAX, 0);
     else if (!strcmp(k, "reset") && on)
         p->action = ACT_RESET;
     else if (!strcmp(k, "hang") && on)
@@ -425,6 +443,7 @@ static void plan_parse(struct conn *c, const char *q, size_t n)
     memset(p, 0, sizeof(*p));
     p->status = 200;
     p->size = -1;
+    p->interim_ms = 1000;
     c->query.len = 0;
     if (n == 0 || sb_add(&c->query, q, n) != 0)
         return;
@@ -611,6 +630,31 @@ static void resp_answer(struct conn *c)
     resp_pump(c);
 }
 
+/* drip=: one more byte of a fixed response; the last one ends it. */
+static void drip_step(struct conn *c)
+{
+    static const char resp[] =
+        "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello";
+
+    evbuffer_add(out(c), resp + c->drip_off++, 1);
+    if (c->drip_off < sizeof(resp) - 1) {
+        c->phase = PH_DRIP;
+        timer_start(c, c->plan.drip_ms);
+        return;
+    }
+    c->ka = false;
+    resp_done(c);
+}
+
+/* interim=: one more 100 Continue, the next one (or the head) after interim_delay. */
+static void interim_step(struct conn *c)
+{
+    evbuffer_add_printf(out(c), "HTTP/1.1 100 Continue\r\n\r\n");
+    c->interims_sent++;
+    c->phase = PH_INTERIM;
+    timer_start(c, c->plan.interim_ms);
+}
+
 /* The head is due (now or after delay=): act as the plan says. */
 static void resp_fire(struct conn *c)
 {
@@ -635,7 +679,12 @@ static void resp_fire(struct conn *c)
         break;
     }
     default:
-        resp_answer(c);
+        if (c->interims_sent < c->plan.interim)
+            interim_step(c);
+        else if (c->plan.drip_ms > 0)
+            drip_step(c);
+        else
+            resp_answer(c);
         break;
     }
 }
@@ -643,6 +692,8 @@ static void resp_fire(struct conn *c)
 static void resp_start(struct conn *c)
 {
     c->busy = true;
+    c->interims_sent = 0;
+    c->drip_off = 0;
     if (c->plan.action == ACT_HANG) {
         c->phase = PH_HANG;
     } else if (c->plan.delay_ms > 0) {
@@ -1001,6 +1052,10 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
         resp_pump(c);
     } else if (c->phase == PH_PARTIAL_2) {
         c->kill = c->rst = true;
+    } else if (c->phase == PH_INTERIM) {
+        resp_fire(c);
+    } else if (c->phase == PH_DRIP) {
+        drip_step(c);
     }
     conn_process(c);
     conn_settle(c);

@@ -268,6 +268,27 @@ static void test_conf_routes_default_to_only_upstream(void **state UNUSED)
     assert_int_equal(fake_frees, 2);
 }
 
+static void test_conf_limits_backlog_and_body_keys(void **state UNUSED)
+{
+    struct pf_config *cfg = load(MINIMAL);
+
+    assert_non_null(cfg);
+    assert_int_equal(cfg->limits.backlog, 1024);
+    assert_int_equal(cfg->limits.body_timeout_ms, 60000);
+    assert_int_equal(cfg->limits.request_buffering, 64 * 1024);
+    pf_conf_unref(cfg);
+    cfg = load("limits: {backlog: 4096, body_timeout: 5s, request_buffering: 0}\n" MINIMAL);
+    assert_non_null(cfg);
+    assert_int_equal(cfg->limits.backlog, 4096);
+    assert_int_equal(cfg->limits.body_timeout_ms, 5000);
+    assert_int_equal(cfg->limits.request_buffering, 0);
+    pf_conf_unref(cfg);
+    assert_null(load("limits: {backlog: 0}\n" MINIMAL));
+    assert_null(load("limits: {backlog: 70000}\n" MINIMAL));
+    assert_null(load("limits: {body_timeout: 0s}\n" MINIMAL));
+    assert_null(load("limits: {request_buffering: 17MiB}\n" MINIMAL));
+}
+
 static void test_conf_sets_every_section(void **state UNUSED)
 {
     struct pf_config *cfg = load("listen: \":9000\"\n"
@@ -895,7 +916,9 @@ static void test_conf_to_json_shows_effective_config(void **state UNUSED)
     assert_non_null(strstr(json, "\"token\":\"\""));
     assert_non_null(strstr(json, "\"limits\":{\"max_connections\":10000,\"max_header_size\":32768,"
                                  "\"max_headers\":100,\"max_uri_size\":8192,\"max_body_size\":0,"
-                                 "\"header_timeout\":\"10s\",\"idle_timeout\":\"1m\"}"));
+                                 "\"header_timeout\":\"10s\",\"idle_timeout\":\"1m\","
+                                 "\"backlog\":1024,\"body_timeout\":\"1m\","
+                                 "\"request_buffering\":65536}"));
     assert_non_null(strstr(json, "\"drain_delay\":\"0s\",\"drain_timeout\":\"15s\""));
     assert_non_null(strstr(json, "\"access_log\":{\"path\":\"stdout\",\"format\":\"json\"},"
                                  "\"log_level\":\"info\",\"underscores_in_headers\":\"drop\""));
@@ -980,6 +1003,7 @@ int main(void)
         T(test_conf_upstream_defaults_when_minimal_file),
         T(test_conf_routes_default_to_only_upstream),
         T(test_conf_sets_every_section),
+        T(test_conf_limits_backlog_and_body_keys),
         T(test_conf_parse_duration_accepts_units),
         T(test_conf_parse_duration_rejects_garbage),
         T(test_conf_parse_size_accepts_units),

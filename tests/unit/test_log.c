@@ -91,7 +91,7 @@ static void test_log_json_escape_quotes_backslash_and_control_chars(void **state
     char *out = escape(in, sizeof(in) - 1);
 
     (void)state;
-    assert_string_equal(out, "a\\\"b\\\\c\\nd\\te\\r\\u0001\\u001f\x7f");
+    assert_string_equal(out, "a\\\"b\\\\c\\nd\\te\\r\\u0001\\u001f\\u007f");
     free(out);
     out = escape("x\0y", 3);
     assert_string_equal(out, "x\\u0000y");
@@ -109,6 +109,34 @@ static void test_log_json_escape_passes_plain_text_and_utf8(void **state)
     out = escape("", 0);
     assert_string_equal(out, "");
     free(out);
+}
+
+/* Every output is valid UTF-8: bytes outside well-formed sequences are escaped one by one. */
+static void test_log_json_escape_invalid_utf8_bytes(void **state)
+{
+    static const struct {
+        const char *in;
+        size_t len;
+        const char *out;
+    } cases[] = {
+        {"/\xff", 2, "/\\u00ff"},
+        {"\xc3", 1, "\\u00c3"},                                              /* cut short */
+        {"\xc3(", 2, "\\u00c3("},                                            /* bad continuation */
+        {"\xc0\xaf", 2, "\\u00c0\\u00af"},                                   /* overlong '/' */
+        {"\xe0\x80\xaf", 3, "\\u00e0\\u0080\\u00af"},                        /* overlong */
+        {"\xed\xa0\x80", 3, "\\u00ed\\u00a0\\u0080"},                        /* surrogate */
+        {"\xf4\x90\x80\x80", 4, "\\u00f4\\u0090\\u0080\\u0080"},             /* > U+10FFFF */
+        {"\x80", 1, "\\u0080"},                                              /* lone continuation */
+        {"\xe2\x82\xac\xf0\x9f\x90\x9f", 7, "\xe2\x82\xac\xf0\x9f\x90\x9f"}, /* valid */
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *out = escape(cases[i].in, cases[i].len);
+
+        assert_string_equal(out, cases[i].out);
+        free(out);
+    }
 }
 
 static void test_log_timestamp_is_utc_with_milliseconds(void **state)
@@ -529,6 +557,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_log_json_escape_quotes_backslash_and_control_chars),
         cmocka_unit_test(test_log_json_escape_passes_plain_text_and_utf8),
+        cmocka_unit_test(test_log_json_escape_invalid_utf8_bytes),
         cmocka_unit_test(test_log_timestamp_is_utc_with_milliseconds),
         cmocka_unit_test(test_log_level_parse_knows_the_four_levels),
         cmocka_unit_test(test_log_writes_json_lines_and_filters_by_level),
