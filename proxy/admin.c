@@ -37,7 +37,7 @@ static bool is_loopback(const char *client)
            strcmp(client, "unix") == 0 || strncmp(client, "::ffff:127.", 11) == 0;
 }
 
-/* SPEC §3: the token, or loopback when there is none. */
+/* docs/operations.md: the token, or loopback when there is none. */
 static bool admin_authorized(struct pf_tx *tx)
 {
     const char *token = tx->cfg->admin_token;

@@ -123,3 +123,42 @@ def test_docs_checker_rejects_a_bad_example():
     assert "max_header_sise" in msgs[1], msgs[1]
     assert "docs/x.md:8 (whole file)" in msgs[2] and "upstream" in msgs[2], msgs[2]
     assert "docs/x.md:11 (fragment)" in msgs[3] and "nope" in msgs[3], msgs[3]
+
+
+def broken_links(root):
+    """'FILE:LINE: target' for each relative markdown link whose file does not
+    exist, and each mention of a design document that is not in the tree."""
+    out = []
+    md = [os.path.join(root, "README.md")]
+    for sub in ("docs", "k8s", "bench", "tests"):
+        md += sorted(glob.glob(os.path.join(root, sub, "**", "*.md"), recursive=True))
+    for path in md:
+        rel = os.path.relpath(path, root)
+        for n, line in enumerate(open(path, encoding="utf-8"), 1):
+            for target in re.findall(r"\]\(([^)\s]+)\)", line):
+                if re.match(r"[a-z]+:", target) or target.startswith("#"):
+                    continue
+                target = target.split("#", 1)[0]
+                if not os.path.exists(os.path.join(os.path.dirname(path), target)):
+                    out.append("%s:%d: %s" % (rel, n, target))
+            for name in re.findall(r"\b(?:SPEC|ARCHITECTURE|STYLE)\.md\b", line):
+                if not os.path.exists(os.path.join(root, name)):
+                    out.append("%s:%d: %s (not in the repository)" % (rel, n, name))
+    return out
+
+
+def test_docs_links_point_at_files_that_exist():
+    bad = broken_links(pf.ROOT)
+    assert not bad, "\n".join(bad)
+
+
+def test_docs_link_check_can_fail():
+    with tempfile.TemporaryDirectory() as tmp:
+        os.makedirs(os.path.join(tmp, "docs"))
+        with open(os.path.join(tmp, "README.md"), "w") as f:
+            f.write("[ok](docs/a.md) [web](https://x) [anchor](#a)\n[bad](docs/b.md#x)\n"
+                    "See SPEC.md.\n")
+        with open(os.path.join(tmp, "docs", "a.md"), "w") as f:
+            f.write("[up](../README.md)\n")
+        bad = broken_links(tmp)
+    assert bad == ["README.md:2: docs/b.md", "README.md:3: SPEC.md (not in the repository)"], bad

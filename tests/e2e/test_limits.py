@@ -1,5 +1,5 @@
-"""Limits with real statuses (SPEC.md sections 2 "limits" and 4, ARCHITECTURE.md
-section 1): 431, 414, 413, 408 each with Connection: close, a JSON body with
+"""Limits with real statuses (docs/configuration.md "limits",
+docs/operations.md): 431, 414, 413, 408 each with Connection: close, a JSON body with
 "error" and X-Pilotfish-Error; keep-alive idle timeout; max_connections pauses
 accepting instead of refusing or crashing."""
 

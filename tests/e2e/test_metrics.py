@@ -1,4 +1,4 @@
-"""Metrics end to end (SPEC.md sections 3 and 7, docs/metrics.md): GET /metrics
+"""Metrics end to end (docs/metrics.md): GET /metrics
 counts every request exactly once (upstream answers, the proxy's own 404 and
 502, 429s of the rate limiter, client aborts), histograms agree with the
 counters, promtool accepts the exposition, and counts survive a reload."""

@@ -1,4 +1,4 @@
-"""Operating pilotfish (SPEC.md sections 1, 3, 6 and 4's access log fields):
+"""Operating pilotfish (docs/operations.md):
 command line, startup errors, admin API and its token, reload (signal and
 admin, valid, invalid, under load, listeners), drain and shutdown, access log
 and its reopening, request ids and trace context."""

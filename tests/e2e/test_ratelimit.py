@@ -1,5 +1,4 @@
-"""The ratelimit filter end to end (SPEC.md sections 2 filters.ratelimit, 4
-and 5, docs/filters/ratelimit.md): token bucket per key with 429
+"""The ratelimit filter end to end (docs/filters/ratelimit.md): token bucket per key with 429
 rate_limited + Retry-After, the keys (client_ip, header:NAME, global), one
 limit per process whatever the number of workers, the bounded key table,
 trusted_proxies with X-Forwarded-For, and the rejection counter on /metrics."""

@@ -1,5 +1,5 @@
-"""Request smuggling and strict framing (SPEC.md section 4, ARCHITECTURE.md section 1
-"Strict framing"): every ambiguous or malformed request head or chunked body is
+"""Request smuggling and strict framing (docs/operations.md, "Request
+framing"): every ambiguous or malformed request head or chunked body is
 refused with 400 + Connection: close, the connection is closed, and the origin
 never sees a request -- neither the bad one nor a request smuggled behind it."""
 

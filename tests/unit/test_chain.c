@@ -1,5 +1,5 @@
 /*
- * Unit tests of proxy/chain.c: the onion semantics of STYLE.md §2, checked
+ * Unit tests of proxy/chain.c: the onion semantics of proxy/filter.h, checked
  * with test-only filters that record every callback in a global call log.
  *
  * A transaction is built by hand (config, route, wconf, worker, arena) and
