@@ -4,6 +4,7 @@
 #   make test       deps + build + unit and end-to-end tests
 #   make test SANITIZE=1   the same under AddressSanitizer + UBSan
 #   make bench      deps (+ nginx, haproxy, wrk) + bench/run.sh
+#   make fuzz       the long fuzz run (FUZZ_CASES, FUZZ_SEED; SANITIZE=1 works too)
 
 CC      ?= cc
 PREFIX  ?= /usr/local
@@ -44,7 +45,7 @@ DEBS := libevent-dev libhttp-parser-dev libyaml-dev zlib1g-dev libhiredis-dev \
         libcmocka-dev pkg-config curl python3 redis-server prometheus
 BENCH_DEBS := nginx haproxy wrk
 
-.PHONY: all deps bench-deps run test unit e2e bench format lint clean check-format
+.PHONY: all deps bench-deps run test unit e2e fuzz bench format lint clean check-format
 all: $(BIN) $(ORIGIN)
 
 # Install what is missing; as non-root, print the command instead.
@@ -100,6 +101,15 @@ unit: $(UNIT_BIN)
 e2e: all
 	ASAN_OPTIONS=quarantine_size_mb=4:thread_local_quarantine_size_kb=64:$(ASAN_OPTIONS) \
 	PILOTFISH_BIN=$(BIN) ORIGIN_BIN=$(ORIGIN) python3 tests/e2e/run.py
+
+# The long fuzz run: many more cases than make test, a new seed each time
+# unless FUZZ_SEED is given (the seed is printed; rerun with it to repeat).
+FUZZ_CASES ?= 20000
+FUZZ_SEED  ?= $(shell date +%s)
+fuzz: all
+	ASAN_OPTIONS=quarantine_size_mb=4:thread_local_quarantine_size_kb=64:$(ASAN_OPTIONS) \
+	PF_FUZZ_CASES=$(FUZZ_CASES) PF_FUZZ_SEED=$(FUZZ_SEED) \
+	PILOTFISH_BIN=$(BIN) ORIGIN_BIN=$(ORIGIN) python3 tests/e2e/run.py -v test_fuzz
 
 test: deps
 	@$(MAKE) --no-print-directory all
