@@ -12,6 +12,10 @@ the docs"):
   YAML (a Kubernetes manifest, a Prometheus configuration) and is skipped.
 
 `${VAR}` without a default is taken from DOC_ENV below.
+
+Also checked: relative links in the markdown files, and the operator docs
+against the code (every configuration key, metric and admin endpoint that
+exists is documented, and nothing that does not exist is).
 """
 
 import glob
@@ -162,3 +166,78 @@ def test_docs_link_check_can_fail():
             f.write("[up](../README.md)\n")
         bad = broken_links(tmp)
     assert bad == ["README.md:2: docs/b.md", "README.md:3: SPEC.md (not in the repository)"], bad
+
+
+# ---- the docs against the code: every key, metric and endpoint, and no other ----
+
+def code_text(root):
+    parts = []
+    for sub in ("proxy", "filters"):
+        for path in sorted(glob.glob(os.path.join(root, sub, "**", "*.c"), recursive=True)):
+            parts.append(open(path, encoding="utf-8").read())
+    return "\n".join(parts)
+
+
+def docs_text(root):
+    paths = [os.path.join(root, "README.md")]
+    paths += sorted(glob.glob(os.path.join(root, "docs", "**", "*.md"), recursive=True))
+    return "\n".join(open(p, encoding="utf-8").read() for p in paths
+                     if not p.endswith("HACKING.md"))
+
+
+def contract_gaps(root):
+    """What the code has and the operator docs do not mention, and what the
+    docs present as existing that the code does not have."""
+    code, docs = code_text(root), docs_text(root)
+    gaps = []
+    # configuration keys: the key tables ({"name", PF_CONF_...})
+    for key in sorted(set(re.findall(r'\{"([a-z_]+)",\s*PF_CONF_', code))):
+        if not re.search(r"[`.\s]%s[`:]" % key, docs):
+            gaps.append("configuration key '%s' is not documented" % key)
+    # metrics
+    in_code = set(re.findall(r'"((?:pilotfish|process)_[a-z_]+?)(?:_bucket|_sum|_count)?[ {"]',
+                             code))
+    for name in sorted(in_code):
+        if name not in docs:
+            gaps.append("metric %s is not documented" % name)
+    for name in sorted(set(re.findall(r"\b(pilotfish_[a-z_]+)", docs))):
+        base = re.sub(r"_(bucket|sum|count)$", "", name)
+        if base not in in_code and name not in in_code:
+            gaps.append("metric %s is documented but does not exist" % name)
+    # admin endpoints: the paths admin.c compares, and the ones the docs name
+    routes = set(re.findall(r'strcmp\(path, "(/[a-z/]*)"\)', code))
+    ops = open(os.path.join(root, "docs", "operations.md"), encoding="utf-8").read()
+    for path in sorted(routes):
+        if "`GET %s`" % path not in ops and "`POST %s`" % path not in ops:
+            gaps.append("admin endpoint %s is not in docs/operations.md" % path)
+    every = docs + open(os.path.join(root, "k8s", "README.md"), encoding="utf-8").read()
+    for path in sorted(set(re.findall(r"\b(?:GET|POST) (/[a-z_/]+)", every))):
+        if path not in routes:
+            gaps.append("admin endpoint %s is documented but does not exist" % path)
+    return gaps
+
+
+def test_docs_every_key_metric_and_endpoint_is_documented():
+    gaps = contract_gaps(pf.ROOT)
+    assert not gaps, "\n".join(gaps)
+
+
+def test_docs_contract_check_can_fail():
+    with tempfile.TemporaryDirectory() as tmp:
+        for d in ("proxy", "docs", "k8s"):
+            os.makedirs(os.path.join(tmp, d))
+        with open(os.path.join(tmp, "proxy", "x.c"), "w") as f:
+            f.write('{"listen", PF_CONF_CUSTOM}, {"secret_knob", PF_CONF_INT},\n'
+                    'add("pilotfish_a_total{", 1); hist("pilotfish_b_seconds_bucket{");\n'
+                    'if (strcmp(path, "/ready") == 0) {} if (strcmp(path, "/hidden") == 0) {}\n')
+        with open(os.path.join(tmp, "README.md"), "w") as f:
+            f.write("`listen`; pilotfish_a_total; pilotfish_b_seconds_count; pilotfish_gone\n")
+        with open(os.path.join(tmp, "docs", "operations.md"), "w") as f:
+            f.write("| `GET /ready` | ok |\n")
+        with open(os.path.join(tmp, "k8s", "README.md"), "w") as f:
+            f.write("POST /cache/purge\n")
+        gaps = contract_gaps(tmp)
+    assert gaps == ["configuration key 'secret_knob' is not documented",
+                    "metric pilotfish_gone is documented but does not exist",
+                    "admin endpoint /hidden is not in docs/operations.md",
+                    "admin endpoint /cache/purge is documented but does not exist"], gaps
