@@ -195,11 +195,13 @@ def test_limits_idle_keepalive_closed_after_idle_timeout():
 
 
 def test_limits_idle_timeout_is_reset_by_each_request():
-    o, p = start("idle_timeout: 1s")
+    # 4 pauses of 1 s: more than idle_timeout in total, each 2 s short of it
+    # (a slow machine only lengthens a pause by its scheduling delay)
+    o, p = start("idle_timeout: 3s")
     with o, p, p.conn() as c:
-        for _ in range(5):  # 5 x 0.6 s: more than idle_timeout in total
+        for _ in range(4):
             assert c.request("GET", "/").status == 200
-            time.sleep(0.6)
+            time.sleep(1.0)
         assert c.request("GET", "/").status == 200
 
 
