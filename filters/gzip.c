@@ -26,6 +26,7 @@
 #include "proxy/conf.h"
 #include "proxy/filter.h"
 #include "proxy/log.h"
+#include "proxy/syntax.h"
 
 #define GZIP_OUT_CHUNK 16384 /* output bytes per deflate() call (stack buffer) */
 #define GZIP_PEEK_VECS 8     /* input extents deflated per evbuffer_peek() */
@@ -186,36 +187,6 @@ static bool is_ows(char c)
     return c == ' ' || c == '\t';
 }
 
-/*
- * Next element of the comma-separated list at *s: its start and length
- * without surrounding whitespace. Commas inside quoted strings do not split.
- * Advances *s; false at the end of the list.
- */
-static bool list_next(const char **s, const char **elem, size_t *len)
-{
-    const char *p = *s;
-    const char *end;
-    bool quoted = false;
-
-    while (is_ows(*p) || *p == ',')
-        p++;
-    if (*p == '\0')
-        return false;
-    *elem = p;
-    for (; *p != '\0' && (quoted || *p != ','); p++) {
-        if (quoted && *p == '\\' && p[1] != '\0')
-            p++;
-        else if (*p == '"')
-            quoted = !quoted;
-    }
-    end = p;
-    while (end > *elem && is_ows(end[-1]))
-        end--;
-    *len = (size_t)(end - *elem);
-    *s = p;
-    return true;
-}
-
 /* Length of the token at the start of s[0..len): up to OWS, ';' or '='. */
 static size_t token_len(const char *s, size_t len)
 {
@@ -229,19 +200,6 @@ static size_t token_len(const char *s, size_t len)
 static bool token_is(const char *s, size_t len, const char *token)
 {
     return len == strlen(token) && strncasecmp(s, token, len) == 0;
-}
-
-/* Does the list value name token (case-insensitive) as one of its elements? */
-static bool list_has(const char *value, const char *token)
-{
-    const char *elem;
-    size_t len;
-
-    while (list_next(&value, &elem, &len)) {
-        if (token_is(elem, token_len(elem, len), token))
-            return true;
-    }
-    return false;
 }
 
 /* ---- Accept-Encoding ---- */
@@ -315,7 +273,7 @@ static int accept_scan_cb(void *arg, const char *name, const char *value)
 
     if (strcasecmp(name, "Accept-Encoding") != 0)
         return 0;
-    while (list_next(&value, &elem, &len)) {
+    while (pf_http_list_next(&value, &elem, &len)) {
         size_t tlen = token_len(elem, len);
         int q;
 
@@ -403,10 +361,10 @@ static int resp_scan_cb(void *arg, const char *name, const char *value)
     const char *elem;
     size_t len;
 
-    if (strcasecmp(name, "Cache-Control") == 0 && list_has(value, "no-transform")) {
+    if (strcasecmp(name, "Cache-Control") == 0 && pf_http_list_has(value, "no-transform")) {
         r->no_transform = true;
     } else if (strcasecmp(name, "Content-Encoding") == 0) {
-        while (list_next(&value, &elem, &len)) {
+        while (pf_http_list_next(&value, &elem, &len)) {
             if (!token_is(elem, len, "identity"))
                 r->coded = true;
         }
@@ -460,7 +418,8 @@ static int vary_scan_cb(void *arg, const char *name, const char *value)
     if (len == 0)
         return 0;
     if (v->buf == NULL) {
-        v->covered = v->covered || list_has(value, "*") || list_has(value, "accept-encoding");
+        v->covered = v->covered || pf_http_list_has(value, "*") ||
+                     pf_http_list_has(value, "accept-encoding");
         v->n++;
         v->len += len;
         return 0;

@@ -40,6 +40,7 @@
 #include "proxy/arena.h"
 #include "proxy/conf.h"
 #include "proxy/filter.h"
+#include "proxy/syntax.h"
 
 #define RL_NIL           UINT32_MAX
 #define RL_SHARDS        64                  /* most shards a table gets */
@@ -686,12 +687,6 @@ void pf_ratelimit_rejected_each(pf_ratelimit_count_fn fn, void *arg)
 
 /* ---- configuration ---- */
 
-static bool rl_is_tchar(char ch)
-{
-    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-           (ch != '\0' && strchr("!#$%&'*+-.^_`|~", ch) != NULL);
-}
-
 static int rl_parse_rate(const struct pf_conf_node *n, void *field, struct pf_err *err)
 {
     double *rate = field;
@@ -734,7 +729,7 @@ static int rl_parse_key(const struct pf_conf_node *n, void *field, struct pf_err
         goto bad;
     name = n->value + 7;
     for (const char *p = name; *p != '\0'; p++) {
-        if (!rl_is_tchar(*p))
+        if (!pf_http_is_tchar((unsigned char)*p))
             goto bad;
     }
     if (*name == '\0')

@@ -2,6 +2,7 @@
  * Strict chunked decoding. See proxy/chunked.h.
  *
  *   chunk      = size [ ext ] CRLF data CRLF
+ *   ext        = *( BWS ";" ... ): whitespace after the size only before ';'
  *   last-chunk = 1*"0" [ ext ] CRLF
  *   trailers   = *( field-line CRLF ) CRLF
  */
@@ -14,6 +15,7 @@
 
 enum {
     CH_SIZE = 0,     /* hex digits */
+    CH_BWS,          /* whitespace after the size: a ';' must follow */
     CH_EXT,          /* ";..." up to CR */
     CH_SIZE_LF,      /* LF after the size line's CR */
     CH_DATA,         /* left bytes of data */
@@ -63,9 +65,23 @@ static int chunked_byte(struct pf_chunked *d, unsigned char c)
             d->line = 0;
             return 0;
         }
+        if (c == ' ' || c == '\t') {
+            /* BWS before an extension (RFC 9112 §7.1.1) */
+            d->state = CH_BWS;
+            d->line = 1;
+            return 0;
+        }
         if (c != '\r')
             return -1;
         d->state = CH_SIZE_LF;
+        return 0;
+    case CH_BWS:
+        if (c == ';') {
+            d->state = CH_EXT;
+            return 0;
+        }
+        if ((c != ' ' && c != '\t') || ++d->line > PF_CHUNKED_MAX_LINE)
+            return -1; /* "5 \r\n", "5 5": whitespace not followed by ';' */
         return 0;
     case CH_EXT:
         if (c == '\r') {

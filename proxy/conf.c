@@ -19,7 +19,9 @@
 #include "proxy/arena.h"
 #include "proxy/filter.h"
 #include "proxy/log.h"
+#include "proxy/route.h"
 #include "proxy/stats.h"
+#include "proxy/syntax.h"
 
 #define MAX_FILE_SIZE (16u << 20) /* a configuration, not a data set */
 #define MAX_WORKERS   256
@@ -367,6 +369,30 @@ static int parse_log_level(const struct pf_conf_node *n, void *field, struct pf_
     return 0;
 }
 
+/* One of names[] (n of them): its index, or -1 with an error naming them all. */
+static int parse_choice(const struct pf_conf_node *n, const char *what, const char *const *names,
+                        unsigned count, struct pf_err *err)
+{
+    for (unsigned i = 0; n->type == PF_NODE_SCALAR && i < count; i++) {
+        if (strcmp(n->value, names[i]) == 0)
+            return (int)i;
+    }
+    pf_err_at(err, n, "%s: must be one of %s", what, names[count]);
+    return -1;
+}
+
+static const char *const underscores_names[] = {"drop", "allow", "reject", "drop, allow, reject"};
+
+static int parse_underscores(const struct pf_conf_node *n, void *field, struct pf_err *err)
+{
+    int v = parse_choice(n, "underscores_in_headers", underscores_names, 3, err);
+
+    if (v < 0)
+        return -EINVAL;
+    *(enum pf_underscores *)field = (enum pf_underscores)v;
+    return 0;
+}
+
 static const struct pf_conf_key top_keys[] = {
     {"listen", PF_CONF_CUSTOM, 0, 0, 0, parse_listen},
     {"workers", PF_CONF_CUSTOM, offsetof(struct pf_config, workers), 0, 0, parse_workers},
@@ -377,6 +403,8 @@ static const struct pf_conf_key top_keys[] = {
      NULL},
     {"access_log", PF_CONF_CUSTOM, 0, 0, 0, parse_access_log},
     {"log_level", PF_CONF_CUSTOM, offsetof(struct pf_config, log_level), 0, 0, parse_log_level},
+    {"underscores_in_headers", PF_CONF_CUSTOM, offsetof(struct pf_config, underscores), 0, 0,
+     parse_underscores},
     {"upstreams", PF_CONF_CUSTOM, 0, 0, 0, parse_later},
     {"routes", PF_CONF_CUSTOM, 0, 0, 0, parse_later},
     {"filters", PF_CONF_CUSTOM, 0, 0, 0, parse_later},
@@ -538,8 +566,22 @@ struct route_raw {
     char *upstream;    /* name as written */
 };
 
+static const char *const normalize_names[] = {"forward", "match_only", "forward, match_only"};
+
+static int parse_normalize(const struct pf_conf_node *n, void *field, struct pf_err *err)
+{
+    int v = parse_choice(n, "normalize_path", normalize_names, 2, err);
+
+    if (v < 0)
+        return -EINVAL;
+    *(enum pf_normalize_path *)field = (enum pf_normalize_path)v;
+    return 0;
+}
+
 static const struct pf_conf_key route_keys[] = {
     {"name", PF_CONF_STRING, offsetof(struct route_raw, r.name), 0, 0, NULL},
+    {"normalize_path", PF_CONF_CUSTOM, offsetof(struct route_raw, r.normalize), 0, 0,
+     parse_normalize},
     {"match", PF_CONF_CUSTOM, 0, 0, 0, parse_later},
     {"upstream", PF_CONF_STRING, offsetof(struct route_raw, upstream), 0, 0, NULL},
     {"filters", PF_CONF_CUSTOM, 0, 0, 0, parse_later},
@@ -550,6 +592,7 @@ static const struct pf_conf_key match_keys[] = {
     {"prefix", PF_CONF_STRING, offsetof(struct pf_route, prefix), 0, 0, NULL},
     {"host", PF_CONF_STRING, offsetof(struct pf_route, host), 0, 0, NULL},
     {"methods", PF_CONF_STRLIST, offsetof(struct pf_route, methods), 0, 0, NULL},
+    {"case_insensitive", PF_CONF_BOOL, offsetof(struct pf_route, case_insensitive), 0, 0, NULL},
     {NULL, 0, 0, 0, 0, NULL},
 };
 
@@ -559,13 +602,28 @@ static bool method_fix(char *m)
     if (*m == '\0')
         return false;
     for (char *p = m; *p != '\0'; p++) {
-        if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
-              strchr("!#$%&'*+-.^_`|~", *p)))
+        if (!pf_http_is_tchar((unsigned char)*p))
             return false;
         if (*p >= 'a' && *p <= 'z')
             *p = (char)(*p - 'a' + 'A');
     }
     return true;
+}
+
+/* Paths are matched normalised (proxy/route.h): a prefix must be written so. */
+static void check_prefix_normal(const char *prefix, const struct pf_conf_node *at,
+                                const char *section, struct pf_err *err)
+{
+    size_t len = strlen(prefix);
+    char *norm = pf_xmalloc(len + 2);
+    ssize_t n = pf_route_normalize(prefix, len, norm);
+
+    if (n < 0)
+        pf_err_at(err, at, "%s.prefix: double percent-encoding is refused in paths", section);
+    else if (pf_route_strip_params(norm, (size_t)n) != len || memcmp(norm, prefix, len) != 0)
+        pf_err_at(err, at, "%s.prefix: paths are matched normalised; write it as '%s'", section,
+                  norm);
+    free(norm);
 }
 
 static void check_match(struct pf_route *r, const struct pf_conf_node *m, const char *section,
@@ -575,6 +633,8 @@ static void check_match(struct pf_route *r, const struct pf_conf_node *m, const 
 
     if (r->prefix[0] != '/')
         pf_err_at(err, pf_conf_get(m, "prefix"), "%s.prefix: must start with '/'", section);
+    else
+        check_prefix_normal(r->prefix, pf_conf_get(m, "prefix"), section, err);
     if (r->host != NULL && r->host[0] == '\0')
         pf_err_at(err, pf_conf_get(m, "host"), "%s.host: must not be empty", section);
     for (char *p = r->host; p != NULL && *p != '\0'; p++) {
@@ -924,7 +984,8 @@ static void json_route(struct evbuffer *out, const struct pf_config *cfg, const 
     evbuffer_add_printf(out, ",\"methods\":[");
     for (unsigned i = 0; i < r->methods.n; i++)
         json_item(out, i, r->methods.v[i], false);
-    evbuffer_add_printf(out, "]},\"upstream\":");
+    evbuffer_add_printf(out, "],\"case_insensitive\":%s},\"normalize_path\":\"%s\",\"upstream\":",
+                        r->case_insensitive ? "true" : "false", normalize_names[r->normalize]);
     json_str(out, cfg->upstreams[r->upstream].name);
     evbuffer_add_printf(out, ",\"filters\":[");
     for (unsigned i = 0; i < r->n_filters; i++)
@@ -965,6 +1026,8 @@ static void json_top(struct evbuffer *out, const struct pf_config *cfg)
     evbuffer_add_printf(out, "},\"log_level\":\"%s\"",
                         cfg->log_level >= 0 && cfg->log_level <= 3 ? levels[cfg->log_level]
                                                                    : "info");
+    evbuffer_add_printf(out, ",\"underscores_in_headers\":\"%s\"",
+                        underscores_names[cfg->underscores]);
 }
 
 void pf_conf_to_json(const struct pf_config *cfg, struct evbuffer *out)

@@ -190,14 +190,22 @@ struct pf_filter_inst {
 
 #define PF_METHOD_ANY 0u
 
+/* routes[].normalize_path: what the upstream gets when the path was normalised */
+enum pf_normalize_path {
+    PF_NORMALIZE_FORWARD = 0, /* the normalised path (the default) */
+    PF_NORMALIZE_MATCH_ONLY,  /* the target as received */
+};
+
 struct pf_route {
     char *name;   /* "route-N" unless given with `name:` */
     char *prefix; /* "/" by default */
     size_t prefix_len;
-    char *host;                /* NULL = any; compared case-insensitively, port ignored */
-    struct pf_strlist methods; /* empty = any */
-    unsigned upstream;         /* index into pf_config.upstreams */
-    unsigned *filters;         /* indexes into pf_config.filters, in listed order */
+    bool case_insensitive;            /* match.case_insensitive: prefix compared ignoring case */
+    enum pf_normalize_path normalize; /* normalize_path */
+    char *host;                       /* NULL = any; compared case-insensitively, port ignored */
+    struct pf_strlist methods;        /* empty = any */
+    unsigned upstream;                /* index into pf_config.upstreams */
+    unsigned *filters;                /* indexes into pf_config.filters, in listed order */
     unsigned n_filters;
 };
 
@@ -219,6 +227,13 @@ struct pf_limits {
     uint64_t idle_timeout_ms;   /* 60s */
 };
 
+/* underscores_in_headers: request header names with '_' */
+enum pf_underscores {
+    PF_UNDERSCORES_DROP = 0, /* removed before forwarding (the default) */
+    PF_UNDERSCORES_ALLOW,    /* forwarded, unless they would read as a header pilotfish handles */
+    PF_UNDERSCORES_REJECT,   /* 400 */
+};
+
 struct pf_config {
     atomic_uint refs;       /* atomic: snapshot holders */
     char *path;             /* file it was loaded from */
@@ -228,11 +243,12 @@ struct pf_config {
     struct pf_addr admin_listen; /* 127.0.0.1:9901; text "off" disables */
     char *admin_token;           /* "" = none */
     struct pf_limits limits;
-    uint64_t drain_delay_ms;   /* 0 */
-    uint64_t drain_timeout_ms; /* 15s */
-    char *access_log_path;     /* stdout|stderr|off|FILE */
-    char *access_log_format;   /* "json" */
-    int log_level;             /* enum pf_log_level, info */
+    uint64_t drain_delay_ms;         /* 0 */
+    uint64_t drain_timeout_ms;       /* 15s */
+    char *access_log_path;           /* stdout|stderr|off|FILE */
+    char *access_log_format;         /* "json" */
+    int log_level;                   /* enum pf_log_level, info */
+    enum pf_underscores underscores; /* underscores_in_headers: drop */
     struct pf_upstream_conf *upstreams;
     unsigned n_upstreams;
     struct pf_route *routes; /* default: one route "/" to the only upstream */

@@ -114,32 +114,6 @@ void pf_head_export(const struct pf_head *h, struct pf_arena *a, struct pf_hdrs 
     }
 }
 
-bool pf_http_list_has(const char *value, const char *token)
-{
-    size_t tl = strlen(token);
-    const char *p = value;
-
-    while (p != NULL && *p != '\0') {
-        const char *end;
-
-        while (*p == ' ' || *p == '\t' || *p == ',')
-            p++;
-        end = p;
-        while (*end != '\0' && *end != ',' && *end != ';')
-            end++;
-        {
-            const char *e = end;
-
-            while (e > p && (e[-1] == ' ' || e[-1] == '\t'))
-                e--;
-            if ((size_t)(e - p) == tl && strncasecmp(p, token, tl) == 0)
-                return true;
-        }
-        p = strchr(end, ',');
-    }
-    return false;
-}
-
 const char *pf_http_reason(int status)
 {
     switch (status) {
@@ -228,21 +202,4 @@ const char *pf_http_date(void)
         last = now;
     }
     return buf;
-}
-
-bool pf_http_is_token(const char *s, size_t len)
-{
-    /* tchar (RFC 9110 §5.6.2): the lenient parser lets spaces through */
-    static const char extra[] = "!#$%&'*+-.^_`|~";
-
-    if (len == 0)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char ch = (unsigned char)s[i];
-
-        if (!((ch >= '0' && ch <= '9') || ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z') ||
-              (ch != 0 && strchr(extra, ch) != NULL)))
-            return false;
-    }
-    return true;
 }

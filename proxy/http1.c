@@ -102,9 +102,11 @@ size_t pf_conn_out_len(const struct pf_conn *c)
 
 /* ---- writing responses ---- */
 
+/* Connection cannot remove Content-Length: the framing chosen below relies on it. */
 static bool resp_hop_by_hop(const struct pf_hdr *h, const char *conn_value)
 {
-    return PF_H_IS_HOP(h->id) || (conn_value != NULL && pf_http_list_has(conn_value, h->name));
+    return PF_H_IS_HOP(h->id) || (conn_value != NULL && h->id != PF_H_CONTENT_LENGTH &&
+                                  pf_http_list_has(conn_value, h->name));
 }
 
 /* Decide how the body goes to the client (docs/operations.md "Response framing"). */
@@ -315,7 +317,7 @@ static int conn_check_framing(struct pf_conn *c, struct pf_tx *tx)
                 return conn_fail(c, 400, "bad_request");
             tx->req_chunked = true;
         } else if (h->id == PF_H_HOST) {
-            if (n_host++ > 0)
+            if (n_host++ > 0 || !pf_http_host_valid(h->value, h->value_len))
                 return conn_fail(c, 400, "bad_request");
             tx->host = h->value;
         }
@@ -324,6 +326,52 @@ static int conn_check_framing(struct pf_conn *c, struct pf_tx *tx)
         return conn_fail(c, 400, "bad_request");
     if (n_host == 0 && tx->http_minor >= 1)
         return conn_fail(c, 400, "bad_request");
+    if (n_te > 0 && tx->http_minor == 0) {
+        /*
+         * RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 message is faulty
+         * framing; the request is served, and the connection closed after it,
+         * so that nothing read behind the body is taken for a request.
+         */
+        tx->client_keepalive = false;
+    }
+    return 0;
+}
+
+/* An underscore name that, read as '-', names a header pilotfish handles itself. */
+static bool underscore_collides(const struct pf_hdr *h)
+{
+    char name[24];
+
+    if (h->name_len >= sizeof(name))
+        return false;
+    for (uint32_t i = 0; i < h->name_len; i++)
+        name[i] = h->name[i] == '_' ? '-' : h->name[i];
+    return pf_hdr_classify(name, h->name_len) != PF_H_OTHER;
+}
+
+/*
+ * Header names with '_' (underscores_in_headers): some servers read "_" and
+ * "-" alike (CGI-style variables), so "Content_Length" could frame a body
+ * for them. Dropped by default, refused with reject; allow forwards them,
+ * except those that would read as a header pilotfish handles itself.
+ */
+static int conn_underscores(struct pf_conn *c, struct pf_tx *tx)
+{
+    enum pf_underscores mode = c->w->wc->cfg->underscores;
+    unsigned j = 0;
+
+    for (unsigned i = 0; i < tx->req.n; i++) {
+        const struct pf_hdr *h = &tx->req.v[i];
+
+        if (memchr(h->name, '_', h->name_len) != NULL) {
+            if (mode == PF_UNDERSCORES_REJECT)
+                return conn_fail(c, 400, "bad_request");
+            if (mode == PF_UNDERSCORES_DROP || underscore_collides(h))
+                continue;
+        }
+        tx->req.v[j++] = *h;
+    }
+    tx->req.n = j;
     return 0;
 }
 
@@ -337,14 +385,20 @@ static int conn_absolute_form(struct pf_conn *c, struct pf_tx *tx)
     size_t alen;
     char *url;
 
-    if (strncasecmp(tx->url, "http://", 7) == 0)
+    if (!pf_http_target_valid(tx->url, strlen(tx->url)))
+        return conn_fail(c, 400, "bad_request"); /* CTLs, 8-bit bytes, '#', bad '%' */
+    if (strncasecmp(tx->url, "http://", 7) == 0) {
         auth = tx->url + 7;
-    else if (strncasecmp(tx->url, "https://", 8) == 0)
+    } else if (strncasecmp(tx->url, "https://", 8) == 0) {
         auth = tx->url + 8;
-    else
-        return 0;
+    } else {
+        /* origin-form, or asterisk-form for OPTIONS (RFC 9112 §3.2) */
+        if (tx->url[0] == '/' || (strcmp(tx->url, "*") == 0 && tx->method_id == HTTP_OPTIONS))
+            return 0;
+        return conn_fail(c, 400, "bad_request");
+    }
     alen = strcspn(auth, "/?#");
-    if (alen == 0 || memchr(auth, '@', alen) != NULL)
+    if (alen == 0 || !pf_http_host_valid(auth, alen))
         return conn_fail(c, 400, "bad_request");
     path = auth + alen;
     url = pf_arena_alloc_raw(tx->arena, strlen(path) + 2);
@@ -375,7 +429,8 @@ static int on_headers_complete(http_parser *p)
     tx->http_major = p->http_major;
     tx->http_minor = p->http_minor;
     tx->client_keepalive = http_should_keep_alive(p) && !c->closing;
-    if (conn_check_framing(c, tx) != 0 || conn_absolute_form(c, tx) != 0)
+    if (conn_check_framing(c, tx) != 0 || conn_underscores(c, tx) != 0 ||
+        conn_absolute_form(c, tx) != 0)
         return -1;
     tx->req_has_body = tx->req_chunked || (tx->req_has_length && tx->req_length > 0);
     expect = pf_hdrs_get_id(&tx->req, PF_H_EXPECT);

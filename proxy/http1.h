@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "proxy/core.h"
+#include "proxy/syntax.h"
 
 struct sockaddr;
 
@@ -69,14 +70,8 @@ void pf_head_free(struct pf_head *h);
 void pf_head_export(const struct pf_head *h, struct pf_arena *a, struct pf_hdrs *out,
                     const char **url);
 
-/* True when s[0..len) is a token (RFC 9110 tchar, at least one). */
-bool pf_http_is_token(const char *s, size_t len);
-
 /* Reason phrase for a status code. */
 const char *pf_http_reason(int status);
-
-/* True when the token list value contains token (case-insensitive). */
-bool pf_http_list_has(const char *value, const char *token);
 
 /* Cached "Date: ...\r\n" value for this second ("Thu, 01 Jan 2026 00:00:00 GMT"). */
 const char *pf_http_date(void);

@@ -1,5 +1,5 @@
 /*
- * Transactions: routing, the chain around the upstream, replies and errors,
+ * Transactions: the chain around the upstream, replies and errors,
  * the accessors of proxy/filter.h, and the access log line.
  */
 #include "proxy/tx.h"
@@ -16,6 +16,7 @@
 #include "proxy/chain.h"
 #include "proxy/http1.h"
 #include "proxy/log.h"
+#include "proxy/route.h"
 #include "proxy/sbuf.h"
 #include "proxy/server.h"
 #include "proxy/stats.h"
@@ -363,113 +364,7 @@ void pf_tx_abort(struct pf_tx *tx, const char *why)
     pf_tx_free(tx);
 }
 
-/* ---- routing and request identity ---- */
-
-static bool route_host_matches(const char *want, const char *host)
-{
-    size_t n;
-
-    if (want == NULL)
-        return true;
-    if (host == NULL)
-        return false;
-    n = strcspn(host, ":");
-    if (host[0] == '[')
-        n = strcspn(host, "]") + 1;
-    return strlen(want) == n && strncasecmp(want, host, n) == 0;
-}
-
-/*
- * The path routes are matched against: the request target's path with the
- * characters an upstream might read as separators decoded (%2e, %2f, %5c,
- * "\\") and dot segments removed (RFC 3986 §5.2.4), so that neither
- * "/public/../admin" nor "/public/..%2fadmin" passes for a "/public/" route.
- * The request itself is forwarded as received.
- */
-static const char *tx_route_path(struct pf_tx *tx)
-{
-    size_t len = strcspn(tx->url, "?#");
-    char *d, *out, *o;
-    size_t n = 0;
-
-    if (strcmp(tx->url, "*") == 0)
-        return "/"; /* OPTIONS *: the server as a whole */
-    if (tx->url[0] != '/')
-        return tx->url;
-    if (memchr(tx->url, '.', len) == NULL && memchr(tx->url, '%', len) == NULL &&
-        memchr(tx->url, '\\', len) == NULL && memmem(tx->url, len, "//", 2) == NULL) {
-        /* nothing to remove: the path as it is, without the query */
-        return tx->url[len] == '\0' ? tx->url : pf_arena_strndup(tx->arena, tx->url, len);
-    }
-    d = pf_arena_alloc_raw(tx->arena, len + 1);
-    for (size_t i = 0; i < len; i++) {
-        char ch = tx->url[i];
-
-        if (ch == '%' && i + 2 < len && tx->url[i + 1] == '2' && (tx->url[i + 2] | 0x20) == 'e') {
-            ch = '.';
-            i += 2;
-        } else if (ch == '%' && i + 2 < len &&
-                   ((tx->url[i + 1] == '2' && (tx->url[i + 2] | 0x20) == 'f') ||
-                    (tx->url[i + 1] == '5' && (tx->url[i + 2] | 0x20) == 'c'))) {
-            ch = '/';
-            i += 2;
-        } else if (ch == '\\') {
-            ch = '/';
-        }
-        d[n++] = ch;
-    }
-    out = pf_arena_alloc_raw(tx->arena, n + 2);
-    o = out;
-    for (size_t i = 0; i < n;) {
-        size_t start = i + 1, end = start;
-
-        while (end < n && d[end] != '/')
-            end++;
-        bool dot = end - start == 1 && d[start] == '.';
-        if (end == start && end < n) {
-            i = end; /* "//": an empty segment is nothing ("..." must remove a real one) */
-            continue;
-        }
-        bool dotdot = end - start == 2 && d[start] == '.' && d[start + 1] == '.';
-
-        if (dotdot) {
-            while (o > out && *--o != '/')
-                ;
-        } else if (!dot) {
-            *o++ = '/';
-            memcpy(o, d + start, end - start);
-            o += end - start;
-        }
-        i = end;
-        if ((dot || dotdot) && i == n)
-            *o++ = '/'; /* "/a/b/.." is "/a/" */
-    }
-    if (o == out)
-        *o++ = '/';
-    *o = '\0';
-    return out;
-}
-
-static const struct pf_route *tx_route(struct pf_tx *tx)
-{
-    const struct pf_config *cfg = tx->cfg;
-    const char *path = tx_route_path(tx);
-
-    for (unsigned i = 0; i < cfg->n_routes; i++) {
-        const struct pf_route *r = &cfg->routes[i];
-        bool method_ok = r->methods.n == 0;
-
-        if (strncmp(path, r->prefix, r->prefix_len) != 0)
-            continue;
-        if (!route_host_matches(r->host, tx->host))
-            continue;
-        for (unsigned m = 0; m < r->methods.n && !method_ok; m++)
-            method_ok = strcmp(r->methods.v[m], tx->method) == 0;
-        if (method_ok)
-            return r;
-    }
-    return NULL;
-}
+/* ---- request identity ---- */
 
 static void hex64(char *out, uint64_t v)
 {
@@ -580,7 +475,10 @@ void pf_tx_start(struct pf_tx *tx)
         }
         return;
     }
-    tx->route = tx_route(tx);
+    if (pf_route_select(tx) != 0) {
+        pf_tx_fail(tx, 400, "bad_request"); /* double encoding in the path */
+        return;
+    }
     if (tx->route == NULL) {
         pf_tx_fail(tx, 404, "no_route");
         return;
@@ -688,10 +586,47 @@ void pf_tx_error(struct pf_tx *tx, int status, const char *code)
     tx->error = code;
 }
 
+/*
+ * Take back a response none of whose bytes has reached the socket yet (the
+ * head and a bad body arrived in the same read): the client can still get an
+ * error status instead of a cut. True when it was taken back. Bytes ahead of
+ * it (an earlier pipelined response still being written) stay.
+ */
+static bool tx_unsend(struct pf_tx *tx)
+{
+    struct evbuffer *out = tx->conn->s->out;
+    size_t len = evbuffer_get_length(out);
+    struct evbuffer *keep;
+
+    if (len < tx->bytes_out)
+        return false; /* some of it was written */
+    keep = evbuffer_new();
+    if (keep == NULL)
+        return false;
+    evbuffer_remove_buffer(out, keep, len - tx->bytes_out);
+    evbuffer_drain(out, evbuffer_get_length(out));
+    evbuffer_add_buffer(out, keep);
+    evbuffer_free(keep);
+    tx->head_sent = false;
+    tx->bytes_out = 0;
+    tx->close_after = true; /* the upstream connection is gone; keep it simple */
+    tx->out_from = 0;       /* the filters saw a response already: none sees this one */
+    return true;
+}
+
 void pf_tx_fail(struct pf_tx *tx, int status, const char *code)
 {
     if (tx->uc != NULL)
         pf_upstream_abort(tx);
+    if (tx->head_sent && tx->conn != NULL && !tx->resp_done && tx_unsend(tx)) {
+        pf_tx_error(tx, status, code);
+        tx->phase = PF_TX_REPLYING;
+        pf_conn_send_head(tx);
+        pf_conn_send_body(tx, tx->reply);
+        pf_conn_send_end(tx);
+        tx_finish(tx);
+        return;
+    }
     if (tx->head_sent || tx->conn == NULL) {
         /* too late for a status: all the client can learn is a cut connection */
         tx->error = code;

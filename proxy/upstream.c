@@ -311,6 +311,8 @@ static int up_on_headers_complete(http_parser *p)
 {
     struct pf_upconn *uc = p->data;
 
+    if (p->status_code < 100 || p->status_code > 599)
+        return -1; /* not a status code (RFC 9110 §15): 502 */
     if (p->status_code / 100 == 1) {
         if (p->status_code == 101)
             return -1;     /* no upgrade was asked for */
@@ -444,18 +446,46 @@ static void tx_arm(struct pf_tx *tx, uint64_t ms)
 
 /* ---- the response ---- */
 
+/*
+ * Transfer codings other than chunked were never asked for (no TE goes
+ * upstream), and the response cannot be passed on as it is: Transfer-Encoding
+ * is hop-by-hop and the client did not ask for them either. Such a response
+ * is a bad one (502), whether it is close-delimited ("gzip") or chunked last
+ * ("gzip, chunked", whose de-chunked bytes are still gzip-coded).
+ */
+static bool resp_te_ok(const struct pf_hdrs *h)
+{
+    for (unsigned i = 0; i < h->n; i++) {
+        const char *v = h->v[i].value, *elem;
+        size_t len;
+
+        if (h->v[i].id != PF_H_TRANSFER_ENCODING)
+            continue;
+        while (pf_http_list_next(&v, &elem, &len)) {
+            if (len != 7 || strncasecmp(elem, "chunked", 7) != 0)
+                return false;
+        }
+    }
+    return true;
+}
+
 static void up_handle_head(struct pf_upconn *uc)
 {
     struct pf_tx *tx = uc->tx;
 
     uc->head_ready = false;
+    pf_head_export(&uc->head, tx->arena, &tx->resp, NULL);
+    if (!resp_te_ok(&tx->resp)) {
+        tx->resp.n = 0;
+        up_failed(uc, PF_OUTCOME_BAD_RESPONSE);
+        return;
+    }
     tx->t_up_head = pf_now_us();
     if (tx->timer_set) {
         event_del(&tx->timer);
         tx->timer_set = false;
     }
     upstream_report(tx, PF_OUTCOME_OK);
-    pf_head_export(&uc->head, tx->arena, &tx->resp, NULL);
     tx->status = uc->parser.status_code;
     pf_tx_respond(tx);
 }
@@ -736,12 +766,15 @@ static struct pf_upconn *up_connect(struct pf_worker *w, unsigned id,
 /*
  * Not forwarded as received: hop-by-hop headers (and those Connection lists),
  * Expect (answered here), Content-Length (re-framed), and the X-Forwarded-*,
- * X-Request-Id and traceparent headers, which are written anew below.
+ * X-Request-Id and traceparent headers, which are written anew below. Host is
+ * always kept: Connection cannot remove a header pilotfish handles itself
+ * ("Connection: Host" would otherwise send an HTTP/1.1 request without Host).
  */
 static bool req_hop_by_hop(const struct pf_hdr *h, const char *conn_value)
 {
-    return (h->id != PF_H_OTHER && h->id != PF_H_HOST) ||
-           (conn_value != NULL && pf_http_list_has(conn_value, h->name));
+    if (h->id != PF_H_OTHER)
+        return h->id != PF_H_HOST;
+    return conn_value != NULL && pf_http_list_has(conn_value, h->name);
 }
 
 static void put_header(struct pf_sbuf *b, const char *name, const char *value)

@@ -91,14 +91,98 @@ def test_routing_dot_segments_cannot_leave_a_route():
         assert _which(p, o1, o2, "GET", "/public/a/..") == (200, "b")
 
 
-def test_routing_request_target_forwarded_as_received():
-    """Normalisation is for matching only: the upstream sees the original target."""
+def test_routing_normalised_target_forwarded_by_default():
+    """normalize_path: forward (the default): the upstream gets the path the
+    route matched, so it cannot read the request as another path; the query
+    is forwarded as received."""
     o1, o2, p = _start()
     with o1, o2, p:
-        with p.conn() as c:
-            r = c.request("GET", "/public/a/../echo?x=%2e")
+        for target, want in [("/public/a/../echo?x=%2e", "/public/echo?x=%2e"),
+                             ("/public/%65cho", "/public/echo"),
+                             ("/public;p=1//x/..%2Fecho", "/public;p=1/echo"),
+                             ("/public/echo?a=%2561", "/public/echo?a=%2561")]:
+            with p.conn() as c:
+                r = c.request("GET", target)
+            assert r.status == 200, (target, r)
+            assert r.json()["url"] == want, (target, r.json()["url"])
+
+
+def test_routing_match_only_forwards_the_target_as_received():
+    o = Origin()
+    p = Pilotfish(h2.CONFIG_HEAD + """\
+upstreams:
+  app:
+    endpoints: ["127.0.0.1:{{origin_port}}"]
+routes:
+  - match: { prefix: "/" }
+    normalize_path: match_only
+    filters: []
+""", origin=o)
+    with o, p, p.conn() as c:
+        r = c.request("GET", "/a/../echo?x=%2e")
         assert r.status == 200, r
-        assert r.json()["url"] == "/public/a/../echo?x=%2e", r.json()
+        assert r.json()["url"] == "/a/../echo?x=%2e", r.json()
+
+
+LIMITED = h2.CONFIG_HEAD + """\
+upstreams:
+  app:
+    endpoints: ["127.0.0.1:{{origin_port}}"]
+routes:
+  - name: api
+    match: { prefix: "/api/"{{match_extra}} }
+    filters: [ratelimit]
+  - name: rest
+    match: { prefix: "/" }
+    filters: []
+filters:
+  ratelimit: { requests_per_second: 0.001, burst: 1, key: global }
+"""
+
+
+def _limited_then(cases, match_extra=""):
+    """A /api/ route with a rate limit (burst 1) and a / route without: once
+    /api/a is limited, each (target, status) must get status without reaching
+    the upstream through /."""
+    o = Origin()
+    p = Pilotfish(LIMITED, origin=o, vars={"match_extra": match_extra})
+    with o, p:
+        assert p.get("/api/a").status == 200
+        assert p.get("/api/a").status == 429
+        problems = []
+        for target, want in cases:
+            before = o.stats()["requests"]
+            with p.conn() as c:
+                r = c.request("GET", target)
+            if r.status != want or o.stats()["requests"] != before:
+                problems.append("%s: %d (origin saw %d)" % (
+                    target, r.status, o.stats()["requests"] - before))
+        assert not problems, "\n".join(problems)
+        assert p.get("/other").status == 200
+
+
+def test_routing_encoding_and_params_cannot_bypass_a_route_filter():
+    _limited_then([("/%61pi/a", 429), ("/%61%70%69/a", 429), ("/api;x/a", 429),
+                   ("/x/..;/api/a", 429), ("/%2561pi/a", 400), ("/api%252fa", 400)])
+
+
+def test_routing_case_insensitive_route_cannot_be_bypassed_by_case():
+    _limited_then([("/API/a", 429), ("/Api;v=1/a", 429), ("/%41pi/a", 429)],
+                  match_extra=", case_insensitive: true")
+
+
+def test_routing_prefix_must_be_written_normalised():
+    o = Origin()
+    p = Pilotfish(h2.CONFIG_HEAD + """\
+upstreams:
+  app:
+    endpoints: ["127.0.0.1:{{origin_port}}"]
+routes:
+  - match: { prefix: "/%61pi/" }
+""", origin=o, start=False)
+    with o:
+        rc, out = p.check_config()
+        assert rc != 0 and "write it as '/api/'" in out, (rc, out)
 
 
 def test_routing_absolute_form_target():

@@ -623,6 +623,35 @@ static void test_conf_rejects_unsupported_upstream_keys(void **state UNUSED)
 
 /* ---- routes ---- */
 
+static void test_conf_route_normalisation_keys(void **state UNUSED)
+{
+    struct pf_config *cfg = load(MINIMAL "underscores_in_headers: reject\nroutes:\n"
+                                         "  - match: {prefix: /api/, case_insensitive: true}\n"
+                                         "    normalize_path: match_only\n"
+                                         "  - match: {prefix: /}\n");
+
+    assert_non_null(cfg);
+    assert_int_equal(cfg->underscores, PF_UNDERSCORES_REJECT);
+    assert_true(cfg->routes[0].case_insensitive);
+    assert_int_equal(cfg->routes[0].normalize, PF_NORMALIZE_MATCH_ONLY);
+    assert_false(cfg->routes[1].case_insensitive);
+    assert_int_equal(cfg->routes[1].normalize, PF_NORMALIZE_FORWARD);
+    pf_conf_unref(cfg);
+    expect_error(MINIMAL "underscores_in_headers: keep\n",
+                 "t.yaml:4:25: underscores_in_headers: must be one of drop, allow, reject");
+    expect_error(MINIMAL "routes:\n  - normalize_path: yes\n",
+                 "t.yaml:5:21: normalize_path: must be one of forward, match_only");
+    expect_error(MINIMAL "routes:\n  - match: {prefix: \"/%61pi/./x/\"}\n",
+                 "t.yaml:5:21: routes[0].match.prefix: paths are matched normalised; write it as "
+                 "'/api/x/'");
+    expect_error(MINIMAL "routes:\n  - match: {prefix: \"/a;p/\"}\n",
+                 "t.yaml:5:21: routes[0].match.prefix: paths are matched normalised; write it as "
+                 "'/a/'");
+    expect_error(
+        MINIMAL "routes:\n  - match: {prefix: \"/%2561/\"}\n",
+        "t.yaml:5:21: routes[0].match.prefix: double percent-encoding is refused in paths");
+}
+
 static void test_conf_rejects_route_to_unknown_upstream(void **state UNUSED)
 {
     expect_error(MINIMAL "routes:\n  - upstream: ap\n",
@@ -864,13 +893,14 @@ static void test_conf_to_json_shows_effective_config(void **state UNUSED)
                                  "\"header_timeout\":\"10s\",\"idle_timeout\":\"1m\"}"));
     assert_non_null(strstr(json, "\"drain_delay\":\"0s\",\"drain_timeout\":\"15s\""));
     assert_non_null(strstr(json, "\"access_log\":{\"path\":\"stdout\",\"format\":\"json\"},"
-                                 "\"log_level\":\"info\""));
+                                 "\"log_level\":\"info\",\"underscores_in_headers\":\"drop\""));
     assert_non_null(strstr(json, "\"upstreams\":{\"app\":{\"balance\":\"round_robin\","
                                  "\"endpoints\":[\"127.0.0.1:3000\"],\"connect_timeout\":\"1s\","
                                  "\"request_timeout\":\"30s\",\"pool\":{\"max_idle\":64,"
                                  "\"idle_timeout\":\"1m\",\"max_lifetime\":\"1h\"}}}"));
     assert_non_null(strstr(json, "\"routes\":[{\"name\":\"route-0\",\"match\":{\"prefix\":\"/\","
-                                 "\"host\":null,\"methods\":[]},\"upstream\":\"app\","
+                                 "\"host\":null,\"methods\":[],\"case_insensitive\":false},"
+                                 "\"normalize_path\":\"forward\",\"upstream\":\"app\","
                                  "\"filters\":[\"metrics\",\"gzip\"]}]"));
     assert_non_null(strstr(json, "\"filters\":{\"metrics\":{},\"gzip\":{}}}"));
     free(json);
@@ -964,6 +994,7 @@ int main(void)
         T(test_conf_rejects_duplicate_keys_and_aliases),
         T(test_conf_requires_an_upstream),
         T(test_conf_rejects_unsupported_upstream_keys),
+        T(test_conf_route_normalisation_keys),
         T(test_conf_rejects_route_to_unknown_upstream),
         T(test_conf_rejects_several_upstreams_without_routes),
         T(test_conf_parses_routes),
