@@ -10,6 +10,7 @@
 
 #include <event2/buffer.h>
 
+#include "proxy/arena.h"
 #include "proxy/log.h"
 #include "proxy/server.h"
 #include "proxy/stats.h"
@@ -24,7 +25,7 @@ static void admin_json(struct pf_tx *tx, int status, struct evbuffer *body)
 
 static void admin_simple(struct pf_tx *tx, int status, const char *json)
 {
-    struct evbuffer *b = evbuffer_new();
+    struct evbuffer *b = pf_evbuffer_new();
 
     evbuffer_add(b, json, strlen(json));
     admin_json(tx, status, b);
@@ -59,8 +60,8 @@ static bool admin_authorized(struct pf_tx *tx)
 
 static void admin_ready(struct pf_tx *tx, struct pf_server *s)
 {
-    struct evbuffer *why = evbuffer_new();
-    struct evbuffer *b = evbuffer_new();
+    struct evbuffer *why = pf_evbuffer_new();
+    struct evbuffer *b = pf_evbuffer_new();
 
     if (pf_server_ready(s, why)) {
         evbuffer_add_printf(b, "{\"status\":\"ready\"}\n");
@@ -80,7 +81,7 @@ static void admin_post(struct pf_tx *tx, struct pf_server *s, const char *path)
     if (!admin_authorized(tx))
         return;
     if (strcmp(path, "/reload") == 0) {
-        struct evbuffer *b = evbuffer_new();
+        struct evbuffer *b = pf_evbuffer_new();
         int rc = pf_server_reload(s, b);
 
         admin_json(tx, rc == 0 ? 200 : 400, b);
@@ -106,14 +107,14 @@ static void admin_get(struct pf_tx *tx, struct pf_server *s, const char *path)
     } else if (strcmp(path, "/ready") == 0) {
         admin_ready(tx, s);
     } else if (strcmp(path, "/config") == 0) {
-        struct evbuffer *b = evbuffer_new();
+        struct evbuffer *b = pf_evbuffer_new();
 
         pf_conf_to_json(s->cfg, b);
         evbuffer_add(b, "\n", 1);
         admin_json(tx, 200, b);
         evbuffer_free(b);
     } else if (strcmp(path, "/metrics") == 0) {
-        struct evbuffer *b = evbuffer_new();
+        struct evbuffer *b = pf_evbuffer_new();
 
         pf_stats_render(s, b);
         pf_tx_reply(tx, 200, b);

@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/buffer.h>
+
 #include "proxy/log.h"
 
 #define ARENA_ALIGN     16
@@ -214,4 +216,13 @@ char *pf_xstrndup(const char *s, size_t len)
     memcpy(p, s, len);
     p[len] = '\0';
     return p;
+}
+
+struct evbuffer *pf_evbuffer_new(void)
+{
+    struct evbuffer *b = evbuffer_new();
+
+    if (b == NULL)
+        pf_fatal("out of memory (evbuffer_new)");
+    return b;
 }

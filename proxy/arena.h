@@ -12,6 +12,8 @@
 
 #include <stddef.h>
 
+struct evbuffer;
+
 struct pf_arena;
 
 typedef void (*pf_defer_fn)(void *arg);
@@ -43,5 +45,7 @@ void *pf_xcalloc(size_t n, size_t size);
 void *pf_xrealloc(void *p, size_t size);
 char *pf_xstrdup(const char *s);
 char *pf_xstrndup(const char *s, size_t len);
+/* evbuffer_new() that never returns NULL: failure calls pf_fatal(). */
+struct evbuffer *pf_evbuffer_new(void);
 
 #endif /* PF_ARENA_H */

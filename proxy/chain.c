@@ -21,6 +21,7 @@ void pf_chain_init(struct pf_tx *tx)
     if (r->n_filters == 0)
         return;
     tx->slots = pf_arena_alloc(tx->arena, sizeof(*tx->slots) * r->n_filters);
+    tx->slot_state = pf_arena_alloc(tx->arena, r->n_filters); /* zeroed: PF_SLOT_IDLE */
     for (unsigned i = 0; i < r->n_filters; i++) {
         unsigned k = r->filters[i];
         const struct pf_filter_ops *ops = tx->cfg->filters[k].ops;
@@ -56,6 +57,8 @@ static enum pf_verdict chain_request(struct pf_tx *tx)
         if (tx->n_ran <= i)
             tx->n_ran = i + 1;
         tx->next_filter = i + 1;
+        if (tx->slot_state[i] == PF_SLOT_IDLE)
+            tx->slot_state[i] = PF_SLOT_REQUEST;
         if (ops->on_request != NULL)
             v = ops->on_request(tx, &tx->slots[i]);
         switch (v) {
@@ -91,19 +94,21 @@ static enum pf_verdict chain_request(struct pf_tx *tx)
 
 enum pf_verdict pf_chain_response(struct pf_tx *tx)
 {
-    bool body = false;
-
+    tx->has_body_filters = false;
     for (unsigned i = tx->out_from; i-- > 0;) {
         const struct pf_filter_ops *ops = chain_ops(tx, i);
 
+        if (tx->slot_state[i] != PF_SLOT_REQUEST)
+            continue;
         if (ops->on_response != NULL && ops->on_response(tx, &tx->slots[i]) == PF_FAILED) {
             pf_log(PF_LOG_ERR, "filter %s failed on response", ops->name);
             return PF_FAILED;
         }
-        body |= ops->on_body != NULL && !tx->slots[i].skip_body;
+        tx->slot_state[i] = PF_SLOT_RESPONSE;
+        /* when no filter wants this body it goes to the client without the chain */
+        if (ops->on_body != NULL && !tx->slots[i].skip_body)
+            tx->has_body_filters = true;
     }
-    /* no filter wants this body: it goes to the client without the chain */
-    tx->has_body_filters = body;
     return PF_NEXT;
 }
 
@@ -120,7 +125,7 @@ enum pf_verdict pf_chain_body(struct pf_tx *tx, struct evbuffer *data, bool eos,
         struct pf_body b = {in, next, eos};
         struct evbuffer *t;
 
-        if (ops->on_body == NULL || tx->slots[i].skip_body)
+        if (ops->on_body == NULL || tx->slots[i].skip_body || tx->slot_state[i] != PF_SLOT_RESPONSE)
             continue;
         if (ops->on_body(tx, &tx->slots[i], &b) == PF_FAILED) {
             pf_log(PF_LOG_ERR, "filter %s failed on body", ops->name);
@@ -141,12 +146,12 @@ enum pf_verdict pf_chain_body(struct pf_tx *tx, struct evbuffer *data, bool eos,
 
 void pf_chain_done(struct pf_tx *tx)
 {
-    if (tx->done_called)
-        return;
-    tx->done_called = true;
     for (unsigned i = tx->n_ran; i-- > 0;) {
         const struct pf_filter_ops *ops = chain_ops(tx, i);
 
+        if (tx->slot_state[i] == PF_SLOT_IDLE || tx->slot_state[i] == PF_SLOT_DONE)
+            continue;
+        tx->slot_state[i] = PF_SLOT_DONE; /* before the call: on_done never runs twice */
         if (ops->on_done != NULL)
             ops->on_done(tx, &tx->slots[i]);
     }

@@ -142,6 +142,13 @@ struct pf_mail {
     struct pf_mail *next;
 };
 
+/* One entry of a worker's pf_tx_ref table (proxy/txref.c). */
+struct pf_txref_slot {
+    struct pf_tx *tx;   /* NULL while free */
+    uint32_t gen;       /* bumped when the transaction ends; never 0 */
+    uint32_t next_free; /* free list: next free index + 1, 0 ends it */
+};
+
 struct pf_worker {
     unsigned index; /* 0..count-1; the admin loop is count */
     unsigned count; /* number of proxy workers */
@@ -175,6 +182,12 @@ struct pf_worker {
     uint64_t requests;           /* transactions ended (tests, debugging) */
     _Atomic uint64_t heartbeat;  /* atomic: last tick, for /live */
     struct pf_stats *stats;      /* metric series of this worker (proxy/stats.h) */
+
+    /* pf_tx_ref() slots: they outlive the transactions (proxy/txref.c) */
+    struct pf_txref_slot *txrefs;
+    uint32_t n_txrefs;
+    uint32_t cap_txrefs;
+    uint32_t txref_free; /* first free slot + 1, 0 when none */
 };
 
 enum pf_body_mode {
@@ -252,12 +265,14 @@ struct pf_tx {
     bool has_body_filters;
     bool is_admin;
     struct evbuffer *req_buf; /* admin: the request body, bounded */
-    bool done_called;
+    /* this tx's pf_tx_ref() slot + 1, 0 when none */
+    uint32_t ref_slot;
     bool in_chain;       /* inside pf_chain_request() (resume is deferred) */
     bool resume_pending; /* pf_tx_resume() was called from inside the chain */
     enum pf_verdict resume_verdict;
     struct evbuffer *body_a; /* scratch for on_body stages */
     struct evbuffer *body_b;
+    uint8_t *slot_state; /* enum pf_slot_state of each slot (proxy/chain.h) */
 
     /* upstream */
     struct pf_upconn *uc;

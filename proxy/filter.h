@@ -29,7 +29,7 @@ struct evbuffer;
 enum pf_verdict {
     PF_NEXT = 0, /* continue with the next stage */
     PF_REPLIED,  /* pf_tx_reply() was called: stop going inward */
-    PF_PAUSED,   /* filter will call pf_tx_resume() later */
+    PF_PAUSED,   /* filter will call pf_tx_resume() later (see below) */
     PF_FAILED,   /* internal error: core answers 500 and logs the filter name */
 };
 
@@ -52,6 +52,11 @@ struct pf_filter_ops {
     /* n is the filter's map under `filters:`, or NULL when absent (defaults). */
     int (*conf_parse)(const struct pf_conf_node *n, void **conf, struct pf_err *err);
     void (*conf_free)(void *conf);
+    /*
+     * Runs on the main thread when a snapshot is built for worker w (start,
+     * reload). Non-zero fails the start or the reload (the running snapshot
+     * stays): leave nothing allocated then.
+     */
     int (*worker_init)(const void *conf, struct pf_worker *w, void **wstate);
     void (*worker_fini)(void *wstate);
     enum pf_verdict (*on_request)(struct pf_tx *tx, struct pf_slot *s);
@@ -75,8 +80,40 @@ void pf_tx_reply(struct pf_tx *tx, int status, struct evbuffer *body);
  */
 void pf_tx_error(struct pf_tx *tx, int status, const char *code);
 
-/* Continue a transaction whose filter returned PF_PAUSED, with verdict v. */
+/*
+ * Continue a transaction whose filter returned PF_PAUSED, with verdict v
+ * (after pf_tx_reply() for PF_REPLIED). tx must still exist: call it from
+ * inside on_request, or with a tx that pf_tx_deref() has just returned.
+ * Anything else (the tx is not paused in on_request) is ignored.
+ *
+ * Pausing safely. While a filter waits, the client may go away: the core then
+ * aborts the transaction, runs on_done for the filters whose on_request ran
+ * (the paused one included) and frees the tx and its arena, ctx included. So:
+ *  - a waiter never keeps a struct pf_tx * across a return to the event loop;
+ *    it keeps the struct pf_tx_ref from pf_tx_ref(tx), and when it wakes it
+ *    calls pf_tx_deref(): NULL means the transaction has ended (abort,
+ *    timeout, drain) and the waiter just drops its work;
+ *  - the waiter's own state (a timer event, a Redis callback's data) lives in
+ *    memory the filter owns (wstate, malloc) unless on_done cancels it, since
+ *    the arena is freed with the tx;
+ *  - only the tx's worker thread may call pf_tx_deref() and pf_tx_resume():
+ *    use an event on pf_worker_base() of pf_tx_worker(tx) to get back there;
+ *  - resume exactly once per PF_PAUSED: a stray second call could continue a
+ *    later filter's pause.
+ */
 void pf_tx_resume(struct pf_tx *tx, enum pf_verdict v);
+
+/* A reference to a transaction that stays safe to hold after it ends. */
+struct pf_tx_ref {
+    struct pf_worker *w; /* the transaction's worker */
+    uint32_t slot;       /* in the worker's table */
+    uint32_t gen;        /* the slot's generation when the reference was taken */
+};
+
+/* A reference to tx (the same one each time for one tx); cheap. */
+struct pf_tx_ref pf_tx_ref(struct pf_tx *tx);
+/* The transaction r refers to, or NULL once it has ended (or r is zeroed). */
+struct pf_tx *pf_tx_deref(struct pf_tx_ref r);
 
 /* ---- what a filter may read and change of the transaction ---- */
 

@@ -642,7 +642,7 @@ static int conn_body(struct pf_conn *c)
         return evbuffer_get_length(in) == 0 ? -1 : 0;
     }
     if (c->body_tmp == NULL)
-        c->body_tmp = evbuffer_new();
+        c->body_tmp = pf_evbuffer_new();
     rc = pf_chunked_decode(&c->chunked, in, c->body_tmp);
     if (rc < 0) {
         conn_reply_error(c, 400, "bad_request");

@@ -438,7 +438,7 @@ static void alog_reopen_file(void)
 
 static void *alog_main(void *arg)
 {
-    struct evbuffer *batch = evbuffer_new();
+    struct evbuffer *batch = pf_evbuffer_new();
     bool stop = false;
     bool reopen;
     char *path;
@@ -475,7 +475,7 @@ static void *alog_main(void *arg)
 /* Start the writer on an opened target; signals stay with the main thread. */
 static int alog_spawn(int fd, char *path)
 {
-    struct evbuffer *queue = evbuffer_new();
+    struct evbuffer *queue = pf_evbuffer_new();
     sigset_t all;
     sigset_t old;
     int err;

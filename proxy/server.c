@@ -28,6 +28,7 @@
 #include "proxy/http1.h"
 #include "proxy/log.h"
 #include "proxy/stats.h"
+#include "proxy/tx.h"
 #include "proxy/upstream.h"
 
 static struct pf_server *the_server;
@@ -170,7 +171,26 @@ static void server_raise_nofile(struct pf_server *s, const struct pf_config *cfg
 
 /* ---- configuration snapshots per worker ---- */
 
-static struct pf_wconf *wconf_new(struct pf_worker *w, struct pf_config *cfg)
+/* worker_fini for the first n filters of wc, then free wc and drop its reference. */
+static void wconf_free(struct pf_worker *w, struct pf_wconf *wc, unsigned n)
+{
+    for (unsigned i = 0; i < n && !w->is_admin; i++) {
+        const struct pf_filter_ops *ops = wc->cfg->filters[i].ops;
+
+        if (ops->worker_fini != NULL)
+            ops->worker_fini(wc->wstates[i]);
+    }
+    pf_conf_unref(wc->cfg);
+    free(wc->wstates);
+    free(wc);
+}
+
+/*
+ * cfg (one reference, taken over) with w's wstates (worker_init runs on the
+ * main thread; the wconf reaches w by mail). NULL when a worker_init fails:
+ * the filters before it are finished again and *failed names the filter.
+ */
+static struct pf_wconf *wconf_new(struct pf_worker *w, struct pf_config *cfg, const char **failed)
 {
     struct pf_wconf *wc = pf_xcalloc(1, sizeof(*wc));
 
@@ -181,41 +201,54 @@ static struct pf_wconf *wconf_new(struct pf_worker *w, struct pf_config *cfg)
         const struct pf_filter_ops *ops = cfg->filters[i].ops;
 
         if (ops->worker_init != NULL &&
-            ops->worker_init(cfg->filters[i].conf, w, &wc->wstates[i]) != 0)
-            pf_log(PF_LOG_ERR, "filter %s: worker_init failed", ops->name);
+            ops->worker_init(cfg->filters[i].conf, w, &wc->wstates[i]) != 0) {
+            *failed = ops->name;
+            wconf_free(w, wc, i);
+            return NULL;
+        }
     }
     return wc;
 }
 
 void pf_server_wconf_unref(struct pf_worker *w, struct pf_wconf *wc)
 {
-    struct pf_config *cfg = wc->cfg;
-
     if (--wc->refs > 0)
         return;
-    for (unsigned i = 0; i < cfg->n_filters && !w->is_admin; i++) {
-        const struct pf_filter_ops *ops = cfg->filters[i].ops;
-
-        if (ops->worker_fini != NULL)
-            ops->worker_fini(wc->wstates[i]);
-    }
-    free(wc->wstates);
-    free(wc);
-    pf_conf_unref(cfg);
+    wconf_free(w, wc, wc->cfg->n_filters);
 }
 
-/* Mail: switch w to a new snapshot (arg holds one reference for w). */
+/* Mail: switch w to a new snapshot (arg: a wconf built for w by the reload). */
 static void worker_switch(struct pf_worker *w, void *arg)
 {
     struct pf_wconf *old = w->wc;
-    struct pf_config *cfg = arg;
 
-    w->wc = wconf_new(w, cfg);
-    w->max_conns = worker_share(w->srv, cfg);
+    w->wc = arg;
+    w->max_conns = worker_share(w->srv, w->wc->cfg);
     if (!w->draining && !w->is_admin)
         worker_set_accepting(w, w->n_conns < w->max_conns);
     if (old != NULL)
         pf_server_wconf_unref(w, old);
+}
+
+/*
+ * A wconf of cfg for each worker in wcs[], the admin loop's last. When a
+ * worker_init fails nothing stays built; *failed / *at: which filter, worker.
+ */
+static int wconfs_new(struct pf_server *s, struct pf_config *cfg, struct pf_wconf **wcs,
+                      const char **failed, unsigned *at)
+{
+    for (unsigned i = 0; i <= s->n_workers; i++) {
+        struct pf_worker *w = i < s->n_workers ? &s->workers[i] : &s->admin;
+
+        wcs[i] = wconf_new(w, pf_conf_ref(cfg), failed);
+        if (wcs[i] == NULL) {
+            *at = i;
+            while (i-- > 0)
+                pf_server_wconf_unref(&s->workers[i], wcs[i]);
+            return -1;
+        }
+    }
+    return 0;
 }
 
 /* ---- listeners ---- */
@@ -432,7 +465,7 @@ static void worker_init(struct pf_server *s, struct pf_worker *w, unsigned index
     w->mail_ev = event_new(w->base, -1, EV_PERSIST, mail_cb, w);
     w->tick = event_new(w->base, -1, EV_PERSIST, tick_cb, w);
     event_add(w->tick, &tv);
-    w->alog = evbuffer_new();
+    w->alog = pf_evbuffer_new();
     w->accepting = true;
     if (getrandom(w->rng, sizeof(w->rng), 0) != sizeof(w->rng) || (w->rng[0] | w->rng[1]) == 0) {
         w->rng[0] = (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ull + index;
@@ -440,8 +473,6 @@ static void worker_init(struct pf_server *s, struct pf_worker *w, unsigned index
     }
     atomic_store(&w->heartbeat, pf_now_us());
     w->stats = pf_stats_new(&s->cfg->metrics); /* outlives snapshots: counts survive reloads */
-    w->wc = wconf_new(w, pf_conf_ref(s->cfg));
-    w->max_conns = worker_share(s, s->cfg);
 }
 
 static void *worker_main(void *arg)
@@ -482,7 +513,7 @@ static void worker_free(struct pf_worker *w)
         struct pf_mail *next = m->next;
 
         if (m->fn == worker_switch)
-            pf_conf_unref(m->arg);
+            pf_server_wconf_unref(w, m->arg);
         free(m);
         m = next;
     }
@@ -496,6 +527,7 @@ static void worker_free(struct pf_worker *w)
     event_free(w->mail_ev);
     evbuffer_free(w->alog);
     pf_stats_free(w->stats);
+    pf_txref_fini(w);
     pthread_mutex_destroy(&w->mail_lock);
     pf_stream_loop_fini(&w->sloop);
     if (!w->is_admin)
@@ -695,6 +727,22 @@ static int server_open_listeners(struct pf_server *s, const struct pf_config *cf
     return 0;
 }
 
+/* Every worker's first snapshot; -1 (logged) when a filter cannot start. */
+static int server_wconfs(struct pf_server *s)
+{
+    struct pf_wconf **wcs = pf_xcalloc(s->n_workers + 1, sizeof(*wcs));
+    const char *failed = NULL;
+    unsigned at = 0;
+    int rc = wconfs_new(s, s->cfg, wcs, &failed, &at);
+
+    if (rc != 0)
+        pf_log(PF_LOG_ERR, "cannot start: filter %s: worker_init failed on worker %u", failed, at);
+    for (unsigned i = 0; rc == 0 && i <= s->n_workers; i++)
+        worker_switch(i < s->n_workers ? &s->workers[i] : &s->admin, wcs[i]);
+    free(wcs);
+    return rc;
+}
+
 int pf_server_start(struct pf_server *s, struct pf_config *cfg)
 {
     static const int sigs[] = {SIGHUP, SIGUSR1, SIGTERM, SIGINT};
@@ -721,6 +769,8 @@ int pf_server_start(struct pf_server *s, struct pf_config *cfg)
     s->workers = pf_xcalloc(s->n_workers, sizeof(*s->workers));
     for (unsigned i = 0; i < s->n_workers; i++)
         worker_init(s, &s->workers[i], i, false);
+    if (server_wconfs(s) != 0)
+        return -1;
     for (unsigned i = 0; i < s->n_socks; i++)
         listen_sock_give(s, &s->socks[i]);
     for (unsigned i = 0; i < s->n_workers; i++) {
@@ -910,7 +960,10 @@ int pf_server_reload(struct pf_server *s, struct evbuffer *result)
 {
     struct pf_err err;
     struct pf_config *cfg;
+    struct pf_wconf **wcs;
+    const char *failed = NULL;
     unsigned first_new = s->n_socks;
+    unsigned at = 0;
     int admin_fd;
 
     pf_err_init(&err, s->cfg->path);
@@ -919,12 +972,18 @@ int pf_server_reload(struct pf_server *s, struct evbuffer *result)
         return reload_fail(s, result, &err);
     /* everything that can fail happens before anything is applied */
     admin_fd = admin_changed(s, cfg) ? admin_bind(cfg) : -3;
+    wcs = pf_xcalloc(s->n_workers + 1, sizeof(*wcs));
     if (pf_upstream_bind(cfg) != 0 || admin_fd == -2 ||
-        reload_open_listeners(s, cfg, &first_new) != 0) {
+        reload_open_listeners(s, cfg, &first_new) != 0 ||
+        wconfs_new(s, cfg, wcs, &failed, &at) != 0) {
         if (admin_fd >= 0)
             close(admin_fd);
         reload_close_new_listeners(s, first_new);
-        pf_err_at(&err, NULL, "cannot apply the listen addresses or endpoints (see log)");
+        if (failed != NULL)
+            pf_err_at(&err, NULL, "filter %s: worker_init failed on worker %u", failed, at);
+        else
+            pf_err_at(&err, NULL, "cannot apply the listen addresses or endpoints (see log)");
+        free(wcs);
         pf_conf_unref(cfg);
         return reload_fail(s, result, &err);
     }
@@ -941,8 +1000,9 @@ int pf_server_reload(struct pf_server *s, struct evbuffer *result)
                cfg->access_log_path);
     pf_log_set_level((enum pf_log_level)cfg->log_level);
     for (unsigned i = 0; i < s->n_workers; i++)
-        pf_server_mail(&s->workers[i], worker_switch, pf_conf_ref(cfg));
-    worker_switch(&s->admin, pf_conf_ref(cfg));
+        pf_server_mail(&s->workers[i], worker_switch, wcs[i]);
+    worker_switch(&s->admin, wcs[s->n_workers]);
+    free(wcs);
     pf_conf_unref(s->cfg);
     s->cfg = cfg;
     s->reloads_ok++;

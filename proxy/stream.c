@@ -220,8 +220,8 @@ struct pf_stream *pf_stream_new(struct pf_stream_loop *l, int fd)
 
     s->loop = l;
     s->fd = fd;
-    s->in = evbuffer_new();
-    s->out = evbuffer_new();
+    s->in = pf_evbuffer_new();
+    s->out = pf_evbuffer_new();
     if (s->in == NULL || s->out == NULL)
         pf_fatal("out of memory");
     evutil_make_socket_nonblocking(fd);

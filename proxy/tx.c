@@ -41,9 +41,14 @@ static const char *const error_names[PF_ERR_MAX] = {
     [PF_ERR_OTHER] = "other",
 };
 
+uint64_t pf_clock_fixed_us;
+
 uint64_t pf_now_us(void)
 {
     struct timespec ts;
+
+    if (pf_clock_fixed_us != 0)
+        return pf_clock_fixed_us;
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
@@ -292,10 +297,8 @@ static void evbuffer_free_cb(void *arg)
 
 static struct evbuffer *tx_evbuffer(struct pf_tx *tx)
 {
-    struct evbuffer *b = evbuffer_new();
+    struct evbuffer *b = pf_evbuffer_new();
 
-    if (b == NULL)
-        pf_fatal("out of memory");
     pf_arena_defer(tx->arena, evbuffer_free_cb, b);
     return b;
 }
@@ -333,6 +336,7 @@ static void tx_log(struct pf_tx *tx);
 
 void pf_tx_free(struct pf_tx *tx)
 {
+    pf_txref_release(tx); /* before on_done: a waiter woken from there finds nothing */
     if (tx->timer_set)
         event_del(&tx->timer);
     if (tx->uc != NULL)
@@ -568,9 +572,10 @@ void pf_tx_reply(struct pf_tx *tx, int status, struct evbuffer *body)
     pf_hdrs_add(tx->arena, &tx->resp, "Content-Length", len);
 }
 
-void pf_tx_error(struct pf_tx *tx, int status, const char *code)
+/* The JSON error reply of pf_tx_error(), without counting it. */
+static void tx_error_reply(struct pf_tx *tx, int status, const char *code)
 {
-    struct evbuffer *b = evbuffer_new();
+    struct evbuffer *b = pf_evbuffer_new();
 
     if (tx->request_id == NULL)
         tx_request_id(tx);
@@ -582,6 +587,11 @@ void pf_tx_error(struct pf_tx *tx, int status, const char *code)
     evbuffer_free(b);
     pf_hdrs_add(tx->arena, &tx->resp, "Content-Type", "application/json");
     pf_hdrs_add(tx->arena, &tx->resp, "X-Pilotfish-Error", code);
+}
+
+void pf_tx_error(struct pf_tx *tx, int status, const char *code)
+{
+    tx_error_reply(tx, status, code);
     pf_count_error(tx->w, code);
     tx->error = code;
 }
@@ -663,8 +673,16 @@ static void tx_send_reply(struct pf_tx *tx)
 
 bool pf_tx_respond(struct pf_tx *tx)
 {
-    if (pf_chain_response(tx) == PF_FAILED && tx->error == NULL) {
-        pf_tx_error(tx, 500, "filter_failed");
+    if (pf_chain_response(tx) == PF_FAILED) {
+        /*
+         * The head is half-changed by the filters inside the failed one: send
+         * a fresh error reply past every filter. An error reply that failed
+         * is sent again as it was (counted once, its code kept for the log).
+         */
+        if (tx->error == NULL)
+            pf_tx_error(tx, 500, "filter_failed");
+        else
+            tx_error_reply(tx, tx->status >= 400 ? tx->status : 500, tx->error);
         if (tx->uc != NULL)
             pf_upstream_abort(tx);
         tx->out_from = 0;

@@ -48,6 +48,11 @@ void pf_tx_abort(struct pf_tx *tx, const char *why);
 /* Release: on_done for the filters that ran, access log line, arena. */
 void pf_tx_free(struct pf_tx *tx);
 
+/* The transaction ends: references to it (pf_tx_ref) stop finding it. */
+void pf_txref_release(struct pf_tx *tx);
+/* Free w's reference table (when the worker is freed). */
+void pf_txref_fini(struct pf_worker *w);
+
 /* Header list helpers (arena-backed). */
 const char *pf_hdrs_get(const struct pf_hdrs *h, const char *name);
 /* First value of the header recognised as id (faster than by name). */
@@ -61,6 +66,9 @@ void pf_hdrs_del(struct pf_hdrs *h, const char *name);
 void pf_count_error(struct pf_worker *w, const char *code);
 /* Name of error e (the code of docs/operations.md, "Errors"). */
 const char *pf_error_name(enum pf_error e);
+
+/* Tests only: when non-zero, pf_now_us() returns this instead of the clock. */
+extern uint64_t pf_clock_fixed_us;
 
 /* Random 64-bit value from the worker's generator. */
 uint64_t pf_worker_rand(struct pf_worker *w);

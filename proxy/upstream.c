@@ -750,7 +750,7 @@ static struct pf_upconn *up_connect(struct pf_worker *w, unsigned id,
     uc = pf_xcalloc(1, sizeof(*uc));
     uc->w = w;
     uc->endpoint_id = id;
-    uc->body = evbuffer_new();
+    uc->body = pf_evbuffer_new();
     uc->expire_us = pf_now_us() + up->pool.max_lifetime_ms * 1000;
     uc->s = pf_stream_new(&w->sloop, fd);
     http_parser_init(&uc->parser, HTTP_RESPONSE);

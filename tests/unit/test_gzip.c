@@ -124,8 +124,8 @@ static unsigned resp_count(struct fixture *f, const char *name)
 {
     unsigned n = 0;
 
-    for (unsigned i = 0; i < f->tx.n_resp; i++)
-        n += strcasecmp(f->tx.resp[i].name, name) == 0;
+    for (unsigned i = 0; i < f->tx.resp.n; i++)
+        n += strcasecmp(f->tx.resp.v[i].name, name) == 0;
     return n;
 }
 

@@ -79,15 +79,15 @@ static struct result req_on(void *conf, const char *route, const char *client, c
 
     memset(&r, 0, sizeof(r));
     fake_tx_init(&tx, "GET", "/");
-    tx.client = client;
-    tx.route = route;
+    fake_tx_set_client(&tx, client);
+    fake_tx_set_route(&tx, route);
     if (h1 != NULL)
         fake_tx_req_add(&tx, h1, v1);
     if (h2 != NULL)
         fake_tx_req_add(&tx, h2, v2);
     r.v = pf_filter_ratelimit.on_request(&tx, &slot);
-    r.status = tx.replied_status;
-    r.code = tx.error_code;
+    r.status = fake_tx_replied_status(&tx);
+    r.code = tx.error;
     h = pf_tx_resp_header(&tx, "Retry-After");
     snprintf(r.retry, sizeof(r.retry), "%s", h != NULL ? h : "");
     h = pf_tx_resp_header(&tx, "X-Pilotfish-Error");
@@ -296,9 +296,9 @@ static void *hammer_main(void *arg)
 
     for (unsigned i = 0; i < h->n; i++) {
         fake_tx_init(&tx, "GET", "/");
-        tx.worker = h->worker;
-        tx.client = h->client;
-        tx.route = "route-threads";
+        tx.w = h->worker;
+        fake_tx_set_client(&tx, h->client);
+        fake_tx_set_route(&tx, "route-threads");
         h->admitted += pf_filter_ratelimit.on_request(&tx, &slot) == PF_NEXT;
         fake_tx_fini(&tx);
     }
@@ -310,7 +310,7 @@ static void two_workers_share(const char *yaml, const char *client0, const char 
                               unsigned burst)
 {
     void *conf = conf_new(yaml);
-    struct pf_worker w[2] = {{0, 2, NULL}, {1, 2, NULL}};
+    struct pf_worker w[2] = {{.index = 0, .count = 2}, {.index = 1, .count = 2}};
     struct hammer h[2] = {
         {conf, &w[0], client0, 2000, 0},
         {conf, &w[1], client1, 2000, 0},
@@ -347,8 +347,8 @@ static void *churn_main(void *arg)
     for (unsigned i = 0; i < h->n; i++) {
         snprintf(ip, sizeof(ip), "%s%x", h->client, i);
         fake_tx_init(&tx, "GET", "/");
-        tx.worker = h->worker;
-        tx.client = ip;
+        tx.w = h->worker;
+        fake_tx_set_client(&tx, ip);
         h->admitted += pf_filter_ratelimit.on_request(&tx, &slot) == PF_NEXT;
         fake_tx_fini(&tx);
     }
@@ -358,7 +358,7 @@ static void *churn_main(void *arg)
 static void test_ratelimit_two_workers_evict_safely_when_table_full(void **state)
 {
     void *conf = conf_new("ratelimit:\n  burst: 1\n  max_keys: 64\n");
-    struct pf_worker w[2] = {{0, 2, NULL}, {1, 2, NULL}};
+    struct pf_worker w[2] = {{.index = 0, .count = 2}, {.index = 1, .count = 2}};
     struct hammer h[2] = {
         {conf, &w[0], "2001:db8:0:1::", 20000, 0},
         {conf, &w[1], "2001:db8:0:2::", 20000, 0},
