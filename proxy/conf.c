@@ -1,5 +1,5 @@
 /*
- * The pilotfish configuration: sections, defaults (SPEC.md section 2),
+ * The pilotfish configuration: sections, defaults (docs/configuration.md),
  * cross-checks between routes, upstreams and filters, snapshots and /config.
  * The node tree, ${VAR}, scalar parsers and key tables are in conf_node.c.
  */

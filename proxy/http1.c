@@ -1,6 +1,6 @@
 /*
  * The HTTP/1.1 engine, client side: pf_stream sockets + http-parser in strict mode,
- * with the framing rules of ARCHITECTURE.md §1 checked on top of the parser.
+ * with the framing rules of docs/operations.md checked on top of the parser.
  *
  * A connection parses one request head at a time. When the head is complete
  * the parser is paused and a transaction starts; the body is parsed only when
@@ -110,7 +110,7 @@ static bool resp_hop_by_hop(const struct pf_hdr *h, const char *conn_value)
                                   pf_http_list_has(conn_value, h->name));
 }
 
-/* Decide how the body goes to the client (ARCHITECTURE §1 "Response framing"). */
+/* Decide how the body goes to the client (docs/operations.md "Response framing"). */
 static enum pf_out_mode conn_out_mode(struct pf_tx *tx, bool *keep_cl)
 {
     int s = tx->status;
@@ -293,7 +293,7 @@ static bool is_digits(const char *s)
 }
 
 /*
- * The framing rules of ARCHITECTURE §1 on top of http-parser's own: one
+ * The framing rules of docs/operations.md on top of http-parser's own: one
  * Content-Length of digits only, or one Transfer-Encoding that is exactly
  * "chunked", never both; exactly one Host for HTTP/1.1.
  */

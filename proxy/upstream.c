@@ -732,7 +732,7 @@ static void put_header(struct pf_sbuf *b, const char *name, const char *value)
     pf_sb_header(b, name, strlen(name), value, strlen(value));
 }
 
-/* The request head toward the upstream (SPEC §4: hop-by-hop, X-Forwarded-*). */
+/* The request head toward the upstream (hop-by-hop, X-Forwarded-*: docs/operations.md). */
 static void up_write_head(struct pf_tx *tx, struct pf_upconn *uc)
 {
     struct pf_sbuf b;
