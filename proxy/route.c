@@ -36,6 +36,21 @@ static bool is_triplet(const char *p, size_t i, size_t len)
     return p[i] == '%' && i + 2 < len && hexval(p[i + 1]) >= 0 && hexval(p[i + 2]) >= 0;
 }
 
+/*
+ * "%25" followed by two hex digits in the decoded path d[0..n): decoded once
+ * more it would be another character. Checked after decoding, so that a
+ * split form ("%25%36%31", which decodes to "%2561") is caught as well.
+ */
+static bool double_encoded(const char *d, size_t n)
+{
+    for (size_t i = 0; i + 4 < n; i++) {
+        if (d[i] == '%' && d[i + 1] == '2' && d[i + 2] == '5' && hexval(d[i + 3]) >= 0 &&
+            hexval(d[i + 4]) >= 0)
+            return true;
+    }
+    return false;
+}
+
 /* Percent-decoding pass into d (never longer than the input); -1 on double encoding. */
 static ssize_t decode(const char *p, size_t len, char *d)
 {
@@ -49,8 +64,6 @@ static ssize_t decode(const char *p, size_t len, char *d)
             continue;
         }
         v = (unsigned char)(hexval(p[i + 1]) * 16 + hexval(p[i + 2]));
-        if (v == '%' && i + 4 < len && hexval(p[i + 3]) >= 0 && hexval(p[i + 4]) >= 0)
-            return -1; /* "%2561": decoded twice, it would be "a" */
         if (is_unreserved(v)) {
             d[n++] = (char)v;
         } else if (v == '/' || v == '\\') {
@@ -62,7 +75,7 @@ static ssize_t decode(const char *p, size_t len, char *d)
         }
         i += 2;
     }
-    return (ssize_t)n;
+    return double_encoded(d, n) ? -1 : (ssize_t)n; /* "%2561": decoded twice, "a" */
 }
 
 /* Length of the segment's name: up to its ";params". */
@@ -129,15 +142,29 @@ size_t pf_route_strip_params(char *s, size_t len)
     bool param = false;
 
     for (size_t i = 0; i < len; i++) {
-        if (s[i] == '/')
+        if (s[i] == '/') {
             param = false;
-        else if (s[i] == ';')
+            if (j > 0 && s[j - 1] == '/')
+                continue; /* "/;x/api": a segment that was only params is empty */
+        } else if (s[i] == ';') {
             param = true;
+        }
         if (!param)
             s[j++] = s[i];
     }
     s[j] = '\0';
     return j;
+}
+
+/* Length of the host name of h: without the port, and without a trailing '.' (an FQDN). */
+static size_t host_name_len(const char *h)
+{
+    size_t n;
+
+    if (h[0] == '[')
+        return strcspn(h, "]") + 1;
+    n = strcspn(h, ":");
+    return n > 1 && h[n - 1] == '.' ? n - 1 : n;
 }
 
 static bool host_matches(const char *want, const char *host)
@@ -148,10 +175,8 @@ static bool host_matches(const char *want, const char *host)
         return true;
     if (host == NULL)
         return false;
-    n = strcspn(host, ":");
-    if (host[0] == '[')
-        n = strcspn(host, "]") + 1;
-    return strlen(want) == n && strncasecmp(want, host, n) == 0;
+    n = host_name_len(host);
+    return host_name_len(want) == n && strncasecmp(want, host, n) == 0;
 }
 
 static const struct pf_route *route_find(const struct pf_tx *tx, const char *path, size_t len)

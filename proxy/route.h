@@ -14,7 +14,8 @@
 /*
  * Normalise the path path[0..len) (origin-form, starting with '/', without
  * the query) into out, which has room for len + 2 bytes:
- *   - "%25" followed by two hex digits (double encoding) is refused;
+ *   - "%25" followed by two hex digits (double encoding) is refused, also
+ *     when the digits were encoded themselves ("%25%36%31");
  *   - percent-encoded unreserved characters are decoded (RFC 3986 §6.2.2.2),
  *     the hex digits of the other triplets upper-cased (§6.2.2.1);
  *   - "%2F", "%5C" and "\" become "/" (upstreams may read them so);
@@ -25,7 +26,11 @@
  */
 ssize_t pf_route_normalize(const char *path, size_t len, char *out);
 
-/* Remove the ";params" of every segment of s[0..len) in place; returns the new length. */
+/*
+ * Remove the ";params" of every segment of s[0..len) in place, and the
+ * segments that were nothing but params ("/;x/a" is "/a", as an upstream that
+ * drops params and merges "//" reads it); returns the new length.
+ */
 size_t pf_route_strip_params(char *s, size_t len);
 
 /*

@@ -137,8 +137,8 @@ bool pf_http_host_valid(const char *s, size_t len)
     }
     if (i == len)
         return true;
-    if (s[i] != ':' || len - i - 1 > 5)
-        return false;
+    if (i == 0 || s[i] != ':' || len - i - 1 > 5)
+        return false; /* ":80": an empty host is invalid in an http URI (RFC 9110 §4.2.1) */
     for (i++; i < len; i++) {
         if (s[i] < '0' || s[i] > '9')
             return false;

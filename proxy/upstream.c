@@ -404,10 +404,15 @@ static void up_await_head(struct pf_tx *tx, struct pf_upconn *uc)
  * upstream), and the response cannot be passed on as it is: Transfer-Encoding
  * is hop-by-hop and the client did not ask for them either. Such a response
  * is a bad one (502), whether it is close-delimited ("gzip") or chunked last
- * ("gzip, chunked", whose de-chunked bytes are still gzip-coded).
+ * ("gzip, chunked", whose de-chunked bytes are still gzip-coded). Chunked
+ * applied twice (RFC 9112 §6.1 forbids it), in one header or two, is bad too:
+ * the parser does not de-chunk "chunked, chunked" and the chunks would reach
+ * the client as content.
  */
 static bool resp_te_ok(const struct pf_hdrs *h)
 {
+    unsigned chunked = 0;
+
     for (unsigned i = 0; i < h->n; i++) {
         const char *v = h->v[i].value, *elem;
         size_t len;
@@ -415,7 +420,7 @@ static bool resp_te_ok(const struct pf_hdrs *h)
         if (h->v[i].id != PF_H_TRANSFER_ENCODING)
             continue;
         while (pf_http_list_next(&v, &elem, &len)) {
-            if (len != 7 || strncasecmp(elem, "chunked", 7) != 0)
+            if (len != 7 || strncasecmp(elem, "chunked", 7) != 0 || chunked++ > 0)
                 return false;
         }
     }

@@ -178,6 +178,11 @@ def test_parse_upstream_transfer_coding_other_than_chunked_is_502():
     _fixed_origin_502(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n\x1f\x8bxyz")
     _fixed_origin_502(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
                       b"3\r\n\x1f\x8bx\r\n0\r\n\r\n")
+    # chunked twice (RFC 9112 6.1), in one field or two: never relayed as content
+    _fixed_origin_502(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n"
+                      b"7\r\n2\r\nok\r\n\r\n0\r\n\r\n")
+    _fixed_origin_502(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+                      b"Transfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n")
 
 
 def test_parse_bad_chunk_in_the_same_read_as_the_head_is_a_502():

@@ -163,7 +163,8 @@ def _limited_then(cases, match_extra=""):
 
 def test_routing_encoding_and_params_cannot_bypass_a_route_filter():
     _limited_then([("/%61pi/a", 429), ("/%61%70%69/a", 429), ("/api;x/a", 429),
-                   ("/x/..;/api/a", 429), ("/%2561pi/a", 400), ("/api%252fa", 400)])
+                   ("/x/..;/api/a", 429), ("/%2561pi/a", 400), ("/api%252fa", 400),
+                   ("/%25%36%31pi/a", 400), ("/;x/api/a", 429), ("/;/api/a", 429)])
 
 
 def test_routing_case_insensitive_route_cannot_be_bypassed_by_case():

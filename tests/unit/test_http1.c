@@ -1118,7 +1118,7 @@ static void test_http1_rejects_invalid_host(void **state)
 {
     static const char *const bad[] = {
         "a b",  "a/b@c",  "\xff",   "user@host", "user:pw@host", "host:80x",   "host:123456",
-        "[::1", "[::1]x", "[g::1]", "a%zz",      "a\\b",         "host:80:81",
+        "[::1", "[::1]x", "[g::1]", "a%zz",      "a\\b",         "host:80:81", ":80",
     };
 
     (void)state;
@@ -1133,6 +1133,9 @@ static void test_http1_rejects_invalid_host(void **state)
     /* the authority of an absolute-form target, likewise */
     cx.w.errors[PF_ERR_BAD_REQUEST] = 0;
     assert_bad_request("GET http://a b/x HTTP/1.1\r\nHost: a\r\n\r\n");
+    conn_drop();
+    cx.w.errors[PF_ERR_BAD_REQUEST] = 0;
+    assert_bad_request("GET http://:80/x HTTP/1.1\r\nHost: a\r\n\r\n");
 }
 
 static void test_http1_host_syntax(void **state)
@@ -1147,6 +1150,7 @@ static void test_http1_host_syntax(void **state)
         {"a b", false},      {"a/b", false},        {"u@h", false},
         {"\x80", false},     {"h:8o", false},       {"[::1", false},
         {"[]", false},       {"h:123456", false},   {"a%4", false},
+        {":80", false},      {":", false},
     };
 
     (void)state;
