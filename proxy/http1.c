@@ -378,7 +378,8 @@ static int conn_underscores(struct pf_conn *c, struct pf_tx *tx)
 
 /*
  * "GET http://host/path": the target's authority replaces the Host header
- * (RFC 9112 §3.2.2) and the upstream gets the origin form "/path".
+ * (RFC 9112 §3.2.2) and the upstream gets the origin form "/path" ("/" for
+ * an empty path, "*" for OPTIONS with neither path nor query).
  */
 static int conn_absolute_form(struct pf_conn *c, struct pf_tx *tx)
 {
@@ -405,6 +406,8 @@ static int conn_absolute_form(struct pf_conn *c, struct pf_tx *tx)
     url = pf_arena_alloc_raw(tx->arena, strlen(path) + 2);
     url[0] = '/';
     strcpy(url + (path[0] == '/' ? 0 : 1), path);
+    if (path[0] == '\0' && tx->method_id == HTTP_OPTIONS)
+        strcpy(url, "*"); /* RFC 9112 §3.2.4: no path, no query: the server as a whole */
     tx->host = pf_arena_strndup(tx->arena, auth, alen);
     tx->host_from_target = true;
     tx->url = url;

@@ -123,16 +123,15 @@ bool pf_http_host_valid(const char *s, size_t len)
             return false;
         i = (size_t)(close - s) + 1;
     } else {
-        /* reg-name (an IPv4 address is one too) */
+        /*
+         * reg-name (an IPv4 address is one too), without the percent-escapes
+         * RFC 3986 allows: "b%2Eexample" would be compared with match.host
+         * as written while an upstream may decode it to "b.example".
+         */
         while (i < len && s[i] != ':') {
-            size_t p = pct_len(s, i, len);
-
-            if (p > 0)
-                i += p;
-            else if (is_unreserved_or_sub((unsigned char)s[i]))
-                i++;
-            else
+            if (!is_unreserved_or_sub((unsigned char)s[i]))
                 return false;
+            i++;
         }
     }
     if (i == len)

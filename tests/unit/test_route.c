@@ -42,6 +42,22 @@ static const struct {
     {"/a%25%7e", "/a%25~"},
     {"/a%25", "/a%25"},
     {"/a%25zz", "/a%25zz"},
+    /* NUL and overlong UTF-8 ("%C0%AE" is '.', "%C0%AF" '/' to a lenient decoder) */
+    {"/a%00b", NULL},
+    {"/a/%00", NULL},
+    {"/public/%C0%AE%C0%AE/api", NULL},
+    {"/public/..%c0%afapi", NULL},
+    {"/a%C1%81", NULL},
+    {"/a%E0%80%AE", NULL},
+    {"/a%e0%9f%bf", NULL},
+    {"/a%F0%80%80%AE", NULL},
+    {"/a%F0%8F%BF%BF", NULL},
+    {"/a%01%7f", "/a%01%7F"},
+    {"/a%C2%A0", "/a%C2%A0"},
+    {"/a%E0%A0%80", "/a%E0%A0%80"},
+    {"/a%F0%90%80%80", "/a%F0%90%80%80"},
+    {"/a%E0", "/a%E0"},
+    {"/a%F0x", "/a%F0x"},
     /* dot segments, plain and encoded, and separators read as '/' */
     {"/public/../api/x", "/api/x"},
     {"/public/%2e%2e/api/x", "/api/x"},
@@ -203,6 +219,26 @@ static void test_route_select_table(void **state)
         {"/x/../api/a?q", "api", "/api/a?q"},
         {"/ADMIN/x", "admin", "/ADMIN/x"},
         {"/Admin/./x/../y?z", "admin", "/Admin/./x/../y?z"}, /* match_only: as received */
+        {"/api/a%00", NULL, NULL},
+        {"/api/%C0%AE%C0%AE/a", NULL, NULL},
+        {"/api/a?x=%00", "api", "/api/a?x=%00"}, /* the query is not the path */
+        /*
+         * match_only: ";params" with dot segments or params-only segments
+         * read differently upstream, so they are refused...
+         */
+        {"/x/..;y/admin/z", NULL, NULL},      /* "/x/..;y/admin/z" where ';' is plain */
+        {"/admin/;a/../z", NULL, NULL},       /* "/z" where params go first */
+        {"/admin;%2f../admin/x", NULL, NULL}, /* "/admin/admin/x" where params go first */
+        {"/admin/x/.;p/y", NULL, NULL},
+        {"/;x/admin/y", NULL, NULL},
+        {"/admin/x/;", NULL, NULL},
+        {"/admin;v=1/x", "admin", "/admin;v=1/x"}, /* ... params alone are not */
+        {"/admin/./x", "admin", "/admin/./x"},     /* ... nor dots alone */
+        /* ... while forward sends the path that was matched */
+        {"/api/..;x/y", "root", "/y"},
+        {"/x/;a/../admin/z", "root", "/x/admin/z"},
+        {"/api;%2f../x", "root", "/x"},
+        {"/x/..;y/api/z", "api", "/api/z"},
         {"/api", "root", "/api"},
         {"*", "root", "*"},
     };
