@@ -51,6 +51,27 @@ static bool double_encoded(const char *d, size_t n)
     return false;
 }
 
+/*
+ * A segment "." or ".." directly followed by an encoded ';' in the decoded
+ * path d[0..n) (where decode() left it as "%3B"): "/api/..%3Bx/admin" is a
+ * path under /api/ here, but "/admin" to an upstream that decodes "%3B"
+ * before it reads ";params" and resolves dot segments.
+ */
+static bool dot_before_encoded_semi(const char *d, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        size_t s = i + 1;
+
+        if (d[i] != '/' || s >= n || d[s] != '.')
+            continue;
+        if (s + 1 < n && d[s + 1] == '.')
+            s++;
+        if (s + 3 < n && memcmp(d + s + 1, "%3B", 3) == 0)
+            return true;
+    }
+    return false;
+}
+
 static unsigned char triplet_val(const char *p, size_t i)
 {
     return (unsigned char)(hexval(p[i + 1]) * 16 + hexval(p[i + 2]));
@@ -72,7 +93,8 @@ static bool bad_escape(const char *p, size_t i, size_t len, unsigned char v)
 
 /*
  * Percent-decoding pass into d (never longer than the input); -1 on double
- * encoding and on the escapes bad_escape() refuses.
+ * encoding, on the escapes bad_escape() refuses and on a dot segment followed
+ * by "%3B".
  */
 static ssize_t decode(const char *p, size_t len, char *d)
 {
@@ -99,7 +121,10 @@ static ssize_t decode(const char *p, size_t len, char *d)
         }
         i += 2;
     }
-    return double_encoded(d, n) ? -1 : (ssize_t)n; /* "%2561": decoded twice, "a" */
+    /* "%2561": decoded twice, "a"; "..%3B": ".." or not, depending on the decoder */
+    if (double_encoded(d, n) || dot_before_encoded_semi(d, n))
+        return -1;
+    return (ssize_t)n;
 }
 
 /* Length of the segment's name: up to its ";params". */

@@ -22,7 +22,8 @@
  *     the hex digits of the other triplets upper-cased (§6.2.2.1);
  *   - "%2F", "%5C" and "\" become "/" (upstreams may read them so);
  *   - empty segments ("//") are dropped, except a trailing one;
- *   - dot segments are removed (RFC 3986 §5.2.4), "..;x" counting as "..".
+ *   - dot segments are removed (RFC 3986 §5.2.4), "..;x" counting as "..";
+ *     a dot segment followed by an encoded ';' ("..%3Bx", "%2e%3b") is refused.
  * ";params" of segments stay in out. Returns the length of out (NUL
  * terminated), or -1 when the path is refused (400).
  */

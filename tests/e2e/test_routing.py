@@ -229,6 +229,34 @@ def test_routing_encoding_and_params_cannot_bypass_a_route_filter():
                    ("/%25%36%31pi/a", 400), ("/;x/api/a", 429), ("/;/api/a", 429)])
 
 
+def test_routing_dot_segment_before_encoded_semicolon_is_400():
+    """"/api/..%3Bx/a" is a path under /api/ where %3B stays encoded, but "/a"
+    to an upstream that decodes it before it reads ";params" and dot segments
+    (and "/x/..%3B/api/a" is "/api/a" there, which the / route would have let
+    through unlimited): refused in both normalize_path modes. "%3B" elsewhere
+    is a plain character."""
+    _limited_then([("/api/..%3Bx/a", 400), ("/x/..%3B/api/a", 400), ("/x/..%3b/api/a", 400),
+                   ("/x/%2e%2e%3B/api/a", 400), ("/x/.%3b/../api/a", 400),
+                   ("/api/a%3Bb", 429), ("/api/..%3Bx/a?q", 400)])
+    o = Origin()
+    p = Pilotfish(h2.CONFIG_HEAD + """\
+upstreams:
+  app:
+    endpoints: ["127.0.0.1:{{origin_port}}"]
+routes:
+  - match: { prefix: "/" }
+    normalize_path: match_only
+    filters: []
+""", origin=o)
+    with o, p:
+        for target in ["/api/..%3Bx/admin/secret", "/x/%2E%3b/echo"]:
+            _refused(p, o, target)
+        for target in ["/a%3Bb/echo", "/a/x..%3b/echo?q=1"]:
+            with p.conn() as c:
+                r = c.request("GET", target)
+            assert r.status == 200 and r.json()["url"] == target, (target, r)
+
+
 def test_routing_case_insensitive_route_cannot_be_bypassed_by_case():
     _limited_then([("/API/a", 429), ("/Api;v=1/a", 429), ("/%41pi/a", 429)],
                   match_extra=", case_insensitive: true")

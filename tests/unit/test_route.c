@@ -82,6 +82,23 @@ static const struct {
     {"/public/..;x/api/x", "/api/x"},
     {"/public/.;x/a", "/public/a"},
     {"/a;b=c;d/e", "/a;b=c;d/e"},
+    /* a dot segment before an encoded ';' is one only where "%3B" is decoded first: refused */
+    {"/api/..%3Bx/admin/secret", NULL},
+    {"/api/..%3bx/admin", NULL},
+    {"/api/.%3B/x", NULL},
+    {"/api/%2e%2e%3b/x", NULL},
+    {"/api/%2E%3Bx", NULL},
+    {"/api%2f..%3Bx/y", NULL},
+    {"/api\\..%3B", NULL},
+    {"/..%3B", NULL},
+    {"/a/..%3B%3B/b", NULL},
+    /* ... while "%3B" elsewhere is kept */
+    {"/a%3Bb/c", "/a%3Bb/c"},
+    {"/a/...%3B/b", "/a/...%3B/b"},
+    {"/a/.x%3B/b", "/a/.x%3B/b"},
+    {"/a/%3B../b", "/a/%3B../b"},
+    {"/a/x..%3b/b", "/a/x..%3B/b"},
+    {"/a/..;x%3B/b", "/b"},
 };
 
 static void test_route_normalize_table(void **state)
@@ -239,6 +256,12 @@ static void test_route_select_table(void **state)
         {"/x/;a/../admin/z", "root", "/x/admin/z"},
         {"/api;%2f../x", "root", "/x"},
         {"/x/..;y/api/z", "api", "/api/z"},
+        /* a dot segment before an encoded ';' is refused in both modes */
+        {"/api/..%3Bx/admin/secret", NULL, NULL},
+        {"/admin/..%3bx/api/a", NULL, NULL},
+        {"/api/%2e%3B/a", NULL, NULL},
+        {"/api/a%3Bb/c", "api", "/api/a%3Bb/c"}, /* unchanged: forwarded as received */
+        {"/admin/a%3bb/c", "admin", "/admin/a%3bb/c"},
         {"/api", "root", "/api"},
         {"*", "root", "*"},
     };
