@@ -25,6 +25,7 @@
 
 #include "proxy/chunked.h"
 #include "proxy/conf.h"
+#include "proxy/errors-t.h"
 #include "proxy/filter.h"
 #include "proxy/stream.h"
 
@@ -38,27 +39,6 @@ struct pf_stats;
 #define PF_OUT_LOW_WATER  (64 * 1024)  /* resume it below this */
 #define PF_ARENA_CHUNK    8192
 #define PF_IN_SLACK       (64 * 1024) /* unparsed client input kept beyond a head */
-
-/* Errors pilotfish makes itself (pilotfish_errors_total{error}). */
-enum pf_error {
-    PF_ERR_BAD_REQUEST = 0,
-    PF_ERR_REQUEST_TIMEOUT,
-    PF_ERR_BODY_TOO_LARGE,
-    PF_ERR_URI_TOO_LONG,
-    PF_ERR_HEADERS_TOO_LARGE,
-    PF_ERR_NO_ROUTE,
-    PF_ERR_CONNECT_FAILED,
-    PF_ERR_RESET,
-    PF_ERR_BAD_RESPONSE,
-    PF_ERR_TIMEOUT,
-    PF_ERR_FILTER_FAILED,
-    PF_ERR_RATE_LIMITED,
-    PF_ERR_CIRCUIT_OPEN,
-    PF_ERR_NO_HEALTHY_UPSTREAM,
-    PF_ERR_OVERFLOW,
-    PF_ERR_OTHER,
-    PF_ERR_MAX,
-};
 
 /* Headers the core acts on, recognised once when a head is parsed. */
 enum pf_hdr_id {
@@ -251,7 +231,7 @@ struct pf_tx {
     int status;
     struct pf_hdrs resp;
     struct evbuffer *reply; /* body of a pf_tx_reply() */
-    const char *error;      /* error code for the log, or NULL */
+    enum pf_error error;    /* error code for the log, or PF_ERR_NONE */
     enum pf_out_mode out_mode;
     bool head_sent;
     bool resp_done;     /* last byte handed to the client buffer */
@@ -307,7 +287,7 @@ struct pf_conn {
     bool line_used;            /* the current head line has bytes */
     bool seen_line;            /* the request line has started */
     int pending_status;        /* error found inside a parser callback */
-    const char *pending_code;
+    enum pf_error pending_code;
     unsigned busy;         /* callbacks on the stack; free when 0 and dead */
     bool msg_complete;     /* parser reached message_complete for tx */
     bool parse_paused;     /* parser stopped until the tx lets it go on */

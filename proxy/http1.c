@@ -28,6 +28,7 @@
 
 #include "proxy/arena.h"
 #include "proxy/chunked.h"
+#include "proxy/errors.h"
 #include "proxy/log.h"
 #include "proxy/sbuf.h"
 #include "proxy/server.h"
@@ -61,7 +62,7 @@ static void conn_free(struct pf_conn *c)
     struct pf_worker *w = c->w;
 
     if (c->tx != NULL)
-        pf_tx_abort(c->tx, "client_abort");
+        pf_tx_abort(c->tx, PF_ERR_CLIENT_ABORT);
     if (event_initialized(&c->timer))
         event_del(&c->timer);
     pf_stream_free(c->s);
@@ -231,7 +232,7 @@ void pf_conn_send_continue(struct pf_tx *tx)
 
 /* ---- request parsing ---- */
 
-static int conn_fail(struct pf_conn *c, int status, const char *code)
+static int conn_fail(struct pf_conn *c, int status, enum pf_error code)
 {
     if (c->pending_status == 0) {
         c->pending_status = status;
@@ -254,10 +255,10 @@ static int on_url(http_parser *p, const char *at, size_t len)
     const struct pf_limits *l = &c->w->wc->cfg->limits;
 
     if (c->head.url_len + len > l->max_uri_size)
-        return conn_fail(c, 414, "uri_too_long");
+        return conn_fail(c, 414, PF_ERR_URI_TOO_LONG);
     if (pf_head_append(&c->head, PF_HEAD_URL, at, len, (uint32_t)l->max_header_size,
                        l->max_headers) != 0)
-        return conn_fail(c, 431, "headers_too_large");
+        return conn_fail(c, 431, PF_ERR_HEADERS_TOO_LARGE);
     return 0;
 }
 
@@ -267,7 +268,7 @@ static int on_header_piece(http_parser *p, int what, const char *at, size_t len)
     const struct pf_limits *l = &c->w->wc->cfg->limits;
 
     if (pf_head_append(&c->head, what, at, len, (uint32_t)l->max_header_size, l->max_headers) != 0)
-        return conn_fail(c, 431, "headers_too_large");
+        return conn_fail(c, 431, PF_ERR_HEADERS_TOO_LARGE);
     return 0;
 }
 
@@ -302,31 +303,31 @@ static int conn_check_framing(struct pf_conn *c, struct pf_tx *tx)
     unsigned n_cl = 0, n_te = 0, n_host = 0;
 
     if (tx->http_major != 1 || tx->http_minor > 1)
-        return conn_fail(c, 505, "bad_request");
+        return conn_fail(c, 505, PF_ERR_BAD_REQUEST);
     for (unsigned i = 0; i < tx->req.n; i++) {
         const struct pf_hdr *h = &tx->req.v[i];
 
         if (!pf_http_is_token(h->name, h->name_len))
-            return conn_fail(c, 400, "bad_request");
+            return conn_fail(c, 400, PF_ERR_BAD_REQUEST);
         if (h->id == PF_H_CONTENT_LENGTH) {
             if (n_cl++ > 0 || !is_digits(h->value) || h->value_len > 18)
-                return conn_fail(c, 400, "bad_request");
+                return conn_fail(c, 400, PF_ERR_BAD_REQUEST);
             tx->req_length = strtoull(h->value, NULL, 10);
             tx->req_has_length = true;
         } else if (h->id == PF_H_TRANSFER_ENCODING) {
             if (n_te++ > 0 || strcasecmp(h->value, "chunked") != 0)
-                return conn_fail(c, 400, "bad_request");
+                return conn_fail(c, 400, PF_ERR_BAD_REQUEST);
             tx->req_chunked = true;
         } else if (h->id == PF_H_HOST) {
             if (n_host++ > 0 || !pf_http_host_valid(h->value, h->value_len))
-                return conn_fail(c, 400, "bad_request");
+                return conn_fail(c, 400, PF_ERR_BAD_REQUEST);
             tx->host = h->value;
         }
     }
     if (n_cl > 0 && n_te > 0)
-        return conn_fail(c, 400, "bad_request");
+        return conn_fail(c, 400, PF_ERR_BAD_REQUEST);
     if (n_host == 0 && tx->http_minor >= 1)
-        return conn_fail(c, 400, "bad_request");
+        return conn_fail(c, 400, PF_ERR_BAD_REQUEST);
     if (n_te > 0 && tx->http_minor == 0) {
         /*
          * RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 message is faulty
@@ -366,7 +367,7 @@ static int conn_underscores(struct pf_conn *c, struct pf_tx *tx)
 
         if (memchr(h->name, '_', h->name_len) != NULL) {
             if (mode == PF_UNDERSCORES_REJECT)
-                return conn_fail(c, 400, "bad_request");
+                return conn_fail(c, 400, PF_ERR_BAD_REQUEST);
             if (mode == PF_UNDERSCORES_DROP || underscore_collides(h))
                 continue;
         }
@@ -387,7 +388,7 @@ static int conn_absolute_form(struct pf_conn *c, struct pf_tx *tx)
     char *url;
 
     if (!pf_http_target_valid(tx->url, strlen(tx->url)))
-        return conn_fail(c, 400, "bad_request"); /* CTLs, 8-bit bytes, '#', bad '%' */
+        return conn_fail(c, 400, PF_ERR_BAD_REQUEST); /* CTLs, 8-bit bytes, '#', bad '%' */
     if (strncasecmp(tx->url, "http://", 7) == 0) {
         auth = tx->url + 7;
     } else if (strncasecmp(tx->url, "https://", 8) == 0) {
@@ -396,11 +397,11 @@ static int conn_absolute_form(struct pf_conn *c, struct pf_tx *tx)
         /* origin-form, or asterisk-form for OPTIONS (RFC 9112 §3.2) */
         if (tx->url[0] == '/' || (strcmp(tx->url, "*") == 0 && tx->method_id == HTTP_OPTIONS))
             return 0;
-        return conn_fail(c, 400, "bad_request");
+        return conn_fail(c, 400, PF_ERR_BAD_REQUEST);
     }
     alen = strcspn(auth, "/?#");
     if (alen == 0 || !pf_http_host_valid(auth, alen))
-        return conn_fail(c, 400, "bad_request");
+        return conn_fail(c, 400, PF_ERR_BAD_REQUEST);
     path = auth + alen;
     url = pf_arena_alloc_raw(tx->arena, strlen(path) + 2);
     url[0] = '/';
@@ -420,7 +421,7 @@ static int on_headers_complete(http_parser *p)
     if (c->head.last != 0)
         pf_head_close(&c->head);
     if (p->method == HTTP_CONNECT)
-        return conn_fail(c, 405, "bad_request");
+        return conn_fail(c, 405, PF_ERR_BAD_REQUEST);
     tx = pf_tx_new(c);
     c->tx = tx;
     tx->head_in = c->head_bytes;
@@ -437,14 +438,14 @@ static int on_headers_complete(http_parser *p)
     expect = pf_hdrs_get_id(&tx->req, PF_H_EXPECT);
     if (expect != NULL) {
         if (strcasecmp(expect, "100-continue") != 0)
-            return conn_fail(c, 417, "bad_request");
+            return conn_fail(c, 417, PF_ERR_BAD_REQUEST);
         tx->expect_continue = tx->http_minor >= 1 && tx->req_has_body;
     }
     {
         uint64_t max = c->w->wc->cfg->limits.max_body_size;
 
         if (max > 0 && tx->req_has_length && tx->req_length > max)
-            return conn_fail(c, 413, "body_too_large");
+            return conn_fail(c, 413, PF_ERR_BODY_TOO_LARGE);
     }
     if (tx->req_has_body) {
         /*
@@ -550,7 +551,7 @@ static void conn_head_reset(struct pf_conn *c)
 }
 
 /* Answer an error found while parsing, then close. */
-static void conn_reply_error(struct pf_conn *c, int status, const char *code)
+static void conn_reply_error(struct pf_conn *c, int status, enum pf_error code)
 {
     struct pf_tx *tx = c->tx;
 
@@ -569,7 +570,7 @@ static void conn_reply_error(struct pf_conn *c, int status, const char *code)
     if (tx->head_sent) {
         /* too late for a status: the log and the counters say what happened */
         tx->error = code;
-        pf_count_error(c->w, code);
+        pf_error_count(c->w, code);
         pf_conn_close(c);
         return;
     }
@@ -591,7 +592,7 @@ static ssize_t conn_execute(struct pf_conn *c, const char *data, size_t len)
         return (ssize_t)n;
     }
     if (c->pending_status == 0)
-        conn_fail(c, 400, "bad_request");
+        conn_fail(c, 400, PF_ERR_BAD_REQUEST);
     return -1;
 }
 
@@ -647,13 +648,13 @@ static int conn_body(struct pf_conn *c)
         c->body_tmp = pf_evbuffer_new();
     rc = pf_chunked_decode(&c->chunked, in, c->body_tmp);
     if (rc < 0) {
-        conn_reply_error(c, 400, "bad_request");
+        conn_reply_error(c, 400, PF_ERR_BAD_REQUEST);
         return -1;
     }
     n = evbuffer_get_length(c->body_tmp);
     tx->body_in = c->chunked.total;
     if (max > 0 && tx->body_in > max) {
-        conn_reply_error(c, 413, "body_too_large");
+        conn_reply_error(c, 413, PF_ERR_BODY_TOO_LARGE);
         return -1;
     }
     if (n > 0)
@@ -694,13 +695,13 @@ static void conn_process(struct pf_conn *c)
                 conn_arm_timer(c, c->w->wc->cfg->limits.header_timeout_ms);
             h = conn_scan_head(c, v.iov_base, feed);
             if (h < 0) {
-                conn_reply_error(c, 400, "bad_request");
+                conn_reply_error(c, 400, PF_ERR_BAD_REQUEST);
                 break;
             }
             feed = (size_t)h;
             c->head_bytes += (uint32_t)feed;
             if (c->head_bytes > c->w->wc->cfg->limits.max_header_size + 2) {
-                conn_reply_error(c, 431, "headers_too_large");
+                conn_reply_error(c, 431, PF_ERR_HEADERS_TOO_LARGE);
                 break;
             }
         }
@@ -821,13 +822,13 @@ static void conn_timercb(evutil_socket_t fd, short what, void *arg)
     if (c->lingering)
         pf_conn_close(c);
     else if (c->tx == NULL && c->head_bytes > 0)
-        conn_reply_error(c, 408, "request_timeout");
+        conn_reply_error(c, 408, PF_ERR_REQUEST_TIMEOUT);
     else if (c->tx == NULL && evbuffer_get_length(c->s->out) > 0)
         conn_arm_timer(c, c->w->wc->cfg->limits.idle_timeout_ms); /* still sending */
     else if (c->tx == NULL)
         pf_conn_close(c);
     else if (c->body_mode != PF_BODY_NONE)
-        conn_reply_error(c, 408, "request_timeout"); /* stalled or too slow: 408, or a cut */
+        conn_reply_error(c, 408, PF_ERR_REQUEST_TIMEOUT); /* stalled or too slow: 408, or a cut */
     conn_leave(c);
 }
 

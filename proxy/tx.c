@@ -14,6 +14,7 @@
 #include "proxy/admin.h"
 #include "proxy/arena.h"
 #include "proxy/chain.h"
+#include "proxy/errors.h"
 #include "proxy/http1.h"
 #include "proxy/log.h"
 #include "proxy/route.h"
@@ -21,25 +22,6 @@
 #include "proxy/server.h"
 #include "proxy/stats.h"
 #include "proxy/upstream.h"
-
-static const char *const error_names[PF_ERR_MAX] = {
-    [PF_ERR_BAD_REQUEST] = "bad_request",
-    [PF_ERR_REQUEST_TIMEOUT] = "request_timeout",
-    [PF_ERR_BODY_TOO_LARGE] = "body_too_large",
-    [PF_ERR_URI_TOO_LONG] = "uri_too_long",
-    [PF_ERR_HEADERS_TOO_LARGE] = "headers_too_large",
-    [PF_ERR_NO_ROUTE] = "no_route",
-    [PF_ERR_CONNECT_FAILED] = "upstream_connect_failed",
-    [PF_ERR_RESET] = "upstream_reset",
-    [PF_ERR_BAD_RESPONSE] = "upstream_bad_response",
-    [PF_ERR_TIMEOUT] = "upstream_timeout",
-    [PF_ERR_FILTER_FAILED] = "filter_failed",
-    [PF_ERR_RATE_LIMITED] = "rate_limited",
-    [PF_ERR_CIRCUIT_OPEN] = "circuit_open",
-    [PF_ERR_NO_HEALTHY_UPSTREAM] = "no_healthy_upstream",
-    [PF_ERR_OVERFLOW] = "overflow",
-    [PF_ERR_OTHER] = "other",
-};
 
 uint64_t pf_clock_fixed_us;
 
@@ -52,22 +34,6 @@ uint64_t pf_now_us(void)
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-const char *pf_error_name(enum pf_error e)
-{
-    return error_names[e];
-}
-
-void pf_count_error(struct pf_worker *w, const char *code)
-{
-    for (unsigned i = 0; i < PF_ERR_MAX; i++) {
-        if (strcmp(error_names[i], code) == 0) {
-            pf_counter_add(&w->errors[i], 1);
-            return;
-        }
-    }
-    pf_counter_add(&w->errors[PF_ERR_OTHER], 1);
 }
 
 uint64_t pf_worker_rand(struct pf_worker *w)
@@ -351,14 +317,14 @@ void pf_tx_free(struct pf_tx *tx)
     pf_arena_free(tx->arena);
 }
 
-void pf_tx_abort(struct pf_tx *tx, const char *why)
+void pf_tx_abort(struct pf_tx *tx, enum pf_error why)
 {
     struct pf_conn *c = tx->conn;
 
     if (c != NULL)
         c->tx = NULL;
     tx->conn = NULL;
-    if (tx->error == NULL && tx->phase != PF_TX_DONE) {
+    if (tx->error == PF_ERR_NONE && tx->phase != PF_TX_DONE) {
         tx->error = why;
         if (!tx->head_sent)
             tx->status = 499;
@@ -485,11 +451,11 @@ void pf_tx_start(struct pf_tx *tx)
         return;
     }
     if (pf_route_select(tx) != 0) {
-        pf_tx_fail(tx, 400, "bad_request"); /* double encoding in the path */
+        pf_tx_fail(tx, 400, PF_ERR_BAD_REQUEST); /* double encoding in the path */
         return;
     }
     if (tx->route == NULL) {
-        pf_tx_fail(tx, 404, "no_route");
+        pf_tx_fail(tx, 404, PF_ERR_NO_ROUTE);
         return;
     }
     tx->up = &tx->cfg->upstreams[tx->route->upstream];
@@ -508,7 +474,7 @@ static void tx_dispatch(struct pf_tx *tx, enum pf_verdict v)
         tx_send_reply(tx);
         break;
     case PF_FAILED:
-        pf_tx_fail(tx, 500, "filter_failed");
+        pf_tx_fail(tx, 500, PF_ERR_FILTER_FAILED);
         break;
     case PF_PAUSED:
         break;
@@ -578,26 +544,27 @@ void pf_tx_reply(struct pf_tx *tx, int status, struct evbuffer *body)
 }
 
 /* The JSON error reply of pf_tx_error(), without counting it. */
-static void tx_error_reply(struct pf_tx *tx, int status, const char *code)
+static void tx_error_reply(struct pf_tx *tx, int status, enum pf_error code)
 {
     struct evbuffer *b = pf_evbuffer_new();
 
     if (tx->request_id == NULL)
         tx_request_id(tx);
-    evbuffer_add_printf(b, "{\"error\":\"%s\",\"status\":%d,\"request_id\":\"", code, status);
+    evbuffer_add_printf(b, "{\"error\":\"%s\",\"status\":%d,\"request_id\":\"", pf_error_name(code),
+                        status);
     if (tx->request_id != NULL)
         pf_json_escape(b, tx->request_id, strlen(tx->request_id));
     evbuffer_add(b, "\"}\n", 3);
     pf_tx_reply(tx, status, b);
     evbuffer_free(b);
     pf_hdrs_add(tx->arena, &tx->resp, "Content-Type", "application/json");
-    pf_hdrs_add(tx->arena, &tx->resp, "X-Pilotfish-Error", code);
+    pf_hdrs_add(tx->arena, &tx->resp, "X-Pilotfish-Error", pf_error_name(code));
 }
 
-void pf_tx_error(struct pf_tx *tx, int status, const char *code)
+void pf_tx_error(struct pf_tx *tx, int status, enum pf_error code)
 {
     tx_error_reply(tx, status, code);
-    pf_count_error(tx->w, code);
+    pf_error_count(tx->w, code);
     tx->error = code;
 }
 
@@ -629,7 +596,7 @@ static bool tx_unsend(struct pf_tx *tx)
     return true;
 }
 
-void pf_tx_fail(struct pf_tx *tx, int status, const char *code)
+void pf_tx_fail(struct pf_tx *tx, int status, enum pf_error code)
 {
     if (tx->uc != NULL)
         pf_upstream_abort(tx);
@@ -645,7 +612,7 @@ void pf_tx_fail(struct pf_tx *tx, int status, const char *code)
     if (tx->head_sent || tx->conn == NULL) {
         /* too late for a status: all the client can learn is a cut connection */
         tx->error = code;
-        pf_count_error(tx->w, code);
+        pf_error_count(tx->w, code);
         if (tx->conn != NULL)
             pf_conn_close(tx->conn);
         else
@@ -684,8 +651,8 @@ bool pf_tx_respond(struct pf_tx *tx)
          * a fresh error reply past every filter. An error reply that failed
          * is sent again as it was (counted once, its code kept for the log).
          */
-        if (tx->error == NULL)
-            pf_tx_error(tx, 500, "filter_failed");
+        if (tx->error == PF_ERR_NONE)
+            pf_tx_error(tx, 500, PF_ERR_FILTER_FAILED);
         else
             tx_error_reply(tx, tx->status >= 400 ? tx->status : 500, tx->error);
         if (tx->uc != NULL)
@@ -705,8 +672,8 @@ bool pf_tx_respond(struct pf_tx *tx)
 
 static void tx_body_failed(struct pf_tx *tx)
 {
-    tx->error = "filter_failed";
-    pf_count_error(tx->w, "filter_failed");
+    tx->error = PF_ERR_FILTER_FAILED;
+    pf_error_count(tx->w, PF_ERR_FILTER_FAILED);
     if (tx->conn != NULL)
         pf_conn_close(tx->conn);
     else
@@ -826,8 +793,8 @@ static void tx_log(struct pf_tx *tx)
         log_ms(&b, "upstream_ms", tx->t_up_head - tx->t_up_start);
     else
         pf_sb_str(&b, ",\"upstream_ms\":null");
-    if (tx->error != NULL)
-        log_str(&b, "error", tx->error);
+    if (tx->error != PF_ERR_NONE)
+        log_str(&b, "error", pf_error_name(tx->error));
     else
         pf_sb_str(&b, ",\"error\":null");
     pf_sb_put(&b, "}\n", 2);
