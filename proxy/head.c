@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "proxy/arena.h"
+#include "proxy/hdrs.h"
 #include "proxy/tx.h"
 
 /* ---- message heads ---- */

@@ -29,6 +29,7 @@
 #include "proxy/arena.h"
 #include "proxy/chunked.h"
 #include "proxy/errors.h"
+#include "proxy/hdrs.h"
 #include "proxy/log.h"
 #include "proxy/sbuf.h"
 #include "proxy/server.h"

@@ -7,7 +7,11 @@
 
 #include <stdbool.h>
 
+/* clock, hdrs and worker: also for the files that reach them through this one */
+#include "proxy/clock.h"
 #include "proxy/core.h"
+#include "proxy/hdrs.h"
+#include "proxy/worker.h"
 
 /* A new transaction for c's request head (arena, snapshot reference). */
 struct pf_tx *pf_tx_new(struct pf_conn *c);
@@ -52,20 +56,5 @@ void pf_tx_free(struct pf_tx *tx);
 void pf_txref_release(struct pf_tx *tx);
 /* Free w's reference table (when the worker is freed). */
 void pf_txref_fini(struct pf_worker *w);
-
-/* Header list helpers (arena-backed). */
-const char *pf_hdrs_get(const struct pf_hdrs *h, const char *name);
-/* First value of the header recognised as id (faster than by name). */
-const char *pf_hdrs_get_id(const struct pf_hdrs *h, enum pf_hdr_id id);
-/* Which known header name[0..len) is (PF_H_OTHER when none). */
-enum pf_hdr_id pf_hdr_classify(const char *name, size_t len);
-void pf_hdrs_add(struct pf_arena *a, struct pf_hdrs *h, const char *name, const char *value);
-void pf_hdrs_del(struct pf_hdrs *h, const char *name);
-
-/* Tests only: when non-zero, pf_now_us() returns this instead of the clock. */
-extern uint64_t pf_clock_fixed_us;
-
-/* Random 64-bit value from the worker's generator. */
-uint64_t pf_worker_rand(struct pf_worker *w);
 
 #endif /* PF_TX_H */

@@ -1,5 +1,6 @@
 /*
- * Unit tests of proxy/tx.c: header lists and the
+ * Unit tests of proxy/tx.c and what it uses: header lists (proxy/hdrs.c), the
+ * worker generator (proxy/worker.c), and the
  * request identity (X-Request-Id, W3C traceparent) set up by pf_tx_start().
  *
  * The identity tests start a transaction built by hand, with no client
