@@ -9,10 +9,13 @@
 #include <event2/buffer.h>
 
 #include "proxy/clock.h"
-#include "proxy/core.h"
+#include "proxy/conf.h"
+#include "proxy/conn-t.h"
 #include "proxy/errors.h"
 #include "proxy/log.h"
 #include "proxy/route.h"
+#include "proxy/tx-t.h"
+#include "proxy/worker-t.h"
 #include "proxy/sbuf.h"
 
 /* ,"key":"value" with value JSON-escaped (NULL: empty). */

@@ -5,7 +5,10 @@
 #ifndef PF_ADMIN_H
 #define PF_ADMIN_H
 
-#include "proxy/core.h"
+#include <stdbool.h>
+#include <stddef.h>
+
+struct pf_tx;
 
 /* Answer admin request tx with pf_tx_reply() (its body is in tx->req_buf). */
 void pf_admin_handle(struct pf_tx *tx);

@@ -3,7 +3,7 @@
  */
 #include "proxy/errors.h"
 
-#include "proxy/core.h"
+#include "proxy/worker-t.h"
 #include "proxy/stats.h"
 #include "proxy/upstream.h"
 

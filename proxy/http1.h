@@ -9,9 +9,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "proxy/core.h"
+#include "proxy/conn-t.h"
+#include "proxy/hdrs-t.h"
+#include "proxy/head-t.h"
 #include "proxy/syntax.h"
 
+struct evbuffer;
+struct pf_arena;
+struct pf_tx;
+struct pf_worker;
 struct sockaddr;
 
 /* Take ownership of an accepted socket fd and start reading requests. */

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "proxy/arena.h"
-#include "proxy/core.h"
+#include "proxy/tx-t.h"
 #include "proxy/hdrs.h"
 #include "proxy/worker.h"
 

@@ -3,7 +3,7 @@
  */
 #include "proxy/worker.h"
 
-#include "proxy/core.h"
+#include "proxy/worker-t.h"
 
 uint64_t pf_worker_rand(struct pf_worker *w)
 {
