@@ -16,6 +16,9 @@
 #include "proxy/route.h"
 #include "proxy/tx-t.h"
 #include "proxy/worker-t.h"
+
+/* a worker hands its lines to the writer once it has this much (else at its tick) */
+#define ALOG_SUBMIT_BYTES (64 * 1024)
 #include "proxy/sbuf.h"
 
 /* ,"key":"value" with value JSON-escaped (NULL: empty). */
@@ -61,7 +64,7 @@ static void log_num(struct pf_sbuf *b, const char *key, uint64_t v)
     pf_sb_u64(b, v);
 }
 
-/* One JSON line per request into the worker's log buffer (no printf: per request). */
+/* No printf: this runs for every request. */
 void pf_accesslog_write(struct pf_tx *tx)
 {
     struct pf_sbuf b;
@@ -97,6 +100,6 @@ void pf_accesslog_write(struct pf_tx *tx)
         pf_sb_str(&b, ",\"error\":null");
     pf_sb_put(&b, "}\n", 2);
     pf_sb_flush(&b);
-    if (evbuffer_get_length(tx->w->alog) > 64 * 1024)
+    if (evbuffer_get_length(tx->w->alog) > ALOG_SUBMIT_BYTES)
         pf_alog_submit(tx->w->alog);
 }

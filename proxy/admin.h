@@ -10,6 +10,9 @@
 
 struct pf_tx;
 
+/* Admin request bodies up to this size are read; a bigger one is discarded. */
+#define PF_ADMIN_BODY_MAX (1024 * 1024)
+
 /* Answer admin request tx with pf_tx_reply() (its body is in tx->req_buf). */
 void pf_admin_handle(struct pf_tx *tx);
 

@@ -190,8 +190,6 @@ struct pf_filter_inst {
     atomic_uint *pstate_refs;        /* atomic: snapshots sharing pstate; NULL = none */
 };
 
-#define PF_METHOD_ANY 0u
-
 /* routes[].normalize_path: what the upstream gets when the path was normalised */
 enum pf_normalize_path {
     PF_NORMALIZE_FORWARD = 0, /* the normalised path (the default) */

@@ -929,7 +929,6 @@ void pf_conn_resume_body(struct pf_conn *c)
     conn_leave(c);
 }
 
-/* Stop reading the request body (the upstream's buffer is full). */
 void pf_conn_block_body(struct pf_conn *c)
 {
     if (c->parse_paused)

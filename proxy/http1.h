@@ -34,7 +34,8 @@ bool pf_conn_is_idle(const struct pf_conn *c);
  *   pf_conn_send_head()  writes the status line and headers (framing decided);
  *   pf_conn_send_body()  moves data into the client output, framed;
  *   pf_conn_send_end()   writes the last chunk if chunked.
- * All return false when the client is gone.
+ * When the client is gone (tx->conn NULL) they do nothing; the body
+ * is drained all the same.
  */
 void pf_conn_send_head(struct pf_tx *tx);
 void pf_conn_send_body(struct pf_tx *tx, struct evbuffer *data);
@@ -68,7 +69,7 @@ enum {
 int pf_head_append(struct pf_head *h, int what, const char *at, size_t len, uint32_t limit,
                    unsigned max_headers);
 void pf_head_reset(struct pf_head *h);
-/* Terminate the piece in progress (the head is complete). */
+/* Terminate the piece in progress with a NUL (the head is complete). */
 void pf_head_close(struct pf_head *h);
 void pf_head_free(struct pf_head *h);
 

@@ -54,10 +54,6 @@ static bool traceparent_valid(const char *in)
            !is_zero(in + 36, 16) && is_hex(in + 53, 2);
 }
 
-/*
- * Continue a valid incoming traceparent with the same trace-id and flags and a
- * new span id (ours), otherwise start a new trace.
- */
 void pf_trace_start(struct pf_tx *tx)
 {
     const char *in = pf_hdrs_get_id(&tx->req, PF_H_TRACEPARENT);

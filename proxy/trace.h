@@ -12,7 +12,8 @@ void pf_trace_request_id(struct pf_tx *tx);
 
 /*
  * tx->traceparent and tx->trace_id: a valid incoming traceparent continued
- * with a new span id (ours), otherwise a new trace.
+ * with the same trace-id and flags and a new span id (ours), otherwise a new
+ * trace.
  */
 void pf_trace_start(struct pf_tx *tx);
 

@@ -280,7 +280,7 @@ void pf_tx_req_body(struct pf_tx *tx, struct evbuffer *src, size_t len)
 {
     if (tx->uc != NULL || tx->req_buffering)
         pf_upstream_send_body(tx, src, len);
-    else if (tx->req_buf != NULL && evbuffer_get_length(tx->req_buf) + len <= 1024 * 1024)
+    else if (tx->req_buf != NULL && evbuffer_get_length(tx->req_buf) + len <= PF_ADMIN_BODY_MAX)
         evbuffer_remove_buffer(src, tx->req_buf, len); /* admin: small bodies only */
     else
         evbuffer_drain(src, len); /* answered already, or too big: discarded */
