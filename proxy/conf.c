@@ -10,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 #include "filters/registry.h"
 #include "proxy/arena.h"
 #include "proxy/filter.h"
