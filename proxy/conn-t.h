@@ -26,6 +26,20 @@ struct pf_worker;
 #define PF_OUT_LOW_WATER  (64 * 1024)  /* resume it below this */
 #define PF_IN_SLACK       (64 * 1024)  /* unparsed client input kept beyond a head */
 
+/*
+ * Where a client connection is. The parser runs only in the two READING
+ * states; closing (a flag: it can coexist with any of the first four) makes
+ * the connection close once its response is out.
+ */
+enum pf_conn_state {
+    PF_CONN_READING_HEAD = 0, /* parsing: between requests or inside a head */
+    PF_CONN_READING_BODY,     /* parsing / de-framing tx's request body */
+    PF_CONN_BODY_PAUSED,      /* the body waits: tx not ready for it, or the upstream is full */
+    PF_CONN_WAITING,          /* request read (or refused): tx busy, parser stopped */
+    PF_CONN_LINGERING,        /* our side is shut: reading and discarding until EOF */
+    PF_CONN_DEAD,             /* closed: freed when no callback is on the stack */
+};
+
 struct pf_conn {
     struct pf_worker *w;
     struct pf_stream *s;
@@ -45,17 +59,14 @@ struct pf_conn {
     bool seen_line;            /* the request line has started */
     int pending_status;        /* error found inside a parser callback */
     enum pf_error pending_code;
-    unsigned busy;         /* callbacks on the stack; free when 0 and dead */
-    bool msg_complete;     /* parser reached message_complete for tx */
-    bool parse_paused;     /* parser stopped until the tx lets it go on */
+    unsigned busy; /* callbacks on the stack; free when 0 and dead */
+    enum pf_conn_state state;
     bool read_blocked;     /* client reads stopped by backpressure */
     bool processing;       /* conn_process() is on the stack */
     bool closing;          /* close once output is flushed */
     bool linger;           /* unread input may follow: close gently (lingering) */
-    bool lingering;        /* our side is shut: reading and discarding until EOF */
     uint32_t linger_bytes; /* discarded while lingering */
     bool is_admin;
-    bool dead;
     struct pf_tx *tx;
     struct event timer; /* header / idle timeout */
     char client[48];    /* peer address without port */

@@ -58,6 +58,18 @@ static void conn_enter(struct pf_conn *c)
     c->busy++;
 }
 
+/* The parser may run: the connection is reading a head or a body. */
+static bool conn_parsing(const struct pf_conn *c)
+{
+    return c->state == PF_CONN_READING_HEAD || c->state == PF_CONN_READING_BODY;
+}
+
+/* The parser is stopped until the transaction lets it go on. */
+static bool conn_paused(const struct pf_conn *c)
+{
+    return c->state == PF_CONN_BODY_PAUSED || c->state == PF_CONN_WAITING;
+}
+
 static void conn_free(struct pf_conn *c)
 {
     struct pf_worker *w = c->w;
@@ -79,15 +91,21 @@ static void conn_free(struct pf_conn *c)
 /* Leave a callback: free the connection if it died meanwhile. */
 static void conn_leave(struct pf_conn *c)
 {
-    if (--c->busy == 0 && c->dead)
+    if (--c->busy == 0 && c->state == PF_CONN_DEAD)
         conn_free(c);
 }
 
 void pf_conn_close(struct pf_conn *c)
 {
-    if (c->dead)
+    if (c->state == PF_CONN_DEAD)
         return;
-    c->dead = true;
+    if (pf_log_get_level() >= PF_LOG_DEBUG) {
+        char st[PF_CONN_DUMP_SIZE];
+
+        pf_conn_dump(c, st, sizeof(st));
+        pf_debug("client connection closed: %s", st);
+    }
+    c->state = PF_CONN_DEAD;
     conn_enter(c);
     conn_leave(c);
 }
@@ -95,7 +113,8 @@ void pf_conn_close(struct pf_conn *c)
 bool pf_conn_is_idle(const struct pf_conn *c)
 {
     /* between requests, and the last response has left entirely */
-    return c->tx == NULL && c->head_bytes == 0 && !c->dead && evbuffer_get_length(c->s->out) == 0;
+    return c->tx == NULL && c->head_bytes == 0 && c->state != PF_CONN_DEAD &&
+           evbuffer_get_length(c->s->out) == 0;
 }
 
 size_t pf_conn_out_len(const struct pf_conn *c)
@@ -456,7 +475,7 @@ static int on_headers_complete(http_parser *p)
         c->body_mode = tx->req_chunked ? PF_BODY_CHUNKED : PF_BODY_LENGTH;
         c->body_left = tx->req_length;
         pf_chunked_init(&c->chunked);
-        c->parse_paused = true;
+        c->state = PF_CONN_BODY_PAUSED;
         http_parser_pause(p, 1);
     }
     return 0;
@@ -466,8 +485,7 @@ static int on_message_complete(http_parser *p)
 {
     struct pf_conn *c = p->data;
 
-    c->msg_complete = true;
-    c->parse_paused = true;
+    c->state = PF_CONN_WAITING;
     http_parser_pause(p, 1);
     return 0;
 }
@@ -566,7 +584,7 @@ static void conn_reply_error(struct pf_conn *c, int status, enum pf_error code)
     }
     c->closing = true;
     c->linger = tx->req_has_body && !tx->req_done; /* the client may still be sending it */
-    c->parse_paused = true;
+    c->state = PF_CONN_WAITING;
     pf_stream_read(c->s, false);
     if (tx->head_sent) {
         /* too late for a status: the log and the counters say what happened */
@@ -603,8 +621,7 @@ static void conn_body_done(struct pf_conn *c)
     event_del(&c->timer);
     c->body_deadline_us = 0;
     c->body_mode = PF_BODY_NONE;
-    c->msg_complete = true;
-    c->parse_paused = true;
+    c->state = PF_CONN_WAITING;
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
     pf_tx_req_end(c->tx);
@@ -637,9 +654,9 @@ static int conn_body(struct pf_conn *c)
         tx->body_in += n;
         if (n > 0)
             pf_tx_req_body(tx, in, n);
-        if (c->body_left == 0 && !c->dead && c->tx == tx)
+        if (c->body_left == 0 && c->state != PF_CONN_DEAD && c->tx == tx)
             conn_body_done(c);
-        if (c->dead)
+        if (c->state == PF_CONN_DEAD)
             return -1;
         if (c->tx != tx)
             return 0; /* the tx ended: go on with the next (pipelined) head */
@@ -662,9 +679,9 @@ static int conn_body(struct pf_conn *c)
         pf_tx_req_body(tx, c->body_tmp, n);
     if (rc == 0)
         return -1; /* needs more input */
-    if (!c->dead && c->tx == tx)
+    if (c->state != PF_CONN_DEAD && c->tx == tx)
         conn_body_done(c);
-    return c->dead ? -1 : 0;
+    return c->state == PF_CONN_DEAD ? -1 : 0;
 }
 
 static void conn_process(struct pf_conn *c)
@@ -674,7 +691,7 @@ static void conn_process(struct pf_conn *c)
     if (c->processing)
         return; /* the loop below on the stack goes on by itself */
     c->processing = true;
-    while (!c->dead && !c->parse_paused) {
+    while (conn_parsing(c)) {
         struct evbuffer_iovec v;
         size_t avail = evbuffer_get_length(in);
         size_t feed;
@@ -717,11 +734,11 @@ static void conn_process(struct pf_conn *c)
         }
         if (c->tx != NULL && c->tx->phase == PF_TX_HEAD) {
             event_del(&c->timer);
-            c->tx->req_done = c->msg_complete;
+            c->tx->req_done = c->state == PF_CONN_WAITING;
             pf_tx_start(c->tx);
             continue;
         }
-        if (c->msg_complete && c->tx != NULL && !c->tx->req_done)
+        if (c->state == PF_CONN_WAITING && c->tx != NULL && !c->tx->req_done)
             pf_tx_req_end(c->tx);
     }
     c->processing = false;
@@ -734,7 +751,7 @@ static void conn_readcb(struct pf_stream *s, void *arg)
     struct pf_conn *c = arg;
 
     conn_enter(c);
-    if (c->lingering) {
+    if (c->state == PF_CONN_LINGERING) {
         size_t n = evbuffer_get_length(s->in);
 
         evbuffer_drain(s->in, n);
@@ -745,7 +762,7 @@ static void conn_readcb(struct pf_stream *s, void *arg)
         return;
     }
     conn_process(c);
-    if (!c->dead && c->parse_paused && !c->read_blocked &&
+    if (conn_paused(c) && !c->read_blocked &&
         evbuffer_get_length(s->in) > c->w->wc->cfg->limits.max_header_size + PF_IN_SLACK) {
         /*
          * Input waits while a transaction is in progress (pipelining or a
@@ -767,11 +784,13 @@ static void conn_readcb(struct pf_stream *s, void *arg)
  */
 static void conn_finish_close(struct pf_conn *c)
 {
-    if (c->lingering || !(c->linger || evbuffer_get_length(c->s->in) > 0)) {
+    if (c->state == PF_CONN_DEAD)
+        return;
+    if (c->state == PF_CONN_LINGERING || !(c->linger || evbuffer_get_length(c->s->in) > 0)) {
         pf_conn_close(c);
         return;
     }
-    c->lingering = true;
+    c->state = PF_CONN_LINGERING;
     shutdown(c->s->fd, SHUT_WR);
     evbuffer_drain(c->s->in, evbuffer_get_length(c->s->in));
     pf_stream_read(c->s, true);
@@ -803,7 +822,7 @@ static void conn_eventcb(struct pf_stream *s, int what, void *arg)
     struct pf_conn *c = arg;
 
     conn_enter(c);
-    if (!c->lingering && (what & PF_STREAM_EOF) && c->tx == NULL &&
+    if (c->state != PF_CONN_LINGERING && (what & PF_STREAM_EOF) && c->tx == NULL &&
         evbuffer_get_length(s->out) > 0) {
         /* the client is done sending: the last response still goes out */
         c->closing = true;
@@ -820,7 +839,7 @@ static void conn_timercb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     conn_enter(c);
-    if (c->lingering)
+    if (c->state == PF_CONN_LINGERING)
         pf_conn_close(c);
     else if (c->tx == NULL && c->head_bytes > 0)
         conn_reply_error(c, 408, PF_ERR_REQUEST_TIMEOUT);
@@ -914,10 +933,10 @@ void pf_conn_resume_body(struct pf_conn *c)
 {
     struct pf_tx *tx = c->tx;
 
-    if (tx == NULL || tx->req_done || !c->parse_paused || c->msg_complete)
+    if (tx == NULL || tx->req_done || c->state != PF_CONN_BODY_PAUSED)
         return;
     conn_enter(c);
-    c->parse_paused = false;
+    c->state = PF_CONN_READING_BODY;
     http_parser_pause(&c->parser, 0);
     if (c->body_mode != PF_BODY_NONE)
         conn_arm_body_timer(c); /* the body must keep coming */
@@ -931,10 +950,10 @@ void pf_conn_resume_body(struct pf_conn *c)
 
 void pf_conn_block_body(struct pf_conn *c)
 {
-    if (c->parse_paused)
+    if (!conn_parsing(c))
         return;
     event_del(&c->timer); /* waiting on the upstream, not on the client */
-    c->parse_paused = true;
+    c->state = PF_CONN_BODY_PAUSED;
     http_parser_pause(&c->parser, 1);
     c->read_blocked = true;
     pf_stream_read(c->s, false);
@@ -960,8 +979,7 @@ void pf_conn_tx_done(struct pf_conn *c)
         return;
     }
     /* go on with the next (pipelined) request */
-    c->msg_complete = false;
-    c->parse_paused = false;
+    c->state = PF_CONN_READING_HEAD;
     conn_head_reset(c);
     http_parser_pause(&c->parser, 0);
     if (c->read_blocked) {

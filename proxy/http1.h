@@ -56,6 +56,18 @@ void pf_conn_block_body(struct pf_conn *c);
 /* Write "HTTP/1.1 100 Continue" if the request expects it and it was not sent. */
 void pf_conn_send_continue(struct pf_tx *tx);
 
+/* Name of a connection state ("WAITING"). */
+const char *pf_conn_state_name(enum pf_conn_state st);
+
+/* A buffer this big holds any pf_conn_dump(). */
+#define PF_CONN_DUMP_SIZE 256
+
+/*
+ * One line describing c for debug logs (state, flags, busy, tx, body framing,
+ * buffered bytes) into buf, NUL-terminated and cut to size. Returns its length.
+ */
+size_t pf_conn_dump(const struct pf_conn *c, char *buf, size_t size);
+
 /* ---- message heads (proxy/head.c) ---- */
 
 /* What pf_head_append() adds to. */
