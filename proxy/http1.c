@@ -99,12 +99,14 @@ void pf_conn_close(struct pf_conn *c)
 {
     if (c->state == PF_CONN_DEAD)
         return;
+#ifdef PF_DEBUG
     if (pf_log_get_level() >= PF_LOG_DEBUG) {
         char st[PF_CONN_DUMP_SIZE];
 
         pf_conn_dump(c, st, sizeof(st));
         pf_debug("client connection closed: %s", st);
     }
+#endif
     c->state = PF_CONN_DEAD;
     conn_enter(c);
     conn_leave(c);
