@@ -44,8 +44,9 @@ enum {
     SCAN_DONE,     /* saw the empty line ending the head */
 };
 
-#define LINGER_MS    2000          /* longest lingering close */
-#define LINGER_BYTES (1024 * 1024) /* most input discarded while lingering */
+#define CL_DIGITS_MAX 18            /* a Content-Length of more digits could overflow 64 bits */
+#define LINGER_MS     2000          /* longest lingering close */
+#define LINGER_BYTES  (1024 * 1024) /* most input discarded while lingering */
 
 static void conn_process(struct pf_conn *c);
 static void conn_arm_timer(struct pf_conn *c, uint64_t ms);
@@ -332,7 +333,7 @@ static int conn_check_framing(struct pf_conn *c, struct pf_tx *tx)
         if (!pf_http_is_token(h->name, h->name_len))
             return conn_fail(c, 400, PF_ERR_BAD_REQUEST);
         if (h->id == PF_H_CONTENT_LENGTH) {
-            if (n_cl++ > 0 || !is_digits(h->value) || h->value_len > 18)
+            if (n_cl++ > 0 || !is_digits(h->value) || h->value_len > CL_DIGITS_MAX)
                 return conn_fail(c, 400, PF_ERR_BAD_REQUEST);
             tx->req_length = strtoull(h->value, NULL, 10);
             tx->req_has_length = true;

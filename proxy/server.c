@@ -319,6 +319,8 @@ static void accept_error_cb(struct evconnlistener *l, void *arg)
 
 /* ---- workers ---- */
 
+#define SWEEP_TICKS 10 /* idle pools are swept every 10th tick (1 s) */
+
 static void tick_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct pf_worker *w = arg;
@@ -329,7 +331,7 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
     atomic_store_explicit(&w->heartbeat, pf_now_us(), memory_order_relaxed);
     if (evbuffer_get_length(w->alog) > 0)
         pf_alog_submit(w->alog);
-    if (++ticks % 10 == 0)
+    if (++ticks % SWEEP_TICKS == 0)
         pf_upstream_sweep(w, false);
 }
 

@@ -11,6 +11,9 @@
 #include "proxy/hdrs.h"
 #include "proxy/worker.h"
 
+#define REQUEST_ID_MAX 200 /* a longer X-Request-Id is replaced by ours */
+#define REQUEST_ID_HEX 32  /* ours: 128 random bits in hex */
+
 static void hex64(char *out, uint64_t v)
 {
     static const char digits[] = "0123456789abcdef";
@@ -84,11 +87,11 @@ void pf_trace_request_id(struct pf_tx *tx)
     const char *id = pf_hdrs_get_id(&tx->req, PF_H_X_REQUEST_ID);
     char *buf;
 
-    if (id != NULL && id[0] != '\0' && strlen(id) <= 200) {
+    if (id != NULL && id[0] != '\0' && strlen(id) <= REQUEST_ID_MAX) {
         tx->request_id = id;
         return;
     }
-    buf = pf_arena_alloc(tx->arena, 33);
+    buf = pf_arena_alloc(tx->arena, REQUEST_ID_HEX + 1);
     hex64(buf, pf_worker_rand(tx->w));
     hex64(buf + 16, pf_worker_rand(tx->w));
     tx->request_id = buf;
