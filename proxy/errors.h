@@ -11,7 +11,7 @@
 
 struct pf_worker;
 
-/* The code's name ("bad_request"): the SPEC's CODE, the log's error. */
+/* The code's name ("bad_request"), as in docs/operations.md and the access log. */
 const char *pf_error_name(enum pf_error e);
 
 /* The status pilotfish answers e with when nothing more precise applies. */
