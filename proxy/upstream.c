@@ -403,10 +403,15 @@ static void up_await_head(struct pf_tx *tx, struct pf_upconn *uc)
  * upstream), and the response cannot be passed on as it is: Transfer-Encoding
  * is hop-by-hop and the client did not ask for them either. Such a response
  * is a bad one (502), whether it is close-delimited ("gzip") or chunked last
- * ("gzip, chunked", whose de-chunked bytes are still gzip-coded).
+ * ("gzip, chunked", whose de-chunked bytes are still gzip-coded). Chunked
+ * applied twice (RFC 9112 §6.1 forbids it), in one header or two, is bad too:
+ * the parser does not de-chunk "chunked, chunked" and the chunks would reach
+ * the client as content.
  */
 static bool resp_te_ok(const struct pf_hdrs *h)
 {
+    unsigned chunked = 0;
+
     for (unsigned i = 0; i < h->n; i++) {
         const char *v = h->v[i].value, *elem;
         size_t len;
@@ -414,7 +419,7 @@ static bool resp_te_ok(const struct pf_hdrs *h)
         if (h->v[i].id != PF_H_TRANSFER_ENCODING)
             continue;
         while (pf_http_list_next(&v, &elem, &len)) {
-            if (len != 7 || strncasecmp(elem, "chunked", 7) != 0)
+            if (len != 7 || strncasecmp(elem, "chunked", 7) != 0 || chunked++ > 0)
                 return false;
         }
     }
@@ -731,7 +736,7 @@ static void put_header(struct pf_sbuf *b, const char *name, const char *value)
     pf_sb_header(b, name, strlen(name), value, strlen(value));
 }
 
-/* The request head toward the upstream (SPEC §4: hop-by-hop, X-Forwarded-*). */
+/* The request head toward the upstream (hop-by-hop, X-Forwarded-*: docs/operations.md). */
 static void up_write_head(struct pf_tx *tx, struct pf_upconn *uc)
 {
     struct pf_sbuf b;
