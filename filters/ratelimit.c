@@ -892,7 +892,7 @@ static enum pf_verdict rl_on_request(struct pf_tx *tx, struct pf_slot *s)
     }
     if (ok)
         return PF_NEXT;
-    pf_tx_error(tx, 429, "rate_limited");
+    pf_tx_error(tx, 429, PF_ERR_RATE_LIMITED);
     secs = (wait_ns + 999999999) / 1000000000; /* ceil: a token is there by then */
     snprintf(retry, sizeof(retry), "%llu", (unsigned long long)(secs > 0 ? secs : 1));
     pf_tx_resp_header_set(tx, "Retry-After", retry);

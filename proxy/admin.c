@@ -61,14 +61,14 @@ static bool admin_authorized(struct pf_tx *tx)
     if (token == NULL || token[0] == '\0') {
         if (is_loopback(pf_tx_client_addr(tx)))
             return true;
-        pf_tx_error(tx, 403, "forbidden");
+        pf_tx_error(tx, 403, PF_ERR_FORBIDDEN);
         return false;
     }
     auth = pf_tx_req_header(tx, "authorization");
     if (auth != NULL && strncasecmp(auth, "Bearer ", 7) == 0 &&
         pf_admin_token_equal(auth + 7, strlen(auth + 7), token))
         return true;
-    pf_tx_error(tx, 401, "unauthorized");
+    pf_tx_error(tx, 401, PF_ERR_UNAUTHORIZED);
     pf_tx_resp_header_add(tx, "WWW-Authenticate", "Bearer");
     return false;
 }
@@ -113,7 +113,7 @@ static void admin_post(struct pf_tx *tx, struct pf_server *s, const char *path)
         pf_server_drain(s, true);
         admin_simple(tx, 202, "{\"status\":\"exiting\"}\n");
     } else {
-        pf_tx_error(tx, 404, "not_found");
+        pf_tx_error(tx, 404, PF_ERR_NOT_FOUND);
     }
 }
 
@@ -142,7 +142,7 @@ static void admin_get(struct pf_tx *tx, struct pf_server *s, const char *path)
         pf_tx_resp_header_add(tx, "Cache-Control", "no-store");
         evbuffer_free(b);
     } else {
-        pf_tx_error(tx, 404, "not_found");
+        pf_tx_error(tx, 404, PF_ERR_NOT_FOUND);
     }
 }
 
@@ -162,7 +162,7 @@ void pf_admin_handle(struct pf_tx *tx)
     } else if (tx->method_id == HTTP_POST) {
         admin_post(tx, s, path);
     } else {
-        pf_tx_error(tx, 405, "method_not_allowed");
+        pf_tx_error(tx, 405, PF_ERR_METHOD_NOT_ALLOWED);
         pf_tx_resp_header_add(tx, "Allow", "GET, HEAD, POST");
     }
 }

@@ -5,7 +5,13 @@
 #ifndef PF_ADMIN_H
 #define PF_ADMIN_H
 
-#include "proxy/core.h"
+#include <stdbool.h>
+#include <stddef.h>
+
+struct pf_tx;
+
+/* Admin request bodies up to this size are read; a bigger one is discarded. */
+#define PF_ADMIN_BODY_MAX (1024 * 1024)
 
 /* Answer admin request tx with pf_tx_reply() (its body is in tx->req_buf). */
 void pf_admin_handle(struct pf_tx *tx);

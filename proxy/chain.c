@@ -6,7 +6,10 @@
 #include <event2/buffer.h>
 
 #include "proxy/arena.h"
+#include "proxy/conf.h"
 #include "proxy/log.h"
+#include "proxy/tx-t.h"
+#include "proxy/worker-t.h"
 
 static const struct pf_filter_ops *chain_ops(const struct pf_tx *tx, unsigned i)
 {

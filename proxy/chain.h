@@ -8,7 +8,9 @@
 
 #include <stdbool.h>
 
-#include "proxy/core.h"
+#include "proxy/filter.h"
+
+struct evbuffer;
 
 /*
  * Where one filter of a transaction stands (tx->slot_state[i]). It only moves

@@ -1,19 +1,14 @@
 /*
  * The pilotfish configuration: sections, defaults (docs/configuration.md),
- * cross-checks between routes, upstreams and filters, snapshots and /config.
- * The node tree, ${VAR}, scalar parsers and key tables are in conf_node.c.
+ * cross-checks between routes, upstreams and filters, and snapshots. The node
+ * tree, ${VAR}, scalar parsers and key tables are in conf_node.c, addresses in
+ * conf_addr.c and the /config rendering in conf_json.c.
  */
 #include "proxy/conf.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netdb.h>
-#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/un.h>
-
-#include <event2/buffer.h>
 
 #include "filters/registry.h"
 #include "proxy/arena.h"
@@ -25,226 +20,6 @@
 
 #define MAX_FILE_SIZE (16u << 20) /* a configuration, not a data set */
 #define MAX_WORKERS   256
-
-/* ---- addresses ---- */
-
-static int parse_port(const char *s, in_port_t *port)
-{
-    unsigned v = 0;
-
-    if (*s == '\0')
-        return -EINVAL;
-    for (; *s != '\0'; s++) {
-        if (*s < '0' || *s > '9' || v > 65535)
-            return -EINVAL;
-        v = v * 10 + (unsigned)(*s - '0');
-    }
-    if (v == 0 || v > 65535)
-        return -EINVAL;
-    *port = htons((in_port_t)v);
-    return 0;
-}
-
-static int addr_unix(const char *path, struct pf_addr *a, const char **why)
-{
-    struct sockaddr_un *sun = (struct sockaddr_un *)&a->ss;
-    size_t len = strlen(path);
-
-    if (len == 0) {
-        *why = "empty unix socket path";
-        return -EINVAL;
-    }
-    if (len >= sizeof(sun->sun_path)) {
-        *why = "unix socket path too long";
-        return -EINVAL;
-    }
-    sun->sun_family = AF_UNIX;
-    memcpy(sun->sun_path, path, len + 1);
-    a->len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len + 1);
-    return 0;
-}
-
-/* Numeric IPv4/IPv6, else the resolver (IPv4 first: apps often bind 127.0.0.1 only). */
-static int addr_host(const char *host, in_port_t port, struct pf_addr *a)
-{
-    struct sockaddr_in *sin = (struct sockaddr_in *)&a->ss;
-    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&a->ss;
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-    struct addrinfo *res, *pick = NULL;
-
-    if (inet_pton(AF_INET, host, &sin->sin_addr) == 1) {
-        sin->sin_family = AF_INET;
-    } else if (inet_pton(AF_INET6, host, &sin6->sin6_addr) == 1) {
-        sin6->sin6_family = AF_INET6;
-    } else {
-        if (getaddrinfo(host, NULL, &hints, &res) != 0)
-            return -ENOENT;
-        for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
-            if (ai->ai_family == AF_INET || (ai->ai_family == AF_INET6 && pick == NULL))
-                pick = ai;
-            if (ai->ai_family == AF_INET)
-                break;
-        }
-        if (pick != NULL)
-            memcpy(&a->ss, pick->ai_addr, pick->ai_addrlen);
-        freeaddrinfo(res);
-        if (pick == NULL)
-            return -ENOENT;
-    }
-    if (a->ss.ss_family == AF_INET) {
-        sin->sin_port = port;
-        a->len = sizeof(*sin);
-    } else {
-        sin6->sin6_port = port;
-        a->len = sizeof(*sin6);
-    }
-    return 0;
-}
-
-/* Split s into host and port text; host "" means any (0.0.0.0). */
-static int addr_split(const char *s, char *host, size_t size, const char **port, const char **why)
-{
-    const char *h = s, *end;
-
-    *why = "expected host:port, [v6]:port, :port or unix:/path";
-    if (s[0] == '[') {
-        end = strchr(s, ']');
-        if (end == NULL || end[1] != ':')
-            return -EINVAL;
-        h = s + 1;
-        *port = end + 2;
-    } else {
-        end = strrchr(s, ':');
-        if (end == NULL && s[strspn(s, "0123456789")] != '\0')
-            return -EINVAL;
-        if (end == NULL) {
-            end = s; /* bare port */
-            *port = s;
-        } else {
-            *port = end + 1;
-        }
-        if (memchr(s, ':', (size_t)(end - s)) != NULL) {
-            *why = "IPv6 addresses need brackets, as in [::1]:8080";
-            return -EINVAL;
-        }
-    }
-    if ((size_t)(end - h) >= size)
-        return -EINVAL;
-    memcpy(host, h, (size_t)(end - h));
-    host[end - h] = '\0';
-    return 0;
-}
-
-static int addr_parse(const char *s, struct pf_addr *addr, const char **why)
-{
-    struct pf_addr a;
-    char host[256];
-    const char *port_s;
-    in_port_t port;
-    int rc;
-
-    memset(&a, 0, sizeof(a));
-    if (strncmp(s, "unix:", 5) == 0) {
-        rc = addr_unix(s + 5, &a, why);
-    } else {
-        rc = addr_split(s, host, sizeof(host), &port_s, why);
-        if (rc == 0 && parse_port(port_s, &port) < 0) {
-            *why = "the port must be a number between 1 and 65535";
-            rc = -EINVAL;
-        }
-        if (rc == 0 && s[0] == '[' && strchr(host, ':') == NULL) {
-            *why = "only IPv6 addresses go between brackets";
-            rc = -EINVAL;
-        }
-        if (rc == 0)
-            rc = addr_host(host[0] != '\0' ? host : "0.0.0.0", port, &a);
-    }
-    if (rc < 0)
-        return rc;
-    a.text = pf_xstrdup(s);
-    *addr = a;
-    return 0;
-}
-
-int pf_addr_parse(const char *s, struct pf_addr *addr)
-{
-    const char *why;
-
-    return addr_parse(s, addr, &why);
-}
-
-/* Parse scalar n into a; errors name what ("listen", "upstreams.app.endpoints"). */
-static int conf_addr(const struct pf_conf_node *n, struct pf_addr *a, const char *what,
-                     struct pf_err *err)
-{
-    const char *why = "";
-    int rc;
-
-    if (n->type != PF_NODE_SCALAR) {
-        pf_err_at(err, n, "%s: expected an address", what);
-        return -EINVAL;
-    }
-    rc = addr_parse(n->value, a, &why);
-    if (rc == -ENOENT)
-        pf_err_at(err, n, "%s: cannot resolve the host of '%s'", what, n->value);
-    else if (rc < 0)
-        pf_err_at(err, n, "%s: invalid address '%s': %s", what, n->value, why);
-    return rc;
-}
-
-static void addr_list_free(struct pf_addr *a, unsigned n)
-{
-    for (unsigned i = 0; i < n; i++)
-        free(a[i].text);
-    free(a);
-}
-
-/* The items of a list, or the scalar n itself as a list of one. */
-static unsigned node_items(const struct pf_conf_node *const *n,
-                           const struct pf_conf_node *const **items)
-{
-    if ((*n)->type == PF_NODE_SCALAR) {
-        *items = n;
-        return 1;
-    }
-    *items = (const struct pf_conf_node *const *)(*n)->items;
-    return (*n)->n_items;
-}
-
-/* A scalar or a non-empty list of addresses, each listed once. */
-static void conf_addr_list(const struct pf_conf_node *n, const char *what, struct pf_addr **out,
-                           unsigned *count, struct pf_err *err)
-{
-    const struct pf_conf_node *const *items;
-    unsigned n_items = node_items(&n, &items), k = 0;
-    struct pf_addr *v;
-
-    if (n->type == PF_NODE_MAP) {
-        pf_err_at(err, n, "%s: expected an address or a list of addresses", what);
-        return;
-    }
-    if (n_items == 0) {
-        pf_err_at(err, n, "%s: must list at least one address", what);
-        return;
-    }
-    v = pf_xcalloc(n_items, sizeof(*v));
-    for (unsigned i = 0; i < n_items; i++) {
-        unsigned j = 0;
-        if (conf_addr(items[i], &v[k], what, err) < 0)
-            continue;
-        while (j < k && strcmp(v[j].text, v[k].text) != 0)
-            j++;
-        if (j == k) {
-            k++;
-            continue;
-        }
-        pf_err_at(err, items[i], "%s: '%s' is listed twice", what, v[k].text);
-        free(v[k].text);
-    }
-    addr_list_free(*out, *count);
-    *out = v;
-    *count = k;
-}
 
 /* ---- top-level sections ---- */
 
@@ -258,7 +33,7 @@ static int parse_listen(const struct pf_conf_node *n, void *field, struct pf_err
 {
     struct pf_config *cfg = field;
 
-    conf_addr_list(n, "listen", &cfg->listen, &cfg->n_listen, err);
+    pf_conf_addr_list(n, "listen", &cfg->listen, &cfg->n_listen, err);
     return 0;
 }
 
@@ -292,7 +67,7 @@ static int parse_admin_listen(const struct pf_conf_node *n, void *field, struct 
         a->text = pf_xstrdup("off");
         return 0;
     }
-    if (conf_addr(n, &tmp, "admin.listen", err) < 0)
+    if (pf_conf_addr(n, &tmp, "admin.listen", err) < 0)
         return -EINVAL;
     free(a->text);
     *a = tmp;
@@ -386,11 +161,11 @@ static int parse_choice(const struct pf_conf_node *n, const char *what, const ch
     return -1;
 }
 
-static const char *const underscores_names[] = {"drop", "allow", "reject", "drop, allow, reject"};
+const char *const pf_conf_underscores_names[] = {"drop", "allow", "reject", "drop, allow, reject"};
 
 static int parse_underscores(const struct pf_conf_node *n, void *field, struct pf_err *err)
 {
-    int v = parse_choice(n, "underscores_in_headers", underscores_names, 3, err);
+    int v = parse_choice(n, "underscores_in_headers", pf_conf_underscores_names, 3, err);
 
     if (v < 0)
         return -EINVAL;
@@ -449,13 +224,13 @@ static const struct pf_conf_key upstream_keys[] = {
     {NULL, 0, 0, 0, 0, NULL},
 };
 
-static const char *const balance_names[] = {"round_robin", "least_request", "random", NULL};
+const char *const pf_conf_balance_names[] = {"round_robin", "least_request", "random", NULL};
 
 static void parse_balance(const struct pf_conf_node *n, struct pf_upstream_conf *u,
                           const char *section, struct pf_err *err)
 {
-    for (unsigned i = 0; n->type == PF_NODE_SCALAR && balance_names[i] != NULL; i++) {
-        if (strcmp(n->value, balance_names[i]) == 0) {
+    for (unsigned i = 0; n->type == PF_NODE_SCALAR && pf_conf_balance_names[i] != NULL; i++) {
+        if (strcmp(n->value, pf_conf_balance_names[i]) == 0) {
             u->balance = (enum pf_balance)i;
             return;
         }
@@ -482,7 +257,7 @@ static void parse_upstream(const struct pf_conf_node *n, struct pf_upstream_conf
     pf_conf_fill_section(n, section, upstream_keys, u, err);
     snprintf(sub, sizeof(sub), "%s.endpoints", section);
     if ((v = pf_conf_get(n, "endpoints")) != NULL)
-        conf_addr_list(v, sub, &u->endpoints, &u->n_endpoints, err);
+        pf_conf_addr_list(v, sub, &u->endpoints, &u->n_endpoints, err);
     else
         pf_err_at(err, n->key_node, "%s: 'endpoints' is required", section);
     if ((v = pf_conf_get(n, "balance")) != NULL)
@@ -562,7 +337,7 @@ static void check_ratelimit_key(const struct pf_config *cfg, struct pf_err *err)
               "ratelimit.key: header names with '_' never reach filters under "
               "underscores_in_headers: %s (every request would share one bucket); "
               "write the name with '-' or set underscores_in_headers: allow",
-              underscores_names[cfg->underscores]);
+              pf_conf_underscores_names[cfg->underscores]);
 }
 
 static void parse_filters(struct pf_config *cfg, const struct pf_conf_node *n, struct pf_err *err)
@@ -591,11 +366,11 @@ struct route_raw {
     char *upstream;    /* name as written */
 };
 
-static const char *const normalize_names[] = {"forward", "match_only", "forward, match_only"};
+const char *const pf_conf_normalize_names[] = {"forward", "match_only", "forward, match_only"};
 
 static int parse_normalize(const struct pf_conf_node *n, void *field, struct pf_err *err)
 {
-    int v = parse_choice(n, "normalize_path", normalize_names, 2, err);
+    int v = parse_choice(n, "normalize_path", pf_conf_normalize_names, 2, err);
 
     if (v < 0)
         return -EINVAL;
@@ -716,7 +491,7 @@ static void route_filters(struct pf_config *cfg, struct pf_route *r, const struc
                           const char *section, struct pf_err *err)
 {
     const struct pf_conf_node *const *items;
-    unsigned n_items = pf_conf_is_null(n) ? 0 : node_items(&n, &items);
+    unsigned n_items = pf_conf_is_null(n) ? 0 : pf_conf_node_items(&n, &items);
 
     if (n->type == PF_NODE_MAP) {
         pf_err_at(err, n, "%s.filters: expected a list of filter names", section);
@@ -849,14 +624,14 @@ static void conf_free(struct pf_config *cfg)
     if (cfg->release != NULL)
         cfg->release(cfg); /* endpoint references, filters' process state */
     free(cfg->path);
-    addr_list_free(cfg->listen, cfg->n_listen);
+    pf_addr_list_free(cfg->listen, cfg->n_listen);
     free(cfg->admin_listen.text);
     free(cfg->admin_token);
     free(cfg->access_log_path);
     free(cfg->access_log_format);
     for (unsigned i = 0; i < cfg->n_upstreams; i++) {
         free(cfg->upstreams[i].name);
-        addr_list_free(cfg->upstreams[i].endpoints, cfg->upstreams[i].n_endpoints);
+        pf_addr_list_free(cfg->upstreams[i].endpoints, cfg->upstreams[i].n_endpoints);
         free(cfg->upstreams[i].endpoint_ids);
     }
     free(cfg->upstreams);
@@ -959,139 +734,4 @@ void pf_conf_unref(struct pf_config *cfg)
         return;
     if (atomic_fetch_sub_explicit(&cfg->refs, 1, memory_order_acq_rel) == 1)
         conf_free(cfg);
-}
-
-/* ---- /config ---- */
-
-static void json_str(struct evbuffer *out, const char *s)
-{
-    evbuffer_add(out, "\"", 1);
-    pf_json_escape(out, s, strlen(s));
-    evbuffer_add(out, "\"", 1);
-}
-
-/* Element i of a list or map: a comma before all but the first. */
-static void json_item(struct evbuffer *out, unsigned i, const char *s, bool key)
-{
-    if (i > 0)
-        evbuffer_add(out, ",", 1);
-    json_str(out, s);
-    if (key)
-        evbuffer_add(out, ":", 1);
-}
-
-static void json_addrs(struct evbuffer *out, const struct pf_addr *a, unsigned n)
-{
-    evbuffer_add(out, "[", 1);
-    for (unsigned i = 0; i < n; i++)
-        json_item(out, i, a[i].text, false);
-    evbuffer_add(out, "]", 1);
-}
-
-static void json_upstream(struct evbuffer *out, const struct pf_upstream_conf *u, unsigned i)
-{
-    char ct[24], rt[24], it[24], lt[24];
-
-    pf_conf_format_duration(u->connect_timeout_ms, ct, sizeof(ct));
-    pf_conf_format_duration(u->request_timeout_ms, rt, sizeof(rt));
-    pf_conf_format_duration(u->pool.idle_timeout_ms, it, sizeof(it));
-    pf_conf_format_duration(u->pool.max_lifetime_ms, lt, sizeof(lt));
-    json_item(out, i, u->name, true);
-    evbuffer_add_printf(out, "{\"balance\":\"%s\",\"endpoints\":", balance_names[u->balance]);
-    json_addrs(out, u->endpoints, u->n_endpoints);
-    evbuffer_add_printf(
-        out,
-        ",\"connect_timeout\":\"%s\",\"request_timeout\":\"%s\",\"pool\":{\"max_idle\":%u,\"idle_timeout\":\"%s\",\"max_lifetime\":\"%s\"}}",
-        ct, rt, u->pool.max_idle, it, lt);
-}
-
-static void json_route(struct evbuffer *out, const struct pf_config *cfg, const struct pf_route *r)
-{
-    evbuffer_add_printf(out, "{\"name\":");
-    json_str(out, r->name);
-    evbuffer_add_printf(out, ",\"match\":{\"prefix\":");
-    json_str(out, r->prefix);
-    evbuffer_add_printf(out, ",\"host\":");
-    if (r->host != NULL)
-        json_str(out, r->host);
-    else
-        evbuffer_add_printf(out, "null");
-    evbuffer_add_printf(out, ",\"methods\":[");
-    for (unsigned i = 0; i < r->methods.n; i++)
-        json_item(out, i, r->methods.v[i], false);
-    evbuffer_add_printf(out, "],\"case_insensitive\":%s},\"normalize_path\":\"%s\",\"upstream\":",
-                        r->case_insensitive ? "true" : "false", normalize_names[r->normalize]);
-    json_str(out, cfg->upstreams[r->upstream].name);
-    evbuffer_add_printf(out, ",\"filters\":[");
-    for (unsigned i = 0; i < r->n_filters; i++)
-        json_item(out, i, cfg->filters[r->filters[i]].ops->name, false);
-    evbuffer_add_printf(out, "]}");
-}
-
-static void json_top(struct evbuffer *out, const struct pf_config *cfg)
-{
-    static const char *const levels[] = {"error", "warn", "info", "debug"};
-    const struct pf_limits *l = &cfg->limits;
-    char ht[24], it[24], dd[24], dt[24], bt[24];
-
-    pf_conf_format_duration(l->body_timeout_ms, bt, sizeof(bt));
-    pf_conf_format_duration(l->header_timeout_ms, ht, sizeof(ht));
-    pf_conf_format_duration(l->idle_timeout_ms, it, sizeof(it));
-    pf_conf_format_duration(cfg->drain_delay_ms, dd, sizeof(dd));
-    pf_conf_format_duration(cfg->drain_timeout_ms, dt, sizeof(dt));
-    evbuffer_add_printf(out, "\"path\":");
-    json_str(out, cfg->path);
-    evbuffer_add_printf(out, ",\"listen\":");
-    json_addrs(out, cfg->listen, cfg->n_listen);
-    if (cfg->workers == 0)
-        evbuffer_add_printf(out, ",\"workers\":\"auto\",\"admin\":{\"listen\":");
-    else
-        evbuffer_add_printf(out, ",\"workers\":%u,\"admin\":{\"listen\":", cfg->workers);
-    json_str(out, cfg->admin_listen.text);
-    evbuffer_add_printf(out, ",\"token\":\"%s\"}", cfg->admin_token[0] ? "<redacted>" : "");
-    evbuffer_add_printf(
-        out,
-        ",\"limits\":{\"max_connections\":%u,\"max_header_size\":%llu,\"max_headers\":%u,\"max_uri_size\":%llu,\"max_body_size\":%llu,\"header_timeout\":\"%s\",\"idle_timeout\":\"%s\"",
-        l->max_connections, (unsigned long long)l->max_header_size, l->max_headers,
-        (unsigned long long)l->max_uri_size, (unsigned long long)l->max_body_size, ht, it);
-    evbuffer_add_printf(out, ",\"backlog\":%u,\"body_timeout\":\"%s\",\"request_buffering\":%llu}",
-                        l->backlog, bt, (unsigned long long)l->request_buffering);
-    evbuffer_add_printf(
-        out, ",\"drain_delay\":\"%s\",\"drain_timeout\":\"%s\",\"access_log\":{\"path\":", dd, dt);
-    json_str(out, cfg->access_log_path);
-    evbuffer_add_printf(out, ",\"format\":");
-    json_str(out, cfg->access_log_format);
-    evbuffer_add_printf(out, "},\"log_level\":\"%s\"",
-                        cfg->log_level >= 0 && cfg->log_level <= 3 ? levels[cfg->log_level]
-                                                                   : "info");
-    evbuffer_add_printf(out, ",\"underscores_in_headers\":\"%s\"",
-                        underscores_names[cfg->underscores]);
-}
-
-void pf_conf_to_json(const struct pf_config *cfg, struct evbuffer *out)
-{
-    const struct pf_conf_node *settings = pf_conf_get(cfg->root, "filters");
-
-    evbuffer_add(out, "{", 1);
-    json_top(out, cfg);
-    evbuffer_add_printf(out, ",\"upstreams\":{");
-    for (unsigned i = 0; i < cfg->n_upstreams; i++)
-        json_upstream(out, &cfg->upstreams[i], i);
-    evbuffer_add_printf(out, "},\"routes\":[");
-    for (unsigned i = 0; i < cfg->n_routes; i++) {
-        if (i > 0)
-            evbuffer_add(out, ",", 1);
-        json_route(out, cfg, &cfg->routes[i]);
-    }
-    /* each filter instance with its settings as written ({} when none) */
-    evbuffer_add_printf(out, "],\"filters\":{");
-    for (unsigned i = 0; i < cfg->n_filters; i++) {
-        const struct pf_conf_node *n = pf_conf_get(settings, cfg->filters[i].ops->name);
-        json_item(out, i, cfg->filters[i].ops->name, true);
-        if (n != NULL && !pf_conf_is_null(n))
-            pf_conf_node_to_json(n, out);
-        else
-            evbuffer_add(out, "{}", 2);
-    }
-    evbuffer_add(out, "}}", 2);
 }

@@ -160,6 +160,28 @@ struct pf_addr {
  */
 int pf_addr_parse(const char *s, struct pf_addr *addr);
 
+/*
+ * Names of the choices of balance, normalize_path and underscores_in_headers,
+ * by enum value (proxy/conf.c, for the parser and /config). After the last
+ * choice: NULL (balance), or all of them in one string for error messages.
+ */
+extern const char *const pf_conf_balance_names[];
+extern const char *const pf_conf_normalize_names[];
+extern const char *const pf_conf_underscores_names[];
+
+/* Configuration parsing only (proxy/conf_addr.c), main thread: */
+/* Parse scalar n into a; errors name what ("listen", "upstreams.app.endpoints"). */
+int pf_conf_addr(const struct pf_conf_node *n, struct pf_addr *a, const char *what,
+                 struct pf_err *err);
+/* A scalar or a non-empty list of addresses, each listed once, into *out (replaced). */
+void pf_conf_addr_list(const struct pf_conf_node *n, const char *what, struct pf_addr **out,
+                       unsigned *count, struct pf_err *err);
+/* Free n addresses and their array. */
+void pf_addr_list_free(struct pf_addr *a, unsigned n);
+/* The items of a list, or the scalar n itself as a list of one. */
+unsigned pf_conf_node_items(const struct pf_conf_node *const *n,
+                            const struct pf_conf_node *const **items);
+
 enum pf_balance {
     PF_BALANCE_ROUND_ROBIN = 0,
     PF_BALANCE_LEAST_REQUEST,
@@ -189,8 +211,6 @@ struct pf_filter_inst {
     void *pstate;                    /* ops->init_process() result (proxy/snapshot.c) */
     atomic_uint *pstate_refs;        /* atomic: snapshots sharing pstate; NULL = none */
 };
-
-#define PF_METHOD_ANY 0u
 
 /* routes[].normalize_path: what the upstream gets when the path was normalised */
 enum pf_normalize_path {

@@ -33,6 +33,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "proxy/errors-t.h"
+
 struct pf_tx;
 struct pf_worker;
 struct pf_conf_node;
@@ -106,7 +108,7 @@ void pf_tx_reply(struct pf_tx *tx, int status, struct evbuffer *body);
  * {"error":"CODE",...}, X-Pilotfish-Error: CODE, counted in
  * pilotfish_errors_total{error} and marked in the access log.
  */
-void pf_tx_error(struct pf_tx *tx, int status, const char *code);
+void pf_tx_error(struct pf_tx *tx, int status, enum pf_error code);
 
 /*
  * Continue a transaction whose filter returned PF_PAUSED, with verdict v

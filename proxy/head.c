@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "proxy/arena.h"
+#include "proxy/hdrs.h"
 #include "proxy/tx.h"
 
 /* ---- message heads ---- */
@@ -43,7 +44,6 @@ static void head_put(struct pf_head *h, const char *at, size_t len)
     h->len += len;
 }
 
-/* Terminate the piece in progress with a NUL. */
 void pf_head_close(struct pf_head *h)
 {
     head_put(h, "", 1);

@@ -28,6 +28,8 @@
 
 #include "proxy/arena.h"
 #include "proxy/chunked.h"
+#include "proxy/errors.h"
+#include "proxy/hdrs.h"
 #include "proxy/log.h"
 #include "proxy/sbuf.h"
 #include "proxy/server.h"
@@ -42,8 +44,9 @@ enum {
     SCAN_DONE,     /* saw the empty line ending the head */
 };
 
-#define LINGER_MS    2000          /* longest lingering close */
-#define LINGER_BYTES (1024 * 1024) /* most input discarded while lingering */
+#define CL_DIGITS_MAX 18            /* a Content-Length of more digits could overflow 64 bits */
+#define LINGER_MS     2000          /* longest lingering close */
+#define LINGER_BYTES  (1024 * 1024) /* most input discarded while lingering */
 
 static void conn_process(struct pf_conn *c);
 static void conn_arm_timer(struct pf_conn *c, uint64_t ms);
@@ -56,12 +59,24 @@ static void conn_enter(struct pf_conn *c)
     c->busy++;
 }
 
+/* The parser may run: the connection is reading a head or a body. */
+static bool conn_parsing(const struct pf_conn *c)
+{
+    return c->state == PF_CONN_READING_HEAD || c->state == PF_CONN_READING_BODY;
+}
+
+/* The parser is stopped until the transaction lets it go on. */
+static bool conn_paused(const struct pf_conn *c)
+{
+    return c->state == PF_CONN_BODY_PAUSED || c->state == PF_CONN_WAITING;
+}
+
 static void conn_free(struct pf_conn *c)
 {
     struct pf_worker *w = c->w;
 
     if (c->tx != NULL)
-        pf_tx_abort(c->tx, "client_abort");
+        pf_tx_abort(c->tx, PF_ERR_CLIENT_ABORT);
     if (event_initialized(&c->timer))
         event_del(&c->timer);
     pf_stream_free(c->s);
@@ -77,15 +92,23 @@ static void conn_free(struct pf_conn *c)
 /* Leave a callback: free the connection if it died meanwhile. */
 static void conn_leave(struct pf_conn *c)
 {
-    if (--c->busy == 0 && c->dead)
+    if (--c->busy == 0 && c->state == PF_CONN_DEAD)
         conn_free(c);
 }
 
 void pf_conn_close(struct pf_conn *c)
 {
-    if (c->dead)
+    if (c->state == PF_CONN_DEAD)
         return;
-    c->dead = true;
+#ifdef PF_DEBUG
+    if (pf_log_get_level() >= PF_LOG_DEBUG) {
+        char st[PF_CONN_DUMP_SIZE];
+
+        pf_conn_dump(c, st, sizeof(st));
+        pf_debug("client connection closed: %s", st);
+    }
+#endif
+    c->state = PF_CONN_DEAD;
     conn_enter(c);
     conn_leave(c);
 }
@@ -93,7 +116,8 @@ void pf_conn_close(struct pf_conn *c)
 bool pf_conn_is_idle(const struct pf_conn *c)
 {
     /* between requests, and the last response has left entirely */
-    return c->tx == NULL && c->head_bytes == 0 && !c->dead && evbuffer_get_length(c->s->out) == 0;
+    return c->tx == NULL && c->head_bytes == 0 && c->state != PF_CONN_DEAD &&
+           evbuffer_get_length(c->s->out) == 0;
 }
 
 size_t pf_conn_out_len(const struct pf_conn *c)
@@ -231,7 +255,7 @@ void pf_conn_send_continue(struct pf_tx *tx)
 
 /* ---- request parsing ---- */
 
-static int conn_fail(struct pf_conn *c, int status, const char *code)
+static int conn_fail(struct pf_conn *c, int status, enum pf_error code)
 {
     if (c->pending_status == 0) {
         c->pending_status = status;
@@ -254,10 +278,10 @@ static int on_url(http_parser *p, const char *at, size_t len)
     const struct pf_limits *l = &c->w->wc->cfg->limits;
 
     if (c->head.url_len + len > l->max_uri_size)
-        return conn_fail(c, 414, "uri_too_long");
+        return conn_fail(c, 414, PF_ERR_URI_TOO_LONG);
     if (pf_head_append(&c->head, PF_HEAD_URL, at, len, (uint32_t)l->max_header_size,
                        l->max_headers) != 0)
-        return conn_fail(c, 431, "headers_too_large");
+        return conn_fail(c, 431, PF_ERR_HEADERS_TOO_LARGE);
     return 0;
 }
 
@@ -267,7 +291,7 @@ static int on_header_piece(http_parser *p, int what, const char *at, size_t len)
     const struct pf_limits *l = &c->w->wc->cfg->limits;
 
     if (pf_head_append(&c->head, what, at, len, (uint32_t)l->max_header_size, l->max_headers) != 0)
-        return conn_fail(c, 431, "headers_too_large");
+        return conn_fail(c, 431, PF_ERR_HEADERS_TOO_LARGE);
     return 0;
 }
 
@@ -302,31 +326,31 @@ static int conn_check_framing(struct pf_conn *c, struct pf_tx *tx)
     unsigned n_cl = 0, n_te = 0, n_host = 0;
 
     if (tx->http_major != 1 || tx->http_minor > 1)
-        return conn_fail(c, 505, "bad_request");
+        return conn_fail(c, 505, PF_ERR_BAD_REQUEST);
     for (unsigned i = 0; i < tx->req.n; i++) {
         const struct pf_hdr *h = &tx->req.v[i];
 
         if (!pf_http_is_token(h->name, h->name_len))
-            return conn_fail(c, 400, "bad_request");
+            return conn_fail(c, 400, PF_ERR_BAD_REQUEST);
         if (h->id == PF_H_CONTENT_LENGTH) {
-            if (n_cl++ > 0 || !is_digits(h->value) || h->value_len > 18)
-                return conn_fail(c, 400, "bad_request");
+            if (n_cl++ > 0 || !is_digits(h->value) || h->value_len > CL_DIGITS_MAX)
+                return conn_fail(c, 400, PF_ERR_BAD_REQUEST);
             tx->req_length = strtoull(h->value, NULL, 10);
             tx->req_has_length = true;
         } else if (h->id == PF_H_TRANSFER_ENCODING) {
             if (n_te++ > 0 || strcasecmp(h->value, "chunked") != 0)
-                return conn_fail(c, 400, "bad_request");
+                return conn_fail(c, 400, PF_ERR_BAD_REQUEST);
             tx->req_chunked = true;
         } else if (h->id == PF_H_HOST) {
             if (n_host++ > 0 || !pf_http_host_valid(h->value, h->value_len))
-                return conn_fail(c, 400, "bad_request");
+                return conn_fail(c, 400, PF_ERR_BAD_REQUEST);
             tx->host = h->value;
         }
     }
     if (n_cl > 0 && n_te > 0)
-        return conn_fail(c, 400, "bad_request");
+        return conn_fail(c, 400, PF_ERR_BAD_REQUEST);
     if (n_host == 0 && tx->http_minor >= 1)
-        return conn_fail(c, 400, "bad_request");
+        return conn_fail(c, 400, PF_ERR_BAD_REQUEST);
     if (n_te > 0 && tx->http_minor == 0) {
         /*
          * RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 message is faulty
@@ -366,7 +390,7 @@ static int conn_underscores(struct pf_conn *c, struct pf_tx *tx)
 
         if (memchr(h->name, '_', h->name_len) != NULL) {
             if (mode == PF_UNDERSCORES_REJECT)
-                return conn_fail(c, 400, "bad_request");
+                return conn_fail(c, 400, PF_ERR_BAD_REQUEST);
             if (mode == PF_UNDERSCORES_DROP || underscore_collides(h))
                 continue;
         }
@@ -388,7 +412,7 @@ static int conn_absolute_form(struct pf_conn *c, struct pf_tx *tx)
     char *url;
 
     if (!pf_http_target_valid(tx->url, strlen(tx->url)))
-        return conn_fail(c, 400, "bad_request"); /* CTLs, 8-bit bytes, '#', bad '%' */
+        return conn_fail(c, 400, PF_ERR_BAD_REQUEST); /* CTLs, 8-bit bytes, '#', bad '%' */
     if (strncasecmp(tx->url, "http://", 7) == 0) {
         auth = tx->url + 7;
     } else if (strncasecmp(tx->url, "https://", 8) == 0) {
@@ -397,11 +421,11 @@ static int conn_absolute_form(struct pf_conn *c, struct pf_tx *tx)
         /* origin-form, or asterisk-form for OPTIONS (RFC 9112 §3.2) */
         if (tx->url[0] == '/' || (strcmp(tx->url, "*") == 0 && tx->method_id == HTTP_OPTIONS))
             return 0;
-        return conn_fail(c, 400, "bad_request");
+        return conn_fail(c, 400, PF_ERR_BAD_REQUEST);
     }
     alen = strcspn(auth, "/?#");
     if (alen == 0 || !pf_http_host_valid(auth, alen))
-        return conn_fail(c, 400, "bad_request");
+        return conn_fail(c, 400, PF_ERR_BAD_REQUEST);
     path = auth + alen;
     url = pf_arena_alloc_raw(tx->arena, strlen(path) + 2);
     url[0] = '/';
@@ -423,7 +447,7 @@ static int on_headers_complete(http_parser *p)
     if (c->head.last != 0)
         pf_head_close(&c->head);
     if (p->method == HTTP_CONNECT)
-        return conn_fail(c, 405, "bad_request");
+        return conn_fail(c, 405, PF_ERR_BAD_REQUEST);
     tx = pf_tx_new(c);
     c->tx = tx;
     tx->head_in = c->head_bytes;
@@ -440,14 +464,14 @@ static int on_headers_complete(http_parser *p)
     expect = pf_hdrs_get_id(&tx->req, PF_H_EXPECT);
     if (expect != NULL) {
         if (strcasecmp(expect, "100-continue") != 0)
-            return conn_fail(c, 417, "bad_request");
+            return conn_fail(c, 417, PF_ERR_BAD_REQUEST);
         tx->expect_continue = tx->http_minor >= 1 && tx->req_has_body;
     }
     {
         uint64_t max = c->w->wc->cfg->limits.max_body_size;
 
         if (max > 0 && tx->req_has_length && tx->req_length > max)
-            return conn_fail(c, 413, "body_too_large");
+            return conn_fail(c, 413, PF_ERR_BODY_TOO_LARGE);
     }
     if (tx->req_has_body) {
         /*
@@ -457,7 +481,7 @@ static int on_headers_complete(http_parser *p)
         c->body_mode = tx->req_chunked ? PF_BODY_CHUNKED : PF_BODY_LENGTH;
         c->body_left = tx->req_length;
         pf_chunked_init(&c->chunked);
-        c->parse_paused = true;
+        c->state = PF_CONN_BODY_PAUSED;
         http_parser_pause(p, 1);
     }
     return 0;
@@ -467,8 +491,7 @@ static int on_message_complete(http_parser *p)
 {
     struct pf_conn *c = p->data;
 
-    c->msg_complete = true;
-    c->parse_paused = true;
+    c->state = PF_CONN_WAITING;
     http_parser_pause(p, 1);
     return 0;
 }
@@ -553,7 +576,7 @@ static void conn_head_reset(struct pf_conn *c)
 }
 
 /* Answer an error found while parsing, then close. */
-static void conn_reply_error(struct pf_conn *c, int status, const char *code)
+static void conn_reply_error(struct pf_conn *c, int status, enum pf_error code)
 {
     struct pf_tx *tx = c->tx;
 
@@ -567,12 +590,12 @@ static void conn_reply_error(struct pf_conn *c, int status, const char *code)
     }
     c->closing = true;
     c->linger = tx->req_has_body && !tx->req_done; /* the client may still be sending it */
-    c->parse_paused = true;
+    c->state = PF_CONN_WAITING;
     pf_stream_read(c->s, false);
     if (tx->head_sent) {
         /* too late for a status: the log and the counters say what happened */
         tx->error = code;
-        pf_count_error(c->w, code);
+        pf_error_count(c->w, code);
         pf_conn_close(c);
         return;
     }
@@ -594,7 +617,7 @@ static ssize_t conn_execute(struct pf_conn *c, const char *data, size_t len)
         return (ssize_t)n;
     }
     if (c->pending_status == 0)
-        conn_fail(c, 400, "bad_request");
+        conn_fail(c, 400, PF_ERR_BAD_REQUEST);
     return -1;
 }
 
@@ -604,8 +627,7 @@ static void conn_body_done(struct pf_conn *c)
     event_del(&c->timer);
     c->body_deadline_us = 0;
     c->body_mode = PF_BODY_NONE;
-    c->msg_complete = true;
-    c->parse_paused = true;
+    c->state = PF_CONN_WAITING;
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
     pf_tx_req_end(c->tx);
@@ -638,9 +660,9 @@ static int conn_body(struct pf_conn *c)
         tx->body_in += n;
         if (n > 0)
             pf_tx_req_body(tx, in, n);
-        if (c->body_left == 0 && !c->dead && c->tx == tx)
+        if (c->body_left == 0 && c->state != PF_CONN_DEAD && c->tx == tx)
             conn_body_done(c);
-        if (c->dead)
+        if (c->state == PF_CONN_DEAD)
             return -1;
         if (c->tx != tx)
             return 0; /* the tx ended: go on with the next (pipelined) head */
@@ -650,22 +672,22 @@ static int conn_body(struct pf_conn *c)
         c->body_tmp = pf_evbuffer_new();
     rc = pf_chunked_decode(&c->chunked, in, c->body_tmp);
     if (rc < 0) {
-        conn_reply_error(c, 400, "bad_request");
+        conn_reply_error(c, 400, PF_ERR_BAD_REQUEST);
         return -1;
     }
     n = evbuffer_get_length(c->body_tmp);
     tx->body_in = c->chunked.total;
     if (max > 0 && tx->body_in > max) {
-        conn_reply_error(c, 413, "body_too_large");
+        conn_reply_error(c, 413, PF_ERR_BODY_TOO_LARGE);
         return -1;
     }
     if (n > 0)
         pf_tx_req_body(tx, c->body_tmp, n);
     if (rc == 0)
         return -1; /* needs more input */
-    if (!c->dead && c->tx == tx)
+    if (c->state != PF_CONN_DEAD && c->tx == tx)
         conn_body_done(c);
-    return c->dead ? -1 : 0;
+    return c->state == PF_CONN_DEAD ? -1 : 0;
 }
 
 static void conn_process(struct pf_conn *c)
@@ -675,7 +697,7 @@ static void conn_process(struct pf_conn *c)
     if (c->processing)
         return; /* the loop below on the stack goes on by itself */
     c->processing = true;
-    while (!c->dead && !c->parse_paused) {
+    while (conn_parsing(c)) {
         struct evbuffer_iovec v;
         size_t avail = evbuffer_get_length(in);
         size_t feed;
@@ -697,13 +719,13 @@ static void conn_process(struct pf_conn *c)
                 conn_arm_timer(c, c->w->wc->cfg->limits.header_timeout_ms);
             h = conn_scan_head(c, v.iov_base, feed);
             if (h < 0) {
-                conn_reply_error(c, 400, "bad_request");
+                conn_reply_error(c, 400, PF_ERR_BAD_REQUEST);
                 break;
             }
             feed = (size_t)h;
             c->head_bytes += (uint32_t)feed;
             if (c->head_bytes > c->w->wc->cfg->limits.max_header_size + 2) {
-                conn_reply_error(c, 431, "headers_too_large");
+                conn_reply_error(c, 431, PF_ERR_HEADERS_TOO_LARGE);
                 break;
             }
         }
@@ -718,11 +740,11 @@ static void conn_process(struct pf_conn *c)
         }
         if (c->tx != NULL && c->tx->phase == PF_TX_HEAD) {
             event_del(&c->timer);
-            c->tx->req_done = c->msg_complete;
+            c->tx->req_done = c->state == PF_CONN_WAITING;
             pf_tx_start(c->tx);
             continue;
         }
-        if (c->msg_complete && c->tx != NULL && !c->tx->req_done)
+        if (c->state == PF_CONN_WAITING && c->tx != NULL && !c->tx->req_done)
             pf_tx_req_end(c->tx);
     }
     c->processing = false;
@@ -735,7 +757,7 @@ static void conn_readcb(struct pf_stream *s, void *arg)
     struct pf_conn *c = arg;
 
     conn_enter(c);
-    if (c->lingering) {
+    if (c->state == PF_CONN_LINGERING) {
         size_t n = evbuffer_get_length(s->in);
 
         evbuffer_drain(s->in, n);
@@ -746,7 +768,7 @@ static void conn_readcb(struct pf_stream *s, void *arg)
         return;
     }
     conn_process(c);
-    if (!c->dead && c->parse_paused && !c->read_blocked &&
+    if (conn_paused(c) && !c->read_blocked &&
         evbuffer_get_length(s->in) > c->w->wc->cfg->limits.max_header_size + PF_IN_SLACK) {
         /*
          * Input waits while a transaction is in progress (pipelining or a
@@ -768,11 +790,13 @@ static void conn_readcb(struct pf_stream *s, void *arg)
  */
 static void conn_finish_close(struct pf_conn *c)
 {
-    if (c->lingering || !(c->linger || evbuffer_get_length(c->s->in) > 0)) {
+    if (c->state == PF_CONN_DEAD)
+        return;
+    if (c->state == PF_CONN_LINGERING || !(c->linger || evbuffer_get_length(c->s->in) > 0)) {
         pf_conn_close(c);
         return;
     }
-    c->lingering = true;
+    c->state = PF_CONN_LINGERING;
     shutdown(c->s->fd, SHUT_WR);
     evbuffer_drain(c->s->in, evbuffer_get_length(c->s->in));
     pf_stream_read(c->s, true);
@@ -804,7 +828,7 @@ static void conn_eventcb(struct pf_stream *s, int what, void *arg)
     struct pf_conn *c = arg;
 
     conn_enter(c);
-    if (!c->lingering && (what & PF_STREAM_EOF) && c->tx == NULL &&
+    if (c->state != PF_CONN_LINGERING && (what & PF_STREAM_EOF) && c->tx == NULL &&
         evbuffer_get_length(s->out) > 0) {
         /* the client is done sending: the last response still goes out */
         c->closing = true;
@@ -821,16 +845,16 @@ static void conn_timercb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     conn_enter(c);
-    if (c->lingering)
+    if (c->state == PF_CONN_LINGERING)
         pf_conn_close(c);
     else if (c->tx == NULL && c->head_bytes > 0)
-        conn_reply_error(c, 408, "request_timeout");
+        conn_reply_error(c, 408, PF_ERR_REQUEST_TIMEOUT);
     else if (c->tx == NULL && evbuffer_get_length(c->s->out) > 0)
         conn_arm_timer(c, c->w->wc->cfg->limits.idle_timeout_ms); /* still sending */
     else if (c->tx == NULL)
         pf_conn_close(c);
     else if (c->body_mode != PF_BODY_NONE)
-        conn_reply_error(c, 408, "request_timeout"); /* stalled or too slow: 408, or a cut */
+        conn_reply_error(c, 408, PF_ERR_REQUEST_TIMEOUT); /* stalled or too slow: 408, or a cut */
     conn_leave(c);
 }
 
@@ -915,10 +939,10 @@ void pf_conn_resume_body(struct pf_conn *c)
 {
     struct pf_tx *tx = c->tx;
 
-    if (tx == NULL || tx->req_done || !c->parse_paused || c->msg_complete)
+    if (tx == NULL || tx->req_done || c->state != PF_CONN_BODY_PAUSED)
         return;
     conn_enter(c);
-    c->parse_paused = false;
+    c->state = PF_CONN_READING_BODY;
     http_parser_pause(&c->parser, 0);
     if (c->body_mode != PF_BODY_NONE)
         conn_arm_body_timer(c); /* the body must keep coming */
@@ -930,13 +954,12 @@ void pf_conn_resume_body(struct pf_conn *c)
     conn_leave(c);
 }
 
-/* Stop reading the request body (the upstream's buffer is full). */
 void pf_conn_block_body(struct pf_conn *c)
 {
-    if (c->parse_paused)
+    if (!conn_parsing(c))
         return;
     event_del(&c->timer); /* waiting on the upstream, not on the client */
-    c->parse_paused = true;
+    c->state = PF_CONN_BODY_PAUSED;
     http_parser_pause(&c->parser, 1);
     c->read_blocked = true;
     pf_stream_read(c->s, false);
@@ -962,8 +985,7 @@ void pf_conn_tx_done(struct pf_conn *c)
         return;
     }
     /* go on with the next (pipelined) request */
-    c->msg_complete = false;
-    c->parse_paused = false;
+    c->state = PF_CONN_READING_HEAD;
     conn_head_reset(c);
     http_parser_pause(&c->parser, 0);
     if (c->read_blocked) {

@@ -9,9 +9,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "proxy/core.h"
+#include "proxy/conn-t.h"
+#include "proxy/hdrs-t.h"
+#include "proxy/head-t.h"
 #include "proxy/syntax.h"
 
+struct evbuffer;
+struct pf_arena;
+struct pf_tx;
+struct pf_worker;
 struct sockaddr;
 
 /* Take ownership of an accepted socket fd and start reading requests. */
@@ -28,7 +34,8 @@ bool pf_conn_is_idle(const struct pf_conn *c);
  *   pf_conn_send_head()  writes the status line and headers (framing decided);
  *   pf_conn_send_body()  moves data into the client output, framed;
  *   pf_conn_send_end()   writes the last chunk if chunked.
- * All return false when the client is gone.
+ * When the client is gone (tx->conn NULL) they do nothing; the body
+ * is drained all the same.
  */
 void pf_conn_send_head(struct pf_tx *tx);
 void pf_conn_send_body(struct pf_tx *tx, struct evbuffer *data);
@@ -49,6 +56,18 @@ void pf_conn_block_body(struct pf_conn *c);
 /* Write "HTTP/1.1 100 Continue" if the request expects it and it was not sent. */
 void pf_conn_send_continue(struct pf_tx *tx);
 
+/* Name of a connection state ("WAITING"). */
+const char *pf_conn_state_name(enum pf_conn_state st);
+
+/* A buffer this big holds any pf_conn_dump(). */
+#define PF_CONN_DUMP_SIZE 256
+
+/*
+ * One line describing c for debug logs (state, flags, busy, tx, body framing,
+ * buffered bytes) into buf, NUL-terminated and cut to size. Returns its length.
+ */
+size_t pf_conn_dump(const struct pf_conn *c, char *buf, size_t size);
+
 /* ---- message heads (proxy/head.c) ---- */
 
 /* What pf_head_append() adds to. */
@@ -62,7 +81,7 @@ enum {
 int pf_head_append(struct pf_head *h, int what, const char *at, size_t len, uint32_t limit,
                    unsigned max_headers);
 void pf_head_reset(struct pf_head *h);
-/* Terminate the piece in progress (the head is complete). */
+/* Terminate the piece in progress with a NUL (the head is complete). */
 void pf_head_close(struct pf_head *h);
 void pf_head_free(struct pf_head *h);
 

@@ -8,6 +8,9 @@
 #include <strings.h>
 
 #include "proxy/arena.h"
+#include "proxy/conf.h"
+#include "proxy/hdrs.h"
+#include "proxy/tx-t.h"
 
 static int hexval(char c)
 {

@@ -9,7 +9,7 @@
 #include <stddef.h>
 #include <sys/types.h>
 
-#include "proxy/core.h"
+struct pf_tx;
 
 /*
  * Normalise the path path[0..len) (origin-form, starting with '/', without

@@ -25,6 +25,7 @@
 #include <event2/thread.h>
 
 #include "proxy/arena.h"
+#include "proxy/defs.h"
 #include "proxy/http1.h"
 #include "proxy/listen.h"
 #include "proxy/log.h"
@@ -318,6 +319,8 @@ static void accept_error_cb(struct evconnlistener *l, void *arg)
 
 /* ---- workers ---- */
 
+#define SWEEP_TICKS 10 /* idle pools are swept every 10th tick (1 s) */
+
 static void tick_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct pf_worker *w = arg;
@@ -328,7 +331,7 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
     atomic_store_explicit(&w->heartbeat, pf_now_us(), memory_order_relaxed);
     if (evbuffer_get_length(w->alog) > 0)
         pf_alog_submit(w->alog);
-    if (++ticks % 10 == 0)
+    if (++ticks % SWEEP_TICKS == 0)
         pf_upstream_sweep(w, false);
 }
 
@@ -640,7 +643,7 @@ static int server_bind_snapshot(struct pf_config *cfg)
 
 int pf_server_start(struct pf_server *s, struct pf_config *cfg)
 {
-    static const int sigs[] = {SIGHUP, SIGUSR1, SIGTERM, SIGINT};
+    static const int sigs[PF_SERVER_N_SIGNALS] = {SIGHUP, SIGUSR1, SIGTERM, SIGINT};
 
     the_server = s;
     evthread_use_pthreads();
@@ -656,7 +659,7 @@ int pf_server_start(struct pf_server *s, struct pf_config *cfg)
     server_raise_nofile(s, cfg);
     atomic_store(&s->max_conns, server_max_conns(s, cfg));
     s->drain_check = event_new(s->base, -1, 0, drain_check_cb, s);
-    for (unsigned i = 0; i < 4; i++) {
+    for (unsigned i = 0; i < PF_COUNTOF(s->sig); i++) {
         s->sig[i] = evsignal_new(s->base, sigs[i], signal_cb, s);
         event_add(s->sig[i], NULL);
     }
@@ -712,7 +715,7 @@ void pf_server_free(struct pf_server *s)
     }
     free(s->socks);
     free(s->admin_text);
-    for (unsigned i = 0; i < 4; i++) {
+    for (unsigned i = 0; i < PF_COUNTOF(s->sig); i++) {
         if (s->sig[i] != NULL)
             event_free(s->sig[i]);
     }
@@ -729,6 +732,9 @@ void pf_server_free(struct pf_server *s)
 
 /* ---- health of the process ---- */
 
+/* /live fails when a worker has not ticked (100 ms) for this long */
+#define PF_LIVE_WINDOW_US (2 * 1000000u)
+
 bool pf_server_live(struct pf_server *s)
 {
     uint64_t now = pf_now_us();
@@ -736,7 +742,7 @@ bool pf_server_live(struct pf_server *s)
     for (unsigned i = 0; i < s->n_workers; i++) {
         uint64_t hb = atomic_load_explicit(&s->workers[i].heartbeat, memory_order_relaxed);
 
-        if (now > hb + 2000000)
+        if (now > hb + PF_LIVE_WINDOW_US)
             return false;
     }
     return true;

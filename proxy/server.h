@@ -17,6 +17,9 @@
 struct evbuffer;
 
 /* One listen address: its sockets (one per worker for TCP, shared for unix:). */
+/* SIGHUP, SIGUSR1, SIGTERM, SIGINT */
+#define PF_SERVER_N_SIGNALS 4
+
 struct pf_listen_sock {
     char *text;
     int *fds; /* one per worker (TCP: pilotfish's own SO_REUSEPORT group; unix: one, dup'ed) */
@@ -45,7 +48,7 @@ struct pf_server {
     atomic_uint n_full;     /* atomic: workers paused because live_conns reached max_conns */
     struct event *drain_timer;
     struct event *drain_check;
-    struct event *sig[5];
+    struct event *sig[PF_SERVER_N_SIGNALS];
     uint64_t reloads_ok;
     uint64_t reloads_failed;
     uint64_t last_reload_ok_s; /* wall clock seconds */

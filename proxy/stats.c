@@ -27,6 +27,7 @@
 #include "proxy/arena.h"
 #include "proxy/conf.h"
 #include "proxy/core.h"
+#include "proxy/errors.h"
 #include "proxy/filter.h"
 #include "proxy/server.h"
 #include "proxy/tx.h"
@@ -111,7 +112,7 @@ struct ep_stats {
     struct series *retries;  /* pilotfish_upstream_retries_total{upstream} */
     char *upstream;          /* label value (copied) */
     char *endpoint;          /* label value (copied) */
-    struct itab codes;       /* status, or 1000 + error index -> requests series */
+    struct itab codes;       /* status, or 1000 + enum pf_error -> requests series */
 };
 
 struct pf_stats {
@@ -126,8 +127,6 @@ struct pf_stats {
     struct pf_stats_route *unrouted;           /* owner only: route "" */
     struct ep_stats **eps;                     /* owner only, by endpoint id */
     unsigned n_eps;                            /* slots in eps */
-    char **errors;     /* owner only: error codes seen upstream, index = key - 1000 */
-    unsigned n_errors; /* in errors */
 };
 
 #define add        pf_counter_add /* one writer: a load and a store (proxy/stats.h) */
@@ -287,9 +286,6 @@ void pf_stats_free(struct pf_stats *st)
         free(st->eps[i]);
     }
     free(st->eps);
-    for (unsigned i = 0; i < st->n_errors; i++)
-        free(st->errors[i]);
-    free(st->errors);
     pthread_mutex_destroy(&st->lock);
     free(st);
 }
@@ -530,27 +526,15 @@ void pf_stats_prune_endpoints(struct pf_stats *st)
     }
 }
 
-/* The table key of an error code: 1000 + its index among those seen. */
-static uint32_t error_key(struct pf_stats *st, const char *error)
-{
-    unsigned i;
-
-    for (i = 0; i < st->n_errors; i++) {
-        if (strcmp(st->errors[i], error) == 0)
-            return 1000 + i;
-    }
-    st->errors = pf_xrealloc(st->errors, (i + 1) * sizeof(*st->errors));
-    st->errors[i] = pf_xstrdup(error);
-    st->n_errors = i + 1;
-    return 1000 + i;
-}
+/* The table key of an error code: above every status. */
+#define ERROR_KEY(e) (1000u + (uint32_t)(e))
 
 void pf_stats_upstream_count(struct pf_stats *st, unsigned ep_id, const char *upstream,
-                             const char *endpoint, int status, const char *error, uint64_t us)
+                             const char *endpoint, int status, enum pf_error error, uint64_t us)
 {
     struct ep_stats *e = ep_get(st, ep_id, upstream, endpoint);
     bool is_status = status >= 100 && status <= 999;
-    uint32_t key = is_status ? (uint32_t)status : error_key(st, error ? error : "other");
+    uint32_t key = is_status ? (uint32_t)status : ERROR_KEY(error);
     struct series *s = itab_get(&e->codes, key);
 
     if (s == NULL) {
@@ -560,7 +544,7 @@ void pf_stats_upstream_count(struct pf_stats *st, unsigned ep_id, const char *up
         if (is_status)
             snprintf(num, sizeof(num), "%d", status);
         else
-            labels[2] = st->errors[key - 1000];
+            labels[2] = pf_error_name(error);
         s = series_get(st, FAM_UP_REQUESTS, labels);
         itab_put(&e->codes, key, s);
     }
@@ -576,25 +560,15 @@ void pf_stats_upstream_retry(struct pf_stats *st, unsigned ep_id, const char *up
 
 void pf_stats_upstream_report(struct pf_tx *tx, int outcome)
 {
-    static const char *const errors[] = {
-        [PF_OUTCOME_OK] = "other",
-        [PF_OUTCOME_CONNECT_FAILED] = "upstream_connect_failed",
-        [PF_OUTCOME_RESET] = "upstream_reset",
-        [PF_OUTCOME_TIMEOUT] = "upstream_timeout",
-        [PF_OUTCOME_BAD_RESPONSE] = "upstream_bad_response",
-    };
     const struct pf_endpoint *ep = pf_endpoint_get(tx->endpoint_id);
     int status = 0;
-    const char *error = "other";
 
     if (tx->w->stats == NULL)
         return;
     if (outcome == PF_OUTCOME_OK && tx->uc != NULL)
         status = (int)tx->uc->parser.status_code;
-    if (outcome >= 0 && (size_t)outcome < sizeof(errors) / sizeof(errors[0]))
-        error = errors[outcome];
-    pf_stats_upstream_count(tx->w->stats, ep->id, ep->upstream, ep->addr.text, status, error,
-                            pf_now_us() - tx->t_up_start);
+    pf_stats_upstream_count(tx->w->stats, ep->id, ep->upstream, ep->addr.text, status,
+                            pf_error_of_outcome(outcome), pf_now_us() - tx->t_up_start);
 }
 
 void pf_stats_upstream_retried(struct pf_tx *tx)
@@ -770,6 +744,8 @@ static void render_errors(const struct pf_server *s, struct evbuffer *out)
     for (unsigned e = 0; e < PF_ERR_MAX; e++) {
         uint64_t sum = 0;
 
+        if (!pf_error_has_series(e))
+            continue;
         /* per-worker counters (the admin API's own errors are left out) */
         for (unsigned i = 0; i < s->n_workers; i++)
             sum += pf_counter_get(&s->workers[i].errors[e]);

@@ -32,6 +32,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "proxy/errors-t.h"
+
 struct evbuffer;
 struct pf_conf_node;
 struct pf_err;
@@ -143,12 +145,12 @@ void pf_stats_count_unrouted(struct pf_tx *tx);
 /*
  * Count one attempt to endpoint ep_id (a stable endpoint id) of upstream:
  * pilotfish_upstream_requests_total{upstream, endpoint, code} + 1, code being
- * status when > 0, else error (an error code of docs/operations.md), and us into the
- * upstream's duration histogram. upstream and endpoint are copied the first
- * time ep_id is seen and must not change for that id.
+ * status when > 0, else the name of error (a code of docs/operations.md), and
+ * us into the upstream's duration histogram. upstream and endpoint are copied
+ * the first time ep_id is seen and must not change for that id.
  */
 void pf_stats_upstream_count(struct pf_stats *st, unsigned ep_id, const char *upstream,
-                             const char *endpoint, int status, const char *error, uint64_t us);
+                             const char *endpoint, int status, enum pf_error error, uint64_t us);
 
 /* pilotfish_upstream_retries_total{upstream} + 1 (same naming rules). */
 void pf_stats_upstream_retry(struct pf_stats *st, unsigned ep_id, const char *upstream,

@@ -1,181 +1,28 @@
 /*
- * Transactions: the chain around the upstream, replies and errors,
- * the accessors of proxy/filter.h, and the access log line.
+ * Transactions: the lifecycle of one request and its response (start, the
+ * chain around the upstream, replies and errors, the end), and the pf_tx
+ * accessors of proxy/filter.h.
  */
 #include "proxy/tx.h"
 
 #include <stdio.h>
 #include <string.h>
-#include <strings.h>
-#include <time.h>
 
 #include <event2/buffer.h>
 
+#include "proxy/accesslog.h"
 #include "proxy/admin.h"
 #include "proxy/arena.h"
 #include "proxy/chain.h"
+#include "proxy/clock.h"
+#include "proxy/errors.h"
 #include "proxy/http1.h"
 #include "proxy/log.h"
 #include "proxy/route.h"
-#include "proxy/sbuf.h"
 #include "proxy/server.h"
 #include "proxy/stats.h"
+#include "proxy/trace.h"
 #include "proxy/upstream.h"
-
-static const char *const error_names[PF_ERR_MAX] = {
-    [PF_ERR_BAD_REQUEST] = "bad_request",
-    [PF_ERR_REQUEST_TIMEOUT] = "request_timeout",
-    [PF_ERR_BODY_TOO_LARGE] = "body_too_large",
-    [PF_ERR_URI_TOO_LONG] = "uri_too_long",
-    [PF_ERR_HEADERS_TOO_LARGE] = "headers_too_large",
-    [PF_ERR_NO_ROUTE] = "no_route",
-    [PF_ERR_CONNECT_FAILED] = "upstream_connect_failed",
-    [PF_ERR_RESET] = "upstream_reset",
-    [PF_ERR_BAD_RESPONSE] = "upstream_bad_response",
-    [PF_ERR_TIMEOUT] = "upstream_timeout",
-    [PF_ERR_FILTER_FAILED] = "filter_failed",
-    [PF_ERR_RATE_LIMITED] = "rate_limited",
-    [PF_ERR_CIRCUIT_OPEN] = "circuit_open",
-    [PF_ERR_NO_HEALTHY_UPSTREAM] = "no_healthy_upstream",
-    [PF_ERR_OVERFLOW] = "overflow",
-    [PF_ERR_OTHER] = "other",
-};
-
-uint64_t pf_clock_fixed_us;
-
-uint64_t pf_now_us(void)
-{
-    struct timespec ts;
-
-    if (pf_clock_fixed_us != 0)
-        return pf_clock_fixed_us;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-const char *pf_error_name(enum pf_error e)
-{
-    return error_names[e];
-}
-
-void pf_count_error(struct pf_worker *w, const char *code)
-{
-    for (unsigned i = 0; i < PF_ERR_MAX; i++) {
-        if (strcmp(error_names[i], code) == 0) {
-            pf_counter_add(&w->errors[i], 1);
-            return;
-        }
-    }
-    pf_counter_add(&w->errors[PF_ERR_OTHER], 1);
-}
-
-uint64_t pf_worker_rand(struct pf_worker *w)
-{
-    uint64_t s1 = w->rng[0];
-    const uint64_t s0 = w->rng[1];
-
-    w->rng[0] = s0;
-    s1 ^= s1 << 23;
-    w->rng[1] = s1 ^ s0 ^ (s1 >> 17) ^ (s0 >> 26);
-    return w->rng[1] + s0;
-}
-
-/* ---- header lists ---- */
-
-static bool name_is(const char *name, const char *lower, size_t len)
-{
-    return strncasecmp(name, lower, len) == 0;
-}
-
-enum pf_hdr_id pf_hdr_classify(const char *name, size_t len)
-{
-    /* by length first: most names are rejected without a comparison */
-    switch (len) {
-    case 2:
-        return name_is(name, "te", 2) ? PF_H_TE : PF_H_OTHER;
-    case 4:
-        return name_is(name, "host", 4) ? PF_H_HOST : PF_H_OTHER;
-    case 6:
-        return name_is(name, "expect", 6) ? PF_H_EXPECT : PF_H_OTHER;
-    case 7:
-        if (name_is(name, "trailer", 7))
-            return PF_H_TRAILER;
-        return name_is(name, "upgrade", 7) ? PF_H_UPGRADE : PF_H_OTHER;
-    case 10:
-        if (name_is(name, "connection", 10))
-            return PF_H_CONNECTION;
-        return name_is(name, "keep-alive", 10) ? PF_H_KEEP_ALIVE : PF_H_OTHER;
-    case 11:
-        return name_is(name, "traceparent", 11) ? PF_H_TRACEPARENT : PF_H_OTHER;
-    case 12:
-        return name_is(name, "x-request-id", 12) ? PF_H_X_REQUEST_ID : PF_H_OTHER;
-    case 14:
-        return name_is(name, "content-length", 14) ? PF_H_CONTENT_LENGTH : PF_H_OTHER;
-    case 15:
-        return name_is(name, "x-forwarded-for", 15) ? PF_H_X_FORWARDED_FOR : PF_H_OTHER;
-    case 16:
-        if (name_is(name, "proxy-connection", 16))
-            return PF_H_PROXY_CONNECTION;
-        return name_is(name, "x-forwarded-host", 16) ? PF_H_X_FORWARDED_HOST : PF_H_OTHER;
-    case 17:
-        if (name_is(name, "transfer-encoding", 17))
-            return PF_H_TRANSFER_ENCODING;
-        return name_is(name, "x-forwarded-proto", 17) ? PF_H_X_FORWARDED_PROTO : PF_H_OTHER;
-    default:
-        return PF_H_OTHER;
-    }
-}
-
-const char *pf_hdrs_get_id(const struct pf_hdrs *h, enum pf_hdr_id id)
-{
-    for (unsigned i = 0; i < h->n; i++) {
-        if (h->v[i].id == id)
-            return h->v[i].value;
-    }
-    return NULL;
-}
-
-const char *pf_hdrs_get(const struct pf_hdrs *h, const char *name)
-{
-    for (unsigned i = 0; i < h->n; i++) {
-        if (strcasecmp(h->v[i].name, name) == 0)
-            return h->v[i].value;
-    }
-    return NULL;
-}
-
-void pf_hdrs_add(struct pf_arena *a, struct pf_hdrs *h, const char *name, const char *value)
-{
-    size_t nl = strlen(name), vl = strlen(value);
-
-    if (h->n == h->cap) {
-        unsigned cap = h->cap ? h->cap * 2 : 16;
-        struct pf_hdr *v = pf_arena_alloc(a, cap * sizeof(*v));
-
-        if (h->n > 0)
-            memcpy(v, h->v, h->n * sizeof(*v));
-        h->v = v;
-        h->cap = cap;
-    }
-    h->v[h->n].name = pf_arena_strndup(a, name, nl);
-    h->v[h->n].name_len = (uint32_t)nl;
-    h->v[h->n].value = pf_arena_strndup(a, value, vl);
-    h->v[h->n].value_len = (uint32_t)vl;
-    h->v[h->n].id = pf_hdr_classify(name, nl);
-    h->n++;
-}
-
-void pf_hdrs_del(struct pf_hdrs *h, const char *name)
-{
-    unsigned j = 0;
-
-    for (unsigned i = 0; i < h->n; i++) {
-        if (strcasecmp(h->v[i].name, name) != 0)
-            h->v[j++] = h->v[i];
-    }
-    h->n = j;
-}
 
 /* ---- filter.h accessors ---- */
 
@@ -187,21 +34,6 @@ struct pf_arena *pf_tx_arena(struct pf_tx *tx)
 struct pf_worker *pf_tx_worker(struct pf_tx *tx)
 {
     return tx->w;
-}
-
-unsigned pf_worker_index(const struct pf_worker *w)
-{
-    return w->index;
-}
-
-unsigned pf_worker_count(const struct pf_worker *w)
-{
-    return w->count;
-}
-
-void *pf_worker_base(struct pf_worker *w)
-{
-    return w->base;
 }
 
 const char *pf_tx_method(const struct pf_tx *tx)
@@ -332,8 +164,6 @@ static void tx_finish(struct pf_tx *tx)
         pf_tx_free(tx);
 }
 
-static void tx_log(struct pf_tx *tx);
-
 void pf_tx_free(struct pf_tx *tx)
 {
     pf_txref_release(tx); /* before on_done: a waiter woken from there finds nothing */
@@ -346,19 +176,19 @@ void pf_tx_free(struct pf_tx *tx)
         pf_stats_count_unrouted(tx); /* no chain ran, so no metrics filter either */
     tx->w->requests++;
     if (!pf_alog_is_off() && !tx->is_admin)
-        tx_log(tx);
+        pf_accesslog_write(tx);
     pf_server_wconf_unref(tx->w, tx->wc);
     pf_arena_free(tx->arena);
 }
 
-void pf_tx_abort(struct pf_tx *tx, const char *why)
+void pf_tx_abort(struct pf_tx *tx, enum pf_error why)
 {
     struct pf_conn *c = tx->conn;
 
     if (c != NULL)
         c->tx = NULL;
     tx->conn = NULL;
-    if (tx->error == NULL && tx->phase != PF_TX_DONE) {
+    if (tx->error == PF_ERR_NONE && tx->phase != PF_TX_DONE) {
         tx->error = why;
         if (!tx->head_sent)
             tx->status = 499;
@@ -368,106 +198,16 @@ void pf_tx_abort(struct pf_tx *tx, const char *why)
     pf_tx_free(tx);
 }
 
-/* ---- request identity ---- */
-
-static void hex64(char *out, uint64_t v)
-{
-    static const char digits[] = "0123456789abcdef";
-
-    for (int i = 15; i >= 0; i--) {
-        out[i] = digits[v & 15];
-        v >>= 4;
-    }
-}
-
-static bool is_hex(const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-            return false;
-    }
-    return true;
-}
-
-static bool is_zero(const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] != '0')
-            return false;
-    }
-    return true;
-}
-
-/* "00-<32 hex trace-id>-<16 hex parent-id>-<2 hex flags>" (W3C Trace Context) */
-static bool traceparent_valid(const char *in)
-{
-    size_t len = strlen(in);
-
-    if (len < 55 || in[2] != '-' || in[35] != '-' || in[52] != '-')
-        return false;
-    if (!is_hex(in, 2) || strncmp(in, "ff", 2) == 0 || (strncmp(in, "00", 2) == 0 && len != 55))
-        return false;
-    if (len > 55 && in[55] != '-')
-        return false;
-    return is_hex(in + 3, 32) && !is_zero(in + 3, 32) && is_hex(in + 36, 16) &&
-           !is_zero(in + 36, 16) && is_hex(in + 53, 2);
-}
-
-/*
- * Continue a valid incoming traceparent with the same trace-id and flags and a
- * new span id (ours), otherwise start a new trace.
- */
-static void tx_trace(struct pf_tx *tx)
-{
-    const char *in = pf_hdrs_get_id(&tx->req, PF_H_TRACEPARENT);
-    char *o = tx->traceparent;
-    char flags[2] = {'0', '1'};
-
-    if (in != NULL && traceparent_valid(in)) {
-        memcpy(tx->trace_id, in + 3, 32);
-        flags[0] = in[53];
-        flags[1] = in[54];
-    } else {
-        hex64(tx->trace_id, pf_worker_rand(tx->w));
-        hex64(tx->trace_id + 16, pf_worker_rand(tx->w));
-    }
-    tx->trace_id[32] = '\0';
-    memcpy(o, "00-", 3);
-    memcpy(o + 3, tx->trace_id, 32);
-    o[35] = '-';
-    hex64(o + 36, pf_worker_rand(tx->w) | 1);
-    o[52] = '-';
-    o[53] = flags[0];
-    o[54] = flags[1];
-    o[55] = '\0';
-}
-
-static void tx_request_id(struct pf_tx *tx)
-{
-    const char *id = pf_hdrs_get_id(&tx->req, PF_H_X_REQUEST_ID);
-    char *buf;
-
-    if (id != NULL && id[0] != '\0' && strlen(id) <= 200) {
-        tx->request_id = id;
-        return;
-    }
-    buf = pf_arena_alloc(tx->arena, 33);
-    hex64(buf, pf_worker_rand(tx->w));
-    hex64(buf + 16, pf_worker_rand(tx->w));
-    tx->request_id = buf;
-}
-
 /* ---- the request path ---- */
 
 static void tx_dispatch(struct pf_tx *tx, enum pf_verdict v);
-static void tx_request_id(struct pf_tx *tx);
 static void tx_send_reply(struct pf_tx *tx);
 
 void pf_tx_start(struct pf_tx *tx)
 {
     tx->phase = PF_TX_FILTERS;
-    tx_request_id(tx);
-    tx_trace(tx);
+    pf_trace_request_id(tx);
+    pf_trace_start(tx);
     if (tx->is_admin) {
         /* refused on the head alone: the body is never read */
         if (!pf_admin_head_ok(tx)) {
@@ -485,11 +225,11 @@ void pf_tx_start(struct pf_tx *tx)
         return;
     }
     if (pf_route_select(tx) != 0) {
-        pf_tx_fail(tx, 400, "bad_request"); /* double encoding in the path */
+        pf_tx_fail(tx, 400, PF_ERR_BAD_REQUEST); /* double encoding in the path */
         return;
     }
     if (tx->route == NULL) {
-        pf_tx_fail(tx, 404, "no_route");
+        pf_tx_fail(tx, 404, PF_ERR_NO_ROUTE);
         return;
     }
     tx->up = &tx->cfg->upstreams[tx->route->upstream];
@@ -508,7 +248,7 @@ static void tx_dispatch(struct pf_tx *tx, enum pf_verdict v)
         tx_send_reply(tx);
         break;
     case PF_FAILED:
-        pf_tx_fail(tx, 500, "filter_failed");
+        pf_tx_fail(tx, 500, PF_ERR_FILTER_FAILED);
         break;
     case PF_PAUSED:
         break;
@@ -540,7 +280,7 @@ void pf_tx_req_body(struct pf_tx *tx, struct evbuffer *src, size_t len)
 {
     if (tx->uc != NULL || tx->req_buffering)
         pf_upstream_send_body(tx, src, len);
-    else if (tx->req_buf != NULL && evbuffer_get_length(tx->req_buf) + len <= 1024 * 1024)
+    else if (tx->req_buf != NULL && evbuffer_get_length(tx->req_buf) + len <= PF_ADMIN_BODY_MAX)
         evbuffer_remove_buffer(src, tx->req_buf, len); /* admin: small bodies only */
     else
         evbuffer_drain(src, len); /* answered already, or too big: discarded */
@@ -578,26 +318,27 @@ void pf_tx_reply(struct pf_tx *tx, int status, struct evbuffer *body)
 }
 
 /* The JSON error reply of pf_tx_error(), without counting it. */
-static void tx_error_reply(struct pf_tx *tx, int status, const char *code)
+static void tx_error_reply(struct pf_tx *tx, int status, enum pf_error code)
 {
     struct evbuffer *b = pf_evbuffer_new();
 
     if (tx->request_id == NULL)
-        tx_request_id(tx);
-    evbuffer_add_printf(b, "{\"error\":\"%s\",\"status\":%d,\"request_id\":\"", code, status);
+        pf_trace_request_id(tx);
+    evbuffer_add_printf(b, "{\"error\":\"%s\",\"status\":%d,\"request_id\":\"", pf_error_name(code),
+                        status);
     if (tx->request_id != NULL)
         pf_json_escape(b, tx->request_id, strlen(tx->request_id));
     evbuffer_add(b, "\"}\n", 3);
     pf_tx_reply(tx, status, b);
     evbuffer_free(b);
     pf_hdrs_add(tx->arena, &tx->resp, "Content-Type", "application/json");
-    pf_hdrs_add(tx->arena, &tx->resp, "X-Pilotfish-Error", code);
+    pf_hdrs_add(tx->arena, &tx->resp, "X-Pilotfish-Error", pf_error_name(code));
 }
 
-void pf_tx_error(struct pf_tx *tx, int status, const char *code)
+void pf_tx_error(struct pf_tx *tx, int status, enum pf_error code)
 {
     tx_error_reply(tx, status, code);
-    pf_count_error(tx->w, code);
+    pf_error_count(tx->w, code);
     tx->error = code;
 }
 
@@ -629,7 +370,7 @@ static bool tx_unsend(struct pf_tx *tx)
     return true;
 }
 
-void pf_tx_fail(struct pf_tx *tx, int status, const char *code)
+void pf_tx_fail(struct pf_tx *tx, int status, enum pf_error code)
 {
     if (tx->uc != NULL)
         pf_upstream_abort(tx);
@@ -645,7 +386,7 @@ void pf_tx_fail(struct pf_tx *tx, int status, const char *code)
     if (tx->head_sent || tx->conn == NULL) {
         /* too late for a status: all the client can learn is a cut connection */
         tx->error = code;
-        pf_count_error(tx->w, code);
+        pf_error_count(tx->w, code);
         if (tx->conn != NULL)
             pf_conn_close(tx->conn);
         else
@@ -684,8 +425,8 @@ bool pf_tx_respond(struct pf_tx *tx)
          * a fresh error reply past every filter. An error reply that failed
          * is sent again as it was (counted once, its code kept for the log).
          */
-        if (tx->error == NULL)
-            pf_tx_error(tx, 500, "filter_failed");
+        if (tx->error == PF_ERR_NONE)
+            pf_tx_error(tx, 500, PF_ERR_FILTER_FAILED);
         else
             tx_error_reply(tx, tx->status >= 400 ? tx->status : 500, tx->error);
         if (tx->uc != NULL)
@@ -705,8 +446,8 @@ bool pf_tx_respond(struct pf_tx *tx)
 
 static void tx_body_failed(struct pf_tx *tx)
 {
-    tx->error = "filter_failed";
-    pf_count_error(tx->w, "filter_failed");
+    tx->error = PF_ERR_FILTER_FAILED;
+    pf_error_count(tx->w, PF_ERR_FILTER_FAILED);
     if (tx->conn != NULL)
         pf_conn_close(tx->conn);
     else
@@ -749,89 +490,4 @@ void pf_tx_resp_end(struct pf_tx *tx)
     pf_conn_send_end(tx);
     tx->resp_done = true;
     tx_finish(tx);
-}
-
-/* ---- access log ---- */
-
-/* ,"key":"value" with value JSON-escaped (NULL: empty). */
-static void log_str(struct pf_sbuf *b, const char *key, const char *v)
-{
-    pf_sb_put(b, ",\"", 2);
-    pf_sb_str(b, key);
-    pf_sb_put(b, "\":\"", 3);
-    for (size_t len = v != NULL ? strlen(v) : 0; len > 0;) {
-        size_t n = pf_json_plain_run(v, len);
-        char esc[6];
-
-        /* runs that need no escaping go in one piece; the rest stays valid UTF-8 */
-        pf_sb_put(b, v, n);
-        if (n < len)
-            pf_sb_put(b, esc, pf_json_escape_byte(esc, (unsigned char)v[n++]));
-        v += n;
-        len -= n;
-    }
-    pf_sb_put(b, "\"", 1);
-}
-
-/* ,"key":N.NNN for a duration in microseconds. */
-static void log_ms(struct pf_sbuf *b, const char *key, uint64_t us)
-{
-    char frac[4] = {(char)('0' + us / 100 % 10), (char)('0' + us / 10 % 10), (char)('0' + us % 10),
-                    '\0'};
-
-    pf_sb_put(b, ",\"", 2);
-    pf_sb_str(b, key);
-    pf_sb_put(b, "\":", 2);
-    pf_sb_u64(b, us / 1000);
-    pf_sb_put(b, ".", 1);
-    pf_sb_put(b, frac, 3);
-}
-
-/* ,"key":N */
-static void log_num(struct pf_sbuf *b, const char *key, uint64_t v)
-{
-    pf_sb_put(b, ",\"", 2);
-    pf_sb_str(b, key);
-    pf_sb_put(b, "\":", 2);
-    pf_sb_u64(b, v);
-}
-
-/* One JSON line per request into the worker's log buffer (no printf: per request). */
-static void tx_log(struct pf_tx *tx)
-{
-    struct pf_sbuf b;
-    char ts[40];
-    struct timespec wall;
-
-    clock_gettime(CLOCK_REALTIME, &wall);
-    pf_log_timestamp(ts, sizeof(ts),
-                     (uint64_t)wall.tv_sec * 1000000u + (uint64_t)wall.tv_nsec / 1000u);
-    pf_sb_init(&b, tx->w->alog);
-    pf_sb_put(&b, "{\"ts\":\"", 7);
-    pf_sb_str(&b, ts);
-    pf_sb_put(&b, "\"", 1);
-    log_str(&b, "request_id", tx->request_id);
-    log_str(&b, "trace_id", tx->trace_id);
-    log_str(&b, "client", tx->conn != NULL ? tx->conn->client : NULL);
-    log_str(&b, "method", tx->method);
-    log_str(&b, "path", tx->url);
-    log_num(&b, "status", (uint64_t)tx->status);
-    log_num(&b, "bytes_in", tx->head_in + tx->body_in);
-    log_num(&b, "bytes_out", tx->bytes_out);
-    log_ms(&b, "duration_ms", pf_now_us() - tx->t_start);
-    log_str(&b, "route", tx->route != NULL ? tx->route->name : NULL);
-    log_str(&b, "upstream", tx->up != NULL ? tx->up->name : NULL);
-    log_str(&b, "endpoint", tx->endpoint);
-    if (tx->t_up_head > 0)
-        log_ms(&b, "upstream_ms", tx->t_up_head - tx->t_up_start);
-    else
-        pf_sb_str(&b, ",\"upstream_ms\":null");
-    if (tx->error != NULL)
-        log_str(&b, "error", tx->error);
-    else
-        pf_sb_str(&b, ",\"error\":null");
-    pf_sb_put(&b, "}\n", 2);
-    pf_sb_flush(&b);
-    if (evbuffer_get_length(tx->w->alog) > 64 * 1024)
-        pf_alog_submit(tx->w->alog);
 }

@@ -24,6 +24,7 @@
 
 #include "proxy/arena.h"
 #include "proxy/chunked.h"
+#include "proxy/errors.h"
 #include "proxy/http1.h"
 #include "proxy/log.h"
 #include "proxy/sbuf.h"
@@ -348,9 +349,7 @@ static void up_failed(struct pf_upconn *uc, enum pf_outcome o)
     struct pf_tx *tx = uc->tx;
     bool retry = uc->reused && !uc->got_bytes && tx_retryable(tx) && tx->attempts < 2 &&
                  (o == PF_OUTCOME_RESET);
-    static const int status[] = {200, 502, 502, 504, 502};
-    static const char *const code[] = {"", "upstream_connect_failed", "upstream_reset",
-                                       "upstream_timeout", "upstream_bad_response"};
+    enum pf_error code = pf_error_of_outcome(o);
 
     upstream_report(tx, o);
     up_detach(tx, uc, false);
@@ -360,7 +359,7 @@ static void up_failed(struct pf_upconn *uc, enum pf_outcome o)
         (void)up_start_attempt(tx, true);
         return;
     }
-    pf_tx_fail(tx, status[o], code[o]);
+    pf_tx_fail(tx, pf_error_status(code), code);
 }
 
 static void tx_timeoutcb(evutil_socket_t fd, short what, void *arg)
@@ -480,7 +479,7 @@ static bool up_backpressure(struct pf_upconn *uc)
 }
 
 /* The body is cut or malformed after the head went out: the client sees a cut. */
-static void up_cut(struct pf_upconn *uc, const char *code)
+static void up_cut(struct pf_upconn *uc, enum pf_error code)
 {
     if (uc->tx->head_sent)
         pf_tx_fail(uc->tx, 502, code);
@@ -503,7 +502,7 @@ static int up_body(struct pf_upconn *uc)
         if (evbuffer_copyout(in, &lf, 1) != 1)
             return 1;
         if (lf != '\n') {
-            up_cut(uc, "upstream_bad_response");
+            up_cut(uc, PF_ERR_BAD_RESPONSE);
             return 1;
         }
         evbuffer_drain(in, 1);
@@ -522,7 +521,7 @@ static int up_body(struct pf_upconn *uc)
     case PF_BODY_CHUNKED:
         switch (pf_chunked_decode(&uc->chunked, in, uc->body)) {
         case -1:
-            up_cut(uc, "upstream_bad_response");
+            up_cut(uc, PF_ERR_BAD_RESPONSE);
             return 1;
         case 1:
             uc->msg_done = true;
@@ -566,7 +565,7 @@ static void up_process(struct pf_upconn *uc)
         evbuffer_drain(in, n);
         e = HTTP_PARSER_ERRNO(&uc->parser);
         if (e != HPE_OK && e != HPE_PAUSED) {
-            up_cut(uc, "upstream_bad_response");
+            up_cut(uc, PF_ERR_BAD_RESPONSE);
             break;
         }
         if (uc->head_ready)
@@ -622,14 +621,14 @@ static void up_eof(struct pf_upconn *uc)
         up_detach(tx, uc, false);
         pf_tx_resp_end(tx);
     } else if (uc->body_mode != PF_BODY_NONE) {
-        tx->error = "upstream_reset";
-        pf_tx_fail(tx, 502, "upstream_reset");
+        tx->error = PF_ERR_RESET;
+        pf_tx_fail(tx, 502, PF_ERR_RESET);
     } else if (!tx->head_sent && !uc->head_ready) {
         up_failed(uc, uc->connected ? PF_OUTCOME_RESET : PF_OUTCOME_CONNECT_FAILED);
     } else {
         /* cut in the middle of the response: the client must see a cut too */
-        tx->error = "upstream_reset";
-        pf_tx_fail(tx, 502, "upstream_reset");
+        tx->error = PF_ERR_RESET;
+        pf_tx_fail(tx, 502, PF_ERR_RESET);
     }
 }
 
@@ -655,7 +654,7 @@ static void up_eventcb(struct pf_stream *s, int what, void *arg)
         }
     } else if (what & PF_STREAM_TIMEOUT) {
         if (tx->head_sent)
-            pf_tx_fail(tx, 504, "upstream_timeout");
+            pf_tx_fail(tx, 504, PF_ERR_TIMEOUT);
         else
             up_failed(uc, PF_OUTCOME_TIMEOUT);
     } else if (what & PF_STREAM_EOF) {
@@ -663,7 +662,7 @@ static void up_eventcb(struct pf_stream *s, int what, void *arg)
     } else if (what & PF_STREAM_ERROR) {
         if (uc->connected) {
             if (tx->head_sent)
-                pf_tx_fail(tx, 502, "upstream_reset");
+                pf_tx_fail(tx, 502, PF_ERR_RESET);
             else
                 up_failed(uc, PF_OUTCOME_RESET);
         } else {
@@ -804,7 +803,7 @@ static bool up_start_attempt(struct pf_tx *tx, bool fresh)
         uc = up_connect(tx->w, id, tx->up);
         if (uc == NULL) {
             upstream_report(tx, PF_OUTCOME_CONNECT_FAILED);
-            pf_tx_fail(tx, 502, "upstream_connect_failed");
+            pf_tx_fail(tx, 502, PF_ERR_CONNECT_FAILED);
             return false;
         }
         /* connect_timeout on the tx timer, then request_timeout on reads */

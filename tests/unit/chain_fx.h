@@ -54,14 +54,14 @@ static FX_UNUSED void log_call(const char *fmt, ...)
 
 /* What one filter instance does; its slot's conf points here. */
 struct tconf {
-    unsigned id;             /* index in cfg->filters, printed in the log */
-    enum pf_verdict req;     /* on_request verdict */
-    enum pf_verdict resp;    /* on_response verdict */
-    enum pf_verdict body;    /* on_body verdict */
-    int reply_status;        /* on PF_REPLIED from on_request: pf_tx_reply() with this */
-    const char *error_code;  /* ... or pf_tx_error() with this code, when set */
-    struct pf_slot *seen[4]; /* the slot given to on_request/response/body/done */
-    unsigned done;           /* on_done calls, over every transaction */
+    unsigned id;              /* index in cfg->filters, printed in the log */
+    enum pf_verdict req;      /* on_request verdict */
+    enum pf_verdict resp;     /* on_response verdict */
+    enum pf_verdict body;     /* on_body verdict */
+    int reply_status;         /* on PF_REPLIED from on_request: pf_tx_reply() with this */
+    enum pf_error error_code; /* ... or pf_tx_error() with this code, when set */
+    struct pf_slot *seen[4];  /* the slot given to on_request/response/body/done */
+    unsigned done;            /* on_done calls, over every transaction */
 };
 
 static FX_UNUSED void *id_of(const struct pf_slot *s)
@@ -75,7 +75,7 @@ static FX_UNUSED enum pf_verdict rec_on_request(struct pf_tx *tx, struct pf_slot
 
     c->seen[0] = s;
     log_call("req:%u", c->id);
-    if (c->req == PF_REPLIED && c->error_code != NULL) {
+    if (c->req == PF_REPLIED && c->error_code != PF_ERR_NONE) {
         pf_tx_error(tx, c->reply_status, c->error_code);
     } else if (c->req == PF_REPLIED && c->reply_status != 0) {
         struct evbuffer *b = evbuffer_new();

@@ -336,7 +336,7 @@ static void test_chain_failed_on_response_of_an_error_reply_bypasses_the_chain(v
     fx.conf[0].resp = PF_FAILED;
     fx.conf[2].req = PF_REPLIED;
     fx.conf[2].reply_status = 429;
-    fx.conf[2].error_code = "rate_limited";
+    fx.conf[2].error_code = PF_ERR_RATE_LIMITED;
     assert_int_equal(pf_chain_request(tx), PF_REPLIED);
     fx.tx_freed = true; /* no client: pf_tx_respond ends the transaction */
     assert_false(pf_tx_respond(tx));
@@ -379,7 +379,7 @@ static void test_chain_abort_while_paused_calls_on_done_once(void **state)
     assert_int_equal(pf_chain_request(tx), PF_PAUSED);
     calls[0] = '\0';
     pf_chain_done(tx); /* an earlier abort path already ran on_done */
-    pf_tx_abort(tx, "client_abort");
+    pf_tx_abort(tx, PF_ERR_CLIENT_ABORT);
     fx.tx_freed = true;
     assert_string_equal(calls, "done:1 done:0");
     assert_int_equal(fx.w.requests, 1);

@@ -1266,6 +1266,73 @@ static void test_http1_rejects_bad_http_version(void **state)
     assert_bad_request("GET / HTTP/2.0\r\nHost: a\r\n\r\n");
 }
 
+/* ---- connection states and their dump ---- */
+
+static void test_http1_conn_dump_names_state_and_flags(void **state)
+{
+    struct pf_conn c;
+    char buf[PF_CONN_DUMP_SIZE];
+    char small[16];
+    size_t n;
+
+    (void)state;
+    memset(&c, 0, sizeof(c));
+    c.state = PF_CONN_BODY_PAUSED;
+    c.closing = true;
+    c.read_blocked = true;
+    c.busy = 2;
+    c.body_mode = PF_BODY_CHUNKED;
+    c.body_left = 7;
+    c.head_bytes = 40;
+    n = pf_conn_dump(&c, buf, sizeof(buf));
+    assert_int_equal(n, strlen(buf));
+    assert_string_equal(buf, "state=BODY_PAUSED flags=closing,read_blocked, busy=2 tx=no "
+                             "body=chunked left=7 head=40 in=0 out=0");
+    /* cut to the buffer, still NUL-terminated */
+    assert_int_equal(pf_conn_dump(&c, small, sizeof(small)), sizeof(small) - 1);
+    assert_string_equal(small, "state=BODY_PAUS");
+    for (unsigned st = PF_CONN_READING_HEAD; st <= PF_CONN_DEAD; st++)
+        assert_string_not_equal(pf_conn_state_name(st), "?");
+    assert_string_equal(pf_conn_state_name(PF_CONN_DEAD + 1), "?");
+}
+
+static void test_http1_conn_reads_the_next_head_after_a_response(void **state)
+{
+    struct pf_conn *c;
+    char buf[PF_CONN_DUMP_SIZE];
+
+    (void)state;
+    conn_open(false);
+    c = TAILQ_FIRST(&cx.w.conns);
+    assert_int_equal(c->state, PF_CONN_READING_HEAD);
+    send_str("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    one_response(200, false);
+    assert_int_equal(c->state, PF_CONN_READING_HEAD);
+    assert_false(c->closing);
+    send_str("GET / HT");
+    assert_int_equal(c->state, PF_CONN_READING_HEAD);
+    pf_conn_dump(c, buf, sizeof(buf));
+    assert_non_null(strstr(buf, "state=READING_HEAD flags= busy=0 tx=no body=none left=0 head=8 "));
+}
+
+static void test_http1_conn_lingers_after_answering_before_the_body(void **state)
+{
+    struct pf_conn *c;
+    char buf[PF_CONN_DUMP_SIZE];
+
+    (void)state;
+    conn_open(false);
+    c = TAILQ_FIRST(&cx.w.conns);
+    /* the filter answers on the head: the rest of the body is not waited for */
+    send_str("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc");
+    assert_int_equal(c->state, PF_CONN_LINGERING);
+    assert_true(c->closing);
+    pf_conn_dump(c, buf, sizeof(buf));
+    assert_non_null(strstr(buf, "state=LINGERING flags=closing,linger,"));
+    send_str("defg"); /* discarded */
+    one_response(200, true);
+}
+
 int main(void)
 {
 #define C(f) cmocka_unit_test_setup_teardown(f, conn_setup, conn_teardown)
@@ -1324,6 +1391,9 @@ int main(void)
         C(test_http1_absolute_form_without_path),
         C(test_http1_underscore_names_rejected_when_told),
         C(test_http1_rejects_bad_http_version),
+        cmocka_unit_test(test_http1_conn_dump_names_state_and_flags),
+        C(test_http1_conn_reads_the_next_head_after_a_response),
+        C(test_http1_conn_lingers_after_answering_before_the_body),
     };
 #undef C
 

@@ -116,7 +116,7 @@ static void test_chain_abort_while_paused_then_timer_touches_nothing(void **stat
     tx = fx.tx = tx_make(fx.arena);
     assert_int_equal(pf_chain_request(tx), PF_PAUSED);
     calls[0] = '\0';
-    pf_tx_abort(tx, "client_abort"); /* frees tx and its arena */
+    pf_tx_abort(tx, PF_ERR_CLIENT_ABORT); /* frees tx and its arena */
     fx.tx_freed = true;
     assert_string_equal(calls, "done:1 done:0");
     assert_int_equal(event_base_loop(fx.w.base, 0), 1);
@@ -140,7 +140,7 @@ static void test_chain_stale_ref_does_not_find_the_next_tx_in_its_slot(void **st
     a = tx_make(pf_arena_new(PF_ARENA_CHUNK));
     assert_int_equal(pf_chain_request(a), PF_PAUSED);
     assert_ptr_equal(pf_tx_deref(waiters[0].ref), a);
-    pf_tx_abort(a, "client_abort");
+    pf_tx_abort(a, PF_ERR_CLIENT_ABORT);
     b = tx_make(pf_arena_new(PF_ARENA_CHUNK));
     assert_int_equal(pf_chain_request(b), PF_PAUSED);
     assert_int_equal(waiters[1].ref.slot, waiters[0].ref.slot); /* the slot was reused */
@@ -151,7 +151,7 @@ static void test_chain_stale_ref_does_not_find_the_next_tx_in_its_slot(void **st
     assert_string_equal(calls, "");
     assert_int_equal(b->phase, PF_TX_FILTERS);
     assert_int_equal(b->next_filter, 1); /* b is still paused in filter 1 */
-    pf_tx_abort(b, "client_abort");
+    pf_tx_abort(b, PF_ERR_CLIENT_ABORT);
     assert_null(pf_tx_deref(waiters[1].ref));
     memset(&zero, 0, sizeof(zero));
     assert_null(pf_tx_deref(zero));
@@ -178,7 +178,7 @@ static void test_chain_1000_paused_with_random_aborts(void **state)
     for (unsigned i = 0; i < MAX_WAITERS; i++) {
         rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
         if (rng % 3 == 0) {
-            pf_tx_abort(txs[i], "client_abort");
+            pf_tx_abort(txs[i], PF_ERR_CLIENT_ABORT);
             aborted++;
         } else if (waiters[i].v == PF_NEXT) {
             next++;

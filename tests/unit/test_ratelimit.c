@@ -22,11 +22,11 @@
 #define SEC 1000000 /* fake_now_us units */
 
 struct result {
-    enum pf_verdict v; /* what on_request returned */
-    int status;        /* status given to pf_tx_error, 0 if none */
-    const char *code;  /* error code given to pf_tx_error */
-    char retry[24];    /* Retry-After, "" when absent */
-    char xerror[24];   /* X-Pilotfish-Error, "" when absent */
+    enum pf_verdict v;  /* what on_request returned */
+    int status;         /* status given to pf_tx_error, 0 if none */
+    enum pf_error code; /* error code given to pf_tx_error */
+    char retry[24];     /* Retry-After, "" when absent */
+    char xerror[24];    /* X-Pilotfish-Error, "" when absent */
 };
 
 /* ---- helpers ---- */
@@ -195,7 +195,7 @@ static void test_ratelimit_replies_429_when_bucket_empty(void **state)
     r = req(conf, "192.0.2.1");
     assert_int_equal(r.v, PF_REPLIED);
     assert_int_equal(r.status, 429);
-    assert_string_equal(r.code, "rate_limited");
+    assert_int_equal(r.code, PF_ERR_RATE_LIMITED);
     assert_string_equal(r.xerror, "rate_limited");
     assert_string_equal(r.retry, "1");
     inst_free(conf);

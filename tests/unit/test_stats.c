@@ -161,8 +161,8 @@ static void test_stats_counters_sum_across_workers(void **state UNUSED)
         for (unsigned i = 0; i < 3 + w; i++)
             pf_stats_route_count(r, "GET", 200, 100);
         pf_stats_route_count(r, "POST", 502, 100);
-        pf_stats_upstream_count(st[w], 7, "app", "10.0.0.1:80", 200, NULL, 300);
-        pf_stats_upstream_count(st[w], 7, "app", "10.0.0.1:80", 0, "upstream_reset", 300);
+        pf_stats_upstream_count(st[w], 7, "app", "10.0.0.1:80", 200, PF_ERR_NONE, 300);
+        pf_stats_upstream_count(st[w], 7, "app", "10.0.0.1:80", 0, PF_ERR_RESET, 300);
         pf_stats_upstream_retry(st[w], 7, "app", "10.0.0.1:80");
     }
     text = render(st, 2);
@@ -247,7 +247,7 @@ static void test_stats_render_has_help_and_type_once_per_family(void **state UNU
     for (unsigned w = 0; w < 2; w++) {
         pf_stats_route_count(pf_stats_route_get(st[w], "a", "app"), "GET", 200, 10);
         pf_stats_route_count(pf_stats_route_get(st[w], "b", "app"), "HEAD", 304, 10);
-        pf_stats_upstream_count(st[w], 1, "app", "127.0.0.1:1", 200, NULL, 10);
+        pf_stats_upstream_count(st[w], 1, "app", "127.0.0.1:1", 200, PF_ERR_NONE, 10);
     }
     text = render(st, 2);
     assert_int_equal(count_lines(text, "# TYPE pilotfish_http_requests_total counter\n"), 1);

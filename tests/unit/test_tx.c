@@ -1,5 +1,6 @@
 /*
- * Unit tests of proxy/tx.c: header lists, error names and counters, and the
+ * Unit tests of proxy/tx.c and what it uses: header lists (proxy/hdrs.c), the
+ * worker generator (proxy/worker.c), and the
  * request identity (X-Request-Id, W3C traceparent) set up by pf_tx_start().
  *
  * The identity tests start a transaction built by hand, with no client
@@ -195,67 +196,6 @@ static void test_tx_hdrs_add_classifies_and_get_id_finds_first(void **state)
     assert_int_equal(h.n, 1);
     assert_int_equal(h.v[0].id, PF_H_OTHER); /* ids move with their headers */
     pf_arena_free(a);
-}
-
-/* ---- error names and counters ---- */
-
-static void test_tx_error_names_are_the_spec_codes(void **state)
-{
-    (void)state;
-    assert_string_equal(pf_error_name(PF_ERR_BAD_REQUEST), "bad_request");
-    assert_string_equal(pf_error_name(PF_ERR_REQUEST_TIMEOUT), "request_timeout");
-    assert_string_equal(pf_error_name(PF_ERR_BODY_TOO_LARGE), "body_too_large");
-    assert_string_equal(pf_error_name(PF_ERR_URI_TOO_LONG), "uri_too_long");
-    assert_string_equal(pf_error_name(PF_ERR_HEADERS_TOO_LARGE), "headers_too_large");
-    assert_string_equal(pf_error_name(PF_ERR_NO_ROUTE), "no_route");
-    assert_string_equal(pf_error_name(PF_ERR_CONNECT_FAILED), "upstream_connect_failed");
-    assert_string_equal(pf_error_name(PF_ERR_RESET), "upstream_reset");
-    assert_string_equal(pf_error_name(PF_ERR_BAD_RESPONSE), "upstream_bad_response");
-    assert_string_equal(pf_error_name(PF_ERR_TIMEOUT), "upstream_timeout");
-    assert_string_equal(pf_error_name(PF_ERR_FILTER_FAILED), "filter_failed");
-    assert_string_equal(pf_error_name(PF_ERR_RATE_LIMITED), "rate_limited");
-    assert_string_equal(pf_error_name(PF_ERR_CIRCUIT_OPEN), "circuit_open");
-    assert_string_equal(pf_error_name(PF_ERR_NO_HEALTHY_UPSTREAM), "no_healthy_upstream");
-    assert_string_equal(pf_error_name(PF_ERR_OVERFLOW), "overflow");
-    assert_string_equal(pf_error_name(PF_ERR_OTHER), "other");
-}
-
-static void test_tx_error_names_are_distinct(void **state)
-{
-    (void)state;
-    for (unsigned i = 0; i < PF_ERR_MAX; i++) {
-        assert_non_null(pf_error_name(i));
-        for (unsigned j = i + 1; j < PF_ERR_MAX; j++)
-            assert_string_not_equal(pf_error_name(i), pf_error_name(j));
-    }
-}
-
-static void test_tx_count_error_maps_each_name_to_its_counter(void **state)
-{
-    struct pf_worker w;
-
-    (void)state;
-    for (unsigned e = 0; e < PF_ERR_MAX; e++) {
-        memset(&w, 0, sizeof(w));
-        pf_count_error(&w, pf_error_name(e));
-        pf_count_error(&w, pf_error_name(e));
-        for (unsigned k = 0; k < PF_ERR_MAX; k++)
-            assert_int_equal(w.errors[k], k == e ? 2 : 0);
-    }
-}
-
-static void test_tx_count_error_counts_unknown_codes_as_other(void **state)
-{
-    struct pf_worker w;
-
-    (void)state;
-    memset(&w, 0, sizeof(w));
-    pf_count_error(&w, "not_found");
-    pf_count_error(&w, "forbidden");
-    pf_count_error(&w, "BAD_REQUEST"); /* codes are exact */
-    pf_count_error(&w, "");
-    assert_int_equal(w.errors[PF_ERR_OTHER], 4);
-    assert_int_equal(w.errors[PF_ERR_BAD_REQUEST], 0);
 }
 
 static void test_tx_worker_rand_varies(void **state)
@@ -515,10 +455,6 @@ int main(void)
         cmocka_unit_test(test_tx_hdr_classify_knows_the_core_headers),
         cmocka_unit_test(test_tx_hop_by_hop_ids_are_the_spec_list),
         cmocka_unit_test(test_tx_hdrs_add_classifies_and_get_id_finds_first),
-        cmocka_unit_test(test_tx_error_names_are_the_spec_codes),
-        cmocka_unit_test(test_tx_error_names_are_distinct),
-        cmocka_unit_test(test_tx_count_error_maps_each_name_to_its_counter),
-        cmocka_unit_test(test_tx_count_error_counts_unknown_codes_as_other),
         cmocka_unit_test(test_tx_worker_rand_varies),
         I(test_tx_traceparent_is_continued_with_a_new_span),
         I(test_tx_traceparent_keeps_incoming_flags),

@@ -1,0 +1,105 @@
+/*
+ * Header lists: classification of the names the core acts on, lookups,
+ * arena-backed additions and removal.
+ */
+#include "proxy/hdrs.h"
+
+#include <stdbool.h>
+#include <string.h>
+#include <strings.h>
+
+#include "proxy/arena.h"
+
+static bool name_is(const char *name, const char *lower, size_t len)
+{
+    return strncasecmp(name, lower, len) == 0;
+}
+
+enum pf_hdr_id pf_hdr_classify(const char *name, size_t len)
+{
+    /* by length first: most names are rejected without a comparison */
+    switch (len) {
+    case 2:
+        return name_is(name, "te", 2) ? PF_H_TE : PF_H_OTHER;
+    case 4:
+        return name_is(name, "host", 4) ? PF_H_HOST : PF_H_OTHER;
+    case 6:
+        return name_is(name, "expect", 6) ? PF_H_EXPECT : PF_H_OTHER;
+    case 7:
+        if (name_is(name, "trailer", 7))
+            return PF_H_TRAILER;
+        return name_is(name, "upgrade", 7) ? PF_H_UPGRADE : PF_H_OTHER;
+    case 10:
+        if (name_is(name, "connection", 10))
+            return PF_H_CONNECTION;
+        return name_is(name, "keep-alive", 10) ? PF_H_KEEP_ALIVE : PF_H_OTHER;
+    case 11:
+        return name_is(name, "traceparent", 11) ? PF_H_TRACEPARENT : PF_H_OTHER;
+    case 12:
+        return name_is(name, "x-request-id", 12) ? PF_H_X_REQUEST_ID : PF_H_OTHER;
+    case 14:
+        return name_is(name, "content-length", 14) ? PF_H_CONTENT_LENGTH : PF_H_OTHER;
+    case 15:
+        return name_is(name, "x-forwarded-for", 15) ? PF_H_X_FORWARDED_FOR : PF_H_OTHER;
+    case 16:
+        if (name_is(name, "proxy-connection", 16))
+            return PF_H_PROXY_CONNECTION;
+        return name_is(name, "x-forwarded-host", 16) ? PF_H_X_FORWARDED_HOST : PF_H_OTHER;
+    case 17:
+        if (name_is(name, "transfer-encoding", 17))
+            return PF_H_TRANSFER_ENCODING;
+        return name_is(name, "x-forwarded-proto", 17) ? PF_H_X_FORWARDED_PROTO : PF_H_OTHER;
+    default:
+        return PF_H_OTHER;
+    }
+}
+
+const char *pf_hdrs_get_id(const struct pf_hdrs *h, enum pf_hdr_id id)
+{
+    for (unsigned i = 0; i < h->n; i++) {
+        if (h->v[i].id == id)
+            return h->v[i].value;
+    }
+    return NULL;
+}
+
+const char *pf_hdrs_get(const struct pf_hdrs *h, const char *name)
+{
+    for (unsigned i = 0; i < h->n; i++) {
+        if (strcasecmp(h->v[i].name, name) == 0)
+            return h->v[i].value;
+    }
+    return NULL;
+}
+
+void pf_hdrs_add(struct pf_arena *a, struct pf_hdrs *h, const char *name, const char *value)
+{
+    size_t nl = strlen(name), vl = strlen(value);
+
+    if (h->n == h->cap) {
+        unsigned cap = h->cap ? h->cap * 2 : 16;
+        struct pf_hdr *v = pf_arena_alloc(a, cap * sizeof(*v));
+
+        if (h->n > 0)
+            memcpy(v, h->v, h->n * sizeof(*v));
+        h->v = v;
+        h->cap = cap;
+    }
+    h->v[h->n].name = pf_arena_strndup(a, name, nl);
+    h->v[h->n].name_len = (uint32_t)nl;
+    h->v[h->n].value = pf_arena_strndup(a, value, vl);
+    h->v[h->n].value_len = (uint32_t)vl;
+    h->v[h->n].id = pf_hdr_classify(name, nl);
+    h->n++;
+}
+
+void pf_hdrs_del(struct pf_hdrs *h, const char *name)
+{
+    unsigned j = 0;
+
+    for (unsigned i = 0; i < h->n; i++) {
+        if (strcasecmp(h->v[i].name, name) != 0)
+            h->v[j++] = h->v[i];
+    }
+    h->n = j;
+}

@@ -1,0 +1,98 @@
+/*
+ * Request identity: X-Request-Id (kept or made) and W3C Trace Context.
+ */
+#include "proxy/trace.h"
+
+#include <stdbool.h>
+#include <string.h>
+
+#include "proxy/arena.h"
+#include "proxy/tx-t.h"
+#include "proxy/hdrs.h"
+#include "proxy/worker.h"
+
+#define REQUEST_ID_MAX 200 /* a longer X-Request-Id is replaced by ours */
+#define REQUEST_ID_HEX 32  /* ours: 128 random bits in hex */
+
+static void hex64(char *out, uint64_t v)
+{
+    static const char digits[] = "0123456789abcdef";
+
+    for (int i = 15; i >= 0; i--) {
+        out[i] = digits[v & 15];
+        v >>= 4;
+    }
+}
+
+static bool is_hex(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return false;
+    }
+    return true;
+}
+
+static bool is_zero(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] != '0')
+            return false;
+    }
+    return true;
+}
+
+/* "00-<32 hex trace-id>-<16 hex parent-id>-<2 hex flags>" (W3C Trace Context) */
+static bool traceparent_valid(const char *in)
+{
+    size_t len = strlen(in);
+
+    if (len < 55 || in[2] != '-' || in[35] != '-' || in[52] != '-')
+        return false;
+    if (!is_hex(in, 2) || strncmp(in, "ff", 2) == 0 || (strncmp(in, "00", 2) == 0 && len != 55))
+        return false;
+    if (len > 55 && in[55] != '-')
+        return false;
+    return is_hex(in + 3, 32) && !is_zero(in + 3, 32) && is_hex(in + 36, 16) &&
+           !is_zero(in + 36, 16) && is_hex(in + 53, 2);
+}
+
+void pf_trace_start(struct pf_tx *tx)
+{
+    const char *in = pf_hdrs_get_id(&tx->req, PF_H_TRACEPARENT);
+    char *o = tx->traceparent;
+    char flags[2] = {'0', '1'};
+
+    if (in != NULL && traceparent_valid(in)) {
+        memcpy(tx->trace_id, in + 3, 32);
+        flags[0] = in[53];
+        flags[1] = in[54];
+    } else {
+        hex64(tx->trace_id, pf_worker_rand(tx->w));
+        hex64(tx->trace_id + 16, pf_worker_rand(tx->w));
+    }
+    tx->trace_id[32] = '\0';
+    memcpy(o, "00-", 3);
+    memcpy(o + 3, tx->trace_id, 32);
+    o[35] = '-';
+    hex64(o + 36, pf_worker_rand(tx->w) | 1);
+    o[52] = '-';
+    o[53] = flags[0];
+    o[54] = flags[1];
+    o[55] = '\0';
+}
+
+void pf_trace_request_id(struct pf_tx *tx)
+{
+    const char *id = pf_hdrs_get_id(&tx->req, PF_H_X_REQUEST_ID);
+    char *buf;
+
+    if (id != NULL && id[0] != '\0' && strlen(id) <= REQUEST_ID_MAX) {
+        tx->request_id = id;
+        return;
+    }
+    buf = pf_arena_alloc(tx->arena, REQUEST_ID_HEX + 1);
+    hex64(buf, pf_worker_rand(tx->w));
+    hex64(buf + 16, pf_worker_rand(tx->w));
+    tx->request_id = buf;
+}
