@@ -32,7 +32,7 @@ CFLAGS  += $(CFLAGS_BASE) $(SANFLAGS) $(PKG_CFLAGS)
 LDFLAGS += $(SANFLAGS)
 LDLIBS  += $(PKG_LIBS) $(LDLIBS_BASE)
 
-CORE_SRC := $(filter-out proxy/main.c,$(wildcard proxy/*.c)) $(wildcard filters/*.c)
+CORE_SRC := $(filter-out proxy/main.c,$(wildcard proxy/*.c proxy/*/*.c)) $(wildcard filters/*.c)
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o)
 MAIN_OBJ := $(BUILD)/proxy/main.o
 LIB      := $(BUILD)/libpilotfish.a
@@ -110,10 +110,10 @@ bench: bench-deps all
 	bench/run.sh
 
 format:
-	clang-format -i $(wildcard proxy/*.[ch] filters/*.[ch] tests/unit/*.[ch] tests/origin/*.[ch])
+	clang-format -i $(wildcard proxy/*.[ch] proxy/*/*.[ch] filters/*.[ch] tests/unit/*.[ch] tests/origin/*.[ch])
 
 check-format:
-	clang-format --dry-run --Werror $(wildcard proxy/*.[ch] filters/*.[ch] tests/unit/*.[ch] tests/origin/*.[ch])
+	clang-format --dry-run --Werror $(wildcard proxy/*.[ch] proxy/*/*.[ch] filters/*.[ch] tests/unit/*.[ch] tests/origin/*.[ch])
 
 lint:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \

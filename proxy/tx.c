@@ -20,7 +20,7 @@
 #include "proxy/sbuf.h"
 #include "proxy/server.h"
 #include "proxy/stats.h"
-#include "proxy/upstream.h"
+#include "proxy/upstream/upstream.h"
 
 static const char *const error_names[PF_ERR_MAX] = {
     [PF_ERR_BAD_REQUEST] = "bad_request",

@@ -22,7 +22,7 @@
 #include "filters/registry.h"
 #include "proxy/snapshot.h"
 #include "proxy/stats.h"
-#include "proxy/upstream.h"
+#include "proxy/upstream/upstream.h"
 
 #define UNUSED __attribute__((unused))
 

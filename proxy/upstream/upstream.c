@@ -5,7 +5,7 @@
  * The seam for the breaker, health and balancer work: upstream_pick() chooses
  * the endpoint, upstream_report() hears the outcome of every attempt.
  */
-#include "proxy/upstream.h"
+#include "proxy/upstream/upstream.h"
 
 #include <errno.h>
 #include <limits.h>
