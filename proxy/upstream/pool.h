@@ -17,8 +17,7 @@ struct pf_pool *pf_pool_of(struct pf_worker *w, unsigned id);
 
 /*
  * A connection to endpoint id on fd (connected or connecting), in state
- * CONNECTING, holding a reference to the endpoint. NULL when out of memory
- * (fd is then closed).
+ * CONNECTING, holding a reference to the endpoint. Out of memory is fatal.
  */
 struct pf_upconn *pf_upconn_new(struct pf_worker *w, unsigned id, int fd,
                                 const struct pf_upstream_conf *up);

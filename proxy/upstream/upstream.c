@@ -10,8 +10,7 @@
  */
 #include "proxy/upstream/upstream.h"
 
-#include <stdio.h>
-#include <string.h>
+#include <stdatomic.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -52,11 +51,6 @@ static void upstream_report(struct pf_tx *tx, enum pf_outcome o)
     /* the circuit breaker and passive health hook in here */
     pf_balancer_report(tx->up, tx->endpoint_id, o);
     pf_stats_upstream_report(tx, (int)o);
-}
-
-static void set_rto(struct pf_upconn *uc, uint64_t ms)
-{
-    pf_upconn_set_rto(uc, ms);
 }
 
 static bool uc_connected(const struct pf_upconn *uc)
@@ -164,7 +158,7 @@ static void tx_arm(struct pf_tx *tx, uint64_t ms)
 static void up_await_head(struct pf_tx *tx, struct pf_upconn *uc)
 {
     tx_arm(tx, tx->up->request_timeout_ms);
-    set_rto(uc, tx->up->request_timeout_ms);
+    pf_upconn_set_rto(uc, tx->up->request_timeout_ms);
 }
 
 /* ---- the response ---- */
@@ -550,7 +544,8 @@ void pf_upstream_send_end(struct pf_tx *tx)
     if (uc_connected(uc) && tx->t_up_head == 0)
         up_await_head(tx, uc);
     else if (uc_connected(uc))
-        set_rto(uc, tx->up->request_timeout_ms); /* an early head: the body's read timeout */
+        pf_upconn_set_rto(uc,
+                          tx->up->request_timeout_ms); /* an early head: the body's read timeout */
 }
 
 void pf_upstream_abort(struct pf_tx *tx)
