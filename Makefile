@@ -4,6 +4,8 @@
 #   make test       deps + build + unit and end-to-end tests
 #   make test SANITIZE=1   the same under AddressSanitizer + UBSan
 #   make bench      deps (+ nginx, haproxy, wrk) + bench/run.sh
+#   make bench-micro  CPU cost of hot functions (bench/micro_*.c)
+#   make fuzz       the long fuzz run (FUZZ_CASES, FUZZ_SEED; SANITIZE=1 works too)
 
 CC      ?= cc
 PREFIX  ?= /usr/local
@@ -38,13 +40,15 @@ MAIN_OBJ := $(BUILD)/proxy/main.o
 LIB      := $(BUILD)/libpilotfish.a
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+MICRO_SRC := $(wildcard bench/micro_*.c)
+MICRO_BIN := $(MICRO_SRC:bench/%.c=$(BUILD)/bench/%)
 
 
 DEBS := libevent-dev libhttp-parser-dev libyaml-dev zlib1g-dev libhiredis-dev \
         libcmocka-dev pkg-config curl python3 redis-server prometheus
 BENCH_DEBS := nginx haproxy wrk
 
-.PHONY: all deps bench-deps run test unit e2e bench format lint clean check-format
+.PHONY: all deps bench-deps run test unit e2e fuzz bench bench-micro format lint clean check-format
 all: $(BIN) $(ORIGIN)
 
 # Install what is missing; as non-root, print the command instead.
@@ -89,10 +93,16 @@ $(BUILD)/tests/test_%: tests/unit/test_%.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) -lcmocka $(LDLIBS)
 
+$(BUILD)/bench/micro_%: bench/micro_%.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+
 run: deps all
 	@tests/origin/run-demo.sh $(BIN) $(ORIGIN)
 
-unit: $(UNIT_BIN)
+# The micro benchmarks are built with the unit tests (so they keep compiling)
+# but only run by make bench-micro.
+unit: $(UNIT_BIN) $(MICRO_BIN)
 	@fail=0; for t in $(UNIT_BIN); do $$t || fail=1; done; exit $$fail
 
 # ASan's quarantine keeps freed memory out of reuse: keep it small so the
@@ -100,6 +110,15 @@ unit: $(UNIT_BIN)
 e2e: all
 	ASAN_OPTIONS=quarantine_size_mb=4:thread_local_quarantine_size_kb=64:$(ASAN_OPTIONS) \
 	PILOTFISH_BIN=$(BIN) ORIGIN_BIN=$(ORIGIN) python3 tests/e2e/run.py
+
+# The long fuzz run: many more cases than make test, a new seed each time
+# unless FUZZ_SEED is given (the seed is printed; rerun with it to repeat).
+FUZZ_CASES ?= 20000
+FUZZ_SEED  ?= $(shell date +%s)
+fuzz: all
+	ASAN_OPTIONS=quarantine_size_mb=4:thread_local_quarantine_size_kb=64:$(ASAN_OPTIONS) \
+	PF_FUZZ_CASES=$(FUZZ_CASES) PF_FUZZ_SEED=$(FUZZ_SEED) \
+	PILOTFISH_BIN=$(BIN) ORIGIN_BIN=$(ORIGIN) python3 tests/e2e/run.py -v test_fuzz
 
 test: deps
 	@$(MAKE) --no-print-directory all
@@ -109,11 +128,14 @@ test: deps
 bench: bench-deps all
 	bench/run.sh
 
+bench-micro: $(MICRO_BIN)
+	@for b in $(MICRO_BIN); do $$b || exit 1; done
+
 format:
-	clang-format -i $(wildcard proxy/*.[ch] proxy/*/*.[ch] filters/*.[ch] tests/unit/*.[ch] tests/origin/*.[ch])
+	clang-format -i $(wildcard proxy/*.[ch] proxy/*/*.[ch] filters/*.[ch] tests/unit/*.[ch] tests/origin/*.[ch] bench/*.c)
 
 check-format:
-	clang-format --dry-run --Werror $(wildcard proxy/*.[ch] proxy/*/*.[ch] filters/*.[ch] tests/unit/*.[ch] tests/origin/*.[ch])
+	clang-format --dry-run --Werror $(wildcard proxy/*.[ch] proxy/*/*.[ch] filters/*.[ch] tests/unit/*.[ch] tests/origin/*.[ch] bench/*.c)
 
 lint:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \

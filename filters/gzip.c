@@ -1,5 +1,5 @@
 /*
- * filters/gzip.c: on-the-fly gzip compression (SPEC.md §5).
+ * filters/gzip.c: on-the-fly gzip compression (docs/filters/gzip.md).
  *
  * on_request remembers whether the client accepts gzip; on_response applies
  * the checks of nginx's ngx_http_gzip_header_filter and h2o's

@@ -1,6 +1,6 @@
 /*
- * filters/gzip.h: on-the-fly gzip compression of response bodies (SPEC.md §5,
- * docs/filters/gzip.md).
+ * filters/gzip.h: on-the-fly gzip compression of response bodies
+ * (docs/filters/gzip.md).
  *
  * The filter decides in on_response whether a response is compressed and
  * then deflates it chunk by chunk in on_body; it never holds a whole body.

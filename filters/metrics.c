@@ -1,6 +1,6 @@
 /*
  * filters/metrics.c: counts and times every request of the routes that list
- * it (SPEC.md §5, §7; docs/metrics.md). It is first in the default chain, so
+ * it (docs/metrics.md). It is first in the default chain, so
  * its on_done sees every outcome: upstream responses, short-circuits of later
  * filters (a 429, a cache hit), the proxy's own errors (502, 503, 504) and
  * client aborts (499).

@@ -1,5 +1,5 @@
 /*
- * filters/metrics.h: the metrics filter (SPEC.md §5, §7; docs/metrics.md).
+ * filters/metrics.h: the metrics filter (docs/metrics.md).
  *
  * Counts every request of its routes in pilotfish_http_requests_total and
  * times it in pilotfish_http_request_duration_seconds. It has no settings

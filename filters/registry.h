@@ -13,7 +13,7 @@ const struct pf_filter_ops *pf_filter_find(const char *name);
 const struct pf_filter_ops *pf_filter_at(unsigned i);
 
 /*
- * The chain a route gets when it lists no filters: SPEC's [metrics, gzip],
+ * The chain a route gets when it lists no filters: [metrics, gzip],
  * restricted to the filters this build has. NULL-terminated.
  */
 extern const char *const pf_filter_default_chain[];

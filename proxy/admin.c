@@ -52,7 +52,7 @@ bool pf_admin_token_equal(const char *given, size_t given_len, const char *token
     return diff == 0;
 }
 
-/* The token, or loopback when there is none; on refusal the reply is set. */
+/* docs/operations.md: the token, or loopback when there is none; on refusal the reply is set. */
 static bool admin_authorized(struct pf_tx *tx)
 {
     const char *token = tx->cfg->admin_token;

@@ -1,5 +1,5 @@
 /*
- * The admin API (SPEC §3), served by the same HTTP engine on its own listener
+ * The admin API (docs/operations.md), served by the same HTTP engine on its own listener
  * and on the main thread.
  */
 #ifndef PF_ADMIN_H

@@ -1,5 +1,5 @@
 /*
- * The filter chain. See proxy/filter.h for the contract and STYLE.md §2.
+ * The filter chain. See proxy/filter.h for the contract and docs/HACKING.md.
  */
 #include "proxy/chain.h"
 

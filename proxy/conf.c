@@ -1,5 +1,5 @@
 /*
- * The pilotfish configuration: sections, defaults (SPEC.md section 2),
+ * The pilotfish configuration: sections, defaults (docs/configuration.md),
  * cross-checks between routes, upstreams and filters, snapshots and /config.
  * The node tree, ${VAR}, scalar parsers and key tables are in conf_node.c.
  */
@@ -545,6 +545,26 @@ static unsigned filter_instance(struct pf_config *cfg, const struct pf_filter_op
     return cfg->n_filters++;
 }
 
+/*
+ * filters.ratelimit.key: header:NAME with a '_' in NAME never sees its header
+ * unless underscores_in_headers is allow (drop removes it, reject refuses the
+ * request): every request would fall into the one "empty key" bucket.
+ */
+static void check_ratelimit_key(const struct pf_config *cfg, struct pf_err *err)
+{
+    const struct pf_conf_node *key =
+        pf_conf_get(pf_conf_get(pf_conf_get(cfg->root, "filters"), "ratelimit"), "key");
+
+    if (key == NULL || key->type != PF_NODE_SCALAR || strncmp(key->value, "header:", 7) != 0 ||
+        strchr(key->value + 7, '_') == NULL || cfg->underscores == PF_UNDERSCORES_ALLOW)
+        return;
+    pf_err_at(err, key,
+              "ratelimit.key: header names with '_' never reach filters under "
+              "underscores_in_headers: %s (every request would share one bucket); "
+              "write the name with '-' or set underscores_in_headers: allow",
+              underscores_names[cfg->underscores]);
+}
+
 static void parse_filters(struct pf_config *cfg, const struct pf_conf_node *n, struct pf_err *err)
 {
     if (n == NULL || pf_conf_is_null(n))
@@ -624,7 +644,10 @@ static void check_prefix_normal(const char *prefix, const struct pf_conf_node *a
     ssize_t n = pf_route_normalize(prefix, len, norm);
 
     if (n < 0)
-        pf_err_at(err, at, "%s.prefix: double percent-encoding is refused in paths", section);
+        pf_err_at(err, at,
+                  "%s.prefix: refused in request paths (double percent-encoding, %%00 or an "
+                  "overlong UTF-8 escape)",
+                  section);
     else if (pf_route_strip_params(norm, (size_t)n) != len || memcmp(norm, prefix, len) != 0)
         pf_err_at(err, at, "%s.prefix: paths are matched normalised; write it as '%s'", section,
                   norm);
@@ -864,6 +887,7 @@ static void conf_build(struct pf_config *cfg, struct pf_err *err)
     pf_conf_fill_section(root, NULL, top_keys, cfg, err);
     parse_upstreams(cfg, pf_conf_get(root, "upstreams"), err);
     parse_filters(cfg, pf_conf_get(root, "filters"), err);
+    check_ratelimit_key(cfg, err);
     parse_routes(cfg, pf_conf_get(root, "routes"), err);
 }
 

@@ -1,6 +1,6 @@
 /*
  * The HTTP/1.1 engine, client side: pf_stream sockets + http-parser in strict mode,
- * with the framing rules of ARCHITECTURE.md §1 checked on top of the parser.
+ * with the framing rules of docs/operations.md checked on top of the parser.
  *
  * A connection parses one request head at a time. When the head is complete
  * the parser is paused and a transaction starts; the body is parsed only when
@@ -110,7 +110,7 @@ static bool resp_hop_by_hop(const struct pf_hdr *h, const char *conn_value)
                                   pf_http_list_has(conn_value, h->name));
 }
 
-/* Decide how the body goes to the client (ARCHITECTURE §1 "Response framing"). */
+/* Decide how the body goes to the client (docs/operations.md "Response framing"). */
 static enum pf_out_mode conn_out_mode(struct pf_tx *tx, bool *keep_cl)
 {
     int s = tx->status;
@@ -293,7 +293,7 @@ static bool is_digits(const char *s)
 }
 
 /*
- * The framing rules of ARCHITECTURE §1 on top of http-parser's own: one
+ * The framing rules of docs/operations.md on top of http-parser's own: one
  * Content-Length of digits only, or one Transfer-Encoding that is exactly
  * "chunked", never both; exactly one Host for HTTP/1.1.
  */
@@ -378,7 +378,8 @@ static int conn_underscores(struct pf_conn *c, struct pf_tx *tx)
 
 /*
  * "GET http://host/path": the target's authority replaces the Host header
- * (RFC 9112 §3.2.2) and the upstream gets the origin form "/path".
+ * (RFC 9112 §3.2.2) and the upstream gets the origin form "/path" ("/" for
+ * an empty path, "*" for OPTIONS with neither path nor query).
  */
 static int conn_absolute_form(struct pf_conn *c, struct pf_tx *tx)
 {
@@ -405,6 +406,8 @@ static int conn_absolute_form(struct pf_conn *c, struct pf_tx *tx)
     url = pf_arena_alloc_raw(tx->arena, strlen(path) + 2);
     url[0] = '/';
     strcpy(url + (path[0] == '/' ? 0 : 1), path);
+    if (path[0] == '\0' && tx->method_id == HTTP_OPTIONS)
+        strcpy(url, "*"); /* RFC 9112 §3.2.4: no path, no query: the server as a whole */
     tx->host = pf_arena_strndup(tx->arena, auth, alen);
     tx->host_from_target = true;
     tx->url = url;

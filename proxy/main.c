@@ -1,5 +1,5 @@
 /*
- * pilotfish: command line (SPEC §1).
+ * pilotfish: command line (docs/operations.md).
  */
 #include <errno.h>
 #include <getopt.h>

@@ -36,7 +36,44 @@ static bool is_triplet(const char *p, size_t i, size_t len)
     return p[i] == '%' && i + 2 < len && hexval(p[i + 1]) >= 0 && hexval(p[i + 2]) >= 0;
 }
 
-/* Percent-decoding pass into d (never longer than the input); -1 on double encoding. */
+/*
+ * "%25" followed by two hex digits in the decoded path d[0..n): decoded once
+ * more it would be another character. Checked after decoding, so that a
+ * split form ("%25%36%31", which decodes to "%2561") is caught as well.
+ */
+static bool double_encoded(const char *d, size_t n)
+{
+    for (size_t i = 0; i + 4 < n; i++) {
+        if (d[i] == '%' && d[i + 1] == '2' && d[i + 2] == '5' && hexval(d[i + 3]) >= 0 &&
+            hexval(d[i + 4]) >= 0)
+            return true;
+    }
+    return false;
+}
+
+static unsigned char triplet_val(const char *p, size_t i)
+{
+    return (unsigned char)(hexval(p[i + 1]) * 16 + hexval(p[i + 2]));
+}
+
+/*
+ * The escape at p[i] decodes to a byte that has no place in a path: NUL, or
+ * the start of an overlong UTF-8 form (C0 and C1 always, E0 before 80-9F, F0
+ * before 80-8F). "%C0%AE" is an overlong '.' and "%C0%AF" an overlong '/': a
+ * lenient decoder upstream would see dot segments or slashes matching never saw.
+ */
+static bool bad_escape(const char *p, size_t i, size_t len, unsigned char v)
+{
+    unsigned char next = is_triplet(p, i + 3, len) ? triplet_val(p, i + 3) : 0;
+
+    return v == 0 || v == 0xC0 || v == 0xC1 || (v == 0xE0 && next >= 0x80 && next <= 0x9F) ||
+           (v == 0xF0 && next >= 0x80 && next <= 0x8F);
+}
+
+/*
+ * Percent-decoding pass into d (never longer than the input); -1 on double
+ * encoding and on the escapes bad_escape() refuses.
+ */
 static ssize_t decode(const char *p, size_t len, char *d)
 {
     size_t n = 0;
@@ -48,9 +85,9 @@ static ssize_t decode(const char *p, size_t len, char *d)
             d[n++] = p[i] == '\\' ? '/' : p[i];
             continue;
         }
-        v = (unsigned char)(hexval(p[i + 1]) * 16 + hexval(p[i + 2]));
-        if (v == '%' && i + 4 < len && hexval(p[i + 3]) >= 0 && hexval(p[i + 4]) >= 0)
-            return -1; /* "%2561": decoded twice, it would be "a" */
+        v = triplet_val(p, i);
+        if (bad_escape(p, i, len, v))
+            return -1;
         if (is_unreserved(v)) {
             d[n++] = (char)v;
         } else if (v == '/' || v == '\\') {
@@ -62,7 +99,7 @@ static ssize_t decode(const char *p, size_t len, char *d)
         }
         i += 2;
     }
-    return (ssize_t)n;
+    return double_encoded(d, n) ? -1 : (ssize_t)n; /* "%2561": decoded twice, "a" */
 }
 
 /* Length of the segment's name: up to its ";params". */
@@ -73,8 +110,11 @@ static size_t seg_name_len(const char *s, size_t len)
     return semi != NULL ? (size_t)(semi - s) : len;
 }
 
-/* Dot-segment removal (RFC 3986 §5.2.4) over d[0..n), which starts with '/'. */
-static size_t remove_dots(const char *d, size_t n, char *out)
+/*
+ * Dot-segment removal (RFC 3986 §5.2.4) over d[0..n), which starts with '/'.
+ * *odd is set when a dot segment or a segment of only ";params" was seen.
+ */
+static size_t remove_dots(const char *d, size_t n, char *out, bool *odd)
 {
     char *o = out;
 
@@ -91,6 +131,7 @@ static size_t remove_dots(const char *d, size_t n, char *out)
         name = seg_name_len(d + start, end - start);
         dot = name == 1 && d[start] == '.';
         dotdot = name == 2 && d[start] == '.' && d[start + 1] == '.';
+        *odd = *odd || dot || dotdot || (name == 0 && end > start);
         if (dotdot) {
             while (o > out && *--o != '/')
                 ;
@@ -109,18 +150,33 @@ static size_t remove_dots(const char *d, size_t n, char *out)
     return (size_t)(o - out);
 }
 
-ssize_t pf_route_normalize(const char *path, size_t len, char *out)
+/*
+ * pf_route_normalize(); *mixed is set when ";params" met dot segments or
+ * params-only segments, where upstreams disagree on the path (see
+ * pf_route_select).
+ */
+static ssize_t normalize(const char *path, size_t len, char *out, bool *mixed)
 {
     char stack[512];
     char *d = len <= sizeof(stack) ? stack : pf_xmalloc(len);
     ssize_t n = decode(path, len, d);
     ssize_t r = -1;
+    bool odd = false;
 
-    if (n > 0 && d[0] == '/')
-        r = (ssize_t)remove_dots(d, (size_t)n, out);
+    if (n > 0 && d[0] == '/') {
+        r = (ssize_t)remove_dots(d, (size_t)n, out, &odd);
+        *mixed = odd && memchr(d, ';', (size_t)n) != NULL;
+    }
     if (d != stack)
         free(d);
     return r;
+}
+
+ssize_t pf_route_normalize(const char *path, size_t len, char *out)
+{
+    bool mixed = false;
+
+    return normalize(path, len, out, &mixed);
 }
 
 size_t pf_route_strip_params(char *s, size_t len)
@@ -129,15 +185,29 @@ size_t pf_route_strip_params(char *s, size_t len)
     bool param = false;
 
     for (size_t i = 0; i < len; i++) {
-        if (s[i] == '/')
+        if (s[i] == '/') {
             param = false;
-        else if (s[i] == ';')
+            if (j > 0 && s[j - 1] == '/')
+                continue; /* "/;x/api": a segment that was only params is empty */
+        } else if (s[i] == ';') {
             param = true;
+        }
         if (!param)
             s[j++] = s[i];
     }
     s[j] = '\0';
     return j;
+}
+
+/* Length of the host name of h: without the port, and without a trailing '.' (an FQDN). */
+static size_t host_name_len(const char *h)
+{
+    size_t n;
+
+    if (h[0] == '[')
+        return strcspn(h, "]") + 1;
+    n = strcspn(h, ":");
+    return n > 1 && h[n - 1] == '.' ? n - 1 : n;
 }
 
 static bool host_matches(const char *want, const char *host)
@@ -148,10 +218,8 @@ static bool host_matches(const char *want, const char *host)
         return true;
     if (host == NULL)
         return false;
-    n = strcspn(host, ":");
-    if (host[0] == '[')
-        n = strcspn(host, "]") + 1;
-    return strlen(want) == n && strncasecmp(want, host, n) == 0;
+    n = host_name_len(host);
+    return host_name_len(want) == n && strncasecmp(want, host, n) == 0;
 }
 
 static const struct pf_route *route_find(const struct pf_tx *tx, const char *path, size_t len)
@@ -192,6 +260,7 @@ int pf_route_select(struct pf_tx *tx)
     char *fwd, *match;
     ssize_t n;
     size_t mlen;
+    bool mixed = false;
 
     if (strcmp(url, "*") == 0) {
         tx->route = route_find(tx, "/", 1); /* OPTIONS *: the server as a whole */
@@ -202,12 +271,23 @@ int pf_route_select(struct pf_tx *tx)
         return 0;
     }
     fwd = pf_arena_alloc_raw(tx->arena, len + 2);
-    n = pf_route_normalize(url, len, fwd);
+    n = normalize(url, len, fwd, &mixed);
     if (n < 0)
         return -1;
     match = pf_arena_strndup(tx->arena, fwd, (size_t)n);
     mlen = pf_route_strip_params(match, (size_t)n);
     tx->route = route_find(tx, match, mlen);
+    if (tx->route != NULL && tx->route->normalize == PF_NORMALIZE_MATCH_ONLY && mixed) {
+        /*
+         * Forwarded as received, ";params" with dot segments or params-only
+         * segments read differently upstream ("/api/..;x/y" is "/y" here, a
+         * path under /api/ where ';' is plain; "/x/;a/../y" is "/x/y" here,
+         * "/y" where params go before dots are resolved): refused. Forwarding
+         * the normalised path has no such ambiguity.
+         */
+        tx->route = NULL;
+        return -1;
+    }
     if (tx->route != NULL && tx->route->normalize == PF_NORMALIZE_FORWARD &&
         ((size_t)n != len || memcmp(fwd, url, len) != 0)) {
         /* the upstream gets the path the route matched (with its ;params) */

@@ -1,5 +1,5 @@
 /*
- * Workers, listeners, configuration swaps and draining (ARCHITECTURE §2, §3).
+ * Workers, listeners, configuration swaps and draining (docs/HACKING.md).
  */
 #include "proxy/server.h"
 

@@ -68,7 +68,7 @@ void pf_server_free(struct pf_server *s);
  */
 int pf_server_reload(struct pf_server *s, struct evbuffer *result);
 
-/* Start draining (SPEC §6); exit when done if exit_after. */
+/* Start draining (docs/operations.md); exit when done if exit_after. */
 void pf_server_drain(struct pf_server *s, bool exit_after);
 
 /* Readiness: true when ready; otherwise reasons (JSON array items) in why. */

@@ -1,5 +1,5 @@
 /*
- * The metrics registry (SPEC.md §7, docs/metrics.md): per-worker series of
+ * The metrics registry (docs/metrics.md): per-worker series of
  * counters and histograms, summed across workers when /metrics is scraped.
  *
  * Each worker (and the admin loop) owns one struct pf_stats, hung off struct
@@ -7,7 +7,7 @@
  * reloads. A series is one label set of one family; label values are copied
  * into the stats and are bounded by construction: route and upstream names
  * come from the configuration, the method is one of the standard methods or
- * "OTHER", the code a status number or an error CODE of SPEC §4.
+ * "OTHER", the code a status number or an error code of docs/operations.md.
  *
  * Threads. Only the owner thread records: values are written with relaxed
  * atomic loads and stores (never a read-modify-write, never a lock). Creating
@@ -143,7 +143,7 @@ void pf_stats_count_unrouted(struct pf_tx *tx);
 /*
  * Count one attempt to endpoint ep_id (a stable endpoint id) of upstream:
  * pilotfish_upstream_requests_total{upstream, endpoint, code} + 1, code being
- * status when > 0, else error (an error CODE of SPEC §4), and us into the
+ * status when > 0, else error (an error code of docs/operations.md), and us into the
  * upstream's duration histogram. upstream and endpoint are copied the first
  * time ep_id is seen and must not change for that id.
  */
@@ -155,7 +155,7 @@ void pf_stats_upstream_retry(struct pf_stats *st, unsigned ep_id, const char *up
                              const char *endpoint);
 
 /*
- * Core (proxy/upstream.c): the outcome (enum pf_outcome) of tx's current
+ * Core (proxy/upstream/upstream.c): the outcome (enum pf_outcome) of tx's current
  * attempt, timed from tx->t_up_start; with PF_OUTCOME_OK the status is taken
  * from the response head being handled.
  */

@@ -123,22 +123,21 @@ bool pf_http_host_valid(const char *s, size_t len)
             return false;
         i = (size_t)(close - s) + 1;
     } else {
-        /* reg-name (an IPv4 address is one too) */
+        /*
+         * reg-name (an IPv4 address is one too), without the percent-escapes
+         * RFC 3986 allows: "b%2Eexample" would be compared with match.host
+         * as written while an upstream may decode it to "b.example".
+         */
         while (i < len && s[i] != ':') {
-            size_t p = pct_len(s, i, len);
-
-            if (p > 0)
-                i += p;
-            else if (is_unreserved_or_sub((unsigned char)s[i]))
-                i++;
-            else
+            if (!is_unreserved_or_sub((unsigned char)s[i]))
                 return false;
+            i++;
         }
     }
     if (i == len)
         return true;
-    if (s[i] != ':' || len - i - 1 > 5)
-        return false;
+    if (i == 0 || s[i] != ':' || len - i - 1 > 5)
+        return false; /* ":80": an empty host is invalid in an http URI (RFC 9110 §4.2.1) */
     for (i++; i < len; i++) {
         if (s[i] < '0' || s[i] > '9')
             return false;

@@ -31,7 +31,9 @@ bool pf_http_list_has(const char *value, const char *token);
 /*
  * True when s[0..len) is a valid Host value (RFC 9112 §3.2, RFC 3986
  * §3.2.2-3): reg-name, IPv4 or [IP-literal], then optionally ':' and at most
- * five digits. Empty is valid (a target without authority). No userinfo.
+ * five digits. Empty is valid (a target without authority), a port after an
+ * empty host (":80") is not. No userinfo, and no percent-escapes (a host is
+ * matched as written, and an upstream may decode them).
  */
 bool pf_http_host_valid(const char *s, size_t len);
 

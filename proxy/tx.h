@@ -64,7 +64,7 @@ void pf_hdrs_del(struct pf_hdrs *h, const char *name);
 
 /* Count an error of the worker (pilotfish_errors_total). */
 void pf_count_error(struct pf_worker *w, const char *code);
-/* Name of error e (the SPEC's CODE). */
+/* Name of error e (the code of docs/operations.md, "Errors"). */
 const char *pf_error_name(enum pf_error e);
 
 /* Tests only: when non-zero, pf_now_us() returns this instead of the clock. */

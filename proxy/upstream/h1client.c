@@ -157,10 +157,15 @@ int pf_h1c_deframe(struct pf_upconn *uc, struct evbuffer *in)
  * upstream), and the response cannot be passed on as it is: Transfer-Encoding
  * is hop-by-hop and the client did not ask for them either. Such a response
  * is a bad one (502), whether it is close-delimited ("gzip") or chunked last
- * ("gzip, chunked", whose de-chunked bytes are still gzip-coded).
+ * ("gzip, chunked", whose de-chunked bytes are still gzip-coded). Chunked
+ * applied twice (RFC 9112 §6.1 forbids it), in one header or two, is bad too:
+ * the parser does not de-chunk "chunked, chunked" and the chunks would reach
+ * the client as content.
  */
 bool pf_h1c_resp_te_ok(const struct pf_hdrs *h)
 {
+    unsigned chunked = 0;
+
     for (unsigned i = 0; i < h->n; i++) {
         const char *v = h->v[i].value, *elem;
         size_t len;
@@ -168,7 +173,7 @@ bool pf_h1c_resp_te_ok(const struct pf_hdrs *h)
         if (h->v[i].id != PF_H_TRANSFER_ENCODING)
             continue;
         while (pf_http_list_next(&v, &elem, &len)) {
-            if (len != 7 || strncasecmp(elem, "chunked", 7) != 0)
+            if (len != 7 || strncasecmp(elem, "chunked", 7) != 0 || chunked++ > 0)
                 return false;
         }
     }
@@ -212,7 +217,7 @@ static void put_xff(struct pf_sbuf *b, const struct pf_tx *tx)
     pf_sb_put(b, "\r\n", 2);
 }
 
-/* The request head toward the upstream (hop-by-hop removed, X-Forwarded-* added). */
+/* The request head toward the upstream (hop-by-hop, X-Forwarded-*: docs/operations.md). */
 void pf_h1c_write_head(const struct pf_tx *tx, struct evbuffer *out, const char *default_host)
 {
     struct pf_sbuf b;

@@ -92,6 +92,36 @@ def raw_exchange(port, data, wait_close=2.0, timeout=3.0, method="GET", pieces=N
         c.close()
 
 
+def origin_settled(o, p, timeout=10.0):
+    """The origin's stats once nothing is in transit between pilotfish and it:
+    pilotfish has no upstream connection carrying a request, and the origin
+    has exactly the connections pilotfish keeps idle in its pools open. (A
+    connection pilotfish closed stays open at the origin until the origin has
+    read, and counted, every request on it.) Call it once the client side is
+    done, e.g. pilotfish closed the connection: any upstream connection opened
+    before that is accepted by the origin before this query's, so it is seen.
+    Use it instead of sleeping before asserting that a request did not reach
+    the origin. Fails after timeout (a connection that never settles)."""
+    last = {}
+
+    def settled():
+        m = p.metrics()
+        active = sum(v for k, v in m.items()
+                     if k.startswith("pilotfish_upstream_connections_active{"))
+        idle = sum(v for k, v in m.items()
+                   if k.startswith("pilotfish_upstream_connections_idle{"))
+        st = o.stats()
+        last.update(st, pilotfish_active=active, pilotfish_idle=idle)
+        return st if active == 0 and st["active"] == idle else None
+
+    try:
+        return pf.eventually(settled, timeout=timeout, interval=0.02,
+                             msg="pilotfish and the origin settled")
+    except AssertionError:
+        raise AssertionError("traffic between pilotfish and the origin did not settle "
+                             "within %.0fs: %r" % (timeout, last))
+
+
 def assert_error_reply(r, status, code=None, closed=None, what=""):
     """r is a proxy-made error reply: status, JSON body with "error",
     X-Pilotfish-Error (== code when given), Connection: close; and when

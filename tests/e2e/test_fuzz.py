@@ -1,10 +1,14 @@
 """Mutated requests, written in random pieces: pilotfish must stay up (under
 the sanitizer build this also checks memory safety) and keep answering well
-formed requests. Bounded in time; the seed is fixed, so a failure repeats."""
+formed requests. Bounded by a number of cases with a fixed seed, so a run is
+reproducible: the seed and the count are printed, and a failure names the
+case. Env: PF_FUZZ_SEED (default 20261126), PF_FUZZ_CASES (default 2000).
+`make fuzz` is the long run (PF_FUZZ_CASES=20000, and a seed of its own when
+PF_FUZZ_SEED is not set)."""
 
+import os
 import random
 import socket
-import time
 
 import pf
 from pf import Origin, Pilotfish
@@ -20,6 +24,10 @@ SEEDS = [
     b"HEAD /?size=100 HTTP/1.0\r\n\r\n",
     b"GET http://h/x HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nabc",
 ]
+SEED = int(os.environ.get("PF_FUZZ_SEED", "20261126"))
+CASES = int(os.environ.get("PF_FUZZ_CASES", "2000"))
+READ_TIMEOUT = 0.5  # per case: how long to wait for pilotfish's answer
+
 INSERTS = [b"\r\n", b"chunked", b"Content-Length: 9\r\n", b"..", b"%2e", b"\x00",
            b"ffffffffffffffffffff", b" ", b":"]
 
@@ -42,35 +50,45 @@ def mutate(r, data):
     return bytes(b)
 
 
-@pf.timeout(60)
+def fuzz_case(r, port):
+    """One mutated request in random pieces on a new connection; the answer,
+    if any, is read and ignored. Raises ConnectionRefusedError when
+    pilotfish no longer accepts."""
+    data = mutate(r, r.choice(SEEDS))
+    step = r.randint(1, 40)
+    half_close = r.random() < 0.5
+    s = socket.create_connection(("127.0.0.1", port), timeout=READ_TIMEOUT)
+    try:
+        for k in range(0, len(data), step):
+            s.sendall(data[k:k + step])
+        if half_close:
+            s.shutdown(socket.SHUT_WR)
+        s.recv(65536)
+    except OSError:
+        pass
+    finally:
+        s.close()
+
+
+# The hard timeout follows the case count (a case takes about 1 ms; the few
+# that wait for an answer that never comes take READ_TIMEOUT).
+@pf.timeout(60 + CASES * 0.1)
 def test_fuzz_mutated_requests_do_not_break_pilotfish():
+    print("fuzz: seed %d, %d cases (PF_FUZZ_SEED, PF_FUZZ_CASES)" % (SEED, CASES), flush=True)
     o = Origin()
     p = Pilotfish(h2.config("limits: { header_timeout: 1s, idle_timeout: 1s }\n"), origin=o)
-    r = random.Random(20261126)
+    r = random.Random(SEED)
     with o, p:
-        n = 0
-        deadline = time.monotonic() + 8
-        while time.monotonic() < deadline:
-            data = mutate(r, r.choice(SEEDS))
+        for n in range(CASES):
             try:
-                s = socket.create_connection(("127.0.0.1", p.port), timeout=0.5)
+                fuzz_case(r, p.port)
             except ConnectionRefusedError:
-                raise AssertionError("pilotfish stopped accepting after %d cases%s"
-                                     % (n, p.describe_output(400)))
-            try:
-                step = r.randint(1, 40)
-                for k in range(0, len(data), step):
-                    s.sendall(data[k:k + step])
-                if r.random() < 0.5:
-                    s.shutdown(socket.SHUT_WR)
-                s.recv(65536)
-            except OSError:
-                pass
-            finally:
-                s.close()
-            n += 1
-        assert p.running(), "pilotfish died after %d mutated requests%s" % (
-            n, p.describe_output(400))
-        assert n > 200, n
+                raise AssertionError("pilotfish stopped accepting at case %d, seed %d%s"
+                                     % (n, SEED, p.describe_output(400)))
+            if n % 100 == 99:
+                assert p.running(), "pilotfish died by case %d, seed %d%s" % (
+                    n, SEED, p.describe_output(400))
+        assert p.running(), "pilotfish died after %d mutated requests, seed %d%s" % (
+            CASES, SEED, p.describe_output(400))
         r2 = p.get("/echo?after=fuzz")
-        assert r2.status == 200, r2
+        assert r2.status == 200, (r2, "seed %d" % SEED)

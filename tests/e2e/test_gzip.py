@@ -1,5 +1,4 @@
-"""The gzip filter end to end (SPEC.md sections 2 filters.gzip and 5,
-docs/filters/gzip.md): byte-exact round trips through streaming deflate for
+"""The gzip filter end to end (docs/filters/gzip.md): byte-exact round trips through streaming deflate for
 every body size and way the origin delivers it, the framing the client gets,
 each rule that keeps a response uncompressed, the header rewrites (Vary,
 ETag, Content-Length, Accept-Ranges), the settings, and the byte counters on

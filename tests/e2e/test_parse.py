@@ -77,8 +77,9 @@ def test_parse_response_connection_cannot_remove_content_length():
 
 
 def test_parse_invalid_host_is_400_and_never_forwarded():
+    # "b%2Eexample": matched as written, but an upstream may decode it
     bad = [b"a b", b"a/b@c", b"a\xffb", b"user@host", b"u:p@host", b"host:8o", b"[::1",
-           b"a%zz"]
+           b"a%zz", b"b%2Eexample", b"a%41"]
     with ok_origin() as fo:
         p = Pilotfish(h2.config(endpoints=[fo.addr]))
         with p:
@@ -150,6 +151,25 @@ def test_parse_underscore_header_names_rejected_when_told():
             assert heads(fo) == []
 
 
+def test_parse_ratelimit_header_key_with_underscore_needs_allow():
+    """header:X_Tenant never sees its header unless underscores_in_headers is
+    allow (drop removes it, reject refuses the request): every request would
+    share one bucket, so pilotfish -t refuses it, saying where and why."""
+    rl = "filters:\n  ratelimit:\n    key: header:X_Tenant\n"
+    eps = ["127.0.0.1:9"]
+    p = Pilotfish(h2.config(rl, endpoints=eps), start=False)
+    for extra in ["", "underscores_in_headers: drop\n", "underscores_in_headers: reject\n"]:
+        text = h2.config(extra + rl, endpoints=eps)
+        lineno = text.splitlines().index("    key: header:X_Tenant") + 1
+        rc, out = p.check_config(text)
+        assert rc != 0, (extra, out)
+        assert ":%d:10: ratelimit.key: header names with '_'" % lineno in out, (extra, out)
+    for ok in ["underscores_in_headers: allow\n" + rl,
+               "filters:\n  ratelimit:\n    key: header:X-Tenant\n"]:
+        rc, out = p.check_config(h2.config(ok, endpoints=eps))
+        assert rc == 0, (ok, out)
+
+
 def _fixed_origin_502(resp, code="upstream_bad_response"):
     with h2.FakeOrigin(lambda conn, n, head, body: resp) as fo:
         p = Pilotfish(h2.config(endpoints=[fo.addr]))
@@ -178,6 +198,11 @@ def test_parse_upstream_transfer_coding_other_than_chunked_is_502():
     _fixed_origin_502(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n\x1f\x8bxyz")
     _fixed_origin_502(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
                       b"3\r\n\x1f\x8bx\r\n0\r\n\r\n")
+    # chunked twice (RFC 9112 6.1), in one field or two: never relayed as content
+    _fixed_origin_502(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n"
+                      b"7\r\n2\r\nok\r\n\r\n0\r\n\r\n")
+    _fixed_origin_502(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+                      b"Transfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n")
 
 
 def test_parse_bad_chunk_in_the_same_read_as_the_head_is_a_502():

@@ -1,4 +1,4 @@
-"""End-to-end basics of the proxy (SPEC.md section 4, ARCHITECTURE.md section 1):
+"""End-to-end basics of the proxy (docs/operations.md):
 framing, keep-alive, pipelining, forwarded headers, tracing, hop-by-hop, 100-continue."""
 
 import os

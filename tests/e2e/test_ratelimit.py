@@ -1,8 +1,14 @@
-"""The ratelimit filter end to end (SPEC.md sections 2 filters.ratelimit, 4
-and 5, docs/filters/ratelimit.md): token bucket per key with 429
+"""The ratelimit filter end to end (docs/filters/ratelimit.md): token bucket per key with 429
 rate_limited + Retry-After, the keys (client_ip, header:NAME, global), one
 limit per process whatever the number of workers, the bounded key table,
-trusted_proxies with X-Forwarded-For, and the rejection counter on /metrics."""
+trusted_proxies with X-Forwarded-For, and the rejection counter on /metrics.
+
+Timing never decides a result: the tests run at one request per hour (HOURLY),
+so a burst of N admits exactly N and the next is refused however slow the
+machine is, and Retry-After is checked against bounds computed from the time
+the test measured. The one refill test (waiting Retry-After is enough) only
+has one-sided margins. Refill arithmetic is unit-tested with an injected clock
+(tests/unit/test_ratelimit.c)."""
 
 import math
 import os
@@ -39,7 +45,12 @@ filters:
 """
 
 
-def start(rate=5, burst=5, extra="", workers=1):
+# One token per hour: the time between two requests never refills a bucket.
+HOURLY = "0.000277777777777778"
+HOUR = 3600
+
+
+def start(rate=HOURLY, burst=5, extra="", workers=1):
     o = Origin()
     p = Pilotfish(CONFIG, origin=o, vars={"rate": rate, "burst": burst,
                                           "extra": (", " + extra) if extra else "",
@@ -94,9 +105,18 @@ def burst_then_limited(p, n, target="/limited/", headers=None, src="127.0.0.1", 
     return assert_limited(get(p, target, headers, src), "%s request %d" % (what, n + 1))
 
 
+def assert_hourly_retry_after(ra, since, what=""):
+    """Retry-After of an empty HOURLY bucket whose last token went at or after
+    `since` (monotonic): the whole hour, minus the seconds gone since then."""
+    gone = time.monotonic() - since
+    assert HOUR - math.ceil(gone) - 1 <= ra <= HOUR, \
+        "Retry-After %d%s, expected %d minus the %.1fs since the bucket emptied" % (
+            ra, " (%s)" % what if what else "", HOUR, gone)
+
+
 # ---- the bucket ----
 
-def test_ratelimit_burst_then_429_then_recovers():
+def test_ratelimit_burst_then_429():
     o, p = start()
     with o, p:
         o.reset_stats()
@@ -104,60 +124,71 @@ def test_ratelimit_burst_then_429_then_recovers():
         with Conn(p.port) as c:  # keep-alive: the 5 pass, the sixth is refused
             for i in range(5):
                 assert_admitted(c.request("GET", "/limited/?n=%d" % i), "request %d" % (i + 1))
-            r = c.request("GET", "/limited/?n=5")
-        elapsed = time.monotonic() - t0
-        if elapsed >= 0.2 and r.status == 200:
-            raise pf.Skip("the burst took %.2fs, a token came back (machine too busy)" % elapsed)
-        ra = assert_limited(r, "sixth request, %.3fs after the first" % elapsed)
-        # interval 0.2s: the next token is due in < 1s, rounded up
-        assert ra == 1, "Retry-After %d, expected 1 (next token in < 0.2s)" % ra
+            ra = assert_limited(c.request("GET", "/limited/?n=5"), "sixth request")
+        assert_hourly_retry_after(ra, t0, "sixth request")
         assert o.stats()["requests"] == 5, "the refused request reached the origin"
         # other routes are not limited
         for _ in range(10):
             assert_admitted(get(p, "/free/"), "route without ratelimit")
-        # refused requests cost nothing: hammering does not push the token back
-        for _ in range(10):
-            assert_limited(get(p))
-        time.sleep(ra)
-        t1 = time.monotonic()
-        admitted = sum(get(p).status == 200 for _ in range(10))
-        took = time.monotonic() - t1
-        most = 5 + math.ceil(took * 5) + 1
-        assert 5 <= admitted <= most, "after Retry-After (%ds) the bucket should be full again " \
-            "(5, +%d earned in the %.2fs the 10 requests took): %d of 10 admitted" % (
-                ra, most - 5, took, admitted)
+        # refused requests cost nothing: hammering does not push the next token back
+        for i in range(10):
+            ra2 = assert_limited(get(p), "refused request %d" % (i + 1))
+            assert ra2 <= ra, "Retry-After grew from %d to %d: a refused request took a " \
+                "token" % (ra, ra2)
+        assert o.stats()["requests"] == 15, "a refused request reached the origin"
 
 
-def test_ratelimit_retry_after_rounds_up_slow_rate():
-    # one token every 4 s: Retry-After says when the next one is there
-    o, p = start(rate=0.25, burst=2)
+def test_ratelimit_retry_after_counts_down():
+    o, p = start(burst=2)
     with o, p:
+        t0 = time.monotonic()
         ra = burst_then_limited(p, 2)
-        assert 3 <= ra <= 4, "Retry-After %d, expected 4 (one token per 4s)" % ra
+        assert_hourly_retry_after(ra, t0)
         time.sleep(1.2)
         ra2 = assert_limited(get(p))
-        assert 1 <= ra2 <= 3 and ra2 < ra, "Retry-After did not count down: %d then %d " \
-            "1.2s later" % (ra, ra2)
+        assert ra2 <= ra - 1, "Retry-After did not count down: %d then %d 1.2s later" % (ra, ra2)
+        assert_hourly_retry_after(ra2, t0, "1.2s later")
+
+
+def refused_after_admitted(p, interval, what):
+    """Take the one token of a burst-1 bucket, then ask again until refused; a
+    second 200 is allowed only when `interval` passed between sending the
+    admitted request and the answer to the next (a token could be back).
+    Returns Retry-After."""
+    for _ in range(5):
+        t0 = time.monotonic()
+        assert_admitted(get(p), what)
+        r = get(p)
+        if r.status == 200:
+            took = time.monotonic() - t0
+            assert took >= interval, "two requests admitted %.2fs apart, one token per %gs " \
+                "(%s)" % (took, interval, what)
+            time.sleep(interval)  # the bucket is full again
+            continue
+        return assert_limited(r, what)
+    raise AssertionError("never refused (%s): the machine is far too slow" % what)
 
 
 @pf.timeout(40)
 def test_ratelimit_waiting_retry_after_is_enough():
+    """The refill, end to end, with one-sided margins only: Retry-After never
+    exceeds the token interval, and after waiting it a request is admitted."""
     o, p = start(rate=0.5, burst=1)
     with o, p:
-        ra = burst_then_limited(p, 1)
-        assert ra == 2, ra
-        time.sleep(ra)
-        assert_admitted(get(p), "after waiting Retry-After=%d" % ra)
-        ra = assert_limited(get(p))
-        time.sleep(ra)
-        assert_admitted(get(p), "after waiting Retry-After=%d again" % ra)
+        for what in ("first wait", "second wait"):
+            ra = refused_after_admitted(p, 2.0, what)
+            assert ra <= 2, "Retry-After %d, one token per 2s (%s)" % (ra, what)
+            time.sleep(ra)
+            assert_admitted(get(p), "after waiting Retry-After=%d (%s)" % (ra, what))
+            time.sleep(2.0)  # a full bucket again, whatever that request did
 
 
 def test_ratelimit_429_keeps_the_connection_in_sync():
     """A refused request's body is never read as the next request; after a 429
     the connection either serves the next request correctly or is closed."""
-    o, p = start(rate=0.01, burst=1)
+    o, p = start(burst=1)
     with o, p:
+        t0 = time.monotonic()
         assert_admitted(get(p))
         o.reset_stats()
         inner = b"GET /free/?body=SMUGGLED HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -167,7 +198,7 @@ def test_ratelimit_429_keeps_the_connection_in_sync():
             with Conn(p.port, timeout=5) as c:
                 r = c.request("GET" if body is None else "POST", "/limited/", body=body)
                 ra = assert_limited(r, what)
-                assert 99 <= ra <= 100, "%s: Retry-After %d, expected 100 (0.01 rps)" % (what, ra)
+                assert_hourly_retry_after(ra, t0, what)
                 closes = "close" in (r.header("Connection") or "").lower()
                 try:
                     r2 = c.request("GET", "/free/?body=next")
@@ -243,32 +274,24 @@ def thread_ticks(pid):
     return out
 
 
-def hammer(p, seconds, threads=16, target="/limited/"):
-    """Many parallel clients, each request on a new connection (so the kernel
-    spreads them over the workers). Returns (admitted, refused, others, span)
-    where span is the time from the first request sent to the last one answered."""
+def hammer(p, total, threads=16, target="/limited/"):
+    """total requests from parallel clients, each on a new connection (so the
+    kernel spreads them over the workers). Returns (admitted, refused, others)."""
     lock = threading.Lock()
-    res = {"ok": 0, "429": 0, "other": []}
-    start_evt = threading.Event()
-    stop_at = [0.0]
-    first = [None]
-    last = [0.0]
+    res = {"ok": 0, "429": 0, "other": [], "left": total}
 
     def worker():
-        start_evt.wait()
-        while time.monotonic() < stop_at[0]:
-            t = time.monotonic()
+        while True:
+            with lock:
+                if res["left"] == 0:
+                    return
+                res["left"] -= 1
             try:
-                with Conn(p.port, timeout=5) as c:
-                    r = c.request("GET", target)
-                st = r.status
+                with Conn(p.port, timeout=10) as c:
+                    st = c.request("GET", target).status
             except Exception as e:  # noqa: BLE001 -- reported below
                 st = repr(e)
-            done = time.monotonic()
             with lock:
-                if first[0] is None or t < first[0]:
-                    first[0] = t
-                last[0] = max(last[0], done)
                 if st == 200:
                     res["ok"] += 1
                 elif st == 429:
@@ -279,23 +302,21 @@ def hammer(p, seconds, threads=16, target="/limited/"):
     ts = [threading.Thread(target=worker, daemon=True) for _ in range(threads)]
     for t in ts:
         t.start()
-    stop_at[0] = time.monotonic() + seconds
-    start_evt.set()
     for t in ts:
-        t.join(seconds + 15)
-    return res["ok"], res["429"], res["other"], last[0] - first[0]
+        t.join(60)
+    return res["ok"], res["429"], res["other"]
 
 
-@pf.timeout(60)
+@pf.timeout(90)
 def test_ratelimit_one_limit_for_the_process_with_two_workers():
-    rate, burst = 10, 10
+    burst, total = 20, 2000
     for extra in ("", "key: global"):
-        o, p = start(rate=rate, burst=burst, extra=extra, workers=2)
+        o, p = start(burst=burst, extra=extra, workers=2)
         with o, p:
             key = 'pilotfish_ratelimit_rejected_total{route="limited"}'
             m0 = p.metrics().get(key, 0.0)
             before = thread_ticks(p.pid)
-            ok, refused, other, span = hammer(p, 3.0)
+            ok, refused, other = hammer(p, total)
             after = thread_ticks(p.pid)
             m1 = p.metrics().get(key, 0.0)
             what = "key %s" % (extra or "client_ip")
@@ -304,14 +325,10 @@ def test_ratelimit_one_limit_for_the_process_with_two_workers():
             # both workers must have served, or the test proves nothing
             assert len(busy) >= 2 and busy[1] > 0, \
                 "%s: only one thread of pilotfish did work (%r)" % (what, busy)
-            expected = burst + rate * span
-            assert refused > 4 * expected, "%s: only %d refused: load too light" % (what, refused)
-            assert ok <= math.floor(expected) + 1, \
-                "%s: %d admitted in %.2fs with 2 workers; one process-wide %d rps / burst %d " \
-                "bucket admits at most %.1f (per-worker buckets would admit ~%d)" % (
-                    what, ok, span, rate, burst, expected, 2 * expected)
-            assert ok >= expected - 4, "%s: only %d admitted in %.2fs, expected ~%.1f" % (
-                what, ok, span, expected)
+            assert ok == burst, "%s: %d of %d admitted with 2 workers; one process-wide " \
+                "bucket of %d admits exactly %d (per-worker buckets would admit up to %d)" % (
+                    what, ok, total, burst, burst, 2 * burst)
+            assert refused == total - burst, (what, ok, refused)
             assert m1 - m0 == refused, "%s: %s grew by %d, %d requests were refused" % (
                 what, key, m1 - m0, refused)
 

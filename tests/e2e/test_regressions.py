@@ -393,7 +393,10 @@ def test_regress_reload_changes_max_connections():
             p.write_config(limits_config(2))
             p.reload()
             wait_reloaded(p, before)
-            time.sleep(0.2)
+            # the worker has taken the new limit once it answers after the reload
+            # (the reload mails the worker before it logs)
+            r = c5.request("GET", "/?body=synced")
+            assert r.status == 200 and r.body == b"synced", r
             c6 = new_conn("c6")
             waits(c6, "a new connection with 4 open after a reload to max_connections 2")
             b.close()

@@ -124,6 +124,68 @@ routes:
         assert r.json()["url"] == "/a/../echo?x=%2e", r.json()
 
 
+def _refused(p, o, target):
+    """target gets 400 bad_request and never reaches origin o."""
+    before = o.stats()["requests"]
+    with p.conn() as c:
+        r = c.request("GET", target)
+    assert r.status == 400 and r.header("X-Pilotfish-Error") == "bad_request", (target, r)
+    assert o.stats()["requests"] == before, target
+
+
+def test_routing_nul_and_overlong_utf8_in_the_path_are_400():
+    """%00 has no place in a path, and %C0/%C1 only start overlong UTF-8
+    forms ("%C0%AE" is '.', "%C0%AF" '/' to a lenient decoder): refused,
+    whatever normalize_path says. The query is not checked."""
+    o1, o2, p = _start()
+    with o1, o2, p:
+        for target in ["/public/a%00", "/public/%00/x", "/public/%C0%AE%C0%AE/api/x",
+                       "/public/..%c0%afapi/x", "/public/%C1%81", "/public/%E0%80%AE%E0%80%AE/a"]:
+            _refused(p, o2, target)
+        with p.conn() as c:
+            r = c.request("GET", "/public/echo?x=%00")
+        assert r.status == 200 and r.json()["url"] == "/public/echo?x=%00", r
+
+
+def test_routing_match_only_refuses_params_with_dot_segments():
+    """match_only forwards the target as received, and upstreams disagree on
+    ";params" next to dot segments: "/api/..;x/y" is "/y" here but a path
+    under /api/ where ';' is plain; "/x/;a/../admin/z" is "/x/admin/z" here
+    but "/admin/z" where params are removed first. Such targets are 400."""
+    o = Origin()
+    p = Pilotfish(h2.CONFIG_HEAD + """\
+upstreams:
+  app:
+    endpoints: ["127.0.0.1:{{origin_port}}"]
+routes:
+  - match: { prefix: "/" }
+    normalize_path: match_only
+    filters: []
+""", origin=o)
+    with o, p:
+        for target in ["/api/..;x/y", "/x/;a/../admin/z", "/api;%2f../x", "/a/.;p/echo",
+                       "/;x/admin/echo"]:
+            _refused(p, o, target)
+        for target in ["/api;v=1/echo", "/a/./echo?q=1"]:
+            with p.conn() as c:
+                r = c.request("GET", target)
+            assert r.status == 200 and r.json()["url"] == target, (target, r)
+
+
+def test_routing_forward_sends_what_was_matched_with_params_and_dots():
+    """normalize_path: forward: the same targets are forwarded as the path
+    the route matched, so no upstream can read them otherwise."""
+    o1, o2, p = _start()
+    with o1, o2, p:
+        for target, want in [("/api/..;x/public/echo", "/public/echo"),
+                             ("/public/x/;a/../echo", "/public/x/echo"),
+                             ("/api;%2f../public/echo", "/public/echo")]:
+            with p.conn() as c:
+                r = c.request("GET", target)
+            assert r.status == 200, (target, r)
+            assert r.json()["url"] == want, (target, r.json()["url"])
+
+
 LIMITED = h2.CONFIG_HEAD + """\
 upstreams:
   app:
@@ -163,7 +225,8 @@ def _limited_then(cases, match_extra=""):
 
 def test_routing_encoding_and_params_cannot_bypass_a_route_filter():
     _limited_then([("/%61pi/a", 429), ("/%61%70%69/a", 429), ("/api;x/a", 429),
-                   ("/x/..;/api/a", 429), ("/%2561pi/a", 400), ("/api%252fa", 400)])
+                   ("/x/..;/api/a", 429), ("/%2561pi/a", 400), ("/api%252fa", 400),
+                   ("/%25%36%31pi/a", 400), ("/;x/api/a", 429), ("/;/api/a", 429)])
 
 
 def test_routing_case_insensitive_route_cannot_be_bypassed_by_case():
@@ -211,6 +274,26 @@ def test_routing_options_star_goes_to_the_root_route():
             r = c.request("OPTIONS", "*")
         assert r.status == 200, r
         assert o.stats()["requests"] == before + 1
+
+
+def test_routing_options_to_an_authority_is_options_star():
+    """RFC 9112 3.2.4: "OPTIONS http://host" (no path, no query) reaches the
+    origin as "OPTIONS *"; with a query, or another method, the path is "/"."""
+    heads = []
+
+    def answer(conn, n, head, body):
+        heads.append(head.split(b"\r\n")[0])
+        return h2.http_response(b"ok")
+    with h2.FakeOrigin(answer) as fo:
+        p = Pilotfish(h2.config(endpoints=[fo.addr]))
+        with p:
+            for target in ["http://a.example", "http://a.example:8080", "http://a.example?q"]:
+                with p.conn() as c:
+                    assert c.request("OPTIONS", target).status == 200, target
+            with p.conn() as c:
+                assert c.request("GET", "http://a.example").status == 200
+    assert heads == [b"OPTIONS * HTTP/1.1", b"OPTIONS * HTTP/1.1", b"OPTIONS /?q HTTP/1.1",
+                     b"GET / HTTP/1.1"], heads
 
 
 def test_routing_forwarded_for_lines_are_joined():

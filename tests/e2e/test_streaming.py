@@ -1,6 +1,5 @@
-"""Streaming and backpressure (SPEC.md section 4 "request and response bodies
-streamed (never buffered whole)", ARCHITECTURE.md section 1 "Backpressure both
-ways"): large bodies arrive byte-exact while pilotfish's memory stays bounded."""
+"""Streaming and backpressure (request and response bodies are
+streamed, never buffered whole, with backpressure both ways): large bodies arrive byte-exact while pilotfish's memory stays bounded."""
 
 import hashlib
 import os

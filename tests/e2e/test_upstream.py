@@ -1,4 +1,4 @@
-"""Upstream side (SPEC.md sections 2 "upstreams" and 4, ARCHITECTURE.md section 5):
+"""Upstream side (docs/configuration.md "upstreams", docs/operations.md):
 error statuses with their codes, timeouts, connection pooling and its idle
 timeout, the transparent retry of idempotent requests on a dead pooled
 connection, round robin, unix sockets both ways."""

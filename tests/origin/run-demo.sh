@@ -49,7 +49,7 @@ Try:
   curl -i 'localhost:8080/?size=5000&chunked=1'              # query parameters script the origin
   curl -s localhost:8080/echo                                # what the origin received
   curl -s --compressed -i 'localhost:8080/?size=5000'        # gzip filter
-  curl -s localhost:9901/metrics | grep pilotfish_http       # admin API: /ready /upstreams /config
+  curl -s localhost:9901/metrics | grep pilotfish_http       # admin API: /ready /config /metrics
 Ctrl-C stops both.
 
 MSG

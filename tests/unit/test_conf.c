@@ -673,9 +673,9 @@ static void test_conf_route_normalisation_keys(void **state UNUSED)
     expect_error(MINIMAL "routes:\n  - match: {prefix: \"/a;p/\"}\n",
                  "t.yaml:5:21: routes[0].match.prefix: paths are matched normalised; write it as "
                  "'/a/'");
-    expect_error(
-        MINIMAL "routes:\n  - match: {prefix: \"/%2561/\"}\n",
-        "t.yaml:5:21: routes[0].match.prefix: double percent-encoding is refused in paths");
+    expect_error(MINIMAL "routes:\n  - match: {prefix: \"/%2561/\"}\n",
+                 "t.yaml:5:21: routes[0].match.prefix: refused in request paths (double "
+                 "percent-encoding, %00 or an overlong UTF-8 escape)");
 }
 
 static void test_conf_rejects_route_to_unknown_upstream(void **state UNUSED)

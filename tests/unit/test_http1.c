@@ -33,7 +33,7 @@
 #include "proxy/http1.h"
 #include "proxy/server.h"
 
-/* The `what` values of pf_head_append (private to http1.c; upstream.c uses 2 and 3 too). */
+/* The `what` values of pf_head_append (private to http1.c; h1client.c uses 2 and 3 too). */
 enum {
     HEAD_URL = 1,
     HEAD_FIELD = 2,
@@ -1118,7 +1118,7 @@ static void test_http1_rejects_invalid_host(void **state)
 {
     static const char *const bad[] = {
         "a b",  "a/b@c",  "\xff",   "user@host", "user:pw@host", "host:80x",   "host:123456",
-        "[::1", "[::1]x", "[g::1]", "a%zz",      "a\\b",         "host:80:81",
+        "[::1", "[::1]x", "[g::1]", "a%zz",      "a\\b",         "host:80:81", ":80",
     };
 
     (void)state;
@@ -1133,6 +1133,16 @@ static void test_http1_rejects_invalid_host(void **state)
     /* the authority of an absolute-form target, likewise */
     cx.w.errors[PF_ERR_BAD_REQUEST] = 0;
     assert_bad_request("GET http://a b/x HTTP/1.1\r\nHost: a\r\n\r\n");
+    conn_drop();
+    cx.w.errors[PF_ERR_BAD_REQUEST] = 0;
+    assert_bad_request("GET http://:80/x HTTP/1.1\r\nHost: a\r\n\r\n");
+    conn_drop();
+    /* a percent-escape in a host: matched as written, an upstream may decode it */
+    cx.w.errors[PF_ERR_BAD_REQUEST] = 0;
+    assert_bad_request("GET / HTTP/1.1\r\nHost: b%2Eexample\r\n\r\n");
+    conn_drop();
+    cx.w.errors[PF_ERR_BAD_REQUEST] = 0;
+    assert_bad_request("GET http://b%2Eexample/x HTTP/1.1\r\nHost: a\r\n\r\n");
 }
 
 static void test_http1_host_syntax(void **state)
@@ -1141,12 +1151,27 @@ static void test_http1_host_syntax(void **state)
         const char *host;
         bool ok;
     } cases[] = {
-        {"", true},          {"example.com", true}, {"Example.COM:8080", true},
-        {"127.0.0.1", true}, {"127.0.0.1:", true},  {"[::1]:80", true},
-        {"[v1.x:y]", true},  {"a%41b", true},       {"a-b_c~d!$&'()*+,;=", true},
-        {"a b", false},      {"a/b", false},        {"u@h", false},
-        {"\x80", false},     {"h:8o", false},       {"[::1", false},
-        {"[]", false},       {"h:123456", false},   {"a%4", false},
+        {"", true},
+        {"example.com", true},
+        {"Example.COM:8080", true},
+        {"127.0.0.1", true},
+        {"127.0.0.1:", true},
+        {"[::1]:80", true},
+        {"[v1.x:y]", true},
+        {"a%41b", false},
+        {"a-b_c~d!$&'()*+,;=", true},
+        {"b%2Eexample", false},
+        {"a b", false},
+        {"a/b", false},
+        {"u@h", false},
+        {"\x80", false},
+        {"h:8o", false},
+        {"[::1", false},
+        {"[]", false},
+        {"h:123456", false},
+        {"a%4", false},
+        {":80", false},
+        {":", false},
     };
 
     (void)state;
@@ -1193,6 +1218,33 @@ static void test_http1_accepts_valid_targets(void **state)
     conn_open(false);
     send_str("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n");
     r = one_response(200, false);
+}
+
+/* RFC 9112 §3.2.4: OPTIONS to an authority without path or query is "OPTIONS *" */
+static void test_http1_absolute_form_without_path(void **state)
+{
+    static const struct {
+        const char *line;
+        const char *want;
+    } cases[] = {
+        {"OPTIONS http://a HTTP/1.1", "OPTIONS * host=x x=[-] e=-\n"},
+        {"OPTIONS http://a:8080 HTTP/1.1", "OPTIONS * host=x x=[-] e=-\n"},
+        {"OPTIONS http://a?q HTTP/1.1", "OPTIONS /?q host=x x=[-] e=-\n"},
+        {"OPTIONS http://a/ HTTP/1.1", "OPTIONS / host=x x=[-] e=-\n"},
+        {"GET http://a HTTP/1.1", "GET / host=x x=[-] e=-\n"},
+    };
+    struct resp r;
+    char req[256];
+
+    (void)state;
+    for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        snprintf(req, sizeof(req), "%s\r\nHost: x\r\n\r\n", cases[i].line);
+        conn_open(false);
+        send_str(req);
+        r = one_response(200, false);
+        assert_string_equal(r.body, cases[i].want);
+        conn_drop();
+    }
 }
 
 static void test_http1_underscore_names_rejected_when_told(void **state)
@@ -1269,6 +1321,7 @@ int main(void)
         cmocka_unit_test(test_http1_host_syntax),
         C(test_http1_rejects_invalid_target_bytes),
         C(test_http1_accepts_valid_targets),
+        C(test_http1_absolute_form_without_path),
         C(test_http1_underscore_names_rejected_when_told),
         C(test_http1_rejects_bad_http_version),
     };

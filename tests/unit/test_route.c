@@ -35,8 +35,29 @@ static const struct {
     /* double encoding refused */
     {"/%2561pi/a", NULL},
     {"/a/%252e%252e/b", NULL},
+    /* ... also when the digits after %25 are encoded themselves */
+    {"/%25%36%31pi/a", NULL},
+    {"/a/%25%32%65%25%32%65/b", NULL},
+    {"/%25%32%35%36%31", NULL},
+    {"/a%25%7e", "/a%25~"},
     {"/a%25", "/a%25"},
     {"/a%25zz", "/a%25zz"},
+    /* NUL and overlong UTF-8 ("%C0%AE" is '.', "%C0%AF" '/' to a lenient decoder) */
+    {"/a%00b", NULL},
+    {"/a/%00", NULL},
+    {"/public/%C0%AE%C0%AE/api", NULL},
+    {"/public/..%c0%afapi", NULL},
+    {"/a%C1%81", NULL},
+    {"/a%E0%80%AE", NULL},
+    {"/a%e0%9f%bf", NULL},
+    {"/a%F0%80%80%AE", NULL},
+    {"/a%F0%8F%BF%BF", NULL},
+    {"/a%01%7f", "/a%01%7F"},
+    {"/a%C2%A0", "/a%C2%A0"},
+    {"/a%E0%A0%80", "/a%E0%A0%80"},
+    {"/a%F0%90%80%80", "/a%F0%90%80%80"},
+    {"/a%E0", "/a%E0"},
+    {"/a%F0x", "/a%F0x"},
     /* dot segments, plain and encoded, and separators read as '/' */
     {"/public/../api/x", "/api/x"},
     {"/public/%2e%2e/api/x", "/api/x"},
@@ -105,8 +126,15 @@ static void test_route_strip_params_table(void **state)
         const char *in;
         const char *out;
     } cases[] = {
-        {"/api;x/a", "/api/a"}, {"/a;b=c;d/e;f", "/a/e"}, {"/;x/a", "//a"},
-        {"/a/b", "/a/b"},       {"/a;/b;", "/a/b"},
+        {"/api;x/a", "/api/a"},
+        {"/a;b=c;d/e;f", "/a/e"},
+        {"/;x/a", "/a"},
+        {"/a/b", "/a/b"},
+        {"/a;/b;", "/a/b"},
+        /* segments that were only params are empty: "//api" would miss "/api/" */
+        {"/;x/;y/a", "/a"},
+        {"/a/;x", "/a/"},
+        {"/;", "/"},
     };
 
     (void)state;
@@ -184,9 +212,33 @@ static void test_route_select_table(void **state)
         {"/api;x/a", "api", "/api;x/a"},
         {"/API/a", "root", "/API/a"}, /* case-sensitive by default */
         {"/%2561pi/a", NULL, NULL},
+        {"/%25%36%31pi/a", NULL, NULL}, /* forwarded, it would be "/%2561pi/a" */
+        {"/;x/api/a", "api", "/;x/api/a"},
+        {"/;/api/a", "api", "/;/api/a"},
+        {"/x/;y/../api/a", "root", "/x/api/a"}, /* ".." removes ";y": what is forwarded */
         {"/x/../api/a?q", "api", "/api/a?q"},
         {"/ADMIN/x", "admin", "/ADMIN/x"},
         {"/Admin/./x/../y?z", "admin", "/Admin/./x/../y?z"}, /* match_only: as received */
+        {"/api/a%00", NULL, NULL},
+        {"/api/%C0%AE%C0%AE/a", NULL, NULL},
+        {"/api/a?x=%00", "api", "/api/a?x=%00"}, /* the query is not the path */
+        /*
+         * match_only: ";params" with dot segments or params-only segments
+         * read differently upstream, so they are refused...
+         */
+        {"/x/..;y/admin/z", NULL, NULL},      /* "/x/..;y/admin/z" where ';' is plain */
+        {"/admin/;a/../z", NULL, NULL},       /* "/z" where params go first */
+        {"/admin;%2f../admin/x", NULL, NULL}, /* "/admin/admin/x" where params go first */
+        {"/admin/x/.;p/y", NULL, NULL},
+        {"/;x/admin/y", NULL, NULL},
+        {"/admin/x/;", NULL, NULL},
+        {"/admin;v=1/x", "admin", "/admin;v=1/x"}, /* ... params alone are not */
+        {"/admin/./x", "admin", "/admin/./x"},     /* ... nor dots alone */
+        /* ... while forward sends the path that was matched */
+        {"/api/..;x/y", "root", "/y"},
+        {"/x/;a/../admin/z", "root", "/x/admin/z"},
+        {"/api;%2f../x", "root", "/x"},
+        {"/x/..;y/api/z", "api", "/api/z"},
         {"/api", "root", "/api"},
         {"*", "root", "*"},
     };
@@ -207,6 +259,34 @@ static void test_route_select_table(void **state)
     }
 }
 
+/* match.host: the port and a trailing '.' (an FQDN) are not part of the name */
+static void test_route_select_host(void **state)
+{
+    static const struct {
+        const char *host;
+        const char *route;
+    } cases[] = {
+        {"admin.example", "admin"},  {"admin.example.", "admin"}, {"ADMIN.Example.:8080", "admin"},
+        {"admin.example..", "root"}, {"admin.exampl", "root"},    {"other", "root"},
+    };
+    const char *url;
+
+    (void)state;
+    fx.routes[1].host = "admin.example";
+    for (unsigned i = 0; i < N(cases); i++) {
+        const char *r;
+
+        fx.tx.host = cases[i].host;
+        r = sel("/admin/x", &url);
+        if (r == NULL || strcmp(r, cases[i].route) != 0)
+            fail_msg("host '%s': got route %s, expected %s", cases[i].host, r ? r : "(refused)",
+                     cases[i].route);
+    }
+    fx.routes[2].host = "other.";
+    fx.tx.host = "other";
+    assert_string_equal(sel("/x", &url), "root"); /* written with the dot in the config */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -214,6 +294,7 @@ int main(void)
         cmocka_unit_test(test_route_normalize_long_path),
         cmocka_unit_test(test_route_strip_params_table),
         cmocka_unit_test_setup_teardown(test_route_select_table, sel_setup, sel_teardown),
+        cmocka_unit_test_setup_teardown(test_route_select_host, sel_setup, sel_teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,6 +1,7 @@
 /*
  * Unit tests of proxy/server.c: the CPU count behind `workers: auto`.
  */
+#include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -85,10 +86,33 @@ static void test_server_cgroup_missing_files_mean_unlimited(void **state)
     assert_int_equal(pf_server_cgroup_cpus("/nonexistent"), 0);
 }
 
-static void test_server_auto_workers_is_at_least_one(void **state)
+/*
+ * The affinity mask is an input we can set: pin this thread to the first k
+ * CPUs it may use, for every k, and the count must be k, capped by the
+ * machine's own cgroup quota (read with the function tested above).
+ */
+static void test_server_auto_workers_follows_affinity_and_quota(void **state)
 {
+    cpu_set_t orig, set;
+    unsigned quota = pf_server_cgroup_cpus("/sys/fs/cgroup");
+    int k, cpu, taken;
+
     (void)state;
-    assert_true(pf_server_auto_workers() >= 1);
+    assert_int_equal(sched_getaffinity(0, sizeof(orig), &orig), 0);
+    for (k = 1; k <= CPU_COUNT(&orig); k++) {
+        unsigned want = quota > 0 && quota < (unsigned)k ? quota : (unsigned)k;
+
+        CPU_ZERO(&set);
+        for (cpu = 0, taken = 0; cpu < CPU_SETSIZE && taken < k; cpu++) {
+            if (CPU_ISSET(cpu, &orig)) {
+                CPU_SET(cpu, &set);
+                taken++;
+            }
+        }
+        assert_int_equal(sched_setaffinity(0, sizeof(set), &set), 0);
+        assert_int_equal(pf_server_auto_workers(), want);
+    }
+    assert_int_equal(sched_setaffinity(0, sizeof(orig), &orig), 0);
 }
 
 int main(void)
@@ -99,7 +123,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_server_cgroup_v1_quota, setup, teardown),
         cmocka_unit_test_setup_teardown(test_server_cgroup_missing_files_mean_unlimited, setup,
                                         teardown),
-        cmocka_unit_test(test_server_auto_workers_is_at_least_one),
+        cmocka_unit_test(test_server_auto_workers_follows_affinity_and_quota),
     };
 
     return cmocka_run_group_tests_name("server", tests, NULL, NULL);

@@ -1,0 +1,563 @@
+/*
+ * Unit tests of proxy/stream.c: a pf_stream on one end of a socketpair, the
+ * test on the other, and a private event_base run one iteration at a time.
+ *
+ * Timeouts use real time, because libevent's clock cannot be injected; every
+ * assertion on them is one-sided: a timeout that must fire is waited for
+ * (bounded by a 10 s guard that fails the test), and a timeout that must not
+ * fire is given a deadline far shorter than the guard that ends the wait, so
+ * a slow machine can only make the test wait longer, never fail it.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+
+#include "proxy/stream.h"
+
+#define UNUSED     __attribute__((unused))
+#define MAX_EVENTS 8
+
+/* What the callbacks saw. */
+struct rec {
+    unsigned reads;
+    unsigned writes;
+    int events[MAX_EVENTS];
+    unsigned n_events;
+    bool free_in_read; /* readcb frees the stream */
+    bool closed_seen;  /* s->closed right after that free */
+    bool dirty_seen;   /* s->dirty after marking the freed stream */
+    unsigned grave;    /* streams waiting to be released, right after the free */
+    bool stop_in_read; /* readcb stops reading */
+};
+
+struct fixture {
+    struct event_base *base;
+    struct pf_stream_loop loop;
+    struct pf_stream *s;
+    int peer;
+    struct rec r;
+    bool guard_fired;
+};
+
+static void on_read(struct pf_stream *s, void *arg)
+{
+    struct rec *r = arg;
+
+    r->reads++;
+    if (r->stop_in_read)
+        pf_stream_read(s, false);
+    if (r->free_in_read) {
+        pf_stream_free(s);
+        /* still valid memory until the flush at the end of this batch */
+        r->closed_seen = s->closed;
+        pf_stream_mark(s);
+        r->dirty_seen = s->dirty;
+        r->grave = s->loop->n_grave;
+    }
+}
+
+static void on_write(struct pf_stream *s UNUSED, void *arg)
+{
+    ((struct rec *)arg)->writes++;
+}
+
+static void on_event(struct pf_stream *s UNUSED, int what, void *arg)
+{
+    struct rec *r = arg;
+
+    if (r->n_events < MAX_EVENTS)
+        r->events[r->n_events] = what;
+    r->n_events++;
+}
+
+static int setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof(*f));
+    int sv[2];
+
+    assert_non_null(f);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    f->base = event_base_new();
+    assert_non_null(f->base);
+    pf_stream_loop_init(&f->loop, f->base);
+    f->s = pf_stream_new(&f->loop, sv[0]);
+    f->peer = sv[1];
+    pf_stream_setcb(f->s, on_read, on_write, on_event, &f->r);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+
+    pf_stream_free(f->s);
+    pf_stream_flush_all(&f->loop);
+    pf_stream_loop_fini(&f->loop);
+    event_base_free(f->base);
+    if (f->peer >= 0)
+        close(f->peer);
+    free(f);
+    return 0;
+}
+
+static void guard_cb(evutil_socket_t fd UNUSED, short what UNUSED, void *arg)
+{
+    ((struct fixture *)arg)->guard_fired = true;
+}
+
+/*
+ * Run the loop one iteration at a time until done(f) or ms have passed.
+ * Returns done(f). Every event that became active in the iteration in which
+ * the guard fired has run too.
+ */
+static bool run_until(struct fixture *f, bool (*done)(struct fixture *), unsigned ms)
+{
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    struct event *guard = evtimer_new(f->base, guard_cb, f);
+
+    assert_non_null(guard);
+    f->guard_fired = false;
+    evtimer_add(guard, &tv);
+    while (!done(f) && !f->guard_fired)
+        event_base_loop(f->base, EVLOOP_ONCE);
+    event_free(guard);
+    return done(f);
+}
+
+static bool never(struct fixture *f UNUSED)
+{
+    return false;
+}
+
+static bool got_event(struct fixture *f)
+{
+    return f->r.n_events > 0;
+}
+
+static bool got_write(struct fixture *f)
+{
+    return f->r.writes > 0;
+}
+
+static size_t in_len(struct fixture *f)
+{
+    return evbuffer_get_length(f->s->in);
+}
+
+static void peer_send(struct fixture *f, const void *p, size_t n)
+{
+    assert_int_equal(send(f->peer, p, n, 0), (ssize_t)n);
+}
+
+/* What the peer can read now, without waiting. */
+static ssize_t peer_recv_now(struct fixture *f, void *buf, size_t n)
+{
+    return recv(f->peer, buf, n, MSG_DONTWAIT);
+}
+
+/* ---- reading ---- */
+
+static bool got_5(struct fixture *f)
+{
+    return in_len(f) >= 5;
+}
+
+static bool got_6(struct fixture *f)
+{
+    return in_len(f) >= 6;
+}
+
+static bool got_event_or_read(struct fixture *f)
+{
+    return f->r.reads > 0 || f->r.n_events > 0;
+}
+
+static bool got_second_read(struct fixture *f)
+{
+    return f->r.reads > 1 || f->r.n_events > 0;
+}
+
+static void test_stream_reads_into_in_and_calls_readcb(void **state)
+{
+    struct fixture *f = *state;
+
+    peer_send(f, "hello", 5);
+    pf_stream_read(f->s, true);
+    assert_true(run_until(f, got_5, 10000));
+    assert_int_equal(in_len(f), 5);
+    assert_memory_equal(evbuffer_pullup(f->s->in, 5), "hello", 5);
+    assert_int_equal(f->r.reads, 1);
+    assert_int_equal(f->r.n_events, 0);
+}
+
+static void test_stream_does_not_read_when_stopped(void **state)
+{
+    struct fixture *f = *state;
+
+    f->r.stop_in_read = true;
+    peer_send(f, "one", 3);
+    pf_stream_read(f->s, true);
+    assert_true(run_until(f, got_event_or_read, 10000));
+    assert_int_equal(f->r.reads, 1);
+    /* more input while stopped: nothing is read however long the loop runs */
+    peer_send(f, "two", 3);
+    event_base_loop(f->base, EVLOOP_NONBLOCK);
+    run_until(f, never, 50);
+    assert_int_equal(f->r.reads, 1);
+    assert_int_equal(in_len(f), 3);
+    /* reading again picks it up */
+    f->r.stop_in_read = false;
+    pf_stream_read(f->s, true);
+    assert_true(run_until(f, got_6, 10000));
+    assert_memory_equal(evbuffer_pullup(f->s->in, 6), "onetwo", 6);
+}
+
+/* A read that fills its 16 KiB buffer announces a stream: the next is 64 KiB. */
+static void test_stream_reads_bigger_after_a_full_read(void **state)
+{
+    struct fixture *f = *state;
+    static char big[128 * 1024];
+    int sz = sizeof(big) * 2;
+    size_t first;
+
+    memset(big, 'b', sizeof(big));
+    assert_int_equal(setsockopt(f->peer, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz)), 0);
+    peer_send(f, big, sizeof(big));
+    f->r.stop_in_read = true; /* one read per pf_stream_read(true) */
+    pf_stream_read(f->s, true);
+    assert_true(run_until(f, got_event_or_read, 10000));
+    first = in_len(f);
+    /* at least 16 KiB (evbuffer may offer more room than asked), all of it filled */
+    assert_true(first >= 16 * 1024 && first < 64 * 1024);
+    assert_true(f->s->big_reads);
+    pf_stream_read(f->s, true);
+    assert_true(run_until(f, got_second_read, 10000));
+    /* 64 KiB asked for this time */
+    assert_true(in_len(f) - first >= 64 * 1024);
+}
+
+/* ---- end of input and errors ---- */
+
+static void test_stream_eof_is_an_event_and_stops_reading(void **state)
+{
+    struct fixture *f = *state;
+
+    peer_send(f, "bye", 3);
+    shutdown(f->peer, SHUT_WR);
+    pf_stream_read(f->s, true);
+    assert_true(run_until(f, got_event, 10000));
+    assert_int_equal(f->r.events[0], PF_STREAM_EOF);
+    assert_int_equal(f->s->err, 0);
+    assert_int_equal(in_len(f), 3); /* the bytes before the end were read first */
+    assert_false(f->s->reading);
+}
+
+/* The peer closes with bytes we sent still unread: our read fails. */
+static void test_stream_read_error_is_an_event_with_errno(void **state)
+{
+    struct fixture *f = *state;
+
+    evbuffer_add(f->s->out, "x", 1);
+    pf_stream_flush(f->s);
+    close(f->peer);
+    f->peer = -1;
+    pf_stream_read(f->s, true);
+    assert_true(run_until(f, got_event, 10000));
+    assert_int_equal(f->r.events[0], PF_STREAM_ERROR);
+    assert_int_equal(f->s->err, ECONNRESET);
+}
+
+static void test_stream_write_error_is_an_event_with_errno(void **state)
+{
+    struct fixture *f = *state;
+
+    close(f->peer);
+    f->peer = -1;
+    evbuffer_add(f->s->out, "late", 4);
+    pf_stream_mark(f->s);
+    assert_true(run_until(f, got_event, 10000));
+    assert_int_equal(f->r.events[0], PF_STREAM_ERROR);
+    assert_int_equal(f->s->err, EPIPE);
+    assert_int_equal(f->r.writes, 0);
+}
+
+/* ---- deferred, coalesced writes ---- */
+
+static void test_stream_marked_writes_wait_for_the_loop_and_coalesce(void **state)
+{
+    struct fixture *f = *state;
+    char buf[64];
+
+    evbuffer_add(f->s->out, "HEAD|", 5);
+    pf_stream_mark(f->s);
+    evbuffer_add(f->s->out, "BODY", 4);
+    pf_stream_mark(f->s);
+    /* nothing is written before the batch of callbacks ends */
+    assert_int_equal(peer_recv_now(f, buf, sizeof(buf)), -1);
+    assert_int_equal(errno, EAGAIN);
+    assert_true(f->s->dirty);
+    assert_ptr_equal(TAILQ_FIRST(&f->loop.dirty), f->s);
+    assert_ptr_equal(TAILQ_NEXT(f->s, dirty_link), NULL); /* listed once */
+    assert_true(run_until(f, got_write, 10000));
+    /* one write: the peer gets both pieces in one read */
+    assert_int_equal(peer_recv_now(f, buf, sizeof(buf)), 9);
+    assert_memory_equal(buf, "HEAD|BODY", 9);
+    assert_int_equal(f->r.writes, 1);
+    assert_false(f->s->dirty);
+    assert_true(TAILQ_EMPTY(&f->loop.dirty));
+}
+
+/* ---- backpressure ---- */
+
+static size_t drained;
+
+static unsigned char expect_byte(size_t i)
+{
+    return (unsigned char)('a' + i % 26);
+}
+
+static bool peer_drained(struct fixture *f)
+{
+    unsigned char buf[65536];
+    ssize_t n;
+
+    while ((n = peer_recv_now(f, buf, sizeof(buf))) > 0) {
+        for (ssize_t i = 0; i < n; i++)
+            assert_int_equal(buf[i], expect_byte(drained + (size_t)i));
+        drained += (size_t)n;
+    }
+    return f->r.writes > 0 && evbuffer_get_length(f->s->out) == 0;
+}
+
+static void test_stream_backpressure_waits_for_the_peer_then_resumes(void **state)
+{
+    struct fixture *f = *state;
+    const size_t total = 4 << 20; /* far more than a socketpair holds */
+    unsigned char *data = malloc(total);
+    int sz = 16 * 1024;
+
+    assert_non_null(data);
+    for (size_t i = 0; i < total; i++)
+        data[i] = expect_byte(i);
+    assert_int_equal(setsockopt(f->peer, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz)), 0);
+    evbuffer_add(f->s->out, data, total);
+    free(data);
+    pf_stream_mark(f->s);
+    event_base_loop(f->base, EVLOOP_NONBLOCK);
+    /* the socket is full: the rest waits in out, on the write event, no writecb */
+    assert_true(evbuffer_get_length(f->s->out) > 0);
+    assert_true(f->s->wev_added);
+    assert_int_equal(f->r.writes, 0);
+    /* marking again while waiting for writability changes nothing */
+    pf_stream_mark(f->s);
+    assert_false(f->s->dirty);
+    /* the peer reads: everything arrives, in order, and writecb says so */
+    drained = 0;
+    assert_true(run_until(f, peer_drained, 10000));
+    peer_drained(f);
+    assert_int_equal(drained, total);
+    assert_int_equal(f->r.writes, 1);
+    assert_int_equal(f->r.n_events, 0);
+}
+
+/* ---- timeouts ---- */
+
+static void test_stream_read_timeout_fires_without_input(void **state)
+{
+    struct fixture *f = *state;
+    struct timeval tv = {0, 20000};
+
+    pf_stream_set_read_timeout(f->s, &tv);
+    pf_stream_read(f->s, true);
+    assert_true(run_until(f, got_event, 10000));
+    assert_int_equal(f->r.events[0], PF_STREAM_TIMEOUT);
+    assert_int_equal(f->r.reads, 0);
+}
+
+/* A removed read timeout never fires (20 ms removed, 500 ms watched). */
+static void test_stream_read_timeout_removed_does_not_fire(void **state)
+{
+    struct fixture *f = *state;
+    struct timeval tv = {0, 20000};
+
+    pf_stream_set_read_timeout(f->s, &tv);
+    pf_stream_read(f->s, true);
+    pf_stream_set_read_timeout(f->s, NULL);
+    run_until(f, got_event, 500);
+    assert_int_equal(f->r.n_events, 0);
+    /* and one set before reading starts applies once it does */
+    pf_stream_read(f->s, false);
+    pf_stream_set_read_timeout(f->s, &tv);
+    pf_stream_read(f->s, true);
+    assert_true(run_until(f, got_event, 10000));
+    assert_int_equal(f->r.events[0], PF_STREAM_TIMEOUT);
+}
+
+/* Input before the timeout: read, no timeout event (20 s timeout). */
+static void test_stream_read_timeout_not_fired_by_a_prompt_peer(void **state)
+{
+    struct fixture *f = *state;
+    struct timeval tv = {20, 0};
+
+    pf_stream_set_read_timeout(f->s, &tv);
+    pf_stream_read(f->s, true);
+    peer_send(f, "hello", 5);
+    assert_true(run_until(f, got_5, 10000));
+    assert_int_equal(f->r.n_events, 0);
+}
+
+/* A peer that stops reading: the wait for writability times out. */
+static void test_stream_write_timeout_fires_when_the_peer_stops_reading(void **state)
+{
+    struct fixture *f = *state;
+    struct timeval tv = {0, 20000};
+    static char chunk[1 << 20];
+
+    memset(chunk, 'w', sizeof(chunk));
+    pf_stream_set_write_timeout(f->s, &tv);
+    for (int i = 0; i < 4; i++)
+        evbuffer_add(f->s->out, chunk, sizeof(chunk));
+    pf_stream_mark(f->s);
+    assert_true(run_until(f, got_event, 10000));
+    assert_int_equal(f->r.events[0], PF_STREAM_TIMEOUT);
+    assert_int_equal(f->r.writes, 0);
+}
+
+static void test_stream_timeout_values_become_common_timeouts(void **state)
+{
+    struct fixture *f = *state;
+    struct timeval tmp;
+    const struct timeval *a, *b, *c;
+
+    a = pf_stream_timeout(&f->loop, 1500, &tmp);
+    assert_int_equal(tmp.tv_sec, 1);
+    assert_int_equal(tmp.tv_usec, 500000);
+    b = pf_stream_timeout(&f->loop, 1500, &tmp);
+    assert_ptr_equal(a, b); /* one per duration */
+    assert_ptr_not_equal(a, &tmp);
+    /* the table holds 16 durations; any other is returned as a plain timeval */
+    for (unsigned ms = 1; f->loop.n_tmo < 16; ms++)
+        pf_stream_timeout(&f->loop, ms, &tmp);
+    c = pf_stream_timeout(&f->loop, 99999, &tmp);
+    assert_ptr_equal(c, &tmp);
+    assert_int_equal(tmp.tv_sec, 99);
+    assert_int_equal(tmp.tv_usec, 999000);
+    assert_ptr_equal(pf_stream_timeout(&f->loop, 1500, &tmp), a);
+}
+
+/* ---- connecting, freeing ---- */
+
+static void test_stream_connect_reports_connected_then_writes(void **state)
+{
+    struct fixture *f = *state;
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    int lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+    int cfd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct pf_stream *c;
+    char buf[16];
+    int afd;
+
+    /* an abstract address: nothing in the file system */
+    snprintf(sa.sun_path + 1, sizeof(sa.sun_path) - 1, "pf-test-stream-%d", (int)getpid());
+    assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(lfd, 4), 0);
+    c = pf_stream_new(&f->loop, cfd);
+    pf_stream_setcb(c, NULL, on_write, on_event, &f->r);
+    assert_int_equal(pf_stream_connect(c, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    /* output queued while connecting goes out once connected */
+    evbuffer_add(c->out, "req", 3);
+    pf_stream_mark(c);
+    assert_false(c->dirty);
+    assert_true(run_until(f, got_write, 10000));
+    assert_int_equal(f->r.events[0], PF_STREAM_CONNECTED);
+    afd = accept(lfd, NULL, NULL);
+    assert_true(afd >= 0);
+    assert_int_equal(recv(afd, buf, sizeof(buf), 0), 3);
+    assert_memory_equal(buf, "req", 3);
+    close(afd);
+    close(lfd);
+    pf_stream_free(c);
+}
+
+static void test_stream_connect_refused_is_an_error(void **state)
+{
+    struct fixture *f = *state;
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    struct pf_stream *c = pf_stream_new(&f->loop, socket(AF_UNIX, SOCK_STREAM, 0));
+
+    snprintf(sa.sun_path + 1, sizeof(sa.sun_path) - 1, "pf-test-nobody-%d", (int)getpid());
+    assert_int_equal(pf_stream_connect(c, (struct sockaddr *)&sa, sizeof(sa)), -ECONNREFUSED);
+    pf_stream_free(c);
+}
+
+/* A callback may free its stream; the memory stays until the flush ends the batch. */
+static void test_stream_free_inside_a_callback_is_deferred(void **state)
+{
+    struct fixture *f = *state;
+    char buf[4];
+
+    f->r.free_in_read = true;
+    peer_send(f, "x", 1);
+    pf_stream_read(f->s, true);
+    f->s = NULL; /* freed by the callback */
+    assert_true(run_until(f, got_event_or_read, 10000));
+    assert_true(f->r.closed_seen);
+    assert_false(f->r.dirty_seen); /* writes to a freed stream are ignored */
+    assert_int_equal(f->r.grave, 1);
+    assert_int_equal(f->loop.n_grave, 0); /* released by the flush of that batch */
+    assert_int_equal(recv(f->peer, buf, sizeof(buf), 0), 0); /* the socket is closed */
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_stream_reads_into_in_and_calls_readcb, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_stream_does_not_read_when_stopped, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_reads_bigger_after_a_full_read, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_stream_eof_is_an_event_and_stops_reading, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_stream_read_error_is_an_event_with_errno, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_stream_write_error_is_an_event_with_errno, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_stream_marked_writes_wait_for_the_loop_and_coalesce,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_backpressure_waits_for_the_peer_then_resumes,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_read_timeout_fires_without_input, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_stream_read_timeout_removed_does_not_fire, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_stream_read_timeout_not_fired_by_a_prompt_peer, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_stream_write_timeout_fires_when_the_peer_stops_reading,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_timeout_values_become_common_timeouts, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_stream_connect_reports_connected_then_writes, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_stream_connect_refused_is_an_error, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_free_inside_a_callback_is_deferred, setup,
+                                        teardown),
+    };
+
+    signal(SIGPIPE, SIG_IGN); /* as pilotfish does: a write error is EPIPE */
+    return cmocka_run_group_tests_name("stream", tests, NULL, NULL);
+}
