@@ -15,7 +15,7 @@
 #include "proxy/arena.h"
 #include "proxy/core.h"
 #include "proxy/stats.h"
-#include "proxy/upstream.h"
+#include "proxy/upstream/upstream.h"
 
 static double now_s(void)
 {

@@ -5,7 +5,7 @@
 
 #include "proxy/worker-t.h"
 #include "proxy/stats.h"
-#include "proxy/upstream.h"
+#include "proxy/upstream/endpoint-t.h"
 
 /* How an error is counted in pilotfish_errors_total. */
 enum count_as {

@@ -34,7 +34,7 @@
 #include "proxy/sbuf.h"
 #include "proxy/server.h"
 #include "proxy/tx.h"
-#include "proxy/upstream.h"
+#include "proxy/upstream/upstream.h"
 
 /* head scanner states */
 enum {

@@ -32,7 +32,7 @@
 #include "proxy/snapshot.h"
 #include "proxy/stats.h"
 #include "proxy/tx.h"
-#include "proxy/upstream.h"
+#include "proxy/upstream/upstream.h"
 
 static struct pf_server *the_server;
 

@@ -17,7 +17,7 @@
 #include "proxy/conf.h"
 #include "proxy/filter.h"
 #include "proxy/log.h"
-#include "proxy/upstream.h"
+#include "proxy/upstream/endpoint.h"
 
 static const struct pf_filter_inst *inst_of(const struct pf_config *cfg,
                                             const struct pf_filter_ops *ops)

@@ -31,7 +31,7 @@
 #include "proxy/filter.h"
 #include "proxy/server.h"
 #include "proxy/tx.h"
-#include "proxy/upstream.h"
+#include "proxy/upstream/upstream.h"
 
 #define MAX_LABELS  4
 #define MAX_BOUND_S 1e6 /* about 11.6 days: no request waits that long */

@@ -157,7 +157,7 @@ void pf_stats_upstream_retry(struct pf_stats *st, unsigned ep_id, const char *up
                              const char *endpoint);
 
 /*
- * Core (proxy/upstream.c): the outcome (enum pf_outcome) of tx's current
+ * Core (proxy/upstream/upstream.c): the outcome (enum pf_outcome) of tx's current
  * attempt, timed from tx->t_up_start; with PF_OUTCOME_OK the status is taken
  * from the response head being handled.
  */

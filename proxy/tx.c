@@ -22,7 +22,7 @@
 #include "proxy/server.h"
 #include "proxy/stats.h"
 #include "proxy/trace.h"
-#include "proxy/upstream.h"
+#include "proxy/upstream/upstream.h"
 
 /* ---- filter.h accessors ---- */
 

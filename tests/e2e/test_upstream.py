@@ -206,6 +206,35 @@ def test_upstream_retry_get_on_dead_pooled_connection_rst():
     _retry_case(rst=True)
 
 
+def test_upstream_retry_goes_to_an_endpoint_not_tried():
+    """Two endpoints, balance random: A answers the first request of each
+    connection and closes at the second (its pooled connections are dead when
+    reused); B answers everything. Every retry after a dead A connection must
+    go to B, the endpoint not tried yet (a retry to A would open a fresh
+    connection there)."""
+    arrivals = []  # (origin, conn, request index), in arrival order (one client at a time)
+
+    def origin(name, keep):
+        def handler(conn, n, head, body):
+            arrivals.append((name, conn, n))
+            if n == 0 or keep:
+                return h2.http_response(name.encode())
+            return None
+        return handler
+
+    with h2.FakeOrigin(origin("A", keep=False)) as a, h2.FakeOrigin(origin("B", keep=True)) as b:
+        p = Pilotfish(h2.config(endpoints=[a.addr, b.addr], upstream_extra="balance: random"))
+        with p:
+            for i in range(100):
+                r = p.get("/r%d" % i)
+                assert r.status == 200 and r.body in (b"A", b"B"), (i, r, r.body[:200])
+    dead = [i for i, (name, _, n) in enumerate(arrivals) if name == "A" and n > 0]
+    assert len(dead) >= 3, "too few reuses of a dead A connection to tell: %r" % arrivals
+    for i in dead:
+        assert arrivals[i + 1][0] == "B", \
+            "the retry after a dead A connection went to A again: %r" % arrivals[i:i + 2]
+
+
 def test_upstream_origin_restart_between_requests():
     """Restart the origin on the same port: the pooled connection is dead; a GET
     still gets 200."""

@@ -13,7 +13,7 @@
 
 #include "proxy/core.h"
 #include "proxy/errors.h"
-#include "proxy/upstream.h"
+#include "proxy/upstream/endpoint-t.h"
 
 static void test_errors_names_are_the_documented_codes(void **state)
 {

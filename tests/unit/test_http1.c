@@ -33,7 +33,7 @@
 #include "proxy/http1.h"
 #include "proxy/server.h"
 
-/* The `what` values of pf_head_append (private to http1.c; upstream.c uses 2 and 3 too). */
+/* The `what` values of pf_head_append (private to http1.c; h1client.c uses 2 and 3 too). */
 enum {
     HEAD_URL = 1,
     HEAD_FIELD = 2,

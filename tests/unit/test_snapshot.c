@@ -1,5 +1,5 @@
 /*
- * Unit tests of proxy/snapshot.c and proxy/endpoint.c: what a snapshot holds
+ * Unit tests of proxy/snapshot.c and proxy/upstream/endpoint.c: what a snapshot holds
  * outside itself. Snapshots are built by hand (upstreams and filter
  * instances only), so a fake filter can count its process-state hooks.
  */
@@ -22,7 +22,7 @@
 #include "filters/registry.h"
 #include "proxy/snapshot.h"
 #include "proxy/stats.h"
-#include "proxy/upstream.h"
+#include "proxy/upstream/upstream.h"
 
 #define UNUSED __attribute__((unused))
 

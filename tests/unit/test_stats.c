@@ -24,7 +24,7 @@
 #include "proxy/core.h"
 #include "proxy/server.h"
 #include "proxy/stats.h"
-#include "proxy/upstream.h"
+#include "proxy/upstream/upstream.h"
 
 #define UNUSED __attribute__((unused))
 

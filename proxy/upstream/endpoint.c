@@ -21,7 +21,7 @@
 
 #include "proxy/arena.h"
 #include "proxy/conf.h"
-#include "proxy/upstream.h"
+#include "proxy/upstream/endpoint.h"
 
 static _Atomic(struct pf_endpoint *) endpoints[PF_MAX_ENDPOINTS]; /* atomic; set under ep_lock */
 static _Atomic uint64_t gens[PF_MAX_ENDPOINTS]; /* atomic: generation of the id, 0 = free */

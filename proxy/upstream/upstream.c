@@ -1,0 +1,554 @@
+/*
+ * Upstream attempts: one request at a time per upstream connection. An
+ * attempt picks an endpoint (balancer.c), takes a pooled connection or opens
+ * one (pool.c), writes the request and reads the response (h1client.c), and
+ * ends with the connection back in its pool, closed, or a retry.
+ *
+ * Timers: connect_timeout on the tx timer until connected; request_timeout
+ * from the end of the request to the final head (tx timer), then between
+ * reads (the stream's read timeout).
+ */
+#include "proxy/upstream/upstream.h"
+
+#include <stdatomic.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+
+#include "proxy/arena.h"
+#include "proxy/errors.h"
+#include "proxy/http1.h"
+#include "proxy/log.h"
+#include "proxy/stats.h"
+#include "proxy/tx.h"
+#include "proxy/upstream/balancer.h"
+#include "proxy/upstream/h1client.h"
+#include "proxy/upstream/pool.h"
+
+/*
+ * Attempts per request: the first, and one transparent retry when a reused
+ * connection turned out closed by the upstream before any response byte.
+ */
+#define PF_UP_MAX_ATTEMPTS 2
+
+static void up_process(struct pf_upconn *uc);
+static void up_eof(struct pf_upconn *uc);
+static bool up_start_attempt(struct pf_tx *tx, bool fresh);
+
+/* ---- the seam: pick an endpoint, hear outcomes ---- */
+
+/*
+ * The endpoints this request tried. The tx keeps only its last endpoint,
+ * which is all of them while PF_UP_MAX_ATTEMPTS is 2; more attempts will
+ * need the mask kept in the tx.
+ */
+static pf_lb_tried tx_tried(const struct pf_tx *tx)
+{
+    return tx->attempts > 0 ? pf_balancer_tried_bit(tx->up, tx->endpoint_id) : 0;
+}
+
+static void upstream_report(struct pf_tx *tx, enum pf_outcome o)
+{
+    /* the circuit breaker and passive health hook in here */
+    pf_balancer_report(tx->up, tx->endpoint_id, o);
+    pf_stats_upstream_report(tx, (int)o);
+}
+
+static bool uc_connected(const struct pf_upconn *uc)
+{
+    return uc->state != PF_UC_CONNECTING;
+}
+
+/* ---- attempts, failures and retries ---- */
+
+static bool tx_retryable(const struct pf_tx *tx)
+{
+    switch (tx->method_id) {
+    case HTTP_GET:
+    case HTTP_HEAD:
+    case HTTP_OPTIONS:
+    case HTTP_TRACE:
+    case HTTP_PUT:
+    case HTTP_DELETE:
+        return !tx->req_has_body;
+    default:
+        return false;
+    }
+}
+
+bool pf_upstream_should_retry(const struct pf_tx *tx, const struct pf_upconn *uc, enum pf_outcome o)
+{
+    return uc->reused && !uc->got_bytes && tx_retryable(tx) && tx->attempts < PF_UP_MAX_ATTEMPTS &&
+           o == PF_OUTCOME_RESET;
+}
+
+/* Unhook uc from tx; keep it for reuse only when told so. */
+static void up_detach(struct pf_tx *tx, struct pf_upconn *uc, bool reuse)
+{
+    struct pf_pool *p = pf_pool_of(tx->w, uc->endpoint_id);
+
+    if (tx->timer_set) {
+        event_del(&tx->timer);
+        tx->timer_set = false;
+    }
+    p->n_active--;
+    atomic_fetch_sub_explicit(&pf_endpoint_get(uc->endpoint_id)->active, 1, memory_order_relaxed);
+    tx->uc = NULL;
+    uc->tx = NULL;
+    if (reuse)
+        pf_pool_put(uc, tx->up);
+    else
+        pf_upconn_close(uc);
+}
+
+/* The attempt failed before a response head: retry, or answer the error. */
+static void up_failed(struct pf_upconn *uc, enum pf_outcome o)
+{
+    struct pf_tx *tx = uc->tx;
+    bool retry = pf_upstream_should_retry(tx, uc, o);
+    enum pf_error code = pf_error_of_outcome(o);
+
+    if (pf_log_get_level() >= PF_LOG_DEBUG) {
+        char dump[256];
+
+        pf_log(PF_LOG_DEBUG, "upstream attempt %u failed (outcome %d): %s", tx->attempts, (int)o,
+               pf_upconn_dump(uc, dump, sizeof(dump)));
+    }
+    upstream_report(tx, o);
+    up_detach(tx, uc, false);
+    if (retry) {
+        /* a reused connection the upstream had closed: once, on a fresh one (another endpoint
+         * when there is one) */
+        pf_stats_upstream_retried(tx);
+        (void)up_start_attempt(tx, true);
+        return;
+    }
+    pf_tx_fail(tx, pf_error_status(code), code);
+}
+
+static void tx_timeoutcb(evutil_socket_t fd, short what, void *arg)
+{
+    struct pf_tx *tx = arg;
+    struct pf_upconn *uc = tx->uc;
+
+    (void)fd;
+    (void)what;
+    tx->timer_set = false;
+    if (uc != NULL)
+        up_failed(uc, PF_OUTCOME_TIMEOUT);
+}
+
+static void tx_arm(struct pf_tx *tx, uint64_t ms)
+{
+    struct timeval tmp;
+
+    if (!event_initialized(&tx->timer))
+        event_assign(&tx->timer, tx->w->base, -1, 0, tx_timeoutcb, tx);
+    event_add(&tx->timer, pf_stream_timeout(&tx->w->sloop, ms, &tmp));
+    tx->timer_set = true;
+}
+
+/*
+ * The whole request is with a connected upstream: request_timeout is now an
+ * absolute deadline for the final response head (interim 1xx responses and
+ * a head that trickles in do not extend it; up_handle_head disarms it), and
+ * the read timeout, the same length, bounds each silence of the body after it.
+ */
+static void up_await_head(struct pf_tx *tx, struct pf_upconn *uc)
+{
+    tx_arm(tx, tx->up->request_timeout_ms);
+    pf_upconn_set_rto(uc, tx->up->request_timeout_ms);
+}
+
+/* ---- the response ---- */
+
+static void up_handle_head(struct pf_upconn *uc)
+{
+    struct pf_tx *tx = uc->tx;
+
+    uc->head_ready = false;
+    pf_head_export(&uc->head, tx->arena, &tx->resp, NULL);
+    if (!pf_h1c_resp_te_ok(&tx->resp)) {
+        tx->resp.n = 0;
+        up_failed(uc, PF_OUTCOME_BAD_RESPONSE);
+        return;
+    }
+    tx->t_up_head = pf_now_us();
+    if (tx->timer_set) {
+        event_del(&tx->timer);
+        tx->timer_set = false;
+    }
+    upstream_report(tx, PF_OUTCOME_OK);
+    tx->status = uc->parser.status_code;
+    uc->state = PF_UC_READING_BODY;
+    pf_tx_respond(tx);
+}
+
+static void up_handle_done(struct pf_upconn *uc)
+{
+    struct pf_tx *tx = uc->tx;
+    bool reuse = http_should_keep_alive(&uc->parser) && uc->req_sent && tx->req_done &&
+                 evbuffer_get_length(uc->s->in) == 0;
+
+    up_detach(tx, uc, reuse); /* the state becomes IDLE or CLOSED */
+    pf_tx_resp_end(tx);
+}
+
+/* Pass parsed body bytes to the client; false when the tx went away. */
+static bool up_flush_body(struct pf_upconn *uc)
+{
+    if (evbuffer_get_length(uc->body) > 0 && uc->tx != NULL)
+        pf_tx_resp_body(uc->tx, uc->body);
+    return uc->state != PF_UC_CLOSED && uc->tx != NULL;
+}
+
+static bool up_backpressure(struct pf_upconn *uc)
+{
+    struct pf_conn *c = uc->tx->conn;
+
+    if (c != NULL && pf_conn_out_len(c) > PF_OUT_HIGH_WATER) {
+        uc->read_blocked = true;
+        pf_stream_read(uc->s, false);
+        return true;
+    }
+    return false;
+}
+
+/* The body is cut or malformed after the head went out: the client sees a cut. */
+static void up_cut(struct pf_upconn *uc, enum pf_error code)
+{
+    if (uc->tx->head_sent)
+        pf_tx_fail(uc->tx, 502, code);
+    else
+        up_failed(uc, PF_OUTCOME_BAD_RESPONSE);
+}
+
+/*
+ * De-frame response body bytes and pass them on. Returns 0 to go on, 1 to
+ * stop (no input, backpressure, done or failed).
+ */
+static int up_body(struct pf_upconn *uc)
+{
+    struct evbuffer *in = uc->s->in;
+
+    if (pf_h1c_deframe(uc, in) < 0) {
+        up_cut(uc, PF_ERR_BAD_RESPONSE);
+        return 1;
+    }
+    if (!up_flush_body(uc))
+        return 1;
+    if (uc->state == PF_UC_DONE) {
+        uc->body_mode = PF_BODY_NONE;
+        up_handle_done(uc);
+        return 1;
+    }
+    return up_backpressure(uc) || evbuffer_get_length(in) == 0 ? 1 : 0;
+}
+
+static void up_process(struct pf_upconn *uc)
+{
+    struct evbuffer *in = uc->s->in;
+
+    uc->busy++;
+    while (uc->state != PF_UC_CLOSED && uc->tx != NULL && !uc->read_blocked) {
+        struct evbuffer_iovec v;
+        size_t n;
+        enum http_errno e;
+
+        if (uc->body_mode != PF_BODY_NONE) {
+            if (up_body(uc) != 0)
+                break;
+            continue;
+        }
+        if (evbuffer_get_length(in) == 0)
+            break;
+        uc->got_bytes = true;
+        evbuffer_peek(in, -1, NULL, &v, 1);
+        n = pf_h1c_parse(uc, v.iov_base, v.iov_len);
+        evbuffer_drain(in, n);
+        e = HTTP_PARSER_ERRNO(&uc->parser);
+        if (e != HPE_OK && e != HPE_PAUSED) {
+            up_cut(uc, PF_ERR_BAD_RESPONSE);
+            break;
+        }
+        if (uc->head_ready)
+            up_handle_head(uc);
+        if (uc->state == PF_UC_CLOSED || uc->tx == NULL)
+            break;
+        if (uc->state == PF_UC_DONE) {
+            up_handle_done(uc);
+            break;
+        }
+        if (e == HPE_PAUSED && uc->body_mode == PF_BODY_NONE)
+            http_parser_pause(&uc->parser, 0);
+    }
+    pf_upconn_leave(uc);
+}
+
+void pf_upstream_resume_read(struct pf_upconn *uc)
+{
+    if (!uc->read_blocked || uc->state == PF_UC_CLOSED)
+        return;
+    uc->busy++;
+    uc->read_blocked = false;
+    pf_stream_read(uc->s, true);
+    up_process(uc);
+    if (uc->eof_pending && uc->state != PF_UC_CLOSED && uc->tx != NULL && !uc->read_blocked)
+        up_eof(uc);
+    pf_upconn_leave(uc);
+}
+
+static void up_readcb(struct pf_stream *s, void *arg)
+{
+    (void)s;
+    up_process(arg);
+}
+
+/* The upstream closed: end a close-delimited body, or fail the attempt. */
+static void up_eof(struct pf_upconn *uc)
+{
+    struct pf_tx *tx = uc->tx;
+
+    if (evbuffer_get_length(uc->s->in) > 0) {
+        up_process(uc);
+        if (uc->state == PF_UC_CLOSED || uc->tx == NULL)
+            return;
+        if (uc->read_blocked) {
+            uc->eof_pending = true; /* finished when the client has drained */
+            return;
+        }
+    }
+    if (uc->body_mode == PF_BODY_CLOSE && !uc->head_lf) {
+        /* a close-delimited body ends here */
+        uc->body_mode = PF_BODY_NONE;
+        up_detach(tx, uc, false);
+        pf_tx_resp_end(tx);
+    } else if (uc->body_mode != PF_BODY_NONE) {
+        tx->error = PF_ERR_RESET;
+        pf_tx_fail(tx, 502, PF_ERR_RESET);
+    } else if (!tx->head_sent && !uc->head_ready) {
+        up_failed(uc, uc_connected(uc) ? PF_OUTCOME_RESET : PF_OUTCOME_CONNECT_FAILED);
+    } else {
+        /* cut in the middle of the response: the client must see a cut too */
+        tx->error = PF_ERR_RESET;
+        pf_tx_fail(tx, 502, PF_ERR_RESET);
+    }
+}
+
+static void up_eventcb(struct pf_stream *s, int what, void *arg)
+{
+    struct pf_upconn *uc = arg;
+    struct pf_tx *tx = uc->tx;
+
+    (void)s;
+    if (tx == NULL)
+        return;
+    uc->busy++;
+    if (what & PF_STREAM_CONNECTED) {
+        uc->state = uc->req_sent ? PF_UC_WAITING_HEAD : PF_UC_SENDING;
+        if (uc->req_sent) {
+            up_await_head(tx, uc); /* replaces the connect timeout */
+        } else {
+            /*
+             * The body is still coming: request_timeout bounds how long the
+             * upstream may leave it unread (up_writecb disarms on progress).
+             */
+            tx_arm(tx, tx->up->request_timeout_ms);
+        }
+    } else if (what & PF_STREAM_TIMEOUT) {
+        if (tx->head_sent)
+            pf_tx_fail(tx, 504, PF_ERR_TIMEOUT);
+        else
+            up_failed(uc, PF_OUTCOME_TIMEOUT);
+    } else if (what & PF_STREAM_EOF) {
+        up_eof(uc);
+    } else if (what & PF_STREAM_ERROR) {
+        if (uc_connected(uc)) {
+            if (tx->head_sent)
+                pf_tx_fail(tx, 502, PF_ERR_RESET);
+            else
+                up_failed(uc, PF_OUTCOME_RESET);
+        } else {
+            up_failed(uc, PF_OUTCOME_CONNECT_FAILED);
+        }
+    }
+    pf_upconn_leave(uc);
+}
+
+static void up_writecb(struct pf_stream *s, void *arg)
+{
+    struct pf_upconn *uc = arg;
+
+    (void)s;
+    if (uc->tx != NULL && uc->tx->conn != NULL && !uc->tx->req_done) {
+        if (uc->tx->timer_set && uc_connected(uc)) {
+            event_del(&uc->tx->timer);
+            uc->tx->timer_set = false;
+        }
+        pf_conn_resume_body(uc->tx->conn);
+    }
+}
+
+/* ---- the request ---- */
+
+/* Start one attempt; false when it failed at once (tx was answered and may be gone). */
+static bool up_start_attempt(struct pf_tx *tx, bool fresh)
+{
+    unsigned id = pf_balancer_pick(tx->up, tx_tried(tx), tx->w);
+    struct pf_upconn *uc = fresh ? NULL : pf_pool_get(tx->w, id);
+
+    tx->attempts++;
+    tx->endpoint_id = id;
+    tx->endpoint = pf_endpoint_get(id)->addr.text;
+    if (tx->t_up_start == 0)
+        tx->t_up_start = pf_now_us();
+    if (uc == NULL) {
+        uc = pf_upconn_connect(tx->w, id, tx->up);
+        if (uc == NULL) {
+            upstream_report(tx, PF_OUTCOME_CONNECT_FAILED);
+            pf_tx_fail(tx, 502, PF_ERR_CONNECT_FAILED);
+            return false;
+        }
+        /* connect_timeout on the tx timer, then request_timeout on reads */
+        tx_arm(tx, tx->up->connect_timeout_ms);
+    } else {
+        uc->state = PF_UC_SENDING;
+        if (!tx->req_done)
+            pf_stream_set_read_timeout(uc->s,
+                                       NULL); /* a silent upstream is fine during an upload */
+    }
+    pf_pool_of(tx->w, id)->n_active++;
+    atomic_fetch_add_explicit(&pf_endpoint_get(id)->active, 1, memory_order_relaxed);
+    uc->tx = tx;
+    uc->got_bytes = false;
+    uc->req_sent = false;
+    uc->body_mode = PF_BODY_NONE;
+    uc->head_lf = false;
+    uc->head_ready = false;
+    uc->in_1xx = false;
+    tx->uc = uc;
+    pf_h1c_reset(uc);
+    pf_stream_setcb(uc->s, up_readcb, up_writecb, up_eventcb, uc);
+    pf_stream_read(uc->s, true);
+    uc->req_chunked = tx->req_chunked;
+    pf_h1c_write_head(tx, uc->s->out, pf_endpoint_get(uc->endpoint_id)->addr.text);
+    pf_stream_mark(uc->s);
+    if (tx->req_done) {
+        uc->req_sent = true;
+        /* request_timeout: from the end of the request to the head, then between reads */
+        if (uc_connected(uc)) {
+            uc->state = PF_UC_WAITING_HEAD;
+            up_await_head(tx, uc);
+        }
+    }
+    return true;
+}
+
+static void up_evbuffer_free(void *b)
+{
+    evbuffer_free(b);
+}
+
+/*
+ * limits.request_buffering: read a small body (a Content-Length up to the
+ * limit, or a chunked one until it passes it) before an upstream connection
+ * is taken, so that a slow client holds none. Returns true when buffering.
+ */
+static bool up_buffer_start(struct pf_tx *tx)
+{
+    uint64_t limit = tx->cfg->limits.request_buffering;
+    struct pf_conn *c = tx->conn;
+
+    if (tx->req_done || c == NULL || limit == 0 || tx->req_buf != NULL)
+        return false;
+    if (c->body_mode != PF_BODY_CHUNKED && (c->body_mode != PF_BODY_LENGTH || c->body_left > limit))
+        return false;
+    tx->req_buf = evbuffer_new();
+    if (tx->req_buf == NULL)
+        return false; /* stream it instead */
+    pf_arena_defer(tx->arena, up_evbuffer_free, tx->req_buf);
+    tx->req_buffering = true;
+    pf_conn_send_continue(tx);
+    pf_conn_resume_body(c);
+    return true;
+}
+
+/* Buffering ends (the body is in, or passed the limit): connect and send what is buffered. */
+static void up_buffer_flush(struct pf_tx *tx)
+{
+    struct evbuffer *b = tx->req_buf;
+    size_t len = evbuffer_get_length(b);
+
+    tx->req_buffering = false;
+    tx->req_buf = NULL; /* still freed with the arena */
+    if (!up_start_attempt(tx, false))
+        return;
+    if (len > 0)
+        pf_upstream_send_body(tx, b, len);
+    if (tx->req_done && tx->uc != NULL)
+        pf_upstream_send_end(tx);
+}
+
+void pf_upstream_start(struct pf_tx *tx)
+{
+    if (up_buffer_start(tx))
+        return;
+    if (!up_start_attempt(tx, false))
+        return;
+    if (!tx->req_done && tx->conn != NULL) {
+        /* the body may flow now */
+        pf_conn_send_continue(tx);
+        pf_conn_resume_body(tx->conn);
+    }
+}
+
+void pf_upstream_send_body(struct pf_tx *tx, struct evbuffer *src, size_t len)
+{
+    struct pf_upconn *uc = tx->uc;
+    struct evbuffer *o;
+
+    if (tx->req_buffering) {
+        evbuffer_remove_buffer(src, tx->req_buf, len);
+        if (evbuffer_get_length(tx->req_buf) > tx->cfg->limits.request_buffering)
+            up_buffer_flush(tx); /* a chunked body past the limit: stream the rest */
+        return;
+    }
+    o = uc->s->out;
+    pf_h1c_write_body(o, src, len, uc->req_chunked);
+    pf_stream_mark(uc->s);
+    if (evbuffer_get_length(o) > PF_OUT_HIGH_WATER && tx->conn != NULL) {
+        /* the upstream must take the body: request_timeout of no progress ends it */
+        pf_conn_block_body(tx->conn);
+        if (uc_connected(uc))
+            tx_arm(tx, tx->up->request_timeout_ms);
+    }
+}
+
+void pf_upstream_send_end(struct pf_tx *tx)
+{
+    struct pf_upconn *uc = tx->uc;
+
+    if (tx->req_buffering) {
+        up_buffer_flush(tx); /* the whole body is in */
+        return;
+    }
+
+    if (uc->req_chunked) {
+        evbuffer_add(uc->s->out, "0\r\n\r\n", 5);
+        pf_stream_mark(uc->s);
+    }
+    uc->req_sent = true;
+    if (uc->state == PF_UC_SENDING)
+        uc->state = PF_UC_WAITING_HEAD;
+    if (uc_connected(uc) && tx->t_up_head == 0)
+        up_await_head(tx, uc);
+    else if (uc_connected(uc))
+        pf_upconn_set_rto(uc,
+                          tx->up->request_timeout_ms); /* an early head: the body's read timeout */
+}
+
+void pf_upstream_abort(struct pf_tx *tx)
+{
+    if (tx->uc != NULL)
+        up_detach(tx, tx->uc, false);
+}

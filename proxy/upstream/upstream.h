@@ -1,0 +1,45 @@
+/*
+ * The upstream side, as the HTTP engine sees it: send a transaction's request
+ * to an endpoint of its upstream and feed the response back to it.
+ *
+ * The subsystem (proxy/upstream/): endpoint.c (the process-wide endpoint
+ * table), balancer.c (policies), pool.c (connections and per-worker
+ * keep-alive pools), h1client.c (request writer, response parser) and
+ * upstream.c (attempts, timers, retries). Pools are per worker, no locks.
+ */
+#ifndef PF_UPSTREAM_H
+#define PF_UPSTREAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "proxy/core.h"
+#include "proxy/upstream/endpoint.h"
+#include "proxy/upstream/pool.h"
+#include "proxy/upstream/upconn-t.h"
+
+struct evbuffer;
+
+/* Send tx's request upstream (pick, pool or connect, write the head). */
+void pf_upstream_start(struct pf_tx *tx);
+
+/* Forward request body bytes / the end of the body (re-framed). */
+void pf_upstream_send_body(struct pf_tx *tx, struct evbuffer *src, size_t len);
+void pf_upstream_send_end(struct pf_tx *tx);
+
+/* Detach tx from its upstream connection and close that connection. */
+void pf_upstream_abort(struct pf_tx *tx);
+
+/* The client drained its output: read the upstream again. */
+void pf_upstream_resume_read(struct pf_upconn *uc);
+
+/*
+ * The retry rule: an attempt that failed with outcome o on uc is tried again
+ * (on a fresh connection, another endpoint when there is one) only when uc
+ * was reused, no response byte came, the request can be sent again (an
+ * idempotent method without a body) and this was the first attempt.
+ */
+bool pf_upstream_should_retry(const struct pf_tx *tx, const struct pf_upconn *uc,
+                              enum pf_outcome o);
+
+#endif /* PF_UPSTREAM_H */
