@@ -34,7 +34,7 @@ CFLAGS  += $(CFLAGS_BASE) $(SANFLAGS) $(PKG_CFLAGS)
 LDFLAGS += $(SANFLAGS)
 LDLIBS  += $(PKG_LIBS) $(LDLIBS_BASE)
 
-CORE_SRC := $(filter-out proxy/main.c,$(wildcard proxy/*.c proxy/*/*.c)) $(wildcard filters/*.c)
+CORE_SRC := $(filter-out proxy/main.c,$(wildcard proxy/*.c proxy/*/*.c)) $(wildcard filters/*.c filters/*/*.c)
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o)
 MAIN_OBJ := $(BUILD)/proxy/main.o
 LIB      := $(BUILD)/libpilotfish.a
@@ -132,10 +132,10 @@ bench-micro: $(MICRO_BIN)
 	@for b in $(MICRO_BIN); do $$b || exit 1; done
 
 format:
-	clang-format -i $(wildcard proxy/*.[ch] proxy/*/*.[ch] filters/*.[ch] tests/unit/*.[ch] tests/origin/*.[ch] bench/*.c)
+	clang-format -i $(wildcard proxy/*.[ch] proxy/*/*.[ch] filters/*.[ch] filters/*/*.[ch] tests/unit/*.[ch] tests/origin/*.[ch] bench/*.c)
 
 check-format:
-	clang-format --dry-run --Werror $(wildcard proxy/*.[ch] proxy/*/*.[ch] filters/*.[ch] tests/unit/*.[ch] tests/origin/*.[ch] bench/*.c)
+	clang-format --dry-run --Werror $(wildcard proxy/*.[ch] proxy/*/*.[ch] filters/*.[ch] filters/*/*.[ch] tests/unit/*.[ch] tests/origin/*.[ch] bench/*.c)
 
 lint:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
