@@ -1,0 +1,58 @@
+/*
+ * The L2 tier: Redis through hiredis's async API on one worker's event
+ * loop (filters/cache/l2.c), one client per worker. Values are opaque bytes
+ * (pf_cobj_serialize). Keys are spread over several independent servers by
+ * rendezvous hashing. A failure, a timeout or garbage only ever misses:
+ * every get calls its callback exactly once, within timeout, unless it was
+ * cancelled first.
+ *
+ * Threads: the worker that made the client only.
+ */
+#ifndef PF_CACHE_L2_H
+#define PF_CACHE_L2_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct event_base;
+
+struct pf_l2_conf {
+    const char *const *addresses; /* "host:port" or "unix:/path" */
+    unsigned n_addresses;
+    unsigned db;
+    const char *password;   /* "" = none */
+    uint64_t timeout_ms;    /* per command, on pilotfish's own timer */
+    const char *key_prefix; /* prepended to every key */
+};
+
+struct pf_l2;
+
+struct pf_l2 *pf_l2_new(struct event_base *base, const struct pf_l2_conf *conf);
+void pf_l2_free(struct pf_l2 *l2); /* pending gets are cancelled (callbacks not called) */
+
+/* data == NULL: a miss (absent, error, timeout, not connected). data lives during the call only. */
+typedef void (*pf_l2_get_fn)(void *arg, const void *data, size_t len);
+
+/* Start a GET; returns a handle for pf_l2_cancel (never 0). */
+uint64_t pf_l2_get(struct pf_l2 *l2, const char *key, pf_l2_get_fn cb, void *arg);
+/* The callback of handle h will not be called (no-op when it already was). */
+void pf_l2_cancel(struct pf_l2 *l2, uint64_t h);
+
+/* Fire-and-forget writes: SET key value EX ttl_s (+ SADD of key into each tag's set), DEL. */
+void pf_l2_set(struct pf_l2 *l2, const char *key, const void *data, size_t len, uint64_t ttl_s,
+               const char *const *tags, unsigned n_tags);
+void pf_l2_del(struct pf_l2 *l2, const char *key);
+/* Delete every key of a tag's set (SMEMBERS then DEL), and every key with a prefix (SCAN MATCH). */
+void pf_l2_purge_tag(struct pf_l2 *l2, const char *tag);
+void pf_l2_purge_prefix(struct pf_l2 *l2, const char *prefix);
+
+struct pf_l2_stats {
+    uint64_t hits, misses, errors, timeouts, reconnects;
+};
+void pf_l2_stats(const struct pf_l2 *l2, struct pf_l2_stats *out);
+
+/* Which of n servers holds key (rendezvous hashing): exposed for tests. */
+unsigned pf_l2_pick(const char *key, unsigned n);
+
+#endif /* PF_CACHE_L2_H */
