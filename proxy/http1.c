@@ -665,7 +665,7 @@ static int conn_body(struct pf_conn *c)
         if (c->state == PF_CONN_DEAD)
             return -1;
         if (c->tx != tx)
-            return 0; /* the tx ended: go on with the next (pipelined) head */
+            return 0; /* the tx ended: the next head, unless closing (see pf_conn_tx_done) */
         return evbuffer_get_length(in) == 0 ? -1 : 0;
     }
     if (c->body_tmp == NULL)
@@ -977,6 +977,16 @@ void pf_conn_tx_done(struct pf_conn *c)
         c->linger = true;
     pf_tx_free(tx);
     if (c->closing) {
+        /*
+         * The parser stops for good. The tx may end inside conn_body() (an
+         * upstream failing as the body is handed over): conn_process()'s loop
+         * must not go on there, or the rest of the unread body, or a request
+         * pipelined after this Connection: close response, would be parsed
+         * as a new request (smuggling). What is left is discarded by the
+         * lingering close.
+         */
+        if (conn_parsing(c) || conn_paused(c))
+            c->state = PF_CONN_WAITING;
         event_del(&c->timer); /* no body or head timer may fire on a closing connection */
         pf_stream_read(c->s, false);
         if (pf_conn_out_len(c) == 0)

@@ -3,8 +3,10 @@ framing"): every ambiguous or malformed request head or chunked body is
 refused with 400 + Connection: close, the connection is closed, and the origin
 never sees a request -- neither the bad one nor a request smuggled behind it."""
 
+import socket
+
 import pf
-from pf import Conn, Origin, Pilotfish
+from pf import Conn, ConnectionClosed, Origin, Pilotfish
 
 import helpers2 as h2
 
@@ -254,3 +256,201 @@ def test_smuggling_pipelined_chunked_body_then_request():
         e2 = c.read_response().json()
         assert e2["path"] == "/second" and e2["method"] == "GET", e2
         assert o.stats()["requests"] == 2
+
+
+# ---- a transaction that ends before (or while) its body is read ----
+#
+# An early answer (413, 429, 401, an upstream failure) says Connection: close
+# when the request body was not read whole. Whatever follows in the input --
+# the rest of the body, or a request pipelined behind it -- must then never be
+# parsed: neither forwarded to the origin nor answered to the client.
+
+# a complete request inside a body: a body left unread must not be taken for it
+INNER = b"GET /smuggled?echo=1 HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def post_cl(target, body, extra=b""):
+    return (b"POST %s HTTP/1.1\r\nHost: x\r\n%sContent-Length: %d\r\n\r\n"
+            % (target, extra, len(body)) + body)
+
+
+def post_chunked(target, chunks, extra=b""):
+    data = b"".join(b"%x\r\n%s\r\n" % (len(ch), ch) for ch in chunks) + b"0\r\n\r\n"
+    return b"POST %s HTTP/1.1\r\nHost: x\r\n%sTransfer-Encoding: chunked\r\n\r\n" % (
+        target, extra) + data
+
+
+def one_answer_then_close(port, data, statuses, what, pieces=None):
+    """Send data (one write, or pieces), read one final response; it must be one
+    of statuses with Connection: close, and the connection must then close with
+    nothing more answered. Returns the problem found, or None."""
+    c = Conn(port, timeout=5.0)
+    try:
+        try:
+            if pieces is not None:
+                c.send_pieces(pieces)
+            else:
+                c.send(data)
+        except OSError:
+            pass  # answered and closed before everything was written
+        try:
+            r = c.read_response("POST")
+        except (ConnectionClosed, ConnectionResetError):
+            return "%s: closed without an answer" % what
+        except socket.timeout:
+            return "%s: no answer within 5s" % what
+        if r.status not in statuses:
+            return "%s: expected %r, got %r" % (what, statuses, r)
+        if "close" not in h2.connection_tokens(r):
+            return "%s: %d without Connection: close: %r" % (what, r.status, r.headers)
+        if not c.is_closed(3.0):
+            return "%s: more after the %d (or not closed): %r" % (what, r.status, c.buf[:300])
+        return None
+    finally:
+        c.close()
+
+
+def check_cases(o, p, cases, port=None, expected_origin=0):
+    """Run each (name, statuses, data-or-pieces) case; the origin must have answered
+    expected_origin requests in all (the smuggled ones never reach it)."""
+    problems = []
+    for name, statuses, data in cases:
+        pieces = data if isinstance(data, list) else None
+        err = one_answer_then_close(port or p.port, None if pieces else data, statuses, name,
+                                    pieces=pieces)
+        if err:
+            problems.append(err)
+        n = h2.origin_settled(o, p)["requests"]
+        if n != expected_origin:
+            problems.append("%s: the origin answered %d request(s), expected %d"
+                            % (name, n, expected_origin))
+            expected_origin = n
+    assert not problems, "\n".join(problems)
+
+
+def test_smuggling_413_with_unread_body_parses_nothing_after():
+    o = Origin()
+    p = Pilotfish(h2.config("limits:\n  max_body_size: 1KiB\n"), origin=o)
+    big = INNER * 60  # over 1 KiB, made of requests
+    with o, p:
+        check_cases(o, p, [
+            ("413 CL, body of requests", (413,), post_cl(b"/echo", big)),
+            ("413 CL, body + pipelined", (413,), post_cl(b"/echo", big) + INNER),
+            ("413 CL, Expect: 100-continue", (413,),
+             post_cl(b"/echo", big, b"Expect: 100-continue\r\n") + INNER),
+            ("413 chunked, chunk of requests", (413,), post_chunked(b"/echo", [big]) + INNER),
+            ("413 chunked, many chunks", (413,), post_chunked(b"/echo", [INNER] * 60) + INNER),
+            ("413 chunked, split writes", (413,),
+             [post_chunked(b"/echo", [big])[:90], post_chunked(b"/echo", [big])[90:700],
+              post_chunked(b"/echo", [big])[700:] + INNER]),
+            ("413 CL, split writes", (413,),
+             [post_cl(b"/echo", big)[:70], post_cl(b"/echo", big)[70:] + INNER]),
+        ])
+        assert p.get("/").status == 200
+
+
+def test_smuggling_429_with_unread_body_parses_nothing_after():
+    o = Origin()
+    p = Pilotfish(h2.config("""\
+routes:
+  - match: { prefix: "/limited/" }
+    upstream: app
+    filters: [ratelimit]
+  - match: { prefix: "/" }
+    upstream: app
+    filters: []
+filters:
+  ratelimit: { requests_per_second: 0.000277777777777778, burst: 1 }
+"""), origin=o)
+    with o, p:
+        assert p.get("/limited/first").status == 200  # the only token
+        check_cases(o, p, [
+            ("429 CL body with a request", (429,), post_cl(b"/limited/x", INNER)),
+            ("429 CL body + pipelined", (429,), post_cl(b"/limited/x", INNER) + INNER),
+            ("429 Expect: 100-continue", (429,),
+             post_cl(b"/limited/x", INNER, b"Expect: 100-continue\r\n") + INNER),
+            ("429 chunked body with a request", (429,),
+             post_chunked(b"/limited/x", [INNER, INNER]) + INNER),
+            ("429 split writes", (429,),
+             [post_cl(b"/limited/x", INNER * 3)[:60], post_cl(b"/limited/x", INNER * 3)[60:]
+              + INNER]),
+        ], expected_origin=1)
+
+
+def test_smuggling_admin_401_with_unread_body_answers_nothing_after():
+    o = Origin()
+    head = h2.CONFIG_HEAD.replace('admin: { listen: "127.0.0.1:{{admin_port}}" }',
+                                  'admin: { listen: "127.0.0.1:{{admin_port}}", token: "t0k" }')
+    p = Pilotfish(h2.config(head=head), origin=o)
+    inner = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+    with o, p:
+        check_cases(o, p, [
+            ("401 CL body with a request", (401,), post_cl(b"/reload", inner)),
+            ("401 CL body + pipelined", (401,), post_cl(b"/reload", inner) + inner),
+            ("401 chunked body with a request", (401,),
+             post_chunked(b"/drain", [inner]) + inner),
+            ("401 Expect: 100-continue", (401,),
+             post_cl(b"/reload", inner, b"Expect: 100-continue\r\n") + inner),
+        ], port=p.admin_port)
+        assert p.admin("GET", "/ready").status == 200, "an unauthorized /drain drained"
+
+
+def test_smuggling_upstream_failure_while_body_is_read():
+    """request_buffering reads a small chunked body first; when it passes the limit
+    the upstream connection is taken from inside the body's de-framing. If that
+    fails at once (a unix endpoint nobody listens on), the transaction ends
+    there with a 502 + Connection: close while the body is only partly handed
+    over: nothing after it (the rest of the body, a pipelined request to a
+    working route) may be parsed or forwarded."""
+    o = Origin()
+    dead = h2.unix_path("dead")
+    p = Pilotfish(h2.config("limits:\n  request_buffering: 1KiB\n") + """\
+  dead:
+    endpoints: ["unix:%s"]
+routes:
+  - match: { prefix: "/dead/" }
+    upstream: dead
+    filters: []
+  - match: { prefix: "/" }
+    upstream: app
+    filters: []
+""" % dead, origin=o)
+    big = INNER * 60
+    with o, p:
+        full = post_chunked(b"/dead/x", [big])
+        check_cases(o, p, [
+            ("chunked body + pipelined", (502, 503), full + INNER),
+            ("chunked, body of requests in chunks", (502, 503),
+             post_chunked(b"/dead/x", [INNER] * 60) + INNER),
+            ("chunked, the rest of the body is requests", (502, 503),
+             post_chunked(b"/dead/x", [big, INNER, INNER]) + INNER),
+            ("chunked, split writes", (502, 503),
+             [full[:100], full[100:800], full[800:] + INNER]),
+            ("chunked, second write is requests", (502, 503),
+             [post_chunked(b"/dead/x", [big])[:-5], b"0\r\n\r\n" + INNER * 3]),
+        ])
+        assert p.get("/").status == 200
+
+
+def test_smuggling_close_response_ends_a_pipeline():
+    """A request the client itself ends with Connection: close, with a request
+    pipelined behind it: the second is never answered nor forwarded."""
+    o = Origin()
+    p = Pilotfish(h2.config(), origin=o)
+    with o, p:
+        problems = []
+        for i, (name, data) in enumerate([
+                ("GET close + pipelined",
+                 b"GET /?echo=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" + INNER),
+                ("POST close + pipelined", post_cl(b"/echo", INNER, b"Connection: close\r\n")
+                 + INNER),
+                ("chunked POST close + pipelined",
+                 post_chunked(b"/echo", [INNER], b"Connection: close\r\n") + INNER)]):
+            err = one_answer_then_close(p.port, data, (200,), name)
+            if err:
+                problems.append(err)
+            n = h2.origin_settled(o, p)["requests"]
+            if n != i + 1:
+                problems.append("%s: the origin answered %d request(s), expected %d"
+                                % (name, n, i + 1))
+        assert not problems, "\n".join(problems)
