@@ -181,13 +181,12 @@ static bool next_directive(const char **p, const char *e, struct directive *d)
         q++;
     if (q < e && *q != ',') {
         d->bad = true;
-        /* skip the rest of the member, quotes included */
-        for (bool quoted = false; q < e && (quoted || *q != ','); q++) {
-            if (*q == '\\' && quoted && q + 1 < e)
-                q++;
-            else if (*q == '"')
-                quoted = !quoted;
-        }
+        /*
+         * Skip to the next comma, not honouring quotes: a stray quote in a
+         * junk member must not hide the no-store or private after it.
+         */
+        while (q < e && *q != ',')
+            q++;
     }
     *p = q;
     return true;
@@ -448,7 +447,8 @@ static int64_t explicit_lifetime(const struct pf_cache_meta *m)
     const struct pf_cc *cc = &m->cc;
     int64_t base;
 
-    if (cc->s_maxage != PF_CC_ABSENT && !cc->invalid)
+    /* a shared cache goes by a valid s-maxage, whatever else is malformed */
+    if (cc->s_maxage != PF_CC_ABSENT)
         return cc->s_maxage;
     if (cc->invalid)
         return 0; /* malformed max-age or s-maxage: stale (RFC 9111 §4.2.1) */
@@ -599,12 +599,14 @@ bool pf_cache_stale_on_error(const struct pf_cache_meta *m, const struct pf_cach
     int64_t stale = pf_cache_age(m, now) - pf_cache_lifetime(m, p); /* < 0 while fresh */
     int64_t window = p->stale_if_error > 0 ? p->stale_if_error : 0;
 
+    if (m->cc.no_cache)
+        return false; /* never used without validation, fresh or not */
+    if (stale < 0)
+        return true; /* still fresh: must-revalidate and the others do not apply yet */
     if (stale_forbidden(&m->cc))
         return false;
     if (m->cc.sie != PF_CC_ABSENT && m->cc.sie > window)
         window = m->cc.sie;
-    if (stale < 0)
-        return true;
     return window > 0 && stale <= window;
 }
 
