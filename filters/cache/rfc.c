@@ -235,7 +235,7 @@ static void apply_directive(struct pf_cc *cc, const struct directive *d)
     else if (eq_ci(n, l, "stale-if-error"))
         apply_delta(cc, d, &cc->sie, false);
     else if (eq_ci(n, l, "max-stale")) {
-        if (!d->has_value)
+        if (!d->has_value && !d->bad)
             cc->max_stale = most_restrictive_min(cc->max_stale, PF_CC_ANY);
         else
             apply_delta(cc, d, &cc->max_stale, false);
@@ -246,7 +246,7 @@ static void apply_directive(struct pf_cc *cc, const struct directive *d)
     else if (eq_ci(n, l, "private"))
         cc->private_ = true; /* private="field" is treated as private */
     else if (eq_ci(n, l, "public"))
-        cc->public_ = true;
+        cc->public_ = !d->bad || cc->public_; /* it allows more: not on junk */
     else if (eq_ci(n, l, "must-revalidate"))
         cc->must_revalidate = true;
     else if (eq_ci(n, l, "proxy-revalidate"))
@@ -258,7 +258,7 @@ static void apply_directive(struct pf_cc *cc, const struct directive *d)
     else if (eq_ci(n, l, "immutable"))
         cc->immutable = true;
     else if (eq_ci(n, l, "must-understand"))
-        cc->must_understand = true;
+        cc->must_understand = !d->bad || cc->must_understand; /* it overrides no-store */
     /* unknown directives are ignored (RFC 9111 §5.2.3) */
 }
 
@@ -273,7 +273,7 @@ static void cc_reset(struct pf_cc *cc)
     cc->sie = PF_CC_ABSENT;
 }
 
-/* Parse lines into cc without resetting it; returns how many directives were seen. */
+/* Parse lines into cc without resetting it; returns how many well-formed directives it saw. */
 static unsigned cc_parse_into(struct pf_cc *cc, const char *const *lines, unsigned n)
 {
     unsigned seen = 0;
@@ -288,7 +288,7 @@ static unsigned cc_parse_into(struct pf_cc *cc, const char *const *lines, unsign
         p = lines[i];
         e = p + strlen(p);
         while (next_directive(&p, e, &d)) {
-            seen++;
+            seen += !d.bad;
             if (d.nlen > 0)
                 apply_directive(cc, &d);
         }
@@ -612,31 +612,46 @@ bool pf_cache_stale_on_error(const struct pf_cache_meta *m, const struct pf_cach
 
 /* ---- conditional requests (RFC 9110 §13.1.1, §13.1.3, §13.2.2) ---- */
 
-/* Weak comparison of one entity-tag member [s, e) with the stored ETag. */
+/* Weak comparison (RFC 9110 §8.8.3.2) of the opaque tag [s, e) with the stored ETag. */
 static bool etag_weak_match(const char *s, const char *e, const char *stored)
 {
-    if (e - s >= 2 && s[0] == 'W' && s[1] == '/')
-        s += 2;
     if (stored[0] == 'W' && stored[1] == '/')
         stored += 2;
-    if (e - s < 2 || s[0] != '"' || e[-1] != '"')
-        return false; /* not an entity-tag */
     return strlen(stored) == (size_t)(e - s) && memcmp(s, stored, (size_t)(e - s)) == 0;
 }
 
+/*
+ * If-None-Match: "*" or a list of entity-tags, read tag by tag (an opaque
+ * tag may hold a comma). A malformed list matches nothing after the fault.
+ */
 static bool inm_matches(const char *inm, const struct pf_cache_meta *m)
 {
     const char *p = inm;
-    const char *s;
-    const char *e;
 
-    while (next_member(&p, &s, &e)) {
-        if (e - s == 1 && *s == '*')
+    for (;;) {
+        const char *s;
+        while (is_ows(*p) || *p == ',')
+            p++;
+        if (*p == '\0')
+            return false;
+        if (*p == '*')
             return true;
-        if (m->has_etag && etag_weak_match(s, e, m->etag))
+        if (p[0] == 'W' && p[1] == '/')
+            p += 2;
+        if (*p != '"')
+            return false;
+        s = p;
+        p = strchr(p + 1, '"');
+        if (p == NULL)
+            return false;
+        p++;
+        if (m->has_etag && etag_weak_match(s, p, m->etag))
             return true;
+        while (is_ows(*p))
+            p++;
+        if (*p != ',' && *p != '\0')
+            return false;
     }
-    return false;
 }
 
 bool pf_cache_not_modified(const char *if_none_match, const char *if_modified_since,

@@ -140,6 +140,10 @@ static const struct cc_case cc_cases[] = {
     /* a stray or open quote does not hide what follows the next comma */
     {{"foo=a\"b, private, max-age=9"}, 9, A, A, A, A, A, F_PRIVATE},
     {{"foo=\"a, no-store"}, A, A, A, A, A, A, F_NO_STORE},
+    /* directives that allow more are not taken from a junk member */
+    {{"public junk, must-understand x, max-stale y"}, A, A, A, A, A, A, 0},
+    {{"public junk, public"}, A, A, A, A, A, A, F_PUBLIC},
+    {{"private junk, no-store \"x\""}, A, A, A, A, A, A, F_PRIVATE | F_NO_STORE},
     /* qualified forms */
     {{"private=\"Set-Cookie\", max-age=5"}, 5, A, A, A, A, A, F_PRIVATE},
     {{"no-cache=\"Set-Cookie, X-Foo\", max-age=5"}, 5, A, A, A, A, A, F_NO_CACHE},
@@ -435,6 +439,11 @@ static void test_meta_targeted(void **state)
     assert_true(m.cc.no_store);
     assert_int_equal(m.cc.max_age, A);
     meta_of(&m, 200, (const char *[]){"Cache-Control: max-age=10", "CDN-Cache-Control: ", NULL},
+            NULL);
+    assert_int_equal(m.cc.max_age, 10);
+    /* a targeted field with nothing well-formed in it is ignored */
+    meta_of(&m, 200,
+            (const char *[]){"Cache-Control: max-age=10", "CDN-Cache-Control: \"x, =, a b", NULL},
             NULL);
     assert_int_equal(m.cc.max_age, 10);
     /* the targeted field's directives replace Cache-Control's, not add to them */
@@ -872,6 +881,11 @@ static const struct cond_case cond_cases[] = {
     {{NULL}, "*", NULL, true},
     {{NULL}, "\"a\"", NULL, false},
     {{"ETag: \"a\""}, "", NULL, false},
+    {{"ETag: \"a,b\""}, "\"x\", \"a,b\"", NULL, true},
+    {{"ETag: \"a\""}, "\"a,b\"", NULL, false},
+    {{"ETag: \"b\""}, "\"a,b\"", NULL, false},
+    {{"ETag: \"b\""}, "\"a\" junk, \"b\"", NULL, false},
+    {{"ETag: W/\"a\""}, "w/\"a\"", NULL, false},
     /* If-None-Match wins over If-Modified-Since, both ways */
     {{"ETag: \"a\"", "Last-Modified: @-100"}, "\"b\"", "@0", false},
     {{"ETag: \"a\"", "Last-Modified: @-100"}, "\"a\"", "@-1000", true},
