@@ -869,18 +869,19 @@ static bool ignored(const char *s, const char *e, const char *const *globs, unsi
     return false;
 }
 
-/* The query's parameters in their order, without the ignored ones. */
-static void put_query(struct out *o, const char *q, const char *const *globs, unsigned n)
+/* The query [q, end): its parameters in their order, without the ignored ones. */
+static void put_query(struct out *o, const char *q, const char *end, const char *const *globs,
+                      unsigned n)
 {
     bool any = false;
     bool dropped = false;
     size_t mark = o->len;
 
     put(o, "?", 1);
-    while (*q != '\0') {
-        const char *e = strchr(q, '&');
+    for (;;) {
+        const char *e = memchr(q, '&', (size_t)(end - q));
         if (e == NULL)
-            e = q + strlen(q);
+            e = end;
         if (ignored(q, e, globs, n)) {
             dropped = true;
         } else {
@@ -889,7 +890,9 @@ static void put_query(struct out *o, const char *q, const char *const *globs, un
             put(o, q, (size_t)(e - q));
             any = true;
         }
-        q = *e == '&' ? e + 1 : e;
+        if (e == end)
+            break;
+        q = e + 1;
     }
     if (!any && dropped && !o->over) {
         o->len = mark; /* every parameter was ignored: no query at all */
@@ -921,14 +924,7 @@ size_t pf_cache_key(const char *scheme, const char *host, const char *target,
         q = NULL;
     plen = (size_t)((q != NULL ? q : hash != NULL ? hash : target + strlen(target)) - target);
     put(&o, target, plen);
-    if (q != NULL) {
-        char query[4096];
-        size_t ql = (size_t)((hash != NULL ? hash : q + strlen(q)) - (q + 1));
-        if (ql >= sizeof(query))
-            return 0;
-        memcpy(query, q + 1, ql);
-        query[ql] = '\0';
-        put_query(&o, query, ignore_query, n_ignore);
-    }
+    if (q != NULL)
+        put_query(&o, q + 1, hash != NULL ? hash : q + strlen(q), ignore_query, n_ignore);
     return o.over ? 0 : o.len;
 }

@@ -1119,6 +1119,9 @@ static const struct key_case key_cases[] = {
     {"http", "h", "/p?utm_source=x", {"utm_*"}, "http://h/p"},
     {"http", "h", "/p?utm_source=x&fbclid=1&z", {"utm_*", "fbclid"}, "http://h/p?z"},
     {"http", "h", "/p?a=1&&b", {"x"}, "http://h/p?a=1&&b"},
+    {"http", "h", "/p?a=1&utm_x", {"utm_*"}, "http://h/p?a=1"},
+    {"http", "h", "/p?utm_x&a=1&", {"utm_*"}, "http://h/p?a=1&"},
+    {"http", "h", "/p?a=1&utm_x=2#f&utm_y", {"utm_*"}, "http://h/p?a=1"},
     {"http", "h", "/p?", {NULL}, "http://h/p?"},
     {"http", "h", "/p?", {"utm_*"}, "http://h/p?"},
     {"http", "h", "/p?UTM_x=1", {"utm_*"}, "http://h/p?UTM_x=1"},
@@ -1161,6 +1164,18 @@ static void test_key_size(void **state)
     assert_int_equal(pf_cache_key("http", "h", "/p?a=1", NULL, 0, out, need), need - 1);
     assert_int_equal(pf_cache_key("http", "h", "/p?a=1", NULL, 0, out, need - 1), 0);
     assert_int_equal(pf_cache_key("http", "h", "/p?a=1", NULL, 0, out, 0), 0);
+
+    /* a long query is fine when the buffer is large enough */
+    {
+        static char target[9000];
+        static char big[9100];
+        const char *ignore[] = {"utm_*"};
+        memset(target, 'x', sizeof(target) - 1);
+        memcpy(target, "/p?utm_a=1&", 11);
+        assert_int_equal(pf_cache_key("http", "h", target, ignore, 1, big, sizeof(big)),
+                         strlen("http://h/p?") + sizeof(target) - 1 - 11);
+        assert_int_equal(strncmp(big, "http://h/p?xxx", 14), 0);
+    }
 }
 
 int main(void)
