@@ -905,6 +905,11 @@ static const struct cond_case cond_cases[] = {
      "Sunday, 06-Nov-94 08:49:37 GMT",
      true},
     {{"Last-Modified: Sun, 06 Nov 1994 08:49:37 GMT"}, NULL, "Sun Nov  6 08:49:37 1994", true},
+    /* a two-digit year within 50 years of the response is not a century back */
+    {{"Last-Modified: Wed, 01 Jan 2070 00:00:00 GMT"},
+     NULL,
+     "Wednesday, 01-Jan-70 00:00:00 GMT",
+     true},
 };
 
 static void test_not_modified(void **state)
