@@ -297,7 +297,8 @@ static void setup_reply(redisAsyncContext *ac, void *r, void *priv)
     (void)priv;
     if (s->ac == ac && s->outstanding)
         s->outstanding--;
-    if (!reply || reply->type != REDIS_REPLY_ERROR || s->ac != ac)
+    if (!reply || reply->type != REDIS_REPLY_ERROR || s->ac != ac ||
+        evtimer_pending(&s->drop_ev, NULL))
         return;
     pf_log(PF_LOG_WARN, "cache l2: %s:%d refused AUTH or SELECT: %s", s->host ? s->host : s->path,
            s->port, reply->str);
