@@ -626,6 +626,49 @@ static void test_garbage(void **state)
     event_base_free(base);
 }
 
+struct acc {
+    int n;
+    int fds[8];
+};
+
+/* Accept and keep open (closing would itself make the client reconnect). */
+static void accept_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct acc *a = arg;
+    int c = accept(fd, NULL, NULL);
+    (void)what;
+    if (c >= 0 && a->n < 8)
+        a->fds[a->n++] = c;
+    else if (c >= 0)
+        close(c);
+}
+
+/* Timeouts in a row without a reply: the connection is dropped and made anew. */
+static void test_stuck_reconnects(void **state)
+{
+    struct event_base *base = event_base_new();
+    int port, lfd = listen_silent(&port);
+    struct acc acc = {0};
+    char addr[32];
+    const char *addrs[1] = {addr};
+    struct res r;
+    (void)state;
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
+    struct pf_l2 *l2 = l2_at(base, addrs, 1, 50);
+    for (int i = 0; i < 3; i++)
+        assert_false(get_wait(l2, base, "k", &r));
+    struct event *ev = event_new(base, lfd, EV_READ | EV_PERSIST, accept_cb, &acc);
+    event_add(ev, NULL);
+    run_until(base, &acc.n, 2); /* the first connection, then a new one */
+    assert_int_equal(acc.n, 2);
+    pf_l2_free(l2);
+    event_free(ev);
+    for (int i = 0; i < acc.n; i++)
+        close(acc.fds[i]);
+    close(lfd);
+    event_base_free(base);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -635,6 +678,7 @@ int main(void)
         cmocka_unit_test(test_nothing_listening),
         cmocka_unit_test(test_silent_then_late),
         cmocka_unit_test(test_garbage),
+        cmocka_unit_test(test_stuck_reconnects),
         cmocka_unit_test_setup_teardown(test_set_get, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_cancel, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_free_pending, fx_setup, fx_teardown),
