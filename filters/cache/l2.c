@@ -245,8 +245,10 @@ static void on_connect(const redisAsyncContext *ac, int status)
     }
     s->connected = true;
     s->backoff_ms = BACKOFF_MIN_MS;
-    if (s->ever_connected)
+    if (s->ever_connected) {
         s->l2->st.reconnects++;
+        pf_log(PF_LOG_INFO, "cache l2: reconnected to %s:%d", s->host ? s->host : s->path, s->port);
+    }
     s->ever_connected = true;
 }
 
@@ -565,7 +567,9 @@ static void write_reply(redisAsyncContext *ac, void *rep, void *priv)
 void pf_l2_set(struct pf_l2 *l2, const char *key, const void *data, size_t len, uint64_t ttl_s,
                const char *const *tags, unsigned n_tags)
 {
-    unsigned long long ttl = ttl_s ? ttl_s : 1;
+    unsigned long long ttl = ttl_s;
+    if (!ttl) /* nothing to keep (and EX 0 is refused) */
+        return;
     send_cmd(server_of(l2, key, ""), write_reply, NULL, "SET %s%s %b EX %llu", l2->prefix, key,
              data, len, ttl);
     for (unsigned i = 0; i < n_tags; i++) {
