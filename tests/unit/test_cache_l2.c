@@ -519,6 +519,60 @@ static void test_two_servers(void **state)
     event_base_free(base);
 }
 
+static void test_unix_socket(void **state)
+{
+    struct event_base *base = event_base_new();
+    char path[64], addr[80];
+    const char *addrs[1] = {addr};
+    struct res r;
+    (void)state;
+    snprintf(path, sizeof(path), "/tmp/pf-l2-test-%d.sock", (int)getpid());
+    snprintf(addr, sizeof(addr), "unix:%s", path);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        if (!freopen("/dev/null", "w", stdout))
+            _exit(127);
+        execlp("redis-server", "redis-server", "--port", "0", "--unixsocket", path, "--save", "",
+               "--appendonly", "no", (char *)NULL);
+        _exit(127);
+    }
+    redisContext *c = NULL;
+    for (int i = 0; i < WAIT_S * 100 && !c; i++) {
+        c = redisConnectUnix(path);
+        if (c && c->err) {
+            redisFree(c);
+            c = NULL;
+            usleep(10000);
+        }
+    }
+    assert_non_null(c);
+    redisFree(c);
+    struct pf_l2 *l2 = l2_at(base, addrs, 1, 2000);
+    pf_l2_set(l2, "u", "unix", 4, 60, NULL, 0);
+    assert_true(get_wait(l2, base, "u", &r));
+    assert_memory_equal(r.data, "unix", 4);
+    pf_l2_free(l2);
+    redis_stop(pid);
+    unlink(path);
+    event_base_free(base);
+}
+
+static void test_bad_address(void **state)
+{
+    const char *bad[] = {"127.0.0.1:notaport", "127.0.0.1:0", "unix:", ":6379", "[::1"};
+    struct event_base *base = event_base_new();
+    (void)state;
+    for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct pf_l2_conf conf = {.addresses = &bad[i], .n_addresses = 1, .timeout_ms = 50};
+        assert_null(pf_l2_new(base, &conf));
+    }
+    struct pf_l2_conf none = {.n_addresses = 0};
+    assert_null(pf_l2_new(base, &none));
+    pf_l2_free(NULL);
+    event_base_free(base);
+}
+
 /* ---- against fake servers ---- */
 
 static void test_nothing_listening(void **state)
@@ -687,6 +741,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_kill_restart, fx_setup, fx_teardown),
         cmocka_unit_test(test_auth_select),
         cmocka_unit_test(test_two_servers),
+        cmocka_unit_test(test_unix_socket),
+        cmocka_unit_test(test_bad_address),
     };
     signal(SIGPIPE, SIG_IGN);
     return cmocka_run_group_tests(tests, NULL, NULL);
