@@ -294,7 +294,7 @@ static int fx_teardown(void **state)
 static void test_set_get(void **state)
 {
     struct fx *f = *state;
-    struct pf_l2 *l2 = l2_at(f->base, f->addrs, 1, 2000);
+    struct pf_l2 *l2 = l2_at(f->base, f->addrs, 1, 10000);
     struct pf_l2_stats st;
     struct res r;
     static const char val[] = "head\0body\r\n";
@@ -324,7 +324,7 @@ static void test_set_get(void **state)
 static void test_cancel(void **state)
 {
     struct fx *f = *state;
-    struct pf_l2 *l2 = l2_at(f->base, f->addrs, 1, 2000);
+    struct pf_l2 *l2 = l2_at(f->base, f->addrs, 1, 10000);
     struct res r1 = {0}, r2;
     pf_l2_set(l2, "c", "x", 1, 60, NULL, 0);
     uint64_t h = pf_l2_get(l2, "c", get_cb, &r1);
@@ -341,7 +341,7 @@ static void test_cancel(void **state)
 static void test_free_pending(void **state)
 {
     struct fx *f = *state;
-    struct pf_l2 *l2 = l2_at(f->base, f->addrs, 1, 2000);
+    struct pf_l2 *l2 = l2_at(f->base, f->addrs, 1, 10000);
     struct res r[3] = {{0}}, sync;
     assert_false(get_wait(l2, f->base, "warm", &sync)); /* connected now */
     for (int i = 0; i < 3; i++)
@@ -352,7 +352,7 @@ static void test_free_pending(void **state)
     for (int i = 0; i < 3; i++)
         assert_int_equal(r[i].calls, 0);
     /* freed while still connecting */
-    l2 = l2_at(f->base, f->addrs, 1, 2000);
+    l2 = l2_at(f->base, f->addrs, 1, 10000);
     pf_l2_get(l2, "p", get_cb, &r[0]);
     pf_l2_free(l2);
     run_for(f->base, 50);
@@ -362,7 +362,7 @@ static void test_free_pending(void **state)
 static void test_purge_tag(void **state)
 {
     struct fx *f = *state;
-    struct pf_l2 *l2 = l2_at(f->base, f->addrs, 1, 2000);
+    struct pf_l2 *l2 = l2_at(f->base, f->addrs, 1, 10000);
     const char *t1[] = {"t1"}, *t12[] = {"t1", "t2"}, *t2[] = {"t2"};
     struct res r;
     pf_l2_set(l2, "a", "1", 1, 600, t1, 1);
@@ -390,7 +390,7 @@ static void test_purge_tag(void **state)
 static void test_purge_prefix(void **state)
 {
     struct fx *f = *state;
-    struct pf_l2 *l2 = l2_at(f->base, f->addrs, 1, 2000);
+    struct pf_l2 *l2 = l2_at(f->base, f->addrs, 1, 10000);
     char key[32];
     struct res r;
     for (int i = 0; i < 250; i++) { /* more than one SCAN batch */
@@ -448,7 +448,7 @@ static void test_auth_select(void **state)
     char addr[32];
     const char *addrs[1] = {addr};
     struct pf_l2_conf conf = {
-        .addresses = addrs, .n_addresses = 1, .db = 3, .timeout_ms = 2000, .key_prefix = ""};
+        .addresses = addrs, .n_addresses = 1, .db = 3, .timeout_ms = 10000, .key_prefix = ""};
     struct res r;
     struct pf_l2_stats st;
     (void)state;
@@ -492,7 +492,7 @@ static void test_two_servers(void **state)
     pids[1] = redis_start(ports[1], "");
     snprintf(a0, sizeof(a0), "127.0.0.1:%d", ports[0]);
     snprintf(a1, sizeof(a1), "127.0.0.1:%d", ports[1]);
-    struct pf_l2 *l2 = l2_at(base, addrs, 2, 2000);
+    struct pf_l2 *l2 = l2_at(base, addrs, 2, 10000);
     for (int i = 0; i < 40; i++) {
         snprintf(key, sizeof(key), "k%d", i);
         pf_l2_set(l2, key, key, strlen(key), 60, NULL, 0);
@@ -548,7 +548,7 @@ static void test_unix_socket(void **state)
     }
     assert_non_null(c);
     redisFree(c);
-    struct pf_l2 *l2 = l2_at(base, addrs, 1, 2000);
+    struct pf_l2 *l2 = l2_at(base, addrs, 1, 10000);
     pf_l2_set(l2, "u", "unix", 4, 60, NULL, 0);
     assert_true(get_wait(l2, base, "u", &r));
     assert_memory_equal(r.data, "unix", 4);
@@ -628,7 +628,7 @@ static void test_silent_then_late(void **state)
     struct pf_l2_stats st;
     (void)state;
     snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
-    struct pf_l2 *l2 = l2_at(base, addrs, 1, 100);
+    struct pf_l2 *l2 = l2_at(base, addrs, 1, 1000);
     assert_false(get_wait(l2, base, "k", &r1)); /* nobody answers: a miss at timeout_ms */
     pf_l2_stats(l2, &st);
     assert_int_equal(st.timeouts, 1);
@@ -659,7 +659,7 @@ static void test_garbage(void **state)
     struct pf_l2_stats st;
     (void)state;
     snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
-    struct pf_l2 *l2 = l2_at(base, addrs, 1, 2000);
+    struct pf_l2 *l2 = l2_at(base, addrs, 1, 10000);
     struct fake fk = {.answer_from = 1, .answer = ":1\r\n"}; /* an integer to a GET */
     memset(&r, 0, sizeof(r));
     pf_l2_get(l2, "k", get_cb, &r);
