@@ -30,6 +30,7 @@ struct pf_l2_conf {
 
 struct pf_l2;
 
+/* Connects to every server at once (in the background); NULL when an address is malformed. */
 struct pf_l2 *pf_l2_new(struct event_base *base, const struct pf_l2_conf *conf);
 /* Pending gets are cancelled (callbacks not called). Not from inside a pf_l2 callback. */
 void pf_l2_free(struct pf_l2 *l2);
