@@ -119,6 +119,38 @@ static void test_headers_and_tags(void **state)
     pf_cobj_unref(NULL);
 }
 
+/* Past the builder's inline buffers: 40 headers, 12 tags, a 3000-byte value. */
+static void test_builder_grows(void **state)
+{
+    struct pf_cache_meta m = meta0();
+    struct pf_cobj_builder *b = pf_cobj_builder_new("key", "var", 203, &m, 0);
+    char name[16], tags[128] = "", big[3001];
+    struct pf_cobj *o;
+    unsigned i;
+
+    (void)state;
+    memset(big, 'v', 3000);
+    big[3000] = '\0';
+    for (i = 0; i < 40; i++) {
+        snprintf(name, sizeof(name), "X-H%u", i);
+        pf_cobj_builder_header(b, name, i == 20 ? big : name);
+    }
+    for (i = 0; i < 12; i++)
+        snprintf(tags + strlen(tags), sizeof(tags) - strlen(tags), "tag%u ", i);
+    pf_cobj_builder_tags(b, tags);
+    o = pf_cobj_builder_finish(b, 5);
+    assert_int_equal(o->n_hdrs, 40);
+    assert_int_equal(o->n_tags, 12);
+    assert_string_equal(o->key, "key");
+    assert_string_equal(o->variant, "var");
+    assert_int_equal(o->status, 203);
+    assert_string_equal(pf_cobj_header(o, "x-h39"), "X-H39");
+    assert_string_equal(pf_cobj_header(o, "X-H20"), big);
+    assert_string_equal(o->tags[11], "tag11");
+    assert_int_equal(o->body_len, 0);
+    pf_cobj_unref(o);
+}
+
 static void test_refcount_outlives_removal(void **state)
 {
     struct pf_cstore *s = pf_cstore_new(1 << 20, 4);
@@ -649,6 +681,7 @@ int main(void)
         cmocka_unit_test(test_builder_and_finish),
         cmocka_unit_test(test_builder_over_max_body_is_abandoned),
         cmocka_unit_test(test_headers_and_tags),
+        cmocka_unit_test(test_builder_grows),
         cmocka_unit_test(test_refcount_outlives_removal),
         cmocka_unit_test(test_store_free_leaves_referenced_objects),
         cmocka_unit_test(test_lru_order_and_evictions),
