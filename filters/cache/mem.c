@@ -268,14 +268,33 @@ static void evict(struct pf_cstore *s, struct shard *sh, const struct entry *kee
     }
 }
 
+static void drop_vary(struct pf_cstore *s, const char *key)
+{
+    uint64_t h = key_hash(key);
+    struct shard *sh = shard_of(s, h);
+    struct entry *old;
+
+    pthread_mutex_lock(&sh->lock);
+    old = find_vary(sh, h, key);
+    if (old)
+        unlink_entry(s, sh, old);
+    pthread_mutex_unlock(&sh->lock);
+}
+
 void pf_cstore_set_vary(struct pf_cstore *s, const char *key, const char *vary)
 {
     uint64_t h = key_hash(key);
     struct shard *sh = shard_of(s, h);
-    size_t kl = strlen(key) + 1, vl = strlen(vary ? vary : "") + 1;
-    size_t charge = sizeof(struct entry) + kl + vl + ALLOC_OVERHEAD + BUCKET_SHARE;
+    size_t kl = strlen(key) + 1, vl;
+    size_t charge;
     struct entry *e, *old;
 
+    if (!vary) {
+        drop_vary(s, key);
+        return;
+    }
+    vl = strlen(vary) + 1;
+    charge = sizeof(struct entry) + kl + vl + ALLOC_OVERHEAD + BUCKET_SHARE;
     if (charge > sh->limit - sh->base)
         return;
     e = pf_xcalloc(1, sizeof(*e) + kl + vl);
@@ -284,7 +303,7 @@ void pf_cstore_set_vary(struct pf_cstore *s, const char *key, const char *vary)
     e->vkey = (char *)(e + 1);
     e->vary = e->vkey + kl;
     memcpy(e->vkey, key, kl);
-    memcpy(e->vary, vary ? vary : "", vl);
+    memcpy(e->vary, vary, vl);
     pthread_mutex_lock(&sh->lock);
     old = find_vary(sh, h, key);
     if (old)

@@ -388,8 +388,34 @@ static void test_vary_record_and_variants(void **state)
     assert_null(pf_cstore_get(s, "k", ""));
     assert_int_equal(pf_cstore_purge_key(s, "k"), 2); /* every variant */
     assert_false(pf_cstore_vary(s, "k", out, sizeof(out)));
+    pf_cstore_set_vary(s, "k", "accept");
+    assert_true(pf_cstore_vary(s, "k", out, sizeof(out)));
+    pf_cstore_set_vary(s, "k", NULL); /* a response without Vary */
+    assert_false(pf_cstore_vary(s, "k", out, sizeof(out)));
     pf_cobj_unref(g);
     pf_cobj_unref(p);
+    pf_cstore_free(s);
+}
+
+/* Vary records are charged and evicted too: a flood of them stays within memory. */
+static void test_vary_records_bounded(void **state)
+{
+    size_t memory = 64 * 1024;
+    struct pf_cstore *s = pf_cstore_new(memory, 4);
+    struct pf_cstore_stats st;
+    char key[32], out[32];
+    unsigned i;
+
+    (void)state;
+    for (i = 0; i < 20000; i++) {
+        snprintf(key, sizeof(key), "GET/v/%u", i);
+        pf_cstore_set_vary(s, key, "accept-encoding");
+        pf_cstore_stats(s, &st);
+        assert_true(st.bytes <= memory);
+    }
+    assert_true(st.evictions > 0);
+    assert_true(pf_cstore_vary(s, "GET/v/19999", out, sizeof(out)));
+    assert_false(pf_cstore_vary(s, "GET/v/0", out, sizeof(out)));
     pf_cstore_free(s);
 }
 
@@ -690,6 +716,7 @@ int main(void)
         cmocka_unit_test(test_heap_growth_within_125_percent),
         cmocka_unit_test(test_too_big_refused),
         cmocka_unit_test(test_vary_record_and_variants),
+        cmocka_unit_test(test_vary_records_bounded),
         cmocka_unit_test(test_purge_prefix_and_tag),
         cmocka_unit_test(test_304_update_copy),
         cmocka_unit_test(test_body_to_range_zero_copy),
