@@ -5,6 +5,7 @@
  * list and byte budget (memory / shards). Everything a shard allocates is
  * charged against that budget, with malloc's per-allocation overhead.
  */
+#include <malloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -92,6 +93,14 @@ struct pf_cstore *pf_cstore_new(size_t memory, unsigned shards)
         shards = 16;
     if (shards & (shards - 1))
         return NULL;
+    /*
+     * glibc raises its mmap threshold each time it frees a large mmapped
+     * chunk, after which large bodies come from the heap, whose holes are not
+     * returned to the system as objects are evicted: RSS would grow past
+     * memory. A fixed threshold keeps every large object (and the builder's
+     * body) in its own mapping, given back when it is freed.
+     */
+    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
     s = pf_xcalloc(1, sizeof(*s));
     s->nshards = shards;
     s->shards = pf_xcalloc(shards, sizeof(*s->shards));

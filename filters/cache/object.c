@@ -16,6 +16,7 @@
 
 /* What malloc keeps per allocation beyond the bytes asked for (header + rounding). */
 #define PF_COBJ_ALLOC_OVERHEAD 16
+#define PF_COBJ_MMAP_THRESHOLD (128 * 1024)
 
 /* When rfc.c is linked, its rule decides which headers a 304 updates; else the fallback below. */
 extern bool pf_cache_header_updated_by_304(const char *name) __attribute__((weak));
@@ -216,6 +217,18 @@ void pf_cobj_builder_abandon(struct pf_cobj_builder *b)
     free(b);
 }
 
+/*
+ * What malloc really holds for an allocation of n bytes: small ones are
+ * rounded to 16 bytes with a header, large ones (the store fixes glibc's mmap
+ * threshold at 128 KiB) take whole pages.
+ */
+static size_t charge_of(size_t n)
+{
+    if (n >= PF_COBJ_MMAP_THRESHOLD)
+        return (n + PF_COBJ_ALLOC_OVERHEAD + 4095) & ~(size_t)4095;
+    return ((n + 15) & ~(size_t)15) + PF_COBJ_ALLOC_OVERHEAD;
+}
+
 struct pf_cobj *pf_cobj_builder_finish(struct pf_cobj_builder *b, int64_t now)
 {
     struct pf_cobj *o = NULL;
@@ -251,8 +264,7 @@ struct pf_cobj *pf_cobj_builder_finish(struct pf_cobj_builder *b, int64_t now)
     o->n_tags = b->n_tags;
     o->status = b->status;
     o->meta = b->meta;
-    /* malloc rounds to 16 bytes and keeps a header: charge that too. */
-    o->size = ((total + 15) & ~(size_t)15) + PF_COBJ_ALLOC_OVERHEAD;
+    o->size = charge_of(total);
     o->stored_at = now;
     atomic_init(&o->refs, 1);
     atomic_fetch_add(&live_objects, 1);
