@@ -306,12 +306,27 @@ const char *pf_cobj_header(const struct pf_cobj *o, const char *name)
     return NULL;
 }
 
-/* The framing and hop-by-hop fields a 304 never replaces (RFC 9111 §3.2). */
+/*
+ * The fields a 304 never replaces (RFC 9111 §3.2): framing, hop-by-hop, Age,
+ * and those the stored body depends on. The same list as rfc.c's, for when
+ * only the store is linked (its unit test).
+ */
 static bool updated_by_304(const char *name)
 {
-    static const char *const keep[] = {
-        "content-length", "transfer-encoding", "connection",      "keep-alive", "te",
-        "trailer",        "upgrade",           "proxy-connection"};
+    static const char *const keep[] = {"content-length",
+                                       "transfer-encoding",
+                                       "connection",
+                                       "keep-alive",
+                                       "te",
+                                       "trailer",
+                                       "upgrade",
+                                       "proxy-connection",
+                                       "age",
+                                       "content-encoding",
+                                       "content-range",
+                                       "proxy-authenticate",
+                                       "proxy-authorization",
+                                       "proxy-authentication-info"};
     size_t i;
 
     if (pf_cache_header_updated_by_304)

@@ -455,6 +455,7 @@ static void test_304_update_copy(void **state)
         {"Content-Length", "0"},
         {"X-New", "1"},
         {"Set-Cookie", "c=3"},
+        {"content-encoding", "br"},
     };
     struct pf_cobj *o, *u;
 
@@ -463,20 +464,22 @@ static void test_304_update_copy(void **state)
     pf_cobj_builder_header(b, "Set-Cookie", "a=1");
     pf_cobj_builder_header(b, "Content-Length", "5");
     pf_cobj_builder_header(b, "Set-Cookie", "b=2");
+    pf_cobj_builder_header(b, "Content-Encoding", "gzip");
     pf_cobj_builder_tags(b, "t1 t2");
     pf_cobj_builder_body_bytes(b, "hello", 5);
     o = pf_cobj_builder_finish(b, 10);
     m2.cc.max_age = 600;
-    u = pf_cobj_updated(o, h304, 4, &m2, 20);
+    u = pf_cobj_updated(o, h304, 5, &m2, 20);
     assert_non_null(u);
     assert_ptr_not_equal(u, o);
-    assert_int_equal(u->n_hdrs, 4);
+    assert_int_equal(u->n_hdrs, 5);
     assert_string_equal(u->hdrs[0].name, "cache-control");
     assert_string_equal(u->hdrs[0].value, "max-age=600");
     assert_string_equal(u->hdrs[1].name, "Set-Cookie"); /* both stored lines replaced by one */
     assert_string_equal(u->hdrs[1].value, "c=3");
-    assert_string_equal(u->hdrs[2].value, "5"); /* Content-Length is never updated */
-    assert_string_equal(u->hdrs[3].name, "X-New");
+    assert_string_equal(u->hdrs[2].value, "5");    /* Content-Length is never updated */
+    assert_string_equal(u->hdrs[3].value, "gzip"); /* the stored body depends on it */
+    assert_string_equal(u->hdrs[4].name, "X-New");
     assert_int_equal(u->meta.cc.max_age, 600);
     assert_int_equal(u->stored_at, 20);
     assert_int_equal(u->n_tags, 2);
