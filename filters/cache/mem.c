@@ -44,15 +44,23 @@ struct pf_cstore {
     atomic_uint_fast64_t bytes, objects, evictions;
 };
 
+/* A word at a time (keys are URLs of tens of bytes): multiply-xorshift, then a final mix. */
 static uint64_t key_hash(const char *s)
 {
-    uint64_t h = 1469598103934665603ULL;
+    size_t n = strlen(s);
+    uint64_t h = 0x9e3779b97f4a7c15ULL ^ n, w;
 
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 1099511628211ULL;
+    for (; n >= 8; n -= 8, s += 8) {
+        memcpy(&w, s, 8);
+        h = (h ^ w) * 0xff51afd7ed558ccdULL;
+        h ^= h >> 32;
     }
-    return h ^ (h >> 29);
+    w = 0;
+    memcpy(&w, s, n);
+    h = (h ^ w) * 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 29;
+    h *= 0xff51afd7ed558ccdULL;
+    return h ^ (h >> 32);
 }
 
 static struct shard *shard_of(struct pf_cstore *s, uint64_t h)
@@ -232,8 +240,10 @@ struct pf_cobj *pf_cstore_get(struct pf_cstore *s, const char *key, const char *
     pthread_mutex_lock(&sh->lock);
     e = find_obj(sh, h, key, variant ? variant : "");
     if (e) {
-        list_del(e);
-        list_push(&sh->lru, e);
+        if (sh->lru.next != e) {
+            list_del(e);
+            list_push(&sh->lru, e);
+        }
         o = pf_cobj_ref(e->o);
     }
     pthread_mutex_unlock(&sh->lock);

@@ -677,9 +677,10 @@ static void *worker_run(void *arg)
     return NULL;
 }
 
+/* 500 keys put, got and purged by two threads over a store that holds about half of them. */
 static void test_two_threads(void **state)
 {
-    struct pf_cstore *s = pf_cstore_new(64 * 1024, 4);
+    struct pf_cstore *s = pf_cstore_new(256 * 1024, 4);
     struct worker w[2] = {{s, 0, 0, 0}, {s, 1, 0, 0}};
     struct pf_cstore_stats st, empty;
     long live = pf_cobj_live();
@@ -694,7 +695,8 @@ static void test_two_threads(void **state)
     assert_int_equal(w[0].wrong + w[1].wrong, 0);
     assert_true(w[0].hits + w[1].hits > 0);
     pf_cstore_stats(s, &st);
-    assert_true(st.bytes <= 64 * 1024);
+    assert_true(st.evictions > 0); /* 500 keys of ~700 bytes do not fit: eviction runs too */
+    assert_true(st.bytes <= 256 * 1024);
     assert_int_equal(pf_cobj_live(), live + (long)st.objects);
     assert_int_equal(pf_cstore_purge_prefix(s, "k"), st.objects);
     pf_cstore_stats(s, &st);
