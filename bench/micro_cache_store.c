@@ -90,6 +90,16 @@ static void bench_cpu(unsigned long n)
     printf("cache store get (hit, %d objects): %.1f ns per call (%lu calls, %lu hits)\n", N,
            took / (double)n * 1e9, n, hits);
     t0 = now_s();
+    for (i = 0; i < n; i++) {
+        struct pf_cobj *o = pf_cstore_get(s, keys[(i * 7) % 64], "");
+
+        hits += o != NULL;
+        pf_cobj_unref(o);
+    }
+    took = now_s() - t0;
+    printf("cache store get (hit, 64 hot keys of %d): %.1f ns per call (%lu calls)\n", N,
+           took / (double)n * 1e9, n);
+    t0 = now_s();
     for (i = 0; i < n; i++)
         pf_cstore_put(s, objs[i % N]);
     took = now_s() - t0;

@@ -24,6 +24,7 @@ struct entry {
     struct entry *prev, *next; /* the shard's object LRU or Vary list (front = newest) */
     struct pf_cobj *o;
     uint64_t hash; /* of the primary key */
+    uint64_t tick; /* the shard's tick when last moved to the LRU front */
     size_t charge;
     char *vkey, *vary; /* Vary record only: inside this allocation */
 };
@@ -34,6 +35,7 @@ struct shard {
     size_t nbuckets, count;
     struct entry lru;   /* sentinel: objects */
     struct entry varys; /* sentinel: Vary records */
+    uint64_t tick;      /* counts puts and hits */
     size_t bytes, limit;
     size_t base; /* the initial bucket table, charged from the start */
 };
@@ -200,6 +202,7 @@ static void link_entry(struct pf_cstore *s, struct shard *sh, struct entry *e, s
     e->hnext = *b;
     *b = e;
     list_push(list, e);
+    e->tick = ++sh->tick;
     sh->count++;
     sh->bytes += e->charge;
     atomic_fetch_add(&s->bytes, e->charge);
@@ -240,9 +243,15 @@ struct pf_cobj *pf_cstore_get(struct pf_cstore *s, const char *key, const char *
     pthread_mutex_lock(&sh->lock);
     e = find_obj(sh, h, key, variant ? variant : "");
     if (e) {
-        if (sh->lru.next != e) {
+        /*
+         * An entry moved to the front within the last quarter of the shard's
+         * operations is still in its newest quarter: leave it (exact LRU for
+         * small shards, and a hot object's hits write to no other entry).
+         */
+        if (++sh->tick - e->tick > sh->count / 4) {
             list_del(e);
             list_push(&sh->lru, e);
+            e->tick = sh->tick;
         }
         o = pf_cobj_ref(e->o);
     }
