@@ -41,8 +41,15 @@ struct pf_cc {
 /* Parse every line of a Cache-Control-like field into cc (zeroed + ABSENT first). */
 void pf_cc_parse(struct pf_cc *cc, const char *const *lines, unsigned n);
 
-/* An HTTP-date (IMF-fixdate, RFC 850, asctime) as seconds since the epoch, -1 if invalid. */
+/*
+ * An HTTP-date (IMF-fixdate, RFC 850, asctime; case-sensitive, as RFC 9110
+ * §5.6.7 says) as seconds since the epoch, -1 if invalid (dates before 1970
+ * give 0). RFC 850's two-digit year is read relative to the year 2000 here
+ * (00-49 -> 20xx, 50-99 -> 19xx); pf_http_date_at() reads it relative to
+ * now as RFC 9110 says (more than 50 years ahead means the century before).
+ */
 int64_t pf_http_date(const char *s);
+int64_t pf_http_date_at(const char *s, int64_t now);
 
 /* Write t as an IMF-fixdate into out (at least 30 bytes); returns out. */
 char *pf_http_date_fmt(int64_t t, char *out);
@@ -141,14 +148,17 @@ bool pf_cache_method_safe(const char *method);
 
 /*
  * Is a response header stored and replayed? No for hop-by-hop fields,
- * Connection and the fields it names (conn_value may be NULL), and the
- * framing fields (Transfer-Encoding, Content-Length is recomputed).
+ * Connection and the fields it names (conn_value may be NULL), the
+ * framing fields (Transfer-Encoding, Content-Length is recomputed), the
+ * proxy authentication fields (RFC 9111 §3.1), and Age (a hit carries an
+ * Age computed by pf_cache_age, RFC 9111 §4).
  */
 bool pf_cache_header_stored(const char *name, const char *conn_value);
 
 /*
- * Does a 304 update this stored header (RFC 9111 §3.2: all but the framing
- * fields and Content-Length)?
+ * Does a 304 update this stored header (RFC 9111 §3.2: all but the fields
+ * not stored, Content-Length, and the fields the stored body depends on:
+ * Content-Encoding, Content-Range)?
  */
 bool pf_cache_header_updated_by_304(const char *name);
 
@@ -156,8 +166,10 @@ bool pf_cache_header_updated_by_304(const char *name);
  * The variant key of a request for the Vary field lines of a stored
  * response: the listed request headers' values, normalised (names
  * lower-cased, members trimmed, empty members dropped, several Vary lines
- * joined), written to out (NUL-terminated, truncated to size). Returns
- * false for Vary: * (never matches).
+ * joined), written to out (NUL-terminated). Returns false for Vary: *
+ * and when the key does not fit in size (or a Vary member is not a field
+ * name, or it lists more than 32 names): such a response never matches,
+ * rather than match a request whose key was cut short.
  */
 bool pf_cache_variant_key(const char *const *vary_lines, unsigned n_vary, pf_cache_hdr_fn req_get,
                           void *req_arg, char *out, size_t size);

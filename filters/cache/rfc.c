@@ -1,0 +1,917 @@
+/*
+ * HTTP caching decisions (RFC 9111, 9110, 9213, 5861, 8246) as pure
+ * functions. Every choice the RFCs leave open is made here, once, and
+ * documented in docs/filters/cache.md ("What is cached, and for how long").
+ */
+#include "filters/cache/rfc.h"
+
+#include <fnmatch.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define DELTA_MAX    INT64_C(2147483648) /* RFC 9111 §1.2.2: the cap of every delta-seconds */
+#define MAX_LINES    16                  /* field lines of one header looked at */
+#define MAX_VARY     32                  /* distinct names in Vary */
+#define VARY_NAME_SZ 64                  /* longest Vary member name kept */
+
+/* ---- small string helpers ---- */
+
+static bool is_ows(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+static bool is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+/* RFC 9110 tchar */
+static bool is_tchar(char c)
+{
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || is_digit(c))
+        return true;
+    return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+static char lower(char c)
+{
+    return (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
+}
+
+/* Does [s, s+n) equal the NUL-terminated word, ignoring case? */
+static bool eq_ci(const char *s, size_t n, const char *word)
+{
+    return strlen(word) == n && strncasecmp(s, word, n) == 0;
+}
+
+/* Trim OWS from both ends of [*s, *e). */
+static void trim(const char **s, const char **e)
+{
+    while (*s < *e && is_ows(**s))
+        (*s)++;
+    while (*e > *s && is_ows((*e)[-1]))
+        (*e)--;
+}
+
+/*
+ * The next comma-separated member of a list at *p, trimmed, into [*s, *e);
+ * empty members are skipped. False at the end (or when *p is NULL).
+ */
+static bool next_member(const char **p, const char **s, const char **e)
+{
+    while (*p != NULL && **p != '\0') {
+        const char *c = strchr(*p, ',');
+        *s = *p;
+        *e = c != NULL ? c : *p + strlen(*p);
+        *p = c != NULL ? c + 1 : *e;
+        trim(s, e);
+        if (*e > *s)
+            return true;
+    }
+    return false;
+}
+
+/*
+ * delta-seconds (RFC 9111 §1.2.2): one or more digits, nothing else.
+ * Values past 2^31 become 2^31. Returns -1 when not a delta-seconds.
+ */
+static int64_t delta_seconds(const char *s, size_t n)
+{
+    int64_t v = 0;
+
+    if (n == 0)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        if (!is_digit(s[i]))
+            return -1;
+        if (v < DELTA_MAX)
+            v = v * 10 + (s[i] - '0');
+    }
+    return v > DELTA_MAX ? DELTA_MAX : v;
+}
+
+/* ---- Cache-Control (RFC 9111 §5.2) ---- */
+
+/* One directive as split out of a field line. */
+struct directive {
+    const char *name;
+    size_t nlen;
+    bool has_value;
+    bool bad;     /* the member did not follow the grammar (junk after it, open quote) */
+    char val[32]; /* the value, unquoted; longer values are marked bad (no directive */
+    size_t vlen;  /* we use takes more than a delta-seconds) */
+};
+
+/* Read a quoted-string at *p (on the '"'); unescaped into d->val. False when unterminated. */
+static bool read_quoted(const char **p, const char *e, struct directive *d)
+{
+    const char *q = *p + 1;
+
+    while (q < e && *q != '"') {
+        if (*q == '\\' && q + 1 < e)
+            q++;
+        if (d->vlen + 1 < sizeof(d->val))
+            d->val[d->vlen] = *q;
+        else
+            d->bad = true;
+        d->vlen++;
+        q++;
+    }
+    if (q >= e)
+        return false;
+    *p = q + 1;
+    if (d->vlen >= sizeof(d->val))
+        d->vlen = sizeof(d->val) - 1;
+    d->val[d->vlen] = '\0';
+    return true;
+}
+
+/* Read a token value at *p into d->val. */
+static void read_token(const char **p, const char *e, struct directive *d)
+{
+    const char *q = *p;
+
+    while (q < e && is_tchar(*q))
+        q++;
+    d->vlen = (size_t)(q - *p);
+    if (d->vlen >= sizeof(d->val)) {
+        d->bad = true;
+        d->vlen = sizeof(d->val) - 1;
+    }
+    memcpy(d->val, *p, d->vlen);
+    d->val[d->vlen] = '\0';
+    *p = q;
+}
+
+/*
+ * Split the next member of a comma-separated directive list at *p into d.
+ * Returns false at the end of the line. A member that breaks the grammar
+ * (e.g. "max-age=1 x", "max-age =1", an open quote) is returned with
+ * d->bad set, and parsing resumes after the next comma.
+ */
+static bool next_directive(const char **p, const char *e, struct directive *d)
+{
+    const char *q = *p;
+
+    memset(d, 0, sizeof(*d));
+    while (q < e && (is_ows(*q) || *q == ','))
+        q++;
+    if (q >= e)
+        return false;
+    d->name = q;
+    while (q < e && is_tchar(*q))
+        q++;
+    d->nlen = (size_t)(q - d->name);
+    if (d->nlen == 0)
+        d->bad = true;
+    if (q < e && *q == '=') {
+        d->has_value = true;
+        q++;
+        if (q < e && *q == '"') {
+            if (!read_quoted(&q, e, d))
+                d->bad = true;
+        } else {
+            read_token(&q, e, d);
+        }
+    }
+    while (q < e && is_ows(*q))
+        q++;
+    if (q < e && *q != ',') {
+        d->bad = true;
+        /* skip the rest of the member, quotes included */
+        for (bool quoted = false; q < e && (quoted || *q != ','); q++) {
+            if (*q == '\\' && quoted && q + 1 < e)
+                q++;
+            else if (*q == '"')
+                quoted = !quoted;
+        }
+    }
+    *p = q;
+    return true;
+}
+
+/* min() of two delta values where ABSENT means "not set". */
+static int64_t most_restrictive_min(int64_t cur, int64_t v)
+{
+    return (cur == PF_CC_ABSENT || v < cur) ? v : cur;
+}
+
+/*
+ * A delta-seconds directive. Duplicates keep the most restrictive value
+ * (the smallest; the largest for min-fresh). A malformed max-age or
+ * s-maxage sets cc->invalid (the response is then stale, a request
+ * revalidates); other malformed deltas are ignored.
+ */
+static void apply_delta(struct pf_cc *cc, const struct directive *d, int64_t *field, bool freshness)
+{
+    int64_t v = (d->has_value && !d->bad) ? delta_seconds(d->val, d->vlen) : -1;
+
+    if (v < 0) {
+        if (freshness)
+            cc->invalid = true;
+        return;
+    }
+    if (field == &cc->min_fresh)
+        *field = (*field == PF_CC_ABSENT || v > *field) ? v : *field;
+    else
+        *field = most_restrictive_min(*field, v);
+}
+
+static void apply_directive(struct pf_cc *cc, const struct directive *d)
+{
+    const char *n = d->name;
+    size_t l = d->nlen;
+
+    if (eq_ci(n, l, "max-age"))
+        apply_delta(cc, d, &cc->max_age, true);
+    else if (eq_ci(n, l, "s-maxage"))
+        apply_delta(cc, d, &cc->s_maxage, true);
+    else if (eq_ci(n, l, "min-fresh"))
+        apply_delta(cc, d, &cc->min_fresh, false);
+    else if (eq_ci(n, l, "stale-while-revalidate"))
+        apply_delta(cc, d, &cc->swr, false);
+    else if (eq_ci(n, l, "stale-if-error"))
+        apply_delta(cc, d, &cc->sie, false);
+    else if (eq_ci(n, l, "max-stale")) {
+        if (!d->has_value)
+            cc->max_stale = most_restrictive_min(cc->max_stale, PF_CC_ANY);
+        else
+            apply_delta(cc, d, &cc->max_stale, false);
+    } else if (eq_ci(n, l, "no-store"))
+        cc->no_store = true; /* whatever follows it: when in doubt, do not store */
+    else if (eq_ci(n, l, "no-cache"))
+        cc->no_cache = true; /* no-cache="field" is treated as no-cache */
+    else if (eq_ci(n, l, "private"))
+        cc->private_ = true; /* private="field" is treated as private */
+    else if (eq_ci(n, l, "public"))
+        cc->public_ = true;
+    else if (eq_ci(n, l, "must-revalidate"))
+        cc->must_revalidate = true;
+    else if (eq_ci(n, l, "proxy-revalidate"))
+        cc->proxy_revalidate = true;
+    else if (eq_ci(n, l, "only-if-cached"))
+        cc->only_if_cached = true;
+    else if (eq_ci(n, l, "no-transform"))
+        cc->no_transform = true;
+    else if (eq_ci(n, l, "immutable"))
+        cc->immutable = true;
+    else if (eq_ci(n, l, "must-understand"))
+        cc->must_understand = true;
+    /* unknown directives are ignored (RFC 9111 §5.2.3) */
+}
+
+static void cc_reset(struct pf_cc *cc)
+{
+    memset(cc, 0, sizeof(*cc));
+    cc->max_age = PF_CC_ABSENT;
+    cc->s_maxage = PF_CC_ABSENT;
+    cc->max_stale = PF_CC_ABSENT;
+    cc->min_fresh = PF_CC_ABSENT;
+    cc->swr = PF_CC_ABSENT;
+    cc->sie = PF_CC_ABSENT;
+}
+
+/* Parse lines into cc without resetting it; returns how many directives were seen. */
+static unsigned cc_parse_into(struct pf_cc *cc, const char *const *lines, unsigned n)
+{
+    unsigned seen = 0;
+
+    for (unsigned i = 0; i < n; i++) {
+        const char *p;
+        const char *e;
+        struct directive d;
+
+        if (lines[i] == NULL)
+            continue;
+        p = lines[i];
+        e = p + strlen(p);
+        while (next_directive(&p, e, &d)) {
+            seen++;
+            if (d.nlen > 0)
+                apply_directive(cc, &d);
+        }
+    }
+    return seen;
+}
+
+void pf_cc_parse(struct pf_cc *cc, const char *const *lines, unsigned n)
+{
+    cc_reset(cc);
+    cc_parse_into(cc, lines, n);
+}
+
+/* ---- what a response says of itself ---- */
+
+/* The first line of a header, or NULL. */
+static const char *first_line(pf_cache_hdr_fn get, void *arg, const char *name)
+{
+    const char *lines[MAX_LINES];
+
+    return get(arg, name, lines, MAX_LINES) > 0 ? lines[0] : NULL;
+}
+
+/*
+ * Expires: -1 when absent, 0 when any line is not an HTTP-date or the
+ * lines disagree (RFC 9111 §5.3: an invalid Expires means already expired).
+ */
+static int64_t expires_of(pf_cache_hdr_fn get, void *arg, int64_t now)
+{
+    const char *lines[MAX_LINES];
+    unsigned n = get(arg, "Expires", lines, MAX_LINES);
+    int64_t t = -1;
+
+    for (unsigned i = 0; i < n; i++) {
+        int64_t v = pf_http_date_at(lines[i], now);
+        if (v <= 0 || (t > 0 && v != t))
+            return 0;
+        t = v;
+    }
+    return t;
+}
+
+/*
+ * Age (RFC 9111 §5.1): the first member of the first line; anything but a
+ * non-negative integer is ignored (-1); large values are capped at 2^31.
+ */
+static int64_t age_of(const char *line)
+{
+    const char *s = line;
+    const char *e;
+
+    if (s == NULL)
+        return -1;
+    e = strchr(s, ',');
+    if (e == NULL)
+        e = s + strlen(s);
+    trim(&s, &e);
+    return delta_seconds(s, (size_t)(e - s));
+}
+
+static void etag_of(struct pf_cache_meta *m, const char *line)
+{
+    const char *s = line;
+    const char *e;
+    size_t n;
+
+    if (s == NULL)
+        return;
+    e = s + strlen(s);
+    trim(&s, &e);
+    n = (size_t)(e - s);
+    /* an ETag too long to keep whole is dropped: a cut one could match another */
+    if (n == 0 || n >= sizeof(m->etag))
+        return;
+    memcpy(m->etag, s, n);
+    m->etag[n] = '\0';
+    m->has_etag = true;
+    m->weak_etag = n >= 2 && s[0] == 'W' && s[1] == '/';
+}
+
+static bool vary_has_star(const char *const *lines, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++) {
+        const char *p = lines[i];
+        const char *s;
+        const char *e;
+        while (next_member(&p, &s, &e))
+            if (e - s == 1 && *s == '*')
+                return true;
+    }
+    return false;
+}
+
+/*
+ * The effective Cache-Control (RFC 9213 §2.2): the first of the targeted
+ * field, CDN-Cache-Control and Cache-Control that has a non-empty value.
+ * Returns true when a targeted field decided (Expires is then ignored).
+ */
+static bool effective_cc(struct pf_cc *cc, pf_cache_hdr_fn get, void *arg, const char *targeted)
+{
+    const char *names[2] = {targeted, "CDN-Cache-Control"};
+    const char *lines[MAX_LINES];
+    unsigned n;
+
+    for (unsigned i = 0; i < 2; i++) {
+        if (names[i] == NULL || names[i][0] == '\0')
+            continue;
+        n = get(arg, names[i], lines, MAX_LINES);
+        cc_reset(cc);
+        if (n > 0 && cc_parse_into(cc, lines, n) > 0)
+            return true;
+    }
+    n = get(arg, "Cache-Control", lines, MAX_LINES);
+    pf_cc_parse(cc, lines, n);
+    return false;
+}
+
+void pf_cache_meta_from_headers(struct pf_cache_meta *m, int status, pf_cache_hdr_fn get, void *arg,
+                                const char *targeted, int64_t request_time, int64_t response_time)
+{
+    const char *lines[MAX_LINES];
+    unsigned n;
+
+    memset(m, 0, sizeof(*m));
+    m->status = status;
+    m->request_time = request_time;
+    m->response_time = response_time;
+    m->date = pf_http_date_at(first_line(get, arg, "Date"), response_time);
+    m->last_modified = pf_http_date_at(first_line(get, arg, "Last-Modified"), response_time);
+    m->age = age_of(first_line(get, arg, "Age"));
+    if (effective_cc(&m->cc, get, arg, targeted))
+        m->expires = -1;
+    else
+        m->expires = expires_of(get, arg, response_time);
+    etag_of(m, first_line(get, arg, "ETag"));
+    n = get(arg, "Vary", lines, MAX_LINES);
+    m->vary_star = vary_has_star(lines, n);
+}
+
+/* ---- freshness and age (RFC 9111 §4.2) ---- */
+
+/* RFC 9110 §15.1 heuristically cacheable status codes */
+static bool heuristic_status(int status)
+{
+    static const int codes[] = {200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501};
+
+    for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++)
+        if (codes[i] == status)
+            return true;
+    return false;
+}
+
+/* The explicit lifetime, or -1 when the response gives none. */
+static int64_t explicit_lifetime(const struct pf_cache_meta *m)
+{
+    const struct pf_cc *cc = &m->cc;
+    int64_t base;
+
+    if (cc->s_maxage != PF_CC_ABSENT && !cc->invalid)
+        return cc->s_maxage;
+    if (cc->invalid)
+        return 0; /* malformed max-age or s-maxage: stale (RFC 9111 §4.2.1) */
+    if (cc->max_age != PF_CC_ABSENT)
+        return cc->max_age;
+    if (m->expires == 0)
+        return 0;
+    if (m->expires > 0) {
+        base = m->date >= 0 ? m->date : m->response_time;
+        return m->expires > base ? m->expires - base : 0;
+    }
+    return -1;
+}
+
+int64_t pf_cache_lifetime(const struct pf_cache_meta *m, const struct pf_cache_policy *p)
+{
+    int64_t t = explicit_lifetime(m);
+    int64_t base;
+
+    if (t >= 0)
+        return t;
+    if (m->cc.no_cache)
+        return 0;
+    if (p->heuristic && m->last_modified >= 0 && (heuristic_status(m->status) || m->cc.public_)) {
+        base = m->date >= 0 ? m->date : m->response_time;
+        t = base > m->last_modified ? (base - m->last_modified) / 10 : 0;
+        if (p->heuristic_max > 0 && t > p->heuristic_max)
+            t = p->heuristic_max;
+        if (t > 0)
+            return t;
+    }
+    return p->default_ttl > 0 ? p->default_ttl : 0;
+}
+
+int64_t pf_cache_age(const struct pf_cache_meta *m, int64_t now)
+{
+    int64_t apparent = 0;
+    int64_t delay = m->response_time - m->request_time;
+    int64_t corrected;
+    int64_t resident = now - m->response_time;
+    int64_t age;
+
+    if (m->date >= 0 && m->response_time > m->date)
+        apparent = m->response_time - m->date;
+    if (delay < 0)
+        delay = 0;
+    corrected = (m->age >= 0 ? m->age : 0) + delay;
+    age = apparent > corrected ? apparent : corrected;
+    if (resident > 0)
+        age += resident;
+    return age > DELTA_MAX ? DELTA_MAX : age;
+}
+
+/* ---- storing (RFC 9111 §3) ---- */
+
+/* The statuses the cache stores: SPEC's list plus 308 (the permanent twin of 301). */
+static bool storable_status(int status)
+{
+    static const int codes[] = {200, 203, 204, 300, 301, 308, 404, 410};
+
+    for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++)
+        if (codes[i] == status)
+            return true;
+    return false;
+}
+
+/* Is there any use in keeping it: fresh for a while, a validator, or a stale window. */
+static bool worth_storing(const struct pf_cache_meta *m, const struct pf_cache_policy *p)
+{
+    bool validator = m->has_etag || m->last_modified >= 0;
+    bool windows = !m->cc.no_cache && (m->cc.swr > 0 || m->cc.sie > 0 || p->stale_if_error > 0);
+
+    if (m->cc.no_cache)
+        return validator;
+    return pf_cache_lifetime(m, p) > 0 || validator || windows;
+}
+
+bool pf_cache_storable(const char *method, bool req_has_authorization, const struct pf_cc *req_cc,
+                       const struct pf_cache_meta *m, const struct pf_cache_policy *p,
+                       const char **why)
+{
+    const struct pf_cc *cc = &m->cc;
+    const char *no = NULL;
+
+    if (method == NULL || (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0))
+        no = "method";
+    else if (!storable_status(m->status))
+        no = "status";
+    else if (req_cc != NULL && req_cc->no_store)
+        no = "no-store";
+    /* must-understand: the cache knows every status it stores, so no-store gives way */
+    else if (cc->no_store && !cc->must_understand)
+        no = "no-store";
+    else if (cc->private_)
+        no = "private";
+    else if (req_has_authorization && !cc->public_ && cc->s_maxage == PF_CC_ABSENT &&
+             !cc->must_revalidate)
+        no = "authorization";
+    else if (m->vary_star)
+        no = "vary";
+    else if (!worth_storing(m, p))
+        no = "no-freshness";
+    if (why != NULL)
+        *why = no;
+    return no == NULL;
+}
+
+/* ---- using a stored response (RFC 9111 §4.2.4, §5.2.1) ---- */
+
+/* Does the response forbid serving it stale (RFC 9111 §5.2.2.2, .8, .10)? */
+static bool stale_forbidden(const struct pf_cc *cc)
+{
+    return cc->must_revalidate || cc->proxy_revalidate || cc->s_maxage != PF_CC_ABSENT ||
+           cc->no_cache;
+}
+
+enum pf_cache_use pf_cache_usable(const struct pf_cache_meta *m, const struct pf_cc *req_cc,
+                                  const struct pf_cache_policy *p, int64_t now)
+{
+    int64_t age = pf_cache_age(m, now);
+    int64_t left = pf_cache_lifetime(m, p) - age; /* > 0 while fresh */
+
+    if (m->cc.no_cache)
+        return PF_CACHE_USE_REVALIDATE;
+    if (req_cc != NULL) {
+        if (req_cc->no_cache || req_cc->invalid)
+            return PF_CACHE_USE_REVALIDATE;
+        if (req_cc->max_age != PF_CC_ABSENT && age > req_cc->max_age)
+            return PF_CACHE_USE_REVALIDATE;
+        if (req_cc->min_fresh != PF_CC_ABSENT && left < req_cc->min_fresh)
+            return PF_CACHE_USE_REVALIDATE;
+    }
+    if (left > 0)
+        return PF_CACHE_USE_FRESH;
+    if (stale_forbidden(&m->cc))
+        return PF_CACHE_USE_REVALIDATE;
+    if (req_cc != NULL && req_cc->max_stale != PF_CC_ABSENT &&
+        (req_cc->max_stale == PF_CC_ANY || -left <= req_cc->max_stale))
+        return PF_CACHE_USE_STALE_OK;
+    if (m->cc.swr != PF_CC_ABSENT && -left <= m->cc.swr)
+        return PF_CACHE_USE_STALE_SWR;
+    return PF_CACHE_USE_REVALIDATE;
+}
+
+bool pf_cache_stale_on_error(const struct pf_cache_meta *m, const struct pf_cache_policy *p,
+                             int64_t now)
+{
+    int64_t stale = pf_cache_age(m, now) - pf_cache_lifetime(m, p); /* < 0 while fresh */
+    int64_t window = p->stale_if_error > 0 ? p->stale_if_error : 0;
+
+    if (stale_forbidden(&m->cc))
+        return false;
+    if (m->cc.sie != PF_CC_ABSENT && m->cc.sie > window)
+        window = m->cc.sie;
+    if (stale < 0)
+        return true;
+    return window > 0 && stale <= window;
+}
+
+/* ---- conditional requests (RFC 9110 §13.1.1, §13.1.3, §13.2.2) ---- */
+
+/* Weak comparison of one entity-tag member [s, e) with the stored ETag. */
+static bool etag_weak_match(const char *s, const char *e, const char *stored)
+{
+    if (e - s >= 2 && s[0] == 'W' && s[1] == '/')
+        s += 2;
+    if (stored[0] == 'W' && stored[1] == '/')
+        stored += 2;
+    if (e - s < 2 || s[0] != '"' || e[-1] != '"')
+        return false; /* not an entity-tag */
+    return strlen(stored) == (size_t)(e - s) && memcmp(s, stored, (size_t)(e - s)) == 0;
+}
+
+static bool inm_matches(const char *inm, const struct pf_cache_meta *m)
+{
+    const char *p = inm;
+    const char *s;
+    const char *e;
+
+    while (next_member(&p, &s, &e)) {
+        if (e - s == 1 && *s == '*')
+            return true;
+        if (m->has_etag && etag_weak_match(s, e, m->etag))
+            return true;
+    }
+    return false;
+}
+
+bool pf_cache_not_modified(const char *if_none_match, const char *if_modified_since,
+                           const struct pf_cache_meta *m)
+{
+    int64_t ims;
+    int64_t lm = m->last_modified >= 0 ? m->last_modified : m->date;
+
+    if (if_none_match != NULL)
+        return inm_matches(if_none_match, m);
+    ims = pf_http_date(if_modified_since);
+    if (ims < 0 || lm < 0)
+        return false;
+    return lm <= ims;
+}
+
+/* ---- invalidation (RFC 9111 §4.4) ---- */
+
+bool pf_cache_method_safe(const char *method)
+{
+    static const char *const safe[] = {"GET", "HEAD", "OPTIONS", "TRACE"};
+
+    for (size_t i = 0; method != NULL && i < sizeof(safe) / sizeof(safe[0]); i++)
+        if (strcmp(method, safe[i]) == 0) /* methods are case-sensitive */
+            return true;
+    return false;
+}
+
+bool pf_cache_invalidates(const char *method, int status)
+{
+    return !pf_cache_method_safe(method) && status >= 200 && status < 400;
+}
+
+/* ---- stored headers (RFC 9111 §3.1, §3.2) ---- */
+
+static bool in_list(const char *name, const char *const *list, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcasecmp(name, list[i]) == 0)
+            return true;
+    return false;
+}
+
+bool pf_cache_header_stored(const char *name, const char *conn_value)
+{
+    static const char *const never[] = {
+        "Connection",
+        "Keep-Alive",
+        "Proxy-Connection",
+        "TE",
+        "Trailer",
+        "Transfer-Encoding",
+        "Upgrade",
+        "Proxy-Authenticate",
+        "Proxy-Authentication-Info",
+        "Proxy-Authorization",
+        "Content-Length",
+        "Age",
+    };
+    const char *p = conn_value;
+    const char *s;
+    const char *e;
+
+    if (in_list(name, never, sizeof(never) / sizeof(never[0])))
+        return false;
+    while (next_member(&p, &s, &e))
+        if (eq_ci(s, (size_t)(e - s), name))
+            return false;
+    return true;
+}
+
+bool pf_cache_header_updated_by_304(const char *name)
+{
+    /* the stored body depends on these; Content-Range is processed, not stored */
+    static const char *const kept[] = {"Content-Encoding", "Content-Range"};
+
+    if (!pf_cache_header_stored(name, NULL))
+        return false;
+    return !in_list(name, kept, sizeof(kept) / sizeof(kept[0]));
+}
+
+/* ---- Vary and the variant key (RFC 9111 §4.1) ---- */
+
+/* An output buffer that remembers when something did not fit. */
+struct out {
+    char *p;
+    size_t size;
+    size_t len;
+    bool over;
+};
+
+static void put(struct out *o, const char *s, size_t n)
+{
+    if (o->over || o->len + n >= o->size) {
+        o->over = true;
+        return;
+    }
+    memcpy(o->p + o->len, s, n);
+    o->len += n;
+    o->p[o->len] = '\0';
+}
+
+static int cmp_name(const void *a, const void *b)
+{
+    return strcmp((const char *)a, (const char *)b);
+}
+
+/* The lower-cased, sorted, distinct names of the Vary lines; -1 for "*" or a name we cannot key. */
+static int vary_names(const char *const *lines, unsigned n, char names[][VARY_NAME_SZ])
+{
+    int count = 0;
+
+    for (unsigned i = 0; i < n; i++) {
+        const char *p = lines[i];
+        const char *s;
+        const char *e;
+        while (next_member(&p, &s, &e)) {
+            size_t l = (size_t)(e - s);
+            if (l >= VARY_NAME_SZ || count == MAX_VARY)
+                return -1;
+            for (size_t k = 0; k < l; k++) {
+                if (!is_tchar(s[k]) || (l == 1 && s[k] == '*'))
+                    return -1;
+                names[count][k] = lower(s[k]);
+            }
+            names[count][l] = '\0';
+            count++;
+        }
+    }
+    qsort(names, (size_t)count, VARY_NAME_SZ, cmp_name);
+    int w = 0;
+    for (int r = 0; r < count; r++)
+        if (w == 0 || strcmp(names[w - 1], names[r]) != 0)
+            memmove(names[w++], names[r], VARY_NAME_SZ);
+    return w;
+}
+
+/* "name=v1, v2\n" (members trimmed, empty ones dropped), or "name\n" when the request lacks it. */
+static void put_variant(struct out *o, const char *name, pf_cache_hdr_fn get, void *arg)
+{
+    const char *lines[MAX_LINES];
+    unsigned n = get(arg, name, lines, MAX_LINES);
+    bool first = true;
+
+    put(o, name, strlen(name));
+    if (n > 0)
+        put(o, "=", 1);
+    for (unsigned i = 0; i < n; i++) {
+        const char *p = lines[i];
+        const char *s;
+        const char *e;
+        while (next_member(&p, &s, &e)) {
+            if (!first)
+                put(o, ", ", 2);
+            put(o, s, (size_t)(e - s));
+            first = false;
+        }
+    }
+    put(o, "\n", 1);
+}
+
+bool pf_cache_variant_key(const char *const *vary_lines, unsigned n_vary, pf_cache_hdr_fn req_get,
+                          void *req_arg, char *out, size_t size)
+{
+    char names[MAX_VARY][VARY_NAME_SZ];
+    struct out o = {out, size, 0, size == 0};
+    int n = vary_names(vary_lines, n_vary, names);
+
+    if (size > 0)
+        out[0] = '\0';
+    if (n < 0)
+        return false;
+    for (int i = 0; i < n; i++)
+        put_variant(&o, names[i], req_get, req_arg);
+    return !o.over;
+}
+
+/* ---- the primary key ---- */
+
+/* host lower-cased, without the scheme's default port */
+static void put_host(struct out *o, const char *scheme, const char *host)
+{
+    size_t n = strlen(host);
+    const char *colon = strrchr(host, ':');
+    const char *bracket = strrchr(host, ']');
+    char c;
+
+    if (colon != NULL && (bracket == NULL || colon > bracket)) {
+        const char *port = colon + 1;
+        while (*port == '0' && port[1] != '\0')
+            port++;
+        if ((strcasecmp(scheme, "http") == 0 && strcmp(port, "80") == 0) ||
+            (strcasecmp(scheme, "https") == 0 && strcmp(port, "443") == 0) || port[0] == '\0')
+            n = (size_t)(colon - host);
+    }
+    for (size_t i = 0; i < n; i++) {
+        c = lower(host[i]);
+        put(o, &c, 1);
+    }
+}
+
+static bool ignored(const char *s, const char *e, const char *const *globs, unsigned n)
+{
+    char name[256];
+    const char *eq = memchr(s, '=', (size_t)(e - s));
+    size_t l = (size_t)((eq != NULL ? eq : e) - s);
+
+    if (n == 0 || l >= sizeof(name))
+        return false;
+    memcpy(name, s, l);
+    name[l] = '\0';
+    for (unsigned i = 0; i < n; i++)
+        if (globs[i] != NULL && fnmatch(globs[i], name, 0) == 0)
+            return true;
+    return false;
+}
+
+/* The query's parameters in their order, without the ignored ones. */
+static void put_query(struct out *o, const char *q, const char *const *globs, unsigned n)
+{
+    bool any = false;
+    bool dropped = false;
+    size_t mark = o->len;
+
+    put(o, "?", 1);
+    while (*q != '\0') {
+        const char *e = strchr(q, '&');
+        if (e == NULL)
+            e = q + strlen(q);
+        if (ignored(q, e, globs, n)) {
+            dropped = true;
+        } else {
+            if (any)
+                put(o, "&", 1);
+            put(o, q, (size_t)(e - q));
+            any = true;
+        }
+        q = *e == '&' ? e + 1 : e;
+    }
+    if (!any && dropped && !o->over) {
+        o->len = mark; /* every parameter was ignored: no query at all */
+        o->p[mark] = '\0';
+    }
+}
+
+size_t pf_cache_key(const char *scheme, const char *host, const char *target,
+                    const char *const *ignore_query, unsigned n_ignore, char *out, size_t size)
+{
+    struct out o = {out, size, 0, size == 0};
+    const char *q;
+    const char *hash;
+    size_t plen;
+    char c;
+
+    if (size > 0)
+        out[0] = '\0';
+    for (const char *s = scheme != NULL ? scheme : "http"; *s != '\0'; s++) {
+        c = lower(*s);
+        put(&o, &c, 1);
+    }
+    put(&o, "://", 3);
+    put_host(&o, scheme != NULL ? scheme : "http", host != NULL ? host : "");
+    target = target != NULL ? target : "/";
+    hash = strchr(target, '#');
+    q = strchr(target, '?');
+    if (q != NULL && hash != NULL && hash < q)
+        q = NULL;
+    plen = (size_t)((q != NULL ? q : hash != NULL ? hash : target + strlen(target)) - target);
+    put(&o, target, plen);
+    if (q != NULL) {
+        char query[4096];
+        size_t ql = (size_t)((hash != NULL ? hash : q + strlen(q)) - (q + 1));
+        if (ql >= sizeof(query))
+            return 0;
+        memcpy(query, q + 1, ql);
+        query[ql] = '\0';
+        put_query(&o, query, ignore_query, n_ignore);
+    }
+    return o.over ? 0 : o.len;
+}
