@@ -645,7 +645,7 @@ bool pf_cache_not_modified(const char *if_none_match, const char *if_modified_si
 
     if (if_none_match != NULL)
         return inm_matches(if_none_match, m);
-    ims = pf_http_date(if_modified_since);
+    ims = pf_http_date_parse(if_modified_since);
     if (ims < 0 || lm < 0)
         return false;
     return lm <= ims;

@@ -48,7 +48,7 @@ void pf_cc_parse(struct pf_cc *cc, const char *const *lines, unsigned n);
  * (00-49 -> 20xx, 50-99 -> 19xx); pf_http_date_at() reads it relative to
  * now as RFC 9110 says (more than 50 years ahead means the century before).
  */
-int64_t pf_http_date(const char *s);
+int64_t pf_http_date_parse(const char *s);
 int64_t pf_http_date_at(const char *s, int64_t now);
 
 /* Write t as an IMF-fixdate into out (at least 30 bytes); returns out. */

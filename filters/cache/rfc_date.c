@@ -196,7 +196,7 @@ static int64_t parse_date(const char *str, int64_t now)
     return to_epoch(y, mon, d, hh, mm, ss);
 }
 
-int64_t pf_http_date(const char *s)
+int64_t pf_http_date_parse(const char *s)
 {
     return s == NULL ? -1 : parse_date(s, -1);
 }
