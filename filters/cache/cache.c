@@ -467,7 +467,8 @@ static unsigned merged_get(void *arg, const char *name, const char **lines, unsi
     struct merged *m = arg;
     unsigned n = resp_get(m->tx, name, lines, max);
 
-    if (n > 0 && pf_cache_header_updated_by_304(name))
+    /* the 304's Age describes the refreshed response: the one field not stored that counts */
+    if (n > 0 && (strcasecmp(name, "age") == 0 || pf_cache_header_updated_by_304(name)))
         return n;
     n = 0;
     for (unsigned i = 0; i < m->o->n_hdrs && n < max; i++) {
