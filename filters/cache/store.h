@@ -65,6 +65,8 @@ void pf_cobj_builder_abandon(struct pf_cobj_builder *b);
 
 struct pf_cobj *pf_cobj_ref(struct pf_cobj *o);
 void pf_cobj_unref(struct pf_cobj *o); /* NULL is fine */
+/* Objects alive now in this process (built and not yet freed): for tests and leak checks. */
+long pf_cobj_live(void);
 
 /* First header named name (case-insensitive) of o, or NULL. */
 const char *pf_cobj_header(const struct pf_cobj *o, const char *name);

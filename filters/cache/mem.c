@@ -1,0 +1,399 @@
+/*
+ * filters/cache/mem.c: the L1 memory store. Keys are spread over shards by
+ * a hash of the primary key (so every variant of a key, and its Vary record,
+ * live in one shard); each shard has its own lock, chained hash table, LRU
+ * list and byte budget (memory / shards). Everything a shard allocates is
+ * charged against that budget, with malloc's per-allocation overhead.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "filters/cache/store.h"
+#include "proxy/arena.h"
+
+#define ALLOC_OVERHEAD 16
+/* An entry's share of its bucket table: the table doubles at load 1, so at most 2 slots each. */
+#define BUCKET_SHARE (2 * sizeof(void *))
+
+/* One slot of a shard: an object, or a key's Vary record (o == NULL). */
+struct entry {
+    struct entry *hnext;       /* hash chain */
+    struct entry *prev, *next; /* the shard's object LRU or Vary list (front = newest) */
+    struct pf_cobj *o;
+    uint64_t hash; /* of the primary key */
+    size_t charge;
+    char *vkey, *vary; /* Vary record only: inside this allocation */
+};
+
+struct shard {
+    pthread_mutex_t lock;
+    struct entry **buckets;
+    size_t nbuckets, count;
+    struct entry lru;   /* sentinel: objects */
+    struct entry varys; /* sentinel: Vary records */
+    size_t bytes, limit;
+    size_t base; /* the initial bucket table, charged from the start */
+};
+
+struct pf_cstore {
+    unsigned nshards;
+    struct shard *shards;
+    atomic_uint_fast64_t bytes, objects, evictions;
+};
+
+static uint64_t key_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL;
+
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 1099511628211ULL;
+    }
+    return h ^ (h >> 29);
+}
+
+static struct shard *shard_of(struct pf_cstore *s, uint64_t h)
+{
+    return &s->shards[(h >> 48) & (s->nshards - 1)];
+}
+
+static void list_init(struct entry *head)
+{
+    head->prev = head->next = head;
+}
+
+static void list_del(struct entry *e)
+{
+    e->prev->next = e->next;
+    e->next->prev = e->prev;
+}
+
+static void list_push(struct entry *head, struct entry *e)
+{
+    e->next = head->next;
+    e->prev = head;
+    head->next->prev = e;
+    head->next = e;
+}
+
+static size_t table_bytes(size_t n)
+{
+    return n * sizeof(struct entry *) + ALLOC_OVERHEAD;
+}
+
+struct pf_cstore *pf_cstore_new(size_t memory, unsigned shards)
+{
+    struct pf_cstore *s;
+    unsigned i;
+
+    if (shards == 0)
+        shards = 16;
+    if (shards & (shards - 1))
+        return NULL;
+    s = pf_xcalloc(1, sizeof(*s));
+    s->nshards = shards;
+    s->shards = pf_xcalloc(shards, sizeof(*s->shards));
+    for (i = 0; i < shards; i++) {
+        struct shard *sh = &s->shards[i];
+
+        pthread_mutex_init(&sh->lock, NULL);
+        sh->nbuckets = 64;
+        sh->buckets = pf_xcalloc(sh->nbuckets, sizeof(*sh->buckets));
+        list_init(&sh->lru);
+        list_init(&sh->varys);
+        sh->limit = memory / shards;
+        /* The initial table is charged once; entries pay for its growth. */
+        sh->base = table_bytes(sh->nbuckets);
+        if (sh->base > sh->limit)
+            sh->base = sh->limit;
+        sh->bytes = sh->base;
+        atomic_fetch_add(&s->bytes, sh->bytes);
+    }
+    return s;
+}
+
+static void unlink_entry(struct pf_cstore *s, struct shard *sh, struct entry *e)
+{
+    struct entry **pp = &sh->buckets[e->hash & (sh->nbuckets - 1)];
+
+    while (*pp != e)
+        pp = &(*pp)->hnext;
+    *pp = e->hnext;
+    list_del(e);
+    sh->count--;
+    sh->bytes -= e->charge;
+    atomic_fetch_sub(&s->bytes, e->charge);
+    if (e->o) {
+        atomic_fetch_sub(&s->objects, 1);
+        pf_cobj_unref(e->o);
+    }
+    free(e);
+}
+
+void pf_cstore_free(struct pf_cstore *s)
+{
+    unsigned i;
+
+    if (!s)
+        return;
+    for (i = 0; i < s->nshards; i++) {
+        struct shard *sh = &s->shards[i];
+
+        while (sh->lru.next != &sh->lru)
+            unlink_entry(s, sh, sh->lru.next);
+        while (sh->varys.next != &sh->varys)
+            unlink_entry(s, sh, sh->varys.next);
+        free(sh->buckets);
+        pthread_mutex_destroy(&sh->lock);
+    }
+    free(s->shards);
+    free(s);
+}
+
+static void grow(struct shard *sh)
+{
+    size_t n = sh->nbuckets * 2, i;
+    struct entry **nb = calloc(n, sizeof(*nb));
+
+    if (!nb)
+        return; /* longer chains, still correct */
+    for (i = 0; i < sh->nbuckets; i++) {
+        struct entry *e = sh->buckets[i], *next;
+
+        for (; e; e = next) {
+            next = e->hnext;
+            e->hnext = nb[e->hash & (n - 1)];
+            nb[e->hash & (n - 1)] = e;
+        }
+    }
+    free(sh->buckets);
+    sh->buckets = nb;
+    sh->nbuckets = n;
+}
+
+static void link_entry(struct pf_cstore *s, struct shard *sh, struct entry *e, struct entry *list)
+{
+    struct entry **b;
+
+    if (sh->count >= sh->nbuckets)
+        grow(sh);
+    b = &sh->buckets[e->hash & (sh->nbuckets - 1)];
+    e->hnext = *b;
+    *b = e;
+    list_push(list, e);
+    sh->count++;
+    sh->bytes += e->charge;
+    atomic_fetch_add(&s->bytes, e->charge);
+    if (e->o)
+        atomic_fetch_add(&s->objects, 1);
+}
+
+static struct entry *find_obj(struct shard *sh, uint64_t h, const char *key, const char *variant)
+{
+    struct entry *e = sh->buckets[h & (sh->nbuckets - 1)];
+
+    for (; e; e = e->hnext) {
+        if (e->o && e->hash == h && strcmp(e->o->key, key) == 0 &&
+            strcmp(e->o->variant, variant) == 0)
+            return e;
+    }
+    return NULL;
+}
+
+static struct entry *find_vary(struct shard *sh, uint64_t h, const char *key)
+{
+    struct entry *e = sh->buckets[h & (sh->nbuckets - 1)];
+
+    for (; e; e = e->hnext) {
+        if (!e->o && e->hash == h && strcmp(e->vkey, key) == 0)
+            return e;
+    }
+    return NULL;
+}
+
+struct pf_cobj *pf_cstore_get(struct pf_cstore *s, const char *key, const char *variant)
+{
+    uint64_t h = key_hash(key);
+    struct shard *sh = shard_of(s, h);
+    struct pf_cobj *o = NULL;
+    struct entry *e;
+
+    pthread_mutex_lock(&sh->lock);
+    e = find_obj(sh, h, key, variant ? variant : "");
+    if (e) {
+        list_del(e);
+        list_push(&sh->lru, e);
+        o = pf_cobj_ref(e->o);
+    }
+    pthread_mutex_unlock(&sh->lock);
+    return o;
+}
+
+bool pf_cstore_vary(struct pf_cstore *s, const char *key, char *out, size_t size)
+{
+    uint64_t h = key_hash(key);
+    struct shard *sh = shard_of(s, h);
+    struct entry *e;
+    bool found = false;
+
+    pthread_mutex_lock(&sh->lock);
+    e = find_vary(sh, h, key);
+    if (e && size > 0) {
+        size_t n = strlen(e->vary);
+
+        if (n >= size)
+            n = size - 1;
+        memcpy(out, e->vary, n);
+        out[n] = '\0';
+        found = true;
+    }
+    pthread_mutex_unlock(&sh->lock);
+    return found;
+}
+
+/* Make room in sh: objects from the LRU tail first, then the oldest Vary records. */
+static void evict(struct pf_cstore *s, struct shard *sh, const struct entry *keep)
+{
+    while (sh->bytes > sh->limit) {
+        struct entry *e = sh->lru.prev;
+
+        if (e == keep || e == &sh->lru)
+            e = sh->varys.prev;
+        if (e == keep || e == &sh->varys)
+            break;
+        unlink_entry(s, sh, e);
+        atomic_fetch_add(&s->evictions, 1);
+    }
+}
+
+void pf_cstore_set_vary(struct pf_cstore *s, const char *key, const char *vary)
+{
+    uint64_t h = key_hash(key);
+    struct shard *sh = shard_of(s, h);
+    size_t kl = strlen(key) + 1, vl = strlen(vary ? vary : "") + 1;
+    size_t charge = sizeof(struct entry) + kl + vl + ALLOC_OVERHEAD + BUCKET_SHARE;
+    struct entry *e, *old;
+
+    if (charge > sh->limit - sh->base)
+        return;
+    e = pf_xcalloc(1, sizeof(*e) + kl + vl);
+    e->hash = h;
+    e->charge = charge;
+    e->vkey = (char *)(e + 1);
+    e->vary = e->vkey + kl;
+    memcpy(e->vkey, key, kl);
+    memcpy(e->vary, vary ? vary : "", vl);
+    pthread_mutex_lock(&sh->lock);
+    old = find_vary(sh, h, key);
+    if (old)
+        unlink_entry(s, sh, old);
+    link_entry(s, sh, e, &sh->varys);
+    evict(s, sh, e);
+    pthread_mutex_unlock(&sh->lock);
+}
+
+int pf_cstore_put(struct pf_cstore *s, struct pf_cobj *o)
+{
+    uint64_t h = key_hash(o->key);
+    struct shard *sh = shard_of(s, h);
+    size_t charge = o->size + sizeof(struct entry) + ALLOC_OVERHEAD + BUCKET_SHARE;
+    struct entry *e, *old;
+
+    if (charge > sh->limit - sh->base)
+        return -1;
+    e = pf_xcalloc(1, sizeof(*e));
+    e->hash = h;
+    e->charge = charge;
+    e->o = pf_cobj_ref(o);
+    pthread_mutex_lock(&sh->lock);
+    old = find_obj(sh, h, o->key, o->variant);
+    if (old)
+        unlink_entry(s, sh, old);
+    link_entry(s, sh, e, &sh->lru);
+    evict(s, sh, e);
+    pthread_mutex_unlock(&sh->lock);
+    return 0;
+}
+
+size_t pf_cstore_purge_key(struct pf_cstore *s, const char *key)
+{
+    uint64_t h = key_hash(key);
+    struct shard *sh = shard_of(s, h);
+    struct entry **pp, *e;
+    size_t n = 0;
+
+    pthread_mutex_lock(&sh->lock);
+    pp = &sh->buckets[h & (sh->nbuckets - 1)];
+    while ((e = *pp) != NULL) {
+        const char *k = e->o ? e->o->key : e->vkey;
+
+        if (e->hash == h && strcmp(k, key) == 0) {
+            n += e->o != NULL;
+            unlink_entry(s, sh, e); /* *pp now points past e */
+            continue;
+        }
+        pp = &e->hnext;
+    }
+    pthread_mutex_unlock(&sh->lock);
+    return n;
+}
+
+typedef bool (*match_fn)(const struct pf_cobj *o, const char *arg);
+
+/* Remove every object of every shard for which match holds (a scan: purges are rare). */
+static size_t purge_scan(struct pf_cstore *s, match_fn match, const char *arg)
+{
+    size_t n = 0;
+    unsigned i;
+
+    for (i = 0; i < s->nshards; i++) {
+        struct shard *sh = &s->shards[i];
+        struct entry *e, *prev;
+
+        pthread_mutex_lock(&sh->lock);
+        for (e = sh->lru.prev; e != &sh->lru; e = prev) {
+            prev = e->prev;
+            if (match(e->o, arg)) {
+                unlink_entry(s, sh, e);
+                n++;
+            }
+        }
+        pthread_mutex_unlock(&sh->lock);
+    }
+    return n;
+}
+
+static bool match_prefix(const struct pf_cobj *o, const char *prefix)
+{
+    return strncmp(o->key, prefix, strlen(prefix)) == 0;
+}
+
+static bool match_tag(const struct pf_cobj *o, const char *tag)
+{
+    unsigned i;
+
+    for (i = 0; i < o->n_tags; i++) {
+        if (strcmp(o->tags[i], tag) == 0)
+            return true;
+    }
+    return false;
+}
+
+size_t pf_cstore_purge_prefix(struct pf_cstore *s, const char *prefix)
+{
+    return purge_scan(s, match_prefix, prefix);
+}
+
+size_t pf_cstore_purge_tag(struct pf_cstore *s, const char *tag)
+{
+    return purge_scan(s, match_tag, tag);
+}
+
+void pf_cstore_stats(struct pf_cstore *s, struct pf_cstore_stats *out)
+{
+    out->bytes = atomic_load(&s->bytes);
+    out->objects = atomic_load(&s->objects);
+    out->evictions = atomic_load(&s->evictions);
+}

@@ -1,0 +1,607 @@
+/*
+ * filters/cache/object.c: immutable, reference-counted cache objects. A
+ * finished object is one allocation (struct, header table, tag table,
+ * strings, body) so that its charged size is close to what malloc really
+ * holds, and a hit can hand the body to an evbuffer by reference.
+ */
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <event2/buffer.h>
+
+#include "filters/cache/store.h"
+#include "proxy/arena.h"
+
+/* What malloc keeps per allocation beyond the bytes asked for (header + rounding). */
+#define PF_COBJ_ALLOC_OVERHEAD 16
+
+/* When rfc.c is linked, its rule decides which headers a 304 updates; else the fallback below. */
+extern bool pf_cache_header_updated_by_304(const char *name) __attribute__((weak));
+
+static atomic_long live_objects;
+
+struct bhdr {
+    char *name;
+    char *value;
+};
+
+struct pf_cobj_builder {
+    char *key;
+    char *variant;
+    int status;
+    struct pf_cache_meta meta;
+    size_t max_body; /* 0 = no limit */
+    struct bhdr *hdrs;
+    unsigned n_hdrs, cap_hdrs;
+    char **tags;
+    unsigned n_tags, cap_tags;
+    unsigned char *body;
+    size_t body_len, body_cap;
+    bool failed; /* went over max_body: finish returns NULL */
+};
+
+struct pf_cobj_builder *pf_cobj_builder_new(const char *key, const char *variant, int status,
+                                            const struct pf_cache_meta *meta, size_t max_body)
+{
+    struct pf_cobj_builder *b = pf_xcalloc(1, sizeof(*b));
+
+    b->key = pf_xstrdup(key ? key : "");
+    b->variant = pf_xstrdup(variant ? variant : "");
+    b->status = status;
+    if (meta)
+        b->meta = *meta;
+    b->max_body = max_body;
+    return b;
+}
+
+void pf_cobj_builder_header(struct pf_cobj_builder *b, const char *name, const char *value)
+{
+    if (b->n_hdrs == b->cap_hdrs) {
+        b->cap_hdrs = b->cap_hdrs ? b->cap_hdrs * 2 : 16;
+        b->hdrs = pf_xrealloc(b->hdrs, b->cap_hdrs * sizeof(*b->hdrs));
+    }
+    b->hdrs[b->n_hdrs].name = pf_xstrdup(name);
+    b->hdrs[b->n_hdrs].value = pf_xstrdup(value ? value : "");
+    b->n_hdrs++;
+}
+
+static void builder_tag(struct pf_cobj_builder *b, const char *tag, size_t len)
+{
+    char *t;
+
+    if (b->n_tags == b->cap_tags) {
+        b->cap_tags = b->cap_tags ? b->cap_tags * 2 : 4;
+        b->tags = pf_xrealloc(b->tags, b->cap_tags * sizeof(*b->tags));
+    }
+    t = pf_xmalloc(len + 1);
+    memcpy(t, tag, len);
+    t[len] = '\0';
+    b->tags[b->n_tags++] = t;
+}
+
+void pf_cobj_builder_tags(struct pf_cobj_builder *b, const char *v)
+{
+    while (v && *v) {
+        size_t n;
+
+        v += strspn(v, " \t");
+        n = strcspn(v, " \t");
+        if (n > 0)
+            builder_tag(b, v, n);
+        v += n;
+    }
+}
+
+static bool body_room(struct pf_cobj_builder *b, size_t len)
+{
+    size_t need;
+
+    if (b->failed)
+        return false;
+    if (b->max_body && (len > b->max_body || b->body_len > b->max_body - len)) {
+        /* Abandon, never truncate: drop what we have so far. */
+        b->failed = true;
+        free(b->body);
+        b->body = NULL;
+        b->body_len = b->body_cap = 0;
+        return false;
+    }
+    need = b->body_len + len;
+    if (need > b->body_cap) {
+        size_t cap = b->body_cap ? b->body_cap : 4096;
+
+        while (cap < need)
+            cap *= 2;
+        if (b->max_body && cap > b->max_body)
+            cap = b->max_body;
+        b->body = pf_xrealloc(b->body, cap);
+        b->body_cap = cap;
+    }
+    return true;
+}
+
+bool pf_cobj_builder_body(struct pf_cobj_builder *b, struct evbuffer *buf)
+{
+    size_t len = evbuffer_get_length(buf);
+
+    if (!body_room(b, len))
+        return false;
+    if (len > 0 && evbuffer_copyout(buf, b->body + b->body_len, len) != (ev_ssize_t)len)
+        return false;
+    b->body_len += len;
+    return true;
+}
+
+bool pf_cobj_builder_body_bytes(struct pf_cobj_builder *b, const void *data, size_t len)
+{
+    if (!body_room(b, len))
+        return false;
+    if (len > 0)
+        memcpy(b->body + b->body_len, data, len);
+    b->body_len += len;
+    return true;
+}
+
+void pf_cobj_builder_abandon(struct pf_cobj_builder *b)
+{
+    unsigned i;
+
+    if (!b)
+        return;
+    for (i = 0; i < b->n_hdrs; i++) {
+        free(b->hdrs[i].name);
+        free(b->hdrs[i].value);
+    }
+    for (i = 0; i < b->n_tags; i++)
+        free(b->tags[i]);
+    free(b->hdrs);
+    free(b->tags);
+    free(b->body);
+    free(b->key);
+    free(b->variant);
+    free(b);
+}
+
+static char *put_str(char **p, const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *at = *p;
+
+    memcpy(at, s, n);
+    *p += n;
+    return at;
+}
+
+static size_t strings_size(const struct pf_cobj_builder *b)
+{
+    size_t n = strlen(b->key) + 1 + strlen(b->variant) + 1;
+    unsigned i;
+
+    for (i = 0; i < b->n_hdrs; i++)
+        n += strlen(b->hdrs[i].name) + 1 + strlen(b->hdrs[i].value) + 1;
+    for (i = 0; i < b->n_tags; i++)
+        n += strlen(b->tags[i]) + 1;
+    return n;
+}
+
+struct pf_cobj *pf_cobj_builder_finish(struct pf_cobj_builder *b, int64_t now)
+{
+    struct pf_cobj *o = NULL;
+    size_t tables, total;
+    const char **tags;
+    char *p;
+    unsigned i;
+
+    if (b->failed)
+        goto out;
+    tables = sizeof(*o) + b->n_hdrs * sizeof(struct pf_chdr) + b->n_tags * sizeof(char *);
+    total = tables + strings_size(b) + b->body_len;
+    o = pf_xmalloc(total);
+    memset(o, 0, sizeof(*o));
+    o->hdrs = (struct pf_chdr *)(o + 1);
+    tags = (const char **)(o->hdrs + b->n_hdrs);
+    p = (char *)o + tables;
+    o->key = put_str(&p, b->key);
+    o->variant = put_str(&p, b->variant);
+    for (i = 0; i < b->n_hdrs; i++) {
+        o->hdrs[i].name = put_str(&p, b->hdrs[i].name);
+        o->hdrs[i].value = put_str(&p, b->hdrs[i].value);
+    }
+    for (i = 0; i < b->n_tags; i++)
+        tags[i] = put_str(&p, b->tags[i]);
+    if (b->body_len)
+        memcpy(p, b->body, b->body_len);
+    o->body = (const unsigned char *)p;
+    o->body_len = b->body_len;
+    o->n_hdrs = b->n_hdrs;
+    o->tags = tags;
+    o->n_tags = b->n_tags;
+    o->status = b->status;
+    o->meta = b->meta;
+    /* malloc rounds to 16 bytes and keeps a header: charge that too. */
+    o->size = ((total + 15) & ~(size_t)15) + PF_COBJ_ALLOC_OVERHEAD;
+    o->stored_at = now;
+    atomic_init(&o->refs, 1);
+    atomic_fetch_add(&live_objects, 1);
+out:
+    pf_cobj_builder_abandon(b);
+    return o;
+}
+
+struct pf_cobj *pf_cobj_ref(struct pf_cobj *o)
+{
+    if (o)
+        atomic_fetch_add_explicit(&o->refs, 1, memory_order_relaxed);
+    return o;
+}
+
+void pf_cobj_unref(struct pf_cobj *o)
+{
+    if (!o)
+        return;
+    if (atomic_fetch_sub_explicit(&o->refs, 1, memory_order_acq_rel) == 1) {
+        atomic_fetch_sub(&live_objects, 1);
+        free(o);
+    }
+}
+
+long pf_cobj_live(void)
+{
+    return atomic_load(&live_objects);
+}
+
+const char *pf_cobj_header(const struct pf_cobj *o, const char *name)
+{
+    unsigned i;
+
+    for (i = 0; i < o->n_hdrs; i++) {
+        if (strcasecmp(o->hdrs[i].name, name) == 0)
+            return o->hdrs[i].value;
+    }
+    return NULL;
+}
+
+/* The framing and hop-by-hop fields a 304 never replaces (RFC 9111 §3.2). */
+static bool updated_by_304(const char *name)
+{
+    static const char *const keep[] = {
+        "content-length", "transfer-encoding", "connection",      "keep-alive", "te",
+        "trailer",        "upgrade",           "proxy-connection"};
+    size_t i;
+
+    if (pf_cache_header_updated_by_304)
+        return pf_cache_header_updated_by_304(name);
+    for (i = 0; i < sizeof(keep) / sizeof(keep[0]); i++) {
+        if (strcasecmp(name, keep[i]) == 0)
+            return false;
+    }
+    return true;
+}
+
+static bool in_304(const struct pf_chdr *h, unsigned n, const char *name)
+{
+    unsigned i;
+
+    for (i = 0; i < n; i++) {
+        if (strcasecmp(h[i].name, name) == 0 && updated_by_304(name))
+            return true;
+    }
+    return false;
+}
+
+/* Emit the 304's lines named name (once, at the first stored line of that name). */
+static void add_304_lines(struct pf_cobj_builder *b, const struct pf_chdr *h, unsigned n,
+                          const char *name)
+{
+    unsigned i;
+
+    for (i = 0; i < n; i++) {
+        if (strcasecmp(h[i].name, name) == 0)
+            pf_cobj_builder_header(b, h[i].name, h[i].value);
+    }
+}
+
+struct pf_cobj *pf_cobj_updated(const struct pf_cobj *o, const struct pf_chdr *hdrs304, unsigned n,
+                                const struct pf_cache_meta *meta, int64_t now)
+{
+    struct pf_cobj_builder *b = pf_cobj_builder_new(o->key, o->variant, o->status, meta, 0);
+    unsigned i, j;
+
+    for (i = 0; i < o->n_hdrs; i++) {
+        const char *name = o->hdrs[i].name;
+        bool first = true;
+
+        if (!in_304(hdrs304, n, name)) {
+            pf_cobj_builder_header(b, name, o->hdrs[i].value);
+            continue;
+        }
+        for (j = 0; j < i; j++) {
+            if (strcasecmp(o->hdrs[j].name, name) == 0)
+                first = false;
+        }
+        if (first)
+            add_304_lines(b, hdrs304, n, name);
+    }
+    for (i = 0; i < n; i++) {
+        bool seen = false;
+
+        if (!updated_by_304(hdrs304[i].name) || pf_cobj_header(o, hdrs304[i].name))
+            continue;
+        for (j = 0; j < i; j++) {
+            if (strcasecmp(hdrs304[j].name, hdrs304[i].name) == 0)
+                seen = true;
+        }
+        if (!seen)
+            add_304_lines(b, hdrs304, n, hdrs304[i].name);
+    }
+    for (i = 0; i < o->n_tags; i++)
+        builder_tag(b, o->tags[i], strlen(o->tags[i]));
+    pf_cobj_builder_body_bytes(b, o->body, o->body_len);
+    return pf_cobj_builder_finish(b, now);
+}
+
+static void body_cleanup(const void *data, size_t len, void *arg)
+{
+    (void)data;
+    (void)len;
+    pf_cobj_unref(arg);
+}
+
+int pf_cobj_body_to(struct pf_cobj *o, struct evbuffer *out, size_t from, size_t len)
+{
+    if (from > o->body_len || len > o->body_len - from)
+        return -1;
+    if (len == 0)
+        return 0;
+    pf_cobj_ref(o);
+    if (evbuffer_add_reference(out, o->body + from, len, body_cleanup, o) != 0) {
+        pf_cobj_unref(o);
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * Wire format v1 (integers little-endian):
+ *   u8 version | u32 status | i64 stored_at | u32 meta size + meta bytes |
+ *   str key | str variant | u32 n_hdrs + (str name, str value)* |
+ *   u32 n_tags + str* | u64 body length + body | u64 FNV-1a of all before
+ * where str = u32 length + bytes (no NUL). The checksum catches any single
+ * changed byte; the reader still checks every length against what is left.
+ */
+struct wbuf {
+    unsigned char *p;
+    size_t len, cap;
+};
+
+static void w_bytes(struct wbuf *w, const void *data, size_t n)
+{
+    if (w->len + n > w->cap) {
+        while (w->len + n > w->cap)
+            w->cap = w->cap ? w->cap * 2 : 256;
+        w->p = pf_xrealloc(w->p, w->cap);
+    }
+    if (n)
+        memcpy(w->p + w->len, data, n);
+    w->len += n;
+}
+
+static void w_u(struct wbuf *w, uint64_t v, unsigned bytes)
+{
+    unsigned char b[8];
+    unsigned i;
+
+    for (i = 0; i < bytes; i++)
+        b[i] = (unsigned char)(v >> (8 * i));
+    w_bytes(w, b, bytes);
+}
+
+static void w_str(struct wbuf *w, const char *s)
+{
+    size_t n = strlen(s);
+
+    w_u(w, n, 4);
+    w_bytes(w, s, n);
+}
+
+static uint64_t fnv1a(const unsigned char *p, size_t n)
+{
+    uint64_t h = 1469598103934665603ULL;
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        h ^= p[i];
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+void pf_cobj_serialize(const struct pf_cobj *o, struct evbuffer *out)
+{
+    struct wbuf w = {0};
+    unsigned i;
+
+    w_u(&w, PF_COBJ_WIRE_VERSION, 1);
+    w_u(&w, (uint32_t)o->status, 4);
+    w_u(&w, (uint64_t)o->stored_at, 8);
+    w_u(&w, sizeof(o->meta), 4);
+    w_bytes(&w, &o->meta, sizeof(o->meta));
+    w_str(&w, o->key);
+    w_str(&w, o->variant);
+    w_u(&w, o->n_hdrs, 4);
+    for (i = 0; i < o->n_hdrs; i++) {
+        w_str(&w, o->hdrs[i].name);
+        w_str(&w, o->hdrs[i].value);
+    }
+    w_u(&w, o->n_tags, 4);
+    for (i = 0; i < o->n_tags; i++)
+        w_str(&w, o->tags[i]);
+    w_u(&w, o->body_len, 8);
+    w_bytes(&w, o->body, o->body_len);
+    w_u(&w, fnv1a(w.p, w.len), 8);
+    evbuffer_add(out, w.p, w.len);
+    free(w.p);
+}
+
+struct rbuf {
+    const unsigned char *p;
+    size_t left;
+    bool bad;
+};
+
+static uint64_t r_u(struct rbuf *r, unsigned bytes)
+{
+    uint64_t v = 0;
+    unsigned i;
+
+    if (r->bad || r->left < bytes) {
+        r->bad = true;
+        return 0;
+    }
+    for (i = 0; i < bytes; i++)
+        v |= (uint64_t)r->p[i] << (8 * i);
+    r->p += bytes;
+    r->left -= bytes;
+    return v;
+}
+
+/* A string of the wire as a fresh NUL-terminated copy, or NULL (bad: embedded NUL, too long). */
+static char *r_str(struct rbuf *r)
+{
+    uint64_t n = r_u(r, 4);
+    char *s;
+
+    if (r->bad || n > r->left || memchr(r->p, '\0', n)) {
+        r->bad = true;
+        return NULL;
+    }
+    s = pf_xmalloc(n + 1);
+    memcpy(s, r->p, n);
+    s[n] = '\0';
+    r->p += n;
+    r->left -= n;
+    return s;
+}
+
+/* Every bool of the meta must be 0 or 1 and the ETag NUL-terminated, or reading it is undefined. */
+static bool meta_valid(const struct pf_cache_meta *m)
+{
+    static const size_t bools[] = {
+        offsetof(struct pf_cache_meta, cc.no_store),
+        offsetof(struct pf_cache_meta, cc.no_cache),
+        offsetof(struct pf_cache_meta, cc.private_),
+        offsetof(struct pf_cache_meta, cc.public_),
+        offsetof(struct pf_cache_meta, cc.must_revalidate),
+        offsetof(struct pf_cache_meta, cc.proxy_revalidate),
+        offsetof(struct pf_cache_meta, cc.only_if_cached),
+        offsetof(struct pf_cache_meta, cc.no_transform),
+        offsetof(struct pf_cache_meta, cc.immutable),
+        offsetof(struct pf_cache_meta, cc.must_understand),
+        offsetof(struct pf_cache_meta, cc.invalid),
+        offsetof(struct pf_cache_meta, has_etag),
+        offsetof(struct pf_cache_meta, weak_etag),
+        offsetof(struct pf_cache_meta, vary_star),
+    };
+    const unsigned char *raw = (const unsigned char *)m;
+    size_t i;
+
+    for (i = 0; i < sizeof(bools) / sizeof(bools[0]); i++) {
+        if (raw[bools[i]] > 1)
+            return false;
+    }
+    return memchr(m->etag, '\0', sizeof(m->etag)) != NULL;
+}
+
+static bool r_head(struct rbuf *r, struct pf_cache_meta *meta, int *status, int64_t *stored_at)
+{
+    uint64_t st;
+
+    if (r_u(r, 1) != PF_COBJ_WIRE_VERSION)
+        return false;
+    st = r_u(r, 4);
+    *stored_at = (int64_t)r_u(r, 8);
+    if (r_u(r, 4) != sizeof(*meta) || r->left < sizeof(*meta))
+        return false;
+    memcpy(meta, r->p, sizeof(*meta));
+    r->p += sizeof(*meta);
+    r->left -= sizeof(*meta);
+    if (r->bad || st < 100 || st > 999 || !meta_valid(meta))
+        return false;
+    *status = (int)st;
+    return true;
+}
+
+/* Headers, tags and body into b; false on anything malformed. */
+static bool r_rest(struct rbuf *r, struct pf_cobj_builder *b, size_t max_body)
+{
+    uint64_t n, i, blen;
+
+    n = r_u(r, 4);
+    if (r->bad || n > r->left / 8)
+        return false;
+    for (i = 0; i < n; i++) {
+        char *name = r_str(r), *value = r_str(r);
+        bool ok = name && value && *name;
+
+        if (ok)
+            pf_cobj_builder_header(b, name, value);
+        free(name);
+        free(value);
+        if (!ok)
+            return false;
+    }
+    n = r_u(r, 4);
+    if (r->bad || n > r->left / 4)
+        return false;
+    for (i = 0; i < n; i++) {
+        char *tag = r_str(r);
+        bool ok = tag && *tag && !strpbrk(tag, " \t");
+
+        if (ok)
+            builder_tag(b, tag, strlen(tag));
+        free(tag);
+        if (!ok)
+            return false;
+    }
+    blen = r_u(r, 8);
+    if (r->bad || blen != r->left || (max_body && blen > max_body))
+        return false;
+    return pf_cobj_builder_body_bytes(b, r->p, (size_t)blen);
+}
+
+struct pf_cobj *pf_cobj_deserialize(const void *data, size_t len, size_t max_body)
+{
+    struct rbuf r = {.p = data, .left = len};
+    struct pf_cobj_builder *b;
+    struct pf_cache_meta meta;
+    char *key = NULL, *variant = NULL;
+    int64_t stored_at = 0;
+    int status = 0;
+    uint64_t sum;
+
+    if (!data || len < 1 + 8)
+        return NULL;
+    r.left -= 8;
+    sum = (uint64_t)r.p[r.left];
+    for (unsigned i = 1; i < 8; i++)
+        sum |= (uint64_t)r.p[r.left + i] << (8 * i);
+    if (sum != fnv1a(r.p, r.left) || !r_head(&r, &meta, &status, &stored_at))
+        return NULL;
+    key = r_str(&r);
+    variant = r_str(&r);
+    if (!key || !variant || !*key) {
+        free(key);
+        free(variant);
+        return NULL;
+    }
+    b = pf_cobj_builder_new(key, variant, status, &meta, max_body);
+    free(key);
+    free(variant);
+    if (!r_rest(&r, b, max_body)) {
+        pf_cobj_builder_abandon(b);
+        return NULL;
+    }
+    return pf_cobj_builder_finish(b, stored_at);
+}
