@@ -368,3 +368,82 @@ def test_cache_stale_if_error():
         o.stop()
         r = p.get(t)
         assert r.status == 504, r
+
+
+# ---- settings, reload, order with gzip ----
+
+def test_cache_settings_errors_have_positions():
+    o, p = start()
+    with o, p:
+        bad = CONFIG.replace("{{cache}}", "memory: 1MiB, max_object_size: 2MiB")
+        rc, out = p.check_config(bad)
+        assert rc != 0 and "cache.max_object_size: must not exceed memory" in out, out
+        assert ":14:43:" in out, "no line:column: %s" % out
+        rc, out = p.check_config(CONFIG.replace("{{cache}}", "memroy: 1MiB"))
+        assert rc != 0 and "memroy" in out and ":14:" in out, out
+        rc, out = p.check_config(CONFIG.replace(
+            "{{cache}}", "key: { include_headers: [\"X Tenant\"] }"))
+        assert rc != 0 and "not a header name" in out, out
+        rc, out = p.check_config(CONFIG.replace(
+            "{{cache}}", "redis: { db: 3 }"))
+        assert rc != 0 and "address" in out, out
+        rc, out = p.check_config(CONFIG.replace(
+            "{{cache}}", "redis: { address: \"127.0.0.1:6379\", timeout: 20ms }, "
+            "key: { ignore_query: [utm_*] }, default_ttl: 10s, targeted_header: X-CC"))
+        assert rc == 0, out
+
+
+def admin_reload(p):
+    r = p.admin("POST", "/reload")
+    assert r.status == 200 and r.json()["result"] == "success", (r, r.body)
+
+
+def test_cache_store_survives_reload_with_same_memory():
+    o, p = start("memory: 8MiB")
+    with o, p:
+        t = "/rl?" + cc("max-age=3600")
+        p.get(t)
+        assert_hit(p.get(t))
+        p.vars["cache"] = "memory: 8MiB, default_ttl: 5s"
+        p.write_config(CONFIG)
+        admin_reload(p)
+        assert_hit(p.get(t), "after a reload keeping memory")
+        p.vars["cache"] = "memory: 16MiB"
+        p.write_config(CONFIG)
+        admin_reload(p)
+        assert_miss(p.get(t), what="after a reload changing memory")
+
+
+def test_cache_ignore_query_and_include_headers():
+    o, p = start("key: { ignore_query: [utm_*], include_headers: [X-Tenant] }")
+    with o, p:
+        t = "/k?" + cc("max-age=3600")
+        a = p.get(t + "&utm_source=x", headers={"X-Tenant": "a"})
+        assert_miss(a)
+        assert_hit(p.get(t + "&utm_medium=y", headers={"X-Tenant": "a"}), "utm_ ignored")
+        assert_miss(p.get(t, headers={"X-Tenant": "b"}), what="another tenant")
+
+
+GZIP_CONFIG = CONFIG.replace("filters: [metrics, cache]", "filters: [metrics, {{order}}]")
+
+
+def test_cache_before_gzip_stores_the_compressed_variant():
+    for order in ("cache, gzip", "gzip, cache"):
+        o = Origin()
+        p = Pilotfish(GZIP_CONFIG, origin=o, vars={"cache": "memory: 8MiB", "workers": 1,
+                                                   "admin_extra": "", "order": order})
+        with o, p:
+            t = "/gz?size=5000&" + cc("max-age=3600")
+            gz = {"Accept-Encoding": "gzip"}
+            r1 = p.get(t, headers=gz)
+            assert r1.header("Content-Encoding") == "gzip", (order, r1.headers)
+            r2 = p.get(t, headers=gz)
+            assert_hit(r2, order)
+            assert r2.header("Content-Encoding") == "gzip", (order, r2.headers)
+            plain = p.get(t)
+            assert plain.header("Content-Encoding") is None and len(plain.body) == 5000
+            if order == "cache, gzip":
+                # one entry per encoding (gzip adds Vary: Accept-Encoding)
+                assert status_of(plain).startswith("pilotfish; fwd=vary-miss"), status_of(plain)
+            else:
+                assert_hit(plain, "identity stored, gzip on the way out")
