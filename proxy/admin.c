@@ -106,7 +106,7 @@ bool pf_admin_head_ok(struct pf_tx *tx)
  */
 static bool admin_filters(struct pf_tx *tx, struct pf_server *s, const char *path)
 {
-    const struct pf_config *cfg = s->cfg;
+    const struct pf_config *cfg = s != NULL ? s->cfg : NULL; /* NULL in unit tests */
     const struct pf_filter_ops *ops;
     struct evbuffer *b;
     size_t len = tx->req_buf != NULL ? evbuffer_get_length(tx->req_buf) : 0;
@@ -118,7 +118,7 @@ static bool admin_filters(struct pf_tx *tx, struct pf_server *s, const char *pat
 
         if (ops->admin == NULL)
             continue;
-        for (unsigned k = 0; k < cfg->n_filters && f == NULL; k++) {
+        for (unsigned k = 0; cfg != NULL && k < cfg->n_filters && f == NULL; k++) {
             if (cfg->filters[k].ops == ops)
                 f = &cfg->filters[k];
         }
