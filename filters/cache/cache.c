@@ -49,6 +49,8 @@ struct cache_ctx {
     bool unsafe;               /* a method that invalidates on success */
     bool no_store;             /* the request said no-store */
     bool replacing;            /* on_body drops the upstream body and emits emit's */
+    bool leader;               /* this request fetches the key for coalesced waiters */
+    bool collapsed;            /* this request waited for another one's fetch */
     const char *fwd;           /* Cache-Status fwd= */
     char *key;                 /* arena */
     char *variant;             /* arena */
@@ -138,17 +140,20 @@ static bool tx_key(const struct pf_cache_conf *c, struct pf_tx *tx, const char *
 
 /* ---- Cache-Status ---- */
 
-static void cache_status(struct pf_tx *tx, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+static void cache_status(struct pf_tx *tx, const struct cache_ctx *x, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
-static void cache_status(struct pf_tx *tx, const char *fmt, ...)
+static void cache_status(struct pf_tx *tx, const struct cache_ctx *x, const char *fmt, ...)
 {
     char buf[STATUS_MAX];
     va_list ap;
+    int n;
 
     va_start(ap, fmt);
-    vsnprintf(buf, sizeof(buf), fmt, ap);
+    n = vsnprintf(buf, sizeof(buf), fmt, ap);
     va_end(ap);
+    if (x->collapsed && n > 0 && (size_t)n < sizeof(buf))
+        snprintf(buf + n, sizeof(buf) - (size_t)n, "; collapsed");
     pf_tx_resp_header_add(tx, "Cache-Status", buf);
 }
 
@@ -224,7 +229,7 @@ static enum pf_verdict serve(const struct pf_cache_conf *c, struct pf_tx *tx, st
     if (b != NULL)
         evbuffer_free(b);
     put_stored_head(tx, o, status, now);
-    cache_status(tx, "pilotfish; hit; ttl=%lld%s", ttl_of(c, o, now), extra);
+    cache_status(tx, x, "pilotfish; hit; ttl=%lld%s", ttl_of(c, o, now), extra);
     pf_cache_count(r, body ? o->body_len : 0);
     return PF_REPLIED;
 }
@@ -283,7 +288,7 @@ static bool lookup_variant(struct pf_cstore *st, struct pf_tx *tx, const char *k
 static enum pf_verdict only_if_cached(struct pf_tx *tx, struct cache_ctx *x)
 {
     pf_tx_reply(tx, 504, NULL);
-    cache_status(tx, "pilotfish; fwd=%s; detail=only-if-cached", x->fwd);
+    cache_status(tx, x, "pilotfish; fwd=%s; detail=only-if-cached", x->fwd);
     pf_cache_count(PF_CACHE_MISS, 0);
     return PF_REPLIED;
 }
@@ -352,6 +357,20 @@ static enum pf_verdict cache_lookup(const struct pf_cache_conf *c, struct pf_tx 
     return PF_NEXT;
 }
 
+/*
+ * A request that waited for another's fetch (coalesce.c), on its worker: look
+ * the store up again (served, or a miss that goes upstream after all), or go
+ * upstream when lock_timeout passed.
+ */
+static void coalesced(struct pf_tx *tx, void *arg, bool timed_out)
+{
+    struct pf_slot *s = arg;
+    struct cache_ctx *x = s->ctx;
+
+    x->collapsed = true;
+    pf_tx_resume(tx, timed_out ? PF_NEXT : cache_lookup(s->conf, tx, s, x));
+}
+
 static enum pf_verdict cache_on_request(struct pf_tx *tx, struct pf_slot *s)
 {
     const struct pf_cache_conf *c = s->conf;
@@ -360,6 +379,7 @@ static enum pf_verdict cache_on_request(struct pf_tx *tx, struct pf_slot *s)
     const char *cc = pf_tx_req_header(tx, "cache-control");
     char key[KEY_MAX];
     const char *lines[LINES_MAX];
+    enum pf_verdict v;
     unsigned n;
 
     if (s->pstate == NULL)
@@ -387,7 +407,29 @@ static enum pf_verdict cache_on_request(struct pf_tx *tx, struct pf_slot *s)
     x->no_store = x->req_cc.no_store;
     x->client_inm = req_copy(tx, "if-none-match");
     x->client_ims = req_copy(tx, "if-modified-since");
-    return cache_lookup(c, tx, s, x);
+    v = cache_lookup(c, tx, s, x);
+    if (v != PF_NEXT || x->mode != M_MISS || !c->coalesce || pf_tx_is_head(tx) || x->no_store ||
+        pf_tx_req_header(tx, "authorization") != NULL)
+        return v;
+    switch (pf_coalesce_join(s->pstate, x->key, tx, c->lock_timeout_ms, coalesced, s)) {
+    case PF_COALESCE_LEADER:
+        x->leader = true;
+        return PF_NEXT;
+    case PF_COALESCE_WAITING:
+        return PF_PAUSED;
+    case PF_COALESCE_ALONE:
+    default:
+        return PF_NEXT;
+    }
+}
+
+/* The leader's fetch is over: wake the requests waiting for it. */
+static void leader_done(struct pf_slot *s, struct cache_ctx *x)
+{
+    if (x->leader) {
+        x->leader = false;
+        pf_coalesce_done(s->pstate, x->key);
+    }
 }
 
 /* ---- invalidation (RFC 9111 §4.4) ---- */
@@ -516,7 +558,7 @@ static enum pf_verdict revalidated(const struct pf_cache_conf *c, struct pf_tx *
     if (!x->no_store)
         pf_cstore_put(s->pstate, o);
     replace_response(tx, s, x, o, now, PF_CACHE_REVALIDATED);
-    cache_status(tx, "pilotfish; fwd=%s; fwd-status=304; ttl=%lld", x->fwd, ttl_of(c, o, now));
+    cache_status(tx, x, "pilotfish; fwd=%s; fwd-status=304; ttl=%lld", x->fwd, ttl_of(c, o, now));
     return PF_NEXT;
 }
 
@@ -534,7 +576,7 @@ static bool on_error(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_
     if (pf_cache_stale_on_error(&o->meta, &c->policy, now)) {
         x->stale = NULL; /* emit holds the reference now */
         replace_response(tx, s, x, o, now, PF_CACHE_STALE);
-        cache_status(tx, "pilotfish; fwd=%s; fwd-status=%d; ttl=%lld; detail=stale-if-error",
+        cache_status(tx, x, "pilotfish; fwd=%s; fwd-status=%d; ttl=%lld; detail=stale-if-error",
                      x->fwd, status, ttl_of(c, o, now));
         return true;
     }
@@ -582,7 +624,7 @@ static void maybe_store(const struct pf_cache_conf *c, struct pf_tx *tx, struct 
         !pf_cache_variant_key(lines, n, req_get, tx, variant, sizeof(variant)))
         why = "vary-star";
     if (why != NULL) {
-        cache_status(tx, "pilotfish; fwd=%s; fwd-status=%d; detail=%s", x->fwd, status,
+        cache_status(tx, x, "pilotfish; fwd=%s; fwd-status=%d; detail=%s", x->fwd, status,
                      why[0] != '\0' ? why : "not-storable");
         s->skip_body = true;
         return;
@@ -596,7 +638,7 @@ static void maybe_store(const struct pf_cache_conf *c, struct pf_tx *tx, struct 
         pf_tx_resp_header_each(tx, add_stored, x);
     if (x->b != NULL && c->tag_header[0] != '\0' && pf_tx_resp_header(tx, c->tag_header) != NULL)
         pf_cobj_builder_tags(x->b, pf_tx_resp_header(tx, c->tag_header));
-    cache_status(tx, "pilotfish; fwd=%s; fwd-status=%d; stored", x->fwd, status);
+    cache_status(tx, x, "pilotfish; fwd=%s; fwd-status=%d; stored", x->fwd, status);
 }
 
 static enum pf_verdict cache_on_response(struct pf_tx *tx, struct pf_slot *s)
@@ -613,7 +655,7 @@ static enum pf_verdict cache_on_response(struct pf_tx *tx, struct pf_slot *s)
     if (x->mode == M_BYPASS) {
         if (x->unsafe)
             invalidate(c, tx, s->pstate, x);
-        cache_status(tx, "pilotfish; fwd=bypass; fwd-status=%d", status);
+        cache_status(tx, x, "pilotfish; fwd=bypass; fwd-status=%d", status);
         pf_cache_count(PF_CACHE_BYPASS, 0);
         s->skip_body = true;
         return PF_NEXT;
@@ -624,6 +666,8 @@ static enum pf_verdict cache_on_response(struct pf_tx *tx, struct pf_slot *s)
         return PF_NEXT;
     pf_cache_count(PF_CACHE_MISS, 0);
     maybe_store(c, tx, s, x, pf_tx_status(tx), now);
+    if (x->b == NULL)
+        leader_done(s, x); /* nothing to wait for: the waiters go upstream now */
     return PF_NEXT;
 }
 
@@ -653,6 +697,8 @@ static enum pf_verdict cache_on_body(struct pf_tx *tx, struct pf_slot *s, struct
             pf_cobj_unref(o);
         }
     }
+    if (b->eos)
+        leader_done(s, x);
     (void)tx;
     return PF_NEXT;
 }
@@ -664,6 +710,7 @@ static void cache_on_done(struct pf_tx *tx, struct pf_slot *s)
     (void)tx;
     if (x->b != NULL)
         pf_cobj_builder_abandon(x->b); /* the body never ended: nothing stored */
+    leader_done(s, x);
     pf_cobj_unref(x->stale);
     pf_cobj_unref(x->emit);
     x->b = NULL;

@@ -51,6 +51,20 @@ enum pf_cache_result {
     PF_CACHE_N_RESULTS,
 };
 
+/* coalesce.c: one upstream fetch per key (see the file's comment) */
+struct pf_tx;
+enum pf_coalesce {
+    PF_COALESCE_LEADER = 0, /* nobody fetches the key: go, then call pf_coalesce_done */
+    PF_COALESCE_WAITING,    /* another request fetches it: return PF_PAUSED, fn will run */
+    PF_COALESCE_ALONE,      /* could not wait (no memory for the timer): go uncoalesced */
+};
+/* Runs once on the waiter's worker with its live tx: the flight ended, or timed_out. */
+typedef void (*pf_coalesce_fn)(struct pf_tx *tx, void *arg, bool timed_out);
+enum pf_coalesce pf_coalesce_join(const void *store, const char *key, struct pf_tx *tx,
+                                  uint64_t timeout_ms, pf_coalesce_fn fn, void *arg);
+/* The leader of (store, key) is done: wake every waiter (any thread). */
+void pf_coalesce_done(const void *store, const char *key);
+
 /* cache_conf.c */
 int pf_cache_conf_parse(const struct pf_conf_node *n, void **conf, struct pf_err *err);
 void pf_cache_conf_free(void *conf);

@@ -447,3 +447,70 @@ def test_cache_before_gzip_stores_the_compressed_variant():
                 assert status_of(plain).startswith("pilotfish; fwd=vary-miss"), status_of(plain)
             else:
                 assert_hit(plain, "identity stored, gzip on the way out")
+
+
+# ---- coalescing ----
+
+def concurrent_gets(p, target, n, headers=None):
+    """n GETs of target at once, each on its own connection; the responses."""
+    conns = [p.conn(timeout=30) for _ in range(n)]
+    out = [None] * n
+    try:
+        for c in conns:  # every request is sent before any is read
+            c.send(pf.build_request("GET", target, headers=headers))
+
+        def read(i):
+            out[i] = conns[i].read_response()
+        ts = [threading.Thread(target=read, args=(i,)) for i in range(n)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+    finally:
+        for c in conns:
+            c.close()
+    return out
+
+
+@pf.timeout(60)
+def test_cache_coalesces_concurrent_misses():
+    o, p = start("memory: 8MiB", workers=2)
+    with o, p:
+        o.reset_stats()
+        # the origin answers after 1 s: every request arrives while the first is in flight
+        t = "/co?size=2000&delay=1000&" + cc("max-age=3600")
+        rs = concurrent_gets(p, t, 20)
+        assert all(r is not None and r.status == 200 and len(r.body) == 2000 for r in rs), rs
+        assert o.stats()["requests"] == 1, "expected 1 origin fetch, got %d" % (
+            o.stats()["requests"])
+        collapsed = [r for r in rs if "collapsed" in status_of(r)]
+        assert len(collapsed) >= 1, [status_of(r) for r in rs]
+        assert all(seq(r) == seq(rs[0]) for r in rs)
+
+
+@pf.timeout(60)
+def test_cache_coalesced_waiters_go_upstream_when_not_storable():
+    o, p = start("memory: 8MiB")
+    with o, p:
+        o.reset_stats()
+        t = "/co2?delay=500&" + cc("no-store")
+        rs = concurrent_gets(p, t, 5)
+        assert all(r.status == 200 for r in rs), rs
+        assert o.stats()["requests"] == 5, o.stats()
+
+
+@pf.timeout(60)
+def test_cache_coalesce_lock_timeout():
+    o, p = start("memory: 8MiB, lock_timeout: 100ms")
+    with o, p:
+        o.reset_stats()
+        # the fetch takes 3 s, far past lock_timeout: the waiters go upstream themselves
+        t = "/co3?delay=3000&" + cc("max-age=3600")
+        rs = concurrent_gets(p, t, 4)
+        assert all(r.status == 200 for r in rs), rs
+        assert o.stats()["requests"] == 4, o.stats()
+    o, p = start("memory: 8MiB, coalesce: false")
+    with o, p:
+        o.reset_stats()
+        rs = concurrent_gets(p, "/co4?delay=500&" + cc("max-age=3600"), 4)
+        assert o.stats()["requests"] == 4, o.stats()
