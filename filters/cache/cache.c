@@ -622,7 +622,7 @@ static void maybe_store(const struct pf_cache_conf *c, struct pf_tx *tx, struct 
     variant[0] = '\0';
     if (why == NULL && n > 0 &&
         !pf_cache_variant_key(lines, n, req_get, tx, variant, sizeof(variant)))
-        why = "vary-star";
+        why = "vary";
     if (why != NULL) {
         cache_status(tx, x, "pilotfish; fwd=%s; fwd-status=%d; detail=%s", x->fwd, status,
                      why[0] != '\0' ? why : "not-storable");

@@ -181,13 +181,12 @@ static bool next_directive(const char **p, const char *e, struct directive *d)
         q++;
     if (q < e && *q != ',') {
         d->bad = true;
-        /* skip the rest of the member, quotes included */
-        for (bool quoted = false; q < e && (quoted || *q != ','); q++) {
-            if (*q == '\\' && quoted && q + 1 < e)
-                q++;
-            else if (*q == '"')
-                quoted = !quoted;
-        }
+        /*
+         * Skip to the next comma, not honouring quotes: a stray quote in a
+         * junk member must not hide the no-store or private after it.
+         */
+        while (q < e && *q != ',')
+            q++;
     }
     *p = q;
     return true;
@@ -236,7 +235,7 @@ static void apply_directive(struct pf_cc *cc, const struct directive *d)
     else if (eq_ci(n, l, "stale-if-error"))
         apply_delta(cc, d, &cc->sie, false);
     else if (eq_ci(n, l, "max-stale")) {
-        if (!d->has_value)
+        if (!d->has_value && !d->bad)
             cc->max_stale = most_restrictive_min(cc->max_stale, PF_CC_ANY);
         else
             apply_delta(cc, d, &cc->max_stale, false);
@@ -247,7 +246,7 @@ static void apply_directive(struct pf_cc *cc, const struct directive *d)
     else if (eq_ci(n, l, "private"))
         cc->private_ = true; /* private="field" is treated as private */
     else if (eq_ci(n, l, "public"))
-        cc->public_ = true;
+        cc->public_ = !d->bad || cc->public_; /* it allows more: not on junk */
     else if (eq_ci(n, l, "must-revalidate"))
         cc->must_revalidate = true;
     else if (eq_ci(n, l, "proxy-revalidate"))
@@ -259,7 +258,7 @@ static void apply_directive(struct pf_cc *cc, const struct directive *d)
     else if (eq_ci(n, l, "immutable"))
         cc->immutable = true;
     else if (eq_ci(n, l, "must-understand"))
-        cc->must_understand = true;
+        cc->must_understand = !d->bad || cc->must_understand; /* it overrides no-store */
     /* unknown directives are ignored (RFC 9111 §5.2.3) */
 }
 
@@ -274,7 +273,7 @@ static void cc_reset(struct pf_cc *cc)
     cc->sie = PF_CC_ABSENT;
 }
 
-/* Parse lines into cc without resetting it; returns how many directives were seen. */
+/* Parse lines into cc without resetting it; returns how many well-formed directives it saw. */
 static unsigned cc_parse_into(struct pf_cc *cc, const char *const *lines, unsigned n)
 {
     unsigned seen = 0;
@@ -289,7 +288,7 @@ static unsigned cc_parse_into(struct pf_cc *cc, const char *const *lines, unsign
         p = lines[i];
         e = p + strlen(p);
         while (next_directive(&p, e, &d)) {
-            seen++;
+            seen += !d.bad;
             if (d.nlen > 0)
                 apply_directive(cc, &d);
         }
@@ -448,7 +447,8 @@ static int64_t explicit_lifetime(const struct pf_cache_meta *m)
     const struct pf_cc *cc = &m->cc;
     int64_t base;
 
-    if (cc->s_maxage != PF_CC_ABSENT && !cc->invalid)
+    /* a shared cache goes by a valid s-maxage, whatever else is malformed */
+    if (cc->s_maxage != PF_CC_ABSENT)
         return cc->s_maxage;
     if (cc->invalid)
         return 0; /* malformed max-age or s-maxage: stale (RFC 9111 §4.2.1) */
@@ -599,42 +599,59 @@ bool pf_cache_stale_on_error(const struct pf_cache_meta *m, const struct pf_cach
     int64_t stale = pf_cache_age(m, now) - pf_cache_lifetime(m, p); /* < 0 while fresh */
     int64_t window = p->stale_if_error > 0 ? p->stale_if_error : 0;
 
+    if (m->cc.no_cache)
+        return false; /* never used without validation, fresh or not */
+    if (stale < 0)
+        return true; /* still fresh: must-revalidate and the others do not apply yet */
     if (stale_forbidden(&m->cc))
         return false;
     if (m->cc.sie != PF_CC_ABSENT && m->cc.sie > window)
         window = m->cc.sie;
-    if (stale < 0)
-        return true;
     return window > 0 && stale <= window;
 }
 
 /* ---- conditional requests (RFC 9110 §13.1.1, §13.1.3, §13.2.2) ---- */
 
-/* Weak comparison of one entity-tag member [s, e) with the stored ETag. */
+/* Weak comparison (RFC 9110 §8.8.3.2) of the opaque tag [s, e) with the stored ETag. */
 static bool etag_weak_match(const char *s, const char *e, const char *stored)
 {
-    if (e - s >= 2 && s[0] == 'W' && s[1] == '/')
-        s += 2;
     if (stored[0] == 'W' && stored[1] == '/')
         stored += 2;
-    if (e - s < 2 || s[0] != '"' || e[-1] != '"')
-        return false; /* not an entity-tag */
     return strlen(stored) == (size_t)(e - s) && memcmp(s, stored, (size_t)(e - s)) == 0;
 }
 
+/*
+ * If-None-Match: "*" or a list of entity-tags, read tag by tag (an opaque
+ * tag may hold a comma). A malformed list matches nothing after the fault.
+ */
 static bool inm_matches(const char *inm, const struct pf_cache_meta *m)
 {
     const char *p = inm;
-    const char *s;
-    const char *e;
 
-    while (next_member(&p, &s, &e)) {
-        if (e - s == 1 && *s == '*')
+    for (;;) {
+        const char *s;
+        while (is_ows(*p) || *p == ',')
+            p++;
+        if (*p == '\0')
+            return false;
+        if (*p == '*')
             return true;
-        if (m->has_etag && etag_weak_match(s, e, m->etag))
+        if (p[0] == 'W' && p[1] == '/')
+            p += 2;
+        if (*p != '"')
+            return false;
+        s = p;
+        p = strchr(p + 1, '"');
+        if (p == NULL)
+            return false;
+        p++;
+        if (m->has_etag && etag_weak_match(s, p, m->etag))
             return true;
+        while (is_ows(*p))
+            p++;
+        if (*p != ',' && *p != '\0')
+            return false;
     }
-    return false;
 }
 
 bool pf_cache_not_modified(const char *if_none_match, const char *if_modified_since,
@@ -852,18 +869,19 @@ static bool ignored(const char *s, const char *e, const char *const *globs, unsi
     return false;
 }
 
-/* The query's parameters in their order, without the ignored ones. */
-static void put_query(struct out *o, const char *q, const char *const *globs, unsigned n)
+/* The query [q, end): its parameters in their order, without the ignored ones. */
+static void put_query(struct out *o, const char *q, const char *end, const char *const *globs,
+                      unsigned n)
 {
     bool any = false;
     bool dropped = false;
     size_t mark = o->len;
 
     put(o, "?", 1);
-    while (*q != '\0') {
-        const char *e = strchr(q, '&');
+    for (;;) {
+        const char *e = memchr(q, '&', (size_t)(end - q));
         if (e == NULL)
-            e = q + strlen(q);
+            e = end;
         if (ignored(q, e, globs, n)) {
             dropped = true;
         } else {
@@ -872,7 +890,9 @@ static void put_query(struct out *o, const char *q, const char *const *globs, un
             put(o, q, (size_t)(e - q));
             any = true;
         }
-        q = *e == '&' ? e + 1 : e;
+        if (e == end)
+            break;
+        q = e + 1;
     }
     if (!any && dropped && !o->over) {
         o->len = mark; /* every parameter was ignored: no query at all */
@@ -904,14 +924,7 @@ size_t pf_cache_key(const char *scheme, const char *host, const char *target,
         q = NULL;
     plen = (size_t)((q != NULL ? q : hash != NULL ? hash : target + strlen(target)) - target);
     put(&o, target, plen);
-    if (q != NULL) {
-        char query[4096];
-        size_t ql = (size_t)((hash != NULL ? hash : q + strlen(q)) - (q + 1));
-        if (ql >= sizeof(query))
-            return 0;
-        memcpy(query, q + 1, ql);
-        query[ql] = '\0';
-        put_query(&o, query, ignore_query, n_ignore);
-    }
+    if (q != NULL)
+        put_query(&o, q + 1, hash != NULL ? hash : q + strlen(q), ignore_query, n_ignore);
     return o.over ? 0 : o.len;
 }

@@ -45,7 +45,7 @@ void pf_cc_parse(struct pf_cc *cc, const char *const *lines, unsigned n);
  * An HTTP-date (IMF-fixdate, RFC 850, asctime; case-sensitive, as RFC 9110
  * §5.6.7 says) as seconds since the epoch, -1 if invalid (dates before 1970
  * give 0). RFC 850's two-digit year is read relative to the year 2000 here
- * (00-49 -> 20xx, 50-99 -> 19xx); pf_http_date_at() reads it relative to
+ * (00-50 -> 20xx, 51-99 -> 19xx); pf_http_date_at() reads it relative to
  * now as RFC 9110 says (more than 50 years ahead means the century before).
  */
 int64_t pf_http_date_parse(const char *s);
