@@ -29,7 +29,8 @@ struct pf_l2_conf {
 struct pf_l2;
 
 struct pf_l2 *pf_l2_new(struct event_base *base, const struct pf_l2_conf *conf);
-void pf_l2_free(struct pf_l2 *l2); /* pending gets are cancelled (callbacks not called) */
+/* Pending gets are cancelled (callbacks not called). Not from inside a pf_l2 callback. */
+void pf_l2_free(struct pf_l2 *l2);
 
 /* data == NULL: a miss (absent, error, timeout, not connected). data lives during the call only. */
 typedef void (*pf_l2_get_fn)(void *arg, const void *data, size_t len);
@@ -47,12 +48,23 @@ void pf_l2_del(struct pf_l2 *l2, const char *key);
 void pf_l2_purge_tag(struct pf_l2 *l2, const char *tag);
 void pf_l2_purge_prefix(struct pf_l2 *l2, const char *prefix);
 
+/*
+ * misses: gets called back with NULL, whatever the cause (timeouts included);
+ * errors: error replies, replies of the wrong type, commands lost with a connection;
+ * timeouts: gets that passed timeout_ms; reconnects: connections re-established.
+ */
 struct pf_l2_stats {
     uint64_t hits, misses, errors, timeouts, reconnects;
 };
 void pf_l2_stats(const struct pf_l2 *l2, struct pf_l2_stats *out);
 
-/* Which of n servers holds key (rendezvous hashing): exposed for tests. */
+/*
+ * Which server holds key (rendezvous hashing, exposed for tests). The client
+ * identifies a server by its address string (pf_l2_pick_among), so removing
+ * any one address from the list only moves that server's keys; pf_l2_pick is
+ * the same hashing with servers identified by their index 0..n-1.
+ */
 unsigned pf_l2_pick(const char *key, unsigned n);
+unsigned pf_l2_pick_among(const char *key, const char *const *addresses, unsigned n);
 
 #endif /* PF_CACHE_L2_H */
