@@ -25,10 +25,12 @@
 #include <time.h>
 
 #include <event2/buffer.h>
+#include <event2/event.h>
 
 #include "proxy/arena.h"
 #include "proxy/filter.h"
 #include "proxy/log.h"
+#include "filters/cache/l2.h"
 #include "filters/cache/store.h"
 
 #define KEY_MAX     4096 /* primary key, with the include_headers values */
@@ -51,6 +53,9 @@ struct cache_ctx {
     bool replacing;            /* on_body drops the upstream body and emits emit's */
     bool leader;               /* this request fetches the key for coalesced waiters */
     bool collapsed;            /* this request waited for another one's fetch */
+    bool l2_done;              /* the L2 tier was asked (once per request) */
+    uint64_t l2_get;           /* pending pf_l2_get handle, 0 = none */
+    struct pf_tx_ref ref;      /* for the L2 callback */
     const char *fwd;           /* Cache-Status fwd= */
     char *key;                 /* arena */
     char *variant;             /* arena */
@@ -249,9 +254,24 @@ static const char *req_copy(struct pf_tx *tx, const char *name)
     return v != NULL ? pf_arena_strndup(pf_tx_arena(tx), v, strlen(v)) : NULL;
 }
 
+static char *l2_key(struct pf_arena *a, const char *key, const char *variant);
+
+/*
+ * Remove key from L1 (every variant) and L2: every variant with a SCAN when
+ * all (a purge: rare), else only the variant-less entry with one DEL (an
+ * invalidation: on every successful unsafe request). The L1 count.
+ */
+static size_t drop_key(struct pf_slot *s, struct pf_tx *tx, const char *key, bool all)
+{
+    if (s->wstate != NULL && all)
+        pf_l2_purge_prefix(s->wstate, l2_key(pf_tx_arena(tx), key, ""));
+    else if (s->wstate != NULL)
+        pf_l2_del(s->wstate, l2_key(pf_tx_arena(tx), key, ""));
+    return pf_cstore_purge_key(s->pstate, key);
+}
+
 /* The PURGE method (purge_method: true): purge the target URL, answer {"purged": N}. */
-static enum pf_verdict on_purge(const struct pf_cache_conf *c, struct pf_tx *tx,
-                                struct pf_cstore *st)
+static enum pf_verdict on_purge(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_slot *s)
 {
     struct evbuffer *b;
     char key[KEY_MAX];
@@ -261,7 +281,7 @@ static enum pf_verdict on_purge(const struct pf_cache_conf *c, struct pf_tx *tx,
         pf_tx_error(tx, 403, PF_ERR_FORBIDDEN);
         return PF_REPLIED;
     }
-    n = tx_key(c, tx, pf_tx_path(tx), key, sizeof(key)) ? pf_cstore_purge_key(st, key) : 0;
+    n = tx_key(c, tx, pf_tx_path(tx), key, sizeof(key)) ? drop_key(s, tx, key, true) : 0;
     b = pf_evbuffer_new();
     evbuffer_add_printf(b, "{\"purged\":%zu}\n", n);
     pf_tx_reply(tx, 200, b);
@@ -315,6 +335,129 @@ static void go_revalidate(struct pf_tx *tx, struct cache_ctx *x, struct pf_cobj 
                              pf_http_date_fmt(o->meta.last_modified, date));
 }
 
+/* ---- the L2 tier (Redis, one client per worker: the wstate) ---- */
+
+static enum pf_verdict l2_lookup(struct pf_tx *tx, struct pf_slot *s, struct cache_ctx *x);
+static enum pf_verdict cache_lookup(const struct pf_cache_conf *c, struct pf_tx *tx,
+                                    struct pf_slot *s, struct cache_ctx *x);
+
+/* The L2 key of an object: key and variant. */
+static char *l2_key(struct pf_arena *a, const char *key, const char *variant)
+{
+    size_t kl = strlen(key), vl = strlen(variant);
+    char *k = pf_arena_alloc(a, kl + vl + 2);
+
+    memcpy(k, key, kl);
+    k[kl] = '\n';
+    memcpy(k + kl + 1, variant, vl + 1);
+    return k;
+}
+
+/* Seconds an object is worth keeping in L2: freshness left plus the stale windows. */
+static int64_t l2_ttl(const struct pf_cache_conf *c, const struct pf_cobj *o, int64_t now)
+{
+    int64_t extra = c->policy.stale_if_error;
+
+    if (o->meta.cc.swr > extra)
+        extra = o->meta.cc.swr;
+    if (o->meta.cc.sie > extra)
+        extra = o->meta.cc.sie;
+    return pf_cache_lifetime(&o->meta, &c->policy) - pf_cache_age(&o->meta, now) + extra;
+}
+
+/* Write o to L2 too (fire and forget). */
+static void l2_store(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_slot *s,
+                     const struct pf_cobj *o)
+{
+    struct evbuffer *b;
+    int64_t ttl = l2_ttl(c, o, now_s());
+
+    if (s->wstate == NULL || ttl <= 0 || (b = evbuffer_new()) == NULL)
+        return;
+    pf_cobj_serialize(o, b);
+    pf_l2_set(s->wstate, l2_key(pf_tx_arena(tx), o->key, o->variant), evbuffer_pullup(b, -1),
+              evbuffer_get_length(b), (uint64_t)ttl, o->tags, o->n_tags);
+    evbuffer_free(b);
+}
+
+struct deferred {
+    struct pf_tx_ref ref;
+    enum pf_verdict v;
+};
+
+static void deferred_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct deferred *d = arg;
+    struct pf_tx *tx = pf_tx_deref(d->ref);
+
+    (void)fd;
+    (void)what;
+    if (tx != NULL)
+        pf_tx_resume(tx, d->v);
+    free(d);
+}
+
+/*
+ * Resume from the loop, not from inside the L2 client's callback: a resumed
+ * transaction may end at once and drop the last reference to its
+ * configuration, whose worker_fini frees the L2 client.
+ */
+static void resume_later(struct pf_tx *tx, enum pf_verdict v)
+{
+    struct deferred *d = pf_xmalloc(sizeof(*d));
+    struct timeval now = {0, 0};
+
+    d->ref = pf_tx_ref(tx);
+    d->v = v;
+    if (event_base_once(pf_worker_base(pf_tx_worker(tx)), -1, EV_TIMEOUT, deferred_cb, d, &now) !=
+        0) {
+        free(d);
+        pf_tx_resume(tx, v);
+    }
+}
+
+static enum pf_verdict after_lookup(const struct pf_cache_conf *c, struct pf_tx *tx,
+                                    struct pf_slot *s, struct cache_ctx *x, enum pf_verdict v);
+
+/* The L2 answer (NULL: a miss of any kind): fill L1 with it, then look up again. */
+static void l2_got(void *arg, const void *data, size_t len)
+{
+    struct pf_slot *s = arg;
+    struct cache_ctx *x = s->ctx;
+    const struct pf_cache_conf *c = s->conf;
+    struct pf_tx *tx = pf_tx_deref(x->ref);
+    struct pf_cobj *o = NULL;
+    const char *vary;
+    enum pf_verdict v;
+
+    x->l2_get = 0;
+    if (tx == NULL)
+        return;
+    if (data != NULL)
+        o = pf_cobj_deserialize(data, len, c->max_object_size);
+    if (o != NULL && strcmp(o->key, x->key) == 0 && strcmp(o->variant, x->variant) == 0) {
+        vary = pf_cobj_header(o, "vary");
+        if (vary != NULL)
+            pf_cstore_set_vary(s->pstate, x->key, vary);
+        pf_cstore_put(s->pstate, o);
+        pf_cache_count_l2(true);
+    } else {
+        pf_cache_count_l2(false);
+    }
+    pf_cobj_unref(o);
+    v = after_lookup(c, tx, s, x, cache_lookup(c, tx, s, x));
+    if (v != PF_PAUSED)
+        resume_later(tx, v);
+}
+
+static enum pf_verdict l2_lookup(struct pf_tx *tx, struct pf_slot *s, struct cache_ctx *x)
+{
+    x->l2_done = true;
+    x->ref = pf_tx_ref(tx);
+    x->l2_get = pf_l2_get(s->wstate, l2_key(pf_tx_arena(tx), x->key, x->variant), l2_got, s);
+    return PF_PAUSED;
+}
+
 static enum pf_verdict cache_lookup(const struct pf_cache_conf *c, struct pf_tx *tx,
                                     struct pf_slot *s, struct cache_ctx *x)
 {
@@ -332,6 +475,8 @@ static enum pf_verdict cache_lookup(const struct pf_cache_conf *c, struct pf_tx 
     o = pf_cstore_get(st, x->key, variant);
     if (o == NULL) {
         x->fwd = has_vary ? "vary-miss" : "uri-miss";
+        if (s->wstate != NULL && !x->l2_done)
+            return l2_lookup(tx, s, x);
         return x->req_cc.only_if_cached ? only_if_cached(tx, x) : PF_NEXT;
     }
     switch (pf_cache_usable(&o->meta, &x->req_cc, &c->policy, now_s())) {
@@ -379,13 +524,12 @@ static enum pf_verdict cache_on_request(struct pf_tx *tx, struct pf_slot *s)
     const char *cc = pf_tx_req_header(tx, "cache-control");
     char key[KEY_MAX];
     const char *lines[LINES_MAX];
-    enum pf_verdict v;
     unsigned n;
 
     if (s->pstate == NULL)
         return PF_NEXT;
     if (c->purge_method && same_method(m, "PURGE"))
-        return on_purge(c, tx, s->pstate);
+        return on_purge(c, tx, s);
     x->mode = M_BYPASS;
     x->fwd = "bypass";
     if (!same_method(m, "GET") && !same_method(m, "HEAD")) {
@@ -407,7 +551,13 @@ static enum pf_verdict cache_on_request(struct pf_tx *tx, struct pf_slot *s)
     x->no_store = x->req_cc.no_store;
     x->client_inm = req_copy(tx, "if-none-match");
     x->client_ims = req_copy(tx, "if-modified-since");
-    v = cache_lookup(c, tx, s, x);
+    return after_lookup(c, tx, s, x, cache_lookup(c, tx, s, x));
+}
+
+/* A miss (v PF_NEXT) of a request that may wait for another's fetch: coalesce it. */
+static enum pf_verdict after_lookup(const struct pf_cache_conf *c, struct pf_tx *tx,
+                                    struct pf_slot *s, struct cache_ctx *x, enum pf_verdict v)
+{
     if (v != PF_NEXT || x->mode != M_MISS || !c->coalesce || pf_tx_is_head(tx) || x->no_store ||
         pf_tx_req_header(tx, "authorization") != NULL)
         return v;
@@ -447,7 +597,7 @@ static void authority(const char *s, size_t len, char *out, size_t size)
 }
 
 /* Purge the key of a Location / Content-Location value when it is same-origin. */
-static void invalidate_uri(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_cstore *st,
+static void invalidate_uri(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_slot *s,
                            const char *uri)
 {
     const char *host = pf_tx_req_header(tx, "host");
@@ -459,7 +609,7 @@ static void invalidate_uri(const struct pf_cache_conf *c, struct pf_tx *tx, stru
         return;
     if (uri[0] == '/' && uri[1] != '/') {
         if (tx_key(c, tx, uri, key, sizeof(key)))
-            pf_cstore_purge_key(st, key);
+            drop_key(s, tx, key, false);
         return;
     }
     if (strncasecmp(uri, "http://", 7) != 0)
@@ -468,17 +618,17 @@ static void invalidate_uri(const struct pf_cache_conf *c, struct pf_tx *tx, stru
     authority(p, strcspn(p, "/?#"), a, sizeof(a));
     authority(host, strlen(host), b, sizeof(b));
     if (strcmp(a, b) == 0 && pf_cache_url_key(c, uri, NULL, key, sizeof(key)) > 0)
-        pf_cstore_purge_key(st, key);
+        drop_key(s, tx, key, false);
 }
 
-static void invalidate(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_cstore *st,
+static void invalidate(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_slot *s,
                        const struct cache_ctx *x)
 {
     if (x->key == NULL || !pf_cache_invalidates(pf_tx_method(tx), pf_tx_status(tx)))
         return;
-    pf_cstore_purge_key(st, x->key);
-    invalidate_uri(c, tx, st, pf_tx_resp_header(tx, "location"));
-    invalidate_uri(c, tx, st, pf_tx_resp_header(tx, "content-location"));
+    drop_key(s, tx, x->key, false);
+    invalidate_uri(c, tx, s, pf_tx_resp_header(tx, "location"));
+    invalidate_uri(c, tx, s, pf_tx_resp_header(tx, "content-location"));
 }
 
 /* ---- the response ---- */
@@ -555,8 +705,10 @@ static enum pf_verdict revalidated(const struct pf_cache_conf *c, struct pf_tx *
     o = pf_cobj_updated(x->stale, h.v, h.n, &m, now);
     if (o == NULL)
         return PF_FAILED;
-    if (!x->no_store)
+    if (!x->no_store) {
         pf_cstore_put(s->pstate, o);
+        l2_store(c, tx, s, o);
+    }
     replace_response(tx, s, x, o, now, PF_CACHE_REVALIDATED);
     cache_status(tx, x, "pilotfish; fwd=%s; fwd-status=304; ttl=%lld", x->fwd, ttl_of(c, o, now));
     return PF_NEXT;
@@ -654,7 +806,7 @@ static enum pf_verdict cache_on_response(struct pf_tx *tx, struct pf_slot *s)
     }
     if (x->mode == M_BYPASS) {
         if (x->unsafe)
-            invalidate(c, tx, s->pstate, x);
+            invalidate(c, tx, s, x);
         cache_status(tx, x, "pilotfish; fwd=bypass; fwd-status=%d", status);
         pf_cache_count(PF_CACHE_BYPASS, 0);
         s->skip_body = true;
@@ -694,6 +846,7 @@ static enum pf_verdict cache_on_body(struct pf_tx *tx, struct pf_slot *s, struct
             if (x->vary_set)
                 pf_cstore_set_vary(s->pstate, x->key, x->vary);
             pf_cstore_put(s->pstate, o);
+            l2_store(s->conf, tx, s, o);
             pf_cobj_unref(o);
         }
     }
@@ -711,11 +864,39 @@ static void cache_on_done(struct pf_tx *tx, struct pf_slot *s)
     if (x->b != NULL)
         pf_cobj_builder_abandon(x->b); /* the body never ended: nothing stored */
     leader_done(s, x);
+    if (x->l2_get != 0)
+        pf_l2_cancel(s->wstate, x->l2_get); /* its callback would find the ctx freed */
     pf_cobj_unref(x->stale);
     pf_cobj_unref(x->emit);
     x->b = NULL;
     x->stale = NULL;
     x->emit = NULL;
+}
+
+/* ---- worker state: the L2 client of this worker's loop, when redis is set ---- */
+
+static int cache_worker_init(const void *conf, struct pf_worker *w, void **wstate)
+{
+    const struct pf_cache_conf *c = conf;
+    struct pf_l2_conf lc = {
+        .addresses = (const char *const *)c->redis_addresses.v,
+        .n_addresses = c->redis_addresses.n,
+        .db = c->redis_db,
+        .password = c->redis_password,
+        .timeout_ms = c->redis_timeout_ms,
+        .key_prefix = c->redis_key_prefix,
+    };
+
+    *wstate = NULL;
+    if (c->redis_addresses.n == 0)
+        return 0;
+    *wstate = pf_l2_new(pf_worker_base(w), &lc);
+    return *wstate != NULL ? 0 : -1;
+}
+
+static void cache_worker_fini(void *wstate)
+{
+    pf_l2_free(wstate);
 }
 
 /* ---- process state: the L1 store outlives a reload that keeps `memory` ---- */
@@ -744,6 +925,8 @@ const struct pf_filter_ops pf_filter_cache = {
     .ctx_size = sizeof(struct cache_ctx),
     .conf_parse = pf_cache_conf_parse,
     .conf_free = pf_cache_conf_free,
+    .worker_init = cache_worker_init,
+    .worker_fini = cache_worker_fini,
     .on_request = cache_on_request,
     .on_response = cache_on_response,
     .on_body = cache_on_body,

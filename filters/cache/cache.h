@@ -69,6 +69,8 @@ void pf_coalesce_done(const void *store, const char *key);
 int pf_cache_conf_parse(const struct pf_conf_node *n, void **conf, struct pf_err *err);
 void pf_cache_conf_free(void *conf);
 void pf_cache_count(enum pf_cache_result r, uint64_t bytes_served);
+/* One L2 lookup: found a usable object or not. */
+void pf_cache_count_l2(bool hit);
 void pf_cache_metrics(const void *conf, void *pstate, struct evbuffer *out);
 int pf_cache_admin(const void *conf, void *pstate, const char *path, const char *body, size_t len,
                    struct evbuffer *out);

@@ -11,12 +11,14 @@
 #include <strings.h>
 
 #include <event2/buffer.h>
+#include <hiredis/hiredis.h>
 
 #include "proxy/arena.h"
 #include "proxy/conf.h"
 #include "proxy/filter.h"
 #include "proxy/log.h"
 #include "proxy/stats.h"
+#include "filters/cache/l2.h"
 #include "filters/cache/store.h"
 
 #define MIB             (UINT64_C(1) << 20)
@@ -175,7 +177,7 @@ int pf_cache_conf_parse(const struct pf_conf_node *n, void **conf, struct pf_err
 
 /* ---- metrics ---- */
 
-enum { C_SERVED_BYTES = PF_CACHE_N_RESULTS, C_N };
+enum { C_SERVED_BYTES = PF_CACHE_N_RESULTS, C_L2_HIT, C_L2_MISS, C_N };
 
 static const char *const result_names[PF_CACHE_N_RESULTS] = {
     "hit", "miss", "stale", "revalidated", "bypass",
@@ -191,6 +193,13 @@ void pf_cache_count(enum pf_cache_result r, uint64_t bytes_served)
     pf_counter_add(&my_counters[r], 1);
     if (bytes_served > 0)
         pf_counter_add(&my_counters[C_SERVED_BYTES], bytes_served);
+}
+
+void pf_cache_count_l2(bool hit)
+{
+    if (my_counters == NULL)
+        my_counters = pf_counter_cells(&counters);
+    pf_counter_add(&my_counters[hit ? C_L2_HIT : C_L2_MISS], 1);
 }
 
 void pf_cache_metrics(const void *conf, void *pstate, struct evbuffer *out)
@@ -209,6 +218,12 @@ void pf_cache_metrics(const void *conf, void *pstate, struct evbuffer *out)
                       "Response body bytes served from the cache.");
     pf_stats_put_sample(out, "pilotfish_cache_served_bytes_total", NULL, NULL,
                         pf_counter_sum(&counters, C_SERVED_BYTES));
+    pf_stats_put_head(out, "pilotfish_cache_l2_lookups_total", "counter",
+                      "Lookups in the Redis tier after a memory miss, by result.");
+    pf_stats_put_sample(out, "pilotfish_cache_l2_lookups_total", "result", "hit",
+                        pf_counter_sum(&counters, C_L2_HIT));
+    pf_stats_put_sample(out, "pilotfish_cache_l2_lookups_total", "result", "miss",
+                        pf_counter_sum(&counters, C_L2_MISS));
     pf_stats_put_head(out, "pilotfish_cache_bytes", "gauge",
                       "Bytes charged in the memory cache (keys, headers, bodies, bookkeeping).");
     pf_stats_put_sample(out, "pilotfish_cache_bytes", NULL, NULL, st.bytes);
@@ -220,6 +235,8 @@ void pf_cache_metrics(const void *conf, void *pstate, struct evbuffer *out)
 }
 
 /* ---- keys of URLs, purge ---- */
+
+static void l2_purge(const struct pf_cache_conf *c, const char *what, const char *key);
 
 size_t pf_cache_url_key(const struct pf_cache_conf *c, const char *url, const char *host, char *out,
                         size_t size)
@@ -252,14 +269,161 @@ size_t pf_cache_purge(const struct pf_cache_conf *c, struct pf_cstore *st, const
                       const char *value)
 {
     char key[CACHE_KEY_MAX];
+    size_t len;
 
-    if (strcmp(what, "tag") == 0)
+    if (strcmp(what, "tag") == 0) {
+        if (c->redis_addresses.n > 0)
+            l2_purge(c, what, value);
         return pf_cstore_purge_tag(st, value);
-    if (pf_cache_url_key(c, value, NULL, key, sizeof(key)) == 0)
+    }
+    len = pf_cache_url_key(c, value, NULL, key, sizeof(key) - 1);
+    if (len == 0)
         return 0;
-    if (strcmp(what, "prefix") == 0)
+    if (strcmp(what, "prefix") == 0) {
+        if (c->redis_addresses.n > 0)
+            l2_purge(c, what, key);
         return pf_cstore_purge_prefix(st, key);
+    }
+    key[len] = '\n'; /* L2 keys are key, newline, variant: every variant of the URL */
+    key[len + 1] = '\0';
+    if (c->redis_addresses.n > 0)
+        l2_purge(c, what, key);
+    key[len] = '\0';
     return pf_cstore_purge_key(st, key);
+}
+
+/* ---- purge in the Redis tier, from the admin thread (blocking, bounded by redis.timeout) ---- */
+
+#define L2_SERVERS_MAX 64
+
+static redisContext *l2_connect(const struct pf_cache_conf *c, const char *addr)
+{
+    struct timeval tv = {(time_t)(c->redis_timeout_ms / 1000),
+                         (suseconds_t)(c->redis_timeout_ms % 1000) * 1000};
+    const char *colon = strrchr(addr, ':');
+    char host[256];
+    redisContext *rc;
+    redisReply *r;
+
+    if (strncmp(addr, "unix:", 5) == 0) {
+        rc = redisConnectUnixWithTimeout(addr + 5, tv);
+    } else {
+        snprintf(host, sizeof(host), "%.*s",
+                 colon != NULL ? (int)(colon - addr) : (int)strlen(addr), addr);
+        rc = redisConnectWithTimeout(host, colon != NULL ? atoi(colon + 1) : 6379, tv);
+    }
+    if (rc == NULL || rc->err != 0 || redisSetTimeout(rc, tv) != REDIS_OK)
+        goto fail;
+    if (c->redis_password[0] != '\0') {
+        r = redisCommand(rc, "AUTH %s", c->redis_password);
+        if (r == NULL || r->type == REDIS_REPLY_ERROR)
+            goto fail_reply;
+        freeReplyObject(r);
+    }
+    r = redisCommand(rc, "SELECT %u", c->redis_db);
+    if (r == NULL || r->type == REDIS_REPLY_ERROR)
+        goto fail_reply;
+    freeReplyObject(r);
+    return rc;
+fail_reply:
+    if (r != NULL)
+        freeReplyObject(r);
+fail:
+    if (rc != NULL)
+        redisFree(rc);
+    return NULL;
+}
+
+static void l2_del(redisContext *rc, const struct pf_cache_conf *c, const char *key, size_t len)
+{
+    redisReply *r = redisCommand(rc, "DEL %s%b", c->redis_key_prefix, key, len);
+
+    if (r != NULL)
+        freeReplyObject(r);
+}
+
+/* SCAN one server for prefix + glob-escaped p + "*", deleting what matches. */
+static void l2_scan_del(redisContext *rc, const struct pf_cache_conf *c, const char *p)
+{
+    char pattern[CACHE_KEY_MAX * 2 + 512];
+    char cursor[32] = "0";
+    size_t n = 0;
+    redisReply *r;
+
+    for (const char *parts[2] = {c->redis_key_prefix, p}, **q = parts; q < parts + 2; q++) {
+        for (const char *ch = *q; *ch != '\0' && n + 3 < sizeof(pattern); ch++) {
+            if (strchr("*?[]\\", *ch) != NULL)
+                pattern[n++] = '\\';
+            pattern[n++] = *ch;
+        }
+    }
+    pattern[n++] = '*';
+    pattern[n] = '\0';
+    do {
+        r = redisCommand(rc, "SCAN %s MATCH %s COUNT 1000", cursor, pattern);
+        if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+            r->element[0]->type != REDIS_REPLY_STRING) {
+            if (r != NULL)
+                freeReplyObject(r);
+            return;
+        }
+        snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
+        for (size_t i = 0; i < r->element[1]->elements; i++) {
+            redisReply *k = r->element[1]->element[i];
+            redisReply *d = redisCommand(rc, "DEL %b", k->str, (size_t)k->len);
+
+            if (d != NULL)
+                freeReplyObject(d);
+        }
+        freeReplyObject(r);
+    } while (strcmp(cursor, "0") != 0);
+}
+
+/* A tag's set lives on one server; its members on theirs (rendezvous hashing, as l2.c). */
+static void l2_purge_tag(redisContext **rc, const struct pf_cache_conf *c, const char *tag)
+{
+    const char *const *addrs = (const char *const *)c->redis_addresses.v;
+    unsigned n = c->redis_addresses.n;
+    char where[512];
+    redisContext *home;
+    redisReply *r;
+
+    snprintf(where, sizeof(where), "tag:%s", tag);
+    home = rc[pf_l2_pick_among(where, addrs, n)];
+    if (home == NULL)
+        return;
+    r = redisCommand(home, "SMEMBERS %stag:%s", c->redis_key_prefix, tag);
+    for (size_t i = 0; r != NULL && r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+        redisContext *at = rc[pf_l2_pick_among(r->element[i]->str, addrs, n)];
+
+        if (at != NULL && r->element[i]->type == REDIS_REPLY_STRING)
+            l2_del(at, c, r->element[i]->str, (size_t)r->element[i]->len);
+    }
+    if (r != NULL)
+        freeReplyObject(r);
+    r = redisCommand(home, "DEL %stag:%s", c->redis_key_prefix, tag);
+    if (r != NULL)
+        freeReplyObject(r);
+}
+
+/* Purge in every Redis server; a server that cannot be reached is skipped. */
+static void l2_purge(const struct pf_cache_conf *c, const char *what, const char *key)
+{
+    redisContext *rc[L2_SERVERS_MAX] = {NULL};
+    unsigned n = c->redis_addresses.n < L2_SERVERS_MAX ? c->redis_addresses.n : L2_SERVERS_MAX;
+
+    for (unsigned i = 0; i < n; i++)
+        rc[i] = l2_connect(c, c->redis_addresses.v[i]);
+    for (unsigned i = 0; i < n && strcmp(what, "tag") != 0; i++) {
+        if (rc[i] != NULL)
+            l2_scan_del(rc[i], c, key);
+    }
+    if (strcmp(what, "tag") == 0)
+        l2_purge_tag(rc, c, key);
+    for (unsigned i = 0; i < n; i++) {
+        if (rc[i] != NULL)
+            redisFree(rc[i]);
+    }
 }
 
 /* POST /cache/purge {"url": ...} | {"prefix": ...} | {"tag": ...} (JSON is YAML). */

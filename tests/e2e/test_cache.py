@@ -514,3 +514,82 @@ def test_cache_coalesce_lock_timeout():
         o.reset_stats()
         rs = concurrent_gets(p, "/co4?delay=500&" + cc("max-age=3600"), 4)
         assert o.stats()["requests"] == 4, o.stats()
+
+
+# ---- the Redis tier ----
+
+class Redis(pf.Process):
+    """redis-server on a free loopback port, nothing saved; stopped by PID."""
+
+    name = "redis-server"
+
+    def __init__(self, port=None):
+        super().__init__()
+        self.port = port or pf.free_port()
+        self.start()
+
+    def start(self):
+        import shutil
+        exe = shutil.which("redis-server")
+        if exe is None:
+            raise pf.Skip("redis-server is not installed")
+        self.spawn([exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                    "--appendonly", "no"])
+        pf.wait_port(self.port, proc=self)
+        return self
+
+    def command(self, *args):
+        """One command over RESP; the raw reply bytes."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+            req = b"*%d\r\n" % len(args) + b"".join(
+                b"$%d\r\n%s\r\n" % (len(a), a) for a in (x.encode() for x in args))
+            s.sendall(req)
+            return s.recv(65536)
+
+
+def start_l2(redis, origin):
+    extra = ', redis: { address: "127.0.0.1:%d", timeout: 200ms, key_prefix: "t:" }' % redis.port
+    return Pilotfish(CONFIG, origin=origin, vars={"cache": "memory: 8MiB" + extra, "workers": 1,
+                                                  "admin_extra": ""})
+
+
+@pf.timeout(60)
+def test_cache_l2_shared_by_two_processes():
+    r = Redis()
+    o = Origin()
+    with r, o:
+        a, b = start_l2(r, o), start_l2(r, o)
+        with a, b:
+            t = "/l2?size=1500&" + cc("max-age=3600") + "&header=Surrogate-Key:k1"
+            first = a.get(t)
+            assert_miss(first)
+            assert b"t:" in r.command("KEYS", "t:*"), "nothing written to Redis"
+            o.reset_stats()
+            got = b.get(t)  # B's memory misses, Redis has it: a hit, and B's memory is filled
+            assert_hit(got, "L2 hit in the second process")
+            assert got.body == first.body and seq(got) == seq(first)
+            assert_hit(b.get(t), "then from B's memory")
+            assert o.stats()["requests"] == 0
+            m = b.metrics()
+            assert m.get('pilotfish_cache_l2_lookups_total{result="hit"}') == 1, m
+            # purge by tag through A: Redis and A's memory (B's memory keeps its copy)
+            rp = purge(a, {"tag": "k1"})
+            assert rp.json() == {"purged": 1}, rp.body
+            assert b"t:" not in r.command("KEYS", "t:http*"), r.command("KEYS", "t:*")
+            assert_miss(a.get(t), what="A after the purge")
+            # Redis goes away: requests only miss, none fails
+            r.stop()
+            for i in range(5):
+                u = "/l2down%d?" % i + cc("max-age=3600")
+                resp = a.get(u)
+                assert resp.status == 200, resp
+                assert_miss(resp)
+            # and comes back: stored again (the client reconnects by itself)
+            r.start()
+            t2 = "/l2back?" + cc("max-age=3600")
+            for _ in range(100):
+                a.get(t2 + "&try=%d" % _)
+                if b"l2back" in r.command("KEYS", "t:*"):
+                    break
+                time.sleep(0.1)
+            assert b"l2back" in r.command("KEYS", "t:*"), "nothing stored after Redis came back"
