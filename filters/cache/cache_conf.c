@@ -218,11 +218,11 @@ void pf_cache_metrics(const void *conf, void *pstate, struct evbuffer *out)
                       "Response body bytes served from the cache.");
     pf_stats_put_sample(out, "pilotfish_cache_served_bytes_total", NULL, NULL,
                         pf_counter_sum(&counters, C_SERVED_BYTES));
-    pf_stats_put_head(out, "pilotfish_cache_l2_lookups_total", "counter",
+    pf_stats_put_head(out, "pilotfish_cache_redis_lookups_total", "counter",
                       "Lookups in the Redis tier after a memory miss, by result.");
-    pf_stats_put_sample(out, "pilotfish_cache_l2_lookups_total", "result", "hit",
+    pf_stats_put_sample(out, "pilotfish_cache_redis_lookups_total", "result", "hit",
                         pf_counter_sum(&counters, C_L2_HIT));
-    pf_stats_put_sample(out, "pilotfish_cache_l2_lookups_total", "result", "miss",
+    pf_stats_put_sample(out, "pilotfish_cache_redis_lookups_total", "result", "miss",
                         pf_counter_sum(&counters, C_L2_MISS));
     pf_stats_put_head(out, "pilotfish_cache_bytes", "gauge",
                       "Bytes charged in the memory cache (keys, headers, bodies, bookkeeping).");

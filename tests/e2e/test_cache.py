@@ -571,7 +571,7 @@ def test_cache_l2_shared_by_two_processes():
             assert_hit(b.get(t), "then from B's memory")
             assert o.stats()["requests"] == 0
             m = b.metrics()
-            assert m.get('pilotfish_cache_l2_lookups_total{result="hit"}') == 1, m
+            assert m.get('pilotfish_cache_redis_lookups_total{result="hit"}') == 1, m
             # purge by tag through A: Redis and A's memory (B's memory keeps its copy)
             rp = purge(a, {"tag": "k1"})
             assert rp.json() == {"purged": 1}, rp.body
