@@ -181,15 +181,15 @@ static int del_name(void *arg, const char *name, const char *value)
 static void resp_clear(struct pf_tx *tx)
 {
     const char *name = NULL;
-    char copy[256];
 
     for (;;) {
         name = NULL;
         pf_tx_resp_header_each(tx, del_name, &name);
         if (name == NULL)
             return;
-        snprintf(copy, sizeof(copy), "%s", name);
-        pf_tx_resp_header_del(tx, copy);
+        /* a copy: the name may live in the header being removed (never truncated: a
+         * shorter name would not match and the loop would not end) */
+        pf_tx_resp_header_del(tx, pf_arena_strndup(pf_tx_arena(tx), name, strlen(name)));
     }
 }
 
@@ -513,6 +513,7 @@ static void coalesced(struct pf_tx *tx, void *arg, bool timed_out)
     struct cache_ctx *x = s->ctx;
 
     x->collapsed = true;
+    pf_cache_count_coalesced();
     pf_tx_resume(tx, timed_out ? PF_NEXT : cache_lookup(s->conf, tx, s, x));
 }
 

@@ -177,7 +177,7 @@ int pf_cache_conf_parse(const struct pf_conf_node *n, void **conf, struct pf_err
 
 /* ---- metrics ---- */
 
-enum { C_SERVED_BYTES = PF_CACHE_N_RESULTS, C_L2_HIT, C_L2_MISS, C_N };
+enum { C_SERVED_BYTES = PF_CACHE_N_RESULTS, C_L2_HIT, C_L2_MISS, C_COALESCED, C_N };
 
 static const char *const result_names[PF_CACHE_N_RESULTS] = {
     "hit", "miss", "stale", "revalidated", "bypass",
@@ -202,6 +202,13 @@ void pf_cache_count_l2(bool hit)
     pf_counter_add(&my_counters[hit ? C_L2_HIT : C_L2_MISS], 1);
 }
 
+void pf_cache_count_coalesced(void)
+{
+    if (my_counters == NULL)
+        my_counters = pf_counter_cells(&counters);
+    pf_counter_add(&my_counters[C_COALESCED], 1);
+}
+
 void pf_cache_metrics(const void *conf, void *pstate, struct evbuffer *out)
 {
     struct pf_cstore_stats st = {0, 0, 0};
@@ -224,6 +231,10 @@ void pf_cache_metrics(const void *conf, void *pstate, struct evbuffer *out)
                         pf_counter_sum(&counters, C_L2_HIT));
     pf_stats_put_sample(out, "pilotfish_cache_redis_lookups_total", "result", "miss",
                         pf_counter_sum(&counters, C_L2_MISS));
+    pf_stats_put_head(out, "pilotfish_cache_coalesced_total", "counter",
+                      "Requests that waited for another request's fetch of the same key.");
+    pf_stats_put_sample(out, "pilotfish_cache_coalesced_total", NULL, NULL,
+                        pf_counter_sum(&counters, C_COALESCED));
     pf_stats_put_head(out, "pilotfish_cache_bytes", "gauge",
                       "Bytes charged in the memory cache (keys, headers, bodies, bookkeeping).");
     pf_stats_put_sample(out, "pilotfish_cache_bytes", NULL, NULL, st.bytes);

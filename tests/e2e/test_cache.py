@@ -485,6 +485,7 @@ def test_cache_coalesces_concurrent_misses():
             o.stats()["requests"])
         collapsed = [r for r in rs if "collapsed" in status_of(r)]
         assert len(collapsed) >= 1, [status_of(r) for r in rs]
+        assert p.metrics().get("pilotfish_cache_coalesced_total") == len(collapsed)
         assert all(seq(r) == seq(rs[0]) for r in rs)
 
 
