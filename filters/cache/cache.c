@@ -193,8 +193,9 @@ static void resp_clear(struct pf_tx *tx)
     }
 }
 
-/* The stored head of o, Age and Content-Length, as the response's head (status aside). */
-static void put_stored_head(struct pf_tx *tx, const struct pf_cobj *o, int status, int64_t now)
+/* The stored head of o, Age and Content-Length (len), as the response's head (status aside). */
+static void put_stored_head(struct pf_tx *tx, const struct pf_cobj *o, int status, size_t len,
+                            int64_t now)
 {
     char num[32];
 
@@ -204,9 +205,23 @@ static void put_stored_head(struct pf_tx *tx, const struct pf_cobj *o, int statu
     snprintf(num, sizeof(num), "%lld", (long long)pf_cache_age(&o->meta, now));
     pf_tx_resp_header_set(tx, "Age", num);
     if (status != 304 && status != 204) {
-        snprintf(num, sizeof(num), "%zu", o->body_len);
+        snprintf(num, sizeof(num), "%zu", len);
         pf_tx_resp_header_set(tx, "Content-Length", num);
     }
+}
+
+/* The range a GET for a stored 200 asks for; If-Range must name the stored strong ETag. */
+static enum pf_cache_range range_of(struct pf_tx *tx, const struct pf_cobj *o, size_t *from,
+                                    size_t *n)
+{
+    const char *r = pf_tx_req_header(tx, "range");
+    const char *ir = pf_tx_req_header(tx, "if-range");
+
+    if (r == NULL || o->status != 200 || pf_tx_is_head(tx))
+        return PF_RANGE_NONE;
+    if (ir != NULL && (!o->meta.has_etag || o->meta.weak_etag || strcmp(ir, o->meta.etag) != 0))
+        return PF_RANGE_NONE;
+    return pf_cache_parse_range(r, o->body_len, from, n);
 }
 
 /* Does the client's own conditional match o (answered 304)? */
@@ -217,25 +232,36 @@ static bool client_not_modified(const struct cache_ctx *x, const struct pf_cobj 
     return (o->status == 200) && pf_cache_not_modified(x->client_inm, x->client_ims, &o->meta);
 }
 
-/* Answer tx from o (a hit): PF_REPLIED. */
+/* Answer tx from o (a hit), the whole body or one range of it: PF_REPLIED. */
 static enum pf_verdict serve(const struct pf_cache_conf *c, struct pf_tx *tx, struct cache_ctx *x,
                              struct pf_cobj *o, enum pf_cache_result r, const char *extra)
 {
     int64_t now = now_s();
     int status = client_not_modified(x, o) ? 304 : o->status;
-    bool body = status != 304 && !pf_tx_is_head(tx) && o->body_len > 0;
+    size_t from = 0, n = o->body_len;
+    enum pf_cache_range rg = status == 200 ? range_of(tx, o, &from, &n) : PF_RANGE_NONE;
+    bool body = status != 304 && rg != PF_RANGE_UNSATISFIABLE && !pf_tx_is_head(tx) && n > 0;
     struct evbuffer *b = body ? pf_evbuffer_new() : NULL;
+    char cr[80];
 
-    if (b != NULL && pf_cobj_body_to(o, b, 0, o->body_len) != 0) {
+    if (b != NULL && pf_cobj_body_to(o, b, from, n) != 0) {
         evbuffer_free(b);
         return PF_FAILED;
     }
+    status = rg == PF_RANGE_OK ? 206 : rg == PF_RANGE_UNSATISFIABLE ? 416 : status;
     pf_tx_reply(tx, status, b);
     if (b != NULL)
         evbuffer_free(b);
-    put_stored_head(tx, o, status, now);
+    put_stored_head(tx, o, status, rg == PF_RANGE_UNSATISFIABLE ? 0 : n, now);
+    if (rg != PF_RANGE_NONE) {
+        if (rg == PF_RANGE_OK)
+            snprintf(cr, sizeof(cr), "bytes %zu-%zu/%zu", from, from + n - 1, o->body_len);
+        else
+            snprintf(cr, sizeof(cr), "bytes */%zu", o->body_len);
+        pf_tx_resp_header_set(tx, "Content-Range", cr);
+    }
     cache_status(tx, x, "pilotfish; hit; ttl=%lld%s", ttl_of(c, o, now), extra);
-    pf_cache_count(r, body ? o->body_len : 0);
+    pf_cache_count(r, body ? n : 0);
     return PF_REPLIED;
 }
 
@@ -642,7 +668,7 @@ static void replace_response(struct pf_tx *tx, struct pf_slot *s, struct cache_c
     int status = client_not_modified(x, o) ? 304 : o->status;
 
     pf_tx_set_status(tx, status);
-    put_stored_head(tx, o, status, now);
+    put_stored_head(tx, o, status, o->body_len, now);
     x->emit = o;
     x->replacing = status != 304 && status != 204 && !pf_tx_is_head(tx);
     s->skip_body = false;

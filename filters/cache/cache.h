@@ -77,6 +77,15 @@ void pf_cache_metrics(const void *conf, void *pstate, struct evbuffer *out);
 int pf_cache_admin(const void *conf, void *pstate, const char *path, const char *body, size_t len,
                    struct evbuffer *out);
 
+enum pf_cache_range {
+    PF_RANGE_NONE = 0,     /* no Range, or one the cache does not answer (several ranges): a 200 */
+    PF_RANGE_OK,           /* one satisfiable range */
+    PF_RANGE_UNSATISFIABLE /* 416 */
+};
+
+/* One byte range of a Range value (RFC 9110 §14.1.2) over len bytes: [*from, *from + *n). */
+enum pf_cache_range pf_cache_parse_range(const char *v, size_t len, size_t *from, size_t *n);
+
 /*
  * The primary key of an absolute or origin-form URL ("http://h/p?q" or
  * "/p?q" with host), into out; 0 when it does not fit or url is not one.

@@ -1,6 +1,6 @@
 /*
  * filters/cache/cache_conf.c: the cache filter's settings (filters.cache),
- * its metrics and purge (POST /cache/purge on the admin API, and the PURGE
+ * its metrics, Range parsing, and purge (POST /cache/purge on the admin API, and the PURGE
  * method of cache.c).
  */
 #include "filters/cache/cache.h"
@@ -243,6 +243,45 @@ void pf_cache_metrics(const void *conf, void *pstate, struct evbuffer *out)
     pf_stats_put_head(out, "pilotfish_cache_evictions_total", "counter",
                       "Objects evicted from the memory cache to make room.");
     pf_stats_put_sample(out, "pilotfish_cache_evictions_total", NULL, NULL, st.evictions);
+}
+
+/* ---- Range (a hit answers one byte range with a 206) ---- */
+
+static bool digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+enum pf_cache_range pf_cache_parse_range(const char *v, size_t len, size_t *from, size_t *n)
+{
+    unsigned long long a, b;
+    char *end;
+
+    if (strncasecmp(v, "bytes=", 6) != 0 || strchr(v, ',') != NULL)
+        return PF_RANGE_NONE;
+    v += 6;
+    if (v[0] == '-') { /* the last N bytes */
+        if (!digit(v[1]) || (b = strtoull(v + 1, &end, 10), *end != '\0'))
+            return PF_RANGE_NONE;
+        if (b == 0 || len == 0)
+            return PF_RANGE_UNSATISFIABLE;
+        *n = b > len ? len : (size_t)b;
+        *from = len - *n;
+        return PF_RANGE_OK;
+    }
+    if (!digit(v[0]) || (a = strtoull(v, &end, 10), *end != '-'))
+        return PF_RANGE_NONE;
+    v = end + 1;
+    b = UINT64_MAX;
+    if (*v != '\0' && (!digit(*v) || (b = strtoull(v, &end, 10), *end != '\0') || b < a))
+        return PF_RANGE_NONE;
+    if (a >= len)
+        return PF_RANGE_UNSATISFIABLE;
+    if (b >= len)
+        b = len - 1;
+    *from = (size_t)a;
+    *n = (size_t)(b - a + 1);
+    return PF_RANGE_OK;
 }
 
 /* ---- keys of URLs, purge ---- */

@@ -61,7 +61,7 @@ def status_of(r):
 
 
 def assert_hit(r, what=""):
-    assert r.status in (200, 304), "%s: %r %r" % (what, r, r.body[:200])
+    assert r.status in (200, 206, 304), "%s: %r %r" % (what, r, r.body[:200])
     cs = status_of(r)
     assert cs.startswith("pilotfish; hit"), "%s: expected a hit, Cache-Status %r" % (what, cs)
     assert r.header("Age") is not None and r.header("Age").isdigit(), r.headers
@@ -594,3 +594,29 @@ def test_cache_l2_shared_by_two_processes():
                     break
                 time.sleep(0.1)
             assert b"l2back" in r.command("KEYS", "t:*"), "nothing stored after Redis came back"
+
+
+def test_cache_range_hit_is_206():
+    o, p = start()
+    with o, p:
+        t = "/rg?size=100&etag=r1&" + cc("max-age=3600")
+        full = p.get(t).body
+        r = p.get(t, headers={"Range": "bytes=10-19"})
+        assert_hit(r, "range")
+        assert r.status == 206 and r.body == full[10:20], (r, r.body)
+        assert r.header("Content-Range") == "bytes 10-19/100", r.headers
+        assert r.header("Content-Length") == "10", r.headers
+        r = p.get(t, headers={"Range": "bytes=-5"})
+        assert r.status == 206 and r.body == full[-5:], r
+        r = p.get(t, headers={"Range": "bytes=90-"})
+        assert r.status == 206 and r.body == full[90:] and \
+            r.header("Content-Range") == "bytes 90-99/100", r
+        r = p.get(t, headers={"Range": "bytes=200-300"})
+        assert r.status == 416 and r.header("Content-Range") == "bytes */100", r
+        # several ranges, or an If-Range that does not match: the whole response
+        r = p.get(t, headers={"Range": "bytes=0-1,5-6"})
+        assert r.status == 200 and r.body == full, r
+        r = p.get(t, headers={"Range": "bytes=0-1", "If-Range": '"other"'})
+        assert r.status == 200 and r.body == full, r
+        r = p.get(t, headers={"Range": "bytes=0-1", "If-Range": '"r1"'})
+        assert r.status == 206 and r.body == full[:2], r
