@@ -39,7 +39,7 @@ static long rss_bytes(void)
 /* A typical cached 1 KiB response: key, four headers, one tag. */
 static struct pf_cobj *obj(unsigned long i, size_t body_len)
 {
-    static unsigned char body[1 << 16];
+    static unsigned char body[(1 << 20) + (1 << 14)];
     struct pf_cache_meta m;
     struct pf_cobj_builder *b;
     char key[64];
@@ -68,11 +68,13 @@ static void bench_cpu(unsigned long n)
     unsigned long i, hits = 0;
 
     t0 = now_s();
+    for (i = 0; i < n / 4; i++)
+        pf_cobj_unref(obj(i, 1024));
+    took = now_s() - t0;
+    printf("cache object build + free (1 KiB body, 4 headers, 1 tag): %.1f ns per object\n",
+           took / (double)(n / 4) * 1e9);
     for (i = 0; i < N; i++)
         objs[i] = obj(i, 1024);
-    took = now_s() - t0;
-    printf("cache object build (1 KiB body, 4 headers, 1 tag): %.1f ns per object\n",
-           took / N * 1e9);
     for (i = 0; i < N; i++) {
         snprintf(keys[i], sizeof(keys[i]), "%s", objs[i]->key);
         pf_cstore_put(s, objs[i]);
@@ -87,6 +89,16 @@ static void bench_cpu(unsigned long n)
     took = now_s() - t0;
     printf("cache store get (hit, %d objects): %.1f ns per call (%lu calls, %lu hits)\n", N,
            took / (double)n * 1e9, n, hits);
+    t0 = now_s();
+    for (i = 0; i < n; i++) {
+        struct pf_cobj *o = pf_cstore_get(s, keys[(i * 7) % 64], "");
+
+        hits += o != NULL;
+        pf_cobj_unref(o);
+    }
+    took = now_s() - t0;
+    printf("cache store get (hit, 64 hot keys of %d): %.1f ns per call (%lu calls)\n", N,
+           took / (double)n * 1e9, n);
     t0 = now_s();
     for (i = 0; i < n; i++)
         pf_cstore_put(s, objs[i % N]);
@@ -119,7 +131,7 @@ static void bench_rss(void)
     pf_cstore_free(s);
 }
 
-static void bench_flood(void)
+static void flood(unsigned long n, size_t min, size_t spread)
 {
     size_t memory = (size_t)64 << 20;
     struct pf_cstore *s = pf_cstore_new(memory, 0);
@@ -127,20 +139,35 @@ static void bench_flood(void)
     long before = rss_bytes(), peak = 0;
     unsigned long i;
 
-    for (i = 0; i < 400000; i++) {
-        struct pf_cobj *o = obj(2000000 + i, 64 + (i * 7919) % 4000);
+    for (i = 0; i < n; i++) {
+        struct pf_cobj *o = obj(2000000 + i, min + (i * 7919) % spread);
 
         pf_cstore_put(s, o);
         pf_cobj_unref(o);
-        if (i % 1000 == 0 && rss_bytes() - before > peak)
+        if (i % 100 == 0 && rss_bytes() - before > peak)
             peak = rss_bytes() - before;
     }
     pf_cstore_stats(s, &st);
-    printf("flood of 400,000 distinct keys (64 B..4 KiB) into memory %zu: RSS growth %ld "
+    printf("flood of %lu distinct keys (%zu B..%zu KiB) into memory %zu: RSS growth %ld "
            "(%.1f %% of memory), %llu objects, %llu evictions\n",
-           memory, peak, 100.0 * (double)peak / (double)memory, (unsigned long long)st.objects,
-           (unsigned long long)st.evictions);
+           n, min, (min + spread) >> 10, memory, peak, 100.0 * (double)peak / (double)memory,
+           (unsigned long long)st.objects, (unsigned long long)st.evictions);
     pf_cstore_free(s);
+}
+
+static void bench_flood(void)
+{
+    flood(400000, 64, 4000);
+}
+
+static void bench_flood_large(void)
+{
+    flood(4000, 1024, 60000);
+}
+
+static void bench_flood_huge(void)
+{
+    flood(1000, 16384, 1 << 20);
 }
 
 static void in_child(void (*fn)(void))
@@ -169,6 +196,8 @@ int main(int argc, char **argv)
     /* Each memory measurement in a fresh process: memory freed by an earlier step would hide
      * its RSS growth. */
     in_child(bench_flood);
+    in_child(bench_flood_large);
+    in_child(bench_flood_huge);
     in_child(bench_rss);
     bench_cpu(n);
     return 0;

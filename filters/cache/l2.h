@@ -18,7 +18,9 @@
 struct event_base;
 
 struct pf_l2_conf {
-    const char *const *addresses; /* "host:port" or "unix:/path" */
+    /* "host:port", "[v6addr]:port" or "unix:/path". A host name is resolved by hiredis with a
+     * blocking getaddrinfo at each (re)connect: prefer addresses. */
+    const char *const *addresses;
     unsigned n_addresses;
     unsigned db;
     const char *password;   /* "" = none */
@@ -28,6 +30,7 @@ struct pf_l2_conf {
 
 struct pf_l2;
 
+/* Connects to every server at once (in the background); NULL when an address is malformed. */
 struct pf_l2 *pf_l2_new(struct event_base *base, const struct pf_l2_conf *conf);
 /* Pending gets are cancelled (callbacks not called). Not from inside a pf_l2 callback. */
 void pf_l2_free(struct pf_l2 *l2);
@@ -40,7 +43,12 @@ uint64_t pf_l2_get(struct pf_l2 *l2, const char *key, pf_l2_get_fn cb, void *arg
 /* The callback of handle h will not be called (no-op when it already was). */
 void pf_l2_cancel(struct pf_l2 *l2, uint64_t h);
 
-/* Fire-and-forget writes: SET key value EX ttl_s (+ SADD of key into each tag's set), DEL. */
+/*
+ * Fire-and-forget writes: SET key value EX ttl_s (nothing when ttl_s is 0), plus SADD of key
+ * into each tag's set key_prefix "tag:" tag, whose TTL is raised to the longest of its members'
+ * (EXPIRE NX then EXPIRE GT: Redis 7.0 or later; older servers refuse them, counted as errors,
+ * and the sets then never expire). DEL.
+ */
 void pf_l2_set(struct pf_l2 *l2, const char *key, const void *data, size_t len, uint64_t ttl_s,
                const char *const *tags, unsigned n_tags);
 void pf_l2_del(struct pf_l2 *l2, const char *key);

@@ -5,6 +5,7 @@
  * list and byte budget (memory / shards). Everything a shard allocates is
  * charged against that budget, with malloc's per-allocation overhead.
  */
+#include <malloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -23,6 +24,7 @@ struct entry {
     struct entry *prev, *next; /* the shard's object LRU or Vary list (front = newest) */
     struct pf_cobj *o;
     uint64_t hash; /* of the primary key */
+    uint64_t tick; /* the shard's tick when last moved to the LRU front */
     size_t charge;
     char *vkey, *vary; /* Vary record only: inside this allocation */
 };
@@ -33,6 +35,7 @@ struct shard {
     size_t nbuckets, count;
     struct entry lru;   /* sentinel: objects */
     struct entry varys; /* sentinel: Vary records */
+    uint64_t tick;      /* counts puts and hits */
     size_t bytes, limit;
     size_t base; /* the initial bucket table, charged from the start */
 };
@@ -43,15 +46,23 @@ struct pf_cstore {
     atomic_uint_fast64_t bytes, objects, evictions;
 };
 
+/* A word at a time (keys are URLs of tens of bytes): multiply-xorshift, then a final mix. */
 static uint64_t key_hash(const char *s)
 {
-    uint64_t h = 1469598103934665603ULL;
+    size_t n = strlen(s);
+    uint64_t h = 0x9e3779b97f4a7c15ULL ^ n, w;
 
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 1099511628211ULL;
+    for (; n >= 8; n -= 8, s += 8) {
+        memcpy(&w, s, 8);
+        h = (h ^ w) * 0xff51afd7ed558ccdULL;
+        h ^= h >> 32;
     }
-    return h ^ (h >> 29);
+    w = 0;
+    memcpy(&w, s, n);
+    h = (h ^ w) * 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 29;
+    h *= 0xff51afd7ed558ccdULL;
+    return h ^ (h >> 32);
 }
 
 static struct shard *shard_of(struct pf_cstore *s, uint64_t h)
@@ -92,6 +103,14 @@ struct pf_cstore *pf_cstore_new(size_t memory, unsigned shards)
         shards = 16;
     if (shards & (shards - 1))
         return NULL;
+    /*
+     * glibc raises its mmap threshold each time it frees a large mmapped
+     * chunk, after which large bodies come from the heap, whose holes are not
+     * returned to the system as objects are evicted: RSS would grow past
+     * memory. A fixed threshold keeps every large object (and the builder's
+     * body) in its own mapping, given back when it is freed.
+     */
+    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
     s = pf_xcalloc(1, sizeof(*s));
     s->nshards = shards;
     s->shards = pf_xcalloc(shards, sizeof(*s->shards));
@@ -183,6 +202,7 @@ static void link_entry(struct pf_cstore *s, struct shard *sh, struct entry *e, s
     e->hnext = *b;
     *b = e;
     list_push(list, e);
+    e->tick = ++sh->tick;
     sh->count++;
     sh->bytes += e->charge;
     atomic_fetch_add(&s->bytes, e->charge);
@@ -223,8 +243,16 @@ struct pf_cobj *pf_cstore_get(struct pf_cstore *s, const char *key, const char *
     pthread_mutex_lock(&sh->lock);
     e = find_obj(sh, h, key, variant ? variant : "");
     if (e) {
-        list_del(e);
-        list_push(&sh->lru, e);
+        /*
+         * An entry moved to the front within the last quarter of the shard's
+         * operations is still in its newest quarter: leave it (exact LRU for
+         * small shards, and a hot object's hits write to no other entry).
+         */
+        if (++sh->tick - e->tick > sh->count / 4) {
+            list_del(e);
+            list_push(&sh->lru, e);
+            e->tick = sh->tick;
+        }
         o = pf_cobj_ref(e->o);
     }
     pthread_mutex_unlock(&sh->lock);
@@ -268,14 +296,33 @@ static void evict(struct pf_cstore *s, struct shard *sh, const struct entry *kee
     }
 }
 
+static void drop_vary(struct pf_cstore *s, const char *key)
+{
+    uint64_t h = key_hash(key);
+    struct shard *sh = shard_of(s, h);
+    struct entry *old;
+
+    pthread_mutex_lock(&sh->lock);
+    old = find_vary(sh, h, key);
+    if (old)
+        unlink_entry(s, sh, old);
+    pthread_mutex_unlock(&sh->lock);
+}
+
 void pf_cstore_set_vary(struct pf_cstore *s, const char *key, const char *vary)
 {
     uint64_t h = key_hash(key);
     struct shard *sh = shard_of(s, h);
-    size_t kl = strlen(key) + 1, vl = strlen(vary ? vary : "") + 1;
-    size_t charge = sizeof(struct entry) + kl + vl + ALLOC_OVERHEAD + BUCKET_SHARE;
+    size_t kl = strlen(key) + 1, vl;
+    size_t charge;
     struct entry *e, *old;
 
+    if (!vary) {
+        drop_vary(s, key);
+        return;
+    }
+    vl = strlen(vary) + 1;
+    charge = sizeof(struct entry) + kl + vl + ALLOC_OVERHEAD + BUCKET_SHARE;
     if (charge > sh->limit - sh->base)
         return;
     e = pf_xcalloc(1, sizeof(*e) + kl + vl);
@@ -284,7 +331,7 @@ void pf_cstore_set_vary(struct pf_cstore *s, const char *key, const char *vary)
     e->vkey = (char *)(e + 1);
     e->vary = e->vkey + kl;
     memcpy(e->vkey, key, kl);
-    memcpy(e->vary, vary ? vary : "", vl);
+    memcpy(e->vary, vary, vl);
     pthread_mutex_lock(&sh->lock);
     old = find_vary(sh, h, key);
     if (old)

@@ -16,69 +16,128 @@
 
 /* What malloc keeps per allocation beyond the bytes asked for (header + rounding). */
 #define PF_COBJ_ALLOC_OVERHEAD 16
+#define PF_COBJ_MMAP_THRESHOLD (128 * 1024)
 
 /* When rfc.c is linked, its rule decides which headers a 304 updates; else the fallback below. */
 extern bool pf_cache_header_updated_by_304(const char *name) __attribute__((weak));
 
 static atomic_long live_objects;
 
-struct bhdr {
-    char *name;
-    char *value;
-};
+/*
+ * The builder keeps every string in one growing buffer (offsets, not
+ * pointers, so it can grow), with small inline first buffers: building a
+ * typical object costs the builder, its body and the object, nothing per
+ * header.
+ */
+#define INL_STR  512
+#define INL_HDRS 16
+#define INL_TAGS 4
 
 struct pf_cobj_builder {
-    char *key;
-    char *variant;
     int status;
+    bool failed; /* went over max_body: finish returns NULL */
     struct pf_cache_meta meta;
     size_t max_body; /* 0 = no limit */
-    struct bhdr *hdrs;
+    char *str;       /* key \0 variant \0 (name \0 value \0)* (tag \0)* */
+    size_t str_len, str_cap, var_off;
+    size_t *hdr_off; /* two per header: name, value */
     unsigned n_hdrs, cap_hdrs;
-    char **tags;
+    size_t *tag_off;
     unsigned n_tags, cap_tags;
     unsigned char *body;
     size_t body_len, body_cap;
-    bool failed; /* went over max_body: finish returns NULL */
+    char inl_str[INL_STR];
+    size_t inl_hdr[2 * INL_HDRS];
+    size_t inl_tag[INL_TAGS];
 };
+
+/* Append len bytes of s and a NUL to the string buffer; returns their offset. */
+static size_t add_str(struct pf_cobj_builder *b, const char *s, size_t len)
+{
+    size_t off = b->str_len;
+
+    if (b->str_len + len + 1 > b->str_cap) {
+        size_t cap = b->str_cap * 2;
+
+        while (cap < b->str_len + len + 1)
+            cap *= 2;
+        if (b->str == b->inl_str) {
+            b->str = pf_xmalloc(cap);
+            memcpy(b->str, b->inl_str, b->str_len);
+        } else {
+            b->str = pf_xrealloc(b->str, cap);
+        }
+        b->str_cap = cap;
+    }
+    memcpy(b->str + off, s, len);
+    b->str[off + len] = '\0';
+    b->str_len += len + 1;
+    return off;
+}
+
+/* Make room for one more element in an array that starts inline. */
+static size_t *grow_offs(size_t *a, const size_t *inl, unsigned *cap, size_t per)
+{
+    size_t *n;
+
+    if (a != inl) {
+        *cap *= 2;
+        return pf_xrealloc(a, *cap * per * sizeof(size_t));
+    }
+    n = pf_xmalloc(*cap * 2 * per * sizeof(size_t));
+    memcpy(n, inl, *cap * per * sizeof(size_t));
+    *cap *= 2;
+    return n;
+}
 
 struct pf_cobj_builder *pf_cobj_builder_new(const char *key, const char *variant, int status,
                                             const struct pf_cache_meta *meta, size_t max_body)
 {
-    struct pf_cobj_builder *b = pf_xcalloc(1, sizeof(*b));
+    struct pf_cobj_builder *b = pf_xmalloc(sizeof(*b));
 
-    b->key = pf_xstrdup(key ? key : "");
-    b->variant = pf_xstrdup(variant ? variant : "");
     b->status = status;
+    b->failed = false;
     if (meta)
         b->meta = *meta;
+    else
+        memset(&b->meta, 0, sizeof(b->meta));
     b->max_body = max_body;
+    b->str = b->inl_str;
+    b->str_len = 0;
+    b->str_cap = INL_STR;
+    b->hdr_off = b->inl_hdr;
+    b->n_hdrs = 0;
+    b->cap_hdrs = INL_HDRS;
+    b->tag_off = b->inl_tag;
+    b->n_tags = 0;
+    b->cap_tags = INL_TAGS;
+    b->body = NULL;
+    b->body_len = b->body_cap = 0;
+    key = key ? key : "";
+    variant = variant ? variant : "";
+    add_str(b, key, strlen(key));
+    b->var_off = add_str(b, variant, strlen(variant));
     return b;
 }
 
 void pf_cobj_builder_header(struct pf_cobj_builder *b, const char *name, const char *value)
 {
-    if (b->n_hdrs == b->cap_hdrs) {
-        b->cap_hdrs = b->cap_hdrs ? b->cap_hdrs * 2 : 16;
-        b->hdrs = pf_xrealloc(b->hdrs, b->cap_hdrs * sizeof(*b->hdrs));
-    }
-    b->hdrs[b->n_hdrs].name = pf_xstrdup(name);
-    b->hdrs[b->n_hdrs].value = pf_xstrdup(value ? value : "");
+    size_t n;
+
+    if (b->n_hdrs == b->cap_hdrs)
+        b->hdr_off = grow_offs(b->hdr_off, b->inl_hdr, &b->cap_hdrs, 2);
+    value = value ? value : "";
+    n = add_str(b, name, strlen(name));
+    b->hdr_off[2 * b->n_hdrs] = n;
+    b->hdr_off[2 * b->n_hdrs + 1] = add_str(b, value, strlen(value));
     b->n_hdrs++;
 }
 
 static void builder_tag(struct pf_cobj_builder *b, const char *tag, size_t len)
 {
-    char *t;
-
-    if (b->n_tags == b->cap_tags) {
-        b->cap_tags = b->cap_tags ? b->cap_tags * 2 : 4;
-        b->tags = pf_xrealloc(b->tags, b->cap_tags * sizeof(*b->tags));
-    }
-    t = pf_xmalloc(len + 1);
-    memcpy(t, tag, len);
-    t[len] = '\0';
-    b->tags[b->n_tags++] = t;
+    if (b->n_tags == b->cap_tags)
+        b->tag_off = grow_offs(b->tag_off, b->inl_tag, &b->cap_tags, 1);
+    b->tag_off[b->n_tags++] = add_str(b, tag, len);
 }
 
 void pf_cobj_builder_tags(struct pf_cobj_builder *b, const char *v)
@@ -146,44 +205,28 @@ bool pf_cobj_builder_body_bytes(struct pf_cobj_builder *b, const void *data, siz
 
 void pf_cobj_builder_abandon(struct pf_cobj_builder *b)
 {
-    unsigned i;
-
     if (!b)
         return;
-    for (i = 0; i < b->n_hdrs; i++) {
-        free(b->hdrs[i].name);
-        free(b->hdrs[i].value);
-    }
-    for (i = 0; i < b->n_tags; i++)
-        free(b->tags[i]);
-    free(b->hdrs);
-    free(b->tags);
+    if (b->str != b->inl_str)
+        free(b->str);
+    if (b->hdr_off != b->inl_hdr)
+        free(b->hdr_off);
+    if (b->tag_off != b->inl_tag)
+        free(b->tag_off);
     free(b->body);
-    free(b->key);
-    free(b->variant);
     free(b);
 }
 
-static char *put_str(char **p, const char *s)
+/*
+ * What malloc really holds for an allocation of n bytes: small ones are
+ * rounded to 16 bytes with a header, large ones (the store fixes glibc's mmap
+ * threshold at 128 KiB) take whole pages.
+ */
+static size_t charge_of(size_t n)
 {
-    size_t n = strlen(s) + 1;
-    char *at = *p;
-
-    memcpy(at, s, n);
-    *p += n;
-    return at;
-}
-
-static size_t strings_size(const struct pf_cobj_builder *b)
-{
-    size_t n = strlen(b->key) + 1 + strlen(b->variant) + 1;
-    unsigned i;
-
-    for (i = 0; i < b->n_hdrs; i++)
-        n += strlen(b->hdrs[i].name) + 1 + strlen(b->hdrs[i].value) + 1;
-    for (i = 0; i < b->n_tags; i++)
-        n += strlen(b->tags[i]) + 1;
-    return n;
+    if (n >= PF_COBJ_MMAP_THRESHOLD)
+        return (n + PF_COBJ_ALLOC_OVERHEAD + 4095) & ~(size_t)4095;
+    return ((n + 15) & ~(size_t)15) + PF_COBJ_ALLOC_OVERHEAD;
 }
 
 struct pf_cobj *pf_cobj_builder_finish(struct pf_cobj_builder *b, int64_t now)
@@ -191,37 +234,37 @@ struct pf_cobj *pf_cobj_builder_finish(struct pf_cobj_builder *b, int64_t now)
     struct pf_cobj *o = NULL;
     size_t tables, total;
     const char **tags;
-    char *p;
+    char *str;
     unsigned i;
 
     if (b->failed)
         goto out;
     tables = sizeof(*o) + b->n_hdrs * sizeof(struct pf_chdr) + b->n_tags * sizeof(char *);
-    total = tables + strings_size(b) + b->body_len;
+    total = tables + b->str_len + b->body_len;
     o = pf_xmalloc(total);
     memset(o, 0, sizeof(*o));
     o->hdrs = (struct pf_chdr *)(o + 1);
     tags = (const char **)(o->hdrs + b->n_hdrs);
-    p = (char *)o + tables;
-    o->key = put_str(&p, b->key);
-    o->variant = put_str(&p, b->variant);
+    str = (char *)o + tables;
+    memcpy(str, b->str, b->str_len);
+    o->key = str;
+    o->variant = str + b->var_off;
     for (i = 0; i < b->n_hdrs; i++) {
-        o->hdrs[i].name = put_str(&p, b->hdrs[i].name);
-        o->hdrs[i].value = put_str(&p, b->hdrs[i].value);
+        o->hdrs[i].name = str + b->hdr_off[2 * i];
+        o->hdrs[i].value = str + b->hdr_off[2 * i + 1];
     }
     for (i = 0; i < b->n_tags; i++)
-        tags[i] = put_str(&p, b->tags[i]);
+        tags[i] = str + b->tag_off[i];
+    o->body = (const unsigned char *)str + b->str_len;
     if (b->body_len)
-        memcpy(p, b->body, b->body_len);
-    o->body = (const unsigned char *)p;
+        memcpy((unsigned char *)o->body, b->body, b->body_len);
     o->body_len = b->body_len;
     o->n_hdrs = b->n_hdrs;
     o->tags = tags;
     o->n_tags = b->n_tags;
     o->status = b->status;
     o->meta = b->meta;
-    /* malloc rounds to 16 bytes and keeps a header: charge that too. */
-    o->size = ((total + 15) & ~(size_t)15) + PF_COBJ_ALLOC_OVERHEAD;
+    o->size = charge_of(total);
     o->stored_at = now;
     atomic_init(&o->refs, 1);
     atomic_fetch_add(&live_objects, 1);
@@ -263,12 +306,27 @@ const char *pf_cobj_header(const struct pf_cobj *o, const char *name)
     return NULL;
 }
 
-/* The framing and hop-by-hop fields a 304 never replaces (RFC 9111 §3.2). */
+/*
+ * The fields a 304 never replaces (RFC 9111 §3.2): framing, hop-by-hop, Age,
+ * and those the stored body depends on. The same list as rfc.c's, for when
+ * only the store is linked (its unit test).
+ */
 static bool updated_by_304(const char *name)
 {
-    static const char *const keep[] = {
-        "content-length", "transfer-encoding", "connection",      "keep-alive", "te",
-        "trailer",        "upgrade",           "proxy-connection"};
+    static const char *const keep[] = {"content-length",
+                                       "transfer-encoding",
+                                       "connection",
+                                       "keep-alive",
+                                       "te",
+                                       "trailer",
+                                       "upgrade",
+                                       "proxy-connection",
+                                       "age",
+                                       "content-encoding",
+                                       "content-range",
+                                       "proxy-authenticate",
+                                       "proxy-authorization",
+                                       "proxy-authentication-info"};
     size_t i;
 
     if (pf_cache_header_updated_by_304)

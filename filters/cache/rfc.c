@@ -662,7 +662,8 @@ bool pf_cache_not_modified(const char *if_none_match, const char *if_modified_si
 
     if (if_none_match != NULL)
         return inm_matches(if_none_match, m);
-    ims = pf_http_date_parse(if_modified_since);
+    /* an RFC 850 two-digit year is read relative to when the response arrived */
+    ims = pf_http_date_at(if_modified_since, m->response_time);
     if (ims < 0 || lm < 0)
         return false;
     return lm <= ims;

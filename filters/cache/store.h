@@ -51,6 +51,7 @@ struct pf_cobj {
 
 /* Build an object. The builder copies everything it is given. */
 struct pf_cobj_builder;
+/* max_body: 0 = no limit. */
 struct pf_cobj_builder *pf_cobj_builder_new(const char *key, const char *variant, int status,
                                             const struct pf_cache_meta *meta, size_t max_body);
 void pf_cobj_builder_header(struct pf_cobj_builder *b, const char *name, const char *value);
@@ -112,6 +113,8 @@ struct pf_cobj *pf_cstore_get(struct pf_cstore *s, const char *key, const char *
  * has no Vary record. Lets a lookup compute the variant key before get.
  */
 bool pf_cstore_vary(struct pf_cstore *s, const char *key, char *out, size_t size);
+/* Record (replace) the Vary field lines of key; vary NULL removes the record. Records are
+ * charged against memory like objects; purge_key removes them too. */
 void pf_cstore_set_vary(struct pf_cstore *s, const char *key, const char *vary);
 
 /*
@@ -127,7 +130,7 @@ size_t pf_cstore_purge_prefix(struct pf_cstore *s, const char *prefix);
 size_t pf_cstore_purge_tag(struct pf_cstore *s, const char *tag);
 
 struct pf_cstore_stats {
-    uint64_t bytes;     /* charged now */
+    uint64_t bytes;     /* charged now (with the store's own initial tables) */
     uint64_t objects;   /* stored now */
     uint64_t evictions; /* since start */
 };

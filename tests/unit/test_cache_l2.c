@@ -294,7 +294,7 @@ static int fx_teardown(void **state)
 static void test_set_get(void **state)
 {
     struct fx *f = *state;
-    struct pf_l2 *l2 = l2_at(f->base, f->addrs, 1, 2000);
+    struct pf_l2 *l2 = l2_at(f->base, f->addrs, 1, 10000);
     struct pf_l2_stats st;
     struct res r;
     static const char val[] = "head\0body\r\n";
@@ -324,7 +324,7 @@ static void test_set_get(void **state)
 static void test_cancel(void **state)
 {
     struct fx *f = *state;
-    struct pf_l2 *l2 = l2_at(f->base, f->addrs, 1, 2000);
+    struct pf_l2 *l2 = l2_at(f->base, f->addrs, 1, 10000);
     struct res r1 = {0}, r2;
     pf_l2_set(l2, "c", "x", 1, 60, NULL, 0);
     uint64_t h = pf_l2_get(l2, "c", get_cb, &r1);
@@ -341,7 +341,7 @@ static void test_cancel(void **state)
 static void test_free_pending(void **state)
 {
     struct fx *f = *state;
-    struct pf_l2 *l2 = l2_at(f->base, f->addrs, 1, 2000);
+    struct pf_l2 *l2 = l2_at(f->base, f->addrs, 1, 10000);
     struct res r[3] = {{0}}, sync;
     assert_false(get_wait(l2, f->base, "warm", &sync)); /* connected now */
     for (int i = 0; i < 3; i++)
@@ -352,7 +352,7 @@ static void test_free_pending(void **state)
     for (int i = 0; i < 3; i++)
         assert_int_equal(r[i].calls, 0);
     /* freed while still connecting */
-    l2 = l2_at(f->base, f->addrs, 1, 2000);
+    l2 = l2_at(f->base, f->addrs, 1, 10000);
     pf_l2_get(l2, "p", get_cb, &r[0]);
     pf_l2_free(l2);
     run_for(f->base, 50);
@@ -362,7 +362,7 @@ static void test_free_pending(void **state)
 static void test_purge_tag(void **state)
 {
     struct fx *f = *state;
-    struct pf_l2 *l2 = l2_at(f->base, f->addrs, 1, 2000);
+    struct pf_l2 *l2 = l2_at(f->base, f->addrs, 1, 10000);
     const char *t1[] = {"t1"}, *t12[] = {"t1", "t2"}, *t2[] = {"t2"};
     struct res r;
     pf_l2_set(l2, "a", "1", 1, 600, t1, 1);
@@ -390,7 +390,7 @@ static void test_purge_tag(void **state)
 static void test_purge_prefix(void **state)
 {
     struct fx *f = *state;
-    struct pf_l2 *l2 = l2_at(f->base, f->addrs, 1, 2000);
+    struct pf_l2 *l2 = l2_at(f->base, f->addrs, 1, 10000);
     char key[32];
     struct res r;
     for (int i = 0; i < 250; i++) { /* more than one SCAN batch */
@@ -448,7 +448,7 @@ static void test_auth_select(void **state)
     char addr[32];
     const char *addrs[1] = {addr};
     struct pf_l2_conf conf = {
-        .addresses = addrs, .n_addresses = 1, .db = 3, .timeout_ms = 2000, .key_prefix = ""};
+        .addresses = addrs, .n_addresses = 1, .db = 3, .timeout_ms = 10000, .key_prefix = ""};
     struct res r;
     struct pf_l2_stats st;
     (void)state;
@@ -492,7 +492,7 @@ static void test_two_servers(void **state)
     pids[1] = redis_start(ports[1], "");
     snprintf(a0, sizeof(a0), "127.0.0.1:%d", ports[0]);
     snprintf(a1, sizeof(a1), "127.0.0.1:%d", ports[1]);
-    struct pf_l2 *l2 = l2_at(base, addrs, 2, 2000);
+    struct pf_l2 *l2 = l2_at(base, addrs, 2, 10000);
     for (int i = 0; i < 40; i++) {
         snprintf(key, sizeof(key), "k%d", i);
         pf_l2_set(l2, key, key, strlen(key), 60, NULL, 0);
@@ -516,6 +516,60 @@ static void test_two_servers(void **state)
         redisFree(c[j]);
         redis_stop(pids[j]);
     }
+    event_base_free(base);
+}
+
+static void test_unix_socket(void **state)
+{
+    struct event_base *base = event_base_new();
+    char path[64], addr[80];
+    const char *addrs[1] = {addr};
+    struct res r;
+    (void)state;
+    snprintf(path, sizeof(path), "/tmp/pf-l2-test-%d.sock", (int)getpid());
+    snprintf(addr, sizeof(addr), "unix:%s", path);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        if (!freopen("/dev/null", "w", stdout))
+            _exit(127);
+        execlp("redis-server", "redis-server", "--port", "0", "--unixsocket", path, "--save", "",
+               "--appendonly", "no", (char *)NULL);
+        _exit(127);
+    }
+    redisContext *c = NULL;
+    for (int i = 0; i < WAIT_S * 100 && !c; i++) {
+        c = redisConnectUnix(path);
+        if (c && c->err) {
+            redisFree(c);
+            c = NULL;
+            usleep(10000);
+        }
+    }
+    assert_non_null(c);
+    redisFree(c);
+    struct pf_l2 *l2 = l2_at(base, addrs, 1, 10000);
+    pf_l2_set(l2, "u", "unix", 4, 60, NULL, 0);
+    assert_true(get_wait(l2, base, "u", &r));
+    assert_memory_equal(r.data, "unix", 4);
+    pf_l2_free(l2);
+    redis_stop(pid);
+    unlink(path);
+    event_base_free(base);
+}
+
+static void test_bad_address(void **state)
+{
+    const char *bad[] = {"127.0.0.1:notaport", "127.0.0.1:0", "unix:", ":6379", "[::1"};
+    struct event_base *base = event_base_new();
+    (void)state;
+    for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct pf_l2_conf conf = {.addresses = &bad[i], .n_addresses = 1, .timeout_ms = 50};
+        assert_null(pf_l2_new(base, &conf));
+    }
+    struct pf_l2_conf none = {.n_addresses = 0};
+    assert_null(pf_l2_new(base, &none));
+    pf_l2_free(NULL);
     event_base_free(base);
 }
 
@@ -574,7 +628,7 @@ static void test_silent_then_late(void **state)
     struct pf_l2_stats st;
     (void)state;
     snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
-    struct pf_l2 *l2 = l2_at(base, addrs, 1, 100);
+    struct pf_l2 *l2 = l2_at(base, addrs, 1, 1000);
     assert_false(get_wait(l2, base, "k", &r1)); /* nobody answers: a miss at timeout_ms */
     pf_l2_stats(l2, &st);
     assert_int_equal(st.timeouts, 1);
@@ -605,7 +659,7 @@ static void test_garbage(void **state)
     struct pf_l2_stats st;
     (void)state;
     snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
-    struct pf_l2 *l2 = l2_at(base, addrs, 1, 2000);
+    struct pf_l2 *l2 = l2_at(base, addrs, 1, 10000);
     struct fake fk = {.answer_from = 1, .answer = ":1\r\n"}; /* an integer to a GET */
     memset(&r, 0, sizeof(r));
     pf_l2_get(l2, "k", get_cb, &r);
@@ -687,6 +741,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_kill_restart, fx_setup, fx_teardown),
         cmocka_unit_test(test_auth_select),
         cmocka_unit_test(test_two_servers),
+        cmocka_unit_test(test_unix_socket),
+        cmocka_unit_test(test_bad_address),
     };
     signal(SIGPIPE, SIG_IGN);
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -905,6 +905,11 @@ static const struct cond_case cond_cases[] = {
      "Sunday, 06-Nov-94 08:49:37 GMT",
      true},
     {{"Last-Modified: Sun, 06 Nov 1994 08:49:37 GMT"}, NULL, "Sun Nov  6 08:49:37 1994", true},
+    /* a two-digit year within 50 years of the response is not a century back */
+    {{"Last-Modified: Wed, 01 Jan 2070 00:00:00 GMT"},
+     NULL,
+     "Wednesday, 01-Jan-70 00:00:00 GMT",
+     true},
 };
 
 static void test_not_modified(void **state)
@@ -1178,6 +1183,47 @@ static void test_key_size(void **state)
     }
 }
 
+/* ---- robustness: arbitrary field values, bounded by count ---- */
+
+/* A deterministic generator (no clock, no global state): the same strings every run. */
+static uint32_t lcg(uint32_t *s)
+{
+    *s = *s * 1103515245u + 12345u;
+    return *s >> 8;
+}
+
+static void test_arbitrary_values(void **state)
+{
+    static const char alphabet[] = "max-age=s-maxagepublicprivate\"\\,;= \t0123456789*W/GMT:-";
+    uint32_t seed = 7;
+
+    (void)state;
+    for (int i = 0; i < 20000; i++) {
+        char s[48];
+        size_t n = lcg(&seed) % (sizeof(s) - 1);
+        struct pf_cc cc;
+        struct pf_cache_meta m;
+        struct hdrs hs = {0};
+        char out[64];
+        const char *line = s;
+
+        for (size_t k = 0; k < n; k++)
+            s[k] = alphabet[lcg(&seed) % (sizeof(alphabet) - 1)];
+        s[n] = '\0';
+        cc_of(&cc, s);
+        assert_true(cc.max_age == A || (cc.max_age >= 0 && cc.max_age <= CAP));
+        assert_true(cc.s_maxage == A || (cc.s_maxage >= 0 && cc.s_maxage <= CAP));
+        assert_true(pf_http_date_parse(s) >= -1);
+        meta_of(&m, 200, (const char *[]){"ETag: \"a\"", NULL}, NULL);
+        (void)pf_cache_not_modified(s, NULL, &m);
+        (void)pf_cache_not_modified(NULL, s, &m);
+        (void)pf_cache_header_stored("X", s);
+        (void)pf_cache_variant_key(&line, 1, hdr_get, &hs, out, sizeof(out));
+        (void)pf_cache_key("http", s, s[0] == '/' ? s : "/", (const char *[]){s}, 1, out,
+                           sizeof(out));
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1201,6 +1247,7 @@ int main(void)
         cmocka_unit_test(test_variant_key_matching),
         cmocka_unit_test(test_key),
         cmocka_unit_test(test_key_size),
+        cmocka_unit_test(test_arbitrary_values),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
