@@ -870,8 +870,8 @@ static enum pf_verdict cache_on_body(struct pf_tx *tx, struct pf_slot *s, struct
         o = pf_cobj_builder_finish(x->b, now_s());
         x->b = NULL;
         if (o != NULL) {
-            if (x->vary_set)
-                pf_cstore_set_vary(s->pstate, x->key, x->vary);
+            /* a response without Vary drops the record: lookups use variant "" again */
+            pf_cstore_set_vary(s->pstate, x->key, x->vary_set ? x->vary : NULL);
             pf_cstore_put(s->pstate, o);
             l2_store(s->conf, tx, s, o);
             pf_cobj_unref(o);

@@ -620,3 +620,4 @@ def test_cache_range_hit_is_206():
         assert r.status == 200 and r.body == full, r
         r = p.get(t, headers={"Range": "bytes=0-1", "If-Range": '"r1"'})
         assert r.status == 206 and r.body == full[:2], r
+
