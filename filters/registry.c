@@ -7,15 +7,13 @@
 #include <string.h>
 
 #include "proxy/filter.h"
+#include "filters/cache/cache.h"
 #include "filters/gzip.h"
 #include "filters/metrics.h"
 #include "filters/ratelimit.h"
 
 static const struct pf_filter_ops *const filters[] = {
-    &pf_filter_metrics,
-    &pf_filter_ratelimit,
-    &pf_filter_gzip,
-    NULL,
+    &pf_filter_metrics, &pf_filter_ratelimit, &pf_filter_gzip, &pf_filter_cache, NULL,
 };
 
 const char *const pf_filter_default_chain[] = {"metrics", "gzip", NULL};

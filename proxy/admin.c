@@ -11,10 +11,12 @@
 #include <event2/buffer.h>
 
 #include "proxy/arena.h"
+#include "proxy/filter.h"
 #include "proxy/log.h"
 #include "proxy/server.h"
 #include "proxy/stats.h"
 #include "proxy/tx.h"
+#include "filters/registry.h"
 
 static void admin_json(struct pf_tx *tx, int status, struct evbuffer *body)
 {
@@ -97,6 +99,39 @@ bool pf_admin_head_ok(struct pf_tx *tx)
     return tx->method_id != HTTP_POST || admin_authorized(tx);
 }
 
+/*
+ * A POST no core endpoint answers: offered to each registered filter's admin
+ * hook (proxy/filter.h) with the running snapshot's conf and pstate. True
+ * when one answered.
+ */
+static bool admin_filters(struct pf_tx *tx, struct pf_server *s, const char *path)
+{
+    const struct pf_config *cfg = s != NULL ? s->cfg : NULL; /* NULL in unit tests */
+    const struct pf_filter_ops *ops;
+    struct evbuffer *b;
+    size_t len = tx->req_buf != NULL ? evbuffer_get_length(tx->req_buf) : 0;
+    const char *body = len > 0 ? (const char *)evbuffer_pullup(tx->req_buf, -1) : "";
+    int status = 0;
+
+    for (unsigned i = 0; status == 0 && (ops = pf_filter_at(i)) != NULL; i++) {
+        const struct pf_filter_inst *f = NULL;
+
+        if (ops->admin == NULL)
+            continue;
+        for (unsigned k = 0; cfg != NULL && k < cfg->n_filters && f == NULL; k++) {
+            if (cfg->filters[k].ops == ops)
+                f = &cfg->filters[k];
+        }
+        b = pf_evbuffer_new();
+        status = ops->admin(f != NULL ? f->conf : NULL, f != NULL ? f->pstate : NULL, path, body,
+                            len, b);
+        if (status != 0)
+            admin_json(tx, status, b);
+        evbuffer_free(b);
+    }
+    return status != 0;
+}
+
 static void admin_post(struct pf_tx *tx, struct pf_server *s, const char *path)
 {
     /* authorized already, when the head arrived (pf_admin_head_ok) */
@@ -112,7 +147,7 @@ static void admin_post(struct pf_tx *tx, struct pf_server *s, const char *path)
     } else if (strcmp(path, "/quitquitquit") == 0) {
         pf_server_drain(s, true);
         admin_simple(tx, 202, "{\"status\":\"exiting\"}\n");
-    } else {
+    } else if (!admin_filters(tx, s, path)) {
         pf_tx_error(tx, 404, PF_ERR_NOT_FOUND);
     }
 }

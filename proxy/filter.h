@@ -93,6 +93,16 @@ struct pf_filter_ops {
      * (counters kept since an earlier snapshot still render).
      */
     void (*metrics)(const void *conf, void *pstate, struct evbuffer *out);
+    /*
+     * An admin API request (POST path, body of len bytes) for the filter,
+     * already authorized: append the JSON answer to out and return its
+     * status, or 0 when the path is not the filter's. Called by
+     * proxy/admin.c for every registered filter with the running
+     * snapshot's conf and pstate (NULL when no route uses the filter), on
+     * the main thread.
+     */
+    int (*admin)(const void *conf, void *pstate, const char *path, const char *body, size_t len,
+                 struct evbuffer *out);
 };
 
 /*
@@ -182,6 +192,24 @@ void pf_tx_resp_header_set(struct pf_tx *tx, const char *name, const char *value
 void pf_tx_resp_header_add(struct pf_tx *tx, const char *name, const char *value);
 /* Remove every header named name. */
 void pf_tx_resp_header_del(struct pf_tx *tx, const char *name);
+/*
+ * Replace the response status (from on_response: the framing of the body to
+ * the client is chosen after on_response, from the status and
+ * Content-Length; a filter that turns a 304 into a 200 sets Content-Length
+ * and emits the body from on_body at eos).
+ */
+void pf_tx_set_status(struct pf_tx *tx, int status);
+
+/*
+ * Change the request headers the upstream will get (from on_request, before
+ * the request is sent): replace every header named name with one (value
+ * copied), or remove them.
+ */
+void pf_tx_req_header_set(struct pf_tx *tx, const char *name, const char *value);
+void pf_tx_req_header_del(struct pf_tx *tx, const char *name);
+
+/* Is the client allowed privileged requests: loopback, or it sent the admin token? */
+bool pf_tx_client_privileged(const struct pf_tx *tx);
 
 /* Monotonic clock in microseconds (shared by the whole process). */
 uint64_t pf_now_us(void);

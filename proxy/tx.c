@@ -7,6 +7,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include <event2/buffer.h>
 
@@ -118,6 +119,36 @@ void pf_tx_resp_header_add(struct pf_tx *tx, const char *name, const char *value
 void pf_tx_resp_header_del(struct pf_tx *tx, const char *name)
 {
     pf_hdrs_del(&tx->resp, name);
+}
+
+void pf_tx_req_header_set(struct pf_tx *tx, const char *name, const char *value)
+{
+    pf_hdrs_del(&tx->req, name);
+    pf_hdrs_add(tx->arena, &tx->req, name, value);
+}
+
+void pf_tx_req_header_del(struct pf_tx *tx, const char *name)
+{
+    pf_hdrs_del(&tx->req, name);
+}
+
+void pf_tx_set_status(struct pf_tx *tx, int status)
+{
+    tx->status = status;
+}
+
+bool pf_tx_client_privileged(const struct pf_tx *tx)
+{
+    const char *client = pf_tx_client_addr(tx);
+    const char *token = tx->cfg->admin_token;
+    const char *auth = pf_tx_req_header(tx, "authorization");
+
+    if (strncmp(client, "127.", 4) == 0 || strcmp(client, "::1") == 0 ||
+        strcmp(client, "unix") == 0 || strncmp(client, "::ffff:127.", 11) == 0)
+        return true;
+    return token != NULL && token[0] != '\0' && auth != NULL &&
+           strncasecmp(auth, "Bearer ", 7) == 0 &&
+           pf_admin_token_equal(auth + 7, strlen(auth + 7), token);
 }
 
 /* ---- lifetime ---- */

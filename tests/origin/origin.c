@@ -31,6 +31,8 @@
  *   lf=1            response head lines end in a bare LF
  *   expect=ignore   no "100 Continue" for "Expect: 100-continue"
  *   echo=1          same as path /echo
+ *   etag=V          ETag: "V"; a request whose If-None-Match lists "V" (or
+ *                   W/"V", or *) gets 304 Not Modified without a body
  *
  * Values are URL-decoded ('+' is a space). Special paths:
  *
@@ -144,6 +146,8 @@ struct plan {                       /* what the query string asks for */
     const char *body;               /* body=; NULL = none */
     const char *xhdr[MAX_XHEADERS]; /* header= lines */
     int nxhdr;                      /* entries in xhdr */
+    const char *etag;               /* etag=; NULL = none */
+    char etag_line[160];            /* "ETag: \"V\"", one of xhdr */
 };
 
 struct strbuf {
@@ -432,6 +436,11 @@ static void plan_set(struct plan *p, const char *k, const char *v)
         p->echo = on;
     else if (!strcmp(k, "expect"))
         p->no_expect = !strcmp(v, "ignore");
+    else if (!strcmp(k, "etag") && p->nxhdr < MAX_XHEADERS) {
+        p->etag = v;
+        snprintf(p->etag_line, sizeof(p->etag_line), "ETag: \"%s\"", v);
+        p->xhdr[p->nxhdr++] = p->etag_line;
+    }
 }
 
 /* Fill c->plan from the query string q (n bytes, not decoded). */
@@ -862,6 +871,23 @@ static enum kind path_kind(const struct conn *c)
     return K_PLAIN;
 }
 
+/* Does If-None-Match (request header i) list the plan's etag, weakly compared, or "*"? */
+static bool inm_lists(const struct conn *c, int i)
+{
+    char want[160];
+    const char *v = c->hdrs.p + c->h[i].value;
+    size_t n = c->h[i].value_len;
+    size_t wl = (size_t)snprintf(want, sizeof(want), "\"%s\"", c->plan.etag);
+
+    if (n == 1 && v[0] == '*')
+        return true;
+    for (size_t k = 0; k + wl <= n; k++) {
+        if (!memcmp(v + k, want, wl))
+            return true;
+    }
+    return false;
+}
+
 static int on_headers_complete(http_parser *p)
 {
     struct conn *c = p->data;
@@ -877,6 +903,9 @@ static int on_headers_complete(http_parser *p)
         if (c->generation == g.generation)
             g.connections--;
     }
+    i = hdr_find(c, "If-None-Match");
+    if (i >= 0 && c->plan.etag != NULL && inm_lists(c, i))
+        c->plan.status = 304;
     i = hdr_find(c, "Expect");
     if (i >= 0 && !c->plan.no_expect && !is_http10(c) && c->h[i].value_len == 12 &&
         !strncasecmp(c->hdrs.p + c->h[i].value, "100-continue", 12))

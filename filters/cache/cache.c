@@ -1,0 +1,966 @@
+/*
+ * filters/cache/cache.c: the cache filter (docs/filters/cache.md).
+ *
+ * on_request computes the key, looks the request up in the L1 store and
+ * either answers from it (a hit: the stored head, an Age, and the stored
+ * body appended by reference, never copied), or lets the request go
+ * upstream, remembering a stale entry to revalidate (conditional headers
+ * added to the upstream request) or to serve when the upstream fails.
+ * on_response decides whether the response is stored, or replaces it with
+ * the stored one (a 304 that validated the entry, stale-if-error); on_body
+ * copies the bytes into an object builder without altering the stream, and
+ * at the end of the body puts the object in the store. Unsafe methods
+ * invalidate the target URI and the same-origin Location / Content-Location.
+ *
+ * Every response that passed through the filter carries a Cache-Status
+ * field (RFC 9211).
+ */
+#include "filters/cache/cache.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+
+#include "proxy/arena.h"
+#include "proxy/filter.h"
+#include "proxy/log.h"
+#include "filters/cache/l2.h"
+#include "filters/cache/store.h"
+
+#define KEY_MAX     4096 /* primary key, with the include_headers values */
+#define VARIANT_MAX 2048
+#define VARY_MAX    1024
+#define LINES_MAX   32 /* field lines of one header name handed to rfc.c */
+#define STATUS_MAX  256
+
+enum mode {
+    M_BYPASS = 0, /* not a cacheable method: pass (and invalidate when unsafe) */
+    M_MISS,       /* nothing stored: fetch, maybe store */
+    M_REVALIDATE, /* stale entry with a validator: conditional fetch */
+    M_REFETCH,    /* stale entry without a validator (kept for stale-if-error) */
+};
+
+struct cache_ctx {
+    enum mode mode;
+    bool unsafe;               /* a method that invalidates on success */
+    bool no_store;             /* the request said no-store */
+    bool replacing;            /* on_body drops the upstream body and emits emit's */
+    bool leader;               /* this request fetches the key for coalesced waiters */
+    bool collapsed;            /* this request waited for another one's fetch */
+    bool l2_done;              /* the L2 tier was asked (once per request) */
+    uint64_t l2_get;           /* pending pf_l2_get handle, 0 = none */
+    struct pf_tx_ref ref;      /* for the L2 callback */
+    const char *fwd;           /* Cache-Status fwd= */
+    char *key;                 /* arena */
+    char *variant;             /* arena */
+    const char *client_inm;    /* the client's own If-None-Match (arena copy) */
+    const char *client_ims;    /* ... If-Modified-Since */
+    int64_t req_time;          /* seconds, when the request went upstream */
+    struct pf_cc req_cc;       /* request Cache-Control */
+    struct pf_cobj *stale;     /* a reference: the entry revalidated or kept for errors */
+    struct pf_cobj *emit;      /* a reference: the body on_body emits at eos */
+    struct pf_cobj_builder *b; /* the object being stored */
+    const char *conn_value;    /* the response's Connection, while its headers are copied */
+    bool vary_set;             /* the response had Vary: record it with the put */
+    char vary[VARY_MAX];       /* ... its lines, comma-joined */
+};
+
+static int64_t now_s(void)
+{
+    return (int64_t)time(NULL);
+}
+
+/* ---- header access for rfc.c ---- */
+
+struct lines {
+    const char *name;
+    const char **v;
+    unsigned n, max;
+};
+
+static int collect_line(void *arg, const char *name, const char *value)
+{
+    struct lines *l = arg;
+
+    if (strcasecmp(name, l->name) == 0 && l->n < l->max)
+        l->v[l->n++] = value;
+    return 0;
+}
+
+static unsigned req_get(void *arg, const char *name, const char **lines, unsigned max)
+{
+    struct lines l = {name, lines, 0, max};
+
+    pf_tx_req_header_each(arg, collect_line, &l);
+    return l.n;
+}
+
+static unsigned resp_get(void *arg, const char *name, const char **lines, unsigned max)
+{
+    struct lines l = {name, lines, 0, max};
+
+    pf_tx_resp_header_each(arg, collect_line, &l);
+    return l.n;
+}
+
+/* Header name's lines of the request joined with ", " into out (the way a list is folded). */
+static void join_lines(const char *const *v, unsigned n, char *out, size_t size)
+{
+    size_t len = 0;
+
+    out[0] = '\0';
+    for (unsigned i = 0; i < n && len < size; i++)
+        len += (size_t)snprintf(out + len, size - len, "%s%s", i > 0 ? ", " : "", v[i]);
+}
+
+/* ---- keys ---- */
+
+/* The primary key of tx: pf_cache_key plus the values of key.include_headers. */
+static bool tx_key(const struct pf_cache_conf *c, struct pf_tx *tx, const char *target, char *out,
+                   size_t size)
+{
+    const char *host = pf_tx_req_header(tx, "host");
+    size_t len = pf_cache_key("http", host != NULL ? host : "", target,
+                              (const char *const *)c->ignore_query.v, c->ignore_query.n, out, size);
+
+    if (len == 0)
+        return false;
+    for (unsigned i = 0; i < c->include_headers.n; i++) {
+        const char *v = pf_tx_req_header(tx, c->include_headers.v[i]);
+        int n =
+            snprintf(out + len, size - len, "\n%s:%s", c->include_headers.v[i], v != NULL ? v : "");
+
+        if (n < 0 || (size_t)n >= size - len)
+            return false;
+        len += (size_t)n;
+    }
+    return true;
+}
+
+/* ---- Cache-Status ---- */
+
+static void cache_status(struct pf_tx *tx, const struct cache_ctx *x, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void cache_status(struct pf_tx *tx, const struct cache_ctx *x, const char *fmt, ...)
+{
+    char buf[STATUS_MAX];
+    va_list ap;
+    int n;
+
+    va_start(ap, fmt);
+    n = vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    if (x->collapsed && n > 0 && (size_t)n < sizeof(buf))
+        snprintf(buf + n, sizeof(buf) - (size_t)n, "; collapsed");
+    pf_tx_resp_header_add(tx, "Cache-Status", buf);
+}
+
+/* ttl= of Cache-Status: freshness left, negative when stale. */
+static long long ttl_of(const struct pf_cache_conf *c, const struct pf_cobj *o, int64_t now)
+{
+    return (long long)(pf_cache_lifetime(&o->meta, &c->policy) - pf_cache_age(&o->meta, now));
+}
+
+/* ---- answering from a stored object ---- */
+
+static int del_name(void *arg, const char *name, const char *value)
+{
+    (void)value;
+    *(const char **)arg = name;
+    return 1;
+}
+
+/* Remove every response header (pilotfish_tx has no "clear": delete by name until none). */
+static void resp_clear(struct pf_tx *tx)
+{
+    const char *name = NULL;
+
+    for (;;) {
+        name = NULL;
+        pf_tx_resp_header_each(tx, del_name, &name);
+        if (name == NULL)
+            return;
+        /* a copy: the name may live in the header being removed (never truncated: a
+         * shorter name would not match and the loop would not end) */
+        pf_tx_resp_header_del(tx, pf_arena_strndup(pf_tx_arena(tx), name, strlen(name)));
+    }
+}
+
+/* The stored head of o, Age and Content-Length (len), as the response's head (status aside). */
+static void put_stored_head(struct pf_tx *tx, const struct pf_cobj *o, int status, size_t len,
+                            int64_t now)
+{
+    char num[32];
+
+    resp_clear(tx);
+    for (unsigned i = 0; i < o->n_hdrs; i++)
+        pf_tx_resp_header_add(tx, o->hdrs[i].name, o->hdrs[i].value);
+    snprintf(num, sizeof(num), "%lld", (long long)pf_cache_age(&o->meta, now));
+    pf_tx_resp_header_set(tx, "Age", num);
+    if (status != 304 && status != 204) {
+        snprintf(num, sizeof(num), "%zu", len);
+        pf_tx_resp_header_set(tx, "Content-Length", num);
+    }
+}
+
+/* The range a GET for a stored 200 asks for; If-Range must name the stored strong ETag. */
+static enum pf_cache_range range_of(struct pf_tx *tx, const struct pf_cobj *o, size_t *from,
+                                    size_t *n)
+{
+    const char *r = pf_tx_req_header(tx, "range");
+    const char *ir = pf_tx_req_header(tx, "if-range");
+
+    if (r == NULL || o->status != 200 || pf_tx_is_head(tx))
+        return PF_RANGE_NONE;
+    if (ir != NULL && (!o->meta.has_etag || o->meta.weak_etag || strcmp(ir, o->meta.etag) != 0))
+        return PF_RANGE_NONE;
+    return pf_cache_parse_range(r, o->body_len, from, n);
+}
+
+/* Does the client's own conditional match o (answered 304)? */
+static bool client_not_modified(const struct cache_ctx *x, const struct pf_cobj *o)
+{
+    if (x->client_inm == NULL && x->client_ims == NULL)
+        return false;
+    return (o->status == 200) && pf_cache_not_modified(x->client_inm, x->client_ims, &o->meta);
+}
+
+/* Answer tx from o (a hit), the whole body or one range of it: PF_REPLIED. */
+static enum pf_verdict serve(const struct pf_cache_conf *c, struct pf_tx *tx, struct cache_ctx *x,
+                             struct pf_cobj *o, enum pf_cache_result r, const char *extra)
+{
+    int64_t now = now_s();
+    int status = client_not_modified(x, o) ? 304 : o->status;
+    size_t from = 0, n = o->body_len;
+    enum pf_cache_range rg = status == 200 ? range_of(tx, o, &from, &n) : PF_RANGE_NONE;
+    bool body = status != 304 && rg != PF_RANGE_UNSATISFIABLE && !pf_tx_is_head(tx) && n > 0;
+    struct evbuffer *b = body ? pf_evbuffer_new() : NULL;
+    char cr[80];
+
+    if (b != NULL && pf_cobj_body_to(o, b, from, n) != 0) {
+        evbuffer_free(b);
+        return PF_FAILED;
+    }
+    status = rg == PF_RANGE_OK ? 206 : rg == PF_RANGE_UNSATISFIABLE ? 416 : status;
+    pf_tx_reply(tx, status, b);
+    if (b != NULL)
+        evbuffer_free(b);
+    put_stored_head(tx, o, status, rg == PF_RANGE_UNSATISFIABLE ? 0 : n, now);
+    if (rg != PF_RANGE_NONE) {
+        if (rg == PF_RANGE_OK)
+            snprintf(cr, sizeof(cr), "bytes %zu-%zu/%zu", from, from + n - 1, o->body_len);
+        else
+            snprintf(cr, sizeof(cr), "bytes */%zu", o->body_len);
+        pf_tx_resp_header_set(tx, "Content-Range", cr);
+    }
+    cache_status(tx, x, "pilotfish; hit; ttl=%lld%s", ttl_of(c, o, now), extra);
+    pf_cache_count(r, body ? n : 0);
+    return PF_REPLIED;
+}
+
+/* ---- the request ---- */
+
+static bool same_method(const char *m, const char *want)
+{
+    return strcmp(m, want) == 0;
+}
+
+/* Copy a request header's value into the arena (it may be replaced later). */
+static const char *req_copy(struct pf_tx *tx, const char *name)
+{
+    const char *v = pf_tx_req_header(tx, name);
+
+    return v != NULL ? pf_arena_strndup(pf_tx_arena(tx), v, strlen(v)) : NULL;
+}
+
+static char *l2_key(struct pf_arena *a, const char *key, const char *variant);
+
+/*
+ * Remove key from L1 (every variant) and L2: every variant with a SCAN when
+ * all (a purge: rare), else only the variant-less entry with one DEL (an
+ * invalidation: on every successful unsafe request). The L1 count.
+ */
+static size_t drop_key(struct pf_slot *s, struct pf_tx *tx, const char *key, bool all)
+{
+    if (s->wstate != NULL && all)
+        pf_l2_purge_prefix(s->wstate, l2_key(pf_tx_arena(tx), key, ""));
+    else if (s->wstate != NULL)
+        pf_l2_del(s->wstate, l2_key(pf_tx_arena(tx), key, ""));
+    return pf_cstore_purge_key(s->pstate, key);
+}
+
+/* The PURGE method (purge_method: true): purge the target URL, answer {"purged": N}. */
+static enum pf_verdict on_purge(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_slot *s)
+{
+    struct evbuffer *b;
+    char key[KEY_MAX];
+    size_t n;
+
+    if (!pf_tx_client_privileged(tx)) {
+        pf_tx_error(tx, 403, PF_ERR_FORBIDDEN);
+        return PF_REPLIED;
+    }
+    n = tx_key(c, tx, pf_tx_path(tx), key, sizeof(key)) ? drop_key(s, tx, key, true) : 0;
+    b = pf_evbuffer_new();
+    evbuffer_add_printf(b, "{\"purged\":%zu}\n", n);
+    pf_tx_reply(tx, 200, b);
+    evbuffer_free(b);
+    pf_tx_resp_header_add(tx, "Content-Type", "application/json");
+    return PF_REPLIED;
+}
+
+/* The variant key of tx for key: "" without a Vary record, false for Vary: *. */
+static bool lookup_variant(struct pf_cstore *st, struct pf_tx *tx, const char *key, char *out,
+                           size_t size, bool *has_vary)
+{
+    char vary[VARY_MAX];
+    const char *line = vary;
+
+    out[0] = '\0';
+    *has_vary = pf_cstore_vary(st, key, vary, sizeof(vary));
+    if (!*has_vary)
+        return true;
+    return pf_cache_variant_key(&line, 1, req_get, tx, out, size);
+}
+
+/* Nothing fits and the request said only-if-cached: 504 (RFC 9111 §5.2.1.7). */
+static enum pf_verdict only_if_cached(struct pf_tx *tx, struct cache_ctx *x)
+{
+    pf_tx_reply(tx, 504, NULL);
+    cache_status(tx, x, "pilotfish; fwd=%s; detail=only-if-cached", x->fwd);
+    pf_cache_count(PF_CACHE_MISS, 0);
+    return PF_REPLIED;
+}
+
+/* A stale entry: revalidate it (conditional request) when it has a validator. */
+static void go_revalidate(struct pf_tx *tx, struct cache_ctx *x, struct pf_cobj *o)
+{
+    char date[40];
+
+    x->stale = o;
+    x->fwd = x->req_cc.no_cache ? "request" : "stale";
+    if (!o->meta.has_etag && o->meta.last_modified < 0) {
+        x->mode = M_REFETCH;
+        return;
+    }
+    x->mode = M_REVALIDATE;
+    pf_tx_req_header_del(tx, "If-None-Match");
+    pf_tx_req_header_del(tx, "If-Modified-Since");
+    pf_tx_req_header_del(tx, "If-Range");
+    if (o->meta.has_etag)
+        pf_tx_req_header_set(tx, "If-None-Match", o->meta.etag);
+    if (o->meta.last_modified >= 0)
+        pf_tx_req_header_set(tx, "If-Modified-Since",
+                             pf_http_date_fmt(o->meta.last_modified, date));
+}
+
+/* ---- the L2 tier (Redis, one client per worker: the wstate) ---- */
+
+static enum pf_verdict l2_lookup(struct pf_tx *tx, struct pf_slot *s, struct cache_ctx *x);
+static enum pf_verdict cache_lookup(const struct pf_cache_conf *c, struct pf_tx *tx,
+                                    struct pf_slot *s, struct cache_ctx *x);
+
+/* The L2 key of an object: key and variant. */
+static char *l2_key(struct pf_arena *a, const char *key, const char *variant)
+{
+    size_t kl = strlen(key), vl = strlen(variant);
+    char *k = pf_arena_alloc(a, kl + vl + 2);
+
+    memcpy(k, key, kl);
+    k[kl] = '\n';
+    memcpy(k + kl + 1, variant, vl + 1);
+    return k;
+}
+
+/* Seconds an object is worth keeping in L2: freshness left plus the stale windows. */
+static int64_t l2_ttl(const struct pf_cache_conf *c, const struct pf_cobj *o, int64_t now)
+{
+    int64_t extra = c->policy.stale_if_error;
+
+    if (o->meta.cc.swr > extra)
+        extra = o->meta.cc.swr;
+    if (o->meta.cc.sie > extra)
+        extra = o->meta.cc.sie;
+    return pf_cache_lifetime(&o->meta, &c->policy) - pf_cache_age(&o->meta, now) + extra;
+}
+
+/* Write o to L2 too (fire and forget). */
+static void l2_store(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_slot *s,
+                     const struct pf_cobj *o)
+{
+    struct evbuffer *b;
+    int64_t ttl = l2_ttl(c, o, now_s());
+
+    if (s->wstate == NULL || ttl <= 0 || (b = evbuffer_new()) == NULL)
+        return;
+    pf_cobj_serialize(o, b);
+    pf_l2_set(s->wstate, l2_key(pf_tx_arena(tx), o->key, o->variant), evbuffer_pullup(b, -1),
+              evbuffer_get_length(b), (uint64_t)ttl, o->tags, o->n_tags);
+    evbuffer_free(b);
+}
+
+struct deferred {
+    struct pf_tx_ref ref;
+    enum pf_verdict v;
+};
+
+static void deferred_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct deferred *d = arg;
+    struct pf_tx *tx = pf_tx_deref(d->ref);
+
+    (void)fd;
+    (void)what;
+    if (tx != NULL)
+        pf_tx_resume(tx, d->v);
+    free(d);
+}
+
+/*
+ * Resume from the loop, not from inside the L2 client's callback: a resumed
+ * transaction may end at once and drop the last reference to its
+ * configuration, whose worker_fini frees the L2 client.
+ */
+static void resume_later(struct pf_tx *tx, enum pf_verdict v)
+{
+    struct deferred *d = pf_xmalloc(sizeof(*d));
+    struct timeval now = {0, 0};
+
+    d->ref = pf_tx_ref(tx);
+    d->v = v;
+    if (event_base_once(pf_worker_base(pf_tx_worker(tx)), -1, EV_TIMEOUT, deferred_cb, d, &now) !=
+        0) {
+        free(d);
+        pf_tx_resume(tx, v);
+    }
+}
+
+static enum pf_verdict after_lookup(const struct pf_cache_conf *c, struct pf_tx *tx,
+                                    struct pf_slot *s, struct cache_ctx *x, enum pf_verdict v);
+
+/* The L2 answer (NULL: a miss of any kind): fill L1 with it, then look up again. */
+static void l2_got(void *arg, const void *data, size_t len)
+{
+    struct pf_slot *s = arg;
+    struct cache_ctx *x = s->ctx;
+    const struct pf_cache_conf *c = s->conf;
+    struct pf_tx *tx = pf_tx_deref(x->ref);
+    struct pf_cobj *o = NULL;
+    const char *vary;
+    enum pf_verdict v;
+
+    x->l2_get = 0;
+    if (tx == NULL)
+        return;
+    if (data != NULL)
+        o = pf_cobj_deserialize(data, len, c->max_object_size);
+    if (o != NULL && strcmp(o->key, x->key) == 0 && strcmp(o->variant, x->variant) == 0) {
+        vary = pf_cobj_header(o, "vary");
+        if (vary != NULL)
+            pf_cstore_set_vary(s->pstate, x->key, vary);
+        pf_cstore_put(s->pstate, o);
+        pf_cache_count_l2(true);
+    } else {
+        pf_cache_count_l2(false);
+    }
+    pf_cobj_unref(o);
+    v = after_lookup(c, tx, s, x, cache_lookup(c, tx, s, x));
+    if (v != PF_PAUSED)
+        resume_later(tx, v);
+}
+
+static enum pf_verdict l2_lookup(struct pf_tx *tx, struct pf_slot *s, struct cache_ctx *x)
+{
+    x->l2_done = true;
+    x->ref = pf_tx_ref(tx);
+    x->l2_get = pf_l2_get(s->wstate, l2_key(pf_tx_arena(tx), x->key, x->variant), l2_got, s);
+    return PF_PAUSED;
+}
+
+static enum pf_verdict cache_lookup(const struct pf_cache_conf *c, struct pf_tx *tx,
+                                    struct pf_slot *s, struct cache_ctx *x)
+{
+    struct pf_cstore *st = s->pstate;
+    char variant[VARIANT_MAX];
+    bool has_vary;
+    struct pf_cobj *o;
+    enum pf_verdict v;
+
+    if (!lookup_variant(st, tx, x->key, variant, sizeof(variant), &has_vary)) {
+        x->fwd = "vary-miss";
+        return x->req_cc.only_if_cached ? only_if_cached(tx, x) : PF_NEXT;
+    }
+    x->variant = pf_arena_strndup(pf_tx_arena(tx), variant, strlen(variant));
+    o = pf_cstore_get(st, x->key, variant);
+    if (o == NULL) {
+        x->fwd = has_vary ? "vary-miss" : "uri-miss";
+        if (s->wstate != NULL && !x->l2_done)
+            return l2_lookup(tx, s, x);
+        return x->req_cc.only_if_cached ? only_if_cached(tx, x) : PF_NEXT;
+    }
+    switch (pf_cache_usable(&o->meta, &x->req_cc, &c->policy, now_s())) {
+    case PF_CACHE_USE_FRESH:
+        v = serve(c, tx, x, o, PF_CACHE_HIT, "");
+        pf_cobj_unref(o); /* the reply's body holds its own reference */
+        return v;
+    case PF_CACHE_USE_STALE_OK:
+    case PF_CACHE_USE_STALE_SWR:
+        v = serve(c, tx, x, o, PF_CACHE_STALE, "; detail=stale");
+        pf_cobj_unref(o);
+        return v;
+    case PF_CACHE_USE_REVALIDATE:
+    default:
+        break;
+    }
+    if (x->req_cc.only_if_cached) {
+        pf_cobj_unref(o);
+        x->fwd = "stale";
+        return only_if_cached(tx, x);
+    }
+    go_revalidate(tx, x, o);
+    return PF_NEXT;
+}
+
+/*
+ * A request that waited for another's fetch (coalesce.c), on its worker: look
+ * the store up again (served, or a miss that goes upstream after all), or go
+ * upstream when lock_timeout passed.
+ */
+static void coalesced(struct pf_tx *tx, void *arg, bool timed_out)
+{
+    struct pf_slot *s = arg;
+    struct cache_ctx *x = s->ctx;
+
+    x->collapsed = true;
+    pf_cache_count_coalesced();
+    pf_tx_resume(tx, timed_out ? PF_NEXT : cache_lookup(s->conf, tx, s, x));
+}
+
+static enum pf_verdict cache_on_request(struct pf_tx *tx, struct pf_slot *s)
+{
+    const struct pf_cache_conf *c = s->conf;
+    struct cache_ctx *x = s->ctx;
+    const char *m = pf_tx_method(tx);
+    const char *cc = pf_tx_req_header(tx, "cache-control");
+    char key[KEY_MAX];
+    const char *lines[LINES_MAX];
+    unsigned n;
+
+    if (s->pstate == NULL)
+        return PF_NEXT;
+    if (c->purge_method && same_method(m, "PURGE"))
+        return on_purge(c, tx, s);
+    x->mode = M_BYPASS;
+    x->fwd = "bypass";
+    if (!same_method(m, "GET") && !same_method(m, "HEAD")) {
+        x->unsafe = !pf_cache_method_safe(m);
+        if (x->unsafe && tx_key(c, tx, pf_tx_path(tx), key, sizeof(key)))
+            x->key = pf_arena_strndup(pf_tx_arena(tx), key, strlen(key));
+        return PF_NEXT;
+    }
+    if (!tx_key(c, tx, pf_tx_path(tx), key, sizeof(key)))
+        return PF_NEXT;
+    x->key = pf_arena_strndup(pf_tx_arena(tx), key, strlen(key));
+    x->mode = M_MISS;
+    x->req_time = now_s();
+    n = req_get(tx, "cache-control", lines, LINES_MAX);
+    pf_cc_parse(&x->req_cc, lines, n);
+    if (cc == NULL && pf_tx_req_header(tx, "pragma") != NULL &&
+        strcasecmp(pf_tx_req_header(tx, "pragma"), "no-cache") == 0)
+        x->req_cc.no_cache = true; /* RFC 9111 §5.4: Pragma only without Cache-Control */
+    x->no_store = x->req_cc.no_store;
+    x->client_inm = req_copy(tx, "if-none-match");
+    x->client_ims = req_copy(tx, "if-modified-since");
+    return after_lookup(c, tx, s, x, cache_lookup(c, tx, s, x));
+}
+
+/* A miss (v PF_NEXT) of a request that may wait for another's fetch: coalesce it. */
+static enum pf_verdict after_lookup(const struct pf_cache_conf *c, struct pf_tx *tx,
+                                    struct pf_slot *s, struct cache_ctx *x, enum pf_verdict v)
+{
+    if (v != PF_NEXT || x->mode != M_MISS || !c->coalesce || pf_tx_is_head(tx) || x->no_store ||
+        pf_tx_req_header(tx, "authorization") != NULL)
+        return v;
+    switch (pf_coalesce_join(s->pstate, x->key, tx, c->lock_timeout_ms, coalesced, s)) {
+    case PF_COALESCE_LEADER:
+        x->leader = true;
+        return PF_NEXT;
+    case PF_COALESCE_WAITING:
+        return PF_PAUSED;
+    case PF_COALESCE_ALONE:
+    default:
+        return PF_NEXT;
+    }
+}
+
+/* The leader's fetch is over: wake the requests waiting for it. */
+static void leader_done(struct pf_slot *s, struct cache_ctx *x)
+{
+    if (x->leader) {
+        x->leader = false;
+        pf_coalesce_done(s->pstate, x->key);
+    }
+}
+
+/* ---- invalidation (RFC 9111 §4.4) ---- */
+
+/* The authority of Host or of an absolute URI, without a default :80, lower-cased. */
+static void authority(const char *s, size_t len, char *out, size_t size)
+{
+    size_t n = 0;
+
+    if (len >= 3 && memcmp(s + len - 3, ":80", 3) == 0)
+        len -= 3;
+    for (size_t i = 0; i < len && n + 1 < size; i++)
+        out[n++] = (char)(s[i] >= 'A' && s[i] <= 'Z' ? s[i] + 32 : s[i]);
+    out[n] = '\0';
+}
+
+/* Purge the key of a Location / Content-Location value when it is same-origin. */
+static void invalidate_uri(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_slot *s,
+                           const char *uri)
+{
+    const char *host = pf_tx_req_header(tx, "host");
+    const char *p;
+    char key[KEY_MAX];
+    char a[256], b[256];
+
+    if (uri == NULL || host == NULL)
+        return;
+    if (uri[0] == '/' && uri[1] != '/') {
+        if (tx_key(c, tx, uri, key, sizeof(key)))
+            drop_key(s, tx, key, false);
+        return;
+    }
+    if (strncasecmp(uri, "http://", 7) != 0)
+        return; /* another scheme is another origin */
+    p = uri + 7;
+    authority(p, strcspn(p, "/?#"), a, sizeof(a));
+    authority(host, strlen(host), b, sizeof(b));
+    if (strcmp(a, b) == 0 && pf_cache_url_key(c, uri, NULL, key, sizeof(key)) > 0)
+        drop_key(s, tx, key, false);
+}
+
+static void invalidate(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_slot *s,
+                       const struct cache_ctx *x)
+{
+    if (x->key == NULL || !pf_cache_invalidates(pf_tx_method(tx), pf_tx_status(tx)))
+        return;
+    drop_key(s, tx, x->key, false);
+    invalidate_uri(c, tx, s, pf_tx_resp_header(tx, "location"));
+    invalidate_uri(c, tx, s, pf_tx_resp_header(tx, "content-location"));
+}
+
+/* ---- the response ---- */
+
+/* Replace the response by the stored o (status kept from o, or 304 for the client's conditional).
+ */
+static void replace_response(struct pf_tx *tx, struct pf_slot *s, struct cache_ctx *x,
+                             struct pf_cobj *o, int64_t now, enum pf_cache_result r)
+{
+    int status = client_not_modified(x, o) ? 304 : o->status;
+
+    pf_tx_set_status(tx, status);
+    put_stored_head(tx, o, status, o->body_len, now);
+    x->emit = o;
+    x->replacing = status != 304 && status != 204 && !pf_tx_is_head(tx);
+    s->skip_body = false;
+    pf_cache_count(r, x->replacing ? o->body_len : 0);
+}
+
+struct merged {
+    struct pf_tx *tx;
+    const struct pf_cobj *o;
+};
+
+/* A header's lines of the 304 when it has them, else the stored ones (RFC 9111 §3.2). */
+static unsigned merged_get(void *arg, const char *name, const char **lines, unsigned max)
+{
+    struct merged *m = arg;
+    unsigned n = resp_get(m->tx, name, lines, max);
+
+    /* the 304's Age describes the refreshed response: the one field not stored that counts */
+    if (n > 0 && (strcasecmp(name, "age") == 0 || pf_cache_header_updated_by_304(name)))
+        return n;
+    n = 0;
+    for (unsigned i = 0; i < m->o->n_hdrs && n < max; i++) {
+        if (strcasecmp(m->o->hdrs[i].name, name) == 0)
+            lines[n++] = m->o->hdrs[i].value;
+    }
+    return n;
+}
+
+struct chdrs {
+    struct pf_arena *a;
+    struct pf_chdr *v;
+    unsigned n, max;
+};
+
+static int collect_chdr(void *arg, const char *name, const char *value)
+{
+    struct chdrs *h = arg;
+
+    if (h->n < h->max) {
+        h->v[h->n].name = name;
+        h->v[h->n].value = value;
+        h->n++;
+    }
+    return 0;
+}
+
+/* A 304 validated the stale entry: update it (headers, freshness), answer from it. */
+static enum pf_verdict revalidated(const struct pf_cache_conf *c, struct pf_tx *tx,
+                                   struct pf_slot *s, struct cache_ctx *x, int64_t now)
+{
+    struct merged mg = {tx, x->stale};
+    struct pf_cache_meta m;
+    struct chdrs h = {pf_tx_arena(tx), NULL, 0, 128};
+    struct pf_cobj *o;
+
+    h.v = pf_arena_alloc(h.a, h.max * sizeof(*h.v));
+    pf_tx_resp_header_each(tx, collect_chdr, &h);
+    pf_cache_meta_from_headers(&m, x->stale->status, merged_get, &mg,
+                               c->targeted_header[0] != '\0' ? c->targeted_header : NULL,
+                               x->req_time, now);
+    o = pf_cobj_updated(x->stale, h.v, h.n, &m, now);
+    if (o == NULL)
+        return PF_FAILED;
+    if (!x->no_store) {
+        pf_cstore_put(s->pstate, o);
+        l2_store(c, tx, s, o);
+    }
+    replace_response(tx, s, x, o, now, PF_CACHE_REVALIDATED);
+    cache_status(tx, x, "pilotfish; fwd=%s; fwd-status=304; ttl=%lld", x->fwd, ttl_of(c, o, now));
+    return PF_NEXT;
+}
+
+static bool forbids_stale(const struct pf_cc *cc)
+{
+    return cc->must_revalidate || cc->proxy_revalidate || cc->no_cache || cc->s_maxage >= 0;
+}
+
+/* The upstream failed (5xx, or pilotfish's own 502/504) and a stale entry is there. */
+static bool on_error(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_slot *s,
+                     struct cache_ctx *x, int status, int64_t now)
+{
+    struct pf_cobj *o = x->stale;
+
+    if (pf_cache_stale_on_error(&o->meta, &c->policy, now)) {
+        x->stale = NULL; /* emit holds the reference now */
+        replace_response(tx, s, x, o, now, PF_CACHE_STALE);
+        cache_status(tx, x, "pilotfish; fwd=%s; fwd-status=%d; ttl=%lld; detail=stale-if-error",
+                     x->fwd, status, ttl_of(c, o, now));
+        return true;
+    }
+    /* RFC 9111 §4.2.4: a stale response that must be revalidated and could not be: 504 */
+    if (status == 502 && pf_tx_resp_header(tx, "x-pilotfish-error") != NULL &&
+        forbids_stale(&o->meta.cc))
+        pf_tx_set_status(tx, 504);
+    return false;
+}
+
+/* Copy one response header into the builder when it is stored (not hop-by-hop, framing, Age). */
+static int add_stored(void *arg, const char *name, const char *value)
+{
+    struct cache_ctx *x = arg;
+
+    if (strcasecmp(name, "age") != 0 && strcasecmp(name, "cache-status") != 0 &&
+        pf_cache_header_stored(name, x->conn_value))
+        pf_cobj_builder_header(x->b, name, value);
+    return 0;
+}
+
+/* Should the response be stored? Starts the builder when so; the Cache-Status either way. */
+static void maybe_store(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_slot *s,
+                        struct cache_ctx *x, int status, int64_t now)
+{
+    const char *targeted = c->targeted_header[0] != '\0' ? c->targeted_header : NULL;
+    const char *why = NULL;
+    const char *lines[LINES_MAX];
+    const char *cl = pf_tx_resp_header(tx, "content-length");
+    char variant[VARIANT_MAX];
+    struct pf_cache_meta m;
+    unsigned n;
+
+    pf_cache_meta_from_headers(&m, status, resp_get, tx, targeted, x->req_time, now);
+    if (pf_tx_is_head(tx))
+        why = "head";
+    else if (!pf_cache_storable(pf_tx_method(tx), pf_tx_req_header(tx, "authorization") != NULL,
+                                &x->req_cc, &m, &c->policy, &why))
+        ;
+    else if (cl != NULL && strtoull(cl, NULL, 10) > c->max_object_size)
+        why = "too-big";
+    n = resp_get(tx, "vary", lines, LINES_MAX);
+    variant[0] = '\0';
+    if (why == NULL && n > 0 &&
+        !pf_cache_variant_key(lines, n, req_get, tx, variant, sizeof(variant)))
+        why = "vary";
+    if (why != NULL) {
+        cache_status(tx, x, "pilotfish; fwd=%s; fwd-status=%d; detail=%s", x->fwd, status,
+                     why[0] != '\0' ? why : "not-storable");
+        s->skip_body = true;
+        return;
+    }
+    x->vary_set = n > 0;
+    if (n > 0)
+        join_lines(lines, n, x->vary, sizeof(x->vary));
+    x->conn_value = pf_tx_resp_header(tx, "connection");
+    x->b = pf_cobj_builder_new(x->key, variant, status, &m, c->max_object_size);
+    if (x->b != NULL)
+        pf_tx_resp_header_each(tx, add_stored, x);
+    if (x->b != NULL && c->tag_header[0] != '\0' && pf_tx_resp_header(tx, c->tag_header) != NULL)
+        pf_cobj_builder_tags(x->b, pf_tx_resp_header(tx, c->tag_header));
+    cache_status(tx, x, "pilotfish; fwd=%s; fwd-status=%d; stored", x->fwd, status);
+}
+
+static enum pf_verdict cache_on_response(struct pf_tx *tx, struct pf_slot *s)
+{
+    const struct pf_cache_conf *c = s->conf;
+    struct cache_ctx *x = s->ctx;
+    int status = pf_tx_status(tx);
+    int64_t now = now_s();
+
+    if (s->pstate == NULL || x->fwd == NULL) {
+        s->skip_body = true;
+        return PF_NEXT;
+    }
+    if (x->mode == M_BYPASS) {
+        if (x->unsafe)
+            invalidate(c, tx, s, x);
+        cache_status(tx, x, "pilotfish; fwd=bypass; fwd-status=%d", status);
+        pf_cache_count(PF_CACHE_BYPASS, 0);
+        s->skip_body = true;
+        return PF_NEXT;
+    }
+    if (x->stale != NULL && x->mode == M_REVALIDATE && status == 304)
+        return revalidated(c, tx, s, x, now);
+    if (x->stale != NULL && status >= 500 && on_error(c, tx, s, x, status, now))
+        return PF_NEXT;
+    pf_cache_count(PF_CACHE_MISS, 0);
+    maybe_store(c, tx, s, x, pf_tx_status(tx), now);
+    if (x->b == NULL)
+        leader_done(s, x); /* nothing to wait for: the waiters go upstream now */
+    return PF_NEXT;
+}
+
+static enum pf_verdict cache_on_body(struct pf_tx *tx, struct pf_slot *s, struct pf_body *b)
+{
+    struct cache_ctx *x = s->ctx;
+    struct pf_cobj *o;
+
+    if (x->replacing) {
+        evbuffer_drain(b->in, evbuffer_get_length(b->in));
+        if (b->eos && pf_cobj_body_to(x->emit, b->out, 0, x->emit->body_len) != 0)
+            return PF_FAILED;
+        return PF_NEXT;
+    }
+    if (x->b != NULL && !pf_cobj_builder_body(x->b, b->in)) {
+        pf_cobj_builder_abandon(x->b); /* grew past max_object_size: never truncated */
+        x->b = NULL;
+    }
+    evbuffer_add_buffer(b->out, b->in);
+    if (b->eos && x->b != NULL) {
+        o = pf_cobj_builder_finish(x->b, now_s());
+        x->b = NULL;
+        if (o != NULL) {
+            /* a response without Vary drops the record: lookups use variant "" again */
+            pf_cstore_set_vary(s->pstate, x->key, x->vary_set ? x->vary : NULL);
+            pf_cstore_put(s->pstate, o);
+            l2_store(s->conf, tx, s, o);
+            pf_cobj_unref(o);
+        }
+    }
+    if (b->eos)
+        leader_done(s, x);
+    (void)tx;
+    return PF_NEXT;
+}
+
+static void cache_on_done(struct pf_tx *tx, struct pf_slot *s)
+{
+    struct cache_ctx *x = s->ctx;
+
+    (void)tx;
+    if (x->b != NULL)
+        pf_cobj_builder_abandon(x->b); /* the body never ended: nothing stored */
+    leader_done(s, x);
+    if (x->l2_get != 0)
+        pf_l2_cancel(s->wstate, x->l2_get); /* its callback would find the ctx freed */
+    pf_cobj_unref(x->stale);
+    pf_cobj_unref(x->emit);
+    x->b = NULL;
+    x->stale = NULL;
+    x->emit = NULL;
+}
+
+/* ---- worker state: the L2 client of this worker's loop, when redis is set ---- */
+
+static int cache_worker_init(const void *conf, struct pf_worker *w, void **wstate)
+{
+    const struct pf_cache_conf *c = conf;
+    struct pf_l2_conf lc = {
+        .addresses = (const char *const *)c->redis_addresses.v,
+        .n_addresses = c->redis_addresses.n,
+        .db = c->redis_db,
+        .password = c->redis_password,
+        .timeout_ms = c->redis_timeout_ms,
+        .key_prefix = c->redis_key_prefix,
+    };
+
+    *wstate = NULL;
+    if (c->redis_addresses.n == 0)
+        return 0;
+    *wstate = pf_l2_new(pf_worker_base(w), &lc);
+    return *wstate != NULL ? 0 : -1;
+}
+
+static void cache_worker_fini(void *wstate)
+{
+    pf_l2_free(wstate);
+}
+
+/* ---- process state: the L1 store outlives a reload that keeps `memory` ---- */
+
+static int cache_init_process(const void *conf, void **pstate)
+{
+    const struct pf_cache_conf *c = conf;
+
+    *pstate = pf_cstore_new((size_t)c->memory, 0);
+    return *pstate != NULL ? 0 : -12;
+}
+
+static bool cache_reuse_process(const void *old_conf, const void *new_conf)
+{
+    return ((const struct pf_cache_conf *)old_conf)->memory ==
+           ((const struct pf_cache_conf *)new_conf)->memory;
+}
+
+static void cache_fini_process(void *pstate)
+{
+    pf_cstore_free(pstate);
+}
+
+const struct pf_filter_ops pf_filter_cache = {
+    .name = "cache",
+    .ctx_size = sizeof(struct cache_ctx),
+    .conf_parse = pf_cache_conf_parse,
+    .conf_free = pf_cache_conf_free,
+    .worker_init = cache_worker_init,
+    .worker_fini = cache_worker_fini,
+    .on_request = cache_on_request,
+    .on_response = cache_on_response,
+    .on_body = cache_on_body,
+    .on_done = cache_on_done,
+    .init_process = cache_init_process,
+    .reuse_process = cache_reuse_process,
+    .fini_process = cache_fini_process,
+    .metrics = pf_cache_metrics,
+    .admin = pf_cache_admin,
+};

@@ -1,0 +1,100 @@
+/*
+ * filters/cache: the HTTP cache filter (docs/filters/cache.md). RFC 9111
+ * decisions live in rfc.c, objects and the L1 store in object.c and mem.c,
+ * the Redis tier in l2.c; cache.c is the filter (lookup, store, revalidate,
+ * invalidate), cache_conf.c its settings, metrics and purge.
+ */
+#ifndef PF_FILTER_CACHE_H
+#define PF_FILTER_CACHE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proxy/conf.h"
+#include "filters/cache/rfc.h"
+
+extern const struct pf_filter_ops pf_filter_cache;
+
+struct pf_cstore;
+
+/* filters.cache, parsed (defaults in cache_conf.c and docs/filters/cache.md). */
+struct pf_cache_conf {
+    uint64_t memory;          /* L1 bytes */
+    uint64_t max_object_size; /* bytes */
+    uint64_t default_ttl_ms;  /* freshness when the response gives none; 0 = none */
+    bool coalesce;            /* one upstream fetch per key */
+    uint64_t lock_timeout_ms; /* how long a coalesced request waits */
+    uint64_t stale_if_error_ms;
+    bool heuristic;
+    uint64_t heuristic_max_ms;
+    char *targeted_header; /* "" = none */
+    char *tag_header;      /* Surrogate-Key */
+    bool purge_method;     /* the PURGE method on the data path */
+    struct pf_strlist ignore_query;
+    struct pf_strlist include_headers;
+    struct pf_strlist redis_addresses; /* none = no L2 */
+    unsigned redis_db;
+    char *redis_password;
+    uint64_t redis_timeout_ms;
+    char *redis_key_prefix;
+    struct pf_cache_policy policy; /* derived */
+};
+
+/* Counters of pilotfish_cache_requests_total{result}, by index. */
+enum pf_cache_result {
+    PF_CACHE_HIT = 0,
+    PF_CACHE_MISS,
+    PF_CACHE_STALE,
+    PF_CACHE_REVALIDATED,
+    PF_CACHE_BYPASS,
+    PF_CACHE_N_RESULTS,
+};
+
+/* coalesce.c: one upstream fetch per key (see the file's comment) */
+struct pf_tx;
+enum pf_coalesce {
+    PF_COALESCE_LEADER = 0, /* nobody fetches the key: go, then call pf_coalesce_done */
+    PF_COALESCE_WAITING,    /* another request fetches it: return PF_PAUSED, fn will run */
+    PF_COALESCE_ALONE,      /* could not wait (no memory for the timer): go uncoalesced */
+};
+/* Runs once on the waiter's worker with its live tx: the flight ended, or timed_out. */
+typedef void (*pf_coalesce_fn)(struct pf_tx *tx, void *arg, bool timed_out);
+enum pf_coalesce pf_coalesce_join(const void *store, const char *key, struct pf_tx *tx,
+                                  uint64_t timeout_ms, pf_coalesce_fn fn, void *arg);
+/* The leader of (store, key) is done: wake every waiter (any thread). */
+void pf_coalesce_done(const void *store, const char *key);
+
+/* cache_conf.c */
+int pf_cache_conf_parse(const struct pf_conf_node *n, void **conf, struct pf_err *err);
+void pf_cache_conf_free(void *conf);
+void pf_cache_count(enum pf_cache_result r, uint64_t bytes_served);
+/* One L2 lookup: found a usable object or not. */
+void pf_cache_count_l2(bool hit);
+/* One request that waited for another's fetch (coalesce). */
+void pf_cache_count_coalesced(void);
+void pf_cache_metrics(const void *conf, void *pstate, struct evbuffer *out);
+int pf_cache_admin(const void *conf, void *pstate, const char *path, const char *body, size_t len,
+                   struct evbuffer *out);
+
+enum pf_cache_range {
+    PF_RANGE_NONE = 0,     /* no Range, or one the cache does not answer (several ranges): a 200 */
+    PF_RANGE_OK,           /* one satisfiable range */
+    PF_RANGE_UNSATISFIABLE /* 416 */
+};
+
+/* One byte range of a Range value (RFC 9110 §14.1.2) over len bytes: [*from, *from + *n). */
+enum pf_cache_range pf_cache_parse_range(const char *v, size_t len, size_t *from, size_t *n);
+
+/*
+ * The primary key of an absolute or origin-form URL ("http://h/p?q" or
+ * "/p?q" with host), into out; 0 when it does not fit or url is not one.
+ */
+size_t pf_cache_url_key(const struct pf_cache_conf *c, const char *url, const char *host, char *out,
+                        size_t size);
+
+/* Purge by url, prefix or tag from the L1 store; the number of objects removed. */
+size_t pf_cache_purge(const struct pf_cache_conf *c, struct pf_cstore *st, const char *what,
+                      const char *value);
+
+#endif /* PF_FILTER_CACHE_H */

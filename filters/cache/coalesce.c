@@ -1,0 +1,167 @@
+/*
+ * filters/cache/coalesce.c: one upstream fetch per cache key at a time.
+ *
+ * The first miss for a key becomes its leader: it goes upstream and calls
+ * pf_coalesce_done() when its response is stored (or turned out not to be
+ * storable, or the transaction ended). Later misses for the key, on any
+ * worker, pause: each gets a waiter, kept in the flight's list, with an
+ * event on its own worker's loop that is either activated by the leader's
+ * done (from whichever thread) or fires after lock_timeout. The waiter's
+ * callback then runs on its own worker, finds its transaction through a
+ * pf_tx_ref (it may have ended: then it only frees itself), and hands it
+ * back to the filter, which looks the store up again.
+ *
+ * The table is process-wide and never freed (a static mutex and buckets),
+ * so a waiter whose event fires after its snapshot's store is gone still
+ * touches only memory that lives. Flights are keyed by store and key.
+ *
+ * Ownership of a waiter: while `linked`, the flight's list holds it and the
+ * leader may activate its event (under the table lock). The callback takes
+ * the lock, unlinks it if still linked (a timeout), and from then on it is
+ * the callback's alone: event_free() also drops an activation that raced
+ * with the timeout, and the waiter is freed.
+ */
+#include "filters/cache/cache.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+
+#include "proxy/arena.h"
+#include "proxy/filter.h"
+
+#define BUCKETS 256
+
+struct waiter {
+    struct waiter *next;
+    struct flight *flight; /* guarded by lock: valid while linked */
+    bool linked;           /* guarded by lock */
+    struct event *ev;      /* on the waiter's worker loop */
+    struct pf_tx_ref ref;  /* the paused transaction */
+    pf_coalesce_fn fn;     /* called on the waiter's worker with its live tx */
+    void *arg;
+};
+
+struct flight {
+    struct flight *next;
+    const void *store;
+    char *key;
+    struct waiter *waiters;
+};
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static struct flight *table[BUCKETS]; /* guarded by lock */
+
+static unsigned bucket_of(const void *store, const char *key)
+{
+    uint64_t h = UINT64_C(1469598103934665603) ^ (uint64_t)(uintptr_t)store;
+
+    for (const unsigned char *p = (const unsigned char *)key; *p != '\0'; p++)
+        h = (h ^ *p) * UINT64_C(1099511628211);
+    return (unsigned)(h % BUCKETS);
+}
+
+/* The flight of (store, key) and the link that points at it, or NULL (lock held). */
+static struct flight **find(const void *store, const char *key)
+{
+    struct flight **pp = &table[bucket_of(store, key)];
+
+    for (; *pp != NULL; pp = &(*pp)->next) {
+        if ((*pp)->store == store && strcmp((*pp)->key, key) == 0)
+            return pp;
+    }
+    return NULL;
+}
+
+static void unlink_waiter(struct waiter *w)
+{
+    struct waiter **pp = &w->flight->waiters;
+
+    while (*pp != w)
+        pp = &(*pp)->next;
+    *pp = w->next;
+    w->linked = false;
+}
+
+static void wake_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct waiter *w = arg;
+    struct pf_tx *tx;
+    bool timed_out;
+
+    (void)fd;
+    (void)what;
+    pthread_mutex_lock(&lock);
+    timed_out = w->linked;
+    if (timed_out)
+        unlink_waiter(w);
+    pthread_mutex_unlock(&lock);
+    event_free(w->ev);
+    tx = pf_tx_deref(w->ref);
+    if (tx != NULL)
+        w->fn(tx, w->arg, timed_out);
+    free(w);
+}
+
+enum pf_coalesce pf_coalesce_join(const void *store, const char *key, struct pf_tx *tx,
+                                  uint64_t timeout_ms, pf_coalesce_fn fn, void *arg)
+{
+    struct flight **pp;
+    struct flight *f;
+    struct waiter *w;
+    struct timeval tv = {(time_t)(timeout_ms / 1000), (suseconds_t)(timeout_ms % 1000) * 1000};
+
+    pthread_mutex_lock(&lock);
+    pp = find(store, key);
+    if (pp == NULL) {
+        f = pf_xcalloc(1, sizeof(*f));
+        f->store = store;
+        f->key = pf_xstrdup(key);
+        f->next = table[bucket_of(store, key)];
+        table[bucket_of(store, key)] = f;
+        pthread_mutex_unlock(&lock);
+        return PF_COALESCE_LEADER;
+    }
+    w = pf_xcalloc(1, sizeof(*w));
+    w->ev = event_new(pf_worker_base(pf_tx_worker(tx)), -1, 0, wake_cb, w);
+    if (w->ev == NULL || event_add(w->ev, &tv) != 0) {
+        pthread_mutex_unlock(&lock);
+        if (w->ev != NULL)
+            event_free(w->ev);
+        free(w);
+        return PF_COALESCE_ALONE; /* go upstream uncoalesced */
+    }
+    w->ref = pf_tx_ref(tx);
+    w->fn = fn;
+    w->arg = arg;
+    w->flight = *pp;
+    w->linked = true;
+    w->next = (*pp)->waiters;
+    (*pp)->waiters = w;
+    pthread_mutex_unlock(&lock);
+    return PF_COALESCE_WAITING;
+}
+
+void pf_coalesce_done(const void *store, const char *key)
+{
+    struct flight **pp;
+    struct flight *f;
+
+    pthread_mutex_lock(&lock);
+    pp = find(store, key);
+    if (pp == NULL) {
+        pthread_mutex_unlock(&lock);
+        return;
+    }
+    f = *pp;
+    *pp = f->next;
+    for (struct waiter *w = f->waiters; w != NULL; w = w->next) {
+        w->linked = false;
+        event_active(w->ev, EV_READ, 0);
+    }
+    pthread_mutex_unlock(&lock);
+    free(f->key);
+    free(f);
+}
