@@ -75,6 +75,14 @@ struct pf_filter_ops {
      * stays): leave nothing allocated then.
      */
     int (*worker_init)(const void *conf, struct pf_worker *w, void **wstate);
+    /*
+     * Runs on worker w's own thread (or before that thread starts) when the
+     * snapshot becomes w's current one: the place for anything that touches
+     * w's event base (connections, timers), which worker_init must not do.
+     * Called at most once per wstate; never for a snapshot that a failed
+     * reload drops.
+     */
+    void (*worker_start)(void *wstate);
     void (*worker_fini)(void *wstate);
     enum pf_verdict (*on_request)(struct pf_tx *tx, struct pf_slot *s);
     enum pf_verdict (*on_response)(struct pf_tx *tx, struct pf_slot *s);

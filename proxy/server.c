@@ -245,6 +245,12 @@ static void worker_switch(struct pf_worker *w, void *arg)
     struct pf_wconf *old = w->wc;
 
     w->wc = arg;
+    for (unsigned i = 0; i < w->wc->cfg->n_filters && !w->is_admin; i++) {
+        const struct pf_filter_ops *ops = w->wc->cfg->filters[i].ops;
+
+        if (ops->worker_start != NULL)
+            ops->worker_start(w->wc->wstates[i]);
+    }
     if (old != NULL)
         pf_server_wconf_unref(w, old);
 }

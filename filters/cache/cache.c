@@ -33,6 +33,8 @@
 #include "filters/cache/l2.h"
 #include "filters/cache/store.h"
 
+static struct pf_l2 *l2_of(struct pf_slot *s);
+
 #define KEY_MAX     4096 /* primary key, with the include_headers values */
 #define VARIANT_MAX 2048
 #define VARY_MAX    1024
@@ -289,10 +291,12 @@ static char *l2_key(struct pf_arena *a, const char *key, const char *variant);
  */
 static size_t drop_key(struct pf_slot *s, struct pf_tx *tx, const char *key, bool all)
 {
-    if (s->wstate != NULL && all)
-        pf_l2_purge_prefix(s->wstate, l2_key(pf_tx_arena(tx), key, ""));
-    else if (s->wstate != NULL)
-        pf_l2_del(s->wstate, l2_key(pf_tx_arena(tx), key, ""));
+    struct pf_l2 *l2 = l2_of(s);
+
+    if (l2 != NULL && all)
+        pf_l2_purge_prefix(l2, l2_key(pf_tx_arena(tx), key, ""));
+    else if (l2 != NULL)
+        pf_l2_del(l2, l2_key(pf_tx_arena(tx), key, ""));
     return pf_cstore_purge_key(s->pstate, key);
 }
 
@@ -398,10 +402,10 @@ static void l2_store(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_
     struct evbuffer *b;
     int64_t ttl = l2_ttl(c, o, now_s());
 
-    if (s->wstate == NULL || ttl <= 0 || (b = evbuffer_new()) == NULL)
+    if (l2_of(s) == NULL || ttl <= 0 || (b = evbuffer_new()) == NULL)
         return;
     pf_cobj_serialize(o, b);
-    pf_l2_set(s->wstate, l2_key(pf_tx_arena(tx), o->key, o->variant), evbuffer_pullup(b, -1),
+    pf_l2_set(l2_of(s), l2_key(pf_tx_arena(tx), o->key, o->variant), evbuffer_pullup(b, -1),
               evbuffer_get_length(b), (uint64_t)ttl, o->tags, o->n_tags);
     evbuffer_free(b);
 }
@@ -480,7 +484,7 @@ static enum pf_verdict l2_lookup(struct pf_tx *tx, struct pf_slot *s, struct cac
 {
     x->l2_done = true;
     x->ref = pf_tx_ref(tx);
-    x->l2_get = pf_l2_get(s->wstate, l2_key(pf_tx_arena(tx), x->key, x->variant), l2_got, s);
+    x->l2_get = pf_l2_get(l2_of(s), l2_key(pf_tx_arena(tx), x->key, x->variant), l2_got, s);
     return PF_PAUSED;
 }
 
@@ -501,7 +505,7 @@ static enum pf_verdict cache_lookup(const struct pf_cache_conf *c, struct pf_tx 
     o = pf_cstore_get(st, x->key, variant);
     if (o == NULL) {
         x->fwd = has_vary ? "vary-miss" : "uri-miss";
-        if (s->wstate != NULL && !x->l2_done)
+        if (l2_of(s) != NULL && !x->l2_done)
             return l2_lookup(tx, s, x);
         return x->req_cc.only_if_cached ? only_if_cached(tx, x) : PF_NEXT;
     }
@@ -892,7 +896,7 @@ static void cache_on_done(struct pf_tx *tx, struct pf_slot *s)
         pf_cobj_builder_abandon(x->b); /* the body never ended: nothing stored */
     leader_done(s, x);
     if (x->l2_get != 0)
-        pf_l2_cancel(s->wstate, x->l2_get); /* its callback would find the ctx freed */
+        pf_l2_cancel(l2_of(s), x->l2_get); /* its callback would find the ctx freed */
     pf_cobj_unref(x->stale);
     pf_cobj_unref(x->emit);
     x->b = NULL;
@@ -900,12 +904,30 @@ static void cache_on_done(struct pf_tx *tx, struct pf_slot *s)
     x->emit = NULL;
 }
 
-/* ---- worker state: the L2 client of this worker's loop, when redis is set ---- */
+/*
+ * ---- worker state: the L2 client of this worker's loop, when redis is set ----
+ *
+ * worker_init runs on the main thread (snapshots are built there before a
+ * worker switches to them), so it must not touch the worker's event base:
+ * the client is made by worker_start, on the worker's own thread.
+ */
+
+struct cache_wstate {
+    struct pf_l2_conf lc; /* points into the filter's conf, which outlives the wstate */
+    struct pf_worker *w;
+    struct pf_l2 *l2; /* made by worker_start; NULL when pf_l2_new refused the settings */
+};
 
 static int cache_worker_init(const void *conf, struct pf_worker *w, void **wstate)
 {
     const struct pf_cache_conf *c = conf;
-    struct pf_l2_conf lc = {
+    struct cache_wstate *ws;
+
+    *wstate = NULL;
+    if (c->redis_addresses.n == 0)
+        return 0;
+    ws = pf_xcalloc(1, sizeof(*ws));
+    ws->lc = (struct pf_l2_conf){
         .addresses = (const char *const *)c->redis_addresses.v,
         .n_addresses = c->redis_addresses.n,
         .db = c->redis_db,
@@ -913,17 +935,34 @@ static int cache_worker_init(const void *conf, struct pf_worker *w, void **wstat
         .timeout_ms = c->redis_timeout_ms,
         .key_prefix = c->redis_key_prefix,
     };
-
-    *wstate = NULL;
-    if (c->redis_addresses.n == 0)
-        return 0;
-    *wstate = pf_l2_new(pf_worker_base(w), &lc);
-    return *wstate != NULL ? 0 : -1;
+    ws->w = w;
+    *wstate = ws;
+    return 0;
 }
 
 static void cache_worker_fini(void *wstate)
 {
-    pf_l2_free(wstate);
+    struct cache_wstate *ws = wstate;
+
+    if (ws == NULL)
+        return;
+    pf_l2_free(ws->l2);
+    free(ws);
+}
+
+static void cache_worker_start(void *wstate)
+{
+    struct cache_wstate *ws = wstate;
+
+    if (ws != NULL && ws->l2 == NULL)
+        ws->l2 = pf_l2_new(pf_worker_base(ws->w), &ws->lc);
+}
+
+static struct pf_l2 *l2_of(struct pf_slot *s)
+{
+    struct cache_wstate *ws = s->wstate;
+
+    return ws != NULL ? ws->l2 : NULL;
 }
 
 /* ---- process state: the L1 store outlives a reload that keeps `memory` ---- */
@@ -953,6 +992,7 @@ const struct pf_filter_ops pf_filter_cache = {
     .conf_parse = pf_cache_conf_parse,
     .conf_free = pf_cache_conf_free,
     .worker_init = cache_worker_init,
+    .worker_start = cache_worker_start,
     .worker_fini = cache_worker_fini,
     .on_request = cache_on_request,
     .on_response = cache_on_response,

@@ -81,6 +81,23 @@ static int parse_key(const struct pf_conf_node *n, void *field, struct pf_err *e
     return pf_conf_fill_section(n, "cache.key", cache_key_keys, field, err);
 }
 
+/* host:port (port 1-65535) or unix:/path: what the L2 client can connect to. */
+static bool redis_address_ok(const char *a)
+{
+    const char *colon = strrchr(a, ':');
+    unsigned long port = 0;
+
+    if (strncmp(a, "unix:/", 6) == 0)
+        return a[6] != '\0';
+    if (colon == NULL || colon == a || colon[1] == '\0')
+        return false;
+    for (const char *p = colon + 1; *p != '\0'; p++) {
+        if (*p < '0' || *p > '9' || (port = port * 10 + (unsigned long)(*p - '0')) > 65535)
+            return false;
+    }
+    return port > 0;
+}
+
 static int parse_redis(const struct pf_conf_node *n, void *field, struct pf_err *err)
 {
     struct pf_cache_conf *c = field;
@@ -101,6 +118,13 @@ static int parse_redis(const struct pf_conf_node *n, void *field, struct pf_err 
     if (c->redis_addresses.n == 0) {
         pf_err_at(err, n, "cache.redis: address (or addresses) is required");
         return -EINVAL;
+    }
+    for (unsigned i = 0; i < c->redis_addresses.n; i++) {
+        if (!redis_address_ok(c->redis_addresses.v[i])) {
+            pf_err_at(err, n, "cache.redis: '%s' is not host:port or unix:/path",
+                      c->redis_addresses.v[i]);
+            return -EINVAL;
+        }
     }
     return 0;
 }

@@ -388,6 +388,9 @@ def test_cache_settings_errors_have_positions():
             "{{cache}}", "redis: { db: 3 }"))
         assert rc != 0 and "address" in out, out
         rc, out = p.check_config(CONFIG.replace(
+            "{{cache}}", "redis: { address: \"127.0.0.1\" }"))
+        assert rc != 0 and "is not host:port or unix:/path" in out, out
+        rc, out = p.check_config(CONFIG.replace(
             "{{cache}}", "redis: { address: \"127.0.0.1:6379\", timeout: 20ms }, "
             "key: { ignore_query: [utm_*] }, default_ttl: 10s, targeted_header: X-CC"))
         assert rc == 0, out

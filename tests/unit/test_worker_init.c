@@ -31,6 +31,7 @@
 static int fail_on = -1;  /* worker index whose worker_init fails; -1: none */
 static _Atomic int inits; /* wstates created and not yet finished (workers finish some) */
 static _Atomic int init_calls;
+static _Atomic int starts; /* worker_start calls */
 
 static int counting_init(const void *conf, struct pf_worker *w, void **wstate)
 {
@@ -51,6 +52,12 @@ static int flaky_init(const void *conf, struct pf_worker *w, void **wstate)
     return counting_init(conf, w, wstate);
 }
 
+static void counting_start(void *wstate)
+{
+    assert_non_null(wstate);
+    starts++;
+}
+
 static void counting_fini(void *wstate)
 {
     inits--;
@@ -60,6 +67,7 @@ static void counting_fini(void *wstate)
 static const struct pf_filter_ops good_ops = {
     .name = "good",
     .worker_init = counting_init,
+    .worker_start = counting_start,
     .worker_fini = counting_fini,
 };
 
@@ -118,6 +126,7 @@ static int setup(void **state)
     fclose(f);
     fail_on = -1;
     inits = 0;
+    starts = 0;
     init_calls = 0;
     return 0;
 }
@@ -180,6 +189,7 @@ static void test_worker_init_failure_fails_the_reload_and_keeps_the_snapshot(voi
     memset(&s, 0, sizeof(s));
     assert_int_equal(pf_server_start(&s, load()), 0);
     assert_int_equal(inits, 4); /* 2 workers x 2 filters; the admin loop has none */
+    assert_int_equal(starts, 2); /* "good" started on each worker */
     running = s.cfg;
 
     fail_on = 0;
@@ -187,6 +197,7 @@ static void test_worker_init_failure_fails_the_reload_and_keeps_the_snapshot(voi
     assert_int_equal(pf_server_reload(&s, result), -1);
     assert_int_equal(init_calls, 2); /* worker 0: "good", then "flaky" failed */
     assert_int_equal(inits, 4);      /* the new wstates were finished, the old kept */
+    assert_int_equal(starts, 2);     /* a dropped snapshot is never started */
     assert_ptr_equal(s.cfg, running);
     assert_int_equal(s.reloads_failed, 1);
     assert_int_equal(s.reloads_ok, 0);
