@@ -70,7 +70,8 @@ struct pf_worker {
     unsigned n_pools;
     struct evbuffer *alog; /* access log lines not yet handed to the writer */
     struct event *tick;    /* 100 ms housekeeping: log flush, pool sweep */
-    struct event *mail_ev;
+    struct event *mail_ev; /* reads mail_fd */
+    int mail_fd;           /* eventfd: written by pf_server_mail from any thread */
     pthread_mutex_t mail_lock;
     struct pf_mail *mail_head; /* guarded by mail_lock */
     struct pf_mail *mail_tail; /* guarded by mail_lock */
