@@ -124,6 +124,11 @@ void pf_server_mail(struct pf_worker *w, void (*fn)(struct pf_worker *, void *),
         ;
 }
 
+void pf_worker_call(struct pf_worker *w, void (*fn)(struct pf_worker *, void *), void *arg)
+{
+    pf_server_mail(w, fn, arg);
+}
+
 static void mail_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct pf_worker *w = arg;

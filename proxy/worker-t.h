@@ -1,7 +1,7 @@
 /*
  * A worker thread (one event loop), the configuration snapshot as it uses it
  * and its mailbox. Nothing here is touched by another thread except the
- * mailbox (its own lock) and the atomics, which say so.
+ * mailbox (its own lock; its eventfd wakes the worker) and the atomics, which say so.
  */
 #ifndef PF_WORKER_T_H
 #define PF_WORKER_T_H
