@@ -72,7 +72,8 @@ struct pf_filter_ops {
     /*
      * Runs on the main thread when a snapshot is built for worker w (start,
      * reload). Non-zero fails the start or the reload (the running snapshot
-     * stays): leave nothing allocated then.
+     * stays): leave nothing allocated then. w's loop may be running: add no
+     * event to pf_worker_base(w) here, do it in worker_start.
      */
     int (*worker_init)(const void *conf, struct pf_worker *w, void **wstate);
     /*
@@ -145,7 +146,8 @@ void pf_tx_error(struct pf_tx *tx, int status, enum pf_error code);
  *    memory the filter owns (wstate, malloc) unless on_done cancels it, since
  *    the arena is freed with the tx;
  *  - only the tx's worker thread may call pf_tx_deref() and pf_tx_resume():
- *    use an event on pf_worker_base() of pf_tx_worker(tx) to get back there;
+ *    use pf_worker_call(pf_tx_worker(tx), ...) to get back there from
+ *    another thread;
  *  - resume exactly once per PF_PAUSED: a stray second call could continue a
  *    later filter's pause.
  */
@@ -170,8 +172,17 @@ struct pf_worker *pf_tx_worker(struct pf_tx *tx);
 /* Index of the worker thread (0..n-1) and the number of workers. */
 unsigned pf_worker_index(const struct pf_worker *w);
 unsigned pf_worker_count(const struct pf_worker *w);
-/* The worker's event_base (struct event_base *), for filters doing I/O. */
+/*
+ * The worker's event_base (struct event_base *), for filters doing I/O. It
+ * has no lock: only w's own thread may add, delete or activate its events.
+ */
 void *pf_worker_base(struct pf_worker *w);
+/*
+ * Any thread: run fn(w, arg) on w's thread, soon, in the order of the calls
+ * to w (the way to reach a worker from another thread). Calls still pending
+ * when the worker stops are dropped without running.
+ */
+void pf_worker_call(struct pf_worker *w, void (*fn)(struct pf_worker *w, void *arg), void *arg);
 
 /* Request line; strings are NUL-terminated and live as long as the tx. */
 const char *pf_tx_method(const struct pf_tx *tx);

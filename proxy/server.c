@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -103,6 +104,7 @@ unsigned pf_server_auto_workers(void)
 void pf_server_mail(struct pf_worker *w, void (*fn)(struct pf_worker *, void *), void *arg)
 {
     struct pf_mail *m = pf_xmalloc(sizeof(*m));
+    uint64_t one = 1;
 
     m->fn = fn;
     m->arg = arg;
@@ -114,16 +116,29 @@ void pf_server_mail(struct pf_worker *w, void (*fn)(struct pf_worker *, void *),
         w->mail_head = m;
     w->mail_tail = m;
     pthread_mutex_unlock(&w->mail_lock);
-    event_active(w->mail_ev, EV_READ, 0);
+    /*
+     * An eventfd, not event_active(): the worker's event base has no lock
+     * (EVENT_BASE_FLAG_NOLOCK), so no other thread may touch its events.
+     */
+    while (write(w->mail_fd, &one, sizeof(one)) < 0 && errno == EINTR)
+        ;
+}
+
+void pf_worker_call(struct pf_worker *w, void (*fn)(struct pf_worker *, void *), void *arg)
+{
+    pf_server_mail(w, fn, arg);
 }
 
 static void mail_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct pf_worker *w = arg;
     struct pf_mail *m;
+    uint64_t n;
 
-    (void)fd;
     (void)what;
+    /* reset the eventfd before taking the list: mail sent after this wakes us again */
+    while (read(fd, &n, sizeof(n)) < 0 && errno == EINTR)
+        ;
     pthread_mutex_lock(&w->mail_lock);
     m = w->mail_head;
     w->mail_head = w->mail_tail = NULL;
@@ -341,6 +356,26 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
         pf_upstream_sweep(w, false);
 }
 
+/*
+ * A worker's event base, without locks: only its own thread touches it (other
+ * threads reach it through the mailbox's eventfd), and taking the base's mutex
+ * on every event_add/event_del costs hundreds of instructions per request.
+ */
+static struct event_base *worker_base_new(void)
+{
+    struct event_config *ec = event_config_new();
+    struct event_base *base;
+
+    if (ec == NULL)
+        pf_fatal("event_config_new failed");
+    event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK);
+    base = event_base_new_with_config(ec);
+    event_config_free(ec);
+    if (base == NULL)
+        pf_fatal("event_base_new failed");
+    return base;
+}
+
 static void worker_init(struct pf_server *s, struct pf_worker *w, unsigned index, bool admin)
 {
     struct timeval tv = {0, 100 * 1000};
@@ -349,13 +384,15 @@ static void worker_init(struct pf_server *s, struct pf_worker *w, unsigned index
     w->count = s->n_workers;
     w->is_admin = admin;
     w->srv = s;
-    w->base = admin ? s->base : event_base_new();
-    if (w->base == NULL)
-        pf_fatal("event_base_new failed");
+    w->base = admin ? s->base : worker_base_new();
     pf_stream_loop_init(&w->sloop, w->base);
     TAILQ_INIT(&w->conns);
     pthread_mutex_init(&w->mail_lock, NULL);
-    w->mail_ev = event_new(w->base, -1, EV_PERSIST, mail_cb, w);
+    w->mail_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (w->mail_fd < 0)
+        pf_fatal("eventfd failed");
+    w->mail_ev = event_new(w->base, w->mail_fd, EV_READ | EV_PERSIST, mail_cb, w);
+    event_add(w->mail_ev, NULL);
     w->tick = event_new(w->base, -1, EV_PERSIST, tick_cb, w);
     event_add(w->tick, &tv);
     w->alog = pf_evbuffer_new();
@@ -414,6 +451,7 @@ static void worker_free(struct pf_worker *w)
     pf_listen_worker_free(w);
     event_free(w->tick);
     event_free(w->mail_ev);
+    close(w->mail_fd);
     evbuffer_free(w->alog);
     pf_stats_free(w->stats);
     pf_txref_fini(w);
@@ -652,6 +690,7 @@ int pf_server_start(struct pf_server *s, struct pf_config *cfg)
     static const int sigs[PF_SERVER_N_SIGNALS] = {SIGHUP, SIGUSR1, SIGTERM, SIGINT};
 
     the_server = s;
+    /* for the main loop's base only (workers event_active() its drain_check) */
     evthread_use_pthreads();
     signal(SIGPIPE, SIG_IGN);
     s->cfg = cfg;

@@ -11,6 +11,7 @@
 #include <event2/buffer.h>
 
 #include "proxy/arena.h"
+#include "proxy/clock.h"
 #include "proxy/log.h"
 
 #define READ_SMALL (16 * 1024)
@@ -119,6 +120,32 @@ static void stream_event(struct pf_stream *s, int what)
         s->eventcb(s, what, s->arg);
 }
 
+/* (Re)arm the read event: the read timeout, or what is left to the read deadline. */
+static void rev_add(struct pf_stream *s)
+{
+    if (s->read_deadline_us != 0) {
+        uint64_t now = pf_now_us();
+        uint64_t left = s->read_deadline_us > now ? s->read_deadline_us - now : 0;
+        struct timeval tv = {(time_t)(left / 1000000), (suseconds_t)(left % 1000000)};
+
+        event_add(&s->rev, &tv);
+        s->rto_cut = true;
+        return;
+    }
+    event_add(&s->rev, s->has_rto ? &s->rto : NULL);
+    s->rto_cut = false;
+}
+
+/*
+ * A persistent event re-arms its whole timeout each time it runs: with a
+ * deadline, take it back to what is left (the callback may have cleared it).
+ */
+static void rev_deadline(struct pf_stream *s)
+{
+    if (s->read_deadline_us != 0 && s->reading && !s->closed)
+        rev_add(s);
+}
+
 static void rev_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct pf_stream *s = arg;
@@ -141,8 +168,10 @@ static void rev_cb(evutil_socket_t fd, short what, void *arg)
     r = readv(fd, iov, n);
     if (r <= 0) {
         evbuffer_commit_space(s->in, v, 0);
-        if (r == -1 && (errno == EAGAIN || errno == EINTR))
+        if (r == -1 && (errno == EAGAIN || errno == EINTR)) {
+            rev_deadline(s);
             return;
+        }
         s->err = r == 0 ? 0 : errno;
         pf_stream_read(s, false);
         stream_event(s, r == 0 ? PF_STREAM_EOF : PF_STREAM_ERROR);
@@ -158,6 +187,7 @@ static void rev_cb(evutil_socket_t fd, short what, void *arg)
     evbuffer_commit_space(s->in, v, n);
     if (s->readcb != NULL)
         s->readcb(s, s->arg);
+    rev_deadline(s); /* a freed stream waits in the grave: s->closed can be read */
 }
 
 static void wev_cb(evutil_socket_t fd, short what, void *arg)
@@ -256,7 +286,7 @@ void pf_stream_read(struct pf_stream *s, bool on)
         return;
     s->reading = on;
     if (on)
-        event_add(&s->rev, s->has_rto ? &s->rto : NULL);
+        rev_add(s);
     else
         event_del(&s->rev);
 }
@@ -272,7 +302,21 @@ void pf_stream_set_read_timeout(struct pf_stream *s, const struct timeval *tv)
         /* re-adding with NULL keeps an old timeout: remove first */
         if (!s->has_rto)
             event_del(&s->rev);
-        event_add(&s->rev, s->has_rto ? &s->rto : NULL);
+        rev_add(s);
+    }
+}
+
+void pf_stream_set_read_deadline(struct pf_stream *s, uint64_t us)
+{
+    s->read_deadline_us = us;
+    if (us == 0 && s->rto_cut) {
+        s->rto_cut = false;
+        if (s->reading && !s->closed) {
+            /* back to the plain read timeout ("re-adding with NULL keeps an old timeout") */
+            if (!s->has_rto)
+                event_del(&s->rev);
+            rev_add(s);
+        }
     }
 }
 

@@ -67,10 +67,12 @@ struct pf_stream {
     pf_stream_cb writecb; /* a flush wrote everything queued (backpressure may resume) */
     pf_stream_event_cb eventcb;
     void *arg;
-    struct timeval rto; /* read inactivity timeout, if has_rto */
-    struct timeval wto; /* longest wait for writability, if has_wto */
+    struct timeval rto;        /* read inactivity timeout, if has_rto */
+    struct timeval wto;        /* longest wait for writability, if has_wto */
+    uint64_t read_deadline_us; /* pf_stream_set_read_deadline; 0: none */
     bool has_rto;
     bool has_wto;
+    bool rto_cut;   /* the read event is armed up to the deadline, not with rto */
     bool big_reads; /* the last read filled its buffer */
     bool reading;   /* read event wanted */
     bool connecting;
@@ -113,6 +115,16 @@ void pf_stream_read(struct pf_stream *s, bool on);
  * costs no syscall; removing it does (epoll_ctl twice): keep one set.
  */
 void pf_stream_set_read_timeout(struct pf_stream *s, const struct timeval *tv);
+
+/*
+ * A deadline (pf_now_us() time; 0: none) for the read timeout: while it is
+ * set, the read event is re-armed after each read with what is left until
+ * it, instead of the whole read timeout, so that reads do not extend it.
+ * Setting one does not re-arm the event: set it with a read timeout that
+ * ends no later. Clearing it goes back to the plain read timeout; a stream
+ * that has not read since it was set costs no event operation.
+ */
+void pf_stream_set_read_deadline(struct pf_stream *s, uint64_t us);
 
 /*
  * Longest wait for the socket to take more output (NULL: none); past it the

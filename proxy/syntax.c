@@ -145,14 +145,20 @@ bool pf_http_host_valid(const char *s, size_t len)
     return true;
 }
 
+/* Bytes of a request-target: 1 allowed as is, 2 '%' (an escape follows), 0 never. */
+static const unsigned char target_class[256] = {
+    [0x21 ... 0x22] = 1, /* not '#' (0x23) */
+    ['$'] = 1,
+    ['%'] = 2,
+    [0x26 ... 0x7e] = 1,
+};
+
 bool pf_http_target_valid(const char *s, size_t len)
 {
     for (size_t i = 0; i < len; i++) {
-        unsigned char ch = (unsigned char)s[i];
+        unsigned char c = target_class[(unsigned char)s[i]];
 
-        if (ch <= 0x20 || ch >= 0x7f || ch == '#')
-            return false;
-        if (ch == '%' && pct_len(s, i, len) == 0)
+        if (c != 1 && (c == 0 || pct_len(s, i, len) == 0))
             return false;
     }
     return true;

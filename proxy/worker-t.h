@@ -1,7 +1,7 @@
 /*
  * A worker thread (one event loop), the configuration snapshot as it uses it
  * and its mailbox. Nothing here is touched by another thread except the
- * mailbox (its own lock) and the atomics, which say so.
+ * mailbox (its own lock; its eventfd wakes the worker) and the atomics, which say so.
  */
 #ifndef PF_WORKER_T_H
 #define PF_WORKER_T_H
@@ -70,7 +70,8 @@ struct pf_worker {
     unsigned n_pools;
     struct evbuffer *alog; /* access log lines not yet handed to the writer */
     struct event *tick;    /* 100 ms housekeeping: log flush, pool sweep */
-    struct event *mail_ev;
+    struct event *mail_ev; /* reads mail_fd */
+    int mail_fd;           /* eventfd: written by pf_server_mail from any thread */
     pthread_mutex_t mail_lock;
     struct pf_mail *mail_head; /* guarded by mail_lock */
     struct pf_mail *mail_tail; /* guarded by mail_lock */

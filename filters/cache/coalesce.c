@@ -15,11 +15,12 @@
  * so a waiter whose event fires after its snapshot's store is gone still
  * touches only memory that lives. Flights are keyed by store and key.
  *
- * Ownership of a waiter: while `linked`, the flight's list holds it and the
- * leader may activate its event (under the table lock). The callback takes
- * the lock, unlinks it if still linked (a timeout), and from then on it is
- * the callback's alone: event_free() also drops an activation that raced
- * with the timeout, and the waiter is freed.
+ * Ownership of a waiter: while `linked`, the flight's list holds it. The
+ * leader's done unlinks it under the table lock and hands it to its own
+ * worker with pf_worker_call (worker loops have no lock: another thread may
+ * not touch their events); that call owns it from then on. The timeout
+ * callback takes the lock: if the waiter is still linked it unlinks it and
+ * owns it; if not, the leader's call is on its way and will free it.
  */
 #include "filters/cache/cache.h"
 
@@ -36,11 +37,12 @@
 
 struct waiter {
     struct waiter *next;
-    struct flight *flight; /* guarded by lock: valid while linked */
-    bool linked;           /* guarded by lock */
-    struct event *ev;      /* on the waiter's worker loop */
-    struct pf_tx_ref ref;  /* the paused transaction */
-    pf_coalesce_fn fn;     /* called on the waiter's worker with its live tx */
+    struct flight *flight;    /* guarded by lock: valid while linked */
+    bool linked;              /* guarded by lock */
+    struct event *ev;         /* on the waiter's worker loop: the lock_timeout */
+    struct pf_worker *worker; /* the paused transaction's worker */
+    struct pf_tx_ref ref;     /* the paused transaction */
+    pf_coalesce_fn fn;        /* called on the waiter's worker with its live tx */
     void *arg;
 };
 
@@ -85,24 +87,40 @@ static void unlink_waiter(struct waiter *w)
     w->linked = false;
 }
 
-static void wake_cb(evutil_socket_t fd, short what, void *arg)
+/* On the waiter's worker: hand the transaction back to the filter, free the waiter. */
+static void wake(struct waiter *w, bool timed_out)
 {
-    struct waiter *w = arg;
     struct pf_tx *tx;
-    bool timed_out;
 
-    (void)fd;
-    (void)what;
-    pthread_mutex_lock(&lock);
-    timed_out = w->linked;
-    if (timed_out)
-        unlink_waiter(w);
-    pthread_mutex_unlock(&lock);
     event_free(w->ev);
     tx = pf_tx_deref(w->ref);
     if (tx != NULL)
         w->fn(tx, w->arg, timed_out);
     free(w);
+}
+
+/* The leader is done: sent by pf_coalesce_done, runs on the waiter's worker. */
+static void woken_by_leader(struct pf_worker *wk, void *arg)
+{
+    (void)wk;
+    wake(arg, false);
+}
+
+/* lock_timeout passed, or the leader is done and its call is on its way. */
+static void timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct waiter *w = arg;
+    bool mine;
+
+    (void)fd;
+    (void)what;
+    pthread_mutex_lock(&lock);
+    mine = w->linked;
+    if (mine)
+        unlink_waiter(w);
+    pthread_mutex_unlock(&lock);
+    if (mine)
+        wake(w, true);
 }
 
 enum pf_coalesce pf_coalesce_join(const void *store, const char *key, struct pf_tx *tx,
@@ -125,7 +143,8 @@ enum pf_coalesce pf_coalesce_join(const void *store, const char *key, struct pf_
         return PF_COALESCE_LEADER;
     }
     w = pf_xcalloc(1, sizeof(*w));
-    w->ev = event_new(pf_worker_base(pf_tx_worker(tx)), -1, 0, wake_cb, w);
+    w->worker = pf_tx_worker(tx);
+    w->ev = event_new(pf_worker_base(w->worker), -1, 0, timeout_cb, w);
     if (w->ev == NULL || event_add(w->ev, &tv) != 0) {
         pthread_mutex_unlock(&lock);
         if (w->ev != NULL)
@@ -157,9 +176,10 @@ void pf_coalesce_done(const void *store, const char *key)
     }
     f = *pp;
     *pp = f->next;
-    for (struct waiter *w = f->waiters; w != NULL; w = w->next) {
+    for (struct waiter *w = f->waiters, *next; w != NULL; w = next) {
+        next = w->next; /* w belongs to its worker's call from here on */
         w->linked = false;
-        event_active(w->ev, EV_READ, 0);
+        pf_worker_call(w->worker, woken_by_leader, w);
     }
     pthread_mutex_unlock(&lock);
     free(f->key);

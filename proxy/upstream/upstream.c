@@ -5,8 +5,9 @@
  * ends with the connection back in its pool, closed, or a retry.
  *
  * Timers: connect_timeout on the tx timer until connected; request_timeout
- * from the end of the request to the final head (tx timer), then between
- * reads (the stream's read timeout).
+ * from the end of the request to the final head (the stream's read timeout
+ * held to a deadline, pf_stream_set_read_deadline), then between reads (the
+ * stream's read timeout).
  */
 #include "proxy/upstream/upstream.h"
 
@@ -91,6 +92,7 @@ static void up_detach(struct pf_tx *tx, struct pf_upconn *uc, bool reuse)
         event_del(&tx->timer);
         tx->timer_set = false;
     }
+    pf_stream_set_read_deadline(uc->s, 0);
     p->n_active--;
     atomic_fetch_sub_explicit(&pf_endpoint_get(uc->endpoint_id)->active, 1, memory_order_relaxed);
     tx->uc = NULL;
@@ -151,13 +153,19 @@ static void tx_arm(struct pf_tx *tx, uint64_t ms)
 /*
  * The whole request is with a connected upstream: request_timeout is now an
  * absolute deadline for the final response head (interim 1xx responses and
- * a head that trickles in do not extend it; up_handle_head disarms it), and
+ * a head that trickles in do not extend it; up_handle_head lifts it), and
  * the read timeout, the same length, bounds each silence of the body after it.
+ * The read event carries both: no timer of its own to add and delete for
+ * each request.
  */
 static void up_await_head(struct pf_tx *tx, struct pf_upconn *uc)
 {
-    tx_arm(tx, tx->up->request_timeout_ms);
+    if (tx->timer_set) {
+        event_del(&tx->timer); /* the connect timeout, or the upload's */
+        tx->timer_set = false;
+    }
     pf_upconn_set_rto(uc, tx->up->request_timeout_ms);
+    pf_stream_set_read_deadline(uc->s, pf_now_us() + tx->up->request_timeout_ms * 1000);
 }
 
 /* ---- the response ---- */
@@ -178,6 +186,7 @@ static void up_handle_head(struct pf_upconn *uc)
         event_del(&tx->timer);
         tx->timer_set = false;
     }
+    pf_stream_set_read_deadline(uc->s, 0);
     upstream_report(tx, PF_OUTCOME_OK);
     tx->status = uc->parser.status_code;
     uc->state = PF_UC_READING_BODY;

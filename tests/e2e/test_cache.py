@@ -567,7 +567,9 @@ def test_cache_l2_shared_by_two_processes():
             t = "/l2?size=1500&" + cc("max-age=3600") + "&header=Surrogate-Key:k1"
             first = a.get(t)
             assert_miss(first)
-            assert b"t:" in r.command("KEYS", "t:*"), "nothing written to Redis"
+            # the write to Redis follows the response: wait for it, not for time
+            pf.eventually(lambda: b"t:" in r.command("KEYS", "t:*"), timeout=10,
+                          msg="the object written to Redis")
             o.reset_stats()
             got = b.get(t)  # B's memory misses, Redis has it: a hit, and B's memory is filled
             assert_hit(got, "L2 hit in the second process")

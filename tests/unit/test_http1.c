@@ -1181,6 +1181,22 @@ static void test_http1_host_syntax(void **state)
     }
 }
 
+/* Every byte value in a request-target: visible ASCII but '#'; '%' only as an escape. */
+static void test_http1_target_valid_each_byte(void **state)
+{
+    (void)state;
+    for (unsigned b = 0; b < 256; b++) {
+        char t[5] = {'/', (char)b, 'x', 0, 0};
+        bool want = b > 0x20 && b < 0x7f && b != '#' && b != '%';
+
+        if (pf_http_target_valid(t, 3) != want)
+            fail_msg("byte 0x%02x: expected %s", b, want ? "valid" : "invalid");
+    }
+    assert_true(pf_http_target_valid("/%41%2f", 7));
+    assert_false(pf_http_target_valid("/%4", 3));
+    assert_false(pf_http_target_valid("/%g1", 4));
+}
+
 static void test_http1_rejects_invalid_target_bytes(void **state)
 {
     static const char *const bad[] = {
@@ -1386,6 +1402,7 @@ int main(void)
         C(test_http1_replies_413_when_chunked_body_over_limit),
         C(test_http1_rejects_invalid_host),
         cmocka_unit_test(test_http1_host_syntax),
+        cmocka_unit_test(test_http1_target_valid_each_byte),
         C(test_http1_rejects_invalid_target_bytes),
         C(test_http1_accepts_valid_targets),
         C(test_http1_absolute_form_without_path),

@@ -26,6 +26,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 
+#include "proxy/clock.h"
 #include "proxy/stream.h"
 
 #define UNUSED     __attribute__((unused))
@@ -421,6 +422,45 @@ static void test_stream_read_timeout_not_fired_by_a_prompt_peer(void **state)
     assert_int_equal(f->r.n_events, 0);
 }
 
+/*
+ * A read deadline is not pushed back by reads: with a 20 s read timeout and a
+ * deadline already reached (the clock is fixed), the read that comes re-arms
+ * the event with nothing left, and the timeout fires (the guard is 10 s).
+ */
+static void test_stream_read_deadline_is_not_extended_by_reads(void **state)
+{
+    struct fixture *f = *state;
+    struct timeval tv = {20, 0};
+
+    pf_clock_fixed_us = 5000000;
+    pf_stream_set_read_timeout(f->s, &tv);
+    pf_stream_read(f->s, true);
+    pf_stream_set_read_deadline(f->s, pf_clock_fixed_us);
+    peer_send(f, "hello", 5);
+    assert_true(run_until(f, got_event, 10000));
+    pf_clock_fixed_us = 0;
+    assert_int_equal(f->r.reads, 1);
+    assert_int_equal(f->r.events[0], PF_STREAM_TIMEOUT);
+}
+
+/* Clearing the deadline goes back to the read timeout (20 s: no event in 500 ms). */
+static void test_stream_read_deadline_cleared_restores_the_read_timeout(void **state)
+{
+    struct fixture *f = *state;
+    struct timeval tv = {20, 0};
+
+    pf_clock_fixed_us = 5000000;
+    pf_stream_set_read_timeout(f->s, &tv);
+    pf_stream_read(f->s, true);
+    pf_stream_set_read_deadline(f->s, pf_clock_fixed_us);
+    peer_send(f, "hello", 5);
+    assert_true(run_until(f, got_5, 10000)); /* now armed with nothing left */
+    pf_stream_set_read_deadline(f->s, 0);
+    run_until(f, got_event, 500);
+    pf_clock_fixed_us = 0;
+    assert_int_equal(f->r.n_events, 0);
+}
+
 /* A peer that stops reading: the wait for writability times out. */
 static void test_stream_write_timeout_fires_when_the_peer_stops_reading(void **state)
 {
@@ -547,6 +587,10 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_stream_read_timeout_not_fired_by_a_prompt_peer, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_stream_read_deadline_is_not_extended_by_reads, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_stream_read_deadline_cleared_restores_the_read_timeout,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_stream_write_timeout_fires_when_the_peer_stops_reading,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_stream_timeout_values_become_common_timeouts, setup,

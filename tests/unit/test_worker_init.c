@@ -8,6 +8,7 @@
  * The server is started for real (threads, a Unix socket in a temporary
  * directory, no admin API, no access log) and drained at the end.
  */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -31,12 +32,26 @@
 static int fail_on = -1;  /* worker index whose worker_init fails; -1: none */
 static _Atomic int inits; /* wstates created and not yet finished (workers finish some) */
 static _Atomic int init_calls;
-static _Atomic int starts; /* worker_start calls */
+static _Atomic int starts;          /* worker_start calls */
+static _Atomic int calls_made;      /* pf_worker_call from worker_init (main thread) */
+static _Atomic int calls_ran;       /* ... that ran */
+static _Atomic int calls_on_worker; /* ... that ran on the worker they were made for */
+static pthread_t main_thread;
+
+/* pf_worker_call target: runs on w's own thread (its base has no lock). */
+static void note_call(struct pf_worker *w, void *arg)
+{
+    (void)arg;
+    if (!pthread_equal(pthread_self(), main_thread) && pf_worker_index(w) < 2)
+        calls_on_worker++;
+    calls_ran++;
+}
 
 static int counting_init(const void *conf, struct pf_worker *w, void **wstate)
 {
     (void)conf;
-    (void)w;
+    calls_made++;
+    pf_worker_call(w, note_call, NULL);
     init_calls++;
     inits++;
     *wstate = pf_xmalloc(1);
@@ -128,6 +143,8 @@ static int setup(void **state)
     inits = 0;
     starts = 0;
     init_calls = 0;
+    calls_made = calls_ran = calls_on_worker = 0;
+    main_thread = pthread_self();
     return 0;
 }
 
@@ -188,7 +205,7 @@ static void test_worker_init_failure_fails_the_reload_and_keeps_the_snapshot(voi
     (void)state;
     memset(&s, 0, sizeof(s));
     assert_int_equal(pf_server_start(&s, load()), 0);
-    assert_int_equal(inits, 4); /* 2 workers x 2 filters; the admin loop has none */
+    assert_int_equal(inits, 4);  /* 2 workers x 2 filters; the admin loop has none */
     assert_int_equal(starts, 2); /* "good" started on each worker */
     running = s.cfg;
 
@@ -211,6 +228,13 @@ static void test_worker_init_failure_fails_the_reload_and_keeps_the_snapshot(voi
     assert_int_equal(pf_server_reload(&s, result), 0);
     assert_int_equal(s.reloads_ok, 1);
     assert_ptr_not_equal(s.cfg, running);
+
+    /* every pf_worker_call reached its worker's thread (bounded wait: 10 s) */
+    for (int i = 0; i < 1000 && calls_ran < calls_made; i++)
+        usleep(10 * 1000);
+    assert_int_equal(calls_made, 4 + 1 + 4); /* start, failed reload, reload */
+    assert_int_equal(calls_ran, calls_made);
+    assert_int_equal(calls_on_worker, calls_made);
 
     pf_server_drain(&s, true);
     assert_int_equal(pf_server_run(&s), 0);
