@@ -469,6 +469,31 @@ def test_cache_swr_refresh_error_keeps_stale_entry():
         assert p.metrics().get(REFRESHED % "updated") == 0
 
 
+def test_cache_swr_refresh_in_flight_does_not_hold_up_exit():
+    o, p = start()
+    with o, p:
+        t = "/swrx?size=64&" + SWR
+        first = p.get(t)
+        assert_miss(first)
+        o.stop()
+        # in the origin's place, a listener that takes the refresh and never answers
+        hang = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        hang.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        hang.bind(("127.0.0.1", o.port))
+        hang.listen(8)
+        hang.settimeout(10)
+        try:
+            r = wait_stale_hit(p, t)
+            assert r.body == first.body, r
+            up, _ = hang.accept()  # the refresh is with the "upstream" now
+            # neither the drain nor the exit waits for it (request_timeout is 30s, drain_timeout
+            # 15s, and stop() kills after 10s): pilotfish ends it and exits cleanly
+            assert p.stop() == 0
+            up.close()
+        finally:
+            hang.close()
+
+
 # ---- settings, reload, order with gzip ----
 
 def test_cache_settings_errors_have_positions():
