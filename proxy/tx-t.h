@@ -128,6 +128,7 @@ struct pf_tx {
 
     /* a background transaction (pf_tx_background): no client, ever */
     bool background;
+    const char *bg_client;      /* the address of the client whose request it copies */
     struct event bg_start;      /* starts its chain from the loop */
     TAILQ_ENTRY(pf_tx) bg_link; /* in its worker's bg_txs */
 };

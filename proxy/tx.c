@@ -59,7 +59,9 @@ bool pf_tx_is_head(const struct pf_tx *tx)
 
 const char *pf_tx_client_addr(const struct pf_tx *tx)
 {
-    return tx->conn != NULL ? tx->conn->client : "-";
+    if (tx->conn != NULL)
+        return tx->conn->client;
+    return tx->bg_client != NULL ? tx->bg_client : "-";
 }
 
 const char *pf_tx_route_name(const struct pf_tx *tx)
@@ -261,6 +263,7 @@ bool pf_tx_background(struct pf_tx *tx, struct pf_slot *s)
     struct pf_worker *w = tx->w;
     struct pf_arena *a;
     struct pf_tx *bg;
+    const char *client;
     struct timeval now = {0, 0};
 
     if (w->draining || tx->route == NULL || s < tx->slots || s >= tx->slots + tx->n_filters)
@@ -277,6 +280,8 @@ bool pf_tx_background(struct pf_tx *tx, struct pf_slot *s)
     bg->t_start = pf_now_us();
     bg->client_keepalive = true;
     bg->background = true;
+    client = pf_tx_client_addr(tx); /* X-Forwarded-For names the client it refreshes for */
+    bg->bg_client = pf_arena_strndup(a, client, strlen(client));
     bg->method = "GET";
     bg->method_id = HTTP_GET;
     bg->url = pf_arena_strndup(a, tx->url, strlen(tx->url));

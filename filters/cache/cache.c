@@ -559,18 +559,26 @@ static void coalesced(struct pf_tx *tx, void *arg, bool timed_out)
  * A background refresh of a stale entry that a stale-while-revalidate hit
  * started (a copy of that request, with no client): it leads the key's flight
  * (or ends at once when another fetch of the key is under way, or the entry
- * went), and revalidates the entry with its validators, or refetches it.
+ * went or is fresh again), and revalidates the entry with its validators, or refetches it.
  */
 static enum pf_verdict refresh_request(struct pf_tx *tx, struct pf_slot *s, struct cache_ctx *x)
 {
-    static const char *const conditional[] = {"if-none-match", "if-modified-since",   "if-range",
-                                              "if-match",      "if-unmodified-since", "range"};
+    static const char *const conditional[] = {
+        "if-none-match", "if-modified-since",   "if-range",
+        "if-match",      "if-unmodified-since", "range",
+    };
+    const struct pf_cache_conf *c = s->conf;
     char variant[VARIANT_MAX];
     bool has_vary;
     struct pf_cobj *o = NULL;
 
     if (lookup_variant(s->pstate, tx, x->key, variant, sizeof(variant), &has_vary))
         o = pf_cstore_get(s->pstate, x->key, variant);
+    if (o != NULL &&
+        pf_cache_usable(&o->meta, &x->req_cc, &c->policy, now_s()) == PF_CACHE_USE_FRESH) {
+        pf_cobj_unref(o); /* refreshed meanwhile */
+        o = NULL;
+    }
     if (o == NULL || !pf_coalesce_lead(s->pstate, x->key)) {
         pf_cobj_unref(o);
         x->fwd = NULL; /* not counted, no Cache-Status: nobody reads this answer */
@@ -581,9 +589,10 @@ static enum pf_verdict refresh_request(struct pf_tx *tx, struct pf_slot *s, stru
     x->background = true;
     x->refresh = PF_REFRESH_FAILED; /* until a response says otherwise */
     x->variant = pf_arena_strndup(pf_tx_arena(tx), variant, strlen(variant));
+    /* the client's own conditionals and range are not the cache's */
     for (size_t i = 0; i < sizeof(conditional) / sizeof(conditional[0]); i++)
-        pf_tx_req_header_del(tx, conditional[i]); /* the client's own, not the cache's */
-    go_revalidate(tx, x, o);                      /* takes the reference */
+        pf_tx_req_header_del(tx, conditional[i]);
+    go_revalidate(tx, x, o); /* takes the reference */
     return PF_NEXT;
 }
 

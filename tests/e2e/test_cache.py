@@ -421,6 +421,22 @@ def test_cache_swr_serves_stale_and_refreshes_once():
         assert o.stats()["requests"] == 1
 
 
+def test_cache_swr_refresh_revalidates_with_the_stored_etag():
+    o, p = start()
+    with o, p:
+        t = "/swrv?size=64&etag=v1&" + SWR
+        first = p.get(t)
+        assert_miss(first)
+        o.reset_stats()
+        wait_stale_hit(p, t)
+        assert wait_metric(p, REFRESHED % "revalidated", 1) == 1
+        assert o.stats()["requests"] == 1
+        r = p.get(t)
+        assert_hit(r, "after the 304")
+        assert r.body == first.body and seq(r) != seq(first), r.headers  # the 304's headers
+        assert p.metrics().get(REFRESHED % "updated") == 0
+
+
 def test_cache_swr_concurrent_stale_hits_refresh_once():
     o, p = start(workers=2)
     with o, p:
