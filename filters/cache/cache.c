@@ -56,6 +56,9 @@ struct cache_ctx {
     bool leader;               /* this request fetches the key for coalesced waiters */
     bool collapsed;            /* this request waited for another one's fetch */
     bool l2_done;              /* the L2 tier was asked (once per request) */
+    bool debug_key;            /* Cache-Status says key= (filters.cache.debug_key) */
+    bool gateway_timeout;      /* a 502 of pilotfish turned 504 (stale not allowed) */
+    struct evbuffer *err_body; /* ... its JSON body, until eos */
     uint64_t l2_get;           /* pending pf_l2_get handle, 0 = none */
     struct pf_tx_ref ref;      /* for the L2 callback */
     const char *fwd;           /* Cache-Status fwd= */
@@ -150,6 +153,52 @@ static bool tx_key(const struct pf_cache_conf *c, struct pf_tx *tx, const char *
 static void cache_status(struct pf_tx *tx, const struct cache_ctx *x, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Append s to out as the inside of an sf-string: \\ and \" escaped, bytes outside 0x20-0x7e
+ * (the newline between a key and its variant) as %XX, since an sf-string cannot hold them. */
+static size_t sf_escape(char *out, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t n = 0;
+
+    for (; *s != '\0'; s++) {
+        unsigned char ch = (unsigned char)*s;
+
+        if (ch == '"' || ch == '\\') {
+            out[n++] = '\\';
+            out[n++] = (char)ch;
+        } else if (ch < 0x20 || ch > 0x7e) {
+            out[n++] = '%';
+            out[n++] = hex[ch >> 4];
+            out[n++] = hex[ch & 15];
+        } else {
+            out[n++] = (char)ch;
+        }
+    }
+    return n;
+}
+
+/* status plus "; key=" and the stored object's key as an sf-string (RFC 9211 §2.7): the primary
+ * key, then a newline and the variant when there is one. In the arena. */
+static const char *with_key(struct pf_tx *tx, const struct cache_ctx *x, const char *status)
+{
+    size_t sl = strlen(status), kl = strlen(x->key);
+    size_t vl = x->variant != NULL ? strlen(x->variant) : 0;
+    char *out = pf_arena_alloc(pf_tx_arena(tx), sl + 3 * (kl + 1 + vl) + 16);
+    size_t n = sl;
+
+    memcpy(out, status, sl);
+    memcpy(out + n, "; key=\"", 7);
+    n += 7;
+    n += sf_escape(out + n, x->key);
+    if (vl > 0) {
+        n += sf_escape(out + n, "\n");
+        n += sf_escape(out + n, x->variant);
+    }
+    out[n++] = '"';
+    out[n] = '\0';
+    return out;
+}
+
 static void cache_status(struct pf_tx *tx, const struct cache_ctx *x, const char *fmt, ...)
 {
     char buf[STATUS_MAX];
@@ -161,7 +210,10 @@ static void cache_status(struct pf_tx *tx, const struct cache_ctx *x, const char
     va_end(ap);
     if (x->collapsed && n > 0 && (size_t)n < sizeof(buf))
         snprintf(buf + n, sizeof(buf) - (size_t)n, "; collapsed");
-    pf_tx_resp_header_add(tx, "Cache-Status", buf);
+    if (x->debug_key && x->key != NULL)
+        pf_tx_resp_header_add(tx, "Cache-Status", with_key(tx, x, buf));
+    else
+        pf_tx_resp_header_add(tx, "Cache-Status", buf);
 }
 
 /* ttl= of Cache-Status: freshness left, negative when stale. */
@@ -572,6 +624,7 @@ static enum pf_verdict cache_on_request(struct pf_tx *tx, struct pf_slot *s)
     if (!tx_key(c, tx, pf_tx_path(tx), key, sizeof(key)))
         return PF_NEXT;
     x->key = pf_arena_strndup(pf_tx_arena(tx), key, strlen(key));
+    x->debug_key = c->debug_key;
     x->mode = M_MISS;
     x->req_time = now_s();
     n = req_get(tx, "cache-control", lines, LINES_MAX);
@@ -763,11 +816,45 @@ static bool on_error(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_
                      x->fwd, status, ttl_of(c, o, now));
         return true;
     }
-    /* RFC 9111 §4.2.4: a stale response that must be revalidated and could not be: 504 */
+    /*
+     * RFC 9111 §4.2.4: a stale response that must be revalidated and could not be: 504. The
+     * error keeps its code (why the upstream could not be reached); on_body makes its JSON
+     * body say 504 too.
+     */
     if (status == 502 && pf_tx_resp_header(tx, "x-pilotfish-error") != NULL &&
-        forbids_stale(&o->meta.cc))
+        forbids_stale(&o->meta.cc)) {
         pf_tx_set_status(tx, 504);
+        x->gateway_timeout = true;
+        s->skip_body = false;
+        cache_status(tx, x, "pilotfish; fwd=%s; fwd-status=%d; detail=must-revalidate", x->fwd,
+                     status);
+        pf_cache_count(PF_CACHE_MISS, 0);
+        return true;
+    }
     return false;
+}
+
+/* The JSON body of pilotfish's own 502 turned 504: "status":502 becomes 504 (same length, so
+ * Content-Length holds). Kept whole until the end: it is one small buffer. */
+static enum pf_verdict body_504(struct cache_ctx *x, struct pf_body *b)
+{
+    static const char from[] = "\"status\":502";
+    unsigned char *p;
+    size_t len;
+    char *at;
+
+    if (x->err_body == NULL && (x->err_body = evbuffer_new()) == NULL)
+        return PF_FAILED;
+    evbuffer_add_buffer(x->err_body, b->in);
+    if (!b->eos)
+        return PF_NEXT;
+    len = evbuffer_get_length(x->err_body);
+    p = evbuffer_pullup(x->err_body, -1);
+    at = p != NULL ? memmem(p, len, from, sizeof(from) - 1) : NULL;
+    if (at != NULL)
+        at[sizeof(from) - 2] = '4';
+    evbuffer_add_buffer(b->out, x->err_body);
+    return PF_NEXT;
 }
 
 /* Copy one response header into the builder when it is stored (not hop-by-hop, framing, Age). */
@@ -859,6 +946,8 @@ static enum pf_verdict cache_on_body(struct pf_tx *tx, struct pf_slot *s, struct
     struct cache_ctx *x = s->ctx;
     struct pf_cobj *o;
 
+    if (x->gateway_timeout)
+        return body_504(x, b);
     if (x->replacing) {
         evbuffer_drain(b->in, evbuffer_get_length(b->in));
         if (b->eos && pf_cobj_body_to(x->emit, b->out, 0, x->emit->body_len) != 0)
@@ -899,6 +988,9 @@ static void cache_on_done(struct pf_tx *tx, struct pf_slot *s)
         pf_l2_cancel(l2_of(s), x->l2_get); /* its callback would find the ctx freed */
     pf_cobj_unref(x->stale);
     pf_cobj_unref(x->emit);
+    if (x->err_body != NULL)
+        evbuffer_free(x->err_body);
+    x->err_body = NULL;
     x->b = NULL;
     x->stale = NULL;
     x->emit = NULL;

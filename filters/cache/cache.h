@@ -31,6 +31,7 @@ struct pf_cache_conf {
     char *targeted_header; /* "" = none */
     char *tag_header;      /* Surrogate-Key */
     bool purge_method;     /* the PURGE method on the data path */
+    bool debug_key;        /* Cache-Status carries key= */
     struct pf_strlist ignore_query;
     struct pf_strlist include_headers;
     struct pf_strlist redis_addresses; /* none = no L2 */

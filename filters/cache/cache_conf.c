@@ -48,6 +48,7 @@ static const struct pf_conf_key cache_keys[] = {
     {"targeted_header", PF_CONF_STRING, OFF(targeted_header), 0, 0, NULL},
     {"tag_header", PF_CONF_STRING, OFF(tag_header), 0, 0, NULL},
     {"purge_method", PF_CONF_BOOL, OFF(purge_method), 0, 0, NULL},
+    {"debug_key", PF_CONF_BOOL, OFF(debug_key), 0, 0, NULL},
     /* both sub-maps fill fields of the whole struct: their field is the struct itself */
     {"key", PF_CONF_CUSTOM, 0, 0, 0, parse_key},
     {"redis", PF_CONF_CUSTOM, 0, 0, 0, parse_redis},

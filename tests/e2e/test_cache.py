@@ -368,6 +368,32 @@ def test_cache_stale_if_error():
         o.stop()
         r = p.get(t)
         assert r.status == 504, r
+        # a proper 504 error: the JSON body and the header agree with the status
+        body = r.json()
+        assert body["status"] == 504, r.body
+        assert body["error"] == "upstream_connect_failed", r.body
+        assert r.header("X-Pilotfish-Error") == "upstream_connect_failed", r.headers
+        assert r.header("Content-Length") == str(len(r.body)), r.headers
+        assert "detail=must-revalidate" in status_of(r), status_of(r)
+
+
+def test_cache_status_key_only_with_debug_key():
+    o, p = start("key: { include_headers: [X-Tenant] }")
+    with o, p:
+        t = "/dk?" + cc("max-age=3600")
+        assert "key=" not in status_of(p.get(t)), "key= without debug_key"
+        assert "key=" not in status_of(p.get(t)), "key= on a hit without debug_key"
+    o, p = start("debug_key: true, key: { include_headers: [X-Tenant] }")
+    with o, p:
+        t = "/dk?" + cc("max-age=3600")
+        # an sf-string (RFC 8941): \ and " escaped, the newline before the header as %0A
+        want = 'key="http://127.0.0.1/dk?%s%%0AX-Tenant:a\\"b\\\\c"' % cc("max-age=3600")
+        r = p.get(t, headers={"X-Tenant": 'a"b\\c'})
+        assert_miss(r)
+        assert status_of(r).endswith("; " + want), (status_of(r), want)
+        r = p.get(t, headers={"X-Tenant": 'a"b\\c'})
+        assert_hit(r)
+        assert status_of(r).endswith("; " + want), (status_of(r), want)
 
 
 # ---- settings, reload, order with gzip ----
