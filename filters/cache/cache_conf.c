@@ -234,6 +234,42 @@ void pf_cache_count_coalesced(void)
     pf_counter_add(&my_counters[C_COALESCED], 1);
 }
 
+/* The Redis client's own counts and the time of its gets (l2.c's process-wide totals). */
+static void redis_metrics(struct evbuffer *out)
+{
+    static const char *const name = "pilotfish_cache_redis_duration_seconds";
+    struct pf_l2_totals t;
+    uint64_t cum = 0;
+    char le[32];
+
+    pf_l2_totals(&t);
+    pf_stats_put_head(out, "pilotfish_cache_redis_errors_total", "counter",
+                      "Redis error replies, replies of the wrong type, commands lost with a "
+                      "connection.");
+    pf_stats_put_sample(out, "pilotfish_cache_redis_errors_total", NULL, NULL, t.errors);
+    pf_stats_put_head(out, "pilotfish_cache_redis_timeouts_total", "counter",
+                      "Redis lookups that got no reply within redis.timeout.");
+    pf_stats_put_sample(out, "pilotfish_cache_redis_timeouts_total", NULL, NULL, t.timeouts);
+    pf_stats_put_head(out, "pilotfish_cache_redis_reconnects_total", "counter",
+                      "Connections to a Redis server made again after one was lost.");
+    pf_stats_put_sample(out, "pilotfish_cache_redis_reconnects_total", NULL, NULL, t.reconnects);
+    pf_stats_put_head(out, name, "histogram",
+                      "Time of Redis lookups, from the command to its reply or timeout.");
+    for (unsigned b = 0; b < PF_L2_BUCKETS; b++) {
+        cum += t.buckets[b];
+        snprintf(le, sizeof(le), "%g", pf_l2_bounds[b]);
+        pf_stats_put_sample(out, "pilotfish_cache_redis_duration_seconds_bucket", "le", le, cum);
+    }
+    /* the cells are read one by one while workers count: keep the histogram monotonic */
+    if (t.count < cum)
+        t.count = cum;
+    pf_stats_put_sample(out, "pilotfish_cache_redis_duration_seconds_bucket", "le", "+Inf",
+                        t.count);
+    evbuffer_add_printf(out, "%s_sum %llu.%06llu\n", name, (unsigned long long)(t.sum_us / 1000000),
+                        (unsigned long long)(t.sum_us % 1000000));
+    pf_stats_put_sample(out, "pilotfish_cache_redis_duration_seconds_count", NULL, NULL, t.count);
+}
+
 void pf_cache_metrics(const void *conf, void *pstate, struct evbuffer *out)
 {
     struct pf_cstore_stats st = {0, 0, 0};
@@ -247,7 +283,7 @@ void pf_cache_metrics(const void *conf, void *pstate, struct evbuffer *out)
         pf_stats_put_sample(out, "pilotfish_cache_requests_total", "result", result_names[i],
                             pf_counter_sum(&counters, i));
     pf_stats_put_head(out, "pilotfish_cache_served_bytes_total", "counter",
-                      "Response body bytes served from the cache.");
+                      "Response body bytes served from the cache (upstream bytes saved).");
     pf_stats_put_sample(out, "pilotfish_cache_served_bytes_total", NULL, NULL,
                         pf_counter_sum(&counters, C_SERVED_BYTES));
     pf_stats_put_head(out, "pilotfish_cache_redis_lookups_total", "counter",
@@ -256,6 +292,7 @@ void pf_cache_metrics(const void *conf, void *pstate, struct evbuffer *out)
                         pf_counter_sum(&counters, C_L2_HIT));
     pf_stats_put_sample(out, "pilotfish_cache_redis_lookups_total", "result", "miss",
                         pf_counter_sum(&counters, C_L2_MISS));
+    redis_metrics(out);
     pf_stats_put_head(out, "pilotfish_cache_coalesced_total", "counter",
                       "Requests that waited for another request's fetch of the same key.");
     pf_stats_put_sample(out, "pilotfish_cache_coalesced_total", NULL, NULL,

@@ -604,6 +604,11 @@ def test_cache_l2_shared_by_two_processes():
             assert o.stats()["requests"] == 0
             m = b.metrics()
             assert m.get('pilotfish_cache_redis_lookups_total{result="hit"}') == 1, m
+            # the one lookup B sent to Redis is timed; nothing failed
+            assert m.get("pilotfish_cache_redis_duration_seconds_count") == 1, m
+            assert m.get('pilotfish_cache_redis_duration_seconds_bucket{le="+Inf"}') == 1, m
+            assert m.get("pilotfish_cache_redis_errors_total") == 0, m
+            assert m.get("pilotfish_cache_redis_reconnects_total") == 0, m
             # purge by tag through A: Redis and A's memory (B's memory keeps its copy)
             rp = purge(a, {"tag": "k1"})
             assert rp.json() == {"purged": 1}, rp.body
@@ -625,6 +630,8 @@ def test_cache_l2_shared_by_two_processes():
                     break
                 time.sleep(0.1)
             assert b"l2back" in r.command("KEYS", "t:*"), "nothing stored after Redis came back"
+            m = a.metrics()
+            assert m.get("pilotfish_cache_redis_reconnects_total", 0) >= 1, m
 
 
 def test_cache_range_hit_is_206():
