@@ -56,6 +56,7 @@ struct cache_ctx {
     bool leader;               /* this request fetches the key for coalesced waiters */
     bool collapsed;            /* this request waited for another one's fetch */
     bool l2_done;              /* the L2 tier was asked (once per request) */
+    bool l2_vary;              /* ... and answered with the key's Vary record (once) */
     bool debug_key;            /* Cache-Status says key= (filters.cache.debug_key) */
     bool gateway_timeout;      /* a 502 of pilotfish turned 504 (stale not allowed) */
     struct evbuffer *err_body; /* ... its JSON body, until eos */
@@ -447,6 +448,46 @@ static int64_t l2_ttl(const struct pf_cache_conf *c, const struct pf_cobj *o, in
     return pf_cache_lifetime(&o->meta, &c->policy) - pf_cache_age(&o->meta, now) + extra;
 }
 
+/*
+ * The Vary record of a key in L2, under the key's variant-less name ("key\n"), so that a process
+ * that never saw the URL learns its Vary from Redis and can look its variant up there: VARY_TAG
+ * then the Vary lines, comma-joined. A serialized object starts with its version byte, never 'P'.
+ */
+#define VARY_TAG     "PFVARY1\n"
+#define VARY_TAG_LEN (sizeof(VARY_TAG) - 1)
+
+static void l2_store_vary(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_slot *s,
+                          const struct pf_cobj *o, const char *vary)
+{
+    int64_t ttl = l2_ttl(c, o, now_s());
+    size_t vl = strlen(vary);
+    char *rec;
+
+    if (l2_of(s) == NULL || ttl <= 0)
+        return;
+    rec = pf_arena_alloc(pf_tx_arena(tx), VARY_TAG_LEN + vl);
+    memcpy(rec, VARY_TAG, VARY_TAG_LEN);
+    memcpy(rec + VARY_TAG_LEN, vary, vl);
+    pf_l2_set(l2_of(s), l2_key(pf_tx_arena(tx), o->key, ""), rec, VARY_TAG_LEN + vl, (uint64_t)ttl,
+              NULL, 0);
+}
+
+/* A Vary record from L2 (see l2_store_vary): into L1, true when data was one. */
+static bool l2_got_vary(struct pf_slot *s, struct cache_ctx *x, const void *data, size_t len)
+{
+    char vary[VARY_MAX];
+
+    if (len < VARY_TAG_LEN || memcmp(data, VARY_TAG, VARY_TAG_LEN) != 0 ||
+        len - VARY_TAG_LEN >= sizeof(vary) || x->l2_vary)
+        return false;
+    memcpy(vary, (const char *)data + VARY_TAG_LEN, len - VARY_TAG_LEN);
+    vary[len - VARY_TAG_LEN] = '\0';
+    if (memchr(vary, '\0', len - VARY_TAG_LEN) != NULL)
+        return false;
+    pf_cstore_set_vary(s->pstate, x->key, vary);
+    return true;
+}
+
 /* Write o to L2 too (fire and forget). */
 static void l2_store(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_slot *s,
                      const struct pf_cobj *o)
@@ -515,15 +556,20 @@ static void l2_got(void *arg, const void *data, size_t len)
     x->l2_get = 0;
     if (tx == NULL)
         return;
-    if (data != NULL)
+    if (data != NULL && x->variant[0] == '\0' && l2_got_vary(s, x, data, len)) {
+        /* the URL varies: look again, now for this request's variant (in L1, then in L2) */
+        x->l2_vary = true;
+        x->l2_done = false;
+    } else if (data != NULL) {
         o = pf_cobj_deserialize(data, len, c->max_object_size);
+    }
     if (o != NULL && strcmp(o->key, x->key) == 0 && strcmp(o->variant, x->variant) == 0) {
         vary = pf_cobj_header(o, "vary");
         if (vary != NULL)
             pf_cstore_set_vary(s->pstate, x->key, vary);
         pf_cstore_put(s->pstate, o);
         pf_cache_count_l2(true);
-    } else {
+    } else if (!x->l2_vary || x->l2_done) {
         pf_cache_count_l2(false);
     }
     pf_cobj_unref(o);
@@ -780,6 +826,7 @@ static enum pf_verdict revalidated(const struct pf_cache_conf *c, struct pf_tx *
     struct pf_cache_meta m;
     struct chdrs h = {pf_tx_arena(tx), NULL, 0, 128};
     struct pf_cobj *o;
+    char vary[VARY_MAX];
 
     h.v = pf_arena_alloc(h.a, h.max * sizeof(*h.v));
     pf_tx_resp_header_each(tx, collect_chdr, &h);
@@ -792,6 +839,8 @@ static enum pf_verdict revalidated(const struct pf_cache_conf *c, struct pf_tx *
     if (!x->no_store) {
         pf_cstore_put(s->pstate, o);
         l2_store(c, tx, s, o);
+        if (pf_cstore_vary(s->pstate, o->key, vary, sizeof(vary)))
+            l2_store_vary(c, tx, s, o, vary); /* its TTL follows the refreshed entry's */
     }
     replace_response(tx, s, x, o, now, PF_CACHE_REVALIDATED);
     cache_status(tx, x, "pilotfish; fwd=%s; fwd-status=304; ttl=%lld", x->fwd, ttl_of(c, o, now));
@@ -967,6 +1016,8 @@ static enum pf_verdict cache_on_body(struct pf_tx *tx, struct pf_slot *s, struct
             pf_cstore_set_vary(s->pstate, x->key, x->vary_set ? x->vary : NULL);
             pf_cstore_put(s->pstate, o);
             l2_store(s->conf, tx, s, o);
+            if (x->vary_set)
+                l2_store_vary(s->conf, tx, s, o, x->vary);
             pf_cobj_unref(o);
         }
     }

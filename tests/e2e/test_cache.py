@@ -634,6 +634,37 @@ def test_cache_l2_shared_by_two_processes():
             assert m.get("pilotfish_cache_redis_reconnects_total", 0) >= 1, m
 
 
+@pf.timeout(60)
+def test_cache_l2_vary_found_by_another_process():
+    """B never saw the URL: it learns its Vary from Redis, then finds the variant there."""
+    r = Redis()
+    o = Origin()
+    with r, o:
+        a, b = start_l2(r, o), start_l2(r, o)
+        with a, b:
+            t = "/l2v?size=700&" + cc("max-age=3600") + "&header=Vary:Accept-Language"
+            en = a.get(t, headers={"Accept-Language": "en"})
+            assert_miss(en)
+            fr = a.get(t, headers={"Accept-Language": "fr"})
+            assert_miss(fr, fwd="vary-miss")
+            # both variants and the Vary record: three keys for the URL
+            pf.eventually(lambda: r.command("KEYS", "t:*l2v*").count(b"t:http") == 3,
+                          timeout=10, msg="two variants and the Vary record in Redis")
+            o.reset_stats()
+            got = b.get(t, headers={"Accept-Language": "fr"})
+            assert_hit(got, "fr from Redis in the second process")
+            assert got.body == fr.body and seq(got) == seq(fr)
+            got = b.get(t, headers={"Accept-Language": "en"})
+            assert_hit(got, "en from Redis in the second process")
+            assert seq(got) == seq(en)
+            assert o.stats()["requests"] == 0, o.stats()
+            # a variant nobody stored: a vary-miss that goes upstream
+            de = b.get(t, headers={"Accept-Language": "de"})
+            assert_miss(de, fwd="vary-miss")
+            m = b.metrics()
+            assert m.get('pilotfish_cache_redis_lookups_total{result="hit"}') == 2, m
+
+
 def test_cache_range_hit_is_206():
     o, p = start()
     with o, p:
