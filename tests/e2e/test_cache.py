@@ -396,6 +396,43 @@ def test_cache_status_key_only_with_debug_key():
         assert status_of(r).endswith("; " + want), (status_of(r), want)
 
 
+@pf.timeout(240)
+def test_cache_flood_of_distinct_keys_keeps_rss_bounded():
+    """20,000 distinct small objects into memory: 4MiB: the store evicts, counts the
+    evictions, and the process grows by at most what the store promises (125 % of memory)."""
+    import helpers2 as h2
+    memory_kib = 4096
+    n, size = 20000, 300
+    o, p = start("memory: 4MiB")
+    with o, p:
+        def fill(prefix, count):
+            with p.conn(timeout=30) as c:
+                for i in range(count):
+                    r = c.request("GET", "/%s%d?size=%d&%s" % (prefix, i, size, cc("max-age=3600")))
+                    assert r.status == 200 and len(r.body) == size, r
+                    assert "; stored" in status_of(r), status_of(r)
+        # the baseline: the process with its connections, pools and a few entries made
+        fill("warm", 200)
+        time.sleep(0.2)
+        base = p.rss_kib()
+        with h2.RssSampler(p, interval=0.02) as rss:
+            fill("flood", n)
+        m = p.metrics()
+        objects = m.get("pilotfish_cache_objects")
+        evicted = m.get("pilotfish_cache_evictions_total", 0)
+        assert m.get("pilotfish_cache_bytes") <= memory_kib * 1024, m
+        assert 0 < objects < n, m
+        # every entry that is no longer there was evicted (nothing expires within the hour)
+        assert evicted == n + 200 - objects, (evicted, objects)
+        assert o.stats()["requests"] >= n
+        if h2.is_sanitized(p.bin):
+            return  # ASan's quarantine keeps freed memory: RSS means nothing there
+        grew = max(rss.max_kib, p.rss_kib()) - base
+        assert grew <= memory_kib * 5 // 4, "RSS grew %d KiB over a baseline of %d KiB while " \
+            "%d objects went through memory: 4MiB (%d kept, %d evicted)" % (
+                grew, base, n, objects, evicted)
+
+
 # ---- settings, reload, order with gzip ----
 
 def test_cache_settings_errors_have_positions():
