@@ -154,30 +154,6 @@ static bool tx_key(const struct pf_cache_conf *c, struct pf_tx *tx, const char *
 static void cache_status(struct pf_tx *tx, const struct cache_ctx *x, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* Append s to out as the inside of an sf-string: \\ and \" escaped, bytes outside 0x20-0x7e
- * (the newline between a key and its variant) as %XX, since an sf-string cannot hold them. */
-static size_t sf_escape(char *out, const char *s)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    size_t n = 0;
-
-    for (; *s != '\0'; s++) {
-        unsigned char ch = (unsigned char)*s;
-
-        if (ch == '"' || ch == '\\') {
-            out[n++] = '\\';
-            out[n++] = (char)ch;
-        } else if (ch < 0x20 || ch > 0x7e) {
-            out[n++] = '%';
-            out[n++] = hex[ch >> 4];
-            out[n++] = hex[ch & 15];
-        } else {
-            out[n++] = (char)ch;
-        }
-    }
-    return n;
-}
-
 /* status plus "; key=" and the stored object's key as an sf-string (RFC 9211 §2.7): the primary
  * key, then a newline and the variant when there is one. In the arena. */
 static const char *with_key(struct pf_tx *tx, const struct cache_ctx *x, const char *status)
@@ -190,10 +166,10 @@ static const char *with_key(struct pf_tx *tx, const struct cache_ctx *x, const c
     memcpy(out, status, sl);
     memcpy(out + n, "; key=\"", 7);
     n += 7;
-    n += sf_escape(out + n, x->key);
+    n += pf_cache_sf_escape(out + n, x->key);
     if (vl > 0) {
-        n += sf_escape(out + n, "\n");
-        n += sf_escape(out + n, x->variant);
+        n += pf_cache_sf_escape(out + n, "\n");
+        n += pf_cache_sf_escape(out + n, x->variant);
     }
     out[n++] = '"';
     out[n] = '\0';

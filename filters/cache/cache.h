@@ -94,6 +94,9 @@ enum pf_cache_range pf_cache_parse_range(const char *v, size_t len, size_t *from
 size_t pf_cache_url_key(const struct pf_cache_conf *c, const char *url, const char *host, char *out,
                         size_t size);
 
+/* s as the inside of an sf-string (RFC 8941) into out (room for 3 * strlen(s)); its length. */
+size_t pf_cache_sf_escape(char *out, const char *s);
+
 /* Purge by url, prefix or tag from the L1 store; the number of objects removed. */
 size_t pf_cache_purge(const struct pf_cache_conf *c, struct pf_cstore *st, const char *what,
                       const char *value);

@@ -346,6 +346,32 @@ enum pf_cache_range pf_cache_parse_range(const char *v, size_t len, size_t *from
     return PF_RANGE_OK;
 }
 
+/* ---- Cache-Status key= ---- */
+
+/* Append s to out as the inside of an sf-string: \\ and \" escaped, bytes outside 0x20-0x7e
+ * (the newline between a key and its variant) as %XX, since an sf-string cannot hold them. */
+size_t pf_cache_sf_escape(char *out, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t n = 0;
+
+    for (; *s != '\0'; s++) {
+        unsigned char ch = (unsigned char)*s;
+
+        if (ch == '"' || ch == '\\') {
+            out[n++] = '\\';
+            out[n++] = (char)ch;
+        } else if (ch < 0x20 || ch > 0x7e) {
+            out[n++] = '%';
+            out[n++] = hex[ch >> 4];
+            out[n++] = hex[ch & 15];
+        } else {
+            out[n++] = (char)ch;
+        }
+    }
+    return n;
+}
+
 /* ---- keys of URLs, purge ---- */
 
 static void l2_purge(const struct pf_cache_conf *c, const char *what, const char *key);
