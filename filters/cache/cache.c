@@ -58,6 +58,10 @@ struct cache_ctx {
     bool background;           /* a stale-while-revalidate refresh (pf_tx_background) */
     unsigned refresh;          /* ... how it ended (enum pf_cache_refresh), for on_done */
     bool l2_done;              /* the L2 tier was asked (once per request) */
+    bool l2_vary;              /* ... and answered with the key's Vary record (once) */
+    bool debug_key;            /* Cache-Status says key= (filters.cache.debug_key) */
+    bool gateway_timeout;      /* a 502 of pilotfish turned 504 (stale not allowed) */
+    struct evbuffer *err_body; /* ... its JSON body, until eos */
     uint64_t l2_get;           /* pending pf_l2_get handle, 0 = none */
     struct pf_tx_ref ref;      /* for the L2 callback */
     const char *fwd;           /* Cache-Status fwd= */
@@ -152,6 +156,28 @@ static bool tx_key(const struct pf_cache_conf *c, struct pf_tx *tx, const char *
 static void cache_status(struct pf_tx *tx, const struct cache_ctx *x, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* status plus "; key=" and the stored object's key as an sf-string (RFC 9211 §2.7): the primary
+ * key, then a newline and the variant when there is one. In the arena. */
+static const char *with_key(struct pf_tx *tx, const struct cache_ctx *x, const char *status)
+{
+    size_t sl = strlen(status), kl = strlen(x->key);
+    size_t vl = x->variant != NULL ? strlen(x->variant) : 0;
+    char *out = pf_arena_alloc(pf_tx_arena(tx), sl + 3 * (kl + 1 + vl) + 16);
+    size_t n = sl;
+
+    memcpy(out, status, sl);
+    memcpy(out + n, "; key=\"", 7);
+    n += 7;
+    n += pf_cache_sf_escape(out + n, x->key);
+    if (vl > 0) {
+        n += pf_cache_sf_escape(out + n, "\n");
+        n += pf_cache_sf_escape(out + n, x->variant);
+    }
+    out[n++] = '"';
+    out[n] = '\0';
+    return out;
+}
+
 static void cache_status(struct pf_tx *tx, const struct cache_ctx *x, const char *fmt, ...)
 {
     char buf[STATUS_MAX];
@@ -163,7 +189,10 @@ static void cache_status(struct pf_tx *tx, const struct cache_ctx *x, const char
     va_end(ap);
     if (x->collapsed && n > 0 && (size_t)n < sizeof(buf))
         snprintf(buf + n, sizeof(buf) - (size_t)n, "; collapsed");
-    pf_tx_resp_header_add(tx, "Cache-Status", buf);
+    if (x->debug_key && x->key != NULL)
+        pf_tx_resp_header_add(tx, "Cache-Status", with_key(tx, x, buf));
+    else
+        pf_tx_resp_header_add(tx, "Cache-Status", buf);
 }
 
 /* ttl= of Cache-Status: freshness left, negative when stale. */
@@ -397,6 +426,46 @@ static int64_t l2_ttl(const struct pf_cache_conf *c, const struct pf_cobj *o, in
     return pf_cache_lifetime(&o->meta, &c->policy) - pf_cache_age(&o->meta, now) + extra;
 }
 
+/*
+ * The Vary record of a key in L2, under the key's variant-less name ("key\n"), so that a process
+ * that never saw the URL learns its Vary from Redis and can look its variant up there: VARY_TAG
+ * then the Vary lines, comma-joined. A serialized object starts with its version byte, never 'P'.
+ */
+#define VARY_TAG     "PFVARY1\n"
+#define VARY_TAG_LEN (sizeof(VARY_TAG) - 1)
+
+static void l2_store_vary(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_slot *s,
+                          const struct pf_cobj *o, const char *vary)
+{
+    int64_t ttl = l2_ttl(c, o, now_s());
+    size_t vl = strlen(vary);
+    char *rec;
+
+    if (l2_of(s) == NULL || ttl <= 0)
+        return;
+    rec = pf_arena_alloc(pf_tx_arena(tx), VARY_TAG_LEN + vl);
+    memcpy(rec, VARY_TAG, VARY_TAG_LEN);
+    memcpy(rec + VARY_TAG_LEN, vary, vl);
+    pf_l2_set(l2_of(s), l2_key(pf_tx_arena(tx), o->key, ""), rec, VARY_TAG_LEN + vl, (uint64_t)ttl,
+              NULL, 0);
+}
+
+/* A Vary record from L2 (see l2_store_vary): into L1, true when data was one. */
+static bool l2_got_vary(struct pf_slot *s, struct cache_ctx *x, const void *data, size_t len)
+{
+    char vary[VARY_MAX];
+
+    if (len < VARY_TAG_LEN || memcmp(data, VARY_TAG, VARY_TAG_LEN) != 0 ||
+        len - VARY_TAG_LEN >= sizeof(vary) || x->l2_vary)
+        return false;
+    memcpy(vary, (const char *)data + VARY_TAG_LEN, len - VARY_TAG_LEN);
+    vary[len - VARY_TAG_LEN] = '\0';
+    if (memchr(vary, '\0', len - VARY_TAG_LEN) != NULL)
+        return false;
+    pf_cstore_set_vary(s->pstate, x->key, vary);
+    return true;
+}
+
 /* Write o to L2 too (fire and forget). */
 static void l2_store(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_slot *s,
                      const struct pf_cobj *o)
@@ -465,15 +534,20 @@ static void l2_got(void *arg, const void *data, size_t len)
     x->l2_get = 0;
     if (tx == NULL)
         return;
-    if (data != NULL)
+    if (data != NULL && x->variant[0] == '\0' && l2_got_vary(s, x, data, len)) {
+        /* the URL varies: look again, now for this request's variant (in L1, then in L2) */
+        x->l2_vary = true;
+        x->l2_done = false;
+    } else if (data != NULL) {
         o = pf_cobj_deserialize(data, len, c->max_object_size);
+    }
     if (o != NULL && strcmp(o->key, x->key) == 0 && strcmp(o->variant, x->variant) == 0) {
         vary = pf_cobj_header(o, "vary");
         if (vary != NULL)
             pf_cstore_set_vary(s->pstate, x->key, vary);
         pf_cstore_put(s->pstate, o);
         pf_cache_count_l2(true);
-    } else {
+    } else if (!x->l2_vary || x->l2_done) {
         pf_cache_count_l2(false);
     }
     pf_cobj_unref(o);
@@ -621,6 +695,7 @@ static enum pf_verdict cache_on_request(struct pf_tx *tx, struct pf_slot *s)
     if (!tx_key(c, tx, pf_tx_path(tx), key, sizeof(key)))
         return PF_NEXT;
     x->key = pf_arena_strndup(pf_tx_arena(tx), key, strlen(key));
+    x->debug_key = c->debug_key;
     x->mode = M_MISS;
     x->req_time = now_s();
     n = req_get(tx, "cache-control", lines, LINES_MAX);
@@ -778,6 +853,7 @@ static enum pf_verdict revalidated(const struct pf_cache_conf *c, struct pf_tx *
     struct pf_cache_meta m;
     struct chdrs h = {pf_tx_arena(tx), NULL, 0, 128};
     struct pf_cobj *o;
+    char vary[VARY_MAX];
 
     h.v = pf_arena_alloc(h.a, h.max * sizeof(*h.v));
     pf_tx_resp_header_each(tx, collect_chdr, &h);
@@ -790,6 +866,8 @@ static enum pf_verdict revalidated(const struct pf_cache_conf *c, struct pf_tx *
     if (!x->no_store) {
         pf_cstore_put(s->pstate, o);
         l2_store(c, tx, s, o);
+        if (pf_cstore_vary(s->pstate, o->key, vary, sizeof(vary)))
+            l2_store_vary(c, tx, s, o, vary); /* its TTL follows the refreshed entry's */
     }
     if (x->background) { /* nobody to answer: the entry is refreshed */
         pf_cobj_unref(o);
@@ -821,11 +899,45 @@ static bool on_error(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_
                      x->fwd, status, ttl_of(c, o, now));
         return true;
     }
-    /* RFC 9111 §4.2.4: a stale response that must be revalidated and could not be: 504 */
+    /*
+     * RFC 9111 §4.2.4: a stale response that must be revalidated and could not be: 504. The
+     * error keeps its code (why the upstream could not be reached); on_body makes its JSON
+     * body say 504 too.
+     */
     if (status == 502 && pf_tx_resp_header(tx, "x-pilotfish-error") != NULL &&
-        forbids_stale(&o->meta.cc))
+        forbids_stale(&o->meta.cc)) {
         pf_tx_set_status(tx, 504);
+        x->gateway_timeout = true;
+        s->skip_body = false;
+        cache_status(tx, x, "pilotfish; fwd=%s; fwd-status=%d; detail=must-revalidate", x->fwd,
+                     status);
+        pf_cache_count(PF_CACHE_MISS, 0);
+        return true;
+    }
     return false;
+}
+
+/* The JSON body of pilotfish's own 502 turned 504: "status":502 becomes 504 (same length, so
+ * Content-Length holds). Kept whole until the end: it is one small buffer. */
+static enum pf_verdict body_504(struct cache_ctx *x, struct pf_body *b)
+{
+    static const char from[] = "\"status\":502";
+    unsigned char *p;
+    size_t len;
+    char *at;
+
+    if (x->err_body == NULL && (x->err_body = evbuffer_new()) == NULL)
+        return PF_FAILED;
+    evbuffer_add_buffer(x->err_body, b->in);
+    if (!b->eos)
+        return PF_NEXT;
+    len = evbuffer_get_length(x->err_body);
+    p = evbuffer_pullup(x->err_body, -1);
+    at = p != NULL ? memmem(p, len, from, sizeof(from) - 1) : NULL;
+    if (at != NULL)
+        at[sizeof(from) - 2] = '4';
+    evbuffer_add_buffer(b->out, x->err_body);
+    return PF_NEXT;
 }
 
 /* Copy one response header into the builder when it is stored (not hop-by-hop, framing, Age). */
@@ -940,6 +1052,8 @@ static enum pf_verdict cache_on_body(struct pf_tx *tx, struct pf_slot *s, struct
     struct cache_ctx *x = s->ctx;
     struct pf_cobj *o;
 
+    if (x->gateway_timeout)
+        return body_504(x, b);
     if (x->replacing) {
         evbuffer_drain(b->in, evbuffer_get_length(b->in));
         if (b->eos && pf_cobj_body_to(x->emit, b->out, 0, x->emit->body_len) != 0)
@@ -959,6 +1073,8 @@ static enum pf_verdict cache_on_body(struct pf_tx *tx, struct pf_slot *s, struct
             pf_cstore_set_vary(s->pstate, x->key, x->vary_set ? x->vary : NULL);
             pf_cstore_put(s->pstate, o);
             l2_store(s->conf, tx, s, o);
+            if (x->vary_set)
+                l2_store_vary(s->conf, tx, s, o, x->vary);
             pf_cobj_unref(o);
         }
     }
@@ -985,6 +1101,9 @@ static void cache_on_done(struct pf_tx *tx, struct pf_slot *s)
         pf_l2_cancel(l2_of(s), x->l2_get); /* its callback would find the ctx freed */
     pf_cobj_unref(x->stale);
     pf_cobj_unref(x->emit);
+    if (x->err_body != NULL)
+        evbuffer_free(x->err_body);
+    x->err_body = NULL;
     x->b = NULL;
     x->stale = NULL;
     x->emit = NULL;

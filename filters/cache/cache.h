@@ -31,6 +31,7 @@ struct pf_cache_conf {
     char *targeted_header; /* "" = none */
     char *tag_header;      /* Surrogate-Key */
     bool purge_method;     /* the PURGE method on the data path */
+    bool debug_key;        /* Cache-Status carries key= */
     struct pf_strlist ignore_query;
     struct pf_strlist include_headers;
     struct pf_strlist redis_addresses; /* none = no L2 */
@@ -108,6 +109,9 @@ enum pf_cache_range pf_cache_parse_range(const char *v, size_t len, size_t *from
  */
 size_t pf_cache_url_key(const struct pf_cache_conf *c, const char *url, const char *host, char *out,
                         size_t size);
+
+/* s as the inside of an sf-string (RFC 8941) into out (room for 3 * strlen(s)); its length. */
+size_t pf_cache_sf_escape(char *out, const char *s);
 
 /* Purge by url, prefix or tag from the L1 store; the number of objects removed. */
 size_t pf_cache_purge(const struct pf_cache_conf *c, struct pf_cstore *st, const char *what,

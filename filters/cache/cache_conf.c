@@ -48,6 +48,7 @@ static const struct pf_conf_key cache_keys[] = {
     {"targeted_header", PF_CONF_STRING, OFF(targeted_header), 0, 0, NULL},
     {"tag_header", PF_CONF_STRING, OFF(tag_header), 0, 0, NULL},
     {"purge_method", PF_CONF_BOOL, OFF(purge_method), 0, 0, NULL},
+    {"debug_key", PF_CONF_BOOL, OFF(debug_key), 0, 0, NULL},
     /* both sub-maps fill fields of the whole struct: their field is the struct itself */
     {"key", PF_CONF_CUSTOM, 0, 0, 0, parse_key},
     {"redis", PF_CONF_CUSTOM, 0, 0, 0, parse_redis},
@@ -233,6 +234,42 @@ void pf_cache_count_coalesced(void)
     pf_counter_add(&my_counters[C_COALESCED], 1);
 }
 
+/* The Redis client's own counts and the time of its gets (l2.c's process-wide totals). */
+static void redis_metrics(struct evbuffer *out)
+{
+    static const char *const name = "pilotfish_cache_redis_duration_seconds";
+    struct pf_l2_totals t;
+    uint64_t cum = 0;
+    char le[32];
+
+    pf_l2_totals(&t);
+    pf_stats_put_head(out, "pilotfish_cache_redis_errors_total", "counter",
+                      "Redis error replies, replies of the wrong type, commands lost with a "
+                      "connection.");
+    pf_stats_put_sample(out, "pilotfish_cache_redis_errors_total", NULL, NULL, t.errors);
+    pf_stats_put_head(out, "pilotfish_cache_redis_timeouts_total", "counter",
+                      "Redis lookups that got no reply within redis.timeout.");
+    pf_stats_put_sample(out, "pilotfish_cache_redis_timeouts_total", NULL, NULL, t.timeouts);
+    pf_stats_put_head(out, "pilotfish_cache_redis_reconnects_total", "counter",
+                      "Connections to a Redis server made again after one was lost.");
+    pf_stats_put_sample(out, "pilotfish_cache_redis_reconnects_total", NULL, NULL, t.reconnects);
+    pf_stats_put_head(out, name, "histogram",
+                      "Time of Redis lookups, from the command to its reply or timeout.");
+    for (unsigned b = 0; b < PF_L2_BUCKETS; b++) {
+        cum += t.buckets[b];
+        snprintf(le, sizeof(le), "%g", pf_l2_bounds[b]);
+        pf_stats_put_sample(out, "pilotfish_cache_redis_duration_seconds_bucket", "le", le, cum);
+    }
+    /* the cells are read one by one while workers count: keep the histogram monotonic */
+    if (t.count < cum)
+        t.count = cum;
+    pf_stats_put_sample(out, "pilotfish_cache_redis_duration_seconds_bucket", "le", "+Inf",
+                        t.count);
+    evbuffer_add_printf(out, "%s_sum %llu.%06llu\n", name, (unsigned long long)(t.sum_us / 1000000),
+                        (unsigned long long)(t.sum_us % 1000000));
+    pf_stats_put_sample(out, "pilotfish_cache_redis_duration_seconds_count", NULL, NULL, t.count);
+}
+
 void pf_cache_metrics(const void *conf, void *pstate, struct evbuffer *out)
 {
     struct pf_cstore_stats st = {0, 0, 0};
@@ -246,7 +283,7 @@ void pf_cache_metrics(const void *conf, void *pstate, struct evbuffer *out)
         pf_stats_put_sample(out, "pilotfish_cache_requests_total", "result", result_names[i],
                             pf_counter_sum(&counters, i));
     pf_stats_put_head(out, "pilotfish_cache_served_bytes_total", "counter",
-                      "Response body bytes served from the cache.");
+                      "Response body bytes served from the cache (upstream bytes saved).");
     pf_stats_put_sample(out, "pilotfish_cache_served_bytes_total", NULL, NULL,
                         pf_counter_sum(&counters, C_SERVED_BYTES));
     pf_stats_put_head(out, "pilotfish_cache_redis_lookups_total", "counter",
@@ -255,6 +292,7 @@ void pf_cache_metrics(const void *conf, void *pstate, struct evbuffer *out)
                         pf_counter_sum(&counters, C_L2_HIT));
     pf_stats_put_sample(out, "pilotfish_cache_redis_lookups_total", "result", "miss",
                         pf_counter_sum(&counters, C_L2_MISS));
+    redis_metrics(out);
     pf_stats_put_head(out, "pilotfish_cache_coalesced_total", "counter",
                       "Requests that waited for another request's fetch of the same key.");
     pf_stats_put_sample(out, "pilotfish_cache_coalesced_total", NULL, NULL,
@@ -307,6 +345,32 @@ enum pf_cache_range pf_cache_parse_range(const char *v, size_t len, size_t *from
     *from = (size_t)a;
     *n = (size_t)(b - a + 1);
     return PF_RANGE_OK;
+}
+
+/* ---- Cache-Status key= ---- */
+
+/* Append s to out as the inside of an sf-string: \\ and \" escaped, bytes outside 0x20-0x7e
+ * (the newline between a key and its variant) as %XX, since an sf-string cannot hold them. */
+size_t pf_cache_sf_escape(char *out, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t n = 0;
+
+    for (; *s != '\0'; s++) {
+        unsigned char ch = (unsigned char)*s;
+
+        if (ch == '"' || ch == '\\') {
+            out[n++] = '\\';
+            out[n++] = (char)ch;
+        } else if (ch < 0x20 || ch > 0x7e) {
+            out[n++] = '%';
+            out[n++] = hex[ch >> 4];
+            out[n++] = hex[ch & 15];
+        } else {
+            out[n++] = (char)ch;
+        }
+    }
+    return n;
 }
 
 /* ---- keys of URLs, purge ---- */

@@ -21,7 +21,9 @@
 
 #include "filters/cache/l2.h"
 #include "proxy/arena.h"
+#include "proxy/filter.h"
 #include "proxy/log.h"
+#include "proxy/stats.h"
 
 #define BACKOFF_MIN_MS  100
 #define BACKOFF_MAX_MS  5000
@@ -57,6 +59,7 @@ struct get_rec {
     void *arg;
     struct server *srv;
     bool immediate; /* missed without a command: not a timeout */
+    uint64_t start_us;
     struct event tmo;
 };
 
@@ -76,6 +79,57 @@ struct pf_l2 {
 };
 
 static void server_connect(struct server *s);
+
+/*
+ * Process-wide totals of every client (pf_l2_totals): per-thread counter
+ * cells (proxy/stats.h), written by the worker that owns a client, summed by
+ * a scrape on the main thread while the clients come and go with reloads.
+ */
+enum { T_ERRORS, T_TIMEOUTS, T_RECONNECTS, T_COUNT, T_SUM_US, T_BUCKET0 };
+
+const double pf_l2_bounds[PF_L2_BUCKETS] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                                            0.01,   0.025,   0.05,   0.1,   0.25,   1.0};
+
+static struct pf_counter_set totals = PF_COUNTER_SET(T_BUCKET0 + PF_L2_BUCKETS);
+static __thread _Atomic uint64_t *my_totals;
+
+static void total_add(unsigned i, uint64_t n)
+{
+    if (my_totals == NULL)
+        my_totals = pf_counter_cells(&totals);
+    pf_counter_add(&my_totals[i], n);
+}
+
+/* One event of a client: its own stats field and the process-wide total t. */
+static void count(uint64_t *field, unsigned t)
+{
+    (*field)++;
+    total_add(t, 1);
+}
+
+/* A get that went to Redis took us microseconds (to its reply, or to its timeout). */
+static void observe(uint64_t us)
+{
+    unsigned b = 0;
+
+    while (b < PF_L2_BUCKETS && (double)us > pf_l2_bounds[b] * 1e6)
+        b++;
+    total_add(T_COUNT, 1);
+    total_add(T_SUM_US, us);
+    if (b < PF_L2_BUCKETS)
+        total_add(T_BUCKET0 + b, 1);
+}
+
+void pf_l2_totals(struct pf_l2_totals *out)
+{
+    out->errors = pf_counter_sum(&totals, T_ERRORS);
+    out->timeouts = pf_counter_sum(&totals, T_TIMEOUTS);
+    out->reconnects = pf_counter_sum(&totals, T_RECONNECTS);
+    out->count = pf_counter_sum(&totals, T_COUNT);
+    out->sum_us = pf_counter_sum(&totals, T_SUM_US);
+    for (unsigned b = 0; b < PF_L2_BUCKETS; b++)
+        out->buckets[b] = pf_counter_sum(&totals, T_BUCKET0 + b);
+}
 
 /* ---- hashing ---- */
 
@@ -246,7 +300,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
     s->connected = true;
     s->backoff_ms = BACKOFF_MIN_MS;
     if (s->ever_connected) {
-        s->l2->st.reconnects++;
+        count(&s->l2->st.reconnects, T_RECONNECTS);
         pf_log(PF_LOG_INFO, "cache l2: reconnected to %s:%d", s->host ? s->host : s->path, s->port);
     }
     s->ever_connected = true;
@@ -304,7 +358,7 @@ static void setup_reply(redisAsyncContext *ac, void *r, void *priv)
         return;
     pf_log(PF_LOG_WARN, "cache l2: %s:%d refused AUTH or SELECT: %s", s->host ? s->host : s->path,
            s->port, reply->str);
-    s->l2->st.errors++;
+    count(&s->l2->st.errors, T_ERRORS);
     s->backoff_ms = BACKOFF_MAX_MS;
     /* Not from inside hiredis's callback: drop from a zero-delay timer. */
     struct timeval zero = {0, 0};
@@ -467,6 +521,10 @@ void pf_l2_free(struct pf_l2 *l2)
 static void finish_get(struct get_rec *r, const void *data, size_t len)
 {
     struct pf_l2 *l2 = r->l2;
+    uint64_t now = pf_now_us();
+
+    if (!r->immediate)
+        observe(now > r->start_us ? now - r->start_us : 0);
     if (data)
         l2->st.hits++;
     else
@@ -494,7 +552,7 @@ static void get_reply(redisAsyncContext *ac, void *rep, void *priv)
         return;
     }
     if (!reply || reply->type != REDIS_REPLY_NIL)
-        l2->st.errors++; /* connection lost, an error or garbage */
+        count(&l2->st.errors, T_ERRORS); /* connection lost, an error or garbage */
     finish_get(r, NULL, 0);
 }
 
@@ -509,7 +567,7 @@ static void get_tmo_cb(evutil_socket_t fd, short what, void *arg)
         return;
     if (!r->immediate) {
         struct server *s = r->srv;
-        l2->st.timeouts++;
+        count(&l2->st.timeouts, T_TIMEOUTS);
         if (++s->tmo_in_row >= STUCK_TIMEOUTS && s->ac) {
             /* A server that answers nothing: its queue only grows. Reconnect. */
             pf_log(PF_LOG_WARN, "cache l2: %s:%d does not answer; reconnecting",
@@ -530,6 +588,7 @@ uint64_t pf_l2_get(struct pf_l2 *l2, const char *key, pf_l2_get_fn cb, void *arg
     r->cb = cb;
     r->arg = arg;
     r->srv = server_of(l2, key, "");
+    r->start_us = pf_now_us();
     evtimer_assign(&r->tmo, l2->base, get_tmo_cb, r);
     table_put(l2, r);
     if (send_cmd(r->srv, get_reply, (void *)(uintptr_t)r->h, "GET %s%s", l2->prefix, key)) {
@@ -561,7 +620,7 @@ static void write_reply(redisAsyncContext *ac, void *rep, void *priv)
             s->tmo_in_row = 0;
     }
     if (reply && reply->type == REDIS_REPLY_ERROR)
-        s->l2->st.errors++;
+        count(&s->l2->st.errors, T_ERRORS);
 }
 
 void pf_l2_set(struct pf_l2 *l2, const char *key, const void *data, size_t len, uint64_t ttl_s,
@@ -597,7 +656,7 @@ static void members_reply(redisAsyncContext *ac, void *rep, void *priv)
         return;
     if (reply->type != REDIS_REPLY_ARRAY) {
         if (reply->type != REDIS_REPLY_ERROR)
-            l2->st.errors++;
+            count(&l2->st.errors, T_ERRORS);
         return;
     }
     for (size_t i = 0; i < reply->elements; i++) {
@@ -627,7 +686,7 @@ static void scan_reply(redisAsyncContext *ac, void *rep, void *priv)
               reply->element[1]->type == REDIS_REPLY_ARRAY;
     if (!ok || s->l2->freeing || s->ac != ac) {
         if (reply && !ok && reply->type != REDIS_REPLY_ERROR)
-            s->l2->st.errors++; /* garbage */
+            count(&s->l2->st.errors, T_ERRORS); /* garbage */
         free(pattern);
         return;
     }

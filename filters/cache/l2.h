@@ -67,6 +67,20 @@ struct pf_l2_stats {
 void pf_l2_stats(const struct pf_l2 *l2, struct pf_l2_stats *out);
 
 /*
+ * The same counts summed over every client of the process, past ones
+ * included, plus the time of each get sent to Redis (to its reply or its
+ * timeout), counted in buckets of pf_l2_bounds seconds (not cumulative: a
+ * get over the last bound is in count only). Any thread.
+ */
+#define PF_L2_BUCKETS 12
+extern const double pf_l2_bounds[PF_L2_BUCKETS];
+struct pf_l2_totals {
+    uint64_t errors, timeouts, reconnects;
+    uint64_t count, sum_us, buckets[PF_L2_BUCKETS];
+};
+void pf_l2_totals(struct pf_l2_totals *out);
+
+/*
  * Which server holds key (rendezvous hashing, exposed for tests). The client
  * identifies a server by its address string (pf_l2_pick_among), so removing
  * any one address from the list only moves that server's keys; pf_l2_pick is

@@ -368,6 +368,69 @@ def test_cache_stale_if_error():
         o.stop()
         r = p.get(t)
         assert r.status == 504, r
+        # a proper 504 error: the JSON body and the header agree with the status
+        body = r.json()
+        assert body["status"] == 504, r.body
+        assert body["error"] == "upstream_connect_failed", r.body
+        assert r.header("X-Pilotfish-Error") == "upstream_connect_failed", r.headers
+        assert r.header("Content-Length") == str(len(r.body)), r.headers
+        assert "detail=must-revalidate" in status_of(r), status_of(r)
+
+
+def test_cache_status_key_only_with_debug_key():
+    o, p = start("key: { include_headers: [X-Tenant] }")
+    with o, p:
+        t = "/dk?" + cc("max-age=3600")
+        assert "key=" not in status_of(p.get(t)), "key= without debug_key"
+        assert "key=" not in status_of(p.get(t)), "key= on a hit without debug_key"
+    o, p = start("debug_key: true, key: { include_headers: [X-Tenant] }")
+    with o, p:
+        t = "/dk?" + cc("max-age=3600")
+        # an sf-string (RFC 8941): \ and " escaped, the newline before the header as %0A
+        want = 'key="http://127.0.0.1/dk?%s%%0AX-Tenant:a\\"b\\\\c"' % cc("max-age=3600")
+        r = p.get(t, headers={"X-Tenant": 'a"b\\c'})
+        assert_miss(r)
+        assert status_of(r).endswith("; " + want), (status_of(r), want)
+        r = p.get(t, headers={"X-Tenant": 'a"b\\c'})
+        assert_hit(r)
+        assert status_of(r).endswith("; " + want), (status_of(r), want)
+
+
+@pf.timeout(240)
+def test_cache_flood_of_distinct_keys_keeps_rss_bounded():
+    """20,000 distinct small objects into memory: 4MiB: the store evicts, counts the
+    evictions, and the process grows by at most what the store promises (125 % of memory)."""
+    import helpers2 as h2
+    memory_kib = 4096
+    n, size = 20000, 300
+    o, p = start("memory: 4MiB")
+    with o, p:
+        def fill(prefix, count):
+            with p.conn(timeout=30) as c:
+                for i in range(count):
+                    r = c.request("GET", "/%s%d?size=%d&%s" % (prefix, i, size, cc("max-age=3600")))
+                    assert r.status == 200 and len(r.body) == size, r
+                    assert "; stored" in status_of(r), status_of(r)
+        # the baseline: the process with its connections, pools and a few entries made
+        fill("warm", 200)
+        time.sleep(0.2)
+        base = p.rss_kib()
+        with h2.RssSampler(p, interval=0.02) as rss:
+            fill("flood", n)
+        m = p.metrics()
+        objects = m.get("pilotfish_cache_objects")
+        evicted = m.get("pilotfish_cache_evictions_total", 0)
+        assert m.get("pilotfish_cache_bytes") <= memory_kib * 1024, m
+        assert 0 < objects < n, m
+        # every entry that is no longer there was evicted (nothing expires within the hour)
+        assert evicted == n + 200 - objects, (evicted, objects)
+        assert o.stats()["requests"] >= n
+        if h2.is_sanitized(p.bin):
+            return  # ASan's quarantine keeps freed memory: RSS means nothing there
+        grew = max(rss.max_kib, p.rss_kib()) - base
+        assert grew <= memory_kib * 5 // 4, "RSS grew %d KiB over a baseline of %d KiB while " \
+            "%d objects went through memory: 4MiB (%d kept, %d evicted)" % (
+                grew, base, n, objects, evicted)
 
 
 # ---- stale-while-revalidate: served at once, refreshed once in the background ----
@@ -718,6 +781,11 @@ def test_cache_l2_shared_by_two_processes():
             assert o.stats()["requests"] == 0
             m = b.metrics()
             assert m.get('pilotfish_cache_redis_lookups_total{result="hit"}') == 1, m
+            # the one lookup B sent to Redis is timed; nothing failed
+            assert m.get("pilotfish_cache_redis_duration_seconds_count") == 1, m
+            assert m.get('pilotfish_cache_redis_duration_seconds_bucket{le="+Inf"}') == 1, m
+            assert m.get("pilotfish_cache_redis_errors_total") == 0, m
+            assert m.get("pilotfish_cache_redis_reconnects_total") == 0, m
             # purge by tag through A: Redis and A's memory (B's memory keeps its copy)
             rp = purge(a, {"tag": "k1"})
             assert rp.json() == {"purged": 1}, rp.body
@@ -739,6 +807,39 @@ def test_cache_l2_shared_by_two_processes():
                     break
                 time.sleep(0.1)
             assert b"l2back" in r.command("KEYS", "t:*"), "nothing stored after Redis came back"
+            m = a.metrics()
+            assert m.get("pilotfish_cache_redis_reconnects_total", 0) >= 1, m
+
+
+@pf.timeout(60)
+def test_cache_l2_vary_found_by_another_process():
+    """B never saw the URL: it learns its Vary from Redis, then finds the variant there."""
+    r = Redis()
+    o = Origin()
+    with r, o:
+        a, b = start_l2(r, o), start_l2(r, o)
+        with a, b:
+            t = "/l2v?size=700&" + cc("max-age=3600") + "&header=Vary:Accept-Language"
+            en = a.get(t, headers={"Accept-Language": "en"})
+            assert_miss(en)
+            fr = a.get(t, headers={"Accept-Language": "fr"})
+            assert_miss(fr, fwd="vary-miss")
+            # both variants and the Vary record: three keys for the URL
+            pf.eventually(lambda: r.command("KEYS", "t:*l2v*").count(b"t:http") == 3,
+                          timeout=10, msg="two variants and the Vary record in Redis")
+            o.reset_stats()
+            got = b.get(t, headers={"Accept-Language": "fr"})
+            assert_hit(got, "fr from Redis in the second process")
+            assert got.body == fr.body and seq(got) == seq(fr)
+            got = b.get(t, headers={"Accept-Language": "en"})
+            assert_hit(got, "en from Redis in the second process")
+            assert seq(got) == seq(en)
+            assert o.stats()["requests"] == 0, o.stats()
+            # a variant nobody stored: a vary-miss that goes upstream
+            de = b.get(t, headers={"Accept-Language": "de"})
+            assert_miss(de, fwd="vary-miss")
+            m = b.metrics()
+            assert m.get('pilotfish_cache_redis_lookups_total{result="hit"}') == 2, m
 
 
 def test_cache_range_hit_is_206():

@@ -626,12 +626,19 @@ static void test_silent_then_late(void **state)
     const char *addrs[1] = {addr};
     struct res r1, r2;
     struct pf_l2_stats st;
+    struct pf_l2_totals t0, t1;
     (void)state;
     snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
+    pf_l2_totals(&t0);
     struct pf_l2 *l2 = l2_at(base, addrs, 1, 1000);
     assert_false(get_wait(l2, base, "k", &r1)); /* nobody answers: a miss at timeout_ms */
     pf_l2_stats(l2, &st);
     assert_int_equal(st.timeouts, 1);
+    /* the process-wide totals count it too, and time it up to the timeout */
+    pf_l2_totals(&t1);
+    assert_int_equal(t1.timeouts - t0.timeouts, 1);
+    assert_int_equal(t1.count - t0.count, 1);
+    assert_true(t1.sum_us - t0.sum_us >= 900000);
     /* now answer that get late, and the next one on time */
     struct fake fk = {.answer_from = 2, .answer = "$3\r\nxyz\r\n"};
     fk.fd = accept(lfd, NULL, NULL);
@@ -657,8 +664,10 @@ static void test_garbage(void **state)
     const char *addrs[1] = {addr};
     struct res r;
     struct pf_l2_stats st;
+    struct pf_l2_totals t0, t1;
     (void)state;
     snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
+    pf_l2_totals(&t0);
     struct pf_l2 *l2 = l2_at(base, addrs, 1, 10000);
     struct fake fk = {.answer_from = 1, .answer = ":1\r\n"}; /* an integer to a GET */
     memset(&r, 0, sizeof(r));
@@ -673,6 +682,15 @@ static void test_garbage(void **state)
     pf_l2_stats(l2, &st);
     assert_int_equal(st.errors, 1);
     assert_int_equal(st.timeouts, 0);
+    pf_l2_totals(&t1);
+    assert_int_equal(t1.errors - t0.errors, 1);
+    assert_int_equal(t1.timeouts - t0.timeouts, 0);
+    assert_int_equal(t1.count - t0.count, 1);
+    /* answered at once by the fake: in a bucket, not past the last bound */
+    uint64_t in_buckets = 0;
+    for (unsigned b = 0; b < PF_L2_BUCKETS; b++)
+        in_buckets += t1.buckets[b] - t0.buckets[b];
+    assert_int_equal(in_buckets, 1);
     pf_l2_free(l2);
     event_free(fk.ev);
     close(fk.fd);
