@@ -165,6 +165,23 @@ struct pf_tx_ref pf_tx_ref(struct pf_tx *tx);
 /* The transaction r refers to, or NULL once it has ended (or r is zeroed). */
 struct pf_tx *pf_tx_deref(struct pf_tx_ref r);
 
+/*
+ * Start a background transaction: a GET of tx's target with tx's request
+ * headers as they are now (the changes of the filters before s included), and
+ * no client. From the event loop, soon, it runs the route's filters from the
+ * one whose slot is s on (on_request of the filters before it does not run:
+ * they have done their part on tx), then goes upstream as any request does
+ * (balancer, pool, retries, connect_timeout, request_timeout); its response
+ * passes through those filters' on_response and on_body and is then dropped.
+ * on_done runs as for any transaction. It holds its snapshot (conf, wstate,
+ * pstate) until it ends; a drain does not wait for it, and when the process
+ * stops it is aborted. Call from on_request (s is the caller's slot). False
+ * when it was not started (the worker is draining).
+ */
+bool pf_tx_background(struct pf_tx *tx, struct pf_slot *s);
+/* Is tx a background transaction (pf_tx_background)? */
+bool pf_tx_is_background(const struct pf_tx *tx);
+
 /* ---- what a filter may read and change of the transaction ---- */
 
 struct pf_arena *pf_tx_arena(struct pf_tx *tx);

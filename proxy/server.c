@@ -387,6 +387,7 @@ static void worker_init(struct pf_server *s, struct pf_worker *w, unsigned index
     w->base = admin ? s->base : worker_base_new();
     pf_stream_loop_init(&w->sloop, w->base);
     TAILQ_INIT(&w->conns);
+    TAILQ_INIT(&w->bg_txs);
     pthread_mutex_init(&w->mail_lock, NULL);
     w->mail_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (w->mail_fd < 0)
@@ -424,6 +425,7 @@ static void worker_stop(struct pf_worker *w, void *arg)
     (void)arg;
     while ((c = TAILQ_FIRST(&w->conns)) != NULL)
         pf_conn_close(c);
+    pf_tx_abort_background(w);
     pf_listen_worker_close_all(w);
     pf_upstream_sweep(w, true);
     if (evbuffer_get_length(w->alog) > 0)

@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/queue.h>
 
 #include <event2/event_struct.h>
 #include <http_parser.h>
@@ -124,6 +125,12 @@ struct pf_tx {
     uint64_t t_up_head;
     struct event timer; /* connect / request timeout */
     bool timer_set;
+
+    /* a background transaction (pf_tx_background): no client, ever */
+    bool background;
+    const char *bg_client;      /* the address of the client whose request it copies */
+    struct event bg_start;      /* starts its chain from the loop */
+    TAILQ_ENTRY(pf_tx) bg_link; /* in its worker's bg_txs */
 };
 
 #endif /* PF_TX_T_H */

@@ -59,7 +59,9 @@ bool pf_tx_is_head(const struct pf_tx *tx)
 
 const char *pf_tx_client_addr(const struct pf_tx *tx)
 {
-    return tx->conn != NULL ? tx->conn->client : "-";
+    if (tx->conn != NULL)
+        return tx->conn->client;
+    return tx->bg_client != NULL ? tx->bg_client : "-";
 }
 
 const char *pf_tx_route_name(const struct pf_tx *tx)
@@ -198,6 +200,10 @@ static void tx_finish(struct pf_tx *tx)
 void pf_tx_free(struct pf_tx *tx)
 {
     pf_txref_release(tx); /* before on_done: a waiter woken from there finds nothing */
+    if (tx->background) {
+        event_del(&tx->bg_start);
+        TAILQ_REMOVE(&tx->w->bg_txs, tx, bg_link);
+    }
     if (tx->timer_set)
         event_del(&tx->timer);
     if (tx->uc != NULL)
@@ -229,10 +235,81 @@ void pf_tx_abort(struct pf_tx *tx, enum pf_error why)
     pf_tx_free(tx);
 }
 
-/* ---- the request path ---- */
-
 static void tx_dispatch(struct pf_tx *tx, enum pf_verdict v);
 static void tx_send_reply(struct pf_tx *tx);
+
+/* ---- background transactions (no client) ---- */
+
+bool pf_tx_is_background(const struct pf_tx *tx)
+{
+    return tx->background;
+}
+
+/* From the loop: run the chain from the filter that asked, then the upstream. */
+static void bg_start_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct pf_tx *tx = arg;
+
+    (void)fd;
+    (void)what;
+    tx->phase = PF_TX_FILTERS;
+    pf_trace_request_id(tx);
+    pf_trace_start(tx);
+    tx_dispatch(tx, pf_chain_request(tx));
+}
+
+bool pf_tx_background(struct pf_tx *tx, struct pf_slot *s)
+{
+    struct pf_worker *w = tx->w;
+    struct pf_arena *a;
+    struct pf_tx *bg;
+    const char *client;
+    struct timeval now = {0, 0};
+
+    if (w->draining || tx->route == NULL || s < tx->slots || s >= tx->slots + tx->n_filters)
+        return false;
+    a = pf_arena_new(PF_ARENA_CHUNK);
+    bg = pf_arena_alloc(a, sizeof(*bg));
+    bg->arena = a;
+    bg->w = w;
+    bg->wc = tx->wc; /* the snapshot (and the filters' state) outlive bg */
+    bg->wc->refs++;
+    bg->cfg = tx->cfg;
+    bg->route = tx->route;
+    bg->up = tx->up;
+    bg->t_start = pf_now_us();
+    bg->client_keepalive = true;
+    bg->background = true;
+    client = pf_tx_client_addr(tx); /* X-Forwarded-For names the client it refreshes for */
+    bg->bg_client = pf_arena_strndup(a, client, strlen(client));
+    bg->method = "GET";
+    bg->method_id = HTTP_GET;
+    bg->url = pf_arena_strndup(a, tx->url, strlen(tx->url));
+    bg->http_major = 1;
+    bg->http_minor = 1;
+    bg->req_done = true;
+    for (unsigned i = 0; i < tx->req.n; i++)
+        pf_hdrs_add(a, &bg->req, tx->req.v[i].name, tx->req.v[i].value);
+    if (tx->host != NULL)
+        bg->host = pf_arena_strndup(a, tx->host, strlen(tx->host));
+    bg->host_from_target = tx->host_from_target;
+    pf_chain_init(bg);
+    bg->next_filter = (unsigned)(s - tx->slots); /* the filters before it do not run */
+    TAILQ_INSERT_TAIL(&w->bg_txs, bg, bg_link);
+    event_assign(&bg->bg_start, w->base, -1, 0, bg_start_cb, bg);
+    event_add(&bg->bg_start, &now);
+    return true;
+}
+
+void pf_tx_abort_background(struct pf_worker *w)
+{
+    struct pf_tx *tx;
+
+    while ((tx = TAILQ_FIRST(&w->bg_txs)) != NULL)
+        pf_tx_abort(tx, PF_ERR_CLIENT_ABORT);
+}
+
+/* ---- the request path ---- */
 
 void pf_tx_start(struct pf_tx *tx)
 {

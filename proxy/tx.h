@@ -51,6 +51,8 @@ void pf_tx_abort(struct pf_tx *tx, enum pf_error why);
 
 /* Release: on_done for the filters that ran, access log line, arena. */
 void pf_tx_free(struct pf_tx *tx);
+/* The process stops: end w's background transactions (their on_done runs). */
+void pf_tx_abort_background(struct pf_worker *w);
 
 /* The transaction ends: references to it (pf_tx_ref) stop finding it. */
 void pf_txref_release(struct pf_tx *tx);

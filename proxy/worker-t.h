@@ -65,6 +65,7 @@ struct pf_worker {
     _Atomic bool full;  /* atomic: paused, limits.max_connections reached (process-wide) */
     struct pf_conn_list conns;
     unsigned n_conns;
+    TAILQ_HEAD(pf_tx_list, pf_tx) bg_txs; /* background transactions (pf_tx_background) */
     struct pf_pool *
         *pools; /* indexed by endpoint id; each allocated once (TAILQ heads must not move) */
     unsigned n_pools;

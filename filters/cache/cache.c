@@ -55,6 +55,8 @@ struct cache_ctx {
     bool replacing;            /* on_body drops the upstream body and emits emit's */
     bool leader;               /* this request fetches the key for coalesced waiters */
     bool collapsed;            /* this request waited for another one's fetch */
+    bool background;           /* a stale-while-revalidate refresh (pf_tx_background) */
+    unsigned refresh;          /* ... how it ended (enum pf_cache_refresh), for on_done */
     bool l2_done;              /* the L2 tier was asked (once per request) */
     bool l2_vary;              /* ... and answered with the key's Vary record (once) */
     bool debug_key;            /* Cache-Status says key= (filters.cache.debug_key) */
@@ -589,9 +591,15 @@ static enum pf_verdict cache_lookup(const struct pf_cache_conf *c, struct pf_tx 
         pf_cobj_unref(o); /* the reply's body holds its own reference */
         return v;
     case PF_CACHE_USE_STALE_OK:
-    case PF_CACHE_USE_STALE_SWR:
         v = serve(c, tx, x, o, PF_CACHE_STALE, "; detail=stale");
         pf_cobj_unref(o);
+        return v;
+    case PF_CACHE_USE_STALE_SWR:
+        /* a hit (this request does not go forward); one refresh runs in the background */
+        v = serve(c, tx, x, o, PF_CACHE_STALE, "; detail=stale-while-revalidate");
+        pf_cobj_unref(o);
+        if (v == PF_REPLIED && !pf_coalesce_busy(s->pstate, x->key))
+            pf_tx_background(tx, s);
         return v;
     case PF_CACHE_USE_REVALIDATE:
     default:
@@ -619,6 +627,47 @@ static void coalesced(struct pf_tx *tx, void *arg, bool timed_out)
     x->collapsed = true;
     pf_cache_count_coalesced();
     pf_tx_resume(tx, timed_out ? PF_NEXT : cache_lookup(s->conf, tx, s, x));
+}
+
+/*
+ * A background refresh of a stale entry that a stale-while-revalidate hit
+ * started (a copy of that request, with no client): it leads the key's flight
+ * (or ends at once when another fetch of the key is under way, or the entry
+ * went or is fresh again), and revalidates the entry with its validators, or refetches it.
+ */
+static enum pf_verdict refresh_request(struct pf_tx *tx, struct pf_slot *s, struct cache_ctx *x)
+{
+    static const char *const conditional[] = {
+        "if-none-match", "if-modified-since",   "if-range",
+        "if-match",      "if-unmodified-since", "range",
+    };
+    const struct pf_cache_conf *c = s->conf;
+    char variant[VARIANT_MAX];
+    bool has_vary;
+    struct pf_cobj *o = NULL;
+
+    if (lookup_variant(s->pstate, tx, x->key, variant, sizeof(variant), &has_vary))
+        o = pf_cstore_get(s->pstate, x->key, variant);
+    if (o != NULL &&
+        pf_cache_usable(&o->meta, &x->req_cc, &c->policy, now_s()) == PF_CACHE_USE_FRESH) {
+        pf_cobj_unref(o); /* refreshed meanwhile */
+        o = NULL;
+    }
+    if (o == NULL || !pf_coalesce_lead(s->pstate, x->key)) {
+        pf_cobj_unref(o);
+        x->fwd = NULL; /* not counted, no Cache-Status: nobody reads this answer */
+        pf_tx_reply(tx, 204, NULL);
+        return PF_REPLIED;
+    }
+    x->leader = true;
+    x->background = true;
+    x->refresh = PF_REFRESH_FAILED; /* until a response says otherwise */
+    x->variant = pf_arena_strndup(pf_tx_arena(tx), variant, strlen(variant));
+    /* the client's own conditionals and range are not the cache's */
+    for (size_t i = 0; i < sizeof(conditional) / sizeof(conditional[0]); i++)
+        pf_tx_req_header_del(tx, conditional[i]);
+    go_revalidate(tx, x, o); /* takes the reference */
+    return PF_NEXT;
 }
 
 static enum pf_verdict cache_on_request(struct pf_tx *tx, struct pf_slot *s)
@@ -655,6 +704,8 @@ static enum pf_verdict cache_on_request(struct pf_tx *tx, struct pf_slot *s)
         strcasecmp(pf_tx_req_header(tx, "pragma"), "no-cache") == 0)
         x->req_cc.no_cache = true; /* RFC 9111 §5.4: Pragma only without Cache-Control */
     x->no_store = x->req_cc.no_store;
+    if (pf_tx_is_background(tx))
+        return refresh_request(tx, s, x);
     x->client_inm = req_copy(tx, "if-none-match");
     x->client_ims = req_copy(tx, "if-modified-since");
     return after_lookup(c, tx, s, x, cache_lookup(c, tx, s, x));
@@ -818,6 +869,13 @@ static enum pf_verdict revalidated(const struct pf_cache_conf *c, struct pf_tx *
         if (pf_cstore_vary(s->pstate, o->key, vary, sizeof(vary)))
             l2_store_vary(c, tx, s, o, vary); /* its TTL follows the refreshed entry's */
     }
+    if (x->background) { /* nobody to answer: the entry is refreshed */
+        pf_cobj_unref(o);
+        x->refresh = PF_REFRESH_REVALIDATED;
+        s->skip_body = true;
+        leader_done(s, x);
+        return PF_NEXT;
+    }
     replace_response(tx, s, x, o, now, PF_CACHE_REVALIDATED);
     cache_status(tx, x, "pilotfish; fwd=%s; fwd-status=304; ttl=%lld", x->fwd, ttl_of(c, o, now));
     return PF_NEXT;
@@ -936,6 +994,25 @@ static void maybe_store(const struct pf_cache_conf *c, struct pf_tx *tx, struct 
     cache_status(tx, x, "pilotfish; fwd=%s; fwd-status=%d; stored", x->fwd, status);
 }
 
+/* The response to a background refresh: store it; an error keeps the stale entry. */
+static void refresh_response(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_slot *s,
+                             struct cache_ctx *x, int status, int64_t now)
+{
+    s->skip_body = true;
+    if (status >= 500) {
+        leader_done(s, x);
+        return;
+    }
+    maybe_store(c, tx, s, x, status, now);
+    if (x->b != NULL) {
+        x->refresh = PF_REFRESH_UPDATED;
+        s->skip_body = false;
+        return;
+    }
+    x->refresh = PF_REFRESH_UNCACHEABLE;
+    leader_done(s, x);
+}
+
 static enum pf_verdict cache_on_response(struct pf_tx *tx, struct pf_slot *s)
 {
     const struct pf_cache_conf *c = s->conf;
@@ -957,6 +1034,10 @@ static enum pf_verdict cache_on_response(struct pf_tx *tx, struct pf_slot *s)
     }
     if (x->stale != NULL && x->mode == M_REVALIDATE && status == 304)
         return revalidated(c, tx, s, x, now);
+    if (x->background) {
+        refresh_response(c, tx, s, x, status, now);
+        return PF_NEXT;
+    }
     if (x->stale != NULL && status >= 500 && on_error(c, tx, s, x, status, now))
         return PF_NEXT;
     pf_cache_count(PF_CACHE_MISS, 0);
@@ -1008,8 +1089,13 @@ static void cache_on_done(struct pf_tx *tx, struct pf_slot *s)
     struct cache_ctx *x = s->ctx;
 
     (void)tx;
-    if (x->b != NULL)
+    if (x->b != NULL) {
         pf_cobj_builder_abandon(x->b); /* the body never ended: nothing stored */
+        if (x->refresh == PF_REFRESH_UPDATED)
+            x->refresh = PF_REFRESH_FAILED;
+    }
+    if (x->background)
+        pf_cache_count_refresh(x->refresh);
     leader_done(s, x);
     if (x->l2_get != 0)
         pf_l2_cancel(l2_of(s), x->l2_get); /* its callback would find the ctx freed */

@@ -52,6 +52,18 @@ enum pf_cache_result {
     PF_CACHE_N_RESULTS,
 };
 
+/* refresh.c: background refreshes (stale-while-revalidate), by how they ended */
+enum pf_cache_refresh {
+    PF_REFRESH_UPDATED = 0, /* a new response replaced the entry */
+    PF_REFRESH_REVALIDATED, /* a 304 refreshed the entry */
+    PF_REFRESH_UNCACHEABLE, /* the response could not be stored: the entry stays */
+    PF_REFRESH_FAILED,      /* 5xx, no response, or cut: the stale entry stays */
+    PF_REFRESH_N,
+};
+struct evbuffer;
+void pf_cache_count_refresh(enum pf_cache_refresh r);
+void pf_cache_refresh_metrics(struct evbuffer *out);
+
 /* coalesce.c: one upstream fetch per key (see the file's comment) */
 struct pf_tx;
 enum pf_coalesce {
@@ -63,6 +75,10 @@ enum pf_coalesce {
 typedef void (*pf_coalesce_fn)(struct pf_tx *tx, void *arg, bool timed_out);
 enum pf_coalesce pf_coalesce_join(const void *store, const char *key, struct pf_tx *tx,
                                   uint64_t timeout_ms, pf_coalesce_fn fn, void *arg);
+/* Is a fetch of (store, key) under way? */
+bool pf_coalesce_busy(const void *store, const char *key);
+/* Become the leader of (store, key) when nobody fetches it (true), or do nothing. */
+bool pf_coalesce_lead(const void *store, const char *key);
 /* The leader of (store, key) is done: wake every waiter (any thread). */
 void pf_coalesce_done(const void *store, const char *key);
 

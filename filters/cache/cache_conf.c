@@ -297,6 +297,7 @@ void pf_cache_metrics(const void *conf, void *pstate, struct evbuffer *out)
                       "Requests that waited for another request's fetch of the same key.");
     pf_stats_put_sample(out, "pilotfish_cache_coalesced_total", NULL, NULL,
                         pf_counter_sum(&counters, C_COALESCED));
+    pf_cache_refresh_metrics(out);
     pf_stats_put_head(out, "pilotfish_cache_bytes", "gauge",
                       "Bytes charged in the memory cache (keys, headers, bodies, bookkeeping).");
     pf_stats_put_sample(out, "pilotfish_cache_bytes", NULL, NULL, st.bytes);

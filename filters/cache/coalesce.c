@@ -163,6 +163,34 @@ enum pf_coalesce pf_coalesce_join(const void *store, const char *key, struct pf_
     return PF_COALESCE_WAITING;
 }
 
+bool pf_coalesce_busy(const void *store, const char *key)
+{
+    bool busy;
+
+    pthread_mutex_lock(&lock);
+    busy = find(store, key) != NULL;
+    pthread_mutex_unlock(&lock);
+    return busy;
+}
+
+bool pf_coalesce_lead(const void *store, const char *key)
+{
+    struct flight *f;
+    bool lead;
+
+    pthread_mutex_lock(&lock);
+    lead = find(store, key) == NULL;
+    if (lead) {
+        f = pf_xcalloc(1, sizeof(*f));
+        f->store = store;
+        f->key = pf_xstrdup(key);
+        f->next = table[bucket_of(store, key)];
+        table[bucket_of(store, key)] = f;
+    }
+    pthread_mutex_unlock(&lock);
+    return lead;
+}
+
 void pf_coalesce_done(const void *store, const char *key)
 {
     struct flight **pp;

@@ -433,6 +433,146 @@ def test_cache_flood_of_distinct_keys_keeps_rss_bounded():
                 grew, base, n, objects, evicted)
 
 
+# ---- stale-while-revalidate: served at once, refreshed once in the background ----
+
+SWR = cc("max-age=1, stale-while-revalidate=30")
+
+
+def wait_stale_hit(p, t, bound=100):
+    """Ask until the entry has expired (max-age=1): the stale hit, which starts a refresh."""
+    for _ in range(bound):
+        r = p.get(t)
+        if "detail=stale-while-revalidate" in status_of(r):
+            return r
+        assert_hit(r, "before expiry")
+        time.sleep(0.05)
+    raise AssertionError("the entry never went stale")
+
+
+def wait_metric(p, name, want, bound=200):
+    for _ in range(bound):
+        got = p.metrics().get(name, 0)
+        if got >= want:
+            return got
+        time.sleep(0.05)
+    raise AssertionError("%s never reached %s: %r" % (name, want, p.metrics().get(name)))
+
+
+REFRESHED = 'pilotfish_cache_background_refreshes_total{result="%s"}'
+
+
+def test_cache_swr_serves_stale_and_refreshes_once():
+    o, p = start()
+    with o, p:
+        t = "/swr?size=64&" + SWR
+        first = p.get(t)
+        assert_miss(first)
+        o.reset_stats()
+        r = wait_stale_hit(p, t)
+        assert r.status == 200 and r.body == first.body and seq(r) == seq(first), r.headers
+        cs = status_of(r)
+        assert cs.startswith("pilotfish; hit; ttl="), cs
+        assert int(cs.split("ttl=")[1].split(";")[0]) <= 0, cs  # stale: no freshness left
+        assert wait_metric(p, REFRESHED % "updated", 1) == 1
+        assert o.stats()["requests"] == 1
+        r = p.get(t)
+        assert_hit(r, "after the refresh")
+        assert seq(r) != seq(first) and r.body == first.body, r.headers
+        m = p.metrics()
+        assert m.get('pilotfish_cache_requests_total{result="stale"}') == 1, m
+        assert m.get(REFRESHED % "failed") == 0, m
+        assert o.stats()["requests"] == 1
+
+
+def test_cache_swr_refresh_revalidates_with_the_stored_etag():
+    o, p = start()
+    with o, p:
+        t = "/swrv?size=64&etag=v1&" + SWR
+        first = p.get(t)
+        assert_miss(first)
+        o.reset_stats()
+        wait_stale_hit(p, t)
+        assert wait_metric(p, REFRESHED % "revalidated", 1) == 1
+        assert o.stats()["requests"] == 1
+        r = p.get(t)
+        assert_hit(r, "after the 304")
+        assert r.body == first.body and seq(r) != seq(first), r.headers  # the 304's headers
+        assert p.metrics().get(REFRESHED % "updated") == 0
+
+
+def test_cache_swr_concurrent_stale_hits_refresh_once():
+    o, p = start(workers=2)
+    with o, p:
+        # the refresh takes a second at the origin: the stale hits all see it under way
+        t = "/swrc?size=64&delay=1000&" + SWR
+        first = p.get(t)
+        assert_miss(first)
+        o.reset_stats()
+        time.sleep(2.1)  # past max-age=1 whatever the rounding: the hits below are all stale
+        n = 10
+        barrier = threading.Barrier(n)
+        got = [None] * n
+
+        def read(i):
+            barrier.wait()
+            got[i] = p.get(t)
+
+        ts = [threading.Thread(target=read, args=(i,)) for i in range(n)]
+        for th in ts:
+            th.start()
+        for th in ts:
+            th.join()
+        for r in got:
+            assert r.status == 200 and r.body == first.body and seq(r) == seq(first), r
+            assert "detail=stale-while-revalidate" in status_of(r), status_of(r)
+        assert wait_metric(p, REFRESHED % "updated", 1) == 1
+        assert o.stats()["requests"] == 1, o.stats()
+        m = p.metrics()
+        assert m.get(REFRESHED % "updated") == 1, m
+        assert m.get('pilotfish_cache_requests_total{result="stale"}') == n, m
+
+
+def test_cache_swr_refresh_error_keeps_stale_entry():
+    o, p = start()
+    with o, p:
+        t = "/swre?size=64&" + SWR
+        first = p.get(t)
+        assert_miss(first)
+        o.stop()
+        r = wait_stale_hit(p, t)
+        assert r.body == first.body and seq(r) == seq(first), r.headers
+        wait_metric(p, REFRESHED % "failed", 1)
+        r = p.get(t)
+        assert r.status == 200 and r.body == first.body and seq(r) == seq(first), r.headers
+        assert "detail=stale-while-revalidate" in status_of(r), status_of(r)
+        assert p.metrics().get(REFRESHED % "updated") == 0
+
+
+def test_cache_swr_refresh_in_flight_does_not_hold_up_exit():
+    o, p = start()
+    with o, p:
+        t = "/swrx?size=64&" + SWR
+        first = p.get(t)
+        assert_miss(first)
+        o.stop()
+        # in the origin's place, a listener that takes the refresh and never answers
+        hang = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        hang.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        hang.bind(("127.0.0.1", o.port))
+        hang.listen(8)
+        hang.settimeout(10)
+        try:
+            r = wait_stale_hit(p, t)
+            assert r.body == first.body, r
+            up, _ = hang.accept()  # the refresh is with the "upstream" now
+            # neither the drain nor the exit waits for it (request_timeout is 30s, drain_timeout
+            # 15s, and stop() kills after 10s): pilotfish ends it and exits cleanly
+            assert p.stop() == 0
+            up.close()
+        finally:
+            hang.close()
+
+
 # ---- settings, reload, order with gzip ----
 
 def test_cache_settings_errors_have_positions():

@@ -444,6 +444,180 @@ static void test_tx_request_id_is_generated_when_empty_or_too_long(void **state)
     assert_string_equal(seen.request_id, long_id);
 }
 
+/* ---- background transactions (pf_tx_background) ---- */
+
+/*
+ * A route [mark, bg]: mark changes the request (once per transaction it sees),
+ * bg starts a background copy from its own slot when it sees a client's
+ * request, and answers every request itself, recording what the background
+ * one looked like.
+ */
+static struct {
+    unsigned mark_calls, bg_calls, bg_done;
+    bool started;
+    bool is_bg;
+    char method[8], url[32], marked[16], accept[16];
+} bgseen;
+
+static enum pf_verdict mark_on_request(struct pf_tx *tx, struct pf_slot *s)
+{
+    (void)s;
+    bgseen.mark_calls++;
+    pf_tx_req_header_set(tx, "X-Mark", "set");
+    return PF_NEXT;
+}
+
+static enum pf_verdict bg_on_request(struct pf_tx *tx, struct pf_slot *s)
+{
+    const char *v;
+
+    bgseen.bg_calls++;
+    if (!pf_tx_is_background(tx)) {
+        bgseen.started = pf_tx_background(tx, s);
+    } else {
+        bgseen.is_bg = true;
+        snprintf(bgseen.method, sizeof(bgseen.method), "%s", pf_tx_method(tx));
+        snprintf(bgseen.url, sizeof(bgseen.url), "%s", pf_tx_path(tx));
+        v = pf_tx_req_header(tx, "x-mark");
+        snprintf(bgseen.marked, sizeof(bgseen.marked), "%s", v != NULL ? v : "");
+        v = pf_tx_req_header(tx, "accept");
+        snprintf(bgseen.accept, sizeof(bgseen.accept), "%s", v != NULL ? v : "");
+    }
+    pf_tx_reply(tx, 204, NULL);
+    return PF_REPLIED;
+}
+
+static void bg_on_done(struct pf_tx *tx, struct pf_slot *s)
+{
+    (void)s;
+    if (pf_tx_is_background(tx))
+        bgseen.bg_done++;
+}
+
+static const struct pf_filter_ops mark_ops = {.name = "mark", .on_request = mark_on_request};
+static const struct pf_filter_ops bg_ops = {
+    .name = "bg", .on_request = bg_on_request, .on_done = bg_on_done};
+
+static struct {
+    struct pf_config cfg;
+    struct pf_upstream_conf up;
+    struct pf_route route;
+    struct pf_filter_inst inst[2];
+    unsigned order[2];
+    void *wstates[2];
+    struct pf_wconf wc;
+    struct pf_worker w;
+} bx;
+
+static int bg_setup(void **state)
+{
+    (void)state;
+    memset(&bx, 0, sizeof(bx));
+    memset(&bgseen, 0, sizeof(bgseen));
+    bx.up.name = "app";
+    bx.inst[0].ops = &mark_ops;
+    bx.inst[1].ops = &bg_ops;
+    bx.order[0] = 0;
+    bx.order[1] = 1;
+    bx.route.name = "r";
+    bx.route.prefix = "/";
+    bx.route.prefix_len = 1;
+    bx.route.filters = bx.order;
+    bx.route.n_filters = 2;
+    bx.cfg.upstreams = &bx.up;
+    bx.cfg.n_upstreams = 1;
+    bx.cfg.routes = &bx.route;
+    bx.cfg.n_routes = 1;
+    bx.cfg.filters = bx.inst;
+    bx.cfg.n_filters = 2;
+    bx.wc.cfg = &bx.cfg;
+    bx.wc.wstates = bx.wstates;
+    bx.wc.refs = 1;
+    bx.w.wc = &bx.wc;
+    bx.w.rng[0] = 1;
+    bx.w.rng[1] = 2;
+    bx.w.base = event_base_new();
+    TAILQ_INIT(&bx.w.bg_txs);
+    return bx.w.base != NULL ? 0 : -1;
+}
+
+static int bg_teardown(void **state)
+{
+    (void)state;
+    event_base_free(bx.w.base);
+    return 0;
+}
+
+/* A HEAD /p?q from a client, with an Accept header; the client is gone once it is answered. */
+static void bg_client_request(void)
+{
+    struct pf_arena *a = pf_arena_new(PF_ARENA_CHUNK);
+    struct pf_tx *tx = pf_arena_alloc(a, sizeof(*tx));
+
+    tx->arena = a;
+    tx->w = &bx.w;
+    tx->wc = &bx.wc;
+    bx.wc.refs++;
+    tx->cfg = &bx.cfg;
+    tx->method = "HEAD";
+    tx->method_id = HTTP_HEAD;
+    tx->url = "/p?q";
+    tx->http_major = 1;
+    tx->http_minor = 1;
+    tx->client_keepalive = true;
+    tx->req_done = true;
+    pf_hdrs_add(a, &tx->req, "Accept", "text/x");
+    pf_tx_start(tx);
+}
+
+static void test_tx_background_runs_from_the_calling_filter_without_a_client(void **state)
+{
+    (void)state;
+    bg_client_request();
+    assert_true(bgseen.started);
+    /* the client's transaction ended; the background one holds the snapshot until it runs */
+    assert_int_equal(bx.w.requests, 1);
+    assert_int_equal(bx.wc.refs, 2);
+    assert_false(bgseen.is_bg);
+    assert_int_equal(event_base_loop(bx.w.base, 0), 1); /* 1: ran until no event was left */
+    assert_true(bgseen.is_bg);
+    assert_string_equal(bgseen.method, "GET");
+    assert_string_equal(bgseen.url, "/p?q");
+    assert_string_equal(bgseen.marked, "set"); /* as the filters before it left the request */
+    assert_string_equal(bgseen.accept, "text/x");
+    assert_int_equal(bgseen.mark_calls, 1); /* the filter before the caller did not run again */
+    assert_int_equal(bgseen.bg_calls, 2);
+    assert_int_equal(bgseen.bg_done, 1);
+    assert_int_equal(bx.w.requests, 2);
+    assert_int_equal(bx.wc.refs, 1);
+    assert_true(TAILQ_EMPTY(&bx.w.bg_txs));
+}
+
+static void test_tx_background_is_aborted_when_the_worker_stops(void **state)
+{
+    (void)state;
+    bg_client_request();
+    assert_true(bgseen.started);
+    assert_false(TAILQ_EMPTY(&bx.w.bg_txs));
+    pf_tx_abort_background(&bx.w);
+    assert_true(TAILQ_EMPTY(&bx.w.bg_txs));
+    assert_int_equal(bx.wc.refs, 1);
+    assert_int_equal(bx.w.requests, 2);
+    /* its start event went with it */
+    assert_int_equal(event_base_loop(bx.w.base, 0), 1);
+    assert_false(bgseen.is_bg);
+}
+
+static void test_tx_background_is_refused_while_draining(void **state)
+{
+    (void)state;
+    bx.w.draining = true;
+    bg_client_request();
+    assert_false(bgseen.started);
+    assert_true(TAILQ_EMPTY(&bx.w.bg_txs));
+    assert_int_equal(bx.wc.refs, 1);
+}
+
 int main(void)
 {
 #define I(f) cmocka_unit_test_setup_teardown(f, id_setup, NULL)
@@ -464,7 +638,12 @@ int main(void)
         I(test_tx_request_id_is_kept_when_given),
         I(test_tx_request_id_is_generated_when_absent),
         I(test_tx_request_id_is_generated_when_empty_or_too_long),
+#define B(f) cmocka_unit_test_setup_teardown(f, bg_setup, bg_teardown)
+        B(test_tx_background_runs_from_the_calling_filter_without_a_client),
+        B(test_tx_background_is_aborted_when_the_worker_stops),
+        B(test_tx_background_is_refused_while_draining),
     };
+#undef B
 #undef I
 
     return cmocka_run_group_tests_name("tx", tests, NULL, NULL);
