@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# bench/run.sh - pilotfish against nginx and HAProxy, each a reverse proxy with
-# one worker in front of the same origin (bin/pf-origin), all on 127.0.0.1.
+# bench/run.sh - pilotfish against nginx and HAProxy (and, for the cache-hit
+# cases, nginx proxy_cache and Varnish), each with one worker in front of the
+# same origin (bin/pf-origin), all on 127.0.0.1.
 #
 # For every proxy and case: start the proxy (fresh, config rendered from
 # bench/<proxy> template), check one response, warm up, run
@@ -13,11 +14,14 @@
 #   CONNS      wrk connections [32]             THREADS  wrk threads [1]
 #   REPEAT     measured runs per proxy and case; the one least disturbed by
 #              other load on the proxy's CPU is reported [1]
-#   PROXIES    subset of "pilotfish nginx haproxy" [all three]
+#   PROXIES    subset of "pilotfish nginx haproxy varnish" [all four]
 #   CASES      subset of the case table below [1k 100k]
 #   PROXY_CPU  CPU the proxy is pinned to [0]   LOAD_CPU CPU for wrk + origin [1]
 #   PILOTFISH_BIN [bin/pilotfish]  ORIGIN_BIN [bin/pf-origin]
 #   NGINX_BIN [nginx]  HAPROXY_BIN [haproxy]  WRK_BIN [wrk]
+#   STORE_N    objects stored by the store-1k case [10000]
+#   NGINX_SENDFILE  nginx's sendfile in the hit-* cases, on or off [on]
+#   VARNISHD_BIN [varnishd]
 #   OUT        Markdown output [bench/results-latest.md]
 #   KEEP_TMP=1 keep the temp dir (configs, logs, raw wrk output)
 #
@@ -45,6 +49,7 @@ NGINX_BIN=${NGINX_BIN:-nginx}
 HAPROXY_BIN=${HAPROXY_BIN:-haproxy}
 VARNISHD_BIN=${VARNISHD_BIN:-varnishd}
 STORE_N=${STORE_N:-10000}
+NGINX_SENDFILE=${NGINX_SENDFILE:-on}
 WRK_BIN=${WRK_BIN:-wrk}
 OUT=${OUT:-$BENCH/results-latest.md}
 KEEP_TMP=${KEEP_TMP:-0}
@@ -139,8 +144,9 @@ CASE_SNIPPET_haproxy['100k+gzip']='filter compression
 # filter, nginx proxy_cache, Varnish its default (malloc) storage; HAProxy is
 # not part of these rows.
 #   plain  pilotfish route [cache]; nginx proxy_cache with a keys_zone and a
-#          cache path in the temp dir, sendfile on (Debian's stock nginx.conf
-#          has it; a hit's body is a file); Varnish as it comes
+#          cache path in the temp dir, sendfile $NGINX_SENDFILE (default on,
+#          as in Debian's stock nginx.conf: a hit's body is a file; it halves
+#          nginx's CPU per 100 KiB hit); Varnish as it comes
 #   +gzip  the client sends Accept-Encoding: gzip. pilotfish [cache, gzip]:
 #          gzip is next to the upstream, so the cache stores the compressed
 #          variant once and hits are served without compressing
@@ -154,8 +160,9 @@ CC_MAXAGE='header=Cache-Control:%20max-age%3D3600'
 GZIP_PF='gzip: { level: 6, min_length: 1000, types: [text/plain] }'
 CACHE_PF='cache: { memory: 256MiB, max_object_size: 1MiB }'
 NGINX_CACHE_HTTP='proxy_cache_path @DIR@/cache levels=1:2 keys_zone=bench:16m max_size=1g inactive=1h use_temp_path=off;'
-NGINX_CACHE_LOC='proxy_cache bench; sendfile on;'
+NGINX_CACHE_LOC="proxy_cache bench; sendfile $NGINX_SENDFILE;"
 NGINX_GZIP='gzip on; gzip_comp_level 6; gzip_min_length 1000; gzip_types text/plain; gzip_proxied any;'
+# shellcheck disable=SC2034 # read through namerefs (start_proxy, case_skip)
 for c in hit-1k hit-100k hit-1k+gzip hit-100k+gzip; do
     ALL_CASES+=("$c")
     size=1024
@@ -185,6 +192,7 @@ for c in hit-1k hit-100k hit-1k+gzip hit-100k+gzip; do
     fi
 done
 # The plain proxying cases are not Varnish's job (it caches by default).
+# shellcheck disable=SC2034
 for c in 1k 100k 100k+gzip; do
     CASE_SKIP_varnish[$c]='a cache; only the hit-* and store-1k cases'
 done
@@ -204,9 +212,13 @@ CASE_EXPECT[store-1k]=''
 CASE_DECODED[store-1k]=''
 CASE_STORE[store-1k]=1
 CASE_FILTERS_pilotfish[store-1k]='[cache]'
+# shellcheck disable=SC2034 # read through namerefs (start_proxy, case_skip)
 CASE_SNIPPET_pilotfish[store-1k]="filters: { $CACHE_PF }"
+# shellcheck disable=SC2034
 CASE_SNIPPET_varnish[store-1k]=''
+# shellcheck disable=SC2034
 CASE_SKIP_nginx[store-1k]='bodies in files and keys in a zone allocated at start: RSS does not show them'
+# shellcheck disable=SC2034
 CASE_SKIP_haproxy[store-1k]='the cache rows compare pilotfish, nginx proxy_cache and Varnish'
 
 ALL_PROXIES=(pilotfish nginx haproxy varnish)
@@ -412,10 +424,11 @@ to_ms() {
 # ---------------------------------------------------------------------------
 # checks
 # ---------------------------------------------------------------------------
-for v in DURATION WARMUP REPEAT CONNS THREADS PROXY_CPU LOAD_CPU; do
+[[ $NGINX_SENDFILE == on || $NGINX_SENDFILE == off ]] || die "NGINX_SENDFILE must be on or off"
+for v in DURATION WARMUP REPEAT CONNS THREADS PROXY_CPU LOAD_CPU STORE_N; do
     is_uint "${!v}" || die "$v must be a non-negative integer (got '${!v}')"
 done
-((DURATION > 0 && REPEAT > 0 && CONNS > 0 && THREADS > 0)) || die "DURATION, REPEAT, CONNS and THREADS must be > 0"
+((DURATION > 0 && REPEAT > 0 && CONNS > 0 && THREADS > 0 && STORE_N > 0)) || die "DURATION, REPEAT, CONNS, THREADS and STORE_N must be > 0"
 ((CONNS >= THREADS)) || die "CONNS must be >= THREADS"
 for p in $PROXIES; do in_list "$p" "${ALL_PROXIES[@]}" || die "unknown proxy '$p' (known: ${ALL_PROXIES[*]})"; done
 for c in $CASES; do in_list "$c" "${ALL_CASES[@]}" || die "unknown case '$c' (known: ${ALL_CASES[*]})"; done
@@ -822,6 +835,10 @@ report() {
         "$THREADS" "$CONNS" "$DURATION" "$WARMUP" \
         "$( ((REPEAT > 1)) && echo ", best of $REPEAT runs by least other load on CPU $PROXY_CPU")" \
         "${ORIGIN#"$ROOT"/}" "$LOAD_CPU"
+    # shellcheck disable=SC2086 # PROXIES is a list
+    if in_list nginx $PROXIES && [[ " $CASES" == *" hit-"* ]]; then
+        printf -- '- nginx in the hit-* cases: sendfile %s\n' "$NGINX_SENDFILE"
+    fi
     printf -- '- CPU µs/req: proxy process tree utime+stime over the measured run / requests; CPU %%: the same over wall time\n\n'
     printf '| proxy | case | req/s | p50 (ms) | p99 (ms) | CPU µs/req | RSS MiB | proxy CPU %% |\n'
     printf '|---|---|---:|---:|---:|---:|---:|---:|\n'
