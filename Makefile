@@ -3,7 +3,7 @@
 #   make run        deps + build + demo origin on :3000 + pilotfish on :8080
 #   make test       deps + build + unit and end-to-end tests
 #   make test SANITIZE=1   the same under AddressSanitizer + UBSan
-#   make bench      deps (+ nginx, haproxy, wrk) + bench/run.sh
+#   make bench      deps (+ nginx, haproxy, varnish, wrk) + bench/run.sh
 #   make bench-micro  CPU cost of hot functions (bench/micro_*.c)
 #   make fuzz       the long fuzz run (FUZZ_CASES, FUZZ_SEED; SANITIZE=1 works too)
 
@@ -46,7 +46,7 @@ MICRO_BIN := $(MICRO_SRC:bench/%.c=$(BUILD)/bench/%)
 
 DEBS := libevent-dev libhttp-parser-dev libyaml-dev zlib1g-dev libhiredis-dev \
         libcmocka-dev pkg-config curl python3 redis-server prometheus
-BENCH_DEBS := nginx haproxy wrk
+BENCH_DEBS := nginx haproxy varnish wrk
 
 .PHONY: all deps bench-deps run test unit e2e fuzz bench bench-micro format lint clean check-format
 all: $(BIN) $(ORIGIN)

@@ -7,7 +7,9 @@
 # Environment: SIZE (response bytes, default 1024), N_LO / N_HI (request
 # counts of the two runs, default 800 / 4000), CONNS (keep-alive connections,
 # default 8), ORIGIN_BIN (default bin/pf-origin), PORT (first of three ports,
-# default 18600), KEEP (a directory to keep the callgrind outputs in).
+# default 18600), KEEP (a directory to keep the callgrind outputs in),
+# CACHE=1 (cache hits: route filters [cache], the origin's response carries
+# Cache-Control: max-age=3600, so every request but the first is a hit).
 set -eu
 
 SIZE=${SIZE:-1024}
@@ -17,6 +19,13 @@ CONNS=${CONNS:-8}
 ORIGIN_BIN=${ORIGIN_BIN:-bin/pf-origin}
 PORT=${PORT:-18600}
 OP=$PORT PP=$((PORT + 1)) AP=$((PORT + 2))
+CACHE=${CACHE:-0}
+FILTERS='[]' QUERY='' FCFG=''
+if [ "$CACHE" = 1 ]; then
+    FILTERS='[cache]'
+    FCFG='filters: { cache: { memory: 64MiB } }'
+    QUERY='&header=Cache-Control:%20max-age%3D3600'
+fi
 [ $# -gt 0 ] || set -- bin/pilotfish
 
 command -v valgrind >/dev/null || { echo "valgrind is not installed" >&2; exit 2; }
@@ -45,7 +54,8 @@ upstreams:
 routes:
   - match: { prefix: "/" }
     upstream: app
-    filters: []
+    filters: $FILTERS
+$FCFG
 Y
 
 "$ORIGIN_BIN" --listen "127.0.0.1:$OP" >/dev/null 2>&1 &
@@ -53,9 +63,10 @@ OPID=$!
 
 # Keep-alive GETs on CONNS connections, one request in flight on each.
 drive() {
-    python3 - "$PP" "$1" "$SIZE" "$CONNS" <<'P'
+    python3 - "$PP" "$1" "$SIZE" "$CONNS" "$QUERY" <<'P'
 import socket, sys, time
 port, n, size, nconn = (int(a) for a in sys.argv[1:5])
+query = sys.argv[5].encode()
 for _ in range(300):
     try:
         socket.create_connection(("127.0.0.1", port)).close()
@@ -63,7 +74,7 @@ for _ in range(300):
     except OSError:
         time.sleep(0.1)
 socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(nconn)]
-req = b"GET /?size=%d HTTP/1.1\r\nHost: x\r\n\r\n" % size
+req = b"GET /?size=%d%s HTTP/1.1\r\nHost: x\r\n\r\n" % (size, query)
 def read_response(s, buf):
     while True:
         i = buf.find(b"\r\n\r\n")
@@ -98,11 +109,11 @@ total_ir() {
     kill -TERM "$VPID"
     wait "$VPID" || true
     VPID=
-    [ -n "${KEEP:-}" ] && cp "$out" "$KEEP/callgrind.$(basename "$bin").$SIZE.$n"
+    [ -n "${KEEP:-}" ] && cp "$out" "$KEEP/callgrind.$(basename "$bin").$SIZE.$n$([ "$CACHE" = 1 ] && echo .hit)"
     awk '/^(summary|totals):/ { print $2; exit }' "$out"
 }
 
-printf "%-40s %10s %12s %12s\n" binary size "Ir(N=$N_HI)" "Ir/request"
+printf "%-40s %10s %12s %12s\n" binary "size$([ "$CACHE" = 1 ] && echo ' hit')" "Ir(N=$N_HI)" "Ir/request"
 for bin in "$@"; do
     lo=$(total_ir "$bin" "$N_LO")
     hi=$(total_ir "$bin" "$N_HI")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# bench/run.sh - pilotfish against nginx and HAProxy, each a reverse proxy with
-# one worker in front of the same origin (bin/pf-origin), all on 127.0.0.1.
+# bench/run.sh - pilotfish against nginx and HAProxy (and, for the cache-hit
+# cases, nginx proxy_cache and Varnish), each with one worker in front of the
+# same origin (bin/pf-origin), all on 127.0.0.1.
 #
 # For every proxy and case: start the proxy (fresh, config rendered from
 # bench/<proxy> template), check one response, warm up, run
@@ -13,11 +14,14 @@
 #   CONNS      wrk connections [32]             THREADS  wrk threads [1]
 #   REPEAT     measured runs per proxy and case; the one least disturbed by
 #              other load on the proxy's CPU is reported [1]
-#   PROXIES    subset of "pilotfish nginx haproxy" [all three]
+#   PROXIES    subset of "pilotfish nginx haproxy varnish" [all four]
 #   CASES      subset of the case table below [1k 100k]
 #   PROXY_CPU  CPU the proxy is pinned to [0]   LOAD_CPU CPU for wrk + origin [1]
 #   PILOTFISH_BIN [bin/pilotfish]  ORIGIN_BIN [bin/pf-origin]
 #   NGINX_BIN [nginx]  HAPROXY_BIN [haproxy]  WRK_BIN [wrk]
+#   STORE_N    objects stored by the store-1k case [10000]
+#   NGINX_SENDFILE  nginx's sendfile in the hit-* cases, on or off [on]
+#   VARNISHD_BIN [varnishd]
 #   OUT        Markdown output [bench/results-latest.md]
 #   KEEP_TMP=1 keep the temp dir (configs, logs, raw wrk output)
 #
@@ -35,7 +39,7 @@ WARMUP=${WARMUP:-2}
 REPEAT=${REPEAT:-1}
 CONNS=${CONNS:-32}
 THREADS=${THREADS:-1}
-PROXIES=${PROXIES:-pilotfish nginx haproxy}
+PROXIES=${PROXIES:-pilotfish nginx haproxy varnish}
 CASES=${CASES:-1k 100k}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
@@ -43,6 +47,9 @@ PILOTFISH_BIN=${PILOTFISH_BIN:-$ROOT/bin/pilotfish}
 ORIGIN_BIN=${ORIGIN_BIN:-$ROOT/bin/pf-origin}
 NGINX_BIN=${NGINX_BIN:-nginx}
 HAPROXY_BIN=${HAPROXY_BIN:-haproxy}
+VARNISHD_BIN=${VARNISHD_BIN:-varnishd}
+STORE_N=${STORE_N:-10000}
+NGINX_SENDFILE=${NGINX_SENDFILE:-on}
 WRK_BIN=${WRK_BIN:-wrk}
 OUT=${OUT:-$BENCH/results-latest.md}
 KEEP_TMP=${KEEP_TMP:-0}
@@ -87,7 +94,9 @@ declare -A CASE_SNIPPET_pilotfish=() CASE_SNIPPET_nginx=() CASE_SNIPPET_haproxy=
 # shellcheck disable=SC2034
 declare -A CASE_FILTERS_pilotfish=()
 # shellcheck disable=SC2034
-declare -A CASE_SKIP_pilotfish=() CASE_SKIP_nginx=() CASE_SKIP_haproxy=()
+declare -A CASE_SKIP_pilotfish=() CASE_SKIP_nginx=() CASE_SKIP_haproxy=() CASE_SKIP_varnish=()
+# shellcheck disable=SC2034
+declare -A CASE_SNIPPET_varnish=() CASE_HTTP_nginx=() CASE_HIT=() CASE_STORE=()
 
 # 100k+gzip: the 100k body as text/plain (listed by every proxy), client sends
 # Accept-Encoding: gzip, each proxy compresses on the fly. Level in each:
@@ -127,7 +136,92 @@ CASE_SNIPPET_haproxy['100k+gzip']='filter compression
     compression algo gzip
     compression type text/plain'
 
-ALL_PROXIES=(pilotfish nginx haproxy)
+# Cache hits: hit-1k, hit-100k, hit-1k+gzip, hit-100k+gzip. The origin marks
+# the response cacheable for all three caches (Cache-Control: max-age=3600,
+# sent by pf-origin's header= option); the sanity check's request stores it,
+# the warm-up and the measured runs are hits (checked: the origin's request
+# counter must not move during the measured runs). pilotfish runs the cache
+# filter, nginx proxy_cache, Varnish its default (malloc) storage; HAProxy is
+# not part of these rows.
+#   plain  pilotfish route [cache]; nginx proxy_cache with a keys_zone and a
+#          cache path in the temp dir, sendfile $NGINX_SENDFILE (default on,
+#          as in Debian's stock nginx.conf: a hit's body is a file; it halves
+#          nginx's CPU per 100 KiB hit); Varnish as it comes
+#   +gzip  the client sends Accept-Encoding: gzip. pilotfish [cache, gzip]:
+#          gzip is next to the upstream, so the cache stores the compressed
+#          variant once and hits are served without compressing
+#          (docs/filters/cache.md, "Order with gzip"); Varnish
+#          beresp.do_gzip = true compresses once before storing (gzip_level 6
+#          by default) and serves the stored gzip to gzip clients; nginx
+#          stores what the origin sent (identity) and its gzip filter
+#          compresses every hit (level 6): that is how nginx works, it has
+#          no way to store the compressed variant of a proxied response
+CC_MAXAGE='header=Cache-Control:%20max-age%3D3600'
+GZIP_PF='gzip: { level: 6, min_length: 1000, types: [text/plain] }'
+CACHE_PF='cache: { memory: 256MiB, max_object_size: 1MiB }'
+NGINX_CACHE_HTTP='proxy_cache_path @DIR@/cache levels=1:2 keys_zone=bench:16m max_size=1g inactive=1h use_temp_path=off;'
+NGINX_CACHE_LOC="proxy_cache bench; sendfile $NGINX_SENDFILE;"
+NGINX_GZIP='gzip on; gzip_comp_level 6; gzip_min_length 1000; gzip_types text/plain; gzip_proxied any;'
+# shellcheck disable=SC2034 # read through namerefs (start_proxy, case_skip)
+for c in hit-1k hit-100k hit-1k+gzip hit-100k+gzip; do
+    ALL_CASES+=("$c")
+    size=1024
+    [[ $c == hit-100k* ]] && size=102400
+    CASE_PATH[$c]="/?size=$size&type=text/plain&$CC_MAXAGE"
+    CASE_HIT[$c]=1
+    CASE_HTTP_nginx[$c]=$NGINX_CACHE_HTTP
+    CASE_SKIP_haproxy[$c]='the cache rows compare pilotfish, nginx proxy_cache and Varnish'
+    if [[ $c == *+gzip ]]; then
+        CASE_HEADERS[$c]='Accept-Encoding: gzip'
+        CASE_BYTES[$c]=''
+        CASE_EXPECT[$c]='^content-encoding: *gzip'
+        CASE_DECODED[$c]=1
+        CASE_FILTERS_pilotfish[$c]='[cache, gzip]'
+        CASE_SNIPPET_pilotfish[$c]="filters: { $CACHE_PF, $GZIP_PF }"
+        CASE_SNIPPET_nginx[$c]="$NGINX_CACHE_LOC $NGINX_GZIP"
+        CASE_SNIPPET_varnish[$c]='set beresp.do_gzip = true;'
+    else
+        CASE_HEADERS[$c]=''
+        CASE_BYTES[$c]=$size
+        CASE_EXPECT[$c]=''
+        CASE_DECODED[$c]=''
+        CASE_FILTERS_pilotfish[$c]='[cache]'
+        CASE_SNIPPET_pilotfish[$c]="filters: { $CACHE_PF }"
+        CASE_SNIPPET_nginx[$c]=$NGINX_CACHE_LOC
+        CASE_SNIPPET_varnish[$c]=''
+    fi
+done
+# The plain proxying cases are not Varnish's job (it caches by default).
+# shellcheck disable=SC2034
+for c in 1k 100k 100k+gzip; do
+    CASE_SKIP_varnish[$c]='a cache; only the hit-* and store-1k cases'
+done
+
+# store-1k: no wrk run. Memory per stored object: the proxy gets one request
+# (stored), its RSS is read, then STORE_N distinct 1 KiB cacheable URLs
+# (&k=1..STORE_N) are requested one after the other on one connection, and the
+# RSS is read again. Every one must have reached the origin (STORE_N origin
+# requests) and a sample of them must then be hits (no origin request).
+# nginx keeps bodies in files (page cache, not its RSS) and its keys in a
+# shared zone allocated at start, so its RSS says little: not run.
+ALL_CASES+=(store-1k)
+CASE_PATH[store-1k]="/?size=1024&type=text/plain&$CC_MAXAGE"
+CASE_HEADERS[store-1k]=''
+CASE_BYTES[store-1k]=1024
+CASE_EXPECT[store-1k]=''
+CASE_DECODED[store-1k]=''
+CASE_STORE[store-1k]=1
+CASE_FILTERS_pilotfish[store-1k]='[cache]'
+# shellcheck disable=SC2034 # read through namerefs (start_proxy, case_skip)
+CASE_SNIPPET_pilotfish[store-1k]="filters: { $CACHE_PF }"
+# shellcheck disable=SC2034
+CASE_SNIPPET_varnish[store-1k]=''
+# shellcheck disable=SC2034
+CASE_SKIP_nginx[store-1k]='bodies in files and keys in a zone allocated at start: RSS does not show them'
+# shellcheck disable=SC2034
+CASE_SKIP_haproxy[store-1k]='the cache rows compare pilotfish, nginx proxy_cache and Varnish'
+
+ALL_PROXIES=(pilotfish nginx haproxy varnish)
 
 # ---------------------------------------------------------------------------
 # helpers
@@ -330,10 +424,11 @@ to_ms() {
 # ---------------------------------------------------------------------------
 # checks
 # ---------------------------------------------------------------------------
-for v in DURATION WARMUP REPEAT CONNS THREADS PROXY_CPU LOAD_CPU; do
+[[ $NGINX_SENDFILE == on || $NGINX_SENDFILE == off ]] || die "NGINX_SENDFILE must be on or off"
+for v in DURATION WARMUP REPEAT CONNS THREADS PROXY_CPU LOAD_CPU STORE_N; do
     is_uint "${!v}" || die "$v must be a non-negative integer (got '${!v}')"
 done
-((DURATION > 0 && REPEAT > 0 && CONNS > 0 && THREADS > 0)) || die "DURATION, REPEAT, CONNS and THREADS must be > 0"
+((DURATION > 0 && REPEAT > 0 && CONNS > 0 && THREADS > 0 && STORE_N > 0)) || die "DURATION, REPEAT, CONNS, THREADS and STORE_N must be > 0"
 ((CONNS >= THREADS)) || die "CONNS must be >= THREADS"
 for p in $PROXIES; do in_list "$p" "${ALL_PROXIES[@]}" || die "unknown proxy '$p' (known: ${ALL_PROXIES[*]})"; done
 for c in $CASES; do in_list "$c" "${ALL_CASES[@]}" || die "unknown case '$c' (known: ${ALL_CASES[*]})"; done
@@ -363,6 +458,7 @@ for p in $PROXIES; do
     pilotfish) b=$PILOTFISH_BIN hint="build it with: make" ;;
     nginx) b=$NGINX_BIN hint="install it: apt-get install -y nginx (or: make bench)" ;;
     haproxy) b=$HAPROXY_BIN hint="install it: apt-get install -y haproxy (or: make bench)" ;;
+    varnish) b=$VARNISHD_BIN hint="install it: apt-get install -y varnish (or: make bench)" ;;
     esac
     if path=$(find_bin "$b"); then
         PROXY_BIN[$p]=$path
@@ -379,6 +475,7 @@ proxy_version() {
     case $1 in
     nginx) "${PROXY_BIN[nginx]}" -v 2>&1 | sed -n 's|^nginx version: ||p' | head -1 ;;
     haproxy) "${PROXY_BIN[haproxy]}" -v 2>/dev/null | awk 'NR == 1 {print $1, $3}' ;;
+    varnish) "${PROXY_BIN[varnish]}" -V 2>&1 | sed -n 's|.*(varnish-\([^ ]*\).*|Varnish \1|p' | head -1 ;;
     pilotfish) printf 'pilotfish %s\n' "$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '(no commit)')" ;;
     esac
 }
@@ -405,8 +502,9 @@ start_proxy() {
     snippet=${snippets[$c]:-}
     case $p in
     nginx)
-        render "$BENCH/nginx.conf.in" "$dir/nginx.conf" DIR="$dir" PORT="$port" \
-            ORIGIN_PORT="$ORIGIN_PORT" CASE_SNIPPET="$snippet"
+        # HTTP_SNIPPET first: it may hold @DIR@
+        render "$BENCH/nginx.conf.in" "$dir/nginx.conf" HTTP_SNIPPET="${CASE_HTTP_nginx[$c]:-}" \
+            DIR="$dir" PORT="$port" ORIGIN_PORT="$ORIGIN_PORT" CASE_SNIPPET="$snippet"
         start_bg "$PROXY_CPU" "$dir/stderr.log" "${PROXY_BIN[nginx]}" \
             -p "$dir/" -e "$dir/error.log" -c "$dir/nginx.conf"
         ;;
@@ -414,6 +512,17 @@ start_proxy() {
         render "$BENCH/haproxy.cfg.in" "$dir/haproxy.cfg" DIR="$dir" PORT="$port" \
             ORIGIN_PORT="$ORIGIN_PORT" CASE_SNIPPET="$snippet"
         start_bg "$PROXY_CPU" "$dir/stderr.log" "${PROXY_BIN[haproxy]}" -db -f "$dir/haproxy.cfg"
+        ;;
+    varnish)
+        # foreground (-F), working dir in the temp dir, no management port,
+        # no privilege separation (-j none: the temp dir belongs to us), one
+        # thread pool (its default is 2, one per CPU: both would be pinned
+        # to the one proxy CPU anyway), 256 MiB of malloc storage
+        render "$BENCH/varnish.vcl.in" "$dir/varnish.vcl" ORIGIN_PORT="$ORIGIN_PORT" \
+            CASE_SNIPPET="$snippet"
+        start_bg "$PROXY_CPU" "$dir/stderr.log" "${PROXY_BIN[varnish]}" -F -j none \
+            -n "$dir/varnish" -a "127.0.0.1:$port" -T none -f "$dir/varnish.vcl" \
+            -s malloc,256m -p thread_pools=1
         ;;
     pilotfish)
         admin=$(free_port)
@@ -528,8 +637,57 @@ measure_once() {
         'BEGIN {v = b / hz / (ns / 1e9) * 100; printf "%.0f", v < 0 ? 0 : v}')
 }
 
-declare -A R_RPS=() R_P50=() R_P99=() R_CPU=() R_RSS=() R_UTIL=() R_NOTE=()
+# origin_requests: the origin's answered-request counter (/__stats; that
+# request is not counted), "" when it cannot be read
+origin_requests() {
+    [[ -n $CURL ]] || return 0
+    "$CURL" -sS --noproxy '*' --max-time 5 "http://127.0.0.1:$ORIGIN_PORT/__stats" 2>/dev/null |
+        sed -n 's/.*"requests": *\([0-9]*\).*/\1/p'
+}
+
+# store_objects URL KEY: the store-1k case against PROXY_PID (see the case
+# table). Sets S_BEFORE S_AFTER (RSS KiB) and S_SECS[KEY] S_RSS[KEY];
+# STORE_ERR on failure.
+store_objects() {
+    local url=$1 key=$2 o0 o1 b a t0 t1 codes bad
+    STORE_ERR=""
+    [[ -n $CURL ]] || { STORE_ERR="needs curl"; return 1; }
+    sleep 1 # let start-up allocations settle
+    b=$(rss_kib "$PROXY_PID")
+    o0=$(origin_requests)
+    t0=$(date +%s%N)
+    # one connection, requests one after the other: curl's URL globbing
+    codes=$("$CURL" -sS --noproxy '*' --max-time 600 -o /dev/null -w '%{http_code}\n' \
+        "$url&k=[1-$STORE_N]" 2>&1 | sort | uniq -c | tr -s ' ' | tr '\n' ';')
+    t1=$(date +%s%N)
+    o1=$(origin_requests)
+    sleep 1
+    a=$(rss_kib "$PROXY_PID")
+    log "${key/|/ }: $STORE_N URLs: statuses (count code) $codes origin requests $((o1 - o0))"
+    if [[ $codes != " $STORE_N 200;" ]]; then
+        STORE_ERR="statuses (count code): $codes"
+        return 1
+    fi
+    if ((o1 - o0 != STORE_N)); then
+        STORE_ERR="the origin answered $((o1 - o0)) of the $STORE_N requests (expected all: distinct URLs)"
+        return 1
+    fi
+    # a sample must now be hits
+    "$CURL" -sS --noproxy '*' --max-time 60 -o /dev/null "$url&k=[1-100]" >/dev/null 2>&1 || true
+    bad=$(($(origin_requests) - o1))
+    if ((bad != 0)); then
+        STORE_ERR="$bad of 100 stored URLs asked again reached the origin: not all stored"
+        return 1
+    fi
+    S_RSS[$key]=$(awk -v b="$b" -v a="$a" -v n="$STORE_N" \
+        'BEGIN {printf "%.1f|%.1f|%.0f", b / 1024, a / 1024, (a - b) * 1024 / n}')
+    S_SECS[$key]=$(awk -v d=$((t1 - t0)) 'BEGIN {printf "%.1f", d / 1e9}')
+    log "${key/|/ }: RSS $b KiB before, $a KiB after: $(((a - b) * 1024 / STORE_N)) bytes per object"
+}
+
+declare -A R_RPS=() R_P50=() R_P99=() R_CPU=() R_RSS=() R_UTIL=() R_NOTE=() S_RSS=() S_SECS=()
 ROWS=()
+STORE_ROWS=()
 NOTES=()
 FAILED=0
 
@@ -548,7 +706,7 @@ for p in $PROXIES; do
         chmod 755 "$dir"
         port=$(free_port)
         url="http://127.0.0.1:$port${CASE_PATH[$c]}"
-        ROWS+=("$key")
+        if [[ -n ${CASE_STORE[$c]:-} ]]; then STORE_ROWS+=("$key"); else ROWS+=("$key"); fi
 
         start_proxy "$p" "$c" "$dir" "$port"
         if ! wait_port "$port" "$PROXY_PID"; then
@@ -585,10 +743,21 @@ for p in $PROXIES; do
             log "$p $c: $CHECK_WIRE"
             NOTES+=("$p $c: $CHECK_WIRE")
         fi
+        if [[ -n ${CASE_STORE[$c]:-} ]]; then
+            if ! store_objects "$url" "$key"; then
+                R_NOTE[$key]="failed"
+                NOTES+=("$p $c: $STORE_ERR")
+                FAILED=1
+            fi
+            stop_tree "$PROXY_PID"
+            PROXY_PID=""
+            continue
+        fi
         log "$p $c: pid $PROXY_PID on 127.0.0.1:$port (CPU $PROXY_CPU); warm-up ${WARMUP}s"
         if ((WARMUP > 0)); then run_wrk "$url" "$c" "$WARMUP" "$dir/warmup.txt" || true; fi
 
         best=""
+        o0=$(origin_requests)
         for ((rep = 1; rep <= REPEAT; rep++)); do
             tag=""
             if ((REPEAT > 1)); then tag=" [$rep/$REPEAT]"; fi
@@ -609,6 +778,17 @@ for p in $PROXIES; do
             fi
             kill -0 "$PROXY_PID" 2>/dev/null || break
         done
+        o1=$(origin_requests)
+        if [[ -n ${CASE_HIT[$c]:-} ]]; then
+            if [[ -z $o0 || -z $o1 ]]; then
+                NOTES+=("$p $c: could not read the origin's request counter: hits not verified")
+            elif ((o1 != o0)); then
+                NOTES+=("$p $c: **not all hits**: the origin answered $((o1 - o0)) requests during the measured runs")
+                FAILED=1
+            else
+                log "$p $c: all hits (the origin answered 0 requests during the measured runs)"
+            fi
+        fi
         rss=$(rss_kib "$PROXY_PID")
         alive=1
         kill -0 "$PROXY_PID" 2>/dev/null || alive=0
@@ -648,13 +828,17 @@ done
 
 # shellcheck disable=SC2016 # backquotes are Markdown
 report() {
-    printf '## pilotfish vs nginx vs HAProxy (%s)\n\n' "$(date -u '+%Y-%m-%d %H:%M UTC')"
+    printf '## bench/run.sh: pilotfish and others (%s)\n\n' "$(date -u '+%Y-%m-%d %H:%M UTC')"
     printf -- '- machine: %s CPUs (`nproc`), %s, kernel %s\n' "$NCPU" "${cpu_model:-unknown CPU}" "$(uname -r)"
     printf -- '- proxies: %s; one worker each, pinned to CPU %s\n' "${versions:-none}" "$PROXY_CPU"
     printf -- '- load: `wrk -t%s -c%s -d%ss --latency` after a %ss warm-up%s; wrk and the origin (%s) pinned to CPU %s\n' \
         "$THREADS" "$CONNS" "$DURATION" "$WARMUP" \
         "$( ((REPEAT > 1)) && echo ", best of $REPEAT runs by least other load on CPU $PROXY_CPU")" \
         "${ORIGIN#"$ROOT"/}" "$LOAD_CPU"
+    # shellcheck disable=SC2086 # PROXIES is a list
+    if in_list nginx $PROXIES && [[ " $CASES" == *" hit-"* ]]; then
+        printf -- '- nginx in the hit-* cases: sendfile %s\n' "$NGINX_SENDFILE"
+    fi
     printf -- '- CPU µs/req: proxy process tree utime+stime over the measured run / requests; CPU %%: the same over wall time\n\n'
     printf '| proxy | case | req/s | p50 (ms) | p99 (ms) | CPU µs/req | RSS MiB | proxy CPU %% |\n'
     printf '|---|---|---:|---:|---:|---:|---:|---:|\n'
@@ -676,7 +860,7 @@ report() {
     local lines="" other r
     for c in $CASES; do
         [[ -n ${R_CPU["pilotfish|$c"]:-} ]] || continue
-        for other in nginx haproxy; do
+        for other in nginx haproxy varnish; do
             [[ -n ${R_CPU["$other|$c"]:-} ]] || continue
             r=$(awk -v a="${R_CPU["pilotfish|$c"]}" -v b="${R_CPU["$other|$c"]}" \
                 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "n/a"}')
@@ -686,6 +870,21 @@ report() {
     if [[ -n $lines ]]; then
         printf '\nCPU µs/req ratios (< 1: pilotfish uses less CPU per request):\n\n'
         printf '| case | proxies | CPU µs/req | ratio |\n|---|---|---:|---:|\n%s' "$lines"
+    fi
+    if ((${#STORE_ROWS[@]})); then
+        printf '\nMemory per stored object (%s distinct 1 KiB responses, RSS of the process tree before and after):\n\n' "$STORE_N"
+        printf '| proxy | RSS before MiB | RSS after MiB | MiB per 10,000 objects | bytes per object | fill time (s) |\n'
+        printf '|---|---:|---:|---:|---:|---:|\n'
+        local b a per
+        for key in "${STORE_ROWS[@]}"; do
+            if [[ -n ${S_RSS[$key]:-} ]]; then
+                IFS='|' read -r b a per <<<"${S_RSS[$key]}"
+                printf '| %s | %s | %s | %s | %s | %s |\n' "${key%%|*}" "$b" "$a" \
+                    "$(awk -v x="$per" 'BEGIN {printf "%.1f", x * 10000 / 1048576}')" "$per" "${S_SECS[$key]}"
+            else
+                printf '| %s | %s | | | | |\n' "${key%%|*}" "${R_NOTE[$key]:-failed}"
+            fi
+        done
     fi
     for p in $PROXIES; do
         if [[ -n ${SKIPPED[$p]:-} ]]; then NOTES=("$p: not run: ${SKIPPED[$p]}" "${NOTES[@]}"); fi
