@@ -127,7 +127,8 @@ static void join_lines(const char *const *v, unsigned n, char *out, size_t size)
 static bool tx_key(const struct pf_cache_conf *c, struct pf_tx *tx, const char *target, char *out,
                    size_t size)
 {
-    const char *host = pf_tx_req_header(tx, "host");
+    /* the authority the upstream is asked for: an absolute-form target's wins over Host */
+    const char *host = pf_tx_host(tx);
     size_t len = pf_cache_key("http", host != NULL ? host : "", target,
                               (const char *const *)c->ignore_query.v, c->ignore_query.n, out, size);
 
@@ -631,7 +632,7 @@ static void authority(const char *s, size_t len, char *out, size_t size)
 static void invalidate_uri(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_slot *s,
                            const char *uri)
 {
-    const char *host = pf_tx_req_header(tx, "host");
+    const char *host = pf_tx_host(tx);
     const char *p;
     char key[KEY_MAX];
     char a[256], b[256];

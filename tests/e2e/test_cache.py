@@ -427,6 +427,19 @@ def test_cache_ignore_query_and_include_headers():
         assert_miss(p.get(t, headers={"X-Tenant": "b"}), what="another tenant")
 
 
+def test_cache_key_uses_the_absolute_form_authority():
+    # "GET http://evil.test/x" with "Host: victim.test": the upstream is asked for
+    # evil.test (RFC 9112 §3.2.2), so that is the key, never the Host header's
+    o, p = start()
+    with o, p:
+        t = "/abs?" + cc("max-age=3600")
+        with p.conn() as c:
+            r = c.request("GET", "http://evil.test" + t, headers={"Host": "victim.test"})
+        assert_miss(r)
+        assert_miss(p.get(t, headers={"Host": "victim.test"}), what="victim.test")
+        assert_hit(p.get(t, headers={"Host": "evil.test"}), "the target's authority")
+
+
 GZIP_CONFIG = CONFIG.replace("filters: [metrics, cache]", "filters: [metrics, {{order}}]")
 
 
