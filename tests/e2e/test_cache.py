@@ -425,6 +425,11 @@ def test_cache_ignore_query_and_include_headers():
         assert_miss(a)
         assert_hit(p.get(t + "&utm_medium=y", headers={"X-Tenant": "a"}), "utm_ ignored")
         assert_miss(p.get(t, headers={"X-Tenant": "b"}), what="another tenant")
+        # a purge of the URL removes it for every tenant
+        assert_hit(p.get(t, headers={"X-Tenant": "b"}), "tenant b stored")
+        r = purge(p, {"url": "http://127.0.0.1" + t})
+        assert r.status == 200 and r.json() == {"purged": 2}, (r, r.body)
+        assert_miss(p.get(t, headers={"X-Tenant": "a"}), what="tenant a after the purge")
 
 
 def test_cache_key_uses_the_absolute_form_authority():
