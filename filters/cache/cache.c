@@ -968,18 +968,32 @@ static struct pf_l2 *l2_of(struct pf_slot *s)
 
 /* ---- process state: the L1 store outlives a reload that keeps `memory` ---- */
 
+/*
+ * Shards of the store (16 at most): each holds memory / shards, and refuses
+ * an object bigger than that, so each must still hold a few of the largest.
+ */
+static unsigned shards_of(const struct pf_cache_conf *c)
+{
+    unsigned n = 16;
+
+    while (n > 1 && c->memory / n < 4 * c->max_object_size)
+        n /= 2;
+    return n;
+}
+
 static int cache_init_process(const void *conf, void **pstate)
 {
     const struct pf_cache_conf *c = conf;
 
-    *pstate = pf_cstore_new((size_t)c->memory, 0);
+    *pstate = pf_cstore_new((size_t)c->memory, shards_of(c));
     return *pstate != NULL ? 0 : -12;
 }
 
 static bool cache_reuse_process(const void *old_conf, const void *new_conf)
 {
-    return ((const struct pf_cache_conf *)old_conf)->memory ==
-           ((const struct pf_cache_conf *)new_conf)->memory;
+    const struct pf_cache_conf *o = old_conf, *n = new_conf;
+
+    return o->memory == n->memory && shards_of(o) == shards_of(n);
 }
 
 static void cache_fini_process(void *pstate)

@@ -417,6 +417,23 @@ def test_cache_store_survives_reload_with_same_memory():
         assert_miss(p.get(t), what="after a reload changing memory")
 
 
+def test_cache_stores_objects_up_to_max_object_size():
+    # memory is split in shards: each must still hold an object of max_object_size
+    o, p = start("memory: 8MiB, max_object_size: 2MiB")
+    with o, p:
+        t = "/large?size=1500000&" + cc("max-age=3600")
+        assert_miss(p.get(t))
+        r = p.get(t)
+        assert_hit(r, "a 1.5 MB response with max_object_size 2MiB")
+        assert len(r.body) == 1500000
+        p.vars["cache"] = "memory: 8MiB, max_object_size: 4MiB"
+        p.write_config(CONFIG)
+        admin_reload(p)
+        t = "/larger?size=3500000&" + cc("max-age=3600")
+        p.get(t)
+        assert_hit(p.get(t), "after a reload that raised max_object_size")
+
+
 def test_cache_ignore_query_and_include_headers():
     o, p = start("key: { ignore_query: [utm_*], include_headers: [X-Tenant] }")
     with o, p:
