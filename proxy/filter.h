@@ -204,7 +204,9 @@ void pf_worker_call(struct pf_worker *w, void (*fn)(struct pf_worker *w, void *a
 /* Request line; strings are NUL-terminated and live as long as the tx. */
 const char *pf_tx_method(const struct pf_tx *tx);
 const char *pf_tx_path(const struct pf_tx *tx); /* path and query, as received */
-int pf_tx_http_minor(const struct pf_tx *tx);   /* 0 for HTTP/1.0, 1 for 1.1 */
+/* The authority the upstream gets as Host: an absolute-form target's, else Host; or NULL. */
+const char *pf_tx_host(const struct pf_tx *tx);
+int pf_tx_http_minor(const struct pf_tx *tx); /* 0 for HTTP/1.0, 1 for 1.1 */
 bool pf_tx_is_head(const struct pf_tx *tx);
 /* Client address without port ("127.0.0.1", "::1", "unix"). */
 const char *pf_tx_client_addr(const struct pf_tx *tx);

@@ -47,6 +47,11 @@ const char *pf_tx_path(const struct pf_tx *tx)
     return tx->url;
 }
 
+const char *pf_tx_host(const struct pf_tx *tx)
+{
+    return tx->host;
+}
+
 int pf_tx_http_minor(const struct pf_tx *tx)
 {
     return tx->http_minor;

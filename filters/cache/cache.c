@@ -133,7 +133,8 @@ static void join_lines(const char *const *v, unsigned n, char *out, size_t size)
 static bool tx_key(const struct pf_cache_conf *c, struct pf_tx *tx, const char *target, char *out,
                    size_t size)
 {
-    const char *host = pf_tx_req_header(tx, "host");
+    /* the authority the upstream is asked for: an absolute-form target's wins over Host */
+    const char *host = pf_tx_host(tx);
     size_t len = pf_cache_key("http", host != NULL ? host : "", target,
                               (const char *const *)c->ignore_query.v, c->ignore_query.n, out, size);
 
@@ -757,7 +758,7 @@ static void authority(const char *s, size_t len, char *out, size_t size)
 static void invalidate_uri(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_slot *s,
                            const char *uri)
 {
-    const char *host = pf_tx_req_header(tx, "host");
+    const char *host = pf_tx_host(tx);
     const char *p;
     char key[KEY_MAX];
     char a[256], b[256];
@@ -1172,18 +1173,32 @@ static struct pf_l2 *l2_of(struct pf_slot *s)
 
 /* ---- process state: the L1 store outlives a reload that keeps `memory` ---- */
 
+/*
+ * Shards of the store (16 at most): each holds memory / shards, and refuses
+ * an object bigger than that, so each must still hold a few of the largest.
+ */
+static unsigned shards_of(const struct pf_cache_conf *c)
+{
+    unsigned n = 16;
+
+    while (n > 1 && c->memory / n < 4 * c->max_object_size)
+        n /= 2;
+    return n;
+}
+
 static int cache_init_process(const void *conf, void **pstate)
 {
     const struct pf_cache_conf *c = conf;
 
-    *pstate = pf_cstore_new((size_t)c->memory, 0);
+    *pstate = pf_cstore_new((size_t)c->memory, shards_of(c));
     return *pstate != NULL ? 0 : -12;
 }
 
 static bool cache_reuse_process(const void *old_conf, const void *new_conf)
 {
-    return ((const struct pf_cache_conf *)old_conf)->memory ==
-           ((const struct pf_cache_conf *)new_conf)->memory;
+    const struct pf_cache_conf *o = old_conf, *n = new_conf;
+
+    return o->memory == n->memory && shards_of(o) == shards_of(n);
 }
 
 static void cache_fini_process(void *pstate)

@@ -427,6 +427,10 @@ size_t pf_cache_purge(const struct pf_cache_conf *c, struct pf_cstore *st, const
     key[len + 1] = '\0';
     if (c->redis_addresses.n > 0)
         l2_purge(c, what, key);
+    /* with include_headers the stored keys are the URL's, a newline and the values of those
+     * headers: every one of them, whatever the values, is this URL */
+    if (c->include_headers.n > 0)
+        return pf_cstore_purge_prefix(st, key);
     key[len] = '\0';
     return pf_cstore_purge_key(st, key);
 }

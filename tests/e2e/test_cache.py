@@ -620,6 +620,23 @@ def test_cache_store_survives_reload_with_same_memory():
         assert_miss(p.get(t), what="after a reload changing memory")
 
 
+def test_cache_stores_objects_up_to_max_object_size():
+    # memory is split in shards: each must still hold an object of max_object_size
+    o, p = start("memory: 8MiB, max_object_size: 2MiB")
+    with o, p:
+        t = "/large?size=1500000&" + cc("max-age=3600")
+        assert_miss(p.get(t))
+        r = p.get(t)
+        assert_hit(r, "a 1.5 MB response with max_object_size 2MiB")
+        assert len(r.body) == 1500000
+        p.vars["cache"] = "memory: 8MiB, max_object_size: 4MiB"
+        p.write_config(CONFIG)
+        admin_reload(p)
+        t = "/larger?size=3500000&" + cc("max-age=3600")
+        p.get(t)
+        assert_hit(p.get(t), "after a reload that raised max_object_size")
+
+
 def test_cache_ignore_query_and_include_headers():
     o, p = start("key: { ignore_query: [utm_*], include_headers: [X-Tenant] }")
     with o, p:
@@ -628,6 +645,24 @@ def test_cache_ignore_query_and_include_headers():
         assert_miss(a)
         assert_hit(p.get(t + "&utm_medium=y", headers={"X-Tenant": "a"}), "utm_ ignored")
         assert_miss(p.get(t, headers={"X-Tenant": "b"}), what="another tenant")
+        # a purge of the URL removes it for every tenant
+        assert_hit(p.get(t, headers={"X-Tenant": "b"}), "tenant b stored")
+        r = purge(p, {"url": "http://127.0.0.1" + t})
+        assert r.status == 200 and r.json() == {"purged": 2}, (r, r.body)
+        assert_miss(p.get(t, headers={"X-Tenant": "a"}), what="tenant a after the purge")
+
+
+def test_cache_key_uses_the_absolute_form_authority():
+    # "GET http://evil.test/x" with "Host: victim.test": the upstream is asked for
+    # evil.test (RFC 9112 §3.2.2), so that is the key, never the Host header's
+    o, p = start()
+    with o, p:
+        t = "/abs?" + cc("max-age=3600")
+        with p.conn() as c:
+            r = c.request("GET", "http://evil.test" + t, headers={"Host": "victim.test"})
+        assert_miss(r)
+        assert_miss(p.get(t, headers={"Host": "victim.test"}), what="victim.test")
+        assert_hit(p.get(t, headers={"Host": "evil.test"}), "the target's authority")
 
 
 GZIP_CONFIG = CONFIG.replace("filters: [metrics, cache]", "filters: [metrics, {{order}}]")
