@@ -15,7 +15,7 @@
  * Every response that passed through the filter carries a Cache-Status
  * field (RFC 9211).
  */
-#include "filters/cache/cache.h"
+#include "filters/cache/cache-int.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -32,57 +32,6 @@
 #include "proxy/log.h"
 #include "filters/cache/l2.h"
 #include "filters/cache/store.h"
-
-static struct pf_l2 *l2_of(struct pf_slot *s);
-
-#define KEY_MAX     4096 /* primary key, with the include_headers values */
-#define VARIANT_MAX 2048
-#define VARY_MAX    1024
-#define LINES_MAX   32 /* field lines of one header name handed to rfc.c */
-#define STATUS_MAX  256
-
-enum mode {
-    M_BYPASS = 0, /* not a cacheable method: pass (and invalidate when unsafe) */
-    M_MISS,       /* nothing stored: fetch, maybe store */
-    M_REVALIDATE, /* stale entry with a validator: conditional fetch */
-    M_REFETCH,    /* stale entry without a validator (kept for stale-if-error) */
-};
-
-struct cache_ctx {
-    enum mode mode;
-    bool unsafe;               /* a method that invalidates on success */
-    bool no_store;             /* the request said no-store */
-    bool replacing;            /* on_body drops the upstream body and emits emit's */
-    bool leader;               /* this request fetches the key for coalesced waiters */
-    bool collapsed;            /* this request waited for another one's fetch */
-    bool background;           /* a stale-while-revalidate refresh (pf_tx_background) */
-    unsigned refresh;          /* ... how it ended (enum pf_cache_refresh), for on_done */
-    bool l2_done;              /* the L2 tier was asked (once per request) */
-    bool l2_vary;              /* ... and answered with the key's Vary record (once) */
-    bool debug_key;            /* Cache-Status says key= (filters.cache.debug_key) */
-    bool gateway_timeout;      /* a 502 of pilotfish turned 504 (stale not allowed) */
-    struct evbuffer *err_body; /* ... its JSON body, until eos */
-    uint64_t l2_get;           /* pending pf_l2_get handle, 0 = none */
-    struct pf_tx_ref ref;      /* for the L2 callback */
-    const char *fwd;           /* Cache-Status fwd= */
-    char *key;                 /* arena */
-    char *variant;             /* arena */
-    const char *client_inm;    /* the client's own If-None-Match (arena copy) */
-    const char *client_ims;    /* ... If-Modified-Since */
-    int64_t req_time;          /* seconds, when the request went upstream */
-    struct pf_cc req_cc;       /* request Cache-Control */
-    struct pf_cobj *stale;     /* a reference: the entry revalidated or kept for errors */
-    struct pf_cobj *emit;      /* a reference: the body on_body emits at eos */
-    struct pf_cobj_builder *b; /* the object being stored */
-    const char *conn_value;    /* the response's Connection, while its headers are copied */
-    bool vary_set;             /* the response had Vary: record it with the put */
-    char vary[VARY_MAX];       /* ... its lines, comma-joined */
-};
-
-static int64_t now_s(void)
-{
-    return (int64_t)time(NULL);
-}
 
 /* ---- header access for rfc.c ---- */
 
@@ -179,6 +128,43 @@ static const char *with_key(struct pf_tx *tx, const struct cache_ctx *x, const c
     return out;
 }
 
+/* Decimal v into out (room for 21 bytes), NUL-terminated: printf's "%llu" without printf, which
+ * costs a hit a tenth of its instructions. Its length. */
+static size_t fmt_u64(char *out, uint64_t v)
+{
+    char tmp[24];
+    size_t i = sizeof(tmp);
+
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    memcpy(out, tmp + i, sizeof(tmp) - i);
+    out[sizeof(tmp) - i] = '\0';
+    return sizeof(tmp) - i;
+}
+
+/* "%lld" of v into out (room for 22 bytes); its length. */
+static size_t fmt_ll(char *out, long long v)
+{
+    if (v >= 0)
+        return fmt_u64(out, (uint64_t)v);
+    out[0] = '-';
+    return 1 + fmt_u64(out + 1, 0 - (uint64_t)v);
+}
+
+/* buf (n bytes formatted into STATUS_MAX, or n < 0) as the Cache-Status, with "; collapsed" and
+ * key= when they apply. */
+static void status_put(struct pf_tx *tx, const struct cache_ctx *x, char *buf, int n)
+{
+    if (x->collapsed && n > 0 && (size_t)n < STATUS_MAX)
+        snprintf(buf + n, STATUS_MAX - (size_t)n, "; collapsed");
+    if (x->debug_key && x->key != NULL)
+        pf_tx_resp_header_add(tx, "Cache-Status", with_key(tx, x, buf));
+    else
+        pf_tx_resp_header_add(tx, "Cache-Status", buf);
+}
+
 static void cache_status(struct pf_tx *tx, const struct cache_ctx *x, const char *fmt, ...)
 {
     char buf[STATUS_MAX];
@@ -188,12 +174,25 @@ static void cache_status(struct pf_tx *tx, const struct cache_ctx *x, const char
     va_start(ap, fmt);
     n = vsnprintf(buf, sizeof(buf), fmt, ap);
     va_end(ap);
-    if (x->collapsed && n > 0 && (size_t)n < sizeof(buf))
-        snprintf(buf + n, sizeof(buf) - (size_t)n, "; collapsed");
-    if (x->debug_key && x->key != NULL)
-        pf_tx_resp_header_add(tx, "Cache-Status", with_key(tx, x, buf));
-    else
-        pf_tx_resp_header_add(tx, "Cache-Status", buf);
+    status_put(tx, x, buf, n);
+}
+
+/* The Cache-Status of a hit, "pilotfish; hit; ttl=%lld%s" of ttl and extra, without printf. */
+static void hit_status(struct pf_tx *tx, const struct cache_ctx *x, long long ttl,
+                       const char *extra)
+{
+    static const char head[] = "pilotfish; hit; ttl=";
+    char buf[STATUS_MAX];
+    size_t n = sizeof(head) - 1, el = strlen(extra);
+
+    memcpy(buf, head, n);
+    n += fmt_ll(buf + n, ttl);
+    if (el >= sizeof(buf) - n)
+        el = sizeof(buf) - n - 1; /* cut as vsnprintf would (extra is a short literal) */
+    memcpy(buf + n, extra, el);
+    n += el;
+    buf[n] = '\0';
+    status_put(tx, x, buf, (int)n);
 }
 
 /* ttl= of Cache-Status: freshness left, negative when stale. */
@@ -232,15 +231,25 @@ static void put_stored_head(struct pf_tx *tx, const struct pf_cobj *o, int statu
                             int64_t now)
 {
     char num[32];
+    bool fixed = false; /* o has an Age or Content-Length (never stored, but L2 data is as read) */
+    void (*put)(struct pf_tx *, const char *, const char *);
 
     resp_clear(tx);
-    for (unsigned i = 0; i < o->n_hdrs; i++)
-        pf_tx_resp_header_add(tx, o->hdrs[i].name, o->hdrs[i].value);
-    snprintf(num, sizeof(num), "%lld", (long long)pf_cache_age(&o->meta, now));
-    pf_tx_resp_header_set(tx, "Age", num);
+    for (unsigned i = 0; i < o->n_hdrs; i++) {
+        const char *name = o->hdrs[i].name;
+
+        pf_tx_resp_header_add(tx, name, o->hdrs[i].value);
+        if (((name[0] | 0x20) == 'a' || (name[0] | 0x20) == 'c') &&
+            (strcasecmp(name, "age") == 0 || strcasecmp(name, "content-length") == 0))
+            fixed = true;
+    }
+    /* only the stored fields are there: no delete scans unless o has one of the two */
+    put = fixed ? pf_tx_resp_header_set : pf_tx_resp_header_add;
+    fmt_ll(num, (long long)pf_cache_age(&o->meta, now));
+    put(tx, "Age", num);
     if (status != 304 && status != 204) {
-        snprintf(num, sizeof(num), "%zu", len);
-        pf_tx_resp_header_set(tx, "Content-Length", num);
+        fmt_u64(num, len);
+        put(tx, "Content-Length", num);
     }
 }
 
@@ -294,7 +303,7 @@ static enum pf_verdict serve(const struct pf_cache_conf *c, struct pf_tx *tx, st
             snprintf(cr, sizeof(cr), "bytes */%zu", o->body_len);
         pf_tx_resp_header_set(tx, "Content-Range", cr);
     }
-    cache_status(tx, x, "pilotfish; hit; ttl=%lld%s", ttl_of(c, o, now), extra);
+    hit_status(tx, x, ttl_of(c, o, now), extra);
     pf_cache_count(r, body ? n : 0);
     return PF_REPLIED;
 }
@@ -314,8 +323,6 @@ static const char *req_copy(struct pf_tx *tx, const char *name)
     return v != NULL ? pf_arena_strndup(pf_tx_arena(tx), v, strlen(v)) : NULL;
 }
 
-static char *l2_key(struct pf_arena *a, const char *key, const char *variant);
-
 /*
  * Remove key from L1 (every variant) and L2: every variant with a SCAN when
  * all (a purge: rare), else only the variant-less entry with one DEL (an
@@ -323,12 +330,12 @@ static char *l2_key(struct pf_arena *a, const char *key, const char *variant);
  */
 static size_t drop_key(struct pf_slot *s, struct pf_tx *tx, const char *key, bool all)
 {
-    struct pf_l2 *l2 = l2_of(s);
+    struct pf_l2 *l2 = pf_cache_l2_of(s);
 
     if (l2 != NULL && all)
-        pf_l2_purge_prefix(l2, l2_key(pf_tx_arena(tx), key, ""));
+        pf_l2_purge_prefix(l2, pf_cache_l2_key(pf_tx_arena(tx), key, ""));
     else if (l2 != NULL)
-        pf_l2_del(l2, l2_key(pf_tx_arena(tx), key, ""));
+        pf_l2_del(l2, pf_cache_l2_key(pf_tx_arena(tx), key, ""));
     return pf_cstore_purge_key(s->pstate, key);
 }
 
@@ -397,176 +404,8 @@ static void go_revalidate(struct pf_tx *tx, struct cache_ctx *x, struct pf_cobj 
                              pf_http_date_fmt(o->meta.last_modified, date));
 }
 
-/* ---- the L2 tier (Redis, one client per worker: the wstate) ---- */
-
-static enum pf_verdict l2_lookup(struct pf_tx *tx, struct pf_slot *s, struct cache_ctx *x);
-static enum pf_verdict cache_lookup(const struct pf_cache_conf *c, struct pf_tx *tx,
-                                    struct pf_slot *s, struct cache_ctx *x);
-
-/* The L2 key of an object: key and variant. */
-static char *l2_key(struct pf_arena *a, const char *key, const char *variant)
-{
-    size_t kl = strlen(key), vl = strlen(variant);
-    char *k = pf_arena_alloc(a, kl + vl + 2);
-
-    memcpy(k, key, kl);
-    k[kl] = '\n';
-    memcpy(k + kl + 1, variant, vl + 1);
-    return k;
-}
-
-/* Seconds an object is worth keeping in L2: freshness left plus the stale windows. */
-static int64_t l2_ttl(const struct pf_cache_conf *c, const struct pf_cobj *o, int64_t now)
-{
-    int64_t extra = c->policy.stale_if_error;
-
-    if (o->meta.cc.swr > extra)
-        extra = o->meta.cc.swr;
-    if (o->meta.cc.sie > extra)
-        extra = o->meta.cc.sie;
-    return pf_cache_lifetime(&o->meta, &c->policy) - pf_cache_age(&o->meta, now) + extra;
-}
-
-/*
- * The Vary record of a key in L2, under the key's variant-less name ("key\n"), so that a process
- * that never saw the URL learns its Vary from Redis and can look its variant up there: VARY_TAG
- * then the Vary lines, comma-joined. A serialized object starts with its version byte, never 'P'.
- */
-#define VARY_TAG     "PFVARY1\n"
-#define VARY_TAG_LEN (sizeof(VARY_TAG) - 1)
-
-static void l2_store_vary(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_slot *s,
-                          const struct pf_cobj *o, const char *vary)
-{
-    int64_t ttl = l2_ttl(c, o, now_s());
-    size_t vl = strlen(vary);
-    char *rec;
-
-    if (l2_of(s) == NULL || ttl <= 0)
-        return;
-    rec = pf_arena_alloc(pf_tx_arena(tx), VARY_TAG_LEN + vl);
-    memcpy(rec, VARY_TAG, VARY_TAG_LEN);
-    memcpy(rec + VARY_TAG_LEN, vary, vl);
-    pf_l2_set(l2_of(s), l2_key(pf_tx_arena(tx), o->key, ""), rec, VARY_TAG_LEN + vl, (uint64_t)ttl,
-              NULL, 0);
-}
-
-/* A Vary record from L2 (see l2_store_vary): into L1, true when data was one. */
-static bool l2_got_vary(struct pf_slot *s, struct cache_ctx *x, const void *data, size_t len)
-{
-    char vary[VARY_MAX];
-
-    if (len < VARY_TAG_LEN || memcmp(data, VARY_TAG, VARY_TAG_LEN) != 0 ||
-        len - VARY_TAG_LEN >= sizeof(vary) || x->l2_vary)
-        return false;
-    memcpy(vary, (const char *)data + VARY_TAG_LEN, len - VARY_TAG_LEN);
-    vary[len - VARY_TAG_LEN] = '\0';
-    if (memchr(vary, '\0', len - VARY_TAG_LEN) != NULL)
-        return false;
-    pf_cstore_set_vary(s->pstate, x->key, vary);
-    return true;
-}
-
-/* Write o to L2 too (fire and forget). */
-static void l2_store(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_slot *s,
-                     const struct pf_cobj *o)
-{
-    struct evbuffer *b;
-    int64_t ttl = l2_ttl(c, o, now_s());
-
-    if (l2_of(s) == NULL || ttl <= 0 || (b = evbuffer_new()) == NULL)
-        return;
-    pf_cobj_serialize(o, b);
-    pf_l2_set(l2_of(s), l2_key(pf_tx_arena(tx), o->key, o->variant), evbuffer_pullup(b, -1),
-              evbuffer_get_length(b), (uint64_t)ttl, o->tags, o->n_tags);
-    evbuffer_free(b);
-}
-
-struct deferred {
-    struct pf_tx_ref ref;
-    enum pf_verdict v;
-};
-
-static void deferred_cb(evutil_socket_t fd, short what, void *arg)
-{
-    struct deferred *d = arg;
-    struct pf_tx *tx = pf_tx_deref(d->ref);
-
-    (void)fd;
-    (void)what;
-    if (tx != NULL)
-        pf_tx_resume(tx, d->v);
-    free(d);
-}
-
-/*
- * Resume from the loop, not from inside the L2 client's callback: a resumed
- * transaction may end at once and drop the last reference to its
- * configuration, whose worker_fini frees the L2 client.
- */
-static void resume_later(struct pf_tx *tx, enum pf_verdict v)
-{
-    struct deferred *d = pf_xmalloc(sizeof(*d));
-    struct timeval now = {0, 0};
-
-    d->ref = pf_tx_ref(tx);
-    d->v = v;
-    if (event_base_once(pf_worker_base(pf_tx_worker(tx)), -1, EV_TIMEOUT, deferred_cb, d, &now) !=
-        0) {
-        free(d);
-        pf_tx_resume(tx, v);
-    }
-}
-
-static enum pf_verdict after_lookup(const struct pf_cache_conf *c, struct pf_tx *tx,
-                                    struct pf_slot *s, struct cache_ctx *x, enum pf_verdict v);
-
-/* The L2 answer (NULL: a miss of any kind): fill L1 with it, then look up again. */
-static void l2_got(void *arg, const void *data, size_t len)
-{
-    struct pf_slot *s = arg;
-    struct cache_ctx *x = s->ctx;
-    const struct pf_cache_conf *c = s->conf;
-    struct pf_tx *tx = pf_tx_deref(x->ref);
-    struct pf_cobj *o = NULL;
-    const char *vary;
-    enum pf_verdict v;
-
-    x->l2_get = 0;
-    if (tx == NULL)
-        return;
-    if (data != NULL && x->variant[0] == '\0' && l2_got_vary(s, x, data, len)) {
-        /* the URL varies: look again, now for this request's variant (in L1, then in L2) */
-        x->l2_vary = true;
-        x->l2_done = false;
-    } else if (data != NULL) {
-        o = pf_cobj_deserialize(data, len, c->max_object_size);
-    }
-    if (o != NULL && strcmp(o->key, x->key) == 0 && strcmp(o->variant, x->variant) == 0) {
-        vary = pf_cobj_header(o, "vary");
-        if (vary != NULL)
-            pf_cstore_set_vary(s->pstate, x->key, vary);
-        pf_cstore_put(s->pstate, o);
-        pf_cache_count_l2(true);
-    } else if (!x->l2_vary || x->l2_done) {
-        pf_cache_count_l2(false);
-    }
-    pf_cobj_unref(o);
-    v = after_lookup(c, tx, s, x, cache_lookup(c, tx, s, x));
-    if (v != PF_PAUSED)
-        resume_later(tx, v);
-}
-
-static enum pf_verdict l2_lookup(struct pf_tx *tx, struct pf_slot *s, struct cache_ctx *x)
-{
-    x->l2_done = true;
-    x->ref = pf_tx_ref(tx);
-    x->l2_get = pf_l2_get(l2_of(s), l2_key(pf_tx_arena(tx), x->key, x->variant), l2_got, s);
-    return PF_PAUSED;
-}
-
-static enum pf_verdict cache_lookup(const struct pf_cache_conf *c, struct pf_tx *tx,
-                                    struct pf_slot *s, struct cache_ctx *x)
+enum pf_verdict pf_cache_lookup(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_slot *s,
+                                struct cache_ctx *x)
 {
     struct pf_cstore *st = s->pstate;
     char variant[VARIANT_MAX];
@@ -582,8 +421,8 @@ static enum pf_verdict cache_lookup(const struct pf_cache_conf *c, struct pf_tx 
     o = pf_cstore_get(st, x->key, variant);
     if (o == NULL) {
         x->fwd = has_vary ? "vary-miss" : "uri-miss";
-        if (l2_of(s) != NULL && !x->l2_done)
-            return l2_lookup(tx, s, x);
+        if (pf_cache_l2_of(s) != NULL && !x->l2_done)
+            return pf_cache_l2_lookup(tx, s, x);
         return x->req_cc.only_if_cached ? only_if_cached(tx, x) : PF_NEXT;
     }
     switch (pf_cache_usable(&o->meta, &x->req_cc, &c->policy, now_s())) {
@@ -627,7 +466,7 @@ static void coalesced(struct pf_tx *tx, void *arg, bool timed_out)
 
     x->collapsed = true;
     pf_cache_count_coalesced();
-    pf_tx_resume(tx, timed_out ? PF_NEXT : cache_lookup(s->conf, tx, s, x));
+    pf_tx_resume(tx, timed_out ? PF_NEXT : pf_cache_lookup(s->conf, tx, s, x));
 }
 
 /*
@@ -709,12 +548,12 @@ static enum pf_verdict cache_on_request(struct pf_tx *tx, struct pf_slot *s)
         return refresh_request(tx, s, x);
     x->client_inm = req_copy(tx, "if-none-match");
     x->client_ims = req_copy(tx, "if-modified-since");
-    return after_lookup(c, tx, s, x, cache_lookup(c, tx, s, x));
+    return pf_cache_after_lookup(c, tx, s, x, pf_cache_lookup(c, tx, s, x));
 }
 
 /* A miss (v PF_NEXT) of a request that may wait for another's fetch: coalesce it. */
-static enum pf_verdict after_lookup(const struct pf_cache_conf *c, struct pf_tx *tx,
-                                    struct pf_slot *s, struct cache_ctx *x, enum pf_verdict v)
+enum pf_verdict pf_cache_after_lookup(const struct pf_cache_conf *c, struct pf_tx *tx,
+                                      struct pf_slot *s, struct cache_ctx *x, enum pf_verdict v)
 {
     if (v != PF_NEXT || x->mode != M_MISS || !c->coalesce || pf_tx_is_head(tx) || x->no_store ||
         pf_tx_req_header(tx, "authorization") != NULL)
@@ -866,9 +705,9 @@ static enum pf_verdict revalidated(const struct pf_cache_conf *c, struct pf_tx *
         return PF_FAILED;
     if (!x->no_store) {
         pf_cstore_put(s->pstate, o);
-        l2_store(c, tx, s, o);
+        pf_cache_l2_store(c, tx, s, o);
         if (pf_cstore_vary(s->pstate, o->key, vary, sizeof(vary)))
-            l2_store_vary(c, tx, s, o, vary); /* its TTL follows the refreshed entry's */
+            pf_cache_l2_store_vary(c, tx, s, o, vary); /* its TTL follows the refreshed entry's */
     }
     if (x->background) { /* nobody to answer: the entry is refreshed */
         pf_cobj_unref(o);
@@ -1073,9 +912,9 @@ static enum pf_verdict cache_on_body(struct pf_tx *tx, struct pf_slot *s, struct
             /* a response without Vary drops the record: lookups use variant "" again */
             pf_cstore_set_vary(s->pstate, x->key, x->vary_set ? x->vary : NULL);
             pf_cstore_put(s->pstate, o);
-            l2_store(s->conf, tx, s, o);
+            pf_cache_l2_store(s->conf, tx, s, o);
             if (x->vary_set)
-                l2_store_vary(s->conf, tx, s, o, x->vary);
+                pf_cache_l2_store_vary(s->conf, tx, s, o, x->vary);
             pf_cobj_unref(o);
         }
     }
@@ -1099,7 +938,7 @@ static void cache_on_done(struct pf_tx *tx, struct pf_slot *s)
         pf_cache_count_refresh(x->refresh);
     leader_done(s, x);
     if (x->l2_get != 0)
-        pf_l2_cancel(l2_of(s), x->l2_get); /* its callback would find the ctx freed */
+        pf_l2_cancel(pf_cache_l2_of(s), x->l2_get); /* its callback would find the ctx freed */
     pf_cobj_unref(x->stale);
     pf_cobj_unref(x->emit);
     if (x->err_body != NULL)
@@ -1108,67 +947,6 @@ static void cache_on_done(struct pf_tx *tx, struct pf_slot *s)
     x->b = NULL;
     x->stale = NULL;
     x->emit = NULL;
-}
-
-/*
- * ---- worker state: the L2 client of this worker's loop, when redis is set ----
- *
- * worker_init runs on the main thread (snapshots are built there before a
- * worker switches to them), so it must not touch the worker's event base:
- * the client is made by worker_start, on the worker's own thread.
- */
-
-struct cache_wstate {
-    struct pf_l2_conf lc; /* points into the filter's conf, which outlives the wstate */
-    struct pf_worker *w;
-    struct pf_l2 *l2; /* made by worker_start; NULL when pf_l2_new refused the settings */
-};
-
-static int cache_worker_init(const void *conf, struct pf_worker *w, void **wstate)
-{
-    const struct pf_cache_conf *c = conf;
-    struct cache_wstate *ws;
-
-    *wstate = NULL;
-    if (c->redis_addresses.n == 0)
-        return 0;
-    ws = pf_xcalloc(1, sizeof(*ws));
-    ws->lc = (struct pf_l2_conf){
-        .addresses = (const char *const *)c->redis_addresses.v,
-        .n_addresses = c->redis_addresses.n,
-        .db = c->redis_db,
-        .password = c->redis_password,
-        .timeout_ms = c->redis_timeout_ms,
-        .key_prefix = c->redis_key_prefix,
-    };
-    ws->w = w;
-    *wstate = ws;
-    return 0;
-}
-
-static void cache_worker_fini(void *wstate)
-{
-    struct cache_wstate *ws = wstate;
-
-    if (ws == NULL)
-        return;
-    pf_l2_free(ws->l2);
-    free(ws);
-}
-
-static void cache_worker_start(void *wstate)
-{
-    struct cache_wstate *ws = wstate;
-
-    if (ws != NULL && ws->l2 == NULL)
-        ws->l2 = pf_l2_new(pf_worker_base(ws->w), &ws->lc);
-}
-
-static struct pf_l2 *l2_of(struct pf_slot *s)
-{
-    struct cache_wstate *ws = s->wstate;
-
-    return ws != NULL ? ws->l2 : NULL;
 }
 
 /* ---- process state: the L1 store outlives a reload that keeps `memory` ---- */
@@ -1211,9 +989,9 @@ const struct pf_filter_ops pf_filter_cache = {
     .ctx_size = sizeof(struct cache_ctx),
     .conf_parse = pf_cache_conf_parse,
     .conf_free = pf_cache_conf_free,
-    .worker_init = cache_worker_init,
-    .worker_start = cache_worker_start,
-    .worker_fini = cache_worker_fini,
+    .worker_init = pf_cache_worker_init,
+    .worker_start = pf_cache_worker_start,
+    .worker_fini = pf_cache_worker_fini,
     .on_request = cache_on_request,
     .on_response = cache_on_response,
     .on_body = cache_on_body,

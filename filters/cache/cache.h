@@ -2,7 +2,8 @@
  * filters/cache: the HTTP cache filter (docs/filters/cache.md). RFC 9111
  * decisions live in rfc.c, objects and the L1 store in object.c and mem.c,
  * the Redis tier in l2.c; cache.c is the filter (lookup, store, revalidate,
- * invalidate), cache_conf.c its settings, metrics and purge.
+ * invalidate), cache_l2.c its use of the Redis tier, cache_conf.c its
+ * settings, metrics and purge.
  */
 #ifndef PF_FILTER_CACHE_H
 #define PF_FILTER_CACHE_H

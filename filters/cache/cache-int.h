@@ -1,0 +1,85 @@
+/*
+ * filters/cache/cache-int.h: what cache.c (the filter) and cache_l2.c (its
+ * Redis tier and worker state) share: the per-request context and the
+ * functions each calls in the other.
+ */
+#ifndef PF_FILTER_CACHE_INT_H
+#define PF_FILTER_CACHE_INT_H
+
+#include <time.h>
+
+#include "proxy/filter.h"
+#include "filters/cache/cache.h"
+#include "filters/cache/store.h"
+
+#define KEY_MAX     4096 /* primary key, with the include_headers values */
+#define VARIANT_MAX 2048
+#define VARY_MAX    1024
+#define LINES_MAX   32 /* field lines of one header name handed to rfc.c */
+#define STATUS_MAX  256
+
+enum mode {
+    M_BYPASS = 0, /* not a cacheable method: pass (and invalidate when unsafe) */
+    M_MISS,       /* nothing stored: fetch, maybe store */
+    M_REVALIDATE, /* stale entry with a validator: conditional fetch */
+    M_REFETCH,    /* stale entry without a validator (kept for stale-if-error) */
+};
+
+struct cache_ctx {
+    enum mode mode;
+    bool unsafe;               /* a method that invalidates on success */
+    bool no_store;             /* the request said no-store */
+    bool replacing;            /* on_body drops the upstream body and emits emit's */
+    bool leader;               /* this request fetches the key for coalesced waiters */
+    bool collapsed;            /* this request waited for another one's fetch */
+    bool background;           /* a stale-while-revalidate refresh (pf_tx_background) */
+    unsigned refresh;          /* ... how it ended (enum pf_cache_refresh), for on_done */
+    bool l2_done;              /* the L2 tier was asked (once per request) */
+    bool l2_vary;              /* ... and answered with the key's Vary record (once) */
+    bool debug_key;            /* Cache-Status says key= (filters.cache.debug_key) */
+    bool gateway_timeout;      /* a 502 of pilotfish turned 504 (stale not allowed) */
+    struct evbuffer *err_body; /* ... its JSON body, until eos */
+    uint64_t l2_get;           /* pending pf_l2_get handle, 0 = none */
+    struct pf_tx_ref ref;      /* for the L2 callback */
+    const char *fwd;           /* Cache-Status fwd= */
+    char *key;                 /* arena */
+    char *variant;             /* arena */
+    const char *client_inm;    /* the client's own If-None-Match (arena copy) */
+    const char *client_ims;    /* ... If-Modified-Since */
+    int64_t req_time;          /* seconds, when the request went upstream */
+    struct pf_cc req_cc;       /* request Cache-Control */
+    struct pf_cobj *stale;     /* a reference: the entry revalidated or kept for errors */
+    struct pf_cobj *emit;      /* a reference: the body on_body emits at eos */
+    struct pf_cobj_builder *b; /* the object being stored */
+    const char *conn_value;    /* the response's Connection, while its headers are copied */
+    bool vary_set;             /* the response had Vary: record it with the put */
+    char vary[VARY_MAX];       /* ... its lines, comma-joined */
+};
+
+static inline int64_t now_s(void)
+{
+    return (int64_t)time(NULL);
+}
+
+struct pf_arena;
+struct pf_l2;
+
+/* cache.c */
+enum pf_verdict pf_cache_lookup(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_slot *s,
+                                struct cache_ctx *x);
+enum pf_verdict pf_cache_after_lookup(const struct pf_cache_conf *c, struct pf_tx *tx,
+                                      struct pf_slot *s, struct cache_ctx *x, enum pf_verdict v);
+
+/* cache_l2.c */
+char *pf_cache_l2_key(struct pf_arena *a, const char *key, const char *variant);
+void pf_cache_l2_store_vary(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_slot *s,
+                            const struct pf_cobj *o, const char *vary);
+void pf_cache_l2_store(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_slot *s,
+                       const struct pf_cobj *o);
+enum pf_verdict pf_cache_l2_lookup(struct pf_tx *tx, struct pf_slot *s, struct cache_ctx *x);
+struct pf_l2 *pf_cache_l2_of(struct pf_slot *s);
+int pf_cache_worker_init(const void *conf, struct pf_worker *w, void **wstate);
+void pf_cache_worker_fini(void *wstate);
+void pf_cache_worker_start(void *wstate);
+
+#endif /* PF_FILTER_CACHE_INT_H */
