@@ -128,31 +128,6 @@ static const char *with_key(struct pf_tx *tx, const struct cache_ctx *x, const c
     return out;
 }
 
-/* Decimal v into out (room for 21 bytes), NUL-terminated: printf's "%llu" without printf, which
- * costs a hit a tenth of its instructions. Its length. */
-static size_t fmt_u64(char *out, uint64_t v)
-{
-    char tmp[24];
-    size_t i = sizeof(tmp);
-
-    do {
-        tmp[--i] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    memcpy(out, tmp + i, sizeof(tmp) - i);
-    out[sizeof(tmp) - i] = '\0';
-    return sizeof(tmp) - i;
-}
-
-/* "%lld" of v into out (room for 22 bytes); its length. */
-static size_t fmt_ll(char *out, long long v)
-{
-    if (v >= 0)
-        return fmt_u64(out, (uint64_t)v);
-    out[0] = '-';
-    return 1 + fmt_u64(out + 1, 0 - (uint64_t)v);
-}
-
 /* buf (n bytes formatted into STATUS_MAX, or n < 0) as the Cache-Status, with "; collapsed" and
  * key= when they apply. */
 static void status_put(struct pf_tx *tx, const struct cache_ctx *x, char *buf, int n)
