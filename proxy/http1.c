@@ -33,6 +33,7 @@
 #include "proxy/log.h"
 #include "proxy/sbuf.h"
 #include "proxy/server.h"
+#include "proxy/syntax.h"
 #include "proxy/tx.h"
 #include "proxy/upstream/upstream.h"
 
@@ -305,17 +306,6 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
     return on_header_piece(p, PF_HEAD_VALUE, at, len);
 }
 
-static bool is_digits(const char *s)
-{
-    if (*s == '\0')
-        return false;
-    for (; *s != '\0'; s++) {
-        if (*s < '0' || *s > '9')
-            return false;
-    }
-    return true;
-}
-
 /*
  * The framing rules of docs/operations.md on top of http-parser's own: one
  * Content-Length of digits only, or one Transfer-Encoding that is exactly
@@ -333,7 +323,7 @@ static int conn_check_framing(struct pf_conn *c, struct pf_tx *tx)
         if (!pf_http_is_token(h->name, h->name_len))
             return conn_fail(c, 400, PF_ERR_BAD_REQUEST);
         if (h->id == PF_H_CONTENT_LENGTH) {
-            if (n_cl++ > 0 || !is_digits(h->value) || h->value_len > CL_DIGITS_MAX)
+            if (n_cl++ > 0 || !pf_http_is_digits(h->value) || h->value_len > CL_DIGITS_MAX)
                 return conn_fail(c, 400, PF_ERR_BAD_REQUEST);
             tx->req_length = strtoull(h->value, NULL, 10);
             tx->req_has_length = true;

@@ -37,6 +37,17 @@ bool pf_http_is_token(const char *s, size_t len)
     return true;
 }
 
+bool pf_http_is_digits(const char *s)
+{
+    if (*s == '\0')
+        return false;
+    for (; *s != '\0'; s++) {
+        if (*s < '0' || *s > '9')
+            return false;
+    }
+    return true;
+}
+
 bool pf_http_list_next(const char **s, const char **elem, size_t *len)
 {
     const char *p = *s;

@@ -15,6 +15,9 @@ bool pf_http_is_tchar(unsigned char ch);
 /* True when s[0..len) is a token (RFC 9110 tchar, at least one). */
 bool pf_http_is_token(const char *s, size_t len);
 
+/* True when the NUL-terminated s is one or more ASCII digits (a Content-Length). */
+bool pf_http_is_digits(const char *s);
+
 /*
  * Next element of the comma-separated list at *s (RFC 9110 §5.6.1): its start
  * and length without surrounding whitespace; empty elements are skipped and
