@@ -53,8 +53,8 @@ static inline void pf_sb_str(struct pf_sbuf *b, const char *s)
     pf_sb_put(b, s, strlen(s));
 }
 
-/* Decimal v. */
-static inline void pf_sb_u64(struct pf_sbuf *b, uint64_t v)
+/* Decimal v into out (room for 21 bytes), NUL-terminated, without printf; its length. */
+static inline size_t pf_fmt_u64(char *out, uint64_t v)
 {
     char tmp[24];
     size_t i = sizeof(tmp);
@@ -63,7 +63,17 @@ static inline void pf_sb_u64(struct pf_sbuf *b, uint64_t v)
         tmp[--i] = (char)('0' + v % 10);
         v /= 10;
     } while (v != 0);
-    pf_sb_put(b, tmp + i, sizeof(tmp) - i);
+    memcpy(out, tmp + i, sizeof(tmp) - i);
+    out[sizeof(tmp) - i] = '\0';
+    return sizeof(tmp) - i;
+}
+
+/* Decimal v. */
+static inline void pf_sb_u64(struct pf_sbuf *b, uint64_t v)
+{
+    char tmp[24];
+
+    pf_sb_put(b, tmp, pf_fmt_u64(tmp, v));
 }
 
 /* "Name: value\r\n" */

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "proxy/filter.h"
+#include "proxy/sbuf.h" /* pf_fmt_u64 */
 #include "filters/cache/cache.h"
 #include "filters/cache/store.h"
 
@@ -83,29 +84,13 @@ int pf_cache_worker_init(const void *conf, struct pf_worker *w, void **wstate);
 void pf_cache_worker_fini(void *wstate);
 void pf_cache_worker_start(void *wstate);
 
-/* Decimal v into out (room for 21 bytes), NUL-terminated: printf's "%llu" without printf, which
- * costs a hit a tenth of its instructions. Its length. */
-static inline size_t fmt_u64(char *out, uint64_t v)
-{
-    char tmp[24];
-    size_t i = sizeof(tmp);
-
-    do {
-        tmp[--i] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    memcpy(out, tmp + i, sizeof(tmp) - i);
-    out[sizeof(tmp) - i] = '\0';
-    return sizeof(tmp) - i;
-}
-
 /* "%lld" of v into out (room for 22 bytes); its length. */
 static inline size_t fmt_ll(char *out, long long v)
 {
     if (v >= 0)
-        return fmt_u64(out, (uint64_t)v);
+        return pf_fmt_u64(out, (uint64_t)v);
     out[0] = '-';
-    return 1 + fmt_u64(out + 1, 0 - (uint64_t)v);
+    return 1 + pf_fmt_u64(out + 1, 0 - (uint64_t)v);
 }
 
 #endif /* PF_FILTER_CACHE_INT_H */

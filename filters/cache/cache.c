@@ -223,7 +223,7 @@ static void put_stored_head(struct pf_tx *tx, const struct pf_cobj *o, int statu
     fmt_ll(num, (long long)pf_cache_age(&o->meta, now));
     put(tx, "Age", num);
     if (status != 304 && status != 204) {
-        fmt_u64(num, len);
+        pf_fmt_u64(num, len);
         put(tx, "Content-Length", num);
     }
 }
