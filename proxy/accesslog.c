@@ -90,6 +90,7 @@ void pf_accesslog_write(struct pf_tx *tx)
     log_str(&b, "route", tx->route != NULL ? tx->route->name : NULL);
     log_str(&b, "upstream", tx->up != NULL ? tx->up->name : NULL);
     log_str(&b, "endpoint", tx->endpoint);
+    log_num(&b, "attempts", tx->attempts);
     if (tx->t_up_head > 0)
         log_ms(&b, "upstream_ms", tx->t_up_head - tx->t_up_start);
     else

@@ -194,6 +194,20 @@ struct pf_pool_conf {
     uint64_t max_lifetime_ms; /* 1h */
 };
 
+/* `retries:` of an upstream (parsed by pf_retry_conf_parse, proxy/upstream/retry.c). */
+struct pf_retry_conf {
+    unsigned attempts;           /* retries after the first try (1); 0 = none */
+    unsigned on;                 /* PF_RETRY_ON_* bits (connect_failure, reset, 502, 503) */
+    uint64_t statuses[4];        /* bit s - 400 for each status 400..599 in `on` */
+    uint64_t per_try_timeout_ms; /* 0s: request_timeout alone bounds each try */
+    double budget;               /* 20%: retries in flight <= budget * active requests ... */
+    unsigned min_per_second;     /* 10: ... plus this many per second, always */
+    uint64_t backoff_ms;         /* 25ms: base of the jittered exponential backoff */
+    uint64_t max_buffered_body;  /* 64KiB: bodies kept for a retry up to this; 0 = none */
+};
+
+struct pf_retry_state; /* per upstream, shared by workers and snapshots (retry.c) */
+
 struct pf_upstream_conf {
     char *name;
     struct pf_addr *endpoints;
@@ -203,6 +217,8 @@ struct pf_upstream_conf {
     uint64_t connect_timeout_ms; /* 1s */
     uint64_t request_timeout_ms; /* 30s: until the response head arrives */
     struct pf_pool_conf pool;
+    struct pf_retry_conf retry;
+    struct pf_retry_state *rstate; /* from pf_snapshot_bind(), not conf.c */
 };
 
 struct pf_filter_inst {

@@ -18,6 +18,7 @@
 #include "proxy/filter.h"
 #include "proxy/log.h"
 #include "proxy/upstream/endpoint.h"
+#include "proxy/upstream/retry.h"
 
 static const struct pf_filter_inst *inst_of(const struct pf_config *cfg,
                                             const struct pf_filter_ops *ops)
@@ -73,6 +74,7 @@ int pf_snapshot_bind(struct pf_config *cfg, const struct pf_config *prev, struct
 {
     if (pf_endpoint_bind(cfg, err) != 0)
         return -1;
+    pf_retry_bind(cfg, prev);
     cfg->release = pf_snapshot_release;
     for (unsigned i = 0; i < cfg->n_filters; i++) {
         if (pstate_take(&cfg->filters[i], prev, err) != 0) {
@@ -88,6 +90,7 @@ void pf_snapshot_release(struct pf_config *cfg)
     for (unsigned i = 0; i < cfg->n_filters; i++)
         pstate_drop(&cfg->filters[i]);
     pf_endpoint_unbind(cfg);
+    pf_retry_unbind(cfg);
     cfg->release = NULL;
 }
 
@@ -95,6 +98,7 @@ int pf_upstream_bind(struct pf_config *cfg)
 {
     if (pf_endpoint_bind(cfg, NULL) != 0)
         return -ENOSPC;
+    pf_retry_bind(cfg, NULL);
     cfg->release = pf_snapshot_release;
     return 0;
 }

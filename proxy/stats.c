@@ -42,6 +42,7 @@ enum fam {
     FAM_UP_REQUESTS,
     FAM_UP_DURATION,
     FAM_UP_RETRIES,
+    FAM_UP_RETRIES_REFUSED,
     FAM_MAX,
 };
 
@@ -73,6 +74,10 @@ static const struct fam_desc fams[FAM_MAX] = {
                         "Upstream attempts retried after a failure.",
                         false,
                         {"upstream"}},
+    [FAM_UP_RETRIES_REFUSED] = {"pilotfish_upstream_retries_budget_exceeded_total",
+                                "Retries the policy allowed but the retry budget refused.",
+                                false,
+                                {"upstream"}},
 };
 
 static const double default_buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
@@ -110,6 +115,7 @@ struct ep_stats {
     uint64_t gen;            /* generation of the endpoint these series are for */
     struct series *duration; /* pilotfish_upstream_request_duration_seconds{upstream} */
     struct series *retries;  /* pilotfish_upstream_retries_total{upstream} */
+    struct series *refused;  /* pilotfish_upstream_retries_budget_exceeded_total{upstream} */
     char *upstream;          /* label value (copied) */
     char *endpoint;          /* label value (copied) */
     struct itab codes;       /* status, or 1000 + enum pf_error -> requests series */
@@ -481,6 +487,7 @@ static struct ep_stats *ep_get(struct pf_stats *st, unsigned id, const char *ups
     e->endpoint = pf_xstrdup(endpoint);
     e->duration = series_get(st, FAM_UP_DURATION, labels);
     e->retries = series_get(st, FAM_UP_RETRIES, labels);
+    e->refused = series_get(st, FAM_UP_RETRIES_REFUSED, labels);
     st->eps[id] = e;
     return e;
 }
@@ -577,6 +584,14 @@ void pf_stats_upstream_retried(struct pf_tx *tx)
 
     if (tx->w->stats != NULL)
         pf_stats_upstream_retry(tx->w->stats, ep->id, ep->upstream, ep->addr.text);
+}
+
+void pf_stats_upstream_retry_refused(struct pf_tx *tx)
+{
+    const struct pf_endpoint *ep = pf_endpoint_get(tx->endpoint_id);
+
+    if (tx->w->stats != NULL)
+        add(&ep_get(tx->w->stats, ep->id, ep->upstream, ep->addr.text)->refused->v[0], 1);
 }
 
 /* ---- exposition: helpers ---- */

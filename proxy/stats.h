@@ -165,6 +165,8 @@ void pf_stats_upstream_report(struct pf_tx *tx, int outcome);
 
 /* Core: tx is about to be retried after a failed attempt on its endpoint. */
 void pf_stats_upstream_retried(struct pf_tx *tx);
+/* Core: the retry budget refused tx's retry (pilotfish_upstream_retries_budget_exceeded_total). */
+void pf_stats_upstream_retry_refused(struct pf_tx *tx);
 
 /* ---- exposition ---- */
 

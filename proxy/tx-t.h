@@ -120,7 +120,13 @@ struct pf_tx {
     unsigned endpoint_id;
     const char *endpoint; /* address text for logs */
     unsigned attempts;
-    uint64_t t_start; /* us */
+    unsigned retries;          /* attempts made by the retry policy (retries:) */
+    uint64_t tried;            /* endpoints tried, pf_lb_tried bits (balancer-t.h) */
+    struct evbuffer *req_keep; /* the whole request body, kept for a retry (retry.c) */
+    bool retry_active;         /* counted in the upstream's active requests (retry budget) */
+    bool retry_held;           /* holds a place in the retry budget */
+    bool stale_retried;        /* the retry of a dead pooled connection was used */
+    uint64_t t_start;          /* us */
     uint64_t t_up_start;
     uint64_t t_up_head;
     struct event timer; /* connect / request timeout */

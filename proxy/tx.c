@@ -211,8 +211,7 @@ void pf_tx_free(struct pf_tx *tx)
     }
     if (tx->timer_set)
         event_del(&tx->timer);
-    if (tx->uc != NULL)
-        pf_upstream_abort(tx);
+    pf_upstream_end(tx);
     pf_chain_done(tx);
     if (tx->route == NULL && !tx->is_admin)
         pf_stats_count_unrouted(tx); /* no chain ran, so no metrics filter either */

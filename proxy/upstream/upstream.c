@@ -25,27 +25,23 @@
 #include "proxy/upstream/balancer.h"
 #include "proxy/upstream/h1client.h"
 #include "proxy/upstream/pool.h"
-
-/*
- * Attempts per request: the first, and one transparent retry when a reused
- * connection turned out closed by the upstream before any response byte.
- */
-#define PF_UP_MAX_ATTEMPTS 2
+#include "proxy/upstream/retry.h"
 
 static void up_process(struct pf_upconn *uc);
 static void up_eof(struct pf_upconn *uc);
 static bool up_start_attempt(struct pf_tx *tx, bool fresh);
+static void up_retry_go(struct pf_tx *tx, bool fresh);
+static void up_retry_schedule(struct pf_tx *tx);
 
 /* ---- the seam: pick an endpoint, hear outcomes ---- */
 
-/*
- * The endpoints this request tried. The tx keeps only its last endpoint,
- * which is all of them while PF_UP_MAX_ATTEMPTS is 2; more attempts will
- * need the mask kept in the tx.
- */
-static pf_lb_tried tx_tried(const struct pf_tx *tx)
+/* An attempt that was a retry is over: its place in the budget goes back. */
+static void up_retry_release(struct pf_tx *tx)
 {
-    return tx->attempts > 0 ? pf_balancer_tried_bit(tx->up, tx->endpoint_id) : 0;
+    if (tx->retry_held) {
+        tx->retry_held = false;
+        pf_retry_budget_put(tx->up->rstate);
+    }
 }
 
 static void upstream_report(struct pf_tx *tx, enum pf_outcome o)
@@ -62,25 +58,58 @@ static bool uc_connected(const struct pf_upconn *uc)
 
 /* ---- attempts, failures and retries ---- */
 
-static bool tx_retryable(const struct pf_tx *tx)
+static bool method_idempotent(enum http_method m)
 {
-    switch (tx->method_id) {
+    switch (m) {
     case HTTP_GET:
     case HTTP_HEAD:
     case HTTP_OPTIONS:
     case HTTP_TRACE:
     case HTTP_PUT:
     case HTTP_DELETE:
-        return !tx->req_has_body;
+        return true;
     default:
         return false;
     }
 }
 
+/*
+ * The request can be sent again as it was: an idempotent method with no body
+ * or a kept one, or any method whose whole body was kept (within
+ * retries.max_buffered_body).
+ */
+static bool tx_replayable(const struct pf_tx *tx)
+{
+    if (tx->req_keep != NULL)
+        return true;
+    return !tx->req_has_body && method_idempotent(tx->method_id);
+}
+
 bool pf_upstream_should_retry(const struct pf_tx *tx, const struct pf_upconn *uc, enum pf_outcome o)
 {
-    return uc->reused && !uc->got_bytes && tx_retryable(tx) && tx->attempts < PF_UP_MAX_ATTEMPTS &&
+    return uc->reused && !uc->got_bytes && tx_replayable(tx) && !tx->stale_retried &&
            o == PF_OUTCOME_RESET;
+}
+
+/*
+ * Whether the policy retries tx after outcome o (status: of the head with
+ * PF_OUTCOME_OK), taking a place in the budget when it does. Retries the
+ * budget refuses are counted.
+ */
+static bool up_retry_allowed(struct pf_tx *tx, enum pf_outcome o, int status)
+{
+    const struct pf_retry_conf *rc = &tx->up->retry;
+
+    if (tx->retries >= rc->attempts || tx->head_sent || tx->up->rstate == NULL ||
+        !pf_retry_on_outcome(rc, o, status) || !tx_replayable(tx))
+        return false;
+    if (!pf_retry_budget_take(tx->up->rstate, rc, pf_now_us())) {
+        pf_stats_upstream_retry_refused(tx);
+        return false;
+    }
+    tx->retry_held = true;
+    tx->retries++;
+    return true;
 }
 
 /* Unhook uc from tx; keep it for reuse only when told so. */
@@ -107,7 +136,7 @@ static void up_detach(struct pf_tx *tx, struct pf_upconn *uc, bool reuse)
 static void up_failed(struct pf_upconn *uc, enum pf_outcome o)
 {
     struct pf_tx *tx = uc->tx;
-    bool retry = pf_upstream_should_retry(tx, uc, o);
+    bool stale = pf_upstream_should_retry(tx, uc, o);
     enum pf_error code = pf_error_of_outcome(o);
 
     if (pf_log_get_level() >= PF_LOG_DEBUG) {
@@ -117,12 +146,18 @@ static void up_failed(struct pf_upconn *uc, enum pf_outcome o)
                pf_upconn_dump(uc, dump, sizeof(dump)));
     }
     upstream_report(tx, o);
+    up_retry_release(tx);
     up_detach(tx, uc, false);
-    if (retry) {
-        /* a reused connection the upstream had closed: once, on a fresh one (another endpoint
-         * when there is one) */
+    if (stale) {
+        /* a reused connection the upstream had closed: once, at once, on a fresh one (another
+         * endpoint when there is one), outside the policy and its budget */
+        tx->stale_retried = true;
         pf_stats_upstream_retried(tx);
-        (void)up_start_attempt(tx, true);
+        up_retry_go(tx, true);
+        return;
+    }
+    if (up_retry_allowed(tx, o, 0)) {
+        up_retry_schedule(tx);
         return;
     }
     pf_tx_fail(tx, pf_error_status(code), code);
@@ -138,6 +173,8 @@ static void tx_timeoutcb(evutil_socket_t fd, short what, void *arg)
     tx->timer_set = false;
     if (uc != NULL)
         up_failed(uc, PF_OUTCOME_TIMEOUT);
+    else
+        up_retry_go(tx, false); /* the backoff is over */
 }
 
 static void tx_arm(struct pf_tx *tx, uint64_t ms)
@@ -160,12 +197,16 @@ static void tx_arm(struct pf_tx *tx, uint64_t ms)
  */
 static void up_await_head(struct pf_tx *tx, struct pf_upconn *uc)
 {
+    uint64_t ms = tx->up->request_timeout_ms;
+
     if (tx->timer_set) {
         event_del(&tx->timer); /* the connect timeout, or the upload's */
         tx->timer_set = false;
     }
+    if (tx->up->retry.per_try_timeout_ms != 0 && tx->up->retry.per_try_timeout_ms < ms)
+        ms = tx->up->retry.per_try_timeout_ms; /* this try's share */
     pf_upconn_set_rto(uc, tx->up->request_timeout_ms);
-    pf_stream_set_read_deadline(uc->s, pf_now_us() + tx->up->request_timeout_ms * 1000);
+    pf_stream_set_read_deadline(uc->s, pf_now_us() + ms * 1000);
 }
 
 /* ---- the response ---- */
@@ -175,6 +216,14 @@ static void up_handle_head(struct pf_upconn *uc)
     struct pf_tx *tx = uc->tx;
 
     uc->head_ready = false;
+    up_retry_release(tx);
+    if (up_retry_allowed(tx, PF_OUTCOME_OK, uc->parser.status_code)) {
+        /* a status the policy retries, nothing of it sent yet: drop it with its connection */
+        upstream_report(tx, PF_OUTCOME_OK);
+        up_detach(tx, uc, false);
+        up_retry_schedule(tx);
+        return;
+    }
     pf_head_export(&uc->head, tx->arena, &tx->resp, NULL);
     if (!pf_h1c_resp_te_ok(&tx->resp)) {
         tx->resp.n = 0;
@@ -403,10 +452,11 @@ static void up_writecb(struct pf_stream *s, void *arg)
 /* Start one attempt; false when it failed at once (tx was answered and may be gone). */
 static bool up_start_attempt(struct pf_tx *tx, bool fresh)
 {
-    unsigned id = pf_balancer_pick(tx->up, tx_tried(tx), tx->w);
+    unsigned id = pf_balancer_pick(tx->up, tx->tried, tx->w);
     struct pf_upconn *uc = fresh ? NULL : pf_pool_get(tx->w, id);
 
     tx->attempts++;
+    tx->tried |= pf_balancer_tried_bit(tx->up, id);
     tx->endpoint_id = id;
     tx->endpoint = pf_endpoint_get(id)->addr.text;
     if (tx->t_up_start == 0)
@@ -458,6 +508,87 @@ static void up_evbuffer_free(void *b)
     evbuffer_free(b);
 }
 
+/* Bodies up to this are read before connecting: request_buffering, or kept for a retry. */
+static uint64_t buffer_limit(const struct pf_tx *tx)
+{
+    uint64_t limit = tx->cfg->limits.request_buffering;
+    const struct pf_retry_conf *rc = &tx->up->retry;
+
+    if (rc->attempts > 0 && rc->max_buffered_body > limit)
+        limit = rc->max_buffered_body;
+    return limit;
+}
+
+/* A copy of tx's kept body (NULL: none, or out of memory). */
+static struct evbuffer *up_kept_copy(struct pf_tx *tx)
+{
+    struct evbuffer *b;
+    struct evbuffer_ptr pos;
+    struct evbuffer_iovec v;
+
+    if (tx->req_keep == NULL || (b = evbuffer_new()) == NULL)
+        return NULL;
+    evbuffer_ptr_set(tx->req_keep, &pos, 0, EVBUFFER_PTR_SET);
+    while (evbuffer_peek(tx->req_keep, -1, &pos, &v, 1) > 0) {
+        if (evbuffer_add(b, v.iov_base, v.iov_len) != 0 ||
+            evbuffer_ptr_set(tx->req_keep, &pos, v.iov_len, EVBUFFER_PTR_ADD) != 0)
+            break;
+    }
+    if (evbuffer_get_length(b) != evbuffer_get_length(tx->req_keep)) {
+        evbuffer_free(b);
+        return NULL;
+    }
+    return b;
+}
+
+/*
+ * Start an attempt and send the body that is at hand (b, len bytes), and
+ * the end of the request when it is all in.
+ */
+static void up_send_buffered(struct pf_tx *tx, struct evbuffer *b, bool fresh)
+{
+    size_t len = b != NULL ? evbuffer_get_length(b) : 0;
+
+    if (!up_start_attempt(tx, fresh))
+        return;
+    if (len > 0)
+        pf_upstream_send_body(tx, b, len);
+    if (tx->req_done && tx->uc != NULL)
+        pf_upstream_send_end(tx);
+}
+
+/* Make the retry now: the same request, to an endpoint not tried yet when one is left. */
+static void up_retry_go(struct pf_tx *tx, bool fresh)
+{
+    struct evbuffer *b = NULL;
+
+    if (tx->req_keep != NULL && (b = up_kept_copy(tx)) == NULL) {
+        up_retry_release(tx);
+        pf_tx_fail(tx, 502, PF_ERR_CONNECT_FAILED); /* out of memory */
+        return;
+    }
+    up_send_buffered(tx, b, fresh);
+    if (b != NULL)
+        evbuffer_free(b);
+}
+
+/* A retry the policy allowed: counted, then made after its backoff (on the tx timer). */
+static void up_retry_schedule(struct pf_tx *tx)
+{
+    uint64_t us = pf_retry_backoff_us(&tx->up->retry, tx->retries, pf_worker_rand(tx->w));
+    struct timeval tv = {.tv_sec = (time_t)(us / 1000000), .tv_usec = (suseconds_t)(us % 1000000)};
+
+    pf_stats_upstream_retried(tx);
+    if (us == 0) {
+        up_retry_go(tx, false);
+        return;
+    }
+    if (!event_initialized(&tx->timer))
+        event_assign(&tx->timer, tx->w->base, -1, 0, tx_timeoutcb, tx);
+    event_add(&tx->timer, &tv); /* a plain timeout: jittered lengths are not common timeouts */
+    tx->timer_set = true;
+}
+
 /*
  * limits.request_buffering: read a small body (a Content-Length up to the
  * limit, or a chunked one until it passes it) before an upstream connection
@@ -465,7 +596,7 @@ static void up_evbuffer_free(void *b)
  */
 static bool up_buffer_start(struct pf_tx *tx)
 {
-    uint64_t limit = tx->cfg->limits.request_buffering;
+    uint64_t limit = buffer_limit(tx);
     struct pf_conn *c = tx->conn;
 
     if (tx->req_done || c == NULL || limit == 0 || tx->req_buf != NULL)
@@ -486,20 +617,25 @@ static bool up_buffer_start(struct pf_tx *tx)
 static void up_buffer_flush(struct pf_tx *tx)
 {
     struct evbuffer *b = tx->req_buf;
-    size_t len = evbuffer_get_length(b);
+    const struct pf_retry_conf *rc = &tx->up->retry;
 
     tx->req_buffering = false;
     tx->req_buf = NULL; /* still freed with the arena */
-    if (!up_start_attempt(tx, false))
+    if (tx->req_done && rc->attempts > 0 && evbuffer_get_length(b) <= rc->max_buffered_body) {
+        tx->req_keep = b; /* whole and small: kept for a retry, a copy goes */
+        up_retry_go(tx, false);
         return;
-    if (len > 0)
-        pf_upstream_send_body(tx, b, len);
-    if (tx->req_done && tx->uc != NULL)
-        pf_upstream_send_end(tx);
+    }
+    up_send_buffered(tx, b, false);
 }
 
 void pf_upstream_start(struct pf_tx *tx)
 {
+    if (!tx->retry_active && tx->up->rstate != NULL) {
+        /* the budget's base: requests in flight to this upstream */
+        tx->retry_active = true;
+        atomic_fetch_add_explicit(&tx->up->rstate->active, 1, memory_order_relaxed);
+    }
     if (up_buffer_start(tx))
         return;
     if (!up_start_attempt(tx, false))
@@ -518,7 +654,7 @@ void pf_upstream_send_body(struct pf_tx *tx, struct evbuffer *src, size_t len)
 
     if (tx->req_buffering) {
         evbuffer_remove_buffer(src, tx->req_buf, len);
-        if (evbuffer_get_length(tx->req_buf) > tx->cfg->limits.request_buffering)
+        if (evbuffer_get_length(tx->req_buf) > buffer_limit(tx))
             up_buffer_flush(tx); /* a chunked body past the limit: stream the rest */
         return;
     }
@@ -560,4 +696,15 @@ void pf_upstream_abort(struct pf_tx *tx)
 {
     if (tx->uc != NULL)
         up_detach(tx, tx->uc, false);
+}
+
+void pf_upstream_end(struct pf_tx *tx)
+{
+    if (tx->uc != NULL)
+        up_detach(tx, tx->uc, false);
+    up_retry_release(tx);
+    if (tx->retry_active) {
+        tx->retry_active = false;
+        atomic_fetch_sub_explicit(&tx->up->rstate->active, 1, memory_order_relaxed);
+    }
 }

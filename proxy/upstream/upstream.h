@@ -30,14 +30,19 @@ void pf_upstream_send_end(struct pf_tx *tx);
 /* Detach tx from its upstream connection and close that connection. */
 void pf_upstream_abort(struct pf_tx *tx);
 
+/* tx ends: detach it and give back what it holds in its upstream's retry budget. */
+void pf_upstream_end(struct pf_tx *tx);
+
 /* The client drained its output: read the upstream again. */
 void pf_upstream_resume_read(struct pf_upconn *uc);
 
 /*
- * The retry rule: an attempt that failed with outcome o on uc is tried again
- * (on a fresh connection, another endpoint when there is one) only when uc
+ * The rule for a dead pooled connection: an attempt that failed with outcome
+ * o on uc is tried again at once on a fresh connection (another endpoint
+ * when there is one), outside the retry policy and its budget, only when uc
  * was reused, no response byte came, the request can be sent again (an
- * idempotent method without a body) and this was the first attempt.
+ * idempotent method without a body, or a body kept within
+ * retries.max_buffered_body) and this rule was not used yet for tx.
  */
 bool pf_upstream_should_retry(const struct pf_tx *tx, const struct pf_upconn *uc,
                               enum pf_outcome o);

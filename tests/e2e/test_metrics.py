@@ -230,22 +230,25 @@ def test_metrics_upstream_attempts_errors_and_retries():
     o, p = start(workers=1)
     ep = "127.0.0.1:%d" % o.port
     with o, p, p.conn() as c:
-        # a fresh upstream connection that resets: one attempt, no retry
+        # a fresh upstream connection that resets: retried once (the default retries:
+        # attempts 1, on reset), the retry resets too
         r = c.request("GET", "/api/x?reset=1")
         assert r.status == 502 and r.header("X-Pilotfish-Error") == "upstream_reset", r
         assert c.request("GET", "/api/x").status == 200  # leaves a pooled connection
-        # a pooled connection that resets: retried once on a fresh one, which resets too
+        # a pooled connection that resets: retried at once on a fresh one, which resets too,
+        # then once more by the policy
         r = c.request("GET", "/api/x?reset=1")
         assert r.status == 502, r
         assert c.request("GET", "/api/x?status=404").status == 404
-        assert p.get("/dead/x").status == 502
+        assert p.get("/dead/x").status == 502  # connect refused, retried once
         s = settle(p, lambda s: s.get(UPREQ % ("app", ep, "404"), 0) == 1)
-        assert s[UPREQ % ("app", ep, "upstream_reset")] == 3, s
+        assert s[UPREQ % ("app", ep, "upstream_reset")] == 5, s
         assert s[UPREQ % ("app", ep, "200")] == 1
-        assert s['pilotfish_upstream_retries_total{upstream="app"}'] == 1
+        assert s['pilotfish_upstream_retries_total{upstream="app"}'] == 3
+        assert s['pilotfish_upstream_retries_total{upstream="dead"}'] == 1
         dead = p.vars["dead_port"]
-        assert s[UPREQ % ("dead", "127.0.0.1:%d" % dead, "upstream_connect_failed")] == 1
-        assert s['pilotfish_upstream_request_duration_seconds_count{upstream="app"}'] == 5
+        assert s[UPREQ % ("dead", "127.0.0.1:%d" % dead, "upstream_connect_failed")] == 2
+        assert s['pilotfish_upstream_request_duration_seconds_count{upstream="app"}'] == 7
         assert s['pilotfish_errors_total{error="upstream_reset"}'] == 2
         # the client sees one request per 502, whatever the attempts
         assert s[REQ % ("api", "app", "GET", "502")] == 2

@@ -177,7 +177,8 @@ def _keepalive_then_die():
 
 def _retry_case(rst):
     with h2.FakeOrigin(_keepalive_then_die(), rst=rst) as fo:
-        p = Pilotfish(h2.config(endpoints=[fo.addr]))
+        # max_buffered_body 0: no body is kept for a retry
+        p = Pilotfish(h2.config(endpoints=[fo.addr], upstream_extra="retries: {max_buffered_body: 0}"))
         with p:
             r = p.get("/first")
             assert r.status == 200 and r.body == b"conn0", r

@@ -197,9 +197,9 @@ static void test_retry_rule(void **state UNUSED)
     assert_true(pf_upstream_should_retry(&tx, a, PF_OUTCOME_RESET));
     assert_false(pf_upstream_should_retry(&tx, a, PF_OUTCOME_TIMEOUT));
     assert_false(pf_upstream_should_retry(&tx, a, PF_OUTCOME_CONNECT_FAILED));
-    tx.attempts = 2; /* the retry itself failed */
+    tx.stale_retried = true; /* the retry itself failed */
     assert_false(pf_upstream_should_retry(&tx, a, PF_OUTCOME_RESET));
-    tx.attempts = 1;
+    tx.stale_retried = false;
     a->got_bytes = true; /* the upstream had started answering */
     assert_false(pf_upstream_should_retry(&tx, a, PF_OUTCOME_RESET));
     a->got_bytes = false;
@@ -211,6 +211,11 @@ static void test_retry_rule(void **state UNUSED)
     tx.method_id = HTTP_PUT;
     tx.req_has_body = true; /* the body cannot be sent again */
     assert_false(pf_upstream_should_retry(&tx, a, PF_OUTCOME_RESET));
+    tx.req_keep = (struct evbuffer *)&tx; /* ... unless it was kept (any non-NULL) */
+    tx.method_id = HTTP_POST;
+    assert_true(pf_upstream_should_retry(&tx, a, PF_OUTCOME_RESET));
+    tx.req_keep = NULL;
+    tx.method_id = HTTP_PUT;
     tx.req_has_body = false;
     assert_true(pf_upstream_should_retry(&tx, a, PF_OUTCOME_RESET));
     pf_upconn_close(a);
