@@ -123,6 +123,7 @@ struct pf_tx {
     unsigned retries;          /* attempts made by the retry policy (retries:) */
     uint64_t tried;            /* endpoints tried, pf_lb_tried bits (balancer-t.h) */
     struct evbuffer *req_keep; /* the whole request body, kept for a retry (retry.c) */
+    struct evbuffer *req_tee;  /* a copy of the body streaming upstream, while small enough */
     bool retry_active;         /* counted in the upstream's active requests (retry budget) */
     bool retry_held;           /* holds a place in the retry budget */
     bool stale_retried;        /* the retry of a dead pooled connection was used */

@@ -48,16 +48,17 @@ static pf_lb_tried usable_mask(pf_lb_tried tried, unsigned n)
 static unsigned rr_pick(const struct pf_upstream_conf *up, pf_lb_tried tried, struct pf_worker *w)
 {
     unsigned n = up->n_endpoints;
-    unsigned i = (unsigned)(w->rr++ % n);
 
-    tried = usable_mask(tried, n);
-    for (unsigned step = 0; step < n; step++) {
-        unsigned j = (i + step) % n;
-
-        if (!is_tried(tried, j))
-            return j;
+    if (tried != 0) {
+        /*
+         * A retry: any endpoint not tried, drawn, leaving the rotation where it
+         * is (were it to move, first attempts would land on the same endpoint
+         * each time a retry follows: with one of two failing, on that one).
+         */
+        tried = usable_mask(tried, n);
+        return nth_untried(tried, n, (unsigned)(pf_worker_rand(w) % untried_count(tried, n)));
     }
-    return i;
+    return (unsigned)(w->rr++ % n);
 }
 
 static unsigned random_pick(const struct pf_upstream_conf *up, pf_lb_tried tried,

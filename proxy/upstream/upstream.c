@@ -205,8 +205,9 @@ static void up_await_head(struct pf_tx *tx, struct pf_upconn *uc)
     }
     if (tx->up->retry.per_try_timeout_ms != 0 && tx->up->retry.per_try_timeout_ms < ms)
         ms = tx->up->retry.per_try_timeout_ms; /* this try's share */
-    pf_upconn_set_rto(uc, tx->up->request_timeout_ms);
+    /* the deadline first: setting the read timeout re-arms the read event with it */
     pf_stream_set_read_deadline(uc->s, pf_now_us() + ms * 1000);
+    pf_upconn_set_rto(uc, tx->up->request_timeout_ms);
 }
 
 /* ---- the response ---- */
@@ -508,37 +509,61 @@ static void up_evbuffer_free(void *b)
     evbuffer_free(b);
 }
 
-/* Bodies up to this are read before connecting: request_buffering, or kept for a retry. */
-static uint64_t buffer_limit(const struct pf_tx *tx)
+/* Append a copy of the first len bytes of src to dst; false when out of memory. */
+static bool copy_bytes(struct evbuffer *dst, struct evbuffer *src, size_t len)
 {
-    uint64_t limit = tx->cfg->limits.request_buffering;
-    const struct pf_retry_conf *rc = &tx->up->retry;
-
-    if (rc->attempts > 0 && rc->max_buffered_body > limit)
-        limit = rc->max_buffered_body;
-    return limit;
-}
-
-/* A copy of tx's kept body (NULL: none, or out of memory). */
-static struct evbuffer *up_kept_copy(struct pf_tx *tx)
-{
-    struct evbuffer *b;
     struct evbuffer_ptr pos;
     struct evbuffer_iovec v;
 
-    if (tx->req_keep == NULL || (b = evbuffer_new()) == NULL)
-        return NULL;
-    evbuffer_ptr_set(tx->req_keep, &pos, 0, EVBUFFER_PTR_SET);
-    while (evbuffer_peek(tx->req_keep, -1, &pos, &v, 1) > 0) {
-        if (evbuffer_add(b, v.iov_base, v.iov_len) != 0 ||
-            evbuffer_ptr_set(tx->req_keep, &pos, v.iov_len, EVBUFFER_PTR_ADD) != 0)
-            break;
+    evbuffer_ptr_set(src, &pos, 0, EVBUFFER_PTR_SET);
+    while (len > 0 && evbuffer_peek(src, -1, &pos, &v, 1) > 0) {
+        size_t n = v.iov_len < len ? v.iov_len : len;
+
+        if (evbuffer_add(dst, v.iov_base, n) != 0)
+            return false;
+        len -= n;
+        if (len > 0 && evbuffer_ptr_set(src, &pos, n, EVBUFFER_PTR_ADD) != 0)
+            return false;
     }
-    if (evbuffer_get_length(b) != evbuffer_get_length(tx->req_keep)) {
+    return len == 0;
+}
+
+/* A copy of tx's kept body (NULL: out of memory). */
+static struct evbuffer *up_kept_copy(struct pf_tx *tx)
+{
+    struct evbuffer *b = evbuffer_new();
+
+    if (b != NULL && !copy_bytes(b, tx->req_keep, evbuffer_get_length(tx->req_keep))) {
         evbuffer_free(b);
         return NULL;
     }
     return b;
+}
+
+/*
+ * A body that streams upstream (past request_buffering) is copied as it goes
+ * while it stays within retries.max_buffered_body: once it has all passed,
+ * the copy is the kept body and the request can be retried.
+ */
+static void up_tee_start(struct pf_tx *tx)
+{
+    const struct pf_retry_conf *rc = &tx->up->retry;
+    struct pf_conn *c = tx->conn;
+
+    if (tx->req_done || tx->req_tee != NULL || c == NULL || rc->attempts == 0 ||
+        rc->max_buffered_body == 0 || tx->body_in > rc->max_buffered_body)
+        return;
+    if (c->body_mode == PF_BODY_LENGTH && tx->body_in + c->body_left > rc->max_buffered_body)
+        return;
+    if ((tx->req_tee = evbuffer_new()) != NULL)
+        pf_arena_defer(tx->arena, up_evbuffer_free, tx->req_tee);
+}
+
+static void up_tee(struct pf_tx *tx, struct evbuffer *src, size_t len)
+{
+    if (evbuffer_get_length(tx->req_tee) + len > tx->up->retry.max_buffered_body ||
+        !copy_bytes(tx->req_tee, src, len))
+        tx->req_tee = NULL; /* too big (or no memory): it streams alone, not retried */
 }
 
 /*
@@ -596,7 +621,7 @@ static void up_retry_schedule(struct pf_tx *tx)
  */
 static bool up_buffer_start(struct pf_tx *tx)
 {
-    uint64_t limit = buffer_limit(tx);
+    uint64_t limit = tx->cfg->limits.request_buffering;
     struct pf_conn *c = tx->conn;
 
     if (tx->req_done || c == NULL || limit == 0 || tx->req_buf != NULL)
@@ -626,6 +651,7 @@ static void up_buffer_flush(struct pf_tx *tx)
         up_retry_go(tx, false);
         return;
     }
+    up_tee_start(tx); /* the rest streams: the copy starts with what was buffered */
     up_send_buffered(tx, b, false);
 }
 
@@ -638,6 +664,7 @@ void pf_upstream_start(struct pf_tx *tx)
     }
     if (up_buffer_start(tx))
         return;
+    up_tee_start(tx);
     if (!up_start_attempt(tx, false))
         return;
     if (!tx->req_done && tx->conn != NULL) {
@@ -654,10 +681,12 @@ void pf_upstream_send_body(struct pf_tx *tx, struct evbuffer *src, size_t len)
 
     if (tx->req_buffering) {
         evbuffer_remove_buffer(src, tx->req_buf, len);
-        if (evbuffer_get_length(tx->req_buf) > buffer_limit(tx))
+        if (evbuffer_get_length(tx->req_buf) > tx->cfg->limits.request_buffering)
             up_buffer_flush(tx); /* a chunked body past the limit: stream the rest */
         return;
     }
+    if (tx->req_tee != NULL)
+        up_tee(tx, src, len);
     o = uc->s->out;
     pf_h1c_write_body(o, src, len, uc->req_chunked);
     pf_stream_mark(uc->s);
@@ -676,6 +705,10 @@ void pf_upstream_send_end(struct pf_tx *tx)
     if (tx->req_buffering) {
         up_buffer_flush(tx); /* the whole body is in */
         return;
+    }
+    if (tx->req_tee != NULL) {
+        tx->req_keep = tx->req_tee; /* all of it passed: it can be sent again */
+        tx->req_tee = NULL;
     }
 
     if (uc->req_chunked) {
