@@ -19,10 +19,11 @@ REFUSED = 'pilotfish_upstream_retries_budget_exceeded_total{upstream="app"}'
 UPREQ = 'pilotfish_upstream_requests_total{upstream="app",endpoint="%s",code="%s"}'
 
 
-def _config(endpoints, retries, extra="", upstream_extra=""):
+def _config(endpoints, retries, extra="", upstream_extra="", workers=1):
     """One upstream 'app' with retries: {...} and an access log file."""
     head = h2.CONFIG_HEAD.replace("access_log: { path: off }",
                                   'access_log: { path: "{{dir}}/access.log" }')
+    head = head.replace("workers: 1\n", "workers: %d\n" % workers)
     return h2.config(extra, "retries: {%s}\n%s" % (retries, upstream_extra), endpoints, head)
 
 
@@ -251,8 +252,8 @@ def test_retry_per_try_timeout():
 
 @pf.timeout(60)
 def test_retry_storm_is_capped_by_the_budget():
-    """Every endpoint answers 503 after 300 ms; 40 clients at once, attempts 3,
-    budget 20%, min_per_second 2. Without a budget that is 120 retries; with it
+    """Every endpoint answers 503 after 300 ms; 40 clients at once on two
+    workers (one budget for both), attempts 3, budget 20%, min_per_second 2. Without a budget that is 120 retries; with it
     the retries in flight stay within 20% of the requests in flight (plus 2 a
     second), and the retries not made are counted."""
     n, attempts = 40, 3
@@ -265,7 +266,7 @@ def test_retry_storm_is_capped_by_the_budget():
     with h2.FakeOrigin(slow503) as a, h2.FakeOrigin(slow503) as b:
         p = Pilotfish(_config([a.addr, b.addr],
                               "attempts: %d, budget: 20%%, min_per_second: 2, backoff: 1ms"
-                              % attempts))
+                              % attempts, workers=2))
         statuses = []
         lock = threading.Lock()
 
