@@ -19,6 +19,8 @@
 #include <stdio.h>
 #include <sys/socket.h>
 
+#include "proxy/upstream/breaker-t.h"
+
 struct evbuffer;
 struct pf_filter_ops;
 struct pf_conf_node;
@@ -203,6 +205,7 @@ struct pf_upstream_conf {
     uint64_t connect_timeout_ms; /* 1s */
     uint64_t request_timeout_ms; /* 30s: until the response head arrives */
     struct pf_pool_conf pool;
+    struct pf_breaker_conf breaker; /* circuit_breaker (proxy/upstream/breaker.c) */
 };
 
 struct pf_filter_inst {
