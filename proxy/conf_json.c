@@ -11,6 +11,7 @@
 #include "proxy/filter.h"
 #include "proxy/log.h"
 #include "proxy/route.h"
+#include "proxy/upstream/breaker.h"
 
 static void json_str(struct evbuffer *out, const char *s)
 {
@@ -51,8 +52,10 @@ static void json_upstream(struct evbuffer *out, const struct pf_upstream_conf *u
     json_addrs(out, u->endpoints, u->n_endpoints);
     evbuffer_add_printf(
         out,
-        ",\"connect_timeout\":\"%s\",\"request_timeout\":\"%s\",\"pool\":{\"max_idle\":%u,\"idle_timeout\":\"%s\",\"max_lifetime\":\"%s\"}}",
+        ",\"connect_timeout\":\"%s\",\"request_timeout\":\"%s\",\"pool\":{\"max_idle\":%u,\"idle_timeout\":\"%s\",\"max_lifetime\":\"%s\"}",
         ct, rt, u->pool.max_idle, it, lt);
+    pf_breaker_conf_json(&u->breaker, out);
+    evbuffer_add(out, "}", 1);
 }
 
 static void json_route(struct evbuffer *out, const struct pf_config *cfg, const struct pf_route *r)

@@ -716,8 +716,7 @@ static bool on_error(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_
                  own != NULL ? own : "");
         x->stale = NULL; /* emit holds the reference now */
         replace_response(tx, s, x, o, now, PF_CACHE_STALE);
-        cache_status(tx, x,
-                     "pilotfish; fwd=%s; fwd-status=%d; ttl=%lld; detail=stale-if-error%s",
+        cache_status(tx, x, "pilotfish; fwd=%s; fwd-status=%d; ttl=%lld; detail=stale-if-error%s",
                      x->fwd, status, ttl_of(c, o, now), code);
         return true;
     }

@@ -28,11 +28,11 @@
 
 /* ---- the packed bucket word ---- */
 
-#define IDX_BITS 20
-#define CALL_BITS 15
-#define FAIL_BITS 15
-#define SLOW_BITS 14
-#define IDX_MASK ((1ull << IDX_BITS) - 1)
+#define IDX_BITS   20
+#define CALL_BITS  15
+#define FAIL_BITS  15
+#define SLOW_BITS  14
+#define IDX_MASK   ((1ull << IDX_BITS) - 1)
 #define CALL_SHIFT IDX_BITS
 #define FAIL_SHIFT (CALL_SHIFT + CALL_BITS)
 #define SLOW_SHIFT (FAIL_SHIFT + FAIL_BITS)
@@ -52,11 +52,11 @@ static uint64_t bump(uint64_t w, unsigned shift, unsigned bits)
 
 enum reason_kind {
     R_NONE = 0,
-    R_CONSECUTIVE, /* a: failures in a row */
-    R_FAILURE_RATE, /* a: percent, b: calls */
-    R_SLOW_RATE,    /* a: percent, b: calls */
-    R_OPEN_ELAPSED, /* a: open_for in ms */
-    R_TRIAL_FAILED, /* a: the outcome or status that failed it */
+    R_CONSECUTIVE,   /* a: failures in a row */
+    R_FAILURE_RATE,  /* a: percent, b: calls */
+    R_SLOW_RATE,     /* a: percent, b: calls */
+    R_OPEN_ELAPSED,  /* a: open_for in ms */
+    R_TRIAL_FAILED,  /* a: the outcome or status that failed it */
     R_TRIALS_PASSED, /* a: trials */
 };
 
@@ -286,8 +286,8 @@ static unsigned others_ejected(const struct pf_upstream_conf *up, const struct p
     for (unsigned i = 0; i < up->n_endpoints && up->endpoint_ids != NULL; i++) {
         const struct pf_endpoint *o = pf_endpoint_get(up->endpoint_ids[i]);
 
-        if (o != ep && atomic_load_explicit(&o->br.state, memory_order_acquire) !=
-                           PF_CIRCUIT_CLOSED)
+        if (o != ep &&
+            atomic_load_explicit(&o->br.state, memory_order_acquire) != PF_CIRCUIT_CLOSED)
             n++;
     }
     return n;
@@ -391,8 +391,8 @@ static void half_open_report(struct pf_endpoint *ep, const struct pf_breaker_con
         log_change(ep, c, PF_CIRCUIT_HALF_OPEN, PF_CIRCUIT_CLOSED, reason, now);
 }
 
-void pf_breaker_report(const struct pf_upstream_conf *up, struct pf_endpoint *ep,
-                       enum pf_outcome o, int status, uint64_t dur_us, uint64_t now)
+void pf_breaker_report(const struct pf_upstream_conf *up, struct pf_endpoint *ep, enum pf_outcome o,
+                       int status, uint64_t dur_us, uint64_t now)
 {
     const struct pf_breaker_conf *c = &up->breaker;
     struct pf_breaker *b = &ep->br;
@@ -435,10 +435,9 @@ bool pf_breaker_admit(struct pf_endpoint *ep, const struct pf_breaker_conf *c, u
     if (s == PF_CIRCUIT_OPEN) {
         if (now < atomic_load_explicit(&b->retry_us, memory_order_relaxed))
             return false;
-        reason = reason_pack(R_OPEN_ELAPSED,
-                             (now - atomic_load_explicit(&b->since_us, memory_order_relaxed)) /
-                                 1000,
-                             0);
+        reason =
+            reason_pack(R_OPEN_ELAPSED,
+                        (now - atomic_load_explicit(&b->since_us, memory_order_relaxed)) / 1000, 0);
         if (atomic_compare_exchange_strong_explicit(&b->state, &s, PF_CIRCUIT_HALF_OPEN,
                                                     memory_order_acq_rel, memory_order_acquire)) {
             atomic_store_explicit(&b->reason, reason, memory_order_relaxed);
@@ -502,8 +501,8 @@ bool pf_breaker_overflow(const struct pf_upstream_conf *up, bool new_conn)
 /* ---- settings ---- */
 
 static const struct pf_conf_key breaker_keys[] = {
-    {"consecutive_failures", PF_CONF_UINT,
-     offsetof(struct pf_breaker_conf, consecutive_failures), 0, 1000000, NULL},
+    {"consecutive_failures", PF_CONF_UINT, offsetof(struct pf_breaker_conf, consecutive_failures),
+     0, 1000000, NULL},
     {"failure_rate", PF_CONF_PERCENT, offsetof(struct pf_breaker_conf, failure_rate), 0, 0, NULL},
     {"min_requests", PF_CONF_UINT, offsetof(struct pf_breaker_conf, min_requests), 1, 1000000,
      NULL},
@@ -521,12 +520,10 @@ static const struct pf_conf_key breaker_keys[] = {
      1000, NULL},
     {"max_connections", PF_CONF_UINT, offsetof(struct pf_breaker_conf, max_connections), 1,
      10000000, NULL},
-    {"max_pending", PF_CONF_UINT, offsetof(struct pf_breaker_conf, max_pending), 1, 10000000,
-     NULL},
+    {"max_pending", PF_CONF_UINT, offsetof(struct pf_breaker_conf, max_pending), 1, 10000000, NULL},
     {"max_requests", PF_CONF_UINT, offsetof(struct pf_breaker_conf, max_requests), 1, 10000000,
      NULL},
-    {"max_retries", PF_CONF_UINT, offsetof(struct pf_breaker_conf, max_retries), 0, 10000000,
-     NULL},
+    {"max_retries", PF_CONF_UINT, offsetof(struct pf_breaker_conf, max_retries), 0, 10000000, NULL},
     {"max_ejection", PF_CONF_PERCENT, offsetof(struct pf_breaker_conf, max_ejection), 0, 0, NULL},
     {NULL, 0, 0, 0, 0, NULL},
 };
@@ -609,6 +606,32 @@ void pf_breaker_conf_parse(const struct pf_conf_node *n, const char *section,
                   section);
     if (c->max_open_for_ms < c->open_for_ms)
         pf_err_at(err, n, "%s: max_open_for must be at least open_for", section);
+}
+
+void pf_breaker_conf_json(const struct pf_breaker_conf *c, struct evbuffer *out)
+{
+    char win[24], slow[24], open[24], max[24];
+
+    pf_conf_format_duration(c->window_ms, win, sizeof(win));
+    pf_conf_format_duration(c->slow_call_ms, slow, sizeof(slow));
+    pf_conf_format_duration(c->open_for_ms, open, sizeof(open));
+    pf_conf_format_duration(c->max_open_for_ms, max, sizeof(max));
+    evbuffer_add_printf(
+        out,
+        ",\"circuit_breaker\":{\"consecutive_failures\":%u,\"failure_rate\":\"%g%%\","
+        "\"min_requests\":%u,\"window\":\"%s\",\"slow_call_duration\":\"%s\","
+        "\"slow_rate\":\"%g%%\",\"failure_statuses\":",
+        c->consecutive_failures, c->failure_rate * 100, c->min_requests, win, slow,
+        c->slow_rate * 100);
+    evbuffer_add(out, "\"", 1);
+    pf_json_escape(out, c->failure_statuses != NULL ? c->failure_statuses : "500-599",
+                   strlen(c->failure_statuses != NULL ? c->failure_statuses : "500-599"));
+    evbuffer_add_printf(out,
+                        "\",\"open_for\":\"%s\",\"max_open_for\":\"%s\",\"half_open_requests\":%u,"
+                        "\"max_connections\":%u,\"max_pending\":%u,\"max_requests\":%u,"
+                        "\"max_retries\":%u,\"max_ejection\":\"%g%%\"}",
+                        open, max, c->half_open_requests, c->max_connections, c->max_pending,
+                        c->max_requests, c->max_retries, c->max_ejection * 100);
 }
 
 void pf_breaker_conf_free(struct pf_breaker_conf *c)

@@ -33,6 +33,8 @@ void pf_breaker_conf_defaults(struct pf_breaker_conf *c);
 void pf_breaker_conf_parse(const struct pf_conf_node *n, const char *section,
                            struct pf_breaker_conf *c, struct pf_err *err);
 void pf_breaker_conf_free(struct pf_breaker_conf *c);
+/* GET /config: ',"circuit_breaker":{...}' with every key. */
+void pf_breaker_conf_json(const struct pf_breaker_conf *c, struct evbuffer *out);
 /* Does status count as a failure (failure_statuses)? */
 bool pf_breaker_status_fails(const struct pf_breaker_conf *c, int status);
 
@@ -53,8 +55,8 @@ bool pf_breaker_admit(struct pf_endpoint *ep, const struct pf_breaker_conf *c, u
  * status when o is PF_OUTCOME_OK, and how long it took (to the response head
  * or the failure).
  */
-void pf_breaker_report(const struct pf_upstream_conf *up, struct pf_endpoint *ep,
-                       enum pf_outcome o, int status, uint64_t dur_us, uint64_t now);
+void pf_breaker_report(const struct pf_upstream_conf *up, struct pf_endpoint *ep, enum pf_outcome o,
+                       int status, uint64_t dur_us, uint64_t now);
 
 /* Seconds (at least 1) until the first endpoint of up may take a trial request. */
 uint64_t pf_breaker_retry_after(const struct pf_upstream_conf *up, uint64_t now);
@@ -71,12 +73,12 @@ bool pf_breaker_overflow(const struct pf_upstream_conf *up, bool new_conn);
 
 struct pf_breaker_view {
     enum pf_circuit state;
-    char reason[160];   /* why it changed last ("" when it never did) */
-    uint64_t since_us;  /* when (0: never) */
-    uint64_t retry_us;  /* open: next trial */
-    unsigned calls;     /* in the window */
-    unsigned failures;  /* in the window */
-    unsigned slow;      /* in the window */
+    char reason[160];  /* why it changed last ("" when it never did) */
+    uint64_t since_us; /* when (0: never) */
+    uint64_t retry_us; /* open: next trial */
+    unsigned calls;    /* in the window */
+    unsigned failures; /* in the window */
+    unsigned slow;     /* in the window */
     unsigned consecutive;
     uint64_t p50_us, p90_us, p99_us; /* over the window (0 without calls) */
     uint64_t opened_total;

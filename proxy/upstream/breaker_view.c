@@ -63,9 +63,9 @@ static void put_circuit(struct evbuffer *out, const struct pf_breaker_view *v, u
     evbuffer_add(out, ",\"retry_at\":", 12);
     if (v->state == PF_CIRCUIT_OPEN) {
         put_time(out, v->retry_us, now, wall);
-        evbuffer_add_printf(out, ",\"retry_in_ms\":%llu",
-                            (unsigned long long)(v->retry_us > now ? (v->retry_us - now) / 1000
-                                                                   : 0));
+        evbuffer_add_printf(
+            out, ",\"retry_in_ms\":%llu",
+            (unsigned long long)(v->retry_us > now ? (v->retry_us - now) / 1000 : 0));
     } else {
         evbuffer_add(out, "null,\"retry_in_ms\":null", 23);
     }
@@ -111,7 +111,7 @@ void pf_breaker_upstreams_json(const struct pf_config *cfg, struct evbuffer *out
 
         evbuffer_add(out, u > 0 ? ",{\"name\":" : "{\"name\":", u > 0 ? 9 : 8);
         put_str(out, up->name);
-        evbuffer_add_printf(out, ",\"max_ejection\":%g,\"endpoints\":[",
+        evbuffer_add_printf(out, ",\"max_ejection\":\"%g%%\",\"endpoints\":[",
                             up->breaker.max_ejection * 100);
         for (unsigned e = 0; e < up->n_endpoints && up->endpoint_ids != NULL; e++) {
             if (e > 0)
@@ -151,8 +151,7 @@ void pf_breaker_render_metrics(const struct pf_config *cfg, struct evbuffer *out
                 const struct pf_endpoint *ep = pf_endpoint_get(up->endpoint_ids[e]);
                 uint64_t v = which == 0
                                  ? atomic_load_explicit(&ep->br.state, memory_order_acquire)
-                                 : atomic_load_explicit(&ep->br.opened_total,
-                                                        memory_order_relaxed);
+                                 : atomic_load_explicit(&ep->br.opened_total, memory_order_relaxed);
 
                 put_series(out, names[which], up->name, ep->addr.text, v);
             }

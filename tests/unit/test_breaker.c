@@ -55,8 +55,8 @@ static void succeed(const struct pf_upstream_conf *up, struct pf_endpoint *ep, u
     pf_breaker_report(up, ep, PF_OUTCOME_OK, 200, 1 * MS, now);
 }
 
-static void reason_of(const struct pf_upstream_conf *up, const struct pf_endpoint *ep,
-                      uint64_t now, char *buf)
+static void reason_of(const struct pf_upstream_conf *up, const struct pf_endpoint *ep, uint64_t now,
+                      char *buf)
 {
     struct pf_breaker_view v;
 
@@ -157,7 +157,7 @@ static void test_slow_rate_opens(void **state UNUSED)
     for (unsigned i = 0; i < 9; i++)
         pf_breaker_report(up, ep, PF_OUTCOME_OK, 200, 250 * MS, t + i * MS);
     pf_breaker_report(up, ep, PF_OUTCOME_OK, 200, 20 * MS, t + 9 * MS); /* fast: 90% slow */
-    assert_int_equal(state_of(ep), PF_CIRCUIT_CLOSED);                    /* a fast call */
+    assert_int_equal(state_of(ep), PF_CIRCUIT_CLOSED);                  /* a fast call */
     pf_breaker_report(up, ep, PF_OUTCOME_OK, 200, 250 * MS, t + 10 * MS);
     assert_int_equal(state_of(ep), PF_CIRCUIT_OPEN);
     reason_of(up, ep, t + 10 * MS, why);
@@ -288,7 +288,7 @@ static void test_max_ejection_after_the_ejection(void **state UNUSED)
         double cap;
         unsigned opened;
     } cases[] = {
-        {1, 0.5, 0}, {2, 0.5, 1}, {3, 0.5, 1}, {4, 0.5, 2}, {3, 0.34, 1},
+        {1, 0.5, 0},  {2, 0.5, 1}, {3, 0.5, 1}, {4, 0.5, 2}, {3, 0.34, 1},
         {2, 0.99, 1}, {1, 1.0, 1}, {2, 1.0, 2}, {3, 1.0, 3}, {5, 0.2, 1},
     };
 
@@ -501,7 +501,7 @@ static void test_state_across_configurations(void **state UNUSED)
     a->upstreams[0].breaker.max_ejection = 1.0;
     trip_at(&a->upstreams[0], stays, 10 * SEC);
     trip_at(&a->upstreams[0], leaves, 10 * SEC);
-    pf_endpoint_ref(leaves); /* an idle connection */
+    pf_endpoint_ref(leaves);                   /* an idle connection */
     b = fx_cfg_new(1, PF_BALANCE_ROUND_ROBIN); /* lists only the first */
     fx_cfg_free(a);
     assert_ptr_equal(ep_at(&b->upstreams[0], 0), stays);
@@ -525,8 +525,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_slow_rate_opens, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_for_doubles_with_jitter_up_to_max, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_half_open_success_closes_and_clean_close_resets,
-                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_half_open_success_closes_and_clean_close_resets, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_half_open_requests, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lost_trial_permit_comes_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_max_ejection_after_the_ejection, setup, teardown),
