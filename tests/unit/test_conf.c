@@ -926,7 +926,15 @@ static void test_conf_to_json_shows_effective_config(void **state UNUSED)
     assert_non_null(strstr(json, "\"upstreams\":{\"app\":{\"balance\":\"round_robin\","
                                  "\"endpoints\":[\"127.0.0.1:3000\"],\"connect_timeout\":\"1s\","
                                  "\"request_timeout\":\"30s\",\"pool\":{\"max_idle\":64,"
-                                 "\"idle_timeout\":\"1m\",\"max_lifetime\":\"1h\"}}}"));
+                                 "\"idle_timeout\":\"1m\",\"max_lifetime\":\"1h\"},"
+                                 "\"circuit_breaker\":{\"consecutive_failures\":5,"
+                                 "\"failure_rate\":\"50%\",\"min_requests\":20,\"window\":\"10s\","
+                                 "\"slow_call_duration\":\"0s\",\"slow_rate\":\"100%\","
+                                 "\"failure_statuses\":\"500-599\",\"open_for\":\"30s\","
+                                 "\"max_open_for\":\"5m\",\"half_open_requests\":1,"
+                                 "\"max_connections\":1024,\"max_pending\":1024,"
+                                 "\"max_requests\":1024,\"max_retries\":3,"
+                                 "\"max_ejection\":\"50%\"}}}"));
     assert_non_null(strstr(json, "\"routes\":[{\"name\":\"route-0\",\"match\":{\"prefix\":\"/\","
                                  "\"host\":null,\"methods\":[],\"case_insensitive\":false},"
                                  "\"normalize_path\":\"forward\",\"upstream\":\"app\","
