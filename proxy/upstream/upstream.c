@@ -609,6 +609,8 @@ void pf_upstream_send_end(struct pf_tx *tx)
         pf_stream_mark(uc->s);
     }
     uc->req_sent = true;
+    if (tx->t_up_head == 0)
+        uc->t_attempt_us = pf_now_us(); /* a slow upload is not a slow upstream */
     if (uc->state == PF_UC_SENDING)
         uc->state = PF_UC_WAITING_HEAD;
     if (uc_connected(uc) && tx->t_up_head == 0)
