@@ -446,3 +446,26 @@ def test_breaker_stale_copy_served_instead_of_circuit_open():
             assert r.status == 503 and r.header("X-Pilotfish-Error") == "circuit_open", r
     finally:
         a.stop()
+
+
+@pf.timeout(30)
+def test_breaker_slow_upload_is_not_a_slow_call():
+    """slow_call_duration counts from the end of a streamed request body: a
+    client that uploads slowly does not eject a fast endpoint."""
+    a, b = Scripted("a"), Scripted("b")
+    p = Pilotfish(breaker_config([a, b], "consecutive_failures: 0, slow_call_duration: 250ms, "
+                                 "slow_rate: 50%, min_requests: 2",
+                                 extra="limits: { request_buffering: 0 }\n"))
+    try:
+        with p:
+            for _ in range(4):  # two to each endpoint
+                with p.conn() as c:
+                    c.send_pieces(["POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n",
+                                   "a", "b", "c", "d"], pause=0.15)
+                    assert c.read_response().status == 200
+            for o in (a, b):
+                view = endpoint_view(p, o.addr)
+                assert view["recent"]["requests"] == 2 and view["recent"]["slow"] == 0, view
+                assert view["circuit"]["state"] == "closed", view
+    finally:
+        stop_all(a, b)
