@@ -58,6 +58,7 @@ enum reason_kind {
     R_OPEN_ELAPSED,  /* a: open_for in ms */
     R_TRIAL_FAILED,  /* a: the outcome or status that failed it */
     R_TRIALS_PASSED, /* a: trials */
+    R_PROBE_PASSED,  /* an active health probe passed */
 };
 
 static uint64_t reason_pack(enum reason_kind k, uint64_t a, uint64_t b)
@@ -110,6 +111,9 @@ static void reason_text(uint64_t r, const struct pf_breaker_conf *c, char *buf, 
         break;
     case R_TRIALS_PASSED:
         snprintf(buf, size, "half_open trials passed: %u", a);
+        break;
+    case R_PROBE_PASSED:
+        snprintf(buf, size, "%s", "health_check passed");
         break;
     default:
         snprintf(buf, size, "%s", "");
@@ -422,6 +426,32 @@ void pf_breaker_report(const struct pf_upstream_conf *up, struct pf_endpoint *ep
     reason = trip_reason(b, c, consec, now);
     if (reason != 0)
         trip(up, ep, reason, now);
+}
+
+bool pf_breaker_usable(const struct pf_endpoint *ep, uint64_t now)
+{
+    const struct pf_breaker *b = &ep->br;
+
+    return atomic_load_explicit(&b->state, memory_order_acquire) != PF_CIRCUIT_OPEN ||
+           now >= atomic_load_explicit(&b->retry_us, memory_order_relaxed);
+}
+
+void pf_breaker_probe_passed(struct pf_endpoint *ep, const struct pf_breaker_conf *c, uint64_t now)
+{
+    struct pf_breaker *b = &ep->br;
+    uint64_t reason = reason_pack(R_PROBE_PASSED, 0, 0);
+    unsigned s;
+
+    pthread_mutex_lock(&open_lock); /* against an opening in between */
+    s = atomic_load_explicit(&b->state, memory_order_acquire);
+    if (s != PF_CIRCUIT_CLOSED) {
+        window_clear(b);
+        atomic_store_explicit(&b->reason, reason, memory_order_relaxed);
+        atomic_store_explicit(&b->since_us, now, memory_order_relaxed);
+        atomic_store_explicit(&b->state, PF_CIRCUIT_CLOSED, memory_order_release);
+        log_change(ep, c, (enum pf_circuit)s, PF_CIRCUIT_CLOSED, reason, now);
+    }
+    pthread_mutex_unlock(&open_lock);
 }
 
 bool pf_breaker_admit(struct pf_endpoint *ep, const struct pf_breaker_conf *c, uint64_t now)

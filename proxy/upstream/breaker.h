@@ -51,6 +51,18 @@ void pf_breaker_reset(struct pf_breaker *b);
 bool pf_breaker_admit(struct pf_endpoint *ep, const struct pf_breaker_conf *c, uint64_t now);
 
 /*
+ * Read only, for a balancer's "may serve" predicate: false while ep is open
+ * and its open_for has not passed; true otherwise (pf_breaker_admit decides).
+ */
+bool pf_breaker_usable(const struct pf_endpoint *ep, uint64_t now);
+
+/*
+ * An active health probe of ep passed: an open or half-open circuit closes
+ * at once (reason "health_check passed"). The hook for the health checks.
+ */
+void pf_breaker_probe_passed(struct pf_endpoint *ep, const struct pf_breaker_conf *c, uint64_t now);
+
+/*
  * The outcome of an attempt on ep (an endpoint of up): o, the response
  * status when o is PF_OUTCOME_OK, and how long it took (to the response head
  * or the failure).

@@ -362,6 +362,28 @@ static void test_one_endpoint(void **state UNUSED)
     fx_cfg_free(cfg);
 }
 
+static void test_usable_and_probe_passed(void **state UNUSED)
+{
+    struct pf_config *cfg = fx_cfg_new(2, PF_BALANCE_ROUND_ROBIN);
+    struct pf_upstream_conf *up = &cfg->upstreams[0];
+    struct pf_endpoint *ep = ep_at(up, 0);
+    uint64_t t = 10 * SEC, left;
+    char why[160];
+
+    assert_true(pf_breaker_usable(ep, t));
+    trip_at(up, ep, t);
+    left = open_left(ep, t);
+    assert_false(pf_breaker_usable(ep, t + left - 1));
+    assert_true(pf_breaker_usable(ep, t + left));    /* a trial may go */
+    assert_int_equal(state_of(ep), PF_CIRCUIT_OPEN); /* usable takes nothing */
+    pf_breaker_probe_passed(ep, &up->breaker, t + 1);
+    assert_int_equal(state_of(ep), PF_CIRCUIT_CLOSED);
+    assert_true(pf_breaker_admit(ep, &up->breaker, t + 2));
+    reason_of(up, ep, t + 2, why);
+    assert_string_equal(why, "health_check passed");
+    fx_cfg_free(cfg);
+}
+
 static void test_late_reports_while_open_are_ignored(void **state UNUSED)
 {
     struct pf_config *cfg = fx_cfg_new(2, PF_BALANCE_ROUND_ROBIN);
@@ -535,6 +557,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_all_open_retry_after, setup, teardown),
         cmocka_unit_test_setup_teardown(test_one_endpoint, setup, teardown),
         cmocka_unit_test_setup_teardown(test_late_reports_while_open_are_ignored, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_usable_and_probe_passed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_overflow, setup, teardown),
         cmocka_unit_test(test_failure_statuses),
         cmocka_unit_test_setup_teardown(test_one_log_line_per_change, setup, teardown),
