@@ -16,6 +16,7 @@
 #include "proxy/server.h"
 #include "proxy/stats.h"
 #include "proxy/tx.h"
+#include "proxy/upstream/breaker.h"
 #include "filters/registry.h"
 
 static void admin_json(struct pf_tx *tx, int status, struct evbuffer *body)
@@ -166,6 +167,12 @@ static void admin_get(struct pf_tx *tx, struct pf_server *s, const char *path)
 
         pf_conf_to_json(s->cfg, b);
         evbuffer_add(b, "\n", 1);
+        admin_json(tx, 200, b);
+        evbuffer_free(b);
+    } else if (strcmp(path, "/upstreams") == 0) {
+        struct evbuffer *b = pf_evbuffer_new();
+
+        pf_breaker_upstreams_json(s->cfg, b, pf_now_us());
         admin_json(tx, 200, b);
         evbuffer_free(b);
     } else if (strcmp(path, "/metrics") == 0) {

@@ -18,6 +18,7 @@
 #include "proxy/stats.h"
 #include "proxy/syntax.h"
 #include "proxy/upstream/retry.h"
+#include "proxy/upstream/breaker.h"
 
 #define MAX_FILE_SIZE (16u << 20) /* a configuration, not a data set */
 #define MAX_WORKERS   256
@@ -220,7 +221,7 @@ static const struct pf_conf_key upstream_keys[] = {
      86400000, NULL},
     {"pool", PF_CONF_CUSTOM, 0, 0, 0, parse_later},
     {"retries", PF_CONF_CUSTOM, 0, 0, 0, parse_later},
-    {"circuit_breaker", PF_CONF_CUSTOM, 0, 0, 0, not_supported},
+    {"circuit_breaker", PF_CONF_CUSTOM, 0, 0, 0, parse_later},
     {"health_check", PF_CONF_CUSTOM, 0, 0, 0, not_supported},
     {NULL, 0, 0, 0, 0, NULL},
 };
@@ -251,6 +252,7 @@ static void parse_upstream(const struct pf_conf_node *n, struct pf_upstream_conf
     u->request_timeout_ms = 30000;
     u->pool = (struct pf_pool_conf){64, 60000, 3600000}; /* max_idle, idle_timeout, lifetime */
     pf_retry_conf_defaults(&u->retry);
+    pf_breaker_conf_defaults(&u->breaker);
     snprintf(section, sizeof(section), "upstreams.%s", n->key);
     if (n->type != PF_NODE_MAP) {
         pf_err_at(err, n, "%s: expected a map with at least endpoints", section);
@@ -268,6 +270,8 @@ static void parse_upstream(const struct pf_conf_node *n, struct pf_upstream_conf
     pf_conf_fill_section(pf_conf_get(n, "pool"), sub, pool_keys, &u->pool, err);
     snprintf(sub, sizeof(sub), "%s.retries", section);
     pf_retry_conf_parse(pf_conf_get(n, "retries"), sub, &u->retry, err);
+    snprintf(sub, sizeof(sub), "%s.circuit_breaker", section);
+    pf_breaker_conf_parse(pf_conf_get(n, "circuit_breaker"), sub, &u->breaker, err);
 }
 
 static void parse_upstreams(struct pf_config *cfg, const struct pf_conf_node *n, struct pf_err *err)
@@ -637,6 +641,7 @@ static void conf_free(struct pf_config *cfg)
         free(cfg->upstreams[i].name);
         pf_addr_list_free(cfg->upstreams[i].endpoints, cfg->upstreams[i].n_endpoints);
         free(cfg->upstreams[i].endpoint_ids);
+        pf_breaker_conf_free(&cfg->upstreams[i].breaker);
     }
     free(cfg->upstreams);
     for (unsigned i = 0; i < cfg->n_routes; i++)

@@ -19,6 +19,8 @@
 #include <stdio.h>
 #include <sys/socket.h>
 
+#include "proxy/upstream/breaker-t.h"
+
 struct evbuffer;
 struct pf_filter_ops;
 struct pf_conf_node;
@@ -219,6 +221,7 @@ struct pf_upstream_conf {
     struct pf_pool_conf pool;
     struct pf_retry_conf retry;
     struct pf_retry_state *rstate; /* from pf_snapshot_bind(), not conf.c */
+    struct pf_breaker_conf breaker; /* circuit_breaker (proxy/upstream/breaker.c) */
 };
 
 struct pf_filter_inst {

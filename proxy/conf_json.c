@@ -12,6 +12,7 @@
 #include "proxy/log.h"
 #include "proxy/route.h"
 #include "proxy/upstream/retry.h"
+#include "proxy/upstream/breaker.h"
 
 static void json_str(struct evbuffer *out, const char *s)
 {
@@ -55,6 +56,7 @@ static void json_upstream(struct evbuffer *out, const struct pf_upstream_conf *u
         ",\"connect_timeout\":\"%s\",\"request_timeout\":\"%s\",\"pool\":{\"max_idle\":%u,\"idle_timeout\":\"%s\",\"max_lifetime\":\"%s\"}",
         ct, rt, u->pool.max_idle, it, lt);
     pf_retry_conf_json(&u->retry, out);
+    pf_breaker_conf_json(&u->breaker, out);
     evbuffer_add(out, "}", 1);
 }
 

@@ -311,6 +311,27 @@ void pf_vlog(enum pf_log_level level, const char *fmt, va_list ap)
     errno = saved;
 }
 
+void pf_log_fields(enum pf_log_level level, const char *fields, size_t len)
+{
+    char line[LOG_LINE_MAX];
+    char ts[32];
+    size_t n;
+
+    if ((int)level > atomic_load_explicit(&log_level, memory_order_relaxed))
+        return;
+    if ((unsigned)level > PF_LOG_DEBUG)
+        level = PF_LOG_DEBUG;
+    pf_log_timestamp(ts, sizeof(ts), wall_now_us());
+    n = (size_t)snprintf(line, sizeof(line), "{\"ts\":\"%s\",\"level\":\"%s\"", ts,
+                         level_names[level]);
+    if (len > sizeof(line) - n - 3)
+        return; /* fields are short: a line past PIPE_BUF would not be written whole */
+    memcpy(line + n, fields, len);
+    n += len;
+    memcpy(line + n, "}\n", 2);
+    write_all(STDERR_FILENO, line, n + 2);
+}
+
 void pf_log(enum pf_log_level level, const char *fmt, ...)
 {
     va_list ap;

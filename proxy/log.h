@@ -35,6 +35,13 @@ enum pf_log_level pf_log_get_level(void);
 void pf_log(enum pf_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void pf_vlog(enum pf_log_level level, const char *fmt, va_list ap);
 
+/*
+ * Log one line of structured fields: fields[0..len) is JSON object members,
+ * each preceded by a comma (,"msg":"...","upstream":"app"), put after ts and
+ * level. A line that would pass 4 KiB is dropped.
+ */
+void pf_log_fields(enum pf_log_level level, const char *fields, size_t len);
+
 /* Log at ERR and exit(1) at once (OOM, impossible states). */
 void pf_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 

@@ -31,6 +31,7 @@
 #include "proxy/filter.h"
 #include "proxy/server.h"
 #include "proxy/tx.h"
+#include "proxy/upstream/breaker.h"
 #include "proxy/upstream/upstream.h"
 
 #define MAX_LABELS  4
@@ -917,6 +918,7 @@ void pf_stats_render(struct pf_server *s, struct evbuffer *out)
     if (n > 0)
         pf_stats_render_series(all, n, out);
     render_endpoints(s->cfg, out);
+    pf_breaker_render_metrics(s->cfg, out);
     render_errors(s, out);
     render_filters(s->cfg, out);
     render_process(out);

@@ -603,3 +603,19 @@ void pf_tx_resp_end(struct pf_tx *tx)
     tx->resp_done = true;
     tx_finish(tx);
 }
+
+void pf_tx_fail_retry_after(struct pf_tx *tx, int status, enum pf_error code, uint64_t secs)
+{
+    char v[24];
+
+    if (tx->uc != NULL || tx->head_sent || tx->conn == NULL) {
+        pf_tx_fail(tx, status, code);
+        return;
+    }
+    pf_tx_error(tx, status, code);
+    snprintf(v, sizeof(v), "%llu", (unsigned long long)secs);
+    pf_hdrs_add(tx->arena, &tx->resp, "Retry-After", v);
+    if (tx->phase != PF_TX_FILTERS)
+        tx->out_from = tx->n_ran;
+    tx_send_reply(tx);
+}

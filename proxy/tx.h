@@ -29,6 +29,8 @@ void pf_tx_req_end(struct pf_tx *tx);
 
 /* A core error before anything was sent: reply with it through the chain. */
 void pf_tx_fail(struct pf_tx *tx, int status, enum pf_error code);
+/* Same with a Retry-After of secs (503 circuit_open), when the answer is still to come. */
+void pf_tx_fail_retry_after(struct pf_tx *tx, int status, enum pf_error code, uint64_t secs);
 
 /*
  * The response head is in tx->status / tx->resp (from the upstream or a

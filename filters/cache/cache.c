@@ -708,10 +708,16 @@ static bool on_error(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_
     struct pf_cobj *o = x->stale;
 
     if (pf_cache_stale_on_error(&o->meta, &c->policy, now)) {
+        /* pilotfish's own error (circuit_open, no_healthy_upstream, ...): say which */
+        const char *own = pf_tx_resp_header(tx, "x-pilotfish-error");
+        char code[40];
+
+        snprintf(code, sizeof(code), "%s%s", own != NULL ? "; fwd-error=" : "",
+                 own != NULL ? own : "");
         x->stale = NULL; /* emit holds the reference now */
         replace_response(tx, s, x, o, now, PF_CACHE_STALE);
-        cache_status(tx, x, "pilotfish; fwd=%s; fwd-status=%d; ttl=%lld; detail=stale-if-error",
-                     x->fwd, status, ttl_of(c, o, now));
+        cache_status(tx, x, "pilotfish; fwd=%s; fwd-status=%d; ttl=%lld; detail=stale-if-error%s",
+                     x->fwd, status, ttl_of(c, o, now), code);
         return true;
     }
     /*

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "proxy/conf.h"
+#include "proxy/upstream/breaker-t.h"
 
 #define PF_MAX_ENDPOINTS 4096 /* endpoints live at once */
 
@@ -22,6 +23,8 @@ struct pf_endpoint {
     atomic_uint open;    /* atomic: open connections, all workers */
     atomic_uint refs;    /* atomic: snapshot bindings + open connections */
     atomic_uint snaps;   /* atomic: snapshot bindings only (0: idle connections go) */
+    /* circuit breaker (breaker.c): survives reloads that keep the endpoint */
+    struct pf_breaker br;
 };
 
 /* Outcome of one attempt, reported to the balancer (and the breaker / health seam). */

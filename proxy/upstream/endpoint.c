@@ -21,6 +21,7 @@
 
 #include "proxy/arena.h"
 #include "proxy/conf.h"
+#include "proxy/upstream/breaker.h"
 #include "proxy/upstream/endpoint.h"
 
 static _Atomic(struct pf_endpoint *) endpoints[PF_MAX_ENDPOINTS]; /* atomic; set under ep_lock */
@@ -45,6 +46,9 @@ static struct pf_endpoint *endpoint_take_locked(const char *upstream, const stru
             continue;
         }
         if (strcmp(ep->upstream, upstream) == 0 && strcmp(ep->addr.text, a->text) == 0) {
+            /* kept alive by connections only: it left the configuration, it comes back fresh */
+            if (atomic_load(&ep->snaps) == 0)
+                pf_breaker_reset(&ep->br);
             atomic_fetch_add(&ep->refs, 1);
             atomic_fetch_add(&ep->snaps, 1);
             return ep;

@@ -60,6 +60,8 @@ struct pf_upconn {
     bool read_blocked;         /* stopped by the client's backpressure */
     bool eof_pending;          /* the upstream closed while reads were blocked */
     bool head_lf;              /* the parser left the head's final LF unread */
+    bool pending;              /* counted in its endpoint's br.pending until connected */
+    uint64_t t_attempt_us;     /* when the current attempt started (the breaker's durations) */
     uint8_t body_mode;         /* PF_BODY_*: how the response body is framed */
     uint64_t body_left;        /* Content-Length bytes still to come */
     struct pf_chunked chunked; /* chunked decoder state */

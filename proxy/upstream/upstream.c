@@ -23,6 +23,7 @@
 #include "proxy/stats.h"
 #include "proxy/tx.h"
 #include "proxy/upstream/balancer.h"
+#include "proxy/upstream/breaker.h"
 #include "proxy/upstream/h1client.h"
 #include "proxy/upstream/pool.h"
 #include "proxy/upstream/retry.h"
@@ -44,11 +45,53 @@ static void up_retry_release(struct pf_tx *tx)
     }
 }
 
-static void upstream_report(struct pf_tx *tx, enum pf_outcome o)
+/* The outcome of the attempt on uc (NULL: it failed before a connection); status when OK. */
+static void upstream_report(struct pf_tx *tx, const struct pf_upconn *uc, enum pf_outcome o,
+                            int status)
 {
-    /* the circuit breaker and passive health hook in here */
+    uint64_t now = pf_now_us();
+    uint64_t dur = uc != NULL && uc->t_attempt_us != 0 ? now - uc->t_attempt_us : 0;
+
     pf_balancer_report(tx->up, tx->endpoint_id, o);
+    pf_breaker_report(tx->up, pf_endpoint_get(tx->endpoint_id), o, status, dur, now);
     pf_stats_upstream_report(tx, (int)o);
+}
+
+/* uc's attempt has its connection (or gave up waiting): it no longer counts as pending. */
+static void up_unpend(struct pf_upconn *uc)
+{
+    if (uc->pending) {
+        uc->pending = false;
+        atomic_fetch_sub_explicit(&pf_endpoint_get(uc->endpoint_id)->br.pending, 1,
+                                  memory_order_relaxed);
+    }
+}
+
+/*
+ * An endpoint whose breaker admits the request (a half-open one gives it a
+ * trial permit): the balancer's pick, then its next picks with the refused
+ * ones marked tried, then any admitted endpoint. False when every circuit
+ * is open.
+ */
+static bool up_pick(struct pf_tx *tx, unsigned *id)
+{
+    const struct pf_upstream_conf *up = tx->up;
+    pf_lb_tried tried = tx->tried, refused = 0;
+    uint64_t now = pf_now_us();
+
+    for (unsigned k = 0; k < up->n_endpoints && k < PF_LB_TRIED_MAX; k++) {
+        *id = pf_balancer_pick(up, tried | refused, tx->w);
+        if (pf_breaker_admit(pf_endpoint_get(*id), &up->breaker, now))
+            return true;
+        refused |= pf_balancer_tried_bit(up, *id);
+    }
+    for (unsigned i = 0; i < up->n_endpoints; i++) {
+        *id = up->endpoint_ids[i];
+        if ((refused & pf_balancer_tried_bit(up, *id)) == 0 &&
+            pf_breaker_admit(pf_endpoint_get(*id), &up->breaker, now))
+            return true;
+    }
+    return false;
 }
 
 static bool uc_connected(const struct pf_upconn *uc)
@@ -103,7 +146,9 @@ static bool up_retry_allowed(struct pf_tx *tx, enum pf_outcome o, int status)
     if (tx->retries >= rc->attempts || tx->head_sent || tx->up->rstate == NULL ||
         !pf_retry_on_outcome(rc, o, status) || !tx_replayable(tx))
         return false;
-    if (!pf_retry_budget_take(tx->up->rstate, rc, pf_now_us())) {
+    /* circuit_breaker.max_retries caps retries in flight as the budget does: not made, counted */
+    if (pf_retry_in_flight(tx->up) >= tx->up->breaker.max_retries ||
+        !pf_retry_budget_take(tx->up->rstate, rc, pf_now_us())) {
         pf_stats_upstream_retry_refused(tx);
         return false;
     }
@@ -122,6 +167,7 @@ static void up_detach(struct pf_tx *tx, struct pf_upconn *uc, bool reuse)
         tx->timer_set = false;
     }
     pf_stream_set_read_deadline(uc->s, 0);
+    up_unpend(uc);
     p->n_active--;
     atomic_fetch_sub_explicit(&pf_endpoint_get(uc->endpoint_id)->active, 1, memory_order_relaxed);
     tx->uc = NULL;
@@ -145,7 +191,7 @@ static void up_failed(struct pf_upconn *uc, enum pf_outcome o)
         pf_log(PF_LOG_DEBUG, "upstream attempt %u failed (outcome %d): %s", tx->attempts, (int)o,
                pf_upconn_dump(uc, dump, sizeof(dump)));
     }
-    upstream_report(tx, o);
+    upstream_report(tx, uc, o, 0);
     up_retry_release(tx);
     up_detach(tx, uc, false);
     if (stale) {
@@ -220,7 +266,7 @@ static void up_handle_head(struct pf_upconn *uc)
     up_retry_release(tx);
     if (up_retry_allowed(tx, PF_OUTCOME_OK, uc->parser.status_code)) {
         /* a status the policy retries, nothing of it sent yet: drop it with its connection */
-        upstream_report(tx, PF_OUTCOME_OK);
+        upstream_report(tx, uc, PF_OUTCOME_OK, uc->parser.status_code);
         up_detach(tx, uc, false);
         up_retry_schedule(tx);
         return;
@@ -237,7 +283,7 @@ static void up_handle_head(struct pf_upconn *uc)
         tx->timer_set = false;
     }
     pf_stream_set_read_deadline(uc->s, 0);
-    upstream_report(tx, PF_OUTCOME_OK);
+    upstream_report(tx, uc, PF_OUTCOME_OK, uc->parser.status_code);
     tx->status = uc->parser.status_code;
     uc->state = PF_UC_READING_BODY;
     pf_tx_respond(tx);
@@ -404,6 +450,7 @@ static void up_eventcb(struct pf_stream *s, int what, void *arg)
         return;
     uc->busy++;
     if (what & PF_STREAM_CONNECTED) {
+        up_unpend(uc);
         uc->state = uc->req_sent ? PF_UC_WAITING_HEAD : PF_UC_SENDING;
         if (uc->req_sent) {
             up_await_head(tx, uc); /* replaces the connect timeout */
@@ -453,9 +500,23 @@ static void up_writecb(struct pf_stream *s, void *arg)
 /* Start one attempt; false when it failed at once (tx was answered and may be gone). */
 static bool up_start_attempt(struct pf_tx *tx, bool fresh)
 {
-    unsigned id = pf_balancer_pick(tx->up, tx->tried, tx->w);
-    struct pf_upconn *uc = fresh ? NULL : pf_pool_get(tx->w, id);
+    unsigned id;
+    struct pf_upconn *uc;
 
+    if (pf_breaker_overflow(tx->up, false)) {
+        pf_tx_fail(tx, 503, PF_ERR_OVERFLOW); /* max_requests: at once, never queued */
+        return false;
+    }
+    if (!up_pick(tx, &id)) {
+        pf_tx_fail_retry_after(tx, 503, PF_ERR_CIRCUIT_OPEN,
+                               pf_breaker_retry_after(tx->up, pf_now_us()));
+        return false;
+    }
+    uc = fresh ? NULL : pf_pool_get(tx->w, id);
+    if (uc == NULL && pf_breaker_overflow(tx->up, true)) {
+        pf_tx_fail(tx, 503, PF_ERR_OVERFLOW); /* max_connections or max_pending */
+        return false;
+    }
     tx->attempts++;
     tx->tried |= pf_balancer_tried_bit(tx->up, id);
     tx->endpoint_id = id;
@@ -465,12 +526,14 @@ static bool up_start_attempt(struct pf_tx *tx, bool fresh)
     if (uc == NULL) {
         uc = pf_upconn_connect(tx->w, id, tx->up);
         if (uc == NULL) {
-            upstream_report(tx, PF_OUTCOME_CONNECT_FAILED);
+            upstream_report(tx, NULL, PF_OUTCOME_CONNECT_FAILED, 0);
             pf_tx_fail(tx, 502, PF_ERR_CONNECT_FAILED);
             return false;
         }
         /* connect_timeout on the tx timer, then request_timeout on reads */
         tx_arm(tx, tx->up->connect_timeout_ms);
+        uc->pending = true;
+        atomic_fetch_add_explicit(&pf_endpoint_get(id)->br.pending, 1, memory_order_relaxed);
     } else {
         uc->state = PF_UC_SENDING;
         if (!tx->req_done)
@@ -480,6 +543,7 @@ static bool up_start_attempt(struct pf_tx *tx, bool fresh)
     pf_pool_of(tx->w, id)->n_active++;
     atomic_fetch_add_explicit(&pf_endpoint_get(id)->active, 1, memory_order_relaxed);
     uc->tx = tx;
+    uc->t_attempt_us = pf_now_us();
     uc->got_bytes = false;
     uc->req_sent = false;
     uc->body_mode = PF_BODY_NONE;
@@ -716,6 +780,8 @@ void pf_upstream_send_end(struct pf_tx *tx)
         pf_stream_mark(uc->s);
     }
     uc->req_sent = true;
+    if (tx->t_up_head == 0)
+        uc->t_attempt_us = pf_now_us(); /* a slow upload is not a slow upstream */
     if (uc->state == PF_UC_SENDING)
         uc->state = PF_UC_WAITING_HEAD;
     if (uc_connected(uc) && tx->t_up_head == 0)

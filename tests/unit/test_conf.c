@@ -639,9 +639,10 @@ static void test_conf_requires_an_upstream(void **state UNUSED)
 static void test_conf_rejects_unsupported_upstream_keys(void **state UNUSED)
 {
     expect_error(MINIMAL "    retries: {attempts: 2}\n"
-                         "    circuit_breaker: {consecutive_failures: 5}\n"
+                         "    circuit_breaker: {consecutive_failures: 5, bogus: 1}\n"
                          "    health_check: {path: /health}\n",
-                 "t.yaml:5:5: 'circuit_breaker' is not supported yet");
+                 "t.yaml:5:48: unknown key 'bogus' in upstreams.app.circuit_breaker");
+    /* retries and circuit_breaker are parsed: only their own mistakes are reported */
     assert_true(has_error("t.yaml:6:5: 'health_check' is not supported yet"));
     assert_int_equal(err.n, 2);
 }
@@ -928,7 +929,15 @@ static void test_conf_to_json_shows_effective_config(void **state UNUSED)
                                  "\"retries\":{\"attempts\":1,\"on\":[\"connect_failure\","
                                  "\"reset\",502,503],\"per_try_timeout\":\"0s\","
                                  "\"budget\":\"20%\",\"min_per_second\":10,\"backoff\":"
-                                 "\"25ms\",\"max_buffered_body\":65536}}}"));
+                                 "\"25ms\",\"max_buffered_body\":65536},"
+                                 "\"circuit_breaker\":{\"consecutive_failures\":5,"
+                                 "\"failure_rate\":\"50%\",\"min_requests\":20,\"window\":\"10s\","
+                                 "\"slow_call_duration\":\"0s\",\"slow_rate\":\"100%\","
+                                 "\"failure_statuses\":\"500-599\",\"open_for\":\"30s\","
+                                 "\"max_open_for\":\"5m\",\"half_open_requests\":1,"
+                                 "\"max_connections\":1024,\"max_pending\":1024,"
+                                 "\"max_requests\":1024,\"max_retries\":3,"
+                                 "\"max_ejection\":\"50%\"}}}"));
     assert_non_null(strstr(json, "\"routes\":[{\"name\":\"route-0\",\"match\":{\"prefix\":\"/\","
                                  "\"host\":null,\"methods\":[],\"case_insensitive\":false},"
                                  "\"normalize_path\":\"forward\",\"upstream\":\"app\","

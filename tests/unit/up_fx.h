@@ -15,6 +15,7 @@
 #include "proxy/arena.h"
 #include "proxy/conf.h"
 #include "proxy/core.h"
+#include "proxy/upstream/breaker.h"
 #include "proxy/upstream/endpoint.h"
 
 /* Upstream "app" with n endpoints "127.0.<i>:80" (text only), balance b, bound. */
@@ -35,6 +36,7 @@ static inline struct pf_config *fx_cfg_new(unsigned n, enum pf_balance b)
     up->pool.max_idle = 64;
     up->pool.idle_timeout_ms = 60000;
     up->pool.max_lifetime_ms = 3600000;
+    pf_breaker_conf_defaults(&up->breaker);
     up->endpoints = pf_xcalloc(n, sizeof(*up->endpoints));
     for (unsigned i = 0; i < n; i++) {
         snprintf(text, sizeof(text), "127.0.%u.%u:80", i >> 8, i & 0xff);

@@ -1,0 +1,111 @@
+/*
+ * Per-endpoint circuit breakers, shared by all workers.
+ *
+ * Closed: calls are counted (consecutive failures, and failures and slow
+ * calls over a sliding window); a trip opens the circuit unless max_ejection
+ * forbids it. Open: the balancer skips the endpoint until retry_us, then the
+ * first request to look at it moves it to half-open, which lets
+ * half_open_requests trial requests through: as many successes close it, one
+ * failure opens it again for twice as long (up to max_open_for, with
+ * jitter). Reads are lock-free; transitions are compare-and-swaps, and an
+ * opening takes a mutex (rare) so that max_ejection holds across workers.
+ *
+ * Every function takes the time (pf_now_us()) as an argument: tests drive
+ * the state machine with their own clock.
+ */
+#ifndef PF_UPSTREAM_BREAKER_H
+#define PF_UPSTREAM_BREAKER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "proxy/conf.h"
+#include "proxy/upstream/breaker-t.h"
+#include "proxy/upstream/endpoint-t.h"
+
+struct evbuffer;
+
+/* ---- settings (main thread) ---- */
+
+/* The defaults of every key. */
+void pf_breaker_conf_defaults(struct pf_breaker_conf *c);
+/* Parse circuit_breaker map n (NULL: defaults stay) into c; section names it in errors. */
+void pf_breaker_conf_parse(const struct pf_conf_node *n, const char *section,
+                           struct pf_breaker_conf *c, struct pf_err *err);
+void pf_breaker_conf_free(struct pf_breaker_conf *c);
+/* GET /config: ',"circuit_breaker":{...}' with every key. */
+void pf_breaker_conf_json(const struct pf_breaker_conf *c, struct evbuffer *out);
+/* Does status count as a failure (failure_statuses)? */
+bool pf_breaker_status_fails(const struct pf_breaker_conf *c, int status);
+
+/* ---- state (any thread) ---- */
+
+/* A fresh, closed breaker (an endpoint new, or back in the configuration). */
+void pf_breaker_reset(struct pf_breaker *b);
+
+/*
+ * May ep take a request now? Closed: yes. Open: no, until its open_for has
+ * passed, then it turns half-open. Half-open: yes while trial permits are
+ * left (this takes one); a permit not reported within open_for is given again.
+ */
+bool pf_breaker_admit(struct pf_endpoint *ep, const struct pf_breaker_conf *c, uint64_t now);
+
+/*
+ * Read only, for a balancer's "may serve" predicate: false while ep is open
+ * and its open_for has not passed; true otherwise (pf_breaker_admit decides).
+ */
+bool pf_breaker_usable(const struct pf_endpoint *ep, uint64_t now);
+
+/*
+ * An active health probe of ep passed: an open or half-open circuit closes
+ * at once (reason "health_check passed"). The hook for the health checks.
+ */
+void pf_breaker_probe_passed(struct pf_endpoint *ep, const struct pf_breaker_conf *c, uint64_t now);
+
+/*
+ * The outcome of an attempt on ep (an endpoint of up): o, the response
+ * status when o is PF_OUTCOME_OK, and how long it took (to the response head
+ * or the failure).
+ */
+void pf_breaker_report(const struct pf_upstream_conf *up, struct pf_endpoint *ep, enum pf_outcome o,
+                       int status, uint64_t dur_us, uint64_t now);
+
+/* Seconds (at least 1) until the first endpoint of up may take a trial request. */
+uint64_t pf_breaker_retry_after(const struct pf_upstream_conf *up, uint64_t now);
+
+/*
+ * Overflow thresholds of up: requests in flight (max_requests), and, when the
+ * attempt needs a new connection, open connections (max_connections) and
+ * attempts waiting for theirs (max_pending). True when the request must get
+ * 503 overflow.
+ */
+bool pf_breaker_overflow(const struct pf_upstream_conf *up, bool new_conn);
+
+/* ---- what operators see ---- */
+
+struct pf_breaker_view {
+    enum pf_circuit state;
+    char reason[160];  /* why it changed last ("" when it never did) */
+    uint64_t since_us; /* when (0: never) */
+    uint64_t retry_us; /* open: next trial */
+    unsigned calls;    /* in the window */
+    unsigned failures; /* in the window */
+    unsigned slow;     /* in the window */
+    unsigned consecutive;
+    uint64_t p50_us, p90_us, p99_us; /* over the window (0 without calls) */
+    uint64_t opened_total;
+};
+
+/* ep's breaker as /upstreams shows it (c: its upstream's settings). */
+void pf_breaker_view(const struct pf_endpoint *ep, const struct pf_breaker_conf *c, uint64_t now,
+                     struct pf_breaker_view *v);
+
+const char *pf_circuit_name(enum pf_circuit s);
+
+/* GET /upstreams: every endpoint of cfg (state, counts, latency, connections), as JSON. */
+void pf_breaker_upstreams_json(const struct pf_config *cfg, struct evbuffer *out, uint64_t now);
+
+/* pilotfish_upstream_circuit_state and _circuit_opened_total of cfg's endpoints. */
+void pf_breaker_render_metrics(const struct pf_config *cfg, struct evbuffer *out);
+
+#endif /* PF_UPSTREAM_BREAKER_H */
