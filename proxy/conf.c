@@ -17,6 +17,8 @@
 #include "proxy/route.h"
 #include "proxy/stats.h"
 #include "proxy/syntax.h"
+#include "proxy/upstream/balancer.h"
+#include "proxy/upstream/health.h"
 
 #define MAX_FILE_SIZE (16u << 20) /* a configuration, not a data set */
 #define MAX_WORKERS   256
@@ -218,13 +220,17 @@ static const struct pf_conf_key upstream_keys[] = {
     {"request_timeout", PF_CONF_DURATION, offsetof(struct pf_upstream_conf, request_timeout_ms), 1,
      86400000, NULL},
     {"pool", PF_CONF_CUSTOM, 0, 0, 0, parse_later},
+    {"hash_on", PF_CONF_CUSTOM, 0, 0, 0, parse_later},
+    {"slow_start", PF_CONF_DURATION, offsetof(struct pf_upstream_conf, slow_start_ms), 0, 3600000,
+     NULL},
+    {"health_check", PF_CONF_CUSTOM, 0, 0, 0, parse_later},
     {"retries", PF_CONF_CUSTOM, 0, 0, 0, not_supported},
     {"circuit_breaker", PF_CONF_CUSTOM, 0, 0, 0, not_supported},
-    {"health_check", PF_CONF_CUSTOM, 0, 0, 0, not_supported},
     {NULL, 0, 0, 0, 0, NULL},
 };
 
-const char *const pf_conf_balance_names[] = {"round_robin", "least_request", "random", NULL};
+const char *const pf_conf_balance_names[] = {"round_robin", "least_request", "random", "ring_hash",
+                                             NULL};
 
 static void parse_balance(const struct pf_conf_node *n, struct pf_upstream_conf *u,
                           const char *section, struct pf_err *err)
@@ -235,7 +241,23 @@ static void parse_balance(const struct pf_conf_node *n, struct pf_upstream_conf 
             return;
         }
     }
-    pf_err_at(err, n, "%s.balance: must be round_robin, least_request or random", section);
+    pf_err_at(err, n, "%s.balance: must be round_robin, least_request, random or ring_hash",
+              section);
+}
+
+/* hash_on, the ring of ring_hash, health_check (proxy/upstream/balancer_conf.c, health.c). */
+static void parse_upstream_lb(const struct pf_conf_node *n, struct pf_upstream_conf *u,
+                              const char *section, struct pf_err *err)
+{
+    const struct pf_conf_node *v = pf_conf_get(n, "hash_on");
+
+    if (v != NULL && u->balance != PF_BALANCE_RING_HASH)
+        pf_err_at(err, v->key_node, "%s.hash_on: only with balance: ring_hash", section);
+    else if (v != NULL)
+        pf_balancer_conf_hash_on(v, section, u, err);
+    if (u->balance == PF_BALANCE_RING_HASH)
+        pf_balancer_ring_build(u);
+    pf_health_conf_parse(pf_conf_get(n, "health_check"), section, &u->health, err);
 }
 
 static void parse_upstream(const struct pf_conf_node *n, struct pf_upstream_conf *u,
@@ -257,13 +279,14 @@ static void parse_upstream(const struct pf_conf_node *n, struct pf_upstream_conf
     pf_conf_fill_section(n, section, upstream_keys, u, err);
     snprintf(sub, sizeof(sub), "%s.endpoints", section);
     if ((v = pf_conf_get(n, "endpoints")) != NULL)
-        pf_conf_addr_list(v, sub, &u->endpoints, &u->n_endpoints, err);
+        pf_balancer_conf_endpoints(v, sub, u, err);
     else
         pf_err_at(err, n->key_node, "%s: 'endpoints' is required", section);
     if ((v = pf_conf_get(n, "balance")) != NULL)
         parse_balance(v, u, section, err);
     snprintf(sub, sizeof(sub), "%s.pool", section);
     pf_conf_fill_section(pf_conf_get(n, "pool"), sub, pool_keys, &u->pool, err);
+    parse_upstream_lb(n, u, section, err);
 }
 
 static void parse_upstreams(struct pf_config *cfg, const struct pf_conf_node *n, struct pf_err *err)
@@ -633,6 +656,8 @@ static void conf_free(struct pf_config *cfg)
         free(cfg->upstreams[i].name);
         pf_addr_list_free(cfg->upstreams[i].endpoints, cfg->upstreams[i].n_endpoints);
         free(cfg->upstreams[i].endpoint_ids);
+        pf_balancer_conf_free(&cfg->upstreams[i]);
+        pf_health_conf_free(&cfg->upstreams[i].health);
     }
     free(cfg->upstreams);
     for (unsigned i = 0; i < cfg->n_routes; i++)

@@ -311,6 +311,30 @@ void pf_vlog(enum pf_log_level level, const char *fmt, va_list ap)
     errno = saved;
 }
 
+void pf_log_fields(enum pf_log_level level, const char *msg, const char *fields)
+{
+    char line[LOG_LINE_MAX];
+    char ts[32];
+    size_t n, used, flen = strlen(fields);
+
+    if ((int)level > atomic_load_explicit(&log_level, memory_order_relaxed))
+        return;
+    if (flen > sizeof(line) / 2)
+        flen = 0; /* never cut a field in half: the line stays valid JSON */
+    pf_log_timestamp(ts, sizeof(ts), wall_now_us());
+    n = (size_t)snprintf(line, sizeof(line), "{\"ts\":\"%s\",\"level\":\"%s\",\"msg\":\"", ts,
+                         level_names[level > PF_LOG_DEBUG ? PF_LOG_DEBUG : level]);
+    n += json_escape_to(line + n, sizeof(line) - n - flen - 4, msg, strlen(msg), &used);
+    line[n++] = '"';
+    if (flen > 0) {
+        line[n++] = ',';
+        memcpy(line + n, fields, flen);
+        n += flen;
+    }
+    memcpy(line + n, "}\n", 2);
+    write_all(STDERR_FILENO, line, n + 2);
+}
+
 void pf_log(enum pf_log_level level, const char *fmt, ...)
 {
     va_list ap;

@@ -34,6 +34,12 @@ enum pf_log_level pf_log_get_level(void);
 /* Log one message at level (dropped when above the current level). */
 void pf_log(enum pf_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void pf_vlog(enum pf_log_level level, const char *fmt, va_list ap);
+/*
+ * Log msg with more members: fields is JSON members without braces
+ * ("\"upstream\":\"app\",\"reason\":\"...\""), escaped by the caller, written
+ * after msg on the same line.
+ */
+void pf_log_fields(enum pf_log_level level, const char *msg, const char *fields);
 
 /* Log at ERR and exit(1) at once (OOM, impossible states). */
 void pf_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));

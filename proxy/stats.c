@@ -31,6 +31,7 @@
 #include "proxy/filter.h"
 #include "proxy/server.h"
 #include "proxy/tx.h"
+#include "proxy/upstream/health.h"
 #include "proxy/upstream/upstream.h"
 
 #define MAX_LABELS  4
@@ -902,6 +903,7 @@ void pf_stats_render(struct pf_server *s, struct evbuffer *out)
     if (n > 0)
         pf_stats_render_series(all, n, out);
     render_endpoints(s->cfg, out);
+    pf_health_render(s->cfg, out);
     render_errors(s, out);
     render_filters(s->cfg, out);
     render_process(out);

@@ -22,6 +22,9 @@ struct pf_endpoint {
     atomic_uint open;    /* atomic: open connections, all workers */
     atomic_uint refs;    /* atomic: snapshot bindings + open connections */
     atomic_uint snaps;   /* atomic: snapshot bindings only (0: idle connections go) */
+    atomic_uint health;  /* atomic: enum pf_health_state, written by the prober (health.c) */
+    _Atomic uint64_t serving_since_us; /* atomic: when it last began to serve (slow_start) */
+    _Atomic uint64_t panic_requests;   /* atomic: requests it took in panic (health.c) */
 };
 
 /* Outcome of one attempt, reported to the balancer (and the breaker / health seam). */

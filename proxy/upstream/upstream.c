@@ -403,9 +403,15 @@ static void up_writecb(struct pf_stream *s, void *arg)
 /* Start one attempt; false when it failed at once (tx was answered and may be gone). */
 static bool up_start_attempt(struct pf_tx *tx, bool fresh)
 {
-    unsigned id = pf_balancer_pick(tx->up, tx_tried(tx), tx->w);
-    struct pf_upconn *uc = fresh ? NULL : pf_pool_get(tx->w, id);
+    unsigned id = pf_balancer_pick_tx(tx, tx_tried(tx));
+    struct pf_upconn *uc;
 
+    if (id == PF_LB_NONE) {
+        /* health checks found no endpoint healthy, and panic is off */
+        pf_tx_fail(tx, 503, PF_ERR_NO_HEALTHY_UPSTREAM);
+        return false;
+    }
+    uc = fresh ? NULL : pf_pool_get(tx->w, id);
     tx->attempts++;
     tx->endpoint_id = id;
     tx->endpoint = pf_endpoint_get(id)->addr.text;
