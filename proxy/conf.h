@@ -228,9 +228,9 @@ struct pf_upstream_conf {
     uint64_t connect_timeout_ms; /* 1s */
     uint64_t request_timeout_ms; /* 30s: until the response head arrives */
     struct pf_pool_conf pool;
-    char *hash_header;            /* ring_hash: hash_on header:NAME; NULL = client_ip */
-    uint64_t slow_start_ms;       /* 0: a recovered endpoint gets its whole weight at once */
-    struct pf_ring_point *ring;   /* ring_hash: points sorted by hash; NULL otherwise */
+    char *hash_header;          /* ring_hash: hash_on header:NAME; NULL = client_ip */
+    uint64_t slow_start_ms;     /* 0: a recovered endpoint gets its whole weight at once */
+    struct pf_ring_point *ring; /* ring_hash: points sorted by hash; NULL otherwise */
     unsigned n_ring;
     struct pf_health_conf health; /* health_check */
 };

@@ -49,8 +49,10 @@ static int parse_item(const struct pf_conf_node *item, const char *what, struct 
             return -1;
         addr = pf_conf_get(item, "address");
         if (addr == NULL) {
-            pf_err_at(err, item, "%s: an endpoint map needs 'address', as in {address: "
-                      "\"127.0.0.1:3000\", weight: 2}", what);
+            pf_err_at(err, item,
+                      "%s: an endpoint map needs 'address', as in {address: "
+                      "\"127.0.0.1:3000\", weight: 2}",
+                      what);
             return -1;
         }
     }
@@ -146,8 +148,8 @@ void pf_balancer_ring_build(struct pf_upstream_conf *u)
         for (unsigned j = 0; j < points; j++) {
             int len = snprintf(buf, sizeof(buf), "%s#%u", u->endpoints[i].text, j);
 
-            u->ring[n].hash = pf_balancer_hash(buf, (size_t)len < sizeof(buf) ? (size_t)len
-                                                                              : sizeof(buf) - 1);
+            u->ring[n].hash =
+                pf_balancer_hash(buf, (size_t)len < sizeof(buf) ? (size_t)len : sizeof(buf) - 1);
             u->ring[n++].index = i;
         }
     }

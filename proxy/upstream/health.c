@@ -432,7 +432,8 @@ void pf_health_json(const struct pf_endpoint *ep, struct evbuffer *out)
     evbuffer_add_printf(out, "\"health\":\"%s\",\"health_reason\":\"",
                         pf_health_state_name(p->t.state));
     put_json(out, p->reason);
-    evbuffer_add_printf(out, "\",\"health_since_ms\":%llu,\"health_checks_passed\":%llu,"
+    evbuffer_add_printf(out,
+                        "\",\"health_since_ms\":%llu,\"health_checks_passed\":%llu,"
                         "\"health_checks_failed\":%llu",
                         (unsigned long long)wall_ms_of(p->since_us), (unsigned long long)p->n_pass,
                         (unsigned long long)p->n_fail);
@@ -442,8 +443,9 @@ static void render_checks(const struct pf_config *cfg, struct evbuffer *out)
 {
     static const char *const results[2] = {"pass", "fail"};
 
-    pf_stats_put_head(out, "pilotfish_health_checks_total", "counter",
-                      "Active health probes by result (fail: refused, timeout, unexpected status).");
+    pf_stats_put_head(
+        out, "pilotfish_health_checks_total", "counter",
+        "Active health probes by result (fail: refused, timeout, unexpected status).");
     for (unsigned u = 0; u < cfg->n_upstreams; u++) {
         const struct pf_upstream_conf *up = &cfg->upstreams[u];
 

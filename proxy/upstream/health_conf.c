@@ -106,19 +106,20 @@ static int parse_expect(const struct pf_conf_node *n, void *field, struct pf_err
     }
     if (!bad && hc->n_expect > 0)
         return 0;
-    pf_err_at(err, n, "'expect' must be statuses or ranges of 100-599, as \"200-399\" or "
-              "\"200, 204\" (at most %u)", (unsigned)PF_HEALTH_MAX_EXPECT);
+    pf_err_at(err, n,
+              "'expect' must be statuses or ranges of 100-599, as \"200-399\" or "
+              "\"200, 204\" (at most %u)",
+              (unsigned)PF_HEALTH_MAX_EXPECT);
     return -EINVAL;
 }
 
 static const struct pf_conf_key health_keys[] = {
     {"path", PF_CONF_STRING, offsetof(struct pf_health_conf, path), 0, 0, NULL},
     {"host", PF_CONF_STRING, offsetof(struct pf_health_conf, host), 0, 0, NULL},
-    {"interval", PF_CONF_DURATION, offsetof(struct pf_health_conf, interval_ms), 10, 3600000,
-     NULL},
+    {"interval", PF_CONF_DURATION, offsetof(struct pf_health_conf, interval_ms), 10, 3600000, NULL},
     {"timeout", PF_CONF_DURATION, offsetof(struct pf_health_conf, timeout_ms), 1, 3600000, NULL},
-    {"healthy_threshold", PF_CONF_UINT, offsetof(struct pf_health_conf, healthy_threshold), 1,
-     1000, NULL},
+    {"healthy_threshold", PF_CONF_UINT, offsetof(struct pf_health_conf, healthy_threshold), 1, 1000,
+     NULL},
     {"unhealthy_threshold", PF_CONF_UINT, offsetof(struct pf_health_conf, unhealthy_threshold), 1,
      1000, NULL},
     {"expect", PF_CONF_CUSTOM, 0, 0, 0, parse_expect},

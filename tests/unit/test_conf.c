@@ -591,7 +591,7 @@ static void test_conf_reports_all_errors_at_once(void **state UNUSED)
                           "the port must be a number between 1 and 65535"));
     assert_true(has_error(
         "t.yaml:9:14: upstreams.app.balance: must be round_robin, least_request, random or "
-                 "ring_hash"));
+        "ring_hash"));
 }
 
 static void test_conf_reports_bad_duration_in_nested_key(void **state UNUSED)
