@@ -113,13 +113,28 @@ static unsigned up_serving(const struct pf_upstream_conf *up)
     return n;
 }
 
-/* Log losing the last healthy endpoint of an upstream, and getting one back, once each. */
+/* Endpoints of up no probe has passed or failed enough yet. */
+static unsigned up_unknown(const struct pf_upstream_conf *up)
+{
+    unsigned n = 0;
+
+    for (unsigned e = 0; e < up->n_endpoints && up->endpoint_ids != NULL; e++)
+        n += atomic_load_explicit(&pf_endpoint_get(up->endpoint_ids[e])->health,
+                                  memory_order_relaxed) == PF_HEALTH_UNKNOWN;
+    return n;
+}
+
+/*
+ * Log an upstream losing its last healthy endpoint (or, at the start, its
+ * last endpoint found unhealthy when none ever passed), and getting one
+ * back: once each.
+ */
 static void panic_check(const struct probe *p, enum pf_health_state old)
 {
     unsigned n = up_serving(p->up);
-    bool was_healthy = old == PF_HEALTH_HEALTHY, is_healthy = p->t.state == PF_HEALTH_HEALTHY;
+    bool is_healthy = p->t.state == PF_HEALTH_HEALTHY;
 
-    if (n == 0 && was_healthy && !is_healthy)
+    if (n == 0 && !is_healthy && (old == PF_HEALTH_HEALTHY || up_unknown(p->up) == 0))
         pf_log(PF_LOG_ERR, "upstream %s: no healthy endpoint: %s", p->up->name,
                p->up->health.panic ? "panic, requests spread over every endpoint found unhealthy"
                                    : "requests get 503 no_healthy_upstream");

@@ -157,7 +157,9 @@ void pf_health_conf_parse(const struct pf_conf_node *n, const char *section,
         pf_err_at(err, pf_conf_get(n, "path"), "%s.path: must be a path starting with '/'", sub);
     if (hc->host != NULL && !pf_http_host_valid(hc->host, strlen(hc->host)))
         pf_err_at(err, pf_conf_get(n, "host"), "%s.host: not a valid Host value", sub);
-    if (hc->timeout_ms > hc->interval_ms)
+    if (hc->timeout_ms > hc->interval_ms && pf_conf_get(n, "timeout") == NULL)
+        hc->timeout_ms = hc->interval_ms; /* the default timeout, within a short interval */
+    else if (hc->timeout_ms > hc->interval_ms)
         pf_err_at(err, pf_conf_get(n, "timeout"), "%s.timeout: must not exceed interval", sub);
 }
 
