@@ -111,15 +111,18 @@ static uint64_t total_weight(const struct pf_lb_view *v)
     return t;
 }
 
-/* The candidate at r (0 <= r < total) when candidates are laid end to end by weight. */
-static unsigned weighted_at(const struct pf_lb_view *v, uint64_t r)
+/*
+ * The candidate at r (0 <= r < total) when candidates other than skip
+ * (PF_LB_NONE: none skipped) are laid end to end by weight.
+ */
+static unsigned weighted_at(const struct pf_lb_view *v, uint64_t r, unsigned skip)
 {
     unsigned last = 0;
 
     for (unsigned i = 0; i < v->up->n_endpoints; i++) {
         uint64_t w;
 
-        if (!is_cand(v, i))
+        if (!is_cand(v, i) || i == skip)
             continue;
         w = pf_balancer_weight(v->up, i, v->now_us);
         if (r < w)
@@ -134,8 +137,7 @@ static unsigned weighted_at(const struct pf_lb_view *v, uint64_t r)
 static unsigned rr_pick(const struct pf_lb_view *v, struct pf_worker *w)
 {
     const struct pf_upstream_conf *up = v->up;
-    struct pf_pool *best = NULL;
-    int64_t total = 0;
+    int64_t total = 0, best = INT64_MIN;
     unsigned pick = 0;
 
     for (unsigned i = 0; i < up->n_endpoints; i++) {
@@ -148,37 +150,37 @@ static unsigned rr_pick(const struct pf_lb_view *v, struct pf_worker *w)
         wt = (int64_t)pf_balancer_weight(up, i, v->now_us);
         p->lb_current += wt;
         total += wt;
-        if (best == NULL || p->lb_current > best->lb_current) {
-            best = p;
+        if (p->lb_current > best) {
+            best = p->lb_current;
             pick = i;
         }
     }
-    best->lb_current -= total;
+    pf_pool_of(w, up->endpoint_ids[pick])->lb_current -= total;
     return pick;
 }
 
 static unsigned random_pick(const struct pf_lb_view *v, struct pf_worker *w)
 {
-    return weighted_at(v, pf_worker_rand(w) % total_weight(v));
+    return weighted_at(v, pf_worker_rand(w) % total_weight(v), PF_LB_NONE);
 }
 
 /*
- * Power of two choices, drawn by weight: of the two, the one with fewer
- * requests in flight (all workers) for its weight.
+ * Power of two choices: two different candidates drawn by weight, and of
+ * them the one with fewer requests in flight (all workers) for its weight.
  */
 static unsigned least_pick(const struct pf_lb_view *v, struct pf_worker *w)
 {
     uint64_t total = total_weight(v);
-    unsigned a = weighted_at(v, pf_worker_rand(w) % total);
-    unsigned b = weighted_at(v, pf_worker_rand(w) % total);
-    uint64_t la, lb, wa, wb;
+    unsigned a = weighted_at(v, pf_worker_rand(w) % total, PF_LB_NONE);
+    uint64_t wa = pf_balancer_weight(v->up, a, v->now_us);
+    unsigned b = weighted_at(v, pf_worker_rand(w) % (total - wa), a); /* n_cand >= 2 */
+    uint64_t wb = pf_balancer_weight(v->up, b, v->now_us);
+    uint64_t la, lb;
 
     la = atomic_load_explicit(&pf_endpoint_get(v->up->endpoint_ids[a])->active,
                               memory_order_relaxed);
     lb = atomic_load_explicit(&pf_endpoint_get(v->up->endpoint_ids[b])->active,
                               memory_order_relaxed);
-    wa = pf_balancer_weight(v->up, a, v->now_us);
-    wb = pf_balancer_weight(v->up, b, v->now_us);
     return lb * wa < la * wb ? b : a;
 }
 
@@ -228,19 +230,17 @@ const struct pf_balancer_ops *pf_balancer_get(enum pf_balance b)
 unsigned pf_balancer_pick_key(const struct pf_upstream_conf *up, pf_lb_tried tried,
                               struct pf_worker *w, uint64_t key)
 {
-    struct pf_lb_view v;
+    struct pf_lb_view v = {.up = up, .key = key};
     bool panic;
     unsigned i;
 
-    v.up = up;
-    v.key = key;
     v.now_us = up->slow_start_ms > 0 ? pf_now_us() : 0;
     if (!view_build(&v, tried, &panic))
         return PF_LB_NONE;
     if (up->n_endpoints == 1)
         i = 0; /* no draw: one endpoint, tried or not */
     else if (v.n_cand == 1)
-        i = weighted_at(&v, 0); /* the only candidate */
+        i = weighted_at(&v, 0, PF_LB_NONE); /* the only candidate */
     else
         i = pf_balancer_get(up->balance)->pick(&v, w);
     if (panic)
