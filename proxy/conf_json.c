@@ -11,6 +11,8 @@
 #include "proxy/filter.h"
 #include "proxy/log.h"
 #include "proxy/route.h"
+#include "proxy/upstream/balancer.h"
+#include "proxy/upstream/health.h"
 
 static void json_str(struct evbuffer *out, const char *s)
 {
@@ -51,8 +53,11 @@ static void json_upstream(struct evbuffer *out, const struct pf_upstream_conf *u
     json_addrs(out, u->endpoints, u->n_endpoints);
     evbuffer_add_printf(
         out,
-        ",\"connect_timeout\":\"%s\",\"request_timeout\":\"%s\",\"pool\":{\"max_idle\":%u,\"idle_timeout\":\"%s\",\"max_lifetime\":\"%s\"}}",
+        ",\"connect_timeout\":\"%s\",\"request_timeout\":\"%s\",\"pool\":{\"max_idle\":%u,\"idle_timeout\":\"%s\",\"max_lifetime\":\"%s\"}",
         ct, rt, u->pool.max_idle, it, lt);
+    pf_balancer_conf_json(out, u);
+    pf_health_conf_json(out, &u->health);
+    evbuffer_add(out, "}", 1);
 }
 
 static void json_route(struct evbuffer *out, const struct pf_config *cfg, const struct pf_route *r)

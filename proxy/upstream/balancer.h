@@ -48,6 +48,7 @@ pf_lb_tried pf_balancer_tried_bit(const struct pf_upstream_conf *up, unsigned en
 
 /* ---- settings (balancer_conf.c), main thread ---- */
 
+struct evbuffer;
 struct pf_conf_node;
 struct pf_err;
 
@@ -59,6 +60,8 @@ void pf_balancer_conf_hash_on(const struct pf_conf_node *n, const char *section,
                               struct pf_upstream_conf *u, struct pf_err *err);
 /* Build u's ring (ring_hash) from its endpoints and weights (replaces any). */
 void pf_balancer_ring_build(struct pf_upstream_conf *u);
+/* GET /config: ,"weights":[...],"slow_start":"..." (and "hash_on" for ring_hash). */
+void pf_balancer_conf_json(struct evbuffer *out, const struct pf_upstream_conf *u);
 /* Free what the functions above allocated in u. */
 void pf_balancer_conf_free(struct pf_upstream_conf *u);
 

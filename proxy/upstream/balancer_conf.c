@@ -7,7 +7,10 @@
  * endpoint that leaves the list, or is out of service, moves only the keys
  * that fell on its own points.
  */
+#include <stdio.h>
 #include <stdlib.h>
+
+#include <event2/buffer.h>
 #include <string.h>
 
 #include "proxy/arena.h"
@@ -165,4 +168,18 @@ void pf_balancer_conf_free(struct pf_upstream_conf *u)
     u->weights = NULL;
     u->hash_header = NULL;
     u->ring = NULL;
+}
+
+void pf_balancer_conf_json(struct evbuffer *out, const struct pf_upstream_conf *u)
+{
+    char ss[24];
+
+    evbuffer_add_printf(out, ",\"weights\":[");
+    for (unsigned i = 0; i < u->n_endpoints; i++)
+        evbuffer_add_printf(out, "%s%u", i > 0 ? "," : "", u->weights != NULL ? u->weights[i] : 1);
+    pf_conf_format_duration(u->slow_start_ms, ss, sizeof(ss));
+    evbuffer_add_printf(out, "],\"slow_start\":\"%s\"", ss);
+    if (u->balance == PF_BALANCE_RING_HASH)
+        evbuffer_add_printf(out, ",\"hash_on\":\"%s%s\"", u->hash_header ? "header:" : "client_ip",
+                            u->hash_header ? u->hash_header : "");
 }

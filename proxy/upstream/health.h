@@ -68,6 +68,8 @@ const char *pf_health_state_name(enum pf_health_state s);
 void pf_health_conf_parse(const struct pf_conf_node *n, const char *section,
                           struct pf_health_conf *hc, struct pf_err *err);
 void pf_health_conf_free(struct pf_health_conf *hc);
+/* GET /config: ,"health_check":{...} (null when absent), settings in force. */
+void pf_health_conf_json(struct evbuffer *out, const struct pf_health_conf *hc);
 
 /* ---- the prober, main thread ---- */
 

@@ -3,10 +3,14 @@
  * checker (hysteresis, expect ranges, jitter), unit-tested without sockets.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/buffer.h>
+
 #include "proxy/arena.h"
+#include "proxy/log.h"
 #include "proxy/conf.h"
 #include "proxy/syntax.h"
 #include "proxy/upstream/health.h"
@@ -169,4 +173,36 @@ void pf_health_conf_free(struct pf_health_conf *hc)
     free(hc->host);
     hc->path = NULL;
     hc->host = NULL;
+}
+
+void pf_health_conf_json(struct evbuffer *out, const struct pf_health_conf *hc)
+{
+    char iv[24], to[24];
+
+    if (!hc->enabled) {
+        evbuffer_add_printf(out, ",\"health_check\":null");
+        return;
+    }
+    pf_conf_format_duration(hc->interval_ms, iv, sizeof(iv));
+    pf_conf_format_duration(hc->timeout_ms, to, sizeof(to));
+    evbuffer_add_printf(out, ",\"health_check\":{\"path\":\"");
+    pf_json_escape(out, hc->path, strlen(hc->path));
+    evbuffer_add_printf(out, "\",\"host\":");
+    if (hc->host != NULL) {
+        evbuffer_add(out, "\"", 1);
+        pf_json_escape(out, hc->host, strlen(hc->host));
+        evbuffer_add(out, "\"", 1);
+    } else {
+        evbuffer_add_printf(out, "null");
+    }
+    evbuffer_add_printf(out,
+                        ",\"interval\":\"%s\",\"timeout\":\"%s\",\"healthy_threshold\":%u,"
+                        "\"unhealthy_threshold\":%u,\"expect\":\"",
+                        iv, to, hc->healthy_threshold, hc->unhealthy_threshold);
+    for (unsigned i = 0; i < hc->n_expect; i++) {
+        evbuffer_add_printf(out, "%s%u", i > 0 ? ", " : "", hc->expect_lo[i]);
+        if (hc->expect_hi[i] != hc->expect_lo[i])
+            evbuffer_add_printf(out, "-%u", hc->expect_hi[i]);
+    }
+    evbuffer_add_printf(out, "\",\"panic\":%s}", hc->panic ? "true" : "false");
 }

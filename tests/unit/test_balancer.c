@@ -11,10 +11,13 @@
 
 #include <cmocka.h>
 
+#include <event2/buffer.h>
+
 #include "proxy/clock.h"
 #include "proxy/tx.h"
 #include "proxy/upstream/balancer.h"
 #include "proxy/upstream/health.h"
+#include "proxy/upstream/pool.h"
 #include "up_fx.h"
 
 #define UNUSED __attribute__((unused))
@@ -31,6 +34,7 @@ static int setup(void **state UNUSED)
 
 static int teardown(void **state UNUSED)
 {
+    pf_upstream_sweep(&w, true); /* round_robin keeps its weights in the worker's pools */
     fx_worker_fini(&w);
     pf_upstream_free_all();
     return 0;
@@ -422,6 +426,16 @@ static void test_balancer_settings(void **state UNUSED)
     assert_string_equal(cfg->upstreams[0].hash_header, "X-User");
     assert_int_equal(cfg->upstreams[0].slow_start_ms, 30000);
     assert_true(cfg->upstreams[0].n_ring > 0);
+    {
+        struct evbuffer *b = evbuffer_new();
+
+        pf_balancer_conf_json(b, &cfg->upstreams[0]); /* GET /config */
+        evbuffer_add(b, "", 1);
+        assert_string_equal(
+            (const char *)evbuffer_pullup(b, -1),
+            ",\"weights\":[1,7],\"slow_start\":\"30s\",\"hash_on\":\"header:X-User\"");
+        evbuffer_free(b);
+    }
     pf_conf_unref(cfg);
     pf_err_fini(&err);
     pf_err_init(&err, "t.yaml");

@@ -924,7 +924,8 @@ static void test_conf_to_json_shows_effective_config(void **state UNUSED)
     assert_non_null(strstr(json, "\"upstreams\":{\"app\":{\"balance\":\"round_robin\","
                                  "\"endpoints\":[\"127.0.0.1:3000\"],\"connect_timeout\":\"1s\","
                                  "\"request_timeout\":\"30s\",\"pool\":{\"max_idle\":64,"
-                                 "\"idle_timeout\":\"1m\",\"max_lifetime\":\"1h\"}}}"));
+                                 "\"idle_timeout\":\"1m\",\"max_lifetime\":\"1h\"},\"weights\":[1],"
+                                 "\"slow_start\":\"0s\",\"health_check\":null}}"));
     assert_non_null(strstr(json, "\"routes\":[{\"name\":\"route-0\",\"match\":{\"prefix\":\"/\","
                                  "\"host\":null,\"methods\":[],\"case_insensitive\":false},"
                                  "\"normalize_path\":\"forward\",\"upstream\":\"app\","

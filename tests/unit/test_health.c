@@ -21,6 +21,7 @@
 
 #include "proxy/upstream/balancer.h"
 #include "proxy/upstream/health.h"
+#include "proxy/upstream/pool.h"
 #include "up_fx.h"
 
 #define UNUSED __attribute__((unused))
@@ -36,6 +37,7 @@ static int setup(void **state UNUSED)
 
 static int teardown(void **state UNUSED)
 {
+    pf_upstream_sweep(&w, true); /* round_robin keeps its weights in the worker's pools */
     pf_health_stop();
     fx_worker_fini(&w);
     pf_upstream_free_all();
@@ -126,6 +128,18 @@ static void test_health_check_section(void **state UNUSED)
     assert_true(pf_health_expect_ok(hc, 404) && pf_health_expect_ok(hc, 204));
     assert_false(pf_health_expect_ok(hc, 301) || hc->panic);
     assert_string_equal(hc->host, "svc.local");
+    {
+        struct evbuffer *b = evbuffer_new();
+
+        pf_health_conf_json(b, hc); /* GET /config */
+        evbuffer_add(b, "", 1);
+        assert_string_equal(
+            (const char *)evbuffer_pullup(b, -1),
+            ",\"health_check\":{\"path\":\"/ping\",\"host\":\"svc.local\","
+            "\"interval\":\"5s\",\"timeout\":\"1s\",\"healthy_threshold\":2,"
+            "\"unhealthy_threshold\":3,\"expect\":\"200-299, 404\",\"panic\":false}");
+        evbuffer_free(b);
+    }
     pf_conf_unref(cfg);
     pf_err_fini(&err);
 
