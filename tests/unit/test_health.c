@@ -19,6 +19,7 @@
 #include <event2/buffer.h>
 #include <netinet/in.h>
 
+#include "proxy/clock.h"
 #include "proxy/upstream/balancer.h"
 #include "proxy/upstream/health.h"
 #include "proxy/upstream/pool.h"
@@ -280,9 +281,14 @@ static void test_probe_rise_and_fall(void **state UNUSED)
     run_until(cfg, 0, "\"health\":\"unhealthy\"");
     assert_non_null(strstr(health_of(cfg, 0), "2 failures, last: status 503"));
     assert_int_equal(pf_balancer_pick(&cfg->upstreams[0], 0, &w), PF_LB_NONE);
-    /* back after two passes */
+    /* back after two passes; slow_start counts from then (a fixed clock) */
+    pf_clock_fixed_us = 5000000000ull;
     status_to_send = 204;
     run_until(cfg, 0, "\"health\":\"healthy\"");
+    assert_true(
+        atomic_load(&pf_endpoint_get(cfg->upstreams[0].endpoint_ids[0])->serving_since_us) ==
+        5000000000ull);
+    pf_clock_fixed_us = 0;
     /* the listener goes: connect refused */
     event_free(lev);
     close(lfd);
