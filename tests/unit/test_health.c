@@ -162,14 +162,19 @@ static void test_health_check_section(void **state UNUSED)
 
 static int status_to_send = 200;
 static unsigned accepted;
+static char last_request[2048]; /* the head of the last probe */
 
 static void conn_readcb(evutil_socket_t fd, short what, void *arg)
 {
     char buf[2048], resp[128];
+    ssize_t got = read(fd, buf, sizeof(buf) - 1);
     int n;
 
     (void)what;
-    if (read(fd, buf, sizeof(buf)) > 0) {
+
+    if (got > 0) {
+        buf[got] = '\0';
+        memcpy(last_request, buf, (size_t)got + 1);
         n = snprintf(resp, sizeof(resp), "HTTP/1.1 %d X\r\nContent-Length: 0\r\n\r\n",
                      status_to_send);
         if (write(fd, resp, (size_t)n) != n)
