@@ -19,6 +19,8 @@
 #include "proxy/syntax.h"
 #include "proxy/upstream/retry.h"
 #include "proxy/upstream/breaker.h"
+#include "proxy/upstream/balancer.h"
+#include "proxy/upstream/health.h"
 
 #define MAX_FILE_SIZE (16u << 20) /* a configuration, not a data set */
 #define MAX_WORKERS   256
@@ -196,13 +198,6 @@ static const struct pf_conf_key top_keys[] = {
 
 /* ---- upstreams ---- */
 
-static int not_supported(const struct pf_conf_node *n, void *field, struct pf_err *err)
-{
-    (void)field;
-    pf_err_at(err, n->key_node, "'%s' is not supported yet", n->key);
-    return -EINVAL;
-}
-
 static const struct pf_conf_key pool_keys[] = {
     {"max_idle", PF_CONF_UINT, offsetof(struct pf_pool_conf, max_idle), 0, 100000, NULL},
     {"idle_timeout", PF_CONF_DURATION, offsetof(struct pf_pool_conf, idle_timeout_ms), 1, 86400000,
@@ -220,13 +215,17 @@ static const struct pf_conf_key upstream_keys[] = {
     {"request_timeout", PF_CONF_DURATION, offsetof(struct pf_upstream_conf, request_timeout_ms), 1,
      86400000, NULL},
     {"pool", PF_CONF_CUSTOM, 0, 0, 0, parse_later},
+    {"hash_on", PF_CONF_CUSTOM, 0, 0, 0, parse_later},
+    {"slow_start", PF_CONF_DURATION, offsetof(struct pf_upstream_conf, slow_start_ms), 0, 3600000,
+     NULL},
+    {"health_check", PF_CONF_CUSTOM, 0, 0, 0, parse_later},
     {"retries", PF_CONF_CUSTOM, 0, 0, 0, parse_later},
     {"circuit_breaker", PF_CONF_CUSTOM, 0, 0, 0, parse_later},
-    {"health_check", PF_CONF_CUSTOM, 0, 0, 0, not_supported},
     {NULL, 0, 0, 0, 0, NULL},
 };
 
-const char *const pf_conf_balance_names[] = {"round_robin", "least_request", "random", NULL};
+const char *const pf_conf_balance_names[] = {"round_robin", "least_request", "random", "ring_hash",
+                                             NULL};
 
 static void parse_balance(const struct pf_conf_node *n, struct pf_upstream_conf *u,
                           const char *section, struct pf_err *err)
@@ -237,7 +236,23 @@ static void parse_balance(const struct pf_conf_node *n, struct pf_upstream_conf 
             return;
         }
     }
-    pf_err_at(err, n, "%s.balance: must be round_robin, least_request or random", section);
+    pf_err_at(err, n, "%s.balance: must be round_robin, least_request, random or ring_hash",
+              section);
+}
+
+/* hash_on, the ring of ring_hash, health_check (proxy/upstream/balancer_conf.c, health.c). */
+static void parse_upstream_lb(const struct pf_conf_node *n, struct pf_upstream_conf *u,
+                              const char *section, struct pf_err *err)
+{
+    const struct pf_conf_node *v = pf_conf_get(n, "hash_on");
+
+    if (v != NULL && u->balance != PF_BALANCE_RING_HASH)
+        pf_err_at(err, v->key_node, "%s.hash_on: only with balance: ring_hash", section);
+    else if (v != NULL)
+        pf_balancer_conf_hash_on(v, section, u, err);
+    if (u->balance == PF_BALANCE_RING_HASH)
+        pf_balancer_ring_build(u);
+    pf_health_conf_parse(pf_conf_get(n, "health_check"), section, &u->health, err);
 }
 
 static void parse_upstream(const struct pf_conf_node *n, struct pf_upstream_conf *u,
@@ -261,7 +276,7 @@ static void parse_upstream(const struct pf_conf_node *n, struct pf_upstream_conf
     pf_conf_fill_section(n, section, upstream_keys, u, err);
     snprintf(sub, sizeof(sub), "%s.endpoints", section);
     if ((v = pf_conf_get(n, "endpoints")) != NULL)
-        pf_conf_addr_list(v, sub, &u->endpoints, &u->n_endpoints, err);
+        pf_balancer_conf_endpoints(v, sub, u, err);
     else
         pf_err_at(err, n->key_node, "%s: 'endpoints' is required", section);
     if ((v = pf_conf_get(n, "balance")) != NULL)
@@ -272,6 +287,7 @@ static void parse_upstream(const struct pf_conf_node *n, struct pf_upstream_conf
     pf_retry_conf_parse(pf_conf_get(n, "retries"), sub, &u->retry, err);
     snprintf(sub, sizeof(sub), "%s.circuit_breaker", section);
     pf_breaker_conf_parse(pf_conf_get(n, "circuit_breaker"), sub, &u->breaker, err);
+    parse_upstream_lb(n, u, section, err);
 }
 
 static void parse_upstreams(struct pf_config *cfg, const struct pf_conf_node *n, struct pf_err *err)
@@ -642,6 +658,8 @@ static void conf_free(struct pf_config *cfg)
         pf_addr_list_free(cfg->upstreams[i].endpoints, cfg->upstreams[i].n_endpoints);
         free(cfg->upstreams[i].endpoint_ids);
         pf_breaker_conf_free(&cfg->upstreams[i].breaker);
+        pf_balancer_conf_free(&cfg->upstreams[i]);
+        pf_health_conf_free(&cfg->upstreams[i].health);
     }
     free(cfg->upstreams);
     for (unsigned i = 0; i < cfg->n_routes; i++)

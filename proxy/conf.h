@@ -188,6 +188,7 @@ enum pf_balance {
     PF_BALANCE_ROUND_ROBIN = 0,
     PF_BALANCE_LEAST_REQUEST,
     PF_BALANCE_RANDOM,
+    PF_BALANCE_RING_HASH,
 };
 
 struct pf_pool_conf {
@@ -208,11 +209,34 @@ struct pf_retry_conf {
     uint64_t max_buffered_body;  /* 64KiB: bodies kept for a retry up to this; 0 = none */
 };
 
-struct pf_retry_state; /* per upstream, shared by workers and snapshots (retry.c) */
+struct pf_retry_state;         /* per upstream, shared by workers and snapshots (retry.c) */
+#define PF_HEALTH_MAX_EXPECT 8 /* status ranges in health_check.expect */
+
+/* upstreams.NAME.health_check (parsed by proxy/upstream/health.c). */
+struct pf_health_conf {
+    bool enabled;                 /* the section is present */
+    bool panic;                   /* true: all unhealthy -> spread over all */
+    char *path;                   /* "/health" */
+    char *host;                   /* Host of the probe; NULL: the endpoint's address */
+    uint64_t interval_ms;         /* 5s (jittered) */
+    uint64_t timeout_ms;          /* 1s */
+    unsigned healthy_threshold;   /* 2 passes in a row: healthy again */
+    unsigned unhealthy_threshold; /* 3 failures in a row: unhealthy */
+    unsigned n_expect;            /* "200-399" */
+    uint16_t expect_lo[PF_HEALTH_MAX_EXPECT];
+    uint16_t expect_hi[PF_HEALTH_MAX_EXPECT];
+};
+
+/* A point of a ring_hash upstream's ring (proxy/upstream/balancer.c). */
+struct pf_ring_point {
+    uint64_t hash;
+    unsigned index; /* into endpoints */
+};
 
 struct pf_upstream_conf {
     char *name;
     struct pf_addr *endpoints;
+    unsigned *weights; /* per endpoint: {address, weight}, 1 by default */
     unsigned n_endpoints;
     unsigned *endpoint_ids; /* from pf_upstream_bind(), not conf.c; freed with the snapshot */
     enum pf_balance balance;
@@ -220,8 +244,13 @@ struct pf_upstream_conf {
     uint64_t request_timeout_ms; /* 30s: until the response head arrives */
     struct pf_pool_conf pool;
     struct pf_retry_conf retry;
-    struct pf_retry_state *rstate; /* from pf_snapshot_bind(), not conf.c */
+    struct pf_retry_state *rstate;  /* from pf_snapshot_bind(), not conf.c */
     struct pf_breaker_conf breaker; /* circuit_breaker (proxy/upstream/breaker.c) */
+    char *hash_header;              /* ring_hash: hash_on header:NAME; NULL = client_ip */
+    uint64_t slow_start_ms;         /* 0: a recovered endpoint gets its whole weight at once */
+    struct pf_ring_point *ring;     /* ring_hash: points sorted by hash; NULL otherwise */
+    unsigned n_ring;
+    struct pf_health_conf health; /* health_check */
 };
 
 struct pf_filter_inst {

@@ -13,6 +13,8 @@
 #include "proxy/route.h"
 #include "proxy/upstream/retry.h"
 #include "proxy/upstream/breaker.h"
+#include "proxy/upstream/balancer.h"
+#include "proxy/upstream/health.h"
 
 static void json_str(struct evbuffer *out, const char *s)
 {
@@ -57,6 +59,8 @@ static void json_upstream(struct evbuffer *out, const struct pf_upstream_conf *u
         ct, rt, u->pool.max_idle, it, lt);
     pf_retry_conf_json(&u->retry, out);
     pf_breaker_conf_json(&u->breaker, out);
+    pf_balancer_conf_json(out, u);
+    pf_health_conf_json(out, &u->health);
     evbuffer_add(out, "}", 1);
 }
 

@@ -34,7 +34,6 @@ enum pf_log_level pf_log_get_level(void);
 /* Log one message at level (dropped when above the current level). */
 void pf_log(enum pf_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void pf_vlog(enum pf_log_level level, const char *fmt, va_list ap);
-
 /*
  * Log one line of structured fields: fields[0..len) is JSON object members,
  * each preceded by a comma (,"msg":"...","upstream":"app"), put after ts and

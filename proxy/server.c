@@ -33,6 +33,7 @@
 #include "proxy/snapshot.h"
 #include "proxy/stats.h"
 #include "proxy/tx.h"
+#include "proxy/upstream/health.h"
 #include "proxy/upstream/upstream.h"
 
 static struct pf_server *the_server;
@@ -716,6 +717,7 @@ int pf_server_start(struct pf_server *s, struct pf_config *cfg)
         worker_init(s, &s->workers[i], i, false);
     if (server_wconfs(s) != 0)
         return -1;
+    pf_health_apply(&s->admin, cfg); /* probes on the main loop; traffic after a first pass */
     for (unsigned i = 0; i < s->n_socks; i++)
         pf_listen_give(s, &s->socks[i]);
     for (unsigned i = 0; i < s->n_workers; i++) {
@@ -749,6 +751,7 @@ int pf_server_run(struct pf_server *s)
 
 void pf_server_free(struct pf_server *s)
 {
+    pf_health_stop();
     for (unsigned i = 0; s->workers != NULL && i < s->n_workers; i++)
         worker_free(&s->workers[i]);
     free(s->workers);
@@ -807,6 +810,7 @@ bool pf_server_ready(struct pf_server *s, struct evbuffer *why)
         evbuffer_add_printf(why, "%s\"worker not answering\"", ok ? "" : ",");
         ok = false;
     }
+    pf_health_ready(s->cfg, why, &ok);
     return ok;
 }
 
@@ -954,6 +958,7 @@ int pf_server_reload(struct pf_server *s, struct evbuffer *result)
         pf_log(PF_LOG_ERR, "reload: cannot open access log %s: keeping the old one",
                cfg->access_log_path);
     pf_log_set_level((enum pf_log_level)cfg->log_level);
+    pf_health_apply(&s->admin, cfg); /* before any worker uses the snapshot */
     for (unsigned i = 0; i < s->n_workers; i++)
         pf_server_mail(&s->workers[i], worker_switch, wcs[i]);
     worker_switch(&s->admin, wcs[s->n_workers]);

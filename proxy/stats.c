@@ -32,6 +32,7 @@
 #include "proxy/server.h"
 #include "proxy/tx.h"
 #include "proxy/upstream/breaker.h"
+#include "proxy/upstream/health.h"
 #include "proxy/upstream/upstream.h"
 
 #define MAX_LABELS  4
@@ -919,6 +920,7 @@ void pf_stats_render(struct pf_server *s, struct evbuffer *out)
         pf_stats_render_series(all, n, out);
     render_endpoints(s->cfg, out);
     pf_breaker_render_metrics(s->cfg, out);
+    pf_health_render(s->cfg, out);
     render_errors(s, out);
     render_filters(s->cfg, out);
     render_process(out);

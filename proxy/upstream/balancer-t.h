@@ -1,9 +1,10 @@
 /*
  * Balancer types: a policy is a small table of operations, chosen per
- * upstream by its `balance` key. pick() chooses among the upstream's
- * endpoints, skipping those this request already tried when any is left;
- * report() hears the outcome of every attempt (passive health and circuit
- * breakers hook in there).
+ * upstream by its `balance` key. pick() chooses among the candidates of a
+ * view: the upstream's endpoints in service (health, and later the circuit
+ * breaker, through one predicate in balancer.c), without those this request
+ * already tried when any is left; report() hears the outcome of every
+ * attempt (passive health and circuit breakers hook in there).
  */
 #ifndef PF_UPSTREAM_BALANCER_T_H
 #define PF_UPSTREAM_BALANCER_T_H
@@ -23,14 +24,25 @@ struct pf_worker;
 typedef uint64_t pf_lb_tried;
 #define PF_LB_TRIED_MAX 64
 
+/* pf_balancer_pick's answer when no endpoint may take the request. */
+#define PF_LB_NONE 0xffffffffu
+
+/* What a policy picks from: the candidates, as a bitmap of endpoint indices. */
+struct pf_lb_view {
+    const struct pf_upstream_conf *up;
+    uint64_t key;    /* ring_hash: the request's hash */
+    uint64_t now_us; /* slow_start: pf_now_us() of the pick (0 without slow_start) */
+    unsigned n_cand; /* candidates, >= 1 */
+    uint64_t cand[PF_MAX_ENDPOINTS / 64];
+};
+
 struct pf_balancer_ops {
     const char *name; /* as the balance key spells it */
     /*
-     * Index into up->endpoint_ids (up->n_endpoints >= 1) of an endpoint not
-     * in tried, or of any endpoint when all were tried. w gives the worker's
-     * random state and round-robin position (no locks: one worker).
+     * Index into v->up->endpoint_ids of one of v's candidates. w gives the
+     * worker's random state and round-robin weights (no locks: one worker).
      */
-    unsigned (*pick)(const struct pf_upstream_conf *up, pf_lb_tried tried, struct pf_worker *w);
+    unsigned (*pick)(const struct pf_lb_view *v, struct pf_worker *w);
     /* The outcome of an attempt on endpoint_id (NULL: the policy keeps no state). */
     void (*report)(const struct pf_upstream_conf *up, unsigned endpoint_id, enum pf_outcome o);
 };

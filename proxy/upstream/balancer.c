@@ -1,96 +1,222 @@
 /*
  * Balancing policies. Each draws from the worker's random state and keeps
- * its position in the worker, so a pick takes no lock. With nothing tried
- * yet, every policy draws exactly as many numbers as it always did: the
- * tried mask changes only the retries.
+ * its round-robin weights in the worker, so a pick takes no lock. With equal
+ * weights and nothing tried, every policy draws exactly as many numbers as
+ * it always did: the tried mask changes only the retries.
+ *
+ * A pick first builds the view of candidates: the endpoints in service (the
+ * one predicate, ep_in_service) that this request has not tried; all those
+ * in service when it tried them all; in panic (no endpoint healthy,
+ * panic: true) the same among those the checks found unhealthy. The
+ * policies then weigh candidates by their weight, ramped by slow_start.
  */
 #include "proxy/upstream/balancer.h"
 
 #include <stdatomic.h>
+#include <string.h>
 
 #include "proxy/core.h"
+#include "proxy/hdrs.h"
 #include "proxy/tx.h"
+#include "proxy/upstream/breaker.h"
 #include "proxy/upstream/endpoint.h"
+#include "proxy/upstream/health.h"
+#include "proxy/upstream/pool.h"
+
+#define SLOW_START_SCALE 1000u /* weights are counted in thousandths while ramping */
 
 static bool is_tried(pf_lb_tried tried, unsigned i)
 {
     return i < PF_LB_TRIED_MAX && (tried & ((pf_lb_tried)1 << i)) != 0;
 }
 
-/* Endpoints of n not in tried (tried is 0 or leaves at least one). */
-static unsigned untried_count(pf_lb_tried tried, unsigned n)
+static bool is_cand(const struct pf_lb_view *v, unsigned i)
 {
-    unsigned m = n;
-
-    for (unsigned i = 0; i < n && i < PF_LB_TRIED_MAX; i++)
-        m -= is_tried(tried, i);
-    return m;
+    return (v->cand[i / 64] >> (i % 64)) & 1;
 }
 
-/* Index of the k-th (from 0) endpoint not in tried. */
-static unsigned nth_untried(pf_lb_tried tried, unsigned n, unsigned k)
+/*
+ * The one test of whether endpoint i of up may take a request: healthy by
+ * the active checks, or in panic found unhealthy by them (never one not
+ * probed yet). An endpoint whose circuit is open is out first: that holds
+ * in panic too.
+ */
+static bool ep_in_service(const struct pf_upstream_conf *up, unsigned i, bool panic,
+                          uint64_t now_us)
 {
-    if (tried == 0)
-        return k;
-    for (unsigned i = 0; i < n; i++) {
-        if (!is_tried(tried, i) && k-- == 0)
+    const struct pf_endpoint *ep = pf_endpoint_get(up->endpoint_ids[i]);
+
+    if (!pf_breaker_usable(ep, now_us))
+        return false; /* its circuit is open: never, not even in panic */
+    if (pf_health_serving(&up->health, ep))
+        return true;
+    return panic && atomic_load_explicit(&ep->health, memory_order_relaxed) == PF_HEALTH_UNHEALTHY;
+}
+
+/* Candidates of v: in service and, unless use_tried, not in tried. Their count. */
+static unsigned view_fill(struct pf_lb_view *v, pf_lb_tried tried, bool panic, bool use_tried)
+{
+    const struct pf_upstream_conf *up = v->up;
+    unsigned n = 0;
+    uint64_t now = pf_now_us();
+
+    memset(v->cand, 0, ((up->n_endpoints + 63) / 64) * sizeof(v->cand[0]));
+    for (unsigned i = 0; i < up->n_endpoints; i++) {
+        if ((use_tried || !is_tried(tried, i)) && ep_in_service(up, i, panic, now)) {
+            v->cand[i / 64] |= (uint64_t)1 << (i % 64);
+            n++;
+        }
+    }
+    v->n_cand = n;
+    return n;
+}
+
+/* The view of a pick; false when no endpoint may take the request. *panic: taken in panic. */
+static bool view_build(struct pf_lb_view *v, pf_lb_tried tried, bool *panic)
+{
+    const struct pf_upstream_conf *up = v->up;
+
+    *panic = false;
+    if (view_fill(v, tried, false, false) > 0 || view_fill(v, tried, false, true) > 0)
+        return true;
+    if (!up->health.enabled || !up->health.panic)
+        return false;
+    *panic = true;
+    return view_fill(v, tried, true, false) > 0 || view_fill(v, tried, true, true) > 0;
+}
+
+uint64_t pf_balancer_weight(const struct pf_upstream_conf *up, unsigned i, uint64_t now_us)
+{
+    uint64_t w = up->weights != NULL ? up->weights[i] : 1;
+    uint64_t since, ramp_us, full;
+
+    if (up->slow_start_ms == 0)
+        return w;
+    full = w * SLOW_START_SCALE;
+    since = atomic_load_explicit(&pf_endpoint_get(up->endpoint_ids[i])->serving_since_us,
+                                 memory_order_relaxed);
+    ramp_us = up->slow_start_ms * 1000;
+    if (now_us <= since)
+        return full / 10;
+    if (now_us - since >= ramp_us)
+        return full;
+    /* linear from a tenth of the weight to all of it */
+    return full / 10 + (full - full / 10) * (now_us - since) / ramp_us;
+}
+
+/* Sum of the candidates' weights. */
+static uint64_t total_weight(const struct pf_lb_view *v)
+{
+    uint64_t t = 0;
+
+    for (unsigned i = 0; i < v->up->n_endpoints; i++) {
+        if (is_cand(v, i))
+            t += pf_balancer_weight(v->up, i, v->now_us);
+    }
+    return t;
+}
+
+/*
+ * The candidate at r (0 <= r < total) when candidates other than skip
+ * (PF_LB_NONE: none skipped) are laid end to end by weight.
+ */
+static unsigned weighted_at(const struct pf_lb_view *v, uint64_t r, unsigned skip)
+{
+    unsigned last = 0;
+
+    for (unsigned i = 0; i < v->up->n_endpoints; i++) {
+        uint64_t w;
+
+        if (!is_cand(v, i) || i == skip)
+            continue;
+        w = pf_balancer_weight(v->up, i, v->now_us);
+        if (r < w)
+            return i;
+        r -= w;
+        last = i;
+    }
+    return last; /* not reached: r < total */
+}
+
+/* Smooth weighted round robin (as nginx's): spreads an endpoint's turns evenly. */
+static unsigned rr_pick(const struct pf_lb_view *v, struct pf_worker *w)
+{
+    const struct pf_upstream_conf *up = v->up;
+    int64_t total = 0, best = INT64_MIN;
+    unsigned pick = 0;
+
+    for (unsigned i = 0; i < up->n_endpoints; i++) {
+        struct pf_pool *p;
+        int64_t wt;
+
+        if (!is_cand(v, i))
+            continue;
+        p = pf_pool_of(w, up->endpoint_ids[i]);
+        wt = (int64_t)pf_balancer_weight(up, i, v->now_us);
+        p->lb_current += wt;
+        total += wt;
+        if (p->lb_current > best) {
+            best = p->lb_current;
+            pick = i;
+        }
+    }
+    pf_pool_of(w, up->endpoint_ids[pick])->lb_current -= total;
+    return pick;
+}
+
+static unsigned random_pick(const struct pf_lb_view *v, struct pf_worker *w)
+{
+    return weighted_at(v, pf_worker_rand(w) % total_weight(v), PF_LB_NONE);
+}
+
+/*
+ * Power of two choices: two different candidates drawn by weight, and of
+ * them the one with fewer requests in flight (all workers) for its weight.
+ */
+static unsigned least_pick(const struct pf_lb_view *v, struct pf_worker *w)
+{
+    uint64_t total = total_weight(v);
+    unsigned a = weighted_at(v, pf_worker_rand(w) % total, PF_LB_NONE);
+    uint64_t wa = pf_balancer_weight(v->up, a, v->now_us);
+    unsigned b = weighted_at(v, pf_worker_rand(w) % (total - wa), a); /* n_cand >= 2 */
+    uint64_t wb = pf_balancer_weight(v->up, b, v->now_us);
+    uint64_t la, lb;
+
+    la = atomic_load_explicit(&pf_endpoint_get(v->up->endpoint_ids[a])->active,
+                              memory_order_relaxed);
+    lb = atomic_load_explicit(&pf_endpoint_get(v->up->endpoint_ids[b])->active,
+                              memory_order_relaxed);
+    return lb * wa < la * wb ? b : a;
+}
+
+/* The first candidate clockwise from the key's place on the ring. */
+static unsigned ring_pick(const struct pf_lb_view *v, struct pf_worker *w)
+{
+    const struct pf_upstream_conf *up = v->up;
+    unsigned lo = 0, hi = up->n_ring;
+
+    (void)w;
+    while (lo < hi) {
+        unsigned mid = lo + (hi - lo) / 2;
+
+        if (up->ring[mid].hash < v->key)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    for (unsigned k = 0; k < up->n_ring; k++) {
+        unsigned i = up->ring[(lo + k) % up->n_ring].index;
+
+        if (is_cand(v, i))
             return i;
     }
-    return 0; /* not reached: k < untried_count() */
-}
-
-/* tried, or 0 when it covers every endpoint (a retry then goes anywhere). */
-static pf_lb_tried usable_mask(pf_lb_tried tried, unsigned n)
-{
-    return untried_count(tried, n) == 0 ? 0 : tried;
-}
-
-static unsigned rr_pick(const struct pf_upstream_conf *up, pf_lb_tried tried, struct pf_worker *w)
-{
-    unsigned n = up->n_endpoints;
-
-    if (tried != 0) {
-        /*
-         * A retry: any endpoint not tried, drawn, leaving the rotation where it
-         * is (were it to move, first attempts would land on the same endpoint
-         * each time a retry follows: with one of two failing, on that one).
-         */
-        tried = usable_mask(tried, n);
-        return nth_untried(tried, n, (unsigned)(pf_worker_rand(w) % untried_count(tried, n)));
-    }
-    return (unsigned)(w->rr++ % n);
-}
-
-static unsigned random_pick(const struct pf_upstream_conf *up, pf_lb_tried tried,
-                            struct pf_worker *w)
-{
-    unsigned n = up->n_endpoints;
-    unsigned m;
-
-    tried = usable_mask(tried, n);
-    m = untried_count(tried, n);
-    return nth_untried(tried, n, (unsigned)(pf_worker_rand(w) % m));
-}
-
-/* Power of two choices: the less loaded (requests in flight, all workers) of two drawn. */
-static unsigned least_pick(const struct pf_upstream_conf *up, pf_lb_tried tried,
-                           struct pf_worker *w)
-{
-    unsigned n = up->n_endpoints;
-    unsigned m, a, b, la, lb;
-
-    tried = usable_mask(tried, n);
-    m = untried_count(tried, n);
-    a = nth_untried(tried, n, (unsigned)(pf_worker_rand(w) % m));
-    b = nth_untried(tried, n, (unsigned)(pf_worker_rand(w) % m));
-    la = atomic_load_explicit(&pf_endpoint_get(up->endpoint_ids[a])->active, memory_order_relaxed);
-    lb = atomic_load_explicit(&pf_endpoint_get(up->endpoint_ids[b])->active, memory_order_relaxed);
-    return lb < la ? b : a;
+    return 0; /* not reached: every endpoint has points */
 }
 
 const struct pf_balancer_ops pf_lb_round_robin = {.name = "round_robin", .pick = rr_pick};
 const struct pf_balancer_ops pf_lb_least_request = {.name = "least_request", .pick = least_pick};
 const struct pf_balancer_ops pf_lb_random = {.name = "random", .pick = random_pick};
+const struct pf_balancer_ops pf_lb_ring_hash = {.name = "ring_hash", .pick = ring_pick};
 
 const struct pf_balancer_ops *pf_balancer_get(enum pf_balance b)
 {
@@ -99,16 +225,67 @@ const struct pf_balancer_ops *pf_balancer_get(enum pf_balance b)
         return &pf_lb_least_request;
     case PF_BALANCE_RANDOM:
         return &pf_lb_random;
+    case PF_BALANCE_RING_HASH:
+        return &pf_lb_ring_hash;
     default:
         return &pf_lb_round_robin;
     }
 }
 
+unsigned pf_balancer_pick_key(const struct pf_upstream_conf *up, pf_lb_tried tried,
+                              struct pf_worker *w, uint64_t key)
+{
+    struct pf_lb_view v = {.up = up, .key = key};
+    bool panic;
+    unsigned i;
+
+    v.now_us = up->slow_start_ms > 0 ? pf_now_us() : 0;
+    if (!view_build(&v, tried, &panic))
+        return PF_LB_NONE;
+    if (up->n_endpoints == 1)
+        i = 0; /* no draw: one endpoint, tried or not */
+    else if (v.n_cand == 1)
+        i = weighted_at(&v, 0, PF_LB_NONE); /* the only candidate */
+    else if (tried != 0 && up->balance == PF_BALANCE_ROUND_ROBIN)
+        i = random_pick(&v, w); /* a retry leaves the rotation alone (else, with one of two
+                                   endpoints failing, every first attempt would land on it) */
+    else
+        i = pf_balancer_get(up->balance)->pick(&v, w);
+    if (panic)
+        atomic_fetch_add_explicit(&pf_endpoint_get(up->endpoint_ids[i])->panic_requests, 1,
+                                  memory_order_relaxed);
+    return up->endpoint_ids[i];
+}
+
 unsigned pf_balancer_pick(const struct pf_upstream_conf *up, pf_lb_tried tried, struct pf_worker *w)
 {
-    if (up->n_endpoints == 1)
-        return up->endpoint_ids[0]; /* no draw: one endpoint, tried or not */
-    return up->endpoint_ids[pf_balancer_get(up->balance)->pick(up, tried, w)];
+    return pf_balancer_pick_key(up, tried, w, 0);
+}
+
+uint64_t pf_balancer_hash(const char *s, size_t len)
+{
+    uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a, then a finaliser to spread the bits */
+
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (unsigned char)s[i]) * 0x100000001b3ull;
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ull;
+    return h ^ (h >> 33);
+}
+
+unsigned pf_balancer_pick_tx(const struct pf_tx *tx, pf_lb_tried tried)
+{
+    const struct pf_upstream_conf *up = tx->up;
+    const char *k;
+
+    if (up->balance != PF_BALANCE_RING_HASH)
+        return pf_balancer_pick_key(up, tried, tx->w, 0);
+    k = up->hash_header != NULL ? pf_hdrs_get(&tx->req, up->hash_header) : pf_tx_client_addr(tx);
+    /* no such header: any endpoint, by a draw */
+    return pf_balancer_pick_key(up, tried, tx->w,
+                                k != NULL ? pf_balancer_hash(k, strlen(k)) : pf_worker_rand(tx->w));
 }
 
 void pf_balancer_report(const struct pf_upstream_conf *up, unsigned endpoint_id, enum pf_outcome o)

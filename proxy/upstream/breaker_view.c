@@ -14,6 +14,7 @@
 #include "proxy/stats.h"
 #include "proxy/upstream/breaker.h"
 #include "proxy/upstream/endpoint.h"
+#include "proxy/upstream/health.h"
 
 static void put_str(struct evbuffer *out, const char *s)
 {
@@ -85,6 +86,8 @@ static void put_endpoint(struct evbuffer *out, const struct pf_upstream_conf *up
     put_str(out, ep->addr.text);
     evbuffer_add(out, ",", 1);
     put_circuit(out, &v, now, wall);
+    evbuffer_add(out, ",", 1);
+    pf_health_json(ep, out);
     evbuffer_add_printf(out,
                         ",\"recent\":{\"window_ms\":%llu,\"requests\":%u,\"failures\":%u,"
                         "\"slow\":%u},\"latency_ms\":{",

@@ -25,6 +25,9 @@ struct pf_endpoint {
     atomic_uint snaps;   /* atomic: snapshot bindings only (0: idle connections go) */
     /* circuit breaker (breaker.c): survives reloads that keep the endpoint */
     struct pf_breaker br;
+    atomic_uint health; /* atomic: enum pf_health_state, written by the prober (health.c) */
+    _Atomic uint64_t serving_since_us; /* atomic: when it last began to serve (slow_start) */
+    _Atomic uint64_t panic_requests;   /* atomic: requests it took in panic (health.c) */
 };
 
 /* Outcome of one attempt, reported to the balancer (and the breaker / health seam). */

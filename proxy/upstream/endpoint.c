@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "proxy/arena.h"
+#include "proxy/clock.h"
 #include "proxy/conf.h"
 #include "proxy/upstream/breaker.h"
 #include "proxy/upstream/endpoint.h"
@@ -66,6 +67,7 @@ static struct pf_endpoint *endpoint_take_locked(const char *upstream, const stru
     ep->addr.text = pf_xstrdup(a->text);
     atomic_init(&ep->refs, 1);
     atomic_init(&ep->snaps, 1);
+    atomic_init(&ep->serving_since_us, pf_now_us()); /* slow_start ramps a new endpoint too */
     atomic_store(&gens[free_id], ep->gen);
     atomic_store(&endpoints[free_id], ep);
     if (free_id == limit)

@@ -271,3 +271,17 @@ void pf_h1c_write_body(struct evbuffer *out, struct evbuffer *src, size_t len, b
         evbuffer_remove_buffer(src, out, len);
     }
 }
+
+/* A health probe's request: GET path, the given Host, no keep-alive (one probe per connection). */
+void pf_h1c_write_probe(struct evbuffer *out, const char *path, const char *host)
+{
+    struct pf_sbuf b;
+
+    pf_sb_init(&b, out);
+    pf_sb_str(&b, "GET ");
+    pf_sb_str(&b, path);
+    pf_sb_put(&b, " HTTP/1.1\r\n", 11);
+    put_header(&b, "Host", host);
+    pf_sb_str(&b, "User-Agent: pilotfish-health-check\r\nAccept: */*\r\nConnection: close\r\n\r\n");
+    pf_sb_flush(&b);
+}

@@ -48,4 +48,7 @@ void pf_h1c_write_head(const struct pf_tx *tx, struct evbuffer *out, const char 
 /* Move len request body bytes from src to out, as one chunk when chunked. */
 void pf_h1c_write_body(struct evbuffer *out, struct evbuffer *src, size_t len, bool chunked);
 
+/* A health probe's request head (GET path, Host host, Connection: close) into out. */
+void pf_h1c_write_probe(struct evbuffer *out, const char *path, const char *host);
+
 #endif /* PF_UPSTREAM_H1CLIENT_H */

@@ -21,7 +21,8 @@ TAILQ_HEAD(pf_upconn_list, pf_upconn);
 struct pf_pool {
     struct pf_upconn_list idle; /* most recently used first */
     unsigned n_idle;
-    unsigned n_active; /* busy connections of this worker */
+    unsigned n_active;  /* busy connections of this worker */
+    int64_t lb_current; /* smooth weighted round_robin: this worker's current weight */
 };
 
 /*

@@ -25,6 +25,7 @@
 #include "proxy/upstream/balancer.h"
 #include "proxy/upstream/breaker.h"
 #include "proxy/upstream/h1client.h"
+#include "proxy/upstream/health.h"
 #include "proxy/upstream/pool.h"
 #include "proxy/upstream/retry.h"
 
@@ -68,30 +69,48 @@ static void up_unpend(struct pf_upconn *uc)
 }
 
 /*
- * An endpoint whose breaker admits the request (a half-open one gives it a
- * trial permit): the balancer's pick, then its next picks with the refused
- * ones marked tried, then any admitted endpoint. False when every circuit
- * is open.
+ * Whether some endpoint of up that health checks would let serve (healthy,
+ * or found unhealthy when panic may use it) is kept out by its circuit (open,
+ * or refused its trial): then the answer is circuit_open, else
+ * no_healthy_upstream.
  */
-static bool up_pick(struct pf_tx *tx, unsigned *id)
+static bool any_circuit_out(const struct pf_upstream_conf *up, pf_lb_tried refused, uint64_t now)
+{
+    for (unsigned i = 0; i < up->n_endpoints; i++) {
+        const struct pf_endpoint *ep = pf_endpoint_get(up->endpoint_ids[i]);
+        bool by_health =
+            pf_health_serving(&up->health, ep) ||
+            (up->health.panic &&
+             atomic_load_explicit(&ep->health, memory_order_relaxed) == PF_HEALTH_UNHEALTHY);
+
+        if (by_health && !pf_breaker_usable(ep, now))
+            return true;
+    }
+    return refused != 0;
+}
+
+/*
+ * An endpoint the balancer picks (in service: healthy, or in panic, and its
+ * circuit not open) whose breaker admits the request (a half-open one gives
+ * it a trial permit), asking again with the refused ones marked tried.
+ * PF_ERR_NONE, or the error to answer: circuit_open when circuits keep the
+ * endpoints out, else no_healthy_upstream (health checks, panic off).
+ */
+static enum pf_error up_pick(struct pf_tx *tx, unsigned *id)
 {
     const struct pf_upstream_conf *up = tx->up;
     pf_lb_tried tried = tx->tried, refused = 0;
     uint64_t now = pf_now_us();
 
     for (unsigned k = 0; k < up->n_endpoints && k < PF_LB_TRIED_MAX; k++) {
-        *id = pf_balancer_pick(up, tried | refused, tx->w);
+        *id = pf_balancer_pick_tx(tx, tried | refused);
+        if (*id == PF_LB_NONE)
+            break;
         if (pf_breaker_admit(pf_endpoint_get(*id), &up->breaker, now))
-            return true;
+            return PF_ERR_NONE;
         refused |= pf_balancer_tried_bit(up, *id);
     }
-    for (unsigned i = 0; i < up->n_endpoints; i++) {
-        *id = up->endpoint_ids[i];
-        if ((refused & pf_balancer_tried_bit(up, *id)) == 0 &&
-            pf_breaker_admit(pf_endpoint_get(*id), &up->breaker, now))
-            return true;
-    }
-    return false;
+    return any_circuit_out(up, refused, now) ? PF_ERR_CIRCUIT_OPEN : PF_ERR_NO_HEALTHY_UPSTREAM;
 }
 
 static bool uc_connected(const struct pf_upconn *uc)
@@ -502,14 +521,19 @@ static bool up_start_attempt(struct pf_tx *tx, bool fresh)
 {
     unsigned id;
     struct pf_upconn *uc;
+    enum pf_error code;
 
     if (pf_breaker_overflow(tx->up, false)) {
         pf_tx_fail(tx, 503, PF_ERR_OVERFLOW); /* max_requests: at once, never queued */
         return false;
     }
-    if (!up_pick(tx, &id)) {
-        pf_tx_fail_retry_after(tx, 503, PF_ERR_CIRCUIT_OPEN,
-                               pf_breaker_retry_after(tx->up, pf_now_us()));
+    code = up_pick(tx, &id);
+    if (code == PF_ERR_CIRCUIT_OPEN) {
+        pf_tx_fail_retry_after(tx, 503, code, pf_breaker_retry_after(tx->up, pf_now_us()));
+        return false;
+    }
+    if (code != PF_ERR_NONE) {
+        pf_tx_fail(tx, 503, code); /* health checks found no endpoint healthy, panic is off */
         return false;
     }
     uc = fresh ? NULL : pf_pool_get(tx->w, id);

@@ -330,6 +330,36 @@ def test_breaker_503_origin_with_retries_clients_see_no_error():
         stop_all(a, b, c)
 
 
+@pf.timeout(40)
+def test_breaker_passing_health_probe_closes_an_open_circuit_early():
+    """With health checks, a passing probe closes an open circuit at once
+    (long before open_for), and the endpoint serves again."""
+    a, b = Scripted("a"), Scripted("b")
+    p = Pilotfish(h2.config(head=BASE, endpoints=[a.addr, b.addr], upstream_extra=(
+        "circuit_breaker: {consecutive_failures: 2, open_for: 60s}\n"
+        "retries: {attempts: 0}\n"
+        "health_check: {path: /, interval: 100ms, timeout: 100ms, unhealthy_threshold: 50}")))
+    try:
+        with p:
+            # a in service by health first; then its answers (probes too) turn 503
+            wait_for(lambda: p.get("/").header("X-Origin") == "a", "a serving")
+            a.status = 503
+            with p.conn() as conn:
+                for _ in range(20):
+                    if state(p, a.addr) == "open":
+                        break
+                    conn.request("GET", "/")
+            assert state(p, a.addr) == "open"
+            a.status = 200
+            wait_for(lambda: state(p, a.addr) == "closed", "the probe closing a's circuit",
+                     deadline=10.0)
+            closed = [x for x in log_changes(p) if x["to"] == "closed" and x["from"] != "closed"]
+            assert closed and closed[-1]["reason"] == "health_check passed", closed
+            wait_for(lambda: p.get("/").header("X-Origin") == "a", "a serving again")
+    finally:
+        stop_all(a, b)
+
+
 # ---- max_ejection ----
 
 def _all_failing(n, cap, requests=40):

@@ -590,7 +590,8 @@ static void test_conf_reports_all_errors_at_once(void **state UNUSED)
     assert_true(has_error("t.yaml:8:17: upstreams.app.endpoints: invalid address '127.0.0.1:0': "
                           "the port must be a number between 1 and 65535"));
     assert_true(has_error(
-        "t.yaml:9:14: upstreams.app.balance: must be round_robin, least_request or random"));
+        "t.yaml:9:14: upstreams.app.balance: must be round_robin, least_request, random or "
+        "ring_hash"));
 }
 
 static void test_conf_reports_bad_duration_in_nested_key(void **state UNUSED)
@@ -636,15 +637,14 @@ static void test_conf_requires_an_upstream(void **state UNUSED)
     expect_error("- a\n", "t.yaml:1:1: expected a map of settings at the top level");
 }
 
-static void test_conf_rejects_unsupported_upstream_keys(void **state UNUSED)
+static void test_conf_upstream_sections_report_their_own_mistakes(void **state UNUSED)
 {
     expect_error(MINIMAL "    retries: {attempts: 2}\n"
                          "    circuit_breaker: {consecutive_failures: 5, bogus: 1}\n"
                          "    health_check: {path: /health}\n",
                  "t.yaml:5:48: unknown key 'bogus' in upstreams.app.circuit_breaker");
-    /* retries and circuit_breaker are parsed: only their own mistakes are reported */
-    assert_true(has_error("t.yaml:6:5: 'health_check' is not supported yet"));
-    assert_int_equal(err.n, 2);
+    /* retries, circuit_breaker and health_check are parsed: only their own mistakes count */
+    assert_int_equal(err.n, 1);
 }
 
 /* ---- routes ---- */
@@ -937,7 +937,8 @@ static void test_conf_to_json_shows_effective_config(void **state UNUSED)
                                  "\"max_open_for\":\"5m\",\"half_open_requests\":1,"
                                  "\"max_connections\":1024,\"max_pending\":1024,"
                                  "\"max_requests\":1024,\"max_retries\":3,"
-                                 "\"max_ejection\":\"50%\"}}}"));
+                                 "\"max_ejection\":\"50%\"},\"weights\":[1],"
+                                 "\"slow_start\":\"0s\",\"health_check\":null}}"));
     assert_non_null(strstr(json, "\"routes\":[{\"name\":\"route-0\",\"match\":{\"prefix\":\"/\","
                                  "\"host\":null,\"methods\":[],\"case_insensitive\":false},"
                                  "\"normalize_path\":\"forward\",\"upstream\":\"app\","
@@ -1034,7 +1035,7 @@ int main(void)
         T(test_conf_reports_yaml_syntax_error_with_position),
         T(test_conf_rejects_duplicate_keys_and_aliases),
         T(test_conf_requires_an_upstream),
-        T(test_conf_rejects_unsupported_upstream_keys),
+        T(test_conf_upstream_sections_report_their_own_mistakes),
         T(test_conf_route_normalisation_keys),
         T(test_conf_rejects_route_to_unknown_upstream),
         T(test_conf_rejects_several_upstreams_without_routes),
