@@ -94,6 +94,9 @@ struct pf_tx {
     bool head_sent;
     bool resp_done;     /* last byte handed to the client buffer */
     bool close_after;   /* close the connection after this response */
+    bool reply_open;    /* pf_tx_reply_stream(): the reply's body is still coming */
+    bool keep_fetching; /* pf_tx_keep_fetching(): a client abort detaches, not aborts */
+    bool detached;      /* ... and it did: in bg_txs until the response is read */
     uint64_t bytes_out; /* response bytes toward the client */
 
     /* filter chain */

@@ -205,7 +205,7 @@ static void tx_finish(struct pf_tx *tx)
 void pf_tx_free(struct pf_tx *tx)
 {
     pf_txref_release(tx); /* before on_done: a waiter woken from there finds nothing */
-    if (tx->background) {
+    if (tx->background || tx->detached) {
         event_del(&tx->bg_start);
         TAILQ_REMOVE(&tx->w->bg_txs, tx, bg_link);
     }
@@ -223,10 +223,53 @@ void pf_tx_free(struct pf_tx *tx)
     pf_arena_free(tx->arena);
 }
 
+/* A detached transaction's first turn: its upstream read may be blocked on the gone client. */
+static void detached_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct pf_tx *tx = arg;
+
+    (void)fd;
+    (void)what;
+    if (tx->uc != NULL)
+        pf_upstream_resume_read(tx->uc);
+}
+
+/*
+ * pf_tx_keep_fetching: the client went away while the response is being
+ * read; the transaction goes on without it, as a background one does (in
+ * bg_txs, so that a stopping worker aborts it). True when it did.
+ */
+static bool tx_detach(struct pf_tx *tx, enum pf_error why)
+{
+    const char *client;
+
+    if (!tx->keep_fetching || tx->conn == NULL || tx->uc == NULL || !tx->req_done ||
+        tx->resp_done || why != PF_ERR_CLIENT_ABORT)
+        return false;
+    client = tx->conn->client;
+    tx->bg_client = pf_arena_strndup(tx->arena, client, strlen(client));
+    tx->conn->tx = NULL;
+    tx->conn = NULL;
+    tx->detached = true;
+    if (tx->error == PF_ERR_NONE)
+        tx->error = why; /* for the access log */
+    TAILQ_INSERT_TAIL(&tx->w->bg_txs, tx, bg_link);
+    event_assign(&tx->bg_start, tx->w->base, -1, 0, detached_cb, tx);
+    event_active(&tx->bg_start, EV_TIMEOUT, 1);
+    return true;
+}
+
+void pf_tx_keep_fetching(struct pf_tx *tx)
+{
+    tx->keep_fetching = true;
+}
+
 void pf_tx_abort(struct pf_tx *tx, enum pf_error why)
 {
     struct pf_conn *c = tx->conn;
 
+    if (tx_detach(tx, why))
+        return;
     if (c != NULL)
         c->tx = NULL;
     tx->conn = NULL;
@@ -419,6 +462,7 @@ void pf_tx_reply(struct pf_tx *tx, int status, struct evbuffer *body)
 
     tx->status = status;
     tx->resp.n = 0;
+    tx->reply_open = false;
     if (tx->reply == NULL)
         tx->reply = tx_evbuffer(tx);
     else
@@ -428,6 +472,34 @@ void pf_tx_reply(struct pf_tx *tx, int status, struct evbuffer *body)
     pf_hdrs_add(tx->arena, &tx->resp, "Date", pf_http_date());
     snprintf(len, sizeof(len), "%zu", evbuffer_get_length(tx->reply));
     pf_hdrs_add(tx->arena, &tx->resp, "Content-Length", len);
+}
+
+void pf_tx_reply_stream(struct pf_tx *tx, int status)
+{
+    pf_tx_reply(tx, status, NULL);
+    pf_hdrs_del(&tx->resp, "Content-Length");
+    tx->reply_open = true;
+}
+
+void pf_tx_reply_body(struct pf_tx *tx, struct evbuffer *data, bool eos)
+{
+    if (tx->phase != PF_TX_REPLYING || !tx->reply_open) {
+        if (data != NULL)
+            evbuffer_drain(data, evbuffer_get_length(data));
+        return;
+    }
+    if (data != NULL && evbuffer_get_length(data) > 0 && !pf_tx_resp_body(tx, data))
+        return; /* the transaction has ended */
+    if (eos) {
+        tx->reply_open = false;
+        pf_tx_resp_end(tx);
+    }
+}
+
+void pf_tx_reply_cut(struct pf_tx *tx)
+{
+    tx->reply_open = false;
+    pf_tx_fail(tx, 502, PF_ERR_BAD_RESPONSE);
 }
 
 /* The JSON error reply of pf_tx_error(), without counting it. */
@@ -525,6 +597,8 @@ static void tx_send_reply(struct pf_tx *tx)
         tx->close_after = true; /* the unread body is not waited for */
     if (!pf_tx_respond(tx) || !pf_tx_resp_body(tx, tx->reply))
         return; /* the transaction has ended (and may be freed) */
+    if (tx->reply_open)
+        return; /* pf_tx_reply_stream: the filter sends the rest */
     pf_tx_resp_end(tx);
 }
 

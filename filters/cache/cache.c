@@ -434,14 +434,17 @@ enum pf_verdict pf_cache_lookup(const struct pf_cache_conf *c, struct pf_tx *tx,
  * the store up again (served, or a miss that goes upstream after all), or go
  * upstream when lock_timeout passed.
  */
-static void coalesced(struct pf_tx *tx, void *arg, bool timed_out)
+static void coalesced(struct pf_tx *tx, void *arg, bool timed_out, struct pf_cgrow *g)
 {
     struct pf_slot *s = arg;
     struct cache_ctx *x = s->ctx;
 
     x->collapsed = true;
     pf_cache_count_coalesced();
-    pf_tx_resume(tx, timed_out ? PF_NEXT : pf_cache_lookup(s->conf, tx, s, x));
+    if (g != NULL) /* the leader's response streams in: served from it as it comes */
+        pf_tx_resume(tx, pf_cache_collapse_start(s->conf, tx, s, x, g));
+    else
+        pf_tx_resume(tx, timed_out ? PF_NEXT : pf_cache_lookup(s->conf, tx, s, x));
 }
 
 /*
@@ -806,6 +809,7 @@ static void maybe_store(const struct pf_cache_conf *c, struct pf_tx *tx, struct 
         pf_tx_resp_header_each(tx, add_stored, x);
     if (x->b != NULL && c->tag_header[0] != '\0' && pf_tx_resp_header(tx, c->tag_header) != NULL)
         pf_cobj_builder_tags(x->b, pf_tx_resp_header(tx, c->tag_header));
+    pf_cache_collapse_lead(c, tx, s, x, &m, variant); /* the waiters start now */
     cache_status(tx, x, "pilotfish; fwd=%s; fwd-status=%d; stored", x->fwd, status);
 }
 
@@ -879,6 +883,7 @@ static enum pf_verdict cache_on_body(struct pf_tx *tx, struct pf_slot *s, struct
         pf_cobj_builder_abandon(x->b); /* grew past max_object_size: never truncated */
         x->b = NULL;
     }
+    pf_cache_collapse_body(x, b->in);
     evbuffer_add_buffer(b->out, b->in);
     if (b->eos && x->b != NULL) {
         o = pf_cobj_builder_finish(x->b, now_s());
@@ -891,10 +896,13 @@ static enum pf_verdict cache_on_body(struct pf_tx *tx, struct pf_slot *s, struct
             if (x->vary_set)
                 pf_cache_l2_store_vary(s->conf, tx, s, o, x->vary);
             pf_cobj_unref(o);
+            pf_cache_collapse_end(x, true);
         }
     }
-    if (b->eos)
+    if (b->eos) {
+        pf_cache_collapse_end(x, false); /* not stored: the waiters' responses are cut */
         leader_done(s, x);
+    }
     (void)tx;
     return PF_NEXT;
 }
@@ -911,6 +919,7 @@ static void cache_on_done(struct pf_tx *tx, struct pf_slot *s)
     }
     if (x->background)
         pf_cache_count_refresh(x->refresh);
+    pf_cache_collapse_done(x);
     leader_done(s, x);
     if (x->l2_get != 0)
         pf_l2_cancel(pf_cache_l2_of(s), x->l2_get); /* its callback would find the ctx freed */
@@ -922,6 +931,11 @@ static void cache_on_done(struct pf_tx *tx, struct pf_slot *s)
     x->b = NULL;
     x->stale = NULL;
     x->emit = NULL;
+}
+
+void pf_cache_status_line(struct pf_tx *tx, const struct cache_ctx *x, char *buf, int n)
+{
+    status_put(tx, x, buf, n);
 }
 
 /* ---- process state: the L1 store outlives a reload that keeps `memory` ---- */
