@@ -81,7 +81,8 @@ void pf_cache_status_line(struct pf_tx *tx, const struct cache_ctx *x, char *buf
 
 /* collapse.c: coalesced requests served while the leader's response streams in */
 void pf_cache_collapse_lead(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_slot *s,
-                            struct cache_ctx *x, const struct pf_cache_meta *m, const char *variant);
+                            struct cache_ctx *x, const struct pf_cache_meta *m,
+                            const char *variant);
 void pf_cache_collapse_body(struct cache_ctx *x, struct evbuffer *buf);
 void pf_cache_collapse_end(struct cache_ctx *x, bool complete);
 enum pf_verdict pf_cache_collapse_start(const struct pf_cache_conf *c, struct pf_tx *tx,

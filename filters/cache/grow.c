@@ -41,8 +41,8 @@ struct pf_cgrow_sub {
     struct pf_worker *w;
     pf_cgrow_fn fn;
     void *arg;
-    bool pending; /* guarded by g->lock: a call is on its way */
-    bool gone;    /* guarded by g->lock: unsubscribed while a call was pending */
+    bool pending;     /* guarded by g->lock: a call is on its way */
+    bool gone;        /* guarded by g->lock: unsubscribed while a call was pending */
     struct chunk *at; /* reader's position: the chunk it reads next (NULL: the first) */
     size_t off;       /* ... bytes of it already sent */
     bool started;     /* at is valid */
