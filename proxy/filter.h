@@ -123,6 +123,14 @@ struct pf_filter_ops {
 void pf_tx_reply(struct pf_tx *tx, int status, struct evbuffer *body);
 
 /*
+ * pf_tx_reply() without any header (not even Date and Content-Length): the
+ * filter adds all of them (a cache answering with a stored head). Returns the
+ * reply's body buffer (body moved into it, or NULL for none): the filter may
+ * append to it until it returns PF_REPLIED, and no longer.
+ */
+struct evbuffer *pf_tx_reply_bare(struct pf_tx *tx, int status, struct evbuffer *body);
+
+/*
  * A reply whose body follows later (the cache serving a response that is
  * still being fetched): pf_tx_reply() without a body and without
  * Content-Length (add one when the length is known; otherwise the body is
@@ -256,6 +264,9 @@ void pf_tx_resp_header_each(const struct pf_tx *tx, pf_header_fn fn, void *arg);
 void pf_tx_resp_header_set(struct pf_tx *tx, const char *name, const char *value);
 /* Append one more header (value copied). */
 void pf_tx_resp_header_add(struct pf_tx *tx, const char *name, const char *value);
+/* Append one more header without copying name and value: they must stay valid, unchanged, until
+ * the transaction ends (e.g. they live in an object the filter holds a reference on until then). */
+void pf_tx_resp_header_add_ref(struct pf_tx *tx, const char *name, const char *value);
 /* Remove every header named name. */
 void pf_tx_resp_header_del(struct pf_tx *tx, const char *name);
 /*

@@ -20,6 +20,7 @@
 #include "proxy/http1.h"
 #include "proxy/log.h"
 #include "proxy/route.h"
+#include "proxy/sbuf.h"
 #include "proxy/server.h"
 #include "proxy/stats.h"
 #include "proxy/trace.h"
@@ -121,6 +122,11 @@ void pf_tx_resp_header_set(struct pf_tx *tx, const char *name, const char *value
 void pf_tx_resp_header_add(struct pf_tx *tx, const char *name, const char *value)
 {
     pf_hdrs_add(tx->arena, &tx->resp, name, value);
+}
+
+void pf_tx_resp_header_add_ref(struct pf_tx *tx, const char *name, const char *value)
+{
+    pf_hdrs_add_ref(tx->arena, &tx->resp, name, strlen(name), value, strlen(value));
 }
 
 void pf_tx_resp_header_del(struct pf_tx *tx, const char *name)
@@ -456,10 +462,8 @@ void pf_tx_req_end(struct pf_tx *tx)
 
 /* ---- replies ---- */
 
-void pf_tx_reply(struct pf_tx *tx, int status, struct evbuffer *body)
+struct evbuffer *pf_tx_reply_bare(struct pf_tx *tx, int status, struct evbuffer *body)
 {
-    char len[24];
-
     tx->status = status;
     tx->resp.n = 0;
     tx->reply_open = false;
@@ -469,8 +473,16 @@ void pf_tx_reply(struct pf_tx *tx, int status, struct evbuffer *body)
         evbuffer_drain(tx->reply, evbuffer_get_length(tx->reply));
     if (body != NULL)
         evbuffer_add_buffer(tx->reply, body);
+    return tx->reply;
+}
+
+void pf_tx_reply(struct pf_tx *tx, int status, struct evbuffer *body)
+{
+    char len[24];
+
+    pf_tx_reply_bare(tx, status, body);
     pf_hdrs_add(tx->arena, &tx->resp, "Date", pf_http_date());
-    snprintf(len, sizeof(len), "%zu", evbuffer_get_length(tx->reply));
+    pf_fmt_u64(len, evbuffer_get_length(tx->reply));
     pf_hdrs_add(tx->arena, &tx->resp, "Content-Length", len);
 }
 

@@ -136,8 +136,9 @@ static void status_put(struct pf_tx *tx, const struct cache_ctx *x, char *buf, i
         snprintf(buf + n, STATUS_MAX - (size_t)n, "; collapsed");
     if (x->debug_key && x->key != NULL)
         pf_tx_resp_header_add(tx, "Cache-Status", with_key(tx, x, buf));
-    else
-        pf_tx_resp_header_add(tx, "Cache-Status", buf);
+    else /* the name is a literal: only the value is copied */
+        pf_tx_resp_header_add_ref(tx, "Cache-Status",
+                                  pf_arena_strndup(pf_tx_arena(tx), buf, strlen(buf)));
 }
 
 static void cache_status(struct pf_tx *tx, const struct cache_ctx *x, const char *fmt, ...)
@@ -201,25 +202,39 @@ static void resp_clear(struct pf_tx *tx)
     }
 }
 
-/* The stored head of o, Age and Content-Length (len), as the response's head (status aside). */
-static void put_stored_head(struct pf_tx *tx, const struct pf_cobj *o, int status, size_t len,
+static void unref_cb(void *o)
+{
+    pf_cobj_unref(o);
+}
+
+/* A field whose name is a literal: only the value is copied. */
+static void add_value(struct pf_tx *tx, const char *name, const char *value)
+{
+    pf_tx_resp_header_add_ref(tx, name, pf_arena_strndup(pf_tx_arena(tx), value, strlen(value)));
+}
+
+/*
+ * The stored head of o, Age and Content-Length (len), added to the response's (empty) head; the
+ * stored fields are not copied: the transaction holds a reference on o until it ends.
+ */
+static void put_stored_head(struct pf_tx *tx, struct pf_cobj *o, int status, size_t len,
                             int64_t now)
 {
     char num[32];
     bool fixed = false; /* o has an Age or Content-Length (never stored, but L2 data is as read) */
     void (*put)(struct pf_tx *, const char *, const char *);
 
-    resp_clear(tx);
+    pf_arena_defer(pf_tx_arena(tx), unref_cb, pf_cobj_ref(o));
     for (unsigned i = 0; i < o->n_hdrs; i++) {
         const char *name = o->hdrs[i].name;
 
-        pf_tx_resp_header_add(tx, name, o->hdrs[i].value);
+        pf_tx_resp_header_add_ref(tx, name, o->hdrs[i].value);
         if (((name[0] | 0x20) == 'a' || (name[0] | 0x20) == 'c') &&
             (strcasecmp(name, "age") == 0 || strcasecmp(name, "content-length") == 0))
             fixed = true;
     }
     /* only the stored fields are there: no delete scans unless o has one of the two */
-    put = fixed ? pf_tx_resp_header_set : pf_tx_resp_header_add;
+    put = fixed ? pf_tx_resp_header_set : add_value;
     fmt_ll(num, (long long)pf_cache_age(&o->meta, now));
     put(tx, "Age", num);
     if (status != 304 && status != 204) {
@@ -259,17 +274,14 @@ static enum pf_verdict serve(const struct pf_cache_conf *c, struct pf_tx *tx, st
     size_t from = 0, n = o->body_len;
     enum pf_cache_range rg = status == 200 ? range_of(tx, o, &from, &n) : PF_RANGE_NONE;
     bool body = status != 304 && rg != PF_RANGE_UNSATISFIABLE && !pf_tx_is_head(tx) && n > 0;
-    struct evbuffer *b = body ? pf_evbuffer_new() : NULL;
     char cr[80];
 
-    if (b != NULL && pf_cobj_body_to(o, b, from, n) != 0) {
-        evbuffer_free(b);
-        return PF_FAILED;
-    }
     status = rg == PF_RANGE_OK ? 206 : rg == PF_RANGE_UNSATISFIABLE ? 416 : status;
-    pf_tx_reply(tx, status, b);
-    if (b != NULL)
-        evbuffer_free(b);
+    /* every field comes from o; the body is appended by reference, straight into the reply */
+    if (body && pf_cobj_body_to(o, pf_tx_reply_bare(tx, status, NULL), from, n) != 0)
+        return PF_FAILED;
+    if (!body)
+        pf_tx_reply_bare(tx, status, NULL);
     put_stored_head(tx, o, status, rg == PF_RANGE_UNSATISFIABLE ? 0 : n, now);
     if (rg != PF_RANGE_NONE) {
         if (rg == PF_RANGE_OK)
@@ -616,6 +628,7 @@ static void replace_response(struct pf_tx *tx, struct pf_slot *s, struct cache_c
     int status = client_not_modified(x, o) ? 304 : o->status;
 
     pf_tx_set_status(tx, status);
+    resp_clear(tx);
     put_stored_head(tx, o, status, o->body_len, now);
     x->emit = o;
     x->replacing = status != 304 && status != 204 && !pf_tx_is_head(tx);
