@@ -248,10 +248,11 @@ static enum pf_cache_range range_of(struct pf_tx *tx, const struct pf_cobj *o, s
                                     size_t *n)
 {
     const char *r = pf_tx_req_header(tx, "range");
-    const char *ir = pf_tx_req_header(tx, "if-range");
+    const char *ir;
 
     if (r == NULL || o->status != 200 || pf_tx_is_head(tx))
         return PF_RANGE_NONE;
+    ir = pf_tx_req_header(tx, "if-range");
     if (ir != NULL && (!o->meta.has_etag || o->meta.weak_etag || strcmp(ir, o->meta.etag) != 0))
         return PF_RANGE_NONE;
     return pf_cache_parse_range(r, o->body_len, from, n);
@@ -505,7 +506,6 @@ static enum pf_verdict cache_on_request(struct pf_tx *tx, struct pf_slot *s)
     const struct pf_cache_conf *c = s->conf;
     struct cache_ctx *x = s->ctx;
     const char *m = pf_tx_method(tx);
-    const char *cc = pf_tx_req_header(tx, "cache-control");
     char key[KEY_MAX];
     const char *lines[LINES_MAX];
     unsigned n;
@@ -530,7 +530,7 @@ static enum pf_verdict cache_on_request(struct pf_tx *tx, struct pf_slot *s)
     x->req_time = now_s();
     n = req_get(tx, "cache-control", lines, LINES_MAX);
     pf_cc_parse(&x->req_cc, lines, n);
-    if (cc == NULL && pf_tx_req_header(tx, "pragma") != NULL &&
+    if (n == 0 && pf_tx_req_header(tx, "pragma") != NULL &&
         strcasecmp(pf_tx_req_header(tx, "pragma"), "no-cache") == 0)
         x->req_cc.no_cache = true; /* RFC 9111 §5.4: Pragma only without Cache-Control */
     x->no_store = x->req_cc.no_store;
