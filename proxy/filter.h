@@ -267,6 +267,14 @@ void pf_tx_resp_header_add(struct pf_tx *tx, const char *name, const char *value
 /* Append one more header without copying name and value: they must stay valid, unchanged, until
  * the transaction ends (e.g. they live in an object the filter holds a reference on until then). */
 void pf_tx_resp_header_add_ref(struct pf_tx *tx, const char *name, const char *value);
+/*
+ * The fields added since the reply (all of them, in order) serialised in raw,
+ * "Name: value\r\n" each, none hop-by-hop or Content-Length (borrowed like
+ * pf_tx_resp_header_add_ref's strings): the connection may write raw in
+ * their place, one copy, as long as no field is removed or replaced (any
+ * pf_tx_resp_header_set or _del undoes it). A cache hit's stored head.
+ */
+void pf_tx_resp_raw(struct pf_tx *tx, const char *raw, size_t len);
 /* Remove every header named name. */
 void pf_tx_resp_header_del(struct pf_tx *tx, const char *name);
 /*

@@ -89,7 +89,10 @@ struct pf_tx {
     int status;
     struct pf_hdrs resp;
     struct evbuffer *reply; /* body of a pf_tx_reply() */
-    enum pf_error error;    /* error code for the log, or PF_ERR_NONE */
+    const char *resp_raw;   /* pf_tx_resp_raw(): resp.v[0, resp_raw_n) serialised, or NULL */
+    size_t resp_raw_len;
+    unsigned resp_raw_n;
+    enum pf_error error; /* error code for the log, or PF_ERR_NONE */
     enum pf_out_mode out_mode;
     bool head_sent;
     bool resp_done;     /* last byte handed to the client buffer */

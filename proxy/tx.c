@@ -115,6 +115,7 @@ void pf_tx_resp_header_each(const struct pf_tx *tx, pf_header_fn fn, void *arg)
 
 void pf_tx_resp_header_set(struct pf_tx *tx, const char *name, const char *value)
 {
+    tx->resp_raw = NULL;
     pf_hdrs_del(&tx->resp, name);
     pf_hdrs_add(tx->arena, &tx->resp, name, value);
 }
@@ -131,7 +132,15 @@ void pf_tx_resp_header_add_ref(struct pf_tx *tx, const char *name, const char *v
 
 void pf_tx_resp_header_del(struct pf_tx *tx, const char *name)
 {
+    tx->resp_raw = NULL;
     pf_hdrs_del(&tx->resp, name);
+}
+
+void pf_tx_resp_raw(struct pf_tx *tx, const char *raw, size_t len)
+{
+    tx->resp_raw = raw;
+    tx->resp_raw_len = len;
+    tx->resp_raw_n = tx->resp.n;
 }
 
 void pf_tx_req_header_set(struct pf_tx *tx, const char *name, const char *value)
@@ -466,6 +475,7 @@ struct evbuffer *pf_tx_reply_bare(struct pf_tx *tx, int status, struct evbuffer 
 {
     tx->status = status;
     tx->resp.n = 0;
+    tx->resp_raw = NULL;
     tx->reply_open = false;
     if (tx->reply == NULL)
         tx->reply = tx_evbuffer(tx);

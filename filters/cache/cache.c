@@ -207,6 +207,11 @@ static void unref_cb(void *o)
     pf_cobj_unref(o);
 }
 
+static bool plain_field(const char *name)
+{
+    return pf_cache_header_stored(name, NULL);
+}
+
 /* A field whose name is a literal: only the value is copied. */
 static void add_value(struct pf_tx *tx, const char *name, const char *value)
 {
@@ -223,6 +228,8 @@ static void put_stored_head(struct pf_tx *tx, struct pf_cobj *o, int status, siz
     char num[32];
     bool fixed = false; /* o has an Age or Content-Length (never stored, but L2 data is as read) */
     void (*put)(struct pf_tx *, const char *, const char *);
+    const char *raw;
+    size_t raw_len;
 
     pf_arena_defer(pf_tx_arena(tx), unref_cb, pf_cobj_ref(o));
     for (unsigned i = 0; i < o->n_hdrs; i++) {
@@ -233,7 +240,10 @@ static void put_stored_head(struct pf_tx *tx, struct pf_cobj *o, int status, siz
             (strcasecmp(name, "age") == 0 || strcasecmp(name, "content-length") == 0))
             fixed = true;
     }
-    /* only the stored fields are there: no delete scans unless o has one of the two */
+    /* only the stored fields are there: the connection may write them as o's block */
+    if (!fixed && (raw = pf_cobj_head(o, plain_field, &raw_len)) != NULL)
+        pf_tx_resp_raw(tx, raw, raw_len);
+    /* no delete scans unless o has one of the two */
     put = fixed ? pf_tx_resp_header_set : add_value;
     fmt_ll(num, (long long)pf_cache_age(&o->meta, now));
     put(tx, "Age", num);

@@ -47,6 +47,7 @@ struct pf_cobj {
     int64_t stored_at; /* seconds since the epoch */
     /* private to object.c / mem.c below */
     _Atomic unsigned refs;
+    _Atomic(void *) head; /* pf_cobj_head's block, made at the first call */
     void *priv;
 };
 
@@ -69,6 +70,13 @@ struct pf_cobj *pf_cobj_ref(struct pf_cobj *o);
 void pf_cobj_unref(struct pf_cobj *o); /* NULL is fine */
 /* Objects alive now in this process (built and not yet freed): for tests and leak checks. */
 long pf_cobj_live(void);
+
+/*
+ * o's fields serialised, "Name: value\r\n" each, in order, made at the first
+ * call and kept with o (any thread); NULL when plain(name) is false for one
+ * of them (a field that may not be written as it is). *len: its length.
+ */
+const char *pf_cobj_head(struct pf_cobj *o, bool (*plain)(const char *name), size_t *len);
 
 /* First header named name (case-insensitive) of o, or NULL. */
 const char *pf_cobj_header(const struct pf_cobj *o, const char *name);

@@ -137,6 +137,21 @@ static void test_tx_reply_bare_adds_no_header_and_hands_the_body_buffer(void **s
     assert_int_equal(tx->resp.n, 0);
     pf_tx_resp_header_add_ref(tx, "Content-Type", v);
     assert_ptr_equal(pf_tx_resp_header(tx, "content-type"), v);
+    /* pf_tx_resp_raw covers the fields so far, until one is removed or replaced */
+    pf_tx_resp_raw(tx, "Content-Type: text/plain\r\n", 26);
+    assert_non_null(tx->resp_raw);
+    assert_int_equal(tx->resp_raw_n, 1);
+    assert_int_equal(tx->resp_raw_len, 26);
+    pf_tx_resp_header_add(tx, "X-A", "1");
+    assert_non_null(tx->resp_raw); /* an addition after it is written after it */
+    pf_tx_resp_header_del(tx, "x-none");
+    assert_null(tx->resp_raw);
+    pf_tx_resp_raw(tx, "Content-Type: text/plain\r\nX-A: 1\r\n", 34);
+    pf_tx_resp_header_set(tx, "X-A", "2");
+    assert_null(tx->resp_raw);
+    pf_tx_resp_raw(tx, "x", 1);
+    pf_tx_reply_bare(tx, 200, NULL);
+    assert_null(tx->resp_raw);
     /* pf_tx_reply: the same with Date and Content-Length */
     evbuffer_add(b, "hello", 5);
     pf_tx_reply(tx, 200, b);
