@@ -164,7 +164,6 @@ void pf_conn_send_head(struct pf_tx *tx)
     const char *conn_value;
     bool keep_cl;
     char status[8];
-    unsigned i;
 
     if (c == NULL || tx->head_sent)
         return;
@@ -182,13 +181,7 @@ void pf_conn_send_head(struct pf_tx *tx)
     pf_sb_str(&b, pf_http_reason(tx->status));
     pf_sb_put(&b, "\r\n", 2);
     conn_value = pf_hdrs_get_id(&tx->resp, PF_H_CONNECTION);
-    i = 0;
-    if (tx->resp_raw != NULL && conn_value == NULL && tx->resp_raw_n <= tx->resp.n) {
-        /* pf_tx_resp_raw: the first fields as one block (no Connection to nominate any) */
-        pf_sb_put(&b, tx->resp_raw, tx->resp_raw_len);
-        i = tx->resp_raw_n;
-    }
-    for (; i < tx->resp.n; i++) {
+    for (unsigned i = pf_tx_resp_raw_put(tx, conn_value, &b); i < tx->resp.n; i++) {
         const struct pf_hdr *h = &tx->resp.v[i];
 
         if (resp_hop_by_hop(h, conn_value))

@@ -136,6 +136,14 @@ void pf_tx_resp_header_del(struct pf_tx *tx, const char *name)
     pf_hdrs_del(&tx->resp, name);
 }
 
+unsigned pf_tx_resp_raw_put(const struct pf_tx *tx, const char *conn_value, struct pf_sbuf *b)
+{
+    if (tx->resp_raw == NULL || conn_value != NULL || tx->resp_raw_n > tx->resp.n)
+        return 0;
+    pf_sb_put(b, tx->resp_raw, tx->resp_raw_len);
+    return tx->resp_raw_n;
+}
+
 void pf_tx_resp_raw(struct pf_tx *tx, const char *raw, size_t len)
 {
     tx->resp_raw = raw;

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "proxy/arena.h"
 #include "proxy/filter.h"
 #include "proxy/sbuf.h" /* pf_fmt_u64 */
 #include "filters/cache/cache.h"
@@ -78,6 +79,18 @@ enum pf_verdict pf_cache_after_lookup(const struct pf_cache_conf *c, struct pf_t
 
 /* A Cache-Status of buf (n bytes formatted into STATUS_MAX), with collapsed and key= as x says. */
 void pf_cache_status_line(struct pf_tx *tx, const struct cache_ctx *x, char *buf, int n);
+
+/* pf_cobj_unref for pf_arena_defer. */
+static inline void pf_cache_unref_cb(void *o)
+{
+    pf_cobj_unref(o);
+}
+
+/* A response field whose name is a literal: only the value is copied. */
+static inline void pf_cache_add_value(struct pf_tx *tx, const char *name, const char *value)
+{
+    pf_tx_resp_header_add_ref(tx, name, pf_arena_strndup(pf_tx_arena(tx), value, strlen(value)));
+}
 
 /* collapse.c: coalesced requests served while the leader's response streams in */
 void pf_cache_collapse_lead(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_slot *s,

@@ -130,7 +130,7 @@ static const char *with_key(struct pf_tx *tx, const struct cache_ctx *x, const c
 
 /* buf (n bytes formatted into STATUS_MAX, or n < 0) as the Cache-Status, with "; collapsed" and
  * key= when they apply. */
-static void status_put(struct pf_tx *tx, const struct cache_ctx *x, char *buf, int n)
+void pf_cache_status_line(struct pf_tx *tx, const struct cache_ctx *x, char *buf, int n)
 {
     if (x->collapsed && n > 0 && (size_t)n < STATUS_MAX)
         snprintf(buf + n, STATUS_MAX - (size_t)n, "; collapsed");
@@ -150,7 +150,7 @@ static void cache_status(struct pf_tx *tx, const struct cache_ctx *x, const char
     va_start(ap, fmt);
     n = vsnprintf(buf, sizeof(buf), fmt, ap);
     va_end(ap);
-    status_put(tx, x, buf, n);
+    pf_cache_status_line(tx, x, buf, n);
 }
 
 /* The Cache-Status of a hit, "pilotfish; hit; ttl=%lld%s" of ttl and extra, without printf. */
@@ -168,7 +168,7 @@ static void hit_status(struct pf_tx *tx, const struct cache_ctx *x, long long tt
     memcpy(buf + n, extra, el);
     n += el;
     buf[n] = '\0';
-    status_put(tx, x, buf, (int)n);
+    pf_cache_status_line(tx, x, buf, (int)n);
 }
 
 /* ttl= of Cache-Status: freshness left, negative when stale. */
@@ -202,22 +202,6 @@ static void resp_clear(struct pf_tx *tx)
     }
 }
 
-static void unref_cb(void *o)
-{
-    pf_cobj_unref(o);
-}
-
-static bool plain_field(const char *name)
-{
-    return pf_cache_header_stored(name, NULL);
-}
-
-/* A field whose name is a literal: only the value is copied. */
-static void add_value(struct pf_tx *tx, const char *name, const char *value)
-{
-    pf_tx_resp_header_add_ref(tx, name, pf_arena_strndup(pf_tx_arena(tx), value, strlen(value)));
-}
-
 /*
  * The stored head of o, Age and Content-Length (len), added to the response's (empty) head; the
  * stored fields are not copied: the transaction holds a reference on o until it ends.
@@ -231,7 +215,7 @@ static void put_stored_head(struct pf_tx *tx, struct pf_cobj *o, int status, siz
     const char *raw;
     size_t raw_len;
 
-    pf_arena_defer(pf_tx_arena(tx), unref_cb, pf_cobj_ref(o));
+    pf_arena_defer(pf_tx_arena(tx), pf_cache_unref_cb, pf_cobj_ref(o));
     for (unsigned i = 0; i < o->n_hdrs; i++) {
         const char *name = o->hdrs[i].name;
 
@@ -241,10 +225,10 @@ static void put_stored_head(struct pf_tx *tx, struct pf_cobj *o, int status, siz
             fixed = true;
     }
     /* only the stored fields are there: the connection may write them as o's block */
-    if (!fixed && (raw = pf_cobj_head(o, plain_field, &raw_len)) != NULL)
+    if (!fixed && (raw = pf_cobj_head(o, pf_cache_header_stored, &raw_len)) != NULL)
         pf_tx_resp_raw(tx, raw, raw_len);
     /* no delete scans unless o has one of the two */
-    put = fixed ? pf_tx_resp_header_set : add_value;
+    put = fixed ? pf_tx_resp_header_set : pf_cache_add_value;
     fmt_ll(num, (long long)pf_cache_age(&o->meta, now));
     put(tx, "Age", num);
     if (status != 304 && status != 204) {
@@ -954,11 +938,6 @@ static void cache_on_done(struct pf_tx *tx, struct pf_slot *s)
     x->b = NULL;
     x->stale = NULL;
     x->emit = NULL;
-}
-
-void pf_cache_status_line(struct pf_tx *tx, const struct cache_ctx *x, char *buf, int n)
-{
-    status_put(tx, x, buf, n);
 }
 
 /* ---- process state: the L1 store outlives a reload that keeps `memory` ---- */

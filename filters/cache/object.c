@@ -302,13 +302,14 @@ void pf_cobj_unref(struct pf_cobj *o)
     }
 }
 
-static struct head_block *head_make(const struct pf_cobj *o, bool (*plain)(const char *))
+static struct head_block *head_make(const struct pf_cobj *o,
+                                    bool (*plain)(const char *, const char *))
 {
     struct head_block *h;
     size_t len = 0, n = 0;
 
     for (unsigned i = 0; i < o->n_hdrs; i++) {
-        if (!plain(o->hdrs[i].name))
+        if (!plain(o->hdrs[i].name, NULL))
             return &not_plain;
         len += strlen(o->hdrs[i].name) + strlen(o->hdrs[i].value) + 4;
     }
@@ -326,7 +327,8 @@ static struct head_block *head_make(const struct pf_cobj *o, bool (*plain)(const
     return h;
 }
 
-const char *pf_cobj_head(struct pf_cobj *o, bool (*plain)(const char *name), size_t *len)
+const char *pf_cobj_head(struct pf_cobj *o, bool (*plain)(const char *name, const char *conn),
+                         size_t *len)
 {
     struct head_block *h = atomic_load_explicit(&o->head, memory_order_acquire);
     void *none = NULL;

@@ -73,10 +73,11 @@ long pf_cobj_live(void);
 
 /*
  * o's fields serialised, "Name: value\r\n" each, in order, made at the first
- * call and kept with o (any thread); NULL when plain(name) is false for one
+ * call and kept with o (any thread); NULL when plain(name, NULL) is false for one
  * of them (a field that may not be written as it is). *len: its length.
  */
-const char *pf_cobj_head(struct pf_cobj *o, bool (*plain)(const char *name), size_t *len);
+const char *pf_cobj_head(struct pf_cobj *o, bool (*plain)(const char *name, const char *conn),
+                         size_t *len);
 
 /* First header named name (case-insensitive) of o, or NULL. */
 const char *pf_cobj_header(const struct pf_cobj *o, const char *name);

@@ -54,14 +54,16 @@ static struct pf_cobj *mk(const char *key, const char *variant, size_t len, cons
     return pf_cobj_builder_finish(b, 1234);
 }
 
-static bool all_plain(const char *name)
+static bool all_plain(const char *name, const char *conn)
 {
     (void)name;
+    (void)conn;
     return true;
 }
 
-static bool no_etag(const char *name)
+static bool no_etag(const char *name, const char *conn)
 {
+    (void)conn;
     return strcmp(name, "ETag") != 0;
 }
 
