@@ -123,6 +123,42 @@ struct pf_filter_ops {
 void pf_tx_reply(struct pf_tx *tx, int status, struct evbuffer *body);
 
 /*
+ * pf_tx_reply() without any header (not even Date and Content-Length): the
+ * filter adds all of them (a cache answering with a stored head). Returns the
+ * reply's body buffer (body moved into it, or NULL for none): the filter may
+ * append to it until it returns PF_REPLIED, and no longer.
+ */
+struct evbuffer *pf_tx_reply_bare(struct pf_tx *tx, int status, struct evbuffer *body);
+
+/*
+ * A reply whose body follows later (the cache serving a response that is
+ * still being fetched): pf_tx_reply() without a body and without
+ * Content-Length (add one when the length is known; otherwise the body is
+ * chunked, or close-delimited to HTTP/1.0). Once the filter has returned
+ * PF_REPLIED (or resumed with it), the head is sent and the filter hands the
+ * body over with pf_tx_reply_body() on the tx's worker, until eos, or gives
+ * up with pf_tx_reply_cut(). The client may go away meanwhile: hold a
+ * pf_tx_ref, as a paused filter does.
+ */
+void pf_tx_reply_stream(struct pf_tx *tx, int status);
+/* More of a streamed reply's body (moved out of data); eos ends it, and tx with it. */
+void pf_tx_reply_body(struct pf_tx *tx, struct evbuffer *data, bool eos);
+/*
+ * A streamed reply that cannot be completed: the connection is closed (or,
+ * when none of the response has reached the socket yet, a 502 replaces it),
+ * so the client never sees a complete framing around a partial body. tx ends.
+ */
+void pf_tx_reply_cut(struct pf_tx *tx);
+
+/*
+ * From on_response of a response to a request read whole: when the client
+ * goes away, the response is still read to its end (through the filters'
+ * on_body, then dropped) instead of being aborted, as a background
+ * transaction's is; on_done runs when it ends.
+ */
+void pf_tx_keep_fetching(struct pf_tx *tx);
+
+/*
  * Like pf_tx_reply() for an error pilotfish makes itself: JSON body
  * {"error":"CODE",...}, X-Pilotfish-Error: CODE, counted in
  * pilotfish_errors_total{error} and marked in the access log.
@@ -228,6 +264,17 @@ void pf_tx_resp_header_each(const struct pf_tx *tx, pf_header_fn fn, void *arg);
 void pf_tx_resp_header_set(struct pf_tx *tx, const char *name, const char *value);
 /* Append one more header (value copied). */
 void pf_tx_resp_header_add(struct pf_tx *tx, const char *name, const char *value);
+/* Append one more header without copying name and value: they must stay valid, unchanged, until
+ * the transaction ends (e.g. they live in an object the filter holds a reference on until then). */
+void pf_tx_resp_header_add_ref(struct pf_tx *tx, const char *name, const char *value);
+/*
+ * The fields added since the reply (all of them, in order) serialised in raw,
+ * "Name: value\r\n" each, none hop-by-hop or Content-Length (borrowed like
+ * pf_tx_resp_header_add_ref's strings): the connection may write raw in
+ * their place, one copy, as long as no field is removed or replaced (any
+ * pf_tx_resp_header_set or _del undoes it). A cache hit's stored head.
+ */
+void pf_tx_resp_raw(struct pf_tx *tx, const char *raw, size_t len);
 /* Remove every header named name. */
 void pf_tx_resp_header_del(struct pf_tx *tx, const char *name);
 /*

@@ -76,6 +76,12 @@ void pf_hdrs_add(struct pf_arena *a, struct pf_hdrs *h, const char *name, const 
 {
     size_t nl = strlen(name), vl = strlen(value);
 
+    pf_hdrs_add_ref(a, h, pf_arena_strndup(a, name, nl), nl, pf_arena_strndup(a, value, vl), vl);
+}
+
+void pf_hdrs_add_ref(struct pf_arena *a, struct pf_hdrs *h, const char *name, size_t nl,
+                     const char *value, size_t vl)
+{
     if (h->n == h->cap) {
         unsigned cap = h->cap ? h->cap * 2 : 16;
         struct pf_hdr *v = pf_arena_alloc(a, cap * sizeof(*v));
@@ -85,9 +91,9 @@ void pf_hdrs_add(struct pf_arena *a, struct pf_hdrs *h, const char *name, const 
         h->v = v;
         h->cap = cap;
     }
-    h->v[h->n].name = pf_arena_strndup(a, name, nl);
+    h->v[h->n].name = name;
     h->v[h->n].name_len = (uint32_t)nl;
-    h->v[h->n].value = pf_arena_strndup(a, value, vl);
+    h->v[h->n].value = value;
     h->v[h->n].value_len = (uint32_t)vl;
     h->v[h->n].id = pf_hdr_classify(name, nl);
     h->n++;

@@ -19,6 +19,9 @@ const char *pf_hdrs_get_id(const struct pf_hdrs *h, enum pf_hdr_id id);
 enum pf_hdr_id pf_hdr_classify(const char *name, size_t len);
 /* Append a copy of name: value (copied into a), classified. */
 void pf_hdrs_add(struct pf_arena *a, struct pf_hdrs *h, const char *name, const char *value);
+/* Append name: value as they are (not copied: they must outlive the list), classified. */
+void pf_hdrs_add_ref(struct pf_arena *a, struct pf_hdrs *h, const char *name, size_t name_len,
+                     const char *value, size_t value_len);
 /* Remove every header called name, keeping the order of the others. */
 void pf_hdrs_del(struct pf_hdrs *h, const char *name);
 

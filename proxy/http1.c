@@ -181,7 +181,7 @@ void pf_conn_send_head(struct pf_tx *tx)
     pf_sb_str(&b, pf_http_reason(tx->status));
     pf_sb_put(&b, "\r\n", 2);
     conn_value = pf_hdrs_get_id(&tx->resp, PF_H_CONNECTION);
-    for (unsigned i = 0; i < tx->resp.n; i++) {
+    for (unsigned i = pf_tx_resp_raw_put(tx, conn_value, &b); i < tx->resp.n; i++) {
         const struct pf_hdr *h = &tx->resp.v[i];
 
         if (resp_hop_by_hop(h, conn_value))

@@ -89,11 +89,17 @@ struct pf_tx {
     int status;
     struct pf_hdrs resp;
     struct evbuffer *reply; /* body of a pf_tx_reply() */
-    enum pf_error error;    /* error code for the log, or PF_ERR_NONE */
+    const char *resp_raw;   /* pf_tx_resp_raw(): resp.v[0, resp_raw_n) serialised, or NULL */
+    size_t resp_raw_len;
+    unsigned resp_raw_n;
+    enum pf_error error; /* error code for the log, or PF_ERR_NONE */
     enum pf_out_mode out_mode;
     bool head_sent;
     bool resp_done;     /* last byte handed to the client buffer */
     bool close_after;   /* close the connection after this response */
+    bool reply_open;    /* pf_tx_reply_stream(): the reply's body is still coming */
+    bool keep_fetching; /* pf_tx_keep_fetching(): a client abort detaches, not aborts */
+    bool detached;      /* ... and it did: in bg_txs until the response is read */
     uint64_t bytes_out; /* response bytes toward the client */
 
     /* filter chain */

@@ -20,6 +20,7 @@
 #include "proxy/http1.h"
 #include "proxy/log.h"
 #include "proxy/route.h"
+#include "proxy/sbuf.h"
 #include "proxy/server.h"
 #include "proxy/stats.h"
 #include "proxy/trace.h"
@@ -114,6 +115,7 @@ void pf_tx_resp_header_each(const struct pf_tx *tx, pf_header_fn fn, void *arg)
 
 void pf_tx_resp_header_set(struct pf_tx *tx, const char *name, const char *value)
 {
+    tx->resp_raw = NULL;
     pf_hdrs_del(&tx->resp, name);
     pf_hdrs_add(tx->arena, &tx->resp, name, value);
 }
@@ -123,9 +125,30 @@ void pf_tx_resp_header_add(struct pf_tx *tx, const char *name, const char *value
     pf_hdrs_add(tx->arena, &tx->resp, name, value);
 }
 
+void pf_tx_resp_header_add_ref(struct pf_tx *tx, const char *name, const char *value)
+{
+    pf_hdrs_add_ref(tx->arena, &tx->resp, name, strlen(name), value, strlen(value));
+}
+
 void pf_tx_resp_header_del(struct pf_tx *tx, const char *name)
 {
+    tx->resp_raw = NULL;
     pf_hdrs_del(&tx->resp, name);
+}
+
+unsigned pf_tx_resp_raw_put(const struct pf_tx *tx, const char *conn_value, struct pf_sbuf *b)
+{
+    if (tx->resp_raw == NULL || conn_value != NULL || tx->resp_raw_n > tx->resp.n)
+        return 0;
+    pf_sb_put(b, tx->resp_raw, tx->resp_raw_len);
+    return tx->resp_raw_n;
+}
+
+void pf_tx_resp_raw(struct pf_tx *tx, const char *raw, size_t len)
+{
+    tx->resp_raw = raw;
+    tx->resp_raw_len = len;
+    tx->resp_raw_n = tx->resp.n;
 }
 
 void pf_tx_req_header_set(struct pf_tx *tx, const char *name, const char *value)
@@ -205,7 +228,7 @@ static void tx_finish(struct pf_tx *tx)
 void pf_tx_free(struct pf_tx *tx)
 {
     pf_txref_release(tx); /* before on_done: a waiter woken from there finds nothing */
-    if (tx->background) {
+    if (tx->background || tx->detached) {
         event_del(&tx->bg_start);
         TAILQ_REMOVE(&tx->w->bg_txs, tx, bg_link);
     }
@@ -222,10 +245,53 @@ void pf_tx_free(struct pf_tx *tx)
     pf_arena_free(tx->arena);
 }
 
+/* A detached transaction's first turn: its upstream read may be blocked on the gone client. */
+static void detached_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct pf_tx *tx = arg;
+
+    (void)fd;
+    (void)what;
+    if (tx->uc != NULL)
+        pf_upstream_resume_read(tx->uc);
+}
+
+/*
+ * pf_tx_keep_fetching: the client went away while the response is being
+ * read; the transaction goes on without it, as a background one does (in
+ * bg_txs, so that a stopping worker aborts it). True when it did.
+ */
+static bool tx_detach(struct pf_tx *tx, enum pf_error why)
+{
+    const char *client;
+
+    if (!tx->keep_fetching || tx->conn == NULL || tx->uc == NULL || !tx->req_done ||
+        tx->resp_done || why != PF_ERR_CLIENT_ABORT)
+        return false;
+    client = tx->conn->client;
+    tx->bg_client = pf_arena_strndup(tx->arena, client, strlen(client));
+    tx->conn->tx = NULL;
+    tx->conn = NULL;
+    tx->detached = true;
+    if (tx->error == PF_ERR_NONE)
+        tx->error = why; /* for the access log */
+    TAILQ_INSERT_TAIL(&tx->w->bg_txs, tx, bg_link);
+    event_assign(&tx->bg_start, tx->w->base, -1, 0, detached_cb, tx);
+    event_active(&tx->bg_start, EV_TIMEOUT, 1);
+    return true;
+}
+
+void pf_tx_keep_fetching(struct pf_tx *tx)
+{
+    tx->keep_fetching = true;
+}
+
 void pf_tx_abort(struct pf_tx *tx, enum pf_error why)
 {
     struct pf_conn *c = tx->conn;
 
+    if (tx_detach(tx, why))
+        return;
     if (c != NULL)
         c->tx = NULL;
     tx->conn = NULL;
@@ -412,21 +478,57 @@ void pf_tx_req_end(struct pf_tx *tx)
 
 /* ---- replies ---- */
 
-void pf_tx_reply(struct pf_tx *tx, int status, struct evbuffer *body)
+struct evbuffer *pf_tx_reply_bare(struct pf_tx *tx, int status, struct evbuffer *body)
 {
-    char len[24];
-
     tx->status = status;
     tx->resp.n = 0;
+    tx->resp_raw = NULL;
+    tx->reply_open = false;
     if (tx->reply == NULL)
         tx->reply = tx_evbuffer(tx);
     else
         evbuffer_drain(tx->reply, evbuffer_get_length(tx->reply));
     if (body != NULL)
         evbuffer_add_buffer(tx->reply, body);
+    return tx->reply;
+}
+
+void pf_tx_reply(struct pf_tx *tx, int status, struct evbuffer *body)
+{
+    char len[24];
+
+    pf_tx_reply_bare(tx, status, body);
     pf_hdrs_add(tx->arena, &tx->resp, "Date", pf_http_date());
-    snprintf(len, sizeof(len), "%zu", evbuffer_get_length(tx->reply));
+    pf_fmt_u64(len, evbuffer_get_length(tx->reply));
     pf_hdrs_add(tx->arena, &tx->resp, "Content-Length", len);
+}
+
+void pf_tx_reply_stream(struct pf_tx *tx, int status)
+{
+    pf_tx_reply(tx, status, NULL);
+    pf_hdrs_del(&tx->resp, "Content-Length");
+    tx->reply_open = true;
+}
+
+void pf_tx_reply_body(struct pf_tx *tx, struct evbuffer *data, bool eos)
+{
+    if (tx->phase != PF_TX_REPLYING || !tx->reply_open) {
+        if (data != NULL)
+            evbuffer_drain(data, evbuffer_get_length(data));
+        return;
+    }
+    if (data != NULL && evbuffer_get_length(data) > 0 && !pf_tx_resp_body(tx, data))
+        return; /* the transaction has ended */
+    if (eos) {
+        tx->reply_open = false;
+        pf_tx_resp_end(tx);
+    }
+}
+
+void pf_tx_reply_cut(struct pf_tx *tx)
+{
+    tx->reply_open = false;
+    pf_tx_fail(tx, 502, PF_ERR_BAD_RESPONSE);
 }
 
 /* The JSON error reply of pf_tx_error(), without counting it. */
@@ -524,6 +626,8 @@ static void tx_send_reply(struct pf_tx *tx)
         tx->close_after = true; /* the unread body is not waited for */
     if (!pf_tx_respond(tx) || !pf_tx_resp_body(tx, tx->reply))
         return; /* the transaction has ended (and may be freed) */
+    if (tx->reply_open)
+        return; /* pf_tx_reply_stream: the filter sends the rest */
     pf_tx_resp_end(tx);
 }
 

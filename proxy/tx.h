@@ -51,6 +51,14 @@ void pf_tx_resp_end(struct pf_tx *tx);
 /* The client went away or the connection must close: abort the transaction. */
 void pf_tx_abort(struct pf_tx *tx, enum pf_error why);
 
+struct pf_sbuf;
+/*
+ * pf_tx_resp_raw: put the block of the first response fields into b, unless
+ * the response's Connection (conn_value) could nominate one of them; how
+ * many fields it stands for (0: none, write them all one by one).
+ */
+unsigned pf_tx_resp_raw_put(const struct pf_tx *tx, const char *conn_value, struct pf_sbuf *b);
+
 /* Release: on_done for the filters that ran, access log line, arena. */
 void pf_tx_free(struct pf_tx *tx);
 /* The process stops: end w's background transactions (their on_done runs). */

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "proxy/arena.h"
 #include "proxy/filter.h"
 #include "proxy/sbuf.h" /* pf_fmt_u64 */
 #include "filters/cache/cache.h"
@@ -56,6 +57,10 @@ struct cache_ctx {
     const char *conn_value;    /* the response's Connection, while its headers are copied */
     bool vary_set;             /* the response had Vary: record it with the put */
     char vary[VARY_MAX];       /* ... its lines, comma-joined */
+    struct pf_cgrow *grow;     /* a reference: the leader's response streaming to waiters */
+    struct pf_cgrow_sub *sub;  /* a waiter served from another's grow (collapse.c) */
+    struct pf_cgrow *sub_grow; /* ... a reference to it */
+    uint64_t streamed;         /* ... body bytes handed to the reply */
 };
 
 static inline int64_t now_s(void)
@@ -71,6 +76,31 @@ enum pf_verdict pf_cache_lookup(const struct pf_cache_conf *c, struct pf_tx *tx,
                                 struct cache_ctx *x);
 enum pf_verdict pf_cache_after_lookup(const struct pf_cache_conf *c, struct pf_tx *tx,
                                       struct pf_slot *s, struct cache_ctx *x, enum pf_verdict v);
+
+/* A Cache-Status of buf (n bytes formatted into STATUS_MAX), with collapsed and key= as x says. */
+void pf_cache_status_line(struct pf_tx *tx, const struct cache_ctx *x, char *buf, int n);
+
+/* pf_cobj_unref for pf_arena_defer. */
+static inline void pf_cache_unref_cb(void *o)
+{
+    pf_cobj_unref(o);
+}
+
+/* A response field whose name is a literal: only the value is copied. */
+static inline void pf_cache_add_value(struct pf_tx *tx, const char *name, const char *value)
+{
+    pf_tx_resp_header_add_ref(tx, name, pf_arena_strndup(pf_tx_arena(tx), value, strlen(value)));
+}
+
+/* collapse.c: coalesced requests served while the leader's response streams in */
+void pf_cache_collapse_lead(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_slot *s,
+                            struct cache_ctx *x, const struct pf_cache_meta *m,
+                            const char *variant);
+void pf_cache_collapse_body(struct cache_ctx *x, struct evbuffer *buf);
+void pf_cache_collapse_end(struct cache_ctx *x, bool complete);
+enum pf_verdict pf_cache_collapse_start(const struct pf_cache_conf *c, struct pf_tx *tx,
+                                        struct pf_slot *s, struct cache_ctx *x, struct pf_cgrow *g);
+void pf_cache_collapse_done(struct cache_ctx *x);
 
 /* cache_l2.c */
 char *pf_cache_l2_key(struct pf_arena *a, const char *key, const char *variant);

@@ -130,14 +130,15 @@ static const char *with_key(struct pf_tx *tx, const struct cache_ctx *x, const c
 
 /* buf (n bytes formatted into STATUS_MAX, or n < 0) as the Cache-Status, with "; collapsed" and
  * key= when they apply. */
-static void status_put(struct pf_tx *tx, const struct cache_ctx *x, char *buf, int n)
+void pf_cache_status_line(struct pf_tx *tx, const struct cache_ctx *x, char *buf, int n)
 {
     if (x->collapsed && n > 0 && (size_t)n < STATUS_MAX)
         snprintf(buf + n, STATUS_MAX - (size_t)n, "; collapsed");
     if (x->debug_key && x->key != NULL)
         pf_tx_resp_header_add(tx, "Cache-Status", with_key(tx, x, buf));
-    else
-        pf_tx_resp_header_add(tx, "Cache-Status", buf);
+    else /* the name is a literal: only the value is copied */
+        pf_tx_resp_header_add_ref(tx, "Cache-Status",
+                                  pf_arena_strndup(pf_tx_arena(tx), buf, strlen(buf)));
 }
 
 static void cache_status(struct pf_tx *tx, const struct cache_ctx *x, const char *fmt, ...)
@@ -149,7 +150,7 @@ static void cache_status(struct pf_tx *tx, const struct cache_ctx *x, const char
     va_start(ap, fmt);
     n = vsnprintf(buf, sizeof(buf), fmt, ap);
     va_end(ap);
-    status_put(tx, x, buf, n);
+    pf_cache_status_line(tx, x, buf, n);
 }
 
 /* The Cache-Status of a hit, "pilotfish; hit; ttl=%lld%s" of ttl and extra, without printf. */
@@ -167,7 +168,7 @@ static void hit_status(struct pf_tx *tx, const struct cache_ctx *x, long long tt
     memcpy(buf + n, extra, el);
     n += el;
     buf[n] = '\0';
-    status_put(tx, x, buf, (int)n);
+    pf_cache_status_line(tx, x, buf, (int)n);
 }
 
 /* ttl= of Cache-Status: freshness left, negative when stale. */
@@ -201,25 +202,33 @@ static void resp_clear(struct pf_tx *tx)
     }
 }
 
-/* The stored head of o, Age and Content-Length (len), as the response's head (status aside). */
-static void put_stored_head(struct pf_tx *tx, const struct pf_cobj *o, int status, size_t len,
+/*
+ * The stored head of o, Age and Content-Length (len), added to the response's (empty) head; the
+ * stored fields are not copied: the transaction holds a reference on o until it ends.
+ */
+static void put_stored_head(struct pf_tx *tx, struct pf_cobj *o, int status, size_t len,
                             int64_t now)
 {
     char num[32];
     bool fixed = false; /* o has an Age or Content-Length (never stored, but L2 data is as read) */
     void (*put)(struct pf_tx *, const char *, const char *);
+    const char *raw;
+    size_t raw_len;
 
-    resp_clear(tx);
+    pf_arena_defer(pf_tx_arena(tx), pf_cache_unref_cb, pf_cobj_ref(o));
     for (unsigned i = 0; i < o->n_hdrs; i++) {
         const char *name = o->hdrs[i].name;
 
-        pf_tx_resp_header_add(tx, name, o->hdrs[i].value);
+        pf_tx_resp_header_add_ref(tx, name, o->hdrs[i].value);
         if (((name[0] | 0x20) == 'a' || (name[0] | 0x20) == 'c') &&
             (strcasecmp(name, "age") == 0 || strcasecmp(name, "content-length") == 0))
             fixed = true;
     }
-    /* only the stored fields are there: no delete scans unless o has one of the two */
-    put = fixed ? pf_tx_resp_header_set : pf_tx_resp_header_add;
+    /* only the stored fields are there: the connection may write them as o's block */
+    if (!fixed && (raw = pf_cobj_head(o, pf_cache_header_stored, &raw_len)) != NULL)
+        pf_tx_resp_raw(tx, raw, raw_len);
+    /* no delete scans unless o has one of the two */
+    put = fixed ? pf_tx_resp_header_set : pf_cache_add_value;
     fmt_ll(num, (long long)pf_cache_age(&o->meta, now));
     put(tx, "Age", num);
     if (status != 304 && status != 204) {
@@ -233,10 +242,11 @@ static enum pf_cache_range range_of(struct pf_tx *tx, const struct pf_cobj *o, s
                                     size_t *n)
 {
     const char *r = pf_tx_req_header(tx, "range");
-    const char *ir = pf_tx_req_header(tx, "if-range");
+    const char *ir;
 
     if (r == NULL || o->status != 200 || pf_tx_is_head(tx))
         return PF_RANGE_NONE;
+    ir = pf_tx_req_header(tx, "if-range");
     if (ir != NULL && (!o->meta.has_etag || o->meta.weak_etag || strcmp(ir, o->meta.etag) != 0))
         return PF_RANGE_NONE;
     return pf_cache_parse_range(r, o->body_len, from, n);
@@ -259,17 +269,14 @@ static enum pf_verdict serve(const struct pf_cache_conf *c, struct pf_tx *tx, st
     size_t from = 0, n = o->body_len;
     enum pf_cache_range rg = status == 200 ? range_of(tx, o, &from, &n) : PF_RANGE_NONE;
     bool body = status != 304 && rg != PF_RANGE_UNSATISFIABLE && !pf_tx_is_head(tx) && n > 0;
-    struct evbuffer *b = body ? pf_evbuffer_new() : NULL;
     char cr[80];
 
-    if (b != NULL && pf_cobj_body_to(o, b, from, n) != 0) {
-        evbuffer_free(b);
-        return PF_FAILED;
-    }
     status = rg == PF_RANGE_OK ? 206 : rg == PF_RANGE_UNSATISFIABLE ? 416 : status;
-    pf_tx_reply(tx, status, b);
-    if (b != NULL)
-        evbuffer_free(b);
+    /* every field comes from o; the body is appended by reference, straight into the reply */
+    if (body && pf_cobj_body_to(o, pf_tx_reply_bare(tx, status, NULL), from, n) != 0)
+        return PF_FAILED;
+    if (!body)
+        pf_tx_reply_bare(tx, status, NULL);
     put_stored_head(tx, o, status, rg == PF_RANGE_UNSATISFIABLE ? 0 : n, now);
     if (rg != PF_RANGE_NONE) {
         if (rg == PF_RANGE_OK)
@@ -434,14 +441,17 @@ enum pf_verdict pf_cache_lookup(const struct pf_cache_conf *c, struct pf_tx *tx,
  * the store up again (served, or a miss that goes upstream after all), or go
  * upstream when lock_timeout passed.
  */
-static void coalesced(struct pf_tx *tx, void *arg, bool timed_out)
+static void coalesced(struct pf_tx *tx, void *arg, bool timed_out, struct pf_cgrow *g)
 {
     struct pf_slot *s = arg;
     struct cache_ctx *x = s->ctx;
 
     x->collapsed = true;
     pf_cache_count_coalesced();
-    pf_tx_resume(tx, timed_out ? PF_NEXT : pf_cache_lookup(s->conf, tx, s, x));
+    if (g != NULL) /* the leader's response streams in: served from it as it comes */
+        pf_tx_resume(tx, pf_cache_collapse_start(s->conf, tx, s, x, g));
+    else
+        pf_tx_resume(tx, timed_out ? PF_NEXT : pf_cache_lookup(s->conf, tx, s, x));
 }
 
 /*
@@ -490,7 +500,6 @@ static enum pf_verdict cache_on_request(struct pf_tx *tx, struct pf_slot *s)
     const struct pf_cache_conf *c = s->conf;
     struct cache_ctx *x = s->ctx;
     const char *m = pf_tx_method(tx);
-    const char *cc = pf_tx_req_header(tx, "cache-control");
     char key[KEY_MAX];
     const char *lines[LINES_MAX];
     unsigned n;
@@ -515,7 +524,7 @@ static enum pf_verdict cache_on_request(struct pf_tx *tx, struct pf_slot *s)
     x->req_time = now_s();
     n = req_get(tx, "cache-control", lines, LINES_MAX);
     pf_cc_parse(&x->req_cc, lines, n);
-    if (cc == NULL && pf_tx_req_header(tx, "pragma") != NULL &&
+    if (n == 0 && pf_tx_req_header(tx, "pragma") != NULL &&
         strcasecmp(pf_tx_req_header(tx, "pragma"), "no-cache") == 0)
         x->req_cc.no_cache = true; /* RFC 9111 §5.4: Pragma only without Cache-Control */
     x->no_store = x->req_cc.no_store;
@@ -613,6 +622,7 @@ static void replace_response(struct pf_tx *tx, struct pf_slot *s, struct cache_c
     int status = client_not_modified(x, o) ? 304 : o->status;
 
     pf_tx_set_status(tx, status);
+    resp_clear(tx);
     put_stored_head(tx, o, status, o->body_len, now);
     x->emit = o;
     x->replacing = status != 304 && status != 204 && !pf_tx_is_head(tx);
@@ -812,6 +822,7 @@ static void maybe_store(const struct pf_cache_conf *c, struct pf_tx *tx, struct 
         pf_tx_resp_header_each(tx, add_stored, x);
     if (x->b != NULL && c->tag_header[0] != '\0' && pf_tx_resp_header(tx, c->tag_header) != NULL)
         pf_cobj_builder_tags(x->b, pf_tx_resp_header(tx, c->tag_header));
+    pf_cache_collapse_lead(c, tx, s, x, &m, variant); /* the waiters start now */
     cache_status(tx, x, "pilotfish; fwd=%s; fwd-status=%d; stored", x->fwd, status);
 }
 
@@ -885,6 +896,7 @@ static enum pf_verdict cache_on_body(struct pf_tx *tx, struct pf_slot *s, struct
         pf_cobj_builder_abandon(x->b); /* grew past max_object_size: never truncated */
         x->b = NULL;
     }
+    pf_cache_collapse_body(x, b->in);
     evbuffer_add_buffer(b->out, b->in);
     if (b->eos && x->b != NULL) {
         o = pf_cobj_builder_finish(x->b, now_s());
@@ -897,10 +909,13 @@ static enum pf_verdict cache_on_body(struct pf_tx *tx, struct pf_slot *s, struct
             if (x->vary_set)
                 pf_cache_l2_store_vary(s->conf, tx, s, o, x->vary);
             pf_cobj_unref(o);
+            pf_cache_collapse_end(x, true);
         }
     }
-    if (b->eos)
+    if (b->eos) {
+        pf_cache_collapse_end(x, false); /* not stored: the waiters' responses are cut */
         leader_done(s, x);
+    }
     (void)tx;
     return PF_NEXT;
 }
@@ -917,6 +932,7 @@ static void cache_on_done(struct pf_tx *tx, struct pf_slot *s)
     }
     if (x->background)
         pf_cache_count_refresh(x->refresh);
+    pf_cache_collapse_done(x);
     leader_done(s, x);
     if (x->l2_get != 0)
         pf_l2_cancel(pf_cache_l2_of(s), x->l2_get); /* its callback would find the ctx freed */

@@ -72,14 +72,21 @@ enum pf_coalesce {
     PF_COALESCE_WAITING,    /* another request fetches it: return PF_PAUSED, fn will run */
     PF_COALESCE_ALONE,      /* could not wait (no memory for the timer): go uncoalesced */
 };
-/* Runs once on the waiter's worker with its live tx: the flight ended, or timed_out. */
-typedef void (*pf_coalesce_fn)(struct pf_tx *tx, void *arg, bool timed_out);
+struct pf_cgrow;
+/*
+ * Runs once on the waiter's worker with its live tx: the flight ended, or
+ * timed_out, or (g not NULL, borrowed) the leader's response is being stored
+ * and streams in as g.
+ */
+typedef void (*pf_coalesce_fn)(struct pf_tx *tx, void *arg, bool timed_out, struct pf_cgrow *g);
 enum pf_coalesce pf_coalesce_join(const void *store, const char *key, struct pf_tx *tx,
                                   uint64_t timeout_ms, pf_coalesce_fn fn, void *arg);
 /* Is a fetch of (store, key) under way? */
 bool pf_coalesce_busy(const void *store, const char *key);
 /* Become the leader of (store, key) when nobody fetches it (true), or do nothing. */
 bool pf_coalesce_lead(const void *store, const char *key);
+/* The leader's response streams in as g: wake every waiter with it, and every later one. */
+void pf_coalesce_stream(const void *store, const char *key, struct pf_cgrow *g);
 /* The leader of (store, key) is done: wake every waiter (any thread). */
 void pf_coalesce_done(const void *store, const char *key);
 

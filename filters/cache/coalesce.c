@@ -15,6 +15,11 @@
  * so a waiter whose event fires after its snapshot's store is gone still
  * touches only memory that lives. Flights are keyed by store and key.
  *
+ * Once the leader's response is known to be stored, the leader hands it over
+ * as it streams in (pf_coalesce_stream, a struct pf_cgrow): every waiter is
+ * woken with it at once, and a request that joins later is woken with it
+ * straight away, until the leader is done.
+ *
  * Ownership of a waiter: while `linked`, the flight's list holds it. The
  * leader's done unlinks it under the table lock and hands it to its own
  * worker with pf_worker_call (worker loops have no lock: another thread may
@@ -23,6 +28,7 @@
  * owns it; if not, the leader's call is on its way and will free it.
  */
 #include "filters/cache/cache.h"
+#include "filters/cache/store.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -44,6 +50,7 @@ struct waiter {
     struct pf_tx_ref ref;     /* the paused transaction */
     pf_coalesce_fn fn;        /* called on the waiter's worker with its live tx */
     void *arg;
+    struct pf_cgrow *grow; /* a reference: the leader's response streaming in, or NULL */
 };
 
 struct flight {
@@ -51,6 +58,7 @@ struct flight {
     const void *store;
     char *key;
     struct waiter *waiters;
+    struct pf_cgrow *grow; /* a reference, once the leader streams */
 };
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -92,10 +100,12 @@ static void wake(struct waiter *w, bool timed_out)
 {
     struct pf_tx *tx;
 
-    event_free(w->ev);
+    if (w->ev != NULL)
+        event_free(w->ev);
     tx = pf_tx_deref(w->ref);
     if (tx != NULL)
-        w->fn(tx, w->arg, timed_out);
+        w->fn(tx, w->arg, timed_out, w->grow);
+    pf_cgrow_unref(w->grow);
     free(w);
 }
 
@@ -144,6 +154,16 @@ enum pf_coalesce pf_coalesce_join(const void *store, const char *key, struct pf_
     }
     w = pf_xcalloc(1, sizeof(*w));
     w->worker = pf_tx_worker(tx);
+    if ((*pp)->grow != NULL) {
+        /* the leader streams already: served from it (woken from the loop, not from here) */
+        w->ref = pf_tx_ref(tx);
+        w->fn = fn;
+        w->arg = arg;
+        w->grow = pf_cgrow_ref((*pp)->grow);
+        pf_worker_call(w->worker, woken_by_leader, w);
+        pthread_mutex_unlock(&lock);
+        return PF_COALESCE_WAITING;
+    }
     w->ev = event_new(pf_worker_base(w->worker), -1, 0, timeout_cb, w);
     if (w->ev == NULL || event_add(w->ev, &tv) != 0) {
         pthread_mutex_unlock(&lock);
@@ -191,6 +211,29 @@ bool pf_coalesce_lead(const void *store, const char *key)
     return lead;
 }
 
+void pf_coalesce_stream(const void *store, const char *key, struct pf_cgrow *g)
+{
+    struct flight **pp;
+    struct flight *f;
+
+    pthread_mutex_lock(&lock);
+    pp = find(store, key);
+    if (pp == NULL || (*pp)->grow != NULL) {
+        pthread_mutex_unlock(&lock);
+        return;
+    }
+    f = *pp;
+    f->grow = pf_cgrow_ref(g);
+    for (struct waiter *w = f->waiters, *next; w != NULL; w = next) {
+        next = w->next; /* w belongs to its worker's call from here on */
+        w->linked = false;
+        w->grow = pf_cgrow_ref(g);
+        pf_worker_call(w->worker, woken_by_leader, w);
+    }
+    f->waiters = NULL;
+    pthread_mutex_unlock(&lock);
+}
+
 void pf_coalesce_done(const void *store, const char *key)
 {
     struct flight **pp;
@@ -210,6 +253,7 @@ void pf_coalesce_done(const void *store, const char *key)
         pf_worker_call(w->worker, woken_by_leader, w);
     }
     pthread_mutex_unlock(&lock);
+    pf_cgrow_unref(f->grow);
     free(f->key);
     free(f);
 }

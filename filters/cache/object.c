@@ -280,14 +280,73 @@ struct pf_cobj *pf_cobj_ref(struct pf_cobj *o)
     return o;
 }
 
+struct head_block {
+    size_t len;
+    char data[];
+};
+
+static struct head_block not_plain; /* pf_cobj_head's answer for "no block" */
+
 void pf_cobj_unref(struct pf_cobj *o)
 {
+    struct head_block *h;
+
     if (!o)
         return;
     if (atomic_fetch_sub_explicit(&o->refs, 1, memory_order_acq_rel) == 1) {
         atomic_fetch_sub(&live_objects, 1);
+        h = atomic_load_explicit(&o->head, memory_order_relaxed);
+        if (h != &not_plain)
+            free(h);
         free(o);
     }
+}
+
+static struct head_block *head_make(const struct pf_cobj *o,
+                                    bool (*plain)(const char *, const char *))
+{
+    struct head_block *h;
+    size_t len = 0, n = 0;
+
+    for (unsigned i = 0; i < o->n_hdrs; i++) {
+        if (!plain(o->hdrs[i].name, NULL))
+            return &not_plain;
+        len += strlen(o->hdrs[i].name) + strlen(o->hdrs[i].value) + 4;
+    }
+    h = pf_xmalloc(sizeof(*h) + len);
+    for (unsigned i = 0; i < o->n_hdrs; i++) {
+        size_t nl = strlen(o->hdrs[i].name), vl = strlen(o->hdrs[i].value);
+
+        memcpy(h->data + n, o->hdrs[i].name, nl);
+        memcpy(h->data + n + nl, ": ", 2);
+        memcpy(h->data + n + nl + 2, o->hdrs[i].value, vl);
+        memcpy(h->data + n + nl + 2 + vl, "\r\n", 2);
+        n += nl + vl + 4;
+    }
+    h->len = len;
+    return h;
+}
+
+const char *pf_cobj_head(struct pf_cobj *o, bool (*plain)(const char *name, const char *conn),
+                         size_t *len)
+{
+    struct head_block *h = atomic_load_explicit(&o->head, memory_order_acquire);
+    void *none = NULL;
+
+    if (h == NULL) {
+        h = head_make(o, plain);
+        /* another thread may have made it meanwhile: keep the first, drop ours */
+        if (!atomic_compare_exchange_strong_explicit(&o->head, &none, h, memory_order_acq_rel,
+                                                     memory_order_acquire)) {
+            if (h != &not_plain)
+                free(h);
+            h = none;
+        }
+    }
+    if (h == &not_plain)
+        return NULL;
+    *len = h->len;
+    return h->data;
 }
 
 long pf_cobj_live(void)

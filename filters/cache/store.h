@@ -12,6 +12,7 @@
 #ifndef PF_CACHE_STORE_H
 #define PF_CACHE_STORE_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -46,6 +47,7 @@ struct pf_cobj {
     int64_t stored_at; /* seconds since the epoch */
     /* private to object.c / mem.c below */
     _Atomic unsigned refs;
+    _Atomic(void *) head; /* pf_cobj_head's block, made at the first call */
     void *priv;
 };
 
@@ -68,6 +70,14 @@ struct pf_cobj *pf_cobj_ref(struct pf_cobj *o);
 void pf_cobj_unref(struct pf_cobj *o); /* NULL is fine */
 /* Objects alive now in this process (built and not yet freed): for tests and leak checks. */
 long pf_cobj_live(void);
+
+/*
+ * o's fields serialised, "Name: value\r\n" each, in order, made at the first
+ * call and kept with o (any thread); NULL when plain(name, NULL) is false for one
+ * of them (a field that may not be written as it is). *len: its length.
+ */
+const char *pf_cobj_head(struct pf_cobj *o, bool (*plain)(const char *name, const char *conn),
+                         size_t *len);
 
 /* First header named name (case-insensitive) of o, or NULL. */
 const char *pf_cobj_header(const struct pf_cobj *o, const char *name);
@@ -92,6 +102,63 @@ int pf_cobj_body_to(struct pf_cobj *o, struct evbuffer *out, size_t from, size_t
 void pf_cobj_serialize(const struct pf_cobj *o, struct evbuffer *out);
 /* An object with one reference, or NULL when data is not a valid serialization. */
 struct pf_cobj *pf_cobj_deserialize(const void *data, size_t len, size_t max_body);
+
+/* ---- a response stored while it streams in (grow.c) ---- */
+
+struct pf_worker;
+struct pf_cgrow_sub;
+
+enum pf_cgrow_state {
+    PF_CGROW_GROWING = 0,
+    PF_CGROW_COMPLETE,  /* the whole body is there */
+    PF_CGROW_ABANDONED, /* the fetch failed or grew past the max: never complete */
+};
+
+struct pf_cgrow_head {
+    int status;
+    struct pf_cache_meta meta;
+    const struct pf_chdr *hdrs; /* the stored fields */
+    size_t n_hdrs;
+    const char *variant; /* its variant key ("" without Vary) */
+    const char *vary;    /* the Vary lines comma-joined, NULL without */
+    long long length;    /* the body's declared length, -1 when unknown */
+};
+
+/* Read-only once made (head); the body and the state belong to grow.c. */
+struct pf_cgrow {
+    int status;
+    struct pf_cache_meta meta;
+    struct pf_chdr *hdrs;
+    unsigned n_hdrs;
+    char *variant;
+    char *vary;
+    long long length;
+    /* private to grow.c */
+    size_t max_body;
+    pthread_mutex_t lock;
+    _Atomic unsigned refs;
+    enum pf_cgrow_state state; /* written by the writer under lock */
+    struct chunk *first, *last;
+    size_t body_len;
+    struct pf_cgrow_sub *subs;
+};
+
+/* An empty body with one reference (max_body: 0 = no limit); the head is copied. */
+struct pf_cgrow *pf_cgrow_new(const struct pf_cgrow_head *head, size_t max_body);
+struct pf_cgrow *pf_cgrow_ref(struct pf_cgrow *g);
+void pf_cgrow_unref(struct pf_cgrow *g); /* NULL is fine */
+/* The writer: append a copy of buf (left as it was); false once abandoned (over max_body). */
+bool pf_cgrow_append(struct pf_cgrow *g, struct evbuffer *buf);
+/* The writer: the body is complete, or (complete false) abandoned. The first call counts. */
+void pf_cgrow_end(struct pf_cgrow *g, bool complete);
+/* A reader on worker w: fn(w, arg) runs there soon, then after appends and at the end. */
+typedef void (*pf_cgrow_fn)(struct pf_worker *w, void *arg);
+struct pf_cgrow_sub *pf_cgrow_subscribe(struct pf_cgrow *g, struct pf_worker *w, pf_cgrow_fn fn,
+                                        void *arg);
+/* On the reader's worker: no more calls; the subscription is freed. NULL is fine. */
+void pf_cgrow_unsubscribe(struct pf_cgrow_sub *sub);
+/* On the reader's worker: append the bytes it has not read yet to out; the state they end in. */
+enum pf_cgrow_state pf_cgrow_read(struct pf_cgrow_sub *sub, struct evbuffer *out);
 
 /* ---- the L1 store ---- */
 

@@ -54,6 +54,41 @@ static struct pf_cobj *mk(const char *key, const char *variant, size_t len, cons
     return pf_cobj_builder_finish(b, 1234);
 }
 
+static bool all_plain(const char *name, const char *conn)
+{
+    (void)name;
+    (void)conn;
+    return true;
+}
+
+static bool no_etag(const char *name, const char *conn)
+{
+    (void)conn;
+    return strcmp(name, "ETag") != 0;
+}
+
+static void test_head_block_is_made_once_in_order(void **state)
+{
+    struct pf_cobj *o = mk("GET/h", "", 3, NULL);
+    struct pf_cobj *p = mk("GET/h2", "", 3, NULL);
+    static const char want[] = "Content-Type: text/plain\r\nETag: \"v1\"\r\n";
+    const char *h, *again;
+    size_t len = 0, len2 = 0;
+
+    (void)state;
+    h = pf_cobj_head(o, all_plain, &len);
+    assert_non_null(h);
+    assert_int_equal(len, sizeof(want) - 1);
+    assert_memory_equal(h, want, len);
+    again = pf_cobj_head(o, no_etag, &len2); /* made once: the first answer stays */
+    assert_ptr_equal(again, h);
+    assert_int_equal(len2, len);
+    assert_null(pf_cobj_head(p, no_etag, &len)); /* a field that may not be written as is */
+    assert_null(pf_cobj_head(p, all_plain, &len));
+    pf_cobj_unref(o); /* frees the block with the object (the sanitizer build checks) */
+    pf_cobj_unref(p);
+}
+
 static void test_builder_and_finish(void **state)
 {
     struct pf_cache_meta m = meta0();
@@ -709,6 +744,7 @@ static void test_two_threads(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_head_block_is_made_once_in_order),
         cmocka_unit_test(test_builder_and_finish),
         cmocka_unit_test(test_builder_over_max_body_is_abandoned),
         cmocka_unit_test(test_headers_and_tags),

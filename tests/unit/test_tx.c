@@ -93,6 +93,83 @@ static void test_tx_hdrs_add_appends_to_an_exported_list(void **state)
     pf_arena_free(a);
 }
 
+static void test_tx_hdrs_add_ref_keeps_the_strings_and_classifies(void **state)
+{
+    struct pf_arena *a = pf_arena_new(PF_ARENA_CHUNK);
+    struct pf_hdrs h = {0};
+    static const char name[] = "Content-Length", value[] = "12";
+
+    (void)state;
+    pf_hdrs_add_ref(a, &h, name, sizeof(name) - 1, value, sizeof(value) - 1);
+    assert_int_equal(h.n, 1);
+    assert_ptr_equal(h.v[0].name, name); /* not copied */
+    assert_ptr_equal(h.v[0].value, value);
+    assert_int_equal(h.v[0].name_len, 14);
+    assert_int_equal(h.v[0].value_len, 2);
+    assert_int_equal(h.v[0].id, PF_H_CONTENT_LENGTH);
+    pf_arena_free(a);
+}
+
+/* A transaction built by hand, enough for the reply functions (no client, no worker loop). */
+static struct pf_tx *bare_tx(void)
+{
+    struct pf_arena *a = pf_arena_new(PF_ARENA_CHUNK);
+    struct pf_tx *tx = pf_arena_alloc(a, sizeof(*tx));
+
+    tx->arena = a;
+    return tx;
+}
+
+static void test_tx_reply_bare_adds_no_header_and_hands_the_body_buffer(void **state)
+{
+    struct pf_tx *tx = bare_tx();
+    struct evbuffer *b = evbuffer_new(), *rb;
+    static const char v[] = "text/plain";
+
+    (void)state;
+    evbuffer_add(b, "abc", 3);
+    rb = pf_tx_reply_bare(tx, 203, b);
+    assert_non_null(rb);
+    assert_int_equal(evbuffer_get_length(b), 0); /* moved */
+    evbuffer_add(rb, "de", 2);
+    assert_int_equal(evbuffer_get_length(tx->reply), 5);
+    assert_int_equal(tx->status, 203);
+    assert_int_equal(tx->resp.n, 0);
+    pf_tx_resp_header_add_ref(tx, "Content-Type", v);
+    assert_ptr_equal(pf_tx_resp_header(tx, "content-type"), v);
+    /* pf_tx_resp_raw covers the fields so far, until one is removed or replaced */
+    pf_tx_resp_raw(tx, "Content-Type: text/plain\r\n", 26);
+    assert_non_null(tx->resp_raw);
+    assert_int_equal(tx->resp_raw_n, 1);
+    assert_int_equal(tx->resp_raw_len, 26);
+    pf_tx_resp_header_add(tx, "X-A", "1");
+    assert_non_null(tx->resp_raw); /* an addition after it is written after it */
+    pf_tx_resp_header_del(tx, "x-none");
+    assert_null(tx->resp_raw);
+    pf_tx_resp_raw(tx, "Content-Type: text/plain\r\nX-A: 1\r\n", 34);
+    pf_tx_resp_header_set(tx, "X-A", "2");
+    assert_null(tx->resp_raw);
+    pf_tx_resp_raw(tx, "x", 1);
+    pf_tx_reply_bare(tx, 200, NULL);
+    assert_null(tx->resp_raw);
+    /* pf_tx_reply: the same with Date and Content-Length */
+    evbuffer_add(b, "hello", 5);
+    pf_tx_reply(tx, 200, b);
+    assert_int_equal(tx->resp.n, 2);
+    assert_non_null(pf_tx_resp_header(tx, "date"));
+    assert_string_equal(pf_tx_resp_header(tx, "content-length"), "5");
+    assert_false(tx->reply_open);
+    /* pf_tx_reply_stream: Date, no Content-Length (the body's length is not known yet) */
+    pf_tx_reply_stream(tx, 200);
+    assert_true(tx->reply_open);
+    assert_int_equal(tx->resp.n, 1);
+    assert_null(pf_tx_resp_header(tx, "content-length"));
+    pf_tx_reply_bare(tx, 200, NULL); /* another reply closes it */
+    assert_false(tx->reply_open);
+    evbuffer_free(b);
+    pf_arena_free(tx->arena);
+}
+
 static void test_tx_hdrs_del_removes_every_match_and_keeps_order(void **state)
 {
     struct pf_arena *a = pf_arena_new(PF_ARENA_CHUNK);
@@ -626,6 +703,8 @@ int main(void)
         cmocka_unit_test(test_tx_hdrs_add_copies_and_grows),
         cmocka_unit_test(test_tx_hdrs_add_appends_to_an_exported_list),
         cmocka_unit_test(test_tx_hdrs_del_removes_every_match_and_keeps_order),
+        cmocka_unit_test(test_tx_hdrs_add_ref_keeps_the_strings_and_classifies),
+        cmocka_unit_test(test_tx_reply_bare_adds_no_header_and_hands_the_body_buffer),
         cmocka_unit_test(test_tx_hdr_classify_knows_the_core_headers),
         cmocka_unit_test(test_tx_hop_by_hop_ids_are_the_spec_list),
         cmocka_unit_test(test_tx_hdrs_add_classifies_and_get_id_finds_first),

@@ -1,0 +1,209 @@
+/*
+ * filters/cache/collapse.c: coalesced requests served from the leader's
+ * response while it streams in (docs/filters/cache.md, "Coalescing").
+ *
+ * The leader (the request that fetches a key for the others) publishes its
+ * response as a struct pf_cgrow (grow.c) as soon as on_response has decided
+ * to store it, copies every body chunk into it, and ends it complete (after
+ * the object is in the store) or abandoned (the body grew past
+ * max_object_size, or the fetch failed or was cut). It asks the core to keep
+ * fetching when its own client goes away, so that the waiters and the store
+ * still get the whole response.
+ *
+ * A waiter woken with the pf_cgrow answers with a streamed reply
+ * (pf_tx_reply_stream): the stored head, an Age, Content-Length when the
+ * leader's response had one (else chunked), Cache-Status "hit; collapsed";
+ * then every chunk as it arrives, on its own worker. An abandoned object
+ * cuts the waiter's response (pf_tx_reply_cut: a 502 when nothing reached
+ * the socket yet, else a closed connection), never a complete framing around
+ * a partial body. A waiter whose Vary variant differs from the leader's, or
+ * with a Range or a conditional of its own, goes upstream instead.
+ */
+#include "filters/cache/cache-int.h"
+
+#include <stdlib.h>
+#include <strings.h>
+
+#include <event2/buffer.h>
+
+#include "proxy/arena.h"
+
+/* ---- the leader ---- */
+
+struct fields {
+    struct pf_arena *a;
+    const char *conn_value;
+    struct pf_chdr *v;
+    size_t n, max;
+};
+
+/* The fields the stored object keeps (the rule of cache.c's add_stored). */
+static int collect_stored(void *arg, const char *name, const char *value)
+{
+    struct fields *f = arg;
+
+    if (f->n < f->max && strcasecmp(name, "age") != 0 && strcasecmp(name, "cache-status") != 0 &&
+        pf_cache_header_stored(name, f->conn_value)) {
+        f->v[f->n].name = name;
+        f->v[f->n].value = value;
+        f->n++;
+    }
+    return 0;
+}
+
+void pf_cache_collapse_lead(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_slot *s,
+                            struct cache_ctx *x, const struct pf_cache_meta *m, const char *variant)
+{
+    const char *cl = pf_tx_resp_header(tx, "content-length");
+    struct fields f = {pf_tx_arena(tx), pf_tx_resp_header(tx, "connection"), NULL, 0, 256};
+    struct pf_cgrow_head h;
+
+    if (!x->leader || x->b == NULL || x->grow != NULL)
+        return;
+    f.v = pf_arena_alloc(f.a, f.max * sizeof(*f.v));
+    pf_tx_resp_header_each(tx, collect_stored, &f);
+    h.status = pf_tx_status(tx);
+    h.meta = *m;
+    h.hdrs = f.v;
+    h.n_hdrs = f.n;
+    h.variant = variant;
+    h.vary = x->vary_set ? x->vary : NULL;
+    h.length = cl != NULL ? (long long)strtoull(cl, NULL, 10) : -1;
+    x->grow = pf_cgrow_new(&h, c->max_object_size);
+    pf_coalesce_stream(s->pstate, x->key, x->grow);
+    pf_tx_keep_fetching(tx);
+}
+
+void pf_cache_collapse_body(struct cache_ctx *x, struct evbuffer *buf)
+{
+    if (x->grow == NULL)
+        return;
+    if (x->b == NULL)
+        pf_cgrow_end(x->grow, false); /* the object was abandoned */
+    else
+        pf_cgrow_append(x->grow, buf);
+}
+
+void pf_cache_collapse_end(struct cache_ctx *x, bool complete)
+{
+    if (x->grow == NULL)
+        return;
+    pf_cgrow_end(x->grow, complete);
+    pf_cgrow_unref(x->grow);
+    x->grow = NULL;
+}
+
+/* ---- a waiter ---- */
+
+struct lines {
+    const char *name;
+    const char **v;
+    unsigned n, max;
+};
+
+static int collect_line(void *arg, const char *name, const char *value)
+{
+    struct lines *l = arg;
+
+    if (strcasecmp(name, l->name) == 0 && l->n < l->max)
+        l->v[l->n++] = value;
+    return 0;
+}
+
+static unsigned req_lines(void *arg, const char *name, const char **lines, unsigned max)
+{
+    struct lines l = {name, lines, 0, max};
+
+    pf_tx_req_header_each(arg, collect_line, &l);
+    return l.n;
+}
+
+/* Can tx be answered with g as it is (same variant, no range or conditional of its own)? */
+static bool fits(struct pf_tx *tx, struct cache_ctx *x, const struct pf_cgrow *g)
+{
+    char variant[VARIANT_MAX];
+    const char *line = g->vary;
+
+    if (x->client_inm != NULL || x->client_ims != NULL || pf_tx_req_header(tx, "range") != NULL)
+        return false;
+    if (g->vary == NULL)
+        return true;
+    if (!pf_cache_variant_key(&line, 1, req_lines, tx, variant, sizeof(variant)) ||
+        strcmp(variant, g->variant) != 0) {
+        x->fwd = "vary-miss";
+        return false;
+    }
+    return true;
+}
+
+/* On the waiter's worker: new bytes, or the end. */
+static void pump(struct pf_worker *w, void *arg)
+{
+    struct pf_slot *s = arg;
+    struct cache_ctx *x = s->ctx;
+    struct pf_tx *tx = pf_tx_deref(x->ref);
+    struct evbuffer *b;
+    enum pf_cgrow_state st;
+    struct pf_cgrow *g = x->sub_grow;
+
+    (void)w;
+    if (tx == NULL || x->sub == NULL)
+        return; /* ended: on_done unsubscribes */
+    b = pf_evbuffer_new();
+    st = pf_cgrow_read(x->sub, b);
+    x->streamed += evbuffer_get_length(b);
+    if (st == PF_CGROW_GROWING) {
+        pf_tx_reply_body(tx, b, false);
+    } else {
+        pf_cgrow_unsubscribe(x->sub);
+        x->sub = NULL;
+        x->sub_grow = NULL; /* g is released below: tx (and x) may end in the reply */
+        if (st == PF_CGROW_COMPLETE && (g->length < 0 || (long long)x->streamed == g->length)) {
+            pf_cache_count(PF_CACHE_HIT, x->streamed);
+            pf_tx_reply_body(tx, b, true);
+        } else {
+            pf_tx_reply_cut(tx);
+        }
+        pf_cgrow_unref(g);
+    }
+    evbuffer_free(b);
+}
+
+enum pf_verdict pf_cache_collapse_start(const struct pf_cache_conf *c, struct pf_tx *tx,
+                                        struct pf_slot *s, struct cache_ctx *x, struct pf_cgrow *g)
+{
+    char num[32];
+    char buf[STATUS_MAX];
+    int64_t now = now_s();
+    size_t n;
+
+    if (!fits(tx, x, g))
+        return PF_NEXT;
+    pf_tx_reply_stream(tx, g->status);
+    for (unsigned i = 0; i < g->n_hdrs; i++)
+        pf_tx_resp_header_add(tx, g->hdrs[i].name, g->hdrs[i].value);
+    fmt_ll(num, (long long)pf_cache_age(&g->meta, now));
+    pf_tx_resp_header_add(tx, "Age", num);
+    if (g->length >= 0) {
+        pf_fmt_u64(num, (uint64_t)g->length);
+        pf_tx_resp_header_add(tx, "Content-Length", num);
+    }
+    memcpy(buf, "pilotfish; hit; ttl=", 20);
+    n = 20 + fmt_ll(buf + 20, (long long)(pf_cache_lifetime(&g->meta, &c->policy) -
+                                          pf_cache_age(&g->meta, now)));
+    buf[n] = '\0';
+    pf_cache_status_line(tx, x, buf, (int)n); /* "; collapsed" follows */
+    x->ref = pf_tx_ref(tx);
+    x->sub_grow = pf_cgrow_ref(g);
+    x->sub = pf_cgrow_subscribe(g, pf_tx_worker(tx), pump, s);
+    return PF_REPLIED;
+}
+
+void pf_cache_collapse_done(struct cache_ctx *x)
+{
+    pf_cgrow_unsubscribe(x->sub);
+    x->sub = NULL;
+    pf_cgrow_unref(x->sub_grow);
+    x->sub_grow = NULL;
+    pf_cache_collapse_end(x, false);
+}

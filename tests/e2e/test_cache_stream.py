@@ -1,0 +1,296 @@
+"""Coalesced requests served while the leader's response streams in
+(docs/filters/cache.md, "Coalescing").
+
+The origin here is a small Python server that the test steps through: it
+holds the response head until `head` is set, then sends the head and the
+first part of the body, and holds the rest until `release` is set. So a
+test can check that the waiters already got the first part while the origin
+still holds the end: an ordering of events, never a timing. Every read has
+a socket timeout only as a bound against a hang."""
+
+import socket
+import struct
+import threading
+
+import pf
+from pf import ConnectionClosed, Pilotfish
+
+CONFIG = """\
+listen: "127.0.0.1:{{port}}"
+workers: 2
+admin: { listen: "127.0.0.1:{{admin_port}}" }
+access_log: { path: off }
+upstreams:
+  app:
+    endpoints: ["127.0.0.1:{{origin_port}}"]
+routes:
+  - name: cached
+    match: { prefix: "/" }
+    upstream: app
+    filters: [metrics, cache]
+filters:
+  cache: { memory: 8MiB, max_object_size: 64KiB, lock_timeout: 30s }
+"""
+
+PART = 4000  # bytes of the first part
+BOUND = 10   # seconds: a bound against a hang, never a timing assertion
+
+
+class HoldingOrigin:
+    """One response per connection, sent in steps the test releases.
+
+    mode "length": Content-Length: 2*PART, PART bytes, hold, PART more.
+    mode "grow":   chunked, PART bytes, hold, then 100 KiB more (past a
+                   64 KiB max_object_size) and the last chunk.
+    mode "cut":    Content-Length: 2*PART, PART bytes, hold, then close.
+    """
+
+    def __init__(self, mode):
+        self.mode = mode
+        self.head = threading.Event()
+        self.release = threading.Event()
+        self.got_request = threading.Event()
+        self.rest_sent = threading.Event()  # the origin sent what it held (or closed)
+        self.lock = threading.Lock()
+        self.requests = 0
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                s, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(s,), daemon=True).start()
+
+    def _serve(self, s):
+        try:
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                d = s.recv(65536)
+                if not d:
+                    return
+                buf += d
+            with self.lock:
+                self.requests += 1
+            self.got_request.set()
+            self.head.wait(BOUND)
+            body = bytes((97 + i % 26) for i in range(2 * PART))
+            cc = "Cache-Control: max-age=3600\r\nConnection: close\r\n"
+            if self.mode == "grow":
+                s.sendall(("HTTP/1.1 200 OK\r\n%sTransfer-Encoding: chunked\r\n\r\n" % cc).encode()
+                          + b"%x\r\n" % PART + body[:PART] + b"\r\n")
+            else:
+                s.sendall(("HTTP/1.1 200 OK\r\n%sContent-Length: %d\r\n\r\n" % (cc, 2 * PART))
+                          .encode() + body[:PART])
+            self.release.wait(3 * BOUND)  # longer than any read: a missing event fails the test
+            self.rest_sent.set()
+            if self.mode == "length":
+                s.sendall(body[PART:])
+            elif self.mode == "grow":
+                for _ in range(25):
+                    s.sendall(b"1000\r\n" + b"x" * 4096 + b"\r\n")
+                s.sendall(b"0\r\n\r\n")
+            s.shutdown(socket.SHUT_WR)
+            while s.recv(65536):
+                pass
+        except OSError:
+            pass
+        finally:
+            s.close()
+
+    def close(self):
+        self.head.set()
+        self.release.set()
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Reader:
+    """A response read step by step: the head, then body bytes as they come."""
+
+    def __init__(self, conn):
+        self.c = conn
+        head = conn.read_until(b"\r\n\r\n").decode("latin-1").split("\r\n")
+        self.status = int(head[0].split()[1])
+        self.headers = {}
+        for line in head[1:]:
+            if ":" in line:
+                k, v = line.split(":", 1)
+                self.headers[k.strip().lower()] = v.strip()
+        self.chunked = self.headers.get("transfer-encoding") == "chunked"
+        self.length = int(self.headers.get("content-length", "-1"))
+        self.body = b""
+        self.complete = False
+
+    def _step(self):
+        if self.chunked:
+            size = int(self.c.read_line().split(b";")[0], 16)
+            if size == 0:
+                self.c.read_line()
+                self.complete = True
+                return
+            self.body += self.c.read_exact(size)
+            self.c.read_exact(2)
+            return
+        if len(self.body) == self.length:
+            self.complete = True
+            return
+        if not self.c.buf:
+            self.c._fill()
+        take = min(len(self.c.buf), self.length - len(self.body))
+        self.body += self.c.buf[:take]
+        self.c.buf = self.c.buf[take:]
+
+    def read_at_least(self, n):
+        while len(self.body) < n and not self.complete:
+            self._step()
+
+    def read_all(self):
+        """The rest of the body; False when the connection ended before its framing did."""
+        try:
+            while not self.complete:
+                self._step()
+        except (ConnectionClosed, ConnectionResetError):
+            return False
+        return True
+
+
+def start(mode):
+    o = HoldingOrigin(mode)
+    p = Pilotfish(CONFIG, origin=o)
+    return o, p
+
+
+def send_get(p, target):
+    c = p.conn(timeout=BOUND)
+    c.send(pf.build_request("GET", target))
+    return c
+
+
+def expected(n):
+    return bytes((97 + i % 26) for i in range(n))
+
+
+def open_flight(p, o, target, before=5, after=4):
+    """The leader's request, `before` waiters sent before the origin's head, `after` sent once
+    the leader's client has the first part; every waiter has its head and first part."""
+    leader = send_get(p, target)
+    assert o.got_request.wait(BOUND), "the origin got no request"
+    conns = [send_get(p, target) for _ in range(before)]
+    o.head.set()
+    lr = Reader(leader)
+    lr.read_at_least(PART)
+    conns += [send_get(p, target) for _ in range(after)]
+    readers = []
+    for c in conns:
+        r = Reader(c)
+        r.read_at_least(PART)  # while the origin still holds the rest
+        readers.append(r)
+    assert not o.rest_sent.is_set(), "the waiters got the first part only once the origin ended"
+    return leader, lr, conns, readers
+
+
+@pf.timeout(90)
+def test_cache_waiters_stream_before_the_origin_finishes():
+    o, p = start("length")
+    with o, p:
+        target = "/s1"
+        leader, lr, conns, readers = open_flight(p, o, target)
+        for r in readers:
+            assert r.status == 200 and r.body[:PART] == expected(PART)
+            assert "collapsed" in r.headers.get("cache-status", ""), r.headers
+            assert r.headers.get("content-length") == str(2 * PART), r.headers
+            assert r.headers.get("age", "").isdigit(), r.headers
+        assert "collapsed" not in lr.headers.get("cache-status", "")
+        o.release.set()
+        assert lr.read_all() and lr.body == expected(2 * PART)
+        for r in readers:
+            assert r.read_all(), "a waiter's response was cut"
+            assert r.body == expected(2 * PART)
+        for c in conns + [leader]:
+            c.close()
+        assert o.requests == 1, "expected 1 origin fetch, got %d" % o.requests
+        r = p.get(target)
+        assert r.status == 200 and r.body == expected(2 * PART)
+        assert r.header("Cache-Status").startswith("pilotfish; hit"), r.headers
+        assert o.requests == 1
+        assert p.metrics().get("pilotfish_cache_coalesced_total") == 9
+
+
+@pf.timeout(90)
+def test_cache_waiters_cut_when_the_object_grows_too_big():
+    o, p = start("grow")
+    with o, p:
+        target = "/s2"
+        leader, lr, conns, readers = open_flight(p, o, target, before=3, after=2)
+        o.release.set()
+        # the leader's own client gets the whole response: it is passed through, not stored
+        assert lr.read_all() and len(lr.body) == PART + 25 * 4096
+        for r in readers:
+            assert not r.read_all(), "a waiter got a complete framing around a partial body"
+            assert len(r.body) < PART + 25 * 4096
+        for c in conns + [leader]:
+            c.close()
+        assert o.requests == 1
+        r = p.get(target)  # nothing was stored
+        assert o.requests == 2
+        assert "pilotfish; hit" not in (r.header("Cache-Status") or ""), r.headers
+
+
+@pf.timeout(90)
+def test_cache_waiters_cut_when_the_upstream_fails_mid_body():
+    o, p = start("cut")
+    with o, p:
+        target = "/s3"
+        leader, lr, conns, readers = open_flight(p, o, target, before=3, after=2)
+        o.release.set()
+        assert not lr.read_all()
+        for r in readers:
+            assert not r.read_all(), "a waiter got a complete framing around a partial body"
+            assert len(r.body) < 2 * PART
+        for c in conns + [leader]:
+            c.close()
+        assert o.requests == 1
+
+
+def wait_connections(p, n):
+    for _ in range(400):
+        if p.metrics().get("pilotfish_http_connections_active") == n:
+            return
+        threading.Event().wait(0.05)
+    raise AssertionError("pilotfish_http_connections_active never reached %d" % n)
+
+
+@pf.timeout(90)
+def test_cache_leader_client_abort_keeps_fetching_for_the_waiters():
+    """Decision: the fetch goes on without the leader's client, so the waiters get the whole
+    response and the entry is stored."""
+    o, p = start("length")
+    with o, p:
+        target = "/s4"
+        leader, lr, conns, readers = open_flight(p, o, target)
+        # the leader's client goes away (RST) while the origin holds the rest
+        leader.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        leader.close()
+        wait_connections(p, len(conns))
+        o.release.set()
+        for r in readers:
+            assert r.read_all(), "a waiter's response was cut"
+            assert r.body == expected(2 * PART)
+        for c in conns:
+            c.close()
+        assert o.requests == 1
+        r = p.get(target)
+        assert r.header("Cache-Status").startswith("pilotfish; hit"), r.headers
+        assert r.body == expected(2 * PART) and o.requests == 1
