@@ -73,6 +73,9 @@ deps:
 bench-deps: deps
 	$(call install_debs,$(BENCH_DEBS))
 
+# the dashboard page is assembled into this object (.incbin)
+$(BUILD)/proxy/admin_dash.o: proxy/dashboard.html
+
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@

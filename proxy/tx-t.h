@@ -120,6 +120,7 @@ struct pf_tx {
     unsigned endpoint_id;
     const char *endpoint; /* address text for logs */
     unsigned attempts;
+    int up_status;    /* status of the upstream's response head, 0 when none came */
     uint64_t t_start; /* us */
     uint64_t t_up_start;
     uint64_t t_up_head;
