@@ -45,7 +45,7 @@ MICRO_BIN := $(MICRO_SRC:bench/%.c=$(BUILD)/bench/%)
 
 
 DEBS := libevent-dev libhttp-parser-dev libyaml-dev zlib1g-dev libhiredis-dev \
-        libcmocka-dev pkg-config curl python3 redis-server prometheus
+        libcmocka-dev pkg-config curl python3 python3-yaml redis-server prometheus chromium
 BENCH_DEBS := nginx haproxy varnish wrk
 
 .PHONY: all deps bench-deps run test unit e2e fuzz bench bench-micro format lint clean check-format
