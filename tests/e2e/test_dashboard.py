@@ -255,3 +255,48 @@ def test_dashboard_screenshot():
             assert head == b"\x89PNG\r\n\x1a\n", head
             assert os.path.getsize(path) > 10000, os.path.getsize(path)
     assert not console, console
+
+
+# ---- routes[].slo in /metrics ----
+
+SLO_CONFIG = """\
+listen: "127.0.0.1:{{port}}"
+admin: { listen: "127.0.0.1:{{admin_port}}" }
+access_log: { path: off }
+upstreams:
+  app: { endpoints: ["127.0.0.1:{{origin_port}}"] }
+routes:
+  - name: plain
+    match: { prefix: "/plain/" }
+    upstream: app
+  - name: api
+    match: { prefix: "/" }
+    upstream: app
+    slo: { availability: 99.5%, latency: { threshold: 1s, target: 90% } }
+"""
+
+
+def test_dashboard_slo_metrics_count_requests_within_the_threshold():
+    """3 fast requests and 1 the origin holds 1.1 s: 4 counted, 3 good; the
+    objectives are gauges; a route without slo: has no SLO series."""
+    with Origin() as o, Pilotfish(SLO_CONFIG, origin=o) as p:
+        for _ in range(3):
+            assert p.get("/fast").status == 200
+        assert p.get("/slow?delay=1100").status == 200
+        assert p.get("/plain/x").status == 200
+        m = parse_metrics(p.admin("GET", "/metrics").text())
+        assert m[("pilotfish_slo_latency_requests_total", 'route="api"')] == 4, m
+        assert m[("pilotfish_slo_latency_good_total", 'route="api"')] == 3, m
+        assert m[("pilotfish_slo_objective", 'route="api",slo="availability"')] == 0.995
+        assert m[("pilotfish_slo_objective", 'route="api",slo="latency"')] == 0.9
+        assert m[("pilotfish_slo_latency_threshold_seconds", 'route="api"')] == 1
+        assert not [k for k in m if k[0].startswith("pilotfish_slo") and "plain" in k[1]], m
+        # a reload that drops the slo: the gauges go, the counters stay
+        with open(p.config_path, "w") as f:
+            f.write(p.render(SLO_CONFIG.replace(
+                "    slo: { availability: 99.5%, latency: { threshold: 1s, target: 90% } }\n", "")))
+        r = p.admin("POST", "/reload")
+        assert r.status == 200, r.text()
+        m = parse_metrics(p.admin("GET", "/metrics").text())
+        assert not [k for k in m if k[0] == "pilotfish_slo_objective"], m
+        assert m[("pilotfish_slo_latency_requests_total", 'route="api"')] == 4, m
