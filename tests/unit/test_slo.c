@@ -136,6 +136,27 @@ static void test_slo_gauges(void **state UNUSED)
     pf_conf_unref(cfg);
 }
 
+static void test_slo_in_config_json(void **state UNUSED)
+{
+    struct pf_config *cfg =
+        load("{availability: 99.95%, latency: {threshold: 250ms, target: 99%}}");
+    struct evbuffer *b = evbuffer_new();
+    const char *t;
+
+    assert_non_null(cfg);
+    pf_conf_to_json(cfg, b);
+    evbuffer_add(b, "", 1);
+    t = (const char *)evbuffer_pullup(b, -1);
+    /* the route with one shows it as written; the other has no "slo" key */
+    assert_non_null(strstr(t, "\"upstream\":\"app\",\"filters\":[\"metrics\",\"gzip\"]},"
+                              "{\"name\":\"api\""));
+    assert_non_null(strstr(t, "\"filters\":[\"metrics\",\"gzip\"],\"slo\":{\"availability\":"
+                              "\"99.95%\",\"latency\":{\"threshold\":\"250ms\",\"target\":"
+                              "\"99%\"}}}"));
+    evbuffer_free(b);
+    pf_conf_unref(cfg);
+}
+
 static void test_slo_counts_good_and_total(void **state UNUSED)
 {
     struct pf_config *cfg = load("{latency: {threshold: 300ms, target: 99%}}");
@@ -180,6 +201,7 @@ int main(void)
         cmocka_unit_test_teardown(test_slo_parses_both_objectives, teardown),
         cmocka_unit_test_teardown(test_slo_rejects_bad_values, teardown),
         cmocka_unit_test_teardown(test_slo_gauges, teardown),
+        cmocka_unit_test_teardown(test_slo_in_config_json, teardown),
         cmocka_unit_test_teardown(test_slo_counts_good_and_total, teardown),
     };
 
