@@ -133,16 +133,20 @@ static void text_field(struct pf_sbuf *b, const char *v)
         pf_sb_put(b, "-", 1);
         return;
     }
-    for (; *v != '\0'; v++) {
-        unsigned char c = (unsigned char)*v;
+    for (const char *p = v;; p++) {
+        unsigned char c = (unsigned char)*p;
+        char esc[4] = {'\\', 'x', 0, 0};
 
-        if (c == '"' || c == '\\' || c < 0x20 || c == 0x7f) {
-            char esc[4] = {'\\', 'x', hex[c >> 4], hex[c & 15]};
-
-            pf_sb_put(b, esc, 4);
-        } else {
-            pf_sb_put(b, v, 1);
-        }
+        if (c != '\0' && c != '"' && c != '\\' && c >= 0x20 && c != 0x7f)
+            continue;
+        /* the plain run before p in one piece */
+        pf_sb_put(b, v, (size_t)(p - v));
+        if (c == '\0')
+            return;
+        esc[2] = hex[c >> 4];
+        esc[3] = hex[c & 15];
+        pf_sb_put(b, esc, 4);
+        v = p + 1;
     }
 }
 
