@@ -45,7 +45,7 @@ MICRO_BIN := $(MICRO_SRC:bench/%.c=$(BUILD)/bench/%)
 
 
 DEBS := libevent-dev libhttp-parser-dev libyaml-dev zlib1g-dev libhiredis-dev \
-        libcmocka-dev pkg-config curl python3 redis-server prometheus nginx
+        libcmocka-dev pkg-config curl python3 python3-yaml redis-server prometheus nginx chromium
 BENCH_DEBS := nginx haproxy varnish wrk
 
 .PHONY: all deps bench-deps run test unit e2e fuzz bench bench-micro format lint clean check-format
@@ -72,6 +72,9 @@ deps:
 
 bench-deps: deps
 	$(call install_debs,$(BENCH_DEBS))
+
+# the dashboard page is assembled into this object (.incbin)
+$(BUILD)/proxy/admin_dash.o: proxy/dashboard.html
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)

@@ -105,12 +105,15 @@ static void metrics_on_done(struct pf_tx *tx, struct pf_slot *s)
     struct metrics_wstate *ws = s->wstate;
     struct metrics_ctx *ctx = s->ctx;
     int status = pf_tx_status(tx);
+    uint64_t us = pf_now_us() - ctx->t0;
+    struct pf_stats_route *h;
 
     if (ws == NULL || ws->st == NULL)
         return;
+    h = route_handle(ws, tx);
     /* no status at all: the client went away before anything was answered */
-    pf_stats_route_count(route_handle(ws, tx), pf_tx_method(tx), status > 0 ? status : 499,
-                         pf_now_us() - ctx->t0);
+    pf_stats_route_count(h, pf_tx_method(tx), status > 0 ? status : 499, us);
+    pf_stats_slo_count(h, tx, us);
 }
 
 const struct pf_filter_ops pf_filter_metrics = {

@@ -19,6 +19,37 @@
 #include "proxy/upstream/breaker.h"
 #include "filters/registry.h"
 
+/* The admin endpoints, for GET / and the Allow header of a 405 (docs/operations.md). */
+static const struct admin_ep {
+    const char *path;
+    const char *allow;
+    const char *what;
+} admin_eps[] = {
+    {"/", "GET, HEAD", "this list"},
+    {"/dashboard", "GET, HEAD", "HTML dashboard: rates, errors, latency, endpoints, cache"},
+    {"/stats", "GET, HEAD", "every sample of /metrics as JSON (the dashboard's source)"},
+    {"/health", "GET, HEAD", "liveness"},
+    {"/live", "GET, HEAD", "liveness"},
+    {"/ready", "GET, HEAD", "readiness, with the reasons when not ready"},
+    {"/metrics", "GET, HEAD", "Prometheus metrics"},
+    {"/config", "GET, HEAD", "the running configuration, secrets redacted"},
+    {"/upstreams", "GET, HEAD",
+     "per endpoint: circuit, health, recent counts, latency, connections"},
+    {"/reload", "POST", "reload the configuration file"},
+    {"/drain", "POST", "stop accepting, finish what is in flight"},
+    {"/quitquitquit", "POST", "drain, then exit"},
+    {"/cache/purge", "POST", "drop cached responses by url, prefix or tag"},
+};
+
+const char *pf_admin_allow(const char *path)
+{
+    for (size_t i = 0; i < sizeof(admin_eps) / sizeof(admin_eps[0]); i++) {
+        if (strcmp(path, admin_eps[i].path) == 0)
+            return admin_eps[i].allow;
+    }
+    return NULL;
+}
+
 static void admin_json(struct pf_tx *tx, int status, struct evbuffer *body)
 {
     pf_tx_reply(tx, status, body);
@@ -153,9 +184,50 @@ static void admin_post(struct pf_tx *tx, struct pf_server *s, const char *path)
     }
 }
 
+static void admin_index(struct pf_tx *tx)
+{
+    struct evbuffer *b = pf_evbuffer_new();
+
+    evbuffer_add_printf(b, "{\"endpoints\":[");
+    for (size_t i = 0; i < sizeof(admin_eps) / sizeof(admin_eps[0]); i++)
+        evbuffer_add_printf(b, "%s\n{\"path\":\"%s\",\"methods\":\"%s\",\"description\":\"%s\"}",
+                            i > 0 ? "," : "", admin_eps[i].path, admin_eps[i].allow,
+                            admin_eps[i].what);
+    evbuffer_add_printf(b, "\n]}\n");
+    admin_json(tx, 200, b);
+    evbuffer_free(b);
+}
+
+/* GET /dashboard and GET /stats (proxy/admin_dash.c) */
+static void admin_dash(struct pf_tx *tx, struct pf_server *s, bool page)
+{
+    struct evbuffer *b = pf_evbuffer_new();
+
+    if (page) {
+        const char *html = pf_admin_dashboard();
+
+        evbuffer_add(b, html, strlen(html));
+        pf_tx_reply(tx, 200, b);
+        pf_tx_resp_header_add(tx, "Content-Type", "text/html; charset=utf-8");
+        pf_tx_resp_header_add(tx, "Cache-Control", "no-store");
+        /* nothing but the page itself: no outside scripts, styles or images */
+        pf_tx_resp_header_add(tx, "Content-Security-Policy",
+                              "default-src 'none'; script-src 'unsafe-inline'; "
+                              "style-src 'unsafe-inline'; connect-src 'self'; img-src data:");
+    } else {
+        pf_admin_stats_json(s, b);
+        admin_json(tx, 200, b);
+    }
+    evbuffer_free(b);
+}
+
 static void admin_get(struct pf_tx *tx, struct pf_server *s, const char *path)
 {
-    if (strcmp(path, "/health") == 0 || strcmp(path, "/live") == 0) {
+    if (strcmp(path, "/") == 0) {
+        admin_index(tx);
+    } else if (strcmp(path, "/dashboard") == 0 || strcmp(path, "/stats") == 0) {
+        admin_dash(tx, s, path[1] == 'd');
+    } else if (strcmp(path, "/health") == 0 || strcmp(path, "/live") == 0) {
         if (pf_server_live(s))
             admin_simple(tx, 200, "{\"status\":\"ok\"}\n");
         else
@@ -193,18 +265,25 @@ void pf_admin_handle(struct pf_tx *tx)
     struct pf_server *s = pf_server_get();
     char path[256];
     size_t n = strcspn(tx->url, "?");
+    const char *allow;
+    bool get;
 
     if (n >= sizeof(path))
         n = sizeof(path) - 1;
     memcpy(path, tx->url, n);
     path[n] = '\0';
     tx->out_from = 0;
-    if (tx->method_id == HTTP_GET || tx->method_id == HTTP_HEAD) {
+    allow = pf_admin_allow(path);
+    get = tx->method_id == HTTP_GET || tx->method_id == HTTP_HEAD;
+    if (allow != NULL && (get ? allow[0] != 'G' : tx->method_id != HTTP_POST || allow[0] != 'P')) {
+        /* a known endpoint asked with a method it does not take */
+        pf_tx_error(tx, 405, PF_ERR_METHOD_NOT_ALLOWED);
+        pf_tx_resp_header_add(tx, "Allow", allow);
+    } else if (get) {
         admin_get(tx, s, path);
     } else if (tx->method_id == HTTP_POST) {
         admin_post(tx, s, path);
     } else {
-        pf_tx_error(tx, 405, PF_ERR_METHOD_NOT_ALLOWED);
-        pf_tx_resp_header_add(tx, "Allow", "GET, HEAD, POST");
+        pf_tx_error(tx, 404, PF_ERR_NOT_FOUND);
     }
 }

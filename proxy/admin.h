@@ -8,6 +8,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+struct evbuffer;
+struct pf_server;
 struct pf_tx;
 
 /* Admin request bodies up to this size are read; a bigger one is discarded. */
@@ -25,5 +27,18 @@ bool pf_admin_head_ok(struct pf_tx *tx);
 
 /* given[0..given_len) equals token, in a time that depends only on the token's length. */
 bool pf_admin_token_equal(const char *given, size_t given_len, const char *token);
+
+/* GET /dashboard: the page (proxy/dashboard.html), NUL-terminated (proxy/admin_dash.c). */
+const char *pf_admin_dashboard(void);
+
+/* GET /stats: every sample of /metrics as JSON, {"time": s, "samples": [[name, {labels},
+ * value], ...]} (proxy/admin_dash.c). Main thread. */
+void pf_admin_stats_json(struct pf_server *s, struct evbuffer *out);
+
+/*
+ * The methods path answers ("GET, HEAD", "POST") when it is a known admin
+ * endpoint, else NULL. Filters' POST endpoints (/cache/purge) count.
+ */
+const char *pf_admin_allow(const char *path);
 
 #endif /* PF_ADMIN_H */

@@ -136,8 +136,8 @@ static int parse_access_log(const struct pf_conf_node *n, void *field, struct pf
     }
     if (cfg->access_log_path[0] == '\0')
         pf_err_at(err, path, "access_log.path: must be stdout, stderr, off or a file name");
-    if (strcmp(cfg->access_log_format, "json") != 0)
-        pf_err_at(err, format, "access_log.format: only json is supported");
+    if (strcmp(cfg->access_log_format, "json") != 0 && strcmp(cfg->access_log_format, "text") != 0)
+        pf_err_at(err, format, "access_log.format: expected json or text");
     return 0;
 }
 
@@ -409,6 +409,7 @@ static const struct pf_conf_key route_keys[] = {
     {"match", PF_CONF_CUSTOM, 0, 0, 0, parse_later},
     {"upstream", PF_CONF_STRING, offsetof(struct route_raw, upstream), 0, 0, NULL},
     {"filters", PF_CONF_CUSTOM, 0, 0, 0, parse_later},
+    {"slo", PF_CONF_CUSTOM, offsetof(struct route_raw, r.slo), 0, 0, pf_slo_conf_parse},
     {NULL, 0, 0, 0, 0, NULL},
 };
 

@@ -20,6 +20,7 @@
 #include <sys/socket.h>
 
 #include "proxy/upstream/breaker-t.h"
+#include "proxy/slo.h"
 
 struct evbuffer;
 struct pf_filter_ops;
@@ -277,6 +278,7 @@ struct pf_route {
     unsigned upstream;                /* index into pf_config.upstreams */
     unsigned *filters;                /* indexes into pf_config.filters, in listed order */
     unsigned n_filters;
+    struct pf_slo_conf slo; /* slo: (proxy/slo.h); zero when none */
 };
 
 #define PF_METRICS_MAX_BUCKETS 64

@@ -85,7 +85,23 @@ static void json_route(struct evbuffer *out, const struct pf_config *cfg, const 
     evbuffer_add_printf(out, ",\"filters\":[");
     for (unsigned i = 0; i < r->n_filters; i++)
         json_item(out, i, cfg->filters[r->filters[i]].ops->name, false);
-    evbuffer_add_printf(out, "]}");
+    evbuffer_add_printf(out, "]");
+    if (r->slo.availability > 0 || r->slo.latency_ms > 0) {
+        /* only routes with an slo: have the key, as written: percentages and a duration */
+        char th[24];
+
+        evbuffer_add_printf(out, ",\"slo\":{");
+        if (r->slo.availability > 0)
+            evbuffer_add_printf(out, "\"availability\":\"%.10g%%\"%s", r->slo.availability * 100,
+                                r->slo.latency_ms > 0 ? "," : "");
+        if (r->slo.latency_ms > 0) {
+            pf_conf_format_duration(r->slo.latency_ms, th, sizeof(th));
+            evbuffer_add_printf(out, "\"latency\":{\"threshold\":\"%s\",\"target\":\"%.10g%%\"}",
+                                th, r->slo.latency_target * 100);
+        }
+        evbuffer_add_printf(out, "}");
+    }
+    evbuffer_add_printf(out, "}");
 }
 
 static void json_top(struct evbuffer *out, const struct pf_config *cfg)

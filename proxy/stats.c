@@ -30,6 +30,7 @@
 #include "proxy/errors.h"
 #include "proxy/filter.h"
 #include "proxy/server.h"
+#include "proxy/slo.h"
 #include "proxy/tx.h"
 #include "proxy/upstream/breaker.h"
 #include "proxy/upstream/health.h"
@@ -45,6 +46,8 @@ enum fam {
     FAM_UP_DURATION,
     FAM_UP_RETRIES,
     FAM_UP_RETRIES_REFUSED,
+    FAM_SLO_REQUESTS,
+    FAM_SLO_GOOD,
     FAM_MAX,
 };
 
@@ -80,6 +83,14 @@ static const struct fam_desc fams[FAM_MAX] = {
                                 "Retries the policy allowed but the retry budget refused.",
                                 false,
                                 {"upstream"}},
+    [FAM_SLO_REQUESTS] = {"pilotfish_slo_latency_requests_total",
+                          "Requests of routes with a latency SLO, by route.",
+                          false,
+                          {"route"}},
+    [FAM_SLO_GOOD] = {"pilotfish_slo_latency_good_total",
+                      "Requests of routes with a latency SLO answered within its threshold.",
+                      false,
+                      {"route"}},
 };
 
 static const double default_buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
@@ -110,6 +121,8 @@ struct pf_stats_route {
     char *upstream;              /* label value (copied) */
     struct series *duration;     /* pilotfish_http_request_duration_seconds{route} */
     struct itab codes;           /* method * 1000 + code -> requests series */
+    struct series *slo_total;    /* pilotfish_slo_latency_requests_total{route}, made on use */
+    struct series *slo_good;     /* pilotfish_slo_latency_good_total{route} */
     struct pf_stats_route *next; /* st->routes */
 };
 
@@ -446,6 +459,23 @@ void pf_stats_route_count(struct pf_stats_route *r, const char *method, int stat
     }
     add(&s->v[0], 1);
     observe(r->st, r->duration, us);
+}
+
+void pf_stats_slo_count(struct pf_stats_route *r, const struct pf_tx *tx, uint64_t us)
+{
+    uint64_t limit_ms = tx->route != NULL ? tx->route->slo.latency_ms : 0;
+
+    if (limit_ms == 0)
+        return;
+    if (r->slo_total == NULL) {
+        const char *labels[MAX_LABELS] = {r->route};
+
+        r->slo_total = series_get(r->st, FAM_SLO_REQUESTS, labels);
+        r->slo_good = series_get(r->st, FAM_SLO_GOOD, labels);
+    }
+    add(&r->slo_total->v[0], 1);
+    if (us <= limit_ms * 1000)
+        add(&r->slo_good->v[0], 1);
 }
 
 void pf_stats_count_unrouted(struct pf_tx *tx)
@@ -922,6 +952,7 @@ void pf_stats_render(struct pf_server *s, struct evbuffer *out)
     pf_breaker_render_metrics(s->cfg, out);
     pf_health_render(s->cfg, out);
     render_errors(s, out);
+    pf_slo_render(s, out);
     render_filters(s->cfg, out);
     render_process(out);
     free(all);

@@ -134,6 +134,14 @@ struct pf_stats_route *pf_stats_route_get(struct pf_stats *st, const char *route
 void pf_stats_route_count(struct pf_stats_route *r, const char *method, int status, uint64_t us);
 
 /*
+ * For a route with a latency SLO (tx's route's slo.latency): one request in
+ * pilotfish_slo_latency_requests_total{route}, and in
+ * pilotfish_slo_latency_good_total{route} when us is within the threshold.
+ * Nothing for other routes. Owner thread.
+ */
+void pf_stats_slo_count(struct pf_stats_route *r, const struct pf_tx *tx, uint64_t us);
+
+/*
  * Core: count a client request that never reached a route's filter chain
  * (400, 404 no_route, 408, 431 ...) under route="" and upstream="", timed
  * from the start of the transaction. Worker thread of tx.

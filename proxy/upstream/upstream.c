@@ -304,6 +304,7 @@ static void up_handle_head(struct pf_upconn *uc)
     pf_stream_set_read_deadline(uc->s, 0);
     upstream_report(tx, uc, PF_OUTCOME_OK, uc->parser.status_code);
     tx->status = uc->parser.status_code;
+    tx->up_status = tx->status;
     uc->state = PF_UC_READING_BODY;
     pf_tx_respond(tx);
 }

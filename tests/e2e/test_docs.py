@@ -185,6 +185,10 @@ def docs_text(root):
                      if not p.endswith("HACKING.md"))
 
 
+def metric_names_in_code(code):
+    return set(re.findall(r'"((?:pilotfish|process)_[a-z_]+?)(?:_bucket|_sum|_count)?[ {"]', code))
+
+
 def contract_gaps(root):
     """What the code has and the operator docs do not mention, and what the
     docs present as existing that the code does not have."""
@@ -195,8 +199,7 @@ def contract_gaps(root):
         if not re.search(r"[`.\s]%s[`:]" % key, docs):
             gaps.append("configuration key '%s' is not documented" % key)
     # metrics
-    in_code = set(re.findall(r'"((?:pilotfish|process)_[a-z_]+?)(?:_bucket|_sum|_count)?[ {"]',
-                             code))
+    in_code = metric_names_in_code(code)
     for name in sorted(in_code):
         if name not in docs:
             gaps.append("metric %s is not documented" % name)

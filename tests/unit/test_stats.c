@@ -260,7 +260,9 @@ static void test_stats_render_has_help_and_type_once_per_family(void **state UNU
     assert_int_equal(count_lines(text, "# TYPE pilotfish_upstream_retries_budget_exceeded_total "
                                        "counter\n"),
                      1);
-    assert_int_equal(count_lines(text, "# TYPE "), 6);
+    assert_int_equal(count_lines(text, "# TYPE pilotfish_slo_latency_requests_total counter\n"), 1);
+    assert_int_equal(count_lines(text, "# TYPE pilotfish_slo_latency_good_total counter\n"), 1);
+    assert_int_equal(count_lines(text, "# TYPE "), 8);
     /* a histogram's lines: buckets in order, +Inf, _sum, _count */
     assert_non_null(
         strstr(text, "pilotfish_http_request_duration_seconds_bucket{route=\"a\",le=\"0.01\"} 2\n"
