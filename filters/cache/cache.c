@@ -90,13 +90,18 @@ static bool tx_key(const struct pf_cache_conf *c, struct pf_tx *tx, const char *
     if (len == 0)
         return false;
     for (unsigned i = 0; i < c->include_headers.n; i++) {
-        const char *v = pf_tx_req_header(tx, c->include_headers.v[i]);
-        int n =
-            snprintf(out + len, size - len, "\n%s:%s", c->include_headers.v[i], v != NULL ? v : "");
+        const char *lines[LINES_MAX];
+        /* every field line of the name, comma-joined (as a list is folded, and as for Vary) */
+        unsigned nl = req_get(tx, c->include_headers.v[i], lines, LINES_MAX);
+        int n = snprintf(out + len, size - len, "\n%s:", c->include_headers.v[i]);
 
         if (n < 0 || (size_t)n >= size - len)
             return false;
         len += (size_t)n;
+        join_lines(lines, nl, out + len, size - len);
+        len += strlen(out + len);
+        if (len + 1 >= size)
+            return false; /* may have been cut: too long for a key */
     }
     return true;
 }
@@ -485,6 +490,20 @@ static enum pf_verdict refresh_request(struct pf_tx *tx, struct pf_slot *s, stru
     return PF_NEXT;
 }
 
+/*
+ * The upstream does not get the query parameters the key ignores: a response that varied on them
+ * would be stored for every value (cache poisoning), so the origin must not see them.
+ */
+static void strip_ignored(const struct pf_cache_conf *c, struct pf_tx *tx)
+{
+    char t[KEY_MAX];
+    size_t n = pf_cache_strip_query(pf_tx_path(tx), (const char *const *)c->ignore_query.v,
+                                    c->ignore_query.n, t, sizeof(t));
+
+    if (n > 0 && strcmp(t, pf_tx_path(tx)) != 0)
+        pf_tx_set_path(tx, t);
+}
+
 static enum pf_verdict cache_on_request(struct pf_tx *tx, struct pf_slot *s)
 {
     const struct pf_cache_conf *c = s->conf;
@@ -519,6 +538,8 @@ static enum pf_verdict cache_on_request(struct pf_tx *tx, struct pf_slot *s)
         strcasecmp(pf_tx_req_header(tx, "pragma"), "no-cache") == 0)
         x->req_cc.no_cache = true; /* RFC 9111 §5.4: Pragma only without Cache-Control */
     x->no_store = x->req_cc.no_store;
+    if (c->ignore_query.n > 0 && !x->no_store)
+        strip_ignored(c, tx);
     if (pf_tx_is_background(tx))
         return refresh_request(tx, s, x);
     x->client_inm = req_copy(tx, "if-none-match");
@@ -707,7 +728,9 @@ static bool on_error(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_
 {
     struct pf_cobj *o = x->stale;
 
-    if (pf_cache_stale_on_error(&o->meta, &c->policy, now)) {
+    /* a request no-cache allows no stored response without a successful validation (RFC 9111
+     * §5.2.1.4): the client gets the error */
+    if (!x->req_cc.no_cache && pf_cache_stale_on_error(&o->meta, &c->policy, now)) {
         x->stale = NULL; /* emit holds the reference now */
         replace_response(tx, s, x, o, now, PF_CACHE_STALE);
         cache_status(tx, x, "pilotfish; fwd=%s; fwd-status=%d; ttl=%lld; detail=stale-if-error",
@@ -755,14 +778,25 @@ static enum pf_verdict body_504(struct cache_ctx *x, struct pf_body *b)
     return PF_NEXT;
 }
 
-/* Copy one response header into the builder when it is stored (not hop-by-hop, framing, Age). */
+struct stored_arg {
+    struct cache_ctx *x;
+    struct pf_tx *tx;
+    const char *targeted;
+    bool withhold; /* Cache-Control has no-cache="..." or private="..." */
+};
+
+/*
+ * Copy one response header into the builder when it is stored (not hop-by-hop, framing, Age,
+ * nor a field a qualified no-cache= / private= names).
+ */
 static int add_stored(void *arg, const char *name, const char *value)
 {
-    struct cache_ctx *x = arg;
+    struct stored_arg *a = arg;
 
     if (strcasecmp(name, "age") != 0 && strcasecmp(name, "cache-status") != 0 &&
-        pf_cache_header_stored(name, x->conn_value))
-        pf_cobj_builder_header(x->b, name, value);
+        pf_cache_header_stored(name, a->x->conn_value) &&
+        !(a->withhold && pf_cache_field_withheld(resp_get, a->tx, a->targeted, name)))
+        pf_cobj_builder_header(a->x->b, name, value);
     return 0;
 }
 
@@ -802,8 +836,11 @@ static void maybe_store(const struct pf_cache_conf *c, struct pf_tx *tx, struct 
         join_lines(lines, n, x->vary, sizeof(x->vary));
     x->conn_value = pf_tx_resp_header(tx, "connection");
     x->b = pf_cobj_builder_new(x->key, variant, status, &m, c->max_object_size);
-    if (x->b != NULL)
-        pf_tx_resp_header_each(tx, add_stored, x);
+    if (x->b != NULL) {
+        struct stored_arg a = {x, tx, targeted, m.cc.no_cache_fields || m.cc.private_fields};
+
+        pf_tx_resp_header_each(tx, add_stored, &a);
+    }
     if (x->b != NULL && c->tag_header[0] != '\0' && pf_tx_resp_header(tx, c->tag_header) != NULL)
         pf_cobj_builder_tags(x->b, pf_tx_resp_header(tx, c->tag_header));
     cache_status(tx, x, "pilotfish; fwd=%s; fwd-status=%d; stored", x->fwd, status);

