@@ -89,3 +89,25 @@ def test_cache_fix_qualified_private_and_no_cache_fields():
             assert r.header("Set-Cookie") is None, (directive, r.headers)
             assert r.header("X-B") == "2", r.headers
             assert (r.header("X-A") is None) == (i == 1), (directive, r.headers)
+
+
+# ---- 4g: the 304 the cache generates has the 200's Vary, ETag, Cache-Control ----
+
+def test_cache_fix_generated_304_has_the_200s_headers():
+    from test_cache import GZIP_CONFIG
+    for order in ("cache, gzip", "gzip, cache"):
+        o = pf.Origin()
+        p = Pilotfish(GZIP_CONFIG, origin=o, vars={"cache": "memory: 8MiB", "workers": 1,
+                                                   "admin_extra": "", "order": order})
+        with o, p:
+            t = ("/g304?size=5000&etag=v1&" + cc("max-age=3600") +
+                 "&header=Content-Location:/g304&header=Expires:Thu,+01+Dec+2094+16:00:00+GMT")
+            gz = {"Accept-Encoding": "gzip"}
+            full = p.get(t, headers=gz)
+            assert full.status == 200 and full.header("Content-Encoding") == "gzip", full.headers
+            etag = full.header("ETag")
+            r = p.get(t, headers={"Accept-Encoding": "gzip", "If-None-Match": etag})
+            assert r.status == 304, (order, r, r.headers)
+            assert_hit(r, order)
+            for name in ("ETag", "Vary", "Cache-Control", "Expires", "Content-Location", "Date"):
+                assert r.header(name) == full.header(name), (order, name, r.headers, full.headers)
