@@ -552,7 +552,8 @@ enum pf_verdict pf_cache_after_lookup(const struct pf_cache_conf *c, struct pf_t
                                       struct pf_slot *s, struct cache_ctx *x, enum pf_verdict v)
 {
     if (v != PF_NEXT || x->mode != M_MISS || !c->coalesce || pf_tx_is_head(tx) || x->no_store ||
-        pf_tx_req_header(tx, "authorization") != NULL)
+        pf_tx_req_header(tx, "authorization") != NULL ||
+        pf_cache_hfm_active(s->pstate, x->key, now_s()))
         return v;
     switch (pf_coalesce_join(s->pstate, x->key, tx, c->lock_timeout_ms, coalesced, s)) {
     case PF_COALESCE_LEADER:
@@ -826,6 +827,10 @@ static void maybe_store(const struct pf_cache_conf *c, struct pf_tx *tx, struct 
         !pf_cache_variant_key(lines, n, req_get, tx, variant, sizeof(variant)))
         why = "vary";
     if (why != NULL) {
+        /* the next requests need not queue behind one fetch each; errors are not the URL's own */
+        if (x->leader && status < 500)
+            pf_cache_hfm_set(s->pstate, x->key, now,
+                             pf_cache_hfm_ttl(pf_cache_lifetime(&m, &c->policy)));
         cache_status(tx, x, "pilotfish; fwd=%s; fwd-status=%d; detail=%s", x->fwd, status,
                      why[0] != '\0' ? why : "not-storable");
         s->skip_body = true;

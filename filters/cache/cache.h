@@ -83,6 +83,17 @@ bool pf_coalesce_lead(const void *store, const char *key);
 /* The leader of (store, key) is done: wake every waiter (any thread). */
 void pf_coalesce_done(const void *store, const char *key);
 
+/*
+ * hfm.c: hit-for-miss markers. A key whose coalesced fetch got a response that cannot be stored
+ * is marked for pf_cache_hfm_ttl(the response's freshness lifetime) seconds: requests for it go
+ * upstream at once instead of queueing behind one fetch each. Any thread.
+ */
+#define PF_HFM_DEFAULT_S 10  /* a response without a freshness lifetime */
+#define PF_HFM_MAX_S     120 /* the longest a marker lasts */
+void pf_cache_hfm_set(const void *store, const char *key, int64_t now, int64_t ttl_s);
+bool pf_cache_hfm_active(const void *store, const char *key, int64_t now);
+int64_t pf_cache_hfm_ttl(int64_t lifetime);
+
 /* cache_conf.c */
 int pf_cache_conf_parse(const struct pf_conf_node *n, void **conf, struct pf_err *err);
 void pf_cache_conf_free(void *conf);

@@ -111,3 +111,25 @@ def test_cache_fix_generated_304_has_the_200s_headers():
             assert_hit(r, order)
             for name in ("ETag", "Vary", "Cache-Control", "Expires", "Content-Location", "Date"):
                 assert r.header(name) == full.header(name), (order, name, r.headers, full.headers)
+
+
+# ---- 4f: hit-for-miss ----
+
+@pf.timeout(60)
+def test_cache_fix_hit_for_miss_lets_requests_go_in_parallel():
+    from test_cache import concurrent_gets
+    o, p = start("memory: 8MiB")
+    with o, p:
+        t = "/hfm?delay=400&" + cc("private, max-age=60")
+        first = concurrent_gets(p, t, 4)
+        assert all(r.status == 200 for r in first), first
+        # the leader's response was not storable: the key is marked; the next requests all go
+        # upstream at once, none waits behind another's fetch
+        o.reset_stats()
+        rs = concurrent_gets(p, t, 4)
+        assert all(r.status == 200 for r in rs), rs
+        assert not any("collapsed" in status_of(r) for r in rs), [status_of(r) for r in rs]
+        assert o.stats()["requests"] == 4, o.stats()
+        # another key is not marked: its concurrent misses still coalesce
+        rs = concurrent_gets(p, "/hfm2?delay=1000&" + cc("max-age=60"), 4)
+        assert any("collapsed" in status_of(r) for r in rs), [status_of(r) for r in rs]
