@@ -74,6 +74,7 @@ enum pf_verdict pf_cache_after_lookup(const struct pf_cache_conf *c, struct pf_t
 
 /* cache_l2.c */
 char *pf_cache_l2_key(struct pf_arena *a, const char *key, const char *variant);
+char *pf_cache_l2_variants_tag(struct pf_arena *a, const char *key);
 void pf_cache_l2_store_vary(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_slot *s,
                             const struct pf_cobj *o, const char *vary);
 void pf_cache_l2_store(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_slot *s,

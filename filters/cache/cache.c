@@ -305,17 +305,20 @@ static const char *req_copy(struct pf_tx *tx, const char *name)
 
 /*
  * Remove key from L1 (every variant) and L2: every variant with a SCAN when
- * all (a purge: rare), else only the variant-less entry with one DEL (an
- * invalidation: on every successful unsafe request). The L1 count.
+ * all (a purge: rare), else (an invalidation: on every successful unsafe
+ * request) the variant-less entry (or Vary record) with one DEL and the
+ * variants listed in the key's variant set. The L1 count.
  */
 static size_t drop_key(struct pf_slot *s, struct pf_tx *tx, const char *key, bool all)
 {
     struct pf_l2 *l2 = pf_cache_l2_of(s);
 
-    if (l2 != NULL && all)
+    if (l2 != NULL && all) {
         pf_l2_purge_prefix(l2, pf_cache_l2_key(pf_tx_arena(tx), key, ""));
-    else if (l2 != NULL)
+    } else if (l2 != NULL) {
         pf_l2_del(l2, pf_cache_l2_key(pf_tx_arena(tx), key, ""));
+        pf_l2_purge_tag(l2, pf_cache_l2_variants_tag(pf_tx_arena(tx), key));
+    }
     return pf_cstore_purge_key(s->pstate, key);
 }
 

@@ -83,18 +83,41 @@ static bool l2_got_vary(struct pf_slot *s, struct cache_ctx *x, const void *data
     return true;
 }
 
-/* Write o to L2 too (fire and forget). */
+/*
+ * The tag whose set in L2 lists every variant of key: a newline, then the key (a tag from a
+ * response header never holds a newline). An invalidation reads the set and deletes each member
+ * on its own server (single-key commands: members are spread by rendezvous hashing).
+ */
+char *pf_cache_l2_variants_tag(struct pf_arena *a, const char *key)
+{
+    size_t kl = strlen(key);
+    char *t = pf_arena_alloc(a, kl + 2);
+
+    t[0] = '\n';
+    memcpy(t + 1, key, kl + 1);
+    return t;
+}
+
+/* Write o to L2 too (fire and forget); a variant is also listed in its URL's variant set. */
 void pf_cache_l2_store(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_slot *s,
                        const struct pf_cobj *o)
 {
     struct evbuffer *b;
     int64_t ttl = l2_ttl(c, o, now_s());
+    const char **tags = (const char **)o->tags;
+    unsigned n = o->n_tags;
 
     if (pf_cache_l2_of(s) == NULL || ttl <= 0 || (b = evbuffer_new()) == NULL)
         return;
+    if (o->variant[0] != '\0') {
+        tags = pf_arena_alloc(pf_tx_arena(tx), (n + 1) * sizeof(*tags));
+        for (unsigned i = 0; i < n; i++)
+            tags[i] = o->tags[i];
+        tags[n++] = pf_cache_l2_variants_tag(pf_tx_arena(tx), o->key);
+    }
     pf_cobj_serialize(o, b);
     pf_l2_set(pf_cache_l2_of(s), pf_cache_l2_key(pf_tx_arena(tx), o->key, o->variant),
-              evbuffer_pullup(b, -1), evbuffer_get_length(b), (uint64_t)ttl, o->tags, o->n_tags);
+              evbuffer_pullup(b, -1), evbuffer_get_length(b), (uint64_t)ttl, tags, n);
     evbuffer_free(b);
 }
 

@@ -133,3 +133,41 @@ def test_cache_fix_hit_for_miss_lets_requests_go_in_parallel():
         # another key is not marked: its concurrent misses still coalesce
         rs = concurrent_gets(p, "/hfm2?delay=1000&" + cc("max-age=60"), 4)
         assert any("collapsed" in status_of(r) for r in rs), [status_of(r) for r in rs]
+
+
+# ---- 1: invalidation removes every variant of a URL from Redis ----
+
+def start_l2(redis, origin, extra=""):
+    cache = ('memory: 8MiB, redis: { address: "127.0.0.1:%d", timeout: 200ms, '
+             'key_prefix: "t:" }%s' % (redis.port, extra))
+    return Pilotfish(CONFIG, origin=origin, vars={"cache": cache, "workers": 1,
+                                                  "admin_extra": ""})
+
+
+def redis_keys(r, pattern):
+    return r.command("KEYS", pattern).count(b"t:http")
+
+
+@pf.timeout(60)
+def test_cache_fix_invalidation_removes_every_variant_from_redis():
+    r = Redis()
+    o = pf.Origin()
+    with r, o:
+        a, b = start_l2(r, o), start_l2(r, o)
+        with a, b:
+            t = "/iv?size=300&" + cc("max-age=3600") + "&header=Vary:Accept-Language"
+            assert_miss(a.get(t, headers={"Accept-Language": "en"}))
+            assert_miss(a.get(t, headers={"Accept-Language": "fr"}), fwd="vary-miss")
+            pf.eventually(lambda: redis_keys(r, "t:*iv*") == 3, timeout=10,
+                          msg="two variants and the Vary record in Redis")
+            # B learns the URL's Vary from Redis (and holds en, not fr)
+            assert_hit(b.get(t, headers={"Accept-Language": "en"}), "en from Redis")
+            with a.conn() as c:
+                resp = c.request("POST", t, body=b"x")
+            assert resp.status == 200, resp
+            pf.eventually(lambda: redis_keys(r, "t:*iv*") == 0, timeout=10,
+                          msg="every variant of the URL gone from Redis: %r" % (
+                              r.command("KEYS", "t:*"),))
+            # B still knows the Vary: its fr lookup goes to Redis, which has nothing left
+            got = b.get(t, headers={"Accept-Language": "fr"})
+            assert_miss(got, fwd="vary-miss", what="fr after the invalidation")
