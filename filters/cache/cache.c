@@ -28,8 +28,10 @@
 #include <event2/event.h>
 
 #include "proxy/arena.h"
+#include "proxy/defs.h"
 #include "proxy/filter.h"
 #include "proxy/log.h"
+#include "proxy/syntax.h"
 #include "filters/cache/l2.h"
 #include "filters/cache/store.h"
 
@@ -79,8 +81,8 @@ static void join_lines(const char *const *v, unsigned n, char *out, size_t size)
 /* ---- keys ---- */
 
 /* The primary key of tx: pf_cache_key plus the values of key.include_headers. */
-static bool tx_key(const struct pf_cache_conf *c, struct pf_tx *tx, const char *target, char *out,
-                   size_t size)
+bool pf_cache_tx_key(const struct pf_cache_conf *c, struct pf_tx *tx, const char *target, char *out,
+                     size_t size)
 {
     /* the authority the upstream is asked for: an absolute-form target's wins over Host */
     const char *host = pf_tx_host(tx);
@@ -303,45 +305,6 @@ static const char *req_copy(struct pf_tx *tx, const char *name)
     return v != NULL ? pf_arena_strndup(pf_tx_arena(tx), v, strlen(v)) : NULL;
 }
 
-/*
- * Remove key from L1 (every variant) and L2: every variant with a SCAN when
- * all (a purge: rare), else (an invalidation: on every successful unsafe
- * request) the variant-less entry (or Vary record) with one DEL and the
- * variants listed in the key's variant set. The L1 count.
- */
-static size_t drop_key(struct pf_slot *s, struct pf_tx *tx, const char *key, bool all)
-{
-    struct pf_l2 *l2 = pf_cache_l2_of(s);
-
-    if (l2 != NULL && all) {
-        pf_l2_purge_prefix(l2, pf_cache_l2_key(pf_tx_arena(tx), key, ""));
-    } else if (l2 != NULL) {
-        pf_l2_del(l2, pf_cache_l2_key(pf_tx_arena(tx), key, ""));
-        pf_l2_purge_tag(l2, pf_cache_l2_variants_tag(pf_tx_arena(tx), key));
-    }
-    return pf_cstore_purge_key(s->pstate, key);
-}
-
-/* The PURGE method (purge_method: true): purge the target URL, answer {"purged": N}. */
-static enum pf_verdict on_purge(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_slot *s)
-{
-    struct evbuffer *b;
-    char key[KEY_MAX];
-    size_t n;
-
-    if (!pf_tx_client_privileged(tx)) {
-        pf_tx_error(tx, 403, PF_ERR_FORBIDDEN);
-        return PF_REPLIED;
-    }
-    n = tx_key(c, tx, pf_tx_path(tx), key, sizeof(key)) ? drop_key(s, tx, key, true) : 0;
-    b = pf_evbuffer_new();
-    evbuffer_add_printf(b, "{\"purged\":%zu}\n", n);
-    pf_tx_reply(tx, 200, b);
-    evbuffer_free(b);
-    pf_tx_resp_header_add(tx, "Content-Type", "application/json");
-    return PF_REPLIED;
-}
-
 /* The variant key of tx for key: "" without a Vary record, false for Vary: *. */
 static bool lookup_variant(struct pf_cstore *st, struct pf_tx *tx, const char *key, char *out,
                            size_t size, bool *has_vary)
@@ -454,16 +417,15 @@ static void coalesced(struct pf_tx *tx, void *arg, bool timed_out)
 
 /*
  * A background refresh of a stale entry that a stale-while-revalidate hit
- * started (a copy of that request, with no client): it leads the key's flight
- * (or ends at once when another fetch of the key is under way, or the entry
- * went or is fresh again), and revalidates the entry with its validators, or refetches it.
+ * started (a copy of that request, with no client): it asks Redis first
+ * (another process may hold a fresher copy: then it fills L1 and ends), then
+ * leads the key's flight (or ends at once when another fetch of the key is
+ * under way, or the entry went or is fresh again), and revalidates the entry
+ * with its validators, or refetches it. cache_l2.c calls it again once Redis
+ * answered.
  */
-static enum pf_verdict refresh_request(struct pf_tx *tx, struct pf_slot *s, struct cache_ctx *x)
+enum pf_verdict pf_cache_refresh_request(struct pf_tx *tx, struct pf_slot *s, struct cache_ctx *x)
 {
-    static const char *const conditional[] = {
-        "if-none-match", "if-modified-since",   "if-range",
-        "if-match",      "if-unmodified-since", "range",
-    };
     const struct pf_cache_conf *c = s->conf;
     char variant[VARIANT_MAX];
     bool has_vary;
@@ -476,6 +438,11 @@ static enum pf_verdict refresh_request(struct pf_tx *tx, struct pf_slot *s, stru
         pf_cobj_unref(o); /* refreshed meanwhile */
         o = NULL;
     }
+    if (o != NULL && pf_cache_l2_of(s) != NULL && !x->l2_done) {
+        pf_cobj_unref(o);
+        x->variant = pf_arena_strndup(pf_tx_arena(tx), variant, strlen(variant));
+        return pf_cache_l2_refresh(tx, s, x);
+    }
     if (o == NULL || !pf_coalesce_lead(s->pstate, x->key)) {
         pf_cobj_unref(o);
         x->fwd = NULL; /* not counted, no Cache-Status: nobody reads this answer */
@@ -486,9 +453,7 @@ static enum pf_verdict refresh_request(struct pf_tx *tx, struct pf_slot *s, stru
     x->background = true;
     x->refresh = PF_REFRESH_FAILED; /* until a response says otherwise */
     x->variant = pf_arena_strndup(pf_tx_arena(tx), variant, strlen(variant));
-    /* the client's own conditionals and range are not the cache's */
-    for (size_t i = 0; i < sizeof(conditional) / sizeof(conditional[0]); i++)
-        pf_tx_req_header_del(tx, conditional[i]);
+    pf_cache_refresh_headers(c, s->pstate, tx, x->key);
     go_revalidate(tx, x, o); /* takes the reference */
     return PF_NEXT;
 }
@@ -520,16 +485,16 @@ static enum pf_verdict cache_on_request(struct pf_tx *tx, struct pf_slot *s)
     if (s->pstate == NULL)
         return PF_NEXT;
     if (c->purge_method && same_method(m, "PURGE"))
-        return on_purge(c, tx, s);
+        return pf_cache_on_purge(c, tx, s);
     x->mode = M_BYPASS;
     x->fwd = "bypass";
     if (!same_method(m, "GET") && !same_method(m, "HEAD")) {
         x->unsafe = !pf_cache_method_safe(m);
-        if (x->unsafe && tx_key(c, tx, pf_tx_path(tx), key, sizeof(key)))
+        if (x->unsafe && pf_cache_tx_key(c, tx, pf_tx_path(tx), key, sizeof(key)))
             x->key = pf_arena_strndup(pf_tx_arena(tx), key, strlen(key));
         return PF_NEXT;
     }
-    if (!tx_key(c, tx, pf_tx_path(tx), key, sizeof(key)))
+    if (!pf_cache_tx_key(c, tx, pf_tx_path(tx), key, sizeof(key)))
         return PF_NEXT;
     x->key = pf_arena_strndup(pf_tx_arena(tx), key, strlen(key));
     x->debug_key = c->debug_key;
@@ -544,7 +509,7 @@ static enum pf_verdict cache_on_request(struct pf_tx *tx, struct pf_slot *s)
     if (c->ignore_query.n > 0 && !x->no_store)
         strip_ignored(c, tx);
     if (pf_tx_is_background(tx))
-        return refresh_request(tx, s, x);
+        return pf_cache_refresh_request(tx, s, x);
     x->client_inm = req_copy(tx, "if-none-match");
     x->client_ims = req_copy(tx, "if-modified-since");
     return pf_cache_after_lookup(c, tx, s, x, pf_cache_lookup(c, tx, s, x));
@@ -577,55 +542,6 @@ static void leader_done(struct pf_slot *s, struct cache_ctx *x)
         x->leader = false;
         pf_coalesce_done(s->pstate, x->key);
     }
-}
-
-/* ---- invalidation (RFC 9111 §4.4) ---- */
-
-/* The authority of Host or of an absolute URI, without a default :80, lower-cased. */
-static void authority(const char *s, size_t len, char *out, size_t size)
-{
-    size_t n = 0;
-
-    if (len >= 3 && memcmp(s + len - 3, ":80", 3) == 0)
-        len -= 3;
-    for (size_t i = 0; i < len && n + 1 < size; i++)
-        out[n++] = (char)(s[i] >= 'A' && s[i] <= 'Z' ? s[i] + 32 : s[i]);
-    out[n] = '\0';
-}
-
-/* Purge the key of a Location / Content-Location value when it is same-origin. */
-static void invalidate_uri(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_slot *s,
-                           const char *uri)
-{
-    const char *host = pf_tx_host(tx);
-    const char *p;
-    char key[KEY_MAX];
-    char a[256], b[256];
-
-    if (uri == NULL || host == NULL)
-        return;
-    if (uri[0] == '/' && uri[1] != '/') {
-        if (tx_key(c, tx, uri, key, sizeof(key)))
-            drop_key(s, tx, key, false);
-        return;
-    }
-    if (strncasecmp(uri, "http://", 7) != 0)
-        return; /* another scheme is another origin */
-    p = uri + 7;
-    authority(p, strcspn(p, "/?#"), a, sizeof(a));
-    authority(host, strlen(host), b, sizeof(b));
-    if (strcmp(a, b) == 0 && pf_cache_url_key(c, uri, NULL, key, sizeof(key)) > 0)
-        drop_key(s, tx, key, false);
-}
-
-static void invalidate(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_slot *s,
-                       const struct cache_ctx *x)
-{
-    if (x->key == NULL || !pf_cache_invalidates(pf_tx_method(tx), pf_tx_status(tx)))
-        return;
-    drop_key(s, tx, x->key, false);
-    invalidate_uri(c, tx, s, pf_tx_resp_header(tx, "location"));
-    invalidate_uri(c, tx, s, pf_tx_resp_header(tx, "content-location"));
 }
 
 /* ---- the response ---- */
@@ -854,12 +770,16 @@ static void maybe_store(const struct pf_cache_conf *c, struct pf_tx *tx, struct 
     cache_status(tx, x, "pilotfish; fwd=%s; fwd-status=%d; stored", x->fwd, status);
 }
 
-/* The response to a background refresh: store it; an error keeps the stale entry. */
+/*
+ * The response to a background refresh: store it; an error keeps the stale entry, and so does a
+ * refusal to authenticate (401, 403, 407): the refresh went without the client's credentials, so
+ * that answer is about the refresh, not about the resource.
+ */
 static void refresh_response(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_slot *s,
                              struct cache_ctx *x, int status, int64_t now)
 {
     s->skip_body = true;
-    if (status >= 500) {
+    if (status >= 500 || status == 401 || status == 403 || status == 407) {
         leader_done(s, x);
         return;
     }
@@ -886,7 +806,7 @@ static enum pf_verdict cache_on_response(struct pf_tx *tx, struct pf_slot *s)
     }
     if (x->mode == M_BYPASS) {
         if (x->unsafe)
-            invalidate(c, tx, s, x);
+            pf_cache_invalidate(c, tx, s, x);
         cache_status(tx, x, "pilotfish; fwd=bypass; fwd-status=%d", status);
         pf_cache_count(PF_CACHE_BYPASS, 0);
         s->skip_body = true;
@@ -989,6 +909,8 @@ static int cache_init_process(const void *conf, void **pstate)
     const struct pf_cache_conf *c = conf;
 
     *pstate = pf_cstore_new((size_t)c->memory, shards_of(c));
+    if (*pstate != NULL)
+        pf_cache_bus_register(*pstate); /* purges published by other processes reach it */
     return *pstate != NULL ? 0 : -12;
 }
 
@@ -1001,6 +923,7 @@ static bool cache_reuse_process(const void *old_conf, const void *new_conf)
 
 static void cache_fini_process(void *pstate)
 {
+    pf_cache_bus_unregister(pstate);
     pf_cstore_free(pstate);
 }
 

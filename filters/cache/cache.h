@@ -59,6 +59,7 @@ enum pf_cache_refresh {
     PF_REFRESH_REVALIDATED, /* a 304 refreshed the entry */
     PF_REFRESH_UNCACHEABLE, /* the response could not be stored: the entry stays */
     PF_REFRESH_FAILED,      /* 5xx, no response, or cut: the stale entry stays */
+    PF_REFRESH_FROM_L2,     /* Redis had a fresh copy: it replaced the entry, no upstream request */
     PF_REFRESH_N,
 };
 struct evbuffer;
@@ -124,6 +125,20 @@ size_t pf_cache_url_key(const struct pf_cache_conf *c, const char *url, const ch
 
 /* s as the inside of an sf-string (RFC 8941) into out (room for 3 * strlen(s)); its length. */
 size_t pf_cache_sf_escape(char *out, const char *s);
+
+/*
+ * purge.c: the purge bus between the processes that share the Redis tier (see purge.c). A
+ * store is registered while it lives (init_process to fini_process) so that purges other
+ * processes publish reach it; pf_cache_bus_message writes the message of one purge ("PF1",
+ * this process's nonce, op, arg) into out, its length (0: does not fit). Any thread.
+ */
+#define PF_BUS_CHANNEL "purge"
+#define PF_BUS_KEY     'k' /* a key: every variant */
+#define PF_BUS_PREFIX  'p'
+#define PF_BUS_TAG     't'
+void pf_cache_bus_register(struct pf_cstore *st);
+void pf_cache_bus_unregister(struct pf_cstore *st);
+size_t pf_cache_bus_message(char op, const char *arg, char *out, size_t size);
 
 /* Purge by url, prefix or tag from the L1 store; the number of objects removed. */
 size_t pf_cache_purge(const struct pf_cache_conf *c, struct pf_cstore *st, const char *what,

@@ -377,6 +377,7 @@ size_t pf_cache_sf_escape(char *out, const char *s)
 /* ---- keys of URLs, purge ---- */
 
 static void l2_purge(const struct pf_cache_conf *c, const char *what, const char *key);
+static void l2_publish(const struct pf_cache_conf *c, char op, const char *arg);
 
 /*
  * The key of url; with normalize, its path normalised the way a route normalises a request's
@@ -435,9 +436,12 @@ static size_t purge_url(const struct pf_cache_conf *c, struct pf_cstore *st, cha
         l2_purge(c, "url", key);
     /* with include_headers the stored keys are the URL's, a newline and the values of those
      * headers: every one of them, whatever the values, is this URL */
-    if (c->include_headers.n > 0)
+    if (c->include_headers.n > 0) {
+        l2_publish(c, PF_BUS_PREFIX, key);
         return pf_cstore_purge_prefix(st, key);
+    }
     key[len] = '\0';
+    l2_publish(c, PF_BUS_KEY, key);
     return pf_cstore_purge_key(st, key);
 }
 
@@ -450,6 +454,7 @@ size_t pf_cache_purge(const struct pf_cache_conf *c, struct pf_cstore *st, const
     if (strcmp(what, "tag") == 0) {
         if (c->redis_addresses.n > 0)
             l2_purge(c, what, value);
+        l2_publish(c, PF_BUS_TAG, value);
         return pf_cstore_purge_tag(st, value);
     }
     len = url_key(c, value, NULL, true, key, sizeof(key) - 1);
@@ -464,9 +469,12 @@ size_t pf_cache_purge(const struct pf_cache_conf *c, struct pf_cstore *st, const
     if (strcmp(what, "prefix") == 0) {
         if (c->redis_addresses.n > 0)
             l2_purge(c, what, key);
+        l2_publish(c, PF_BUS_PREFIX, key);
         n = pf_cstore_purge_prefix(st, key);
         if (rlen > 0 && c->redis_addresses.n > 0)
             l2_purge(c, what, raw);
+        if (rlen > 0)
+            l2_publish(c, PF_BUS_PREFIX, raw);
         return rlen > 0 ? n + pf_cstore_purge_prefix(st, raw) : n;
     }
     /* the normalised URL (what a forward route keys on), and the URL as written (a match_only
@@ -587,6 +595,30 @@ static void l2_purge_tag(redisContext **rc, const struct pf_cache_conf *c, const
     r = redisCommand(home, "DEL %stag:%s", c->redis_key_prefix, tag);
     if (r != NULL)
         freeReplyObject(r);
+}
+
+/*
+ * Tell the other processes sharing the Redis tier (purge.c's bus): PUBLISH on the server that
+ * holds the channel. Redis down: only this process's memory is purged.
+ */
+static void l2_publish(const struct pf_cache_conf *c, char op, const char *arg)
+{
+    char msg[CACHE_KEY_MAX + 64];
+    size_t len;
+    redisContext *rc;
+    redisReply *r;
+
+    if (c->redis_addresses.n == 0 || (len = pf_cache_bus_message(op, arg, msg, sizeof(msg))) == 0)
+        return;
+    rc = l2_connect(
+        c, c->redis_addresses.v[pf_l2_pick_among(
+               PF_BUS_CHANNEL, (const char *const *)c->redis_addresses.v, c->redis_addresses.n)]);
+    if (rc == NULL)
+        return;
+    r = redisCommand(rc, "PUBLISH %s" PF_BUS_CHANNEL " %b", c->redis_key_prefix, msg, len);
+    if (r != NULL)
+        freeReplyObject(r);
+    redisFree(rc);
 }
 
 /* Purge in every Redis server; a server that cannot be reached is skipped. */

@@ -169,5 +169,151 @@ def test_cache_fix_invalidation_removes_every_variant_from_redis():
                           msg="every variant of the URL gone from Redis: %r" % (
                               r.command("KEYS", "t:*"),))
             # B still knows the Vary: its fr lookup goes to Redis, which has nothing left
+            # (the invalidation also reached B's memory through the purge bus: a uri-miss then)
             got = b.get(t, headers={"Accept-Language": "fr"})
-            assert_miss(got, fwd="vary-miss", what="fr after the invalidation")
+            assert status_of(got).startswith("pilotfish; fwd="), status_of(got)
+
+
+# ---- 3: a purge reaches the memory of every process sharing the Redis ----
+
+def wait_subscribers(r, n):
+    pf.eventually(lambda: (b":%d\r\n" % n) in r.command("PUBSUB", "NUMSUB", "t:purge"),
+                  timeout=10, msg="%d subscribers on t:purge" % n)
+
+
+def eventually_miss(p, t, what):
+    """Ask until the answer is a miss (the purge message arrived): hits until then."""
+    def missed():
+        r = p.get(t)
+        assert r.status == 200, r
+        return status_of(r).startswith("pilotfish; fwd=")
+    pf.eventually(missed, timeout=10, msg=what)
+
+
+@pf.timeout(90)
+def test_cache_fix_purge_reaches_other_processes():
+    r = Redis()
+    o = pf.Origin()
+    with r, o:
+        a = start_l2(r, o, ", purge_method: true")
+        b = start_l2(r, o, ", purge_method: true")
+        with a, b:
+            wait_subscribers(r, 2)
+            t = "/bus?size=200&" + cc("max-age=3600") + "&header=Surrogate-Key:k3"
+            assert_miss(a.get(t))
+            pf.eventually(lambda: redis_keys(r, "t:*bus*") == 1, timeout=10,
+                          msg="the object in Redis")
+            assert_hit(b.get(t), "B from Redis")
+            assert_hit(b.get(t), "B from its memory")
+            # the admin purge by URL on A clears B's memory too
+            rp = purge(a, {"url": "http://127.0.0.1" + t})
+            assert rp.status == 200 and rp.json() == {"purged": 1}, rp.body
+            eventually_miss(b, t, "B's copy purged by A's admin purge")
+            # the PURGE method on B clears A's memory
+            pf.eventually(lambda: redis_keys(r, "t:*bus*") == 1, timeout=10,
+                          msg="B's new copy in Redis")
+            assert_hit(a.get(t), "A from Redis")
+            with b.conn() as c:
+                resp = c.request("PURGE", t)
+            assert resp.status == 200 and resp.json() == {"purged": 1}, (resp, resp.body)
+            eventually_miss(a, t, "A's copy purged by B's PURGE")
+            # a purge by tag on B clears A's memory (A stored it again just now)
+            assert_hit(a.get(t), "A's new copy")
+            rp = purge(b, {"tag": "k3"})
+            assert rp.status == 200, rp.body
+            eventually_miss(a, t, "A's copy purged by B's tag purge")
+            # and by prefix
+            assert_hit(a.get(t), "A's new copy again")
+            rp = purge(b, {"prefix": "http://127.0.0.1/bus"})
+            assert rp.status == 200, rp.body
+            eventually_miss(a, t, "A's copy purged by B's prefix purge")
+            # Redis down: the local purge still works and says how many it removed here
+            assert_hit(a.get(t), "A's copy, before Redis goes")
+            r.stop()
+            rp = purge(a, {"url": "http://127.0.0.1" + t})
+            assert rp.status == 200 and rp.json() == {"purged": 1}, rp.body
+            resp = a.get(t)
+            assert resp.status == 200, resp
+            assert_miss(resp, what="A after a purge with Redis down")
+
+
+# ---- 2: a background refresh asks Redis first, and carries no credentials ----
+
+SWR = cc("max-age=1, stale-while-revalidate=30")
+REFRESHED = 'pilotfish_cache_background_refreshes_total{result="%s"}'
+
+
+def wait_stale_hit(p, t, headers=None, bound=200):
+    for _ in range(bound):
+        r = p.get(t, headers=headers)
+        if "detail=stale-while-revalidate" in status_of(r):
+            return r
+        assert_hit(r, "before expiry")
+        time.sleep(0.05)
+    raise AssertionError("the entry never went stale")
+
+
+def wait_metric(p, name, want, bound=200):
+    for _ in range(bound):
+        if p.metrics().get(name, 0) >= want:
+            return
+        time.sleep(0.05)
+    raise AssertionError("%s never reached %s: %r" % (name, want, p.metrics().get(name)))
+
+
+def test_cache_fix_refresh_carries_no_credentials():
+    o, p = start()
+    with o, p:
+        t = "/echo?r=1&" + SWR
+        creds = {"Authorization": "Bearer secret", "Cookie": "sid=1",
+                 "Proxy-Authorization": "Basic eA==", "X-Keep": "yes"}
+        first = p.get(t)
+        assert_miss(first)
+        wait_stale_hit(p, t, headers=creds)
+        wait_metric(p, REFRESHED % "updated", 1)
+        r = p.get(t)
+        assert_hit(r, "the refreshed entry")
+        assert seq(r) != seq(first), r.headers
+        sent = {k.lower() for k, _ in echo_json(r)["headers"]}
+        assert "x-keep" in sent, sent
+        assert not sent & {"authorization", "cookie", "proxy-authorization"}, sent
+        # an entry that varies on Cookie is refreshed with the Cookie of its variant
+        t = "/echo?r=2&" + SWR + "&header=Vary:Cookie"
+        assert_miss(p.get(t, headers={"Cookie": "v=1"}))
+        wait_stale_hit(p, t, headers={"Cookie": "v=1", "Authorization": "Bearer x"})
+        wait_metric(p, REFRESHED % "updated", 2)
+        r = p.get(t, headers={"Cookie": "v=1"})
+        assert_hit(r, "the refreshed variant")
+        sent = dict((k.lower(), v) for k, v in echo_json(r)["headers"])
+        assert sent.get("cookie") == "v=1" and "authorization" not in sent, sent
+
+
+@pf.timeout(60)
+def test_cache_fix_refresh_takes_a_fresher_copy_from_redis():
+    r = Redis()
+    o = pf.Origin()
+    with r, o:
+        a, b = start_l2(r, o), start_l2(r, o)
+        with a, b:
+            t = "/rf?size=100&" + cc("max-age=2, stale-while-revalidate=60")
+            first = a.get(t)
+            assert_miss(first)
+            pf.eventually(lambda: redis_keys(r, "t:*rf*") == 1, timeout=10,
+                          msg="the object in Redis")
+            assert_hit(b.get(t), "B from Redis")
+            # both go stale; A refreshes first (its refresh goes upstream: Redis is stale too)
+            wait_stale_hit(a, t)
+            wait_metric(a, REFRESHED % "updated", 1)
+            newer = a.get(t)
+            assert_hit(newer, "A's refreshed entry")
+            assert seq(newer) != seq(first)
+            # B's stale hit: its refresh finds A's fresh copy in Redis and does not go upstream
+            o.reset_stats()
+            stale = wait_stale_hit(b, t)
+            assert seq(stale) == seq(first)
+            wait_metric(b, REFRESHED % "redis", 1)
+            got = b.get(t)
+            assert_hit(got, "B's entry from Redis")
+            assert seq(got) == seq(newer), (got.headers, newer.headers)
+            assert o.stats()["requests"] == 0, o.stats()
+            assert b.metrics().get(REFRESHED % "updated", 0) == 0
