@@ -10,7 +10,8 @@
  * the stored one (a 304 that validated the entry, stale-if-error); on_body
  * copies the bytes into an object builder without altering the stream, and
  * at the end of the body puts the object in the store. Unsafe methods
- * invalidate the target URI and the same-origin Location / Content-Location.
+ * invalidate the target URI and the same-origin Location / Content-Location
+ * (purge.c).
  *
  * Every response that passed through the filter carries a Cache-Status
  * field (RFC 9211).
@@ -28,10 +29,8 @@
 #include <event2/event.h>
 
 #include "proxy/arena.h"
-#include "proxy/defs.h"
 #include "proxy/filter.h"
 #include "proxy/log.h"
-#include "proxy/syntax.h"
 #include "filters/cache/l2.h"
 #include "filters/cache/store.h"
 

@@ -1,9 +1,11 @@
 /*
  * filters/cache: the HTTP cache filter (docs/filters/cache.md). RFC 9111
  * decisions live in rfc.c, objects and the L1 store in object.c and mem.c,
- * the Redis tier in l2.c; cache.c is the filter (lookup, store, revalidate,
- * invalidate), cache_l2.c its use of the Redis tier, cache_conf.c its
- * settings, metrics and purge.
+ * the Redis tier in l2.c; cache.c is the filter (lookup, store, revalidate),
+ * cache_l2.c its use of the Redis tier, purge.c invalidation, the PURGE
+ * method and purges between processes, hfm.c hit-for-miss markers,
+ * refresh.c background refreshes, cache_conf.c its settings, metrics and
+ * the admin purge.
  */
 #ifndef PF_FILTER_CACHE_H
 #define PF_FILTER_CACHE_H
