@@ -371,7 +371,8 @@ static bool response_compressible(const struct pf_tx *tx, const struct pf_gzip_c
     const char *ct = pf_tx_resp_header(tx, "Content-Type");
     struct resp_scan r = {false, false};
 
-    if (status < 200 || status == 204 || status == 206 || status == 304)
+    /* a 304 is looked at as the 200 it stands for: it gets the Vary and ETag that one would */
+    if (status < 200 || status == 204 || status == 206)
         return false;
     if (ct == NULL || !type_listed(conf, ct))
         return false;
@@ -604,6 +605,10 @@ static enum pf_verdict gzip_on_response(struct pf_tx *tx, struct pf_slot *s)
     vary_add_accept_encoding(tx);
     if (!c->accepts || pf_tx_is_head(tx))
         return PF_NEXT;
+    if (pf_tx_status(tx) == 304) { /* RFC 9110 §15.4.5: the 200's ETag, no body to compress */
+        etag_weaken(tx);
+        return PF_NEXT;
+    }
     s->skip_body = false;
     if (deflate_start(tx, conf, c, cl) != 0)
         return PF_FAILED;

@@ -292,6 +292,8 @@ void pf_tx_set_status(struct pf_tx *tx, int status);
  */
 void pf_tx_req_header_set(struct pf_tx *tx, const char *name, const char *value);
 void pf_tx_req_header_del(struct pf_tx *tx, const char *name);
+/* Change the path and query the upstream will get (from on_request; copied into the arena). */
+void pf_tx_set_path(struct pf_tx *tx, const char *path);
 
 /* Is the client allowed privileged requests: loopback, or it sent the admin token? */
 bool pf_tx_client_privileged(const struct pf_tx *tx);

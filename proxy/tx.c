@@ -162,6 +162,11 @@ void pf_tx_req_header_del(struct pf_tx *tx, const char *name)
     pf_hdrs_del(&tx->req, name);
 }
 
+void pf_tx_set_path(struct pf_tx *tx, const char *path)
+{
+    tx->url = pf_arena_strndup(tx->arena, path, strlen(path));
+}
+
 void pf_tx_set_status(struct pf_tx *tx, int status)
 {
     tx->status = status;

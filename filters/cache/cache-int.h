@@ -76,6 +76,25 @@ enum pf_verdict pf_cache_lookup(const struct pf_cache_conf *c, struct pf_tx *tx,
                                 struct cache_ctx *x);
 enum pf_verdict pf_cache_after_lookup(const struct pf_cache_conf *c, struct pf_tx *tx,
                                       struct pf_slot *s, struct cache_ctx *x, enum pf_verdict v);
+enum pf_verdict pf_cache_refresh_request(struct pf_tx *tx, struct pf_slot *s, struct cache_ctx *x);
+
+/*
+ * refresh.c: what a background refresh sends: tx's headers without the client's conditionals and
+ * range, nor its credentials (Authorization, Proxy-Authorization, Cookie) unless the entry of key
+ * is keyed on them (its Vary in st, or key.include_headers).
+ */
+void pf_cache_refresh_headers(const struct pf_cache_conf *c, struct pf_cstore *st, struct pf_tx *tx,
+                              const char *key);
+
+/* purge.c: the PURGE method, invalidation by unsafe methods, purges between processes */
+bool pf_cache_tx_key(const struct pf_cache_conf *c, struct pf_tx *tx, const char *target, char *out,
+                     size_t size);
+enum pf_verdict pf_cache_on_purge(const struct pf_cache_conf *c, struct pf_tx *tx,
+                                  struct pf_slot *s);
+void pf_cache_invalidate(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_slot *s,
+                         const struct cache_ctx *x);
+/* pf_l2_msg_fn of the worker's subscriber: a purge another process published (any thread). */
+void pf_cache_bus_receive(void *arg, const char *msg, size_t len);
 
 /* A Cache-Status of buf (n bytes formatted into STATUS_MAX), with collapsed and key= as x says. */
 void pf_cache_status_line(struct pf_tx *tx, const struct cache_ctx *x, char *buf, int n);
@@ -104,11 +123,15 @@ void pf_cache_collapse_done(struct cache_ctx *x);
 
 /* cache_l2.c */
 char *pf_cache_l2_key(struct pf_arena *a, const char *key, const char *variant);
+char *pf_cache_l2_variants_tag(struct pf_arena *a, const char *key);
 void pf_cache_l2_store_vary(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_slot *s,
                             const struct pf_cobj *o, const char *vary);
 void pf_cache_l2_store(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_slot *s,
                        const struct pf_cobj *o);
 enum pf_verdict pf_cache_l2_lookup(struct pf_tx *tx, struct pf_slot *s, struct cache_ctx *x);
+/* A background refresh asks L2 for x->key / x->variant first: PF_PAUSED, then resumed with what
+ * pf_cache_refresh_request says (after a fresh copy from L2, if any, filled L1). */
+enum pf_verdict pf_cache_l2_refresh(struct pf_tx *tx, struct pf_slot *s, struct cache_ctx *x);
 struct pf_l2 *pf_cache_l2_of(struct pf_slot *s);
 int pf_cache_worker_init(const void *conf, struct pf_worker *w, void **wstate);
 void pf_cache_worker_fini(void *wstate);

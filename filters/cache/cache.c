@@ -10,7 +10,8 @@
  * the stored one (a 304 that validated the entry, stale-if-error); on_body
  * copies the bytes into an object builder without altering the stream, and
  * at the end of the body puts the object in the store. Unsafe methods
- * invalidate the target URI and the same-origin Location / Content-Location.
+ * invalidate the target URI and the same-origin Location / Content-Location
+ * (purge.c).
  *
  * Every response that passed through the filter carries a Cache-Status
  * field (RFC 9211).
@@ -79,8 +80,8 @@ static void join_lines(const char *const *v, unsigned n, char *out, size_t size)
 /* ---- keys ---- */
 
 /* The primary key of tx: pf_cache_key plus the values of key.include_headers. */
-static bool tx_key(const struct pf_cache_conf *c, struct pf_tx *tx, const char *target, char *out,
-                   size_t size)
+bool pf_cache_tx_key(const struct pf_cache_conf *c, struct pf_tx *tx, const char *target, char *out,
+                     size_t size)
 {
     /* the authority the upstream is asked for: an absolute-form target's wins over Host */
     const char *host = pf_tx_host(tx);
@@ -90,13 +91,18 @@ static bool tx_key(const struct pf_cache_conf *c, struct pf_tx *tx, const char *
     if (len == 0)
         return false;
     for (unsigned i = 0; i < c->include_headers.n; i++) {
-        const char *v = pf_tx_req_header(tx, c->include_headers.v[i]);
-        int n =
-            snprintf(out + len, size - len, "\n%s:%s", c->include_headers.v[i], v != NULL ? v : "");
+        const char *lines[LINES_MAX];
+        /* every field line of the name, comma-joined (as a list is folded, and as for Vary) */
+        unsigned nl = req_get(tx, c->include_headers.v[i], lines, LINES_MAX);
+        int n = snprintf(out + len, size - len, "\n%s:", c->include_headers.v[i]);
 
         if (n < 0 || (size_t)n >= size - len)
             return false;
         len += (size_t)n;
+        join_lines(lines, nl, out + len, size - len);
+        len += strlen(out + len);
+        if (len + 1 >= size)
+            return false; /* may have been cut: too long for a key */
     }
     return true;
 }
@@ -305,42 +311,6 @@ static const char *req_copy(struct pf_tx *tx, const char *name)
     return v != NULL ? pf_arena_strndup(pf_tx_arena(tx), v, strlen(v)) : NULL;
 }
 
-/*
- * Remove key from L1 (every variant) and L2: every variant with a SCAN when
- * all (a purge: rare), else only the variant-less entry with one DEL (an
- * invalidation: on every successful unsafe request). The L1 count.
- */
-static size_t drop_key(struct pf_slot *s, struct pf_tx *tx, const char *key, bool all)
-{
-    struct pf_l2 *l2 = pf_cache_l2_of(s);
-
-    if (l2 != NULL && all)
-        pf_l2_purge_prefix(l2, pf_cache_l2_key(pf_tx_arena(tx), key, ""));
-    else if (l2 != NULL)
-        pf_l2_del(l2, pf_cache_l2_key(pf_tx_arena(tx), key, ""));
-    return pf_cstore_purge_key(s->pstate, key);
-}
-
-/* The PURGE method (purge_method: true): purge the target URL, answer {"purged": N}. */
-static enum pf_verdict on_purge(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_slot *s)
-{
-    struct evbuffer *b;
-    char key[KEY_MAX];
-    size_t n;
-
-    if (!pf_tx_client_privileged(tx)) {
-        pf_tx_error(tx, 403, PF_ERR_FORBIDDEN);
-        return PF_REPLIED;
-    }
-    n = tx_key(c, tx, pf_tx_path(tx), key, sizeof(key)) ? drop_key(s, tx, key, true) : 0;
-    b = pf_evbuffer_new();
-    evbuffer_add_printf(b, "{\"purged\":%zu}\n", n);
-    pf_tx_reply(tx, 200, b);
-    evbuffer_free(b);
-    pf_tx_resp_header_add(tx, "Content-Type", "application/json");
-    return PF_REPLIED;
-}
-
 /* The variant key of tx for key: "" without a Vary record, false for Vary: *. */
 static bool lookup_variant(struct pf_cstore *st, struct pf_tx *tx, const char *key, char *out,
                            size_t size, bool *has_vary)
@@ -456,16 +426,15 @@ static void coalesced(struct pf_tx *tx, void *arg, bool timed_out, struct pf_cgr
 
 /*
  * A background refresh of a stale entry that a stale-while-revalidate hit
- * started (a copy of that request, with no client): it leads the key's flight
- * (or ends at once when another fetch of the key is under way, or the entry
- * went or is fresh again), and revalidates the entry with its validators, or refetches it.
+ * started (a copy of that request, with no client): it asks Redis first
+ * (another process may hold a fresher copy: then it fills L1 and ends), then
+ * leads the key's flight (or ends at once when another fetch of the key is
+ * under way, or the entry went or is fresh again), and revalidates the entry
+ * with its validators, or refetches it. cache_l2.c calls it again once Redis
+ * answered.
  */
-static enum pf_verdict refresh_request(struct pf_tx *tx, struct pf_slot *s, struct cache_ctx *x)
+enum pf_verdict pf_cache_refresh_request(struct pf_tx *tx, struct pf_slot *s, struct cache_ctx *x)
 {
-    static const char *const conditional[] = {
-        "if-none-match", "if-modified-since",   "if-range",
-        "if-match",      "if-unmodified-since", "range",
-    };
     const struct pf_cache_conf *c = s->conf;
     char variant[VARIANT_MAX];
     bool has_vary;
@@ -478,6 +447,11 @@ static enum pf_verdict refresh_request(struct pf_tx *tx, struct pf_slot *s, stru
         pf_cobj_unref(o); /* refreshed meanwhile */
         o = NULL;
     }
+    if (o != NULL && pf_cache_l2_of(s) != NULL && !x->l2_done) {
+        pf_cobj_unref(o);
+        x->variant = pf_arena_strndup(pf_tx_arena(tx), variant, strlen(variant));
+        return pf_cache_l2_refresh(tx, s, x);
+    }
     if (o == NULL || !pf_coalesce_lead(s->pstate, x->key)) {
         pf_cobj_unref(o);
         x->fwd = NULL; /* not counted, no Cache-Status: nobody reads this answer */
@@ -488,11 +462,23 @@ static enum pf_verdict refresh_request(struct pf_tx *tx, struct pf_slot *s, stru
     x->background = true;
     x->refresh = PF_REFRESH_FAILED; /* until a response says otherwise */
     x->variant = pf_arena_strndup(pf_tx_arena(tx), variant, strlen(variant));
-    /* the client's own conditionals and range are not the cache's */
-    for (size_t i = 0; i < sizeof(conditional) / sizeof(conditional[0]); i++)
-        pf_tx_req_header_del(tx, conditional[i]);
+    pf_cache_refresh_headers(c, s->pstate, tx, x->key);
     go_revalidate(tx, x, o); /* takes the reference */
     return PF_NEXT;
+}
+
+/*
+ * The upstream does not get the query parameters the key ignores: a response that varied on them
+ * would be stored for every value (cache poisoning), so the origin must not see them.
+ */
+static void strip_ignored(const struct pf_cache_conf *c, struct pf_tx *tx)
+{
+    char t[KEY_MAX];
+    size_t n = pf_cache_strip_query(pf_tx_path(tx), (const char *const *)c->ignore_query.v,
+                                    c->ignore_query.n, t, sizeof(t));
+
+    if (n > 0 && strcmp(t, pf_tx_path(tx)) != 0)
+        pf_tx_set_path(tx, t);
 }
 
 static enum pf_verdict cache_on_request(struct pf_tx *tx, struct pf_slot *s)
@@ -507,16 +493,16 @@ static enum pf_verdict cache_on_request(struct pf_tx *tx, struct pf_slot *s)
     if (s->pstate == NULL)
         return PF_NEXT;
     if (c->purge_method && same_method(m, "PURGE"))
-        return on_purge(c, tx, s);
+        return pf_cache_on_purge(c, tx, s);
     x->mode = M_BYPASS;
     x->fwd = "bypass";
     if (!same_method(m, "GET") && !same_method(m, "HEAD")) {
         x->unsafe = !pf_cache_method_safe(m);
-        if (x->unsafe && tx_key(c, tx, pf_tx_path(tx), key, sizeof(key)))
+        if (x->unsafe && pf_cache_tx_key(c, tx, pf_tx_path(tx), key, sizeof(key)))
             x->key = pf_arena_strndup(pf_tx_arena(tx), key, strlen(key));
         return PF_NEXT;
     }
-    if (!tx_key(c, tx, pf_tx_path(tx), key, sizeof(key)))
+    if (!pf_cache_tx_key(c, tx, pf_tx_path(tx), key, sizeof(key)))
         return PF_NEXT;
     x->key = pf_arena_strndup(pf_tx_arena(tx), key, strlen(key));
     x->debug_key = c->debug_key;
@@ -528,8 +514,10 @@ static enum pf_verdict cache_on_request(struct pf_tx *tx, struct pf_slot *s)
         strcasecmp(pf_tx_req_header(tx, "pragma"), "no-cache") == 0)
         x->req_cc.no_cache = true; /* RFC 9111 §5.4: Pragma only without Cache-Control */
     x->no_store = x->req_cc.no_store;
+    if (c->ignore_query.n > 0 && !x->no_store)
+        strip_ignored(c, tx);
     if (pf_tx_is_background(tx))
-        return refresh_request(tx, s, x);
+        return pf_cache_refresh_request(tx, s, x);
     x->client_inm = req_copy(tx, "if-none-match");
     x->client_ims = req_copy(tx, "if-modified-since");
     return pf_cache_after_lookup(c, tx, s, x, pf_cache_lookup(c, tx, s, x));
@@ -540,7 +528,8 @@ enum pf_verdict pf_cache_after_lookup(const struct pf_cache_conf *c, struct pf_t
                                       struct pf_slot *s, struct cache_ctx *x, enum pf_verdict v)
 {
     if (v != PF_NEXT || x->mode != M_MISS || !c->coalesce || pf_tx_is_head(tx) || x->no_store ||
-        pf_tx_req_header(tx, "authorization") != NULL)
+        pf_tx_req_header(tx, "authorization") != NULL ||
+        pf_cache_hfm_active(s->pstate, x->key, now_s()))
         return v;
     switch (pf_coalesce_join(s->pstate, x->key, tx, c->lock_timeout_ms, coalesced, s)) {
     case PF_COALESCE_LEADER:
@@ -561,55 +550,6 @@ static void leader_done(struct pf_slot *s, struct cache_ctx *x)
         x->leader = false;
         pf_coalesce_done(s->pstate, x->key);
     }
-}
-
-/* ---- invalidation (RFC 9111 §4.4) ---- */
-
-/* The authority of Host or of an absolute URI, without a default :80, lower-cased. */
-static void authority(const char *s, size_t len, char *out, size_t size)
-{
-    size_t n = 0;
-
-    if (len >= 3 && memcmp(s + len - 3, ":80", 3) == 0)
-        len -= 3;
-    for (size_t i = 0; i < len && n + 1 < size; i++)
-        out[n++] = (char)(s[i] >= 'A' && s[i] <= 'Z' ? s[i] + 32 : s[i]);
-    out[n] = '\0';
-}
-
-/* Purge the key of a Location / Content-Location value when it is same-origin. */
-static void invalidate_uri(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_slot *s,
-                           const char *uri)
-{
-    const char *host = pf_tx_host(tx);
-    const char *p;
-    char key[KEY_MAX];
-    char a[256], b[256];
-
-    if (uri == NULL || host == NULL)
-        return;
-    if (uri[0] == '/' && uri[1] != '/') {
-        if (tx_key(c, tx, uri, key, sizeof(key)))
-            drop_key(s, tx, key, false);
-        return;
-    }
-    if (strncasecmp(uri, "http://", 7) != 0)
-        return; /* another scheme is another origin */
-    p = uri + 7;
-    authority(p, strcspn(p, "/?#"), a, sizeof(a));
-    authority(host, strlen(host), b, sizeof(b));
-    if (strcmp(a, b) == 0 && pf_cache_url_key(c, uri, NULL, key, sizeof(key)) > 0)
-        drop_key(s, tx, key, false);
-}
-
-static void invalidate(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_slot *s,
-                       const struct cache_ctx *x)
-{
-    if (x->key == NULL || !pf_cache_invalidates(pf_tx_method(tx), pf_tx_status(tx)))
-        return;
-    drop_key(s, tx, x->key, false);
-    invalidate_uri(c, tx, s, pf_tx_resp_header(tx, "location"));
-    invalidate_uri(c, tx, s, pf_tx_resp_header(tx, "content-location"));
 }
 
 /* ---- the response ---- */
@@ -717,7 +657,9 @@ static bool on_error(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_
 {
     struct pf_cobj *o = x->stale;
 
-    if (pf_cache_stale_on_error(&o->meta, &c->policy, now)) {
+    /* a request no-cache allows no stored response without a successful validation (RFC 9111
+     * §5.2.1.4): the client gets the error */
+    if (!x->req_cc.no_cache && pf_cache_stale_on_error(&o->meta, &c->policy, now)) {
         /* pilotfish's own error (circuit_open, no_healthy_upstream, ...): say which */
         const char *own = pf_tx_resp_header(tx, "x-pilotfish-error");
         char code[40];
@@ -771,14 +713,25 @@ static enum pf_verdict body_504(struct cache_ctx *x, struct pf_body *b)
     return PF_NEXT;
 }
 
-/* Copy one response header into the builder when it is stored (not hop-by-hop, framing, Age). */
+struct stored_arg {
+    struct cache_ctx *x;
+    struct pf_tx *tx;
+    const char *targeted;
+    bool withhold; /* Cache-Control has no-cache="..." or private="..." */
+};
+
+/*
+ * Copy one response header into the builder when it is stored (not hop-by-hop, framing, Age,
+ * nor a field a qualified no-cache= / private= names).
+ */
 static int add_stored(void *arg, const char *name, const char *value)
 {
-    struct cache_ctx *x = arg;
+    struct stored_arg *a = arg;
 
     if (strcasecmp(name, "age") != 0 && strcasecmp(name, "cache-status") != 0 &&
-        pf_cache_header_stored(name, x->conn_value))
-        pf_cobj_builder_header(x->b, name, value);
+        pf_cache_header_stored(name, a->x->conn_value) &&
+        !(a->withhold && pf_cache_field_withheld(resp_get, a->tx, a->targeted, name)))
+        pf_cobj_builder_header(a->x->b, name, value);
     return 0;
 }
 
@@ -808,6 +761,10 @@ static void maybe_store(const struct pf_cache_conf *c, struct pf_tx *tx, struct 
         !pf_cache_variant_key(lines, n, req_get, tx, variant, sizeof(variant)))
         why = "vary";
     if (why != NULL) {
+        /* the next requests need not queue behind one fetch each; errors are not the URL's own */
+        if (x->leader && status < 500)
+            pf_cache_hfm_set(s->pstate, x->key, now,
+                             pf_cache_hfm_ttl(pf_cache_lifetime(&m, &c->policy)));
         cache_status(tx, x, "pilotfish; fwd=%s; fwd-status=%d; detail=%s", x->fwd, status,
                      why[0] != '\0' ? why : "not-storable");
         s->skip_body = true;
@@ -818,20 +775,27 @@ static void maybe_store(const struct pf_cache_conf *c, struct pf_tx *tx, struct 
         join_lines(lines, n, x->vary, sizeof(x->vary));
     x->conn_value = pf_tx_resp_header(tx, "connection");
     x->b = pf_cobj_builder_new(x->key, variant, status, &m, c->max_object_size);
-    if (x->b != NULL)
-        pf_tx_resp_header_each(tx, add_stored, x);
+    if (x->b != NULL) {
+        struct stored_arg a = {x, tx, targeted, m.cc.no_cache_fields || m.cc.private_fields};
+
+        pf_tx_resp_header_each(tx, add_stored, &a);
+    }
     if (x->b != NULL && c->tag_header[0] != '\0' && pf_tx_resp_header(tx, c->tag_header) != NULL)
         pf_cobj_builder_tags(x->b, pf_tx_resp_header(tx, c->tag_header));
     pf_cache_collapse_lead(c, tx, s, x, &m, variant); /* the waiters start now */
     cache_status(tx, x, "pilotfish; fwd=%s; fwd-status=%d; stored", x->fwd, status);
 }
 
-/* The response to a background refresh: store it; an error keeps the stale entry. */
+/*
+ * The response to a background refresh: store it; an error keeps the stale entry, and so does a
+ * refusal to authenticate (401, 403, 407): the refresh went without the client's credentials, so
+ * that answer is about the refresh, not about the resource.
+ */
 static void refresh_response(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_slot *s,
                              struct cache_ctx *x, int status, int64_t now)
 {
     s->skip_body = true;
-    if (status >= 500) {
+    if (status >= 500 || status == 401 || status == 403 || status == 407) {
         leader_done(s, x);
         return;
     }
@@ -858,7 +822,7 @@ static enum pf_verdict cache_on_response(struct pf_tx *tx, struct pf_slot *s)
     }
     if (x->mode == M_BYPASS) {
         if (x->unsafe)
-            invalidate(c, tx, s, x);
+            pf_cache_invalidate(c, tx, s, x);
         cache_status(tx, x, "pilotfish; fwd=bypass; fwd-status=%d", status);
         pf_cache_count(PF_CACHE_BYPASS, 0);
         s->skip_body = true;
@@ -966,6 +930,8 @@ static int cache_init_process(const void *conf, void **pstate)
     const struct pf_cache_conf *c = conf;
 
     *pstate = pf_cstore_new((size_t)c->memory, shards_of(c));
+    if (*pstate != NULL)
+        pf_cache_bus_register(*pstate); /* purges published by other processes reach it */
     return *pstate != NULL ? 0 : -12;
 }
 
@@ -978,6 +944,7 @@ static bool cache_reuse_process(const void *old_conf, const void *new_conf)
 
 static void cache_fini_process(void *pstate)
 {
+    pf_cache_bus_unregister(pstate);
     pf_cstore_free(pstate);
 }
 

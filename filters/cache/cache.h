@@ -1,9 +1,11 @@
 /*
  * filters/cache: the HTTP cache filter (docs/filters/cache.md). RFC 9111
  * decisions live in rfc.c, objects and the L1 store in object.c and mem.c,
- * the Redis tier in l2.c; cache.c is the filter (lookup, store, revalidate,
- * invalidate), cache_l2.c its use of the Redis tier, cache_conf.c its
- * settings, metrics and purge.
+ * the Redis tier in l2.c; cache.c is the filter (lookup, store, revalidate),
+ * cache_l2.c its use of the Redis tier, purge.c invalidation, the PURGE
+ * method and purges between processes, hfm.c hit-for-miss markers,
+ * refresh.c background refreshes, cache_conf.c its settings, metrics and
+ * the admin purge.
  */
 #ifndef PF_FILTER_CACHE_H
 #define PF_FILTER_CACHE_H
@@ -59,6 +61,7 @@ enum pf_cache_refresh {
     PF_REFRESH_REVALIDATED, /* a 304 refreshed the entry */
     PF_REFRESH_UNCACHEABLE, /* the response could not be stored: the entry stays */
     PF_REFRESH_FAILED,      /* 5xx, no response, or cut: the stale entry stays */
+    PF_REFRESH_FROM_L2,     /* Redis had a fresh copy: it replaced the entry, no upstream request */
     PF_REFRESH_N,
 };
 struct evbuffer;
@@ -90,6 +93,17 @@ void pf_coalesce_stream(const void *store, const char *key, struct pf_cgrow *g);
 /* The leader of (store, key) is done: wake every waiter (any thread). */
 void pf_coalesce_done(const void *store, const char *key);
 
+/*
+ * hfm.c: hit-for-miss markers. A key whose coalesced fetch got a response that cannot be stored
+ * is marked for pf_cache_hfm_ttl(the response's freshness lifetime) seconds: requests for it go
+ * upstream at once instead of queueing behind one fetch each. Any thread.
+ */
+#define PF_HFM_DEFAULT_S 10  /* a response without a freshness lifetime */
+#define PF_HFM_MAX_S     120 /* the longest a marker lasts */
+void pf_cache_hfm_set(const void *store, const char *key, int64_t now, int64_t ttl_s);
+bool pf_cache_hfm_active(const void *store, const char *key, int64_t now);
+int64_t pf_cache_hfm_ttl(int64_t lifetime);
+
 /* cache_conf.c */
 int pf_cache_conf_parse(const struct pf_conf_node *n, void **conf, struct pf_err *err);
 void pf_cache_conf_free(void *conf);
@@ -120,6 +134,20 @@ size_t pf_cache_url_key(const struct pf_cache_conf *c, const char *url, const ch
 
 /* s as the inside of an sf-string (RFC 8941) into out (room for 3 * strlen(s)); its length. */
 size_t pf_cache_sf_escape(char *out, const char *s);
+
+/*
+ * purge.c: the purge bus between the processes that share the Redis tier (see purge.c). A
+ * store is registered while it lives (init_process to fini_process) so that purges other
+ * processes publish reach it; pf_cache_bus_message writes the message of one purge ("PF1",
+ * this process's nonce, op, arg) into out, its length (0: does not fit). Any thread.
+ */
+#define PF_BUS_CHANNEL "purge"
+#define PF_BUS_KEY     'k' /* a key: every variant */
+#define PF_BUS_PREFIX  'p'
+#define PF_BUS_TAG     't'
+void pf_cache_bus_register(struct pf_cstore *st);
+void pf_cache_bus_unregister(struct pf_cstore *st);
+size_t pf_cache_bus_message(char op, const char *arg, char *out, size_t size);
 
 /* Purge by url, prefix or tag from the L1 store; the number of objects removed. */
 size_t pf_cache_purge(const struct pf_cache_conf *c, struct pf_cstore *st, const char *what,

@@ -17,6 +17,7 @@
 #include "proxy/conf.h"
 #include "proxy/filter.h"
 #include "proxy/log.h"
+#include "proxy/route.h"
 #include "proxy/stats.h"
 #include "filters/cache/l2.h"
 #include "filters/cache/store.h"
@@ -376,14 +377,22 @@ size_t pf_cache_sf_escape(char *out, const char *s)
 /* ---- keys of URLs, purge ---- */
 
 static void l2_purge(const struct pf_cache_conf *c, const char *what, const char *key);
+static void l2_publish(const struct pf_cache_conf *c, char op, const char *arg);
 
-size_t pf_cache_url_key(const struct pf_cache_conf *c, const char *url, const char *host, char *out,
-                        size_t size)
+/*
+ * The key of url; with normalize, its path normalised the way a route normalises a request's
+ * (percent-encoding, dot segments: the path a normalize_path: forward route keys on).
+ */
+static size_t url_key(const struct pf_cache_conf *c, const char *url, const char *host,
+                      bool normalize, char *out, size_t size)
 {
     const char *scheme = "http";
     const char *p = url;
     const char *slash;
     char h[256];
+    char t[CACHE_KEY_MAX];
+    size_t plen;
+    ssize_t n;
 
     if (strncasecmp(p, "http://", 7) == 0 || strncasecmp(p, "https://", 8) == 0) {
         scheme = p[4] == ':' ? "http" : "https";
@@ -400,39 +409,78 @@ size_t pf_cache_url_key(const struct pf_cache_conf *c, const char *url, const ch
     } else if (p[0] != '/' || host == NULL) {
         return 0;
     }
+    plen = strcspn(p, "?#");
+    if (normalize && plen + 2 <= sizeof(t)) {
+        n = pf_route_normalize(p, plen, t);
+        if (n < 0 || (size_t)n + strlen(p + plen) + 1 > sizeof(t))
+            return 0;
+        memcpy(t + n, p + plen, strlen(p + plen) + 1);
+        p = t;
+    }
     return pf_cache_key(scheme, host, p, (const char *const *)c->ignore_query.v, c->ignore_query.n,
                         out, size);
+}
+
+size_t pf_cache_url_key(const struct pf_cache_conf *c, const char *url, const char *host, char *out,
+                        size_t size)
+{
+    return url_key(c, url, host, true, out, size);
+}
+
+/* Purge one URL key (every variant, and every include_headers value) from both tiers. */
+static size_t purge_url(const struct pf_cache_conf *c, struct pf_cstore *st, char *key, size_t len)
+{
+    key[len] = '\n'; /* L2 keys are key, newline, variant: every variant of the URL */
+    key[len + 1] = '\0';
+    if (c->redis_addresses.n > 0)
+        l2_purge(c, "url", key);
+    /* with include_headers the stored keys are the URL's, a newline and the values of those
+     * headers: every one of them, whatever the values, is this URL */
+    if (c->include_headers.n > 0) {
+        l2_publish(c, PF_BUS_PREFIX, key);
+        return pf_cstore_purge_prefix(st, key);
+    }
+    key[len] = '\0';
+    l2_publish(c, PF_BUS_KEY, key);
+    return pf_cstore_purge_key(st, key);
 }
 
 size_t pf_cache_purge(const struct pf_cache_conf *c, struct pf_cstore *st, const char *what,
                       const char *value)
 {
-    char key[CACHE_KEY_MAX];
-    size_t len;
+    char key[CACHE_KEY_MAX], raw[CACHE_KEY_MAX];
+    size_t len, rlen, n;
 
     if (strcmp(what, "tag") == 0) {
         if (c->redis_addresses.n > 0)
             l2_purge(c, what, value);
+        l2_publish(c, PF_BUS_TAG, value);
         return pf_cstore_purge_tag(st, value);
     }
-    len = pf_cache_url_key(c, value, NULL, key, sizeof(key) - 1);
-    if (len == 0)
+    len = url_key(c, value, NULL, true, key, sizeof(key) - 1);
+    rlen = url_key(c, value, NULL, false, raw, sizeof(raw) - 1);
+    if (len == 0 && rlen == 0)
         return 0;
+    if (len == 0 || (rlen > 0 && strcmp(key, raw) == 0)) {
+        memcpy(key, raw, rlen + 1); /* refused by the normalisation, or the same */
+        len = rlen;
+        rlen = 0;
+    }
     if (strcmp(what, "prefix") == 0) {
         if (c->redis_addresses.n > 0)
             l2_purge(c, what, key);
-        return pf_cstore_purge_prefix(st, key);
+        l2_publish(c, PF_BUS_PREFIX, key);
+        n = pf_cstore_purge_prefix(st, key);
+        if (rlen > 0 && c->redis_addresses.n > 0)
+            l2_purge(c, what, raw);
+        if (rlen > 0)
+            l2_publish(c, PF_BUS_PREFIX, raw);
+        return rlen > 0 ? n + pf_cstore_purge_prefix(st, raw) : n;
     }
-    key[len] = '\n'; /* L2 keys are key, newline, variant: every variant of the URL */
-    key[len + 1] = '\0';
-    if (c->redis_addresses.n > 0)
-        l2_purge(c, what, key);
-    /* with include_headers the stored keys are the URL's, a newline and the values of those
-     * headers: every one of them, whatever the values, is this URL */
-    if (c->include_headers.n > 0)
-        return pf_cstore_purge_prefix(st, key);
-    key[len] = '\0';
-    return pf_cstore_purge_key(st, key);
+    /* the normalised URL (what a forward route keys on), and the URL as written (a match_only
+     * route keys on the target as received) */
+    n = purge_url(c, st, key, len);
+    return rlen > 0 ? n + purge_url(c, st, raw, rlen) : n;
 }
 
 /* ---- purge in the Redis tier, from the admin thread (blocking, bounded by redis.timeout) ---- */
@@ -547,6 +595,30 @@ static void l2_purge_tag(redisContext **rc, const struct pf_cache_conf *c, const
     r = redisCommand(home, "DEL %stag:%s", c->redis_key_prefix, tag);
     if (r != NULL)
         freeReplyObject(r);
+}
+
+/*
+ * Tell the other processes sharing the Redis tier (purge.c's bus): PUBLISH on the server that
+ * holds the channel. Redis down: only this process's memory is purged.
+ */
+static void l2_publish(const struct pf_cache_conf *c, char op, const char *arg)
+{
+    char msg[CACHE_KEY_MAX + 64];
+    size_t len;
+    redisContext *rc;
+    redisReply *r;
+
+    if (c->redis_addresses.n == 0 || (len = pf_cache_bus_message(op, arg, msg, sizeof(msg))) == 0)
+        return;
+    rc = l2_connect(
+        c, c->redis_addresses.v[pf_l2_pick_among(
+               PF_BUS_CHANNEL, (const char *const *)c->redis_addresses.v, c->redis_addresses.n)]);
+    if (rc == NULL)
+        return;
+    r = redisCommand(rc, "PUBLISH %s" PF_BUS_CHANNEL " %b", c->redis_key_prefix, msg, len);
+    if (r != NULL)
+        freeReplyObject(r);
+    redisFree(rc);
 }
 
 /* Purge in every Redis server; a server that cannot be reached is skipped. */

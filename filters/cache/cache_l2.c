@@ -83,18 +83,41 @@ static bool l2_got_vary(struct pf_slot *s, struct cache_ctx *x, const void *data
     return true;
 }
 
-/* Write o to L2 too (fire and forget). */
+/*
+ * The tag whose set in L2 lists every variant of key: a newline, then the key (a tag from a
+ * response header never holds a newline). An invalidation reads the set and deletes each member
+ * on its own server (single-key commands: members are spread by rendezvous hashing).
+ */
+char *pf_cache_l2_variants_tag(struct pf_arena *a, const char *key)
+{
+    size_t kl = strlen(key);
+    char *t = pf_arena_alloc(a, kl + 2);
+
+    t[0] = '\n';
+    memcpy(t + 1, key, kl + 1);
+    return t;
+}
+
+/* Write o to L2 too (fire and forget); a variant is also listed in its URL's variant set. */
 void pf_cache_l2_store(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_slot *s,
                        const struct pf_cobj *o)
 {
     struct evbuffer *b;
     int64_t ttl = l2_ttl(c, o, now_s());
+    const char **tags = (const char **)o->tags;
+    unsigned n = o->n_tags;
 
     if (pf_cache_l2_of(s) == NULL || ttl <= 0 || (b = evbuffer_new()) == NULL)
         return;
+    if (o->variant[0] != '\0') {
+        tags = pf_arena_alloc(pf_tx_arena(tx), (n + 1) * sizeof(*tags));
+        for (unsigned i = 0; i < n; i++)
+            tags[i] = o->tags[i];
+        tags[n++] = pf_cache_l2_variants_tag(pf_tx_arena(tx), o->key);
+    }
     pf_cobj_serialize(o, b);
     pf_l2_set(pf_cache_l2_of(s), pf_cache_l2_key(pf_tx_arena(tx), o->key, o->variant),
-              evbuffer_pullup(b, -1), evbuffer_get_length(b), (uint64_t)ttl, o->tags, o->n_tags);
+              evbuffer_pullup(b, -1), evbuffer_get_length(b), (uint64_t)ttl, tags, n);
     evbuffer_free(b);
 }
 
@@ -170,6 +193,40 @@ static void l2_got(void *arg, const void *data, size_t len)
         resume_later(tx, v);
 }
 
+/* L2's answer to a background refresh: a copy fresh for this request fills L1 (no upstream). */
+static void l2_refresh_got(void *arg, const void *data, size_t len)
+{
+    struct pf_slot *s = arg;
+    struct cache_ctx *x = s->ctx;
+    const struct pf_cache_conf *c = s->conf;
+    struct pf_tx *tx = pf_tx_deref(x->ref);
+    struct pf_cobj *o = NULL;
+    bool used = false;
+
+    x->l2_get = 0;
+    if (tx == NULL)
+        return;
+    if (data != NULL)
+        o = pf_cobj_deserialize(data, len, c->max_object_size);
+    if (o != NULL && strcmp(o->key, x->key) == 0 && strcmp(o->variant, x->variant) == 0 &&
+        pf_cache_usable(&o->meta, &x->req_cc, &c->policy, now_s()) == PF_CACHE_USE_FRESH)
+        used = pf_cstore_put(s->pstate, o) == 0;
+    pf_cobj_unref(o);
+    pf_cache_count_l2(used);
+    if (used)
+        pf_cache_count_refresh(PF_REFRESH_FROM_L2);
+    resume_later(tx, pf_cache_refresh_request(tx, s, x));
+}
+
+enum pf_verdict pf_cache_l2_refresh(struct pf_tx *tx, struct pf_slot *s, struct cache_ctx *x)
+{
+    x->l2_done = true;
+    x->ref = pf_tx_ref(tx);
+    x->l2_get = pf_l2_get(pf_cache_l2_of(s), pf_cache_l2_key(pf_tx_arena(tx), x->key, x->variant),
+                          l2_refresh_got, s);
+    return PF_PAUSED;
+}
+
 enum pf_verdict pf_cache_l2_lookup(struct pf_tx *tx, struct pf_slot *s, struct cache_ctx *x)
 {
     x->l2_done = true;
@@ -190,7 +247,8 @@ enum pf_verdict pf_cache_l2_lookup(struct pf_tx *tx, struct pf_slot *s, struct c
 struct cache_wstate {
     struct pf_l2_conf lc; /* points into the filter's conf, which outlives the wstate */
     struct pf_worker *w;
-    struct pf_l2 *l2; /* made by worker_start; NULL when pf_l2_new refused the settings */
+    struct pf_l2 *l2;  /* made by worker_start; NULL when pf_l2_new refused the settings */
+    struct pf_l2 *sub; /* worker 0's subscriber to the purge bus (purge.c) */
 };
 
 int pf_cache_worker_init(const void *conf, struct pf_worker *w, void **wstate)
@@ -222,6 +280,7 @@ void pf_cache_worker_fini(void *wstate)
     if (ws == NULL)
         return;
     pf_l2_free(ws->l2);
+    pf_l2_free(ws->sub);
     free(ws);
 }
 
@@ -231,6 +290,10 @@ void pf_cache_worker_start(void *wstate)
 
     if (ws != NULL && ws->l2 == NULL)
         ws->l2 = pf_l2_new(pf_worker_base(ws->w), &ws->lc);
+    /* one subscriber per process: the memory tier is the process's, shared by its workers */
+    if (ws != NULL && ws->sub == NULL && pf_worker_index(ws->w) == 0)
+        ws->sub = pf_l2_subscriber_new(pf_worker_base(ws->w), &ws->lc, PF_BUS_CHANNEL,
+                                       pf_cache_bus_receive, NULL);
 }
 
 struct pf_l2 *pf_cache_l2_of(struct pf_slot *s)

@@ -76,6 +76,9 @@ struct pf_l2 {
     size_t table_size, n_pending;
     bool freeing;
     struct pf_l2_stats st;
+    char *sub_channel; /* a subscriber (pf_l2_subscriber_new): SUBSCRIBEd at each connect */
+    pf_l2_msg_fn sub_cb;
+    void *sub_arg;
 };
 
 static void server_connect(struct server *s);
@@ -365,6 +368,28 @@ static void setup_reply(redisAsyncContext *ac, void *r, void *priv)
     evtimer_add(&s->drop_ev, &zero);
 }
 
+/*
+ * Replies on a subscriber's connection: the SUBSCRIBE's own, then one ["message", channel,
+ * payload] per message published (hiredis keeps the callback for the channel). NULL when the
+ * connection goes.
+ */
+static void sub_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+    struct server *s = ac->data;
+    redisReply *reply = r;
+    const redisReply *kind;
+    (void)priv;
+    if (!reply || s->ac != ac || s->l2->freeing || reply->type != REDIS_REPLY_ARRAY ||
+        reply->elements != 3)
+        return;
+    kind = reply->element[0];
+    if (kind->type == REDIS_REPLY_STRING && !strcmp(kind->str, "message") &&
+        reply->element[2]->type == REDIS_REPLY_STRING)
+        s->l2->sub_cb(s->l2->sub_arg, reply->element[2]->str, (size_t)reply->element[2]->len);
+    else if (s->outstanding) /* the subscription itself */
+        s->outstanding--;
+}
+
 /* A command on s's connection; false when it cannot be sent now. */
 static bool send_cmd(struct server *s, redisCallbackFn *fn, void *priv, const char *fmt, ...)
 {
@@ -410,6 +435,8 @@ static void server_connect(struct server *s)
         send_cmd(s, setup_reply, NULL, "AUTH %s", l2->password);
     if (l2->db)
         send_cmd(s, setup_reply, NULL, "SELECT %u", l2->db);
+    if (l2->sub_channel != NULL)
+        send_cmd(s, sub_reply, NULL, "SUBSCRIBE %s%s", l2->prefix, l2->sub_channel);
     uint64_t ms = l2->timeout_ms > CONNECT_MIN_MS ? l2->timeout_ms : CONNECT_MIN_MS;
     struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
     evtimer_add(&s->connect_tmo_ev, &tv);
@@ -450,12 +477,17 @@ static int parse_addr(struct server *s, const char *a)
     return 0;
 }
 
-struct pf_l2 *pf_l2_new(struct event_base *base, const struct pf_l2_conf *conf)
+/* A client, or a subscriber of channel (not NULL): it connects at once. */
+static struct pf_l2 *l2_make(struct event_base *base, const struct pf_l2_conf *conf,
+                             const char *channel, pf_l2_msg_fn cb, void *arg)
 {
     struct pf_l2 *l2;
     if (!conf->n_addresses)
         return NULL;
     l2 = pf_xcalloc(1, sizeof(*l2));
+    l2->sub_channel = channel ? pf_xstrdup(channel) : NULL;
+    l2->sub_cb = cb;
+    l2->sub_arg = arg;
     l2->base = base;
     l2->n = conf->n_addresses;
     l2->db = conf->db;
@@ -483,6 +515,25 @@ struct pf_l2 *pf_l2_new(struct event_base *base, const struct pf_l2_conf *conf)
     for (unsigned i = 0; i < l2->n; i++)
         server_connect(&l2->servers[i]);
     return l2;
+}
+
+struct pf_l2 *pf_l2_new(struct event_base *base, const struct pf_l2_conf *conf)
+{
+    return l2_make(base, conf, NULL, NULL, NULL);
+}
+
+struct pf_l2 *pf_l2_subscriber_new(struct event_base *base, const struct pf_l2_conf *conf,
+                                   const char *channel, pf_l2_msg_fn cb, void *arg)
+{
+    struct pf_l2_conf one = *conf;
+    const char *addr;
+
+    if (!conf->n_addresses)
+        return NULL;
+    addr = conf->addresses[pf_l2_pick_among(channel, conf->addresses, conf->n_addresses)];
+    one.addresses = &addr;
+    one.n_addresses = 1;
+    return l2_make(base, &one, channel, cb, arg);
 }
 
 void pf_l2_free(struct pf_l2 *l2)
@@ -513,6 +564,7 @@ void pf_l2_free(struct pf_l2 *l2)
     free(l2->table);
     free(l2->password);
     free(l2->prefix);
+    free(l2->sub_channel);
     free(l2);
 }
 
@@ -640,45 +692,144 @@ void pf_l2_set(struct pf_l2 *l2, const char *key, const void *data, size_t len, 
     }
 }
 
-void pf_l2_del(struct pf_l2 *l2, const char *key)
+/*
+ * A job: deletes whose purge message is PUBLISHed only once Redis has run
+ * them all (pending counts the steps in flight, plus one until
+ * pf_l2_job_publish), so that no other process, told to drop its memory
+ * copy, can refill it from Redis in between. hiredis calls every callback
+ * once, with NULL when the connection goes, so each step ends exactly once.
+ */
+struct pf_l2_job {
+    struct pf_l2 *l2;
+    unsigned pending;
+    char *channel;
+    char *msg;
+    size_t len;
+};
+
+struct pf_l2_job *pf_l2_job_new(struct pf_l2 *l2)
 {
-    send_cmd(server_of(l2, key, ""), write_reply, NULL, "DEL %s%s", l2->prefix, key);
+    struct pf_l2_job *j = pf_xcalloc(1, sizeof(*j));
+    j->l2 = l2;
+    j->pending = 1;
+    return j;
 }
 
-/* SMEMBERS of a tag's set: delete each member on its own server. */
+static void job_done(struct pf_l2_job *j)
+{
+    if (!j || --j->pending > 0)
+        return;
+    if (j->msg && !j->l2->freeing)
+        pf_l2_publish(j->l2, j->channel, j->msg, j->len);
+    free(j->channel);
+    free(j->msg);
+    free(j);
+}
+
+void pf_l2_job_publish(struct pf_l2_job *j, const char *channel, const void *msg, size_t len)
+{
+    j->channel = pf_xstrdup(channel);
+    j->msg = pf_xmalloc(len ? len : 1);
+    memcpy(j->msg, msg, len);
+    j->len = len;
+    job_done(j);
+}
+
+/* A step's reply (or its loss) ends it. */
+static void job_reply(redisAsyncContext *ac, void *rep, void *priv)
+{
+    write_reply(ac, rep, NULL);
+    job_done(priv);
+}
+
+/* DEL of key (without the prefix, len bytes), a step of j when j is not NULL. */
+static void del_key(struct server *s, const char *prefix, const char *key, size_t len,
+                    struct pf_l2_job *j)
+{
+    if (j)
+        j->pending++;
+    if (!send_cmd(s, j ? job_reply : write_reply, j, "DEL %s%b", prefix, key, len))
+        job_done(j);
+}
+
+void pf_l2_job_del(struct pf_l2_job *j, const char *key)
+{
+    del_key(server_of(j->l2, key, ""), j->l2->prefix, key, strlen(key), j);
+}
+
+void pf_l2_del(struct pf_l2 *l2, const char *key)
+{
+    del_key(server_of(l2, key, ""), l2->prefix, key, strlen(key), NULL);
+}
+
+void pf_l2_publish(struct pf_l2 *l2, const char *channel, const void *msg, size_t len)
+{
+    send_cmd(server_of(l2, channel, ""), write_reply, NULL, "PUBLISH %s%s %b", l2->prefix, channel,
+             msg, len);
+}
+
+/* SMEMBERS of a tag's set (priv: the job, or NULL): delete each member on its own server. */
 static void members_reply(redisAsyncContext *ac, void *rep, void *priv)
 {
     struct server *s = ac->data;
     struct pf_l2 *l2 = s->l2;
     redisReply *reply = rep;
-    write_reply(ac, rep, priv);
-    if (!reply || l2->freeing || s->ac != ac)
-        return;
-    if (reply->type != REDIS_REPLY_ARRAY) {
-        if (reply->type != REDIS_REPLY_ERROR)
-            count(&l2->st.errors, T_ERRORS);
-        return;
-    }
-    for (size_t i = 0; i < reply->elements; i++) {
+    write_reply(ac, rep, NULL);
+    if (reply && !l2->freeing && s->ac == ac && reply->type != REDIS_REPLY_ARRAY &&
+        reply->type != REDIS_REPLY_ERROR)
+        count(&l2->st.errors, T_ERRORS);
+    for (size_t i = 0; reply && !l2->freeing && s->ac == ac && reply->type == REDIS_REPLY_ARRAY &&
+                       i < reply->elements;
+         i++) {
         const redisReply *m = reply->element[i];
         if (m->type == REDIS_REPLY_STRING && !memchr(m->str, 0, m->len))
-            pf_l2_del(l2, m->str);
+            del_key(server_of(l2, m->str, ""), l2->prefix, m->str, (size_t)m->len, priv);
     }
+    job_done(priv);
+}
+
+static void purge_tag(struct pf_l2 *l2, const char *tag, struct pf_l2_job *j)
+{
+    struct server *s = server_of(l2, "tag:", tag);
+    if (j)
+        j->pending++;
+    /* The set is read, then deleted: both run in order on one connection. */
+    if (send_cmd(s, members_reply, j, "SMEMBERS %stag:%s", l2->prefix, tag))
+        send_cmd(s, write_reply, NULL, "DEL %stag:%s", l2->prefix, tag);
+    else
+        job_done(j);
+}
+
+void pf_l2_job_purge_tag(struct pf_l2_job *j, const char *tag)
+{
+    purge_tag(j->l2, tag, j);
 }
 
 void pf_l2_purge_tag(struct pf_l2 *l2, const char *tag)
 {
-    struct server *s = server_of(l2, "tag:", tag);
-    /* The set is read, then deleted: both run in order on one connection. */
-    if (send_cmd(s, members_reply, NULL, "SMEMBERS %stag:%s", l2->prefix, tag))
-        send_cmd(s, write_reply, NULL, "DEL %stag:%s", l2->prefix, tag);
+    purge_tag(l2, tag, NULL);
 }
 
-/* One SCAN walk over one server; pattern is owned by the walk. */
+/* A SCAN walk over one server: its pattern, and its job (or NULL). */
+struct walk {
+    char *pattern;
+    struct pf_l2_job *job;
+};
+
+/* The walk is over (or lost): a PING after its last DELs ends its job step when they ran. */
+static void walk_end(struct server *s, struct walk *w, bool ping)
+{
+    if (!ping || !w->job || !send_cmd(s, job_reply, w->job, "PING"))
+        job_done(w->job);
+    free(w->pattern);
+    free(w);
+}
+
+/* One SCAN walk over one server; w is owned by the walk. */
 static void scan_reply(redisAsyncContext *ac, void *rep, void *priv)
 {
     struct server *s = ac->data;
-    char *pattern = priv;
+    struct walk *w = priv;
     redisReply *reply = rep;
     write_reply(ac, rep, NULL);
     bool ok = reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
@@ -687,7 +838,7 @@ static void scan_reply(redisAsyncContext *ac, void *rep, void *priv)
     if (!ok || s->l2->freeing || s->ac != ac) {
         if (reply && !ok && reply->type != REDIS_REPLY_ERROR)
             count(&s->l2->st.errors, T_ERRORS); /* garbage */
-        free(pattern);
+        walk_end(s, w, false);
         return;
     }
     const redisReply *keys = reply->element[1];
@@ -697,9 +848,10 @@ static void scan_reply(redisAsyncContext *ac, void *rep, void *priv)
             send_cmd(s, write_reply, NULL, "DEL %b", k->str, (size_t)k->len);
     }
     const char *cursor = reply->element[0]->str;
-    if (!strcmp(cursor, "0") ||
-        !send_cmd(s, scan_reply, pattern, "SCAN %s MATCH %s COUNT " SCAN_COUNT, cursor, pattern))
-        free(pattern);
+    if (!strcmp(cursor, "0"))
+        walk_end(s, w, true);
+    else if (!send_cmd(s, scan_reply, w, "SCAN %s MATCH %s COUNT " SCAN_COUNT, cursor, w->pattern))
+        walk_end(s, w, false);
 }
 
 /* prefix + a glob-escaped copy of p + "*". */
@@ -720,14 +872,28 @@ static char *scan_pattern(const char *prefix, const char *p)
     return out;
 }
 
-void pf_l2_purge_prefix(struct pf_l2 *l2, const char *prefix)
+static void purge_prefix(struct pf_l2 *l2, const char *prefix, struct pf_l2_job *j)
 {
     for (unsigned i = 0; i < l2->n; i++) {
-        char *pattern = scan_pattern(l2->prefix, prefix);
-        if (!send_cmd(&l2->servers[i], scan_reply, pattern, "SCAN 0 MATCH %s COUNT " SCAN_COUNT,
-                      pattern))
-            free(pattern);
+        struct walk *w = pf_xmalloc(sizeof(*w));
+        w->pattern = scan_pattern(l2->prefix, prefix);
+        w->job = j;
+        if (j)
+            j->pending++;
+        if (!send_cmd(&l2->servers[i], scan_reply, w, "SCAN 0 MATCH %s COUNT " SCAN_COUNT,
+                      w->pattern))
+            walk_end(&l2->servers[i], w, false);
     }
+}
+
+void pf_l2_job_purge_prefix(struct pf_l2_job *j, const char *prefix)
+{
+    purge_prefix(j->l2, prefix, j);
+}
+
+void pf_l2_purge_prefix(struct pf_l2 *l2, const char *prefix)
+{
+    purge_prefix(l2, prefix, NULL);
 }
 
 void pf_l2_stats(const struct pf_l2 *l2, struct pf_l2_stats *out)

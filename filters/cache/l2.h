@@ -32,6 +32,15 @@ struct pf_l2;
 
 /* Connects to every server at once (in the background); NULL when an address is malformed. */
 struct pf_l2 *pf_l2_new(struct event_base *base, const struct pf_l2_conf *conf);
+/*
+ * A subscriber: one connection, to the server rendezvous hashing picks for channel among
+ * conf's addresses, that SUBSCRIBEs to key_prefix + channel at each (re)connect (the same
+ * backoff as a client) and calls cb with each message published there (msg lives during the
+ * call only). Only pf_l2_free may be used on it. NULL when the address is malformed.
+ */
+typedef void (*pf_l2_msg_fn)(void *arg, const char *msg, size_t len);
+struct pf_l2 *pf_l2_subscriber_new(struct event_base *base, const struct pf_l2_conf *conf,
+                                   const char *channel, pf_l2_msg_fn cb, void *arg);
 /* Pending gets are cancelled (callbacks not called). Not from inside a pf_l2 callback. */
 void pf_l2_free(struct pf_l2 *l2);
 
@@ -52,6 +61,21 @@ void pf_l2_cancel(struct pf_l2 *l2, uint64_t h);
 void pf_l2_set(struct pf_l2 *l2, const char *key, const void *data, size_t len, uint64_t ttl_s,
                const char *const *tags, unsigned n_tags);
 void pf_l2_del(struct pf_l2 *l2, const char *key);
+/*
+ * A purge job: the same deletes as pf_l2_del, _purge_tag and _purge_prefix, then
+ * pf_l2_job_publish, which ends the job: msg is PUBLISHed (as pf_l2_publish) once Redis has run
+ * every delete of the job (their replies, and a PING after each SCAN walk, are in), or lost them
+ * with a connection. The job frees itself. The l2 client's thread only.
+ */
+struct pf_l2_job;
+struct pf_l2_job *pf_l2_job_new(struct pf_l2 *l2);
+void pf_l2_job_del(struct pf_l2_job *j, const char *key);
+void pf_l2_job_purge_tag(struct pf_l2_job *j, const char *tag);
+void pf_l2_job_purge_prefix(struct pf_l2_job *j, const char *prefix);
+void pf_l2_job_publish(struct pf_l2_job *j, const char *channel, const void *msg, size_t len);
+
+/* PUBLISH msg on key_prefix + channel, on the server rendezvous hashing picks for channel. */
+void pf_l2_publish(struct pf_l2 *l2, const char *channel, const void *msg, size_t len);
 /* Delete every key of a tag's set (SMEMBERS then DEL), and every key with a prefix (SCAN MATCH). */
 void pf_l2_purge_tag(struct pf_l2 *l2, const char *tag);
 void pf_l2_purge_prefix(struct pf_l2 *l2, const char *prefix);

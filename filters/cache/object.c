@@ -608,7 +608,9 @@ static bool meta_valid(const struct pf_cache_meta *m)
     static const size_t bools[] = {
         offsetof(struct pf_cache_meta, cc.no_store),
         offsetof(struct pf_cache_meta, cc.no_cache),
+        offsetof(struct pf_cache_meta, cc.no_cache_fields),
         offsetof(struct pf_cache_meta, cc.private_),
+        offsetof(struct pf_cache_meta, cc.private_fields),
         offsetof(struct pf_cache_meta, cc.public_),
         offsetof(struct pf_cache_meta, cc.must_revalidate),
         offsetof(struct pf_cache_meta, cc.proxy_revalidate),

@@ -100,9 +100,9 @@ struct directive {
     const char *name;
     size_t nlen;
     bool has_value;
-    bool bad;     /* the member did not follow the grammar (junk after it, open quote) */
-    char val[32]; /* the value, unquoted; longer values are marked bad (no directive */
-    size_t vlen;  /* we use takes more than a delta-seconds) */
+    bool bad;      /* the member did not follow the grammar (junk after it, open quote) */
+    char val[128]; /* the value, unquoted; longer values are marked bad (a delta-seconds or */
+    size_t vlen;   /* a list of field names fits) */
 };
 
 /* Read a quoted-string at *p (on the '"'); unescaped into d->val. False when unterminated. */
@@ -219,6 +219,12 @@ static void apply_delta(struct pf_cc *cc, const struct directive *d, int64_t *fi
         *field = most_restrictive_min(*field, v);
 }
 
+/* A well-formed field-name list after no-cache= or private= (a malformed one is unqualified). */
+static bool qualified(const struct directive *d)
+{
+    return d->has_value && !d->bad && d->vlen > 0;
+}
+
 static void apply_directive(struct pf_cc *cc, const struct directive *d)
 {
     const char *n = d->name;
@@ -241,10 +247,14 @@ static void apply_directive(struct pf_cc *cc, const struct directive *d)
             apply_delta(cc, d, &cc->max_stale, false);
     } else if (eq_ci(n, l, "no-store"))
         cc->no_store = true; /* whatever follows it: when in doubt, do not store */
+    else if (eq_ci(n, l, "no-cache") && qualified(d))
+        cc->no_cache_fields = true; /* the listed fields are not stored (RFC 9111 §5.2.2.4) */
     else if (eq_ci(n, l, "no-cache"))
-        cc->no_cache = true; /* no-cache="field" is treated as no-cache */
+        cc->no_cache = true;
+    else if (eq_ci(n, l, "private") && qualified(d))
+        cc->private_fields = true; /* the listed fields are not stored (RFC 9111 §5.2.2.7) */
     else if (eq_ci(n, l, "private"))
-        cc->private_ = true; /* private="field" is treated as private */
+        cc->private_ = true;
     else if (eq_ci(n, l, "public"))
         cc->public_ = !d->bad || cc->public_; /* it allows more: not on junk */
     else if (eq_ci(n, l, "must-revalidate"))
@@ -300,6 +310,9 @@ void pf_cc_parse(struct pf_cc *cc, const char *const *lines, unsigned n)
 {
     cc_reset(cc);
     cc_parse_into(cc, lines, n);
+    /* outside a stored response (a request) the qualified forms mean what the plain ones do */
+    cc->no_cache |= cc->no_cache_fields;
+    cc->private_ |= cc->private_fields;
 }
 
 /* ---- what a response says of itself ---- */
@@ -402,7 +415,49 @@ static bool effective_cc(struct pf_cc *cc, pf_cache_hdr_fn get, void *arg, const
             return true;
     }
     n = get(arg, "Cache-Control", lines, MAX_LINES);
-    pf_cc_parse(cc, lines, n);
+    cc_reset(cc);
+    cc_parse_into(cc, lines, n);
+    return false;
+}
+
+/* Does the list of field names in v (a no-cache= or private= value) name field? */
+static bool names_field(const char *v, const char *field)
+{
+    const char *s, *e;
+
+    while (next_member(&v, &s, &e)) {
+        if ((size_t)(e - s) == strlen(field) && strncasecmp(s, field, (size_t)(e - s)) == 0)
+            return true;
+    }
+    return false;
+}
+
+bool pf_cache_field_withheld(pf_cache_hdr_fn get, void *arg, const char *targeted,
+                             const char *field)
+{
+    const char *names[3] = {targeted, "CDN-Cache-Control", "Cache-Control"};
+    const char *lines[MAX_LINES];
+    struct pf_cc cc;
+    struct directive d;
+    unsigned n = 0;
+
+    for (unsigned i = 0; i < 3 && n == 0; i++) {
+        if (names[i] == NULL || names[i][0] == '\0')
+            continue;
+        n = get(arg, names[i], lines, MAX_LINES);
+        cc_reset(&cc);
+        if (i < 2 && n > 0 && cc_parse_into(&cc, lines, n) == 0)
+            n = 0; /* as effective_cc: a targeted field without a valid directive is not used */
+    }
+    for (unsigned i = 0; i < n; i++) {
+        const char *p = lines[i], *e = p + strlen(p);
+
+        while (next_directive(&p, e, &d)) {
+            if ((eq_ci(d.name, d.nlen, "no-cache") || eq_ci(d.name, d.nlen, "private")) &&
+                qualified(&d) && names_field(d.val, field))
+                return true;
+        }
+    }
     return false;
 }
 
@@ -832,25 +887,36 @@ bool pf_cache_variant_key(const char *const *vary_lines, unsigned n_vary, pf_cac
 
 /* ---- the primary key ---- */
 
-/* host lower-cased, without the scheme's default port */
+/*
+ * host lower-cased, without the scheme's default port (leading zeros of the port ignored) and
+ * without the trailing dot of a fully qualified name ("x." and "x" are one host, RFC 3986 §3.2.2)
+ */
 static void put_host(struct out *o, const char *scheme, const char *host)
 {
-    size_t n = strlen(host);
+    size_t n = strlen(host), name_len = n;
     const char *colon = strrchr(host, ':');
     const char *bracket = strrchr(host, ']');
+    const char *port = NULL;
     char c;
 
     if (colon != NULL && (bracket == NULL || colon > bracket)) {
-        const char *port = colon + 1;
+        name_len = (size_t)(colon - host);
+        port = colon + 1;
         while (*port == '0' && port[1] != '\0')
             port++;
         if ((strcasecmp(scheme, "http") == 0 && strcmp(port, "80") == 0) ||
             (strcasecmp(scheme, "https") == 0 && strcmp(port, "443") == 0) || port[0] == '\0')
-            n = (size_t)(colon - host);
+            port = NULL;
     }
-    for (size_t i = 0; i < n; i++) {
+    if (name_len > 1 && host[name_len - 1] == '.')
+        name_len--;
+    for (size_t i = 0; i < name_len; i++) {
         c = lower(host[i]);
         put(o, &c, 1);
+    }
+    if (port != NULL) {
+        put(o, ":", 1);
+        put(o, port, strlen(port));
     }
 }
 
@@ -925,6 +991,27 @@ size_t pf_cache_key(const char *scheme, const char *host, const char *target,
         q = NULL;
     plen = (size_t)((q != NULL ? q : hash != NULL ? hash : target + strlen(target)) - target);
     put(&o, target, plen);
+    if (q != NULL)
+        put_query(&o, q + 1, hash != NULL ? hash : q + strlen(q), ignore_query, n_ignore);
+    return o.over ? 0 : o.len;
+}
+
+size_t pf_cache_strip_query(const char *target, const char *const *ignore_query, unsigned n_ignore,
+                            char *out, size_t size)
+{
+    struct out o = {out, size, 0, size == 0};
+    const char *q = strchr(target, '?');
+    const char *hash = strchr(target, '#');
+
+    if (size > 0)
+        out[0] = '\0';
+    if (q != NULL && hash != NULL && hash < q)
+        q = NULL;
+    put(&o, target,
+        (size_t)((q != NULL      ? q
+                  : hash != NULL ? hash
+                                 : target + strlen(target)) -
+                 target));
     if (q != NULL)
         put_query(&o, q + 1, hash != NULL ? hash : q + strlen(q), ignore_query, n_ignore);
     return o.over ? 0 : o.len;

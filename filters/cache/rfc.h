@@ -26,8 +26,10 @@ struct pf_cc {
     int64_t swr;           /* stale-while-revalidate (RFC 5861) */
     int64_t sie;           /* stale-if-error (RFC 5861) */
     bool no_store;         /* */
-    bool no_cache;         /* unqualified no-cache (a qualified one is treated the same) */
-    bool private_;         /* response: any form of private */
+    bool no_cache;         /* unqualified no-cache (pf_cc_parse: a qualified one too) */
+    bool no_cache_fields;  /* response: no-cache="field, ..." (pf_cache_field_withheld) */
+    bool private_;         /* response: unqualified private (pf_cc_parse: a qualified one too) */
+    bool private_fields;   /* response: private="field, ..." */
     bool public_;          /* response */
     bool must_revalidate;  /* response */
     bool proxy_revalidate; /* response */
@@ -38,7 +40,11 @@ struct pf_cc {
     bool invalid;          /* a directive we rely on was malformed (e.g. max-age=1x) */
 };
 
-/* Parse every line of a Cache-Control-like field into cc (zeroed + ABSENT first). */
+/*
+ * Parse every line of a Cache-Control-like field into cc (zeroed + ABSENT first). The qualified
+ * no-cache="f" and private="f" also set no_cache and private_ here (a request's, or wherever the
+ * field list is not honoured); pf_cache_meta_from_headers keeps them apart for a response.
+ */
 void pf_cc_parse(struct pf_cc *cc, const char *const *lines, unsigned n);
 
 /*
@@ -156,6 +162,14 @@ bool pf_cache_method_safe(const char *method);
 bool pf_cache_header_stored(const char *name, const char *conn_value);
 
 /*
+ * Does the response's effective Cache-Control (targeted, CDN-Cache-Control, Cache-Control, as
+ * pf_cache_meta_from_headers chooses) list field in a qualified no-cache="..." or private="..."?
+ * Such a field is not stored, so never replayed (RFC 9111 §5.2.2.4, §5.2.2.7).
+ */
+bool pf_cache_field_withheld(pf_cache_hdr_fn get, void *arg, const char *targeted,
+                             const char *field);
+
+/*
  * Does a 304 update this stored header (RFC 9111 §3.2: all but the fields
  * not stored, Content-Length, and the fields the stored body depends on:
  * Content-Encoding, Content-Range)?
@@ -182,5 +196,13 @@ bool pf_cache_variant_key(const char *const *vary_lines, unsigned n_vary, pf_cac
  */
 size_t pf_cache_key(const char *scheme, const char *host, const char *target,
                     const char *const *ignore_query, unsigned n_ignore, char *out, size_t size);
+
+/*
+ * target (path and query) without the query parameters matching ignore_query, as pf_cache_key
+ * leaves them out (and without a fragment), written to out: what the upstream is sent so that it
+ * cannot vary on what the key ignores. Its length, or 0 when it does not fit.
+ */
+size_t pf_cache_strip_query(const char *target, const char *const *ignore_query, unsigned n_ignore,
+                            char *out, size_t size);
 
 #endif /* PF_CACHE_RFC_H */

@@ -413,6 +413,88 @@ static void test_purge_prefix(void **state)
     pf_l2_free(l2);
 }
 
+/* A message received by the subscriber, and how many keys of the job were left in Redis then. */
+struct bus {
+    int calls;
+    char msg[64];
+    long long left;
+    int port;
+};
+
+static void bus_cb(void *arg, const char *msg, size_t len)
+{
+    struct bus *b = arg;
+    redisContext *c = redis_sync(b->port);
+    redisReply *rep =
+        c ? redisCommand(c, "EVAL %s 0", "return #redis.call('KEYS', 'pft:j*')") : NULL;
+    b->left = rep != NULL && rep->type == REDIS_REPLY_INTEGER ? rep->integer : -1;
+    if (rep)
+        freeReplyObject(rep);
+    if (c)
+        redisFree(c);
+    snprintf(b->msg, sizeof(b->msg), "%.*s", (int)len, msg);
+    b->calls++;
+}
+
+static void wait_subscribed(struct event_base *base, int port, const char *channel)
+{
+    redisContext *c = redis_sync(port);
+    long long n = 0;
+    for (int i = 0; i < 500 && n == 0; i++) {
+        run_for(base, 10);
+        redisReply *rep = redisCommand(c, "PUBSUB NUMSUB %s", channel);
+        n = rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 ? rep->element[1]->integer : 0;
+        freeReplyObject(rep);
+    }
+    redisFree(c);
+    assert_int_equal(n, 1);
+}
+
+/* A job's message is published once Redis has run every delete of the job, never before. */
+static void test_job_publishes_after_its_deletes(void **state)
+{
+    struct fx *f = *state;
+    struct pf_l2 *l2 = l2_at(f->base, f->addrs, 1, 10000);
+    struct pf_l2_conf conf = {.addresses = f->addrs,
+                              .n_addresses = 1,
+                              .password = "",
+                              .timeout_ms = 10000,
+                              .key_prefix = "pft:"};
+    struct bus b = {.port = f->port};
+    struct pf_l2 *sub = pf_l2_subscriber_new(f->base, &conf, "bus", bus_cb, &b);
+    const char *tag[] = {"jt"};
+    char key[32];
+    struct res r;
+    struct pf_l2_job *j;
+
+    assert_non_null(sub);
+    wait_subscribed(f->base, f->port, "pft:bus");
+    for (int i = 0; i < 300; i++) { /* several SCAN batches */
+        snprintf(key, sizeof(key), "jp/%d", i);
+        pf_l2_set(l2, key, "v", 1, 60, NULL, 0);
+    }
+    pf_l2_set(l2, "jtagged", "v", 1, 60, tag, 1);
+    pf_l2_set(l2, "jone", "v", 1, 60, NULL, 0);
+    assert_true(get_wait(l2, f->base, "jone", &r));
+    j = pf_l2_job_new(l2);
+    pf_l2_job_purge_prefix(j, "jp/");
+    pf_l2_job_purge_tag(j, "jt");
+    pf_l2_job_del(j, "jone");
+    pf_l2_job_publish(j, "bus", "purged", 6);
+    run_until(f->base, &b.calls, 1);
+    assert_int_equal(b.calls, 1);
+    assert_string_equal(b.msg, "purged");
+    assert_int_equal(b.left, 0);
+    /* a job with nothing to delete ends too (and frees itself) */
+    j = pf_l2_job_new(l2);
+    pf_l2_job_del(j, "jx");
+    pf_l2_job_publish(j, "bus", "second", 6);
+    run_until(f->base, &b.calls, 2);
+    assert_string_equal(b.msg, "second");
+    pf_l2_free(sub);
+    pf_l2_free(l2);
+}
+
 static void test_kill_restart(void **state)
 {
     struct fx *f = *state;
@@ -756,6 +838,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_free_pending, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_purge_tag, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_purge_prefix, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_job_publishes_after_its_deletes, fx_setup,
+                                        fx_teardown),
         cmocka_unit_test_setup_teardown(test_kill_restart, fx_setup, fx_teardown),
         cmocka_unit_test(test_auth_select),
         cmocka_unit_test(test_two_servers),

@@ -646,7 +646,7 @@ static const struct store_case store_cases[] = {
      200,
      {"Cache-Control: max-age=60, private=\"Set-Cookie\""},
      &pol_none,
-     "private"},
+     NULL}, /* stored without Set-Cookie (pf_cache_field_withheld) */
     {"GET", false, NULL, 200, {"Cache-Control: private, public, max-age=60"}, &pol_none, "private"},
     /* Authorization (RFC 9111 §3.5) */
     {"GET", true, NULL, 200, {"Cache-Control: max-age=60"}, &pol_none, "authorization"},
@@ -752,7 +752,14 @@ static const struct use_case use_cases[] = {
     {{NULL}, NULL, 7, &pol_ttl, REVAL},
     /* response no-cache: always revalidate */
     {{"Cache-Control: max-age=60, no-cache"}, NULL, 0, &pol_none, REVAL},
-    {{"Cache-Control: max-age=60, no-cache=\"Set-Cookie\""}, NULL, 0, &pol_none, REVAL},
+    /* qualified: the listed fields are not stored, the rest is used as it is */
+    {{"Cache-Control: max-age=60, no-cache=\"Set-Cookie\""}, NULL, 0, &pol_none, FRESH},
+    {{"Cache-Control: max-age=60, no-cache=\"Set-Cookie\", no-cache"}, NULL, 0, &pol_none, REVAL},
+    {{"Cache-Control: max-age=60, no-cache=\"Set-Cookie, X-Foo, X-Bar, X-Baz, X-Qux, X-Quux\""},
+     NULL,
+     0,
+     &pol_none,
+     FRESH},
     /* request directives */
     {{"Cache-Control: max-age=60"}, "no-cache", 0, &pol_none, REVAL},
     {{"Cache-Control: max-age=60"}, "max-age=10", 10, &pol_none, FRESH},
@@ -959,6 +966,55 @@ static void test_invalidation(void **state)
 
 /* ---- stored and updated headers ---- */
 
+/* Qualified no-cache= / private= name fields that are not stored (RFC 9111 §5.2.2.4, §5.2.2.7). */
+static void test_field_withheld(void **state)
+{
+    static const struct {
+        const char *h[3];
+        const char *targeted, *field;
+        bool withheld;
+    } cases[] = {
+        {{"Cache-Control: max-age=60, no-cache=\"Set-Cookie\""}, NULL, "Set-Cookie", true},
+        {{"Cache-Control: max-age=60, no-cache=\"Set-Cookie\""}, NULL, "set-cookie", true},
+        {{"Cache-Control: max-age=60, no-cache=\"Set-Cookie\""}, NULL, "Content-Type", false},
+        {{"Cache-Control: private=\"X-A, Set-Cookie\", max-age=9"}, NULL, "Set-Cookie", true},
+        {{"Cache-Control: private=\"X-A, Set-Cookie\", max-age=9"}, NULL, "X-A", true},
+        {{"Cache-Control: private=\"X-A,,X-B \""}, NULL, "X-B", true},
+        {{"Cache-Control: no-cache=Set-Cookie"}, NULL, "Set-Cookie", true},
+        {{"Cache-Control: max-age=60", "Cache-Control: no-cache=\"X-A\""}, NULL, "X-A", true},
+        {{"Cache-Control: max-age=60, private"}, NULL, "Set-Cookie", false},
+        {{"Cache-Control: max-age=60, x-other=\"Set-Cookie\""}, NULL, "Set-Cookie", false},
+        {{"Cache-Control: no-cache=\"Set-Cookie"}, NULL, "Set-Cookie", false}, /* open quote */
+        /* a targeted field replaces Cache-Control entirely */
+        {{"CDN-Cache-Control: max-age=60", "Cache-Control: no-cache=\"Set-Cookie\""},
+         NULL,
+         "Set-Cookie",
+         false},
+        {{"PF-CC: private=\"Set-Cookie\"", "Cache-Control: max-age=5"},
+         "PF-CC",
+         "Set-Cookie",
+         true},
+        {{"PF-CC: junk x", "Cache-Control: private=\"X-A\""}, "PF-CC", "X-A", true},
+    };
+    struct pf_cache_meta m;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct hdrs hs = {0};
+
+        for (unsigned j = 0; j < 3 && cases[i].h[j] != NULL; j++)
+            hs.h[j] = cases[i].h[j];
+        printf("# withheld case %zu\n", i);
+        assert_int_equal(pf_cache_field_withheld(hdr_get, &hs, cases[i].targeted, cases[i].field),
+                         cases[i].withheld);
+    }
+    /* in a response, the qualified forms are not the plain ones */
+    meta_of(&m, 200, (const char *[]){"Cache-Control: max-age=60, private=\"Set-Cookie\"", NULL},
+            NULL);
+    assert_false(m.cc.private_);
+    assert_true(m.cc.private_fields);
+}
+
 static void test_header_stored(void **state)
 {
     static const struct {
@@ -1119,6 +1175,11 @@ static const struct key_case key_cases[] = {
     {"http", "[::1]:80", "/", {NULL}, "http://[::1]/"},
     {"http", "[::1]", "/", {NULL}, "http://[::1]/"},
     {"http", "[::1]:81", "/", {NULL}, "http://[::1]:81/"},
+    {"http", "Example.COM.", "/", {NULL}, "http://example.com/"},
+    {"http", "example.com.:80", "/", {NULL}, "http://example.com/"},
+    {"http", "example.com.:8080", "/", {NULL}, "http://example.com:8080/"},
+    {"http", "example.com:08080", "/", {NULL}, "http://example.com:8080/"},
+    {"http", ".", "/", {NULL}, "http://./"},
     {"http", "h", "/p?b=2&a=1", {NULL}, "http://h/p?b=2&a=1"},
     {"http", "h", "/p?utm_source=x&b=2&utm_medium=y&a=1", {"utm_*"}, "http://h/p?b=2&a=1"},
     {"http", "h", "/p?utm_source=x", {"utm_*"}, "http://h/p"},
@@ -1156,6 +1217,12 @@ static void test_key(void **state)
         }
         assert_string_equal(out, c->want);
         assert_int_equal(len, strlen(c->want));
+        if (strcmp(c->host, "h") != 0)
+            continue;
+        /* what the upstream is sent: the key's target */
+        len = pf_cache_strip_query(c->target, c->ignore, n, out, sizeof(out));
+        assert_string_equal(out, c->want + strlen("http://h"));
+        assert_int_equal(len, strlen(out));
     }
 }
 
@@ -1242,6 +1309,7 @@ int main(void)
         cmocka_unit_test(test_stale_on_error),
         cmocka_unit_test(test_not_modified),
         cmocka_unit_test(test_invalidation),
+        cmocka_unit_test(test_field_withheld),
         cmocka_unit_test(test_header_stored),
         cmocka_unit_test(test_variant_key),
         cmocka_unit_test(test_variant_key_matching),

@@ -532,7 +532,13 @@ static const struct decision_case decisions[] = {
      {{"Cache-Control", "public, No-Transform, max-age=60"}}, false, {{"Vary", NULL}}},
     {"status 206", NULL, "gzip", 206, "text/html", {{0}}, false, {{"Vary", NULL}}},
     {"status 204", NULL, "gzip", 204, "text/html", {{0}}, false, {{"Vary", NULL}}},
-    {"status 304", NULL, "gzip", 304, "text/html", {{0}}, false, {{"Vary", NULL}}},
+    /* a 304 gets what its 200 would have: Vary, and the weak ETag for a gzip client */
+    {"status 304", NULL, "gzip", 304, "text/html", {{"ETag", "\"abc\""}}, false,
+     {{"Vary", "Accept-Encoding"}, {"ETag", "W/\"abc\""}, {"Content-Encoding", NULL}}},
+    {"status 304 without gzip", NULL, NULL, 304, "text/html", {{"ETag", "\"abc\""}}, false,
+     {{"Vary", "Accept-Encoding"}, {"ETag", "\"abc\""}}},
+    {"status 304 of a type not listed", NULL, "gzip", 304, "image/png", {{"ETag", "\"abc\""}},
+     false, {{"Vary", NULL}, {"ETag", "\"abc\""}}},
     {"status 100", NULL, "gzip", 100, "text/html", {{0}}, false, {{"Vary", NULL}}},
     {"status 101", NULL, "gzip", 101, "text/html", {{0}}, false, {{"Vary", NULL}}},
     /* header rewrites */
