@@ -442,6 +442,7 @@ static int on_headers_complete(http_parser *p)
     c->tx = tx;
     tx->head_in = c->head_bytes;
     pf_head_export(&c->head, tx->arena, &tx->req, &tx->url);
+    pf_head_release(&c->head); /* an idle connection holds no head buffers */
     tx->method_id = p->method;
     tx->method = http_method_str(p->method);
     tx->http_major = p->http_major;

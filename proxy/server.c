@@ -414,6 +414,7 @@ static void *worker_main(void *arg)
     sigfillset(&set);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY);
+    pf_head_pool_drain();
     return NULL;
 }
 
