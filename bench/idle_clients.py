@@ -1,8 +1,11 @@
 # Idle keep-alive clients for bench/run.sh's idle case:
-#   python3 - PORT N READY_FILE PATH < idle_clients.py
-# opens N connections to 127.0.0.1:PORT, sends one GET PATH on each and reads
-# its response (Content-Length framed), then writes READY_FILE and holds every
-# connection open, idle, until it is stopped (SIGTERM).
+#   python3 - PORT N READY_FILE PATH [HOLD] < idle_clients.py
+# opens N connections to 127.0.0.1:PORT, BATCH at a time: sends one GET PATH
+# on each of a batch and reads the responses (Content-Length framed). Then it
+# writes READY_FILE and holds every connection open, idle, until it is
+# stopped (SIGTERM); with HOLD 0 it closes them and exits instead (the
+# warm-up: the proxy's transient memory for a batch in flight is then in the
+# RSS read before the measured run, not counted per connection).
 import os
 import resource
 import signal
@@ -12,6 +15,7 @@ import time
 
 port, n = int(sys.argv[1]), int(sys.argv[2])
 ready, path = sys.argv[3], sys.argv[4]
+hold = len(sys.argv) < 6 or sys.argv[5] != "0"
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 if soft < n + 64:
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, n + 64), hard))
@@ -46,6 +50,10 @@ while len(socks) < n:
         response(s)
     socks += batch
 print("%d idle connections open" % len(socks), flush=True)
+if not hold:
+    for s in socks:
+        s.close()
+    sys.exit(0)
 with open(ready + ".tmp", "w") as f:
     f.write("%d\n" % len(socks))
 os.rename(ready + ".tmp", ready)
