@@ -50,10 +50,12 @@ void pf_head_release(struct pf_head *h)
 {
     if (h->buf != NULL && h->cap == HEAD_BUF_FIRST && head_pool.n_buf < PF_HEAD_POOL_MAX) {
         head_pool.buf[head_pool.n_buf++] = h->buf;
+        PF_POOL_POISON(h->buf, HEAD_BUF_FIRST);
         h->buf = NULL;
     }
     if (h->ent != NULL && h->cap_ent == HEAD_ENT_FIRST && head_pool.n_ent < PF_HEAD_POOL_MAX) {
         head_pool.ent[head_pool.n_ent++] = h->ent;
+        PF_POOL_POISON(h->ent, HEAD_ENT_FIRST * sizeof(*h->ent));
         h->ent = NULL;
     }
     pf_head_free(h);
@@ -66,10 +68,18 @@ unsigned pf_head_pool_count(void)
 
 void pf_head_pool_drain(void)
 {
-    while (head_pool.n_buf > 0)
-        free(head_pool.buf[--head_pool.n_buf]);
-    while (head_pool.n_ent > 0)
-        free(head_pool.ent[--head_pool.n_ent]);
+    while (head_pool.n_buf > 0) {
+        void *p = head_pool.buf[--head_pool.n_buf];
+
+        PF_POOL_UNPOISON(p, HEAD_BUF_FIRST);
+        free(p);
+    }
+    while (head_pool.n_ent > 0) {
+        void *p = head_pool.ent[--head_pool.n_ent];
+
+        PF_POOL_UNPOISON(p, HEAD_ENT_FIRST * sizeof(struct pf_head_ent));
+        free(p);
+    }
 }
 
 static void head_put(struct pf_head *h, const char *at, size_t len)
@@ -79,10 +89,12 @@ static void head_put(struct pf_head *h, const char *at, size_t len)
 
         while (cap < h->len + len + 1)
             cap *= 2;
-        if (h->cap == 0 && cap == HEAD_BUF_FIRST && head_pool.n_buf > 0)
+        if (h->cap == 0 && cap == HEAD_BUF_FIRST && head_pool.n_buf > 0) {
             h->buf = head_pool.buf[--head_pool.n_buf];
-        else
+            PF_POOL_UNPOISON(h->buf, HEAD_BUF_FIRST);
+        } else {
             h->buf = pf_xrealloc(h->buf, cap);
+        }
         h->cap = cap;
     }
     memcpy(h->buf + h->len, at, len);
@@ -108,6 +120,7 @@ int pf_head_append(struct pf_head *h, int what, const char *at, size_t len, uint
             if (h->n == h->cap_ent) {
                 if (h->cap_ent == 0 && head_pool.n_ent > 0) {
                     h->ent = head_pool.ent[--head_pool.n_ent];
+                    PF_POOL_UNPOISON(h->ent, HEAD_ENT_FIRST * sizeof(*h->ent));
                     h->cap_ent = HEAD_ENT_FIRST;
                 } else {
                     h->cap_ent = h->cap_ent ? h->cap_ent * 2 : HEAD_ENT_FIRST;
