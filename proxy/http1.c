@@ -403,6 +403,8 @@ static int conn_absolute_form(struct pf_conn *c, struct pf_tx *tx)
 
     if (!pf_http_target_valid(tx->url, strlen(tx->url)))
         return conn_fail(c, 400, PF_ERR_BAD_REQUEST); /* CTLs, 8-bit bytes, '#', bad '%' */
+    if (tx->url[0] == '/')
+        return 0; /* origin-form, by far the most common: no scheme to compare */
     if (strncasecmp(tx->url, "http://", 7) == 0) {
         auth = tx->url + 7;
     } else if (strncasecmp(tx->url, "https://", 8) == 0) {

@@ -147,6 +147,11 @@ static void test_tx_hdr_classify_knows_the_core_headers(void **state)
         {"", PF_H_OTHER},
         {"Transfer-Encodings", PF_H_OTHER},
         {"Accept", PF_H_OTHER},
+        {"hOsT", PF_H_HOST},
+        {"x_request-id", PF_H_OTHER},    /* '_' is not '-' */
+        {"content\rlength", PF_H_OTHER}, /* nor is CR ('-' | 0x20 folding would say so) */
+        {"content-lengtH", PF_H_CONTENT_LENGTH},
+        {"content-l3ngth", PF_H_OTHER},
     };
 
     (void)state;
