@@ -410,9 +410,8 @@ static int conn_absolute_form(struct pf_conn *c, struct pf_tx *tx)
     } else if (strncasecmp(tx->url, "https://", 8) == 0) {
         auth = tx->url + 8;
     } else {
-        /* origin-form, or asterisk-form for OPTIONS (RFC 9112 §3.2) */
-        if (tx->url[0] == '/' || (strcmp(tx->url, "*") == 0 && tx->method_id == HTTP_OPTIONS))
-            return 0;
+        if (strcmp(tx->url, "*") == 0 && tx->method_id == HTTP_OPTIONS)
+            return 0; /* asterisk-form for OPTIONS (RFC 9112 §3.2) */
         return conn_fail(c, 400, PF_ERR_BAD_REQUEST);
     }
     alen = strcspn(auth, "/?#");
