@@ -40,7 +40,10 @@ REPEAT=${REPEAT:-1}
 CONNS=${CONNS:-32}
 THREADS=${THREADS:-1}
 PROXIES=${PROXIES:-pilotfish nginx haproxy varnish}
-CASES=${CASES:-1k 100k}
+CASES=${CASES:-1k 100k idle}
+IDLE_CONNS=${IDLE_CONNS:-10000}
+STRACE_SECS=${STRACE_SECS:-3}
+IDLE_NOTE=""
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 PILOTFISH_BIN=${PILOTFISH_BIN:-$ROOT/bin/pilotfish}
@@ -78,8 +81,8 @@ STOP_TIMEOUT=5   # seconds between SIGTERM and SIGKILL
 #                        pilotfish top level of bench/pilotfish.yaml.in (filter
 #                                  settings: `filters: {gzip: {...}}`)
 #   CASE_FILTERS_pilotfish  the route's filter list in pilotfish.yaml.in
-#                      ("" = [], no filters: plain proxying like the others;
-#                      pilotfish's default chain would be [metrics, gzip])
+#                      ("" = no `filters:` key: pilotfish's default chain,
+#                      [metrics, gzip], as a user who names no filters runs it)
 # A proxy with no snippet for a case that needs one would measure the wrong
 # thing: give every proxy a snippet (or CASE_SKIP_<p>[case]=reason).
 # ---------------------------------------------------------------------------
@@ -101,8 +104,8 @@ declare -A CASE_SNIPPET_varnish=() CASE_HTTP_nginx=() CASE_HIT=() CASE_STORE=()
 # 100k+gzip: the 100k body as text/plain (listed by every proxy), client sends
 # Accept-Encoding: gzip, each proxy compresses on the fly. Level in each:
 #   pilotfish  zlib level 6 (filters.gzip level: 6, min_length: 1000,
-#              types: [text/plain]); route filters [gzip] only, no metrics,
-#              so that the row is proxying + deflate like the others
+#              types: [text/plain]); the route names no filters, so it runs
+#              the default chain [metrics, gzip], as in every plain row
 #   nginx      zlib level 6 (gzip_comp_level 6; gzip_min_length 1000;
 #              gzip_types text/plain; gzip_proxied any: compress even for
 #              requests that carry Via, i.e. came through another proxy;
@@ -126,7 +129,6 @@ CASE_HEADERS['100k+gzip']='Accept-Encoding: gzip'
 CASE_BYTES['100k+gzip']='' # the encoded size differs by proxy (reported in the notes)
 CASE_EXPECT['100k+gzip']='^content-encoding: *gzip'
 CASE_DECODED['100k+gzip']=1
-CASE_FILTERS_pilotfish['100k+gzip']='[gzip]'
 # shellcheck disable=SC2034 # read through namerefs (start_proxy)
 CASE_SNIPPET_pilotfish['100k+gzip']='filters: { gzip: { level: 6, min_length: 1000, types: [text/plain] } }'
 # shellcheck disable=SC2034
@@ -220,6 +222,25 @@ CASE_SNIPPET_varnish[store-1k]=''
 CASE_SKIP_nginx[store-1k]='bodies in files and keys in a zone allocated at start: RSS does not show them'
 # shellcheck disable=SC2034
 CASE_SKIP_haproxy[store-1k]='the cache rows compare pilotfish, nginx proxy_cache and Varnish'
+
+# idle: no wrk run. Memory per idle keep-alive client connection: the proxy's
+# RSS is read, IDLE_CONNS connections are opened (bench/idle_clients.py), each
+# sends one 1 KiB request, reads the response and stays open, idle; the RSS is
+# read again while they are all open (checked with ss). The proxies are
+# started with room for them: nginx worker_connections, HAProxy maxconn,
+# pilotfish limits.max_connections (and the script raises its open files
+# limit, which the proxies inherit). nginx allocates its connection and event
+# structures for all worker_connections at start, so its "before" already
+# holds them (about 400 bytes per connection slot, touched at start).
+ALL_CASES+=(idle)
+CASE_PATH[idle]='/?size=1024'
+CASE_HEADERS[idle]=''
+CASE_BYTES[idle]=1024
+CASE_EXPECT[idle]=''
+CASE_DECODED[idle]=''
+declare -A CASE_IDLE=([idle]=1)
+# shellcheck disable=SC2034
+CASE_SKIP_varnish[idle]='the idle row compares the three proxies'
 
 ALL_PROXIES=(pilotfish nginx haproxy varnish)
 
@@ -325,20 +346,23 @@ descendants() {
     done
 }
 
-# cpu_ticks PID: utime+stime (fields 14, 15 of /proc/PID/stat) plus
-# cutime+cstime (16, 17: children already reaped, so a worker that exits
-# mid-run is still counted) summed over the process tree, in clock ticks
-cpu_ticks() {
-    local total=0 pid line rest
+# proc_stat PID: "utime stime minflt" summed over the process tree: utime and
+# stime (fields 14, 15 of /proc/PID/stat) plus cutime and cstime (16, 17:
+# children already reaped, so a worker that exits mid-run is still counted),
+# in clock ticks; minflt + cminflt (fields 10, 11), minor page faults
+proc_stat() {
+    local user=0 sys=0 flt=0 pid line rest
     local -a fields
     for pid in $(descendants "$1"); do
         { read -r line <"/proc/$pid/stat"; } 2>/dev/null || continue
         rest=${line##*) }
         read -r -a fields <<<"$rest"
         # fields[0] is field 3 (state): field N is fields[N-3]
-        total=$((total + fields[11] + fields[12] + fields[13] + fields[14]))
+        user=$((user + fields[11] + fields[13]))
+        sys=$((sys + fields[12] + fields[14]))
+        flt=$((flt + fields[7] + fields[8]))
     done
-    printf '%s\n' "$total"
+    printf '%s %s %s\n' "$user" "$sys" "$flt"
 }
 
 # rss_kib PID: VmRSS summed over the process tree, KiB
@@ -361,6 +385,8 @@ cpu_busy() {
 ORIGIN_PID=""
 PROXY_PID=""
 WRK_PID=""
+STRACE_PID=""
+IDLE_PID=""
 
 # stop_tree PID: SIGTERM to the top, wait, then SIGKILL whatever of the tree
 # (collected before the TERM) is still alive. By PID only.
@@ -392,6 +418,8 @@ cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     stop_tree "$WRK_PID"
+    stop_tree "$STRACE_PID"
+    stop_tree "$IDLE_PID"
     stop_tree "$PROXY_PID"
     stop_tree "$ORIGIN_PID"
     if [[ -n $TMP && -d $TMP ]]; then
@@ -425,7 +453,7 @@ to_ms() {
 # checks
 # ---------------------------------------------------------------------------
 [[ $NGINX_SENDFILE == on || $NGINX_SENDFILE == off ]] || die "NGINX_SENDFILE must be on or off"
-for v in DURATION WARMUP REPEAT CONNS THREADS PROXY_CPU LOAD_CPU STORE_N; do
+for v in DURATION WARMUP REPEAT CONNS THREADS PROXY_CPU LOAD_CPU STORE_N IDLE_CONNS STRACE_SECS; do
     is_uint "${!v}" || die "$v must be a non-negative integer (got '${!v}')"
 done
 ((DURATION > 0 && REPEAT > 0 && CONNS > 0 && THREADS > 0 && STORE_N > 0)) || die "DURATION, REPEAT, CONNS, THREADS and STORE_N must be > 0"
@@ -441,6 +469,29 @@ WRK=$(find_bin "$WRK_BIN") || die "wrk not found ('$WRK_BIN'); install it: apt-g
 ORIGIN=$(find_bin "$ORIGIN_BIN") || die "origin '$ORIGIN_BIN' not found or not executable; build it with: make"
 CURL=$(command -v curl || true)
 [[ -n $CURL ]] || log "curl not found: skipping the per-case response check"
+STRACE=$(command -v strace || true)
+if [[ -z $STRACE ]]; then log "strace not found: no syscalls/req column (apt-get install -y strace)"; fi
+if [[ " $CASES " == *" idle "* ]]; then
+    ((IDLE_CONNS > 0)) || die "IDLE_CONNS must be > 0 for the idle case"
+    command -v python3 >/dev/null || die "the idle case needs python3"
+    # room for IDLE_CONNS clients, as many upstream connections, and slack;
+    # the proxies and the idle clients inherit it (raising the hard limit
+    # needs root: otherwise the soft one goes up to the hard one)
+    want=$((2 * IDLE_CONNS + 2200))
+    hard=$(ulimit -Hn)
+    if [[ $hard != unlimited ]] && ((hard < want)); then ulimit -Hn "$want" 2>/dev/null || true; fi
+    hard=$(ulimit -Hn)
+    if [[ $hard != unlimited ]] && ((hard < want)); then
+        # pilotfish keeps one descriptor per client connection in reserve for
+        # its upstream connection: fit the case into what the limit allows
+        ((hard > 2400)) || die "the idle case needs more open files than the hard limit $hard"
+        IDLE_NOTE="IDLE_CONNS lowered from $IDLE_CONNS to $(((hard - 2200) / 2)): the hard open files limit is $hard (raising it needs CAP_SYS_RESOURCE) and each proxy needs room for a client and an upstream descriptor per connection"
+        IDLE_CONNS=$(((hard - 2200) / 2))
+        log "$IDLE_NOTE"
+        want=$hard
+    fi
+    ulimit -Sn "$want"
+fi
 
 NCPU=$(nproc)
 for v in PROXY_CPU LOAD_CPU; do
@@ -497,20 +548,23 @@ log "origin $ORIGIN on 127.0.0.1:$ORIGIN_PORT (pid $ORIGIN_PID, CPU $LOAD_CPU)"
 # ---------------------------------------------------------------------------
 # start_proxy NAME CASE DIR PORT: render its config, start it pinned; sets PROXY_PID
 start_proxy() {
-    local p=$1 c=$2 dir=$3 port=$4 snippet admin
+    local p=$1 c=$2 dir=$3 port=$4 snippet admin filters conns=4096
     local -n snippets="CASE_SNIPPET_$p"
     snippet=${snippets[$c]:-}
+    # room for the idle case's connections (and as many upstream ones)
+    if [[ -n ${CASE_IDLE[$c]:-} ]]; then conns=$((IDLE_CONNS + 1024)); fi
     case $p in
     nginx)
         # HTTP_SNIPPET first: it may hold @DIR@
         render "$BENCH/nginx.conf.in" "$dir/nginx.conf" HTTP_SNIPPET="${CASE_HTTP_nginx[$c]:-}" \
-            DIR="$dir" PORT="$port" ORIGIN_PORT="$ORIGIN_PORT" CASE_SNIPPET="$snippet"
+            DIR="$dir" PORT="$port" ORIGIN_PORT="$ORIGIN_PORT" CASE_SNIPPET="$snippet" \
+            CONNS="$conns" NOFILE="$(ulimit -n)"
         start_bg "$PROXY_CPU" "$dir/stderr.log" "${PROXY_BIN[nginx]}" \
             -p "$dir/" -e "$dir/error.log" -c "$dir/nginx.conf"
         ;;
     haproxy)
         render "$BENCH/haproxy.cfg.in" "$dir/haproxy.cfg" DIR="$dir" PORT="$port" \
-            ORIGIN_PORT="$ORIGIN_PORT" CASE_SNIPPET="$snippet"
+            ORIGIN_PORT="$ORIGIN_PORT" CASE_SNIPPET="$snippet" CONNS="$conns"
         start_bg "$PROXY_CPU" "$dir/stderr.log" "${PROXY_BIN[haproxy]}" -db -f "$dir/haproxy.cfg"
         ;;
     varnish)
@@ -526,9 +580,13 @@ start_proxy() {
         ;;
     pilotfish)
         admin=$(free_port)
+        filters='    # no filters: key: the default chain [metrics, gzip]'
+        if [[ -n ${CASE_FILTERS_pilotfish[$c]:-} ]]; then
+            filters="    filters: ${CASE_FILTERS_pilotfish[$c]}"
+        fi
         render "$BENCH/pilotfish.yaml.in" "$dir/pilotfish.yaml" DIR="$dir" PORT="$port" \
             ADMIN_PORT="$admin" ORIGIN_PORT="$ORIGIN_PORT" CASE_SNIPPET="$snippet" \
-            FILTERS="${CASE_FILTERS_pilotfish[$c]:-[]}"
+            FILTERS="$filters" CONNS="$conns"
         start_bg "$PROXY_CPU" "$dir/stderr.log" "${PROXY_BIN[pilotfish]}" -c "$dir/pilotfish.yaml"
         ;;
     esac
@@ -598,18 +656,21 @@ case_skip() {
 }
 
 # measure_once URL CASE OUTFILE: one measured wrk run against PROXY_PID. Sets
-# M_ERR ("" = fine) and M_REQS M_RPS M_P50 M_P99 (ms) M_CPU (us/req) M_UTIL (%)
-# M_OTHER (% of PROXY_CPU busy outside the proxy) M_NON2XX M_SOCKERR.
+# M_ERR ("" = fine) and M_REQS M_RPS M_P50 M_P99 (ms) M_CPU M_USER M_SYS
+# (us/req) M_FLT (minor faults/req) M_UTIL (%) M_OTHER (% of PROXY_CPU busy
+# outside the proxy) M_NON2XX M_SOCKERR.
 measure_once() {
-    local url=$1 c=$2 out=$3 t0 t1 b0 b1 w0 w1 wrk_rc=0 p50 p99
+    local url=$1 c=$2 out=$3 t0 t1 b0 b1 w0 w1 wrk_rc=0 p50 p99 u0 u1 s0 s1 f0 f1
     M_ERR=""
-    t0=$(cpu_ticks "$PROXY_PID")
+    read -r u0 s0 f0 < <(proc_stat "$PROXY_PID")
+    t0=$((u0 + s0))
     b0=$(cpu_busy "$PROXY_CPU")
     w0=$(date +%s%N)
     run_wrk "$url" "$c" "$DURATION" "$out" || wrk_rc=$?
     w1=$(date +%s%N)
     b1=$(cpu_busy "$PROXY_CPU")
-    t1=$(cpu_ticks "$PROXY_PID")
+    read -r u1 s1 f1 < <(proc_stat "$PROXY_PID")
+    t1=$((u1 + s1))
     if ((wrk_rc != 0)); then
         M_ERR="wrk failed: exit status $wrk_rc"
         return 0
@@ -629,12 +690,53 @@ measure_once() {
     M_P99=$(to_ms "$p99")
     M_CPU=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$M_REQS" \
         'BEGIN {printf "%.2f", d / hz * 1e6 / n}')
+    M_USER=$(awk -v d=$((u1 - u0)) -v hz="$CLK_TCK" -v n="$M_REQS" \
+        'BEGIN {printf "%.2f", d / hz * 1e6 / n}')
+    M_SYS=$(awk -v d=$((s1 - s0)) -v hz="$CLK_TCK" -v n="$M_REQS" \
+        'BEGIN {printf "%.2f", d / hz * 1e6 / n}')
+    M_FLT=$(awk -v d=$((f1 - f0)) -v n="$M_REQS" 'BEGIN {printf "%.4f", d / n}')
     M_UTIL=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v ns=$((w1 - w0)) \
         'BEGIN {printf "%.0f", d / hz / (ns / 1e9) * 100}')
     # CPU time spent on the proxy's CPU by anything but the proxy (other
     # processes, interrupts): a sign of a noisy machine
     M_OTHER=$(awk -v b=$((b1 - b0 - (t1 - t0))) -v hz="$CLK_TCK" -v ns=$((w1 - w0)) \
         'BEGIN {v = b / hz / (ns / 1e9) * 100; printf "%.0f", v < 0 ? 0 : v}')
+}
+
+# strace_run URL CASE DIR: a short side run (STRACE_SECS of wrk) with
+# `strace -c -f` attached to every thread of PROXY_PID's tree. Sets T_CALLS
+# (syscalls per request) and T_MM (madvise/mmap/munmap/brk calls in the run);
+# both "" when strace is missing or failed. strace slows the proxy down, so
+# only the counts are used, never the times.
+strace_run() {
+    local url=$1 c=$2 dir=$3 pid t reqs total mm i
+    local -a targets=()
+    T_CALLS="" T_MM=""
+    [[ -n $STRACE && $STRACE_SECS -gt 0 ]] || return 0
+    for pid in $(descendants "$PROXY_PID"); do
+        for t in /proc/"$pid"/task/*; do targets+=(-p "${t##*/}"); done
+    done
+    "$STRACE" -c -f -qq -o "$dir/strace.txt" "${targets[@]}" </dev/null >/dev/null 2>&1 &
+    STRACE_PID=$!
+    # attached when every thread shows a tracer
+    for ((i = 0; i < 100; i++)); do
+        grep -q "^TracerPid:[[:space:]]*$STRACE_PID\$" "/proc/$PROXY_PID/status" 2>/dev/null && break
+        sleep 0.05
+    done
+    sleep 0.2
+    run_wrk "$url" "$c" "$STRACE_SECS" "$dir/wrk-strace.txt" || true
+    kill -INT "$STRACE_PID" 2>/dev/null || true
+    wait "$STRACE_PID" 2>/dev/null || true
+    STRACE_PID=""
+    reqs=$(awk '/ requests in / {print $1; exit}' "$dir/wrk-strace.txt" 2>/dev/null || true)
+    [[ -s $dir/strace.txt && -n $reqs && $reqs -gt 0 ]] || return 0
+    # columns: % time, seconds, usecs/call, calls, [errors], syscall
+    total=$(awk '$NF == "total" {print $4; exit}' "$dir/strace.txt")
+    mm=$(awk '$NF ~ /^(madvise|mmap|munmap|brk|mremap)$/ {printf "%s%s %s", sep, $NF, $4; sep = ", "}' \
+        "$dir/strace.txt")
+    [[ -n $total ]] || return 0
+    T_CALLS=$(awk -v t="$total" -v n="$reqs" 'BEGIN {printf "%.2f", t / n}')
+    T_MM="${mm:-none} in $reqs requests"
 }
 
 # origin_requests: the origin's answered-request counter (/__stats; that
@@ -685,9 +787,57 @@ store_objects() {
     log "${key/|/ }: RSS $b KiB before, $a KiB after: $(((a - b) * 1024 / STORE_N)) bytes per object"
 }
 
+# idle_conns URL KEY: the idle case (see the case table) against PROXY_PID.
+# Sets I_RSS[KEY] ("before|after|bytes per connection"); IDLE_ERR on failure.
+idle_conns() {
+    local url=$1 key=$2 port b a i est
+    IDLE_ERR=""
+    port=${url#http://127.0.0.1:}
+    port=${port%%/*}
+    # warm-up: one batch of the clients below (100 requests in flight), closed
+    if ! python3 - "$port" 100 "$TMP/idle.warm" "${url#http://127.0.0.1:"$port"}" 0 \
+        <"$BENCH/idle_clients.py" >"$TMP/idle.log" 2>&1; then
+        IDLE_ERR="the warm-up clients failed: $(tail -n 1 "$TMP/idle.log" 2>/dev/null)"
+        return 1
+    fi
+    sleep 2 # let the closes and start-up allocations settle
+    b=$(rss_kib "$PROXY_PID")
+    rm -f "$TMP/idle.ready"
+    python3 - "$port" "$IDLE_CONNS" "$TMP/idle.ready" "${url#http://127.0.0.1:"$port"}" \
+        <"$BENCH/idle_clients.py" >"$TMP/idle.log" 2>&1 &
+    IDLE_PID=$!
+    for ((i = 0; i < 1200; i++)); do
+        [[ -f $TMP/idle.ready ]] && break
+        kill -0 "$IDLE_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    if [[ ! -f $TMP/idle.ready ]]; then
+        IDLE_ERR="the idle clients did not get ready: $(tail -n 1 "$TMP/idle.log" 2>/dev/null)"
+        stop_tree "$IDLE_PID"
+        IDLE_PID=""
+        return 1
+    fi
+    sleep 2 # let the proxy settle (deferred frees, timers)
+    a=$(rss_kib "$PROXY_PID")
+    est=$(ss -Htn state established "( sport = :$port )" 2>/dev/null | wc -l)
+    stop_tree "$IDLE_PID"
+    IDLE_PID=""
+    log "${key/|/ }: $IDLE_CONNS idle connections ($est established on the proxy's side):" \
+        "RSS $b KiB before, $a KiB after"
+    if ((est < IDLE_CONNS)); then
+        IDLE_ERR="only $est of $IDLE_CONNS connections were still open when RSS was read"
+        return 1
+    fi
+    I_RSS[$key]=$(awk -v b="$b" -v a="$a" -v n="$IDLE_CONNS" \
+        'BEGIN {printf "%.1f|%.1f|%.0f", b / 1024, a / 1024, (a - b) * 1024 / n}')
+}
+
 declare -A R_RPS=() R_P50=() R_P99=() R_CPU=() R_RSS=() R_UTIL=() R_NOTE=() S_RSS=() S_SECS=()
+declare -A R_USER=() R_SYS=() R_FLT=() R_RANGE=() R_CALLS=() I_RSS=()
 ROWS=()
 STORE_ROWS=()
+IDLE_ROWS=()
+if [[ -n $IDLE_NOTE ]]; then NOTES+=("$IDLE_NOTE"); fi
 NOTES=()
 FAILED=0
 
@@ -706,7 +856,13 @@ for p in $PROXIES; do
         chmod 755 "$dir"
         port=$(free_port)
         url="http://127.0.0.1:$port${CASE_PATH[$c]}"
-        if [[ -n ${CASE_STORE[$c]:-} ]]; then STORE_ROWS+=("$key"); else ROWS+=("$key"); fi
+        if [[ -n ${CASE_STORE[$c]:-} ]]; then
+            STORE_ROWS+=("$key")
+        elif [[ -n ${CASE_IDLE[$c]:-} ]]; then
+            IDLE_ROWS+=("$key")
+        else
+            ROWS+=("$key")
+        fi
 
         start_proxy "$p" "$c" "$dir" "$port"
         if ! wait_port "$port" "$PROXY_PID"; then
@@ -753,10 +909,21 @@ for p in $PROXIES; do
             PROXY_PID=""
             continue
         fi
+        if [[ -n ${CASE_IDLE[$c]:-} ]]; then
+            if ! idle_conns "$url" "$key"; then
+                R_NOTE[$key]="failed"
+                NOTES+=("$p $c: $IDLE_ERR")
+                FAILED=1
+            fi
+            stop_tree "$PROXY_PID"
+            PROXY_PID=""
+            continue
+        fi
         log "$p $c: pid $PROXY_PID on 127.0.0.1:$port (CPU $PROXY_CPU); warm-up ${WARMUP}s"
         if ((WARMUP > 0)); then run_wrk "$url" "$c" "$WARMUP" "$dir/warmup.txt" || true; fi
 
         best=""
+        lo="" hi=""
         o0=$(origin_requests)
         for ((rep = 1; rep <= REPEAT; rep++)); do
             tag=""
@@ -769,15 +936,28 @@ for p in $PROXIES; do
                 break
             fi
             log "$p $c$tag: $M_RPS req/s, p50 $M_P50 ms, p99 $M_P99 ms, $M_CPU CPU us/req" \
-                "($M_UTIL% of a CPU; CPU $PROXY_CPU ${M_OTHER}% busy otherwise)"
+                "(user $M_USER, sys $M_SYS; $M_FLT minor faults/req;" \
+                "$M_UTIL% of a CPU; CPU $PROXY_CPU ${M_OTHER}% busy otherwise)"
+            lo=$(awk -v a="$lo" -v b="$M_CPU" 'BEGIN {print (a == "" || b + 0 < a + 0) ? b : a}')
+            hi=$(awk -v a="$hi" -v b="$M_CPU" 'BEGIN {print (a == "" || b + 0 > a + 0) ? b : a}')
             # keep the run least disturbed by the rest of the machine
             if [[ -z $best ]] || ((M_OTHER < best)); then
                 best=$M_OTHER
                 R_RPS[$key]=$M_RPS R_P50[$key]=$M_P50 R_P99[$key]=$M_P99
                 R_CPU[$key]=$M_CPU R_UTIL[$key]=$M_UTIL B_NON2XX=$M_NON2XX B_SOCKERR=$M_SOCKERR
+                R_USER[$key]=$M_USER R_SYS[$key]=$M_SYS R_FLT[$key]=$M_FLT
             fi
             kill -0 "$PROXY_PID" 2>/dev/null || break
         done
+        R_RANGE[$key]="$lo–$hi"
+        if [[ -z $M_ERR ]] && kill -0 "$PROXY_PID" 2>/dev/null; then
+            strace_run "$url" "$c" "$dir"
+            if [[ -n $T_CALLS ]]; then
+                R_CALLS[$key]=$T_CALLS
+                log "$p $c: strace -c -f, ${STRACE_SECS}s: $T_CALLS syscalls/req; memory syscalls: $T_MM"
+                NOTES+=("$p $c: strace side run (${STRACE_SECS}s): madvise/mmap/munmap/brk/mremap calls: $T_MM")
+            fi
+        fi
         o1=$(origin_requests)
         if [[ -n ${CASE_HIT[$c]:-} ]]; then
             if [[ -z $o0 || -z $o1 ]]; then
@@ -839,22 +1019,27 @@ report() {
     if in_list nginx $PROXIES && [[ " $CASES" == *" hit-"* ]]; then
         printf -- '- nginx in the hit-* cases: sendfile %s\n' "$NGINX_SENDFILE"
     fi
-    printf -- '- CPU µs/req: proxy process tree utime+stime over the measured run / requests; CPU %%: the same over wall time\n\n'
-    printf '| proxy | case | req/s | p50 (ms) | p99 (ms) | CPU µs/req | RSS MiB | proxy CPU %% |\n'
-    printf '|---|---|---:|---:|---:|---:|---:|---:|\n'
+    printf -- '- pilotfish: routes with no `filters:` key run its default chain [metrics, gzip] (the cache rows name theirs), access log off like the others\n'
+    printf -- '- CPU µs/req: proxy process tree utime+stime over the measured run / requests (user / sys: the two parts)%s; CPU %%: the same over wall time\n' \
+        "$( ((REPEAT > 1)) && echo "; range: lowest–highest of the $REPEAT runs")"
+    printf -- '- faults/req: minor page faults (minflt) of the tree over the measured run / requests; syscalls/req: `strace -c -f` attached for a separate %ss wrk run\n\n' "$STRACE_SECS"
+    printf '| proxy | case | req/s | p50 (ms) | p99 (ms) | CPU µs/req | user / sys | range | faults/req | syscalls/req | RSS MiB | proxy CPU %% |\n'
+    printf '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
     local key p c
     for key in "${ROWS[@]}"; do
         p=${key%%|*}
         c=${key#*|}
         if [[ -n ${R_CPU[$key]:-} ]]; then
-            printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$p" "$c" "${R_RPS[$key]}" \
-                "${R_P50[$key]}" "${R_P99[$key]}" "${R_CPU[$key]}" "${R_RSS[$key]}" "${R_UTIL[$key]}"
+            printf '| %s | %s | %s | %s | %s | %s | %s / %s | %s | %s | %s | %s | %s |\n' "$p" "$c" \
+                "${R_RPS[$key]}" "${R_P50[$key]}" "${R_P99[$key]}" "${R_CPU[$key]}" \
+                "${R_USER[$key]}" "${R_SYS[$key]}" "${R_RANGE[$key]:-}" "${R_FLT[$key]}" \
+                "${R_CALLS[$key]:-}" "${R_RSS[$key]}" "${R_UTIL[$key]}"
         else
-            printf '| %s | %s | %s | | | | | |\n' "$p" "$c" "${R_NOTE[$key]:-failed}"
+            printf '| %s | %s | %s | | | | | | | | | |\n' "$p" "$c" "${R_NOTE[$key]:-failed}"
         fi
     done
     for p in $PROXIES; do
-        if [[ -n ${SKIPPED[$p]:-} ]]; then printf '| %s | %s | not run | | | | | |\n' "$p" "$CASES"; fi
+        if [[ -n ${SKIPPED[$p]:-} ]]; then printf '| %s | %s | not run | | | | | | | | | |\n' "$p" "$CASES"; fi
     done
 
     local lines="" other r
@@ -883,6 +1068,19 @@ report() {
                     "$(awk -v x="$per" 'BEGIN {printf "%.1f", x * 10000 / 1048576}')" "$per" "${S_SECS[$key]}"
             else
                 printf '| %s | %s | | | | |\n' "${key%%|*}" "${R_NOTE[$key]:-failed}"
+            fi
+        done
+    fi
+    if ((${#IDLE_ROWS[@]})); then
+        printf '\nMemory per idle keep-alive client connection (%s connections, each after one 1 KiB request; RSS of the process tree before and after):\n\n' "$IDLE_CONNS"
+        printf '| proxy | RSS before MiB | RSS after MiB | bytes per connection |\n|---|---:|---:|---:|\n'
+        local ib ia iper
+        for key in "${IDLE_ROWS[@]}"; do
+            if [[ -n ${I_RSS[$key]:-} ]]; then
+                IFS='|' read -r ib ia iper <<<"${I_RSS[$key]}"
+                printf '| %s | %s | %s | %s |\n' "${key%%|*}" "$ib" "$ia" "$iper"
+            else
+                printf '| %s | %s | | |\n' "${key%%|*}" "${R_NOTE[$key]:-failed}"
             fi
         done
     fi

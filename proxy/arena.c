@@ -11,6 +11,7 @@
  */
 #include "proxy/arena.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,13 +54,47 @@ static inline uintptr_t align_down(uintptr_t v)
     return v & ~(uintptr_t)(ARENA_ALIGN - 1);
 }
 
+/* This thread's pool of freed first chunks (pf_arena_pool_start). */
+static __thread struct {
+    struct pf_arena *free[PF_ARENA_POOL_MAX];
+    size_t size[PF_ARENA_POOL_MAX]; /* their chunk_size (the chunks are poisoned under ASan) */
+    unsigned n;
+    bool on;
+} arena_pool;
+
+void pf_arena_pool_start(void)
+{
+    arena_pool.on = true;
+}
+
+void pf_arena_pool_stop(void)
+{
+    while (arena_pool.n > 0) {
+        struct pf_arena *a = arena_pool.free[--arena_pool.n];
+
+        PF_POOL_UNPOISON(a, arena_pool.size[arena_pool.n]);
+        free(a);
+    }
+    arena_pool.on = false;
+}
+
+unsigned pf_arena_pool_count(void)
+{
+    return arena_pool.n;
+}
+
 struct pf_arena *pf_arena_new(size_t chunk_size)
 {
     struct pf_arena *a;
 
     if (chunk_size < ARENA_MIN_CHUNK)
         chunk_size = ARENA_MIN_CHUNK;
-    a = pf_xmalloc(chunk_size);
+    if (arena_pool.n > 0 && arena_pool.size[arena_pool.n - 1] == chunk_size) {
+        a = arena_pool.free[--arena_pool.n];
+        PF_POOL_UNPOISON(a, chunk_size);
+    } else {
+        a = pf_xmalloc(chunk_size);
+    }
     a->cur = (char *)align_up((uintptr_t)(a + 1));
     a->end = (char *)align_down((uintptr_t)a + chunk_size);
     a->chunk_size = chunk_size;
@@ -166,6 +201,12 @@ void pf_arena_free(struct pf_arena *a)
     while ((c = a->chunks) != NULL) {
         a->chunks = c->next;
         free(c);
+    }
+    if (arena_pool.on && arena_pool.n < PF_ARENA_POOL_MAX) {
+        arena_pool.size[arena_pool.n] = a->chunk_size;
+        arena_pool.free[arena_pool.n++] = a;
+        PF_POOL_POISON(a, a->chunk_size);
+        return;
     }
     free(a);
 }

@@ -39,6 +39,27 @@ size_t pf_arena_used(const struct pf_arena *a);
 /* Run the deferred destructors, then release every chunk. NULL is a no-op. */
 void pf_arena_free(struct pf_arena *a);
 
+/*
+ * A thread that calls pf_arena_pool_start() keeps the first chunks of freed
+ * arenas (at most PF_ARENA_POOL_MAX, LIFO) for the next pf_arena_new() of
+ * the same size: a worker's transaction then costs no malloc at all.
+ * pf_arena_pool_stop() frees them and turns it off (the thread's exit).
+ */
+#define PF_ARENA_POOL_MAX 16
+
+/* Pooled memory is poisoned under AddressSanitizer: a use after release still reports. */
+#ifdef __SANITIZE_ADDRESS__
+#include <sanitizer/asan_interface.h>
+#define PF_POOL_POISON(p, n)   ASAN_POISON_MEMORY_REGION((p), (n))
+#define PF_POOL_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define PF_POOL_POISON(p, n)   ((void)(p), (void)(n))
+#define PF_POOL_UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+void pf_arena_pool_start(void);
+void pf_arena_pool_stop(void);
+unsigned pf_arena_pool_count(void);
+
 /* malloc family that never returns NULL: failure calls pf_fatal(). */
 void *pf_xmalloc(size_t size);
 void *pf_xcalloc(size_t n, size_t size);

@@ -10,9 +10,17 @@
 
 #include "proxy/arena.h"
 
-static bool name_is(const char *name, const char *lower, size_t len)
+/* name equals lower (lower-case letters, digits, '-') ignoring case; inline: a few names a request
+ */
+static inline bool name_is(const char *name, const char *lower, size_t len)
 {
-    return strncasecmp(name, lower, len) == 0;
+    for (size_t i = 0; i < len; i++) {
+        char l = lower[i];
+
+        if (name[i] != l && !(l >= 'a' && l <= 'z' && name[i] == l - ('a' - 'A')))
+            return false;
+    }
+    return true;
 }
 
 enum pf_hdr_id pf_hdr_classify(const char *name, size_t len)

@@ -23,6 +23,22 @@ void pf_head_reset(struct pf_head *h)
     h->last = 0;
 }
 
+/*
+ * Per-thread (so per-worker) LIFO stacks of head buffers of the first size:
+ * a head gives its buffers back once exported into the transaction's arena,
+ * so an idle keep-alive connection holds none, and the next head takes the
+ * most recently used (cache-hot) one without a malloc.
+ */
+#define HEAD_BUF_FIRST 1024u
+#define HEAD_ENT_FIRST 16u
+
+static __thread struct {
+    void *buf[PF_HEAD_POOL_MAX];
+    void *ent[PF_HEAD_POOL_MAX];
+    unsigned n_buf;
+    unsigned n_ent;
+} head_pool;
+
 void pf_head_free(struct pf_head *h)
 {
     free(h->buf);
@@ -30,14 +46,55 @@ void pf_head_free(struct pf_head *h)
     memset(h, 0, sizeof(*h));
 }
 
+void pf_head_release(struct pf_head *h)
+{
+    if (h->buf != NULL && h->cap == HEAD_BUF_FIRST && head_pool.n_buf < PF_HEAD_POOL_MAX) {
+        head_pool.buf[head_pool.n_buf++] = h->buf;
+        PF_POOL_POISON(h->buf, HEAD_BUF_FIRST);
+        h->buf = NULL;
+    }
+    if (h->ent != NULL && h->cap_ent == HEAD_ENT_FIRST && head_pool.n_ent < PF_HEAD_POOL_MAX) {
+        head_pool.ent[head_pool.n_ent++] = h->ent;
+        PF_POOL_POISON(h->ent, HEAD_ENT_FIRST * sizeof(*h->ent));
+        h->ent = NULL;
+    }
+    pf_head_free(h);
+}
+
+unsigned pf_head_pool_count(void)
+{
+    return head_pool.n_buf + head_pool.n_ent;
+}
+
+void pf_head_pool_drain(void)
+{
+    while (head_pool.n_buf > 0) {
+        void *p = head_pool.buf[--head_pool.n_buf];
+
+        PF_POOL_UNPOISON(p, HEAD_BUF_FIRST);
+        free(p);
+    }
+    while (head_pool.n_ent > 0) {
+        void *p = head_pool.ent[--head_pool.n_ent];
+
+        PF_POOL_UNPOISON(p, HEAD_ENT_FIRST * sizeof(struct pf_head_ent));
+        free(p);
+    }
+}
+
 static void head_put(struct pf_head *h, const char *at, size_t len)
 {
     if (h->len + len + 1 > h->cap) {
-        uint32_t cap = h->cap ? h->cap : 1024;
+        uint32_t cap = h->cap ? h->cap : HEAD_BUF_FIRST;
 
         while (cap < h->len + len + 1)
             cap *= 2;
-        h->buf = pf_xrealloc(h->buf, cap);
+        if (h->cap == 0 && cap == HEAD_BUF_FIRST && head_pool.n_buf > 0) {
+            h->buf = head_pool.buf[--head_pool.n_buf];
+            PF_POOL_UNPOISON(h->buf, HEAD_BUF_FIRST);
+        } else {
+            h->buf = pf_xrealloc(h->buf, cap);
+        }
         h->cap = cap;
     }
     memcpy(h->buf + h->len, at, len);
@@ -61,8 +118,14 @@ int pf_head_append(struct pf_head *h, int what, const char *at, size_t len, uint
             if (h->n >= max_headers)
                 return -2;
             if (h->n == h->cap_ent) {
-                h->cap_ent = h->cap_ent ? h->cap_ent * 2 : 16;
-                h->ent = pf_xrealloc(h->ent, h->cap_ent * sizeof(*h->ent));
+                if (h->cap_ent == 0 && head_pool.n_ent > 0) {
+                    h->ent = head_pool.ent[--head_pool.n_ent];
+                    PF_POOL_UNPOISON(h->ent, HEAD_ENT_FIRST * sizeof(*h->ent));
+                    h->cap_ent = HEAD_ENT_FIRST;
+                } else {
+                    h->cap_ent = h->cap_ent ? h->cap_ent * 2 : HEAD_ENT_FIRST;
+                    h->ent = pf_xrealloc(h->ent, h->cap_ent * sizeof(*h->ent));
+                }
             }
             h->ent[h->n].name_off = h->len;
             h->ent[h->n].name_len = 0;

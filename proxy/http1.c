@@ -403,14 +403,15 @@ static int conn_absolute_form(struct pf_conn *c, struct pf_tx *tx)
 
     if (!pf_http_target_valid(tx->url, strlen(tx->url)))
         return conn_fail(c, 400, PF_ERR_BAD_REQUEST); /* CTLs, 8-bit bytes, '#', bad '%' */
+    if (tx->url[0] == '/')
+        return 0; /* origin-form, by far the most common: no scheme to compare */
     if (strncasecmp(tx->url, "http://", 7) == 0) {
         auth = tx->url + 7;
     } else if (strncasecmp(tx->url, "https://", 8) == 0) {
         auth = tx->url + 8;
     } else {
-        /* origin-form, or asterisk-form for OPTIONS (RFC 9112 §3.2) */
-        if (tx->url[0] == '/' || (strcmp(tx->url, "*") == 0 && tx->method_id == HTTP_OPTIONS))
-            return 0;
+        if (strcmp(tx->url, "*") == 0 && tx->method_id == HTTP_OPTIONS)
+            return 0; /* asterisk-form for OPTIONS (RFC 9112 §3.2) */
         return conn_fail(c, 400, PF_ERR_BAD_REQUEST);
     }
     alen = strcspn(auth, "/?#");
@@ -442,6 +443,7 @@ static int on_headers_complete(http_parser *p)
     c->tx = tx;
     tx->head_in = c->head_bytes;
     pf_head_export(&c->head, tx->arena, &tx->req, &tx->url);
+    pf_head_release(&c->head); /* an idle connection holds no head buffers */
     tx->method_id = p->method;
     tx->method = http_method_str(p->method);
     tx->http_major = p->http_major;

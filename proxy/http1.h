@@ -84,6 +84,15 @@ void pf_head_reset(struct pf_head *h);
 /* Terminate the piece in progress with a NUL (the head is complete). */
 void pf_head_close(struct pf_head *h);
 void pf_head_free(struct pf_head *h);
+/*
+ * Free the head's buffers once exported; buffers of the first size go to this
+ * thread's pool (at most PF_HEAD_POOL_MAX of each kind) for the next head.
+ */
+#define PF_HEAD_POOL_MAX 64
+void pf_head_release(struct pf_head *h);
+/* Buffers in this thread's pool; free them all (a worker thread's exit). */
+unsigned pf_head_pool_count(void);
+void pf_head_pool_drain(void);
 
 /* Copy the assembled head into arena-backed pf_hdrs (and url if wanted). */
 void pf_head_export(const struct pf_head *h, struct pf_arena *a, struct pf_hdrs *out,

@@ -414,7 +414,10 @@ static void *worker_main(void *arg)
 
     sigfillset(&set);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
+    pf_arena_pool_start();
     event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY);
+    pf_arena_pool_stop();
+    pf_head_pool_drain();
     return NULL;
 }
 

@@ -26,6 +26,8 @@ static void reap(struct pf_stream_loop *l)
     for (unsigned i = 0; i < l->n_grave; i++) {
         evbuffer_free(l->grave[i]->in);
         evbuffer_free(l->grave[i]->out);
+        if (l->grave[i]->wev != NULL)
+            event_free(l->grave[i]->wev);
         free(l->grave[i]);
     }
     l->n_grave = 0;
@@ -190,6 +192,23 @@ static void rev_cb(evutil_socket_t fd, short what, void *arg)
     rev_deadline(s); /* a freed stream waits in the grave: s->closed can be read */
 }
 
+static void wev_cb(evutil_socket_t fd, short what, void *arg);
+
+/*
+ * The write event, made the first time the stream waits for writability (a
+ * connect, a full send buffer): most client connections never do, and an
+ * idle keep-alive connection is then smaller by a struct event.
+ */
+static struct event *wev_get(struct pf_stream *s)
+{
+    if (s->wev == NULL) {
+        s->wev = event_new(s->loop->base, s->fd, EV_WRITE, wev_cb, s);
+        if (s->wev == NULL)
+            pf_fatal("out of memory (event_new)");
+    }
+    return s->wev;
+}
+
 static void wev_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct pf_stream *s = arg;
@@ -231,7 +250,7 @@ void pf_stream_flush(struct pf_stream *s)
             continue;
         if (w == -1 && (errno == EAGAIN || errno == EINTR)) {
             if (!s->wev_added) {
-                event_add(&s->wev, s->has_wto ? &s->wto : NULL);
+                event_add(wev_get(s), s->has_wto ? &s->wto : NULL);
                 s->wev_added = true;
             }
             return;
@@ -256,7 +275,6 @@ struct pf_stream *pf_stream_new(struct pf_stream_loop *l, int fd)
         pf_fatal("out of memory");
     evutil_make_socket_nonblocking(fd);
     event_assign(&s->rev, l->base, fd, EV_READ | EV_PERSIST, rev_cb, s);
-    event_assign(&s->wev, l->base, fd, EV_WRITE, wev_cb, s);
     return s;
 }
 
@@ -266,7 +284,7 @@ int pf_stream_connect(struct pf_stream *s, const struct sockaddr *sa, socklen_t 
         return -errno;
     /* even an immediate success is reported through the write event */
     s->connecting = true;
-    event_add(&s->wev, NULL);
+    event_add(wev_get(s), NULL);
     s->wev_added = true;
     return 0;
 }
@@ -333,7 +351,8 @@ void pf_stream_free(struct pf_stream *s)
         return;
     s->closed = true;
     event_del(&s->rev);
-    event_del(&s->wev);
+    if (s->wev != NULL)
+        event_del(s->wev);
     if (s->dirty)
         TAILQ_REMOVE(&s->loop->dirty, s, dirty_link);
     s->dirty = false;

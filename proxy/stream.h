@@ -60,7 +60,7 @@ struct pf_stream {
     int fd;
     int err; /* errno of the last PF_STREAM_ERROR */
     struct event rev;
-    struct event wev;
+    struct event *wev; /* made at the first wait for writability (wev_get) */
     struct evbuffer *in;
     struct evbuffer *out;
     pf_stream_cb readcb;

@@ -291,6 +291,7 @@ static void up_handle_head(struct pf_upconn *uc)
         return;
     }
     pf_head_export(&uc->head, tx->arena, &tx->resp, NULL);
+    pf_head_release(&uc->head);
     if (!pf_h1c_resp_te_ok(&tx->resp)) {
         tx->resp.n = 0;
         up_failed(uc, PF_OUTCOME_BAD_RESPONSE);

@@ -268,6 +268,68 @@ static void test_arena_xmalloc_exits_1_when_out_of_memory(void **state)
     assert_int_equal(WEXITSTATUS(status), 1);
 }
 
+/* ---- the per-thread pool of first chunks ---- */
+
+static unsigned defer_runs;
+
+static void count_defer(void *arg)
+{
+    (void)arg;
+    defer_runs++;
+}
+
+static void test_arena_pool_reuses_first_chunks_lifo(void **state)
+{
+    struct pf_arena *a, *b, *c;
+
+    (void)state;
+    pf_arena_pool_start();
+    a = pf_arena_new(4096);
+    b = pf_arena_new(4096);
+    defer_runs = 0;
+    pf_arena_defer(a, count_defer, NULL);
+    memset(pf_arena_alloc(a, 100), 0xab, 100);
+    pf_arena_free(a);
+    assert_int_equal(defer_runs, 1); /* destructors still run */
+    pf_arena_free(b);
+    assert_int_equal(pf_arena_pool_count(), 2);
+    c = pf_arena_new(4096);
+    assert_ptr_equal(c, b); /* the last one freed comes back first */
+    assert_int_equal(pf_arena_used(c), 0);
+    {
+        unsigned char *p = pf_arena_alloc(c, 100);
+
+        for (int i = 0; i < 100; i++) /* zeroed as always, whatever was there */
+            assert_int_equal(p[i], 0);
+    }
+    /* another size is not served from the pool */
+    b = pf_arena_new(8192);
+    assert_ptr_not_equal(b, a);
+    pf_arena_free(b);
+    pf_arena_free(c);
+    pf_arena_pool_stop();
+    assert_int_equal(pf_arena_pool_count(), 0);
+}
+
+static void test_arena_pool_is_bounded_and_off_by_default(void **state)
+{
+    struct pf_arena *v[PF_ARENA_POOL_MAX + 4];
+
+    (void)state;
+    pf_arena_free(pf_arena_new(1024)); /* not started on this thread: freed */
+    assert_int_equal(pf_arena_pool_count(), 0);
+    pf_arena_pool_start();
+    for (unsigned i = 0; i < PF_ARENA_POOL_MAX + 4; i++)
+        v[i] = pf_arena_new(1024);
+    for (unsigned i = 0; i < PF_ARENA_POOL_MAX + 4; i++)
+        pf_arena_free(v[i]);
+    assert_int_equal(pf_arena_pool_count(), PF_ARENA_POOL_MAX);
+    pf_arena_pool_stop(); /* frees them all (a leak here fails under ASan) */
+    assert_int_equal(pf_arena_pool_count(), 0);
+    pf_arena_free(pf_arena_new(1024)); /* stopped: freed again */
+    assert_int_equal(pf_arena_pool_count(), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -283,6 +345,8 @@ int main(void)
         cmocka_unit_test(test_arena_tiny_chunk_size_still_works),
         cmocka_unit_test(test_arena_xstrdup_copies),
         cmocka_unit_test(test_arena_xmalloc_exits_1_when_out_of_memory),
+        cmocka_unit_test(test_arena_pool_reuses_first_chunks_lifo),
+        cmocka_unit_test(test_arena_pool_is_bounded_and_off_by_default),
     };
 
     return cmocka_run_group_tests_name("arena", tests, NULL, NULL);

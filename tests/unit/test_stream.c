@@ -356,12 +356,15 @@ static void test_stream_backpressure_waits_for_the_peer_then_resumes(void **stat
     for (size_t i = 0; i < total; i++)
         data[i] = expect_byte(i);
     assert_int_equal(setsockopt(f->peer, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz)), 0);
+    /* a stream that never waited for writability has no write event yet */
+    assert_null(f->s->wev);
     evbuffer_add(f->s->out, data, total);
     free(data);
     pf_stream_mark(f->s);
     event_base_loop(f->base, EVLOOP_NONBLOCK);
     /* the socket is full: the rest waits in out, on the write event, no writecb */
     assert_true(evbuffer_get_length(f->s->out) > 0);
+    assert_non_null(f->s->wev);
     assert_true(f->s->wev_added);
     assert_int_equal(f->r.writes, 0);
     /* marking again while waiting for writability changes nothing */

@@ -224,6 +224,11 @@ static void test_tx_hdr_classify_knows_the_core_headers(void **state)
         {"", PF_H_OTHER},
         {"Transfer-Encodings", PF_H_OTHER},
         {"Accept", PF_H_OTHER},
+        {"hOsT", PF_H_HOST},
+        {"x_request-id", PF_H_OTHER},    /* '_' is not '-' */
+        {"content\rlength", PF_H_OTHER}, /* nor is CR ('-' | 0x20 folding would say so) */
+        {"content-lengtH", PF_H_CONTENT_LENGTH},
+        {"content-l3ngth", PF_H_OTHER},
     };
 
     (void)state;
@@ -501,6 +506,29 @@ static void test_tx_request_id_is_generated_when_absent(void **state)
     assert_string_not_equal(seen.request_id, first);
 }
 
+/* Our id is the worker's next two random numbers in lower-case hex, in order. */
+static void test_tx_request_id_is_the_next_random_numbers_in_hex(void **state)
+{
+    struct pf_worker copy;
+    char want[40];
+    uint64_t hi, lo;
+
+    (void)state;
+    fx.w.rng[0] = 0xa0b1c2d3e4f50617u;
+    fx.w.rng[1] = 0x8899aabbccddeeffu;
+    for (unsigned i = 0; i < 16; i++) { /* 512 digits: every value, every position */
+        seen.calls = 0;
+        fx.w.requests = 0;
+        copy = fx.w;
+        hi = pf_worker_rand(&copy);
+        lo = pf_worker_rand(&copy);
+        snprintf(want, sizeof(want), "%016llx%016llx", (unsigned long long)hi,
+                 (unsigned long long)lo);
+        start_request(NULL);
+        assert_string_equal(seen.request_id, want);
+    }
+}
+
 static void test_tx_request_id_is_generated_when_empty_or_too_long(void **state)
 {
     char long_id[202];
@@ -716,6 +744,7 @@ int main(void)
         I(test_tx_traceparent_is_restarted_when_invalid),
         I(test_tx_request_id_is_kept_when_given),
         I(test_tx_request_id_is_generated_when_absent),
+        I(test_tx_request_id_is_the_next_random_numbers_in_hex),
         I(test_tx_request_id_is_generated_when_empty_or_too_long),
 #define B(f) cmocka_unit_test_setup_teardown(f, bg_setup, bg_teardown)
         B(test_tx_background_runs_from_the_calling_filter_without_a_client),
