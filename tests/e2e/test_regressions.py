@@ -44,7 +44,7 @@ def log_count(p, text):
     return sum(1 for line in p.stderr_text().splitlines() if text in line)
 
 
-def wait_reloaded(p, before, timeout=5.0):
+def wait_reloaded(p, before, timeout=20.0):
     """Wait for one more 'configuration reloaded' log line than before."""
     pf.eventually(lambda: log_count(p, "configuration reloaded") > before, timeout=timeout,
                   msg="'configuration reloaded' logged after SIGHUP (stderr tail: %r)"
