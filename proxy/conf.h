@@ -264,9 +264,10 @@ struct pf_config {
     char *path;             /* file it was loaded from */
     struct pf_addr *listen; /* default one: 0.0.0.0:8080 */
     unsigned n_listen;
-    unsigned workers;            /* 0 = auto */
-    struct pf_addr admin_listen; /* 127.0.0.1:9901; text "off" disables */
-    char *admin_token;           /* "" = none */
+    unsigned workers;             /* 0 = auto */
+    struct pf_addr admin_listen;  /* 127.0.0.1:9901; text "off" disables */
+    char *admin_token;            /* "" = none */
+    struct pf_addr probes_listen; /* read-only /live /ready /health /metrics; len 0 = off */
     struct pf_limits limits;
     uint64_t drain_delay_ms;         /* 0 */
     uint64_t drain_timeout_ms;       /* 15s */

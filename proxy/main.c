@@ -16,6 +16,7 @@
 #include <zlib.h>
 
 #include "proxy/conf.h"
+#include "proxy/inject/inject.h"
 #include "proxy/log.h"
 #include "proxy/server.h"
 
@@ -101,6 +102,8 @@ int main(int argc, char **argv)
     struct pf_config *cfg;
     int rc;
 
+    if (argc > 1 && strcmp(argv[1], "inject") == 0)
+        return pf_inject_main(argc - 1, argv + 1);
     rc = parse_args(argc, argv, &path, &test_only);
     if (rc >= 0)
         return rc;
