@@ -126,6 +126,12 @@ struct pf_conf_key {
     int (*parse)(const struct pf_conf_node *n, void *field, struct pf_err *err);
 };
 
+/* Edit distance of a and b (optimal string alignment), for "did you mean". */
+unsigned pf_conf_distance(const char *a, const char *b);
+
+/* out = " (did you mean 'KEY'?)" with the key of keys closest to word, or "" when none is close. */
+void pf_conf_hint(const char *word, const struct pf_conf_key *keys, char *out, size_t size);
+
 /*
  * Fill dst from map n with keys (terminated by a {NULL} entry). Absent keys
  * leave dst untouched (set defaults first). Unknown keys, wrong types and

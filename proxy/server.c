@@ -29,6 +29,7 @@
 #include "proxy/defs.h"
 #include "proxy/http1.h"
 #include "proxy/listen.h"
+#include "proxy/notify.h"
 #include "proxy/probes.h"
 #include "proxy/log.h"
 #include "proxy/snapshot.h"
@@ -598,6 +599,8 @@ void pf_server_drain(struct pf_server *s, bool exit_after)
 
     bool newly_exiting = exit_after && !s->exit_after_drain;
 
+    if (newly_exiting)
+        pf_notify("STOPPING=1");
     if (exit_after)
         s->exit_after_drain = true;
     if (atomic_exchange(&s->draining, true)) {
@@ -908,6 +911,7 @@ static int reload_fail(struct pf_server *s, struct evbuffer *result, struct pf_e
     pf_log(PF_LOG_ERR, "reload failed: keeping the running configuration");
     reload_result(result, false, err);
     pf_err_fini(err);
+    pf_notify("READY=1");
     return -1;
 }
 
@@ -921,6 +925,7 @@ int pf_server_reload(struct pf_server *s, struct evbuffer *result)
     unsigned at = 0;
     int admin_fd, probes_fd;
 
+    pf_notify_reloading();
     pf_err_init(&err, s->cfg->path);
     cfg = pf_conf_load(s->cfg->path, &err);
     if (cfg == NULL)
@@ -973,5 +978,6 @@ int pf_server_reload(struct pf_server *s, struct evbuffer *result)
     pf_log(PF_LOG_INFO, "configuration reloaded from %s", cfg->path);
     reload_result(result, true, NULL);
     pf_err_fini(&err);
+    pf_notify("READY=1");
     return 0;
 }
