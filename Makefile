@@ -6,9 +6,18 @@
 #   make bench      deps (+ nginx, haproxy, varnish, wrk) + bench/run.sh
 #   make bench-micro  CPU cost of hot functions (bench/micro_*.c)
 #   make fuzz       the long fuzz run (FUZZ_CASES, FUZZ_SEED; SANITIZE=1 works too)
+#   make install    binary, man pages, example config, systemd unit (PREFIX, DESTDIR)
+#   make deb        a Debian package in bin/ (dpkg-deb)
 
 CC      ?= cc
 PREFIX  ?= /usr/local
+SBINDIR ?= $(PREFIX)/sbin
+MANDIR  ?= $(PREFIX)/share/man
+DOCDIR  ?= $(PREFIX)/share/doc/pilotfish
+SYSCONFDIR ?= /etc
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+# the unit's TimeoutStopSec: drain_delay + drain_timeout of the example config, and a margin
+STOP_TIMEOUT ?= 20s
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo 0.1.0)
 
 PKGS    := libevent libevent_pthreads yaml-0.1 zlib hiredis
@@ -48,7 +57,8 @@ DEBS := libevent-dev libhttp-parser-dev libyaml-dev zlib1g-dev libhiredis-dev \
         libcmocka-dev pkg-config curl python3 redis-server prometheus
 BENCH_DEBS := nginx haproxy varnish wrk
 
-.PHONY: all deps bench-deps run test unit e2e fuzz bench bench-micro format lint clean check-format
+.PHONY: all deps bench-deps run test unit e2e fuzz bench bench-micro format lint clean check-format \
+        install deb
 all: $(BIN) $(ORIGIN)
 
 # Install what is missing; as non-root, print the command instead.
@@ -140,6 +150,42 @@ check-format:
 lint:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
 	  --inline-suppr --std=c11 -I . $(PKG_CFLAGS) proxy filters tests/origin
+
+# The example configuration is not overwritten when one is there already
+# (with DESTDIR, a fresh staging root, it always is installed).
+install: $(BIN)
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5 \
+	  $(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/pilotfish
+	install -m 0755 $(BIN) $(DESTDIR)$(SBINDIR)/pilotfish
+	install -m 0644 docs/man/pilotfish.8 $(DESTDIR)$(MANDIR)/man8/pilotfish.8
+	install -m 0644 docs/man/pilotfish.yaml.5 $(DESTDIR)$(MANDIR)/man5/pilotfish.yaml.5
+	install -m 0644 conf/pilotfish.yaml conf/examples/*.yaml $(DESTDIR)$(DOCDIR)/examples/
+	sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
+	  -e 's|@STOP_TIMEOUT@|$(STOP_TIMEOUT)|g' dist/pilotfish.service.in \
+	  > $(DESTDIR)$(UNITDIR)/pilotfish.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/pilotfish.service
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/pilotfish/pilotfish.yaml ]; then \
+	  echo "keeping $(DESTDIR)$(SYSCONFDIR)/pilotfish/pilotfish.yaml"; \
+	else \
+	  install -m 0644 conf/pilotfish.yaml $(DESTDIR)$(SYSCONFDIR)/pilotfish/pilotfish.yaml; \
+	fi
+
+# Debian package: the release build installed into a staging root with
+# PREFIX=/usr; Depends from the packages that hold the libraries it links.
+DEB_VERSION := 0.1.0+git$(subst -,.,$(VERSION))
+DEB_ARCH    := $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
+DEB         := bin/pilotfish_$(DEB_VERSION)_$(DEB_ARCH).deb
+deb:
+	@$(MAKE) --no-print-directory SANITIZE= bin/pilotfish
+	rm -rf build/deb
+	@$(MAKE) --no-print-directory SANITIZE= install DESTDIR=$(CURDIR)/build/deb PREFIX=/usr \
+	  UNITDIR=/lib/systemd/system SYSCONFDIR=/etc
+	gzip -9n build/deb/usr/share/man/man8/pilotfish.8 build/deb/usr/share/man/man5/pilotfish.yaml.5
+	install -d build/deb/DEBIAN
+	dist/deb-control.sh bin/pilotfish $(DEB_VERSION) $(DEB_ARCH) build/deb > build/deb/DEBIAN/control
+	echo /etc/pilotfish/pilotfish.yaml > build/deb/DEBIAN/conffiles
+	install -m 0755 dist/deb-postinst build/deb/DEBIAN/postinst
+	dpkg-deb --root-owner-group --build build/deb $(DEB)
 
 clean:
 	rm -rf build bin
