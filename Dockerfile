@@ -18,7 +18,8 @@ FROM debian:12-slim
 # runtime libraries: libevent, libevent_pthreads, libyaml, zlib, hiredis, http-parser
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      libevent-2.1-7 libevent-pthreads-2.1-7 libyaml-0-2 zlib1g libhiredis0.14 libhttp-parser2.9 \
+      libevent-2.1-7 libevent-core-2.1-7 libevent-pthreads-2.1-7 libyaml-0-2 zlib1g \
+      libhiredis0.14 libhttp-parser2.9 \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/bin/pilotfish /usr/bin/pilotfish
 COPY conf/pilotfish.yaml /etc/pilotfish/pilotfish.yaml

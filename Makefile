@@ -172,20 +172,23 @@ install: $(BIN)
 
 # Debian package: the release build installed into a staging root with
 # PREFIX=/usr; Depends from the packages that hold the libraries it links.
+# (With SANITIZE=1 it packs the sanitizer build: for tests only.)
 DEB_VERSION := 0.1.0+git$(subst -,.,$(VERSION))
 DEB_ARCH    := $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
-DEB         := bin/pilotfish_$(DEB_VERSION)_$(DEB_ARCH).deb
-deb:
-	@$(MAKE) --no-print-directory SANITIZE= bin/pilotfish
-	rm -rf build/deb
-	@$(MAKE) --no-print-directory SANITIZE= install DESTDIR=$(CURDIR)/build/deb PREFIX=/usr \
+DEB_STAGE   ?= $(CURDIR)/build/deb
+DEB_OUT     ?= bin
+DEB         := $(DEB_OUT)/pilotfish_$(DEB_VERSION)_$(DEB_ARCH).deb
+deb: $(BIN)
+	rm -rf $(DEB_STAGE)
+	@$(MAKE) --no-print-directory install DESTDIR=$(DEB_STAGE) PREFIX=/usr \
 	  UNITDIR=/lib/systemd/system SYSCONFDIR=/etc
-	gzip -9n build/deb/usr/share/man/man8/pilotfish.8 build/deb/usr/share/man/man5/pilotfish.yaml.5
-	install -d build/deb/DEBIAN
-	dist/deb-control.sh bin/pilotfish $(DEB_VERSION) $(DEB_ARCH) build/deb > build/deb/DEBIAN/control
-	echo /etc/pilotfish/pilotfish.yaml > build/deb/DEBIAN/conffiles
-	install -m 0755 dist/deb-postinst build/deb/DEBIAN/postinst
-	dpkg-deb --root-owner-group --build build/deb $(DEB)
+	gzip -9n $(DEB_STAGE)/usr/share/man/man8/pilotfish.8 \
+	  $(DEB_STAGE)/usr/share/man/man5/pilotfish.yaml.5
+	install -d $(DEB_STAGE)/DEBIAN $(DEB_OUT)
+	dist/deb-control.sh $(BIN) $(DEB_VERSION) $(DEB_ARCH) $(DEB_STAGE) > $(DEB_STAGE)/DEBIAN/control
+	echo /etc/pilotfish/pilotfish.yaml > $(DEB_STAGE)/DEBIAN/conffiles
+	install -m 0755 dist/deb-postinst $(DEB_STAGE)/DEBIAN/postinst
+	dpkg-deb --root-owner-group --build $(DEB_STAGE) $(DEB)
 
 clean:
 	rm -rf build bin
