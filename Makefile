@@ -8,6 +8,7 @@
 #   make fuzz       the long fuzz run (FUZZ_CASES, FUZZ_SEED; SANITIZE=1 works too)
 #   make install    binary, man pages, example config, systemd unit (PREFIX, DESTDIR)
 #   make deb        a Debian package in bin/ (dpkg-deb)
+#   make k8s-deps   the Kubernetes schemas the inject tests validate against (npm)
 
 CC      ?= cc
 PREFIX  ?= /usr/local
@@ -54,11 +55,11 @@ MICRO_BIN := $(MICRO_SRC:bench/%.c=$(BUILD)/bench/%)
 
 
 DEBS := libevent-dev libhttp-parser-dev libyaml-dev zlib1g-dev libhiredis-dev \
-        libcmocka-dev pkg-config curl python3 redis-server prometheus
+        libcmocka-dev pkg-config curl python3 python3-yaml redis-server prometheus
 BENCH_DEBS := nginx haproxy varnish wrk
 
 .PHONY: all deps bench-deps run test unit e2e fuzz bench bench-micro format lint clean check-format \
-        install deb
+        install deb k8s-deps
 all: $(BIN) $(ORIGIN)
 
 # Install what is missing; as non-root, print the command instead.
@@ -130,7 +131,16 @@ fuzz: all
 	PF_FUZZ_CASES=$(FUZZ_CASES) PF_FUZZ_SEED=$(FUZZ_SEED) \
 	PILOTFISH_BIN=$(BIN) ORIGIN_BIN=$(ORIGIN) python3 tests/e2e/run.py -v test_fuzz
 
+# The offline Kubernetes schemas for the inject tests (npm's kubernetes-models,
+# in build/node): best effort, the tests say so when they are missing.
+k8s-deps:
+	@if [ ! -d build/node/node_modules/kubernetes-models ] && command -v npm >/dev/null; then \
+	  mkdir -p build/node && npm install --prefix build/node --no-audit --no-fund \
+	    kubernetes-models >/dev/null 2>&1 || echo "k8s-deps: npm install failed (no schema checks)"; \
+	fi
+
 test: deps
+	@-$(MAKE) --no-print-directory k8s-deps
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory e2e
