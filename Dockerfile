@@ -24,8 +24,8 @@ RUN apt-get update \
 COPY --from=build /src/bin/pilotfish /usr/bin/pilotfish
 COPY conf/pilotfish.yaml /etc/pilotfish/pilotfish.yaml
 # 65532: the same non-root uid pilotfish inject puts in the pod's securityContext
-RUN groupadd --system --gid 65532 pilotfish \
- && useradd --system --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent \
+RUN groupadd --gid 65532 pilotfish \
+ && useradd --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin pilotfish
 USER 65532:65532
 ENV PILOTFISH_CONFIG=/etc/pilotfish/pilotfish.yaml

@@ -9,6 +9,8 @@
 #   make install    binary, man pages, example config, systemd unit (PREFIX, DESTDIR)
 #   make deb        a Debian package in bin/ (dpkg-deb)
 #   make k8s-deps   the Kubernetes schemas the inject tests validate against (npm)
+#   make image      the container image pilotfish:latest (buildah, else docker)
+#   make image-base debian:12 and debian:12-slim built locally from Debian's packages
 
 CC      ?= cc
 PREFIX  ?= /usr/local
@@ -59,7 +61,7 @@ DEBS := libevent-dev libhttp-parser-dev libyaml-dev zlib1g-dev libhiredis-dev \
 BENCH_DEBS := nginx haproxy varnish wrk
 
 .PHONY: all deps bench-deps run test unit e2e fuzz bench bench-micro format lint clean check-format \
-        install deb k8s-deps
+        install deb k8s-deps image image-base
 all: $(BIN) $(ORIGIN)
 
 # Install what is missing; as non-root, print the command instead.
@@ -199,6 +201,23 @@ deb: $(BIN)
 	echo /etc/pilotfish/pilotfish.yaml > $(DEB_STAGE)/DEBIAN/conffiles
 	install -m 0755 dist/deb-postinst $(DEB_STAGE)/DEBIAN/postinst
 	dpkg-deb --root-owner-group --build $(DEB_STAGE) $(DEB)
+
+# buildah runs without a daemon (chroot isolation); HEALTHCHECK needs the docker format.
+image:
+	@if command -v buildah >/dev/null; then \
+	  buildah bud --isolation=chroot --format docker -t pilotfish:latest . ; \
+	else \
+	  docker build -t pilotfish:latest . ; \
+	fi
+
+# For a machine without a registry: the base images the Dockerfile names, made
+# by mmdebstrap from Debian's packages (minbase, so "slim" is only a name here).
+image-base:
+	$(call install_debs,mmdebstrap podman buildah)
+	@mkdir -p build/oci
+	mmdebstrap --variant=minbase bookworm build/oci/bookworm.tar
+	podman import build/oci/bookworm.tar docker.io/library/debian:12
+	podman tag docker.io/library/debian:12 docker.io/library/debian:12-slim
 
 clean:
 	rm -rf build bin

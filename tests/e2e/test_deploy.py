@@ -323,10 +323,7 @@ def test_dockerfile_runtime_libraries_match_ldd():
     with open(os.path.join(ROOT, ".dockerignore")) as f:
         ignored = f.read().split()
     assert "build/" in ignored and "bin/" in ignored
-    builder = [b for b in ("docker", "podman", "buildah") if shutil.which(b)]
-    if not builder:
-        raise pf.Skip("SKIPPED: no OCI builder (docker/podman/buildah): the image was not built; "
-                      "its library list was checked against ldd")
+    # building and running it: test_image.py
 
 
 def test_dockerfile_healthcheck_command():
