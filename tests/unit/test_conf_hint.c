@@ -55,9 +55,10 @@ static void test_hint_in_errors(void **state)
 
     (void)state;
     pf_err_init(&err, "t.yaml");
-    cfg = pf_conf_load_string("listen: \":8080\"\nadmin: {lisen: \"127.0.0.1:1\"}\n"
-                              "upstreams: {a: {endpoints: [\"127.0.0.1:1\"], conect_timeout: 1s}}\n",
-                              "t.yaml", &err);
+    cfg =
+        pf_conf_load_string("listen: \":8080\"\nadmin: {lisen: \"127.0.0.1:1\"}\n"
+                            "upstreams: {a: {endpoints: [\"127.0.0.1:1\"], conect_timeout: 1s}}\n",
+                            "t.yaml", &err);
     assert_null(cfg);
     assert_int_equal(err.n, 2);
     assert_non_null(strstr(err.msgs[0], "unknown key 'lisen' in admin (did you mean 'listen'?)"));
