@@ -50,7 +50,8 @@ void pf_conf_hint(const char *word, const struct pf_conf_key *keys, char *out, s
     for (; keys->name != NULL; keys++) {
         unsigned d = pf_conf_distance(word, keys->name);
 
-        if (d < best) {
+        /* and at most half of the word: "zz" is not a typo of "sz" */
+        if (d < best && 2 * d < len) {
             best = d;
             pick = keys->name;
         }

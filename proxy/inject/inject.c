@@ -111,9 +111,14 @@ static int object(yaml_document_t *d, int obj, struct walk *w, int line)
             continue;
         snprintf(what, sizeof(what), "%s:%d: %s/%s", w->input, line, kind, name ? name : "?");
         spec = pf_y_path(d, obj, pod_paths[i].path);
-        if (spec == 0)
-            return fail(w->err, "%s: no pod template (%s)", what,
-                        pod_paths[i].path[1] ? "spec.template.spec" : "spec");
+        if (spec == 0) {
+            char path[64] = "";
+
+            for (int k = 0; pod_paths[i].path[k] != NULL; k++)
+                snprintf(path + strlen(path), sizeof(path) - strlen(path), "%s%s", k ? "." : "",
+                         pod_paths[i].path[k]);
+            return fail(w->err, "%s: no pod template (%s)", what, path);
+        }
         if (ns != NULL && w->namespace[0] == '\0')
             snprintf(w->namespace, sizeof(w->namespace), "%s", ns);
         w->pods++;

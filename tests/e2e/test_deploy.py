@@ -115,6 +115,18 @@ def test_probes_listener_reload_and_drain():
         raise AssertionError("the old probes address still accepts")
     except ConnectionRefusedError:
         pass
+    # turned off by a reload ("" is off), then on again
+    p.write_config(PROBES.replace('probes: { listen: "127.0.0.1:{{probes_port}}" }',
+                                  'probes: { listen: "" }'))
+    assert p.admin("POST", "/reload").status == 200
+    try:
+        socket.create_connection(("127.0.0.1", new), timeout=2).close()
+        raise AssertionError("probes.listen \"\" still accepts")
+    except ConnectionRefusedError:
+        pass
+    p.write_config(PROBES)
+    assert p.admin("POST", "/reload").status == 200
+    assert probe(new, "GET", "/live").status == 200
     # SIGTERM: during drain_delay the kubelet sees /ready 503 on the probes port
     p.send_signal(signal.SIGTERM)
     for _ in range(200):
@@ -123,7 +135,6 @@ def test_probes_listener_reload_and_drain():
             break
         time.sleep(0.02)
     assert r.status == 503 and probe(new, "GET", "/live").status == 200
-    # off by default: an empty value closes it on reload
     p.stop(sig=signal.SIGKILL)
 
 

@@ -44,6 +44,10 @@ static void test_hint(void **state)
     /* nothing close: no hint */
     pf_conf_hint("zzz", keys, out, sizeof(out));
     assert_string_equal(out, "");
+    pf_conf_hint("lsten", keys, out, sizeof(out));
+    assert_string_equal(out, " (did you mean 'listen'?)");
+    pf_conf_hint("zz", keys, out, sizeof(out)); /* one letter of two is not a typo */
+    assert_string_equal(out, "");
     pf_conf_hint("upstreams", keys, out, sizeof(out));
     assert_string_equal(out, "");
 }

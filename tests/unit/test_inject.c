@@ -146,7 +146,8 @@ static void test_errors(void **state)
         {"apiVersion: v1\nkind: Service\n", "no pod template"},
         {"just text\n", "t.yaml:1: not a Kubernetes object"},
         {"kind: Pod\nmetadata: {name: p}\nspec: {containers: []}\n", "Pod/p: the pod spec has no"},
-        {"kind: CronJob\nmetadata: {name: c}\nspec: {schedule: x}\n", "CronJob/c: no pod template"},
+        {"kind: CronJob\nmetadata: {name: c}\nspec: {schedule: x}\n",
+         "CronJob/c: no pod template (spec.jobTemplate.spec.template.spec)"},
         {"kind: Pod\nspec: {containers: [{name: a}], initContainers: 3}\n", "not a list"},
     };
     struct pf_inject_opts o = opts();
