@@ -222,6 +222,10 @@ def test_make_install_and_unit():
             assert os.path.exists(os.path.join(d, f)), f
         rc, out, _ = run([os.path.join(d, "usr/sbin/pilotfish"), "-V"])
         assert rc == 0 and out.startswith("pilotfish ")
+        if shutil.which("groff"):
+            for page in ("usr/share/man/man8/pilotfish.8", "usr/share/man/man5/pilotfish.yaml.5"):
+                rc, out, err = run(["groff", "-ww", "-man", "-z", os.path.join(d, page)])
+                assert rc == 0 and err == "", (page, err)
         # an existing configuration is kept
         with open(os.path.join(d, "etc/pilotfish/pilotfish.yaml"), "w") as f:
             f.write("# mine\n")
