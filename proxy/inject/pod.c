@@ -257,8 +257,13 @@ int pf_inject_pod(yaml_document_t *d, int spec, const struct pf_inject_opts *o, 
 
     if (!pf_y_is(d, spec, YAML_MAPPING_NODE))
         return fail(err, "%s: the pod spec is not a mapping", what);
-    if (injected(d, spec))
+    if (injected(d, spec)) {
+        /* the container may be shared through an anchor: the rest is made sure of */
+        if (add_volume(d, spec, o, what, err) != 0)
+            return -1;
+        grace(d, spec, o);
         return 0;
+    }
     if (pf_y_len(d, pf_y_get(d, spec, "containers")) == 0)
         return fail(err, "%s: the pod spec has no containers", what);
     if (o->port != NULL && take_port(d, spec, o, what, err) != 0)

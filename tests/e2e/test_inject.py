@@ -214,7 +214,7 @@ def test_stdin_multiple_files_and_list():
     docs = list(yaml.safe_load_all(out))
     assert [d["kind"] for d in docs] == ["StatefulSet", "CronJob", "List"]
     kinds = [i["kind"] for i in docs[2]["items"]]
-    assert kinds == ["DaemonSet", "ConfigMap", "Job"]
+    assert kinds == ["DaemonSet", "ConfigMap", "Job", "Deployment", "Deployment"]
     assert docs[2]["items"][1]["data"] == {"key": "0123", "yes": "no",
                                            "text": "line one\n  line two\n"}
     with open(os.path.join(CORPUS, "multi.yaml"), "rb") as f:

@@ -137,6 +137,31 @@ static void test_legacy_sidecar(void **state)
     free(out);
 }
 
+/* Two pods that share their containers through an anchor: both get the volume. */
+static void test_shared_containers(void **state)
+{
+    static const char in[] = "kind: List\n"
+                             "items:\n"
+                             "- kind: Pod\n"
+                             "  spec: {containers: &c [{name: a, image: a}]}\n"
+                             "- kind: Pod\n"
+                             "  spec: {terminationGracePeriodSeconds: 1, containers: *c}\n";
+    struct pf_inject_opts o = opts();
+    struct pf_inject_err err;
+    char *out, *p;
+    int n = 0;
+
+    (void)state;
+    o.legacy = true;
+    out = run(in, &o, &err);
+    assert_non_null(out);
+    for (p = out; (p = strstr(p, "configMap: {name: \"pilotfish\"}")) != NULL; p++)
+        n++;
+    assert_int_equal(n, 2);
+    assert_null(strstr(out, "terminationGracePeriodSeconds: 1,"));
+    free(out);
+}
+
 static void test_errors(void **state)
 {
     static const struct {
@@ -250,10 +275,15 @@ static void test_ydoc_helpers(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_native_sidecar), cmocka_unit_test(test_idempotent),
-        cmocka_unit_test(test_port_takeover),  cmocka_unit_test(test_legacy_sidecar),
-        cmocka_unit_test(test_errors),         cmocka_unit_test(test_kinds_and_list),
-        cmocka_unit_test(test_config_map),     cmocka_unit_test(test_ydoc_helpers),
+        cmocka_unit_test(test_native_sidecar),
+        cmocka_unit_test(test_idempotent),
+        cmocka_unit_test(test_port_takeover),
+        cmocka_unit_test(test_legacy_sidecar),
+        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_kinds_and_list),
+        cmocka_unit_test(test_config_map),
+        cmocka_unit_test(test_ydoc_helpers),
+        cmocka_unit_test(test_shared_containers),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
