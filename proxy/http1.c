@@ -896,8 +896,7 @@ static void conn_client_name(struct pf_conn *c, const struct sockaddr *sa)
     }
 }
 
-struct pf_conn *pf_conn_accept(struct pf_worker *w, int fd, const struct sockaddr *sa,
-                               bool is_admin)
+void pf_conn_accept(struct pf_worker *w, int fd, const struct sockaddr *sa, bool is_admin)
 {
     struct pf_conn *c = pf_xcalloc(1, sizeof(*c));
     int one = 1;
@@ -924,7 +923,6 @@ struct pf_conn *pf_conn_accept(struct pf_worker *w, int fd, const struct sockadd
     TAILQ_INSERT_TAIL(&w->conns, c, link);
     w->n_conns++;
     conn_arm_timer(c, w->wc->cfg->limits.header_timeout_ms);
-    return c;
 }
 
 void pf_conn_resume_body(struct pf_conn *c)

@@ -21,8 +21,7 @@ struct pf_worker;
 struct sockaddr;
 
 /* Take ownership of an accepted socket fd and start reading requests. */
-struct pf_conn *pf_conn_accept(struct pf_worker *w, int fd, const struct sockaddr *sa,
-                               bool is_admin);
+void pf_conn_accept(struct pf_worker *w, int fd, const struct sockaddr *sa, bool is_admin);
 
 /* Close a connection now (drain, shutdown); aborts its transaction. */
 void pf_conn_close(struct pf_conn *c);

@@ -56,7 +56,9 @@ static void probes_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struc
 
     (void)l;
     (void)len;
-    pf_conn_accept(&s->admin, fd, sa, true)->is_probe = true;
+    pf_conn_accept(&s->admin, fd, sa, true);
+    /* pf_conn_accept puts the new connection last in the admin loop's list */
+    TAILQ_LAST(&s->admin.conns, pf_conn_list)->is_probe = true;
 }
 
 static void probes_retry_cb(evutil_socket_t fd, short what, void *arg)
