@@ -6,9 +6,21 @@
 #   make bench      deps (+ nginx, haproxy, varnish, wrk) + bench/run.sh
 #   make bench-micro  CPU cost of hot functions (bench/micro_*.c)
 #   make fuzz       the long fuzz run (FUZZ_CASES, FUZZ_SEED; SANITIZE=1 works too)
+#   make install    binary, man pages, example config, systemd unit (PREFIX, DESTDIR)
+#   make deb        a Debian package in bin/ (dpkg-deb)
+#   make k8s-deps   the Kubernetes schemas the inject tests validate against (npm)
+#   make image      the container image pilotfish:latest (buildah, else docker)
+#   make image-base debian:12 and debian:12-slim built locally from Debian's packages
 
 CC      ?= cc
 PREFIX  ?= /usr/local
+SBINDIR ?= $(PREFIX)/sbin
+MANDIR  ?= $(PREFIX)/share/man
+DOCDIR  ?= $(PREFIX)/share/doc/pilotfish
+SYSCONFDIR ?= /etc
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+# the unit's TimeoutStopSec: drain_delay + drain_timeout of the example config, and a margin
+STOP_TIMEOUT ?= 20s
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo 0.1.0)
 
 PKGS    := libevent libevent_pthreads yaml-0.1 zlib hiredis
@@ -48,7 +60,8 @@ DEBS := libevent-dev libhttp-parser-dev libyaml-dev zlib1g-dev libhiredis-dev \
         libcmocka-dev pkg-config curl python3 python3-yaml redis-server prometheus nginx chromium
 BENCH_DEBS := nginx haproxy varnish wrk
 
-.PHONY: all deps bench-deps run test unit e2e fuzz bench bench-micro format lint clean check-format
+.PHONY: all deps bench-deps run test unit e2e fuzz bench bench-micro format lint clean check-format \
+        install deb k8s-deps image image-base
 all: $(BIN) $(ORIGIN)
 
 # Install what is missing; as non-root, print the command instead.
@@ -123,7 +136,16 @@ fuzz: all
 	PF_FUZZ_CASES=$(FUZZ_CASES) PF_FUZZ_SEED=$(FUZZ_SEED) \
 	PILOTFISH_BIN=$(BIN) ORIGIN_BIN=$(ORIGIN) python3 tests/e2e/run.py -v test_fuzz
 
+# The offline Kubernetes schemas for the inject tests (npm's kubernetes-models,
+# in build/node): best effort, the tests say so when they are missing.
+k8s-deps:
+	@if [ ! -d build/node/node_modules/kubernetes-models ] && command -v npm >/dev/null; then \
+	  mkdir -p build/node && npm install --prefix build/node --no-audit --no-fund \
+	    kubernetes-models >/dev/null 2>&1 || echo "k8s-deps: npm install failed (no schema checks)"; \
+	fi
+
 test: deps
+	@-$(MAKE) --no-print-directory k8s-deps
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory e2e
@@ -143,6 +165,62 @@ check-format:
 lint:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
 	  --inline-suppr --std=c11 -I . $(PKG_CFLAGS) proxy filters tests/origin
+
+# The example configuration is not overwritten when one is there already
+# (with DESTDIR, a fresh staging root, it always is installed).
+install: $(BIN)
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5 \
+	  $(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/pilotfish
+	install -m 0755 $(BIN) $(DESTDIR)$(SBINDIR)/pilotfish
+	install -m 0644 docs/man/pilotfish.8 $(DESTDIR)$(MANDIR)/man8/pilotfish.8
+	install -m 0644 docs/man/pilotfish.yaml.5 $(DESTDIR)$(MANDIR)/man5/pilotfish.yaml.5
+	install -m 0644 conf/pilotfish.yaml conf/examples/*.yaml $(DESTDIR)$(DOCDIR)/examples/
+	sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
+	  -e 's|@STOP_TIMEOUT@|$(STOP_TIMEOUT)|g' dist/pilotfish.service.in \
+	  > $(DESTDIR)$(UNITDIR)/pilotfish.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/pilotfish.service
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/pilotfish/pilotfish.yaml ]; then \
+	  echo "keeping $(DESTDIR)$(SYSCONFDIR)/pilotfish/pilotfish.yaml"; \
+	else \
+	  install -m 0644 conf/pilotfish.yaml $(DESTDIR)$(SYSCONFDIR)/pilotfish/pilotfish.yaml; \
+	fi
+
+# Debian package: the release build installed into a staging root with
+# PREFIX=/usr; Depends from the packages that hold the libraries it links.
+# (With SANITIZE=1 it packs the sanitizer build: for tests only.)
+DEB_VERSION := 0.1.0+git$(subst -,.,$(VERSION))
+DEB_ARCH    := $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
+DEB_STAGE   ?= $(CURDIR)/build/deb
+DEB_OUT     ?= bin
+DEB         := $(DEB_OUT)/pilotfish_$(DEB_VERSION)_$(DEB_ARCH).deb
+deb: $(BIN)
+	rm -rf $(DEB_STAGE)
+	@$(MAKE) --no-print-directory install DESTDIR=$(DEB_STAGE) PREFIX=/usr \
+	  UNITDIR=/lib/systemd/system SYSCONFDIR=/etc
+	gzip -9n $(DEB_STAGE)/usr/share/man/man8/pilotfish.8 \
+	  $(DEB_STAGE)/usr/share/man/man5/pilotfish.yaml.5
+	install -d $(DEB_STAGE)/DEBIAN $(DEB_OUT)
+	dist/deb-control.sh $(BIN) $(DEB_VERSION) $(DEB_ARCH) $(DEB_STAGE) > $(DEB_STAGE)/DEBIAN/control
+	echo /etc/pilotfish/pilotfish.yaml > $(DEB_STAGE)/DEBIAN/conffiles
+	install -m 0755 dist/deb-postinst $(DEB_STAGE)/DEBIAN/postinst
+	dpkg-deb --root-owner-group --build $(DEB_STAGE) $(DEB)
+
+# buildah runs without a daemon (chroot isolation); HEALTHCHECK needs the docker format.
+image:
+	@if command -v buildah >/dev/null; then \
+	  buildah bud --isolation=chroot --format docker -t pilotfish:latest . ; \
+	else \
+	  docker build -t pilotfish:latest . ; \
+	fi
+
+# For a machine without a registry: the base images the Dockerfile names, made
+# by mmdebstrap from Debian's packages (minbase, so "slim" is only a name here).
+image-base:
+	$(call install_debs,mmdebstrap podman buildah)
+	@mkdir -p build/oci
+	mmdebstrap --variant=minbase bookworm build/oci/bookworm.tar
+	podman import build/oci/bookworm.tar docker.io/library/debian:12
+	podman tag docker.io/library/debian:12 docker.io/library/debian:12-slim
 
 clean:
 	rm -rf build bin

@@ -13,6 +13,7 @@
 #include "proxy/arena.h"
 #include "proxy/filter.h"
 #include "proxy/log.h"
+#include "proxy/probes.h"
 #include "proxy/server.h"
 #include "proxy/stats.h"
 #include "proxy/tx.h"
@@ -127,6 +128,8 @@ static void admin_ready(struct pf_tx *tx, struct pf_server *s)
 
 bool pf_admin_head_ok(struct pf_tx *tx)
 {
+    if (tx->is_probe)
+        return pf_probes_head_ok(tx);
     /* only POSTs are authorized; anything else answers without reading a body */
     return tx->method_id != HTTP_POST || admin_authorized(tx);
 }

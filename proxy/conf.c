@@ -89,6 +89,31 @@ static int parse_admin(const struct pf_conf_node *n, void *field, struct pf_err 
     return pf_conf_fill_section(n, "admin", admin_keys, field, err);
 }
 
+/* probes.listen: "" (the default) is off */
+static int parse_probes_listen(const struct pf_conf_node *n, void *field, struct pf_err *err)
+{
+    struct pf_addr *a = field, tmp;
+
+    if (n->type == PF_NODE_SCALAR && (n->value[0] == '\0' || strcmp(n->value, "off") == 0))
+        return 0;
+    if (pf_conf_addr(n, &tmp, "probes.listen", err) < 0)
+        return -EINVAL;
+    free(a->text);
+    *a = tmp;
+    return 0;
+}
+
+static const struct pf_conf_key probes_keys[] = {
+    {"listen", PF_CONF_CUSTOM, offsetof(struct pf_config, probes_listen), 0, 0,
+     parse_probes_listen},
+    {NULL, 0, 0, 0, 0, NULL},
+};
+
+static int parse_probes(const struct pf_conf_node *n, void *field, struct pf_err *err)
+{
+    return pf_conf_fill_section(n, "probes", probes_keys, field, err);
+}
+
 static const struct pf_conf_key limit_keys[] = {
     {"max_connections", PF_CONF_UINT, offsetof(struct pf_limits, max_connections), 1, 10000000,
      NULL},
@@ -181,6 +206,7 @@ static const struct pf_conf_key top_keys[] = {
     {"listen", PF_CONF_CUSTOM, 0, 0, 0, parse_listen},
     {"workers", PF_CONF_CUSTOM, offsetof(struct pf_config, workers), 0, 0, parse_workers},
     {"admin", PF_CONF_CUSTOM, 0, 0, 0, parse_admin},
+    {"probes", PF_CONF_CUSTOM, 0, 0, 0, parse_probes},
     {"limits", PF_CONF_CUSTOM, offsetof(struct pf_config, limits), 0, 0, parse_limits},
     {"drain_delay", PF_CONF_DURATION, offsetof(struct pf_config, drain_delay_ms), 0, 3600000, NULL},
     {"drain_timeout", PF_CONF_DURATION, offsetof(struct pf_config, drain_timeout_ms), 0, 3600000,
@@ -652,6 +678,7 @@ static void conf_free(struct pf_config *cfg)
     pf_addr_list_free(cfg->listen, cfg->n_listen);
     free(cfg->admin_listen.text);
     free(cfg->admin_token);
+    free(cfg->probes_listen.text);
     free(cfg->access_log_path);
     free(cfg->access_log_format);
     for (unsigned i = 0; i < cfg->n_upstreams; i++) {

@@ -129,6 +129,12 @@ struct pf_conf_key {
     int (*parse)(const struct pf_conf_node *n, void *field, struct pf_err *err);
 };
 
+/* Edit distance of a and b (optimal string alignment), for "did you mean". */
+unsigned pf_conf_distance(const char *a, const char *b);
+
+/* out = " (did you mean 'KEY'?)" with the key of keys closest to word, or "" when none is close. */
+void pf_conf_hint(const char *word, const struct pf_conf_key *keys, char *out, size_t size);
+
 /*
  * Fill dst from map n with keys (terminated by a {NULL} entry). Absent keys
  * leave dst untouched (set defaults first). Unknown keys, wrong types and
@@ -314,9 +320,10 @@ struct pf_config {
     char *path;             /* file it was loaded from */
     struct pf_addr *listen; /* default one: 0.0.0.0:8080 */
     unsigned n_listen;
-    unsigned workers;            /* 0 = auto */
-    struct pf_addr admin_listen; /* 127.0.0.1:9901; text "off" disables */
-    char *admin_token;           /* "" = none */
+    unsigned workers;             /* 0 = auto */
+    struct pf_addr admin_listen;  /* 127.0.0.1:9901; text "off" disables */
+    char *admin_token;            /* "" = none */
+    struct pf_addr probes_listen; /* read-only /live /ready /health /metrics; len 0 = off */
     struct pf_limits limits;
     uint64_t drain_delay_ms;         /* 0 */
     uint64_t drain_timeout_ms;       /* 15s */

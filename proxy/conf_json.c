@@ -125,6 +125,9 @@ static void json_top(struct evbuffer *out, const struct pf_config *cfg)
         evbuffer_add_printf(out, ",\"workers\":%u,\"admin\":{\"listen\":", cfg->workers);
     json_str(out, cfg->admin_listen.text);
     evbuffer_add_printf(out, ",\"token\":\"%s\"}", cfg->admin_token[0] ? "<redacted>" : "");
+    evbuffer_add_printf(out, ",\"probes\":{\"listen\":");
+    json_str(out, cfg->probes_listen.len > 0 ? cfg->probes_listen.text : "");
+    evbuffer_add_printf(out, "}");
     evbuffer_add_printf(
         out,
         ",\"limits\":{\"max_connections\":%u,\"max_header_size\":%llu,\"max_headers\":%u,\"max_uri_size\":%llu,\"max_body_size\":%llu,\"header_timeout\":\"%s\",\"idle_timeout\":\"%s\"",

@@ -957,10 +957,15 @@ int pf_conf_fill_section(const struct pf_conf_node *n, const char *section,
         while (k->name != NULL && strcmp(k->name, item->key) != 0)
             k++;
         if (k->name == NULL) {
+            char hint[96];
+
+            pf_conf_hint(item->key, keys, hint, sizeof(hint));
             if (section != NULL)
-                pf_err_at(err, item->key_node, "unknown key '%s' in %s", item->key, section);
+                pf_err_at(err, item->key_node, "unknown key '%s' in %s%s", item->key, section,
+                          hint);
             else
-                pf_err_at(err, item->key_node, "unknown key '%s' at the top level", item->key);
+                pf_err_at(err, item->key_node, "unknown key '%s' at the top level%s", item->key,
+                          hint);
             continue;
         }
         struct fill f = {section, k, item, (char *)dst + k->offset, err};

@@ -67,6 +67,7 @@ struct pf_conn {
     bool linger;           /* unread input may follow: close gently (lingering) */
     uint32_t linger_bytes; /* discarded while lingering */
     bool is_admin;
+    bool is_probe; /* on the probes listener: read-only admin paths */
     struct pf_tx *tx;
     struct event timer; /* header / idle timeout */
     char client[48];    /* peer address without port */

@@ -16,15 +16,24 @@
 #include <zlib.h>
 
 #include "proxy/conf.h"
+#include "proxy/inject/inject.h"
 #include "proxy/log.h"
+#include "proxy/notify.h"
 #include "proxy/server.h"
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: pilotfish [-c FILE]      run (default: $PILOTFISH_CONFIG or "
+    fprintf(f, "usage: pilotfish [-c FILE]            run (default: $PILOTFISH_CONFIG or "
                "conf/pilotfish.yaml)\n"
-               "       pilotfish -t [-c FILE]   check the configuration\n"
-               "       pilotfish -V             version and build options\n");
+               "       pilotfish -t [-c FILE | FILE | -]  check a configuration (- reads stdin)\n"
+               "       pilotfish inject [OPTIONS] [FILE|-]...  add the sidecar to Kubernetes "
+               "manifests\n"
+               "       pilotfish -V                   version and build options\n\n"
+               "  -c, --config FILE   the configuration file\n"
+               "  -t, --test          check the configuration and exit (0: OK, 1: errors)\n"
+               "  -V, --version       version, build options and library versions\n"
+               "  -h, --help          this text (pilotfish inject --help for inject's)\n"
+               "Signals: SIGHUP reloads, SIGTERM drains then exits. Manual: pilotfish(8).\n");
 }
 
 static void version(void)
@@ -43,15 +52,24 @@ static void version(void)
            yaml_get_version_string(), zlibVersion(), HIREDIS_MAJOR, HIREDIS_MINOR, HIREDIS_PATCH);
 }
 
+static const struct option long_opts[] = {
+    {"config", required_argument, NULL, 'c'},
+    {"test", no_argument, NULL, 't'},
+    {"version", no_argument, NULL, 'V'},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
 /*
  * Parse the command line into *path and *test_only. Returns -1 to go on, or
  * the exit status when the command is done already (-V, -h, a usage error).
+ * With -t, the file may also be given as the one operand ("-": stdin).
  */
 static int parse_args(int argc, char **argv, const char **path, bool *test_only)
 {
     int opt;
 
-    while ((opt = getopt(argc, argv, "c:tVh")) != -1) {
+    while ((opt = getopt_long(argc, argv, "c:tVh", long_opts, NULL)) != -1) {
         switch (opt) {
         case 'c':
             *path = optarg;
@@ -70,13 +88,43 @@ static int parse_args(int argc, char **argv, const char **path, bool *test_only)
             return 1;
         }
     }
+    if (*test_only && optind == argc - 1)
+        *path = argv[optind++];
     if (optind < argc) {
+        fprintf(stderr, "pilotfish: unexpected argument '%s'\n", argv[optind]);
         usage(stderr);
         return 1;
     }
     if (*path == NULL || (*path)[0] == '\0')
         *path = "conf/pilotfish.yaml";
+    if (strcmp(*path, "-") == 0 && !*test_only) {
+        fprintf(stderr, "pilotfish: a configuration from stdin only with -t (reloads read "
+                        "the file again)\n");
+        return 1;
+    }
     return -1;
+}
+
+/* The configuration text on stdin (pilotfish -t -), or NULL. */
+static char *read_stdin(void)
+{
+    size_t cap = 65536, len = 0, n;
+    char *buf = malloc(cap);
+
+    while (buf != NULL && (n = fread(buf + len, 1, cap - len - 1, stdin)) > 0) {
+        len += n;
+        if (len + 1 == cap) {
+            char *more = realloc(buf, cap * 2);
+
+            if (more == NULL)
+                free(buf);
+            buf = more;
+            cap *= 2;
+        }
+    }
+    if (buf != NULL)
+        buf[len] = '\0';
+    return buf;
 }
 
 /* Load and check the configuration; NULL after printing every error. */
@@ -85,8 +133,17 @@ static struct pf_config *load(const char *path)
     struct pf_config *cfg;
     struct pf_err err;
 
-    pf_err_init(&err, path);
-    cfg = pf_conf_load(path, &err);
+    pf_err_init(&err, strcmp(path, "-") == 0 ? "stdin" : path);
+    if (strcmp(path, "-") == 0) {
+        char *text = read_stdin();
+
+        cfg = text != NULL ? pf_conf_load_string(text, "stdin", &err) : NULL;
+        if (text == NULL)
+            pf_err_at(&err, NULL, "cannot read stdin");
+        free(text);
+    } else {
+        cfg = pf_conf_load(path, &err);
+    }
     if (cfg == NULL)
         pf_conf_print_errors(&err, stderr);
     pf_err_fini(&err);
@@ -101,6 +158,8 @@ int main(int argc, char **argv)
     struct pf_config *cfg;
     int rc;
 
+    if (argc > 1 && strcmp(argv[1], "inject") == 0)
+        return pf_inject_main(argc - 1, argv + 1);
     rc = parse_args(argc, argv, &path, &test_only);
     if (rc >= 0)
         return rc;
@@ -133,6 +192,7 @@ int main(int argc, char **argv)
         pf_alog_stop();
         return 1;
     }
+    pf_notify("READY=1");
     rc = pf_server_run(&server);
     pf_server_free(&server);
     pf_alog_stop();

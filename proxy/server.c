@@ -29,6 +29,8 @@
 #include "proxy/defs.h"
 #include "proxy/http1.h"
 #include "proxy/listen.h"
+#include "proxy/notify.h"
+#include "proxy/probes.h"
 #include "proxy/log.h"
 #include "proxy/snapshot.h"
 #include "proxy/stats.h"
@@ -601,6 +603,8 @@ void pf_server_drain(struct pf_server *s, bool exit_after)
 
     bool newly_exiting = exit_after && !s->exit_after_drain;
 
+    if (newly_exiting)
+        pf_notify("STOPPING=1");
     if (exit_after)
         s->exit_after_drain = true;
     if (atomic_exchange(&s->draining, true)) {
@@ -704,7 +708,8 @@ int pf_server_start(struct pf_server *s, struct pf_config *cfg)
     s->n_workers = cfg->workers ? cfg->workers : pf_server_auto_workers();
     if (server_bind_snapshot(cfg) != 0)
         return -1;
-    if (server_open_listeners(s, cfg) != 0 || admin_open(s, cfg) != 0)
+    if (server_open_listeners(s, cfg) != 0 || admin_open(s, cfg) != 0 ||
+        pf_probes_open(s, cfg) != 0)
         return -1;
     /* after the listeners: a port in use is the one line printed */
     server_raise_nofile(s, cfg);
@@ -762,6 +767,7 @@ void pf_server_free(struct pf_server *s)
         worker_free(&s->admin);
     if (s->admin_listener != NULL)
         evconnlistener_free(s->admin_listener);
+    pf_probes_close(s);
     for (unsigned i = 0; i < s->n_socks; i++) {
         free(s->socks[i].fds);
         free(s->socks[i].text);
@@ -912,6 +918,7 @@ static int reload_fail(struct pf_server *s, struct evbuffer *result, struct pf_e
     pf_log(PF_LOG_ERR, "reload failed: keeping the running configuration");
     reload_result(result, false, err);
     pf_err_fini(err);
+    pf_notify("READY=1");
     return -1;
 }
 
@@ -923,8 +930,9 @@ int pf_server_reload(struct pf_server *s, struct evbuffer *result)
     const char *failed = NULL;
     unsigned first_new = s->n_socks;
     unsigned at = 0;
-    int admin_fd;
+    int admin_fd, probes_fd;
 
+    pf_notify_reloading();
     pf_err_init(&err, s->cfg->path);
     cfg = pf_conf_load(s->cfg->path, &err);
     if (cfg == NULL)
@@ -935,11 +943,14 @@ int pf_server_reload(struct pf_server *s, struct evbuffer *result)
         return reload_fail(s, result, &err);
     }
     admin_fd = admin_changed(s, cfg) ? admin_bind(cfg) : -3;
+    probes_fd = pf_probes_prepare(s, cfg);
     wcs = pf_xcalloc(s->n_workers + 1, sizeof(*wcs));
-    if (admin_fd == -2 || reload_open_listeners(s, cfg, &first_new) != 0 ||
+    if (admin_fd == -2 || probes_fd == -2 || reload_open_listeners(s, cfg, &first_new) != 0 ||
         wconfs_new(s, cfg, wcs, &failed, &at) != 0) {
         if (admin_fd >= 0)
             close(admin_fd);
+        if (probes_fd >= 0)
+            close(probes_fd);
         reload_close_new_listeners(s, first_new);
         if (failed != NULL)
             pf_err_at(&err, NULL, "filter %s: worker_init failed on worker %u", failed, at);
@@ -952,6 +963,7 @@ int pf_server_reload(struct pf_server *s, struct evbuffer *result)
     reload_commit_listeners(s, cfg, first_new);
     if (admin_fd != -3)
         admin_apply(s, cfg, admin_fd);
+    pf_probes_apply(s, cfg, probes_fd);
     if (cfg->workers != s->cfg->workers)
         pf_log(PF_LOG_WARN, "reload: a change of 'workers' takes effect at the next restart");
     if (!pf_stats_conf_same(&cfg->metrics, &s->cfg->metrics))
@@ -974,5 +986,6 @@ int pf_server_reload(struct pf_server *s, struct evbuffer *result)
     pf_log(PF_LOG_INFO, "configuration reloaded from %s", cfg->path);
     reload_result(result, true, NULL);
     pf_err_fini(&err);
+    pf_notify("READY=1");
     return 0;
 }

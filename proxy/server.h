@@ -33,7 +33,10 @@ struct pf_server {
     unsigned n_workers;
     struct pf_worker admin; /* the admin API's loop, on the main thread */
     struct evconnlistener *admin_listener;
-    char *admin_text;      /* address the admin listener is bound to */
+    char *admin_text;                       /* address the admin listener is bound to */
+    struct evconnlistener *probes_listener; /* probes.listen (proxy/probes.c), or NULL */
+    char *probes_text;
+    struct event *probes_retry;
     struct pf_config *cfg; /* current snapshot (the server's reference) */
     struct pf_listen_sock *socks;
     unsigned n_socks;

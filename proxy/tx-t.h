@@ -110,6 +110,7 @@ struct pf_tx {
     unsigned out_from;    /* on_response/on_body for [0, out_from) */
     bool has_body_filters;
     bool is_admin;
+    bool is_probe;            /* from its connection */
     struct evbuffer *req_buf; /* admin: the request body, bounded; proxy: body being buffered */
     bool req_buffering;       /* limits.request_buffering: body read before connecting */
     /* this tx's pf_tx_ref() slot + 1, 0 when none */

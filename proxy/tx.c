@@ -213,6 +213,7 @@ struct pf_tx *pf_tx_new(struct pf_conn *c)
     tx->wc->refs++;
     tx->cfg = tx->wc->cfg;
     tx->is_admin = c->is_admin;
+    tx->is_probe = c->is_probe;
     tx->t_start = pf_now_us();
     tx->client_keepalive = true;
     return tx;

@@ -244,3 +244,57 @@ def test_docs_contract_check_can_fail():
                     "metric pilotfish_gone is documented but does not exist",
                     "admin endpoint /hidden is not in docs/operations.md",
                     "admin endpoint /cache/purge is documented but does not exist"], gaps
+
+
+# ---- the command line against its docs and manual page ----
+
+def help_options(args):
+    r = subprocess.run([pf._bin("PILOTFISH_BIN", "bin/pilotfish")] + args + ["--help"],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    return set(re.findall(r"(?<![\w-])(--[a-z][a-z-]+)", r.stdout))
+
+
+def cli_gaps(root, main_opts, inject_opts):
+    """Options --help lists that the docs or the manual page do not, and options
+    the inject docs show that --help does not list."""
+    gaps = []
+    ops = open(os.path.join(root, "docs", "operations.md"), encoding="utf-8").read()
+    dep = open(os.path.join(root, "docs", "deployment.md"), encoding="utf-8").read()
+    man = open(os.path.join(root, "docs", "man", "pilotfish.8"), encoding="utf-8").read()
+    man = man.replace("\\-", "-")
+    for opt in sorted(main_opts):
+        if opt not in ops:
+            gaps.append("%s is not in docs/operations.md" % opt)
+        if opt not in man:
+            gaps.append("%s is not in pilotfish(8)" % opt)
+    for opt in sorted(inject_opts):
+        if opt not in dep:
+            gaps.append("inject %s is not in docs/deployment.md" % opt)
+        if opt not in man:
+            gaps.append("inject %s is not in pilotfish(8)" % opt)
+    section = dep[dep.index("### pilotfish inject"):dep.index("### What inject adds")]
+    for opt in sorted(set(re.findall(r"`(?:-\w, )?(--[a-z-]+)", section))):
+        if opt not in inject_opts:
+            gaps.append("docs/deployment.md shows inject %s, which does not exist" % opt)
+    return gaps
+
+
+def test_docs_cli_options_are_documented():
+    gaps = cli_gaps(pf.ROOT, help_options([]), help_options(["inject"]))
+    assert not gaps, "\n".join(gaps)
+
+
+def test_docs_cli_check_can_fail():
+    gaps = cli_gaps(pf.ROOT, {"--config", "--secret-flag"}, {"--port", "--hidden"})
+    assert gaps == ["--secret-flag is not in docs/operations.md",
+                    "--secret-flag is not in pilotfish(8)",
+                    "inject --hidden is not in docs/deployment.md",
+                    "inject --hidden is not in pilotfish(8)",
+                    "docs/deployment.md shows inject --config, which does not exist",
+                    "docs/deployment.md shows inject --config-map, which does not exist",
+                    "docs/deployment.md shows inject --help, which does not exist",
+                    "docs/deployment.md shows inject --image, which does not exist",
+                    "docs/deployment.md shows inject --legacy-sidecar, which does not exist",
+                    "docs/deployment.md shows inject --probes-port, which does not exist",
+                    "docs/deployment.md shows inject --proxy-port, which does not exist"], gaps

@@ -565,9 +565,11 @@ static void test_conf_keeps_dollar_text_literal(void **state UNUSED)
 static void test_conf_reports_unknown_key_at_line_and_col(void **state UNUSED)
 {
     expect_error(MINIMAL "limits:\n  max_conections: 5\n",
-                 "t.yaml:5:3: unknown key 'max_conections' in limits");
+                 "t.yaml:5:3: unknown key 'max_conections' in limits"
+                 " (did you mean 'max_connections'?)");
     assert_int_equal(err.n, 1);
-    expect_error("lisen: \":80\"\n" MINIMAL, "t.yaml:1:1: unknown key 'lisen' at the top level");
+    expect_error("lisen: \":80\"\n" MINIMAL,
+                 "t.yaml:1:1: unknown key 'lisen' at the top level (did you mean 'listen'?)");
 }
 
 static void test_conf_reports_all_errors_at_once(void **state UNUSED)
@@ -736,7 +738,7 @@ static void test_conf_rejects_bad_routes(void **state UNUSED)
                          "  - match: {prefix: api, methods: [\"GE T\"], hots: x}\n"
                          "    filters: [metrics, nope, metrics]\n"
                          "  - name: route-0\n",
-                 "t.yaml:5:45: unknown key 'hots' in routes[0].match");
+                 "t.yaml:5:45: unknown key 'hots' in routes[0].match (did you mean 'host'?)");
     assert_true(has_error("t.yaml:5:21: routes[0].match.prefix: must start with '/'"));
     assert_true(has_error("t.yaml:6:24: unknown filter 'nope'"));
     assert_true(has_error("t.yaml:6:30: filter 'metrics' is listed twice"));
