@@ -7,15 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
-static bool is_ows(char c)
-{
-    return c == ' ' || c == '\t';
-}
-
-static bool is_digit(char c)
-{
-    return c >= '0' && c <= '9';
-}
+#include "filters/cache/rfc-int.h"
 
 /* ---- HTTP-date (RFC 9110 §5.6.7) ---- */
 
