@@ -118,6 +118,16 @@ static bool uc_connected(const struct pf_upconn *uc)
     return uc->state != PF_UC_CONNECTING;
 }
 
+/*
+ * The response head of tx went on to the filters: no retry from here on. Told
+ * by the upstream side, not by head_sent, which only a client connection
+ * sets (a background request has none) and a filter may hold back.
+ */
+static bool resp_started(const struct pf_tx *tx)
+{
+    return tx->t_up_head != 0;
+}
+
 /* ---- attempts, failures and retries ---- */
 
 static bool method_idempotent(enum http_method m)
@@ -162,7 +172,7 @@ static bool up_retry_allowed(struct pf_tx *tx, enum pf_outcome o, int status)
 {
     const struct pf_retry_conf *rc = &tx->up->retry;
 
-    if (tx->retries >= rc->attempts || tx->head_sent || tx->up->rstate == NULL ||
+    if (tx->retries >= rc->attempts || resp_started(tx) || tx->up->rstate == NULL ||
         !pf_retry_on_outcome(rc, o, status) || !tx_replayable(tx))
         return false;
     /* circuit_breaker.max_retries caps retries in flight as the budget does: not made, counted */
@@ -343,7 +353,7 @@ static bool up_backpressure(struct pf_upconn *uc)
 /* The body is cut or malformed after the head went out: the client sees a cut. */
 static void up_cut(struct pf_upconn *uc, enum pf_error code)
 {
-    if (uc->tx->head_sent)
+    if (resp_started(uc->tx))
         pf_tx_fail(uc->tx, 502, code);
     else
         up_failed(uc, PF_OUTCOME_BAD_RESPONSE);
@@ -452,7 +462,7 @@ static void up_eof(struct pf_upconn *uc)
     } else if (uc->body_mode != PF_BODY_NONE) {
         tx->error = PF_ERR_RESET;
         pf_tx_fail(tx, 502, PF_ERR_RESET);
-    } else if (!tx->head_sent && !uc->head_ready) {
+    } else if (!resp_started(tx) && !uc->head_ready) {
         up_failed(uc, uc_connected(uc) ? PF_OUTCOME_RESET : PF_OUTCOME_CONNECT_FAILED);
     } else {
         /* cut in the middle of the response: the client must see a cut too */
@@ -483,7 +493,7 @@ static void up_eventcb(struct pf_stream *s, int what, void *arg)
             tx_arm(tx, tx->up->request_timeout_ms);
         }
     } else if (what & PF_STREAM_TIMEOUT) {
-        if (tx->head_sent)
+        if (resp_started(tx))
             pf_tx_fail(tx, 504, PF_ERR_TIMEOUT);
         else
             up_failed(uc, PF_OUTCOME_TIMEOUT);
@@ -491,7 +501,7 @@ static void up_eventcb(struct pf_stream *s, int what, void *arg)
         up_eof(uc);
     } else if (what & PF_STREAM_ERROR) {
         if (uc_connected(uc)) {
-            if (tx->head_sent)
+            if (resp_started(tx))
                 pf_tx_fail(tx, 502, PF_ERR_RESET);
             else
                 up_failed(uc, PF_OUTCOME_RESET);
