@@ -12,6 +12,7 @@
 #include "proxy/upstream/upstream.h"
 
 #include <stdatomic.h>
+#include <string.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -74,7 +75,7 @@ static void up_unpend(struct pf_upconn *uc)
  * or refused its trial): then the answer is circuit_open, else
  * no_healthy_upstream.
  */
-static bool any_circuit_out(const struct pf_upstream_conf *up, pf_lb_tried refused, uint64_t now)
+static bool any_circuit_out(const struct pf_upstream_conf *up, bool refused, uint64_t now)
 {
     for (unsigned i = 0; i < up->n_endpoints; i++) {
         const struct pf_endpoint *ep = pf_endpoint_get(up->endpoint_ids[i]);
@@ -86,31 +87,43 @@ static bool any_circuit_out(const struct pf_upstream_conf *up, pf_lb_tried refus
         if (by_health && !pf_breaker_usable(ep, now))
             return true;
     }
-    return refused != 0;
+    return refused;
+}
+
+struct pick_gate {
+    const struct pf_upstream_conf *up;
+    uint64_t now;
+};
+
+static bool pick_admit(unsigned id, void *arg)
+{
+    struct pick_gate *g = arg;
+
+    return pf_breaker_admit(pf_endpoint_get(id), &g->up->breaker, g->now);
 }
 
 /*
  * An endpoint the balancer picks (in service: healthy, or in panic, and its
  * circuit not open) whose breaker admits the request (a half-open one gives
- * it a trial permit), asking again with the refused ones marked tried.
- * PF_ERR_NONE, or the error to answer: circuit_open when circuits keep the
- * endpoints out, else no_healthy_upstream (health checks, panic off).
+ * it a trial permit); the balancer picks again without the refused ones,
+ * tried or not. PF_ERR_NONE, or the error to answer: circuit_open when
+ * circuits keep the endpoints out, else no_healthy_upstream (health checks,
+ * panic off).
  */
 static enum pf_error up_pick(struct pf_tx *tx, unsigned *id)
 {
-    const struct pf_upstream_conf *up = tx->up;
-    pf_lb_tried tried = tx->tried, refused = 0;
-    uint64_t now = pf_now_us();
+    struct pick_gate g = {.up = tx->up, .now = pf_now_us()};
+    struct pf_lb_admit a;
 
-    for (unsigned k = 0; k < up->n_endpoints && k < PF_LB_TRIED_MAX; k++) {
-        *id = pf_balancer_pick_tx(tx, tried | refused);
-        if (*id == PF_LB_NONE)
-            break;
-        if (pf_breaker_admit(pf_endpoint_get(*id), &up->breaker, now))
-            return PF_ERR_NONE;
-        refused |= pf_balancer_tried_bit(up, *id);
-    }
-    return any_circuit_out(up, refused, now) ? PF_ERR_CIRCUIT_OPEN : PF_ERR_NO_HEALTHY_UPSTREAM;
+    a.fn = pick_admit;
+    a.arg = &g;
+    a.refused_any = false;
+    memset(a.refused, 0, (tx->up->n_endpoints + 63) / 64 * sizeof(a.refused[0])); /* those read */
+    *id = pf_balancer_pick_admit(tx, tx->tried, &a);
+    if (*id != PF_LB_NONE)
+        return PF_ERR_NONE;
+    return any_circuit_out(tx->up, a.refused_any, g.now) ? PF_ERR_CIRCUIT_OPEN
+                                                         : PF_ERR_NO_HEALTHY_UPSTREAM;
 }
 
 static bool uc_connected(const struct pf_upconn *uc)
