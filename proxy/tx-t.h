@@ -128,6 +128,7 @@ struct pf_tx {
     unsigned attempts;
     unsigned retries;          /* attempts made by the retry policy (retries:) */
     uint64_t tried;            /* endpoints tried, pf_lb_tried bits (balancer-t.h) */
+    uint64_t br_ticket;        /* the attempt's half-open trial permit (breaker.h), 0: none */
     struct evbuffer *req_keep; /* the whole request body, kept for a retry (retry.c) */
     struct evbuffer *req_tee;  /* a copy of the body streaming upstream, while small enough */
     bool retry_active;         /* counted in the upstream's active requests (retry budget) */

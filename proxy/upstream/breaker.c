@@ -302,7 +302,8 @@ static void open_locked(struct pf_endpoint *ep, const struct pf_breaker_conf *c,
                         enum pf_circuit from, uint64_t reason, uint64_t now)
 {
     struct pf_breaker *b = &ep->br;
-    uint64_t closed_for = now - atomic_load_explicit(&b->since_us, memory_order_relaxed);
+    uint64_t since = atomic_load_explicit(&b->since_us, memory_order_relaxed);
+    uint64_t closed_for = now > since ? now - since : 0; /* another thread's later since_us */
     uint64_t clean = (c->window_ms > c->open_for_ms ? c->window_ms : c->open_for_ms) * 1000;
     unsigned opens;
 
@@ -311,14 +312,15 @@ static void open_locked(struct pf_endpoint *ep, const struct pf_breaker_conf *c,
         atomic_store_explicit(&b->opens, 0, memory_order_relaxed);
     opens = atomic_fetch_add_explicit(&b->opens, 1, memory_order_relaxed) + 1;
     window_clear(b);
-    atomic_store_explicit(&b->trials, 0, memory_order_relaxed);
+    /* a new epoch first: an admit racing with this opening sees it and gives its permit back */
+    atomic_fetch_add(&b->opened_total, 1);
+    atomic_store(&b->trials, 0);
     atomic_store_explicit(&b->trial_ok, 0, memory_order_relaxed);
     atomic_store_explicit(&b->capped, 0, memory_order_relaxed);
     atomic_store_explicit(&b->reason, reason, memory_order_relaxed);
     atomic_store_explicit(&b->since_us, now, memory_order_relaxed);
     atomic_store_explicit(&b->retry_us, now + open_duration_us(c, ep, opens, now),
                           memory_order_relaxed);
-    atomic_fetch_add_explicit(&b->opened_total, 1, memory_order_relaxed);
     atomic_store_explicit(&b->state, PF_CIRCUIT_OPEN, memory_order_release);
     log_change(ep, c, from, PF_CIRCUIT_OPEN, reason, now);
 }
@@ -369,16 +371,25 @@ static uint64_t trip_reason(struct pf_breaker *b, const struct pf_breaker_conf *
     return 0;
 }
 
-static void half_open_report(struct pf_endpoint *ep, const struct pf_breaker_conf *c, bool failed,
-                             unsigned what, uint64_t now)
+/* Is ticket a permit of ep's current half-open epoch? */
+static bool holds_permit(const struct pf_breaker *b, uint64_t ticket)
+{
+    return ticket != 0 && atomic_load(&b->opened_total) == ticket;
+}
+
+static void half_open_report(struct pf_endpoint *ep, const struct pf_breaker_conf *c,
+                             uint64_t ticket, bool failed, unsigned what, uint64_t now)
 {
     struct pf_breaker *b = &ep->br;
     unsigned expect = PF_CIRCUIT_HALF_OPEN;
     uint64_t reason;
 
+    if (!holds_permit(b, ticket))
+        return; /* admitted before the circuit opened (or in an older epoch): not a trial */
     if (failed) {
         pthread_mutex_lock(&open_lock);
-        if (atomic_load_explicit(&b->state, memory_order_acquire) == PF_CIRCUIT_HALF_OPEN)
+        if (atomic_load_explicit(&b->state, memory_order_acquire) == PF_CIRCUIT_HALF_OPEN &&
+            holds_permit(b, ticket))
             open_locked(ep, c, PF_CIRCUIT_HALF_OPEN, reason_pack(R_TRIAL_FAILED, what, 0), now);
         pthread_mutex_unlock(&open_lock);
         return;
@@ -387,16 +398,18 @@ static void half_open_report(struct pf_endpoint *ep, const struct pf_breaker_con
         c->half_open_requests)
         return;
     reason = reason_pack(R_TRIALS_PASSED, c->half_open_requests, 0);
+    /* the state first: only the thread that closes it writes why and when */
+    if (!atomic_compare_exchange_strong_explicit(&b->state, &expect, PF_CIRCUIT_CLOSED,
+                                                 memory_order_acq_rel, memory_order_acquire))
+        return;
     window_clear(b);
     atomic_store_explicit(&b->reason, reason, memory_order_relaxed);
     atomic_store_explicit(&b->since_us, now, memory_order_relaxed);
-    if (atomic_compare_exchange_strong_explicit(&b->state, &expect, PF_CIRCUIT_CLOSED,
-                                                memory_order_acq_rel, memory_order_acquire))
-        log_change(ep, c, PF_CIRCUIT_HALF_OPEN, PF_CIRCUIT_CLOSED, reason, now);
+    log_change(ep, c, PF_CIRCUIT_HALF_OPEN, PF_CIRCUIT_CLOSED, reason, now);
 }
 
-void pf_breaker_report(const struct pf_upstream_conf *up, struct pf_endpoint *ep, enum pf_outcome o,
-                       int status, uint64_t dur_us, uint64_t now)
+void pf_breaker_report(const struct pf_upstream_conf *up, struct pf_endpoint *ep, uint64_t ticket,
+                       enum pf_outcome o, int status, uint64_t dur_us, uint64_t now)
 {
     const struct pf_breaker_conf *c = &up->breaker;
     struct pf_breaker *b = &ep->br;
@@ -407,7 +420,8 @@ void pf_breaker_report(const struct pf_upstream_conf *up, struct pf_endpoint *ep
 
     switch (atomic_load_explicit(&b->state, memory_order_acquire)) {
     case PF_CIRCUIT_HALF_OPEN:
-        half_open_report(ep, c, failed, o != PF_OUTCOME_OK ? (unsigned)o : (unsigned)status, now);
+        half_open_report(ep, c, ticket, failed, o != PF_OUTCOME_OK ? (unsigned)o : (unsigned)status,
+                         now);
         return;
     case PF_CIRCUIT_OPEN:
         return; /* a call that started before the opening: it says nothing new */
@@ -426,6 +440,19 @@ void pf_breaker_report(const struct pf_upstream_conf *up, struct pf_endpoint *ep
     reason = trip_reason(b, c, consec, now);
     if (reason != 0)
         trip(up, ep, reason, now);
+}
+
+void pf_breaker_release(struct pf_endpoint *ep, uint64_t ticket)
+{
+    struct pf_breaker *b = &ep->br;
+    unsigned t;
+
+    if (atomic_load_explicit(&b->state, memory_order_acquire) != PF_CIRCUIT_HALF_OPEN ||
+        !holds_permit(b, ticket))
+        return;
+    t = atomic_load(&b->trials);
+    while (t > 0 && !atomic_compare_exchange_weak(&b->trials, &t, t - 1))
+        ;
 }
 
 bool pf_breaker_usable(const struct pf_endpoint *ep, uint64_t now)
@@ -454,43 +481,68 @@ void pf_breaker_probe_passed(struct pf_endpoint *ep, const struct pf_breaker_con
     pthread_mutex_unlock(&open_lock);
 }
 
-bool pf_breaker_admit(struct pf_endpoint *ep, const struct pf_breaker_conf *c, uint64_t now)
+/* Open for long enough: turn ep half-open (one thread wins); false when it closed meanwhile. */
+static bool to_half_open(struct pf_endpoint *ep, const struct pf_breaker_conf *c, unsigned s,
+                         uint64_t now)
 {
     struct pf_breaker *b = &ep->br;
-    unsigned s = atomic_load_explicit(&b->state, memory_order_acquire), t;
-    uint64_t reason;
+    uint64_t since = atomic_load_explicit(&b->since_us, memory_order_relaxed);
+    uint64_t reason = reason_pack(R_OPEN_ELAPSED, (now > since ? now - since : 0) / 1000, 0);
 
-    if (s == PF_CIRCUIT_CLOSED)
+    if (atomic_compare_exchange_strong_explicit(&b->state, &s, PF_CIRCUIT_HALF_OPEN,
+                                                memory_order_acq_rel, memory_order_acquire)) {
+        atomic_store_explicit(&b->reason, reason, memory_order_relaxed);
+        atomic_store_explicit(&b->since_us, now, memory_order_relaxed);
+        log_change(ep, c, PF_CIRCUIT_OPEN, PF_CIRCUIT_HALF_OPEN, reason, now);
         return true;
-    if (s == PF_CIRCUIT_OPEN) {
-        if (now < atomic_load_explicit(&b->retry_us, memory_order_relaxed))
-            return false;
-        reason =
-            reason_pack(R_OPEN_ELAPSED,
-                        (now - atomic_load_explicit(&b->since_us, memory_order_relaxed)) / 1000, 0);
-        if (atomic_compare_exchange_strong_explicit(&b->state, &s, PF_CIRCUIT_HALF_OPEN,
-                                                    memory_order_acq_rel, memory_order_acquire)) {
-            atomic_store_explicit(&b->reason, reason, memory_order_relaxed);
-            atomic_store_explicit(&b->since_us, now, memory_order_relaxed);
-            log_change(ep, c, PF_CIRCUIT_OPEN, PF_CIRCUIT_HALF_OPEN, reason, now);
-        } else if (s != PF_CIRCUIT_HALF_OPEN) {
-            return s == PF_CIRCUIT_CLOSED;
-        }
     }
-    t = atomic_load_explicit(&b->trials, memory_order_relaxed);
+    return s == PF_CIRCUIT_HALF_OPEN;
+}
+
+/* A half-open trial permit of epoch (opened_total); false when none is left. */
+static bool take_permit(struct pf_breaker *b, const struct pf_breaker_conf *c, uint64_t epoch,
+                        uint64_t now)
+{
+    unsigned t = atomic_load(&b->trials);
+    uint64_t last;
+
     while (t < c->half_open_requests) {
-        if (atomic_compare_exchange_weak_explicit(&b->trials, &t, t + 1, memory_order_relaxed,
-                                                  memory_order_relaxed)) {
+        if (atomic_compare_exchange_weak(&b->trials, &t, t + 1)) {
+            if (atomic_load(&b->opened_total) != epoch) {
+                /* it opened again in between and reset trials: this one is not its to take */
+                t = atomic_load(&b->trials);
+                while (t > 0 && !atomic_compare_exchange_weak(&b->trials, &t, t - 1))
+                    ;
+                return false;
+            }
             atomic_store_explicit(&b->trial_us, now, memory_order_relaxed);
             return true;
         }
     }
-    /* a trial that never reported (its client went away): give its permit again */
-    if (now - atomic_load_explicit(&b->trial_us, memory_order_relaxed) >= c->open_for_ms * 1000) {
-        atomic_store_explicit(&b->trial_us, now, memory_order_relaxed);
+    /* a trial that never reported (its client went away): give its permit again, once */
+    last = atomic_load_explicit(&b->trial_us, memory_order_relaxed);
+    return now > last && now - last >= c->open_for_ms * 1000 &&
+           atomic_compare_exchange_strong_explicit(&b->trial_us, &last, now, memory_order_relaxed,
+                                                   memory_order_relaxed);
+}
+
+bool pf_breaker_admit(struct pf_endpoint *ep, const struct pf_breaker_conf *c, uint64_t now,
+                      uint64_t *ticket)
+{
+    struct pf_breaker *b = &ep->br;
+    uint64_t epoch = atomic_load(&b->opened_total);
+    unsigned s = atomic_load_explicit(&b->state, memory_order_acquire);
+
+    if (s == PF_CIRCUIT_OPEN && now < atomic_load_explicit(&b->retry_us, memory_order_relaxed))
+        return false;
+    if (s == PF_CIRCUIT_CLOSED || (s == PF_CIRCUIT_OPEN && !to_half_open(ep, c, s, now))) {
+        *ticket = 0; /* closed (maybe meanwhile: a probe passed) */
         return true;
     }
-    return false;
+    if (!take_permit(b, c, epoch, now))
+        return false;
+    *ticket = epoch;
+    return true;
 }
 
 uint64_t pf_breaker_retry_after(const struct pf_upstream_conf *up, uint64_t now)

@@ -55,8 +55,18 @@ static void upstream_report(struct pf_tx *tx, const struct pf_upconn *uc, enum p
     uint64_t dur = uc != NULL && uc->t_attempt_us != 0 ? now - uc->t_attempt_us : 0;
 
     pf_balancer_report(tx->up, tx->endpoint_id, o);
-    pf_breaker_report(tx->up, pf_endpoint_get(tx->endpoint_id), o, status, dur, now);
+    pf_breaker_report(tx->up, pf_endpoint_get(tx->endpoint_id), tx->br_ticket, o, status, dur, now);
+    tx->br_ticket = 0;
     pf_stats_upstream_report(tx, (int)o);
+}
+
+/* The attempt's trial permit, if it holds one, goes back unreported. */
+static void up_release_permit(struct pf_tx *tx)
+{
+    if (tx->br_ticket != 0) {
+        pf_breaker_release(pf_endpoint_get(tx->endpoint_id), tx->br_ticket);
+        tx->br_ticket = 0;
+    }
 }
 
 /* uc's attempt has its connection (or gave up waiting): it no longer counts as pending. */
@@ -93,13 +103,14 @@ static bool any_circuit_out(const struct pf_upstream_conf *up, bool refused, uin
 struct pick_gate {
     const struct pf_upstream_conf *up;
     uint64_t now;
+    uint64_t ticket; /* of the admitted endpoint */
 };
 
 static bool pick_admit(unsigned id, void *arg)
 {
     struct pick_gate *g = arg;
 
-    return pf_breaker_admit(pf_endpoint_get(id), &g->up->breaker, g->now);
+    return pf_breaker_admit(pf_endpoint_get(id), &g->up->breaker, g->now, &g->ticket);
 }
 
 /*
@@ -110,7 +121,7 @@ static bool pick_admit(unsigned id, void *arg)
  * circuits keep the endpoints out, else no_healthy_upstream (health checks,
  * panic off).
  */
-static enum pf_error up_pick(struct pf_tx *tx, unsigned *id)
+static enum pf_error up_pick(struct pf_tx *tx, unsigned *id, uint64_t *ticket)
 {
     struct pick_gate g = {.up = tx->up, .now = pf_now_us()};
     struct pf_lb_admit a;
@@ -120,6 +131,7 @@ static enum pf_error up_pick(struct pf_tx *tx, unsigned *id)
     a.refused_any = false;
     memset(a.refused, 0, (tx->up->n_endpoints + 63) / 64 * sizeof(a.refused[0])); /* those read */
     *id = pf_balancer_pick_admit(tx, tx->tried, &a);
+    *ticket = g.ticket;
     if (*id != PF_LB_NONE)
         return PF_ERR_NONE;
     return any_circuit_out(tx->up, a.refused_any, g.now) ? PF_ERR_CIRCUIT_OPEN
@@ -233,7 +245,14 @@ static void up_failed(struct pf_upconn *uc, enum pf_outcome o)
         pf_log(PF_LOG_DEBUG, "upstream attempt %u failed (outcome %d): %s", tx->attempts, (int)o,
                pf_upconn_dump(uc, dump, sizeof(dump)));
     }
-    upstream_report(tx, uc, o, 0);
+    if (stale) {
+        /* a pooled connection the upstream closed while idle: no failure of the endpoint now,
+         * nor a failed trial (its permit goes back; the retry asks for one again) */
+        up_release_permit(tx);
+        pf_stats_upstream_report(tx, (int)o);
+    } else {
+        upstream_report(tx, uc, o, 0);
+    }
     up_retry_release(tx);
     up_detach(tx, uc, false);
     if (stale) {
@@ -547,12 +566,13 @@ static bool up_start_attempt(struct pf_tx *tx, bool fresh)
     unsigned id;
     struct pf_upconn *uc;
     enum pf_error code;
+    uint64_t ticket;
 
     if (pf_breaker_overflow(tx->up, false)) {
         pf_tx_fail(tx, 503, PF_ERR_OVERFLOW); /* max_requests: at once, never queued */
         return false;
     }
-    code = up_pick(tx, &id);
+    code = up_pick(tx, &id, &ticket);
     if (code == PF_ERR_CIRCUIT_OPEN) {
         pf_tx_fail_retry_after(tx, 503, code, pf_breaker_retry_after(tx->up, pf_now_us()));
         return false;
@@ -563,9 +583,11 @@ static bool up_start_attempt(struct pf_tx *tx, bool fresh)
     }
     uc = fresh ? NULL : pf_pool_get(tx->w, id);
     if (uc == NULL && pf_breaker_overflow(tx->up, true)) {
-        pf_tx_fail(tx, 503, PF_ERR_OVERFLOW); /* max_connections or max_pending */
+        pf_breaker_release(pf_endpoint_get(id), ticket); /* the trial never went */
+        pf_tx_fail(tx, 503, PF_ERR_OVERFLOW);            /* max_connections or max_pending */
         return false;
     }
+    tx->br_ticket = ticket;
     tx->attempts++;
     tx->tried |= pf_balancer_tried_bit(tx->up, id);
     tx->endpoint_id = id;
@@ -844,12 +866,14 @@ void pf_upstream_abort(struct pf_tx *tx)
 {
     if (tx->uc != NULL)
         up_detach(tx, tx->uc, false);
+    up_release_permit(tx); /* no outcome will come */
 }
 
 void pf_upstream_end(struct pf_tx *tx)
 {
     if (tx->uc != NULL)
         up_detach(tx, tx->uc, false);
+    up_release_permit(tx); /* ended before its outcome (the client went away) */
     up_retry_release(tx);
     if (tx->retry_active) {
         tx->retry_active = false;

@@ -23,6 +23,8 @@
 #define SEC    1000000ull
 #define MS     1000ull
 
+static uint64_t tk; /* the ticket of the last admit: the reports after it are its trial */
+
 static int setup(void **state UNUSED)
 {
     pf_upstream_free_all();
@@ -47,12 +49,12 @@ static enum pf_circuit state_of(const struct pf_endpoint *ep)
 
 static void failed(const struct pf_upstream_conf *up, struct pf_endpoint *ep, uint64_t now)
 {
-    pf_breaker_report(up, ep, PF_OUTCOME_OK, 503, 1 * MS, now);
+    pf_breaker_report(up, ep, tk, PF_OUTCOME_OK, 503, 1 * MS, now);
 }
 
 static void succeed(const struct pf_upstream_conf *up, struct pf_endpoint *ep, uint64_t now)
 {
-    pf_breaker_report(up, ep, PF_OUTCOME_OK, 200, 1 * MS, now);
+    pf_breaker_report(up, ep, tk, PF_OUTCOME_OK, 200, 1 * MS, now);
 }
 
 static void reason_of(const struct pf_upstream_conf *up, const struct pf_endpoint *ep, uint64_t now,
@@ -79,15 +81,15 @@ static void test_consecutive_failures_open(void **state UNUSED)
     for (unsigned i = 0; i < 4; i++)
         failed(up, ep, t + (6 + i) * MS);
     assert_int_equal(state_of(ep), PF_CIRCUIT_CLOSED);
-    assert_true(pf_breaker_admit(ep, &up->breaker, t + 10 * MS));
-    pf_breaker_report(up, ep, PF_OUTCOME_RESET, 0, 1 * MS, t + 11 * MS);
+    assert_true(pf_breaker_admit(ep, &up->breaker, t + 10 * MS, &tk));
+    pf_breaker_report(up, ep, tk, PF_OUTCOME_RESET, 0, 1 * MS, t + 11 * MS);
     assert_int_equal(state_of(ep), PF_CIRCUIT_OPEN);
-    assert_false(pf_breaker_admit(ep, &up->breaker, t + 12 * MS));
+    assert_false(pf_breaker_admit(ep, &up->breaker, t + 12 * MS, &tk));
     reason_of(up, ep, t + 12 * MS, why);
     assert_string_equal(why, "consecutive_failures=5");
     assert_int_equal(atomic_load(&ep->br.opened_total), 1);
     /* the others serve */
-    assert_true(pf_breaker_admit(ep_at(up, 1), &up->breaker, t + 12 * MS));
+    assert_true(pf_breaker_admit(ep_at(up, 1), &up->breaker, t + 12 * MS, &tk));
     fx_cfg_free(cfg);
 }
 
@@ -155,10 +157,10 @@ static void test_slow_rate_opens(void **state UNUSED)
     up->breaker.slow_rate = 0.8;
     up->breaker.min_requests = 10;
     for (unsigned i = 0; i < 9; i++)
-        pf_breaker_report(up, ep, PF_OUTCOME_OK, 200, 250 * MS, t + i * MS);
-    pf_breaker_report(up, ep, PF_OUTCOME_OK, 200, 20 * MS, t + 9 * MS); /* fast: 90% slow */
-    assert_int_equal(state_of(ep), PF_CIRCUIT_CLOSED);                  /* a fast call */
-    pf_breaker_report(up, ep, PF_OUTCOME_OK, 200, 250 * MS, t + 10 * MS);
+        pf_breaker_report(up, ep, tk, PF_OUTCOME_OK, 200, 250 * MS, t + i * MS);
+    pf_breaker_report(up, ep, tk, PF_OUTCOME_OK, 200, 20 * MS, t + 9 * MS); /* fast: 90% slow */
+    assert_int_equal(state_of(ep), PF_CIRCUIT_CLOSED);                      /* a fast call */
+    pf_breaker_report(up, ep, tk, PF_OUTCOME_OK, 200, 250 * MS, t + 10 * MS);
     assert_int_equal(state_of(ep), PF_CIRCUIT_OPEN);
     reason_of(up, ep, t + 10 * MS, why);
     assert_string_equal(why, "slow_rate=91% over 11 requests in 10s (slower than 100ms)");
@@ -192,12 +194,12 @@ static void test_open_for_doubles_with_jitter_up_to_max(void **state UNUSED)
         d = open_left(ep, t);
         assert_true(d <= want[i] * SEC);
         assert_true(d >= want[i] * SEC * 9 / 10); /* jitter: at most 10 % shorter */
-        assert_false(pf_breaker_admit(ep, &up->breaker, t + d - 1));
+        assert_false(pf_breaker_admit(ep, &up->breaker, t + d - 1, &tk));
         t += d;
-        assert_true(pf_breaker_admit(ep, &up->breaker, t)); /* the half-open trial */
+        assert_true(pf_breaker_admit(ep, &up->breaker, t, &tk)); /* the half-open trial */
         assert_int_equal(state_of(ep), PF_CIRCUIT_HALF_OPEN);
-        assert_false(pf_breaker_admit(ep, &up->breaker, t)); /* one trial at a time */
-        pf_breaker_report(up, ep, PF_OUTCOME_CONNECT_FAILED, 0, 1 * MS, t + 1);
+        assert_false(pf_breaker_admit(ep, &up->breaker, t, &tk)); /* one trial at a time */
+        pf_breaker_report(up, ep, tk, PF_OUTCOME_CONNECT_FAILED, 0, 1 * MS, t + 1);
         assert_int_equal(state_of(ep), PF_CIRCUIT_OPEN);
     }
     assert_int_equal(atomic_load(&ep->br.opened_total), 1 + PF_COUNTOF(want));
@@ -214,7 +216,7 @@ static void test_half_open_success_closes_and_clean_close_resets(void **state UN
 
     trip_at(up, ep, t);
     t += open_left(ep, t);
-    assert_true(pf_breaker_admit(ep, &up->breaker, t));
+    assert_true(pf_breaker_admit(ep, &up->breaker, t, &tk));
     succeed(up, ep, t + 1);
     assert_int_equal(state_of(ep), PF_CIRCUIT_CLOSED);
     reason_of(up, ep, t + 1, why);
@@ -223,7 +225,7 @@ static void test_half_open_success_closes_and_clean_close_resets(void **state UN
     trip_at(up, ep, t + 2 * SEC);
     assert_true(open_left(ep, t + 2 * SEC) > 50 * SEC);
     t += 2 * SEC + open_left(ep, t + 2 * SEC);
-    assert_true(pf_breaker_admit(ep, &up->breaker, t));
+    assert_true(pf_breaker_admit(ep, &up->breaker, t, &tk));
     succeed(up, ep, t);
     /* closed for longer than window and open_for: back to open_for */
     t += 31 * SEC;
@@ -243,8 +245,8 @@ static void test_half_open_requests(void **state UNUSED)
     trip_at(up, ep, t);
     t += open_left(ep, t);
     for (unsigned i = 0; i < 3; i++)
-        assert_true(pf_breaker_admit(ep, &up->breaker, t));
-    assert_false(pf_breaker_admit(ep, &up->breaker, t));
+        assert_true(pf_breaker_admit(ep, &up->breaker, t, &tk));
+    assert_false(pf_breaker_admit(ep, &up->breaker, t, &tk));
     succeed(up, ep, t);
     succeed(up, ep, t);
     assert_int_equal(state_of(ep), PF_CIRCUIT_HALF_OPEN);
@@ -262,9 +264,85 @@ static void test_lost_trial_permit_comes_back(void **state UNUSED)
 
     trip_at(up, ep, t);
     t += open_left(ep, t);
-    assert_true(pf_breaker_admit(ep, &up->breaker, t)); /* its client goes away: no report */
-    assert_false(pf_breaker_admit(ep, &up->breaker, t + 29 * SEC));
-    assert_true(pf_breaker_admit(ep, &up->breaker, t + 30 * SEC));
+    assert_true(pf_breaker_admit(ep, &up->breaker, t, &tk)); /* its client goes away: no report */
+    assert_false(pf_breaker_admit(ep, &up->breaker, t + 29 * SEC, &tk));
+    assert_true(pf_breaker_admit(ep, &up->breaker, t + 30 * SEC, &tk));
+    fx_cfg_free(cfg);
+}
+
+/* A permit that will not be reported (503 overflow after the admit, a client gone) goes back. */
+static void test_released_permit_comes_back_at_once(void **state UNUSED)
+{
+    struct pf_config *cfg = fx_cfg_new(2, PF_BALANCE_ROUND_ROBIN);
+    struct pf_upstream_conf *up = &cfg->upstreams[0];
+    struct pf_endpoint *ep = ep_at(up, 0);
+    uint64_t t = 10 * SEC;
+
+    trip_at(up, ep, t);
+    t += open_left(ep, t);
+    assert_true(pf_breaker_admit(ep, &up->breaker, t, &tk));
+    assert_true(tk != 0);
+    assert_false(pf_breaker_admit(ep, &up->breaker, t + 1, &tk));
+    pf_breaker_release(ep, tk);
+    assert_true(pf_breaker_admit(ep, &up->breaker, t + 2, &tk)); /* not 30 s later */
+    pf_breaker_release(ep, 0);                                   /* no permit: nothing */
+    assert_false(pf_breaker_admit(ep, &up->breaker, t + 3, &tk));
+    fx_cfg_free(cfg);
+}
+
+/*
+ * Half-open: only the permit holders' outcomes are trials. A call admitted
+ * while closed that fails late (a request_timeout after open_for) does not
+ * open the circuit again; nor does a permit of an earlier half-open spell.
+ */
+static void test_only_permit_holders_are_trials(void **state UNUSED)
+{
+    struct pf_config *cfg = fx_cfg_new(2, PF_BALANCE_ROUND_ROBIN);
+    struct pf_upstream_conf *up = &cfg->upstreams[0];
+    struct pf_endpoint *ep = ep_at(up, 0);
+    uint64_t t = 10 * SEC, old, first;
+
+    trip_at(up, ep, t);
+    t += open_left(ep, t);
+    assert_true(pf_breaker_admit(ep, &up->breaker, t, &tk));
+    pf_breaker_report(up, ep, 0, PF_OUTCOME_TIMEOUT, 0, 30 * SEC, t + 1); /* admitted closed */
+    assert_int_equal(state_of(ep), PF_CIRCUIT_HALF_OPEN);
+    old = tk;
+    pf_breaker_report(up, ep, tk, PF_OUTCOME_RESET, 0, 1 * MS, t + 2); /* the trial fails */
+    assert_int_equal(state_of(ep), PF_CIRCUIT_OPEN);
+    first = atomic_load(&ep->br.opened_total);
+    t += 2 + open_left(ep, t + 2);
+    assert_true(pf_breaker_admit(ep, &up->breaker, t, &tk));
+    assert_true(tk != old);
+    pf_breaker_report(up, ep, old, PF_OUTCOME_RESET, 0, 1 * MS, t + 1); /* an old permit */
+    assert_int_equal(state_of(ep), PF_CIRCUIT_HALF_OPEN);
+    assert_int_equal(atomic_load(&ep->br.opened_total), first);
+    succeed(up, ep, t + 2);
+    assert_int_equal(state_of(ep), PF_CIRCUIT_CLOSED);
+    fx_cfg_free(cfg);
+}
+
+/*
+ * Another worker may have stored a later time than this thread's now: no
+ * difference wraps. A permit taken at t + 1 ms is not "lost for open_for" to
+ * a thread whose clock says t; a close at t + 1 s then a trip at t is no
+ * clean close.
+ */
+static void test_times_from_other_threads_do_not_wrap(void **state UNUSED)
+{
+    struct pf_config *cfg = fx_cfg_new(2, PF_BALANCE_ROUND_ROBIN);
+    struct pf_upstream_conf *up = &cfg->upstreams[0];
+    struct pf_endpoint *ep = ep_at(up, 0);
+    uint64_t t = 10 * SEC;
+
+    trip_at(up, ep, t);
+    t += open_left(ep, t);
+    assert_true(pf_breaker_admit(ep, &up->breaker, t + 1 * MS, &tk));
+    assert_false(pf_breaker_admit(ep, &up->breaker, t, &tk));
+    succeed(up, ep, t + 1 * SEC); /* closed, since_us = t + 1 s */
+    assert_int_equal(state_of(ep), PF_CIRCUIT_CLOSED);
+    trip_at(up, ep, t); /* at once: open_for doubles */
+    assert_true(open_left(ep, t) > 50 * SEC);
     fx_cfg_free(cfg);
 }
 
@@ -320,7 +398,7 @@ static void test_capped_endpoint_opens_when_another_closes(void **state UNUSED)
     assert_int_equal(atomic_load(&b->br.consecutive), 7);
     assert_int_equal(atomic_load(&b->br.capped), 1);
     t += open_left(a, t);
-    assert_true(pf_breaker_admit(a, &up->breaker, t));
+    assert_true(pf_breaker_admit(a, &up->breaker, t, &tk));
     succeed(up, a, t);
     failed(up, b, t + 1);
     assert_int_equal(state_of(b), PF_CIRCUIT_OPEN);
@@ -356,7 +434,7 @@ static void test_one_endpoint(void **state UNUSED)
     up->breaker.max_ejection = 1.0;
     failed(up, ep, 10 * SEC);
     assert_int_equal(state_of(ep), PF_CIRCUIT_OPEN);
-    assert_false(pf_breaker_admit(ep, &up->breaker, 11 * SEC));
+    assert_false(pf_breaker_admit(ep, &up->breaker, 11 * SEC, &tk));
     assert_int_equal(pf_breaker_retry_after(up, 11 * SEC),
                      (atomic_load(&ep->br.retry_us) - 11 * SEC + SEC - 1) / SEC);
     fx_cfg_free(cfg);
@@ -378,7 +456,7 @@ static void test_usable_and_probe_passed(void **state UNUSED)
     assert_int_equal(state_of(ep), PF_CIRCUIT_OPEN); /* usable takes nothing */
     pf_breaker_probe_passed(ep, &up->breaker, t + 1);
     assert_int_equal(state_of(ep), PF_CIRCUIT_CLOSED);
-    assert_true(pf_breaker_admit(ep, &up->breaker, t + 2));
+    assert_true(pf_breaker_admit(ep, &up->breaker, t + 2, &tk));
     reason_of(up, ep, t + 2, why);
     assert_string_equal(why, "health_check passed");
     fx_cfg_free(cfg);
@@ -486,7 +564,7 @@ static void trip_and_close(void *arg)
 
     trip_at(up, ep, t);
     t += open_left(ep, t);
-    assert_true(pf_breaker_admit(ep, &up->breaker, t));
+    assert_true(pf_breaker_admit(ep, &up->breaker, t, &tk));
     succeed(up, ep, t);
 }
 
@@ -551,6 +629,9 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_half_open_requests, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lost_trial_permit_comes_back, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_released_permit_comes_back_at_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_only_permit_holders_are_trials, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_times_from_other_threads_do_not_wrap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_max_ejection_after_the_ejection, setup, teardown),
         cmocka_unit_test_setup_teardown(test_capped_endpoint_opens_when_another_closes, setup,
                                         teardown),
