@@ -533,3 +533,25 @@ def test_breaker_slow_upload_is_not_a_slow_call():
                 assert view["circuit"]["state"] == "closed", view
     finally:
         stop_all(a, b)
+
+
+@pf.timeout(30)
+def test_breaker_stale_pooled_connection_is_no_failure():
+    """An origin that closes each connection after one response: every later
+    request finds its pooled connection closed and is sent again at once on a
+    fresh one. With consecutive_failures: 1 and max_ejection: 100%, counting
+    that as a reset would open the circuit and answer 503 circuit_open."""
+    def once_per_connection(conn, n, head, body):
+        return h2.http_response(b"ok") if n == 0 else None
+
+    with h2.FakeOrigin(once_per_connection) as a:
+        p = Pilotfish(h2.config(head=BASE, endpoints=[a.addr], upstream_extra=(
+            "circuit_breaker: {consecutive_failures: 1, max_ejection: 100%}\n"
+            "retries: {attempts: 0}")))
+        with p, p.conn() as conn:
+            for i in range(4):
+                r = conn.request("GET", "/s%d" % i)
+                assert r.status == 200 and r.body == b"ok", (i, r)
+            assert state(p, a.addr) == "closed"
+            assert endpoint_view(p, a.addr)["circuit"]["consecutive_failures"] == 0
+            assert a.connections == 4, a.connections
