@@ -28,10 +28,10 @@
 
 /* ---- the packed bucket word ---- */
 
-#define IDX_BITS   20
+#define IDX_BITS   19 /* a tenth's index modulo 2^19: far more than the ten compared */
 #define CALL_BITS  15
-#define FAIL_BITS  15
-#define SLOW_BITS  14
+#define FAIL_BITS  15 /* failures and slow calls are never more than calls: as wide */
+#define SLOW_BITS  15
 #define IDX_MASK   ((1ull << IDX_BITS) - 1)
 #define CALL_SHIFT IDX_BITS
 #define FAIL_SHIFT (CALL_SHIFT + CALL_BITS)
@@ -42,10 +42,9 @@ static uint64_t field(uint64_t w, unsigned shift, unsigned bits)
     return (w >> shift) & ((1ull << bits) - 1);
 }
 
-/* w with one more in the field at shift, unless it is full. */
-static uint64_t bump(uint64_t w, unsigned shift, unsigned bits)
+static bool full(uint64_t w, unsigned shift, unsigned bits)
 {
-    return field(w, shift, bits) == (1ull << bits) - 1 ? w : w + (1ull << shift);
+    return field(w, shift, bits) == (1ull << bits) - 1;
 }
 
 /* ---- the packed reason ---- */
@@ -150,7 +149,10 @@ static unsigned lat_bucket(uint64_t dur_us)
     return i;
 }
 
-/* Count one call in the tenth of now. */
+/*
+ * Count one call in the tenth of now. A tenth whose call count is full takes
+ * no more calls at all: counting only some fields would skew the rates.
+ */
 static void window_add(struct pf_breaker *b, const struct pf_breaker_conf *c, uint64_t now,
                        bool failed, bool slow, uint64_t dur_us)
 {
@@ -162,11 +164,13 @@ static void window_add(struct pf_breaker *b, const struct pf_breaker_conf *c, ui
     do {
         restart = (old & IDX_MASK) != (idx & IDX_MASK);
         w = restart ? (idx & IDX_MASK) : old;
-        w = bump(w, CALL_SHIFT, CALL_BITS);
+        if (full(w, CALL_SHIFT, CALL_BITS))
+            return; /* failures and slow calls are at most calls: none is full before it */
+        w += 1ull << CALL_SHIFT;
         if (failed)
-            w = bump(w, FAIL_SHIFT, FAIL_BITS);
+            w += 1ull << FAIL_SHIFT;
         if (slow)
-            w = bump(w, SLOW_SHIFT, SLOW_BITS);
+            w += 1ull << SLOW_SHIFT;
     } while (!atomic_compare_exchange_weak_explicit(&k->word, &old, w, memory_order_relaxed,
                                                     memory_order_relaxed));
     if (restart) {

@@ -167,6 +167,43 @@ static void test_slow_rate_opens(void **state UNUSED)
     fx_cfg_free(cfg);
 }
 
+/* A tenth full of calls takes no more: failures alone counted on would fake a rate. */
+static void test_full_tenth_counts_nothing_more(void **state UNUSED)
+{
+    struct pf_config *cfg = fx_cfg_new(2, PF_BALANCE_ROUND_ROBIN);
+    struct pf_upstream_conf *up = &cfg->upstreams[0];
+    struct pf_endpoint *ep = ep_at(up, 0);
+    struct pf_breaker_view v;
+    uint64_t t = 10 * SEC;
+
+    up->breaker.consecutive_failures = 0;
+    for (unsigned i = 0; i < 32767; i++)
+        succeed(up, ep, t);
+    for (unsigned i = 0; i < 20000; i++) /* 38 % of 52767: below failure_rate 50 % */
+        failed(up, ep, t);
+    assert_int_equal(state_of(ep), PF_CIRCUIT_CLOSED);
+    pf_breaker_view(ep, &up->breaker, t, &v);
+    assert_int_equal(v.calls, 32767);
+    assert_int_equal(v.failures, 0);
+    fx_cfg_free(cfg);
+}
+
+/* Slow calls are counted as far as calls: all slow is 100 % however many. */
+static void test_slow_calls_count_as_far_as_calls(void **state UNUSED)
+{
+    struct pf_config *cfg = fx_cfg_new(2, PF_BALANCE_ROUND_ROBIN);
+    struct pf_upstream_conf *up = &cfg->upstreams[0];
+    struct pf_endpoint *ep = ep_at(up, 0);
+    uint64_t t = 10 * SEC;
+
+    up->breaker.slow_call_ms = 100;
+    up->breaker.min_requests = 20000;
+    for (unsigned i = 0; i < 20000 && state_of(ep) == PF_CIRCUIT_CLOSED; i++)
+        pf_breaker_report(up, ep, tk, PF_OUTCOME_OK, 200, 250 * MS, t);
+    assert_int_equal(state_of(ep), PF_CIRCUIT_OPEN);
+    fx_cfg_free(cfg);
+}
+
 /* Open ep with consecutive failures at t. */
 static void trip_at(const struct pf_upstream_conf *up, struct pf_endpoint *ep, uint64_t t)
 {
@@ -623,6 +660,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_failure_rate_needs_min_requests, setup, teardown),
         cmocka_unit_test_setup_teardown(test_window_slides, setup, teardown),
         cmocka_unit_test_setup_teardown(test_slow_rate_opens, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_full_tenth_counts_nothing_more, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_slow_calls_count_as_far_as_calls, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_for_doubles_with_jitter_up_to_max, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_half_open_success_closes_and_clean_close_resets, setup,
