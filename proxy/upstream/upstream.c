@@ -201,8 +201,7 @@ static bool up_retry_allowed(struct pf_tx *tx, enum pf_outcome o, int status)
         !pf_retry_on_outcome(rc, o, status) || !tx_replayable(tx))
         return false;
     /* circuit_breaker.max_retries caps retries in flight as the budget does: not made, counted */
-    if (pf_retry_in_flight(tx->up) >= tx->up->breaker.max_retries ||
-        !pf_retry_budget_take(tx->up->rstate, rc, pf_now_us())) {
+    if (!pf_retry_budget_take(tx->up->rstate, rc, tx->up->breaker.max_retries, pf_now_us())) {
         pf_stats_upstream_retry_refused(tx);
         return false;
     }
