@@ -559,7 +559,27 @@ static void up_writecb(struct pf_stream *s, void *arg)
 
 /* ---- the request ---- */
 
-/* Start one attempt; false when it failed at once (tx was answered and may be gone). */
+/*
+ * A connect that failed at once (a unix socket refused or missing, no file
+ * descriptor left, no route): reported, then retried as one that fails later
+ * would be, or answered.
+ */
+static void up_connect_failed(struct pf_tx *tx)
+{
+    upstream_report(tx, NULL, PF_OUTCOME_CONNECT_FAILED, 0);
+    up_retry_release(tx);
+    if (up_retry_allowed(tx, PF_OUTCOME_CONNECT_FAILED, 0)) {
+        up_retry_schedule(tx);
+        return;
+    }
+    pf_tx_fail(tx, 502, PF_ERR_CONNECT_FAILED);
+}
+
+/*
+ * Start one attempt; false when none is under way on return: it failed at
+ * once, and tx was answered (and may be gone) or its retry was scheduled
+ * (or already made).
+ */
 static bool up_start_attempt(struct pf_tx *tx, bool fresh)
 {
     unsigned id;
@@ -596,8 +616,7 @@ static bool up_start_attempt(struct pf_tx *tx, bool fresh)
     if (uc == NULL) {
         uc = pf_upconn_connect(tx->w, id, tx->up);
         if (uc == NULL) {
-            upstream_report(tx, NULL, PF_OUTCOME_CONNECT_FAILED, 0);
-            pf_tx_fail(tx, 502, PF_ERR_CONNECT_FAILED);
+            up_connect_failed(tx); /* refused at once: a retry, or the answer */
             return false;
         }
         /* connect_timeout on the tx timer, then request_timeout on reads */

@@ -335,3 +335,22 @@ def test_retry_background_refresh_not_retried_after_its_head():
             assert m.get('pilotfish_cache_background_refreshes_total{result="failed"}') == 1, m
             assert m.get(RETRIES, 0) == 0, m
             assert count[0] == 2, a.requests
+
+
+def test_retry_connect_failing_at_once_goes_to_the_other_endpoint():
+    """A unix socket path with no listener (the connect fails at once, inside
+    the call) and a live origin, round robin, the default retries: the
+    failure is retried like any connect failure, and every request gets 200."""
+    n = 20
+    dead = "unix:/tmp/pf-test-retry-missing-%d.sock" % os.getpid()
+    o = Origin()
+    with o:
+        p = Pilotfish(_config([dead, "127.0.0.1:{{origin_port}}"],
+                              "backoff: 1ms, min_per_second: 1000"), origin=o)
+        with p:
+            for i in range(n):
+                r = p.get("/u%d" % i)
+                assert r.status == 200, (i, r, r.body[:200])
+            m = _settled(p, lambda m: m.get(RETRIES, 0) > 0 and m.get(RETRIES) == m.get(
+                UPREQ % (dead, "upstream_connect_failed"), -1))
+    print("unix socket missing, %d requests: %d retries spent, 0 failed" % (n, m[RETRIES]))
