@@ -134,6 +134,7 @@ struct pf_tx {
     bool retry_active;         /* counted in the upstream's active requests (retry budget) */
     bool retry_held;           /* holds a place in the retry budget */
     bool stale_retried;        /* the retry of a dead pooled connection was used */
+    enum pf_error retry_code;  /* a retry's failed try's error, answered if the retry cannot go */
     int up_status;             /* status of the upstream's response head, 0 when none came */
     uint64_t t_start;          /* us */
     uint64_t t_up_start;

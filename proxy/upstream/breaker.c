@@ -530,6 +530,22 @@ static bool take_permit(struct pf_breaker *b, const struct pf_breaker_conf *c, u
                                                    memory_order_relaxed);
 }
 
+bool pf_breaker_would_admit(const struct pf_endpoint *ep, const struct pf_breaker_conf *c,
+                            uint64_t now)
+{
+    const struct pf_breaker *b = &ep->br;
+    unsigned s = atomic_load_explicit(&b->state, memory_order_acquire);
+    uint64_t last;
+
+    if (s == PF_CIRCUIT_CLOSED)
+        return true;
+    if (s == PF_CIRCUIT_OPEN)
+        return now >= atomic_load_explicit(&b->retry_us, memory_order_relaxed);
+    last = atomic_load_explicit(&b->trial_us, memory_order_relaxed);
+    return atomic_load(&b->trials) < c->half_open_requests ||
+           (now > last && now - last >= c->open_for_ms * 1000);
+}
+
 bool pf_breaker_admit(struct pf_endpoint *ep, const struct pf_breaker_conf *c, uint64_t now,
                       uint64_t *ticket)
 {

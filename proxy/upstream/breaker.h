@@ -54,6 +54,10 @@ void pf_breaker_reset(struct pf_breaker *b);
 bool pf_breaker_admit(struct pf_endpoint *ep, const struct pf_breaker_conf *c, uint64_t now,
                       uint64_t *ticket);
 
+/* Would pf_breaker_admit say yes now? Read only: no transition, no permit taken. */
+bool pf_breaker_would_admit(const struct pf_endpoint *ep, const struct pf_breaker_conf *c,
+                            uint64_t now);
+
 /* A permit (ticket of pf_breaker_admit) that will not be reported: it goes back. */
 void pf_breaker_release(struct pf_endpoint *ep, uint64_t ticket);
 

@@ -79,6 +79,14 @@ static void up_unpend(struct pf_upconn *uc)
     }
 }
 
+/* Health checks let ep serve: healthy, or found unhealthy when panic may use it. */
+static bool health_lets_serve(const struct pf_upstream_conf *up, const struct pf_endpoint *ep)
+{
+    return pf_health_serving(&up->health, ep) ||
+           (up->health.panic &&
+            atomic_load_explicit(&ep->health, memory_order_relaxed) == PF_HEALTH_UNHEALTHY);
+}
+
 /*
  * Whether some endpoint of up that health checks would let serve (healthy,
  * or found unhealthy when panic may use it) is kept out by its circuit (open,
@@ -89,12 +97,8 @@ static bool any_circuit_out(const struct pf_upstream_conf *up, bool refused, uin
 {
     for (unsigned i = 0; i < up->n_endpoints; i++) {
         const struct pf_endpoint *ep = pf_endpoint_get(up->endpoint_ids[i]);
-        bool by_health =
-            pf_health_serving(&up->health, ep) ||
-            (up->health.panic &&
-             atomic_load_explicit(&ep->health, memory_order_relaxed) == PF_HEALTH_UNHEALTHY);
 
-        if (by_health && !pf_breaker_usable(ep, now))
+        if (health_lets_serve(up, ep) && !pf_breaker_usable(ep, now))
             return true;
     }
     return refused;
@@ -258,11 +262,13 @@ static void up_failed(struct pf_upconn *uc, enum pf_outcome o)
         /* a reused connection the upstream had closed: once, at once, on a fresh one (another
          * endpoint when there is one), outside the policy and its budget */
         tx->stale_retried = true;
+        tx->retry_code = code;
         pf_stats_upstream_retried(tx);
         up_retry_go(tx, true);
         return;
     }
     if (up_retry_allowed(tx, o, 0)) {
+        tx->retry_code = code;
         up_retry_schedule(tx);
         return;
     }
@@ -318,24 +324,68 @@ static void up_await_head(struct pf_tx *tx, struct pf_upconn *uc)
 
 /* ---- the response ---- */
 
+/*
+ * Could a retry start now: no overflow, and some endpoint that health checks
+ * let serve whose breaker would take it. Asked before a response with a
+ * retried status is dropped: when no retry can start, the client gets it.
+ */
+static bool up_retry_could_start(const struct pf_tx *tx)
+{
+    const struct pf_upstream_conf *up = tx->up;
+    uint64_t now = pf_now_us();
+
+    if (pf_breaker_overflow(up, false))
+        return false;
+    for (unsigned i = 0; i < up->n_endpoints; i++) {
+        const struct pf_endpoint *ep = pf_endpoint_get(up->endpoint_ids[i]);
+
+        if (health_lets_serve(up, ep) && pf_breaker_would_admit(ep, &up->breaker, now))
+            return true;
+    }
+    return false;
+}
+
+/*
+ * A status the policy retries, nothing of it sent yet: reported first (the
+ * retry's pick sees what this try did to the breaker), then dropped with its
+ * connection when a retry can start and is allowed. *reported: it was.
+ */
+static bool up_status_retry(struct pf_tx *tx, struct pf_upconn *uc, bool *reported)
+{
+    int status = uc->parser.status_code;
+
+    *reported = false;
+    if (!pf_retry_on_outcome(&tx->up->retry, PF_OUTCOME_OK, status))
+        return false;
+    upstream_report(tx, uc, PF_OUTCOME_OK, status);
+    *reported = true;
+    if (!up_retry_could_start(tx) || !up_retry_allowed(tx, PF_OUTCOME_OK, status))
+        return false;
+    tx->retry_code = PF_ERR_NONE; /* nothing to answer instead: the response is gone */
+    up_detach(tx, uc, false);
+    up_retry_schedule(tx);
+    return true;
+}
+
 static void up_handle_head(struct pf_upconn *uc)
 {
     struct pf_tx *tx = uc->tx;
+    bool reported;
 
     uc->head_ready = false;
     up_retry_release(tx);
-    if (up_retry_allowed(tx, PF_OUTCOME_OK, uc->parser.status_code)) {
-        /* a status the policy retries, nothing of it sent yet: drop it with its connection */
-        upstream_report(tx, uc, PF_OUTCOME_OK, uc->parser.status_code);
-        up_detach(tx, uc, false);
-        up_retry_schedule(tx);
+    if (up_status_retry(tx, uc, &reported))
         return;
-    }
     pf_head_export(&uc->head, tx->arena, &tx->resp, NULL);
     pf_head_release(&uc->head);
     if (!pf_h1c_resp_te_ok(&tx->resp)) {
         tx->resp.n = 0;
-        up_failed(uc, PF_OUTCOME_BAD_RESPONSE);
+        if (!reported) {
+            up_failed(uc, PF_OUTCOME_BAD_RESPONSE);
+        } else {
+            up_detach(tx, uc, false); /* reported once already; never retried */
+            pf_tx_fail(tx, 502, PF_ERR_BAD_RESPONSE);
+        }
         return;
     }
     tx->t_up_head = pf_now_us();
@@ -344,7 +394,8 @@ static void up_handle_head(struct pf_upconn *uc)
         tx->timer_set = false;
     }
     pf_stream_set_read_deadline(uc->s, 0);
-    upstream_report(tx, uc, PF_OUTCOME_OK, uc->parser.status_code);
+    if (!reported)
+        upstream_report(tx, uc, PF_OUTCOME_OK, uc->parser.status_code);
     tx->status = uc->parser.status_code;
     tx->up_status = tx->status;
     uc->state = PF_UC_READING_BODY;
@@ -560,6 +611,17 @@ static void up_writecb(struct pf_stream *s, void *arg)
 /* ---- the request ---- */
 
 /*
+ * The attempt cannot start (code: overflow, circuit_open, ...): 503 code, or,
+ * for a retry of a try that failed without a response, that try's error.
+ */
+static void up_refused(struct pf_tx *tx, enum pf_error code)
+{
+    if (tx->retry_code != PF_ERR_NONE)
+        code = tx->retry_code;
+    pf_tx_fail(tx, code == PF_ERR_OVERFLOW ? 503 : pf_error_status(code), code);
+}
+
+/*
  * A connect that failed at once (a unix socket refused or missing, no file
  * descriptor left, no route): reported, then retried as one that fails later
  * would be, or answered.
@@ -569,6 +631,7 @@ static void up_connect_failed(struct pf_tx *tx)
     upstream_report(tx, NULL, PF_OUTCOME_CONNECT_FAILED, 0);
     up_retry_release(tx);
     if (up_retry_allowed(tx, PF_OUTCOME_CONNECT_FAILED, 0)) {
+        tx->retry_code = PF_ERR_CONNECT_FAILED;
         up_retry_schedule(tx);
         return;
     }
@@ -588,10 +651,14 @@ static bool up_start_attempt(struct pf_tx *tx, bool fresh)
     uint64_t ticket;
 
     if (pf_breaker_overflow(tx->up, false)) {
-        pf_tx_fail(tx, 503, PF_ERR_OVERFLOW); /* max_requests: at once, never queued */
+        up_refused(tx, PF_ERR_OVERFLOW); /* max_requests: at once, never queued */
         return false;
     }
     code = up_pick(tx, &id, &ticket);
+    if (code != PF_ERR_NONE && tx->retry_code != PF_ERR_NONE) {
+        up_refused(tx, code); /* a retry: the failed try's answer */
+        return false;
+    }
     if (code == PF_ERR_CIRCUIT_OPEN) {
         pf_tx_fail_retry_after(tx, 503, code, pf_breaker_retry_after(tx->up, pf_now_us()));
         return false;
@@ -603,7 +670,7 @@ static bool up_start_attempt(struct pf_tx *tx, bool fresh)
     uc = fresh ? NULL : pf_pool_get(tx->w, id);
     if (uc == NULL && pf_breaker_overflow(tx->up, true)) {
         pf_breaker_release(pf_endpoint_get(id), ticket); /* the trial never went */
-        pf_tx_fail(tx, 503, PF_ERR_OVERFLOW);            /* max_connections or max_pending */
+        up_refused(tx, PF_ERR_OVERFLOW);                 /* max_connections or max_pending */
         return false;
     }
     tx->br_ticket = ticket;

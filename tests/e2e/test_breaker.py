@@ -555,3 +555,40 @@ def test_breaker_stale_pooled_connection_is_no_failure():
             assert state(p, a.addr) == "closed"
             assert endpoint_view(p, a.addr)["circuit"]["consecutive_failures"] == 0
             assert a.connections == 4, a.connections
+
+
+class _Dead:
+    """An endpoint address nobody listens on."""
+
+    def __init__(self):
+        self.addr = "127.0.0.1:%d" % pf.free_port()
+
+
+@pf.timeout(30)
+def test_breaker_retry_the_circuit_refuses_gives_the_failed_try_answer():
+    """One endpoint, consecutive_failures: 1, max_ejection: 100%, attempts 1:
+    the failed try opens the circuit, so its retry cannot go. The client gets
+    that try's answer: the origin's own 503 for a retried status (kept, not
+    dropped), 502 upstream_connect_failed for a refused connect; not 503
+    circuit_open. The next request, with the circuit open, gets circuit_open."""
+    a = Scripted("a", status=503)
+    try:
+        p = Pilotfish(breaker_config([a], "consecutive_failures: 1, max_ejection: 100%",
+                                     retries="attempts: 1, backoff: 1ms"))
+        with p, p.conn() as conn:
+            r = conn.request("GET", "/")
+            assert r.status == 503 and r.header("X-Origin") == "a", r
+            assert r.header("X-Pilotfish-Error") is None, r.headers
+            assert state(p, a.addr) == "open"
+            r = conn.request("GET", "/")
+            assert r.status == 503 and r.header("X-Pilotfish-Error") == "circuit_open", r
+        assert a.served == 1
+    finally:
+        a.stop()
+    dead = _Dead()
+    p = Pilotfish(breaker_config([dead], "consecutive_failures: 1, max_ejection: 100%",
+                                 retries="attempts: 1, backoff: 1ms"))
+    with p, p.conn() as conn:
+        r = conn.request("GET", "/")
+        assert r.status == 502 and r.header("X-Pilotfish-Error") == "upstream_connect_failed", r
+        assert state(p, dead.addr) == "open"
