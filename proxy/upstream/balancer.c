@@ -77,6 +77,16 @@ static unsigned view_fill(struct pf_lb_view *v, pf_lb_tried tried, const uint64_
     return n;
 }
 
+/* Some endpoint of up is healthy by the checks, whatever its circuit. */
+static bool any_healthy(const struct pf_upstream_conf *up)
+{
+    for (unsigned i = 0; i < up->n_endpoints; i++) {
+        if (pf_health_serving(&up->health, pf_endpoint_get(up->endpoint_ids[i])))
+            return true;
+    }
+    return false;
+}
+
 /* The view of a pick; false when no endpoint may take the request. *panic: taken in panic. */
 static bool view_build(struct pf_lb_view *v, pf_lb_tried tried, const uint64_t *refused,
                        bool *panic)
@@ -87,8 +97,8 @@ static bool view_build(struct pf_lb_view *v, pf_lb_tried tried, const uint64_t *
     if (view_fill(v, tried, refused, false, false) > 0 ||
         view_fill(v, tried, refused, false, true) > 0)
         return true;
-    if (!up->health.enabled || !up->health.panic)
-        return false;
+    if (!up->health.enabled || !up->health.panic || any_healthy(up))
+        return false; /* panic is for health alone: healthy endpoints with open circuits are not */
     *panic = true;
     return view_fill(v, tried, refused, true, false) > 0 ||
            view_fill(v, tried, refused, true, true) > 0;

@@ -25,6 +25,7 @@
 #include "proxy/defs.h"
 #include "proxy/log.h"
 #include "proxy/upstream/endpoint.h"
+#include "proxy/upstream/health.h"
 
 /* ---- the packed bucket word ---- */
 
@@ -286,7 +287,10 @@ static void log_change(const struct pf_endpoint *ep, const struct pf_breaker_con
     evbuffer_free(b);
 }
 
-/* Endpoints of up other than ep that are not closed. */
+/*
+ * Endpoints of up other than ep that are out of service: not closed, or kept
+ * out by the health checks (so that the last endpoint serving is not opened).
+ */
 static unsigned others_ejected(const struct pf_upstream_conf *up, const struct pf_endpoint *ep)
 {
     unsigned n = 0;
@@ -295,7 +299,8 @@ static unsigned others_ejected(const struct pf_upstream_conf *up, const struct p
         const struct pf_endpoint *o = pf_endpoint_get(up->endpoint_ids[i]);
 
         if (o != ep &&
-            atomic_load_explicit(&o->br.state, memory_order_acquire) != PF_CIRCUIT_CLOSED)
+            (atomic_load_explicit(&o->br.state, memory_order_acquire) != PF_CIRCUIT_CLOSED ||
+             !pf_health_serving(&up->health, o)))
             n++;
     }
     return n;

@@ -300,6 +300,32 @@ static void set_health(const struct pf_upstream_conf *up, unsigned i, enum pf_he
     atomic_store(&pf_endpoint_get(up->endpoint_ids[i])->health, st);
 }
 
+/*
+ * Panic is decided by health alone: a healthy endpoint whose circuit is open
+ * keeps the unhealthy ones out (the answer is circuit_open, not a pick in
+ * panic), and no panic request is counted.
+ */
+static void test_open_circuit_of_a_healthy_endpoint_is_no_panic(void **state UNUSED)
+{
+    struct pf_config *cfg = fx_cfg_new(2, PF_BALANCE_ROUND_ROBIN);
+    struct pf_upstream_conf *up = &cfg->upstreams[0];
+    struct pf_endpoint *a = pf_endpoint_get(up->endpoint_ids[0]);
+
+    up->health.enabled = true;
+    up->health.panic = true;
+    set_health(up, 0, PF_HEALTH_HEALTHY);
+    set_health(up, 1, PF_HEALTH_UNHEALTHY);
+    atomic_store(&a->br.retry_us, UINT64_MAX);
+    atomic_store(&a->br.state, PF_CIRCUIT_OPEN);
+    for (unsigned i = 0; i < 10; i++)
+        assert_int_equal(pf_balancer_pick(up, 0, &w), PF_LB_NONE);
+    assert_int_equal(atomic_load(&pf_endpoint_get(up->endpoint_ids[1])->panic_requests), 0);
+    set_health(up, 0, PF_HEALTH_UNHEALTHY); /* none healthy: panic, the circuit still holds */
+    for (unsigned i = 0; i < 10; i++)
+        assert_int_equal(pf_balancer_pick(up, 0, &w), up->endpoint_ids[1]);
+    fx_cfg_free(cfg);
+}
+
 /* Smooth weighted round robin: exact shares, and each endpoint's turns spread out. */
 static void test_round_robin_weights_are_exact_and_smooth(void **state UNUSED)
 {
@@ -559,6 +585,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_refused_endpoint_past_64_is_excluded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refused_pick_leaves_round_robin_alone, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_open_circuit_of_a_healthy_endpoint_is_no_panic, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_round_robin_weights_are_exact_and_smooth, setup,
                                         teardown),

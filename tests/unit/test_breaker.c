@@ -17,6 +17,7 @@
 
 #include "proxy/defs.h"
 #include "proxy/upstream/breaker.h"
+#include "proxy/upstream/health.h"
 #include "up_fx.h"
 
 #define UNUSED __attribute__((unused))
@@ -383,6 +384,28 @@ static void test_times_from_other_threads_do_not_wrap(void **state UNUSED)
     fx_cfg_free(cfg);
 }
 
+/*
+ * max_ejection counts an endpoint the health checks keep out as ejected: with
+ * A unhealthy, B (the last one serving) does not open below 100 %.
+ */
+static void test_max_ejection_counts_unhealthy_endpoints(void **state UNUSED)
+{
+    struct pf_config *cfg = fx_cfg_new(2, PF_BALANCE_ROUND_ROBIN);
+    struct pf_upstream_conf *up = &cfg->upstreams[0];
+    struct pf_endpoint *b = ep_at(up, 1);
+
+    up->health.enabled = true;
+    atomic_store(&ep_at(up, 0)->health, PF_HEALTH_UNHEALTHY);
+    atomic_store(&b->health, PF_HEALTH_HEALTHY);
+    for (unsigned i = 0; i < 10; i++)
+        failed(up, b, 10 * SEC);
+    assert_int_equal(state_of(b), PF_CIRCUIT_CLOSED);
+    up->breaker.max_ejection = 1.0;
+    failed(up, b, 10 * SEC);
+    assert_int_equal(state_of(b), PF_CIRCUIT_OPEN);
+    fx_cfg_free(cfg);
+}
+
 /* Trip every endpoint of up in order; how many opened. */
 static unsigned trip_all(const struct pf_upstream_conf *up, uint64_t t)
 {
@@ -672,6 +695,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_only_permit_holders_are_trials, setup, teardown),
         cmocka_unit_test_setup_teardown(test_times_from_other_threads_do_not_wrap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_max_ejection_after_the_ejection, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_max_ejection_counts_unhealthy_endpoints, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_capped_endpoint_opens_when_another_closes, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_all_open_retry_after, setup, teardown),
