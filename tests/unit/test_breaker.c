@@ -676,6 +676,31 @@ static void test_state_across_configurations(void **state UNUSED)
     fx_cfg_free(c);
 }
 
+/*
+ * An endpoint that left the configuration and comes back starts closed even
+ * while an older snapshot (a request still in flight on it) holds it.
+ */
+static void test_back_while_an_old_snapshot_holds_it(void **state UNUSED)
+{
+    struct pf_config *a = fx_cfg_new(2, PF_BALANCE_ROUND_ROBIN), *b, *c;
+    struct pf_endpoint *stays = ep_at(&a->upstreams[0], 0), *leaves = ep_at(&a->upstreams[0], 1);
+
+    a->upstreams[0].breaker.max_ejection = 1.0;
+    b = fx_cfg_new(1, PF_BALANCE_ROUND_ROBIN); /* lists only the first; a is still held */
+    pf_endpoint_fresh_breakers(b, a);
+    trip_at(&a->upstreams[0], stays, 10 * SEC);
+    trip_at(&a->upstreams[0], leaves, 10 * SEC); /* a request of the old snapshot */
+    c = fx_cfg_new(2, PF_BALANCE_ROUND_ROBIN);   /* the second is back, a still held */
+    pf_endpoint_fresh_breakers(c, b);
+    assert_ptr_equal(ep_at(&c->upstreams[0], 1), leaves);
+    assert_int_equal(state_of(leaves), PF_CIRCUIT_CLOSED);
+    assert_int_equal(atomic_load(&leaves->br.opened_total), 0);
+    assert_int_equal(state_of(stays), PF_CIRCUIT_OPEN); /* listed all along: kept */
+    fx_cfg_free(a);
+    fx_cfg_free(b);
+    fx_cfg_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -707,6 +732,7 @@ int main(void)
         cmocka_unit_test(test_failure_statuses),
         cmocka_unit_test_setup_teardown(test_one_log_line_per_change, setup, teardown),
         cmocka_unit_test_setup_teardown(test_state_across_configurations, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_back_while_an_old_snapshot_holds_it, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
