@@ -17,6 +17,7 @@ only reported, when PF_BREAKER_MEASURE=1, on stderr as "measure: ..." lines.
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -592,3 +593,43 @@ def test_breaker_retry_the_circuit_refuses_gives_the_failed_try_answer():
         r = conn.request("GET", "/")
         assert r.status == 502 and r.header("X-Pilotfish-Error") == "upstream_connect_failed", r
         assert state(p, dead.addr) == "open"
+
+
+@pf.timeout(40)
+def test_breaker_trial_of_a_client_gone_frees_its_permit():
+    """half_open_requests 1, open_for 2s: the trial request's client goes away
+    before the response head; its permit goes back at once, so the next
+    request is the new trial (200), not 503 circuit_open until open_for
+    passes again."""
+    a = Scripted("a", status=503)
+    try:
+        p = Pilotfish(breaker_config([a], "consecutive_failures: 1, max_ejection: 100%, "
+                                          "open_for: 2s"))
+        with p:
+            assert p.get("/").status == 503
+            assert state(p, a.addr) == "open"
+            a.status, a.delay = 200, 5.0
+            trial = None
+            for _ in range(200):  # until a request is let through (it then hangs at a)
+                s = socket.create_connection(("127.0.0.1", p.port))
+                s.settimeout(0.5)
+                s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                try:
+                    got = s.recv(65536)
+                except socket.timeout:
+                    trial = s
+                    break
+                assert b" 503 " in got.split(b"\r\n")[0], got[:200]
+                s.close()
+                time.sleep(0.05)
+            assert trial is not None, "no trial request was let through"
+            assert state(p, a.addr) == "half_open"
+            trial.close()  # the client goes away before the head
+            wait_for(lambda: p.metrics().get("pilotfish_http_connections_active") == 0,
+                     "the aborted trial's connection to close")
+            a.delay = 0.0
+            r = p.get("/")
+            assert r.status == 200 and r.header("X-Origin") == "a", r
+            assert state(p, a.addr) == "closed"
+    finally:
+        a.stop()
