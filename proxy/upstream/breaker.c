@@ -324,7 +324,7 @@ static void open_locked(struct pf_endpoint *ep, const struct pf_breaker_conf *c,
     /* a new epoch first: an admit racing with this opening sees it and gives its permit back */
     atomic_fetch_add(&b->opened_total, 1);
     atomic_store(&b->trials, 0);
-    atomic_store_explicit(&b->trial_ok, 0, memory_order_relaxed);
+    atomic_store(&b->trial_ok, 0);
     atomic_store_explicit(&b->capped, 0, memory_order_relaxed);
     atomic_store_explicit(&b->reason, reason, memory_order_relaxed);
     atomic_store_explicit(&b->since_us, now, memory_order_relaxed);
@@ -380,6 +380,15 @@ static uint64_t trip_reason(struct pf_breaker *b, const struct pf_breaker_conf *
     return 0;
 }
 
+/* One less in *n, unless an opening has reset it to 0 meanwhile. */
+static void dec_positive(atomic_uint *n)
+{
+    unsigned v = atomic_load(n);
+
+    while (v > 0 && !atomic_compare_exchange_weak(n, &v, v - 1))
+        ;
+}
+
 /* Is ticket a permit of ep's current half-open epoch? */
 static bool holds_permit(const struct pf_breaker *b, uint64_t ticket)
 {
@@ -390,7 +399,7 @@ static void half_open_report(struct pf_endpoint *ep, const struct pf_breaker_con
                              uint64_t ticket, bool failed, unsigned what, uint64_t now)
 {
     struct pf_breaker *b = &ep->br;
-    unsigned expect = PF_CIRCUIT_HALF_OPEN;
+    unsigned expect = PF_CIRCUIT_HALF_OPEN, ok;
     uint64_t reason;
 
     if (!holds_permit(b, ticket))
@@ -403,8 +412,12 @@ static void half_open_report(struct pf_endpoint *ep, const struct pf_breaker_con
         pthread_mutex_unlock(&open_lock);
         return;
     }
-    if (atomic_fetch_add_explicit(&b->trial_ok, 1, memory_order_relaxed) + 1 <
-        c->half_open_requests)
+    ok = atomic_fetch_add(&b->trial_ok, 1) + 1;
+    if (!holds_permit(b, ticket)) {
+        dec_positive(&b->trial_ok); /* it opened again meanwhile: not this epoch's */
+        return;
+    }
+    if (ok < c->half_open_requests)
         return;
     reason = reason_pack(R_TRIALS_PASSED, c->half_open_requests, 0);
     /* the state first: only the thread that closes it writes why and when */
@@ -454,14 +467,11 @@ void pf_breaker_report(const struct pf_upstream_conf *up, struct pf_endpoint *ep
 void pf_breaker_release(struct pf_endpoint *ep, uint64_t ticket)
 {
     struct pf_breaker *b = &ep->br;
-    unsigned t;
 
     if (atomic_load_explicit(&b->state, memory_order_acquire) != PF_CIRCUIT_HALF_OPEN ||
         !holds_permit(b, ticket))
         return;
-    t = atomic_load(&b->trials);
-    while (t > 0 && !atomic_compare_exchange_weak(&b->trials, &t, t - 1))
-        ;
+    dec_positive(&b->trials);
 }
 
 bool pf_breaker_usable(const struct pf_endpoint *ep, uint64_t now)
@@ -519,9 +529,7 @@ static bool take_permit(struct pf_breaker *b, const struct pf_breaker_conf *c, u
         if (atomic_compare_exchange_weak(&b->trials, &t, t + 1)) {
             if (atomic_load(&b->opened_total) != epoch) {
                 /* it opened again in between and reset trials: this one is not its to take */
-                t = atomic_load(&b->trials);
-                while (t > 0 && !atomic_compare_exchange_weak(&b->trials, &t, t - 1))
-                    ;
+                dec_positive(&b->trials);
                 return false;
             }
             atomic_store_explicit(&b->trial_us, now, memory_order_relaxed);
