@@ -82,6 +82,7 @@ int pf_snapshot_bind(struct pf_config *cfg, const struct pf_config *prev, struct
             return -1;
         }
     }
+    pf_endpoint_fresh_breakers(cfg, prev); /* bound for good: those that left start closed */
     return 0;
 }
 

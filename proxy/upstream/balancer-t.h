@@ -9,6 +9,7 @@
 #ifndef PF_UPSTREAM_BALANCER_T_H
 #define PF_UPSTREAM_BALANCER_T_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "proxy/conf.h"
@@ -34,6 +35,19 @@ struct pf_lb_view {
     uint64_t now_us; /* slow_start: pf_now_us() of the pick (0 without slow_start) */
     unsigned n_cand; /* candidates, >= 1 */
     uint64_t cand[PF_MAX_ENDPOINTS / 64];
+};
+
+/*
+ * A pick that asks a gate (the circuit breaker's admission) about the
+ * endpoint it chose: a refused one is out of every later view of the same
+ * pick, tried or not, and its draw leaves no trace (round-robin turns,
+ * panic counts). refused is sized to the endpoint list, not to the tried mask.
+ */
+struct pf_lb_admit {
+    bool (*fn)(unsigned endpoint_id, void *arg); /* false: refused */
+    void *arg;
+    bool refused_any;                        /* out: some endpoint was refused */
+    uint64_t refused[PF_MAX_ENDPOINTS / 64]; /* out: bit i for up->endpoint_ids[i] */
 };
 
 struct pf_balancer_ops {

@@ -53,8 +53,12 @@ static bool ep_in_service(const struct pf_upstream_conf *up, unsigned i, bool pa
     return panic && atomic_load_explicit(&ep->health, memory_order_relaxed) == PF_HEALTH_UNHEALTHY;
 }
 
-/* Candidates of v: in service and, unless use_tried, not in tried. Their count. */
-static unsigned view_fill(struct pf_lb_view *v, pf_lb_tried tried, bool panic, bool use_tried)
+/*
+ * Candidates of v: in service, not refused and, unless use_tried, not in
+ * tried. Their count.
+ */
+static unsigned view_fill(struct pf_lb_view *v, pf_lb_tried tried, const uint64_t *refused,
+                          bool panic, bool use_tried)
 {
     const struct pf_upstream_conf *up = v->up;
     unsigned n = 0;
@@ -62,6 +66,8 @@ static unsigned view_fill(struct pf_lb_view *v, pf_lb_tried tried, bool panic, b
 
     memset(v->cand, 0, ((up->n_endpoints + 63) / 64) * sizeof(v->cand[0]));
     for (unsigned i = 0; i < up->n_endpoints; i++) {
+        if (refused != NULL && (refused[i / 64] >> (i % 64) & 1) != 0)
+            continue; /* refused by the gate: out even when all are tried */
         if ((use_tried || !is_tried(tried, i)) && ep_in_service(up, i, panic, now)) {
             v->cand[i / 64] |= (uint64_t)1 << (i % 64);
             n++;
@@ -71,18 +77,31 @@ static unsigned view_fill(struct pf_lb_view *v, pf_lb_tried tried, bool panic, b
     return n;
 }
 
+/* Some endpoint of up is healthy by the checks, whatever its circuit. */
+static bool any_healthy(const struct pf_upstream_conf *up)
+{
+    for (unsigned i = 0; i < up->n_endpoints; i++) {
+        if (pf_health_serving(&up->health, pf_endpoint_get(up->endpoint_ids[i])))
+            return true;
+    }
+    return false;
+}
+
 /* The view of a pick; false when no endpoint may take the request. *panic: taken in panic. */
-static bool view_build(struct pf_lb_view *v, pf_lb_tried tried, bool *panic)
+static bool view_build(struct pf_lb_view *v, pf_lb_tried tried, const uint64_t *refused,
+                       bool *panic)
 {
     const struct pf_upstream_conf *up = v->up;
 
     *panic = false;
-    if (view_fill(v, tried, false, false) > 0 || view_fill(v, tried, false, true) > 0)
+    if (view_fill(v, tried, refused, false, false) > 0 ||
+        view_fill(v, tried, refused, false, true) > 0)
         return true;
-    if (!up->health.enabled || !up->health.panic)
-        return false;
+    if (!up->health.enabled || !up->health.panic || any_healthy(up))
+        return false; /* panic is for health alone: healthy endpoints with open circuits are not */
     *panic = true;
-    return view_fill(v, tried, true, false) > 0 || view_fill(v, tried, true, true) > 0;
+    return view_fill(v, tried, refused, true, false) > 0 ||
+           view_fill(v, tried, refused, true, true) > 0;
 }
 
 uint64_t pf_balancer_weight(const struct pf_upstream_conf *up, unsigned i, uint64_t now_us)
@@ -164,6 +183,24 @@ static unsigned rr_pick(const struct pf_lb_view *v, struct pf_worker *w)
     return pick;
 }
 
+/* Take back rr_pick's turn of pick in v (the gate refused it). */
+static void rr_unpick(const struct pf_lb_view *v, struct pf_worker *w, unsigned pick)
+{
+    const struct pf_upstream_conf *up = v->up;
+    int64_t total = 0;
+
+    for (unsigned i = 0; i < up->n_endpoints; i++) {
+        int64_t wt;
+
+        if (!is_cand(v, i))
+            continue;
+        wt = (int64_t)pf_balancer_weight(up, i, v->now_us);
+        pf_pool_of(w, up->endpoint_ids[i])->lb_current -= wt;
+        total += wt;
+    }
+    pf_pool_of(w, up->endpoint_ids[pick])->lb_current += total;
+}
+
 static unsigned random_pick(const struct pf_lb_view *v, struct pf_worker *w)
 {
     return weighted_at(v, pf_worker_rand(w) % total_weight(v), PF_LB_NONE);
@@ -232,29 +269,54 @@ const struct pf_balancer_ops *pf_balancer_get(enum pf_balance b)
     }
 }
 
-unsigned pf_balancer_pick_key(const struct pf_upstream_conf *up, pf_lb_tried tried,
-                              struct pf_worker *w, uint64_t key)
+/* One draw among v's candidates; *rr: it took a round-robin turn. */
+static unsigned pick_once(const struct pf_lb_view *v, pf_lb_tried tried, struct pf_worker *w,
+                          bool *rr)
+{
+    const struct pf_upstream_conf *up = v->up;
+
+    *rr = false;
+    if (up->n_endpoints == 1)
+        return 0; /* no draw: one endpoint, tried or not */
+    if (v->n_cand == 1)
+        return weighted_at(v, 0, PF_LB_NONE); /* the only candidate */
+    if (tried != 0 && up->balance == PF_BALANCE_ROUND_ROBIN)
+        return random_pick(v, w); /* a retry leaves the rotation alone (else, with one of two
+                                     endpoints failing, every first attempt would land on it) */
+    *rr = up->balance == PF_BALANCE_ROUND_ROBIN;
+    return pf_balancer_get(up->balance)->pick(v, w);
+}
+
+unsigned pf_balancer_pick_key_admit(const struct pf_upstream_conf *up, pf_lb_tried tried,
+                                    struct pf_worker *w, uint64_t key, struct pf_lb_admit *a)
 {
     struct pf_lb_view v = {.up = up, .key = key};
-    bool panic;
+    bool panic, rr;
     unsigned i;
 
     v.now_us = up->slow_start_ms > 0 ? pf_now_us() : 0;
-    if (!view_build(&v, tried, &panic))
-        return PF_LB_NONE;
-    if (up->n_endpoints == 1)
-        i = 0; /* no draw: one endpoint, tried or not */
-    else if (v.n_cand == 1)
-        i = weighted_at(&v, 0, PF_LB_NONE); /* the only candidate */
-    else if (tried != 0 && up->balance == PF_BALANCE_ROUND_ROBIN)
-        i = random_pick(&v, w); /* a retry leaves the rotation alone (else, with one of two
-                                   endpoints failing, every first attempt would land on it) */
-    else
-        i = pf_balancer_get(up->balance)->pick(&v, w);
-    if (panic)
-        atomic_fetch_add_explicit(&pf_endpoint_get(up->endpoint_ids[i])->panic_requests, 1,
-                                  memory_order_relaxed);
-    return up->endpoint_ids[i];
+    for (unsigned k = 0; k <= up->n_endpoints; k++) {
+        if (!view_build(&v, tried, a != NULL ? a->refused : NULL, &panic))
+            return PF_LB_NONE;
+        i = pick_once(&v, tried, w, &rr);
+        if (a == NULL || a->fn(up->endpoint_ids[i], a->arg)) {
+            if (panic)
+                atomic_fetch_add_explicit(&pf_endpoint_get(up->endpoint_ids[i])->panic_requests, 1,
+                                          memory_order_relaxed);
+            return up->endpoint_ids[i];
+        }
+        if (rr)
+            rr_unpick(&v, w, i);
+        a->refused[i / 64] |= (uint64_t)1 << (i % 64);
+        a->refused_any = true;
+    }
+    return PF_LB_NONE; /* not reached: each turn refuses one more endpoint */
+}
+
+unsigned pf_balancer_pick_key(const struct pf_upstream_conf *up, pf_lb_tried tried,
+                              struct pf_worker *w, uint64_t key)
+{
+    return pf_balancer_pick_key_admit(up, tried, w, key, NULL);
 }
 
 unsigned pf_balancer_pick(const struct pf_upstream_conf *up, pf_lb_tried tried, struct pf_worker *w)
@@ -275,17 +337,22 @@ uint64_t pf_balancer_hash(const char *s, size_t len)
     return h ^ (h >> 33);
 }
 
-unsigned pf_balancer_pick_tx(const struct pf_tx *tx, pf_lb_tried tried)
+unsigned pf_balancer_pick_admit(const struct pf_tx *tx, pf_lb_tried tried, struct pf_lb_admit *a)
 {
     const struct pf_upstream_conf *up = tx->up;
     const char *k;
 
     if (up->balance != PF_BALANCE_RING_HASH)
-        return pf_balancer_pick_key(up, tried, tx->w, 0);
+        return pf_balancer_pick_key_admit(up, tried, tx->w, 0, a);
     k = up->hash_header != NULL ? pf_hdrs_get(&tx->req, up->hash_header) : pf_tx_client_addr(tx);
     /* no such header: any endpoint, by a draw */
-    return pf_balancer_pick_key(up, tried, tx->w,
-                                k != NULL ? pf_balancer_hash(k, strlen(k)) : pf_worker_rand(tx->w));
+    return pf_balancer_pick_key_admit(
+        up, tried, tx->w, k != NULL ? pf_balancer_hash(k, strlen(k)) : pf_worker_rand(tx->w), a);
+}
+
+unsigned pf_balancer_pick_tx(const struct pf_tx *tx, pf_lb_tried tried)
+{
+    return pf_balancer_pick_admit(tx, tried, NULL);
 }
 
 void pf_balancer_report(const struct pf_upstream_conf *up, unsigned endpoint_id, enum pf_outcome o)

@@ -27,6 +27,14 @@ const struct pf_balancer_ops *pf_balancer_get(enum pf_balance b);
  * unhealthy with panic: false). ring_hash hashes the request's key.
  */
 unsigned pf_balancer_pick_tx(const struct pf_tx *tx, pf_lb_tried tried);
+/*
+ * pf_balancer_pick_tx, asking a->fn about each endpoint picked and picking
+ * again without those it refuses (a must be zeroed but for fn and arg).
+ */
+unsigned pf_balancer_pick_admit(const struct pf_tx *tx, pf_lb_tried tried, struct pf_lb_admit *a);
+/* pf_balancer_pick_admit with the ring_hash key given. */
+unsigned pf_balancer_pick_key_admit(const struct pf_upstream_conf *up, pf_lb_tried tried,
+                                    struct pf_worker *w, uint64_t key, struct pf_lb_admit *a);
 /* Same with the ring_hash key given. */
 unsigned pf_balancer_pick_key(const struct pf_upstream_conf *up, pf_lb_tried tried,
                               struct pf_worker *w, uint64_t key);

@@ -40,9 +40,9 @@ struct pf_breaker_conf {
 };
 
 /*
- * One tenth of the window: the word packs the tenth's index (low 20 bits),
- * then calls (15 bits), failures (15) and slow calls (14), each saturating,
- * so that a call is counted with one compare-and-swap.
+ * One tenth of the window: the word packs the tenth's index (low 19 bits),
+ * then calls, failures and slow calls (15 bits each), so that a call is
+ * counted with one compare-and-swap. A tenth with 32767 calls counts no more.
  */
 struct pf_breaker_bucket {
     _Atomic uint64_t word;

@@ -25,13 +25,14 @@
 #include "proxy/defs.h"
 #include "proxy/log.h"
 #include "proxy/upstream/endpoint.h"
+#include "proxy/upstream/health.h"
 
 /* ---- the packed bucket word ---- */
 
-#define IDX_BITS   20
+#define IDX_BITS   19 /* a tenth's index modulo 2^19: far more than the ten compared */
 #define CALL_BITS  15
-#define FAIL_BITS  15
-#define SLOW_BITS  14
+#define FAIL_BITS  15 /* failures and slow calls are never more than calls: as wide */
+#define SLOW_BITS  15
 #define IDX_MASK   ((1ull << IDX_BITS) - 1)
 #define CALL_SHIFT IDX_BITS
 #define FAIL_SHIFT (CALL_SHIFT + CALL_BITS)
@@ -42,10 +43,9 @@ static uint64_t field(uint64_t w, unsigned shift, unsigned bits)
     return (w >> shift) & ((1ull << bits) - 1);
 }
 
-/* w with one more in the field at shift, unless it is full. */
-static uint64_t bump(uint64_t w, unsigned shift, unsigned bits)
+static bool full(uint64_t w, unsigned shift, unsigned bits)
 {
-    return field(w, shift, bits) == (1ull << bits) - 1 ? w : w + (1ull << shift);
+    return field(w, shift, bits) == (1ull << bits) - 1;
 }
 
 /* ---- the packed reason ---- */
@@ -150,7 +150,10 @@ static unsigned lat_bucket(uint64_t dur_us)
     return i;
 }
 
-/* Count one call in the tenth of now. */
+/*
+ * Count one call in the tenth of now. A tenth whose call count is full takes
+ * no more calls at all: counting only some fields would skew the rates.
+ */
 static void window_add(struct pf_breaker *b, const struct pf_breaker_conf *c, uint64_t now,
                        bool failed, bool slow, uint64_t dur_us)
 {
@@ -162,11 +165,13 @@ static void window_add(struct pf_breaker *b, const struct pf_breaker_conf *c, ui
     do {
         restart = (old & IDX_MASK) != (idx & IDX_MASK);
         w = restart ? (idx & IDX_MASK) : old;
-        w = bump(w, CALL_SHIFT, CALL_BITS);
+        if (full(w, CALL_SHIFT, CALL_BITS))
+            return; /* failures and slow calls are at most calls: none is full before it */
+        w += 1ull << CALL_SHIFT;
         if (failed)
-            w = bump(w, FAIL_SHIFT, FAIL_BITS);
+            w += 1ull << FAIL_SHIFT;
         if (slow)
-            w = bump(w, SLOW_SHIFT, SLOW_BITS);
+            w += 1ull << SLOW_SHIFT;
     } while (!atomic_compare_exchange_weak_explicit(&k->word, &old, w, memory_order_relaxed,
                                                     memory_order_relaxed));
     if (restart) {
@@ -282,7 +287,10 @@ static void log_change(const struct pf_endpoint *ep, const struct pf_breaker_con
     evbuffer_free(b);
 }
 
-/* Endpoints of up other than ep that are not closed. */
+/*
+ * Endpoints of up other than ep that are out of service: not closed, or kept
+ * out by the health checks (so that the last endpoint serving is not opened).
+ */
 static unsigned others_ejected(const struct pf_upstream_conf *up, const struct pf_endpoint *ep)
 {
     unsigned n = 0;
@@ -291,7 +299,8 @@ static unsigned others_ejected(const struct pf_upstream_conf *up, const struct p
         const struct pf_endpoint *o = pf_endpoint_get(up->endpoint_ids[i]);
 
         if (o != ep &&
-            atomic_load_explicit(&o->br.state, memory_order_acquire) != PF_CIRCUIT_CLOSED)
+            (atomic_load_explicit(&o->br.state, memory_order_acquire) != PF_CIRCUIT_CLOSED ||
+             !pf_health_serving(&up->health, o)))
             n++;
     }
     return n;
@@ -302,7 +311,8 @@ static void open_locked(struct pf_endpoint *ep, const struct pf_breaker_conf *c,
                         enum pf_circuit from, uint64_t reason, uint64_t now)
 {
     struct pf_breaker *b = &ep->br;
-    uint64_t closed_for = now - atomic_load_explicit(&b->since_us, memory_order_relaxed);
+    uint64_t since = atomic_load_explicit(&b->since_us, memory_order_relaxed);
+    uint64_t closed_for = now > since ? now - since : 0; /* another thread's later since_us */
     uint64_t clean = (c->window_ms > c->open_for_ms ? c->window_ms : c->open_for_ms) * 1000;
     unsigned opens;
 
@@ -311,14 +321,15 @@ static void open_locked(struct pf_endpoint *ep, const struct pf_breaker_conf *c,
         atomic_store_explicit(&b->opens, 0, memory_order_relaxed);
     opens = atomic_fetch_add_explicit(&b->opens, 1, memory_order_relaxed) + 1;
     window_clear(b);
-    atomic_store_explicit(&b->trials, 0, memory_order_relaxed);
-    atomic_store_explicit(&b->trial_ok, 0, memory_order_relaxed);
+    /* a new epoch first: an admit racing with this opening sees it and gives its permit back */
+    atomic_fetch_add(&b->opened_total, 1);
+    atomic_store(&b->trials, 0);
+    atomic_store(&b->trial_ok, 0);
     atomic_store_explicit(&b->capped, 0, memory_order_relaxed);
     atomic_store_explicit(&b->reason, reason, memory_order_relaxed);
     atomic_store_explicit(&b->since_us, now, memory_order_relaxed);
     atomic_store_explicit(&b->retry_us, now + open_duration_us(c, ep, opens, now),
                           memory_order_relaxed);
-    atomic_fetch_add_explicit(&b->opened_total, 1, memory_order_relaxed);
     atomic_store_explicit(&b->state, PF_CIRCUIT_OPEN, memory_order_release);
     log_change(ep, c, from, PF_CIRCUIT_OPEN, reason, now);
 }
@@ -369,34 +380,58 @@ static uint64_t trip_reason(struct pf_breaker *b, const struct pf_breaker_conf *
     return 0;
 }
 
-static void half_open_report(struct pf_endpoint *ep, const struct pf_breaker_conf *c, bool failed,
-                             unsigned what, uint64_t now)
+/* One less in *n, unless an opening has reset it to 0 meanwhile. */
+static void dec_positive(atomic_uint *n)
+{
+    unsigned v = atomic_load(n);
+
+    while (v > 0 && !atomic_compare_exchange_weak(n, &v, v - 1))
+        ;
+}
+
+/* Is ticket a permit of ep's current half-open epoch? */
+static bool holds_permit(const struct pf_breaker *b, uint64_t ticket)
+{
+    return ticket != 0 && atomic_load(&b->opened_total) == ticket;
+}
+
+static void half_open_report(struct pf_endpoint *ep, const struct pf_breaker_conf *c,
+                             uint64_t ticket, bool failed, unsigned what, uint64_t now)
 {
     struct pf_breaker *b = &ep->br;
-    unsigned expect = PF_CIRCUIT_HALF_OPEN;
+    unsigned expect = PF_CIRCUIT_HALF_OPEN, ok;
     uint64_t reason;
 
+    if (!holds_permit(b, ticket))
+        return; /* admitted before the circuit opened (or in an older epoch): not a trial */
     if (failed) {
         pthread_mutex_lock(&open_lock);
-        if (atomic_load_explicit(&b->state, memory_order_acquire) == PF_CIRCUIT_HALF_OPEN)
+        if (atomic_load_explicit(&b->state, memory_order_acquire) == PF_CIRCUIT_HALF_OPEN &&
+            holds_permit(b, ticket))
             open_locked(ep, c, PF_CIRCUIT_HALF_OPEN, reason_pack(R_TRIAL_FAILED, what, 0), now);
         pthread_mutex_unlock(&open_lock);
         return;
     }
-    if (atomic_fetch_add_explicit(&b->trial_ok, 1, memory_order_relaxed) + 1 <
-        c->half_open_requests)
+    ok = atomic_fetch_add(&b->trial_ok, 1) + 1;
+    if (!holds_permit(b, ticket)) {
+        dec_positive(&b->trial_ok); /* it opened again meanwhile: not this epoch's */
+        return;
+    }
+    if (ok < c->half_open_requests)
         return;
     reason = reason_pack(R_TRIALS_PASSED, c->half_open_requests, 0);
+    /* the state first: only the thread that closes it writes why and when */
+    if (!atomic_compare_exchange_strong_explicit(&b->state, &expect, PF_CIRCUIT_CLOSED,
+                                                 memory_order_acq_rel, memory_order_acquire))
+        return;
     window_clear(b);
     atomic_store_explicit(&b->reason, reason, memory_order_relaxed);
     atomic_store_explicit(&b->since_us, now, memory_order_relaxed);
-    if (atomic_compare_exchange_strong_explicit(&b->state, &expect, PF_CIRCUIT_CLOSED,
-                                                memory_order_acq_rel, memory_order_acquire))
-        log_change(ep, c, PF_CIRCUIT_HALF_OPEN, PF_CIRCUIT_CLOSED, reason, now);
+    log_change(ep, c, PF_CIRCUIT_HALF_OPEN, PF_CIRCUIT_CLOSED, reason, now);
 }
 
-void pf_breaker_report(const struct pf_upstream_conf *up, struct pf_endpoint *ep, enum pf_outcome o,
-                       int status, uint64_t dur_us, uint64_t now)
+void pf_breaker_report(const struct pf_upstream_conf *up, struct pf_endpoint *ep, uint64_t ticket,
+                       enum pf_outcome o, int status, uint64_t dur_us, uint64_t now)
 {
     const struct pf_breaker_conf *c = &up->breaker;
     struct pf_breaker *b = &ep->br;
@@ -407,7 +442,8 @@ void pf_breaker_report(const struct pf_upstream_conf *up, struct pf_endpoint *ep
 
     switch (atomic_load_explicit(&b->state, memory_order_acquire)) {
     case PF_CIRCUIT_HALF_OPEN:
-        half_open_report(ep, c, failed, o != PF_OUTCOME_OK ? (unsigned)o : (unsigned)status, now);
+        half_open_report(ep, c, ticket, failed, o != PF_OUTCOME_OK ? (unsigned)o : (unsigned)status,
+                         now);
         return;
     case PF_CIRCUIT_OPEN:
         return; /* a call that started before the opening: it says nothing new */
@@ -426,6 +462,16 @@ void pf_breaker_report(const struct pf_upstream_conf *up, struct pf_endpoint *ep
     reason = trip_reason(b, c, consec, now);
     if (reason != 0)
         trip(up, ep, reason, now);
+}
+
+void pf_breaker_release(struct pf_endpoint *ep, uint64_t ticket)
+{
+    struct pf_breaker *b = &ep->br;
+
+    if (atomic_load_explicit(&b->state, memory_order_acquire) != PF_CIRCUIT_HALF_OPEN ||
+        !holds_permit(b, ticket))
+        return;
+    dec_positive(&b->trials);
 }
 
 bool pf_breaker_usable(const struct pf_endpoint *ep, uint64_t now)
@@ -454,43 +500,82 @@ void pf_breaker_probe_passed(struct pf_endpoint *ep, const struct pf_breaker_con
     pthread_mutex_unlock(&open_lock);
 }
 
-bool pf_breaker_admit(struct pf_endpoint *ep, const struct pf_breaker_conf *c, uint64_t now)
+/* Open for long enough: turn ep half-open (one thread wins); false when it closed meanwhile. */
+static bool to_half_open(struct pf_endpoint *ep, const struct pf_breaker_conf *c, unsigned s,
+                         uint64_t now)
 {
     struct pf_breaker *b = &ep->br;
-    unsigned s = atomic_load_explicit(&b->state, memory_order_acquire), t;
-    uint64_t reason;
+    uint64_t since = atomic_load_explicit(&b->since_us, memory_order_relaxed);
+    uint64_t reason = reason_pack(R_OPEN_ELAPSED, (now > since ? now - since : 0) / 1000, 0);
 
-    if (s == PF_CIRCUIT_CLOSED)
+    if (atomic_compare_exchange_strong_explicit(&b->state, &s, PF_CIRCUIT_HALF_OPEN,
+                                                memory_order_acq_rel, memory_order_acquire)) {
+        atomic_store_explicit(&b->reason, reason, memory_order_relaxed);
+        atomic_store_explicit(&b->since_us, now, memory_order_relaxed);
+        log_change(ep, c, PF_CIRCUIT_OPEN, PF_CIRCUIT_HALF_OPEN, reason, now);
         return true;
-    if (s == PF_CIRCUIT_OPEN) {
-        if (now < atomic_load_explicit(&b->retry_us, memory_order_relaxed))
-            return false;
-        reason =
-            reason_pack(R_OPEN_ELAPSED,
-                        (now - atomic_load_explicit(&b->since_us, memory_order_relaxed)) / 1000, 0);
-        if (atomic_compare_exchange_strong_explicit(&b->state, &s, PF_CIRCUIT_HALF_OPEN,
-                                                    memory_order_acq_rel, memory_order_acquire)) {
-            atomic_store_explicit(&b->reason, reason, memory_order_relaxed);
-            atomic_store_explicit(&b->since_us, now, memory_order_relaxed);
-            log_change(ep, c, PF_CIRCUIT_OPEN, PF_CIRCUIT_HALF_OPEN, reason, now);
-        } else if (s != PF_CIRCUIT_HALF_OPEN) {
-            return s == PF_CIRCUIT_CLOSED;
-        }
     }
-    t = atomic_load_explicit(&b->trials, memory_order_relaxed);
+    return s == PF_CIRCUIT_HALF_OPEN;
+}
+
+/* A half-open trial permit of epoch (opened_total); false when none is left. */
+static bool take_permit(struct pf_breaker *b, const struct pf_breaker_conf *c, uint64_t epoch,
+                        uint64_t now)
+{
+    unsigned t = atomic_load(&b->trials);
+    uint64_t last;
+
     while (t < c->half_open_requests) {
-        if (atomic_compare_exchange_weak_explicit(&b->trials, &t, t + 1, memory_order_relaxed,
-                                                  memory_order_relaxed)) {
+        if (atomic_compare_exchange_weak(&b->trials, &t, t + 1)) {
+            if (atomic_load(&b->opened_total) != epoch) {
+                /* it opened again in between and reset trials: this one is not its to take */
+                dec_positive(&b->trials);
+                return false;
+            }
             atomic_store_explicit(&b->trial_us, now, memory_order_relaxed);
             return true;
         }
     }
-    /* a trial that never reported (its client went away): give its permit again */
-    if (now - atomic_load_explicit(&b->trial_us, memory_order_relaxed) >= c->open_for_ms * 1000) {
-        atomic_store_explicit(&b->trial_us, now, memory_order_relaxed);
+    /* a trial that never reported (its client went away): give its permit again, once */
+    last = atomic_load_explicit(&b->trial_us, memory_order_relaxed);
+    return now > last && now - last >= c->open_for_ms * 1000 &&
+           atomic_compare_exchange_strong_explicit(&b->trial_us, &last, now, memory_order_relaxed,
+                                                   memory_order_relaxed);
+}
+
+bool pf_breaker_would_admit(const struct pf_endpoint *ep, const struct pf_breaker_conf *c,
+                            uint64_t now)
+{
+    const struct pf_breaker *b = &ep->br;
+    unsigned s = atomic_load_explicit(&b->state, memory_order_acquire);
+    uint64_t last;
+
+    if (s == PF_CIRCUIT_CLOSED)
+        return true;
+    if (s == PF_CIRCUIT_OPEN)
+        return now >= atomic_load_explicit(&b->retry_us, memory_order_relaxed);
+    last = atomic_load_explicit(&b->trial_us, memory_order_relaxed);
+    return atomic_load(&b->trials) < c->half_open_requests ||
+           (now > last && now - last >= c->open_for_ms * 1000);
+}
+
+bool pf_breaker_admit(struct pf_endpoint *ep, const struct pf_breaker_conf *c, uint64_t now,
+                      uint64_t *ticket)
+{
+    struct pf_breaker *b = &ep->br;
+    uint64_t epoch = atomic_load(&b->opened_total);
+    unsigned s = atomic_load_explicit(&b->state, memory_order_acquire);
+
+    if (s == PF_CIRCUIT_OPEN && now < atomic_load_explicit(&b->retry_us, memory_order_relaxed))
+        return false;
+    if (s == PF_CIRCUIT_CLOSED || (s == PF_CIRCUIT_OPEN && !to_half_open(ep, c, s, now))) {
+        *ticket = 0; /* closed (maybe meanwhile: a probe passed) */
         return true;
     }
-    return false;
+    if (!take_permit(b, c, epoch, now))
+        return false;
+    *ticket = epoch;
+    return true;
 }
 
 uint64_t pf_breaker_retry_after(const struct pf_upstream_conf *up, uint64_t now)

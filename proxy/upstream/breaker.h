@@ -47,8 +47,19 @@ void pf_breaker_reset(struct pf_breaker *b);
  * May ep take a request now? Closed: yes. Open: no, until its open_for has
  * passed, then it turns half-open. Half-open: yes while trial permits are
  * left (this takes one); a permit not reported within open_for is given again.
+ * On true, *ticket: 0, or, when a half-open trial permit was taken, its
+ * epoch, to pass to pf_breaker_report (only such calls are trials) or
+ * pf_breaker_release. On false it is left as it was.
  */
-bool pf_breaker_admit(struct pf_endpoint *ep, const struct pf_breaker_conf *c, uint64_t now);
+bool pf_breaker_admit(struct pf_endpoint *ep, const struct pf_breaker_conf *c, uint64_t now,
+                      uint64_t *ticket);
+
+/* Would pf_breaker_admit say yes now? Read only: no transition, no permit taken. */
+bool pf_breaker_would_admit(const struct pf_endpoint *ep, const struct pf_breaker_conf *c,
+                            uint64_t now);
+
+/* A permit (ticket of pf_breaker_admit) that will not be reported: it goes back. */
+void pf_breaker_release(struct pf_endpoint *ep, uint64_t ticket);
 
 /*
  * Read only, for a balancer's "may serve" predicate: false while ep is open
@@ -63,12 +74,13 @@ bool pf_breaker_usable(const struct pf_endpoint *ep, uint64_t now);
 void pf_breaker_probe_passed(struct pf_endpoint *ep, const struct pf_breaker_conf *c, uint64_t now);
 
 /*
- * The outcome of an attempt on ep (an endpoint of up): o, the response
- * status when o is PF_OUTCOME_OK, and how long it took (to the response head
- * or the failure).
+ * The outcome of an attempt on ep (an endpoint of up) admitted with ticket:
+ * o, the response status when o is PF_OUTCOME_OK, and how long it took (to
+ * the response head or the failure). While half-open only the outcome of a
+ * permit of the current epoch counts, as a trial.
  */
-void pf_breaker_report(const struct pf_upstream_conf *up, struct pf_endpoint *ep, enum pf_outcome o,
-                       int status, uint64_t dur_us, uint64_t now);
+void pf_breaker_report(const struct pf_upstream_conf *up, struct pf_endpoint *ep, uint64_t ticket,
+                       enum pf_outcome o, int status, uint64_t dur_us, uint64_t now);
 
 /* Seconds (at least 1) until the first endpoint of up may take a trial request. */
 uint64_t pf_breaker_retry_after(const struct pf_upstream_conf *up, uint64_t now);

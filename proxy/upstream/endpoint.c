@@ -175,6 +175,37 @@ void pf_endpoint_unbind(struct pf_config *cfg)
     unbind_upstreams(cfg, cfg->n_upstreams);
 }
 
+/* prev's upstream named name, or NULL. */
+static const struct pf_upstream_conf *upstream_named(const struct pf_config *prev, const char *name)
+{
+    for (unsigned u = 0; u < prev->n_upstreams; u++) {
+        if (strcmp(prev->upstreams[u].name, name) == 0)
+            return &prev->upstreams[u];
+    }
+    return NULL;
+}
+
+void pf_endpoint_fresh_breakers(const struct pf_config *cfg, const struct pf_config *prev)
+{
+    uint64_t listed[PF_MAX_ENDPOINTS / 64];
+
+    for (unsigned u = 0; prev != NULL && u < cfg->n_upstreams; u++) {
+        const struct pf_upstream_conf *up = &cfg->upstreams[u];
+        const struct pf_upstream_conf *old = upstream_named(prev, up->name);
+
+        memset(listed, 0, sizeof(listed));
+        for (unsigned e = 0; old != NULL && e < old->n_endpoints && old->endpoint_ids != NULL; e++)
+            listed[old->endpoint_ids[e] / 64] |= 1ull << (old->endpoint_ids[e] % 64);
+        for (unsigned e = 0; e < up->n_endpoints && up->endpoint_ids != NULL; e++) {
+            unsigned id = up->endpoint_ids[e];
+
+            /* not in service before this one: it left (an older snapshot may still hold it) */
+            if ((listed[id / 64] >> (id % 64) & 1) == 0)
+                pf_breaker_reset(&pf_endpoint_get(id)->br);
+        }
+    }
+}
+
 struct pf_endpoint *pf_endpoint_get(unsigned id)
 {
     return atomic_load_explicit(&endpoints[id], memory_order_acquire);

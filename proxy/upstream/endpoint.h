@@ -21,6 +21,12 @@
 int pf_endpoint_bind(struct pf_config *cfg, struct pf_err *err);
 /* Same without a message (tests; proxy/snapshot.c). */
 int pf_upstream_bind(struct pf_config *cfg);
+/*
+ * Main thread, after pf_endpoint_bind: the breaker of each endpoint of cfg
+ * that prev (the configuration in service; NULL: none) does not list starts
+ * closed, even while an older snapshot still holds the endpoint.
+ */
+void pf_endpoint_fresh_breakers(const struct pf_config *cfg, const struct pf_config *prev);
 /* Drop what pf_endpoint_bind took for cfg (from cfg->release). Any thread. */
 void pf_endpoint_unbind(struct pf_config *cfg);
 

@@ -191,11 +191,16 @@ static bool take_per_second(struct pf_retry_state *st, unsigned min, uint64_t no
 }
 
 bool pf_retry_budget_take(struct pf_retry_state *st, const struct pf_retry_conf *rc,
-                          uint64_t now_us)
+                          unsigned max_in_flight, uint64_t now_us)
 {
     unsigned in = atomic_fetch_add_explicit(&st->in_flight, 1, memory_order_relaxed) + 1;
     unsigned active = atomic_load_explicit(&st->active, memory_order_relaxed);
 
+    if (in > max_in_flight) {
+        /* the cap in the same step as the take: workers cannot pass it together */
+        atomic_fetch_sub_explicit(&st->in_flight, 1, memory_order_relaxed);
+        return false;
+    }
     if ((double)in <= rc->budget * (double)active)
         return true;
     if (take_per_second(st, rc->min_per_second, now_us))

@@ -59,12 +59,12 @@ uint64_t pf_retry_backoff_us(const struct pf_retry_conf *rc, unsigned n, uint64_
 
 /*
  * Take a place for one retry in st's budget at now_us: true when retries in
- * flight (this one included) stay within budget x active, or a
- * min_per_second place of this second is left. A true must be given back
- * with pf_retry_budget_put. Any thread.
+ * flight (this one included) stay within max_in_flight (max_retries) and
+ * within budget x active, or a min_per_second place of this second is left.
+ * A true must be given back with pf_retry_budget_put. Any thread.
  */
 bool pf_retry_budget_take(struct pf_retry_state *st, const struct pf_retry_conf *rc,
-                          uint64_t now_us);
+                          unsigned max_in_flight, uint64_t now_us);
 void pf_retry_budget_put(struct pf_retry_state *st);
 
 /* Retries of upstream up in flight now, all workers (the max_retries overflow). */

@@ -12,6 +12,7 @@
 #include "proxy/upstream/upstream.h"
 
 #include <stdatomic.h>
+#include <string.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -54,8 +55,18 @@ static void upstream_report(struct pf_tx *tx, const struct pf_upconn *uc, enum p
     uint64_t dur = uc != NULL && uc->t_attempt_us != 0 ? now - uc->t_attempt_us : 0;
 
     pf_balancer_report(tx->up, tx->endpoint_id, o);
-    pf_breaker_report(tx->up, pf_endpoint_get(tx->endpoint_id), o, status, dur, now);
+    pf_breaker_report(tx->up, pf_endpoint_get(tx->endpoint_id), tx->br_ticket, o, status, dur, now);
+    tx->br_ticket = 0;
     pf_stats_upstream_report(tx, (int)o);
+}
+
+/* The attempt's trial permit, if it holds one, goes back unreported. */
+static void up_release_permit(struct pf_tx *tx)
+{
+    if (tx->br_ticket != 0) {
+        pf_breaker_release(pf_endpoint_get(tx->endpoint_id), tx->br_ticket);
+        tx->br_ticket = 0;
+    }
 }
 
 /* uc's attempt has its connection (or gave up waiting): it no longer counts as pending. */
@@ -68,54 +79,82 @@ static void up_unpend(struct pf_upconn *uc)
     }
 }
 
+/* Health checks let ep serve: healthy, or found unhealthy when panic may use it. */
+static bool health_lets_serve(const struct pf_upstream_conf *up, const struct pf_endpoint *ep)
+{
+    return pf_health_serving(&up->health, ep) ||
+           (up->health.panic &&
+            atomic_load_explicit(&ep->health, memory_order_relaxed) == PF_HEALTH_UNHEALTHY);
+}
+
 /*
  * Whether some endpoint of up that health checks would let serve (healthy,
  * or found unhealthy when panic may use it) is kept out by its circuit (open,
  * or refused its trial): then the answer is circuit_open, else
  * no_healthy_upstream.
  */
-static bool any_circuit_out(const struct pf_upstream_conf *up, pf_lb_tried refused, uint64_t now)
+static bool any_circuit_out(const struct pf_upstream_conf *up, bool refused, uint64_t now)
 {
     for (unsigned i = 0; i < up->n_endpoints; i++) {
         const struct pf_endpoint *ep = pf_endpoint_get(up->endpoint_ids[i]);
-        bool by_health =
-            pf_health_serving(&up->health, ep) ||
-            (up->health.panic &&
-             atomic_load_explicit(&ep->health, memory_order_relaxed) == PF_HEALTH_UNHEALTHY);
 
-        if (by_health && !pf_breaker_usable(ep, now))
+        if (health_lets_serve(up, ep) && !pf_breaker_usable(ep, now))
             return true;
     }
-    return refused != 0;
+    return refused;
+}
+
+struct pick_gate {
+    const struct pf_upstream_conf *up;
+    uint64_t now;
+    uint64_t ticket; /* of the admitted endpoint */
+};
+
+static bool pick_admit(unsigned id, void *arg)
+{
+    struct pick_gate *g = arg;
+
+    return pf_breaker_admit(pf_endpoint_get(id), &g->up->breaker, g->now, &g->ticket);
 }
 
 /*
  * An endpoint the balancer picks (in service: healthy, or in panic, and its
  * circuit not open) whose breaker admits the request (a half-open one gives
- * it a trial permit), asking again with the refused ones marked tried.
- * PF_ERR_NONE, or the error to answer: circuit_open when circuits keep the
- * endpoints out, else no_healthy_upstream (health checks, panic off).
+ * it a trial permit); the balancer picks again without the refused ones,
+ * tried or not. PF_ERR_NONE, or the error to answer: circuit_open when
+ * circuits keep the endpoints out, else no_healthy_upstream (health checks,
+ * panic off).
  */
-static enum pf_error up_pick(struct pf_tx *tx, unsigned *id)
+static enum pf_error up_pick(struct pf_tx *tx, unsigned *id, uint64_t *ticket)
 {
-    const struct pf_upstream_conf *up = tx->up;
-    pf_lb_tried tried = tx->tried, refused = 0;
-    uint64_t now = pf_now_us();
+    struct pick_gate g = {.up = tx->up, .now = pf_now_us()};
+    struct pf_lb_admit a;
 
-    for (unsigned k = 0; k < up->n_endpoints && k < PF_LB_TRIED_MAX; k++) {
-        *id = pf_balancer_pick_tx(tx, tried | refused);
-        if (*id == PF_LB_NONE)
-            break;
-        if (pf_breaker_admit(pf_endpoint_get(*id), &up->breaker, now))
-            return PF_ERR_NONE;
-        refused |= pf_balancer_tried_bit(up, *id);
-    }
-    return any_circuit_out(up, refused, now) ? PF_ERR_CIRCUIT_OPEN : PF_ERR_NO_HEALTHY_UPSTREAM;
+    a.fn = pick_admit;
+    a.arg = &g;
+    a.refused_any = false;
+    memset(a.refused, 0, (tx->up->n_endpoints + 63) / 64 * sizeof(a.refused[0])); /* those read */
+    *id = pf_balancer_pick_admit(tx, tx->tried, &a);
+    *ticket = g.ticket;
+    if (*id != PF_LB_NONE)
+        return PF_ERR_NONE;
+    return any_circuit_out(tx->up, a.refused_any, g.now) ? PF_ERR_CIRCUIT_OPEN
+                                                         : PF_ERR_NO_HEALTHY_UPSTREAM;
 }
 
 static bool uc_connected(const struct pf_upconn *uc)
 {
     return uc->state != PF_UC_CONNECTING;
+}
+
+/*
+ * The response head of tx went on to the filters: no retry from here on. Told
+ * by the upstream side, not by head_sent, which only a client connection
+ * sets (a background request has none) and a filter may hold back.
+ */
+static bool resp_started(const struct pf_tx *tx)
+{
+    return tx->t_up_head != 0;
 }
 
 /* ---- attempts, failures and retries ---- */
@@ -162,12 +201,11 @@ static bool up_retry_allowed(struct pf_tx *tx, enum pf_outcome o, int status)
 {
     const struct pf_retry_conf *rc = &tx->up->retry;
 
-    if (tx->retries >= rc->attempts || tx->head_sent || tx->up->rstate == NULL ||
+    if (tx->retries >= rc->attempts || resp_started(tx) || tx->up->rstate == NULL ||
         !pf_retry_on_outcome(rc, o, status) || !tx_replayable(tx))
         return false;
     /* circuit_breaker.max_retries caps retries in flight as the budget does: not made, counted */
-    if (pf_retry_in_flight(tx->up) >= tx->up->breaker.max_retries ||
-        !pf_retry_budget_take(tx->up->rstate, rc, pf_now_us())) {
+    if (!pf_retry_budget_take(tx->up->rstate, rc, tx->up->breaker.max_retries, pf_now_us())) {
         pf_stats_upstream_retry_refused(tx);
         return false;
     }
@@ -210,18 +248,27 @@ static void up_failed(struct pf_upconn *uc, enum pf_outcome o)
         pf_log(PF_LOG_DEBUG, "upstream attempt %u failed (outcome %d): %s", tx->attempts, (int)o,
                pf_upconn_dump(uc, dump, sizeof(dump)));
     }
-    upstream_report(tx, uc, o, 0);
+    if (stale) {
+        /* a pooled connection the upstream closed while idle: no failure of the endpoint now,
+         * nor a failed trial (its permit goes back; the retry asks for one again) */
+        up_release_permit(tx);
+        pf_stats_upstream_report(tx, (int)o);
+    } else {
+        upstream_report(tx, uc, o, 0);
+    }
     up_retry_release(tx);
     up_detach(tx, uc, false);
     if (stale) {
         /* a reused connection the upstream had closed: once, at once, on a fresh one (another
          * endpoint when there is one), outside the policy and its budget */
         tx->stale_retried = true;
+        tx->retry_code = code;
         pf_stats_upstream_retried(tx);
         up_retry_go(tx, true);
         return;
     }
     if (up_retry_allowed(tx, o, 0)) {
+        tx->retry_code = code;
         up_retry_schedule(tx);
         return;
     }
@@ -277,24 +324,68 @@ static void up_await_head(struct pf_tx *tx, struct pf_upconn *uc)
 
 /* ---- the response ---- */
 
+/*
+ * Could a retry start now: no overflow, and some endpoint that health checks
+ * let serve whose breaker would take it. Asked before a response with a
+ * retried status is dropped: when no retry can start, the client gets it.
+ */
+static bool up_retry_could_start(const struct pf_tx *tx)
+{
+    const struct pf_upstream_conf *up = tx->up;
+    uint64_t now = pf_now_us();
+
+    if (pf_breaker_overflow(up, false))
+        return false;
+    for (unsigned i = 0; i < up->n_endpoints; i++) {
+        const struct pf_endpoint *ep = pf_endpoint_get(up->endpoint_ids[i]);
+
+        if (health_lets_serve(up, ep) && pf_breaker_would_admit(ep, &up->breaker, now))
+            return true;
+    }
+    return false;
+}
+
+/*
+ * A status the policy retries, nothing of it sent yet: reported first (the
+ * retry's pick sees what this try did to the breaker), then dropped with its
+ * connection when a retry can start and is allowed. *reported: it was.
+ */
+static bool up_status_retry(struct pf_tx *tx, struct pf_upconn *uc, bool *reported)
+{
+    int status = uc->parser.status_code;
+
+    *reported = false;
+    if (!pf_retry_on_outcome(&tx->up->retry, PF_OUTCOME_OK, status))
+        return false;
+    upstream_report(tx, uc, PF_OUTCOME_OK, status);
+    *reported = true;
+    if (!up_retry_could_start(tx) || !up_retry_allowed(tx, PF_OUTCOME_OK, status))
+        return false;
+    tx->retry_code = PF_ERR_NONE; /* nothing to answer instead: the response is gone */
+    up_detach(tx, uc, false);
+    up_retry_schedule(tx);
+    return true;
+}
+
 static void up_handle_head(struct pf_upconn *uc)
 {
     struct pf_tx *tx = uc->tx;
+    bool reported;
 
     uc->head_ready = false;
     up_retry_release(tx);
-    if (up_retry_allowed(tx, PF_OUTCOME_OK, uc->parser.status_code)) {
-        /* a status the policy retries, nothing of it sent yet: drop it with its connection */
-        upstream_report(tx, uc, PF_OUTCOME_OK, uc->parser.status_code);
-        up_detach(tx, uc, false);
-        up_retry_schedule(tx);
+    if (up_status_retry(tx, uc, &reported))
         return;
-    }
     pf_head_export(&uc->head, tx->arena, &tx->resp, NULL);
     pf_head_release(&uc->head);
     if (!pf_h1c_resp_te_ok(&tx->resp)) {
         tx->resp.n = 0;
-        up_failed(uc, PF_OUTCOME_BAD_RESPONSE);
+        if (!reported) {
+            up_failed(uc, PF_OUTCOME_BAD_RESPONSE);
+        } else {
+            up_detach(tx, uc, false); /* reported once already; never retried */
+            pf_tx_fail(tx, 502, PF_ERR_BAD_RESPONSE);
+        }
         return;
     }
     tx->t_up_head = pf_now_us();
@@ -303,7 +394,8 @@ static void up_handle_head(struct pf_upconn *uc)
         tx->timer_set = false;
     }
     pf_stream_set_read_deadline(uc->s, 0);
-    upstream_report(tx, uc, PF_OUTCOME_OK, uc->parser.status_code);
+    if (!reported)
+        upstream_report(tx, uc, PF_OUTCOME_OK, uc->parser.status_code);
     tx->status = uc->parser.status_code;
     tx->up_status = tx->status;
     uc->state = PF_UC_READING_BODY;
@@ -343,7 +435,7 @@ static bool up_backpressure(struct pf_upconn *uc)
 /* The body is cut or malformed after the head went out: the client sees a cut. */
 static void up_cut(struct pf_upconn *uc, enum pf_error code)
 {
-    if (uc->tx->head_sent)
+    if (resp_started(uc->tx))
         pf_tx_fail(uc->tx, 502, code);
     else
         up_failed(uc, PF_OUTCOME_BAD_RESPONSE);
@@ -452,7 +544,7 @@ static void up_eof(struct pf_upconn *uc)
     } else if (uc->body_mode != PF_BODY_NONE) {
         tx->error = PF_ERR_RESET;
         pf_tx_fail(tx, 502, PF_ERR_RESET);
-    } else if (!tx->head_sent && !uc->head_ready) {
+    } else if (!resp_started(tx) && !uc->head_ready) {
         up_failed(uc, uc_connected(uc) ? PF_OUTCOME_RESET : PF_OUTCOME_CONNECT_FAILED);
     } else {
         /* cut in the middle of the response: the client must see a cut too */
@@ -483,7 +575,7 @@ static void up_eventcb(struct pf_stream *s, int what, void *arg)
             tx_arm(tx, tx->up->request_timeout_ms);
         }
     } else if (what & PF_STREAM_TIMEOUT) {
-        if (tx->head_sent)
+        if (resp_started(tx))
             pf_tx_fail(tx, 504, PF_ERR_TIMEOUT);
         else
             up_failed(uc, PF_OUTCOME_TIMEOUT);
@@ -491,7 +583,7 @@ static void up_eventcb(struct pf_stream *s, int what, void *arg)
         up_eof(uc);
     } else if (what & PF_STREAM_ERROR) {
         if (uc_connected(uc)) {
-            if (tx->head_sent)
+            if (resp_started(tx))
                 pf_tx_fail(tx, 502, PF_ERR_RESET);
             else
                 up_failed(uc, PF_OUTCOME_RESET);
@@ -518,18 +610,55 @@ static void up_writecb(struct pf_stream *s, void *arg)
 
 /* ---- the request ---- */
 
-/* Start one attempt; false when it failed at once (tx was answered and may be gone). */
+/*
+ * The attempt cannot start (code: overflow, circuit_open, ...): 503 code, or,
+ * for a retry of a try that failed without a response, that try's error.
+ */
+static void up_refused(struct pf_tx *tx, enum pf_error code)
+{
+    if (tx->retry_code != PF_ERR_NONE)
+        code = tx->retry_code;
+    pf_tx_fail(tx, code == PF_ERR_OVERFLOW ? 503 : pf_error_status(code), code);
+}
+
+/*
+ * A connect that failed at once (a unix socket refused or missing, no file
+ * descriptor left, no route): reported, then retried as one that fails later
+ * would be, or answered.
+ */
+static void up_connect_failed(struct pf_tx *tx)
+{
+    upstream_report(tx, NULL, PF_OUTCOME_CONNECT_FAILED, 0);
+    up_retry_release(tx);
+    if (up_retry_allowed(tx, PF_OUTCOME_CONNECT_FAILED, 0)) {
+        tx->retry_code = PF_ERR_CONNECT_FAILED;
+        up_retry_schedule(tx);
+        return;
+    }
+    pf_tx_fail(tx, 502, PF_ERR_CONNECT_FAILED);
+}
+
+/*
+ * Start one attempt; false when none is under way on return: it failed at
+ * once, and tx was answered (and may be gone) or its retry was scheduled
+ * (or already made).
+ */
 static bool up_start_attempt(struct pf_tx *tx, bool fresh)
 {
     unsigned id;
     struct pf_upconn *uc;
     enum pf_error code;
+    uint64_t ticket;
 
     if (pf_breaker_overflow(tx->up, false)) {
-        pf_tx_fail(tx, 503, PF_ERR_OVERFLOW); /* max_requests: at once, never queued */
+        up_refused(tx, PF_ERR_OVERFLOW); /* max_requests: at once, never queued */
         return false;
     }
-    code = up_pick(tx, &id);
+    code = up_pick(tx, &id, &ticket);
+    if (code != PF_ERR_NONE && tx->retry_code != PF_ERR_NONE) {
+        up_refused(tx, code); /* a retry: the failed try's answer */
+        return false;
+    }
     if (code == PF_ERR_CIRCUIT_OPEN) {
         pf_tx_fail_retry_after(tx, 503, code, pf_breaker_retry_after(tx->up, pf_now_us()));
         return false;
@@ -540,9 +669,11 @@ static bool up_start_attempt(struct pf_tx *tx, bool fresh)
     }
     uc = fresh ? NULL : pf_pool_get(tx->w, id);
     if (uc == NULL && pf_breaker_overflow(tx->up, true)) {
-        pf_tx_fail(tx, 503, PF_ERR_OVERFLOW); /* max_connections or max_pending */
+        pf_breaker_release(pf_endpoint_get(id), ticket); /* the trial never went */
+        up_refused(tx, PF_ERR_OVERFLOW);                 /* max_connections or max_pending */
         return false;
     }
+    tx->br_ticket = ticket;
     tx->attempts++;
     tx->tried |= pf_balancer_tried_bit(tx->up, id);
     tx->endpoint_id = id;
@@ -552,8 +683,7 @@ static bool up_start_attempt(struct pf_tx *tx, bool fresh)
     if (uc == NULL) {
         uc = pf_upconn_connect(tx->w, id, tx->up);
         if (uc == NULL) {
-            upstream_report(tx, NULL, PF_OUTCOME_CONNECT_FAILED, 0);
-            pf_tx_fail(tx, 502, PF_ERR_CONNECT_FAILED);
+            up_connect_failed(tx); /* refused at once: a retry, or the answer */
             return false;
         }
         /* connect_timeout on the tx timer, then request_timeout on reads */
@@ -821,12 +951,14 @@ void pf_upstream_abort(struct pf_tx *tx)
 {
     if (tx->uc != NULL)
         up_detach(tx, tx->uc, false);
+    up_release_permit(tx); /* no outcome will come */
 }
 
 void pf_upstream_end(struct pf_tx *tx)
 {
     if (tx->uc != NULL)
         up_detach(tx, tx->uc, false);
+    up_release_permit(tx); /* ended before its outcome (the client went away) */
     up_retry_release(tx);
     if (tx->retry_active) {
         tx->retry_active = false;

@@ -17,6 +17,7 @@ only reported, when PF_BREAKER_MEASURE=1, on stderr as "measure: ..." lines.
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -533,3 +534,102 @@ def test_breaker_slow_upload_is_not_a_slow_call():
                 assert view["circuit"]["state"] == "closed", view
     finally:
         stop_all(a, b)
+
+
+@pf.timeout(30)
+def test_breaker_stale_pooled_connection_is_no_failure():
+    """An origin that closes each connection after one response: every later
+    request finds its pooled connection closed and is sent again at once on a
+    fresh one. With consecutive_failures: 1 and max_ejection: 100%, counting
+    that as a reset would open the circuit and answer 503 circuit_open."""
+    def once_per_connection(conn, n, head, body):
+        return h2.http_response(b"ok") if n == 0 else None
+
+    with h2.FakeOrigin(once_per_connection) as a:
+        p = Pilotfish(h2.config(head=BASE, endpoints=[a.addr], upstream_extra=(
+            "circuit_breaker: {consecutive_failures: 1, max_ejection: 100%}\n"
+            "retries: {attempts: 0}")))
+        with p, p.conn() as conn:
+            for i in range(4):
+                r = conn.request("GET", "/s%d" % i)
+                assert r.status == 200 and r.body == b"ok", (i, r)
+            assert state(p, a.addr) == "closed"
+            assert endpoint_view(p, a.addr)["circuit"]["consecutive_failures"] == 0
+            assert a.connections == 4, a.connections
+
+
+class _Dead:
+    """An endpoint address nobody listens on."""
+
+    def __init__(self):
+        self.addr = "127.0.0.1:%d" % pf.free_port()
+
+
+@pf.timeout(30)
+def test_breaker_retry_the_circuit_refuses_gives_the_failed_try_answer():
+    """One endpoint, consecutive_failures: 1, max_ejection: 100%, attempts 1:
+    the failed try opens the circuit, so its retry cannot go. The client gets
+    that try's answer: the origin's own 503 for a retried status (kept, not
+    dropped), 502 upstream_connect_failed for a refused connect; not 503
+    circuit_open. The next request, with the circuit open, gets circuit_open."""
+    a = Scripted("a", status=503)
+    try:
+        p = Pilotfish(breaker_config([a], "consecutive_failures: 1, max_ejection: 100%",
+                                     retries="attempts: 1, backoff: 1ms"))
+        with p, p.conn() as conn:
+            r = conn.request("GET", "/")
+            assert r.status == 503 and r.header("X-Origin") == "a", r
+            assert r.header("X-Pilotfish-Error") is None, r.headers
+            assert state(p, a.addr) == "open"
+            r = conn.request("GET", "/")
+            assert r.status == 503 and r.header("X-Pilotfish-Error") == "circuit_open", r
+        assert a.served == 1
+    finally:
+        a.stop()
+    dead = _Dead()
+    p = Pilotfish(breaker_config([dead], "consecutive_failures: 1, max_ejection: 100%",
+                                 retries="attempts: 1, backoff: 1ms"))
+    with p, p.conn() as conn:
+        r = conn.request("GET", "/")
+        assert r.status == 502 and r.header("X-Pilotfish-Error") == "upstream_connect_failed", r
+        assert state(p, dead.addr) == "open"
+
+
+@pf.timeout(40)
+def test_breaker_trial_of_a_client_gone_frees_its_permit():
+    """half_open_requests 1, open_for 2s: the trial request's client goes away
+    before the response head; its permit goes back at once, so the next
+    request is the new trial (200), not 503 circuit_open until open_for
+    passes again."""
+    a = Scripted("a", status=503)
+    try:
+        p = Pilotfish(breaker_config([a], "consecutive_failures: 1, max_ejection: 100%, "
+                                          "open_for: 2s"))
+        with p:
+            assert p.get("/").status == 503
+            assert state(p, a.addr) == "open"
+            a.status, a.delay = 200, 5.0
+            trial = None
+            for _ in range(200):  # until a request is let through (it then hangs at a)
+                s = socket.create_connection(("127.0.0.1", p.port))
+                s.settimeout(0.5)
+                s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                try:
+                    got = s.recv(65536)
+                except socket.timeout:
+                    trial = s
+                    break
+                assert b" 503 " in got.split(b"\r\n")[0], got[:200]
+                s.close()
+                time.sleep(0.05)
+            assert trial is not None, "no trial request was let through"
+            assert state(p, a.addr) == "half_open"
+            trial.close()  # the client goes away before the head
+            wait_for(lambda: p.metrics().get("pilotfish_http_connections_active") == 0,
+                     "the aborted trial's connection to close")
+            a.delay = 0.0
+            r = p.get("/")
+            assert r.status == 200 and r.header("X-Origin") == "a", r
+            assert state(p, a.addr) == "closed"
+    finally:
+        a.stop()

@@ -8,6 +8,7 @@ Each scenario prints the retries it spent (run.py -v shows them)."""
 
 import os
 import threading
+import time
 
 import pf
 from pf import Conn, Origin, Pilotfish
@@ -295,3 +296,61 @@ def test_retry_storm_is_capped_by_the_budget():
             spent, n * attempts)
         print("retry storm, %d clients x %d attempts: %d retries spent, %d refused by the "
               "budget, %d requests failed" % (n, attempts, spent, refused, n))
+
+
+@pf.timeout(60)
+def test_retry_background_refresh_not_retried_after_its_head():
+    """A stale-while-revalidate refresh (a request with no client) whose
+    response head came and whose body then stops: request_timeout ends it,
+    and it is not retried (on: [timeout]), since its head already went to the
+    cache; the origin sees the first fetch and the refresh, nothing more."""
+    lock = threading.Lock()
+    count = [0]
+    cc = b"Cache-Control: max-age=1, stale-while-revalidate=30\r\n"
+
+    def answer(conn, n, head, body):
+        with lock:
+            i = count[0]
+            count[0] += 1
+        if i == 1:  # the refresh: a head, 5 of 64 bytes, then silence
+            return b"HTTP/1.1 200 OK\r\nContent-Length: 64\r\n" + cc + b"\r\nhello"
+        return h2.http_response(b"x" * 64, extra=cc)
+
+    cache = ("routes:\n  - name: c\n    match: { prefix: \"/\" }\n    upstream: app\n"
+             "    filters: [cache]\nfilters:\n  cache: { memory: 8MiB }\n")
+    with h2.FakeOrigin(answer) as a:
+        p = Pilotfish(_config([a.addr], "on: [timeout], backoff: 1ms", extra=cache,
+                              upstream_extra="request_timeout: 300ms"))
+        with p:
+            assert p.get("/swr").status == 200
+            for _ in range(100):  # until the entry is stale: that hit starts the refresh
+                r = p.get("/swr")
+                assert r.status == 200 and r.body == b"x" * 64, r
+                if count[0] >= 2:
+                    break
+                time.sleep(0.05)
+            m = _settled(p, lambda m: m.get(
+                'pilotfish_cache_background_refreshes_total{result="failed"}', 0) +
+                m.get('pilotfish_cache_background_refreshes_total{result="updated"}', 0) >= 1)
+            assert m.get('pilotfish_cache_background_refreshes_total{result="failed"}') == 1, m
+            assert m.get(RETRIES, 0) == 0, m
+            assert count[0] == 2, a.requests
+
+
+def test_retry_connect_failing_at_once_goes_to_the_other_endpoint():
+    """A unix socket path with no listener (the connect fails at once, inside
+    the call) and a live origin, round robin, the default retries: the
+    failure is retried like any connect failure, and every request gets 200."""
+    n = 20
+    dead = "unix:/tmp/pf-test-retry-missing-%d.sock" % os.getpid()
+    o = Origin()
+    with o:
+        p = Pilotfish(_config([dead, "127.0.0.1:{{origin_port}}"],
+                              "backoff: 1ms, min_per_second: 1000"), origin=o)
+        with p:
+            for i in range(n):
+                r = p.get("/u%d" % i)
+                assert r.status == 200, (i, r, r.body[:200])
+            m = _settled(p, lambda m: m.get(RETRIES, 0) > 0 and m.get(RETRIES) == m.get(
+                UPREQ % (dead, "upstream_connect_failed"), -1))
+    print("unix socket missing, %d requests: %d retries spent, 0 failed" % (n, m[RETRIES]))

@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <cmocka.h>
 
@@ -192,6 +193,92 @@ static void test_tried_bit_tracks_the_first_64(void **state UNUSED)
     fx_cfg_free(cfg);
 }
 
+/* ---- the admission gate (the circuit breaker's) ---- */
+
+struct gate {
+    unsigned refuse; /* this endpoint id is refused (PF_LB_NONE: every one) */
+    unsigned asked;
+};
+
+static bool gate_fn(unsigned id, void *arg)
+{
+    struct gate *g = arg;
+
+    g->asked++;
+    return g->refuse != PF_LB_NONE && id != g->refuse;
+}
+
+static unsigned pick_gated(const struct pf_upstream_conf *up, pf_lb_tried tried, uint64_t key,
+                           struct gate *g)
+{
+    struct pf_lb_admit a;
+
+    memset(&a, 0, sizeof(a));
+    a.fn = gate_fn;
+    a.arg = g;
+    return pf_balancer_pick_key_admit(up, tried, &w, key, &a);
+}
+
+/* Every endpoint tried, one refused: the retry goes to the other, never to the refused one. */
+static void test_refused_endpoint_stays_out_when_all_are_tried(void **state UNUSED)
+{
+    static const enum pf_balance policies[] = {PF_BALANCE_ROUND_ROBIN, PF_BALANCE_LEAST_REQUEST,
+                                               PF_BALANCE_RANDOM};
+
+    for (unsigned p = 0; p < 3; p++) {
+        struct pf_config *cfg = fx_cfg_new(2, policies[p]);
+        const struct pf_upstream_conf *up = &cfg->upstreams[0];
+
+        for (unsigned i = 0; i < 50; i++) {
+            struct gate g = {.refuse = up->endpoint_ids[0]};
+
+            assert_int_equal(pick_gated(up, 3, 0, &g), up->endpoint_ids[1]);
+        }
+        fx_cfg_free(cfg);
+    }
+}
+
+/* ring_hash keeps picking its key's endpoint: refused past index 64, another one serves. */
+static void test_refused_endpoint_past_64_is_excluded(void **state UNUSED)
+{
+    struct pf_config *cfg = fx_cfg_new(70, PF_BALANCE_RING_HASH);
+    struct pf_upstream_conf *up = &cfg->upstreams[0];
+    uint64_t key = 0;
+    unsigned first = 0, got;
+    struct gate g;
+
+    pf_balancer_ring_build(up);
+    for (unsigned k = 0; k < 10000 && first < 64; k++) {
+        key = pf_balancer_hash((const char *)&k, sizeof(k));
+        first = index_of(up, pf_balancer_pick_key(up, 0, &w, key));
+    }
+    assert_true(first >= 64);
+    g = (struct gate){.refuse = up->endpoint_ids[first]};
+    got = pick_gated(up, 0, key, &g);
+    assert_int_not_equal(got, PF_LB_NONE);
+    assert_int_not_equal(got, up->endpoint_ids[first]);
+    assert_int_equal(g.asked, 2);
+    g = (struct gate){.refuse = PF_LB_NONE}; /* all refused: none, after asking each once */
+    assert_int_equal(pick_gated(up, 0, key, &g), PF_LB_NONE);
+    assert_int_equal(g.asked, 70);
+    pf_balancer_conf_free(up);
+    fx_cfg_free(cfg);
+}
+
+/* Refused picks take no round-robin turn: the rotation goes on as if they never happened. */
+static void test_refused_pick_leaves_round_robin_alone(void **state UNUSED)
+{
+    struct pf_config *cfg = fx_cfg_new(4, PF_BALANCE_ROUND_ROBIN);
+    const struct pf_upstream_conf *up = &cfg->upstreams[0];
+    struct gate g = {.refuse = PF_LB_NONE};
+
+    assert_int_equal(pick_gated(up, 0, 0, &g), PF_LB_NONE);
+    assert_int_equal(g.asked, 4);
+    for (unsigned i = 0; i < 8; i++)
+        assert_int_equal(index_of(up, pf_balancer_pick(up, 0, &w)), i % 4);
+    fx_cfg_free(cfg);
+}
+
 /* ---- weights, health, ring_hash, slow_start ---- */
 
 /* Give up the weights w[0..n). */
@@ -211,6 +298,32 @@ static void free_lb(struct pf_config *cfg)
 static void set_health(const struct pf_upstream_conf *up, unsigned i, enum pf_health_state st)
 {
     atomic_store(&pf_endpoint_get(up->endpoint_ids[i])->health, st);
+}
+
+/*
+ * Panic is decided by health alone: a healthy endpoint whose circuit is open
+ * keeps the unhealthy ones out (the answer is circuit_open, not a pick in
+ * panic), and no panic request is counted.
+ */
+static void test_open_circuit_of_a_healthy_endpoint_is_no_panic(void **state UNUSED)
+{
+    struct pf_config *cfg = fx_cfg_new(2, PF_BALANCE_ROUND_ROBIN);
+    struct pf_upstream_conf *up = &cfg->upstreams[0];
+    struct pf_endpoint *a = pf_endpoint_get(up->endpoint_ids[0]);
+
+    up->health.enabled = true;
+    up->health.panic = true;
+    set_health(up, 0, PF_HEALTH_HEALTHY);
+    set_health(up, 1, PF_HEALTH_UNHEALTHY);
+    atomic_store(&a->br.retry_us, UINT64_MAX);
+    atomic_store(&a->br.state, PF_CIRCUIT_OPEN);
+    for (unsigned i = 0; i < 10; i++)
+        assert_int_equal(pf_balancer_pick(up, 0, &w), PF_LB_NONE);
+    assert_int_equal(atomic_load(&pf_endpoint_get(up->endpoint_ids[1])->panic_requests), 0);
+    set_health(up, 0, PF_HEALTH_UNHEALTHY); /* none healthy: panic, the circuit still holds */
+    for (unsigned i = 0; i < 10; i++)
+        assert_int_equal(pf_balancer_pick(up, 0, &w), up->endpoint_ids[1]);
+    fx_cfg_free(cfg);
 }
 
 /* Smooth weighted round robin: exact shares, and each endpoint's turns spread out. */
@@ -468,6 +581,13 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_one_endpoint_draws_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_untried_pick_draws_as_before, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tried_bit_tracks_the_first_64, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refused_endpoint_stays_out_when_all_are_tried, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_refused_endpoint_past_64_is_excluded, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refused_pick_leaves_round_robin_alone, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_open_circuit_of_a_healthy_endpoint_is_no_panic, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_round_robin_weights_are_exact_and_smooth, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_weighted_random_and_least_request_follow_weights,

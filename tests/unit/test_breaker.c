@@ -17,11 +17,14 @@
 
 #include "proxy/defs.h"
 #include "proxy/upstream/breaker.h"
+#include "proxy/upstream/health.h"
 #include "up_fx.h"
 
 #define UNUSED __attribute__((unused))
 #define SEC    1000000ull
 #define MS     1000ull
+
+static uint64_t tk; /* the ticket of the last admit: the reports after it are its trial */
 
 static int setup(void **state UNUSED)
 {
@@ -47,12 +50,12 @@ static enum pf_circuit state_of(const struct pf_endpoint *ep)
 
 static void failed(const struct pf_upstream_conf *up, struct pf_endpoint *ep, uint64_t now)
 {
-    pf_breaker_report(up, ep, PF_OUTCOME_OK, 503, 1 * MS, now);
+    pf_breaker_report(up, ep, tk, PF_OUTCOME_OK, 503, 1 * MS, now);
 }
 
 static void succeed(const struct pf_upstream_conf *up, struct pf_endpoint *ep, uint64_t now)
 {
-    pf_breaker_report(up, ep, PF_OUTCOME_OK, 200, 1 * MS, now);
+    pf_breaker_report(up, ep, tk, PF_OUTCOME_OK, 200, 1 * MS, now);
 }
 
 static void reason_of(const struct pf_upstream_conf *up, const struct pf_endpoint *ep, uint64_t now,
@@ -79,15 +82,15 @@ static void test_consecutive_failures_open(void **state UNUSED)
     for (unsigned i = 0; i < 4; i++)
         failed(up, ep, t + (6 + i) * MS);
     assert_int_equal(state_of(ep), PF_CIRCUIT_CLOSED);
-    assert_true(pf_breaker_admit(ep, &up->breaker, t + 10 * MS));
-    pf_breaker_report(up, ep, PF_OUTCOME_RESET, 0, 1 * MS, t + 11 * MS);
+    assert_true(pf_breaker_admit(ep, &up->breaker, t + 10 * MS, &tk));
+    pf_breaker_report(up, ep, tk, PF_OUTCOME_RESET, 0, 1 * MS, t + 11 * MS);
     assert_int_equal(state_of(ep), PF_CIRCUIT_OPEN);
-    assert_false(pf_breaker_admit(ep, &up->breaker, t + 12 * MS));
+    assert_false(pf_breaker_admit(ep, &up->breaker, t + 12 * MS, &tk));
     reason_of(up, ep, t + 12 * MS, why);
     assert_string_equal(why, "consecutive_failures=5");
     assert_int_equal(atomic_load(&ep->br.opened_total), 1);
     /* the others serve */
-    assert_true(pf_breaker_admit(ep_at(up, 1), &up->breaker, t + 12 * MS));
+    assert_true(pf_breaker_admit(ep_at(up, 1), &up->breaker, t + 12 * MS, &tk));
     fx_cfg_free(cfg);
 }
 
@@ -155,13 +158,50 @@ static void test_slow_rate_opens(void **state UNUSED)
     up->breaker.slow_rate = 0.8;
     up->breaker.min_requests = 10;
     for (unsigned i = 0; i < 9; i++)
-        pf_breaker_report(up, ep, PF_OUTCOME_OK, 200, 250 * MS, t + i * MS);
-    pf_breaker_report(up, ep, PF_OUTCOME_OK, 200, 20 * MS, t + 9 * MS); /* fast: 90% slow */
-    assert_int_equal(state_of(ep), PF_CIRCUIT_CLOSED);                  /* a fast call */
-    pf_breaker_report(up, ep, PF_OUTCOME_OK, 200, 250 * MS, t + 10 * MS);
+        pf_breaker_report(up, ep, tk, PF_OUTCOME_OK, 200, 250 * MS, t + i * MS);
+    pf_breaker_report(up, ep, tk, PF_OUTCOME_OK, 200, 20 * MS, t + 9 * MS); /* fast: 90% slow */
+    assert_int_equal(state_of(ep), PF_CIRCUIT_CLOSED);                      /* a fast call */
+    pf_breaker_report(up, ep, tk, PF_OUTCOME_OK, 200, 250 * MS, t + 10 * MS);
     assert_int_equal(state_of(ep), PF_CIRCUIT_OPEN);
     reason_of(up, ep, t + 10 * MS, why);
     assert_string_equal(why, "slow_rate=91% over 11 requests in 10s (slower than 100ms)");
+    fx_cfg_free(cfg);
+}
+
+/* A tenth full of calls takes no more: failures alone counted on would fake a rate. */
+static void test_full_tenth_counts_nothing_more(void **state UNUSED)
+{
+    struct pf_config *cfg = fx_cfg_new(2, PF_BALANCE_ROUND_ROBIN);
+    struct pf_upstream_conf *up = &cfg->upstreams[0];
+    struct pf_endpoint *ep = ep_at(up, 0);
+    struct pf_breaker_view v;
+    uint64_t t = 10 * SEC;
+
+    up->breaker.consecutive_failures = 0;
+    for (unsigned i = 0; i < 32767; i++)
+        succeed(up, ep, t);
+    for (unsigned i = 0; i < 20000; i++) /* 38 % of 52767: below failure_rate 50 % */
+        failed(up, ep, t);
+    assert_int_equal(state_of(ep), PF_CIRCUIT_CLOSED);
+    pf_breaker_view(ep, &up->breaker, t, &v);
+    assert_int_equal(v.calls, 32767);
+    assert_int_equal(v.failures, 0);
+    fx_cfg_free(cfg);
+}
+
+/* Slow calls are counted as far as calls: all slow is 100 % however many. */
+static void test_slow_calls_count_as_far_as_calls(void **state UNUSED)
+{
+    struct pf_config *cfg = fx_cfg_new(2, PF_BALANCE_ROUND_ROBIN);
+    struct pf_upstream_conf *up = &cfg->upstreams[0];
+    struct pf_endpoint *ep = ep_at(up, 0);
+    uint64_t t = 10 * SEC;
+
+    up->breaker.slow_call_ms = 100;
+    up->breaker.min_requests = 20000;
+    for (unsigned i = 0; i < 20000 && state_of(ep) == PF_CIRCUIT_CLOSED; i++)
+        pf_breaker_report(up, ep, tk, PF_OUTCOME_OK, 200, 250 * MS, t);
+    assert_int_equal(state_of(ep), PF_CIRCUIT_OPEN);
     fx_cfg_free(cfg);
 }
 
@@ -192,12 +232,12 @@ static void test_open_for_doubles_with_jitter_up_to_max(void **state UNUSED)
         d = open_left(ep, t);
         assert_true(d <= want[i] * SEC);
         assert_true(d >= want[i] * SEC * 9 / 10); /* jitter: at most 10 % shorter */
-        assert_false(pf_breaker_admit(ep, &up->breaker, t + d - 1));
+        assert_false(pf_breaker_admit(ep, &up->breaker, t + d - 1, &tk));
         t += d;
-        assert_true(pf_breaker_admit(ep, &up->breaker, t)); /* the half-open trial */
+        assert_true(pf_breaker_admit(ep, &up->breaker, t, &tk)); /* the half-open trial */
         assert_int_equal(state_of(ep), PF_CIRCUIT_HALF_OPEN);
-        assert_false(pf_breaker_admit(ep, &up->breaker, t)); /* one trial at a time */
-        pf_breaker_report(up, ep, PF_OUTCOME_CONNECT_FAILED, 0, 1 * MS, t + 1);
+        assert_false(pf_breaker_admit(ep, &up->breaker, t, &tk)); /* one trial at a time */
+        pf_breaker_report(up, ep, tk, PF_OUTCOME_CONNECT_FAILED, 0, 1 * MS, t + 1);
         assert_int_equal(state_of(ep), PF_CIRCUIT_OPEN);
     }
     assert_int_equal(atomic_load(&ep->br.opened_total), 1 + PF_COUNTOF(want));
@@ -214,7 +254,7 @@ static void test_half_open_success_closes_and_clean_close_resets(void **state UN
 
     trip_at(up, ep, t);
     t += open_left(ep, t);
-    assert_true(pf_breaker_admit(ep, &up->breaker, t));
+    assert_true(pf_breaker_admit(ep, &up->breaker, t, &tk));
     succeed(up, ep, t + 1);
     assert_int_equal(state_of(ep), PF_CIRCUIT_CLOSED);
     reason_of(up, ep, t + 1, why);
@@ -223,7 +263,7 @@ static void test_half_open_success_closes_and_clean_close_resets(void **state UN
     trip_at(up, ep, t + 2 * SEC);
     assert_true(open_left(ep, t + 2 * SEC) > 50 * SEC);
     t += 2 * SEC + open_left(ep, t + 2 * SEC);
-    assert_true(pf_breaker_admit(ep, &up->breaker, t));
+    assert_true(pf_breaker_admit(ep, &up->breaker, t, &tk));
     succeed(up, ep, t);
     /* closed for longer than window and open_for: back to open_for */
     t += 31 * SEC;
@@ -243,8 +283,8 @@ static void test_half_open_requests(void **state UNUSED)
     trip_at(up, ep, t);
     t += open_left(ep, t);
     for (unsigned i = 0; i < 3; i++)
-        assert_true(pf_breaker_admit(ep, &up->breaker, t));
-    assert_false(pf_breaker_admit(ep, &up->breaker, t));
+        assert_true(pf_breaker_admit(ep, &up->breaker, t, &tk));
+    assert_false(pf_breaker_admit(ep, &up->breaker, t, &tk));
     succeed(up, ep, t);
     succeed(up, ep, t);
     assert_int_equal(state_of(ep), PF_CIRCUIT_HALF_OPEN);
@@ -262,9 +302,107 @@ static void test_lost_trial_permit_comes_back(void **state UNUSED)
 
     trip_at(up, ep, t);
     t += open_left(ep, t);
-    assert_true(pf_breaker_admit(ep, &up->breaker, t)); /* its client goes away: no report */
-    assert_false(pf_breaker_admit(ep, &up->breaker, t + 29 * SEC));
-    assert_true(pf_breaker_admit(ep, &up->breaker, t + 30 * SEC));
+    assert_true(pf_breaker_admit(ep, &up->breaker, t, &tk)); /* its client goes away: no report */
+    assert_false(pf_breaker_admit(ep, &up->breaker, t + 29 * SEC, &tk));
+    assert_true(pf_breaker_admit(ep, &up->breaker, t + 30 * SEC, &tk));
+    fx_cfg_free(cfg);
+}
+
+/* A permit that will not be reported (503 overflow after the admit, a client gone) goes back. */
+static void test_released_permit_comes_back_at_once(void **state UNUSED)
+{
+    struct pf_config *cfg = fx_cfg_new(2, PF_BALANCE_ROUND_ROBIN);
+    struct pf_upstream_conf *up = &cfg->upstreams[0];
+    struct pf_endpoint *ep = ep_at(up, 0);
+    uint64_t t = 10 * SEC;
+
+    trip_at(up, ep, t);
+    t += open_left(ep, t);
+    assert_true(pf_breaker_admit(ep, &up->breaker, t, &tk));
+    assert_true(tk != 0);
+    assert_false(pf_breaker_admit(ep, &up->breaker, t + 1, &tk));
+    pf_breaker_release(ep, tk);
+    assert_true(pf_breaker_admit(ep, &up->breaker, t + 2, &tk)); /* not 30 s later */
+    pf_breaker_release(ep, 0);                                   /* no permit: nothing */
+    assert_false(pf_breaker_admit(ep, &up->breaker, t + 3, &tk));
+    fx_cfg_free(cfg);
+}
+
+/*
+ * Half-open: only the permit holders' outcomes are trials. A call admitted
+ * while closed that fails late (a request_timeout after open_for) does not
+ * open the circuit again; nor does a permit of an earlier half-open spell.
+ */
+static void test_only_permit_holders_are_trials(void **state UNUSED)
+{
+    struct pf_config *cfg = fx_cfg_new(2, PF_BALANCE_ROUND_ROBIN);
+    struct pf_upstream_conf *up = &cfg->upstreams[0];
+    struct pf_endpoint *ep = ep_at(up, 0);
+    uint64_t t = 10 * SEC, old, first;
+
+    trip_at(up, ep, t);
+    t += open_left(ep, t);
+    assert_true(pf_breaker_admit(ep, &up->breaker, t, &tk));
+    pf_breaker_report(up, ep, 0, PF_OUTCOME_TIMEOUT, 0, 30 * SEC, t + 1); /* admitted closed */
+    assert_int_equal(state_of(ep), PF_CIRCUIT_HALF_OPEN);
+    old = tk;
+    pf_breaker_report(up, ep, tk, PF_OUTCOME_RESET, 0, 1 * MS, t + 2); /* the trial fails */
+    assert_int_equal(state_of(ep), PF_CIRCUIT_OPEN);
+    first = atomic_load(&ep->br.opened_total);
+    t += 2 + open_left(ep, t + 2);
+    assert_true(pf_breaker_admit(ep, &up->breaker, t, &tk));
+    assert_true(tk != old);
+    pf_breaker_report(up, ep, old, PF_OUTCOME_RESET, 0, 1 * MS, t + 1); /* an old permit */
+    assert_int_equal(state_of(ep), PF_CIRCUIT_HALF_OPEN);
+    assert_int_equal(atomic_load(&ep->br.opened_total), first);
+    succeed(up, ep, t + 2);
+    assert_int_equal(state_of(ep), PF_CIRCUIT_CLOSED);
+    fx_cfg_free(cfg);
+}
+
+/*
+ * Another worker may have stored a later time than this thread's now: no
+ * difference wraps. A permit taken at t + 1 ms is not "lost for open_for" to
+ * a thread whose clock says t; a close at t + 1 s then a trip at t is no
+ * clean close.
+ */
+static void test_times_from_other_threads_do_not_wrap(void **state UNUSED)
+{
+    struct pf_config *cfg = fx_cfg_new(2, PF_BALANCE_ROUND_ROBIN);
+    struct pf_upstream_conf *up = &cfg->upstreams[0];
+    struct pf_endpoint *ep = ep_at(up, 0);
+    uint64_t t = 10 * SEC;
+
+    trip_at(up, ep, t);
+    t += open_left(ep, t);
+    assert_true(pf_breaker_admit(ep, &up->breaker, t + 1 * MS, &tk));
+    assert_false(pf_breaker_admit(ep, &up->breaker, t, &tk));
+    succeed(up, ep, t + 1 * SEC); /* closed, since_us = t + 1 s */
+    assert_int_equal(state_of(ep), PF_CIRCUIT_CLOSED);
+    trip_at(up, ep, t); /* at once: open_for doubles */
+    assert_true(open_left(ep, t) > 50 * SEC);
+    fx_cfg_free(cfg);
+}
+
+/*
+ * max_ejection counts an endpoint the health checks keep out as ejected: with
+ * A unhealthy, B (the last one serving) does not open below 100 %.
+ */
+static void test_max_ejection_counts_unhealthy_endpoints(void **state UNUSED)
+{
+    struct pf_config *cfg = fx_cfg_new(2, PF_BALANCE_ROUND_ROBIN);
+    struct pf_upstream_conf *up = &cfg->upstreams[0];
+    struct pf_endpoint *b = ep_at(up, 1);
+
+    up->health.enabled = true;
+    atomic_store(&ep_at(up, 0)->health, PF_HEALTH_UNHEALTHY);
+    atomic_store(&b->health, PF_HEALTH_HEALTHY);
+    for (unsigned i = 0; i < 10; i++)
+        failed(up, b, 10 * SEC);
+    assert_int_equal(state_of(b), PF_CIRCUIT_CLOSED);
+    up->breaker.max_ejection = 1.0;
+    failed(up, b, 10 * SEC);
+    assert_int_equal(state_of(b), PF_CIRCUIT_OPEN);
     fx_cfg_free(cfg);
 }
 
@@ -320,7 +458,7 @@ static void test_capped_endpoint_opens_when_another_closes(void **state UNUSED)
     assert_int_equal(atomic_load(&b->br.consecutive), 7);
     assert_int_equal(atomic_load(&b->br.capped), 1);
     t += open_left(a, t);
-    assert_true(pf_breaker_admit(a, &up->breaker, t));
+    assert_true(pf_breaker_admit(a, &up->breaker, t, &tk));
     succeed(up, a, t);
     failed(up, b, t + 1);
     assert_int_equal(state_of(b), PF_CIRCUIT_OPEN);
@@ -356,7 +494,7 @@ static void test_one_endpoint(void **state UNUSED)
     up->breaker.max_ejection = 1.0;
     failed(up, ep, 10 * SEC);
     assert_int_equal(state_of(ep), PF_CIRCUIT_OPEN);
-    assert_false(pf_breaker_admit(ep, &up->breaker, 11 * SEC));
+    assert_false(pf_breaker_admit(ep, &up->breaker, 11 * SEC, &tk));
     assert_int_equal(pf_breaker_retry_after(up, 11 * SEC),
                      (atomic_load(&ep->br.retry_us) - 11 * SEC + SEC - 1) / SEC);
     fx_cfg_free(cfg);
@@ -378,7 +516,7 @@ static void test_usable_and_probe_passed(void **state UNUSED)
     assert_int_equal(state_of(ep), PF_CIRCUIT_OPEN); /* usable takes nothing */
     pf_breaker_probe_passed(ep, &up->breaker, t + 1);
     assert_int_equal(state_of(ep), PF_CIRCUIT_CLOSED);
-    assert_true(pf_breaker_admit(ep, &up->breaker, t + 2));
+    assert_true(pf_breaker_admit(ep, &up->breaker, t + 2, &tk));
     reason_of(up, ep, t + 2, why);
     assert_string_equal(why, "health_check passed");
     fx_cfg_free(cfg);
@@ -486,7 +624,7 @@ static void trip_and_close(void *arg)
 
     trip_at(up, ep, t);
     t += open_left(ep, t);
-    assert_true(pf_breaker_admit(ep, &up->breaker, t));
+    assert_true(pf_breaker_admit(ep, &up->breaker, t, &tk));
     succeed(up, ep, t);
 }
 
@@ -538,6 +676,31 @@ static void test_state_across_configurations(void **state UNUSED)
     fx_cfg_free(c);
 }
 
+/*
+ * An endpoint that left the configuration and comes back starts closed even
+ * while an older snapshot (a request still in flight on it) holds it.
+ */
+static void test_back_while_an_old_snapshot_holds_it(void **state UNUSED)
+{
+    struct pf_config *a = fx_cfg_new(2, PF_BALANCE_ROUND_ROBIN), *b, *c;
+    struct pf_endpoint *stays = ep_at(&a->upstreams[0], 0), *leaves = ep_at(&a->upstreams[0], 1);
+
+    a->upstreams[0].breaker.max_ejection = 1.0;
+    b = fx_cfg_new(1, PF_BALANCE_ROUND_ROBIN); /* lists only the first; a is still held */
+    pf_endpoint_fresh_breakers(b, a);
+    trip_at(&a->upstreams[0], stays, 10 * SEC);
+    trip_at(&a->upstreams[0], leaves, 10 * SEC); /* a request of the old snapshot */
+    c = fx_cfg_new(2, PF_BALANCE_ROUND_ROBIN);   /* the second is back, a still held */
+    pf_endpoint_fresh_breakers(c, b);
+    assert_ptr_equal(ep_at(&c->upstreams[0], 1), leaves);
+    assert_int_equal(state_of(leaves), PF_CIRCUIT_CLOSED);
+    assert_int_equal(atomic_load(&leaves->br.opened_total), 0);
+    assert_int_equal(state_of(stays), PF_CIRCUIT_OPEN); /* listed all along: kept */
+    fx_cfg_free(a);
+    fx_cfg_free(b);
+    fx_cfg_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -545,13 +708,20 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_failure_rate_needs_min_requests, setup, teardown),
         cmocka_unit_test_setup_teardown(test_window_slides, setup, teardown),
         cmocka_unit_test_setup_teardown(test_slow_rate_opens, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_full_tenth_counts_nothing_more, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_slow_calls_count_as_far_as_calls, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_for_doubles_with_jitter_up_to_max, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_half_open_success_closes_and_clean_close_resets, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_half_open_requests, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lost_trial_permit_comes_back, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_released_permit_comes_back_at_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_only_permit_holders_are_trials, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_times_from_other_threads_do_not_wrap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_max_ejection_after_the_ejection, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_max_ejection_counts_unhealthy_endpoints, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_capped_endpoint_opens_when_another_closes, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_all_open_retry_after, setup, teardown),
@@ -562,6 +732,7 @@ int main(void)
         cmocka_unit_test(test_failure_statuses),
         cmocka_unit_test_setup_teardown(test_one_log_line_per_change, setup, teardown),
         cmocka_unit_test_setup_teardown(test_state_across_configurations, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_back_while_an_old_snapshot_holds_it, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -194,26 +194,44 @@ static void test_budget_share_of_active(void **state UNUSED)
     pf_retry_conf_defaults(&rc);
     rc.min_per_second = 0;
     state_reset(10); /* 20 % of 10: 2 retries in flight */
-    assert_true(pf_retry_budget_take(&st, &rc, 1 * SEC));
-    assert_true(pf_retry_budget_take(&st, &rc, 1 * SEC));
-    assert_false(pf_retry_budget_take(&st, &rc, 1 * SEC));
+    assert_true(pf_retry_budget_take(&st, &rc, 1000, 1 * SEC));
+    assert_true(pf_retry_budget_take(&st, &rc, 1000, 1 * SEC));
+    assert_false(pf_retry_budget_take(&st, &rc, 1000, 1 * SEC));
     assert_int_equal(atomic_load(&st.in_flight), 2); /* a refusal takes nothing */
     pf_retry_budget_put(&st);
-    assert_true(pf_retry_budget_take(&st, &rc, 1 * SEC));
+    assert_true(pf_retry_budget_take(&st, &rc, 1000, 1 * SEC));
     atomic_store(&st.active, 20); /* more requests, more room */
-    assert_true(pf_retry_budget_take(&st, &rc, 1 * SEC));
-    assert_true(pf_retry_budget_take(&st, &rc, 1 * SEC));
-    assert_false(pf_retry_budget_take(&st, &rc, 1 * SEC));
+    assert_true(pf_retry_budget_take(&st, &rc, 1000, 1 * SEC));
+    assert_true(pf_retry_budget_take(&st, &rc, 1000, 1 * SEC));
+    assert_false(pf_retry_budget_take(&st, &rc, 1000, 1 * SEC));
     assert_int_equal(atomic_load(&st.in_flight), 4);
 
     state_reset(4); /* 20 % of 4 is below one: no retry without min_per_second */
-    assert_false(pf_retry_budget_take(&st, &rc, 1 * SEC));
+    assert_false(pf_retry_budget_take(&st, &rc, 1000, 1 * SEC));
     rc.budget = 1.0; /* 100 %: as many retries as requests */
-    assert_true(pf_retry_budget_take(&st, &rc, 1 * SEC));
+    assert_true(pf_retry_budget_take(&st, &rc, 1000, 1 * SEC));
     assert_int_equal(atomic_load(&st.in_flight), 1);
     rc.budget = 0;
     state_reset(1000);
-    assert_false(pf_retry_budget_take(&st, &rc, 1 * SEC));
+    assert_false(pf_retry_budget_take(&st, &rc, 1000, 1 * SEC));
+}
+
+/* circuit_breaker.max_retries caps retries in flight in the take itself, min_per_second too. */
+static void test_budget_capped_by_max_retries(void **state UNUSED)
+{
+    struct pf_retry_conf rc;
+
+    pf_retry_conf_defaults(&rc);
+    rc.budget = 1.0;
+    state_reset(1000);
+    assert_true(pf_retry_budget_take(&st, &rc, 2, 1 * SEC));
+    assert_true(pf_retry_budget_take(&st, &rc, 2, 1 * SEC));
+    assert_false(pf_retry_budget_take(&st, &rc, 2, 1 * SEC));
+    assert_int_equal(atomic_load(&st.in_flight), 2); /* the refusal took nothing */
+    pf_retry_budget_put(&st);
+    assert_true(pf_retry_budget_take(&st, &rc, 2, 1 * SEC));
+    assert_false(pf_retry_budget_take(&st, &rc, 0, 1 * SEC)); /* max_retries: 0 */
+    assert_int_equal(atomic_load(&st.in_flight), 2);
 }
 
 /* Beyond the share, min_per_second retries per second of the clock are always allowed. */
@@ -226,26 +244,26 @@ static void test_budget_min_per_second(void **state UNUSED)
     rc.min_per_second = 3;
     state_reset(0);
     for (int i = 0; i < 3; i++)
-        assert_true(pf_retry_budget_take(&st, &rc, 5 * SEC + 100 * MS));
-    assert_false(pf_retry_budget_take(&st, &rc, 5 * SEC + 200 * MS));
+        assert_true(pf_retry_budget_take(&st, &rc, 1000, 5 * SEC + 100 * MS));
+    assert_false(pf_retry_budget_take(&st, &rc, 1000, 5 * SEC + 200 * MS));
     for (int i = 0; i < 3; i++)
         pf_retry_budget_put(&st); /* ended: their places in this second stay used */
-    assert_false(pf_retry_budget_take(&st, &rc, 6 * SEC - 1));
+    assert_false(pf_retry_budget_take(&st, &rc, 1000, 6 * SEC - 1));
     assert_int_equal(atomic_load(&st.in_flight), 0);
     for (int i = 0; i < 3; i++) /* the next second */
-        assert_true(pf_retry_budget_take(&st, &rc, 6 * SEC));
-    assert_false(pf_retry_budget_take(&st, &rc, 6 * SEC + 999 * MS));
-    assert_true(pf_retry_budget_take(&st, &rc, 60 * SEC)); /* a long gap */
+        assert_true(pf_retry_budget_take(&st, &rc, 1000, 6 * SEC));
+    assert_false(pf_retry_budget_take(&st, &rc, 1000, 6 * SEC + 999 * MS));
+    assert_true(pf_retry_budget_take(&st, &rc, 1000, 60 * SEC)); /* a long gap */
     assert_int_equal(atomic_load(&st.in_flight), 4);
 
     /* the share first: retries it allows take no min_per_second place */
     rc.budget = 0.5;
     state_reset(4);
-    assert_true(pf_retry_budget_take(&st, &rc, 7 * SEC));
-    assert_true(pf_retry_budget_take(&st, &rc, 7 * SEC)); /* 2 <= 50 % of 4 */
+    assert_true(pf_retry_budget_take(&st, &rc, 1000, 7 * SEC));
+    assert_true(pf_retry_budget_take(&st, &rc, 1000, 7 * SEC)); /* 2 <= 50 % of 4 */
     for (int i = 0; i < 3; i++)
-        assert_true(pf_retry_budget_take(&st, &rc, 7 * SEC));
-    assert_false(pf_retry_budget_take(&st, &rc, 7 * SEC));
+        assert_true(pf_retry_budget_take(&st, &rc, 1000, 7 * SEC));
+    assert_false(pf_retry_budget_take(&st, &rc, 1000, 7 * SEC));
     assert_int_equal(atomic_load(&st.in_flight), 5);
 }
 
@@ -346,6 +364,7 @@ int main(void)
         cmocka_unit_test(test_backoff_jitter_spreads),
         cmocka_unit_test(test_budget_share_of_active),
         cmocka_unit_test(test_budget_min_per_second),
+        cmocka_unit_test(test_budget_capped_by_max_retries),
         cmocka_unit_test(test_state_survives_reload),
         cmocka_unit_test(test_retry_leaves_round_robin_alone),
         cmocka_unit_test(test_conf_json),
