@@ -30,6 +30,7 @@
 #include "proxy/http1.h"
 #include "proxy/listen.h"
 #include "proxy/log.h"
+#include "proxy/pipe.h"
 #include "proxy/snapshot.h"
 #include "proxy/stats.h"
 #include "proxy/tx.h"
@@ -418,6 +419,8 @@ static void *worker_main(void *arg)
     event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY);
     pf_arena_pool_stop();
     pf_head_pool_drain();
+    pf_pipes_free(w->pipes);
+    w->pipes = NULL;
     return NULL;
 }
 
