@@ -91,6 +91,22 @@ bool pf_splice_enabled(void)
     return v != 0;
 }
 
+uint64_t pf_splice_min(void)
+{
+    static _Atomic long long min = -1; /* as pf_splice_enabled */
+    long long v = atomic_load_explicit(&min, memory_order_relaxed);
+
+    if (v < 0) {
+        const char *e = getenv("PILOTFISH_SPLICE_MIN");
+
+        v = e != NULL && *e != '\0' ? strtoll(e, NULL, 10) : PF_SPLICE_MIN;
+        if (v < 0)
+            v = PF_SPLICE_MIN;
+        atomic_store_explicit(&min, v, memory_order_relaxed);
+    }
+    return (uint64_t)v;
+}
+
 void pf_splice_count(unsigned which, uint64_t n)
 {
     if (cells == NULL)

@@ -52,6 +52,12 @@ void pf_pipes_free(struct pf_pipes *pp);
 /* Splicing is on: not turned off by PILOTFISH_SPLICE=off in the environment (read once). */
 bool pf_splice_enabled(void);
 
+/*
+ * The smallest Content-Length spliced: PF_SPLICE_MIN, or PILOTFISH_SPLICE_MIN
+ * (bytes) from the environment, for measurements (bench/splice.sh).
+ */
+uint64_t pf_splice_min(void);
+
 /* This thread's splice counters. */
 enum {
     PF_SPLICE_RESPONSES, /* response bodies moved with splice */

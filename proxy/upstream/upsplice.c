@@ -30,7 +30,7 @@ bool pf_upsplice_eligible(const struct pf_tx *tx, const struct pf_upconn *uc)
     if (tx->has_body_filters && tx->out_from > 0)
         return false; /* a filter reads the body */
     if (uc->body_mode == PF_BODY_LENGTH)
-        return tx->out_mode == PF_OUT_LENGTH && uc->body_left >= PF_SPLICE_MIN;
+        return tx->out_mode == PF_OUT_LENGTH && uc->body_left >= pf_splice_min();
     return uc->body_mode == PF_BODY_CLOSE && tx->out_mode == PF_OUT_CLOSE;
 }
 
