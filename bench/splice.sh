@@ -93,7 +93,7 @@ measure() {
 
 declare -A best
 for ((r = 0; r < REPEAT; r++)); do
-    for mode in auto off; do
+    for mode in on off; do
         start_pf "$mode"
         for size in $SIZES; do
             v=$(measure "$size")
@@ -108,7 +108,7 @@ done
 
 printf '| body bytes | splice on: CPU µs/req | off | on/off |\n|---:|---:|---:|---:|\n'
 for size in $SIZES; do
-    on=${best[auto,$size]} off=${best[off,$size]}
+    on=${best[on,$size]} off=${best[off,$size]}
     awk -v s="$size" -v a="$on" -v b="$off" \
         'BEGIN { printf "| %d | %.2f | %.2f | %.2f |\n", s, a, b, (b > 0 ? a / b : 0) }'
 done

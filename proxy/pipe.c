@@ -85,7 +85,7 @@ bool pf_splice_enabled(void)
     if (v < 0) {
         const char *e = getenv("PILOTFISH_SPLICE");
 
-        v = e == NULL || strcmp(e, "off") != 0;
+        v = e != NULL && strcmp(e, "on") == 0;
         atomic_store_explicit(&on, v, memory_order_relaxed);
     }
     return v != 0;

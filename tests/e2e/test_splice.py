@@ -1,8 +1,8 @@
 """Response bodies moved with splice(2) (upstream socket -> pipe -> client
 socket) when no filter reads them, and the copying path they fall back to.
-Every test runs in both modes: splice on (the default) and off
-(PILOTFISH_SPLICE=off), and checks which one moved the body with the
-pilotfish_splice_* counters."""
+Every test runs in both modes: splice on (PILOTFISH_SPLICE=on) and off (the
+default), and checks which one moved the body with the pilotfish_splice_*
+counters."""
 
 import gzip
 import hashlib
@@ -24,7 +24,7 @@ CONFIG = pf.BASIC_CONFIG.replace(
     request_timeout: 1s
 """
 
-MODES = {"auto": {}, "off": {"PILOTFISH_SPLICE": "off"}}
+MODES = {"on": {"PILOTFISH_SPLICE": "on"}, "off": {}}
 
 
 def start(mode):
@@ -40,7 +40,7 @@ def spliced(p):
 
 
 def check_spliced(p, mode, before, responses):
-    """In auto mode, responses more bodies went with splice; none ever when off."""
+    """When on, responses more bodies went with splice; none ever when off."""
     now = spliced(p)
     if mode == "off":
         assert now == (0, 0), "splice used while off: %r" % (now,)
@@ -87,7 +87,7 @@ def access_lines(p, n):
 
 
 def both(fn):
-    """Register test_splice<fn name>_auto and _off: fn run in each mode."""
+    """Register test_splice<fn name>_on and _off: fn run in each mode."""
     for mode in MODES:
         def test(mode=mode):
             fn(mode)
