@@ -32,6 +32,7 @@
 #include "proxy/notify.h"
 #include "proxy/probes.h"
 #include "proxy/log.h"
+#include "proxy/pipe.h"
 #include "proxy/snapshot.h"
 #include "proxy/stats.h"
 #include "proxy/tx.h"
@@ -420,6 +421,8 @@ static void *worker_main(void *arg)
     event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY);
     pf_arena_pool_stop();
     pf_head_pool_drain();
+    pf_pipes_free(w->pipes);
+    w->pipes = NULL;
     return NULL;
 }
 

@@ -29,6 +29,7 @@
 #include "proxy/core.h"
 #include "proxy/errors.h"
 #include "proxy/filter.h"
+#include "proxy/pipe.h"
 #include "proxy/server.h"
 #include "proxy/slo.h"
 #include "proxy/tx.h"
@@ -954,6 +955,7 @@ void pf_stats_render(struct pf_server *s, struct evbuffer *out)
     render_errors(s, out);
     pf_slo_render(s, out);
     render_filters(s->cfg, out);
+    pf_splice_render(out);
     render_process(out);
     free(all);
 }

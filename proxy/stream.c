@@ -162,6 +162,11 @@ static void rev_cb(evutil_socket_t fd, short what, void *arg)
         stream_event(s, PF_STREAM_TIMEOUT);
         return;
     }
+    if (s->raw) {
+        s->readcb(s, s->arg);
+        rev_deadline(s);
+        return;
+    }
     n = evbuffer_reserve_space(s->in, (ev_ssize_t)want, v, 2);
     for (int i = 0; i < n; i++) {
         iov[i].iov_base = v[i].iov_base;
@@ -261,6 +266,20 @@ void pf_stream_flush(struct pf_stream *s)
     }
     if (s->writecb != NULL)
         s->writecb(s, s->arg);
+}
+
+void pf_stream_wait_write(struct pf_stream *s)
+{
+    if (s->closed || s->connecting)
+        return;
+    if (evbuffer_get_length(s->out) > 0) {
+        pf_stream_mark(s); /* its flush waits for writability itself */
+        return;
+    }
+    if (!s->wev_added) {
+        event_add(wev_get(s), s->has_wto ? &s->wto : NULL);
+        s->wev_added = true;
+    }
 }
 
 struct pf_stream *pf_stream_new(struct pf_stream_loop *l, int fd)

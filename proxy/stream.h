@@ -79,6 +79,7 @@ struct pf_stream {
     bool wev_added;
     bool dirty;
     bool closed; /* freed while its callbacks ran: ignore */
+    bool raw;    /* readability goes to readcb unread: it reads the socket itself (splice) */
     TAILQ_ENTRY(pf_stream) dirty_link;
 };
 
@@ -137,6 +138,12 @@ void pf_stream_free(struct pf_stream *s);
 
 /* s->out has new data: write it at the end of this batch of callbacks. */
 void pf_stream_mark(struct pf_stream *s);
+
+/*
+ * Report writability through writecb, within the write timeout (a caller
+ * that writes the socket itself, as splice does, found it full).
+ */
+void pf_stream_wait_write(struct pf_stream *s);
 
 /* Write what can be written now. */
 void pf_stream_flush(struct pf_stream *s);

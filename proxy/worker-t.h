@@ -20,6 +20,7 @@ struct event_base;
 struct evbuffer;
 struct pf_config;
 struct pf_listener;
+struct pf_pipes;
 struct pf_pool;
 struct pf_server;
 struct pf_stats;
@@ -69,10 +70,11 @@ struct pf_worker {
     struct pf_pool *
         *pools; /* indexed by endpoint id; each allocated once (TAILQ heads must not move) */
     unsigned n_pools;
-    struct evbuffer *alog; /* access log lines not yet handed to the writer */
-    struct event *tick;    /* 100 ms housekeeping: log flush, pool sweep */
-    struct event *mail_ev; /* reads mail_fd */
-    int mail_fd;           /* eventfd: written by pf_server_mail from any thread */
+    struct pf_pipes *pipes; /* splice pipes (proxy/pipe.h), made at the first spliced body */
+    struct evbuffer *alog;  /* access log lines not yet handed to the writer */
+    struct event *tick;     /* 100 ms housekeeping: log flush, pool sweep */
+    struct event *mail_ev;  /* reads mail_fd */
+    int mail_fd;            /* eventfd: written by pf_server_mail from any thread */
     pthread_mutex_t mail_lock;
     struct pf_mail *mail_head; /* guarded by mail_lock */
     struct pf_mail *mail_tail; /* guarded by mail_lock */

@@ -13,6 +13,7 @@
 
 #include "proxy/chunked.h"
 #include "proxy/head-t.h"
+#include "proxy/pipe.h"
 #include "proxy/stream.h"
 
 /* Idle keep-alive connections of one endpoint on one worker (LIFO). */
@@ -66,6 +67,10 @@ struct pf_upconn {
     uint8_t body_mode;         /* PF_BODY_*: how the response body is framed */
     uint64_t body_left;        /* Content-Length bytes still to come */
     struct pf_chunked chunked; /* chunked decoder state */
+    struct pf_pipe *pipe;      /* while splicing the body (proxy/upstream/upsplice.c) */
+    bool splice_want; /* the body may be spliced once the bytes read with the head are out */
+    bool splicing;    /* the body moves with splice: uc->s is raw */
+    bool splice_eof;  /* splicing: the upstream closed */
     TAILQ_ENTRY(pf_upconn) link;
 };
 

@@ -29,6 +29,7 @@
 #include "proxy/upstream/health.h"
 #include "proxy/upstream/pool.h"
 #include "proxy/upstream/retry.h"
+#include "proxy/upstream/upsplice.h"
 
 static void up_process(struct pf_upconn *uc);
 static void up_eof(struct pf_upconn *uc);
@@ -224,6 +225,7 @@ static void up_detach(struct pf_tx *tx, struct pf_upconn *uc, bool reuse)
         tx->timer_set = false;
     }
     pf_stream_set_read_deadline(uc->s, 0);
+    pf_upsplice_end(uc); /* a pipe with bytes left in it is closed */
     up_unpend(uc);
     p->n_active--;
     atomic_fetch_sub_explicit(&pf_endpoint_get(uc->endpoint_id)->active, 1, memory_order_relaxed);
@@ -399,7 +401,8 @@ static void up_handle_head(struct pf_upconn *uc)
     tx->status = uc->parser.status_code;
     tx->up_status = tx->status;
     uc->state = PF_UC_READING_BODY;
-    pf_tx_respond(tx);
+    if (pf_tx_respond(tx) && uc->tx == tx)
+        uc->splice_want = pf_upsplice_eligible(tx, uc);
 }
 
 static void up_handle_done(struct pf_upconn *uc)
@@ -460,7 +463,59 @@ static int up_body(struct pf_upconn *uc)
         up_handle_done(uc);
         return 1;
     }
+    if (uc->splice_want && !uc->head_lf && evbuffer_get_length(in) == 0 && pf_upsplice_begin(uc))
+        return 0; /* the rest goes with splice (up_process) */
     return up_backpressure(uc) || evbuffer_get_length(in) == 0 ? 1 : 0;
+}
+
+/* The spliced body's end: the response is complete. */
+static void up_splice_done(struct pf_upconn *uc)
+{
+    struct pf_tx *tx = uc->tx;
+    bool closed = uc->body_mode == PF_BODY_CLOSE;
+
+    pf_upsplice_end(uc);
+    uc->body_mode = PF_BODY_NONE;
+    if (closed) {
+        up_detach(tx, uc, false);
+        pf_tx_resp_end(tx);
+        return;
+    }
+    uc->state = PF_UC_DONE; /* exactly Content-Length bytes moved: reusable */
+    up_handle_done(uc);
+}
+
+/* Move the body with splice until one side must be waited for. */
+static void up_splice_run(struct pf_upconn *uc)
+{
+    struct pf_tx *tx = uc->tx;
+    struct pf_conn *c = tx->conn;
+
+    if (c == NULL) {
+        pf_tx_fail(tx, 502, PF_ERR_RESET); /* not reached: an abort detaches first */
+        return;
+    }
+    switch (pf_upsplice_pump(uc, c->s, &tx->bytes_out)) {
+    case PF_UPSPLICE_WAIT_UP:
+        break;
+    case PF_UPSPLICE_WAIT_CLIENT:
+        /* as up_backpressure: no reading until the client takes output */
+        uc->read_blocked = true;
+        pf_stream_read(uc->s, false);
+        pf_stream_wait_write(c->s);
+        break;
+    case PF_UPSPLICE_DONE:
+        up_splice_done(uc);
+        break;
+    case PF_UPSPLICE_UP_CUT:
+        /* never a complete framing around a truncated body: the client is cut */
+        tx->error = PF_ERR_RESET;
+        pf_tx_fail(tx, 502, PF_ERR_RESET);
+        break;
+    case PF_UPSPLICE_CLIENT_ERR:
+        pf_conn_close(c); /* as a failed write: the client is gone (499) */
+        break;
+    }
 }
 
 static void up_process(struct pf_upconn *uc)
@@ -473,6 +528,10 @@ static void up_process(struct pf_upconn *uc)
         size_t n;
         enum http_errno e;
 
+        if (uc->splicing) {
+            up_splice_run(uc);
+            break;
+        }
         if (uc->body_mode != PF_BODY_NONE) {
             if (up_body(uc) != 0)
                 break;
@@ -703,6 +762,7 @@ static bool up_start_attempt(struct pf_tx *tx, bool fresh)
     uc->got_bytes = false;
     uc->req_sent = false;
     uc->body_mode = PF_BODY_NONE;
+    uc->splice_want = false;
     uc->head_lf = false;
     uc->head_ready = false;
     uc->in_1xx = false;

@@ -1,0 +1,42 @@
+/*
+ * Response bodies moved with splice(2): upstream socket -> pipe -> client
+ * socket (proxy/upstream/upsplice.c), for bodies no filter reads. The attempt
+ * code (upstream.c) decides what each result means for the transaction.
+ */
+#ifndef PF_UPSTREAM_UPSPLICE_H
+#define PF_UPSTREAM_UPSPLICE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct pf_stream;
+struct pf_tx;
+struct pf_upconn;
+
+enum pf_upsplice_res {
+    PF_UPSPLICE_WAIT_UP,     /* the upstream has nothing more for now */
+    PF_UPSPLICE_WAIT_CLIENT, /* the client socket (or its buffered output) is full */
+    PF_UPSPLICE_DONE,        /* the whole body went out (Content-Length, or up to the close) */
+    PF_UPSPLICE_UP_CUT,      /* the upstream closed early or failed: the body is cut */
+    PF_UPSPLICE_CLIENT_ERR,  /* writing to the client failed */
+};
+
+/*
+ * Whether tx's response body on uc may be spliced: splicing is on, no filter
+ * reads the body, and it is Content-Length framed (at least PF_SPLICE_MIN
+ * bytes) and passed on so, or close-delimited toward an HTTP/1.0 client.
+ * Call after the head went out (pf_tx_respond).
+ */
+bool pf_upsplice_eligible(const struct pf_tx *tx, const struct pf_upconn *uc);
+
+/* Take a pipe and make uc's stream raw. False (counted) when no pipe can be had. */
+bool pf_upsplice_begin(struct pf_upconn *uc);
+
+/* Move what can be moved now toward client (whose buffered output goes first); *out counts. */
+enum pf_upsplice_res pf_upsplice_pump(struct pf_upconn *uc, struct pf_stream *client,
+                                      uint64_t *out);
+
+/* Give the pipe back (closed if bytes are left in it), the stream reads again. */
+void pf_upsplice_end(struct pf_upconn *uc);
+
+#endif /* PF_UPSTREAM_UPSPLICE_H */
