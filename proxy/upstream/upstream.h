@@ -47,4 +47,15 @@ void pf_upstream_resume_read(struct pf_upconn *uc);
 bool pf_upstream_should_retry(const struct pf_tx *tx, const struct pf_upconn *uc,
                               enum pf_outcome o);
 
+/* Health checks let ep serve: healthy, or found unhealthy when panic may use it. */
+bool pf_upstream_health_lets_serve(const struct pf_upstream_conf *up, const struct pf_endpoint *ep);
+
+/*
+ * The endpoint of tx's next attempt (proxy/upstream/pick.c), admitted by its
+ * breaker (*ticket: a half-open trial's permit). PF_ERR_NONE, or the error
+ * to answer: circuit_open when circuits keep the endpoints out, else
+ * no_healthy_upstream (health checks, panic off).
+ */
+enum pf_error pf_upstream_pick(struct pf_tx *tx, unsigned *id, uint64_t *ticket);
+
 #endif /* PF_UPSTREAM_H */
