@@ -185,6 +185,12 @@ int pf_conf_addr(const struct pf_conf_node *n, struct pf_addr *a, const char *wh
 /* A scalar or a non-empty list of addresses, each listed once, into *out (replaced). */
 void pf_conf_addr_list(const struct pf_conf_node *n, const char *what, struct pf_addr **out,
                        unsigned *count, struct pf_err *err);
+/*
+ * Parsing a list into v: keep v[*k] (*k grows) unless an earlier v[0..*k)
+ * has its text; then report "listed twice" at n and free its text.
+ */
+void pf_conf_addr_keep_unique(const struct pf_conf_node *n, const char *what, struct pf_addr *v,
+                              unsigned *k, struct pf_err *err);
 /* Free n addresses and their array. */
 void pf_addr_list_free(struct pf_addr *a, unsigned n);
 /* The items of a list, or the scalar n itself as a list of one. */

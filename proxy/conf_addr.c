@@ -196,6 +196,21 @@ unsigned pf_conf_node_items(const struct pf_conf_node *const *n,
     return (*n)->n_items;
 }
 
+void pf_conf_addr_keep_unique(const struct pf_conf_node *n, const char *what, struct pf_addr *v,
+                              unsigned *k, struct pf_err *err)
+{
+    unsigned j = 0;
+
+    while (j < *k && strcmp(v[j].text, v[*k].text) != 0)
+        j++;
+    if (j == *k) {
+        (*k)++;
+        return;
+    }
+    pf_err_at(err, n, "%s: '%s' is listed twice", what, v[*k].text);
+    free(v[*k].text);
+}
+
 void pf_conf_addr_list(const struct pf_conf_node *n, const char *what, struct pf_addr **out,
                        unsigned *count, struct pf_err *err)
 {
@@ -213,17 +228,8 @@ void pf_conf_addr_list(const struct pf_conf_node *n, const char *what, struct pf
     }
     v = pf_xcalloc(n_items, sizeof(*v));
     for (unsigned i = 0; i < n_items; i++) {
-        unsigned j = 0;
-        if (pf_conf_addr(items[i], &v[k], what, err) < 0)
-            continue;
-        while (j < k && strcmp(v[j].text, v[k].text) != 0)
-            j++;
-        if (j == k) {
-            k++;
-            continue;
-        }
-        pf_err_at(err, items[i], "%s: '%s' is listed twice", what, v[k].text);
-        free(v[k].text);
+        if (pf_conf_addr(items[i], &v[k], what, err) == 0)
+            pf_conf_addr_keep_unique(items[i], what, v, &k, err);
     }
     pf_addr_list_free(*out, *count);
     *out = v;

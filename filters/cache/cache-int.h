@@ -78,6 +78,9 @@ enum pf_verdict pf_cache_after_lookup(const struct pf_cache_conf *c, struct pf_t
                                       struct pf_slot *s, struct cache_ctx *x, enum pf_verdict v);
 enum pf_verdict pf_cache_refresh_request(struct pf_tx *tx, struct pf_slot *s, struct cache_ctx *x);
 
+/* The field lines of request header name of tx (arg), at most max (a pf_cache_hdr_fn). */
+unsigned pf_cache_req_lines(void *arg, const char *name, const char **lines, unsigned max);
+
 /*
  * refresh.c: what a background refresh sends: tx's headers without the client's conditionals and
  * range, nor its credentials (Authorization, Proxy-Authorization, Cookie) unless the entry of key

@@ -51,7 +51,7 @@ static int collect_line(void *arg, const char *name, const char *value)
     return 0;
 }
 
-static unsigned req_get(void *arg, const char *name, const char **lines, unsigned max)
+unsigned pf_cache_req_lines(void *arg, const char *name, const char **lines, unsigned max)
 {
     struct lines l = {name, lines, 0, max};
 
@@ -93,7 +93,7 @@ bool pf_cache_tx_key(const struct pf_cache_conf *c, struct pf_tx *tx, const char
     for (unsigned i = 0; i < c->include_headers.n; i++) {
         const char *lines[LINES_MAX];
         /* every field line of the name, comma-joined (as a list is folded, and as for Vary) */
-        unsigned nl = req_get(tx, c->include_headers.v[i], lines, LINES_MAX);
+        unsigned nl = pf_cache_req_lines(tx, c->include_headers.v[i], lines, LINES_MAX);
         int n = snprintf(out + len, size - len, "\n%s:", c->include_headers.v[i]);
 
         if (n < 0 || (size_t)n >= size - len)
@@ -322,7 +322,7 @@ static bool lookup_variant(struct pf_cstore *st, struct pf_tx *tx, const char *k
     *has_vary = pf_cstore_vary(st, key, vary, sizeof(vary));
     if (!*has_vary)
         return true;
-    return pf_cache_variant_key(&line, 1, req_get, tx, out, size);
+    return pf_cache_variant_key(&line, 1, pf_cache_req_lines, tx, out, size);
 }
 
 /* Nothing fits and the request said only-if-cached: 504 (RFC 9111 §5.2.1.7). */
@@ -508,7 +508,7 @@ static enum pf_verdict cache_on_request(struct pf_tx *tx, struct pf_slot *s)
     x->debug_key = c->debug_key;
     x->mode = M_MISS;
     x->req_time = now_s();
-    n = req_get(tx, "cache-control", lines, LINES_MAX);
+    n = pf_cache_req_lines(tx, "cache-control", lines, LINES_MAX);
     pf_cc_parse(&x->req_cc, lines, n);
     if (n == 0 && pf_tx_req_header(tx, "pragma") != NULL &&
         strcasecmp(pf_tx_req_header(tx, "pragma"), "no-cache") == 0)
@@ -758,7 +758,7 @@ static void maybe_store(const struct pf_cache_conf *c, struct pf_tx *tx, struct 
     n = resp_get(tx, "vary", lines, LINES_MAX);
     variant[0] = '\0';
     if (why == NULL && n > 0 &&
-        !pf_cache_variant_key(lines, n, req_get, tx, variant, sizeof(variant)))
+        !pf_cache_variant_key(lines, n, pf_cache_req_lines, tx, variant, sizeof(variant)))
         why = "vary";
     if (why != NULL) {
         /* the next requests need not queue behind one fetch each; errors are not the URL's own */

@@ -95,29 +95,6 @@ void pf_cache_collapse_end(struct cache_ctx *x, bool complete)
 
 /* ---- a waiter ---- */
 
-struct lines {
-    const char *name;
-    const char **v;
-    unsigned n, max;
-};
-
-static int collect_line(void *arg, const char *name, const char *value)
-{
-    struct lines *l = arg;
-
-    if (strcasecmp(name, l->name) == 0 && l->n < l->max)
-        l->v[l->n++] = value;
-    return 0;
-}
-
-static unsigned req_lines(void *arg, const char *name, const char **lines, unsigned max)
-{
-    struct lines l = {name, lines, 0, max};
-
-    pf_tx_req_header_each(arg, collect_line, &l);
-    return l.n;
-}
-
 /* Can tx be answered with g as it is (same variant, no range or conditional of its own)? */
 static bool fits(struct pf_tx *tx, struct cache_ctx *x, const struct pf_cgrow *g)
 {
@@ -128,7 +105,7 @@ static bool fits(struct pf_tx *tx, struct cache_ctx *x, const struct pf_cgrow *g
         return false;
     if (g->vary == NULL)
         return true;
-    if (!pf_cache_variant_key(&line, 1, req_lines, tx, variant, sizeof(variant)) ||
+    if (!pf_cache_variant_key(&line, 1, pf_cache_req_lines, tx, variant, sizeof(variant)) ||
         strcmp(variant, g->variant) != 0) {
         x->fwd = "vary-miss";
         return false;

@@ -40,10 +40,7 @@ struct walk {
     char namespace[254];   /* of the first workload that has one */
 };
 
-static int fail(struct pf_inject_err *err, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static int fail(struct pf_inject_err *err, const char *fmt, ...)
+int pf_inject_fail(struct pf_inject_err *err, const char *fmt, ...)
 {
     va_list ap;
 
@@ -98,7 +95,7 @@ static int object(yaml_document_t *d, int obj, struct walk *w, int line)
     char what[300];
 
     if (!pf_y_is(d, obj, YAML_MAPPING_NODE) || kind == NULL)
-        return fail(w->err, "%s:%d: not a Kubernetes object (no 'kind')", w->input, line);
+        return pf_inject_fail(w->err, "%s:%d: not a Kubernetes object (no 'kind')", w->input, line);
     if (strcmp(kind, "List") == 0 ||
         (strlen(kind) > 4 && strcmp(kind + strlen(kind) - 4, "List") == 0))
         return list(d, obj, w);
@@ -117,7 +114,7 @@ static int object(yaml_document_t *d, int obj, struct walk *w, int line)
             for (int k = 0; pod_paths[i].path[k] != NULL; k++)
                 snprintf(path + strlen(path), sizeof(path) - strlen(path), "%s%s", k ? "." : "",
                          pod_paths[i].path[k]);
-            return fail(w->err, "%s: no pod template (%s)", what, path);
+            return pf_inject_fail(w->err, "%s: no pod template (%s)", what, path);
         }
         if (ns != NULL && w->namespace[0] == '\0')
             snprintf(w->namespace, sizeof(w->namespace), "%s", ns);
@@ -183,9 +180,9 @@ static int load_all(yaml_parser_t *p, yaml_document_t **docs, unsigned *n, struc
         yaml_document_t d;
 
         if (!yaml_parser_load(p, &d))
-            return fail(w->err, "%s:%zu:%zu: not YAML: %s %s", w->input, p->problem_mark.line + 1,
-                        p->problem_mark.column + 1, p->problem ? p->problem : "error",
-                        p->context ? p->context : "");
+            return pf_inject_fail(w->err, "%s:%zu:%zu: not YAML: %s %s", w->input,
+                                  p->problem_mark.line + 1, p->problem_mark.column + 1,
+                                  p->problem ? p->problem : "error", p->context ? p->context : "");
         if (yaml_document_get_root_node(&d) == NULL) {
             yaml_document_delete(&d);
             return 0;
@@ -228,7 +225,8 @@ static char *emit_all(yaml_document_t *docs, unsigned n, struct walk *w, size_t 
     for (; i < n; i++)
         yaml_document_delete(&docs[i]);
     if (!ok) {
-        fail(w->err, "%s: cannot write YAML: %s", w->input, e.problem ? e.problem : "error");
+        pf_inject_fail(w->err, "%s: cannot write YAML: %s", w->input,
+                       e.problem ? e.problem : "error");
         free(out.buf);
         out.buf = NULL;
     }
@@ -263,10 +261,11 @@ static char *inject_texts(const struct pf_inject_input *in, unsigned n_in, struc
         yaml_parser_delete(&p);
     }
     if (!w->err->set && w->pods == 0)
-        fail(w->err,
-             "%s: no pod template: no Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, "
-             "Job or CronJob",
-             n_in == 1 ? in[0].name : "the inputs");
+        pf_inject_fail(
+            w->err,
+            "%s: no pod template: no Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, "
+            "Job or CronJob",
+            n_in == 1 ? in[0].name : "the inputs");
     if (!w->err->set) {
         out = emit_all(docs, n, w, out_len); /* deletes the documents */
         n = 0;

@@ -28,6 +28,10 @@ struct pf_inject_err {
     bool set;
 };
 
+/* Keep the first error only (printf-like); returns -1 for `return pf_inject_fail(...)`. */
+int pf_inject_fail(struct pf_inject_err *err, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
 /*
  * Inject into the pod spec at index spec of document d; what names the
  * workload in messages ("Deployment/web"). Returns 0 (also when pilotfish is

@@ -17,22 +17,6 @@
 #define PF_PROBES_NAME   "pf-probes"
 #define PF_PRESTOP_S     5 /* legacy: pilotfish gets SIGTERM this long after the app */
 
-static int fail(struct pf_inject_err *err, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static int fail(struct pf_inject_err *err, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (!err->set) {
-        va_start(ap, fmt);
-        vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
-        va_end(ap);
-        err->set = true;
-    }
-    return -1;
-}
-
 /*
  * The container as YAML text, parsed and copied into d: shorter and easier
  * to read than building it node by node.
@@ -83,7 +67,7 @@ static int container_new(yaml_document_t *d, const struct pf_inject_opts *o, con
     int id = 0;
 
     if (strpbrk(o->image, "\"\\\n") != NULL || container_text(text, sizeof(text), o, port_name))
-        return fail(err, "bad image name '%s'", o->image), 0;
+        return pf_inject_fail(err, "bad image name '%s'", o->image), 0;
     yaml_parser_initialize(&p);
     yaml_parser_set_input_string(&p, (const unsigned char *)text, strlen(text));
     if (yaml_parser_load(&p, &tmp)) {
@@ -93,7 +77,7 @@ static int container_new(yaml_document_t *d, const struct pf_inject_opts *o, con
     }
     yaml_parser_delete(&p);
     if (id == 0)
-        fail(err, "internal error: the container template does not parse");
+        pf_inject_fail(err, "internal error: the container template does not parse");
     return id;
 }
 
@@ -196,20 +180,22 @@ static int take_port(yaml_document_t *d, int spec, const struct pf_inject_opts *
             continue;
         num = pf_y_str(d, pf_y_get(d, port, "containerPort"));
         if (num != NULL && strtoul(num, NULL, 10) == o->proxy_port)
-            return fail(err,
-                        "%s: port '%s' is %u, the port pilotfish listens on: "
-                        "move the app or pilotfish's listen port",
-                        what, o->port, o->proxy_port);
+            return pf_inject_fail(err,
+                                  "%s: port '%s' is %u, the port pilotfish listens on: "
+                                  "move the app or pilotfish's listen port",
+                                  what, o->port, o->proxy_port);
         renamed(to, o->port);
         ports_in_use(d, spec, 0, to, &num_used, &name_used);
         if (name_used)
-            return fail(err, "%s: cannot rename port '%s': '%s' exists already", what, o->port, to);
+            return pf_inject_fail(err, "%s: cannot rename port '%s': '%s' exists already", what,
+                                  o->port, to);
         pf_y_set_str(d, pf_y_get(d, port, "name"), to);
         rename_refs(d, container, o->port, to);
         return 0;
     }
     port_names(d, containers, names, sizeof(names));
-    return fail(err, "%s: no container port named '%s' (named ports: %s)", what, o->port, names);
+    return pf_inject_fail(err, "%s: no container port named '%s' (named ports: %s)", what, o->port,
+                          names);
 }
 
 /* The configuration volume, unless one of that name is there. */
@@ -220,7 +206,7 @@ static int add_volume(yaml_document_t *d, int spec, const struct pf_inject_opts 
     int v, cm;
 
     if (vols == 0)
-        return fail(err, "%s: 'volumes' is not a list", what);
+        return pf_inject_fail(err, "%s: 'volumes' is not a list", what);
     if (pf_y_named(d, vols, PF_INJECT_VOLUME) != 0)
         return 0;
     v = pf_y_map(d);
@@ -256,7 +242,7 @@ int pf_inject_pod(yaml_document_t *d, int spec, const struct pf_inject_opts *o, 
     int list, c;
 
     if (!pf_y_is(d, spec, YAML_MAPPING_NODE))
-        return fail(err, "%s: the pod spec is not a mapping", what);
+        return pf_inject_fail(err, "%s: the pod spec is not a mapping", what);
     if (injected(d, spec)) {
         /* the container may be shared through an anchor: the rest is made sure of */
         if (add_volume(d, spec, o, what, err) != 0)
@@ -265,17 +251,18 @@ int pf_inject_pod(yaml_document_t *d, int spec, const struct pf_inject_opts *o, 
         return 0;
     }
     if (pf_y_len(d, pf_y_get(d, spec, "containers")) == 0)
-        return fail(err, "%s: the pod spec has no containers", what);
+        return pf_inject_fail(err, "%s: the pod spec has no containers", what);
     if (o->port != NULL && take_port(d, spec, o, what, err) != 0)
         return -1;
     ports_in_use(d, spec, o->proxy_port, name, &num_used, &name_used);
     ports_in_use(d, spec, o->probes_port, PF_PROBES_NAME, &probes_used, &name_used);
     if (num_used || probes_used || name_used)
-        return fail(err, "%s: a container uses port %u or %u or the port name '%s' or '%s' already",
-                    what, o->proxy_port, o->probes_port, name, PF_PROBES_NAME);
+        return pf_inject_fail(
+            err, "%s: a container uses port %u or %u or the port name '%s' or '%s' already", what,
+            o->proxy_port, o->probes_port, name, PF_PROBES_NAME);
     list = pf_y_want(d, spec, o->legacy ? "containers" : "initContainers", YAML_SEQUENCE_NODE);
     if (list == 0)
-        return fail(err, "%s: 'initContainers' is not a list", what);
+        return pf_inject_fail(err, "%s: 'initContainers' is not a list", what);
     c = container_new(d, o, name, err);
     if (c == 0)
         return -1;

@@ -83,18 +83,8 @@ void pf_balancer_conf_endpoints(const struct pf_conf_node *n, const char *what,
     v = pf_xcalloc(n_items, sizeof(*v));
     wt = pf_xcalloc(n_items, sizeof(*wt));
     for (unsigned i = 0; i < n_items; i++) {
-        unsigned j = 0;
-
-        if (parse_item(items[i], what, &v[k], &wt[k], err) < 0)
-            continue;
-        while (j < k && strcmp(v[j].text, v[k].text) != 0)
-            j++;
-        if (j == k) {
-            k++;
-            continue;
-        }
-        pf_err_at(err, items[i], "%s: '%s' is listed twice", what, v[k].text);
-        free(v[k].text);
+        if (parse_item(items[i], what, &v[k], &wt[k], err) == 0)
+            pf_conf_addr_keep_unique(items[i], what, v, &k, err);
     }
     pf_addr_list_free(u->endpoints, u->n_endpoints);
     free(u->weights);
