@@ -114,6 +114,14 @@ static inline void pf_cache_add_value(struct pf_tx *tx, const char *name, const 
     pf_tx_resp_header_add_ref(tx, name, pf_arena_strndup(pf_tx_arena(tx), value, strlen(value)));
 }
 
+/*
+ * Is the response field `name` kept in the stored object (and in what collapsed waiters get)?
+ * Not hop-by-hop (conn_value: the Connection field), framing, Age, Cache-Status, nor, when
+ * withhold (a qualified no-cache="..." / private="..."), a field those name.
+ */
+bool pf_cache_resp_field_kept(struct pf_tx *tx, const char *conn_value, const char *targeted,
+                              bool withhold, const char *name);
+
 /* collapse.c: coalesced requests served while the leader's response streams in */
 void pf_cache_collapse_lead(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_slot *s,
                             struct cache_ctx *x, const struct pf_cache_meta *m,

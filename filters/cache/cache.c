@@ -713,6 +713,14 @@ static enum pf_verdict body_504(struct cache_ctx *x, struct pf_body *b)
     return PF_NEXT;
 }
 
+bool pf_cache_resp_field_kept(struct pf_tx *tx, const char *conn_value, const char *targeted,
+                              bool withhold, const char *name)
+{
+    return strcasecmp(name, "age") != 0 && strcasecmp(name, "cache-status") != 0 &&
+           pf_cache_header_stored(name, conn_value) &&
+           !(withhold && pf_cache_field_withheld(resp_get, tx, targeted, name));
+}
+
 struct stored_arg {
     struct cache_ctx *x;
     struct pf_tx *tx;
@@ -720,17 +728,12 @@ struct stored_arg {
     bool withhold; /* Cache-Control has no-cache="..." or private="..." */
 };
 
-/*
- * Copy one response header into the builder when it is stored (not hop-by-hop, framing, Age,
- * nor a field a qualified no-cache= / private= names).
- */
+/* Copy one response header into the builder when it is stored (pf_cache_resp_field_kept). */
 static int add_stored(void *arg, const char *name, const char *value)
 {
     struct stored_arg *a = arg;
 
-    if (strcasecmp(name, "age") != 0 && strcasecmp(name, "cache-status") != 0 &&
-        pf_cache_header_stored(name, a->x->conn_value) &&
-        !(a->withhold && pf_cache_field_withheld(resp_get, a->tx, a->targeted, name)))
+    if (pf_cache_resp_field_kept(a->tx, a->x->conn_value, a->targeted, a->withhold, name))
         pf_cobj_builder_header(a->x->b, name, value);
     return 0;
 }

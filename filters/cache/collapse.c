@@ -32,18 +32,21 @@
 
 struct fields {
     struct pf_arena *a;
+    struct pf_tx *tx;
     const char *conn_value;
+    const char *targeted;
+    bool withhold;
     struct pf_chdr *v;
     size_t n, max;
 };
 
-/* The fields the stored object keeps (the rule of cache.c's add_stored). */
+/* The fields the stored object keeps: the waiters get no more than a hit would. */
 static int collect_stored(void *arg, const char *name, const char *value)
 {
     struct fields *f = arg;
 
-    if (f->n < f->max && strcasecmp(name, "age") != 0 && strcasecmp(name, "cache-status") != 0 &&
-        pf_cache_header_stored(name, f->conn_value)) {
+    if (f->n < f->max &&
+        pf_cache_resp_field_kept(f->tx, f->conn_value, f->targeted, f->withhold, name)) {
         f->v[f->n].name = name;
         f->v[f->n].value = value;
         f->n++;
@@ -55,7 +58,14 @@ void pf_cache_collapse_lead(const struct pf_cache_conf *c, struct pf_tx *tx, str
                             struct cache_ctx *x, const struct pf_cache_meta *m, const char *variant)
 {
     const char *cl = pf_tx_resp_header(tx, "content-length");
-    struct fields f = {pf_tx_arena(tx), pf_tx_resp_header(tx, "connection"), NULL, 0, 256};
+    struct fields f = {pf_tx_arena(tx),
+                       tx,
+                       pf_tx_resp_header(tx, "connection"),
+                       c->targeted_header[0] != '\0' ? c->targeted_header : NULL,
+                       m->cc.no_cache_fields || m->cc.private_fields,
+                       NULL,
+                       0,
+                       256};
     struct pf_cgrow_head h;
 
     if (!x->leader || x->b == NULL || x->grow != NULL)

@@ -45,8 +45,9 @@ class HoldingOrigin:
     mode "cut":    Content-Length: 2*PART, PART bytes, hold, then close.
     """
 
-    def __init__(self, mode):
+    def __init__(self, mode, extra=""):
         self.mode = mode
+        self.extra = extra  # more response fields, each ending in CRLF
         self.head = threading.Event()
         self.release = threading.Event()
         self.got_request = threading.Event()
@@ -81,7 +82,7 @@ class HoldingOrigin:
             self.got_request.set()
             self.head.wait(BOUND)
             body = bytes((97 + i % 26) for i in range(2 * PART))
-            cc = "Cache-Control: max-age=3600\r\nConnection: close\r\n"
+            cc = "Cache-Control: max-age=3600\r\nConnection: close\r\n" + self.extra
             if self.mode == "grow":
                 s.sendall(("HTTP/1.1 200 OK\r\n%sTransfer-Encoding: chunked\r\n\r\n" % cc).encode()
                           + b"%x\r\n" % PART + body[:PART] + b"\r\n")
@@ -124,6 +125,7 @@ class Reader:
         head = conn.read_until(b"\r\n\r\n").decode("latin-1").split("\r\n")
         self.status = int(head[0].split()[1])
         self.headers = {}
+        self.lines = head[1:]  # every field line, duplicates kept
         for line in head[1:]:
             if ":" in line:
                 k, v = line.split(":", 1)
@@ -166,8 +168,8 @@ class Reader:
         return True
 
 
-def start(mode):
-    o = HoldingOrigin(mode)
+def start(mode, extra=""):
+    o = HoldingOrigin(mode, extra)
     p = Pilotfish(CONFIG, origin=o)
     return o, p
 
@@ -294,3 +296,27 @@ def test_cache_leader_client_abort_keeps_fetching_for_the_waiters():
         r = p.get(target)
         assert r.header("Cache-Status").startswith("pilotfish; hit"), r.headers
         assert r.body == expected(2 * PART) and o.requests == 1
+
+
+def field_count(r, name):
+    return sum(1 for line in r.lines if line.split(":", 1)[0].strip().lower() == name)
+
+
+@pf.timeout(90)
+def test_cache_waiters_get_no_withheld_fields():
+    """A field that a qualified private= / no-cache= names is the leader's own: a waiter gets it
+    no more than a later hit does."""
+    extra = ('Cache-Control: private="Set-Cookie", no-cache="X-Secret"\r\n'
+             "Set-Cookie: sid=leader\r\nX-Secret: s3\r\nX-Public: p\r\n")
+    o, p = start("length", extra)
+    with o, p:
+        leader, lr, conns, readers = open_flight(p, o, "/w1", before=2, after=1)
+        assert lr.headers.get("set-cookie") == "sid=leader", lr.headers
+        for r in readers:
+            assert "collapsed" in r.headers.get("cache-status", ""), r.headers
+            assert r.headers.get("x-public") == "p", r.headers
+            assert "set-cookie" not in r.headers, r.headers
+            assert "x-secret" not in r.headers, r.headers
+        o.release.set()
+        for c in conns + [leader]:
+            c.close()
