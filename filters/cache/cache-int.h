@@ -126,7 +126,8 @@ bool pf_cache_resp_field_kept(struct pf_tx *tx, const char *conn_value, const ch
 void pf_cache_collapse_lead(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_slot *s,
                             struct cache_ctx *x, const struct pf_cache_meta *m,
                             const char *variant);
-void pf_cache_collapse_body(struct cache_ctx *x, struct evbuffer *buf);
+/* A body chunk for the waiters; false once the object is abandoned (grew past the max). */
+bool pf_cache_collapse_body(struct cache_ctx *x, struct evbuffer *buf);
 void pf_cache_collapse_end(struct cache_ctx *x, bool complete);
 enum pf_verdict pf_cache_collapse_start(const struct pf_cache_conf *c, struct pf_tx *tx,
                                         struct pf_slot *s, struct cache_ctx *x, struct pf_cgrow *g);

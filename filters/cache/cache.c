@@ -846,6 +846,27 @@ static enum pf_verdict cache_on_response(struct pf_tx *tx, struct pf_slot *s)
     return PF_NEXT;
 }
 
+/*
+ * The leader's object grew past max_object_size mid-body: its waiters are cut, the flight ends now
+ * (not when the body does) so that new requests go upstream rather than join a dead object, and a
+ * marker lets the next ones go in parallel instead of each leading a fetch that ends the same way.
+ */
+static void abandoned(struct pf_slot *s, struct cache_ctx *x)
+{
+    const struct pf_cache_conf *c = s->conf;
+    int64_t now = now_s();
+
+    if (x->b != NULL) {
+        pf_cobj_builder_abandon(x->b);
+        x->b = NULL;
+    }
+    if (x->leader)
+        pf_cache_hfm_set(s->pstate, x->key, now,
+                         pf_cache_hfm_ttl(pf_cache_lifetime(&x->grow->meta, &c->policy)));
+    pf_cache_collapse_end(x, false);
+    leader_done(s, x);
+}
+
 static enum pf_verdict cache_on_body(struct pf_tx *tx, struct pf_slot *s, struct pf_body *b)
 {
     struct cache_ctx *x = s->ctx;
@@ -863,7 +884,8 @@ static enum pf_verdict cache_on_body(struct pf_tx *tx, struct pf_slot *s, struct
         pf_cobj_builder_abandon(x->b); /* grew past max_object_size: never truncated */
         x->b = NULL;
     }
-    pf_cache_collapse_body(x, b->in);
+    if (x->grow != NULL && !pf_cache_collapse_body(x, b->in))
+        abandoned(s, x);
     evbuffer_add_buffer(b->out, b->in);
     if (b->eos && x->b != NULL) {
         o = pf_cobj_builder_finish(x->b, now_s());

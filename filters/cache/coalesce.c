@@ -18,7 +18,9 @@
  * Once the leader's response is known to be stored, the leader hands it over
  * as it streams in (pf_coalesce_stream, a struct pf_cgrow): every waiter is
  * woken with it at once, and a request that joins later is woken with it
- * straight away, until the leader is done.
+ * straight away, until the leader is done, as long as it is still growing: an
+ * object abandoned (or complete) is never handed out, the request goes
+ * upstream on its own.
  *
  * Ownership of a waiter: while `linked`, the flight's list holds it. The
  * leader's done unlinks it under the table lock and hands it to its own
@@ -151,6 +153,11 @@ enum pf_coalesce pf_coalesce_join(const void *store, const char *key, struct pf_
         table[bucket_of(store, key)] = f;
         pthread_mutex_unlock(&lock);
         return PF_COALESCE_LEADER;
+    }
+    if ((*pp)->grow != NULL && pf_cgrow_state((*pp)->grow) != PF_CGROW_GROWING) {
+        /* abandoned (or already stored): nothing to serve from, the leader ends the flight */
+        pthread_mutex_unlock(&lock);
+        return PF_COALESCE_ALONE;
     }
     w = pf_xcalloc(1, sizeof(*w));
     w->worker = pf_tx_worker(tx);

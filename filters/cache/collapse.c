@@ -84,14 +84,15 @@ void pf_cache_collapse_lead(const struct pf_cache_conf *c, struct pf_tx *tx, str
     pf_tx_keep_fetching(tx);
 }
 
-void pf_cache_collapse_body(struct cache_ctx *x, struct evbuffer *buf)
+bool pf_cache_collapse_body(struct cache_ctx *x, struct evbuffer *buf)
 {
     if (x->grow == NULL)
-        return;
-    if (x->b == NULL)
+        return true;
+    if (x->b == NULL) {
         pf_cgrow_end(x->grow, false); /* the object was abandoned */
-    else
-        pf_cgrow_append(x->grow, buf);
+        return false;
+    }
+    return pf_cgrow_append(x->grow, buf);
 }
 
 void pf_cache_collapse_end(struct cache_ctx *x, bool complete)

@@ -137,6 +137,16 @@ void pf_cgrow_end(struct pf_cgrow *g, bool complete)
     pthread_mutex_unlock(&g->lock);
 }
 
+enum pf_cgrow_state pf_cgrow_state(struct pf_cgrow *g)
+{
+    enum pf_cgrow_state st;
+
+    pthread_mutex_lock(&g->lock);
+    st = g->state;
+    pthread_mutex_unlock(&g->lock);
+    return st;
+}
+
 /* On the reader's worker: its call arrived. */
 static void sub_cb(struct pf_worker *w, void *arg)
 {

@@ -151,6 +151,8 @@ void pf_cgrow_unref(struct pf_cgrow *g); /* NULL is fine */
 bool pf_cgrow_append(struct pf_cgrow *g, struct evbuffer *buf);
 /* The writer: the body is complete, or (complete false) abandoned. The first call counts. */
 void pf_cgrow_end(struct pf_cgrow *g, bool complete);
+/* Any thread: the state now (a GROWING object may end at any time after). */
+enum pf_cgrow_state pf_cgrow_state(struct pf_cgrow *g);
 /* A reader on worker w: fn(w, arg) runs there soon, then after appends and at the end. */
 typedef void (*pf_cgrow_fn)(struct pf_worker *w, void *arg);
 struct pf_cgrow_sub *pf_cgrow_subscribe(struct pf_cgrow *g, struct pf_worker *w, pf_cgrow_fn fn,

@@ -43,6 +43,7 @@ class HoldingOrigin:
     mode "grow":   chunked, PART bytes, hold, then 100 KiB more (past a
                    64 KiB max_object_size) and the last chunk.
     mode "cut":    Content-Length: 2*PART, PART bytes, hold, then close.
+    mode "grow-hold": as "grow", but holds the last chunk until `end` is set.
     """
 
     def __init__(self, mode, extra=""):
@@ -50,6 +51,7 @@ class HoldingOrigin:
         self.extra = extra  # more response fields, each ending in CRLF
         self.head = threading.Event()
         self.release = threading.Event()
+        self.end = threading.Event()
         self.got_request = threading.Event()
         self.rest_sent = threading.Event()  # the origin sent what it held (or closed)
         self.lock = threading.Lock()
@@ -83,7 +85,7 @@ class HoldingOrigin:
             self.head.wait(BOUND)
             body = bytes((97 + i % 26) for i in range(2 * PART))
             cc = "Cache-Control: max-age=3600\r\nConnection: close\r\n" + self.extra
-            if self.mode == "grow":
+            if self.mode.startswith("grow"):
                 s.sendall(("HTTP/1.1 200 OK\r\n%sTransfer-Encoding: chunked\r\n\r\n" % cc).encode()
                           + b"%x\r\n" % PART + body[:PART] + b"\r\n")
             else:
@@ -93,9 +95,11 @@ class HoldingOrigin:
             self.rest_sent.set()
             if self.mode == "length":
                 s.sendall(body[PART:])
-            elif self.mode == "grow":
+            elif self.mode.startswith("grow"):
                 for _ in range(25):
                     s.sendall(b"1000\r\n" + b"x" * 4096 + b"\r\n")
+                if self.mode == "grow-hold":
+                    self.end.wait(3 * BOUND)
                 s.sendall(b"0\r\n\r\n")
             s.shutdown(socket.SHUT_WR)
             while s.recv(65536):
@@ -108,6 +112,7 @@ class HoldingOrigin:
     def close(self):
         self.head.set()
         self.release.set()
+        self.end.set()
         self.sock.close()
 
     def __enter__(self):
@@ -319,4 +324,28 @@ def test_cache_waiters_get_no_withheld_fields():
             assert "x-secret" not in r.headers, r.headers
         o.release.set()
         for c in conns + [leader]:
+            c.close()
+
+
+@pf.timeout(90)
+def test_cache_abandoned_object_is_not_handed_to_new_requests():
+    """Once the object grew past max_object_size, a request that comes while the leader's body
+    still streams goes upstream itself: it is not joined to the dead object (a 502)."""
+    o, p = start("grow-hold")
+    with o, p:
+        target = "/a1"
+        leader, lr, conns, readers = open_flight(p, o, target, before=2, after=1)
+        o.release.set()
+        for r in readers:
+            assert not r.read_all(), "a waiter got a complete framing around a partial body"
+        lr.read_at_least(PART + 25 * 4096)  # the origin holds its last chunk
+        late = send_get(p, target)
+        r = Reader(late)
+        assert r.status == 200, (r.status, r.headers)
+        assert "collapsed" not in r.headers.get("cache-status", ""), r.headers
+        o.end.set()
+        assert r.read_all() and len(r.body) == PART + 25 * 4096
+        assert lr.read_all()
+        assert o.requests == 2
+        for c in conns + [leader, late]:
             c.close()
