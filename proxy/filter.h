@@ -132,9 +132,10 @@ struct evbuffer *pf_tx_reply_bare(struct pf_tx *tx, int status, struct evbuffer 
 
 /*
  * A reply whose body follows later (the cache serving a response that is
- * still being fetched): pf_tx_reply() without a body and without
- * Content-Length (add one when the length is known; otherwise the body is
- * chunked, or close-delimited to HTTP/1.0). Once the filter has returned
+ * still being fetched): pf_tx_reply_bare() without a body, so without any
+ * header, not even Date (the filter adds the stored head); add Content-Length
+ * when the length is known, otherwise the body is chunked, or close-delimited
+ * to HTTP/1.0. Once the filter has returned
  * PF_REPLIED (or resumed with it), the head is sent and the filter hands the
  * body over with pf_tx_reply_body() on the tx's worker, until eos, or gives
  * up with pf_tx_reply_cut(). The client may go away meanwhile: hold a

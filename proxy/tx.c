@@ -511,8 +511,7 @@ void pf_tx_reply(struct pf_tx *tx, int status, struct evbuffer *body)
 
 void pf_tx_reply_stream(struct pf_tx *tx, int status)
 {
-    pf_tx_reply(tx, status, NULL);
-    pf_hdrs_del(&tx->resp, "Content-Length");
+    pf_tx_reply_bare(tx, status, NULL); /* the filter adds every field, Date too */
     tx->reply_open = true;
 }
 

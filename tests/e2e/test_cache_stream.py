@@ -8,6 +8,7 @@ test can check that the waiters already got the first part while the origin
 still holds the end: an ordering of events, never a timing. Every read has
 a socket timeout only as a bound against a hang."""
 
+import email.utils
 import socket
 import struct
 import threading
@@ -348,4 +349,19 @@ def test_cache_abandoned_object_is_not_handed_to_new_requests():
         assert lr.read_all()
         assert o.requests == 2
         for c in conns + [leader, late]:
+            c.close()
+
+
+@pf.timeout(90)
+def test_cache_waiters_get_one_date():
+    """A waiter's head is the stored one: the origin's Date, not pilotfish's as well."""
+    extra = "Date: %s\r\n" % email.utils.formatdate(usegmt=True)
+    o, p = start("length", extra)
+    with o, p:
+        leader, lr, conns, readers = open_flight(p, o, "/d1", before=2, after=1)
+        for r in readers:
+            assert "collapsed" in r.headers.get("cache-status", ""), r.headers
+            assert field_count(r, "date") == 1, r.lines
+        o.release.set()
+        for c in conns + [leader]:
             c.close()
