@@ -17,7 +17,9 @@
  * cuts the waiter's response (pf_tx_reply_cut: a 502 when nothing reached
  * the socket yet, else a closed connection), never a complete framing around
  * a partial body. A waiter whose Vary variant differs from the leader's, or
- * with a Range or a conditional of its own, goes upstream instead.
+ * with a Range or a conditional of its own, goes upstream instead, and so
+ * does an HTTP/1.0 one when the length is unknown: its body would be
+ * close-delimited, and a cut would look like the end.
  */
 #include "filters/cache/cache-int.h"
 
@@ -106,13 +108,17 @@ void pf_cache_collapse_end(struct cache_ctx *x, bool complete)
 
 /* ---- a waiter ---- */
 
-/* Can tx be answered with g as it is (same variant, no range or conditional of its own)? */
+/* Can tx be answered with g as it is (same variant, no range or conditional of its own, and a
+ * framing that shows a cut)? */
 static bool fits(struct pf_tx *tx, struct cache_ctx *x, const struct pf_cgrow *g)
 {
     char variant[VARIANT_MAX];
     const char *line = g->vary;
 
     if (x->client_inm != NULL || x->client_ims != NULL || pf_tx_req_header(tx, "range") != NULL)
+        return false;
+    /* HTTP/1.0 without a length: close-delimited, where a cut would read as a complete body */
+    if (g->length < 0 && pf_tx_http_minor(tx) == 0)
         return false;
     if (g->vary == NULL)
         return true;

@@ -365,3 +365,25 @@ def test_cache_waiters_get_one_date():
         o.release.set()
         for c in conns + [leader]:
             c.close()
+
+
+@pf.timeout(90)
+def test_cache_http10_waiter_not_collapsed_without_length():
+    """Without a Content-Length an HTTP/1.0 client's body ends with the connection, where a cut
+    looks like the end: such a request goes upstream itself."""
+    o, p = start("grow")
+    with o, p:
+        target = "/h1"
+        leader = send_get(p, target)
+        assert o.got_request.wait(BOUND), "the origin got no request"
+        old = p.conn(timeout=BOUND)
+        old.send(pf.build_request("GET", target, version="1.0"))
+        o.head.set()
+        r = Reader(old)
+        assert "fwd=" in r.headers.get("cache-status", ""), r.headers  # its own fetch
+        o.release.set()
+        lr = Reader(leader)
+        assert lr.read_all() and len(lr.body) == PART + 25 * 4096
+        assert o.requests == 2
+        for c in (leader, old):
+            c.close()
