@@ -527,8 +527,10 @@ static enum pf_verdict cache_on_request(struct pf_tx *tx, struct pf_slot *s)
 enum pf_verdict pf_cache_after_lookup(const struct pf_cache_conf *c, struct pf_tx *tx,
                                       struct pf_slot *s, struct cache_ctx *x, enum pf_verdict v)
 {
+    /* a Range or a conditional gets a 206 / 304, never stored: it would lead a fetch for nothing */
     if (v != PF_NEXT || x->mode != M_MISS || !c->coalesce || pf_tx_is_head(tx) || x->no_store ||
-        pf_tx_req_header(tx, "authorization") != NULL ||
+        pf_tx_req_header(tx, "authorization") != NULL || pf_tx_req_header(tx, "range") != NULL ||
+        x->client_inm != NULL || x->client_ims != NULL ||
         pf_cache_hfm_active(s->pstate, x->key, now_s()))
         return v;
     switch (pf_coalesce_join(s->pstate, x->key, tx, c->lock_timeout_ms, coalesced, s)) {
@@ -764,8 +766,11 @@ static void maybe_store(const struct pf_cache_conf *c, struct pf_tx *tx, struct 
         !pf_cache_variant_key(lines, n, pf_cache_req_lines, tx, variant, sizeof(variant)))
         why = "vary";
     if (why != NULL) {
-        /* the next requests need not queue behind one fetch each; errors are not the URL's own */
-        if (x->leader && status < 500)
+        /*
+         * the next requests need not queue behind one fetch each; errors are not the URL's own,
+         * nor is a 206 / 304 (an answer to the request's own Range or conditional)
+         */
+        if (x->leader && status < 500 && status != 206 && status != 304)
             pf_cache_hfm_set(s->pstate, x->key, now,
                              pf_cache_hfm_ttl(pf_cache_lifetime(&m, &c->policy)));
         cache_status(tx, x, "pilotfish; fwd=%s; fwd-status=%d; detail=%s", x->fwd, status,

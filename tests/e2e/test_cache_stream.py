@@ -80,6 +80,7 @@ class HoldingOrigin:
                 if not d:
                     return
                 buf += d
+            ranged = b"\r\nrange:" in buf.lower()
             with self.lock:
                 self.requests += 1
             self.got_request.set()
@@ -90,7 +91,10 @@ class HoldingOrigin:
                 s.sendall(("HTTP/1.1 200 OK\r\n%sTransfer-Encoding: chunked\r\n\r\n" % cc).encode()
                           + b"%x\r\n" % PART + body[:PART] + b"\r\n")
             else:
-                s.sendall(("HTTP/1.1 200 OK\r\n%sContent-Length: %d\r\n\r\n" % (cc, 2 * PART))
+                st = "206 Partial Content" if ranged else "200 OK"
+                if ranged:  # a range of a resource twice as long
+                    cc += "Content-Range: bytes 0-%d/%d\r\n" % (2 * PART - 1, 4 * PART)
+                s.sendall(("HTTP/1.1 %s\r\n%sContent-Length: %d\r\n\r\n" % (st, cc, 2 * PART))
                           .encode() + body[:PART])
             self.release.wait(3 * BOUND)  # longer than any read: a missing event fails the test
             self.rest_sent.set()
@@ -387,3 +391,36 @@ def test_cache_http10_waiter_not_collapsed_without_length():
         assert o.requests == 2
         for c in (leader, old):
             c.close()
+
+
+def wait_requests(o, n):
+    for _ in range(400):
+        if o.requests >= n:
+            return
+        threading.Event().wait(0.05)
+    raise AssertionError("the origin got %d requests, never %d" % (o.requests, n))
+
+
+@pf.timeout(90)
+def test_cache_range_request_does_not_lead():
+    """A Range request's 206 is never stored: it does not take the key's flight, so a plain request
+    that comes meanwhile fetches (and stores) the response itself rather than wait for nothing."""
+    o, p = start("length")
+    with o, p:
+        target = "/r1"
+        ranged = p.conn(timeout=BOUND)
+        ranged.send(pf.build_request("GET", target, headers={"Range": "bytes=0-7999"}))
+        assert o.got_request.wait(BOUND), "the origin got no request"
+        plain = send_get(p, target)
+        wait_requests(o, 2)  # the plain request did not wait behind the ranged one
+        o.head.set()
+        o.release.set()
+        rr, pr = Reader(ranged), Reader(plain)
+        assert rr.status == 206 and rr.read_all()
+        assert pr.status == 200 and pr.read_all() and pr.body == expected(2 * PART)
+        assert "collapsed" not in pr.headers.get("cache-status", ""), pr.headers
+        for c in (ranged, plain):
+            c.close()
+        r = p.get(target)
+        assert r.header("Cache-Status").startswith("pilotfish; hit"), r.headers
+        assert o.requests == 2
