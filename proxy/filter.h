@@ -158,6 +158,12 @@ void pf_tx_reply_cut(struct pf_tx *tx);
  * transaction's is; on_done runs when it ends.
  */
 void pf_tx_keep_fetching(struct pf_tx *tx);
+/*
+ * Withdraw pf_tx_keep_fetching: a client abort aborts again; a fetch that goes
+ * on without its client already is aborted (from the loop, so a filter of tx
+ * may call it from its own callbacks; tx ends there).
+ */
+void pf_tx_stop_fetching(struct pf_tx *tx);
 
 /*
  * Like pf_tx_reply() for an error pilotfish makes itself: JSON body

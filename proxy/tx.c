@@ -292,6 +292,24 @@ void pf_tx_keep_fetching(struct pf_tx *tx)
     tx->keep_fetching = true;
 }
 
+/* From the loop: a detached fetch nobody needs any more. */
+static void stop_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    pf_tx_abort(arg, PF_ERR_CLIENT_ABORT);
+}
+
+void pf_tx_stop_fetching(struct pf_tx *tx)
+{
+    tx->keep_fetching = false;
+    if (!tx->detached)
+        return;
+    event_del(&tx->bg_start); /* pf_tx_free deletes it if tx ends first */
+    event_assign(&tx->bg_start, tx->w->base, -1, 0, stop_cb, tx);
+    event_active(&tx->bg_start, EV_TIMEOUT, 1);
+}
+
 void pf_tx_abort(struct pf_tx *tx, enum pf_error why)
 {
     struct pf_conn *c = tx->conn;

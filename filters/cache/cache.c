@@ -856,7 +856,7 @@ static enum pf_verdict cache_on_response(struct pf_tx *tx, struct pf_slot *s)
  * (not when the body does) so that new requests go upstream rather than join a dead object, and a
  * marker lets the next ones go in parallel instead of each leading a fetch that ends the same way.
  */
-static void abandoned(struct pf_slot *s, struct cache_ctx *x)
+static void abandoned(struct pf_tx *tx, struct pf_slot *s, struct cache_ctx *x)
 {
     const struct pf_cache_conf *c = s->conf;
     int64_t now = now_s();
@@ -870,6 +870,7 @@ static void abandoned(struct pf_slot *s, struct cache_ctx *x)
                          pf_cache_hfm_ttl(pf_cache_lifetime(&x->grow->meta, &c->policy)));
     pf_cache_collapse_end(x, false);
     leader_done(s, x);
+    pf_tx_stop_fetching(tx); /* no store, no waiters: no reason to read on without the client */
 }
 
 static enum pf_verdict cache_on_body(struct pf_tx *tx, struct pf_slot *s, struct pf_body *b)
@@ -890,7 +891,7 @@ static enum pf_verdict cache_on_body(struct pf_tx *tx, struct pf_slot *s, struct
         x->b = NULL;
     }
     if (x->grow != NULL && !pf_cache_collapse_body(x, b->in))
-        abandoned(s, x);
+        abandoned(tx, s, x);
     evbuffer_add_buffer(b->out, b->in);
     if (b->eos && x->b != NULL) {
         o = pf_cobj_builder_finish(x->b, now_s());

@@ -53,6 +53,7 @@ class HoldingOrigin:
         self.head = threading.Event()
         self.release = threading.Event()
         self.end = threading.Event()
+        self.upstream_closed = threading.Event()
         self.got_request = threading.Event()
         self.rest_sent = threading.Event()  # the origin sent what it held (or closed)
         self.lock = threading.Lock()
@@ -104,15 +105,32 @@ class HoldingOrigin:
                 for _ in range(25):
                     s.sendall(b"1000\r\n" + b"x" * 4096 + b"\r\n")
                 if self.mode == "grow-hold":
-                    self.end.wait(3 * BOUND)
+                    self._hold_end(s)
                 s.sendall(b"0\r\n\r\n")
             s.shutdown(socket.SHUT_WR)
             while s.recv(65536):
                 pass
         except OSError:
-            pass
+            self.upstream_closed.set()  # pilotfish closed it while this sent
         finally:
             s.close()
+
+    def _hold_end(self, s):
+        """Until `end` is set; sets `upstream_closed` when pilotfish closes the connection."""
+        s.settimeout(0.05)
+        for _ in range(int(3 * BOUND / 0.05)):
+            if self.end.is_set():
+                break
+            try:
+                if not s.recv(65536):
+                    self.upstream_closed.set()
+                    return
+            except socket.timeout:
+                continue
+            except OSError:
+                self.upstream_closed.set()
+                return
+        s.settimeout(None)
 
     def close(self):
         self.head.set()
@@ -424,3 +442,19 @@ def test_cache_range_request_does_not_lead():
         r = p.get(target)
         assert r.header("Cache-Status").startswith("pilotfish; hit"), r.headers
         assert o.requests == 2
+
+
+@pf.timeout(90)
+def test_cache_detached_fetch_stops_when_the_object_is_abandoned():
+    """A fetch that goes on for the store after its client left stops once the body grew past
+    max_object_size: nothing is stored and nobody waits for it."""
+    o, p = start("grow-hold")
+    with o, p:
+        leader = send_get(p, "/k1")
+        o.head.set()
+        Reader(leader).read_at_least(PART)
+        leader.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        leader.close()
+        wait_connections(p, 0)
+        o.release.set()  # 100 KiB more, past max_object_size, then the origin holds its end
+        assert o.upstream_closed.wait(BOUND), "the detached fetch went on with no reason"
