@@ -35,6 +35,7 @@ struct cache_ctx {
     bool replacing;            /* on_body drops the upstream body and emits emit's */
     bool leader;               /* this request fetches the key for coalesced waiters */
     bool collapsed;            /* this request waited for another one's fetch */
+    bool rejoined;             /* ... and, woken with nothing, took the flight logic again */
     bool background;           /* a stale-while-revalidate refresh (pf_tx_background) */
     unsigned refresh;          /* ... how it ended (enum pf_cache_refresh), for on_done */
     bool l2_done;              /* the L2 tier was asked (once per request) */

@@ -416,12 +416,24 @@ static void coalesced(struct pf_tx *tx, void *arg, bool timed_out, struct pf_cgr
     struct pf_slot *s = arg;
     struct cache_ctx *x = s->ctx;
 
+    if (!x->collapsed)
+        pf_cache_count_coalesced();
     x->collapsed = true;
-    pf_cache_count_coalesced();
-    if (g != NULL) /* the leader's response streams in: served from it as it comes */
+    if (g != NULL) { /* the leader's response streams in: served from it as it comes */
         pf_tx_resume(tx, pf_cache_collapse_start(s->conf, tx, s, x, g));
-    else
+    } else if (timed_out || x->rejoined) {
         pf_tx_resume(tx, timed_out ? PF_NEXT : pf_cache_lookup(s->conf, tx, s, x));
+    } else {
+        /*
+         * The leader ended with nothing to serve (it went away before its response, or the
+         * response was not stored): the first waiter here leads a new fetch, the others wait
+         * for it, rather than all going upstream at once (a not-stored response left a
+         * hit-for-miss marker: then they do). Once only: a second wake goes upstream.
+         */
+        x->rejoined = true;
+        pf_tx_resume(tx,
+                     pf_cache_after_lookup(s->conf, tx, s, x, pf_cache_lookup(s->conf, tx, s, x)));
+    }
 }
 
 /*

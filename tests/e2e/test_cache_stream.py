@@ -458,3 +458,26 @@ def test_cache_detached_fetch_stops_when_the_object_is_abandoned():
         wait_connections(p, 0)
         o.release.set()  # 100 KiB more, past max_object_size, then the origin holds its end
         assert o.upstream_closed.wait(BOUND), "the detached fetch went on with no reason"
+
+
+@pf.timeout(90)
+def test_cache_leader_gone_before_its_head_one_waiter_leads():
+    """The leader's client goes away before the response head (nothing to keep fetching for): the
+    waiters do not all go upstream at once; one of them fetches for the others."""
+    o, p = start("length")
+    with o, p:
+        target = "/l1"
+        leader = send_get(p, target)
+        assert o.got_request.wait(BOUND), "the origin got no request"
+        conns = [send_get(p, target) for _ in range(3)]
+        wait_connections(p, 4)
+        leader.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        leader.close()
+        wait_requests(o, 2)  # the new leader's fetch
+        o.head.set()
+        o.release.set()
+        for c in conns:
+            r = Reader(c)
+            assert r.status == 200 and r.read_all() and r.body == expected(2 * PART)
+            c.close()
+        assert o.requests == 2, "expected 2 origin fetches, got %d" % o.requests
