@@ -34,10 +34,10 @@
 
 /* ---- the bus ---- */
 
-#define STORES_MAX 8 /* stores alive at once: one, or a few while reloads change `memory` */
-
+/* Stores alive at once: one, or a few while reloads change `memory`; the list grows as needed. */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static struct pf_cstore *stores[STORES_MAX]; /* guarded by lock */
+static struct pf_cstore **stores; /* guarded by lock */
+static unsigned stores_max;       /* guarded by lock */
 static pthread_once_t nonce_once = PTHREAD_ONCE_INIT;
 static char nonce[17];
 
@@ -52,20 +52,26 @@ static void nonce_init(void)
 
 void pf_cache_bus_register(struct pf_cstore *st)
 {
+    unsigned i;
+
     pthread_mutex_lock(&lock);
-    for (unsigned i = 0; i < STORES_MAX; i++) {
-        if (stores[i] == NULL) {
-            stores[i] = st;
-            break;
-        }
+    for (i = 0; i < stores_max && stores[i] != NULL; i++)
+        ;
+    if (i == stores_max) { /* full: never a store that purges from other processes miss */
+        unsigned n = stores_max > 0 ? 2 * stores_max : 8;
+
+        stores = pf_xrealloc(stores, n * sizeof(*stores));
+        memset(stores + stores_max, 0, (n - stores_max) * sizeof(*stores));
+        stores_max = n;
     }
+    stores[i] = st;
     pthread_mutex_unlock(&lock);
 }
 
 void pf_cache_bus_unregister(struct pf_cstore *st)
 {
     pthread_mutex_lock(&lock);
-    for (unsigned i = 0; i < STORES_MAX; i++) {
+    for (unsigned i = 0; i < stores_max; i++) {
         if (stores[i] == st)
             stores[i] = NULL;
     }
@@ -105,7 +111,7 @@ void pf_cache_bus_receive(void *arg, const char *msg, size_t len)
     op = msg[21];
     copy = pf_xstrndup(msg + 23, len - 23);
     pthread_mutex_lock(&lock);
-    for (unsigned i = 0; i < STORES_MAX; i++) {
+    for (unsigned i = 0; i < stores_max; i++) {
         if (stores[i] == NULL)
             continue;
         if (op == PF_BUS_KEY)
