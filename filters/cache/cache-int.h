@@ -36,6 +36,7 @@ struct cache_ctx {
     bool leader;               /* this request fetches the key for coalesced waiters */
     bool collapsed;            /* this request waited for another one's fetch */
     bool rejoined;             /* ... and, woken with nothing, took the flight logic again */
+    int64_t hfm_s;             /* the leader's hit-for-miss marker for its waiters (0: none) */
     bool background;           /* a stale-while-revalidate refresh (pf_tx_background) */
     unsigned refresh;          /* ... how it ended (enum pf_cache_refresh), for on_done */
     bool l2_done;              /* the L2 tier was asked (once per request) */

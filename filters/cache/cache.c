@@ -562,7 +562,7 @@ static void leader_done(struct pf_slot *s, struct cache_ctx *x)
 {
     if (x->leader) {
         x->leader = false;
-        pf_coalesce_done(s->pstate, x->key);
+        pf_coalesce_done(s->pstate, x->key, now_s(), x->hfm_s);
     }
 }
 
@@ -783,8 +783,7 @@ static void maybe_store(const struct pf_cache_conf *c, struct pf_tx *tx, struct 
          * nor is a 206 / 304 (an answer to the request's own Range or conditional)
          */
         if (x->leader && status < 500 && status != 206 && status != 304)
-            pf_cache_hfm_set(s->pstate, x->key, now,
-                             pf_cache_hfm_ttl(pf_cache_lifetime(&m, &c->policy)));
+            x->hfm_s = pf_cache_hfm_ttl(pf_cache_lifetime(&m, &c->policy)); /* leader_done */
         cache_status(tx, x, "pilotfish; fwd=%s; fwd-status=%d; detail=%s", x->fwd, status,
                      why[0] != '\0' ? why : "not-storable");
         s->skip_body = true;
@@ -871,15 +870,12 @@ static enum pf_verdict cache_on_response(struct pf_tx *tx, struct pf_slot *s)
 static void abandoned(struct pf_tx *tx, struct pf_slot *s, struct cache_ctx *x)
 {
     const struct pf_cache_conf *c = s->conf;
-    int64_t now = now_s();
 
     if (x->b != NULL) {
         pf_cobj_builder_abandon(x->b);
         x->b = NULL;
     }
-    if (x->leader)
-        pf_cache_hfm_set(s->pstate, x->key, now,
-                         pf_cache_hfm_ttl(pf_cache_lifetime(&x->grow->meta, &c->policy)));
+    x->hfm_s = pf_cache_hfm_ttl(pf_cache_lifetime(&x->grow->meta, &c->policy));
     pf_cache_collapse_end(x, false);
     leader_done(s, x);
     pf_tx_stop_fetching(tx); /* no store, no waiters: no reason to read on without the client */

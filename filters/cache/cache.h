@@ -90,8 +90,12 @@ bool pf_coalesce_busy(const void *store, const char *key);
 bool pf_coalesce_lead(const void *store, const char *key);
 /* The leader's response streams in as g: wake every waiter with it, and every later one. */
 void pf_coalesce_stream(const void *store, const char *key, struct pf_cgrow *g);
-/* The leader of (store, key) is done: wake every waiter (any thread). */
-void pf_coalesce_done(const void *store, const char *key);
+/*
+ * The leader of (store, key) is done: wake every waiter (any thread). With mark_s > 0, when the
+ * flight had waiters, the key gets a hit-for-miss marker of mark_s seconds first (so the waiters
+ * woken see it); a one-off URL nobody waited for is not marked.
+ */
+void pf_coalesce_done(const void *store, const char *key, int64_t now, int64_t mark_s);
 
 /*
  * hfm.c: hit-for-miss markers. A key whose coalesced fetch got a response that cannot be stored

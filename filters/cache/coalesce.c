@@ -61,6 +61,7 @@ struct flight {
     char *key;
     struct waiter *waiters;
     struct pf_cgrow *grow; /* a reference, once the leader streams */
+    bool had_waiters;      /* a request waited or was served from grow */
 };
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -161,6 +162,7 @@ enum pf_coalesce pf_coalesce_join(const void *store, const char *key, struct pf_
     }
     w = pf_xcalloc(1, sizeof(*w));
     w->worker = pf_tx_worker(tx);
+    (*pp)->had_waiters = true;
     if ((*pp)->grow != NULL) {
         /* the leader streams already: served from it (woken from the loop, not from here) */
         w->ref = pf_tx_ref(tx);
@@ -241,7 +243,7 @@ void pf_coalesce_stream(const void *store, const char *key, struct pf_cgrow *g)
     pthread_mutex_unlock(&lock);
 }
 
-void pf_coalesce_done(const void *store, const char *key)
+void pf_coalesce_done(const void *store, const char *key, int64_t now, int64_t mark_s)
 {
     struct flight **pp;
     struct flight *f;
@@ -254,6 +256,8 @@ void pf_coalesce_done(const void *store, const char *key)
     }
     f = *pp;
     *pp = f->next;
+    if (mark_s > 0 && f->had_waiters)
+        pf_cache_hfm_set(store, key, now, mark_s);
     for (struct waiter *w = f->waiters, *next; w != NULL; w = next) {
         next = w->next; /* w belongs to its worker's call from here on */
         w->linked = false;

@@ -481,3 +481,29 @@ def test_cache_leader_gone_before_its_head_one_waiter_leads():
             assert r.status == 200 and r.read_all() and r.body == expected(2 * PART)
             c.close()
         assert o.requests == 2, "expected 2 origin fetches, got %d" % o.requests
+
+
+@pf.timeout(90)
+def test_cache_one_off_url_gets_no_hit_for_miss_marker():
+    """A response that is not stored marks the URL only when requests waited for it: a one-off
+    URL's next concurrent requests still coalesce (the first fetches, the other waits)."""
+    o, p = start("length", "Cache-Control: no-store\r\n")
+    with o, p:
+        target = "/m1"
+        o.head.set()
+        o.release.set()
+        assert p.get(target).status == 200  # alone: not stored, nobody waited
+        o.head.clear()
+        o.release.clear()
+        a = send_get(p, target)
+        wait_requests(o, 2)
+        b = send_get(p, target)
+        wait_connections(p, 2)
+        o.head.set()
+        rb = Reader(b)  # woken by a's response (not stored), then fetched itself
+        assert "collapsed" in rb.headers.get("cache-status", ""), rb.headers
+        o.release.set()
+        ra = Reader(a)
+        assert ra.read_all() and rb.read_all()
+        for c in (a, b):
+            c.close()
