@@ -12,7 +12,8 @@
  *
  * One process-wide table, like coalesce.c's: a mutex, fixed buckets, at most
  * MARKS_MAX markers (beyond, no new ones: requests then coalesce as usual).
- * Expired markers are removed when their bucket is walked.
+ * Expired markers are removed when their bucket is walked, and all of them
+ * when the table is full (at most once a second).
  */
 #include "filters/cache/cache.h"
 
@@ -35,6 +36,7 @@ struct mark {
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct mark *table[BUCKETS]; /* guarded by lock */
 static unsigned n_marks;            /* guarded by lock */
+static int64_t last_sweep = -1;     /* guarded by lock */
 
 static unsigned bucket_of(const void *store, const char *key)
 {
@@ -65,6 +67,16 @@ static struct mark *find(unsigned b, const void *store, const char *key, int64_t
     return NULL;
 }
 
+/* Full: drop every expired marker, at most once a second (a table full of live ones stays so). */
+static void sweep(int64_t now)
+{
+    if (last_sweep == now)
+        return;
+    last_sweep = now;
+    for (unsigned b = 0; b < BUCKETS; b++)
+        (void)find(b, NULL, "", now); /* no marker has a NULL store: only drops expired ones */
+}
+
 void pf_cache_hfm_set(const void *store, const char *key, int64_t now, int64_t ttl_s)
 {
     unsigned b = bucket_of(store, key);
@@ -73,6 +85,8 @@ void pf_cache_hfm_set(const void *store, const char *key, int64_t now, int64_t t
 
     pthread_mutex_lock(&lock);
     m = find(b, store, key, now);
+    if (m == NULL && n_marks >= MARKS_MAX)
+        sweep(now);
     if (m == NULL && n_marks < MARKS_MAX) {
         m = pf_xmalloc(sizeof(*m) + kl + 1);
         m->store = store;

@@ -74,9 +74,39 @@ static void test_cache_hfm_many_keys(void **state)
     assert_true(pf_cache_hfm_active(&store_b, "http://h/new", 6000));
 }
 
+/* hfm.c's bucket of (store, key), to choose keys that avoid one bucket. */
+static unsigned bucket_of(const void *store, const char *key)
+{
+    uint64_t h = UINT64_C(1469598103934665603) ^ (uint64_t)(uintptr_t)store;
+
+    for (const unsigned char *p = (const unsigned char *)key; *p != '\0'; p++)
+        h = (h ^ *p) * UINT64_C(1099511628211);
+    return (unsigned)(h % 1024);
+}
+
+/* A table full of expired markers, none in the new key's bucket, still takes the new key. */
+static void test_cache_hfm_full_table_drops_expired_markers(void **state)
+{
+    const char *k = "http://h/wanted";
+    unsigned bk = bucket_of(&store_a, k);
+    char key[64];
+
+    (void)state;
+    for (unsigned i = 0; i < 40000; i++) {
+        snprintf(key, sizeof(key), "http://h/f%u", i);
+        if (bucket_of(&store_a, key) != bk)
+            pf_cache_hfm_set(&store_a, key, 100, 10);
+    }
+    pf_cache_hfm_set(&store_a, k, 100, 10);
+    assert_false(pf_cache_hfm_active(&store_a, k, 100)); /* full of live markers: no room */
+    pf_cache_hfm_set(&store_a, k, 200, 10);              /* every other one has expired */
+    assert_true(pf_cache_hfm_active(&store_a, k, 200));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_cache_hfm_full_table_drops_expired_markers), /* first: empty table */
         cmocka_unit_test(test_cache_hfm_marks_a_key_until_it_expires),
         cmocka_unit_test(test_cache_hfm_is_per_store_and_key),
         cmocka_unit_test(test_cache_hfm_ttl_is_the_lifetime_bounded),
