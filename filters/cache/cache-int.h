@@ -124,10 +124,15 @@ static inline void pf_cache_add_value(struct pf_tx *tx, const char *name, const 
 bool pf_cache_resp_field_kept(struct pf_tx *tx, const char *conn_value, const char *targeted,
                               bool withhold, const char *name);
 
+/* The leader's fetch is over: wake the requests waiting for it (cache.c). */
+void pf_cache_leader_done(struct pf_slot *s, struct cache_ctx *x);
+
 /* collapse.c: coalesced requests served while the leader's response streams in */
 void pf_cache_collapse_lead(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_slot *s,
                             struct cache_ctx *x, const struct pf_cache_meta *m,
                             const char *variant);
+/* The leader's object was abandoned mid-body (too big): end it, the flight, the fetch. */
+void pf_cache_collapse_abandoned(struct pf_tx *tx, struct pf_slot *s, struct cache_ctx *x);
 /* A body chunk for the waiters; false once the object is abandoned (grew past the max). */
 bool pf_cache_collapse_body(struct cache_ctx *x, struct evbuffer *buf);
 void pf_cache_collapse_end(struct cache_ctx *x, bool complete);

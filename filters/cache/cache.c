@@ -558,7 +558,7 @@ enum pf_verdict pf_cache_after_lookup(const struct pf_cache_conf *c, struct pf_t
 }
 
 /* The leader's fetch is over: wake the requests waiting for it. */
-static void leader_done(struct pf_slot *s, struct cache_ctx *x)
+void pf_cache_leader_done(struct pf_slot *s, struct cache_ctx *x)
 {
     if (x->leader) {
         x->leader = false;
@@ -652,7 +652,7 @@ static enum pf_verdict revalidated(const struct pf_cache_conf *c, struct pf_tx *
         pf_cobj_unref(o);
         x->refresh = PF_REFRESH_REVALIDATED;
         s->skip_body = true;
-        leader_done(s, x);
+        pf_cache_leader_done(s, x);
         return PF_NEXT;
     }
     replace_response(tx, s, x, o, now, PF_CACHE_REVALIDATED);
@@ -783,7 +783,8 @@ static void maybe_store(const struct pf_cache_conf *c, struct pf_tx *tx, struct 
          * nor is a 206 / 304 (an answer to the request's own Range or conditional)
          */
         if (x->leader && status < 500 && status != 206 && status != 304)
-            x->hfm_s = pf_cache_hfm_ttl(pf_cache_lifetime(&m, &c->policy)); /* leader_done */
+            x->hfm_s = pf_cache_hfm_ttl(
+                pf_cache_lifetime(&m, &c->policy)); /* set by pf_cache_leader_done */
         cache_status(tx, x, "pilotfish; fwd=%s; fwd-status=%d; detail=%s", x->fwd, status,
                      why[0] != '\0' ? why : "not-storable");
         s->skip_body = true;
@@ -815,7 +816,7 @@ static void refresh_response(const struct pf_cache_conf *c, struct pf_tx *tx, st
 {
     s->skip_body = true;
     if (status >= 500 || status == 401 || status == 403 || status == 407) {
-        leader_done(s, x);
+        pf_cache_leader_done(s, x);
         return;
     }
     maybe_store(c, tx, s, x, status, now);
@@ -825,7 +826,7 @@ static void refresh_response(const struct pf_cache_conf *c, struct pf_tx *tx, st
         return;
     }
     x->refresh = PF_REFRESH_UNCACHEABLE;
-    leader_done(s, x);
+    pf_cache_leader_done(s, x);
 }
 
 static enum pf_verdict cache_on_response(struct pf_tx *tx, struct pf_slot *s)
@@ -858,27 +859,8 @@ static enum pf_verdict cache_on_response(struct pf_tx *tx, struct pf_slot *s)
     pf_cache_count(PF_CACHE_MISS, 0);
     maybe_store(c, tx, s, x, pf_tx_status(tx), now);
     if (x->b == NULL)
-        leader_done(s, x); /* nothing to wait for: the waiters go upstream now */
+        pf_cache_leader_done(s, x); /* nothing to wait for: the waiters go upstream now */
     return PF_NEXT;
-}
-
-/*
- * The leader's object grew past max_object_size mid-body: its waiters are cut, the flight ends now
- * (not when the body does) so that new requests go upstream rather than join a dead object, and a
- * marker lets the next ones go in parallel instead of each leading a fetch that ends the same way.
- */
-static void abandoned(struct pf_tx *tx, struct pf_slot *s, struct cache_ctx *x)
-{
-    const struct pf_cache_conf *c = s->conf;
-
-    if (x->b != NULL) {
-        pf_cobj_builder_abandon(x->b);
-        x->b = NULL;
-    }
-    x->hfm_s = pf_cache_hfm_ttl(pf_cache_lifetime(&x->grow->meta, &c->policy));
-    pf_cache_collapse_end(x, false);
-    leader_done(s, x);
-    pf_tx_stop_fetching(tx); /* no store, no waiters: no reason to read on without the client */
 }
 
 static enum pf_verdict cache_on_body(struct pf_tx *tx, struct pf_slot *s, struct pf_body *b)
@@ -899,7 +881,7 @@ static enum pf_verdict cache_on_body(struct pf_tx *tx, struct pf_slot *s, struct
         x->b = NULL;
     }
     if (x->grow != NULL && !pf_cache_collapse_body(x, b->in))
-        abandoned(tx, s, x);
+        pf_cache_collapse_abandoned(tx, s, x);
     evbuffer_add_buffer(b->out, b->in);
     if (b->eos && x->b != NULL) {
         o = pf_cobj_builder_finish(x->b, now_s());
@@ -917,7 +899,7 @@ static enum pf_verdict cache_on_body(struct pf_tx *tx, struct pf_slot *s, struct
     }
     if (b->eos) {
         pf_cache_collapse_end(x, false); /* not stored: the waiters' responses are cut */
-        leader_done(s, x);
+        pf_cache_leader_done(s, x);
     }
     (void)tx;
     return PF_NEXT;
@@ -936,7 +918,7 @@ static void cache_on_done(struct pf_tx *tx, struct pf_slot *s)
     if (x->background)
         pf_cache_count_refresh(x->refresh);
     pf_cache_collapse_done(x);
-    leader_done(s, x);
+    pf_cache_leader_done(s, x);
     if (x->l2_get != 0)
         pf_l2_cancel(pf_cache_l2_of(s), x->l2_get); /* its callback would find the ctx freed */
     pf_cobj_unref(x->stale);

@@ -106,6 +106,25 @@ void pf_cache_collapse_end(struct cache_ctx *x, bool complete)
     x->grow = NULL;
 }
 
+/*
+ * The leader's object grew past max_object_size mid-body: its waiters are cut, the flight ends now
+ * (not when the body does) so that new requests go upstream rather than join a dead object, and a
+ * marker lets the next ones go in parallel instead of each leading a fetch that ends the same way.
+ */
+void pf_cache_collapse_abandoned(struct pf_tx *tx, struct pf_slot *s, struct cache_ctx *x)
+{
+    const struct pf_cache_conf *c = s->conf;
+
+    if (x->b != NULL) {
+        pf_cobj_builder_abandon(x->b);
+        x->b = NULL;
+    }
+    x->hfm_s = pf_cache_hfm_ttl(pf_cache_lifetime(&x->grow->meta, &c->policy));
+    pf_cache_collapse_end(x, false);
+    pf_cache_leader_done(s, x);
+    pf_tx_stop_fetching(tx); /* no store, no waiters: no reason to read on without the client */
+}
+
 /* ---- a waiter ---- */
 
 /* Can tx be answered with g as it is (same variant, no range or conditional of its own, and a
