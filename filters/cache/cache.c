@@ -416,8 +416,6 @@ static void coalesced(struct pf_tx *tx, void *arg, bool timed_out, struct pf_cgr
     struct pf_slot *s = arg;
     struct cache_ctx *x = s->ctx;
 
-    if (!x->collapsed)
-        pf_cache_count_coalesced();
     x->collapsed = true;
     if (g != NULL) { /* the leader's response streams in: served from it as it comes */
         pf_tx_resume(tx, pf_cache_collapse_start(s->conf, tx, s, x, g));
@@ -550,6 +548,8 @@ enum pf_verdict pf_cache_after_lookup(const struct pf_cache_conf *c, struct pf_t
         x->leader = true;
         return PF_NEXT;
     case PF_COALESCE_WAITING:
+        if (!x->rejoined)
+            pf_cache_count_coalesced(); /* once a request, as it starts waiting */
         return PF_PAUSED;
     case PF_COALESCE_ALONE:
     default:

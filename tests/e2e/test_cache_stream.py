@@ -294,6 +294,15 @@ def test_cache_waiters_cut_when_the_upstream_fails_mid_body():
         assert o.requests == 1
 
 
+def wait_coalesced(p, n):
+    """Wait until n requests have joined a flight as waiters (counted as they start waiting)."""
+    for _ in range(400):
+        if p.metrics().get("pilotfish_cache_coalesced_total") == n:
+            return
+        threading.Event().wait(0.05)
+    raise AssertionError("pilotfish_cache_coalesced_total never reached %d" % n)
+
+
 def wait_connections(p, n):
     for _ in range(400):
         if p.metrics().get("pilotfish_http_connections_active") == n:
@@ -470,7 +479,7 @@ def test_cache_leader_gone_before_its_head_one_waiter_leads():
         leader = send_get(p, target)
         assert o.got_request.wait(BOUND), "the origin got no request"
         conns = [send_get(p, target) for _ in range(3)]
-        wait_connections(p, 4)
+        wait_coalesced(p, 3)  # all three wait for the leader's fetch
         leader.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         leader.close()
         wait_requests(o, 2)  # the new leader's fetch
@@ -498,7 +507,7 @@ def test_cache_one_off_url_gets_no_hit_for_miss_marker():
         a = send_get(p, target)
         wait_requests(o, 2)
         b = send_get(p, target)
-        wait_connections(p, 2)
+        wait_coalesced(p, 1)  # b waits for a's fetch
         o.head.set()
         rb = Reader(b)  # woken by a's response (not stored), then fetched itself
         assert "collapsed" in rb.headers.get("cache-status", ""), rb.headers
