@@ -74,14 +74,12 @@ static void gzip_metrics(const void *conf, void *pstate, struct evbuffer *out)
 {
     (void)conf;
     (void)pstate;
-    pf_stats_put_head(out, "pilotfish_gzip_bytes_in_total", "counter",
-                      "Response body bytes fed to gzip compression.");
-    pf_stats_put_sample(out, "pilotfish_gzip_bytes_in_total", NULL, NULL,
-                        pf_counter_sum(&counters, GZ_IN));
-    pf_stats_put_head(out, "pilotfish_gzip_bytes_out_total", "counter",
-                      "Compressed bytes produced by gzip compression.");
-    pf_stats_put_sample(out, "pilotfish_gzip_bytes_out_total", NULL, NULL,
-                        pf_counter_sum(&counters, GZ_OUT));
+    pf_stats_put_one(out, "pilotfish_gzip_bytes_in_total", "counter",
+                     "Response body bytes fed to gzip compression.",
+                     pf_counter_sum(&counters, GZ_IN));
+    pf_stats_put_one(out, "pilotfish_gzip_bytes_out_total", "counter",
+                     "Compressed bytes produced by gzip compression.",
+                     pf_counter_sum(&counters, GZ_OUT));
 }
 
 /* ---- configuration ---- */

@@ -68,3 +68,10 @@ void pf_stats_put_sample(struct evbuffer *out, const char *name, const char *key
     }
     evbuffer_add_printf(out, " %llu\n", (unsigned long long)v);
 }
+
+void pf_stats_put_one(struct evbuffer *out, const char *name, const char *type, const char *help,
+                      uint64_t v)
+{
+    pf_stats_put_head(out, name, type, help);
+    pf_stats_put_sample(out, name, NULL, NULL, v);
+}

@@ -116,16 +116,13 @@ void pf_splice_count(unsigned which, uint64_t n)
 
 void pf_splice_render(struct evbuffer *out)
 {
-    pf_stats_put_head(out, "pilotfish_splice_responses_total", "counter",
-                      "Response bodies moved upstream socket to client socket with splice.");
-    pf_stats_put_sample(out, "pilotfish_splice_responses_total", NULL, NULL,
-                        pf_counter_sum(&counters, PF_SPLICE_RESPONSES));
-    pf_stats_put_head(out, "pilotfish_splice_bytes_total", "counter",
-                      "Response body bytes moved with splice.");
-    pf_stats_put_sample(out, "pilotfish_splice_bytes_total", NULL, NULL,
-                        pf_counter_sum(&counters, PF_SPLICE_BYTES));
-    pf_stats_put_head(out, "pilotfish_splice_no_pipe_total", "counter",
-                      "Response bodies copied instead because no pipe could be had.");
-    pf_stats_put_sample(out, "pilotfish_splice_no_pipe_total", NULL, NULL,
-                        pf_counter_sum(&counters, PF_SPLICE_NO_PIPE));
+    pf_stats_put_one(out, "pilotfish_splice_responses_total", "counter",
+                     "Response bodies moved upstream socket to client socket with splice.",
+                     pf_counter_sum(&counters, PF_SPLICE_RESPONSES));
+    pf_stats_put_one(out, "pilotfish_splice_bytes_total", "counter",
+                     "Response body bytes moved with splice.",
+                     pf_counter_sum(&counters, PF_SPLICE_BYTES));
+    pf_stats_put_one(out, "pilotfish_splice_no_pipe_total", "counter",
+                     "Response bodies copied instead because no pipe could be had.",
+                     pf_counter_sum(&counters, PF_SPLICE_NO_PIPE));
 }

@@ -205,6 +205,9 @@ void pf_stats_put_head(struct evbuffer *out, const char *name, const char *type,
 /* One sample "name{key="val"} v"; key NULL for none (val escaped). */
 void pf_stats_put_sample(struct evbuffer *out, const char *name, const char *key, const char *val,
                          uint64_t v);
+/* A family of one unlabelled sample: its head, then "name v". */
+void pf_stats_put_one(struct evbuffer *out, const char *name, const char *type, const char *help,
+                      uint64_t v);
 
 /*
  * Owner thread (the worker's sweep): drop the upstream series of endpoints

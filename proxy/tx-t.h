@@ -132,7 +132,6 @@ struct pf_tx {
     uint64_t br_ticket;        /* the attempt's half-open trial permit (breaker.h), 0: none */
     struct evbuffer *req_keep; /* the whole request body, kept for a retry (retry.c) */
     struct evbuffer *req_tee;  /* a copy of the body streaming upstream, while small enough */
-    bool retry_active;         /* counted in the upstream's active requests (retry budget) */
     bool retry_held;           /* holds a place in the retry budget */
     bool stale_retried;        /* the retry of a dead pooled connection was used */
     enum pf_error retry_code;  /* a retry's failed try's error, answered if the retry cannot go */

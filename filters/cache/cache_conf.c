@@ -244,16 +244,14 @@ static void redis_metrics(struct evbuffer *out)
     char le[32];
 
     pf_l2_totals(&t);
-    pf_stats_put_head(out, "pilotfish_cache_redis_errors_total", "counter",
-                      "Redis error replies, replies of the wrong type, commands lost with a "
-                      "connection.");
-    pf_stats_put_sample(out, "pilotfish_cache_redis_errors_total", NULL, NULL, t.errors);
-    pf_stats_put_head(out, "pilotfish_cache_redis_timeouts_total", "counter",
-                      "Redis lookups that got no reply within redis.timeout.");
-    pf_stats_put_sample(out, "pilotfish_cache_redis_timeouts_total", NULL, NULL, t.timeouts);
-    pf_stats_put_head(out, "pilotfish_cache_redis_reconnects_total", "counter",
-                      "Connections to a Redis server made again after one was lost.");
-    pf_stats_put_sample(out, "pilotfish_cache_redis_reconnects_total", NULL, NULL, t.reconnects);
+    pf_stats_put_one(out, "pilotfish_cache_redis_errors_total", "counter",
+                     "Redis error replies, replies of the wrong type, commands lost with a "
+                     "connection.",
+                     t.errors);
+    pf_stats_put_one(out, "pilotfish_cache_redis_timeouts_total", "counter",
+                     "Redis lookups that got no reply within redis.timeout.", t.timeouts);
+    pf_stats_put_one(out, "pilotfish_cache_redis_reconnects_total", "counter",
+                     "Connections to a Redis server made again after one was lost.", t.reconnects);
     pf_stats_put_head(out, name, "histogram",
                       "Time of Redis lookups, from the command to its reply or timeout.");
     for (unsigned b = 0; b < PF_L2_BUCKETS; b++) {
@@ -283,10 +281,9 @@ void pf_cache_metrics(const void *conf, void *pstate, struct evbuffer *out)
     for (unsigned i = 0; i < PF_CACHE_N_RESULTS; i++)
         pf_stats_put_sample(out, "pilotfish_cache_requests_total", "result", result_names[i],
                             pf_counter_sum(&counters, i));
-    pf_stats_put_head(out, "pilotfish_cache_served_bytes_total", "counter",
-                      "Response body bytes served from the cache (upstream bytes saved).");
-    pf_stats_put_sample(out, "pilotfish_cache_served_bytes_total", NULL, NULL,
-                        pf_counter_sum(&counters, C_SERVED_BYTES));
+    pf_stats_put_one(out, "pilotfish_cache_served_bytes_total", "counter",
+                     "Response body bytes served from the cache (upstream bytes saved).",
+                     pf_counter_sum(&counters, C_SERVED_BYTES));
     pf_stats_put_head(out, "pilotfish_cache_redis_lookups_total", "counter",
                       "Lookups in the Redis tier after a memory miss, by result.");
     pf_stats_put_sample(out, "pilotfish_cache_redis_lookups_total", "result", "hit",
@@ -294,19 +291,17 @@ void pf_cache_metrics(const void *conf, void *pstate, struct evbuffer *out)
     pf_stats_put_sample(out, "pilotfish_cache_redis_lookups_total", "result", "miss",
                         pf_counter_sum(&counters, C_L2_MISS));
     redis_metrics(out);
-    pf_stats_put_head(out, "pilotfish_cache_coalesced_total", "counter",
-                      "Requests that waited for another request's fetch of the same key.");
-    pf_stats_put_sample(out, "pilotfish_cache_coalesced_total", NULL, NULL,
-                        pf_counter_sum(&counters, C_COALESCED));
+    pf_stats_put_one(out, "pilotfish_cache_coalesced_total", "counter",
+                     "Requests that waited for another request's fetch of the same key.",
+                     pf_counter_sum(&counters, C_COALESCED));
     pf_cache_refresh_metrics(out);
-    pf_stats_put_head(out, "pilotfish_cache_bytes", "gauge",
-                      "Bytes charged in the memory cache (keys, headers, bodies, bookkeeping).");
-    pf_stats_put_sample(out, "pilotfish_cache_bytes", NULL, NULL, st.bytes);
-    pf_stats_put_head(out, "pilotfish_cache_objects", "gauge", "Objects in the memory cache.");
-    pf_stats_put_sample(out, "pilotfish_cache_objects", NULL, NULL, st.objects);
-    pf_stats_put_head(out, "pilotfish_cache_evictions_total", "counter",
-                      "Objects evicted from the memory cache to make room.");
-    pf_stats_put_sample(out, "pilotfish_cache_evictions_total", NULL, NULL, st.evictions);
+    pf_stats_put_one(out, "pilotfish_cache_bytes", "gauge",
+                     "Bytes charged in the memory cache (keys, headers, bodies, bookkeeping).",
+                     st.bytes);
+    pf_stats_put_one(out, "pilotfish_cache_objects", "gauge", "Objects in the memory cache.",
+                     st.objects);
+    pf_stats_put_one(out, "pilotfish_cache_evictions_total", "counter",
+                     "Objects evicted from the memory cache to make room.", st.evictions);
 }
 
 /* ---- Range (a hit answers one byte range with a 206) ---- */

@@ -32,7 +32,7 @@ typedef uint64_t pf_lb_tried;
 struct pf_lb_view {
     const struct pf_upstream_conf *up;
     uint64_t key;    /* ring_hash: the request's hash */
-    uint64_t now_us; /* slow_start: pf_now_us() of the pick (0 without slow_start) */
+    uint64_t now_us; /* pf_now_us() of the pick (open circuits, slow_start) */
     unsigned n_cand; /* candidates, >= 1 */
     uint64_t cand[PF_MAX_ENDPOINTS / 64];
 };

@@ -62,13 +62,12 @@ static unsigned view_fill(struct pf_lb_view *v, pf_lb_tried tried, const uint64_
 {
     const struct pf_upstream_conf *up = v->up;
     unsigned n = 0;
-    uint64_t now = pf_now_us();
 
     memset(v->cand, 0, ((up->n_endpoints + 63) / 64) * sizeof(v->cand[0]));
     for (unsigned i = 0; i < up->n_endpoints; i++) {
         if (refused != NULL && (refused[i / 64] >> (i % 64) & 1) != 0)
             continue; /* refused by the gate: out even when all are tried */
-        if ((use_tried || !is_tried(tried, i)) && ep_in_service(up, i, panic, now)) {
+        if ((use_tried || !is_tried(tried, i)) && ep_in_service(up, i, panic, v->now_us)) {
             v->cand[i / 64] |= (uint64_t)1 << (i % 64);
             n++;
         }
@@ -294,7 +293,7 @@ unsigned pf_balancer_pick_key_admit(const struct pf_upstream_conf *up, pf_lb_tri
     bool panic, rr;
     unsigned i;
 
-    v.now_us = up->slow_start_ms > 0 ? pf_now_us() : 0;
+    v.now_us = pf_now_us(); /* once a pick: circuits and slow_start read it */
     for (unsigned k = 0; k <= up->n_endpoints; k++) {
         if (!view_build(&v, tried, a != NULL ? a->refused : NULL, &panic))
             return PF_LB_NONE;

@@ -605,6 +605,8 @@ bool pf_breaker_overflow(const struct pf_upstream_conf *up, bool new_conn)
         const struct pf_endpoint *ep = pf_endpoint_get(up->endpoint_ids[i]);
 
         active += atomic_load_explicit(&ep->active, memory_order_relaxed);
+        if (!new_conn)
+            continue; /* the connection counts matter only for a new connection */
         open += atomic_load_explicit(&ep->open, memory_order_relaxed);
         pending += atomic_load_explicit(&ep->br.pending, memory_order_relaxed);
     }

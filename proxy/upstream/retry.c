@@ -1,8 +1,10 @@
 /*
  * Retry policy: settings, conditions, backoff and the per-upstream budget.
- * The budget's counters are atomics on one cache line per upstream, touched
- * twice per request (active) and twice per retry (in_flight); the
- * min_per_second window is one 64-bit word changed by compare-and-swap.
+ * The budget's counter of retries in flight is an atomic per upstream,
+ * touched twice per retry; its base, the requests in flight, is the
+ * endpoints' own count, read when a retry is considered (nothing per
+ * request); the min_per_second window is one 64-bit word changed by
+ * compare-and-swap.
  */
 #include "proxy/upstream/retry.h"
 
@@ -191,10 +193,9 @@ static bool take_per_second(struct pf_retry_state *st, unsigned min, uint64_t no
 }
 
 bool pf_retry_budget_take(struct pf_retry_state *st, const struct pf_retry_conf *rc,
-                          unsigned max_in_flight, uint64_t now_us)
+                          unsigned max_in_flight, unsigned active, uint64_t now_us)
 {
     unsigned in = atomic_fetch_add_explicit(&st->in_flight, 1, memory_order_relaxed) + 1;
-    unsigned active = atomic_load_explicit(&st->active, memory_order_relaxed);
 
     if (in > max_in_flight) {
         /* the cap in the same step as the take: workers cannot pass it together */

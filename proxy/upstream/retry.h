@@ -31,7 +31,6 @@ struct evbuffer;
 
 struct pf_retry_state {
     atomic_uint refs;          /* snapshots sharing it */
-    atomic_uint active;        /* requests to this upstream in flight, all workers */
     atomic_uint in_flight;     /* retries in flight (from the decision to their outcome) */
     atomic_uint_least64_t sec; /* second << 32 | min_per_second retries taken in it */
     char *name;                /* the upstream's */
@@ -60,11 +59,12 @@ uint64_t pf_retry_backoff_us(const struct pf_retry_conf *rc, unsigned n, uint64_
 /*
  * Take a place for one retry in st's budget at now_us: true when retries in
  * flight (this one included) stay within max_in_flight (max_retries) and
- * within budget x active, or a min_per_second place of this second is left.
- * A true must be given back with pf_retry_budget_put. Any thread.
+ * within budget x active (requests in flight to the upstream), or a
+ * min_per_second place of this second is left. A true must be given back
+ * with pf_retry_budget_put. Any thread.
  */
 bool pf_retry_budget_take(struct pf_retry_state *st, const struct pf_retry_conf *rc,
-                          unsigned max_in_flight, uint64_t now_us);
+                          unsigned max_in_flight, unsigned active, uint64_t now_us);
 void pf_retry_budget_put(struct pf_retry_state *st);
 
 /* Retries of upstream up in flight now, all workers (the max_retries overflow). */

@@ -131,6 +131,21 @@ bool pf_upstream_should_retry(const struct pf_tx *tx, const struct pf_upconn *uc
 }
 
 /*
+ * The retry budget's base: requests in flight to tx's upstream, all workers
+ * (the endpoints' own counts, read only when a retry is considered), this
+ * one included when it is between attempts.
+ */
+static unsigned up_active(const struct pf_tx *tx)
+{
+    unsigned n = tx->uc == NULL;
+
+    for (unsigned i = 0; i < tx->up->n_endpoints; i++)
+        n += atomic_load_explicit(&pf_endpoint_get(tx->up->endpoint_ids[i])->active,
+                                  memory_order_relaxed);
+    return n;
+}
+
+/*
  * Whether the policy retries tx after outcome o (status: of the head with
  * PF_OUTCOME_OK), taking a place in the budget when it does. Retries the
  * budget refuses are counted.
@@ -143,7 +158,8 @@ static bool up_retry_allowed(struct pf_tx *tx, enum pf_outcome o, int status)
         !pf_retry_on_outcome(rc, o, status) || !tx_replayable(tx))
         return false;
     /* circuit_breaker.max_retries caps retries in flight as the budget does: not made, counted */
-    if (!pf_retry_budget_take(tx->up->rstate, rc, tx->up->breaker.max_retries, pf_now_us())) {
+    if (!pf_retry_budget_take(tx->up->rstate, rc, tx->up->breaker.max_retries, up_active(tx),
+                              pf_now_us())) {
         pf_stats_upstream_retry_refused(tx);
         return false;
     }
@@ -874,11 +890,6 @@ static void up_buffer_flush(struct pf_tx *tx)
 
 void pf_upstream_start(struct pf_tx *tx)
 {
-    if (!tx->retry_active && tx->up->rstate != NULL) {
-        /* the budget's base: requests in flight to this upstream */
-        tx->retry_active = true;
-        atomic_fetch_add_explicit(&tx->up->rstate->active, 1, memory_order_relaxed);
-    }
     if (up_buffer_start(tx))
         return;
     up_tee_start(tx);
@@ -957,8 +968,4 @@ void pf_upstream_end(struct pf_tx *tx)
         up_detach(tx, tx->uc, false);
     up_release_permit(tx); /* ended before its outcome (the client went away) */
     up_retry_release(tx);
-    if (tx->retry_active) {
-        tx->retry_active = false;
-        atomic_fetch_sub_explicit(&tx->up->rstate->active, 1, memory_order_relaxed);
-    }
 }

@@ -179,11 +179,12 @@ static void test_backoff_jitter_spreads(void **state UNUSED)
 }
 
 static struct pf_retry_state st;
+static unsigned active; /* requests in flight to the upstream, as upstream.c counts them */
 
-static void state_reset(unsigned active)
+static void state_reset(unsigned n)
 {
     memset(&st, 0, sizeof(st));
-    atomic_init(&st.active, active);
+    active = n;
 }
 
 /* Retries in flight, this one included, within budget x active requests. */
@@ -194,26 +195,26 @@ static void test_budget_share_of_active(void **state UNUSED)
     pf_retry_conf_defaults(&rc);
     rc.min_per_second = 0;
     state_reset(10); /* 20 % of 10: 2 retries in flight */
-    assert_true(pf_retry_budget_take(&st, &rc, 1000, 1 * SEC));
-    assert_true(pf_retry_budget_take(&st, &rc, 1000, 1 * SEC));
-    assert_false(pf_retry_budget_take(&st, &rc, 1000, 1 * SEC));
+    assert_true(pf_retry_budget_take(&st, &rc, 1000, active, 1 * SEC));
+    assert_true(pf_retry_budget_take(&st, &rc, 1000, active, 1 * SEC));
+    assert_false(pf_retry_budget_take(&st, &rc, 1000, active, 1 * SEC));
     assert_int_equal(atomic_load(&st.in_flight), 2); /* a refusal takes nothing */
     pf_retry_budget_put(&st);
-    assert_true(pf_retry_budget_take(&st, &rc, 1000, 1 * SEC));
-    atomic_store(&st.active, 20); /* more requests, more room */
-    assert_true(pf_retry_budget_take(&st, &rc, 1000, 1 * SEC));
-    assert_true(pf_retry_budget_take(&st, &rc, 1000, 1 * SEC));
-    assert_false(pf_retry_budget_take(&st, &rc, 1000, 1 * SEC));
+    assert_true(pf_retry_budget_take(&st, &rc, 1000, active, 1 * SEC));
+    active = 20; /* more requests, more room */
+    assert_true(pf_retry_budget_take(&st, &rc, 1000, active, 1 * SEC));
+    assert_true(pf_retry_budget_take(&st, &rc, 1000, active, 1 * SEC));
+    assert_false(pf_retry_budget_take(&st, &rc, 1000, active, 1 * SEC));
     assert_int_equal(atomic_load(&st.in_flight), 4);
 
     state_reset(4); /* 20 % of 4 is below one: no retry without min_per_second */
-    assert_false(pf_retry_budget_take(&st, &rc, 1000, 1 * SEC));
+    assert_false(pf_retry_budget_take(&st, &rc, 1000, active, 1 * SEC));
     rc.budget = 1.0; /* 100 %: as many retries as requests */
-    assert_true(pf_retry_budget_take(&st, &rc, 1000, 1 * SEC));
+    assert_true(pf_retry_budget_take(&st, &rc, 1000, active, 1 * SEC));
     assert_int_equal(atomic_load(&st.in_flight), 1);
     rc.budget = 0;
     state_reset(1000);
-    assert_false(pf_retry_budget_take(&st, &rc, 1000, 1 * SEC));
+    assert_false(pf_retry_budget_take(&st, &rc, 1000, active, 1 * SEC));
 }
 
 /* circuit_breaker.max_retries caps retries in flight in the take itself, min_per_second too. */
@@ -224,13 +225,13 @@ static void test_budget_capped_by_max_retries(void **state UNUSED)
     pf_retry_conf_defaults(&rc);
     rc.budget = 1.0;
     state_reset(1000);
-    assert_true(pf_retry_budget_take(&st, &rc, 2, 1 * SEC));
-    assert_true(pf_retry_budget_take(&st, &rc, 2, 1 * SEC));
-    assert_false(pf_retry_budget_take(&st, &rc, 2, 1 * SEC));
+    assert_true(pf_retry_budget_take(&st, &rc, 2, active, 1 * SEC));
+    assert_true(pf_retry_budget_take(&st, &rc, 2, active, 1 * SEC));
+    assert_false(pf_retry_budget_take(&st, &rc, 2, active, 1 * SEC));
     assert_int_equal(atomic_load(&st.in_flight), 2); /* the refusal took nothing */
     pf_retry_budget_put(&st);
-    assert_true(pf_retry_budget_take(&st, &rc, 2, 1 * SEC));
-    assert_false(pf_retry_budget_take(&st, &rc, 0, 1 * SEC)); /* max_retries: 0 */
+    assert_true(pf_retry_budget_take(&st, &rc, 2, active, 1 * SEC));
+    assert_false(pf_retry_budget_take(&st, &rc, 0, active, 1 * SEC)); /* max_retries: 0 */
     assert_int_equal(atomic_load(&st.in_flight), 2);
 }
 
@@ -244,26 +245,26 @@ static void test_budget_min_per_second(void **state UNUSED)
     rc.min_per_second = 3;
     state_reset(0);
     for (int i = 0; i < 3; i++)
-        assert_true(pf_retry_budget_take(&st, &rc, 1000, 5 * SEC + 100 * MS));
-    assert_false(pf_retry_budget_take(&st, &rc, 1000, 5 * SEC + 200 * MS));
+        assert_true(pf_retry_budget_take(&st, &rc, 1000, active, 5 * SEC + 100 * MS));
+    assert_false(pf_retry_budget_take(&st, &rc, 1000, active, 5 * SEC + 200 * MS));
     for (int i = 0; i < 3; i++)
         pf_retry_budget_put(&st); /* ended: their places in this second stay used */
-    assert_false(pf_retry_budget_take(&st, &rc, 1000, 6 * SEC - 1));
+    assert_false(pf_retry_budget_take(&st, &rc, 1000, active, 6 * SEC - 1));
     assert_int_equal(atomic_load(&st.in_flight), 0);
     for (int i = 0; i < 3; i++) /* the next second */
-        assert_true(pf_retry_budget_take(&st, &rc, 1000, 6 * SEC));
-    assert_false(pf_retry_budget_take(&st, &rc, 1000, 6 * SEC + 999 * MS));
-    assert_true(pf_retry_budget_take(&st, &rc, 1000, 60 * SEC)); /* a long gap */
+        assert_true(pf_retry_budget_take(&st, &rc, 1000, active, 6 * SEC));
+    assert_false(pf_retry_budget_take(&st, &rc, 1000, active, 6 * SEC + 999 * MS));
+    assert_true(pf_retry_budget_take(&st, &rc, 1000, active, 60 * SEC)); /* a long gap */
     assert_int_equal(atomic_load(&st.in_flight), 4);
 
     /* the share first: retries it allows take no min_per_second place */
     rc.budget = 0.5;
     state_reset(4);
-    assert_true(pf_retry_budget_take(&st, &rc, 1000, 7 * SEC));
-    assert_true(pf_retry_budget_take(&st, &rc, 1000, 7 * SEC)); /* 2 <= 50 % of 4 */
+    assert_true(pf_retry_budget_take(&st, &rc, 1000, active, 7 * SEC));
+    assert_true(pf_retry_budget_take(&st, &rc, 1000, active, 7 * SEC)); /* 2 <= 50 % of 4 */
     for (int i = 0; i < 3; i++)
-        assert_true(pf_retry_budget_take(&st, &rc, 1000, 7 * SEC));
-    assert_false(pf_retry_budget_take(&st, &rc, 1000, 7 * SEC));
+        assert_true(pf_retry_budget_take(&st, &rc, 1000, active, 7 * SEC));
+    assert_false(pf_retry_budget_take(&st, &rc, 1000, active, 7 * SEC));
     assert_int_equal(atomic_load(&st.in_flight), 5);
 }
 
