@@ -56,6 +56,7 @@ class SendingOrigin:
         self.got_request = threading.Event()
         self.lock = threading.Lock()
         self.requests = 0
+        self.sent = 0
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -85,8 +86,10 @@ class SendingOrigin:
             self.head.wait(3 * BOUND)
             cc = b"Cache-Control: max-age=3600\r\nConnection: close\r\n"
             if self.mode == "length":
-                s.sendall(b"HTTP/1.1 200 OK\r\n" + cc + b"Content-Length: %d\r\n\r\n" % self.size
-                          + self.body)
+                s.sendall(b"HTTP/1.1 200 OK\r\n" + cc + b"Content-Length: %d\r\n\r\n" % self.size)
+                for at in range(0, self.size, 65536):
+                    s.sendall(self.body[at:at + 65536])
+                    self.sent = at + 65536  # the origin's progress, for a test to watch
             else:
                 head = b"HTTP/1.1 200 OK\r\n" + cc + b"Transfer-Encoding: chunked\r\n\r\n"
                 if self.mode == "fail":
@@ -170,6 +173,43 @@ def test_cache_stalled_leader_client_stalls_no_waiter():
         r = p.get(target)
         assert r.header("Cache-Status").startswith("pilotfish; hit"), r.headers
         assert r.body == o.body
+
+
+def wait_stuck(o, polls=10):
+    """Wait until the origin's sending has not moved for `polls` polls in a row (pilotfish stopped
+    reading), or until a bounded number of polls passed: which of the two only decides which path
+    of pilotfish the test takes, never whether it passes."""
+    last, same = -1, 0
+    for _ in range(400):
+        threading.Event().wait(0.05)
+        same = same + 1 if o.sent == last else 0
+        last = o.sent
+        if same >= polls:
+            return
+
+
+@pf.timeout(120)
+def test_cache_waiter_joining_a_stalled_fetch_restarts_it():
+    """Nobody waits yet when the fetching request's client stops reading, so the fetch follows
+    that client and stops; a request that joins then restarts it and gets all of the response."""
+    size = 16 << 20
+    o, p = start("length", size)
+    with o, p:
+        target = "/stalled"
+        leader = stalled_get(p, target)
+        assert o.got_request.wait(BOUND), "the origin got no request"
+        o.head.set()
+        wait_stuck(o)
+        assert o.sent < size, "the origin sent everything to a client that reads nothing"
+        late = send_get(p, target)
+        r = Reader(late)
+        assert r.status == 200 and "collapsed" in r.headers.get("cache-status", ""), r.headers
+        assert r.read_all() and r.body == o.body
+        lr = Reader(leader)
+        assert lr.read_all() and lr.body == o.body
+        for c in (late, leader):
+            c.close()
+        assert o.requests == 1
 
 
 @pf.timeout(120)
