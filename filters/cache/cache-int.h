@@ -52,6 +52,7 @@ struct cache_ctx {
     const char *client_inm;    /* the client's own If-None-Match (arena copy) */
     const char *client_ims;    /* ... If-Modified-Since */
     int64_t req_time;          /* seconds, when the request went upstream */
+    uint64_t gen;              /* the key's purge generation then (pf_cstore_gen) */
     struct pf_cc req_cc;       /* request Cache-Control */
     struct pf_cobj *stale;     /* a reference: the entry revalidated or kept for errors */
     struct pf_cobj *emit;      /* a reference: the body on_body emits at eos */

@@ -518,6 +518,7 @@ static enum pf_verdict cache_on_request(struct pf_tx *tx, struct pf_slot *s)
     x->debug_key = c->debug_key;
     x->mode = M_MISS;
     x->req_time = now_s();
+    x->gen = pf_cstore_gen(s->pstate, x->key); /* a purge from now on: nothing stored */
     n = pf_cache_req_lines(tx, "cache-control", lines, LINES_MAX);
     pf_cc_parse(&x->req_cc, lines, n);
     if (n == 0 && pf_tx_req_header(tx, "pragma") != NULL &&
@@ -642,8 +643,8 @@ static enum pf_verdict revalidated(const struct pf_cache_conf *c, struct pf_tx *
     o = pf_cobj_updated(x->stale, h.v, h.n, &m, now);
     if (o == NULL)
         return PF_FAILED;
-    if (!x->no_store) {
-        pf_cstore_put(s->pstate, o);
+    /* a purge since the request started: the entry stays purged (the client is answered) */
+    if (!x->no_store && pf_cstore_put_at(s->pstate, o, x->gen) == 0) {
         pf_cache_l2_store(c, tx, s, o);
         if (pf_cstore_vary(s->pstate, o->key, vary, sizeof(vary)))
             pf_cache_l2_store_vary(c, tx, s, o, vary); /* its TTL follows the refreshed entry's */
@@ -886,13 +887,18 @@ static enum pf_verdict cache_on_body(struct pf_tx *tx, struct pf_slot *s, struct
     if (b->eos && x->b != NULL) {
         o = pf_cobj_builder_finish(x->b, now_s());
         x->b = NULL;
-        if (o != NULL) {
+        /* purged while it was fetched (key, prefix, tag, invalidation): the purge stands, the
+         * response still goes to its client and to the waiters */
+        if (o != NULL && pf_cstore_gen(s->pstate, x->key) == x->gen) {
             /* a response without Vary drops the record: lookups use variant "" again */
             pf_cstore_set_vary(s->pstate, x->key, x->vary_set ? x->vary : NULL);
-            pf_cstore_put(s->pstate, o);
-            pf_cache_l2_store(s->conf, tx, s, o);
-            if (x->vary_set)
-                pf_cache_l2_store_vary(s->conf, tx, s, o, x->vary);
+            if (pf_cstore_put_at(s->pstate, o, x->gen) == 0) {
+                pf_cache_l2_store(s->conf, tx, s, o);
+                if (x->vary_set)
+                    pf_cache_l2_store_vary(s->conf, tx, s, o, x->vary);
+            }
+        }
+        if (o != NULL) {
             pf_cobj_unref(o);
             pf_cache_collapse_end(x, true);
         }

@@ -193,6 +193,16 @@ void pf_cstore_set_vary(struct pf_cstore *s, const char *key, const char *vary);
  */
 int pf_cstore_put(struct pf_cstore *s, struct pf_cobj *o);
 
+/*
+ * The purge generation of key: a number that changes whenever key may have
+ * been purged (by key, prefix or tag, an invalidation included). A fetch
+ * takes it as it starts and stores with pf_cstore_put_at, so that a purge
+ * that landed while it was under way is not undone by its response.
+ */
+uint64_t pf_cstore_gen(struct pf_cstore *s, const char *key);
+/* pf_cstore_put unless key's generation is no longer gen: then 1, nothing stored. */
+int pf_cstore_put_at(struct pf_cstore *s, struct pf_cobj *o, uint64_t gen);
+
 /* Remove: one key (every variant), every key starting with prefix, every object tagged tag. */
 size_t pf_cstore_purge_key(struct pf_cstore *s, const char *key);
 size_t pf_cstore_purge_prefix(struct pf_cstore *s, const char *prefix);

@@ -741,6 +741,51 @@ static void test_two_threads(void **state)
     assert_int_equal(pf_cobj_live(), live);
 }
 
+/* put_at with the generation taken before a purge stores nothing; taken after, it stores. */
+static void put_at_expect(struct pf_cstore *s, const char *key, uint64_t gen, int want)
+{
+    struct pf_cobj *o = mk(key, "", 10, "red");
+
+    assert_int_equal(pf_cstore_put_at(s, o, gen), want);
+    pf_cobj_unref(o);
+}
+
+static void test_put_at_after_purge(void **state)
+{
+    struct pf_cstore *s = pf_cstore_new(1 << 20, 4);
+    uint64_t g = pf_cstore_gen(s, "GET/a"), other = pf_cstore_gen(s, "GET/b");
+    struct pf_cobj *got;
+
+    (void)state;
+    assert_int_equal(pf_cstore_gen(s, "GET/a"), g); /* stable without purges */
+    put_at_expect(s, "GET/a", g, 0);
+    /* a key purge moves its key's generation (stored or not) and not that of another key */
+    assert_int_equal(pf_cstore_purge_key(s, "GET/a"), 1);
+    assert_int_not_equal(pf_cstore_gen(s, "GET/a"), g);
+    put_at_expect(s, "GET/a", g, 1);
+    assert_null(pf_cstore_get(s, "GET/a", ""));
+    assert_int_equal(pf_cstore_purge_key(s, "GET/nothing"), 0);
+    assert_int_equal(pf_cstore_gen(s, "GET/b"), other);
+    put_at_expect(s, "GET/b", other, 0);
+    /* a fetch that starts after the purge stores */
+    g = pf_cstore_gen(s, "GET/a");
+    put_at_expect(s, "GET/a", g, 0);
+    got = pf_cstore_get(s, "GET/a", "");
+    assert_non_null(got);
+    pf_cobj_unref(got);
+    /* prefix and tag purges move every key's generation, even when they match nothing */
+    g = pf_cstore_gen(s, "GET/c");
+    assert_int_equal(pf_cstore_purge_prefix(s, "GET/zzz"), 0);
+    put_at_expect(s, "GET/c", g, 1);
+    g = pf_cstore_gen(s, "GET/c");
+    assert_int_equal(pf_cstore_purge_tag(s, "blue"), 0);
+    put_at_expect(s, "GET/c", g, 1);
+    assert_null(pf_cstore_get(s, "GET/c", ""));
+    /* plain put is not checked (an L2 fill of a fresh lookup, tests) */
+    put_new(s, "GET/c");
+    pf_cstore_free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -759,6 +804,7 @@ int main(void)
         cmocka_unit_test(test_vary_record_and_variants),
         cmocka_unit_test(test_vary_records_bounded),
         cmocka_unit_test(test_purge_prefix_and_tag),
+        cmocka_unit_test(test_put_at_after_purge),
         cmocka_unit_test(test_304_update_copy),
         cmocka_unit_test(test_body_to_range_zero_copy),
         cmocka_unit_test(test_serialize_round_trip),
