@@ -125,6 +125,10 @@ static inline void pf_cache_add_value(struct pf_tx *tx, const char *name, const 
 bool pf_cache_resp_field_kept(struct pf_tx *tx, const char *conn_value, const char *targeted,
                               bool withhold, const char *name);
 
+/* merge304.c: the stale entry x->stale updated by tx's 304 (fields, freshness), one reference. */
+struct pf_cobj *pf_cache_merge_304(const struct pf_cache_conf *c, struct pf_tx *tx,
+                                   const struct cache_ctx *x, int64_t now);
+
 /* The leader's fetch is over: wake the requests waiting for it (cache.c). */
 void pf_cache_leader_done(struct pf_slot *s, struct cache_ctx *x);
 

@@ -585,62 +585,13 @@ static void replace_response(struct pf_tx *tx, struct pf_slot *s, struct cache_c
     pf_cache_count(r, x->replacing ? o->body_len : 0);
 }
 
-struct merged {
-    struct pf_tx *tx;
-    const struct pf_cobj *o;
-};
-
-/* A header's lines of the 304 when it has them, else the stored ones (RFC 9111 §3.2). */
-static unsigned merged_get(void *arg, const char *name, const char **lines, unsigned max)
-{
-    struct merged *m = arg;
-    unsigned n = resp_get(m->tx, name, lines, max);
-
-    /* the 304's Age describes the refreshed response: the one field not stored that counts */
-    if (n > 0 && (strcasecmp(name, "age") == 0 || pf_cache_header_updated_by_304(name)))
-        return n;
-    n = 0;
-    for (unsigned i = 0; i < m->o->n_hdrs && n < max; i++) {
-        if (strcasecmp(m->o->hdrs[i].name, name) == 0)
-            lines[n++] = m->o->hdrs[i].value;
-    }
-    return n;
-}
-
-struct chdrs {
-    struct pf_arena *a;
-    struct pf_chdr *v;
-    unsigned n, max;
-};
-
-static int collect_chdr(void *arg, const char *name, const char *value)
-{
-    struct chdrs *h = arg;
-
-    if (h->n < h->max) {
-        h->v[h->n].name = name;
-        h->v[h->n].value = value;
-        h->n++;
-    }
-    return 0;
-}
-
 /* A 304 validated the stale entry: update it (headers, freshness), answer from it. */
 static enum pf_verdict revalidated(const struct pf_cache_conf *c, struct pf_tx *tx,
                                    struct pf_slot *s, struct cache_ctx *x, int64_t now)
 {
-    struct merged mg = {tx, x->stale};
-    struct pf_cache_meta m;
-    struct chdrs h = {pf_tx_arena(tx), NULL, 0, 128};
-    struct pf_cobj *o;
+    struct pf_cobj *o = pf_cache_merge_304(c, tx, x, now);
     char vary[VARY_MAX];
 
-    h.v = pf_arena_alloc(h.a, h.max * sizeof(*h.v));
-    pf_tx_resp_header_each(tx, collect_chdr, &h);
-    pf_cache_meta_from_headers(&m, x->stale->status, merged_get, &mg,
-                               c->targeted_header[0] != '\0' ? c->targeted_header : NULL,
-                               x->req_time, now);
-    o = pf_cobj_updated(x->stale, h.v, h.n, &m, now);
     if (o == NULL)
         return PF_FAILED;
     /* a purge since the request started: the entry stays purged (the client is answered) */

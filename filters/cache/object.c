@@ -423,6 +423,13 @@ static void add_304_lines(struct pf_cobj_builder *b, const struct pf_chdr *h, un
 struct pf_cobj *pf_cobj_updated(const struct pf_cobj *o, const struct pf_chdr *hdrs304, unsigned n,
                                 const struct pf_cache_meta *meta, int64_t now)
 {
+    return pf_cobj_updated_if(o, hdrs304, n, meta, now, NULL, NULL);
+}
+
+struct pf_cobj *pf_cobj_updated_if(const struct pf_cobj *o, const struct pf_chdr *hdrs304,
+                                   unsigned n, const struct pf_cache_meta *meta, int64_t now,
+                                   pf_cobj_keep_fn keep, void *arg)
+{
     struct pf_cobj_builder *b = pf_cobj_builder_new(o->key, o->variant, o->status, meta, 0);
     unsigned i, j;
 
@@ -430,6 +437,8 @@ struct pf_cobj *pf_cobj_updated(const struct pf_cobj *o, const struct pf_chdr *h
         const char *name = o->hdrs[i].name;
         bool first = true;
 
+        if (keep != NULL && !in_304(hdrs304, n, name) && !keep(arg, name))
+            continue;
         if (!in_304(hdrs304, n, name)) {
             pf_cobj_builder_header(b, name, o->hdrs[i].value);
             continue;

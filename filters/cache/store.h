@@ -89,6 +89,11 @@ const char *pf_cobj_header(const struct pf_cobj *o, const char *name);
  */
 struct pf_cobj *pf_cobj_updated(const struct pf_cobj *o, const struct pf_chdr *hdrs304, unsigned n,
                                 const struct pf_cache_meta *meta, int64_t now);
+/* The same, without the stored fields for which keep(arg, name) is false (none when NULL). */
+typedef bool (*pf_cobj_keep_fn)(void *arg, const char *name);
+struct pf_cobj *pf_cobj_updated_if(const struct pf_cobj *o, const struct pf_chdr *hdrs304,
+                                   unsigned n, const struct pf_cache_meta *meta, int64_t now,
+                                   pf_cobj_keep_fn keep, void *arg);
 
 /*
  * Append o's body to out without copying: the evbuffer holds a reference on

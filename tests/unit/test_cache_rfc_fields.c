@@ -146,6 +146,44 @@ static void test_header_stored(void **state)
     }
 }
 
+/* A 304's field is merged unless never updated, hop-by-hop, or withheld by the merged response. */
+static void test_304_field_merged(void **state)
+{
+    static const struct {
+        const char *h[3]; /* the merged response's fields */
+        const char *targeted, *conn, *field;
+        bool merged;
+    } cases[] = {
+        {{"Cache-Control: max-age=60"}, NULL, NULL, "Set-Cookie", true},
+        {{"Cache-Control: max-age=60"}, NULL, NULL, "X-A", true},
+        {{"Cache-Control: no-cache=\"X-A\", max-age=60"}, NULL, NULL, "X-A", false},
+        {{"Cache-Control: no-cache=\"X-A\", max-age=60"}, NULL, NULL, "x-a", false},
+        {{"Cache-Control: no-cache=\"X-A\", max-age=60"}, NULL, NULL, "X-B", true},
+        {{"Cache-Control: private=\"Set-Cookie, X-B\""}, NULL, NULL, "Set-Cookie", false},
+        {{"Cache-Control: private=\"Set-Cookie, X-B\""}, NULL, NULL, "X-B", false},
+        {{"Cache-Control: private=\"Set-Cookie, X-B\""}, NULL, NULL, "ETag", true},
+        {{"PF-CC: private=\"X-A\"", "Cache-Control: max-age=5"}, "PF-CC", NULL, "X-A", false},
+        {{"Cache-Control: max-age=60"}, NULL, NULL, "Content-Length", false},
+        {{"Cache-Control: max-age=60"}, NULL, NULL, "Content-Encoding", false},
+        {{"Cache-Control: max-age=60"}, NULL, NULL, "Transfer-Encoding", false},
+        {{"Cache-Control: max-age=60"}, NULL, "close, X-Hop", "X-Hop", false},
+        {{"Cache-Control: max-age=60"}, NULL, "close, X-Hop", "X-A", true},
+        {{"Cache-Control: max-age=60"}, NULL, NULL, "Cache-Status", false},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct hdrs hs = {0};
+
+        for (unsigned j = 0; j < 3 && cases[i].h[j] != NULL; j++)
+            hs.h[j] = cases[i].h[j];
+        printf("# 304 merge case %zu\n", i);
+        assert_int_equal(pf_cache_304_field_merged(hdr_get, &hs, cases[i].targeted, cases[i].conn,
+                                                   cases[i].field),
+                         cases[i].merged);
+    }
+}
+
 /* ---- Vary ---- */
 
 struct vary_case {
@@ -335,13 +373,10 @@ static void test_key_size(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_invalidation),
-        cmocka_unit_test(test_field_withheld),
-        cmocka_unit_test(test_header_stored),
-        cmocka_unit_test(test_variant_key),
-        cmocka_unit_test(test_variant_key_matching),
-        cmocka_unit_test(test_key),
-        cmocka_unit_test(test_key_size),
+        cmocka_unit_test(test_invalidation),  cmocka_unit_test(test_field_withheld),
+        cmocka_unit_test(test_header_stored), cmocka_unit_test(test_304_field_merged),
+        cmocka_unit_test(test_variant_key),   cmocka_unit_test(test_variant_key_matching),
+        cmocka_unit_test(test_key),           cmocka_unit_test(test_key_size),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <cmocka.h>
 #include <malloc.h>
@@ -786,6 +787,41 @@ static void test_put_at_after_purge(void **state)
     pf_cstore_free(s);
 }
 
+static bool not_x_secret(void *arg, const char *name)
+{
+    (*(int *)arg)++;
+    return strcasecmp(name, "X-Secret") != 0;
+}
+
+/* pf_cobj_updated_if drops the stored fields keep refuses, and asks only for those not in the 304.
+ */
+static void test_304_update_keep(void **state)
+{
+    struct pf_cache_meta m = meta0();
+    struct pf_cobj_builder *b = pf_cobj_builder_new("k", "", 200, &m, 0);
+    struct pf_chdr h304[] = {{"ETag", "\"v2\""}};
+    struct pf_cobj *o, *u;
+    int asked = 0;
+
+    (void)state;
+    pf_cobj_builder_header(b, "ETag", "\"v1\"");
+    pf_cobj_builder_header(b, "X-Secret", "s");
+    pf_cobj_builder_header(b, "Content-Type", "text/plain");
+    o = pf_cobj_builder_finish(b, 10);
+    u = pf_cobj_updated_if(o, h304, 1, &m, 20, not_x_secret, &asked);
+    assert_non_null(u);
+    assert_int_equal(asked, 2); /* X-Secret, Content-Type; ETag comes from the 304 */
+    assert_int_equal(u->n_hdrs, 2);
+    assert_string_equal(pf_cobj_header(u, "etag"), "\"v2\"");
+    assert_null(pf_cobj_header(u, "x-secret"));
+    assert_string_equal(pf_cobj_header(u, "content-type"), "text/plain");
+    pf_cobj_unref(u);
+    u = pf_cobj_updated_if(o, h304, 1, &m, 20, NULL, NULL);
+    assert_string_equal(pf_cobj_header(u, "x-secret"), "s");
+    pf_cobj_unref(u);
+    pf_cobj_unref(o);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -806,6 +842,7 @@ int main(void)
         cmocka_unit_test(test_purge_prefix_and_tag),
         cmocka_unit_test(test_put_at_after_purge),
         cmocka_unit_test(test_304_update_copy),
+        cmocka_unit_test(test_304_update_keep),
         cmocka_unit_test(test_body_to_range_zero_copy),
         cmocka_unit_test(test_serialize_round_trip),
         cmocka_unit_test(test_deserialize_rejects_damage),
