@@ -43,7 +43,7 @@ struct pf_cobj {
     struct pf_cache_meta meta;
     const char *const *tags; /* from the tag header, split on spaces */
     unsigned n_tags;
-    size_t size;       /* bytes charged against memory: key, headers, body, bookkeeping */
+    size_t size; /* bytes charged against memory: key, headers, body, head block, bookkeeping */
     int64_t stored_at; /* seconds since the epoch */
     /* private to object.c / mem.c below */
     _Atomic unsigned refs;
