@@ -343,6 +343,10 @@ static void up_handle_head(struct pf_upconn *uc)
         }
         return;
     }
+    /* RFC 9110 §6.6.1: a recipient with a clock adds the Date an upstream left out (the
+     * worker's string of this second, copied: it changes with the second) */
+    if (pf_hdrs_get_id(&tx->resp, PF_H_DATE) == NULL)
+        pf_hdrs_add(tx->arena, &tx->resp, "Date", pf_http_date());
     tx->t_up_head = pf_now_us();
     if (tx->timer_set) {
         event_del(&tx->timer);
