@@ -388,3 +388,63 @@ def _too_large(mode):
 
 
 both(_too_large)
+
+
+def _pipelined_after_body(mode):
+    """A request pipelined right behind a spliced body (one stream of bytes
+    from the client) is read as the next request: the body ends exactly at
+    Content-Length."""
+    size = 3 * MiB
+    o, p = start(mode)
+    with o, p:
+        before = spliced(p)
+        with Conn(p.port, timeout=20) as c:
+            stream = post_head("/echo", size) + pf.pattern(size) + \
+                b"GET /?body=second HTTP/1.1\r\nHost: x\r\n\r\n"
+            errors = []
+            t = threading.Thread(target=send_body, args=(c.sock, stream, errors), daemon=True)
+            t.start()
+            r = c.read_response("POST")
+            assert r.status == 200 and r.json()["body_fnv1a64"] == fnv_of_pattern(size), r
+            r = c.read_response("GET")
+            assert r.status == 200 and r.body == b"second", r
+            t.join(10)
+            assert not errors, errors
+        check_spliced(p, mode, before, 1)
+
+
+both(_pipelined_after_body)
+
+
+@pf.timeout(30)
+def _upstream_stops_reading(mode):
+    """An upstream that stops taking the body (it echoes it, and the client
+    reads nothing back): once the body waits for it, request_timeout (2s)
+    bounds the wait; the response has started, so the client connection is
+    cut, and it is counted as upstream_timeout."""
+    size = 50 * MiB
+    o, p = start(mode)
+    with o, p:
+        before = spliced(p)
+        c = Conn(p.port, timeout=15)
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        errors = []
+        c.sock.sendall(post_head("/echo?raw=1", size))
+        t = threading.Thread(target=send_body, args=(c.sock, pf.pattern(size), errors),
+                             daemon=True)
+        t.start()
+        m = pf.eventually(lambda: (lambda m: m if m[
+            'pilotfish_errors_total{error="upstream_timeout"}'] == 1 else None)(p.metrics()),
+            timeout=10, msg="upstream_timeout counted")
+        assert m['pilotfish_errors_total{error="upstream_reset"}'] == 0, m
+        try:
+            c.read_to_eof()  # the echo's head and what fitted, then the cut
+        except OSError:
+            pass  # reset: a cut as well
+        c.close()
+        t.join(15)
+        check_spliced(p, mode, before, 1)
+        pf.eventually(lambda: o.stats()["active"] == 0, msg="upstream connection closed")
+
+
+both(_upstream_stops_reading)
