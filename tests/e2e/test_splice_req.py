@@ -185,6 +185,9 @@ def _client_abort(mode):
     size = 50 * MiB
     o, p = start(mode)
     with o, p:
+        # one whole upload first: the worker's pool keeps its (empty) pipe
+        r = pf.request(p.port, "POST", "/echo", body=pf.pattern(MiB))
+        assert r.status == 200 and r.json()["body_length"] == MiB, r
         fds = p.open_fds()
         before = spliced(p)
         for _ in range(3):
