@@ -451,3 +451,20 @@ def _upstream_stops_reading(mode):
 
 
 both(_upstream_stops_reading)
+
+
+def _unix_upstream(mode):
+    """An upstream on a unix socket takes a spliced body as a TCP one does."""
+    size = 5 * MiB
+    sock = "/tmp/pf-test-splice-req-%d.sock" % os.getpid()
+    o = Origin(extra_listen=["unix:" + sock])
+    config = CONFIG.replace('["127.0.0.1:{{origin_port}}"]', '["unix:%s"]' % sock)
+    p = Pilotfish(config, origin=o, env=MODES[mode])
+    with o, p:
+        before = spliced(p)
+        r = pf.request(p.port, "POST", "/echo", body=pf.pattern(size))
+        assert r.status == 200 and r.json()["body_fnv1a64"] == fnv_of_pattern(size), r
+        check_spliced(p, mode, before, 1)
+
+
+both(_unix_upstream)
