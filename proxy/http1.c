@@ -650,7 +650,7 @@ static int conn_body(struct pf_conn *c)
             n = (size_t)c->body_left;
         c->body_left -= n;
         tx->body_in += n;
-        if (n > 0)
+        if (n > 0 || c->s->raw) /* raw: the body moves with splice (pf_upstream_send_body) */
             pf_tx_req_body(tx, in, n);
         if (c->body_left == 0 && c->state != PF_CONN_DEAD && c->tx == tx)
             conn_body_done(c);
@@ -695,7 +695,7 @@ static void conn_process(struct pf_conn *c)
         size_t feed;
         ssize_t n;
 
-        if (avail == 0)
+        if (avail == 0 && !c->s->raw) /* raw: the socket is read by splice (conn_body) */
             break;
         if (c->tx != NULL && c->body_mode != PF_BODY_NONE) {
             if (conn_body(c) != 0)

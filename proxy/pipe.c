@@ -123,6 +123,12 @@ void pf_splice_render(struct evbuffer *out)
                      "Response body bytes moved with splice.",
                      pf_counter_sum(&counters, PF_SPLICE_BYTES));
     pf_stats_put_one(out, "pilotfish_splice_no_pipe_total", "counter",
-                     "Response bodies copied instead because no pipe could be had.",
+                     "Bodies (responses and requests) copied instead because no pipe could be had.",
                      pf_counter_sum(&counters, PF_SPLICE_NO_PIPE));
+    pf_stats_put_one(out, "pilotfish_splice_requests_total", "counter",
+                     "Request bodies moved client socket to upstream socket with splice.",
+                     pf_counter_sum(&counters, PF_SPLICE_REQUESTS));
+    pf_stats_put_one(out, "pilotfish_splice_request_bytes_total", "counter",
+                     "Request body bytes moved with splice.",
+                     pf_counter_sum(&counters, PF_SPLICE_REQ_BYTES));
 }

@@ -1,7 +1,8 @@
 /*
  * Per-worker pools of pipes for splice(2) (proxy/pipe.c), and the splice
  * counters. A response body that no filter reads moves upstream socket ->
- * pipe -> client socket without entering user space (proxy/upstream/upsplice.c).
+ * pipe -> client socket without entering user space, a request body client
+ * socket -> pipe -> upstream socket (proxy/upstream/upsplice.c).
  *
  * A pool hands out at most max pipes at a time and keeps a few idle ones
  * (LIFO) for the next body. A pipe given back with bytes still in it (a body
@@ -22,7 +23,7 @@ struct evbuffer;
 #ifndef PF_PIPE_SIZE
 #define PF_PIPE_SIZE (256 * 1024) /* F_SETPIPE_SZ (64 KiB and 1 MiB measured no different) */
 #endif
-#define PF_SPLICE_MIN (64 * 1024) /* smaller Content-Length bodies are copied */
+#define PF_SPLICE_MIN (64 * 1024) /* smaller Content-Length bodies (either way) are copied */
 
 struct pf_pipe {
     int rd;
@@ -68,6 +69,8 @@ enum {
     PF_SPLICE_RESPONSES, /* response bodies moved with splice */
     PF_SPLICE_BYTES,     /* body bytes moved with splice */
     PF_SPLICE_NO_PIPE,   /* bodies copied because no pipe could be had */
+    PF_SPLICE_REQUESTS,  /* request bodies moved with splice */
+    PF_SPLICE_REQ_BYTES, /* request body bytes moved with splice */
     PF_SPLICE_N,
 };
 void pf_splice_count(unsigned which, uint64_t n);

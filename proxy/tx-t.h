@@ -139,6 +139,7 @@ struct pf_tx {
     struct evbuffer *req_tee;  /* a copy of the body streaming upstream, while small enough */
     bool retry_held;           /* holds a place in the retry budget */
     bool stale_retried;        /* the retry of a dead pooled connection was used */
+    bool req_no_splice;        /* no pipe could be had for the request body: it is copied */
     enum pf_error retry_code;  /* a retry's failed try's error, answered if the retry cannot go */
     int up_status;             /* status of the upstream's response head, 0 when none came */
     uint64_t t_start;          /* us */

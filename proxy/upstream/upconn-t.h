@@ -71,6 +71,7 @@ struct pf_upconn {
     bool splice_want; /* the body may be spliced once the bytes read with the head are out */
     bool splicing;    /* the body moves with splice: uc->s is raw */
     bool splice_eof;  /* splicing: the upstream closed */
+    struct pf_pipe *req_pipe; /* while the request body moves with splice (upsplice.c) */
     TAILQ_ENTRY(pf_upconn) link;
 };
 

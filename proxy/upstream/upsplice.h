@@ -1,7 +1,9 @@
 /*
- * Response bodies moved with splice(2): upstream socket -> pipe -> client
- * socket (proxy/upstream/upsplice.c), for bodies no filter reads. The attempt
- * code (upstream.c) decides what each result means for the transaction.
+ * Bodies moved with splice(2) (proxy/upstream/upsplice.c): response bodies
+ * upstream socket -> pipe -> client socket, for bodies no filter reads, and
+ * request bodies client socket -> pipe -> upstream socket (no filter reads a
+ * request body). The attempt code (upstream.c) decides what each result
+ * means for the transaction.
  */
 #ifndef PF_UPSTREAM_UPSPLICE_H
 #define PF_UPSTREAM_UPSPLICE_H
@@ -38,5 +40,29 @@ enum pf_upsplice_res pf_upsplice_pump(struct pf_upconn *uc, struct pf_stream *cl
 
 /* Give the pipe back (closed if bytes are left in it), the stream reads again. */
 void pf_upsplice_end(struct pf_upconn *uc);
+
+/*
+ * Request bodies. Once the bytes read with the head (and any read after it)
+ * have been handed on, a Content-Length body of at least pf_splice_min()
+ * bytes that streams to tx's upstream connection (not buffered, not kept
+ * for a retry) goes on with splice: a pipe is taken and the client's stream
+ * made raw. Called after each piece of body the copying path hands on;
+ * false when the body stays on the copying path.
+ */
+bool pf_upsplice_req_begin(struct pf_tx *tx);
+
+/*
+ * Move what can be moved now from the client to the upstream (whose
+ * buffered output goes first). The connection's body_left counts the bytes
+ * not yet written upstream; at 0 the pipe is given back and the connection
+ * ends the body. A client that closes or fails is closed as on the copying
+ * path; a write that fails is reported to the upstream's event callback as
+ * the copying path's flush does. True when the upstream must take bytes
+ * before more are read (the caller blocks the body and waits for it).
+ */
+bool pf_upsplice_req_pump(struct pf_tx *tx);
+
+/* Give tx's request pipe back (closed if bytes are left in it), the client's stream reads again. */
+void pf_upsplice_req_end(struct pf_tx *tx);
 
 #endif /* PF_UPSTREAM_UPSPLICE_H */

@@ -179,6 +179,7 @@ static void up_detach(struct pf_tx *tx, struct pf_upconn *uc, bool reuse)
     }
     pf_stream_set_read_deadline(uc->s, 0);
     pf_upsplice_end(uc); /* a pipe with bytes left in it is closed */
+    pf_upsplice_req_end(tx);
     up_unpend(uc);
     p->n_active--;
     atomic_fetch_sub_explicit(&pf_endpoint_get(uc->endpoint_id)->active, 1, memory_order_relaxed);
@@ -910,6 +911,15 @@ void pf_upstream_start(struct pf_tx *tx)
     }
 }
 
+/* The upstream must take the body before more is read: request_timeout of no progress ends it. */
+static void up_body_blocked(struct pf_tx *tx, struct pf_upconn *uc)
+{
+    pf_conn_block_body(tx->conn);
+    if (uc_connected(uc))
+        tx_arm(tx, tx->up->request_timeout_ms);
+    pf_stream_wait_write(uc->s); /* up_writecb resumes the body */
+}
+
 void pf_upstream_send_body(struct pf_tx *tx, struct evbuffer *src, size_t len)
 {
     struct pf_upconn *uc = tx->uc;
@@ -921,17 +931,20 @@ void pf_upstream_send_body(struct pf_tx *tx, struct evbuffer *src, size_t len)
             up_buffer_flush(tx); /* a chunked body past the limit: stream the rest */
         return;
     }
+    if (uc->req_pipe != NULL) {
+        /* the client's stream is raw: the body moves with splice (tx may be gone after) */
+        if (pf_upsplice_req_pump(tx))
+            up_body_blocked(tx, uc);
+        return;
+    }
     if (tx->req_tee != NULL)
         up_tee(tx, src, len);
     o = uc->s->out;
     pf_h1c_write_body(o, src, len, uc->req_chunked);
     pf_stream_mark(uc->s);
-    if (evbuffer_get_length(o) > PF_OUT_HIGH_WATER && tx->conn != NULL) {
-        /* the upstream must take the body: request_timeout of no progress ends it */
-        pf_conn_block_body(tx->conn);
-        if (uc_connected(uc))
-            tx_arm(tx, tx->up->request_timeout_ms);
-    }
+    if (evbuffer_get_length(o) > PF_OUT_HIGH_WATER && tx->conn != NULL)
+        up_body_blocked(tx, uc);
+    pf_upsplice_req_begin(tx); /* the rest may move with splice */
 }
 
 void pf_upstream_send_end(struct pf_tx *tx)

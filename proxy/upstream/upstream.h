@@ -23,7 +23,11 @@ struct evbuffer;
 /* Send tx's request upstream (pick, pool or connect, write the head). */
 void pf_upstream_start(struct pf_tx *tx);
 
-/* Forward request body bytes / the end of the body (re-framed). */
+/*
+ * Forward request body bytes / the end of the body (re-framed). While the
+ * body moves with splice (the client's stream is raw, upsplice.h), the
+ * connection calls send_body with no bytes: it moves what splice can.
+ */
 void pf_upstream_send_body(struct pf_tx *tx, struct evbuffer *src, size_t len);
 void pf_upstream_send_end(struct pf_tx *tx);
 

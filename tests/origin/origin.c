@@ -25,6 +25,7 @@
  *                   Content-Length of 5, Connection: close and "hello",
  *                   written one byte every MS
  *   reset=1         no answer: close with RST (SO_LINGER 0)
+ *   reset_body=N    close with RST once N bytes of the request body have arrived
  *   hang=1          never answer
  *   partial=N       head with Content-Length max(size, N + 1), N bytes, RST
  *   bad=1           a garbage, non-HTTP answer, then close
@@ -142,6 +143,7 @@ struct plan {                       /* what the query string asks for */
     int chunk_delay_ms;             /* between pieces */
     enum action action;             /* reset, hang, partial, bad */
     size_t partial;                 /* partial=N */
+    uint64_t reset_body;            /* reset_body=N; 0 = never */
     const char *type;               /* Content-Type; NULL = default */
     const char *body;               /* body=; NULL = none */
     const char *xhdr[MAX_XHEADERS]; /* header= lines */
@@ -421,6 +423,8 @@ static void plan_set(struct plan *p, const char *k, const char *v)
         p->drip_ms = (int)num(v, 1, INT32_MAX, 0);
     else if (!strcmp(k, "reset") && on)
         p->action = ACT_RESET;
+    else if (!strcmp(k, "reset_body"))
+        p->reset_body = (uint64_t)num(v, 0, INT64_MAX, 0);
     else if (!strcmp(k, "hang") && on)
         p->action = ACT_HANG;
     else if (!strcmp(k, "bad") && on)
@@ -920,6 +924,11 @@ static int on_body(http_parser *p, const char *at, size_t len)
     struct conn *c = p->data;
     size_t kept = evbuffer_get_length(c->body);
 
+    if (c->plan.reset_body != 0 && c->body_len + len >= c->plan.reset_body) {
+        c->kill = c->rst = true; /* conn_process stops at once: no answer */
+        http_parser_pause(p, 1);
+        return 0;
+    }
     if (c->raw_started) {
         raw_body(c, at, len);
         return 0;
@@ -976,6 +985,8 @@ static void conn_process(struct conn *c)
         n = http_parser_execute(&c->parser, &settings, v.iov_base, v.iov_len);
         err = HTTP_PARSER_ERRNO(&c->parser);
         evbuffer_drain(in, n);
+        if (c->kill)
+            break;
         if (err == HPE_PAUSED) {
             http_parser_pause(&c->parser, 0);
             request_done(c);
