@@ -1,0 +1,323 @@
+/*
+ * Request heads: an incremental scan that finds the end of the head and
+ * checks its lines, then one pass over the whole head that cuts, checks and
+ * classifies the header fields (proxy/h1parse.h).
+ */
+#include "proxy/h1parse.h"
+
+#include <http_parser.h>
+#include <string.h>
+#include <strings.h>
+
+#include "proxy/hdrs.h"
+#include "proxy/syntax.h"
+
+/* where in a line */
+enum {
+    S_START = 0, /* at the start of a line */
+    S_LINE,      /* inside a line */
+    S_CR,        /* saw CR */
+    S_LAST_CR,   /* saw the CR of the empty line that ends the head */
+};
+
+/* where in the request line */
+enum {
+    RL_METHOD = 0,
+    RL_TARGET,
+    RL_VERSION,
+    RL_DONE,
+};
+
+/* byte classes */
+enum {
+    C_TCHAR = 1,  /* RFC 9110 tchar: in a field name */
+    C_VALUE = 2,  /* in a field value: HT, visible ASCII, SP, obs-text */
+    C_TARGET = 4, /* let through in a target by the scan (checked again later) */
+    C_USCORE = 8, /* '_' in a field name */
+};
+
+#define VT (C_VALUE | C_TARGET)
+#define TK (C_TCHAR | C_VALUE | C_TARGET)
+
+static const uint8_t cls[256] = {
+    ['\t'] = C_VALUE,     [' '] = C_VALUE,     ['!'] = TK,
+    ['"'] = VT,           ['#' ... '\''] = TK, ['('] = VT,
+    [')'] = VT,           ['*'] = TK,          ['+'] = TK,
+    [','] = VT,           ['-'] = TK,          ['.'] = TK,
+    ['/'] = VT,           ['0' ... '9'] = TK,  [':' ... '@'] = VT,
+    ['A' ... 'Z'] = TK,   ['['] = VT,          ['\\'] = VT,
+    [']'] = VT,           ['^'] = TK,          ['_'] = TK | C_USCORE,
+    ['`'] = TK,           ['a' ... 'z'] = TK,  ['{'] = VT,
+    ['|'] = TK,           ['}'] = VT,          ['~'] = TK,
+    [0x80 ... 0xff] = VT,
+};
+
+static const char *const method_names[] = {
+#define XX(num, name, string) [num] = #string,
+    HTTP_METHOD_MAP(XX)
+#undef XX
+};
+
+#define N_METHODS (sizeof(method_names) / sizeof(method_names[0]))
+
+const char *pf_h1p_method_name(int method)
+{
+    if (method < 0 || (unsigned)method >= N_METHODS)
+        return "<unknown>";
+    return method_names[method];
+}
+
+/* The method of the name m[0..len), or -1: the methods http-parser knows, upper case. */
+static int method_find(const char *m, size_t len)
+{
+    if (len == 3 && memcmp(m, "GET", 3) == 0)
+        return HTTP_GET;
+    for (unsigned i = 0; i < N_METHODS; i++) {
+        if (strlen(method_names[i]) == len && memcmp(method_names[i], m, len) == 0)
+            return (int)i;
+    }
+    return -1;
+}
+
+void pf_h1p_scan_init(struct pf_h1p_scan *s)
+{
+    memset(s, 0, sizeof(*s));
+    s->method = -1;
+}
+
+/* One byte of the request line (not CR or LF). */
+static int scan_rl_byte(struct pf_h1p_scan *s, unsigned char ch)
+{
+    switch (s->rl) {
+    case RL_METHOD:
+        if (ch == ' ') {
+            s->method = method_find(s->m, s->mlen);
+            if (s->method < 0)
+                return 400;
+            s->rl = RL_TARGET;
+        } else if (s->mlen == sizeof(s->m) || !((ch >= 'A' && ch <= 'Z') || ch == '-')) {
+            return 400;
+        } else {
+            s->m[s->mlen++] = (char)ch;
+        }
+        return 0;
+    case RL_TARGET:
+        if (ch == ' ' && s->url_len > 0) {
+            s->rl = RL_VERSION;
+            return 0;
+        }
+        /* origin-form, asterisk-form, or a scheme: what http-parser let start a target */
+        if (!(cls[ch] & C_TARGET) || (s->url_len == 0 && ch != '/' && ch != '*' &&
+                                      !((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z')))
+            return 400;
+        s->url_len++;
+        return 0;
+    default:
+        if (s->vlen == sizeof(s->ver))
+            return 400;
+        s->ver[s->vlen++] = (char)ch;
+        return 0;
+    }
+}
+
+/* CR at the end of the request line: the version is exactly HTTP/1.0 or HTTP/1.1. */
+static int scan_rl_end(struct pf_h1p_scan *s)
+{
+    if (s->rl != RL_VERSION || s->vlen != 8 || memcmp(s->ver, "HTTP/1.", 7) != 0 ||
+        (s->ver[7] != '0' && s->ver[7] != '1'))
+        return 400;
+    s->minor = (uint8_t)(s->ver[7] - '0');
+    return 0;
+}
+
+/* The request line, with the empty lines before it; stops after its LF. */
+static int scan_request_line(struct pf_h1p_scan *s, const unsigned char *p, size_t n, size_t *at)
+{
+    for (size_t i = *at; i < n; i++) {
+        unsigned char ch = p[i];
+        bool empty = s->rl == RL_METHOD && s->mlen == 0; /* an empty line so far */
+        int rc;
+
+        if (s->state == S_CR) {
+            if (ch != '\n')
+                return 400;
+            s->state = S_START;
+            if (!empty) {
+                s->rl = RL_DONE;
+                *at = i + 1;
+                return 0;
+            }
+            continue; /* an empty line before the request line is ignored (RFC 9112 §2.2) */
+        }
+        if (ch == '\n')
+            return 400;
+        if (ch == '\r') {
+            if (!empty && scan_rl_end(s) != 0)
+                return 400;
+            s->state = S_CR;
+            continue;
+        }
+        rc = scan_rl_byte(s, ch);
+        if (rc != 0)
+            return rc;
+        s->state = S_LINE;
+    }
+    *at = n;
+    return 0;
+}
+
+int pf_h1p_scan_request(struct pf_h1p_scan *s, const char *data, size_t n, size_t *used)
+{
+    const unsigned char *p = (const unsigned char *)data;
+    size_t i = 0;
+
+    if (s->rl != RL_DONE) {
+        int rc = scan_request_line(s, p, n, &i);
+
+        if (rc != 0)
+            return rc;
+    }
+    for (; i < n; i++) {
+        unsigned char ch;
+
+        if (s->state == S_LINE) {
+            /* inside a header line: jump to its CR (no LF may come before it) */
+            const unsigned char *cr = memchr(p + i, '\r', n - i);
+            size_t end = cr != NULL ? (size_t)(cr - p) : n;
+
+            if (memchr(p + i, '\n', end - i) != NULL)
+                return 400;
+            i = end;
+            if (i == n)
+                break;
+        }
+        ch = p[i];
+        if (s->state >= S_CR) {
+            if (ch != '\n')
+                return 400;
+            if (s->state == S_LAST_CR) {
+                *used = i + 1;
+                return PF_H1P_DONE;
+            }
+            s->state = S_START;
+        } else if (ch == '\r') {
+            s->state = s->state == S_START ? S_LAST_CR : S_CR;
+        } else if (ch == '\n' || (s->state == S_START && (ch == ' ' || ch == '\t'))) {
+            return 400; /* bare LF; obs-fold, or whitespace before the first field */
+        } else {
+            s->lines++;
+            s->state = S_LINE;
+        }
+    }
+    *used = n;
+    return PF_H1P_MORE;
+}
+
+/* Note what the framing rules need of a field the core acts on. */
+static void note_field(struct pf_h1p_head *h, const struct pf_hdr *d)
+{
+    switch (d->id) {
+    case PF_H_CONTENT_LENGTH:
+        if (h->n_cl++ == 0) {
+            uint64_t v = 0;
+
+            h->cl_bad = d->value_len == 0 || d->value_len > 18;
+            for (uint32_t i = 0; i < d->value_len && !h->cl_bad; i++) {
+                if (d->value[i] < '0' || d->value[i] > '9')
+                    h->cl_bad = true;
+                v = v * 10 + (uint64_t)(d->value[i] - '0');
+            }
+            h->length = v;
+        }
+        break;
+    case PF_H_TRANSFER_ENCODING:
+        if (h->n_te++ == 0)
+            h->te_chunked = true;
+        if (d->value_len != 7 || strcasecmp(d->value, "chunked") != 0)
+            h->te_chunked = false;
+        break;
+    case PF_H_HOST:
+        if (h->n_host++ == 0) {
+            h->host = d->value;
+            h->host_len = d->value_len;
+        }
+        break;
+    case PF_H_CONNECTION:
+        h->conn_close |= pf_http_list_has(d->value, "close");
+        h->conn_keepalive |= pf_http_list_has(d->value, "keep-alive");
+        break;
+    case PF_H_EXPECT:
+        if (h->expect == NULL)
+            h->expect = d->value;
+        break;
+    default:
+        break;
+    }
+}
+
+/* One header line at p (known to end with CRLF); returns what follows it, or NULL. */
+static char *parse_field(char *p, struct pf_h1p_head *h)
+{
+    struct pf_hdr *d = &h->v[h->n];
+    char *name = p, *value, *end;
+    unsigned acc = 0, c;
+
+    while ((c = cls[(unsigned char)*p]) & C_TCHAR) {
+        acc |= c;
+        p++;
+    }
+    if (*p != ':' || p == name)
+        return NULL;
+    d->name = name;
+    d->name_len = (uint32_t)(p - name);
+    *p++ = '\0';
+    while (*p == ' ' || *p == '\t')
+        p++;
+    value = p;
+    while (cls[(unsigned char)*p] & C_VALUE)
+        p++;
+    if (*p != '\r')
+        return NULL;
+    end = p;
+    while (end > value && (end[-1] == ' ' || end[-1] == '\t'))
+        end--;
+    *end = '\0';
+    d->value = value;
+    d->value_len = (uint32_t)(end - value);
+    d->id = pf_hdr_classify(name, d->name_len);
+    if (acc & C_USCORE)
+        h->underscore = true;
+    if (d->id != PF_H_OTHER)
+        note_field(h, d);
+    h->n++;
+    return p + 2;
+}
+
+int pf_h1p_parse_request(const struct pf_h1p_scan *scan, char *buf, size_t len,
+                         struct pf_h1p_head *h)
+{
+    char *p = buf;
+
+    (void)len; /* the scan saw the empty line at its end: every line ends with CRLF */
+    h->n = 0;
+    h->host = NULL;
+    h->host_len = 0;
+    h->expect = NULL;
+    h->length = 0;
+    h->n_cl = h->n_te = h->n_host = 0;
+    h->cl_bad = h->te_chunked = h->conn_close = h->conn_keepalive = h->underscore = false;
+    while (*p == '\r')
+        p += 2; /* empty lines before the request line */
+    p += scan->mlen + 1;
+    h->url = p;
+    h->url_len = scan->url_len;
+    p += scan->url_len;
+    *p = '\0';
+    p += 1 + sizeof(scan->ver) + 2; /* SP, the version, CRLF */
+    while (*p != '\r') {
+        p = parse_field(p, h);
+        if (p == NULL)
+            return 400;
+    }
+    return 0;
+}
