@@ -102,8 +102,10 @@ static int scan_rl_byte(struct pf_h1p_scan *s, unsigned char ch)
         }
         return 0;
     case RL_TARGET:
-        if (ch == ' ' && s->url_len > 0) {
-            s->rl = RL_VERSION;
+        if (ch == ' ') {
+            /* more than one SP between the words is tolerated, as it always was */
+            if (s->url_len > 0)
+                s->rl = RL_VERSION;
             return 0;
         }
         /* origin-form, asterisk-form, or a scheme: what http-parser let start a target */
@@ -113,6 +115,8 @@ static int scan_rl_byte(struct pf_h1p_scan *s, unsigned char ch)
         s->url_len++;
         return 0;
     default:
+        if (ch == ' ' && s->vlen == 0)
+            return 0;
         if (s->vlen == sizeof(s->ver))
             return 400;
         s->ver[s->vlen++] = (char)ch;
@@ -308,12 +312,16 @@ int pf_h1p_parse_request(const struct pf_h1p_scan *scan, char *buf, size_t len,
     h->cl_bad = h->te_chunked = h->conn_close = h->conn_keepalive = h->underscore = false;
     while (*p == '\r')
         p += 2; /* empty lines before the request line */
-    p += scan->mlen + 1;
+    p += scan->mlen;
+    while (*p == ' ')
+        p++;
     h->url = p;
     h->url_len = scan->url_len;
     p += scan->url_len;
-    *p = '\0';
-    p += 1 + sizeof(scan->ver) + 2; /* SP, the version, CRLF */
+    *p++ = '\0'; /* was SP */
+    while (*p == ' ')
+        p++;
+    p += sizeof(scan->ver) + 2; /* the version, CRLF */
     while (*p != '\r') {
         p = parse_field(p, h);
         if (p == NULL)
