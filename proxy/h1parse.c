@@ -85,6 +85,12 @@ void pf_h1p_scan_init(struct pf_h1p_scan *s)
     s->method = -1;
 }
 
+/* A byte that may start a target: origin-form, asterisk-form, or a scheme. */
+static bool target_start(unsigned char ch)
+{
+    return ch == '/' || ch == '*' || ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z');
+}
+
 /* One byte of the request line (not CR or LF). */
 static int scan_rl_byte(struct pf_h1p_scan *s, unsigned char ch)
 {
@@ -108,9 +114,7 @@ static int scan_rl_byte(struct pf_h1p_scan *s, unsigned char ch)
                 s->rl = RL_VERSION;
             return 0;
         }
-        /* origin-form, asterisk-form, or a scheme: what http-parser let start a target */
-        if (!(cls[ch] & C_TARGET) || (s->url_len == 0 && ch != '/' && ch != '*' &&
-                                      !((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z')))
+        if (!(cls[ch] & C_TARGET) || (s->url_len == 0 && !target_start(ch)))
             return 400;
         s->url_len++;
         return 0;
@@ -134,10 +138,60 @@ static int scan_rl_end(struct pf_h1p_scan *s)
     return 0;
 }
 
+/*
+ * The whole request line p[0..len) (without its CRLF) at once, the common
+ * case: the same checks as scan_rl_byte() and scan_rl_end() byte by byte.
+ */
+static int scan_rl_whole(struct pf_h1p_scan *s, const unsigned char *p, size_t len)
+{
+    size_t i = 0, t;
+
+    for (; i < len && p[i] != ' '; i++) {
+        if (i == sizeof(s->m) || !((p[i] >= 'A' && p[i] <= 'Z') || p[i] == '-'))
+            return 400;
+        s->m[i] = (char)p[i];
+    }
+    s->mlen = (uint8_t)i;
+    if (i == len || (s->method = method_find(s->m, i)) < 0)
+        return 400;
+    while (i < len && p[i] == ' ')
+        i++;
+    if (i == len || !target_start(p[i]))
+        return 400;
+    for (t = i; i < len && (cls[p[i]] & C_TARGET); i++)
+        ;
+    s->url_len = (uint32_t)(i - t);
+    if (i == len || p[i] != ' ')
+        return 400;
+    while (i < len && p[i] == ' ')
+        i++;
+    if (len - i != sizeof(s->ver))
+        return 400;
+    memcpy(s->ver, p + i, sizeof(s->ver));
+    s->vlen = sizeof(s->ver);
+    s->rl = RL_VERSION;
+    return scan_rl_end(s);
+}
+
 /* The request line, with the empty lines before it; stops after its LF. */
 static int scan_request_line(struct pf_h1p_scan *s, const unsigned char *p, size_t n, size_t *at)
 {
-    for (size_t i = *at; i < n; i++) {
+    size_t i = *at;
+
+    while (s->state == S_START && n - i >= 2 && p[i] == '\r' && p[i + 1] == '\n')
+        i += 2; /* an empty line before the request line is ignored (RFC 9112 §2.2) */
+    if (s->state == S_START && s->rl == RL_METHOD && s->mlen == 0 && i < n) {
+        const unsigned char *cr = memchr(p + i, '\r', n - i);
+
+        if (cr != NULL && cr + 1 < p + n && cr[1] == '\n' && cr > p + i) {
+            if (scan_rl_whole(s, p + i, (size_t)(cr - (p + i))) != 0)
+                return 400;
+            s->rl = RL_DONE;
+            *at = (size_t)(cr + 2 - p);
+            return 0;
+        }
+    }
+    for (; i < n; i++) {
         unsigned char ch = p[i];
         bool empty = s->rl == RL_METHOD && s->mlen == 0; /* an empty line so far */
         int rc;
