@@ -271,22 +271,29 @@ int pf_h1p_scan_request(struct pf_h1p_scan *s, const char *data, size_t n, size_
     return PF_H1P_MORE;
 }
 
+/* The digits of a Content-Length: 1 to 18 (more could overflow 64 bits); false otherwise. */
+static bool length_value(const char *v, uint32_t len, uint64_t *out)
+{
+    uint64_t n = 0;
+
+    if (len == 0 || len > 18)
+        return false;
+    for (uint32_t i = 0; i < len; i++) {
+        if (v[i] < '0' || v[i] > '9')
+            return false;
+        n = n * 10 + (uint64_t)(v[i] - '0');
+    }
+    *out = n;
+    return true;
+}
+
 /* Note what the framing rules need of a field the core acts on. */
 static void note_field(struct pf_h1p_head *h, const struct pf_hdr *d)
 {
     switch (d->id) {
     case PF_H_CONTENT_LENGTH:
-        if (h->n_cl++ == 0) {
-            uint64_t v = 0;
-
-            h->cl_bad = d->value_len == 0 || d->value_len > 18;
-            for (uint32_t i = 0; i < d->value_len && !h->cl_bad; i++) {
-                if (d->value[i] < '0' || d->value[i] > '9')
-                    h->cl_bad = true;
-                v = v * 10 + (uint64_t)(d->value[i] - '0');
-            }
-            h->length = v;
-        }
+        if (h->n_cl++ == 0)
+            h->cl_bad = !length_value(d->value, d->value_len, &h->length);
         break;
     case PF_H_TRANSFER_ENCODING:
         if (h->n_te++ == 0)
@@ -381,5 +388,194 @@ int pf_h1p_parse_request(const struct pf_h1p_scan *scan, char *buf, size_t len,
         if (p == NULL)
             return 400;
     }
+    return 0;
+}
+
+/* ---- response heads ---- */
+
+void pf_h1p_rscan_init(struct pf_h1p_rscan *s)
+{
+    memset(s, 0, sizeof(*s));
+}
+
+int pf_h1p_scan_response(struct pf_h1p_rscan *s, const char *data, size_t n, size_t *used)
+{
+    const unsigned char *p = (const unsigned char *)data;
+
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch;
+
+        if (s->state == S_LINE) {
+            /* inside a line: jump to its LF (a stray CR is the parse's to refuse) */
+            const unsigned char *lf = memchr(p + i, '\n', n - i);
+
+            if (lf == NULL)
+                break;
+            i = (size_t)(lf - p);
+            s->state = S_START;
+            continue;
+        }
+        ch = p[i];
+        if (s->state == S_CR && ch != '\n')
+            return 502;
+        if (ch == '\n') {
+            if (s->started) {
+                *used = i + 1;
+                return PF_H1P_DONE;
+            }
+            s->state = S_START; /* an empty line before the status line */
+        } else if (ch == '\r') {
+            s->state = S_CR;
+        } else {
+            if (!s->started || (ch != ' ' && ch != '\t'))
+                s->lines++; /* not an obs-fold */
+            s->started = true;
+            s->state = S_LINE;
+        }
+    }
+    *used = n;
+    return PF_H1P_MORE;
+}
+
+/* After the end of the line at p (CRLF or LF), or NULL (anything else, a bare CR). */
+static char *line_next(char *p)
+{
+    if (*p == '\n')
+        return p + 1;
+    return p[0] == '\r' && p[1] == '\n' ? p + 2 : NULL;
+}
+
+/* "HTTP/d.d SP ddd [SP reason]" and its line end; returns what follows, or NULL. */
+static char *parse_status_line(char *p, struct pf_h1p_resp *r)
+{
+    int digits = 0;
+
+    if (memcmp(p, "HTTP/", 5) != 0 || p[5] < '0' || p[5] > '9' || p[6] != '.' || p[7] < '0' ||
+        p[7] > '9' || p[8] != ' ')
+        return NULL;
+    r->major = (uint8_t)(p[5] - '0');
+    r->minor = (uint8_t)(p[7] - '0');
+    p += 9;
+    while (*p == ' ')
+        p++;
+    for (r->status = 0; *p >= '0' && *p <= '9' && digits < 3; p++, digits++)
+        r->status = r->status * 10 + (*p - '0');
+    if (digits == 0)
+        return NULL;
+    if (*p == ' ') {
+        while (*p != '\r' && *p != '\n')
+            p++; /* the reason phrase: not passed on */
+    }
+    return line_next(p);
+}
+
+/* Note what the response framing needs of f; false when it breaks the rules. */
+static bool note_rfield(struct pf_h1p_resp *r, const struct pf_head_ent *f, const char *v)
+{
+    const char *elem, *last = NULL;
+    size_t len, last_len = 0;
+
+    switch (f->id) {
+    case PF_H_CONTENT_LENGTH:
+        if (r->has_length || !length_value(v, f->value_len, &r->length))
+            return false;
+        r->has_length = true;
+        break;
+    case PF_H_TRANSFER_ENCODING:
+        r->has_te = true;
+        while (pf_http_list_next(&v, &elem, &len)) {
+            last = elem;
+            last_len = len;
+        }
+        r->chunked = last != NULL && last_len == 7 && strncasecmp(last, "chunked", 7) == 0;
+        break;
+    case PF_H_CONNECTION:
+        r->conn_close |= pf_http_list_has(v, "close");
+        r->conn_keepalive |= pf_http_list_has(v, "keep-alive");
+        break;
+    default:
+        break;
+    }
+    return true;
+}
+
+/*
+ * The value at p up to its line end, obs-folds joined in place (*end, the
+ * end of the head, moves back). Returns what follows its line, or NULL.
+ */
+static char *parse_rvalue(char *p, char **end, char **vend)
+{
+    for (;;) {
+        char *next;
+
+        while (cls[(unsigned char)*p] & C_VALUE)
+            p++;
+        next = line_next(p);
+        if (next == NULL)
+            return NULL;
+        if (*next != ' ' && *next != '\t') {
+            *vend = p;
+            return next;
+        }
+        /* obs-fold: the line break goes, the whitespace after it stays */
+        memmove(p, next, (size_t)(*end - next));
+        *end -= next - p;
+    }
+}
+
+/* One field line at p; returns what follows it, or NULL. */
+static char *parse_rfield(char *buf, char *p, char **end, struct pf_h1p_resp *r)
+{
+    struct pf_head_ent *f = &r->f[r->n];
+    char *name = p, *value, *vend, *next;
+
+    while (cls[(unsigned char)*p] & C_TCHAR)
+        p++;
+    f->name_off = (uint32_t)(name - buf);
+    f->name_len = (uint32_t)(p - name);
+    while (*p == ' ' || *p == '\t')
+        p++; /* removed before the colon (RFC 9112 §5.1) */
+    if (*p != ':' || f->name_len == 0)
+        return NULL;
+    p++;
+    while (*p == ' ' || *p == '\t')
+        p++;
+    value = p;
+    next = parse_rvalue(p, end, &vend);
+    if (next == NULL)
+        return NULL;
+    while (vend > value && (vend[-1] == ' ' || vend[-1] == '\t'))
+        vend--;
+    *vend = '\0';
+    name[f->name_len] = '\0';
+    f->value_off = (uint32_t)(value - buf);
+    f->value_len = (uint32_t)(vend - value);
+    f->id = (uint8_t)pf_hdr_classify(name, f->name_len);
+    if (f->id != PF_H_OTHER && !note_rfield(r, f, value))
+        return NULL;
+    r->n++;
+    return next;
+}
+
+int pf_h1p_parse_response(char *buf, size_t len, struct pf_h1p_resp *r)
+{
+    char *p = buf, *end = buf + len;
+
+    r->n = 0;
+    r->status = 0;
+    r->length = 0;
+    r->has_length = r->chunked = r->has_te = r->conn_close = r->conn_keepalive = false;
+    while (*p == '\r' || *p == '\n')
+        p++; /* empty lines before the status line */
+    p = parse_status_line(p, r);
+    if (p == NULL)
+        return 502;
+    while (*p != '\r' && *p != '\n') {
+        p = parse_rfield(buf, p, &end, r);
+        if (p == NULL)
+            return 502;
+    }
+    if (r->has_te && r->has_length)
+        return 502;
     return 0;
 }

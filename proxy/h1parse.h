@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "proxy/hdrs-t.h"
+#include "proxy/head-t.h"
 
 enum {
     PF_H1P_MORE = 0, /* the head goes on: feed more bytes */
@@ -85,6 +86,49 @@ struct pf_h1p_head {
  */
 int pf_h1p_parse_request(const struct pf_h1p_scan *scan, char *buf, size_t len,
                          struct pf_h1p_head *h);
+
+/* ---- response heads (from an upstream) ---- */
+
+/* Where the scan of a response head is; zeroed (pf_h1p_rscan_init) for each head. */
+struct pf_h1p_rscan {
+    uint32_t lines; /* lines started, the status line included */
+    uint8_t state;  /* where in a line */
+    bool started;   /* the status line has begun (empty lines before it are skipped) */
+};
+
+void pf_h1p_rscan_init(struct pf_h1p_rscan *s);
+
+/*
+ * Scan n more bytes of a response head: lines end with CRLF or a bare LF (as
+ * http-parser accepted), a CR is only ever followed by LF. *used as for
+ * pf_h1p_scan_request(). Returns PF_H1P_MORE, PF_H1P_DONE or 502.
+ */
+int pf_h1p_scan_response(struct pf_h1p_rscan *s, const char *data, size_t n, size_t *used);
+
+/* What pf_h1p_parse_response() found. */
+struct pf_h1p_resp {
+    struct pf_head_ent *f; /* in: room for at least rscan->lines fields; offsets into buf */
+    unsigned n;
+    int status;
+    uint8_t major, minor;
+    uint64_t length;     /* the Content-Length, if has_length */
+    bool has_length;     /* exactly one valid Content-Length */
+    bool chunked;        /* Transfer-Encoding whose last coding is chunked */
+    bool has_te;         /* a Transfer-Encoding field */
+    bool conn_close;     /* a Connection field lists "close" */
+    bool conn_keepalive; /* a Connection field lists "keep-alive" */
+};
+
+/*
+ * Read the complete response head buf[0..len) in place, as for requests;
+ * obs-fold joins the lines (the fold's line break removed, its whitespace
+ * kept), whitespace between a field name and its colon is removed (RFC 9112
+ * §5.1). Returns 0, or 502: a status line other than "HTTP/d.d SP ddd", a
+ * name that is not a token, a control byte in a value, a Content-Length that
+ * is not 1 to 18 digits or comes twice, Content-Length with
+ * Transfer-Encoding.
+ */
+int pf_h1p_parse_response(char *buf, size_t len, struct pf_h1p_resp *r);
 
 /* The method's name ("GET"), for an enum http_method. */
 const char *pf_h1p_method_name(int method);
