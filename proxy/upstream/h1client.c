@@ -46,15 +46,13 @@ static int resp_framing(struct pf_upconn *uc, const struct pf_h1p_resp *r)
     uc->resp_keepalive = r->major > 0 && r->minor > 0 ? !r->conn_close : r->conn_keepalive;
     if ((uc->tx != NULL && uc->tx->method_id == HTTP_HEAD) || r->status == 204 ||
         r->status == 304) {
-        uc->state = PF_UC_DONE; /* never a body, whatever the framing headers say */
+        /* never a body, whatever the framing headers say: body_mode stays NONE */
     } else if (r->chunked) {
         uc->body_mode = PF_BODY_CHUNKED;
         pf_chunked_init(&uc->chunked);
     } else if (r->has_length && !r->has_te) {
         uc->body_mode = r->length > 0 ? PF_BODY_LENGTH : PF_BODY_NONE;
         uc->body_left = r->length;
-        if (r->length == 0)
-            uc->state = PF_UC_DONE;
     } else {
         uc->body_mode = PF_BODY_CLOSE; /* read until the upstream closes: not reusable */
         uc->resp_keepalive = false;
@@ -80,7 +78,7 @@ size_t pf_h1c_parse(struct pf_upconn *uc, const char *data, size_t len)
 {
     size_t done = 0;
 
-    while (done < len && !uc->head_ready && !uc->resp_bad && uc->state != PF_UC_DONE) {
+    while (done < len && !uc->head_ready && !uc->resp_bad) {
         size_t used = 0;
         int rc = pf_h1p_scan_response(&uc->rscan, data + done, len - done, &used);
 

@@ -356,6 +356,8 @@ static void up_handle_head(struct pf_upconn *uc)
     uc->state = PF_UC_READING_BODY;
     if (pf_tx_respond(tx) && uc->tx == tx)
         uc->splice_want = pf_upsplice_eligible(tx, uc);
+    if (uc->tx == tx && uc->state == PF_UC_READING_BODY && uc->body_mode == PF_BODY_NONE)
+        uc->state = PF_UC_DONE; /* no body (HEAD, 204, 304, Content-Length: 0) */
 }
 
 static void up_handle_done(struct pf_upconn *uc)
