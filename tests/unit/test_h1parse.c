@@ -1,7 +1,7 @@
 /*
- * Unit tests of proxy/h1parse.c: the request head scan, fed whole, one byte
- * at a time and split at every offset (the answer must not depend on how the
- * bytes arrive), and the one-pass read of the whole head.
+ * Unit tests of proxy/h1parse.c: the request and response head scans, fed
+ * whole, one byte at a time and split at every offset (the answer must not
+ * depend on how the bytes arrive), and the one-pass read of the whole head.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -354,6 +354,191 @@ static void test_h1parse_each_byte_in_name_and_value(void **state)
     }
 }
 
+/* ---- response heads ---- */
+
+struct rresult {
+    int scan_rc;
+    size_t used;
+    int parse_rc;
+    struct pf_h1p_rscan scan;
+    struct pf_h1p_resp r;
+    struct pf_head_ent f[MAX_FIELDS];
+    char buf[4096];
+};
+
+/* As run(), for a response head. */
+static void rrun(struct rresult *x, const char *in, size_t len, size_t piece, size_t split)
+{
+    size_t off = 0;
+
+    memset(x, 0, sizeof(*x));
+    pf_h1p_rscan_init(&x->scan);
+    x->scan_rc = PF_H1P_MORE;
+    while (off < len && x->scan_rc == PF_H1P_MORE) {
+        size_t n = piece > 0 ? piece : (off < split ? split : len - off);
+        size_t used = 0;
+
+        if (n > len - off)
+            n = len - off;
+        x->scan_rc = pf_h1p_scan_response(&x->scan, in + off, n, &used);
+        if (x->scan_rc == PF_H1P_MORE)
+            assert_int_equal(used, n);
+        off += used;
+    }
+    x->used = off;
+    if (x->scan_rc != PF_H1P_DONE)
+        return;
+    assert_true(x->scan.lines <= MAX_FIELDS);
+    memcpy(x->buf, in, x->used);
+    x->buf[x->used] = '\0';
+    x->r.f = x->f;
+    x->parse_rc = pf_h1p_parse_response(x->buf, x->used, &x->r);
+}
+
+static void rrun_all_ways(struct rresult *x, const char *in, size_t len)
+{
+    static struct rresult other;
+
+    rrun(x, in, len, 0, len);
+    for (size_t split = 0; split <= len; split++) {
+        rrun(&other, in, len, split == 0 ? 1 : 0, split);
+        assert_int_equal(other.scan_rc, x->scan_rc);
+        assert_int_equal(other.parse_rc, x->parse_rc);
+        if (x->scan_rc == 502)
+            continue;
+        assert_int_equal(other.used, x->used);
+        assert_int_equal(other.r.n, x->r.n);
+        assert_int_equal(other.r.status, x->r.status);
+    }
+}
+
+static const struct {
+    const char *what;
+    const char *in;
+    size_t len;
+    int expect;
+    int status;
+    unsigned fields;
+} resps[] = {
+    {"simple", S("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"), OK, 200, 1},
+    {"no reason", S("HTTP/1.1 204\r\n\r\n"), OK, 204, 0},
+    {"bare lf", S("HTTP/1.1 200 OK\nA: 1\nB: 2\n\n"), OK, 200, 2},
+    {"crlf then lf", S("HTTP/1.1 200 OK\r\nA: 1\r\n\n"), OK, 200, 1},
+    {"empty lines first", S("\r\n\nHTTP/1.1 200 OK\r\n\r\n"), OK, 200, 0},
+    {"obs-fold", S("HTTP/1.1 200 OK\r\nA: 1\r\n 2\r\nB: 3\r\n\r\n"), OK, 200, 2},
+    {"space before colon", S("HTTP/1.1 200 OK\r\nA : 1\r\n\r\n"), OK, 200, 1},
+    {"http/1.0", S("HTTP/1.0 200 OK\r\n\r\n"), OK, 200, 0},
+    {"any status digits", S("HTTP/1.1 999 X\r\n\r\n"), OK, 999, 0},
+    {"unfinished", S("HTTP/1.1 200 OK\r\nA: 1\r\n"), MORE, 0, 0},
+    {"bare cr at line start", S("HTTP/1.1 200 OK\r\n\rA: 1\r\n\r\n"), BAD_SCAN, 0, 0},
+    {"bare cr in value", S("HTTP/1.1 200 OK\r\nA: 1\r2\r\n\r\n"), BAD_PARSE, 0, 0},
+    {"bare cr in reason", S("HTTP/1.1 200 O\rK\r\n\r\n"), BAD_PARSE, 0, 0},
+    {"four status digits", S("HTTP/1.1 2000 OK\r\n\r\n"), BAD_PARSE, 0, 0},
+    {"no status", S("HTTP/1.1 OK\r\n\r\n"), BAD_PARSE, 0, 0},
+    {"not http", S("HXYZ/1.1 200 OK\r\n\r\n"), BAD_PARSE, 0, 0},
+    {"lower-case http", S("http/1.1 200 OK\r\n\r\n"), BAD_PARSE, 0, 0},
+    {"fold after status line", S("HTTP/1.1 200 OK\r\n A: 1\r\n\r\n"), BAD_PARSE, 0, 0},
+    {"space in name", S("HTTP/1.1 200 OK\r\nA B: 1\r\n\r\n"), BAD_PARSE, 0, 0},
+    {"no colon", S("HTTP/1.1 200 OK\r\nA\r\n\r\n"), BAD_PARSE, 0, 0},
+    {"nul as the value", S("HTTP/1.1 200 OK\r\nA: \0\r\n\r\n"), BAD_PARSE, 0, 0},
+    {"del in value", S("HTTP/1.1 200 OK\r\nA: a\x7f\r\n\r\n"), BAD_PARSE, 0, 0},
+    {"two lengths", S("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n"),
+     BAD_PARSE, 0, 0},
+    {"length list", S("HTTP/1.1 200 OK\r\nContent-Length: 1, 1\r\n\r\n"), BAD_PARSE, 0, 0},
+    {"empty length", S("HTTP/1.1 200 OK\r\nContent-Length:\r\n\r\n"), BAD_PARSE, 0, 0},
+    {"length and chunked",
+     S("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"), BAD_PARSE, 0,
+     0},
+};
+
+static void test_h1parse_response_table_any_cut(void **state)
+{
+    static struct rresult x;
+
+    (void)state;
+    for (unsigned i = 0; i < sizeof(resps) / sizeof(resps[0]); i++) {
+        print_message("case: %s\n", resps[i].what);
+        rrun_all_ways(&x, resps[i].in, resps[i].len);
+        switch (resps[i].expect) {
+        case OK:
+            assert_int_equal(x.scan_rc, PF_H1P_DONE);
+            assert_int_equal(x.used, resps[i].len);
+            assert_int_equal(x.parse_rc, 0);
+            assert_int_equal(x.r.status, resps[i].status);
+            assert_int_equal(x.r.n, resps[i].fields);
+            break;
+        case MORE:
+            assert_int_equal(x.scan_rc, PF_H1P_MORE);
+            break;
+        case BAD_SCAN:
+            assert_int_equal(x.scan_rc, 502);
+            break;
+        default:
+            assert_int_equal(x.scan_rc, PF_H1P_DONE);
+            assert_int_equal(x.parse_rc, 502);
+        }
+    }
+}
+
+static void assert_rfield(const struct rresult *x, unsigned i, const char *name, const char *value,
+                          enum pf_hdr_id id)
+{
+    assert_true(i < x->r.n);
+    assert_string_equal(x->buf + x->f[i].name_off, name);
+    assert_int_equal(x->f[i].name_len, strlen(name));
+    assert_string_equal(x->buf + x->f[i].value_off, value);
+    assert_int_equal(x->f[i].value_len, strlen(value));
+    assert_int_equal(x->f[i].id, id);
+}
+
+static void test_h1parse_response_fields_and_framing(void **state)
+{
+    static const char in[] = "HTTP/1.0 404 Not Found\r\nX-A : one \r\n\t two\r\n"
+                             "connection: keep-alive\r\ncontent-length: 12 \r\nX-B:\r\n\r\n";
+    static struct rresult x;
+
+    (void)state;
+    rrun_all_ways(&x, in, sizeof(in) - 1);
+    assert_int_equal(x.parse_rc, 0);
+    assert_int_equal(x.r.major, 1);
+    assert_int_equal(x.r.minor, 0);
+    assert_int_equal(x.r.status, 404);
+    assert_int_equal(x.r.n, 4);
+    assert_rfield(&x, 0, "X-A", "one \t two", PF_H_OTHER); /* the fold's line break removed */
+    assert_rfield(&x, 1, "connection", "keep-alive", PF_H_CONNECTION);
+    assert_rfield(&x, 2, "content-length", "12", PF_H_CONTENT_LENGTH);
+    assert_rfield(&x, 3, "X-B", "", PF_H_OTHER);
+    assert_true(x.r.has_length);
+    assert_int_equal(x.r.length, 12);
+    assert_true(x.r.conn_keepalive);
+    assert_false(x.r.conn_close);
+    assert_false(x.r.has_te);
+}
+
+static void test_h1parse_response_transfer_encoding(void **state)
+{
+    static const struct {
+        const char *te;
+        bool chunked;
+    } cases[] = {
+        {"chunked", true},        {"Chunked ", true}, {"gzip, chunked", true},
+        {"chunked, gzip", false}, {"gzip", false},    {"", false},
+    };
+    static struct rresult x;
+    char in[128];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int n = snprintf(in, sizeof(in), "HTTP/1.1 200 OK\r\nTransfer-Encoding: %s\r\n\r\n",
+                         cases[i].te);
+
+        rrun(&x, in, (size_t)n, 0, (size_t)n);
+        assert_int_equal(x.parse_rc, 0);
+        assert_true(x.r.has_te);
+        assert_true(x.r.chunked == cases[i].chunked);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -365,6 +550,9 @@ int main(void)
         cmocka_unit_test(test_h1parse_refuses_a_method_at_once),
         cmocka_unit_test(test_h1parse_knows_every_method),
         cmocka_unit_test(test_h1parse_each_byte_in_name_and_value),
+        cmocka_unit_test(test_h1parse_response_table_any_cut),
+        cmocka_unit_test(test_h1parse_response_fields_and_framing),
+        cmocka_unit_test(test_h1parse_response_transfer_encoding),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
