@@ -409,17 +409,10 @@ static int conn_head_done(struct pf_conn *c)
 {
     struct pf_tx *tx = pf_tx_new(c);
     struct pf_h1p_head h;
-    struct evbuffer_iovec v;
     char *buf = pf_arena_alloc_raw(tx->arena, c->head_bytes + 1);
 
     c->tx = tx;
-    if (evbuffer_peek(c->s->in, c->head_bytes, NULL, &v, 1) == 1) {
-        /* the head is in the first segment (nearly always): one copy, one drain */
-        memcpy(buf, v.iov_base, c->head_bytes);
-        evbuffer_drain(c->s->in, c->head_bytes);
-    } else {
-        evbuffer_remove(c->s->in, buf, c->head_bytes);
-    }
+    evbuffer_remove(c->s->in, buf, c->head_bytes);
     buf[c->head_bytes] = '\0';
     h.v = pf_arena_alloc_raw(tx->arena, (c->scan.lines + 8) * sizeof(*h.v));
     if (pf_h1p_parse_request(&c->scan, buf, c->head_bytes, &h) != 0) {
