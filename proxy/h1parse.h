@@ -67,9 +67,9 @@ struct pf_h1p_head {
     uint32_t host_len;
     const char *expect;  /* the first Expect value, NULL if none */
     uint64_t length;     /* the Content-Length, when there is exactly one and it is valid */
-    uint8_t n_cl;        /* Content-Length fields */
-    uint8_t n_te;        /* Transfer-Encoding fields */
-    uint8_t n_host;      /* Host fields */
+    unsigned n_cl;       /* Content-Length fields (never wraps: a count is a framing rule) */
+    unsigned n_te;       /* Transfer-Encoding fields */
+    unsigned n_host;     /* Host fields */
     bool cl_bad;         /* the (first) Content-Length is not 1 to 18 digits */
     bool te_chunked;     /* every Transfer-Encoding value is exactly "chunked" */
     bool conn_close;     /* a Connection field lists "close" */

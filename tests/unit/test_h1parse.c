@@ -281,6 +281,30 @@ static void test_h1parse_stops_at_the_end_of_the_head(void **state)
     assert_string_equal(r.h.url, "/a");
 }
 
+/* 256 Content-Length fields are 256, not none: a count that wrapped would let a body through. */
+static void test_h1parse_counts_many_framing_fields_exactly(void **state)
+{
+    static char in[16384];
+    static struct pf_hdr v[300];
+    struct pf_h1p_scan scan;
+    struct pf_h1p_head h = {.v = v};
+    size_t n = (size_t)snprintf(in, sizeof(in), "POST / HTTP/1.1\r\nHost: a\r\n");
+    size_t used;
+
+    (void)state;
+    for (int i = 0; i < 256; i++) {
+        n += (size_t)snprintf(in + n, sizeof(in) - n, "Content-Length: 5\r\n");
+        n += (size_t)snprintf(in + n, sizeof(in) - n, "Transfer-Encoding: chunked\r\n");
+    }
+    n += (size_t)snprintf(in + n, sizeof(in) - n, "\r\n");
+    pf_h1p_scan_init(&scan);
+    assert_int_equal(pf_h1p_scan_request(&scan, in, n, &used), PF_H1P_DONE);
+    assert_int_equal(scan.lines, 513);
+    assert_int_equal(pf_h1p_parse_request(&scan, in, used, &h), 0);
+    assert_int_equal(h.n_cl, 256);
+    assert_int_equal(h.n_te, 256);
+}
+
 /* url_len and lines grow as the bytes come, so limits are applied before the head is whole. */
 static void test_h1parse_counts_target_and_lines_as_they_come(void **state)
 {
@@ -546,6 +570,7 @@ int main(void)
         cmocka_unit_test(test_h1parse_cuts_trims_and_classifies_fields),
         cmocka_unit_test(test_h1parse_notes_framing_fields),
         cmocka_unit_test(test_h1parse_stops_at_the_end_of_the_head),
+        cmocka_unit_test(test_h1parse_counts_many_framing_fields_exactly),
         cmocka_unit_test(test_h1parse_counts_target_and_lines_as_they_come),
         cmocka_unit_test(test_h1parse_refuses_a_method_at_once),
         cmocka_unit_test(test_h1parse_knows_every_method),
