@@ -563,6 +563,84 @@ static void test_h1parse_response_transfer_encoding(void **state)
     }
 }
 
+/* ---- mutated heads ---- */
+
+static const char *const mutate_seeds[] = {
+    "GET /a?b=c HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nX: y\r\n\r\n",
+    "\r\nPOST http://h/x HTTP/1.0\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+    "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX: one\r\n two\r\n\r\n",
+    "HTTP/1.0 404 Not Found\nTransfer-Encoding: gzip, chunked\nA : b\n\n",
+};
+
+static const char mutate_bytes[] = {'\r', '\n', ' ', '\t', ':', '\0', 0x7f, (char)0x80, 'A', '_'};
+
+/* A small deterministic generator: the same cases on every run. */
+static uint32_t lcg(uint32_t *x)
+{
+    *x = *x * 1103515245u + 12345u;
+    return *x >> 8;
+}
+
+/* Overwrite, insert or delete a few bytes of the seed into out; returns its length. */
+static size_t mutate(uint32_t *x, const char *seed, char *out, size_t cap)
+{
+    size_t n = strlen(seed);
+
+    memcpy(out, seed, n);
+    for (uint32_t k = lcg(x) % 4 + 1; k > 0; k--) {
+        size_t at = lcg(x) % (n + 1);
+        char b = mutate_bytes[lcg(x) % sizeof(mutate_bytes)];
+
+        switch (lcg(x) % 3) {
+        case 0:
+            if (at < n)
+                out[at] = b;
+            break;
+        case 1:
+            if (n < cap) {
+                memmove(out + at + 1, out + at, n - at);
+                out[at] = b;
+                n++;
+            }
+            break;
+        default:
+            if (at < n) {
+                memmove(out + at, out + at + 1, n - at - 1);
+                n--;
+            }
+        }
+    }
+    return n;
+}
+
+/* Mutated heads: never a crash (the sanitizer build checks memory), and the same answer whole or
+ * byte by byte. */
+static void test_h1parse_mutated_heads_same_answer_any_cut(void **state)
+{
+    static struct result a, b;
+    static struct rresult ra, rb;
+    char in[256];
+    uint32_t x = 20261203;
+
+    (void)state;
+    for (int i = 0; i < 3000; i++) {
+        unsigned which = lcg(&x) % 4;
+        size_t n = mutate(&x, mutate_seeds[which], in, sizeof(in));
+
+        if (which < 2) {
+            run(&a, in, n, 0, n);
+            run(&b, in, n, 1, 0);
+            assert_int_equal(a.scan_rc, b.scan_rc);
+            assert_int_equal(a.parse_rc, b.parse_rc);
+        } else {
+            rrun(&ra, in, n, 0, n);
+            rrun(&rb, in, n, 1, 0);
+            assert_int_equal(ra.scan_rc, rb.scan_rc);
+            assert_int_equal(ra.parse_rc, rb.parse_rc);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -578,6 +656,7 @@ int main(void)
         cmocka_unit_test(test_h1parse_response_table_any_cut),
         cmocka_unit_test(test_h1parse_response_fields_and_framing),
         cmocka_unit_test(test_h1parse_response_transfer_encoding),
+        cmocka_unit_test(test_h1parse_mutated_heads_same_answer_any_cut),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
