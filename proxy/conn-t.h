@@ -11,11 +11,10 @@
 #include <sys/queue.h>
 
 #include <event2/event_struct.h>
-#include <http_parser.h>
 
 #include "proxy/chunked.h"
 #include "proxy/errors-t.h"
-#include "proxy/head-t.h"
+#include "proxy/h1parse.h"
 
 struct evbuffer;
 struct pf_stream;
@@ -27,7 +26,7 @@ struct pf_worker;
 #define PF_IN_SLACK       (64 * 1024)  /* unparsed client input kept beyond a head */
 
 /*
- * Where a client connection is. The parser runs only in the two READING
+ * Where a client connection is. Input is read only in the two READING
  * states; closing (a flag: it can coexist with any of the first four) makes
  * the connection close once its response is out.
  */
@@ -35,7 +34,7 @@ enum pf_conn_state {
     PF_CONN_READING_HEAD = 0, /* parsing: between requests or inside a head */
     PF_CONN_READING_BODY,     /* parsing / de-framing tx's request body */
     PF_CONN_BODY_PAUSED,      /* the body waits: tx not ready for it, or the upstream is full */
-    PF_CONN_WAITING,          /* request read (or refused): tx busy, parser stopped */
+    PF_CONN_WAITING,          /* request read (or refused): tx busy, input waits */
     PF_CONN_LINGERING,        /* our side is shut: reading and discarding until EOF */
     PF_CONN_DEAD,             /* closed: freed when no callback is on the stack */
 };
@@ -43,21 +42,14 @@ enum pf_conn_state {
 struct pf_conn {
     struct pf_worker *w;
     struct pf_stream *s;
-    http_parser parser;
-    struct pf_head head;
-    uint32_t head_bytes;       /* bytes of the current head so far (scanned) */
-    uint32_t head_fed;         /* of those, bytes the parser consumed */
+    struct pf_h1p_scan scan;   /* the request head being read */
+    uint32_t head_bytes;       /* bytes of the current head so far (scanned, still in s->in) */
     uint8_t body_mode;         /* PF_BODY_*: how the request body is framed */
     uint64_t body_left;        /* Content-Length bytes still to read */
     uint64_t body_deadline_us; /* limits.body_timeout: the body must be in by then (0: none yet) */
     struct pf_chunked chunked; /* chunked decoder state */
     struct evbuffer *body_tmp; /* decoded chunk data on its way to the tx */
-    char ver[9];               /* last bytes of the request line (version check) */
-    bool first_done;           /* the request line has been checked */
-    uint8_t scan;              /* head scanner state (bare LF, obs-fold, end) */
-    bool line_used;            /* the current head line has bytes */
-    bool seen_line;            /* the request line has started */
-    int pending_status;        /* error found inside a parser callback */
+    int pending_status;        /* error found while reading a head */
     enum pf_error pending_code;
     unsigned busy; /* callbacks on the stack; free when 0 and dead */
     enum pf_conn_state state;

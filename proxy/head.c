@@ -21,6 +21,7 @@ void pf_head_reset(struct pf_head *h)
     h->url_len = 0;
     h->n = 0;
     h->last = 0;
+    h->parsed = false;
 }
 
 /*
@@ -101,6 +102,38 @@ static void head_put(struct pf_head *h, const char *at, size_t len)
     h->len += len;
 }
 
+int pf_head_put_raw(struct pf_head *h, const char *at, size_t len, uint32_t limit)
+{
+    if (h->len + len > limit)
+        return -1;
+    head_put(h, at, len);
+    return 0;
+}
+
+/* Room for n entries (the first size from this thread's pool). */
+static void head_reserve(struct pf_head *h, unsigned n)
+{
+    if (n <= h->cap_ent)
+        return;
+    if (h->cap_ent == 0 && n <= HEAD_ENT_FIRST && head_pool.n_ent > 0) {
+        h->ent = head_pool.ent[--head_pool.n_ent];
+        PF_POOL_UNPOISON(h->ent, HEAD_ENT_FIRST * sizeof(*h->ent));
+        h->cap_ent = HEAD_ENT_FIRST;
+        return;
+    }
+    if (h->cap_ent == 0)
+        h->cap_ent = HEAD_ENT_FIRST;
+    while (h->cap_ent < n)
+        h->cap_ent *= 2;
+    h->ent = pf_xrealloc(h->ent, h->cap_ent * sizeof(*h->ent));
+}
+
+struct pf_head_ent *pf_head_ents(struct pf_head *h, unsigned n)
+{
+    head_reserve(h, n);
+    return h->ent;
+}
+
 void pf_head_close(struct pf_head *h)
 {
     head_put(h, "", 1);
@@ -117,16 +150,7 @@ int pf_head_append(struct pf_head *h, int what, const char *at, size_t len, uint
         if (what == PF_HEAD_FIELD) {
             if (h->n >= max_headers)
                 return -2;
-            if (h->n == h->cap_ent) {
-                if (h->cap_ent == 0 && head_pool.n_ent > 0) {
-                    h->ent = head_pool.ent[--head_pool.n_ent];
-                    PF_POOL_UNPOISON(h->ent, HEAD_ENT_FIRST * sizeof(*h->ent));
-                    h->cap_ent = HEAD_ENT_FIRST;
-                } else {
-                    h->cap_ent = h->cap_ent ? h->cap_ent * 2 : HEAD_ENT_FIRST;
-                    h->ent = pf_xrealloc(h->ent, h->cap_ent * sizeof(*h->ent));
-                }
-            }
+            head_reserve(h, h->n + 1);
             h->ent[h->n].name_off = h->len;
             h->ent[h->n].name_len = 0;
             h->ent[h->n].value_off = 0;
@@ -153,7 +177,8 @@ void pf_head_export(const struct pf_head *h, struct pf_arena *a, struct pf_hdrs 
     char *copy = pf_arena_alloc_raw(a, h->len + 1);
     static const char empty[] = "";
 
-    memcpy(copy, h->buf, h->len);
+    if (h->len > 0)
+        memcpy(copy, h->buf, h->len);
     copy[h->len] = '\0';
     if (url != NULL)
         *url = copy;
@@ -169,6 +194,10 @@ void pf_head_export(const struct pf_head *h, struct pf_arena *a, struct pf_hdrs 
         /* a header with an empty value has no value callback */
         d->value = e->value_off ? copy + e->value_off : empty;
         d->value_len = e->value_len;
+        if (h->parsed) {
+            d->id = e->id; /* classified, values trimmed: in the parse's one pass */
+            continue;
+        }
         d->id = pf_hdr_classify(d->name, d->name_len);
         /* http-parser leaves trailing whitespace in values: trim it */
         while (d->value_len > 0 &&

@@ -1,9 +1,10 @@
 /*
- * The HTTP/1.1 engine, client side: pf_stream sockets + http-parser in strict mode,
- * with the framing rules of docs/operations.md checked on top of the parser.
+ * The HTTP/1.1 engine, client side: pf_stream sockets + the request head
+ * parser of proxy/h1parse.c, with the framing rules of docs/operations.md
+ * checked on what it found.
  *
  * A connection parses one request head at a time. When the head is complete
- * the parser is paused and a transaction starts; the body is parsed only when
+ * reading stops and a transaction starts; the body is de-framed only when
  * the transaction asks for it (the upstream is ready), and the next pipelined
  * request only when the transaction has ended. So memory per connection is
  * bounded by the head limit plus the output watermarks.
@@ -37,17 +38,8 @@
 #include "proxy/tx.h"
 #include "proxy/upstream/upstream.h"
 
-/* head scanner states */
-enum {
-    SCAN_LINE = 0, /* inside a line */
-    SCAN_CR,       /* saw CR */
-    SCAN_START,    /* at the start of a line */
-    SCAN_DONE,     /* saw the empty line ending the head */
-};
-
-#define CL_DIGITS_MAX 18            /* a Content-Length of more digits could overflow 64 bits */
-#define LINGER_MS     2000          /* longest lingering close */
-#define LINGER_BYTES  (1024 * 1024) /* most input discarded while lingering */
+#define LINGER_MS    2000          /* longest lingering close */
+#define LINGER_BYTES (1024 * 1024) /* most input discarded while lingering */
 
 static void conn_process(struct pf_conn *c);
 static void conn_arm_timer(struct pf_conn *c, uint64_t ms);
@@ -81,7 +73,6 @@ static void conn_free(struct pf_conn *c)
     if (event_initialized(&c->timer))
         event_del(&c->timer);
     pf_stream_free(c->s);
-    pf_head_free(&c->head);
     if (c->body_tmp != NULL)
         evbuffer_free(c->body_tmp);
     TAILQ_REMOVE(&w->conns, c, link);
@@ -265,83 +256,33 @@ static int conn_fail(struct pf_conn *c, int status, enum pf_error code)
     return -1;
 }
 
-static int on_message_begin(http_parser *p)
+/* A transaction for a head refused before it was read: nothing of it is known. */
+static void conn_tx_blank(struct pf_tx *tx)
 {
-    struct pf_conn *c = p->data;
-
-    pf_head_reset(&c->head);
-    return 0;
-}
-
-static int on_url(http_parser *p, const char *at, size_t len)
-{
-    struct pf_conn *c = p->data;
-    const struct pf_limits *l = &c->w->wc->cfg->limits;
-
-    if (c->head.url_len + len > l->max_uri_size)
-        return conn_fail(c, 414, PF_ERR_URI_TOO_LONG);
-    if (pf_head_append(&c->head, PF_HEAD_URL, at, len, (uint32_t)l->max_header_size,
-                       l->max_headers) != 0)
-        return conn_fail(c, 431, PF_ERR_HEADERS_TOO_LARGE);
-    return 0;
-}
-
-static int on_header_piece(http_parser *p, int what, const char *at, size_t len)
-{
-    struct pf_conn *c = p->data;
-    const struct pf_limits *l = &c->w->wc->cfg->limits;
-
-    if (pf_head_append(&c->head, what, at, len, (uint32_t)l->max_header_size, l->max_headers) != 0)
-        return conn_fail(c, 431, PF_ERR_HEADERS_TOO_LARGE);
-    return 0;
-}
-
-static int on_header_field(http_parser *p, const char *at, size_t len)
-{
-    return on_header_piece(p, PF_HEAD_FIELD, at, len);
-}
-
-static int on_header_value(http_parser *p, const char *at, size_t len)
-{
-    return on_header_piece(p, PF_HEAD_VALUE, at, len);
+    tx->method = "-";
+    tx->url = "-";
+    tx->http_major = 1;
+    tx->http_minor = 1;
 }
 
 /*
- * The framing rules of docs/operations.md on top of http-parser's own: one
- * Content-Length of digits only, or one Transfer-Encoding that is exactly
+ * The framing rules of docs/operations.md, from what the head's parse noted:
+ * one Content-Length of digits only, or one Transfer-Encoding that is exactly
  * "chunked", never both; exactly one Host for HTTP/1.1.
  */
-static int conn_check_framing(struct pf_conn *c, struct pf_tx *tx)
+static int conn_check_framing(struct pf_conn *c, struct pf_tx *tx, const struct pf_h1p_head *h)
 {
-    unsigned n_cl = 0, n_te = 0, n_host = 0;
-
-    if (tx->http_major != 1 || tx->http_minor > 1)
-        return conn_fail(c, 505, PF_ERR_BAD_REQUEST);
-    for (unsigned i = 0; i < tx->req.n; i++) {
-        const struct pf_hdr *h = &tx->req.v[i];
-
-        if (!pf_http_is_token(h->name, h->name_len))
-            return conn_fail(c, 400, PF_ERR_BAD_REQUEST);
-        if (h->id == PF_H_CONTENT_LENGTH) {
-            if (n_cl++ > 0 || !pf_http_is_digits(h->value) || h->value_len > CL_DIGITS_MAX)
-                return conn_fail(c, 400, PF_ERR_BAD_REQUEST);
-            tx->req_length = strtoull(h->value, NULL, 10);
-            tx->req_has_length = true;
-        } else if (h->id == PF_H_TRANSFER_ENCODING) {
-            if (n_te++ > 0 || strcasecmp(h->value, "chunked") != 0)
-                return conn_fail(c, 400, PF_ERR_BAD_REQUEST);
-            tx->req_chunked = true;
-        } else if (h->id == PF_H_HOST) {
-            if (n_host++ > 0 || !pf_http_host_valid(h->value, h->value_len))
-                return conn_fail(c, 400, PF_ERR_BAD_REQUEST);
-            tx->host = h->value;
-        }
-    }
-    if (n_cl > 0 && n_te > 0)
+    if (h->n_cl > 1 || h->cl_bad || h->n_te > 1 || (h->n_te > 0 && !h->te_chunked) ||
+        (h->n_cl > 0 && h->n_te > 0))
         return conn_fail(c, 400, PF_ERR_BAD_REQUEST);
-    if (n_host == 0 && tx->http_minor >= 1)
+    if (h->n_host > 1 || (h->n_host == 0 && tx->http_minor >= 1) ||
+        (h->n_host == 1 && !pf_http_host_valid(h->host, h->host_len)))
         return conn_fail(c, 400, PF_ERR_BAD_REQUEST);
-    if (n_te > 0 && tx->http_minor == 0) {
+    tx->req_has_length = h->n_cl > 0;
+    tx->req_length = h->length;
+    tx->req_chunked = h->n_te > 0;
+    tx->host = h->host;
+    if (h->n_te > 0 && tx->http_minor == 0) {
         /*
          * RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 message is faulty
          * framing; the request is served, and the connection closed after it,
@@ -395,13 +336,13 @@ static int conn_underscores(struct pf_conn *c, struct pf_tx *tx)
  * (RFC 9112 §3.2.2) and the upstream gets the origin form "/path" ("/" for
  * an empty path, "*" for OPTIONS with neither path nor query).
  */
-static int conn_absolute_form(struct pf_conn *c, struct pf_tx *tx)
+static int conn_absolute_form(struct pf_conn *c, struct pf_tx *tx, size_t url_len)
 {
     const char *auth, *path;
     size_t alen;
     char *url;
 
-    if (!pf_http_target_valid(tx->url, strlen(tx->url)))
+    if (!pf_http_target_valid(tx->url, url_len))
         return conn_fail(c, 400, PF_ERR_BAD_REQUEST); /* CTLs, 8-bit bytes, '#', bad '%' */
     if (tx->url[0] == '/')
         return 0; /* origin-form, by far the most common: no scheme to compare */
@@ -429,142 +370,78 @@ static int conn_absolute_form(struct pf_conn *c, struct pf_tx *tx)
     return 0;
 }
 
-static int on_headers_complete(http_parser *p)
+/* Fill tx from the parsed head h; -1 (c->pending_status set) to refuse it. */
+static int conn_head_checks(struct pf_conn *c, struct pf_tx *tx, struct pf_h1p_head *h)
 {
-    struct pf_conn *c = p->data;
-    struct pf_tx *tx;
-    const char *expect;
+    const struct pf_limits *l = &c->w->wc->cfg->limits;
 
-    if (c->head.last != 0)
-        pf_head_close(&c->head);
-    if (p->method == HTTP_CONNECT)
-        return conn_fail(c, 405, PF_ERR_BAD_REQUEST);
-    tx = pf_tx_new(c);
-    c->tx = tx;
     tx->head_in = c->head_bytes;
-    pf_head_export(&c->head, tx->arena, &tx->req, &tx->url);
-    pf_head_release(&c->head); /* an idle connection holds no head buffers */
-    tx->method_id = p->method;
-    tx->method = http_method_str(p->method);
-    tx->http_major = p->http_major;
-    tx->http_minor = p->http_minor;
-    tx->client_keepalive = http_should_keep_alive(p) && !c->closing;
-    if (conn_check_framing(c, tx) != 0 || conn_underscores(c, tx) != 0 ||
-        conn_absolute_form(c, tx) != 0)
+    tx->req.v = h->v;
+    tx->req.n = h->n;
+    tx->req.cap = c->scan.lines + 8;
+    tx->url = h->url;
+    tx->method_id = c->scan.method;
+    tx->method = pf_h1p_method_name(c->scan.method);
+    tx->http_major = 1;
+    tx->http_minor = c->scan.minor;
+    tx->client_keepalive =
+        (tx->http_minor >= 1 ? !h->conn_close : h->conn_keepalive) && !c->closing;
+    if (conn_check_framing(c, tx, h) != 0 || (h->underscore && conn_underscores(c, tx) != 0) ||
+        conn_absolute_form(c, tx, h->url_len) != 0)
         return -1;
     tx->req_has_body = tx->req_chunked || (tx->req_has_length && tx->req_length > 0);
-    expect = pf_hdrs_get_id(&tx->req, PF_H_EXPECT);
-    if (expect != NULL) {
-        if (strcasecmp(expect, "100-continue") != 0)
+    if (h->expect != NULL) {
+        if (strcasecmp(h->expect, "100-continue") != 0)
             return conn_fail(c, 417, PF_ERR_BAD_REQUEST);
         tx->expect_continue = tx->http_minor >= 1 && tx->req_has_body;
     }
-    {
-        uint64_t max = c->w->wc->cfg->limits.max_body_size;
+    if (l->max_body_size > 0 && tx->req_has_length && tx->req_length > l->max_body_size)
+        return conn_fail(c, 413, PF_ERR_BODY_TOO_LARGE);
+    return 0;
+}
 
-        if (max > 0 && tx->req_has_length && tx->req_length > max)
-            return conn_fail(c, 413, PF_ERR_BODY_TOO_LARGE);
+/*
+ * The head is whole (c->head_bytes at the start of the input): move it into
+ * a new transaction's arena, parse it there in one pass and check it.
+ * Returns 0, or -1 with c->pending_status set.
+ */
+static int conn_head_done(struct pf_conn *c)
+{
+    struct pf_tx *tx = pf_tx_new(c);
+    struct pf_h1p_head h;
+    char *buf = pf_arena_alloc_raw(tx->arena, c->head_bytes + 1);
+
+    c->tx = tx;
+    evbuffer_remove(c->s->in, buf, c->head_bytes);
+    buf[c->head_bytes] = '\0';
+    h.v = pf_arena_alloc_raw(tx->arena, (c->scan.lines + 8) * sizeof(*h.v));
+    if (pf_h1p_parse_request(&c->scan, buf, c->head_bytes, &h) != 0) {
+        conn_tx_blank(tx);
+        return conn_fail(c, 400, PF_ERR_BAD_REQUEST);
     }
+    if (c->scan.method == HTTP_CONNECT) {
+        conn_tx_blank(tx);
+        return conn_fail(c, 405, PF_ERR_BAD_REQUEST);
+    }
+    if (conn_head_checks(c, tx, &h) != 0)
+        return -1;
     if (tx->req_has_body) {
-        /*
-         * The body waits until the transaction is ready for it, and is then
-         * de-framed by conn_body(), not by the (lenient) parser.
-         */
+        /* the body waits until the transaction is ready for it (conn_body()) */
         c->body_mode = tx->req_chunked ? PF_BODY_CHUNKED : PF_BODY_LENGTH;
         c->body_left = tx->req_length;
         pf_chunked_init(&c->chunked);
         c->state = PF_CONN_BODY_PAUSED;
-        http_parser_pause(p, 1);
+    } else {
+        c->state = PF_CONN_WAITING;
     }
     return 0;
-}
-
-static int on_message_complete(http_parser *p)
-{
-    struct pf_conn *c = p->data;
-
-    c->state = PF_CONN_WAITING;
-    http_parser_pause(p, 1);
-    return 0;
-}
-
-static const http_parser_settings req_settings = {
-    .on_message_begin = on_message_begin,
-    .on_url = on_url,
-    .on_header_field = on_header_field,
-    .on_header_value = on_header_value,
-    .on_headers_complete = on_headers_complete,
-    .on_message_complete = on_message_complete,
-};
-
-/*
- * Scan head bytes for what http-parser lets through: a bare LF, obs-fold
- * (a line starting with SP/HT). Returns how many bytes belong to the head
- * (up to and including its final LF), or -1 on a violation.
- */
-static ssize_t conn_scan_head(struct pf_conn *c, const unsigned char *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch;
-
-        if (c->scan == SCAN_LINE && c->first_done) {
-            /* inside a header line: jump to its CR (no LF may come before it) */
-            const unsigned char *cr = memchr(p + i, '\r', n - i);
-            size_t end = cr != NULL ? (size_t)(cr - p) : n;
-
-            if (memchr(p + i, '\n', end - i) != NULL)
-                return -1;
-            i = end;
-            if (i == n)
-                break;
-        }
-        ch = p[i];
-        if (c->scan == SCAN_START && (ch == ' ' || ch == '\t') && c->seen_line)
-            return -1;
-        if (ch == '\r') {
-            if (c->scan == SCAN_CR)
-                return -1;
-            if (c->seen_line && !c->first_done) {
-                /* the lenient parser accepts "HTXP/1.1": the version is checked here */
-                if (memcmp(c->ver, " HTTP/1.", 8) != 0 || (c->ver[8] != '0' && c->ver[8] != '1'))
-                    return -1;
-                c->first_done = true;
-            }
-            c->scan = SCAN_CR;
-        } else if (ch == '\n') {
-            if (c->scan != SCAN_CR)
-                return -1;
-            if (!c->line_used && c->seen_line) {
-                c->scan = SCAN_DONE;
-                return (ssize_t)(i + 1);
-            }
-            c->scan = SCAN_START;
-            c->line_used = false;
-        } else {
-            if (c->scan == SCAN_CR)
-                return -1;
-            c->scan = SCAN_LINE;
-            c->line_used = true;
-            c->seen_line = true;
-            if (!c->first_done) {
-                memmove(c->ver, c->ver + 1, sizeof(c->ver) - 1);
-                c->ver[sizeof(c->ver) - 1] = (char)ch;
-            }
-        }
-    }
-    return (ssize_t)n;
 }
 
 static void conn_head_reset(struct pf_conn *c)
 {
     c->head_bytes = 0;
-    c->head_fed = 0;
     c->body_mode = PF_BODY_NONE;
-    c->first_done = false;
-    memset(c->ver, 0, sizeof(c->ver));
-    c->scan = SCAN_START;
-    c->line_used = false;
-    c->seen_line = false;
+    pf_h1p_scan_init(&c->scan);
 }
 
 /* Answer an error found while parsing, then close. */
@@ -575,10 +452,7 @@ static void conn_reply_error(struct pf_conn *c, int status, enum pf_error code)
     if (tx == NULL) {
         tx = pf_tx_new(c);
         c->tx = tx;
-        tx->method = "-";
-        tx->url = "-";
-        tx->http_major = 1;
-        tx->http_minor = 1;
+        conn_tx_blank(tx);
     }
     c->closing = true;
     c->linger = tx->req_has_body && !tx->req_done; /* the client may still be sending it */
@@ -595,33 +469,13 @@ static void conn_reply_error(struct pf_conn *c, int status, enum pf_error code)
     pf_tx_fail(tx, status, code);
 }
 
-/* Run the parser on one contiguous piece of input; returns bytes consumed or -1. */
-static ssize_t conn_execute(struct pf_conn *c, const char *data, size_t len)
-{
-    size_t n = http_parser_execute(&c->parser, &req_settings, data, len);
-    enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
-
-    if (e == HPE_OK || e == HPE_PAUSED) {
-        if (c->parser.upgrade) {
-            /* Upgrade is not supported: the request goes on as a plain one */
-            c->parser.upgrade = 0;
-        }
-        return (ssize_t)n;
-    }
-    if (c->pending_status == 0)
-        conn_fail(c, 400, PF_ERR_BAD_REQUEST);
-    return -1;
-}
-
-/* The request body is complete: the parser starts afresh for the next request. */
+/* The request body is complete: the next head waits for the transaction's end. */
 static void conn_body_done(struct pf_conn *c)
 {
     event_del(&c->timer);
     c->body_deadline_us = 0;
     c->body_mode = PF_BODY_NONE;
     c->state = PF_CONN_WAITING;
-    http_parser_init(&c->parser, HTTP_REQUEST);
-    c->parser.data = c;
     pf_tx_req_end(c->tx);
 }
 
@@ -637,11 +491,6 @@ static int conn_body(struct pf_conn *c)
     size_t n;
     int rc;
 
-    if (c->head_fed < c->head_bytes) {
-        /* the parser stopped before the head's final LF */
-        evbuffer_drain(in, c->head_bytes - c->head_fed);
-        c->head_fed = c->head_bytes;
-    }
     /* a body must keep coming: idle_timeout of silence ends the request */
     conn_arm_body_timer(c);
     if (c->body_mode == PF_BODY_LENGTH) {
@@ -682,62 +531,67 @@ static int conn_body(struct pf_conn *c)
     return c->state == PF_CONN_DEAD ? -1 : 0;
 }
 
+/*
+ * Scan the input beyond what was scanned of the head so far; when the head is
+ * whole, read it into a transaction and start that. Returns 0 to go on, -1 to
+ * stop (more input needed, or the head was refused).
+ */
+static int conn_read_head(struct pf_conn *c)
+{
+    const struct pf_limits *l = &c->w->wc->cfg->limits;
+    struct evbuffer *in = c->s->in;
+    int rc = PF_H1P_MORE;
+
+    if (c->head_bytes == 0)
+        conn_arm_timer(c, l->header_timeout_ms);
+    while (rc == PF_H1P_MORE && c->head_bytes < evbuffer_get_length(in)) {
+        struct evbuffer_ptr pos;
+        struct evbuffer_iovec v;
+        size_t used = 0;
+
+        evbuffer_ptr_set(in, &pos, c->head_bytes, EVBUFFER_PTR_SET);
+        if (evbuffer_peek(in, -1, &pos, &v, 1) < 1)
+            break;
+        rc = pf_h1p_scan_request(&c->scan, v.iov_base, v.iov_len, &used);
+        if (rc > PF_H1P_DONE) {
+            conn_fail(c, 400, PF_ERR_BAD_REQUEST);
+            break;
+        }
+        c->head_bytes += (uint32_t)used;
+        if (c->head_bytes > l->max_header_size + 2 || c->scan.lines > l->max_headers)
+            conn_fail(c, 431, PF_ERR_HEADERS_TOO_LARGE);
+        else if (c->scan.url_len > l->max_uri_size)
+            conn_fail(c, 414, PF_ERR_URI_TOO_LONG);
+        if (c->pending_status != 0)
+            break;
+    }
+    if (c->pending_status == 0 && rc == PF_H1P_DONE)
+        conn_head_done(c);
+    if (c->pending_status != 0) {
+        conn_reply_error(c, c->pending_status, c->pending_code);
+        return -1;
+    }
+    if (rc != PF_H1P_DONE)
+        return -1;
+    event_del(&c->timer);
+    c->tx->req_done = c->state == PF_CONN_WAITING;
+    pf_tx_start(c->tx);
+    return 0;
+}
+
 static void conn_process(struct pf_conn *c)
 {
-    struct evbuffer *in = c->s->in;
-
     if (c->processing)
         return; /* the loop below on the stack goes on by itself */
     c->processing = true;
-    while (conn_parsing(c)) {
-        struct evbuffer_iovec v;
-        size_t avail = evbuffer_get_length(in);
-        size_t feed;
-        ssize_t n;
-
-        if (avail == 0 && !c->s->raw) /* raw: the socket is read by splice (conn_body) */
-            break;
-        if (c->tx != NULL && c->body_mode != PF_BODY_NONE) {
-            if (conn_body(c) != 0)
-                break;
-            continue;
-        }
-        evbuffer_peek(in, -1, NULL, &v, 1);
-        feed = v.iov_len;
+    /* raw: the socket is read by splice (conn_body), not into the buffer */
+    while (conn_parsing(c) && (evbuffer_get_length(c->s->in) > 0 || c->s->raw)) {
         if (c->tx == NULL) {
-            ssize_t h;
-
-            if (c->head_bytes == 0)
-                conn_arm_timer(c, c->w->wc->cfg->limits.header_timeout_ms);
-            h = conn_scan_head(c, v.iov_base, feed);
-            if (h < 0) {
-                conn_reply_error(c, 400, PF_ERR_BAD_REQUEST);
+            if (conn_read_head(c) != 0)
                 break;
-            }
-            feed = (size_t)h;
-            c->head_bytes += (uint32_t)feed;
-            if (c->head_bytes > c->w->wc->cfg->limits.max_header_size + 2) {
-                conn_reply_error(c, 431, PF_ERR_HEADERS_TOO_LARGE);
-                break;
-            }
-        }
-        n = conn_execute(c, v.iov_base, feed);
-        if (n > 0) {
-            evbuffer_drain(in, (size_t)n);
-            c->head_fed += (uint32_t)n;
-        }
-        if (c->pending_status != 0 || n < 0) {
-            conn_reply_error(c, c->pending_status, c->pending_code);
+        } else if (c->body_mode == PF_BODY_NONE || conn_body(c) != 0) {
             break;
         }
-        if (c->tx != NULL && c->tx->phase == PF_TX_HEAD) {
-            event_del(&c->timer);
-            c->tx->req_done = c->state == PF_CONN_WAITING;
-            pf_tx_start(c->tx);
-            continue;
-        }
-        if (c->state == PF_CONN_WAITING && c->tx != NULL && !c->tx->req_done)
-            pf_tx_req_end(c->tx);
     }
     c->processing = false;
 }
@@ -909,8 +763,6 @@ void pf_conn_accept(struct pf_worker *w, int fd, const struct sockaddr *sa, bool
     c->is_admin = is_admin;
     conn_client_name(c, sa);
     c->s = pf_stream_new(&w->sloop, fd);
-    http_parser_init(&c->parser, HTTP_REQUEST);
-    c->parser.data = c;
     conn_head_reset(c);
     event_assign(&c->timer, w->base, -1, 0, conn_timercb, c);
     pf_stream_setcb(c->s, conn_readcb, conn_writecb, conn_eventcb, c);
@@ -935,7 +787,6 @@ void pf_conn_resume_body(struct pf_conn *c)
         return;
     conn_enter(c);
     c->state = PF_CONN_READING_BODY;
-    http_parser_pause(&c->parser, 0);
     if (c->body_mode != PF_BODY_NONE)
         conn_arm_body_timer(c); /* the body must keep coming */
     if (c->read_blocked) {
@@ -952,7 +803,6 @@ void pf_conn_block_body(struct pf_conn *c)
         return;
     event_del(&c->timer); /* waiting on the upstream, not on the client */
     c->state = PF_CONN_BODY_PAUSED;
-    http_parser_pause(&c->parser, 1);
     c->read_blocked = true;
     pf_stream_read(c->s, false);
 }
@@ -989,7 +839,6 @@ void pf_conn_tx_done(struct pf_conn *c)
     /* go on with the next (pipelined) request */
     c->state = PF_CONN_READING_HEAD;
     conn_head_reset(c);
-    http_parser_pause(&c->parser, 0);
     if (c->read_blocked) {
         c->read_blocked = false;
         pf_stream_read(c->s, true);

@@ -81,6 +81,10 @@ enum {
 int pf_head_append(struct pf_head *h, int what, const char *at, size_t len, uint32_t limit,
                    unsigned max_headers);
 void pf_head_reset(struct pf_head *h);
+/* Append raw head bytes (h1parse.c reads them in place); -1 when the head passes limit. */
+int pf_head_put_raw(struct pf_head *h, const char *at, size_t len, uint32_t limit);
+/* h->ent with room for n entries. */
+struct pf_head_ent *pf_head_ents(struct pf_head *h, unsigned n);
 /* Terminate the piece in progress with a NUL (the head is complete). */
 void pf_head_close(struct pf_head *h);
 void pf_head_free(struct pf_head *h);

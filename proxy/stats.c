@@ -606,7 +606,7 @@ void pf_stats_upstream_report(struct pf_tx *tx, int outcome)
     if (tx->w->stats == NULL)
         return;
     if (outcome == PF_OUTCOME_OK && tx->uc != NULL)
-        status = (int)tx->uc->parser.status_code;
+        status = (int)tx->uc->status;
     pf_stats_upstream_count(tx->w->stats, ep->id, ep->upstream, ep->addr.text, status,
                             pf_error_of_outcome(outcome), pf_now_us() - tx->t_up_start);
 }

@@ -1,7 +1,8 @@
 /*
  * HTTP/1.1 toward the upstream: the request head writer and the response
- * parser. http-parser reads response heads only: bodies are de-framed here
- * (pf_h1c_deframe), which moves bytes toward the client without copying.
+ * head reader (proxy/h1parse.c reads the head in one pass); bodies are
+ * de-framed here (pf_h1c_deframe), which moves bytes toward the client
+ * without copying.
  */
 #include "proxy/upstream/h1client.h"
 
@@ -12,6 +13,7 @@
 #include <event2/buffer.h>
 
 #include "proxy/core.h"
+#include "proxy/h1parse.h"
 #include "proxy/http1.h"
 #include "proxy/sbuf.h"
 #include "proxy/syntax.h"
@@ -19,113 +21,82 @@
 
 /* ---- the response ---- */
 
-static int on_message_begin(http_parser *p)
-{
-    struct pf_upconn *uc = p->data;
-
-    pf_head_reset(&uc->head);
-    return 0;
-}
-
-static int on_header_field(http_parser *p, const char *at, size_t len)
-{
-    struct pf_upconn *uc = p->data;
-
-    return pf_head_append(&uc->head, PF_HEAD_FIELD, at, len, PF_H1C_MAX_HEAD, PF_H1C_MAX_HEADERS) ==
-                   0
-               ? 0
-               : -1;
-}
-
-static int on_header_value(http_parser *p, const char *at, size_t len)
-{
-    struct pf_upconn *uc = p->data;
-
-    return pf_head_append(&uc->head, PF_HEAD_VALUE, at, len, PF_H1C_MAX_HEAD, PF_H1C_MAX_HEADERS) ==
-                   0
-               ? 0
-               : -1;
-}
-
-static int on_headers_complete(http_parser *p)
-{
-    struct pf_upconn *uc = p->data;
-
-    if (p->status_code < 100 || p->status_code > 599)
-        return -1; /* not a status code (RFC 9110 §15): 502 */
-    if (p->status_code / 100 == 1) {
-        if (p->status_code == 101)
-            return -1;     /* no upgrade was asked for */
-        uc->in_1xx = true; /* interim: dropped (pilotfish sends its own 100) */
-        return 0;
-    }
-    uc->head_ready = true;
-    http_parser_pause(p, 1);
-    if (uc->tx != NULL && uc->tx->method_id == HTTP_HEAD)
-        return 1; /* the parser knows no method: no body follows a HEAD */
-    if (p->status_code == 204 || p->status_code == 304)
-        return 1; /* never a body, whatever the framing headers say */
-    if (p->flags & F_CHUNKED) {
-        uc->body_mode = PF_BODY_CHUNKED;
-        pf_chunked_init(&uc->chunked);
-    } else if (p->content_length != ULLONG_MAX) {
-        if (p->content_length == 0)
-            return 0; /* the parser ends the message itself */
-        uc->body_mode = PF_BODY_LENGTH;
-        uc->body_left = p->content_length;
-    } else {
-        uc->body_mode = PF_BODY_CLOSE;
-    }
-    uc->head_lf = true;
-    return 0;
-}
-
-static int on_message_complete(http_parser *p)
-{
-    struct pf_upconn *uc = p->data;
-
-    if (uc->in_1xx) {
-        uc->in_1xx = false;
-        return 0;
-    }
-    uc->state = PF_UC_DONE;
-    http_parser_pause(p, 1);
-    return 0;
-}
-
-static const http_parser_settings resp_settings = {
-    .on_message_begin = on_message_begin,
-    .on_header_field = on_header_field,
-    .on_header_value = on_header_value,
-    .on_headers_complete = on_headers_complete,
-    .on_message_complete = on_message_complete,
-};
-
 void pf_h1c_reset(struct pf_upconn *uc)
 {
-    http_parser_init(&uc->parser, HTTP_RESPONSE);
-    uc->parser.data = uc;
+    pf_h1p_rscan_init(&uc->rscan);
+    pf_head_reset(&uc->head);
+    uc->resp_bad = false;
+    uc->head_ready = false;
+    uc->body_mode = PF_BODY_NONE;
+}
+
+/* The framing of a final head (RFC 9112 §6.3); an interim one is dropped. 0, or -1: bad. */
+static int resp_framing(struct pf_upconn *uc, const struct pf_h1p_resp *r)
+{
+    if (r->status < 100 || r->status > 599)
+        return -1; /* not a status code (RFC 9110 §15): 502 */
+    if (r->status / 100 == 1) {
+        if (r->status == 101)
+            return -1;    /* no upgrade was asked for */
+        pf_h1c_reset(uc); /* interim: dropped (pilotfish sends its own 100) */
+        return 0;
+    }
+    uc->status = (uint16_t)r->status;
+    uc->head_ready = true;
+    uc->resp_keepalive = r->major > 0 && r->minor > 0 ? !r->conn_close : r->conn_keepalive;
+    if ((uc->tx != NULL && uc->tx->method_id == HTTP_HEAD) || r->status == 204 ||
+        r->status == 304) {
+        /* never a body, whatever the framing headers say: body_mode stays NONE */
+    } else if (r->chunked) {
+        uc->body_mode = PF_BODY_CHUNKED;
+        pf_chunked_init(&uc->chunked);
+    } else if (r->has_length && !r->has_te) {
+        uc->body_mode = r->length > 0 ? PF_BODY_LENGTH : PF_BODY_NONE;
+        uc->body_left = r->length;
+    } else {
+        uc->body_mode = PF_BODY_CLOSE; /* read until the upstream closes: not reusable */
+        uc->resp_keepalive = false;
+    }
+    return 0;
+}
+
+/* uc->head holds a whole head: read it in place, then its framing. */
+static int resp_head(struct pf_upconn *uc)
+{
+    struct pf_h1p_resp r;
+
+    pf_head_close(&uc->head); /* a NUL after the head */
+    r.f = pf_head_ents(&uc->head, uc->rscan.lines);
+    if (pf_h1p_parse_response(uc->head.buf, uc->head.len - 1, &r) != 0)
+        return -1;
+    uc->head.n = r.n;
+    uc->head.parsed = true;
+    return resp_framing(uc, &r);
 }
 
 size_t pf_h1c_parse(struct pf_upconn *uc, const char *data, size_t len)
 {
-    return http_parser_execute(&uc->parser, &resp_settings, data, len);
+    size_t done = 0;
+
+    while (done < len && !uc->head_ready && !uc->resp_bad) {
+        size_t used = 0;
+        int rc = pf_h1p_scan_response(&uc->rscan, data + done, len - done, &used);
+
+        if (rc > PF_H1P_DONE ||
+            pf_head_put_raw(&uc->head, data + done, used, PF_H1C_MAX_HEAD) != 0 ||
+            uc->rscan.lines > PF_H1C_MAX_HEADERS + 1 || (rc == PF_H1P_DONE && resp_head(uc) != 0)) {
+            uc->resp_bad = true;
+            break;
+        }
+        done += used;
+    }
+    return done;
 }
 
 int pf_h1c_deframe(struct pf_upconn *uc, struct evbuffer *in)
 {
     size_t n;
 
-    if (uc->head_lf) {
-        unsigned char lf;
-
-        if (evbuffer_copyout(in, &lf, 1) != 1)
-            return 0;
-        if (lf != '\n')
-            return -1;
-        evbuffer_drain(in, 1);
-        uc->head_lf = false;
-    }
     switch (uc->body_mode) {
     case PF_BODY_LENGTH:
         n = evbuffer_get_length(in);

@@ -23,9 +23,10 @@ struct evbuffer;
 void pf_h1c_reset(struct pf_upconn *uc);
 
 /*
- * Feed response head bytes to uc's parser. It pauses on a final head
- * (uc->head_ready) and at the end of a response without a body (state DONE);
- * a body is left to pf_h1c_deframe (uc->body_mode). Returns the bytes used.
+ * Feed response head bytes to uc's reader. It stops after a final head
+ * (uc->head_ready; uc->status, uc->resp_keepalive), or at a malformed one
+ * (uc->resp_bad); a body is left to pf_h1c_deframe (uc->body_mode, NONE when
+ * there is none). Returns the bytes used.
  */
 size_t pf_h1c_parse(struct pf_upconn *uc, const char *data, size_t len);
 

@@ -2,7 +2,7 @@
  * The active health checker, on the main thread's loop (the admin loop):
  * one probe per endpoint of an upstream with health_check, each a fresh
  * connection (TCP or unix) with one GET written by h1client.c's probe writer
- * and the response head read by h1client.c's parser. A probe passes when a
+ * and the response head read by h1client.c. A probe passes when a
  * final head with an expected status arrives within timeout.
  *
  * Only this file writes an endpoint's health (atomic stores); workers read
@@ -196,27 +196,23 @@ static void probe_readcb(struct pf_stream *s, void *arg)
 
     while (evbuffer_get_length(in) > 0 && !p->uc.head_ready) {
         struct evbuffer_iovec v;
-        enum http_errno e;
         size_t n;
 
         evbuffer_peek(in, -1, NULL, &v, 1);
         n = pf_h1c_parse(&p->uc, v.iov_base, v.iov_len);
         evbuffer_drain(in, n);
-        e = HTTP_PARSER_ERRNO(&p->uc.parser);
-        if (e != HPE_OK && e != HPE_PAUSED) {
+        if (p->uc.resp_bad) {
             probe_end(p, "bad response");
             return;
         }
-        if (e == HPE_PAUSED && !p->uc.head_ready)
-            http_parser_pause(&p->uc.parser, 0);
     }
     if (!p->uc.head_ready)
         return;
-    if (pf_health_expect_ok(&p->up->health, p->uc.parser.status_code)) {
+    if (pf_health_expect_ok(&p->up->health, p->uc.status)) {
         probe_end(p, NULL);
         return;
     }
-    snprintf(why, sizeof(why), "status %d", p->uc.parser.status_code);
+    snprintf(why, sizeof(why), "status %d", p->uc.status);
     probe_end(p, why);
 }
 
@@ -275,7 +271,6 @@ static void probe_begin(struct probe *p)
         return;
     }
     p->uc.head_ready = false;
-    p->uc.in_1xx = false;
     p->uc.state = PF_UC_WAITING_HEAD;
     pf_h1c_reset(&p->uc);
     pf_stream_setcb(p->s, probe_readcb, NULL, probe_eventcb, p);

@@ -86,8 +86,6 @@ struct pf_upconn *pf_upconn_new(struct pf_worker *w, unsigned id, int fd,
     uc->body = pf_evbuffer_new();
     uc->expire_us = pf_now_us() + up->pool.max_lifetime_ms * 1000;
     uc->s = pf_stream_new(&w->sloop, fd);
-    http_parser_init(&uc->parser, HTTP_RESPONSE);
-    uc->parser.data = uc;
     atomic_fetch_add_explicit(&ep->open, 1, memory_order_relaxed);
     pf_endpoint_ref(ep); /* dropped by upconn_free */
     return uc;
@@ -231,15 +229,10 @@ static void dump_flags(const struct pf_upconn *uc, char *buf, size_t len)
         bool on;
         const char *name;
     } f[] = {
-        {uc->reused, "reused"},
-        {uc->got_bytes, "got_bytes"},
-        {uc->head_ready, "head_ready"},
-        {uc->in_1xx, "in_1xx"},
-        {uc->req_chunked, "req_chunked"},
-        {uc->req_sent, "req_sent"},
-        {uc->read_blocked, "read_blocked"},
+        {uc->reused, "reused"},           {uc->got_bytes, "got_bytes"},
+        {uc->head_ready, "head_ready"},   {uc->req_chunked, "req_chunked"},
+        {uc->req_sent, "req_sent"},       {uc->read_blocked, "read_blocked"},
         {uc->eof_pending, "eof_pending"},
-        {uc->head_lf, "head_lf"},
     };
     size_t at = 0;
 

@@ -9,9 +9,8 @@
 #include <stdint.h>
 #include <sys/queue.h>
 
-#include <http_parser.h>
-
 #include "proxy/chunked.h"
+#include "proxy/h1parse.h"
 #include "proxy/head-t.h"
 #include "proxy/pipe.h"
 #include "proxy/stream.h"
@@ -44,9 +43,9 @@ enum pf_upconn_state {
 struct pf_upconn {
     struct pf_worker *w;
     struct pf_stream *s;
-    http_parser parser;
-    struct pf_head head;
-    struct evbuffer *body; /* response body bytes parsed, not yet passed on */
+    struct pf_h1p_rscan rscan; /* the response head being read */
+    struct pf_head head;       /* its bytes */
+    struct evbuffer *body;     /* response body bytes parsed, not yet passed on */
     unsigned endpoint_id;
     struct pf_tx *tx;          /* NULL while idle */
     uint64_t expire_us;        /* created + max_lifetime */
@@ -56,12 +55,13 @@ struct pf_upconn {
     bool reused;               /* served a request before this one */
     bool got_bytes;            /* any response byte for the current request */
     bool head_ready;           /* response head parsed, not yet handled */
-    bool in_1xx;               /* parsing an interim response */
+    bool resp_bad;             /* the response head is malformed (502) */
+    bool resp_keepalive;       /* the final head lets the connection be reused */
+    uint16_t status;           /* of the final head */
     bool req_chunked;          /* request body goes chunked */
     bool req_sent;             /* whole request written */
     bool read_blocked;         /* stopped by the client's backpressure */
     bool eof_pending;          /* the upstream closed while reads were blocked */
-    bool head_lf;              /* the parser left the head's final LF unread */
     bool pending;              /* counted in its endpoint's br.pending until connected */
     uint64_t t_attempt_us;     /* when the current attempt started (the breaker's durations) */
     uint8_t body_mode;         /* PF_BODY_*: how the response body is framed */

@@ -308,7 +308,7 @@ static bool up_retry_could_start(const struct pf_tx *tx)
  */
 static bool up_status_retry(struct pf_tx *tx, struct pf_upconn *uc, bool *reported)
 {
-    int status = uc->parser.status_code;
+    int status = uc->status;
 
     *reported = false;
     if (!pf_retry_on_outcome(&tx->up->retry, PF_OUTCOME_OK, status))
@@ -359,19 +359,21 @@ static void up_handle_head(struct pf_upconn *uc)
     }
     pf_stream_set_read_deadline(uc->s, 0);
     if (!reported)
-        upstream_report(tx, uc, PF_OUTCOME_OK, uc->parser.status_code);
-    tx->status = uc->parser.status_code;
+        upstream_report(tx, uc, PF_OUTCOME_OK, uc->status);
+    tx->status = uc->status;
     tx->up_status = tx->status;
     uc->state = PF_UC_READING_BODY;
     if (pf_tx_respond(tx) && uc->tx == tx)
         uc->splice_want = pf_upsplice_eligible(tx, uc);
+    if (uc->tx == tx && uc->state == PF_UC_READING_BODY && uc->body_mode == PF_BODY_NONE)
+        uc->state = PF_UC_DONE; /* no body (HEAD, 204, 304, Content-Length: 0) */
 }
 
 static void up_handle_done(struct pf_upconn *uc)
 {
     struct pf_tx *tx = uc->tx;
-    bool reuse = http_should_keep_alive(&uc->parser) && uc->req_sent && tx->req_done &&
-                 evbuffer_get_length(uc->s->in) == 0;
+    bool reuse =
+        uc->resp_keepalive && uc->req_sent && tx->req_done && evbuffer_get_length(uc->s->in) == 0;
 
     up_detach(tx, uc, reuse); /* the state becomes IDLE or CLOSED */
     pf_tx_resp_end(tx);
@@ -425,7 +427,7 @@ static int up_body(struct pf_upconn *uc)
         up_handle_done(uc);
         return 1;
     }
-    if (uc->splice_want && !uc->head_lf && evbuffer_get_length(in) == 0 && pf_upsplice_begin(uc))
+    if (uc->splice_want && evbuffer_get_length(in) == 0 && pf_upsplice_begin(uc))
         return 0; /* the rest goes with splice (up_process) */
     return up_backpressure(uc) || evbuffer_get_length(in) == 0 ? 1 : 0;
 }
@@ -488,7 +490,6 @@ static void up_process(struct pf_upconn *uc)
     while (uc->state != PF_UC_CLOSED && uc->tx != NULL && !uc->read_blocked) {
         struct evbuffer_iovec v;
         size_t n;
-        enum http_errno e;
 
         if (uc->splicing) {
             up_splice_run(uc);
@@ -505,8 +506,7 @@ static void up_process(struct pf_upconn *uc)
         evbuffer_peek(in, -1, NULL, &v, 1);
         n = pf_h1c_parse(uc, v.iov_base, v.iov_len);
         evbuffer_drain(in, n);
-        e = HTTP_PARSER_ERRNO(&uc->parser);
-        if (e != HPE_OK && e != HPE_PAUSED) {
+        if (uc->resp_bad) {
             up_cut(uc, PF_ERR_BAD_RESPONSE);
             break;
         }
@@ -518,8 +518,6 @@ static void up_process(struct pf_upconn *uc)
             up_handle_done(uc);
             break;
         }
-        if (e == HPE_PAUSED && uc->body_mode == PF_BODY_NONE)
-            http_parser_pause(&uc->parser, 0);
     }
     pf_upconn_leave(uc);
 }
@@ -557,7 +555,7 @@ static void up_eof(struct pf_upconn *uc)
             return;
         }
     }
-    if (uc->body_mode == PF_BODY_CLOSE && !uc->head_lf) {
+    if (uc->body_mode == PF_BODY_CLOSE) {
         /* a close-delimited body ends here */
         uc->body_mode = PF_BODY_NONE;
         up_detach(tx, uc, false);
@@ -725,9 +723,7 @@ static bool up_start_attempt(struct pf_tx *tx, bool fresh)
     uc->req_sent = false;
     uc->body_mode = PF_BODY_NONE;
     uc->splice_want = false;
-    uc->head_lf = false;
     uc->head_ready = false;
-    uc->in_1xx = false;
     tx->uc = uc;
     pf_h1c_reset(uc);
     pf_stream_setcb(uc->s, up_readcb, up_writecb, up_eventcb, uc);
