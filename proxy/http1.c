@@ -58,6 +58,7 @@ static void conn_arm_body_timer(struct pf_conn *c);
 static void conn_enter(struct pf_conn *c)
 {
     c->busy++;
+    pf_stream_unpark(c->s); /* an idle connection holds no buffers (see conn_leave) */
 }
 
 /* The parser may run: the connection is reading a head or a body. */
@@ -93,8 +94,12 @@ static void conn_free(struct pf_conn *c)
 /* Leave a callback: free the connection if it died meanwhile. */
 static void conn_leave(struct pf_conn *c)
 {
-    if (--c->busy == 0 && c->state == PF_CONN_DEAD)
+    if (--c->busy != 0)
+        return;
+    if (c->state == PF_CONN_DEAD)
         conn_free(c);
+    else if (c->state == PF_CONN_READING_HEAD && c->tx == NULL && c->head_bytes == 0 && !c->closing)
+        pf_stream_park(c->s); /* idle: its empty buffers go back to the worker's pool */
 }
 
 void pf_conn_close(struct pf_conn *c)
@@ -118,12 +123,12 @@ bool pf_conn_is_idle(const struct pf_conn *c)
 {
     /* between requests, and the last response has left entirely */
     return c->tx == NULL && c->head_bytes == 0 && c->state != PF_CONN_DEAD &&
-           evbuffer_get_length(c->s->out) == 0;
+           pf_stream_out_len(c->s) == 0;
 }
 
 size_t pf_conn_out_len(const struct pf_conn *c)
 {
-    return evbuffer_get_length(c->s->out);
+    return pf_stream_out_len(c->s);
 }
 
 /* ---- writing responses ---- */

@@ -11,6 +11,7 @@
 #include <event2/buffer.h>
 
 #include "proxy/arena.h"
+#include "proxy/bufpool.h"
 #include "proxy/clock.h"
 #include "proxy/log.h"
 
@@ -24,8 +25,8 @@
 static void reap(struct pf_stream_loop *l)
 {
     for (unsigned i = 0; i < l->n_grave; i++) {
-        evbuffer_free(l->grave[i]->in);
-        evbuffer_free(l->grave[i]->out);
+        pf_bufpool_evbuffer_put(l->grave[i]->in); /* NULL when parked */
+        pf_bufpool_evbuffer_put(l->grave[i]->out);
         if (l->grave[i]->wev != NULL)
             event_free(l->grave[i]->wev);
         free(l->grave[i]);
@@ -162,6 +163,7 @@ static void rev_cb(evutil_socket_t fd, short what, void *arg)
         stream_event(s, PF_STREAM_TIMEOUT);
         return;
     }
+    pf_stream_unpark(s);
     if (s->raw) {
         s->readcb(s, s->arg);
         rev_deadline(s);
@@ -246,7 +248,7 @@ void pf_stream_flush(struct pf_stream *s)
 {
     size_t left;
 
-    if (s->closed || s->connecting)
+    if (s->closed || s->connecting || s->out == NULL)
         return;
     while ((left = evbuffer_get_length(s->out)) > 0) {
         int w = evbuffer_write(s->out, s->fd);
@@ -272,6 +274,7 @@ void pf_stream_wait_write(struct pf_stream *s)
 {
     if (s->closed || s->connecting)
         return;
+    pf_stream_unpark(s);
     if (evbuffer_get_length(s->out) > 0) {
         pf_stream_mark(s); /* its flush waits for writability itself */
         return;
@@ -288,10 +291,8 @@ struct pf_stream *pf_stream_new(struct pf_stream_loop *l, int fd)
 
     s->loop = l;
     s->fd = fd;
-    s->in = pf_evbuffer_new();
-    s->out = pf_evbuffer_new();
-    if (s->in == NULL || s->out == NULL)
-        pf_fatal("out of memory");
+    s->in = pf_bufpool_evbuffer();
+    s->out = pf_bufpool_evbuffer();
     evutil_make_socket_nonblocking(fd);
     event_assign(&s->rev, l->base, fd, EV_READ | EV_PERSIST, rev_cb, s);
     return s;
@@ -382,4 +383,28 @@ void pf_stream_free(struct pf_stream *s)
     }
     s->loop->grave[s->loop->n_grave++] = s;
     schedule(s->loop);
+}
+
+/*
+ * An idle stream holds no buffers: its empty evbuffers go back to the
+ * worker's pool (proxy/bufpool.h) and come back with the next readable
+ * event. Only a stream with nothing buffered and no write pending parks.
+ */
+void pf_stream_park(struct pf_stream *s)
+{
+    if (s->in == NULL || s->closed || s->dirty || s->wev_added || s->connecting ||
+        evbuffer_get_length(s->in) > 0 || evbuffer_get_length(s->out) > 0)
+        return;
+    pf_bufpool_evbuffer_put(s->in);
+    pf_bufpool_evbuffer_put(s->out);
+    s->in = NULL;
+    s->out = NULL;
+}
+
+void pf_stream_unpark(struct pf_stream *s)
+{
+    if (s->in != NULL)
+        return;
+    s->in = pf_bufpool_evbuffer();
+    s->out = pf_bufpool_evbuffer();
 }

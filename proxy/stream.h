@@ -21,6 +21,7 @@
 #include <sys/queue.h>
 #include <sys/socket.h>
 
+#include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/event_struct.h>
 
@@ -60,9 +61,9 @@ struct pf_stream {
     int fd;
     int err; /* errno of the last PF_STREAM_ERROR */
     struct event rev;
-    struct event *wev; /* made at the first wait for writability (wev_get) */
-    struct evbuffer *in;
-    struct evbuffer *out;
+    struct event *wev;    /* made at the first wait for writability (wev_get) */
+    struct evbuffer *in;  /* NULL while parked (pf_stream_park) */
+    struct evbuffer *out; /* NULL while parked */
     pf_stream_cb readcb;
     pf_stream_cb writecb; /* a flush wrote everything queued (backpressure may resume) */
     pf_stream_event_cb eventcb;
@@ -147,5 +148,21 @@ void pf_stream_wait_write(struct pf_stream *s);
 
 /* Write what can be written now. */
 void pf_stream_flush(struct pf_stream *s);
+
+/*
+ * Give the stream's empty buffers back to the worker's pool: in and out are
+ * NULL until pf_stream_unpark(), which the next readable event does. A no-op
+ * unless both are empty and no write is pending. For idle connections.
+ */
+void pf_stream_park(struct pf_stream *s);
+
+/* Take buffers again after pf_stream_park() (a no-op otherwise). */
+void pf_stream_unpark(struct pf_stream *s);
+
+/* Bytes waiting in s->out (0 while parked). */
+static inline size_t pf_stream_out_len(const struct pf_stream *s)
+{
+    return s->out != NULL ? evbuffer_get_length(s->out) : 0;
+}
 
 #endif /* PF_STREAM_H */
