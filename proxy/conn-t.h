@@ -57,6 +57,7 @@ struct pf_conn {
     uint8_t scan;              /* head scanner state (bare LF, obs-fold, end) */
     bool line_used;            /* the current head line has bytes */
     bool seen_line;            /* the request line has started */
+    bool head_timed;           /* header_timeout armed for this head */
     int pending_status;        /* error found inside a parser callback */
     enum pf_error pending_code;
     unsigned busy; /* callbacks on the stack; free when 0 and dead */
@@ -69,8 +70,10 @@ struct pf_conn {
     bool is_admin;
     bool is_probe; /* on the probes listener: read-only admin paths */
     struct pf_tx *tx;
-    struct event timer; /* header / idle timeout */
-    char client[48];    /* peer address without port */
+    struct event timer;    /* header / idle timeout */
+    uint64_t timer_at_us;  /* when timer fires (pf_now_us time; 0: not armed) */
+    uint64_t timer_due_us; /* idle deadline later than timer_at_us, kept for then (0: none) */
+    char client[48];       /* peer address without port */
     TAILQ_ENTRY(pf_conn) link;
 };
 

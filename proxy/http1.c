@@ -51,6 +51,7 @@ enum {
 
 static void conn_process(struct pf_conn *c);
 static void conn_arm_timer(struct pf_conn *c, uint64_t ms);
+static void conn_timer_off(struct pf_conn *c);
 static void conn_arm_body_timer(struct pf_conn *c);
 
 /* ---- connection lifetime ---- */
@@ -570,6 +571,7 @@ static void conn_head_reset(struct pf_conn *c)
     c->scan = SCAN_START;
     c->line_used = false;
     c->seen_line = false;
+    c->head_timed = false;
 }
 
 /* Answer an error found while parsing, then close. */
@@ -621,7 +623,7 @@ static ssize_t conn_execute(struct pf_conn *c, const char *data, size_t len)
 /* The request body is complete: the parser starts afresh for the next request. */
 static void conn_body_done(struct pf_conn *c)
 {
-    event_del(&c->timer);
+    conn_timer_off(c);
     c->body_deadline_us = 0;
     c->body_mode = PF_BODY_NONE;
     c->state = PF_CONN_WAITING;
@@ -712,8 +714,6 @@ static void conn_process(struct pf_conn *c)
         if (c->tx == NULL) {
             ssize_t h;
 
-            if (c->head_bytes == 0)
-                conn_arm_timer(c, c->w->wc->cfg->limits.header_timeout_ms);
             h = conn_scan_head(c, v.iov_base, feed);
             if (h < 0) {
                 conn_reply_error(c, 400, PF_ERR_BAD_REQUEST);
@@ -736,13 +736,23 @@ static void conn_process(struct pf_conn *c)
             break;
         }
         if (c->tx != NULL && c->tx->phase == PF_TX_HEAD) {
-            event_del(&c->timer);
+            /*
+             * The client's timer is off for the transaction: an idle or head
+             * timer still armed finds it busy and does nothing (conn_timercb),
+             * which costs less than removing it for every request.
+             */
+            c->timer_due_us = 0;
             c->tx->req_done = c->state == PF_CONN_WAITING;
             pf_tx_start(c->tx);
             continue;
         }
         if (c->state == PF_CONN_WAITING && c->tx != NULL && !c->tx->req_done)
             pf_tx_req_end(c->tx);
+    }
+    if (c->state == PF_CONN_READING_HEAD && c->tx == NULL && c->head_bytes > 0 && !c->head_timed) {
+        /* a head that did not come in one read: header_timeout from its first bytes */
+        c->head_timed = true;
+        conn_arm_timer(c, c->w->wc->cfg->limits.header_timeout_ms);
     }
     c->processing = false;
 }
@@ -841,6 +851,22 @@ static void conn_timercb(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
+    c->timer_at_us = 0;
+    if (c->timer_due_us != 0) {
+        uint64_t now = pf_now_us();
+
+        if (now < c->timer_due_us) {
+            /* armed earlier than the deadline set since (conn_arm_idle): wait for the rest */
+            uint64_t left = c->timer_due_us - now;
+            struct timeval tv = {(time_t)(left / 1000000), (suseconds_t)(left % 1000000)};
+
+            event_add(&c->timer, &tv);
+            c->timer_at_us = c->timer_due_us;
+            c->timer_due_us = 0;
+            return;
+        }
+        c->timer_due_us = 0;
+    }
     conn_enter(c);
     if (c->state == PF_CONN_LINGERING)
         pf_conn_close(c);
@@ -859,10 +885,37 @@ static void conn_arm_timer(struct pf_conn *c, uint64_t ms)
 {
     struct timeval tmp;
 
-    if (ms > 0)
-        event_add(&c->timer, pf_stream_timeout(&c->w->sloop, ms, &tmp));
-    else
-        event_del(&c->timer);
+    if (ms == 0) {
+        conn_timer_off(c);
+        return;
+    }
+    event_add(&c->timer, pf_stream_timeout(&c->w->sloop, ms, &tmp));
+    c->timer_at_us = pf_now_us() + ms * 1000;
+    c->timer_due_us = 0;
+}
+
+static void conn_timer_off(struct pf_conn *c)
+{
+    event_del(&c->timer);
+    c->timer_at_us = 0;
+    c->timer_due_us = 0;
+}
+
+/*
+ * idle_timeout from now. A timer already armed to fire no later is kept:
+ * conn_timercb waits for the rest when it fires (as nginx's and HAProxy's
+ * lazy timers), so a keep-alive request costs no timer operation.
+ */
+static void conn_arm_idle(struct pf_conn *c)
+{
+    uint64_t ms = c->w->wc->cfg->limits.idle_timeout_ms;
+    uint64_t due = pf_now_us() + ms * 1000;
+
+    if (ms != 0 && c->timer_at_us != 0 && c->timer_at_us <= due) {
+        c->timer_due_us = due;
+        return;
+    }
+    conn_arm_timer(c, ms);
 }
 
 /*
@@ -887,6 +940,8 @@ static void conn_arm_body_timer(struct pf_conn *c)
         struct timeval tv = {(time_t)(left / 1000000), (suseconds_t)(left % 1000000)};
 
         event_add(&c->timer, &tv);
+        c->timer_at_us = now + left;
+        c->timer_due_us = 0;
     }
 }
 
@@ -955,7 +1010,7 @@ void pf_conn_block_body(struct pf_conn *c)
 {
     if (!conn_parsing(c))
         return;
-    event_del(&c->timer); /* waiting on the upstream, not on the client */
+    conn_timer_off(c); /* waiting on the upstream, not on the client */
     c->state = PF_CONN_BODY_PAUSED;
     http_parser_pause(&c->parser, 1);
     c->read_blocked = true;
@@ -984,7 +1039,7 @@ void pf_conn_tx_done(struct pf_conn *c)
          */
         if (conn_parsing(c) || conn_paused(c))
             c->state = PF_CONN_WAITING;
-        event_del(&c->timer); /* no body or head timer may fire on a closing connection */
+        conn_timer_off(c); /* no body or head timer may fire on a closing connection */
         pf_stream_read(c->s, false);
         if (pf_conn_out_len(c) == 0)
             conn_finish_close(c);
@@ -999,7 +1054,7 @@ void pf_conn_tx_done(struct pf_conn *c)
         c->read_blocked = false;
         pf_stream_read(c->s, true);
     }
-    conn_arm_timer(c, c->w->wc->cfg->limits.idle_timeout_ms);
+    conn_arm_idle(c);
     conn_process(c);
     conn_leave(c);
 }
