@@ -80,8 +80,7 @@ static void conn_free(struct pf_conn *c)
 
     if (c->tx != NULL)
         pf_tx_abort(c->tx, PF_ERR_CLIENT_ABORT);
-    if (event_initialized(&c->timer))
-        event_del(&c->timer);
+    conn_timer_off(c);
     pf_stream_free(c->s);
     pf_head_free(&c->head);
     if (c->body_tmp != NULL)
@@ -738,10 +737,9 @@ static void conn_process(struct pf_conn *c)
         if (c->tx != NULL && c->tx->phase == PF_TX_HEAD) {
             /*
              * The client's timer is off for the transaction: an idle or head
-             * timer still armed finds it busy and does nothing (conn_timercb),
+             * timer still armed finds it busy and does nothing (conn_timer_fired),
              * which costs less than removing it for every request.
              */
-            c->timer_due_us = 0;
             c->tx->req_done = c->state == PF_CONN_WAITING;
             pf_tx_start(c->tx);
             continue;
@@ -845,28 +843,10 @@ static void conn_eventcb(struct pf_stream *s, int what, void *arg)
     conn_leave(c);
 }
 
-static void conn_timercb(evutil_socket_t fd, short what, void *arg)
+static void conn_timer_fired(struct pf_timer *t)
 {
-    struct pf_conn *c = arg;
+    struct pf_conn *c = (struct pf_conn *)((char *)t - offsetof(struct pf_conn, timer));
 
-    (void)fd;
-    (void)what;
-    c->timer_at_us = 0;
-    if (c->timer_due_us != 0) {
-        uint64_t now = pf_now_us();
-
-        if (now < c->timer_due_us) {
-            /* armed earlier than the deadline set since (conn_arm_idle): wait for the rest */
-            uint64_t left = c->timer_due_us - now;
-            struct timeval tv = {(time_t)(left / 1000000), (suseconds_t)(left % 1000000)};
-
-            event_add(&c->timer, &tv);
-            c->timer_at_us = c->timer_due_us;
-            c->timer_due_us = 0;
-            return;
-        }
-        c->timer_due_us = 0;
-    }
     conn_enter(c);
     if (c->state == PF_CONN_LINGERING)
         pf_conn_close(c);
@@ -883,39 +863,15 @@ static void conn_timercb(evutil_socket_t fd, short what, void *arg)
 
 static void conn_arm_timer(struct pf_conn *c, uint64_t ms)
 {
-    struct timeval tmp;
-
-    if (ms == 0) {
+    if (ms == 0)
         conn_timer_off(c);
-        return;
-    }
-    event_add(&c->timer, pf_stream_timeout(&c->w->sloop, ms, &tmp));
-    c->timer_at_us = pf_now_us() + ms * 1000;
-    c->timer_due_us = 0;
+    else
+        pf_timer_add(&c->w->sloop.timers, &c->timer, pf_now_us() + ms * 1000);
 }
 
 static void conn_timer_off(struct pf_conn *c)
 {
-    event_del(&c->timer);
-    c->timer_at_us = 0;
-    c->timer_due_us = 0;
-}
-
-/*
- * idle_timeout from now. A timer already armed to fire no later is kept:
- * conn_timercb waits for the rest when it fires (as nginx's and HAProxy's
- * lazy timers), so a keep-alive request costs no timer operation.
- */
-static void conn_arm_idle(struct pf_conn *c)
-{
-    uint64_t ms = c->w->wc->cfg->limits.idle_timeout_ms;
-    uint64_t due = pf_now_us() + ms * 1000;
-
-    if (ms != 0 && c->timer_at_us != 0 && c->timer_at_us <= due) {
-        c->timer_due_us = due;
-        return;
-    }
-    conn_arm_timer(c, ms);
+    pf_timer_del(&c->w->sloop.timers, &c->timer);
 }
 
 /*
@@ -936,12 +892,7 @@ static void conn_arm_body_timer(struct pf_conn *c)
     if (l->body_timeout_ms == 0 || left >= l->idle_timeout_ms * 1000) { /* 0: none */
         conn_arm_timer(c, l->idle_timeout_ms);
     } else {
-        /* a one-off duration: a plain timeout, not one of the loop's common ones */
-        struct timeval tv = {(time_t)(left / 1000000), (suseconds_t)(left % 1000000)};
-
-        event_add(&c->timer, &tv);
-        c->timer_at_us = now + left;
-        c->timer_due_us = 0;
+        pf_timer_add(&c->w->sloop.timers, &c->timer, now + left); /* the body's deadline */
     }
 }
 
@@ -972,7 +923,7 @@ void pf_conn_accept(struct pf_worker *w, int fd, const struct sockaddr *sa, bool
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
     conn_head_reset(c);
-    event_assign(&c->timer, w->base, -1, 0, conn_timercb, c);
+    pf_timer_init(&c->timer, conn_timer_fired);
     pf_stream_setcb(c->s, conn_readcb, conn_writecb, conn_eventcb, c);
     {
         /* a client that takes no output for idle_timeout is gone (send timeout) */
@@ -1054,7 +1005,7 @@ void pf_conn_tx_done(struct pf_conn *c)
         c->read_blocked = false;
         pf_stream_read(c->s, true);
     }
-    conn_arm_idle(c);
+    conn_arm_timer(c, c->w->wc->cfg->limits.idle_timeout_ms); /* moves it: no event operation */
     conn_process(c);
     conn_leave(c);
 }

@@ -25,6 +25,8 @@
 #include <event2/event.h>
 #include <event2/event_struct.h>
 
+#include "proxy/timer.h"
+
 struct evbuffer;
 struct pf_stream;
 
@@ -40,6 +42,19 @@ typedef void (*pf_stream_event_cb)(struct pf_stream *s, int what, void *arg);
 
 TAILQ_HEAD(pf_stream_list, pf_stream);
 
+/*
+ * A set of callbacks (pf_stream_setcb). The few distinct sets of a loop are
+ * kept once, in the loop; a stream holds the index of its set (one byte
+ * instead of three pointers: client connections are many).
+ */
+struct pf_stream_cbs {
+    pf_stream_cb readcb;
+    pf_stream_cb writecb;
+    pf_stream_event_cb eventcb;
+};
+
+#define PF_STREAM_CBS_MAX 32
+
 /* Per event_base state: the list of streams with output to write. */
 struct pf_stream_loop {
     struct event_base *base;
@@ -53,7 +68,10 @@ struct pf_stream_loop {
         const struct timeval *tv;
     } tmo[16]; /* libevent common timeouts by duration */
     unsigned n_tmo;
+    struct pf_stream_cbs cbs[PF_STREAM_CBS_MAX]; /* [0]: none */
+    unsigned n_cbs;
     bool scheduled;
+    struct pf_timers timers; /* client connections' timers (proxy/timer.h) */
 };
 
 struct pf_stream {
@@ -64,16 +82,11 @@ struct pf_stream {
     struct event *wev;    /* made at the first wait for writability (wev_get) */
     struct evbuffer *in;  /* NULL while parked (pf_stream_park) */
     struct evbuffer *out; /* NULL while parked */
-    pf_stream_cb readcb;
-    pf_stream_cb writecb; /* a flush wrote everything queued (backpressure may resume) */
-    pf_stream_event_cb eventcb;
     void *arg;
-    struct timeval rto;        /* read inactivity timeout, if has_rto */
-    struct timeval wto;        /* longest wait for writability, if has_wto */
-    uint64_t read_deadline_us; /* pf_stream_set_read_deadline; 0: none */
-    bool has_rto;
+    struct pf_stream_tmo *tmo; /* read timeout and deadline (lazy timer), if ever set */
+    uint32_t wto_ms;           /* longest wait for writability, if has_wto */
     bool has_wto;
-    bool rto_cut;   /* the read event is armed up to the deadline, not with rto */
+    uint8_t cbs; /* its callbacks: loop->cbs[cbs] (the writecb: a flush wrote everything queued) */
     bool big_reads; /* the last read filled its buffer */
     bool reading;   /* read event wanted */
     bool connecting;
@@ -113,18 +126,17 @@ void pf_stream_setcb(struct pf_stream *s, pf_stream_cb readcb, pf_stream_cb writ
 void pf_stream_read(struct pf_stream *s, bool on);
 
 /*
- * Read inactivity timeout (NULL: none). Changing one timeout for another
- * costs no syscall; removing it does (epoll_ctl twice): keep one set.
+ * Read inactivity timeout (NULL: none), counted from now and from each
+ * read. Its timer is lazy: setting, moving or removing a timeout costs no
+ * timer operation unless it now ends earlier than the armed timer.
  */
 void pf_stream_set_read_timeout(struct pf_stream *s, const struct timeval *tv);
 
 /*
  * A deadline (pf_now_us() time; 0: none) for the read timeout: while it is
- * set, the read event is re-armed after each read with what is left until
- * it, instead of the whole read timeout, so that reads do not extend it.
- * Setting one does not re-arm the event: set it with a read timeout that
- * ends no later. Clearing it goes back to the plain read timeout; a stream
- * that has not read since it was set costs no event operation.
+ * set, the read timeout ends no later than it, and reads do not extend it.
+ * Setting one takes effect at the next read or read timeout set (set it
+ * with a read timeout); clearing it goes back to the plain read timeout.
  */
 void pf_stream_set_read_deadline(struct pf_stream *s, uint64_t us);
 
