@@ -137,7 +137,8 @@ void pf_bufpool_evbuffer_put(struct evbuffer *b)
         evbuffer_free(b);
         return;
     }
-    evbuffer_drain(b, evbuffer_get_length(b));
+    if (evbuffer_get_length(b) > 0) /* a parked stream's are empty already */
+        evbuffer_drain(b, evbuffer_get_length(b));
     bp.evb[bp.n_evb++] = b;
 }
 

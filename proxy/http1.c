@@ -51,7 +51,6 @@ enum {
 
 static void conn_process(struct pf_conn *c);
 static void conn_arm_timer(struct pf_conn *c, uint64_t ms);
-static void conn_timer_off(struct pf_conn *c);
 static void conn_arm_body_timer(struct pf_conn *c);
 
 /* ---- connection lifetime ---- */
@@ -80,7 +79,7 @@ static void conn_free(struct pf_conn *c)
 
     if (c->tx != NULL)
         pf_tx_abort(c->tx, PF_ERR_CLIENT_ABORT);
-    conn_timer_off(c);
+    pf_timer_del(&c->w->sloop.timers, &c->timer);
     pf_stream_free(c->s);
     pf_head_free(&c->head);
     if (c->body_tmp != NULL)
@@ -94,11 +93,10 @@ static void conn_free(struct pf_conn *c)
 /* Leave a callback: free the connection if it died meanwhile. */
 static void conn_leave(struct pf_conn *c)
 {
-    if (--c->busy != 0)
-        return;
-    if (c->state == PF_CONN_DEAD)
+    if (--c->busy == 0 && c->state == PF_CONN_DEAD)
         conn_free(c);
-    else if (c->state == PF_CONN_READING_HEAD && c->tx == NULL && c->head_bytes == 0 && !c->closing)
+    else if (c->busy == 0 && c->state == PF_CONN_READING_HEAD && c->tx == NULL && !c->closing &&
+             c->head_bytes == 0)
         pf_stream_park(c->s); /* idle: its empty buffers go back to the worker's pool */
 }
 
@@ -622,7 +620,7 @@ static ssize_t conn_execute(struct pf_conn *c, const char *data, size_t len)
 /* The request body is complete: the parser starts afresh for the next request. */
 static void conn_body_done(struct pf_conn *c)
 {
-    conn_timer_off(c);
+    pf_timer_del(&c->w->sloop.timers, &c->timer);
     c->body_deadline_us = 0;
     c->body_mode = PF_BODY_NONE;
     c->state = PF_CONN_WAITING;
@@ -735,11 +733,7 @@ static void conn_process(struct pf_conn *c)
             break;
         }
         if (c->tx != NULL && c->tx->phase == PF_TX_HEAD) {
-            /*
-             * The client's timer is off for the transaction: an idle or head
-             * timer still armed finds it busy and does nothing (conn_timer_fired),
-             * which costs less than removing it for every request.
-             */
+            /* the client timer stays: if it fires it finds the tx (conn_timer_fired) */
             c->tx->req_done = c->state == PF_CONN_WAITING;
             pf_tx_start(c->tx);
             continue;
@@ -864,14 +858,9 @@ static void conn_timer_fired(struct pf_timer *t)
 static void conn_arm_timer(struct pf_conn *c, uint64_t ms)
 {
     if (ms == 0)
-        conn_timer_off(c);
+        pf_timer_del(&c->w->sloop.timers, &c->timer);
     else
         pf_timer_add(&c->w->sloop.timers, &c->timer, pf_now_us() + ms * 1000);
-}
-
-static void conn_timer_off(struct pf_conn *c)
-{
-    pf_timer_del(&c->w->sloop.timers, &c->timer);
 }
 
 /*
@@ -961,7 +950,7 @@ void pf_conn_block_body(struct pf_conn *c)
 {
     if (!conn_parsing(c))
         return;
-    conn_timer_off(c); /* waiting on the upstream, not on the client */
+    pf_timer_del(&c->w->sloop.timers, &c->timer); /* waiting on the upstream, not on the client */
     c->state = PF_CONN_BODY_PAUSED;
     http_parser_pause(&c->parser, 1);
     c->read_blocked = true;
@@ -990,7 +979,7 @@ void pf_conn_tx_done(struct pf_conn *c)
          */
         if (conn_parsing(c) || conn_paused(c))
             c->state = PF_CONN_WAITING;
-        conn_timer_off(c); /* no body or head timer may fire on a closing connection */
+        pf_timer_del(&c->w->sloop.timers, &c->timer); /* none may fire on a closing one */
         pf_stream_read(c->s, false);
         if (pf_conn_out_len(c) == 0)
             conn_finish_close(c);
