@@ -54,7 +54,7 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
 void pf_stream_loop_init(struct pf_stream_loop *l, struct event_base *base)
 {
     l->base = base;
-    TAILQ_INIT(&l->dirty);
+    STAILQ_INIT(&l->dirty);
     /*
      * Same priority as every other event: activated during a batch of
      * callbacks, it joins the tail of the active queue and runs after them in
@@ -89,6 +89,7 @@ const struct timeval *pf_stream_timeout(struct pf_stream_loop *l, uint64_t ms, s
 
 void pf_stream_loop_fini(struct pf_stream_loop *l)
 {
+    STAILQ_INIT(&l->dirty); /* it may list streams of the grave */
     reap(l);
     free(l->grave);
     l->grave = NULL;
@@ -102,8 +103,10 @@ void pf_stream_flush_all(struct pf_stream_loop *l)
     struct pf_stream *s;
 
     l->scheduled = false;
-    while ((s = TAILQ_FIRST(&l->dirty)) != NULL) {
-        TAILQ_REMOVE(&l->dirty, s, dirty_link);
+    while ((s = STAILQ_FIRST(&l->dirty)) != NULL) {
+        STAILQ_REMOVE_HEAD(&l->dirty, dirty_link);
+        if (s->closed)
+            continue; /* freed after it was marked: in the grave, reaped below */
         s->dirty = false;
         pf_stream_flush(s);
     }
@@ -119,7 +122,7 @@ void pf_stream_mark(struct pf_stream *s)
     if (s->dirty || s->closed || s->connecting || s->wev_added)
         return;
     s->dirty = true;
-    TAILQ_INSERT_TAIL(&s->loop->dirty, s, dirty_link);
+    STAILQ_INSERT_TAIL(&s->loop->dirty, s, dirty_link);
     schedule(s->loop);
 }
 
@@ -458,9 +461,7 @@ void pf_stream_free(struct pf_stream *s)
         event_del(s->wev);
     if (s->tmo != NULL)
         event_del(&s->tmo->ev);
-    if (s->dirty)
-        TAILQ_REMOVE(&s->loop->dirty, s, dirty_link);
-    s->dirty = false;
+    s->dirty = false; /* still queued if it was: pf_stream_flush_all skips it */
     close(s->fd);
     if (s->loop->n_grave == s->loop->cap_grave) {
         s->loop->cap_grave = s->loop->cap_grave ? s->loop->cap_grave * 2 : 64;

@@ -40,7 +40,7 @@ enum {
 typedef void (*pf_stream_cb)(struct pf_stream *s, void *arg);
 typedef void (*pf_stream_event_cb)(struct pf_stream *s, int what, void *arg);
 
-TAILQ_HEAD(pf_stream_list, pf_stream);
+STAILQ_HEAD(pf_stream_queue, pf_stream);
 
 /*
  * A set of callbacks (pf_stream_setcb). The few distinct sets of a loop are
@@ -58,9 +58,9 @@ struct pf_stream_cbs {
 /* Per event_base state: the list of streams with output to write. */
 struct pf_stream_loop {
     struct event_base *base;
-    struct event flush_ev; /* runs after the batch of callbacks that wrote */
-    struct pf_stream_list dirty;
-    struct pf_stream **grave; /* freed, released at the next flush */
+    struct event flush_ev;        /* runs after the batch of callbacks that wrote */
+    struct pf_stream_queue dirty; /* a freed stream stays until the next flush, which skips it */
+    struct pf_stream **grave;     /* freed, released at the next flush */
     unsigned n_grave;
     unsigned cap_grave;
     struct {
@@ -85,16 +85,17 @@ struct pf_stream {
     void *arg;
     struct pf_stream_tmo *tmo; /* read timeout and deadline (lazy timer), if ever set */
     uint32_t wto_ms;           /* longest wait for writability, if has_wto */
-    bool has_wto;
     uint8_t cbs; /* its callbacks: loop->cbs[cbs] (the writecb: a flush wrote everything queued) */
-    bool big_reads; /* the last read filled its buffer */
-    bool reading;   /* read event wanted */
-    bool connecting;
-    bool wev_added;
-    bool dirty;
-    bool closed; /* freed while its callbacks ran: ignore */
-    bool raw;    /* readability goes to readcb unread: it reads the socket itself (splice) */
-    TAILQ_ENTRY(pf_stream) dirty_link;
+    /* one byte of flags: client connections are many */
+    bool has_wto : 1;
+    bool big_reads : 1; /* the last read filled its buffer */
+    bool reading : 1;   /* read event wanted */
+    bool connecting : 1;
+    bool wev_added : 1;
+    bool dirty : 1;
+    bool closed : 1; /* freed while its callbacks ran: ignore */
+    bool raw : 1;    /* readability goes to readcb unread: it reads the socket itself (splice) */
+    STAILQ_ENTRY(pf_stream) dirty_link;
 };
 
 /* Set up the loop state of base. */

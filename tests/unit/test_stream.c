@@ -313,15 +313,15 @@ static void test_stream_marked_writes_wait_for_the_loop_and_coalesce(void **stat
     assert_int_equal(peer_recv_now(f, buf, sizeof(buf)), -1);
     assert_int_equal(errno, EAGAIN);
     assert_true(f->s->dirty);
-    assert_ptr_equal(TAILQ_FIRST(&f->loop.dirty), f->s);
-    assert_ptr_equal(TAILQ_NEXT(f->s, dirty_link), NULL); /* listed once */
+    assert_ptr_equal(STAILQ_FIRST(&f->loop.dirty), f->s);
+    assert_ptr_equal(STAILQ_NEXT(f->s, dirty_link), NULL); /* listed once */
     assert_true(run_until(f, got_write, 10000));
     /* one write: the peer gets both pieces in one read */
     assert_int_equal(peer_recv_now(f, buf, sizeof(buf)), 9);
     assert_memory_equal(buf, "HEAD|BODY", 9);
     assert_int_equal(f->r.writes, 1);
     assert_false(f->s->dirty);
-    assert_true(TAILQ_EMPTY(&f->loop.dirty));
+    assert_true(STAILQ_EMPTY(&f->loop.dirty));
 }
 
 /* ---- backpressure ---- */
