@@ -15,6 +15,7 @@
 #include "proxy/chunked.h"
 #include "proxy/errors-t.h"
 #include "proxy/h1parse.h"
+#include "proxy/timer.h"
 
 struct evbuffer;
 struct pf_stream;
@@ -45,6 +46,9 @@ struct pf_conn {
     struct pf_h1p_scan scan;   /* the request head being read */
     uint32_t head_bytes;       /* bytes of the current head so far (scanned, still in s->in) */
     uint8_t body_mode;         /* PF_BODY_*: how the request body is framed */
+    bool is_admin;
+    bool is_probe;             /* on the probes listener: read-only admin paths */
+    bool head_timed;           /* header_timeout armed for this head */
     uint64_t body_left;        /* Content-Length bytes still to read */
     uint64_t body_deadline_us; /* limits.body_timeout: the body must be in by then (0: none yet) */
     struct pf_chunked chunked; /* chunked decoder state */
@@ -58,11 +62,9 @@ struct pf_conn {
     bool closing;          /* close once output is flushed */
     bool linger;           /* unread input may follow: close gently (lingering) */
     uint32_t linger_bytes; /* discarded while lingering */
-    bool is_admin;
-    bool is_probe; /* on the probes listener: read-only admin paths */
     struct pf_tx *tx;
-    struct event timer; /* header / idle timeout */
-    char client[48];    /* peer address without port */
+    struct pf_timer timer; /* header / body / idle timeout (on w->sloop.timers) */
+    char client[40];       /* peer address without port (IPv6 text is at most 39 bytes) */
     TAILQ_ENTRY(pf_conn) link;
 };
 

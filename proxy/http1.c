@@ -50,6 +50,7 @@ static void conn_arm_body_timer(struct pf_conn *c);
 static void conn_enter(struct pf_conn *c)
 {
     c->busy++;
+    pf_stream_unpark(c->s); /* an idle connection holds no buffers (see conn_leave) */
 }
 
 /* The parser may run: the connection is reading a head or a body. */
@@ -70,8 +71,7 @@ static void conn_free(struct pf_conn *c)
 
     if (c->tx != NULL)
         pf_tx_abort(c->tx, PF_ERR_CLIENT_ABORT);
-    if (event_initialized(&c->timer))
-        event_del(&c->timer);
+    pf_timer_del(&c->w->sloop.timers, &c->timer);
     pf_stream_free(c->s);
     if (c->body_tmp != NULL)
         evbuffer_free(c->body_tmp);
@@ -86,6 +86,9 @@ static void conn_leave(struct pf_conn *c)
 {
     if (--c->busy == 0 && c->state == PF_CONN_DEAD)
         conn_free(c);
+    else if (c->busy == 0 && c->state == PF_CONN_READING_HEAD && c->tx == NULL && !c->closing &&
+             c->head_bytes == 0)
+        pf_stream_park(c->s); /* idle: its empty buffers go back to the worker's pool */
 }
 
 void pf_conn_close(struct pf_conn *c)
@@ -109,12 +112,12 @@ bool pf_conn_is_idle(const struct pf_conn *c)
 {
     /* between requests, and the last response has left entirely */
     return c->tx == NULL && c->head_bytes == 0 && c->state != PF_CONN_DEAD &&
-           evbuffer_get_length(c->s->out) == 0;
+           pf_stream_out_len(c->s) == 0;
 }
 
 size_t pf_conn_out_len(const struct pf_conn *c)
 {
-    return evbuffer_get_length(c->s->out);
+    return pf_stream_out_len(c->s);
 }
 
 /* ---- writing responses ---- */
@@ -442,6 +445,7 @@ static void conn_head_reset(struct pf_conn *c)
     c->head_bytes = 0;
     c->body_mode = PF_BODY_NONE;
     pf_h1p_scan_init(&c->scan);
+    c->head_timed = false;
 }
 
 /* Answer an error found while parsing, then close. */
@@ -472,7 +476,7 @@ static void conn_reply_error(struct pf_conn *c, int status, enum pf_error code)
 /* The request body is complete: the next head waits for the transaction's end. */
 static void conn_body_done(struct pf_conn *c)
 {
-    event_del(&c->timer);
+    pf_timer_del(&c->w->sloop.timers, &c->timer);
     c->body_deadline_us = 0;
     c->body_mode = PF_BODY_NONE;
     c->state = PF_CONN_WAITING;
@@ -542,8 +546,6 @@ static int conn_read_head(struct pf_conn *c)
     struct evbuffer *in = c->s->in;
     int rc = PF_H1P_MORE;
 
-    if (c->head_bytes == 0)
-        conn_arm_timer(c, l->header_timeout_ms);
     while (rc == PF_H1P_MORE && c->head_bytes < evbuffer_get_length(in)) {
         struct evbuffer_ptr pos;
         struct evbuffer_iovec v;
@@ -573,7 +575,7 @@ static int conn_read_head(struct pf_conn *c)
     }
     if (rc != PF_H1P_DONE)
         return -1;
-    event_del(&c->timer);
+    /* the client timer stays: if it fires it finds the tx (conn_timer_fired) */
     c->tx->req_done = c->state == PF_CONN_WAITING;
     pf_tx_start(c->tx);
     return 0;
@@ -592,6 +594,11 @@ static void conn_process(struct pf_conn *c)
         } else if (c->body_mode == PF_BODY_NONE || conn_body(c) != 0) {
             break;
         }
+    }
+    if (c->state == PF_CONN_READING_HEAD && c->tx == NULL && c->head_bytes > 0 && !c->head_timed) {
+        /* a head that did not come in one read: header_timeout from its first bytes */
+        c->head_timed = true;
+        conn_arm_timer(c, c->w->wc->cfg->limits.header_timeout_ms);
     }
     c->processing = false;
 }
@@ -684,12 +691,10 @@ static void conn_eventcb(struct pf_stream *s, int what, void *arg)
     conn_leave(c);
 }
 
-static void conn_timercb(evutil_socket_t fd, short what, void *arg)
+static void conn_timer_fired(struct pf_timer *t)
 {
-    struct pf_conn *c = arg;
+    struct pf_conn *c = (struct pf_conn *)((char *)t - offsetof(struct pf_conn, timer));
 
-    (void)fd;
-    (void)what;
     conn_enter(c);
     if (c->state == PF_CONN_LINGERING)
         pf_conn_close(c);
@@ -706,12 +711,10 @@ static void conn_timercb(evutil_socket_t fd, short what, void *arg)
 
 static void conn_arm_timer(struct pf_conn *c, uint64_t ms)
 {
-    struct timeval tmp;
-
-    if (ms > 0)
-        event_add(&c->timer, pf_stream_timeout(&c->w->sloop, ms, &tmp));
+    if (ms == 0)
+        pf_timer_del(&c->w->sloop.timers, &c->timer);
     else
-        event_del(&c->timer);
+        pf_timer_add(&c->w->sloop.timers, &c->timer, pf_now_us() + ms * 1000);
 }
 
 /*
@@ -732,10 +735,7 @@ static void conn_arm_body_timer(struct pf_conn *c)
     if (l->body_timeout_ms == 0 || left >= l->idle_timeout_ms * 1000) { /* 0: none */
         conn_arm_timer(c, l->idle_timeout_ms);
     } else {
-        /* a one-off duration: a plain timeout, not one of the loop's common ones */
-        struct timeval tv = {(time_t)(left / 1000000), (suseconds_t)(left % 1000000)};
-
-        event_add(&c->timer, &tv);
+        pf_timer_add(&c->w->sloop.timers, &c->timer, now + left); /* the body's deadline */
     }
 }
 
@@ -764,7 +764,7 @@ void pf_conn_accept(struct pf_worker *w, int fd, const struct sockaddr *sa, bool
     conn_client_name(c, sa);
     c->s = pf_stream_new(&w->sloop, fd);
     conn_head_reset(c);
-    event_assign(&c->timer, w->base, -1, 0, conn_timercb, c);
+    pf_timer_init(&c->timer, conn_timer_fired);
     pf_stream_setcb(c->s, conn_readcb, conn_writecb, conn_eventcb, c);
     {
         /* a client that takes no output for idle_timeout is gone (send timeout) */
@@ -801,7 +801,7 @@ void pf_conn_block_body(struct pf_conn *c)
 {
     if (!conn_parsing(c))
         return;
-    event_del(&c->timer); /* waiting on the upstream, not on the client */
+    pf_timer_del(&c->w->sloop.timers, &c->timer); /* waiting on the upstream, not on the client */
     c->state = PF_CONN_BODY_PAUSED;
     c->read_blocked = true;
     pf_stream_read(c->s, false);
@@ -829,7 +829,7 @@ void pf_conn_tx_done(struct pf_conn *c)
          */
         if (conn_parsing(c) || conn_paused(c))
             c->state = PF_CONN_WAITING;
-        event_del(&c->timer); /* no body or head timer may fire on a closing connection */
+        pf_timer_del(&c->w->sloop.timers, &c->timer); /* none may fire on a closing one */
         pf_stream_read(c->s, false);
         if (pf_conn_out_len(c) == 0)
             conn_finish_close(c);
@@ -843,7 +843,7 @@ void pf_conn_tx_done(struct pf_conn *c)
         c->read_blocked = false;
         pf_stream_read(c->s, true);
     }
-    conn_arm_timer(c, c->w->wc->cfg->limits.idle_timeout_ms);
+    conn_arm_timer(c, c->w->wc->cfg->limits.idle_timeout_ms); /* moves it: no event operation */
     conn_process(c);
     conn_leave(c);
 }

@@ -15,6 +15,7 @@
 #include <yaml.h>
 #include <zlib.h>
 
+#include "proxy/bufpool.h"
 #include "proxy/conf.h"
 #include "proxy/inject/inject.h"
 #include "proxy/log.h"
@@ -171,6 +172,7 @@ int main(int argc, char **argv)
      */
     mallopt(M_TRIM_THRESHOLD, 4 * 1024 * 1024);
     mallopt(M_MMAP_THRESHOLD, 1024 * 1024);
+    pf_bufpool_install(); /* the workers reuse libevent's buffer memory (proxy/bufpool.h) */
     cfg = load(path);
     if (cfg == NULL)
         return 1;

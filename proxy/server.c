@@ -26,6 +26,7 @@
 #include <event2/thread.h>
 
 #include "proxy/arena.h"
+#include "proxy/bufpool.h"
 #include "proxy/defs.h"
 #include "proxy/http1.h"
 #include "proxy/listen.h"
@@ -418,8 +419,10 @@ static void *worker_main(void *arg)
     sigfillset(&set);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     pf_arena_pool_start();
+    pf_bufpool_start();
     event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY);
     pf_arena_pool_stop();
+    pf_bufpool_stop();
     pf_head_pool_drain();
     pf_pipes_free(w->pipes);
     w->pipes = NULL;

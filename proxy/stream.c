@@ -11,11 +11,13 @@
 #include <event2/buffer.h>
 
 #include "proxy/arena.h"
+#include "proxy/bufpool.h"
 #include "proxy/clock.h"
 #include "proxy/log.h"
 
 #define READ_SMALL (16 * 1024)
 #define READ_LARGE (64 * 1024)
+#define USEC_MASK  0xfffff /* libevent's MICROSECONDS_MASK: below a common timeout's bits */
 
 /*
  * Freed streams wait in l->grave until the flush event runs, so that code
@@ -24,10 +26,11 @@
 static void reap(struct pf_stream_loop *l)
 {
     for (unsigned i = 0; i < l->n_grave; i++) {
-        evbuffer_free(l->grave[i]->in);
-        evbuffer_free(l->grave[i]->out);
+        pf_bufpool_evbuffer_put(l->grave[i]->in); /* NULL when parked */
+        pf_bufpool_evbuffer_put(l->grave[i]->out);
         if (l->grave[i]->wev != NULL)
             event_free(l->grave[i]->wev);
+        free(l->grave[i]->tmo);
         free(l->grave[i]);
     }
     l->n_grave = 0;
@@ -51,13 +54,16 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
 void pf_stream_loop_init(struct pf_stream_loop *l, struct event_base *base)
 {
     l->base = base;
-    TAILQ_INIT(&l->dirty);
+    STAILQ_INIT(&l->dirty);
     /*
      * Same priority as every other event: activated during a batch of
      * callbacks, it joins the tail of the active queue and runs after them in
      * the same loop iteration (a lower priority would cost an extra epoll_wait).
      */
     event_assign(&l->flush_ev, base, -1, 0, flush_cb, l);
+    pf_timers_init(&l->timers, base);
+    l->cbs[0] = (struct pf_stream_cbs){NULL, NULL, NULL}; /* a new stream's: none */
+    l->n_cbs = 1;
 }
 
 const struct timeval *pf_stream_timeout(struct pf_stream_loop *l, uint64_t ms, struct timeval *tmp)
@@ -83,11 +89,13 @@ const struct timeval *pf_stream_timeout(struct pf_stream_loop *l, uint64_t ms, s
 
 void pf_stream_loop_fini(struct pf_stream_loop *l)
 {
+    STAILQ_INIT(&l->dirty); /* it may list streams of the grave */
     reap(l);
     free(l->grave);
     l->grave = NULL;
     l->cap_grave = 0;
     event_del(&l->flush_ev);
+    pf_timers_fini(&l->timers);
 }
 
 void pf_stream_flush_all(struct pf_stream_loop *l)
@@ -95,8 +103,10 @@ void pf_stream_flush_all(struct pf_stream_loop *l)
     struct pf_stream *s;
 
     l->scheduled = false;
-    while ((s = TAILQ_FIRST(&l->dirty)) != NULL) {
-        TAILQ_REMOVE(&l->dirty, s, dirty_link);
+    while ((s = STAILQ_FIRST(&l->dirty)) != NULL) {
+        STAILQ_REMOVE_HEAD(&l->dirty, dirty_link);
+        if (s->closed)
+            continue; /* freed after it was marked: in the grave, reaped below */
         s->dirty = false;
         pf_stream_flush(s);
     }
@@ -112,40 +122,109 @@ void pf_stream_mark(struct pf_stream *s)
     if (s->dirty || s->closed || s->connecting || s->wev_added)
         return;
     s->dirty = true;
-    TAILQ_INSERT_TAIL(&s->loop->dirty, s, dirty_link);
+    STAILQ_INSERT_TAIL(&s->loop->dirty, s, dirty_link);
     schedule(s->loop);
 }
 
 static void stream_event(struct pf_stream *s, int what)
 {
-    if (s->eventcb != NULL)
-        s->eventcb(s, what, s->arg);
-}
+    pf_stream_event_cb cb = s->loop->cbs[s->cbs].eventcb;
 
-/* (Re)arm the read event: the read timeout, or what is left to the read deadline. */
-static void rev_add(struct pf_stream *s)
-{
-    if (s->read_deadline_us != 0) {
-        uint64_t now = pf_now_us();
-        uint64_t left = s->read_deadline_us > now ? s->read_deadline_us - now : 0;
-        struct timeval tv = {(time_t)(left / 1000000), (suseconds_t)(left % 1000000)};
-
-        event_add(&s->rev, &tv);
-        s->rto_cut = true;
-        return;
-    }
-    event_add(&s->rev, s->has_rto ? &s->rto : NULL);
-    s->rto_cut = false;
+    if (cb != NULL)
+        cb(s, what, s->arg);
 }
 
 /*
- * A persistent event re-arms its whole timeout each time it runs: with a
- * deadline, take it back to what is left (the callback may have cleared it).
+ * The read timeout's state, made for the streams that set one (upstream
+ * connections; client connections time out on their own timer).
+ *
+ * The timer is lazy, as nginx's and HAProxy's: a read, or a timeout or
+ * deadline moved later, only records the new end; the timer stays armed for
+ * the old one and, when it fires, waits for what is left. Only an end moved
+ * earlier re-arms it: a keep-alive upstream request costs no timer operation.
  */
-static void rev_deadline(struct pf_stream *s)
+struct pf_stream_tmo {
+    struct event ev;
+    uint64_t rto_us;      /* read inactivity timeout; 0: none */
+    uint64_t deadline_us; /* pf_stream_set_read_deadline; 0: none */
+    uint64_t last_us;     /* the last read (or the start of reading) */
+    uint64_t at_us;       /* when ev fires; 0: not armed */
+};
+
+/* When the read timeout ends: rto after the last read, or the deadline if earlier; 0: never. */
+static uint64_t tmo_due(const struct pf_stream *s)
 {
-    if (s->read_deadline_us != 0 && s->reading && !s->closed)
-        rev_add(s);
+    const struct pf_stream_tmo *t = s->tmo;
+    uint64_t due = 0;
+
+    if (t == NULL || !s->reading || s->closed)
+        return 0;
+    if (t->rto_us != 0)
+        due = t->last_us + t->rto_us;
+    if (t->deadline_us != 0 && (due == 0 || t->deadline_us < due))
+        due = t->deadline_us;
+    return due;
+}
+
+static void tmo_arm(struct pf_stream *s, uint64_t due, uint64_t now)
+{
+    uint64_t left = due > now ? due - now : 0;
+    struct timeval tv = {(time_t)(left / 1000000), (suseconds_t)(left % 1000000)};
+
+    event_add(&s->tmo->ev, &tv);
+    s->tmo->at_us = due;
+}
+
+/* The timer must fire no later than the read timeout's end: re-arm only if it would. */
+static void tmo_update(struct pf_stream *s, uint64_t now)
+{
+    uint64_t due = tmo_due(s);
+
+    if (due != 0 && (s->tmo->at_us == 0 || due < s->tmo->at_us))
+        tmo_arm(s, due, now);
+}
+
+static void tmo_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct pf_stream *s = arg;
+    uint64_t due = tmo_due(s);
+    uint64_t now;
+
+    (void)fd;
+    (void)what;
+    s->tmo->at_us = 0;
+    if (due == 0)
+        return;
+    now = pf_now_us();
+    if (now < due) {
+        tmo_arm(s, due, now); /* the end moved later since it was armed */
+        return;
+    }
+    /* as a persistent event's timeout would, the next one counts from here */
+    s->tmo->last_us = now;
+    stream_event(s, PF_STREAM_TIMEOUT);
+    if (!s->closed)
+        tmo_update(s, now);
+}
+
+static struct pf_stream_tmo *tmo_get(struct pf_stream *s)
+{
+    if (s->tmo == NULL) {
+        s->tmo = pf_xcalloc(1, sizeof(*s->tmo));
+        event_assign(&s->tmo->ev, s->loop->base, -1, 0, tmo_cb, s);
+    }
+    return s->tmo;
+}
+
+/* Readability (or the start of reading): the inactivity timeout counts from now. */
+static void tmo_activity(struct pf_stream *s)
+{
+    if (s->tmo != NULL && !s->closed) {
+        uint64_t now = pf_now_us();
+
+        s->tmo->last_us = now;
+        tmo_update(s, now);
+    }
 }
 
 static void rev_cb(evutil_socket_t fd, short what, void *arg)
@@ -158,13 +237,11 @@ static void rev_cb(evutil_socket_t fd, short what, void *arg)
     int n;
     ssize_t r;
 
-    if (what & EV_TIMEOUT) {
-        stream_event(s, PF_STREAM_TIMEOUT);
-        return;
-    }
+    (void)what; /* the read event has no timeout of its own (struct pf_stream_tmo) */
+    pf_stream_unpark(s);
+    tmo_activity(s);
     if (s->raw) {
-        s->readcb(s, s->arg);
-        rev_deadline(s);
+        s->loop->cbs[s->cbs].readcb(s, s->arg);
         return;
     }
     n = evbuffer_reserve_space(s->in, (ev_ssize_t)want, v, 2);
@@ -175,10 +252,8 @@ static void rev_cb(evutil_socket_t fd, short what, void *arg)
     r = readv(fd, iov, n);
     if (r <= 0) {
         evbuffer_commit_space(s->in, v, 0);
-        if (r == -1 && (errno == EAGAIN || errno == EINTR)) {
-            rev_deadline(s);
+        if (r == -1 && (errno == EAGAIN || errno == EINTR))
             return;
-        }
         s->err = r == 0 ? 0 : errno;
         pf_stream_read(s, false);
         stream_event(s, r == 0 ? PF_STREAM_EOF : PF_STREAM_ERROR);
@@ -192,9 +267,8 @@ static void rev_cb(evutil_socket_t fd, short what, void *arg)
         r -= (ssize_t)take;
     }
     evbuffer_commit_space(s->in, v, n);
-    if (s->readcb != NULL)
-        s->readcb(s, s->arg);
-    rev_deadline(s); /* a freed stream waits in the grave: s->closed can be read */
+    if (s->loop->cbs[s->cbs].readcb != NULL)
+        s->loop->cbs[s->cbs].readcb(s, s->arg);
 }
 
 static void wev_cb(evutil_socket_t fd, short what, void *arg);
@@ -212,6 +286,14 @@ static struct event *wev_get(struct pf_stream *s)
             pf_fatal("out of memory (event_new)");
     }
     return s->wev;
+}
+
+/* Wait for writability, within the write timeout. */
+static void wev_add(struct pf_stream *s)
+{
+    struct timeval tmp;
+
+    event_add(wev_get(s), s->has_wto ? pf_stream_timeout(s->loop, s->wto_ms, &tmp) : NULL);
 }
 
 static void wev_cb(evutil_socket_t fd, short what, void *arg)
@@ -246,7 +328,7 @@ void pf_stream_flush(struct pf_stream *s)
 {
     size_t left;
 
-    if (s->closed || s->connecting)
+    if (s->closed || s->connecting || s->out == NULL)
         return;
     while ((left = evbuffer_get_length(s->out)) > 0) {
         int w = evbuffer_write(s->out, s->fd);
@@ -255,7 +337,7 @@ void pf_stream_flush(struct pf_stream *s)
             continue;
         if (w == -1 && (errno == EAGAIN || errno == EINTR)) {
             if (!s->wev_added) {
-                event_add(wev_get(s), s->has_wto ? &s->wto : NULL);
+                wev_add(s);
                 s->wev_added = true;
             }
             return;
@@ -264,20 +346,21 @@ void pf_stream_flush(struct pf_stream *s)
         stream_event(s, PF_STREAM_ERROR);
         return;
     }
-    if (s->writecb != NULL)
-        s->writecb(s, s->arg);
+    if (s->loop->cbs[s->cbs].writecb != NULL)
+        s->loop->cbs[s->cbs].writecb(s, s->arg);
 }
 
 void pf_stream_wait_write(struct pf_stream *s)
 {
     if (s->closed || s->connecting)
         return;
+    pf_stream_unpark(s);
     if (evbuffer_get_length(s->out) > 0) {
         pf_stream_mark(s); /* its flush waits for writability itself */
         return;
     }
     if (!s->wev_added) {
-        event_add(wev_get(s), s->has_wto ? &s->wto : NULL);
+        wev_add(s);
         s->wev_added = true;
     }
 }
@@ -288,10 +371,8 @@ struct pf_stream *pf_stream_new(struct pf_stream_loop *l, int fd)
 
     s->loop = l;
     s->fd = fd;
-    s->in = pf_evbuffer_new();
-    s->out = pf_evbuffer_new();
-    if (s->in == NULL || s->out == NULL)
-        pf_fatal("out of memory");
+    s->in = pf_bufpool_evbuffer();
+    s->out = pf_bufpool_evbuffer();
     evutil_make_socket_nonblocking(fd);
     event_assign(&s->rev, l->base, fd, EV_READ | EV_PERSIST, rev_cb, s);
     return s;
@@ -311,9 +392,21 @@ int pf_stream_connect(struct pf_stream *s, const struct sockaddr *sa, socklen_t 
 void pf_stream_setcb(struct pf_stream *s, pf_stream_cb readcb, pf_stream_cb writecb,
                      pf_stream_event_cb eventcb, void *arg)
 {
-    s->readcb = readcb;
-    s->writecb = writecb;
-    s->eventcb = eventcb;
+    struct pf_stream_loop *l = s->loop;
+    unsigned i;
+
+    for (i = 0; i < l->n_cbs; i++) {
+        if (l->cbs[i].readcb == readcb && l->cbs[i].writecb == writecb &&
+            l->cbs[i].eventcb == eventcb)
+            break;
+    }
+    if (i == l->n_cbs) {
+        if (i == PF_STREAM_CBS_MAX)
+            pf_fatal("more than %d sets of stream callbacks", PF_STREAM_CBS_MAX);
+        l->cbs[i] = (struct pf_stream_cbs){readcb, writecb, eventcb};
+        l->n_cbs++;
+    }
+    s->cbs = (uint8_t)i;
     s->arg = arg;
 }
 
@@ -322,46 +415,40 @@ void pf_stream_read(struct pf_stream *s, bool on)
     if (s->closed || s->reading == on)
         return;
     s->reading = on;
-    if (on)
-        rev_add(s);
-    else
-        event_del(&s->rev);
+    if (on) {
+        event_add(&s->rev, NULL);
+        tmo_activity(s);
+    } else {
+        event_del(&s->rev); /* a timer left armed finds the stream not reading */
+    }
 }
 
 void pf_stream_set_read_timeout(struct pf_stream *s, const struct timeval *tv)
 {
-    bool had = s->has_rto;
-
-    s->has_rto = tv != NULL;
-    if (tv != NULL)
-        s->rto = *tv;
-    if (s->reading && (had || s->has_rto)) {
-        /* re-adding with NULL keeps an old timeout: remove first */
-        if (!s->has_rto)
-            event_del(&s->rev);
-        rev_add(s);
+    if (tv == NULL) {
+        if (s->tmo != NULL)
+            s->tmo->rto_us = 0; /* lazily: a timer left armed finds none */
+        return;
     }
+    /* a common timeout (pf_stream_timeout) keeps its index in tv_usec's upper bits */
+    tmo_get(s)->rto_us = (uint64_t)tv->tv_sec * 1000000 + (uint64_t)(tv->tv_usec & USEC_MASK);
+    if (s->reading)
+        tmo_activity(s); /* counts from now, as re-adding the read event did */
 }
 
 void pf_stream_set_read_deadline(struct pf_stream *s, uint64_t us)
 {
-    s->read_deadline_us = us;
-    if (us == 0 && s->rto_cut) {
-        s->rto_cut = false;
-        if (s->reading && !s->closed) {
-            /* back to the plain read timeout ("re-adding with NULL keeps an old timeout") */
-            if (!s->has_rto)
-                event_del(&s->rev);
-            rev_add(s);
-        }
-    }
+    if (us == 0 && s->tmo == NULL)
+        return;
+    tmo_get(s)->deadline_us = us; /* takes effect at the next read or read timeout set */
 }
 
 void pf_stream_set_write_timeout(struct pf_stream *s, const struct timeval *tv)
 {
     s->has_wto = tv != NULL;
-    if (tv != NULL)
-        s->wto = *tv;
+    if (tv != NULL) /* (a common timeout keeps its index in tv_usec's upper bits) */
+        s->wto_ms =
+            (uint32_t)((uint64_t)tv->tv_sec * 1000 + (uint64_t)(tv->tv_usec & USEC_MASK) / 1000);
 }
 
 void pf_stream_free(struct pf_stream *s)
@@ -372,9 +459,9 @@ void pf_stream_free(struct pf_stream *s)
     event_del(&s->rev);
     if (s->wev != NULL)
         event_del(s->wev);
-    if (s->dirty)
-        TAILQ_REMOVE(&s->loop->dirty, s, dirty_link);
-    s->dirty = false;
+    if (s->tmo != NULL)
+        event_del(&s->tmo->ev);
+    s->dirty = false; /* still queued if it was: pf_stream_flush_all skips it */
     close(s->fd);
     if (s->loop->n_grave == s->loop->cap_grave) {
         s->loop->cap_grave = s->loop->cap_grave ? s->loop->cap_grave * 2 : 64;
@@ -382,4 +469,28 @@ void pf_stream_free(struct pf_stream *s)
     }
     s->loop->grave[s->loop->n_grave++] = s;
     schedule(s->loop);
+}
+
+/*
+ * An idle stream holds no buffers: its empty evbuffers go back to the
+ * worker's pool (proxy/bufpool.h) and come back with the next readable
+ * event. Only a stream with nothing buffered and no write pending parks.
+ */
+void pf_stream_park(struct pf_stream *s)
+{
+    if (s->in == NULL || s->closed || s->dirty || s->wev_added || s->connecting ||
+        evbuffer_get_length(s->in) > 0 || evbuffer_get_length(s->out) > 0)
+        return;
+    pf_bufpool_evbuffer_put(s->in);
+    pf_bufpool_evbuffer_put(s->out);
+    s->in = NULL;
+    s->out = NULL;
+}
+
+void pf_stream_unpark(struct pf_stream *s)
+{
+    if (s->in != NULL)
+        return;
+    s->in = pf_bufpool_evbuffer();
+    s->out = pf_bufpool_evbuffer();
 }

@@ -21,8 +21,11 @@
 #include <sys/queue.h>
 #include <sys/socket.h>
 
+#include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/event_struct.h>
+
+#include "proxy/timer.h"
 
 struct evbuffer;
 struct pf_stream;
@@ -37,14 +40,27 @@ enum {
 typedef void (*pf_stream_cb)(struct pf_stream *s, void *arg);
 typedef void (*pf_stream_event_cb)(struct pf_stream *s, int what, void *arg);
 
-TAILQ_HEAD(pf_stream_list, pf_stream);
+STAILQ_HEAD(pf_stream_queue, pf_stream);
+
+/*
+ * A set of callbacks (pf_stream_setcb). The few distinct sets of a loop are
+ * kept once, in the loop; a stream holds the index of its set (one byte
+ * instead of three pointers: client connections are many).
+ */
+struct pf_stream_cbs {
+    pf_stream_cb readcb;
+    pf_stream_cb writecb;
+    pf_stream_event_cb eventcb;
+};
+
+#define PF_STREAM_CBS_MAX 32
 
 /* Per event_base state: the list of streams with output to write. */
 struct pf_stream_loop {
     struct event_base *base;
-    struct event flush_ev; /* runs after the batch of callbacks that wrote */
-    struct pf_stream_list dirty;
-    struct pf_stream **grave; /* freed, released at the next flush */
+    struct event flush_ev;        /* runs after the batch of callbacks that wrote */
+    struct pf_stream_queue dirty; /* a freed stream stays until the next flush, which skips it */
+    struct pf_stream **grave;     /* freed, released at the next flush */
     unsigned n_grave;
     unsigned cap_grave;
     struct {
@@ -52,7 +68,10 @@ struct pf_stream_loop {
         const struct timeval *tv;
     } tmo[16]; /* libevent common timeouts by duration */
     unsigned n_tmo;
+    struct pf_stream_cbs cbs[PF_STREAM_CBS_MAX]; /* [0]: none */
+    unsigned n_cbs;
     bool scheduled;
+    struct pf_timers timers; /* client connections' timers (proxy/timer.h) */
 };
 
 struct pf_stream {
@@ -60,27 +79,23 @@ struct pf_stream {
     int fd;
     int err; /* errno of the last PF_STREAM_ERROR */
     struct event rev;
-    struct event *wev; /* made at the first wait for writability (wev_get) */
-    struct evbuffer *in;
-    struct evbuffer *out;
-    pf_stream_cb readcb;
-    pf_stream_cb writecb; /* a flush wrote everything queued (backpressure may resume) */
-    pf_stream_event_cb eventcb;
+    struct event *wev;    /* made at the first wait for writability (wev_get) */
+    struct evbuffer *in;  /* NULL while parked (pf_stream_park) */
+    struct evbuffer *out; /* NULL while parked */
     void *arg;
-    struct timeval rto;        /* read inactivity timeout, if has_rto */
-    struct timeval wto;        /* longest wait for writability, if has_wto */
-    uint64_t read_deadline_us; /* pf_stream_set_read_deadline; 0: none */
-    bool has_rto;
-    bool has_wto;
-    bool rto_cut;   /* the read event is armed up to the deadline, not with rto */
-    bool big_reads; /* the last read filled its buffer */
-    bool reading;   /* read event wanted */
-    bool connecting;
-    bool wev_added;
-    bool dirty;
-    bool closed; /* freed while its callbacks ran: ignore */
-    bool raw;    /* readability goes to readcb unread: it reads the socket itself (splice) */
-    TAILQ_ENTRY(pf_stream) dirty_link;
+    struct pf_stream_tmo *tmo; /* read timeout and deadline (lazy timer), if ever set */
+    uint32_t wto_ms;           /* longest wait for writability, if has_wto */
+    uint8_t cbs; /* its callbacks: loop->cbs[cbs] (the writecb: a flush wrote everything queued) */
+    /* one byte of flags: client connections are many */
+    bool has_wto : 1;
+    bool big_reads : 1; /* the last read filled its buffer */
+    bool reading : 1;   /* read event wanted */
+    bool connecting : 1;
+    bool wev_added : 1;
+    bool dirty : 1;
+    bool closed : 1; /* freed while its callbacks ran: ignore */
+    bool raw : 1;    /* readability goes to readcb unread: it reads the socket itself (splice) */
+    STAILQ_ENTRY(pf_stream) dirty_link;
 };
 
 /* Set up the loop state of base. */
@@ -112,18 +127,17 @@ void pf_stream_setcb(struct pf_stream *s, pf_stream_cb readcb, pf_stream_cb writ
 void pf_stream_read(struct pf_stream *s, bool on);
 
 /*
- * Read inactivity timeout (NULL: none). Changing one timeout for another
- * costs no syscall; removing it does (epoll_ctl twice): keep one set.
+ * Read inactivity timeout (NULL: none), counted from now and from each
+ * read. Its timer is lazy: setting, moving or removing a timeout costs no
+ * timer operation unless it now ends earlier than the armed timer.
  */
 void pf_stream_set_read_timeout(struct pf_stream *s, const struct timeval *tv);
 
 /*
  * A deadline (pf_now_us() time; 0: none) for the read timeout: while it is
- * set, the read event is re-armed after each read with what is left until
- * it, instead of the whole read timeout, so that reads do not extend it.
- * Setting one does not re-arm the event: set it with a read timeout that
- * ends no later. Clearing it goes back to the plain read timeout; a stream
- * that has not read since it was set costs no event operation.
+ * set, the read timeout ends no later than it, and reads do not extend it.
+ * Setting one takes effect at the next read or read timeout set (set it
+ * with a read timeout); clearing it goes back to the plain read timeout.
  */
 void pf_stream_set_read_deadline(struct pf_stream *s, uint64_t us);
 
@@ -147,5 +161,21 @@ void pf_stream_wait_write(struct pf_stream *s);
 
 /* Write what can be written now. */
 void pf_stream_flush(struct pf_stream *s);
+
+/*
+ * Give the stream's empty buffers back to the worker's pool: in and out are
+ * NULL until pf_stream_unpark(), which the next readable event does. A no-op
+ * unless both are empty and no write is pending. For idle connections.
+ */
+void pf_stream_park(struct pf_stream *s);
+
+/* Take buffers again after pf_stream_park() (a no-op otherwise). */
+void pf_stream_unpark(struct pf_stream *s);
+
+/* Bytes waiting in s->out (0 while parked). */
+static inline size_t pf_stream_out_len(const struct pf_stream *s)
+{
+    return s->out != NULL ? evbuffer_get_length(s->out) : 0;
+}
 
 #endif /* PF_STREAM_H */

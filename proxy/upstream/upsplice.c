@@ -240,7 +240,7 @@ bool pf_upsplice_req_pump(struct pf_tx *tx)
         }
         if (p->len > 0 && (wrote = req_out(tx, p)) < 0) {
             /* as a failed write of the copying path (pf_stream_flush) */
-            uc->s->eventcb(uc->s, PF_STREAM_ERROR, uc->s->arg);
+            uc->s->loop->cbs[uc->s->cbs].eventcb(uc->s, PF_STREAM_ERROR, uc->s->arg);
             return false;
         }
         if (c->body_left == 0) {

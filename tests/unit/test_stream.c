@@ -26,6 +26,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 
+#include "proxy/bufpool.h"
 #include "proxy/clock.h"
 #include "proxy/stream.h"
 
@@ -312,15 +313,15 @@ static void test_stream_marked_writes_wait_for_the_loop_and_coalesce(void **stat
     assert_int_equal(peer_recv_now(f, buf, sizeof(buf)), -1);
     assert_int_equal(errno, EAGAIN);
     assert_true(f->s->dirty);
-    assert_ptr_equal(TAILQ_FIRST(&f->loop.dirty), f->s);
-    assert_ptr_equal(TAILQ_NEXT(f->s, dirty_link), NULL); /* listed once */
+    assert_ptr_equal(STAILQ_FIRST(&f->loop.dirty), f->s);
+    assert_ptr_equal(STAILQ_NEXT(f->s, dirty_link), NULL); /* listed once */
     assert_true(run_until(f, got_write, 10000));
     /* one write: the peer gets both pieces in one read */
     assert_int_equal(peer_recv_now(f, buf, sizeof(buf)), 9);
     assert_memory_equal(buf, "HEAD|BODY", 9);
     assert_int_equal(f->r.writes, 1);
     assert_false(f->s->dirty);
-    assert_true(TAILQ_EMPTY(&f->loop.dirty));
+    assert_true(STAILQ_EMPTY(&f->loop.dirty));
 }
 
 /* ---- backpressure ---- */
@@ -379,6 +380,56 @@ static void test_stream_backpressure_waits_for_the_peer_then_resumes(void **stat
     assert_int_equal(f->r.n_events, 0);
 }
 
+/* ---- idle buffers ---- */
+
+static bool got_read(struct fixture *f)
+{
+    return f->r.reads > 0;
+}
+
+/* An idle stream parks its empty buffers in the worker's pool; the next read takes them back. */
+static void test_stream_park_gives_buffers_back_until_the_next_read(void **state)
+{
+    struct fixture *f = *state;
+
+    pf_bufpool_start();
+    pf_stream_read(f->s, true);
+    evbuffer_add(f->s->out, "x", 1);
+    pf_stream_park(f->s); /* output waiting: kept */
+    assert_non_null(f->s->out);
+    assert_int_equal(pf_stream_out_len(f->s), 1);
+    evbuffer_drain(f->s->out, 1);
+    pf_stream_park(f->s);
+    assert_null(f->s->in);
+    assert_null(f->s->out);
+    assert_int_equal(pf_stream_out_len(f->s), 0);
+    assert_int_equal(pf_bufpool_evbuffer_count(), 2);
+    pf_stream_park(f->s); /* parked already: a no-op */
+    assert_int_equal(pf_bufpool_evbuffer_count(), 2);
+    peer_send(f, "hello", 5);
+    assert_true(run_until(f, got_read, 10000));
+    assert_non_null(f->s->out);
+    assert_int_equal(in_len(f), 5);
+    assert_int_equal(pf_bufpool_evbuffer_count(), 0);
+    pf_stream_park(f->s); /* input waiting: kept */
+    assert_non_null(f->s->in);
+    pf_bufpool_stop();
+}
+
+/* A stream freed while parked is released like any other (a leak fails under ASan). */
+static void test_stream_freed_while_parked(void **state)
+{
+    struct fixture *f = *state;
+
+    pf_stream_park(f->s);
+    assert_null(f->s->in);
+    pf_stream_unpark(f->s);
+    assert_non_null(f->s->in);
+    assert_non_null(f->s->out);
+    pf_stream_park(f->s);
+    /* teardown frees it parked */
+}
+
 /* ---- timeouts ---- */
 
 static void test_stream_read_timeout_fires_without_input(void **state)
@@ -423,6 +474,65 @@ static void test_stream_read_timeout_not_fired_by_a_prompt_peer(void **state)
     peer_send(f, "hello", 5);
     assert_true(run_until(f, got_5, 10000));
     assert_int_equal(f->r.n_events, 0);
+}
+
+/*
+ * The read timer is lazy: a timeout moved later keeps the armed timer, which
+ * then waits for the rest (30 ms moved to 20 s: no event in 500 ms).
+ */
+static void test_stream_read_timeout_moved_later_waits_for_the_rest(void **state)
+{
+    struct fixture *f = *state;
+    struct timeval early = {0, 30000};
+    struct timeval late = {20, 0};
+
+    pf_stream_set_read_timeout(f->s, &early);
+    pf_stream_read(f->s, true);
+    pf_stream_set_read_timeout(f->s, &late);
+    run_until(f, got_event, 500);
+    assert_int_equal(f->r.n_events, 0);
+}
+
+/* A common timeout (its index is in tv_usec's upper bits) is a read timeout of its length. */
+static void test_stream_read_timeout_common_fires(void **state)
+{
+    struct fixture *f = *state;
+    struct timeval tmp;
+
+    pf_stream_set_read_timeout(f->s, pf_stream_timeout(&f->loop, 20, &tmp));
+    pf_stream_read(f->s, true);
+    assert_true(run_until(f, got_event, 10000));
+    assert_int_equal(f->r.events[0], PF_STREAM_TIMEOUT);
+}
+
+/* A timeout moved earlier re-arms the timer (20 s moved to 20 ms). */
+static void test_stream_read_timeout_moved_earlier_fires(void **state)
+{
+    struct fixture *f = *state;
+    struct timeval late = {20, 0};
+    struct timeval early = {0, 20000};
+
+    pf_stream_set_read_timeout(f->s, &late);
+    pf_stream_read(f->s, true);
+    pf_stream_set_read_timeout(f->s, &early);
+    assert_true(run_until(f, got_event, 10000));
+    assert_int_equal(f->r.events[0], PF_STREAM_TIMEOUT);
+}
+
+/* A timeout moved later still fires at its new end, not before (20 ms moved to 80 ms). */
+static void test_stream_read_timeout_moved_later_fires_at_its_end(void **state)
+{
+    struct fixture *f = *state;
+    struct timeval early = {0, 20000};
+    struct timeval late = {0, 80000};
+    uint64_t t0 = pf_now_us();
+
+    pf_stream_set_read_timeout(f->s, &early);
+    pf_stream_read(f->s, true);
+    pf_stream_set_read_timeout(f->s, &late);
+    assert_true(run_until(f, got_event, 10000));
+    assert_int_equal(f->r.events[0], PF_STREAM_TIMEOUT);
+    assert_true(pf_now_us() - t0 >= 80000); /* one-sided: never earlier than its end */
 }
 
 /*
@@ -584,12 +694,22 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_stream_backpressure_waits_for_the_peer_then_resumes,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_park_gives_buffers_back_until_the_next_read,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_freed_while_parked, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stream_read_timeout_fires_without_input, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_stream_read_timeout_removed_does_not_fire, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_stream_read_timeout_not_fired_by_a_prompt_peer, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_stream_read_timeout_moved_later_waits_for_the_rest,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_read_timeout_common_fires, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_read_timeout_moved_earlier_fires, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_stream_read_timeout_moved_later_fires_at_its_end,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_stream_read_deadline_is_not_extended_by_reads, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_stream_read_deadline_cleared_restores_the_read_timeout,
