@@ -43,9 +43,9 @@ enum pf_conn_state {
 struct pf_conn {
     struct pf_worker *w;
     struct pf_stream *s;
-    struct pf_h1p_scan scan;   /* the request head being read */
-    uint32_t head_bytes;       /* bytes of the current head so far (scanned, still in s->in) */
-    uint8_t body_mode;         /* PF_BODY_*: how the request body is framed */
+    struct pf_h1p_scan scan; /* the request head being read */
+    uint32_t head_bytes;     /* bytes of the current head so far (scanned, still in s->in) */
+    uint8_t body_mode;       /* PF_BODY_*: how the request body is framed */
     bool is_admin;
     bool is_probe;             /* on the probes listener: read-only admin paths */
     bool head_timed;           /* header_timeout armed for this head */
