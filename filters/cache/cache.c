@@ -30,6 +30,7 @@
 
 #include "proxy/arena.h"
 #include "proxy/filter.h"
+#include "proxy/hdrs-t.h"
 #include "proxy/log.h"
 #include "filters/cache/l2.h"
 #include "filters/cache/store.h"
@@ -209,6 +210,30 @@ static void resp_clear(struct pf_tx *tx)
 }
 
 /*
+ * put_stored_head for an object with a block (pf_cobj_wire): its fields at once, the block for the
+ * connection to write, then Age and Content-Length (len; the stored one when len is the body's).
+ */
+static void put_wire(struct pf_tx *tx, const struct pf_cobj_wire *w, int status, size_t len,
+                     size_t body_len, int64_t age)
+{
+    char *num = pf_arena_alloc_raw(pf_tx_arena(tx), 48);
+    struct pf_hdr f[2] = {
+        {.name = "Age", .name_len = 3, .value = num, .id = PF_H_OTHER},
+        {.name = "Content-Length", .name_len = 14, .value = w->body_len, .id = PF_H_CONTENT_LENGTH},
+    };
+
+    pf_tx_resp_fields_ref(tx, w->fields, w->n);
+    pf_tx_resp_raw(tx, w->raw, w->len);
+    f[0].value_len = (uint32_t)fmt_ll(num, (long long)age);
+    f[1].value_len = w->body_len_len;
+    if (len != body_len) {
+        f[1].value = num + 24;
+        f[1].value_len = (uint32_t)pf_fmt_u64(num + 24, len);
+    }
+    pf_tx_resp_fields_ref(tx, f, status != 304 && status != 204 ? 2 : 1);
+}
+
+/*
  * The stored head of o, Age and Content-Length (len), added to the response's (empty) head; the
  * stored fields are not copied: the transaction holds a reference on o until it ends.
  */
@@ -218,10 +243,14 @@ static void put_stored_head(struct pf_tx *tx, struct pf_cobj *o, int status, siz
     char num[32];
     bool fixed = false; /* o has an Age or Content-Length (never stored, but L2 data is as read) */
     void (*put)(struct pf_tx *, const char *, const char *);
-    const char *raw;
-    size_t raw_len;
+    struct pf_cobj_wire w;
 
     pf_arena_defer(pf_tx_arena(tx), pf_cache_unref_cb, pf_cobj_ref(o));
+    /* a block means every field is stored as is, none of them an Age or a Content-Length */
+    if (pf_cobj_wire(o, pf_cache_header_stored, &w)) {
+        put_wire(tx, &w, status, len, o->body_len, pf_cache_age(&o->meta, now));
+        return;
+    }
     for (unsigned i = 0; i < o->n_hdrs; i++) {
         const char *name = o->hdrs[i].name;
 
@@ -230,9 +259,6 @@ static void put_stored_head(struct pf_tx *tx, struct pf_cobj *o, int status, siz
             (strcasecmp(name, "age") == 0 || strcasecmp(name, "content-length") == 0))
             fixed = true;
     }
-    /* only the stored fields are there: the connection may write them as o's block */
-    if (!fixed && (raw = pf_cobj_head(o, pf_cache_header_stored, &raw_len)) != NULL)
-        pf_tx_resp_raw(tx, raw, raw_len);
     /* no delete scans unless o has one of the two */
     put = fixed ? pf_tx_resp_header_set : pf_cache_add_value;
     fmt_ll(num, (long long)pf_cache_age(&o->meta, now));
