@@ -58,7 +58,7 @@ struct cache_ctx {
     struct pf_cobj_builder *b; /* the object being stored */
     const char *conn_value;    /* the response's Connection, while its headers are copied */
     bool vary_set;             /* the response had Vary: record it with the put */
-    char vary[VARY_MAX];       /* ... its lines, comma-joined */
+    char *vary;                /* ... its lines, comma-joined (arena, VARY_MAX bytes) */
     struct pf_cgrow *grow;     /* a reference: the leader's response streaming to waiters */
     struct pf_cgrow_sub *sub;  /* a waiter served from another's grow (collapse.c) */
     struct pf_cgrow *sub_grow; /* ... a reference to it */

@@ -165,17 +165,23 @@ static void hit_status(struct pf_tx *tx, const struct cache_ctx *x, long long tt
                        const char *extra)
 {
     static const char head[] = "pilotfish; hit; ttl=";
-    char buf[STATUS_MAX];
+    char *buf = pf_arena_alloc_raw(pf_tx_arena(tx), STATUS_MAX); /* the field's value */
     size_t n = sizeof(head) - 1, el = strlen(extra);
+    struct pf_hdr f = {.name = "Cache-Status", .name_len = 12, .value = buf, .id = PF_H_OTHER};
 
     memcpy(buf, head, n);
     n += fmt_ll(buf + n, ttl);
-    if (el >= sizeof(buf) - n)
-        el = sizeof(buf) - n - 1; /* cut as vsnprintf would (extra is a short literal) */
+    if (el >= STATUS_MAX - n)
+        el = STATUS_MAX - n - 1; /* cut as vsnprintf would (extra is a short literal) */
     memcpy(buf + n, extra, el);
     n += el;
     buf[n] = '\0';
-    pf_cache_status_line(tx, x, buf, (int)n);
+    if (x->collapsed || x->debug_key) {
+        pf_cache_status_line(tx, x, buf, (int)n);
+        return;
+    }
+    f.value_len = (uint32_t)n;
+    pf_tx_resp_fields_ref(tx, &f, 1);
 }
 
 /* ttl= of Cache-Status: freshness left, negative when stale. */
@@ -329,12 +335,42 @@ static bool same_method(const char *m, const char *want)
     return strcmp(m, want) == 0;
 }
 
-/* Copy a request header's value into the arena (it may be replaced later). */
-static const char *req_copy(struct pf_tx *tx, const char *name)
+/* Copy a request header's value v into the arena (it may be replaced later). */
+static const char *req_copy(struct pf_tx *tx, const char *v)
 {
-    const char *v = pf_tx_req_header(tx, name);
-
     return v != NULL ? pf_arena_strndup(pf_tx_arena(tx), v, strlen(v)) : NULL;
+}
+
+/* The request fields on_request reads, found in one pass (the first line of each, all of CC). */
+struct req_scan {
+    const char **cc;
+    unsigned n_cc;
+    const char *pragma, *inm, *ims;
+};
+
+static int scan_req(void *arg, const char *name, const char *value)
+{
+    struct req_scan *r = arg;
+
+    switch (name[0] | 0x20) { /* the first letter rules out most names */
+    case 'c':
+        if (r->n_cc < LINES_MAX && strcasecmp(name, "cache-control") == 0)
+            r->cc[r->n_cc++] = value;
+        break;
+    case 'p':
+        if (r->pragma == NULL && strcasecmp(name, "pragma") == 0)
+            r->pragma = value;
+        break;
+    case 'i':
+        if (r->inm == NULL && strcasecmp(name, "if-none-match") == 0)
+            r->inm = value;
+        else if (r->ims == NULL && strcasecmp(name, "if-modified-since") == 0)
+            r->ims = value;
+        break;
+    default:
+        break;
+    }
+    return 0;
 }
 
 /* The variant key of tx for key: "" without a Vary record, false for Vary: *. */
@@ -395,7 +431,8 @@ enum pf_verdict pf_cache_lookup(const struct pf_cache_conf *c, struct pf_tx *tx,
         x->fwd = "vary-miss";
         return x->req_cc.only_if_cached ? only_if_cached(tx, x) : PF_NEXT;
     }
-    x->variant = pf_arena_strndup(pf_tx_arena(tx), variant, strlen(variant));
+    x->variant =
+        variant[0] != '\0' ? pf_arena_strndup(pf_tx_arena(tx), variant, strlen(variant)) : "";
     o = pf_cstore_get(st, x->key, variant);
     if (o == NULL) {
         x->fwd = has_vary ? "vary-miss" : "uri-miss";
@@ -524,7 +561,7 @@ static enum pf_verdict cache_on_request(struct pf_tx *tx, struct pf_slot *s)
     const char *m = pf_tx_method(tx);
     char key[KEY_MAX];
     const char *lines[LINES_MAX];
-    unsigned n;
+    struct req_scan r = {lines, 0, NULL, NULL, NULL};
 
     if (s->pstate == NULL)
         return PF_NEXT;
@@ -544,18 +581,17 @@ static enum pf_verdict cache_on_request(struct pf_tx *tx, struct pf_slot *s)
     x->debug_key = c->debug_key;
     x->mode = M_MISS;
     x->req_time = now_s();
-    n = pf_cache_req_lines(tx, "cache-control", lines, LINES_MAX);
-    pf_cc_parse(&x->req_cc, lines, n);
-    if (n == 0 && pf_tx_req_header(tx, "pragma") != NULL &&
-        strcasecmp(pf_tx_req_header(tx, "pragma"), "no-cache") == 0)
+    pf_tx_req_header_each(tx, scan_req, &r);
+    pf_cc_parse(&x->req_cc, r.cc, r.n_cc);
+    if (r.n_cc == 0 && r.pragma != NULL && strcasecmp(r.pragma, "no-cache") == 0)
         x->req_cc.no_cache = true; /* RFC 9111 §5.4: Pragma only without Cache-Control */
     x->no_store = x->req_cc.no_store;
     if (c->ignore_query.n > 0 && !x->no_store)
         strip_ignored(c, tx);
     if (pf_tx_is_background(tx))
         return pf_cache_refresh_request(tx, s, x);
-    x->client_inm = req_copy(tx, "if-none-match");
-    x->client_ims = req_copy(tx, "if-modified-since");
+    x->client_inm = req_copy(tx, r.inm);
+    x->client_ims = req_copy(tx, r.ims);
     return pf_cache_after_lookup(c, tx, s, x, pf_cache_lookup(c, tx, s, x));
 }
 
@@ -817,8 +853,11 @@ static void maybe_store(const struct pf_cache_conf *c, struct pf_tx *tx, struct 
         return;
     }
     x->vary_set = n > 0;
-    if (n > 0)
-        join_lines(lines, n, x->vary, sizeof(x->vary));
+    if (n > 0) {
+        /* not in cache_ctx: a hit would clear it for nothing */
+        x->vary = pf_arena_alloc_raw(pf_tx_arena(tx), VARY_MAX);
+        join_lines(lines, n, x->vary, VARY_MAX);
+    }
     x->conn_value = pf_tx_resp_header(tx, "connection");
     x->b = pf_cobj_builder_new(x->key, variant, status, &m, c->max_object_size);
     if (x->b != NULL) {
