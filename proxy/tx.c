@@ -193,11 +193,7 @@ bool pf_tx_client_privileged(const struct pf_tx *tx)
 
 /* ---- lifetime ---- */
 
-/*
- * The request's X-Request-Id and traceparent, made when something needs them (the upstream
- * request, the access log), not for every request: a reply from a filter (a cache hit) needs none.
- */
-static void tx_ids(struct pf_tx *tx)
+void pf_tx_ids(struct pf_tx *tx)
 {
     if (tx->request_id == NULL)
         pf_trace_request_id(tx);
@@ -263,7 +259,8 @@ void pf_tx_free(struct pf_tx *tx)
         pf_stats_count_unrouted(tx); /* no chain ran, so no metrics filter either */
     tx->w->requests++;
     if (!pf_alog_is_off() && !tx->is_admin) {
-        tx_ids(tx);
+        if (tx->ids_due)
+            pf_tx_ids(tx); /* not for a request refused while its head was read */
         pf_accesslog_write(tx);
     }
     pf_server_wconf_unref(tx->w, tx->wc);
@@ -427,6 +424,7 @@ void pf_tx_abort_background(struct pf_worker *w)
 void pf_tx_start(struct pf_tx *tx)
 {
     tx->phase = PF_TX_FILTERS;
+    tx->ids_due = true; /* made when needed: a reply from a filter (a cache hit) needs none */
     if (tx->is_admin) {
         /* refused on the head alone: the body is never read */
         if (!pf_admin_head_ok(tx)) {
@@ -461,7 +459,7 @@ static void tx_dispatch(struct pf_tx *tx, enum pf_verdict v)
     switch (v) {
     case PF_NEXT:
         tx->phase = PF_TX_UPSTREAM;
-        tx_ids(tx);
+        pf_tx_ids(tx);
         pf_upstream_start(tx);
         break;
     case PF_REPLIED:

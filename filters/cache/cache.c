@@ -373,18 +373,24 @@ static int scan_req(void *arg, const char *name, const char *value)
     return 0;
 }
 
-/* The variant key of tx for key: "" without a Vary record, false for Vary: *. */
+/*
+ * The object for tx's variant of key (a reference) into *o: one store call when key has no Vary
+ * record (variant ""), else the variant key computed from the record first. false for Vary: *.
+ */
 static bool lookup_variant(struct pf_cstore *st, struct pf_tx *tx, const char *key, char *out,
-                           size_t size, bool *has_vary)
+                           size_t size, bool *has_vary, struct pf_cobj **o)
 {
     char vary[VARY_MAX];
     const char *line = vary;
 
     out[0] = '\0';
-    *has_vary = pf_cstore_vary(st, key, vary, sizeof(vary));
+    *o = pf_cstore_lookup(st, key, vary, sizeof(vary), has_vary);
     if (!*has_vary)
         return true;
-    return pf_cache_variant_key(&line, 1, pf_cache_req_lines, tx, out, size);
+    if (!pf_cache_variant_key(&line, 1, pf_cache_req_lines, tx, out, size))
+        return false;
+    *o = pf_cstore_get(st, key, out);
+    return true;
 }
 
 /* Nothing fits and the request said only-if-cached: 504 (RFC 9111 §5.2.1.7). */
@@ -427,13 +433,12 @@ enum pf_verdict pf_cache_lookup(const struct pf_cache_conf *c, struct pf_tx *tx,
     struct pf_cobj *o;
     enum pf_verdict v;
 
-    if (!lookup_variant(st, tx, x->key, variant, sizeof(variant), &has_vary)) {
+    if (!lookup_variant(st, tx, x->key, variant, sizeof(variant), &has_vary, &o)) {
         x->fwd = "vary-miss";
         return x->req_cc.only_if_cached ? only_if_cached(tx, x) : PF_NEXT;
     }
     x->variant =
         variant[0] != '\0' ? pf_arena_strndup(pf_tx_arena(tx), variant, strlen(variant)) : "";
-    o = pf_cstore_get(st, x->key, variant);
     if (o == NULL) {
         x->fwd = has_vary ? "vary-miss" : "uri-miss";
         if (pf_cache_l2_of(s) != NULL && !x->l2_done)
@@ -513,8 +518,8 @@ enum pf_verdict pf_cache_refresh_request(struct pf_tx *tx, struct pf_slot *s, st
     bool has_vary;
     struct pf_cobj *o = NULL;
 
-    if (lookup_variant(s->pstate, tx, x->key, variant, sizeof(variant), &has_vary))
-        o = pf_cstore_get(s->pstate, x->key, variant);
+    if (!lookup_variant(s->pstate, tx, x->key, variant, sizeof(variant), &has_vary, &o))
+        o = NULL;
     if (o != NULL &&
         pf_cache_usable(&o->meta, &x->req_cc, &c->policy, now_s()) == PF_CACHE_USE_FRESH) {
         pf_cobj_unref(o); /* refreshed meanwhile */

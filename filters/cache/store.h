@@ -197,6 +197,12 @@ struct pf_cobj *pf_cstore_get(struct pf_cstore *s, const char *key, const char *
  * has no Vary record. Lets a lookup compute the variant key before get.
  */
 bool pf_cstore_vary(struct pf_cstore *s, const char *key, char *out, size_t size);
+/*
+ * A lookup in one step: pf_cstore_vary(key) into out and *has_vary; when there is no Vary record,
+ * pf_cstore_get(key, "") too (one hash, one lock), else NULL (the caller gets the variant).
+ */
+struct pf_cobj *pf_cstore_lookup(struct pf_cstore *s, const char *key, char *out, size_t size,
+                                 bool *has_vary);
 /* Record (replace) the Vary field lines of key; vary NULL removes the record. Records are
  * charged against memory like objects; purge_key removes them too. */
 void pf_cstore_set_vary(struct pf_cstore *s, const char *key, const char *vary);
