@@ -73,8 +73,11 @@ const char *pf_hdrs_get_id(const struct pf_hdrs *h, enum pf_hdr_id id)
 
 const char *pf_hdrs_get(const struct pf_hdrs *h, const char *name)
 {
+    size_t len = strlen(name);
+
     for (unsigned i = 0; i < h->n; i++) {
-        if (strcasecmp(h->v[i].name, name) == 0)
+        /* the length first: most names are ruled out without a comparison */
+        if (h->v[i].name_len == len && strncasecmp(h->v[i].name, name, len) == 0)
             return h->v[i].value;
     }
     return NULL;

@@ -181,6 +181,10 @@ static void put_query(struct out *o, const char *q, const char *end, const char 
     size_t mark = o->len;
 
     put(o, "?", 1);
+    if (n == 0) { /* nothing to drop: the query as it is, parameter by parameter the same bytes */
+        put(o, q, (size_t)(end - q));
+        return;
+    }
     for (;;) {
         const char *e = memchr(q, '&', (size_t)(end - q));
         if (e == NULL)
