@@ -167,6 +167,15 @@ void pf_tx_keep_fetching(struct pf_tx *tx);
 void pf_tx_stop_fetching(struct pf_tx *tx);
 
 /*
+ * On tx's worker: while unpaced (on), the response is read from the upstream
+ * without waiting for the client to take its output, which grows instead; the
+ * filter that asks bounds it (the cache, while requests coalesced on the
+ * response are served from the copy it stores). Turning it on resumes a read
+ * that waits for the client: tx may end in that call.
+ */
+void pf_tx_unpace(struct pf_tx *tx, bool on);
+
+/*
  * Like pf_tx_reply() for an error pilotfish makes itself: JSON body
  * {"error":"CODE",...}, X-Pilotfish-Error: CODE, counted in
  * pilotfish_errors_total{error} and marked in the access log.

@@ -100,6 +100,7 @@ struct pf_tx {
     bool close_after;   /* close the connection after this response */
     bool reply_open;    /* pf_tx_reply_stream(): the reply's body is still coming */
     bool keep_fetching; /* pf_tx_keep_fetching(): a client abort detaches, not aborts */
+    bool unpaced;       /* pf_tx_unpace(): upstream reads ignore the client's backpressure */
     bool detached;      /* ... and it did: in bg_txs until the response is read */
     uint64_t bytes_out; /* response bytes toward the client */
 

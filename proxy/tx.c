@@ -308,6 +308,13 @@ void pf_tx_keep_fetching(struct pf_tx *tx)
     tx->keep_fetching = true;
 }
 
+void pf_tx_unpace(struct pf_tx *tx, bool on)
+{
+    tx->unpaced = on;
+    if (on && tx->uc != NULL)
+        pf_upstream_resume_read(tx->uc); /* a no-op unless it waits for the client */
+}
+
 /* From the loop: a detached fetch nobody needs any more. */
 static void stop_cb(evutil_socket_t fd, short what, void *arg)
 {

@@ -62,6 +62,7 @@ struct cache_ctx {
     struct pf_cgrow *grow;     /* a reference: the leader's response streaming to waiters */
     struct pf_cgrow_sub *sub;  /* a waiter served from another's grow (collapse.c) */
     struct pf_cgrow *sub_grow; /* ... a reference to it */
+    bool replying;             /* ... its streamed reply started */
     uint64_t streamed;         /* ... body bytes handed to the reply */
 };
 
@@ -134,7 +135,7 @@ void pf_cache_collapse_lead(const struct pf_cache_conf *c, struct pf_tx *tx, str
 /* The leader's object was abandoned mid-body (too big): end it, the flight, the fetch. */
 void pf_cache_collapse_abandoned(struct pf_tx *tx, struct pf_slot *s, struct cache_ctx *x);
 /* A body chunk for the waiters; false once the object is abandoned (grew past the max). */
-bool pf_cache_collapse_body(struct cache_ctx *x, struct evbuffer *buf);
+bool pf_cache_collapse_body(struct pf_tx *tx, struct cache_ctx *x, struct evbuffer *buf);
 void pf_cache_collapse_end(struct cache_ctx *x, bool complete);
 enum pf_verdict pf_cache_collapse_start(const struct pf_cache_conf *c, struct pf_tx *tx,
                                         struct pf_slot *s, struct cache_ctx *x, struct pf_cgrow *g);

@@ -950,7 +950,7 @@ static enum pf_verdict cache_on_body(struct pf_tx *tx, struct pf_slot *s, struct
         pf_cobj_builder_abandon(x->b); /* grew past max_object_size: never truncated */
         x->b = NULL;
     }
-    if (x->grow != NULL && !pf_cache_collapse_body(x, b->in))
+    if (x->grow != NULL && !pf_cache_collapse_body(tx, x, b->in))
         pf_cache_collapse_abandoned(tx, s, x);
     evbuffer_add_buffer(b->out, b->in);
     if (b->eos && x->b != NULL) {

@@ -10,13 +10,17 @@
  * object (the last reference). The body is bounded by the max given at
  * creation (max_object_size): past it the object is abandoned, as it is
  * when the fetch fails, so a slow reader never makes anyone buffer more than
- * that; readers copy what they have not sent yet into their own output.
+ * that; readers hand the chunks to their own output by reference (a piece
+ * holds a reference to the object), so N slow readers share one copy.
  *
  * Readers subscribe with a callback; after each append and at the end, every
  * subscriber without a call already on its way gets one pf_worker_call to its
  * worker (so a burst of appends costs one wakeup per reader). A subscription
  * is freed by whichever of unsubscribe and its pending call comes last; both
  * run on the reader's worker, so they never race each other.
+ *
+ * The writer may watch for readers (pf_cgrow_watch): the fetch stops following
+ * its own client's pace while anyone reads (collapse.c).
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -47,6 +51,9 @@ struct pf_cgrow_sub {
     size_t off;       /* ... bytes of it already sent */
     bool started;     /* at is valid */
 };
+
+/* Smaller pieces are copied: a reference costs a chain and an atomic of its own. */
+#define REF_MIN 512
 
 static void notify_locked(struct pf_cgrow *g);
 
@@ -108,7 +115,7 @@ bool pf_cgrow_append(struct pf_cgrow *g, struct evbuffer *buf)
     if (len == 0 || g->state != PF_CGROW_GROWING)
         return g->state == PF_CGROW_GROWING;
     if (g->max_body > 0 && (len > g->max_body || g->body_len > g->max_body - len)) {
-        pf_cgrow_end(g, false); /* grew past max_object_size: abandoned, never truncated */
+        pf_cgrow_drop(g); /* grew past max_object_size: not stored, never truncated */
         return false;
     }
     c = pf_xmalloc(sizeof(*c) + len);
@@ -127,14 +134,61 @@ bool pf_cgrow_append(struct pf_cgrow *g, struct evbuffer *buf)
     return true;
 }
 
-void pf_cgrow_end(struct pf_cgrow *g, bool complete)
+static void end_as(struct pf_cgrow *g, enum pf_cgrow_state st)
 {
     pthread_mutex_lock(&g->lock);
     if (g->state == PF_CGROW_GROWING) {
-        g->state = complete ? PF_CGROW_COMPLETE : PF_CGROW_ABANDONED;
+        g->state = st;
         notify_locked(g);
     }
     pthread_mutex_unlock(&g->lock);
+}
+
+void pf_cgrow_end(struct pf_cgrow *g, bool complete)
+{
+    end_as(g, complete ? PF_CGROW_COMPLETE : PF_CGROW_ABANDONED);
+}
+
+void pf_cgrow_drop(struct pf_cgrow *g)
+{
+    end_as(g, PF_CGROW_DROPPED);
+}
+
+/* On the writer's worker: a reader subscribed. */
+static void watch_cb(struct pf_worker *w, void *arg)
+{
+    struct pf_cgrow *g = arg;
+    void (*fn)(struct pf_worker *, void *);
+    void *fn_arg;
+
+    pthread_mutex_lock(&g->lock);
+    g->wr_pending = false;
+    fn = g->wr_fn;
+    fn_arg = g->wr_arg;
+    pthread_mutex_unlock(&g->lock);
+    if (fn != NULL)
+        fn(w, fn_arg);
+    pf_cgrow_unref(g);
+}
+
+void pf_cgrow_watch(struct pf_cgrow *g, struct pf_worker *w,
+                    void (*fn)(struct pf_worker *w, void *arg), void *arg)
+{
+    pthread_mutex_lock(&g->lock);
+    g->wr_w = w;
+    g->wr_fn = fn;
+    g->wr_arg = arg;
+    pthread_mutex_unlock(&g->lock);
+}
+
+unsigned pf_cgrow_readers(struct pf_cgrow *g)
+{
+    unsigned n;
+
+    pthread_mutex_lock(&g->lock);
+    n = g->n_subs;
+    pthread_mutex_unlock(&g->lock);
+    return n;
 }
 
 enum pf_cgrow_state pf_cgrow_state(struct pf_cgrow *g)
@@ -189,8 +243,14 @@ struct pf_cgrow_sub *pf_cgrow_subscribe(struct pf_cgrow *g, struct pf_worker *w,
     pthread_mutex_lock(&g->lock);
     sub->next = g->subs;
     g->subs = sub;
+    g->n_subs++;
     sub->pending = true; /* a first call: the bytes already there */
     pf_worker_call(w, sub_cb, sub);
+    if (g->wr_fn != NULL && !g->wr_pending) {
+        g->wr_pending = true;
+        atomic_fetch_add_explicit(&g->refs, 1, memory_order_relaxed); /* watch_cb's */
+        pf_worker_call(g->wr_w, watch_cb, g);
+    }
     pthread_mutex_unlock(&g->lock);
     return sub;
 }
@@ -207,8 +267,10 @@ void pf_cgrow_unsubscribe(struct pf_cgrow_sub *sub)
     pthread_mutex_lock(&g->lock);
     for (pp = &g->subs; *pp != NULL && *pp != sub; pp = &(*pp)->next)
         ;
-    if (*pp == sub)
+    if (*pp == sub) {
         *pp = sub->next;
+        g->n_subs--;
+    }
     pending = sub->pending;
     sub->gone = true;
     pthread_mutex_unlock(&g->lock);
@@ -216,6 +278,27 @@ void pf_cgrow_unsubscribe(struct pf_cgrow_sub *sub)
         free(sub);
         pf_cgrow_unref(g);
     }
+}
+
+/* evbuffer_ref_cleanup_cb of a piece of g in a reader's output. */
+static void piece_done(const void *data, size_t len, void *arg)
+{
+    (void)data;
+    (void)len;
+    pf_cgrow_unref(arg);
+}
+
+/* len bytes of g at p onto out: by reference (g stays while out holds them), small ones copied. */
+static void add_piece(struct pf_cgrow *g, struct evbuffer *out, const unsigned char *p, size_t len)
+{
+    if (len >= REF_MIN) {
+        /* the reader's own reference keeps g above zero: never freed under g->lock */
+        pf_cgrow_ref(g);
+        if (evbuffer_add_reference(out, p, len, piece_done, g) == 0)
+            return;
+        pf_cgrow_unref(g);
+    }
+    evbuffer_add(out, p, len);
 }
 
 enum pf_cgrow_state pf_cgrow_read(struct pf_cgrow_sub *sub, struct evbuffer *out)
@@ -232,7 +315,8 @@ enum pf_cgrow_state pf_cgrow_read(struct pf_cgrow_sub *sub, struct evbuffer *out
     }
     /* chunks never change once linked; the lock only orders the reads of next */
     for (c = sub->at; c != NULL; c = c->next) {
-        evbuffer_add(out, c->data + sub->off, c->len - sub->off);
+        if (c->len > sub->off)
+            add_piece(g, out, c->data + sub->off, c->len - sub->off);
         sub->off = c->len;
         sub->at = c;
         if (c->next == NULL)

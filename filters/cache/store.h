@@ -126,7 +126,8 @@ struct pf_cgrow_sub;
 enum pf_cgrow_state {
     PF_CGROW_GROWING = 0,
     PF_CGROW_COMPLETE,  /* the whole body is there */
-    PF_CGROW_ABANDONED, /* the fetch failed or grew past the max: never complete */
+    PF_CGROW_ABANDONED, /* the fetch failed: never complete */
+    PF_CGROW_DROPPED,   /* not stored after all (grew past the max): never complete */
 };
 
 struct pf_cgrow_head {
@@ -156,16 +157,31 @@ struct pf_cgrow {
     struct chunk *first, *last;
     size_t body_len;
     struct pf_cgrow_sub *subs;
+    unsigned n_subs;
+    struct pf_worker *wr_w; /* the writer's watch (pf_cgrow_watch) */
+    void (*wr_fn)(struct pf_worker *w, void *arg);
+    void *wr_arg;
+    bool wr_pending;
 };
 
 /* An empty body with one reference (max_body: 0 = no limit); the head is copied. */
 struct pf_cgrow *pf_cgrow_new(const struct pf_cgrow_head *head, size_t max_body);
 struct pf_cgrow *pf_cgrow_ref(struct pf_cgrow *g);
 void pf_cgrow_unref(struct pf_cgrow *g); /* NULL is fine */
-/* The writer: append a copy of buf (left as it was); false once abandoned (over max_body). */
+/* The writer: append a copy of buf (left as it was); false once ended (dropped past max_body). */
 bool pf_cgrow_append(struct pf_cgrow *g, struct evbuffer *buf);
-/* The writer: the body is complete, or (complete false) abandoned. The first call counts. */
+/* The writer: the body is complete, or (complete false) abandoned. The first end counts. */
 void pf_cgrow_end(struct pf_cgrow *g, bool complete);
+/* The writer: the response is not stored after all (PF_CGROW_DROPPED). The first end counts. */
+void pf_cgrow_drop(struct pf_cgrow *g);
+/*
+ * The writer, on its worker w: fn(w, arg) runs there soon after a reader subscribes (one call on
+ * its way at a time); fn NULL withdraws it (on w: a call on its way then does nothing).
+ */
+void pf_cgrow_watch(struct pf_cgrow *g, struct pf_worker *w,
+                    void (*fn)(struct pf_worker *w, void *arg), void *arg);
+/* Any thread: how many readers are subscribed now. */
+unsigned pf_cgrow_readers(struct pf_cgrow *g);
 /* Any thread: the state now (a GROWING object may end at any time after). */
 enum pf_cgrow_state pf_cgrow_state(struct pf_cgrow *g);
 /* A reader on worker w: fn(w, arg) runs there soon, then after appends and at the end. */
@@ -174,7 +190,11 @@ struct pf_cgrow_sub *pf_cgrow_subscribe(struct pf_cgrow *g, struct pf_worker *w,
                                         void *arg);
 /* On the reader's worker: no more calls; the subscription is freed. NULL is fine. */
 void pf_cgrow_unsubscribe(struct pf_cgrow_sub *sub);
-/* On the reader's worker: append the bytes it has not read yet to out; the state they end in. */
+/*
+ * On the reader's worker: append the bytes it has not read yet to out, by reference (each piece
+ * holds a reference to g until out lets go of it, so readers share one copy); the state they end
+ * in.
+ */
 enum pf_cgrow_state pf_cgrow_read(struct pf_cgrow_sub *sub, struct evbuffer *out);
 
 /* ---- the L1 store ---- */

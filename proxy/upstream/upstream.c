@@ -380,7 +380,7 @@ static bool up_backpressure(struct pf_upconn *uc)
 {
     struct pf_conn *c = uc->tx->conn;
 
-    if (c != NULL && pf_conn_out_len(c) > PF_OUT_HIGH_WATER) {
+    if (c != NULL && !uc->tx->unpaced && pf_conn_out_len(c) > PF_OUT_HIGH_WATER) {
         uc->read_blocked = true;
         pf_stream_read(uc->s, false);
         return true;

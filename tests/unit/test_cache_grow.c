@@ -138,7 +138,7 @@ static void test_grow_reader_gets_every_byte_in_order_with_one_call_per_burst(vo
     assert_int_equal(deliver(), 0);
 }
 
-static void test_grow_past_the_max_is_abandoned(void **state)
+static void test_grow_past_the_max_is_dropped(void **state)
 {
     struct pf_cgrow *g = mk(5);
     struct reader r = {0};
@@ -151,8 +151,8 @@ static void test_grow_past_the_max_is_abandoned(void **state)
     assert_string_equal(r.got, "abcde");
     assert_false(append(g, "f"));
     deliver();
-    assert_int_equal(r.st, PF_CGROW_ABANDONED);
-    pf_cgrow_end(g, true); /* too late: abandoned stays */
+    assert_int_equal(r.st, PF_CGROW_DROPPED); /* not stored: not a failed fetch */
+    pf_cgrow_end(g, true);                    /* too late: dropped stays */
     assert_int_equal(deliver(), 0);
     pf_cgrow_unsubscribe(r.sub);
     pf_cgrow_unref(g);
@@ -195,15 +195,106 @@ static void test_grow_two_readers_and_a_late_one(void **state)
     pf_cgrow_unref(g);
 }
 
+/* Reads into out, for the reference tests. */
+struct holder {
+    struct pf_cgrow_sub *sub;
+    struct evbuffer *out;
+};
+
+static void on_call_keep(struct pf_worker *wk, void *arg)
+{
+    struct holder *h = arg;
+
+    (void)wk;
+    pf_cgrow_read(h->sub, h->out);
+}
+
+static void test_grow_readers_share_the_chunks_by_reference(void **state)
+{
+    struct pf_cgrow *g = mk(0);
+    struct holder a = {NULL, evbuffer_new()}, b = {NULL, evbuffer_new()};
+    char big[4096], got[4096];
+    struct evbuffer_iovec va, vb;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(big); i++)
+        big[i] = (char)('a' + i % 26);
+    assert_true(append(g, "tiny")); /* small pieces are copied */
+    big[sizeof(big) - 1] = '\0';
+    assert_true(append(g, big));
+    a.sub = pf_cgrow_subscribe(g, &w, on_call_keep, &a);
+    b.sub = pf_cgrow_subscribe(g, &w, on_call_keep, &b);
+    assert_int_equal(deliver(), 2);
+    pf_cgrow_end(g, true);
+    deliver();
+    pf_cgrow_unsubscribe(a.sub);
+    pf_cgrow_unsubscribe(b.sub);
+    pf_cgrow_unref(g); /* the readers' outputs still hold the chunks */
+    assert_int_equal(evbuffer_get_length(a.out), 4 + sizeof(big) - 1);
+    evbuffer_drain(a.out, 4);
+    evbuffer_drain(b.out, 4);
+    assert_int_equal(evbuffer_peek(a.out, -1, NULL, &va, 1), 1);
+    assert_int_equal(evbuffer_peek(b.out, -1, NULL, &vb, 1), 1);
+    assert_ptr_equal(va.iov_base, vb.iov_base); /* one copy for both readers */
+    evbuffer_free(b.out);
+    assert_int_equal(evbuffer_remove(a.out, got, sizeof(got)), (int)sizeof(big) - 1);
+    assert_memory_equal(got, big, sizeof(big) - 1);
+    evbuffer_free(a.out); /* the last reference: g goes (a leak or a double free fails ASan) */
+}
+
+struct watcher {
+    unsigned calls;
+    unsigned readers;
+    struct pf_cgrow *g;
+};
+
+static void on_watch(struct pf_worker *wk, void *arg)
+{
+    struct watcher *wt = arg;
+
+    assert_ptr_equal(wk, &w);
+    wt->calls++;
+    wt->readers = pf_cgrow_readers(wt->g);
+}
+
+static void test_grow_watch_tells_the_writer_a_reader_came(void **state)
+{
+    struct pf_cgrow *g = mk(0);
+    struct watcher wt = {0, 0, g};
+    struct reader a = {0}, b = {0}, c = {0};
+
+    (void)state;
+    pf_cgrow_watch(g, &w, on_watch, &wt);
+    assert_int_equal(pf_cgrow_readers(g), 0);
+    a.sub = pf_cgrow_subscribe(g, &w, on_call, &a);
+    b.sub = pf_cgrow_subscribe(g, &w, on_call, &b);
+    assert_int_equal(deliver(), 3); /* two readers' first calls, one watch call */
+    assert_int_equal(wt.calls, 1);
+    assert_int_equal(wt.readers, 2);
+    pf_cgrow_unsubscribe(a.sub);
+    pf_cgrow_unsubscribe(b.sub);
+    assert_int_equal(pf_cgrow_readers(g), 0);
+    c.sub = pf_cgrow_subscribe(g, &w, on_call, &c);
+    pf_cgrow_watch(g, &w, NULL, NULL); /* withdrawn: the call on its way does nothing */
+    pf_cgrow_unsubscribe(c.sub);
+    pf_cgrow_unref(g); /* the pending calls hold g */
+    assert_int_equal(deliver(), 2);
+    assert_int_equal(wt.calls, 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(
             test_grow_reader_gets_every_byte_in_order_with_one_call_per_burst, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_grow_past_the_max_is_abandoned, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_grow_past_the_max_is_dropped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_grow_unsubscribe_with_a_call_pending_never_calls,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_grow_two_readers_and_a_late_one, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_grow_readers_share_the_chunks_by_reference, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_grow_watch_tells_the_writer_a_reader_came, setup,
+                                        teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
