@@ -25,6 +25,7 @@ enum pf_hdr_id {
     PF_H_X_FORWARDED_HOST,
     PF_H_X_REQUEST_ID,
     PF_H_TRACEPARENT,
+    PF_H_DATE,
 };
 
 #define PF_H_IS_HOP(id) ((id) >= PF_H_CONNECTION && (id) <= PF_H_UPGRADE)

@@ -30,7 +30,9 @@ enum pf_hdr_id pf_hdr_classify(const char *name, size_t len)
     case 2:
         return name_is(name, "te", 2) ? PF_H_TE : PF_H_OTHER;
     case 4:
-        return name_is(name, "host", 4) ? PF_H_HOST : PF_H_OTHER;
+        if (name_is(name, "host", 4))
+            return PF_H_HOST;
+        return name_is(name, "date", 4) ? PF_H_DATE : PF_H_OTHER;
     case 6:
         return name_is(name, "expect", 6) ? PF_H_EXPECT : PF_H_OTHER;
     case 7:

@@ -117,7 +117,11 @@ struct pf_tx {
     bool req_buffering;       /* limits.request_buffering: body read before connecting */
     /* this tx's pf_tx_ref() slot + 1, 0 when none */
     uint32_t ref_slot;
-    bool in_chain;       /* inside pf_chain_request() (resume is deferred) */
+    bool in_chain;      /* inside pf_chain_request() (resume is deferred) */
+    uint8_t in_filters; /* inside pf_chain_response() or pf_chain_body(): a failure waits */
+    bool fail_pending;  /* pf_tx_fail() was called from inside the chain: answered after it */
+    int fail_status;    /* ... its status and code */
+    enum pf_error fail_code;
     bool resume_pending; /* pf_tx_resume() was called from inside the chain */
     enum pf_verdict resume_verdict;
     struct evbuffer *body_a; /* scratch for on_body stages */

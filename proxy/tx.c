@@ -354,6 +354,7 @@ void pf_tx_abort(struct pf_tx *tx, enum pf_error why)
 
 static void tx_dispatch(struct pf_tx *tx, enum pf_verdict v);
 static void tx_send_reply(struct pf_tx *tx);
+static bool tx_fail_pending(struct pf_tx *tx);
 
 /* ---- background transactions (no client) ---- */
 
@@ -463,6 +464,8 @@ void pf_tx_start(struct pf_tx *tx)
 
 static void tx_dispatch(struct pf_tx *tx, enum pf_verdict v)
 {
+    if (tx_fail_pending(tx))
+        return;
     switch (v) {
     case PF_NEXT:
         tx->phase = PF_TX_UPSTREAM;
@@ -630,8 +633,40 @@ static bool tx_unsend(struct pf_tx *tx)
     return true;
 }
 
+/*
+ * pf_tx_fail from inside a filter's callback (the upstream failed while a filter held the head, or
+ * the body, in on_response or on_body; or on_request called something that failed): the upstream
+ * goes now, the answer once the chain has returned (tx_fail_pending), since the tx may end in it
+ * and the chain would then go on with the response it was given, a second answer.
+ */
+static bool tx_fail_later(struct pf_tx *tx, int status, enum pf_error code)
+{
+    if (!tx->in_chain && tx->in_filters == 0)
+        return false;
+    if (tx->uc != NULL)
+        pf_upstream_abort(tx);
+    if (!tx->fail_pending) { /* the first failure says why */
+        tx->fail_pending = true;
+        tx->fail_status = status;
+        tx->fail_code = code;
+    }
+    return true;
+}
+
+/* The chain has returned: a failure it deferred is answered now (tx may end). True when so. */
+static bool tx_fail_pending(struct pf_tx *tx)
+{
+    if (!tx->fail_pending || tx->in_chain || tx->in_filters > 0)
+        return false;
+    tx->fail_pending = false;
+    pf_tx_fail(tx, tx->fail_status, tx->fail_code);
+    return true;
+}
+
 void pf_tx_fail(struct pf_tx *tx, int status, enum pf_error code)
 {
+    if (tx_fail_later(tx, status, code))
+        return;
     if (tx->uc != NULL)
         pf_upstream_abort(tx);
     if (tx->head_sent && tx->conn != NULL && !tx->resp_done && tx_unsend(tx)) {
@@ -681,7 +716,15 @@ static void tx_send_reply(struct pf_tx *tx)
 
 bool pf_tx_respond(struct pf_tx *tx)
 {
-    if (pf_chain_response(tx) == PF_FAILED) {
+    enum pf_verdict v;
+
+    tx->in_filters++;
+    v = pf_chain_response(tx);
+    tx->in_filters--;
+    /* failed while a filter held the head: the error instead, past the filters (they saw one) */
+    if (tx_fail_pending(tx))
+        return false;
+    if (v == PF_FAILED) {
         /*
          * The head is half-changed by the filters inside the failed one: send
          * a fresh error reply past every filter. An error reply that failed
@@ -716,20 +759,33 @@ static void tx_body_failed(struct pf_tx *tx)
         pf_tx_free(tx);
 }
 
+/* The body filters over data (NULL: none) and eos; false when tx ended (failed). */
+static bool tx_body_chain(struct pf_tx *tx, struct evbuffer *data, bool eos, struct evbuffer **out)
+{
+    enum pf_verdict v;
+
+    if (tx->body_a == NULL) {
+        tx->body_a = tx_evbuffer(tx);
+        tx->body_b = tx_evbuffer(tx);
+    }
+    tx->in_filters++;
+    v = pf_chain_body(tx, data, eos, out);
+    tx->in_filters--;
+    if (tx_fail_pending(tx))
+        return false;
+    if (v == PF_FAILED) {
+        tx_body_failed(tx);
+        return false;
+    }
+    return true;
+}
+
 bool pf_tx_resp_body(struct pf_tx *tx, struct evbuffer *data)
 {
     struct evbuffer *out = data;
 
-    if (tx->has_body_filters && tx->out_from > 0) {
-        if (tx->body_a == NULL) {
-            tx->body_a = tx_evbuffer(tx);
-            tx->body_b = tx_evbuffer(tx);
-        }
-        if (pf_chain_body(tx, data, false, &out) == PF_FAILED) {
-            tx_body_failed(tx);
-            return false;
-        }
-    }
+    if (tx->has_body_filters && tx->out_from > 0 && !tx_body_chain(tx, data, false, &out))
+        return false;
     pf_conn_send_body(tx, out);
     return true;
 }
@@ -739,14 +795,8 @@ void pf_tx_resp_end(struct pf_tx *tx)
     if (tx->has_body_filters && tx->out_from > 0) {
         struct evbuffer *out;
 
-        if (tx->body_a == NULL) {
-            tx->body_a = tx_evbuffer(tx);
-            tx->body_b = tx_evbuffer(tx);
-        }
-        if (pf_chain_body(tx, NULL, true, &out) == PF_FAILED) {
-            tx_body_failed(tx);
+        if (!tx_body_chain(tx, NULL, true, &out))
             return;
-        }
         pf_conn_send_body(tx, out);
     }
     pf_conn_send_end(tx);
@@ -758,7 +808,7 @@ void pf_tx_fail_retry_after(struct pf_tx *tx, int status, enum pf_error code, ui
 {
     char v[24];
 
-    if (tx->uc != NULL || tx->head_sent || tx->conn == NULL) {
+    if (tx->uc != NULL || tx->head_sent || tx->conn == NULL || tx->in_chain || tx->in_filters > 0) {
         pf_tx_fail(tx, status, code);
         return;
     }

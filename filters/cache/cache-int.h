@@ -52,6 +52,7 @@ struct cache_ctx {
     const char *client_inm;    /* the client's own If-None-Match (arena copy) */
     const char *client_ims;    /* ... If-Modified-Since */
     int64_t req_time;          /* seconds, when the request went upstream */
+    uint64_t gen;              /* the key's purge generation then (pf_cstore_gen) */
     struct pf_cc req_cc;       /* request Cache-Control */
     struct pf_cobj *stale;     /* a reference: the entry revalidated or kept for errors */
     struct pf_cobj *emit;      /* a reference: the body on_body emits at eos */
@@ -140,6 +141,10 @@ static inline void pf_cache_add_value(struct pf_tx *tx, const char *name, const 
  */
 bool pf_cache_resp_field_kept(struct pf_tx *tx, const char *conn_value, const char *targeted,
                               bool withhold, const char *name);
+
+/* merge304.c: the stale entry x->stale updated by tx's 304 (fields, freshness), one reference. */
+struct pf_cobj *pf_cache_merge_304(const struct pf_cache_conf *c, struct pf_tx *tx,
+                                   const struct cache_ctx *x, int64_t now);
 
 /* The leader's fetch is over: wake the requests waiting for it (cache.c). */
 void pf_cache_leader_done(struct pf_slot *s, struct cache_ctx *x);

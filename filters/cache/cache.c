@@ -443,6 +443,7 @@ static enum pf_verdict cache_on_request(struct pf_tx *tx, struct pf_slot *s)
     x->debug_key = c->debug_key;
     x->mode = M_MISS;
     x->req_time = now_s();
+    x->gen = pf_cstore_gen(s->pstate, x->key); /* a purge from now on: nothing stored */
     pf_tx_req_header_each(tx, scan_req, &r);
     pf_cc_parse(&x->req_cc, r.cc, r.n_cc);
     if (r.n_cc == 0 && r.pragma != NULL && strcasecmp(r.pragma, "no-cache") == 0)
@@ -508,66 +509,17 @@ static void replace_response(struct pf_tx *tx, struct pf_slot *s, struct cache_c
     pf_cache_count(r, x->replacing ? o->body_len : 0);
 }
 
-struct merged {
-    struct pf_tx *tx;
-    const struct pf_cobj *o;
-};
-
-/* A header's lines of the 304 when it has them, else the stored ones (RFC 9111 §3.2). */
-static unsigned merged_get(void *arg, const char *name, const char **lines, unsigned max)
-{
-    struct merged *m = arg;
-    unsigned n = resp_get(m->tx, name, lines, max);
-
-    /* the 304's Age describes the refreshed response: the one field not stored that counts */
-    if (n > 0 && (strcasecmp(name, "age") == 0 || pf_cache_header_updated_by_304(name)))
-        return n;
-    n = 0;
-    for (unsigned i = 0; i < m->o->n_hdrs && n < max; i++) {
-        if (strcasecmp(m->o->hdrs[i].name, name) == 0)
-            lines[n++] = m->o->hdrs[i].value;
-    }
-    return n;
-}
-
-struct chdrs {
-    struct pf_arena *a;
-    struct pf_chdr *v;
-    unsigned n, max;
-};
-
-static int collect_chdr(void *arg, const char *name, const char *value)
-{
-    struct chdrs *h = arg;
-
-    if (h->n < h->max) {
-        h->v[h->n].name = name;
-        h->v[h->n].value = value;
-        h->n++;
-    }
-    return 0;
-}
-
 /* A 304 validated the stale entry: update it (headers, freshness), answer from it. */
 static enum pf_verdict revalidated(const struct pf_cache_conf *c, struct pf_tx *tx,
                                    struct pf_slot *s, struct cache_ctx *x, int64_t now)
 {
-    struct merged mg = {tx, x->stale};
-    struct pf_cache_meta m;
-    struct chdrs h = {pf_tx_arena(tx), NULL, 0, 128};
-    struct pf_cobj *o;
+    struct pf_cobj *o = pf_cache_merge_304(c, tx, x, now);
     char vary[VARY_MAX];
 
-    h.v = pf_arena_alloc(h.a, h.max * sizeof(*h.v));
-    pf_tx_resp_header_each(tx, collect_chdr, &h);
-    pf_cache_meta_from_headers(&m, x->stale->status, merged_get, &mg,
-                               c->targeted_header[0] != '\0' ? c->targeted_header : NULL,
-                               x->req_time, now);
-    o = pf_cobj_updated(x->stale, h.v, h.n, &m, now);
     if (o == NULL)
         return PF_FAILED;
-    if (!x->no_store) {
-        pf_cstore_put(s->pstate, o);
+    /* a purge since the request started: the entry stays purged (the client is answered) */
+    if (!x->no_store && pf_cstore_put_at(s->pstate, o, x->gen) == 0) {
         pf_cache_l2_store(c, tx, s, o);
         if (pf_cstore_vary(s->pstate, o->key, vary, sizeof(vary)))
             pf_cache_l2_store_vary(c, tx, s, o, vary); /* its TTL follows the refreshed entry's */
@@ -814,13 +766,18 @@ static enum pf_verdict cache_on_body(struct pf_tx *tx, struct pf_slot *s, struct
     if (b->eos && x->b != NULL) {
         o = pf_cobj_builder_finish(x->b, now_s());
         x->b = NULL;
-        if (o != NULL) {
+        /* purged while it was fetched (key, prefix, tag, invalidation): the purge stands, the
+         * response still goes to its client and to the waiters */
+        if (o != NULL && pf_cstore_gen(s->pstate, x->key) == x->gen) {
             /* a response without Vary drops the record: lookups use variant "" again */
             pf_cstore_set_vary(s->pstate, x->key, x->vary_set ? x->vary : NULL);
-            pf_cstore_put(s->pstate, o);
-            pf_cache_l2_store(s->conf, tx, s, o);
-            if (x->vary_set)
-                pf_cache_l2_store_vary(s->conf, tx, s, o, x->vary);
+            if (pf_cstore_put_at(s->pstate, o, x->gen) == 0) {
+                pf_cache_l2_store(s->conf, tx, s, o);
+                if (x->vary_set)
+                    pf_cache_l2_store_vary(s->conf, tx, s, o, x->vary);
+            }
+        }
+        if (o != NULL) {
             pf_cobj_unref(o);
             pf_cache_collapse_end(x, true);
         }

@@ -182,8 +182,8 @@ static void l2_got(void *arg, const void *data, size_t len)
         vary = pf_cobj_header(o, "vary");
         if (vary != NULL)
             pf_cstore_set_vary(s->pstate, x->key, vary);
-        pf_cstore_put(s->pstate, o);
-        pf_cache_count_l2(true);
+        /* refused when a purge landed since the request started: Redis may have answered first */
+        pf_cache_count_l2(pf_cstore_put_at(s->pstate, o, x->gen) == 0);
     } else if (!x->l2_vary || x->l2_done) {
         pf_cache_count_l2(false);
     }
@@ -210,7 +210,7 @@ static void l2_refresh_got(void *arg, const void *data, size_t len)
         o = pf_cobj_deserialize(data, len, c->max_object_size);
     if (o != NULL && strcmp(o->key, x->key) == 0 && strcmp(o->variant, x->variant) == 0 &&
         pf_cache_usable(&o->meta, &x->req_cc, &c->policy, now_s()) == PF_CACHE_USE_FRESH)
-        used = pf_cstore_put(s->pstate, o) == 0;
+        used = pf_cstore_put_at(s->pstate, o, x->gen) == 0;
     pf_cobj_unref(o);
     pf_cache_count_l2(used);
     if (used)

@@ -17,6 +17,8 @@
 #define ALLOC_OVERHEAD 16
 /* An entry's share of its bucket table: the table doubles at load 1, so at most 2 slots each. */
 #define BUCKET_SHARE (2 * sizeof(void *))
+/* Purge generations per shard: keys share a slot by hash (a collision only costs a store). */
+#define GEN_SLOTS 256
 
 /* One slot of a shard: an object, or a key's Vary record (o == NULL). */
 struct entry {
@@ -38,12 +40,15 @@ struct shard {
     uint64_t tick;      /* counts puts and hits */
     size_t bytes, limit;
     size_t base; /* the initial bucket table, charged from the start */
+    /* bumped (under lock) by every purge of a key of the slot: see pf_cstore_gen */
+    _Atomic uint64_t gens[GEN_SLOTS];
 };
 
 struct pf_cstore {
     unsigned nshards;
     struct shard *shards;
     atomic_uint_fast64_t bytes, objects, evictions;
+    _Atomic uint64_t gen; /* bumped by every purge by prefix or tag */
 };
 
 /* A word at a time (keys are URLs of tens of bytes): multiply-xorshift, then a final mix. */
@@ -68,6 +73,27 @@ static uint64_t key_hash(const char *s)
 static struct shard *shard_of(struct pf_cstore *s, uint64_t h)
 {
     return &s->shards[(h >> 48) & (s->nshards - 1)];
+}
+
+static _Atomic uint64_t *gen_slot(struct shard *sh, uint64_t h)
+{
+    return &sh->gens[(h >> 32) & (GEN_SLOTS - 1)];
+}
+
+/*
+ * Both counters only grow, so their sum is unchanged exactly when neither
+ * changed: one number to keep per fetch, one comparison at store time.
+ */
+static uint64_t gen_of(struct pf_cstore *s, struct shard *sh, uint64_t h)
+{
+    return atomic_load(&s->gen) + atomic_load(gen_slot(sh, h));
+}
+
+uint64_t pf_cstore_gen(struct pf_cstore *s, const char *key)
+{
+    uint64_t h = key_hash(key);
+
+    return gen_of(s, shard_of(s, h), h);
 }
 
 static void list_init(struct entry *head)
@@ -368,7 +394,7 @@ void pf_cstore_set_vary(struct pf_cstore *s, const char *key, const char *vary)
     pthread_mutex_unlock(&sh->lock);
 }
 
-int pf_cstore_put(struct pf_cstore *s, struct pf_cobj *o)
+static int put(struct pf_cstore *s, struct pf_cobj *o, bool check, uint64_t gen)
 {
     uint64_t h = key_hash(o->key);
     struct shard *sh = shard_of(s, h);
@@ -382,6 +408,17 @@ int pf_cstore_put(struct pf_cstore *s, struct pf_cobj *o)
     e->charge = charge;
     e->o = pf_cobj_ref(o);
     pthread_mutex_lock(&sh->lock);
+    /*
+     * Under the shard's lock: a key purge bumps its slot under the same lock, and a prefix or
+     * tag purge bumps the store's count before it locks the shards to scan them, so a put either
+     * sees the new count or is in the shard before the scan.
+     */
+    if (check && gen_of(s, sh, h) != gen) {
+        pthread_mutex_unlock(&sh->lock);
+        pf_cobj_unref(e->o);
+        free(e);
+        return 1;
+    }
     old = find_obj(sh, h, o->key, o->variant);
     if (old)
         unlink_entry(s, sh, old);
@@ -389,6 +426,16 @@ int pf_cstore_put(struct pf_cstore *s, struct pf_cobj *o)
     evict(s, sh, e);
     pthread_mutex_unlock(&sh->lock);
     return 0;
+}
+
+int pf_cstore_put(struct pf_cstore *s, struct pf_cobj *o)
+{
+    return put(s, o, false, 0);
+}
+
+int pf_cstore_put_at(struct pf_cstore *s, struct pf_cobj *o, uint64_t gen)
+{
+    return put(s, o, true, gen);
 }
 
 size_t pf_cstore_purge_key(struct pf_cstore *s, const char *key)
@@ -399,6 +446,7 @@ size_t pf_cstore_purge_key(struct pf_cstore *s, const char *key)
     size_t n = 0;
 
     pthread_mutex_lock(&sh->lock);
+    atomic_fetch_add(gen_slot(sh, h), 1); /* a fetch of key under way does not store */
     pp = &sh->buckets[h & (sh->nbuckets - 1)];
     while ((e = *pp) != NULL) {
         const char *k = e->o ? e->o->key : e->vkey;
@@ -422,6 +470,7 @@ static size_t purge_scan(struct pf_cstore *s, match_fn match, const char *arg)
     size_t n = 0;
     unsigned i;
 
+    atomic_fetch_add(&s->gen, 1); /* fetches under way do not store (see put) */
     for (i = 0; i < s->nshards; i++) {
         struct shard *sh = &s->shards[i];
         struct entry *e, *prev;

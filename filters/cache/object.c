@@ -44,6 +44,7 @@ struct pf_cobj_builder {
     size_t str_len, str_cap, var_off;
     size_t *hdr_off; /* two per header: name, value */
     unsigned n_hdrs, cap_hdrs;
+    size_t head_len; /* of the serialised head block (pf_cobj_head) */
     size_t *tag_off;
     unsigned n_tags, cap_tags;
     unsigned char *body;
@@ -109,6 +110,7 @@ struct pf_cobj_builder *pf_cobj_builder_new(const char *key, const char *variant
     b->str_cap = INL_STR;
     b->hdr_off = b->inl_hdr;
     b->n_hdrs = 0;
+    b->head_len = 0;
     b->cap_hdrs = INL_HDRS;
     b->tag_off = b->inl_tag;
     b->n_tags = 0;
@@ -124,14 +126,16 @@ struct pf_cobj_builder *pf_cobj_builder_new(const char *key, const char *variant
 
 void pf_cobj_builder_header(struct pf_cobj_builder *b, const char *name, const char *value)
 {
-    size_t n;
+    size_t n, nl = strlen(name), vl;
 
     if (b->n_hdrs == b->cap_hdrs)
         b->hdr_off = grow_offs(b->hdr_off, b->inl_hdr, &b->cap_hdrs, 2);
     value = value ? value : "";
-    n = add_str(b, name, strlen(name));
+    vl = strlen(value);
+    n = add_str(b, name, nl);
     b->hdr_off[2 * b->n_hdrs] = n;
-    b->hdr_off[2 * b->n_hdrs + 1] = add_str(b, value, strlen(value));
+    b->hdr_off[2 * b->n_hdrs + 1] = add_str(b, value, vl);
+    b->head_len += nl + vl + 4; /* "name: value\r\n" */
     b->n_hdrs++;
 }
 
@@ -231,6 +235,28 @@ static size_t charge_of(size_t n)
     return ((n + 15) & ~(size_t)15) + PF_COBJ_ALLOC_OVERHEAD;
 }
 
+struct head_block {
+    size_t len;
+    struct pf_hdr *fields; /* o's fields as header-list entries (their strings in o) */
+    unsigned n;
+    unsigned body_len_len;
+    char body_len[24]; /* o->body_len in decimal */
+    char data[];
+};
+
+/* Where a head block's entries start (after len bytes of text, aligned). */
+static size_t fields_at(size_t len)
+{
+    return (sizeof(struct head_block) + len + _Alignof(struct pf_hdr) - 1) &
+           ~(_Alignof(struct pf_hdr) - 1);
+}
+
+/* The bytes of the head block of len bytes of text and n fields. */
+static size_t head_block_size(size_t len, unsigned n)
+{
+    return fields_at(len) + n * sizeof(struct pf_hdr);
+}
+
 struct pf_cobj *pf_cobj_builder_finish(struct pf_cobj_builder *b, int64_t now)
 {
     struct pf_cobj *o = NULL;
@@ -266,7 +292,9 @@ struct pf_cobj *pf_cobj_builder_finish(struct pf_cobj_builder *b, int64_t now)
     o->n_tags = b->n_tags;
     o->status = b->status;
     o->meta = b->meta;
-    o->size = charge_of(total);
+    /* and the head block the first hit makes (pf_cobj_head): charged from the start, so that
+     * objects do not outgrow memory as they are served */
+    o->size = charge_of(total) + charge_of(head_block_size(b->head_len, b->n_hdrs));
     o->stored_at = now;
     atomic_init(&o->refs, 1);
     atomic_fetch_add(&live_objects, 1);
@@ -281,15 +309,6 @@ struct pf_cobj *pf_cobj_ref(struct pf_cobj *o)
         atomic_fetch_add_explicit(&o->refs, 1, memory_order_relaxed);
     return o;
 }
-
-struct head_block {
-    size_t len;
-    struct pf_hdr *fields; /* o's fields as header-list entries (their strings in o) */
-    unsigned n;
-    unsigned body_len_len;
-    char body_len[24]; /* o->body_len in decimal */
-    char data[];
-};
 
 static struct head_block not_plain; /* pf_cobj_head's answer for "no block" */
 
@@ -312,7 +331,7 @@ static struct head_block *head_make(const struct pf_cobj *o,
                                     bool (*plain)(const char *, const char *))
 {
     struct head_block *h;
-    size_t len = 0, n = 0, fields_at;
+    size_t len = 0, n = 0;
 
     for (unsigned i = 0; i < o->n_hdrs; i++) {
         if (!plain(o->hdrs[i].name, NULL))
@@ -320,9 +339,8 @@ static struct head_block *head_make(const struct pf_cobj *o,
         len += strlen(o->hdrs[i].name) + strlen(o->hdrs[i].value) + 4;
     }
     /* the entries follow the text, aligned */
-    fields_at = (sizeof(*h) + len + _Alignof(struct pf_hdr) - 1) & ~(_Alignof(struct pf_hdr) - 1);
-    h = pf_xmalloc(fields_at + o->n_hdrs * sizeof(struct pf_hdr));
-    h->fields = (struct pf_hdr *)((char *)h + fields_at);
+    h = pf_xmalloc(head_block_size(len, o->n_hdrs));
+    h->fields = (struct pf_hdr *)((char *)h + fields_at(len));
     for (unsigned i = 0; i < o->n_hdrs; i++) {
         size_t nl = strlen(o->hdrs[i].name), vl = strlen(o->hdrs[i].value);
 
@@ -455,6 +473,13 @@ static void add_304_lines(struct pf_cobj_builder *b, const struct pf_chdr *h, un
 struct pf_cobj *pf_cobj_updated(const struct pf_cobj *o, const struct pf_chdr *hdrs304, unsigned n,
                                 const struct pf_cache_meta *meta, int64_t now)
 {
+    return pf_cobj_updated_if(o, hdrs304, n, meta, now, NULL, NULL);
+}
+
+struct pf_cobj *pf_cobj_updated_if(const struct pf_cobj *o, const struct pf_chdr *hdrs304,
+                                   unsigned n, const struct pf_cache_meta *meta, int64_t now,
+                                   pf_cobj_keep_fn keep, void *arg)
+{
     struct pf_cobj_builder *b = pf_cobj_builder_new(o->key, o->variant, o->status, meta, 0);
     unsigned i, j;
 
@@ -462,6 +487,8 @@ struct pf_cobj *pf_cobj_updated(const struct pf_cobj *o, const struct pf_chdr *h
         const char *name = o->hdrs[i].name;
         bool first = true;
 
+        if (keep != NULL && !in_304(hdrs304, n, name) && !keep(arg, name))
+            continue;
         if (!in_304(hdrs304, n, name)) {
             pf_cobj_builder_header(b, name, o->hdrs[i].value);
             continue;

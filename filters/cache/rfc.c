@@ -728,3 +728,11 @@ bool pf_cache_header_updated_by_304(const char *name)
         return false;
     return !in_list(name, kept, sizeof(kept) / sizeof(kept[0]));
 }
+
+bool pf_cache_304_field_merged(pf_cache_hdr_fn merged, void *arg, const char *targeted,
+                               const char *conn_value, const char *name)
+{
+    return pf_cache_header_updated_by_304(name) && pf_cache_header_stored(name, conn_value) &&
+           strcasecmp(name, "cache-status") != 0 &&
+           !pf_cache_field_withheld(merged, arg, targeted, name);
+}

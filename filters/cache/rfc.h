@@ -177,6 +177,16 @@ bool pf_cache_field_withheld(pf_cache_hdr_fn get, void *arg, const char *targete
 bool pf_cache_header_updated_by_304(const char *name);
 
 /*
+ * Is field `name` of a 304 merged into the stored response it validated? When
+ * pf_cache_header_updated_by_304 holds, the 304's Connection (conn_value, may be NULL) does not
+ * name it, it is not a Cache-Status, and the Cache-Control of the merged response (merged: the
+ * 304's fields over the stored ones) does not withhold it with a qualified no-cache="..." or
+ * private="..." (pf_cache_field_withheld): a withheld field is not stored, from a 304 either.
+ */
+bool pf_cache_304_field_merged(pf_cache_hdr_fn merged, void *arg, const char *targeted,
+                               const char *conn_value, const char *name);
+
+/*
  * The variant key of a request for the Vary field lines of a stored
  * response: the listed request headers' values, normalised (names
  * lower-cased, members trimmed, empty members dropped, several Vary lines

@@ -44,7 +44,7 @@ struct pf_cobj {
     struct pf_cache_meta meta;
     const char *const *tags; /* from the tag header, split on spaces */
     unsigned n_tags;
-    size_t size;       /* bytes charged against memory: key, headers, body, bookkeeping */
+    size_t size; /* bytes charged against memory: key, headers, body, head block, bookkeeping */
     int64_t stored_at; /* seconds since the epoch */
     /* private to object.c / mem.c below */
     _Atomic unsigned refs;
@@ -104,6 +104,11 @@ const char *pf_cobj_header(const struct pf_cobj *o, const char *name);
  */
 struct pf_cobj *pf_cobj_updated(const struct pf_cobj *o, const struct pf_chdr *hdrs304, unsigned n,
                                 const struct pf_cache_meta *meta, int64_t now);
+/* The same, without the stored fields for which keep(arg, name) is false (none when NULL). */
+typedef bool (*pf_cobj_keep_fn)(void *arg, const char *name);
+struct pf_cobj *pf_cobj_updated_if(const struct pf_cobj *o, const struct pf_chdr *hdrs304,
+                                   unsigned n, const struct pf_cache_meta *meta, int64_t now,
+                                   pf_cobj_keep_fn keep, void *arg);
 
 /*
  * Append o's body to out without copying: the evbuffer holds a reference on
@@ -233,6 +238,16 @@ void pf_cstore_set_vary(struct pf_cstore *s, const char *key, const char *vary);
  * store's share are refused (-1). Returns 0.
  */
 int pf_cstore_put(struct pf_cstore *s, struct pf_cobj *o);
+
+/*
+ * The purge generation of key: a number that changes whenever key may have
+ * been purged (by key, prefix or tag, an invalidation included). A fetch
+ * takes it as it starts and stores with pf_cstore_put_at, so that a purge
+ * that landed while it was under way is not undone by its response.
+ */
+uint64_t pf_cstore_gen(struct pf_cstore *s, const char *key);
+/* pf_cstore_put unless key's generation is no longer gen: then 1, nothing stored. */
+int pf_cstore_put_at(struct pf_cstore *s, struct pf_cobj *o, uint64_t gen);
 
 /* Remove: one key (every variant), every key starting with prefix, every object tagged tag. */
 size_t pf_cstore_purge_key(struct pf_cstore *s, const char *key);

@@ -343,6 +343,14 @@ static void up_handle_head(struct pf_upconn *uc)
         }
         return;
     }
+    /* RFC 9110 §6.6.1: a recipient with a clock adds the Date an upstream left out (the
+     * worker's string of this second, copied: it changes with the second) */
+    if (pf_hdrs_get_id(&tx->resp, PF_H_DATE) == NULL) {
+        const char *date = pf_http_date();
+        size_t n = strlen(date);
+
+        pf_hdrs_add_ref(tx->arena, &tx->resp, "Date", 4, pf_arena_strndup(tx->arena, date, n), n);
+    }
     tx->t_up_head = pf_now_us();
     if (tx->timer_set) {
         event_del(&tx->timer);

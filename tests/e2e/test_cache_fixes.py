@@ -91,6 +91,25 @@ def test_cache_fix_qualified_private_and_no_cache_fields():
             assert (r.header("X-A") is None) == (i == 1), (directive, r.headers)
 
 
+# ---- a 304 does not bring back a field that a qualified no-cache= / private= withholds ----
+
+def test_cache_fix_304_merge_keeps_withheld_fields_out():
+    o, p = start()
+    with o, p:
+        for i, directive in enumerate(['private="X-Secret"', 'no-cache="X-Secret"']):
+            # max-age=0: every later request revalidates, and the 304 carries X-Secret too
+            t = ("/w304_%d?etag=v1&" % i + cc("max-age=0, " + directive) +
+                 "&header=X-Secret:s&header=X-Other:o")
+            first = p.get(t)
+            assert_miss(first)
+            assert first.header("X-Secret") == "s", first.headers  # the fetch keeps it
+            for _ in range(2):
+                r = p.get(t)
+                assert r.status == 200 and "fwd-status=304" in status_of(r), (r, status_of(r))
+                assert r.header("X-Secret") is None, (directive, r.headers)
+                assert r.header("X-Other") == "o", r.headers
+
+
 # ---- 4g: the 304 the cache generates has the 200's Vary, ETag, Cache-Control ----
 
 def test_cache_fix_generated_304_has_the_200s_headers():

@@ -68,6 +68,20 @@ def test_cache_hit_replays_the_stored_fields_once_each():
         assert fields(hit) == want, (hit.headers, miss.headers)
 
 
+def test_cache_hit_replays_the_date_pilotfish_added():
+    """The origin sends no Date: the miss carries the one pilotfish added (RFC 9110 §6.6.1),
+    stored with the response, so the hit replays that same Date, once."""
+    o, p = start()
+    with o, p:
+        t = "/hd?size=10&%s" % HOUR
+        miss = p.get(t)
+        hit = p.get(t)
+        assert hit.header("Cache-Status").startswith("pilotfish; hit"), hit.headers
+        assert names(miss).count("date") == 1, miss.headers
+        assert names(hit).count("date") == 1, hit.headers
+        assert hit.header("Date") == miss.header("Date")
+
+
 def test_cache_hit_head_304_and_range_heads():
     o, p = start()
     with o, p:

@@ -277,6 +277,25 @@ def test_proxy_drops_hop_by_hop_response_headers():
         assert c.request("GET", "/").status == 200
 
 
+IMF_FIXDATE = re.compile(r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} "
+                         r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} "
+                         r"\d{2}:\d{2}:\d{2} GMT$")
+
+
+def test_proxy_adds_date_when_the_origin_has_none():
+    """RFC 9110 §6.6.1: pf-origin sends no Date; pilotfish adds one (and only one), to every
+    status; an origin's own Date is forwarded as it is."""
+    o, p = start()
+    with o, p, p.conn() as c:
+        for target in ["/", "/?status=404", "/?status=503", "/?status=204", "/?chunked=1"]:
+            r = c.request("GET", target)
+            dates = r.header_all("Date")
+            assert len(dates) == 1 and IMF_FIXDATE.match(dates[0]), (target, r.headers)
+        own = "Sun, 06 Nov 1994 08:49:37 GMT"
+        r = c.request("GET", "/?header=Date:" + own.replace(" ", "+"))
+        assert r.header_all("Date") == [own], r.headers
+
+
 def test_proxy_expect_100_continue():
     o, p = start()
     with o, p, p.conn() as c:

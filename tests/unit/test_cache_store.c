@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <cmocka.h>
 #include <malloc.h>
@@ -390,7 +391,7 @@ static size_t heap_in_use(void)
  */
 static void test_heap_growth_within_125_percent(void **state)
 {
-    size_t memory = 4 << 20, before, peak = 0;
+    size_t memory = 4 << 20, before, peak = 0, len;
     struct pf_cstore *s;
     char key[48];
     unsigned i;
@@ -407,6 +408,7 @@ static void test_heap_growth_within_125_percent(void **state)
         o = mk(key, i % 2 ? "accept-encoding=gzip" : "",
                i % 3 ? (i * 7919u) % 400 : (i * 7919u) % 6000, "t1 t2");
         assert_int_equal(pf_cstore_put(s, o), 0);
+        assert_non_null(pf_cobj_head(o, all_plain, &len)); /* as its first hit does */
         pf_cobj_unref(o);
         if (i % 16 == 0 && heap_in_use() - before > peak)
             peak = heap_in_use() - before;
@@ -414,6 +416,31 @@ static void test_heap_growth_within_125_percent(void **state)
     assert_true(peak > memory / 2); /* the flood did fill the store */
     assert_true(peak <= memory + memory / 4);
     pf_cstore_free(s);
+}
+
+/* An object's charge covers what malloc holds for it once its head block is made (a hit). */
+static void test_head_block_charged(void **state)
+{
+    struct pf_cache_meta m = meta0();
+    struct pf_cobj_builder *b;
+    struct pf_cobj *o;
+    char big[1001];
+    size_t before = heap_in_use(), len;
+
+    (void)state;
+    memset(big, 'v', 1000);
+    big[1000] = '\0';
+    b = pf_cobj_builder_new("k", "", 200, &m, 0);
+    pf_cobj_builder_header(b, "X-Big", big);
+    pf_cobj_builder_body_bytes(b, "hi", 2);
+    o = pf_cobj_builder_finish(b, 1);
+    /* the value is held twice: in the object and in "X-Big: value\r\n" */
+    assert_true(o->size >= 2 * 1000 + 2 + sizeof(*o));
+    assert_non_null(pf_cobj_head(o, all_plain, &len));
+    assert_int_equal(len, 1000 + 9);
+    if (before != 0) /* mallinfo2 reports (not under the sanitizers) */
+        assert_true(heap_in_use() - before <= o->size);
+    pf_cobj_unref(o);
 }
 
 static void test_too_big_refused(void **state)
@@ -804,6 +831,86 @@ static void test_two_threads(void **state)
     assert_int_equal(pf_cobj_live(), live);
 }
 
+/* put_at with the generation taken before a purge stores nothing; taken after, it stores. */
+static void put_at_expect(struct pf_cstore *s, const char *key, uint64_t gen, int want)
+{
+    struct pf_cobj *o = mk(key, "", 10, "red");
+
+    assert_int_equal(pf_cstore_put_at(s, o, gen), want);
+    pf_cobj_unref(o);
+}
+
+static void test_put_at_after_purge(void **state)
+{
+    struct pf_cstore *s = pf_cstore_new(1 << 20, 4);
+    uint64_t g = pf_cstore_gen(s, "GET/a"), other = pf_cstore_gen(s, "GET/b");
+    struct pf_cobj *got;
+
+    (void)state;
+    assert_int_equal(pf_cstore_gen(s, "GET/a"), g); /* stable without purges */
+    put_at_expect(s, "GET/a", g, 0);
+    /* a key purge moves its key's generation (stored or not) and not that of another key */
+    assert_int_equal(pf_cstore_purge_key(s, "GET/a"), 1);
+    assert_int_not_equal(pf_cstore_gen(s, "GET/a"), g);
+    put_at_expect(s, "GET/a", g, 1);
+    assert_null(pf_cstore_get(s, "GET/a", ""));
+    assert_int_equal(pf_cstore_purge_key(s, "GET/nothing"), 0);
+    assert_int_equal(pf_cstore_gen(s, "GET/b"), other);
+    put_at_expect(s, "GET/b", other, 0);
+    /* a fetch that starts after the purge stores */
+    g = pf_cstore_gen(s, "GET/a");
+    put_at_expect(s, "GET/a", g, 0);
+    got = pf_cstore_get(s, "GET/a", "");
+    assert_non_null(got);
+    pf_cobj_unref(got);
+    /* prefix and tag purges move every key's generation, even when they match nothing */
+    g = pf_cstore_gen(s, "GET/c");
+    assert_int_equal(pf_cstore_purge_prefix(s, "GET/zzz"), 0);
+    put_at_expect(s, "GET/c", g, 1);
+    g = pf_cstore_gen(s, "GET/c");
+    assert_int_equal(pf_cstore_purge_tag(s, "blue"), 0);
+    put_at_expect(s, "GET/c", g, 1);
+    assert_null(pf_cstore_get(s, "GET/c", ""));
+    /* plain put is not checked (an L2 fill of a fresh lookup, tests) */
+    put_new(s, "GET/c");
+    pf_cstore_free(s);
+}
+
+static bool not_x_secret(void *arg, const char *name)
+{
+    (*(int *)arg)++;
+    return strcasecmp(name, "X-Secret") != 0;
+}
+
+/* pf_cobj_updated_if drops the stored fields keep refuses, and asks only for those not in the 304.
+ */
+static void test_304_update_keep(void **state)
+{
+    struct pf_cache_meta m = meta0();
+    struct pf_cobj_builder *b = pf_cobj_builder_new("k", "", 200, &m, 0);
+    struct pf_chdr h304[] = {{"ETag", "\"v2\""}};
+    struct pf_cobj *o, *u;
+    int asked = 0;
+
+    (void)state;
+    pf_cobj_builder_header(b, "ETag", "\"v1\"");
+    pf_cobj_builder_header(b, "X-Secret", "s");
+    pf_cobj_builder_header(b, "Content-Type", "text/plain");
+    o = pf_cobj_builder_finish(b, 10);
+    u = pf_cobj_updated_if(o, h304, 1, &m, 20, not_x_secret, &asked);
+    assert_non_null(u);
+    assert_int_equal(asked, 2); /* X-Secret, Content-Type; ETag comes from the 304 */
+    assert_int_equal(u->n_hdrs, 2);
+    assert_string_equal(pf_cobj_header(u, "etag"), "\"v2\"");
+    assert_null(pf_cobj_header(u, "x-secret"));
+    assert_string_equal(pf_cobj_header(u, "content-type"), "text/plain");
+    pf_cobj_unref(u);
+    u = pf_cobj_updated_if(o, h304, 1, &m, 20, NULL, NULL);
+    assert_string_equal(pf_cobj_header(u, "x-secret"), "s");
+    pf_cobj_unref(u);
+    pf_cobj_unref(o);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -819,12 +926,15 @@ int main(void)
         cmocka_unit_test(test_replacement),
         cmocka_unit_test(test_byte_accounting_flood),
         cmocka_unit_test(test_heap_growth_within_125_percent),
+        cmocka_unit_test(test_head_block_charged),
         cmocka_unit_test(test_too_big_refused),
         cmocka_unit_test(test_vary_record_and_variants),
         cmocka_unit_test(test_lookup_one_step),
         cmocka_unit_test(test_vary_records_bounded),
         cmocka_unit_test(test_purge_prefix_and_tag),
+        cmocka_unit_test(test_put_at_after_purge),
         cmocka_unit_test(test_304_update_copy),
+        cmocka_unit_test(test_304_update_keep),
         cmocka_unit_test(test_body_to_range_zero_copy),
         cmocka_unit_test(test_serialize_round_trip),
         cmocka_unit_test(test_deserialize_rejects_damage),

@@ -557,6 +557,92 @@ static void test_chain_without_on_body_has_no_body_filters(void **state)
     evbuffer_free(res);
 }
 
+/* ---- the upstream failing while a filter holds the head or the body ---- */
+
+/*
+ * on_response (or on_body) during which the upstream fails: pf_tx_fail, as upstream.c calls it.
+ * The transaction must not be answered, and end, while the filter still holds what it was given:
+ * the chain would then go on and answer a second time (the response it was handed) with a
+ * transaction that is gone.
+ */
+static void fail_inside(struct pf_tx *tx, struct pf_slot *s, const char *where)
+{
+    struct pf_tx_ref ref = pf_tx_ref(tx);
+
+    log_call("%s-fails:%u", where, ((struct tconf *)id_of(s))->id);
+    pf_tx_fail(tx, 502, PF_ERR_RESET);
+    assert_ptr_equal(pf_tx_deref(ref), tx); /* not answered yet: still the filter's */
+}
+
+static enum pf_verdict upfail_on_response(struct pf_tx *tx, struct pf_slot *s)
+{
+    fail_inside(tx, s, "resp");
+    return PF_NEXT;
+}
+
+static enum pf_verdict upfail_on_body(struct pf_tx *tx, struct pf_slot *s, struct pf_body *b)
+{
+    evbuffer_add_buffer(b->out, b->in);
+    if (b->eos)
+        fail_inside(tx, s, "eos");
+    return PF_NEXT;
+}
+
+static const struct pf_filter_ops upfail_resp_ops = {
+    .name = "upfail",
+    .on_request = rec_on_request,
+    .on_response = upfail_on_response,
+    .on_done = rec_on_done,
+};
+
+static const struct pf_filter_ops upfail_body_ops = {
+    .name = "upfail",
+    .on_request = rec_on_request,
+    .on_response = rec_on_response,
+    .on_body = upfail_on_body,
+    .on_done = rec_on_done,
+};
+
+static struct pf_tx *upfail_chain(const struct pf_filter_ops *middle)
+{
+    const struct pf_filter_ops *const ops[] = {&rec_ops, middle, &rec_ops};
+    static const unsigned order[] = {0, 1, 2};
+    struct pf_tx *tx = chain_build(3, ops, 3, order);
+
+    assert_int_equal(pf_chain_request(tx), PF_NEXT);
+    tx->phase = PF_TX_UPSTREAM; /* the upstream's response head has come */
+    tx->status = 200;
+    return tx;
+}
+
+static void test_chain_upstream_failing_in_on_response_answers_once_after_it(void **state)
+{
+    struct pf_tx *tx = upfail_chain(&upfail_resp_ops);
+
+    (void)state;
+    fx.tx_freed = true; /* no client: the failure ends the transaction */
+    assert_false(pf_tx_respond(tx));
+    /* every filter saw the response, none its error; then one end */
+    assert_string_equal(
+        calls, "req:0 req:1 req:2 resp:2/200 resp-fails:1 resp:0/200 done:2 done:1 done:0");
+    assert_int_equal(fx.w.errors[PF_ERR_RESET], 1);
+    assert_int_equal(fx.w.requests, 1);
+}
+
+static void test_chain_upstream_failing_in_on_body_answers_once_after_it(void **state)
+{
+    struct pf_tx *tx = upfail_chain(&upfail_body_ops);
+
+    (void)state;
+    assert_true(pf_tx_respond(tx));
+    fx.tx_freed = true;
+    pf_tx_resp_end(tx);
+    assert_string_equal(calls, "req:0 req:1 req:2 resp:2/200 resp:1/200 resp:0/200 eos:2 "
+                               "eos-fails:1 eos:0 done:2 done:1 done:0");
+    assert_int_equal(fx.w.errors[PF_ERR_RESET], 1);
+    assert_int_equal(fx.w.requests, 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -578,6 +664,8 @@ int main(void)
         T(test_chain_body_fails_when_filter_leaves_input),
         T(test_chain_null_callbacks_are_pass_through),
         T(test_chain_without_on_body_has_no_body_filters),
+        T(test_chain_upstream_failing_in_on_response_answers_once_after_it),
+        T(test_chain_upstream_failing_in_on_body_answers_once_after_it),
 #undef T
     };
 
