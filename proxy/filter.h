@@ -40,6 +40,7 @@ struct pf_worker;
 struct pf_conf_node;
 struct pf_err;
 struct pf_arena;
+struct pf_hdr;
 struct evbuffer;
 
 enum pf_verdict {
@@ -283,6 +284,9 @@ void pf_tx_resp_header_add(struct pf_tx *tx, const char *name, const char *value
 /* Append one more header without copying name and value: they must stay valid, unchanged, until
  * the transaction ends (e.g. they live in an object the filter holds a reference on until then). */
 void pf_tx_resp_header_add_ref(struct pf_tx *tx, const char *name, const char *value);
+/* Append n headers at once, borrowed like pf_tx_resp_header_add_ref's: entries prepared with
+ * their lengths and ids (pf_hdr_classify), e.g. kept with a stored object. */
+void pf_tx_resp_fields_ref(struct pf_tx *tx, const struct pf_hdr *v, unsigned n);
 /*
  * The fields added since the reply (all of them, in order) serialised in raw,
  * "Name: value\r\n" each, none hop-by-hop or Content-Length (borrowed like

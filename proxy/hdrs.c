@@ -75,8 +75,11 @@ const char *pf_hdrs_get_id(const struct pf_hdrs *h, enum pf_hdr_id id)
 
 const char *pf_hdrs_get(const struct pf_hdrs *h, const char *name)
 {
+    size_t len = strlen(name);
+
     for (unsigned i = 0; i < h->n; i++) {
-        if (strcasecmp(h->v[i].name, name) == 0)
+        /* the length first: most names are ruled out without a comparison */
+        if (h->v[i].name_len == len && strncasecmp(h->v[i].name, name, len) == 0)
             return h->v[i].value;
     }
     return NULL;
@@ -89,18 +92,37 @@ void pf_hdrs_add(struct pf_arena *a, struct pf_hdrs *h, const char *name, const 
     pf_hdrs_add_ref(a, h, pf_arena_strndup(a, name, nl), nl, pf_arena_strndup(a, value, vl), vl);
 }
 
+/* Room for `more` entries after the n there are (not zeroed: every entry is written whole). */
+static void reserve(struct pf_arena *a, struct pf_hdrs *h, unsigned more)
+{
+    unsigned cap = h->cap ? h->cap : 16;
+    struct pf_hdr *v;
+
+    if (h->n + more <= h->cap)
+        return;
+    while (cap < h->n + more)
+        cap *= 2;
+    v = pf_arena_alloc_raw(a, cap * sizeof(*v));
+    if (h->n > 0)
+        memcpy(v, h->v, h->n * sizeof(*v));
+    h->v = v;
+    h->cap = cap;
+}
+
+void pf_hdrs_add_many(struct pf_arena *a, struct pf_hdrs *h, const struct pf_hdr *v, unsigned n)
+{
+    if (n == 0)
+        return;
+    reserve(a, h, n);
+    memcpy(h->v + h->n, v, n * sizeof(*v));
+    h->n += n;
+}
+
 void pf_hdrs_add_ref(struct pf_arena *a, struct pf_hdrs *h, const char *name, size_t nl,
                      const char *value, size_t vl)
 {
-    if (h->n == h->cap) {
-        unsigned cap = h->cap ? h->cap * 2 : 16;
-        struct pf_hdr *v = pf_arena_alloc(a, cap * sizeof(*v));
-
-        if (h->n > 0)
-            memcpy(v, h->v, h->n * sizeof(*v));
-        h->v = v;
-        h->cap = cap;
-    }
+    if (h->n == h->cap)
+        reserve(a, h, 1);
     h->v[h->n].name = name;
     h->v[h->n].name_len = (uint32_t)nl;
     h->v[h->n].value = value;

@@ -22,6 +22,8 @@ void pf_hdrs_add(struct pf_arena *a, struct pf_hdrs *h, const char *name, const 
 /* Append name: value as they are (not copied: they must outlive the list), classified. */
 void pf_hdrs_add_ref(struct pf_arena *a, struct pf_hdrs *h, const char *name, size_t name_len,
                      const char *value, size_t value_len);
+/* Append n entries as they are (classified already; their strings must outlive the list). */
+void pf_hdrs_add_many(struct pf_arena *a, struct pf_hdrs *h, const struct pf_hdr *v, unsigned n);
 /* Remove every header called name, keeping the order of the others. */
 void pf_hdrs_del(struct pf_hdrs *h, const char *name);
 

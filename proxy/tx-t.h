@@ -84,6 +84,7 @@ struct pf_tx {
     const char *request_id;
     char traceparent[64];
     char trace_id[33];
+    bool ids_due; /* pf_tx_start ran: the ids above are made when needed (pf_tx_ids) */
 
     /* response */
     int status;

@@ -130,6 +130,11 @@ void pf_tx_resp_header_add_ref(struct pf_tx *tx, const char *name, const char *v
     pf_hdrs_add_ref(tx->arena, &tx->resp, name, strlen(name), value, strlen(value));
 }
 
+void pf_tx_resp_fields_ref(struct pf_tx *tx, const struct pf_hdr *v, unsigned n)
+{
+    pf_hdrs_add_many(tx->arena, &tx->resp, v, n);
+}
+
 void pf_tx_resp_header_del(struct pf_tx *tx, const char *name)
 {
     tx->resp_raw = NULL;
@@ -188,6 +193,14 @@ bool pf_tx_client_privileged(const struct pf_tx *tx)
 
 /* ---- lifetime ---- */
 
+void pf_tx_ids(struct pf_tx *tx)
+{
+    if (tx->request_id == NULL)
+        pf_trace_request_id(tx);
+    if (tx->traceparent[0] == '\0')
+        pf_trace_start(tx);
+}
+
 static void evbuffer_free_cb(void *arg)
 {
     evbuffer_free(arg);
@@ -245,8 +258,11 @@ void pf_tx_free(struct pf_tx *tx)
     if (tx->route == NULL && !tx->is_admin)
         pf_stats_count_unrouted(tx); /* no chain ran, so no metrics filter either */
     tx->w->requests++;
-    if (!pf_alog_is_off() && !tx->is_admin)
+    if (!pf_alog_is_off() && !tx->is_admin) {
+        if (tx->ids_due)
+            pf_tx_ids(tx); /* not for a request refused while its head was read */
         pf_accesslog_write(tx);
+    }
     pf_server_wconf_unref(tx->w, tx->wc);
     pf_arena_free(tx->arena);
 }
@@ -416,8 +432,7 @@ void pf_tx_abort_background(struct pf_worker *w)
 void pf_tx_start(struct pf_tx *tx)
 {
     tx->phase = PF_TX_FILTERS;
-    pf_trace_request_id(tx);
-    pf_trace_start(tx);
+    tx->ids_due = true; /* made when needed: a reply from a filter (a cache hit) needs none */
     if (tx->is_admin) {
         /* refused on the head alone: the body is never read */
         if (!pf_admin_head_ok(tx)) {
@@ -454,6 +469,7 @@ static void tx_dispatch(struct pf_tx *tx, enum pf_verdict v)
     switch (v) {
     case PF_NEXT:
         tx->phase = PF_TX_UPSTREAM;
+        pf_tx_ids(tx);
         pf_upstream_start(tx);
         break;
     case PF_REPLIED:

@@ -22,6 +22,13 @@ struct pf_tx *pf_tx_new(struct pf_conn *c);
  */
 void pf_tx_start(struct pf_tx *tx);
 
+/*
+ * tx's X-Request-Id and traceparent (pf_trace_request_id, pf_trace_start), made when something
+ * needs them (the upstream request, the access log), not for every request: a reply from a
+ * filter, e.g. a cache hit, needs neither. Made once; a no-op after.
+ */
+void pf_tx_ids(struct pf_tx *tx);
+
 /* Request body data arrived (de-framed): move len bytes out of src. */
 void pf_tx_req_body(struct pf_tx *tx, struct evbuffer *src, size_t len);
 /* The request is complete. */

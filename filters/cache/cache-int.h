@@ -59,7 +59,7 @@ struct cache_ctx {
     struct pf_cobj_builder *b; /* the object being stored */
     const char *conn_value;    /* the response's Connection, while its headers are copied */
     bool vary_set;             /* the response had Vary: record it with the put */
-    char vary[VARY_MAX];       /* ... its lines, comma-joined */
+    char *vary;                /* ... its lines, comma-joined (arena, VARY_MAX bytes) */
     struct pf_cgrow *grow;     /* a reference: the leader's response streaming to waiters */
     struct pf_cgrow_sub *sub;  /* a waiter served from another's grow (collapse.c) */
     struct pf_cgrow *sub_grow; /* ... a reference to it */
@@ -81,6 +81,22 @@ enum pf_verdict pf_cache_lookup(const struct pf_cache_conf *c, struct pf_tx *tx,
 enum pf_verdict pf_cache_after_lookup(const struct pf_cache_conf *c, struct pf_tx *tx,
                                       struct pf_slot *s, struct cache_ctx *x, enum pf_verdict v);
 enum pf_verdict pf_cache_refresh_request(struct pf_tx *tx, struct pf_slot *s, struct cache_ctx *x);
+
+/* hit.c: answer tx from o (a hit), the whole body or one range of it: PF_REPLIED (PF_FAILED). */
+enum pf_verdict pf_cache_serve(const struct pf_cache_conf *c, struct pf_tx *tx, struct cache_ctx *x,
+                               struct pf_cobj *o, enum pf_cache_result r, const char *extra);
+/* The stored head of o, Age and Content-Length (len), added to the response's (empty) head. */
+void pf_cache_put_stored_head(struct pf_tx *tx, struct pf_cobj *o, int status, size_t len,
+                              int64_t now);
+/* Does the client's own conditional match o (answered 304)? */
+bool pf_cache_client_not_modified(const struct cache_ctx *x, const struct pf_cobj *o);
+
+/* ttl= of Cache-Status: freshness left, negative when stale. */
+static inline long long pf_cache_ttl_of(const struct pf_cache_conf *c, const struct pf_cobj *o,
+                                        int64_t now)
+{
+    return (long long)(pf_cache_lifetime(&o->meta, &c->policy) - pf_cache_age(&o->meta, now));
+}
 
 /* The field lines of request header name of tx (arg), at most max (a pf_cache_hdr_fn). */
 unsigned pf_cache_req_lines(void *arg, const char *name, const char **lines, unsigned max);

@@ -2,8 +2,8 @@
  * filters/cache/cache.c: the cache filter (docs/filters/cache.md).
  *
  * on_request computes the key, looks the request up in the L1 store and
- * either answers from it (a hit: the stored head, an Age, and the stored
- * body appended by reference, never copied), or lets the request go
+ * either answers from it (a hit, hit.c: the stored head, an Age, and the
+ * stored body appended by reference, never copied), or lets the request go
  * upstream, remembering a stale entry to revalidate (conditional headers
  * added to the upstream request) or to serve when the upstream fails.
  * on_response decides whether the response is stored, or replaces it with
@@ -30,6 +30,7 @@
 
 #include "proxy/arena.h"
 #include "proxy/filter.h"
+#include "proxy/hdrs-t.h"
 #include "proxy/log.h"
 #include "filters/cache/l2.h"
 #include "filters/cache/store.h"
@@ -159,30 +160,6 @@ static void cache_status(struct pf_tx *tx, const struct cache_ctx *x, const char
     pf_cache_status_line(tx, x, buf, n);
 }
 
-/* The Cache-Status of a hit, "pilotfish; hit; ttl=%lld%s" of ttl and extra, without printf. */
-static void hit_status(struct pf_tx *tx, const struct cache_ctx *x, long long ttl,
-                       const char *extra)
-{
-    static const char head[] = "pilotfish; hit; ttl=";
-    char buf[STATUS_MAX];
-    size_t n = sizeof(head) - 1, el = strlen(extra);
-
-    memcpy(buf, head, n);
-    n += fmt_ll(buf + n, ttl);
-    if (el >= sizeof(buf) - n)
-        el = sizeof(buf) - n - 1; /* cut as vsnprintf would (extra is a short literal) */
-    memcpy(buf + n, extra, el);
-    n += el;
-    buf[n] = '\0';
-    pf_cache_status_line(tx, x, buf, (int)n);
-}
-
-/* ttl= of Cache-Status: freshness left, negative when stale. */
-static long long ttl_of(const struct pf_cache_conf *c, const struct pf_cobj *o, int64_t now)
-{
-    return (long long)(pf_cache_lifetime(&o->meta, &c->policy) - pf_cache_age(&o->meta, now));
-}
-
 /* ---- answering from a stored object ---- */
 
 static int del_name(void *arg, const char *name, const char *value)
@@ -208,94 +185,6 @@ static void resp_clear(struct pf_tx *tx)
     }
 }
 
-/*
- * The stored head of o, Age and Content-Length (len), added to the response's (empty) head; the
- * stored fields are not copied: the transaction holds a reference on o until it ends.
- */
-static void put_stored_head(struct pf_tx *tx, struct pf_cobj *o, int status, size_t len,
-                            int64_t now)
-{
-    char num[32];
-    bool fixed = false; /* o has an Age or Content-Length (never stored, but L2 data is as read) */
-    void (*put)(struct pf_tx *, const char *, const char *);
-    const char *raw;
-    size_t raw_len;
-
-    pf_arena_defer(pf_tx_arena(tx), pf_cache_unref_cb, pf_cobj_ref(o));
-    for (unsigned i = 0; i < o->n_hdrs; i++) {
-        const char *name = o->hdrs[i].name;
-
-        pf_tx_resp_header_add_ref(tx, name, o->hdrs[i].value);
-        if (((name[0] | 0x20) == 'a' || (name[0] | 0x20) == 'c') &&
-            (strcasecmp(name, "age") == 0 || strcasecmp(name, "content-length") == 0))
-            fixed = true;
-    }
-    /* only the stored fields are there: the connection may write them as o's block */
-    if (!fixed && (raw = pf_cobj_head(o, pf_cache_header_stored, &raw_len)) != NULL)
-        pf_tx_resp_raw(tx, raw, raw_len);
-    /* no delete scans unless o has one of the two */
-    put = fixed ? pf_tx_resp_header_set : pf_cache_add_value;
-    fmt_ll(num, (long long)pf_cache_age(&o->meta, now));
-    put(tx, "Age", num);
-    if (status != 304 && status != 204) {
-        pf_fmt_u64(num, len);
-        put(tx, "Content-Length", num);
-    }
-}
-
-/* The range a GET for a stored 200 asks for; If-Range must name the stored strong ETag. */
-static enum pf_cache_range range_of(struct pf_tx *tx, const struct pf_cobj *o, size_t *from,
-                                    size_t *n)
-{
-    const char *r = pf_tx_req_header(tx, "range");
-    const char *ir;
-
-    if (r == NULL || o->status != 200 || pf_tx_is_head(tx))
-        return PF_RANGE_NONE;
-    ir = pf_tx_req_header(tx, "if-range");
-    if (ir != NULL && (!o->meta.has_etag || o->meta.weak_etag || strcmp(ir, o->meta.etag) != 0))
-        return PF_RANGE_NONE;
-    return pf_cache_parse_range(r, o->body_len, from, n);
-}
-
-/* Does the client's own conditional match o (answered 304)? */
-static bool client_not_modified(const struct cache_ctx *x, const struct pf_cobj *o)
-{
-    if (x->client_inm == NULL && x->client_ims == NULL)
-        return false;
-    return (o->status == 200) && pf_cache_not_modified(x->client_inm, x->client_ims, &o->meta);
-}
-
-/* Answer tx from o (a hit), the whole body or one range of it: PF_REPLIED. */
-static enum pf_verdict serve(const struct pf_cache_conf *c, struct pf_tx *tx, struct cache_ctx *x,
-                             struct pf_cobj *o, enum pf_cache_result r, const char *extra)
-{
-    int64_t now = now_s();
-    int status = client_not_modified(x, o) ? 304 : o->status;
-    size_t from = 0, n = o->body_len;
-    enum pf_cache_range rg = status == 200 ? range_of(tx, o, &from, &n) : PF_RANGE_NONE;
-    bool body = status != 304 && rg != PF_RANGE_UNSATISFIABLE && !pf_tx_is_head(tx) && n > 0;
-    char cr[80];
-
-    status = rg == PF_RANGE_OK ? 206 : rg == PF_RANGE_UNSATISFIABLE ? 416 : status;
-    /* every field comes from o; the body is appended by reference, straight into the reply */
-    if (body && pf_cobj_body_to(o, pf_tx_reply_bare(tx, status, NULL), from, n) != 0)
-        return PF_FAILED;
-    if (!body)
-        pf_tx_reply_bare(tx, status, NULL);
-    put_stored_head(tx, o, status, rg == PF_RANGE_UNSATISFIABLE ? 0 : n, now);
-    if (rg != PF_RANGE_NONE) {
-        if (rg == PF_RANGE_OK)
-            snprintf(cr, sizeof(cr), "bytes %zu-%zu/%zu", from, from + n - 1, o->body_len);
-        else
-            snprintf(cr, sizeof(cr), "bytes */%zu", o->body_len);
-        pf_tx_resp_header_set(tx, "Content-Range", cr);
-    }
-    hit_status(tx, x, ttl_of(c, o, now), extra);
-    pf_cache_count(r, body ? n : 0);
-    return PF_REPLIED;
-}
-
 /* ---- the request ---- */
 
 static bool same_method(const char *m, const char *want)
@@ -303,26 +192,62 @@ static bool same_method(const char *m, const char *want)
     return strcmp(m, want) == 0;
 }
 
-/* Copy a request header's value into the arena (it may be replaced later). */
-static const char *req_copy(struct pf_tx *tx, const char *name)
+/* Copy a request header's value v into the arena (it may be replaced later). */
+static const char *req_copy(struct pf_tx *tx, const char *v)
 {
-    const char *v = pf_tx_req_header(tx, name);
-
     return v != NULL ? pf_arena_strndup(pf_tx_arena(tx), v, strlen(v)) : NULL;
 }
 
-/* The variant key of tx for key: "" without a Vary record, false for Vary: *. */
+/* The request fields on_request reads, found in one pass (the first line of each, all of CC). */
+struct req_scan {
+    const char **cc;
+    unsigned n_cc;
+    const char *pragma, *inm, *ims;
+};
+
+static int scan_req(void *arg, const char *name, const char *value)
+{
+    struct req_scan *r = arg;
+
+    switch (name[0] | 0x20) { /* the first letter rules out most names */
+    case 'c':
+        if (r->n_cc < LINES_MAX && strcasecmp(name, "cache-control") == 0)
+            r->cc[r->n_cc++] = value;
+        break;
+    case 'p':
+        if (r->pragma == NULL && strcasecmp(name, "pragma") == 0)
+            r->pragma = value;
+        break;
+    case 'i':
+        if (r->inm == NULL && strcasecmp(name, "if-none-match") == 0)
+            r->inm = value;
+        else if (r->ims == NULL && strcasecmp(name, "if-modified-since") == 0)
+            r->ims = value;
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+/*
+ * The object for tx's variant of key (a reference) into *o: one store call when key has no Vary
+ * record (variant ""), else the variant key computed from the record first. false for Vary: *.
+ */
 static bool lookup_variant(struct pf_cstore *st, struct pf_tx *tx, const char *key, char *out,
-                           size_t size, bool *has_vary)
+                           size_t size, bool *has_vary, struct pf_cobj **o)
 {
     char vary[VARY_MAX];
     const char *line = vary;
 
     out[0] = '\0';
-    *has_vary = pf_cstore_vary(st, key, vary, sizeof(vary));
+    *o = pf_cstore_lookup(st, key, vary, sizeof(vary), has_vary);
     if (!*has_vary)
         return true;
-    return pf_cache_variant_key(&line, 1, pf_cache_req_lines, tx, out, size);
+    if (!pf_cache_variant_key(&line, 1, pf_cache_req_lines, tx, out, size))
+        return false;
+    *o = pf_cstore_get(st, key, out);
+    return true;
 }
 
 /* Nothing fits and the request said only-if-cached: 504 (RFC 9111 §5.2.1.7). */
@@ -365,12 +290,12 @@ enum pf_verdict pf_cache_lookup(const struct pf_cache_conf *c, struct pf_tx *tx,
     struct pf_cobj *o;
     enum pf_verdict v;
 
-    if (!lookup_variant(st, tx, x->key, variant, sizeof(variant), &has_vary)) {
+    if (!lookup_variant(st, tx, x->key, variant, sizeof(variant), &has_vary, &o)) {
         x->fwd = "vary-miss";
         return x->req_cc.only_if_cached ? only_if_cached(tx, x) : PF_NEXT;
     }
-    x->variant = pf_arena_strndup(pf_tx_arena(tx), variant, strlen(variant));
-    o = pf_cstore_get(st, x->key, variant);
+    x->variant =
+        variant[0] != '\0' ? pf_arena_strndup(pf_tx_arena(tx), variant, strlen(variant)) : "";
     if (o == NULL) {
         x->fwd = has_vary ? "vary-miss" : "uri-miss";
         if (pf_cache_l2_of(s) != NULL && !x->l2_done)
@@ -379,16 +304,16 @@ enum pf_verdict pf_cache_lookup(const struct pf_cache_conf *c, struct pf_tx *tx,
     }
     switch (pf_cache_usable(&o->meta, &x->req_cc, &c->policy, now_s())) {
     case PF_CACHE_USE_FRESH:
-        v = serve(c, tx, x, o, PF_CACHE_HIT, "");
+        v = pf_cache_serve(c, tx, x, o, PF_CACHE_HIT, "");
         pf_cobj_unref(o); /* the reply's body holds its own reference */
         return v;
     case PF_CACHE_USE_STALE_OK:
-        v = serve(c, tx, x, o, PF_CACHE_STALE, "; detail=stale");
+        v = pf_cache_serve(c, tx, x, o, PF_CACHE_STALE, "; detail=stale");
         pf_cobj_unref(o);
         return v;
     case PF_CACHE_USE_STALE_SWR:
         /* a hit (this request does not go forward); one refresh runs in the background */
-        v = serve(c, tx, x, o, PF_CACHE_STALE, "; detail=stale-while-revalidate");
+        v = pf_cache_serve(c, tx, x, o, PF_CACHE_STALE, "; detail=stale-while-revalidate");
         pf_cobj_unref(o);
         if (v == PF_REPLIED && !pf_coalesce_busy(s->pstate, x->key))
             pf_tx_background(tx, s);
@@ -450,8 +375,8 @@ enum pf_verdict pf_cache_refresh_request(struct pf_tx *tx, struct pf_slot *s, st
     bool has_vary;
     struct pf_cobj *o = NULL;
 
-    if (lookup_variant(s->pstate, tx, x->key, variant, sizeof(variant), &has_vary))
-        o = pf_cstore_get(s->pstate, x->key, variant);
+    if (!lookup_variant(s->pstate, tx, x->key, variant, sizeof(variant), &has_vary, &o))
+        o = NULL;
     if (o != NULL &&
         pf_cache_usable(&o->meta, &x->req_cc, &c->policy, now_s()) == PF_CACHE_USE_FRESH) {
         pf_cobj_unref(o); /* refreshed meanwhile */
@@ -498,7 +423,7 @@ static enum pf_verdict cache_on_request(struct pf_tx *tx, struct pf_slot *s)
     const char *m = pf_tx_method(tx);
     char key[KEY_MAX];
     const char *lines[LINES_MAX];
-    unsigned n;
+    struct req_scan r = {lines, 0, NULL, NULL, NULL};
 
     if (s->pstate == NULL)
         return PF_NEXT;
@@ -519,18 +444,17 @@ static enum pf_verdict cache_on_request(struct pf_tx *tx, struct pf_slot *s)
     x->mode = M_MISS;
     x->req_time = now_s();
     x->gen = pf_cstore_gen(s->pstate, x->key); /* a purge from now on: nothing stored */
-    n = pf_cache_req_lines(tx, "cache-control", lines, LINES_MAX);
-    pf_cc_parse(&x->req_cc, lines, n);
-    if (n == 0 && pf_tx_req_header(tx, "pragma") != NULL &&
-        strcasecmp(pf_tx_req_header(tx, "pragma"), "no-cache") == 0)
+    pf_tx_req_header_each(tx, scan_req, &r);
+    pf_cc_parse(&x->req_cc, r.cc, r.n_cc);
+    if (r.n_cc == 0 && r.pragma != NULL && strcasecmp(r.pragma, "no-cache") == 0)
         x->req_cc.no_cache = true; /* RFC 9111 §5.4: Pragma only without Cache-Control */
     x->no_store = x->req_cc.no_store;
     if (c->ignore_query.n > 0 && !x->no_store)
         strip_ignored(c, tx);
     if (pf_tx_is_background(tx))
         return pf_cache_refresh_request(tx, s, x);
-    x->client_inm = req_copy(tx, "if-none-match");
-    x->client_ims = req_copy(tx, "if-modified-since");
+    x->client_inm = req_copy(tx, r.inm);
+    x->client_ims = req_copy(tx, r.ims);
     return pf_cache_after_lookup(c, tx, s, x, pf_cache_lookup(c, tx, s, x));
 }
 
@@ -574,11 +498,11 @@ void pf_cache_leader_done(struct pf_slot *s, struct cache_ctx *x)
 static void replace_response(struct pf_tx *tx, struct pf_slot *s, struct cache_ctx *x,
                              struct pf_cobj *o, int64_t now, enum pf_cache_result r)
 {
-    int status = client_not_modified(x, o) ? 304 : o->status;
+    int status = pf_cache_client_not_modified(x, o) ? 304 : o->status;
 
     pf_tx_set_status(tx, status);
     resp_clear(tx);
-    put_stored_head(tx, o, status, o->body_len, now);
+    pf_cache_put_stored_head(tx, o, status, o->body_len, now);
     x->emit = o;
     x->replacing = status != 304 && status != 204 && !pf_tx_is_head(tx);
     s->skip_body = false;
@@ -608,7 +532,8 @@ static enum pf_verdict revalidated(const struct pf_cache_conf *c, struct pf_tx *
         return PF_NEXT;
     }
     replace_response(tx, s, x, o, now, PF_CACHE_REVALIDATED);
-    cache_status(tx, x, "pilotfish; fwd=%s; fwd-status=304; ttl=%lld", x->fwd, ttl_of(c, o, now));
+    cache_status(tx, x, "pilotfish; fwd=%s; fwd-status=304; ttl=%lld", x->fwd,
+                 pf_cache_ttl_of(c, o, now));
     return PF_NEXT;
 }
 
@@ -635,7 +560,7 @@ static bool on_error(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_
         x->stale = NULL; /* emit holds the reference now */
         replace_response(tx, s, x, o, now, PF_CACHE_STALE);
         cache_status(tx, x, "pilotfish; fwd=%s; fwd-status=%d; ttl=%lld; detail=stale-if-error%s",
-                     x->fwd, status, ttl_of(c, o, now), code);
+                     x->fwd, status, pf_cache_ttl_of(c, o, now), code);
         return true;
     }
     /*
@@ -743,8 +668,11 @@ static void maybe_store(const struct pf_cache_conf *c, struct pf_tx *tx, struct 
         return;
     }
     x->vary_set = n > 0;
-    if (n > 0)
-        join_lines(lines, n, x->vary, sizeof(x->vary));
+    if (n > 0) {
+        /* not in cache_ctx: a hit would clear it for nothing */
+        x->vary = pf_arena_alloc_raw(pf_tx_arena(tx), VARY_MAX);
+        join_lines(lines, n, x->vary, VARY_MAX);
+    }
     x->conn_value = pf_tx_resp_header(tx, "connection");
     x->b = pf_cobj_builder_new(x->key, variant, status, &m, c->max_object_size);
     if (x->b != NULL) {

@@ -259,6 +259,22 @@ static struct entry *find_vary(struct shard *sh, uint64_t h, const char *key)
     return NULL;
 }
 
+/* An entry's object with a new reference, moved to the front of the LRU when it is not near it. */
+static struct pf_cobj *hit(struct shard *sh, struct entry *e)
+{
+    /*
+     * An entry moved to the front within the last quarter of the shard's
+     * operations is still in its newest quarter: leave it (exact LRU for
+     * small shards, and a hot object's hits write to no other entry).
+     */
+    if (++sh->tick - e->tick > sh->count / 4) {
+        list_del(e);
+        list_push(&sh->lru, e);
+        e->tick = sh->tick;
+    }
+    return pf_cobj_ref(e->o);
+}
+
 struct pf_cobj *pf_cstore_get(struct pf_cstore *s, const char *key, const char *variant)
 {
     uint64_t h = key_hash(key);
@@ -268,43 +284,54 @@ struct pf_cobj *pf_cstore_get(struct pf_cstore *s, const char *key, const char *
 
     pthread_mutex_lock(&sh->lock);
     e = find_obj(sh, h, key, variant ? variant : "");
-    if (e) {
-        /*
-         * An entry moved to the front within the last quarter of the shard's
-         * operations is still in its newest quarter: leave it (exact LRU for
-         * small shards, and a hot object's hits write to no other entry).
-         */
-        if (++sh->tick - e->tick > sh->count / 4) {
-            list_del(e);
-            list_push(&sh->lru, e);
-            e->tick = sh->tick;
-        }
-        o = pf_cobj_ref(e->o);
-    }
+    if (e)
+        o = hit(sh, e);
     pthread_mutex_unlock(&sh->lock);
     return o;
+}
+
+/* The Vary record of key into out (pf_cstore_vary), under sh's lock. */
+static bool vary_of(struct shard *sh, uint64_t h, const char *key, char *out, size_t size)
+{
+    struct entry *e = find_vary(sh, h, key);
+    size_t n;
+
+    if (e == NULL || size == 0)
+        return false;
+    n = strlen(e->vary);
+    if (n >= size)
+        n = size - 1;
+    memcpy(out, e->vary, n);
+    out[n] = '\0';
+    return true;
 }
 
 bool pf_cstore_vary(struct pf_cstore *s, const char *key, char *out, size_t size)
 {
     uint64_t h = key_hash(key);
     struct shard *sh = shard_of(s, h);
-    struct entry *e;
-    bool found = false;
+    bool found;
 
     pthread_mutex_lock(&sh->lock);
-    e = find_vary(sh, h, key);
-    if (e && size > 0) {
-        size_t n = strlen(e->vary);
-
-        if (n >= size)
-            n = size - 1;
-        memcpy(out, e->vary, n);
-        out[n] = '\0';
-        found = true;
-    }
+    found = vary_of(sh, h, key, out, size);
     pthread_mutex_unlock(&sh->lock);
     return found;
+}
+
+struct pf_cobj *pf_cstore_lookup(struct pf_cstore *s, const char *key, char *out, size_t size,
+                                 bool *has_vary)
+{
+    uint64_t h = key_hash(key);
+    struct shard *sh = shard_of(s, h);
+    struct pf_cobj *o = NULL;
+    struct entry *e;
+
+    pthread_mutex_lock(&sh->lock);
+    *has_vary = vary_of(sh, h, key, out, size);
+    if (!*has_vary && (e = find_obj(sh, h, key, "")) != NULL)
+        o = hit(sh, e);
+    pthread_mutex_unlock(&sh->lock);
+    return o;
 }
 
 /* Make room in sh: objects from the LRU tail first, then the oldest Vary records. */

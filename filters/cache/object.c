@@ -5,6 +5,7 @@
  * holds, and a hit can hand the body to an evbuffer by reference.
  */
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -13,6 +14,7 @@
 
 #include "filters/cache/store.h"
 #include "proxy/arena.h"
+#include "proxy/hdrs.h"
 
 /* What malloc keeps per allocation beyond the bytes asked for (header + rounding). */
 #define PF_COBJ_ALLOC_OVERHEAD 16
@@ -235,8 +237,25 @@ static size_t charge_of(size_t n)
 
 struct head_block {
     size_t len;
+    struct pf_hdr *fields; /* o's fields as header-list entries (their strings in o) */
+    unsigned n;
+    unsigned body_len_len;
+    char body_len[24]; /* o->body_len in decimal */
     char data[];
 };
+
+/* Where a head block's entries start (after len bytes of text, aligned). */
+static size_t fields_at(size_t len)
+{
+    return (sizeof(struct head_block) + len + _Alignof(struct pf_hdr) - 1) &
+           ~(_Alignof(struct pf_hdr) - 1);
+}
+
+/* The bytes of the head block of len bytes of text and n fields. */
+static size_t head_block_size(size_t len, unsigned n)
+{
+    return fields_at(len) + n * sizeof(struct pf_hdr);
+}
 
 struct pf_cobj *pf_cobj_builder_finish(struct pf_cobj_builder *b, int64_t now)
 {
@@ -275,7 +294,7 @@ struct pf_cobj *pf_cobj_builder_finish(struct pf_cobj_builder *b, int64_t now)
     o->meta = b->meta;
     /* and the head block the first hit makes (pf_cobj_head): charged from the start, so that
      * objects do not outgrow memory as they are served */
-    o->size = charge_of(total) + charge_of(sizeof(struct head_block) + b->head_len);
+    o->size = charge_of(total) + charge_of(head_block_size(b->head_len, b->n_hdrs));
     o->stored_at = now;
     atomic_init(&o->refs, 1);
     atomic_fetch_add(&live_objects, 1);
@@ -319,7 +338,9 @@ static struct head_block *head_make(const struct pf_cobj *o,
             return &not_plain;
         len += strlen(o->hdrs[i].name) + strlen(o->hdrs[i].value) + 4;
     }
-    h = pf_xmalloc(sizeof(*h) + len);
+    /* the entries follow the text, aligned */
+    h = pf_xmalloc(head_block_size(len, o->n_hdrs));
+    h->fields = (struct pf_hdr *)((char *)h + fields_at(len));
     for (unsigned i = 0; i < o->n_hdrs; i++) {
         size_t nl = strlen(o->hdrs[i].name), vl = strlen(o->hdrs[i].value);
 
@@ -328,13 +349,20 @@ static struct head_block *head_make(const struct pf_cobj *o,
         memcpy(h->data + n + nl + 2, o->hdrs[i].value, vl);
         memcpy(h->data + n + nl + 2 + vl, "\r\n", 2);
         n += nl + vl + 4;
+        h->fields[i] = (struct pf_hdr){.name = o->hdrs[i].name,
+                                       .value = o->hdrs[i].value,
+                                       .name_len = (uint32_t)nl,
+                                       .value_len = (uint32_t)vl,
+                                       .id = pf_hdr_classify(o->hdrs[i].name, nl)};
     }
     h->len = len;
+    h->n = o->n_hdrs;
+    h->body_len_len = (unsigned)snprintf(h->body_len, sizeof(h->body_len), "%zu", o->body_len);
     return h;
 }
 
-const char *pf_cobj_head(struct pf_cobj *o, bool (*plain)(const char *name, const char *conn),
-                         size_t *len)
+bool pf_cobj_wire(struct pf_cobj *o, bool (*plain)(const char *name, const char *conn),
+                  struct pf_cobj_wire *w)
 {
     struct head_block *h = atomic_load_explicit(&o->head, memory_order_acquire);
     void *none = NULL;
@@ -350,9 +378,25 @@ const char *pf_cobj_head(struct pf_cobj *o, bool (*plain)(const char *name, cons
         }
     }
     if (h == &not_plain)
+        return false;
+    w->raw = h->data;
+    w->len = h->len;
+    w->fields = h->fields;
+    w->n = h->n;
+    w->body_len = h->body_len;
+    w->body_len_len = h->body_len_len;
+    return true;
+}
+
+const char *pf_cobj_head(struct pf_cobj *o, bool (*plain)(const char *name, const char *conn),
+                         size_t *len)
+{
+    struct pf_cobj_wire w;
+
+    if (!pf_cobj_wire(o, plain, &w))
         return NULL;
-    *len = h->len;
-    return h->data;
+    *len = w.len;
+    return w.raw;
 }
 
 long pf_cobj_live(void)

@@ -37,6 +37,19 @@ static void put(struct out *o, const char *s, size_t n)
     o->p[o->len] = '\0';
 }
 
+/* put() of s[0..n) lower-cased, in one step */
+static void put_lower(struct out *o, const char *s, size_t n)
+{
+    if (o->over || o->len + n >= o->size) {
+        o->over = true;
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        o->p[o->len + i] = lower(s[i]);
+    o->len += n;
+    o->p[o->len] = '\0';
+}
+
 static int cmp_name(const void *a, const void *b)
 {
     return strcmp((const char *)a, (const char *)b);
@@ -124,7 +137,6 @@ static void put_host(struct out *o, const char *scheme, const char *host)
     const char *colon = strrchr(host, ':');
     const char *bracket = strrchr(host, ']');
     const char *port = NULL;
-    char c;
 
     if (colon != NULL && (bracket == NULL || colon > bracket)) {
         name_len = (size_t)(colon - host);
@@ -137,10 +149,7 @@ static void put_host(struct out *o, const char *scheme, const char *host)
     }
     if (name_len > 1 && host[name_len - 1] == '.')
         name_len--;
-    for (size_t i = 0; i < name_len; i++) {
-        c = lower(host[i]);
-        put(o, &c, 1);
-    }
+    put_lower(o, host, name_len);
     if (port != NULL) {
         put(o, ":", 1);
         put(o, port, strlen(port));
@@ -172,6 +181,10 @@ static void put_query(struct out *o, const char *q, const char *end, const char 
     size_t mark = o->len;
 
     put(o, "?", 1);
+    if (n == 0) { /* nothing to drop: the query as it is, parameter by parameter the same bytes */
+        put(o, q, (size_t)(end - q));
+        return;
+    }
     for (;;) {
         const char *e = memchr(q, '&', (size_t)(end - q));
         if (e == NULL)
@@ -201,16 +214,13 @@ size_t pf_cache_key(const char *scheme, const char *host, const char *target,
     const char *q;
     const char *hash;
     size_t plen;
-    char c;
 
     if (size > 0)
         out[0] = '\0';
-    for (const char *s = scheme != NULL ? scheme : "http"; *s != '\0'; s++) {
-        c = lower(*s);
-        put(&o, &c, 1);
-    }
+    scheme = scheme != NULL ? scheme : "http";
+    put_lower(&o, scheme, strlen(scheme));
     put(&o, "://", 3);
-    put_host(&o, scheme != NULL ? scheme : "http", host != NULL ? host : "");
+    put_host(&o, scheme, host != NULL ? host : "");
     target = target != NULL ? target : "/";
     hash = strchr(target, '#');
     q = strchr(target, '?');

@@ -20,6 +20,7 @@
 #include "filters/cache/rfc.h"
 
 struct evbuffer;
+struct pf_hdr;
 
 /* ---- objects ---- */
 
@@ -78,6 +79,20 @@ long pf_cobj_live(void);
  */
 const char *pf_cobj_head(struct pf_cobj *o, bool (*plain)(const char *name, const char *conn),
                          size_t *len);
+
+/* pf_cobj_head's block and what a hit adds with it (pointers into o or the block, kept with o). */
+struct pf_cobj_wire {
+    const char *raw;             /* the block */
+    size_t len;                  /* ... its length */
+    const struct pf_hdr *fields; /* o's fields as header-list entries: lengths and ids set */
+    unsigned n;                  /* ... how many (o->n_hdrs) */
+    const char *body_len;        /* o->body_len in decimal */
+    unsigned body_len_len;       /* ... its length */
+};
+
+/* pf_cobj_head's block into w, with the rest of pf_cobj_wire; false where it gives NULL. */
+bool pf_cobj_wire(struct pf_cobj *o, bool (*plain)(const char *name, const char *conn),
+                  struct pf_cobj_wire *w);
 
 /* First header named name (case-insensitive) of o, or NULL. */
 const char *pf_cobj_header(const struct pf_cobj *o, const char *name);
@@ -207,6 +222,12 @@ struct pf_cobj *pf_cstore_get(struct pf_cstore *s, const char *key, const char *
  * has no Vary record. Lets a lookup compute the variant key before get.
  */
 bool pf_cstore_vary(struct pf_cstore *s, const char *key, char *out, size_t size);
+/*
+ * A lookup in one step: pf_cstore_vary(key) into out and *has_vary; when there is no Vary record,
+ * pf_cstore_get(key, "") too (one hash, one lock), else NULL (the caller gets the variant).
+ */
+struct pf_cobj *pf_cstore_lookup(struct pf_cstore *s, const char *key, char *out, size_t size,
+                                 bool *has_vary);
 /* Record (replace) the Vary field lines of key; vary NULL removes the record. Records are
  * charged against memory like objects; purge_key removes them too. */
 void pf_cstore_set_vary(struct pf_cstore *s, const char *key, const char *vary);

@@ -77,6 +77,8 @@ def test_accesslog_json_new_fields():
     hit = by["r-hit"]
     assert hit["status"] == 200 and hit["attempts"] == 0, hit
     assert hit["upstream_status"] is None and hit["endpoint"] == "", hit
+    # a hit makes its ids only for the log line (no upstream request needs them): a trace id too
+    assert re.fullmatch(r"[0-9a-f]{32}", hit["trace_id"]), hit
     old = by["r-10"]
     assert old["protocol"] == "HTTP/1.0" and old["host"] == "" and old["user_agent"] == "", old
 

@@ -305,6 +305,9 @@ static const struct key_case key_cases[] = {
     {"http", "h", "/p?utm_source=x", {"utm_*"}, "http://h/p"},
     {"http", "h", "/p?utm_source=x&fbclid=1&z", {"utm_*", "fbclid"}, "http://h/p?z"},
     {"http", "h", "/p?a=1&&b", {"x"}, "http://h/p?a=1&&b"},
+    {"http", "h", "/p?a=1&&b&", {NULL}, "http://h/p?a=1&&b&"}, /* no ignore list: kept whole */
+    {"http", "h", "/p?&", {NULL}, "http://h/p?&"},
+    {"HTTP", "H", "/P?A", {NULL}, "http://h/P?A"},
     {"http", "h", "/p?a=1&utm_x", {"utm_*"}, "http://h/p?a=1"},
     {"http", "h", "/p?utm_x&a=1&", {"utm_*"}, "http://h/p?a=1&"},
     {"http", "h", "/p?a=1&utm_x=2#f&utm_y", {"utm_*"}, "http://h/p?a=1"},

@@ -19,6 +19,7 @@
 #include <pthread.h>
 
 #include "filters/cache/store.h"
+#include "proxy/hdrs-t.h"
 
 static struct pf_cache_meta meta0(void)
 {
@@ -88,6 +89,38 @@ static void test_head_block_is_made_once_in_order(void **state)
     assert_null(pf_cobj_head(p, all_plain, &len));
     pf_cobj_unref(o); /* frees the block with the object (the sanitizer build checks) */
     pf_cobj_unref(p);
+}
+
+/* A hit's fields come prepared with the block: lengths, ids and the body length in decimal. */
+static void test_wire_fields_prepared_once(void **state)
+{
+    struct pf_cache_meta m = meta0();
+    struct pf_cobj_builder *b = pf_cobj_builder_new("GET/w", "", 200, &m, 0);
+    struct pf_cobj_wire w, again;
+    struct pf_cobj *o;
+
+    (void)state;
+    pf_cobj_builder_header(b, "Content-Type", "text/plain");
+    pf_cobj_builder_header(b, "X-Forwarded-For", "10.0.0.1");
+    assert_true(pf_cobj_builder_body_bytes(b, "0123456789abc", 13));
+    o = pf_cobj_builder_finish(b, 1234);
+    assert_true(pf_cobj_wire(o, all_plain, &w));
+    assert_int_equal(w.n, 2);
+    assert_ptr_equal(w.fields[0].name, o->hdrs[0].name); /* the object's strings, not copies */
+    assert_ptr_equal(w.fields[1].value, o->hdrs[1].value);
+    assert_int_equal(w.fields[0].name_len, 12);
+    assert_int_equal(w.fields[0].value_len, 10);
+    assert_int_equal(w.fields[0].id, PF_H_OTHER);
+    assert_int_equal(w.fields[1].name_len, 15);
+    assert_int_equal(w.fields[1].value_len, 8);
+    assert_int_equal(w.fields[1].id, PF_H_X_FORWARDED_FOR);
+    assert_int_equal(w.body_len_len, 2);
+    assert_memory_equal(w.body_len, "13", 3);
+    assert_int_equal(w.len, strlen("Content-Type: text/plain\r\nX-Forwarded-For: 10.0.0.1\r\n"));
+    assert_true(pf_cobj_wire(o, no_etag, &again)); /* made once */
+    assert_ptr_equal(again.fields, w.fields);
+    assert_ptr_equal(again.raw, w.raw);
+    pf_cobj_unref(o);
 }
 
 static void test_builder_and_finish(void **state)
@@ -460,6 +493,36 @@ static void test_vary_record_and_variants(void **state)
 }
 
 /* Vary records are charged and evicted too: a flood of them stays within memory. */
+/* pf_cstore_lookup: the object of variant "" without a Vary record, only the record with one. */
+static void test_lookup_one_step(void **state)
+{
+    struct pf_cstore *s = pf_cstore_new(1 << 20, 4);
+    struct pf_cobj *plain = mk("k", "", 5, NULL);
+    struct pf_cobj *v = mk("kv", "accept-encoding=gzip", 6, NULL), *got;
+    char out[64];
+    bool has_vary = true;
+
+    (void)state;
+    assert_null(pf_cstore_lookup(s, "k", out, sizeof(out), &has_vary));
+    assert_false(has_vary);
+    assert_int_equal(pf_cstore_put(s, plain), 0);
+    assert_int_equal(pf_cstore_put(s, v), 0);
+    got = pf_cstore_lookup(s, "k", out, sizeof(out), &has_vary);
+    assert_ptr_equal(got, plain);
+    assert_false(has_vary);
+    pf_cobj_unref(got);
+    pf_cstore_set_vary(s, "kv", "accept-encoding");
+    assert_null(pf_cstore_lookup(s, "kv", out, sizeof(out), &has_vary)); /* the variant decides */
+    assert_true(has_vary);
+    assert_string_equal(out, "accept-encoding");
+    pf_cstore_set_vary(s, "k", "accept-language"); /* a record hides the "" object from lookup */
+    assert_null(pf_cstore_lookup(s, "k", out, sizeof(out), &has_vary));
+    assert_true(has_vary);
+    pf_cobj_unref(plain);
+    pf_cobj_unref(v);
+    pf_cstore_free(s);
+}
+
 static void test_vary_records_bounded(void **state)
 {
     size_t memory = 64 * 1024;
@@ -852,6 +915,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_head_block_is_made_once_in_order),
+        cmocka_unit_test(test_wire_fields_prepared_once),
         cmocka_unit_test(test_builder_and_finish),
         cmocka_unit_test(test_builder_over_max_body_is_abandoned),
         cmocka_unit_test(test_headers_and_tags),
@@ -865,6 +929,7 @@ int main(void)
         cmocka_unit_test(test_head_block_charged),
         cmocka_unit_test(test_too_big_refused),
         cmocka_unit_test(test_vary_record_and_variants),
+        cmocka_unit_test(test_lookup_one_step),
         cmocka_unit_test(test_vary_records_bounded),
         cmocka_unit_test(test_purge_prefix_and_tag),
         cmocka_unit_test(test_put_at_after_purge),

@@ -110,6 +110,37 @@ static void test_tx_hdrs_add_ref_keeps_the_strings_and_classifies(void **state)
     pf_arena_free(a);
 }
 
+static void test_tx_hdrs_add_many_appends_the_entries_as_they_are(void **state)
+{
+    struct pf_arena *a = pf_arena_new(PF_ARENA_CHUNK);
+    struct pf_hdrs h = {0};
+    struct pf_hdr v[20];
+    char names[20][8];
+
+    (void)state;
+    for (unsigned i = 0; i < 20; i++) {
+        snprintf(names[i], sizeof(names[i]), "X-%u", i);
+        v[i] = (struct pf_hdr){names[i], "v", (uint32_t)strlen(names[i]), 1, PF_H_OTHER};
+    }
+    v[3].id = PF_H_CONTENT_LENGTH; /* taken as given, not classified again */
+    pf_hdrs_add(a, &h, "First", "1");
+    pf_hdrs_add_many(a, &h, v, 0);
+    assert_int_equal(h.n, 1);
+    pf_hdrs_add_many(a, &h, v, 20); /* past the first 16 slots: the array grows once */
+    assert_int_equal(h.n, 21);
+    assert_true(h.cap >= 21);
+    assert_string_equal(h.v[0].name, "First");
+    for (unsigned i = 0; i < 20; i++) {
+        assert_ptr_equal(h.v[1 + i].name, names[i]); /* not copied */
+        assert_int_equal(h.v[1 + i].name_len, strlen(names[i]));
+    }
+    assert_int_equal(h.v[4].id, PF_H_CONTENT_LENGTH);
+    pf_hdrs_add(a, &h, "Last", "2"); /* still usable */
+    assert_string_equal(pf_hdrs_get(&h, "last"), "2");
+    assert_string_equal(pf_hdrs_get(&h, "x-19"), "v");
+    pf_arena_free(a);
+}
+
 /* A transaction built by hand, enough for the reply functions (no client, no worker loop). */
 static struct pf_tx *bare_tx(void)
 {
@@ -310,12 +341,15 @@ static struct {
     char trace_id[40];
     char request_id[256];
     unsigned calls;
+    bool leave_ids; /* the spy does not ask for the ids (pf_tx_ids) */
 } seen;
 
 static enum pf_verdict spy_on_request(struct pf_tx *tx, struct pf_slot *s)
 {
     (void)s;
     seen.calls++;
+    if (!seen.leave_ids)
+        pf_tx_ids(tx);
     snprintf(seen.traceparent, sizeof(seen.traceparent), "%s", tx->traceparent);
     snprintf(seen.trace_id, sizeof(seen.trace_id), "%s", tx->trace_id);
     snprintf(seen.request_id, sizeof(seen.request_id), "%s",
@@ -485,6 +519,17 @@ static void test_tx_traceparent_is_restarted_when_invalid(void **state)
     assert_restarted("00-" IN_TRACE "-" IN_PARENT "-0g");                     /* flags */
     assert_restarted("0x-" IN_TRACE "-" IN_PARENT "-01");                     /* version */
     assert_restarted("cc-" IN_TRACE "-" IN_PARENT "-01x"); /* future, bad suffix */
+}
+
+/* A request answered by a filter makes no ids until something asks (a cache hit needs none). */
+static void test_tx_ids_are_made_only_when_needed(void **state)
+{
+    (void)state;
+    seen.leave_ids = true;
+    start_request("X-Request-Id", "abc-123", NULL);
+    assert_string_equal(seen.request_id, "(null)");
+    assert_string_equal(seen.traceparent, "");
+    assert_string_equal(seen.trace_id, "");
 }
 
 static void test_tx_request_id_is_kept_when_given(void **state)
@@ -736,6 +781,7 @@ int main(void)
         cmocka_unit_test(test_tx_hdrs_add_appends_to_an_exported_list),
         cmocka_unit_test(test_tx_hdrs_del_removes_every_match_and_keeps_order),
         cmocka_unit_test(test_tx_hdrs_add_ref_keeps_the_strings_and_classifies),
+        cmocka_unit_test(test_tx_hdrs_add_many_appends_the_entries_as_they_are),
         cmocka_unit_test(test_tx_reply_bare_adds_no_header_and_hands_the_body_buffer),
         cmocka_unit_test(test_tx_hdr_classify_knows_the_core_headers),
         cmocka_unit_test(test_tx_hop_by_hop_ids_are_the_spec_list),
@@ -746,6 +792,7 @@ int main(void)
         I(test_tx_traceparent_of_a_future_version_is_continued),
         I(test_tx_traceparent_is_started_when_absent),
         I(test_tx_traceparent_is_restarted_when_invalid),
+        I(test_tx_ids_are_made_only_when_needed),
         I(test_tx_request_id_is_kept_when_given),
         I(test_tx_request_id_is_generated_when_absent),
         I(test_tx_request_id_is_the_next_random_numbers_in_hex),
