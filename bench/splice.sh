@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # CPU per request of pilotfish with splice on and off, by response body size:
-# where splice starts to pay (PF_SPLICE_MIN in proxy/pipe.h). pilotfish (one
+# where splice starts to pay (splice.min_response_size). pilotfish (one
 # worker, default filter chain, no access log) pinned to PROXY_CPU; the origin
 # and wrk to LOAD_CPU. Each size is measured REPEAT times per mode, alternating
 # modes; the lowest CPU µs/req of each is reported (the least disturbed run).
-# Splice is on for every size here (PILOTFISH_SPLICE_MIN=0).
+# Mode on is `splice: {responses: true, min_response_size: 1}` (every size
+# spliced), off is `splice: {responses: false}`.
 #
 #   SIZES ["16384 65536 102400 262144 1048576"]  DURATION [4]  WARMUP [1]
 #   REPEAT [3]  CONNS [16]  PROXY_CPU [0]  LOAD_CPU [1]
@@ -51,8 +52,10 @@ taskset -c "$LOAD_CPU" "$ORIGIN_BIN" --listen "127.0.0.1:$OPORT" >"$TMP/origin.l
 PIDS+=($!)
 wait_port "$OPORT"
 
-# start_pf MODE: a fresh pilotfish with PILOTFISH_SPLICE=MODE; sets PF_PID, PF_PORT
+# start_pf MODE: a fresh pilotfish with response splice MODE (on|off); sets PF_PID, PF_PORT
 start_pf() {
+    local responses=false
+    [[ $1 == on ]] && responses=true
     PF_PORT=$(free_port)
     cat >"$TMP/pf.yaml" <<YAML
 listen: "127.0.0.1:$PF_PORT"
@@ -66,8 +69,9 @@ upstreams:
 routes:
   - match: { prefix: "/" }
     upstream: app
+splice: { responses: $responses, min_response_size: 1 }
 YAML
-    PILOTFISH_SPLICE=$1 PILOTFISH_SPLICE_MIN=0 taskset -c "$PROXY_CPU" "$PILOTFISH_BIN" -c "$TMP/pf.yaml" \
+    taskset -c "$PROXY_CPU" "$PILOTFISH_BIN" -c "$TMP/pf.yaml" \
         >"$TMP/pf-$1.log" 2>&1 &
     PF_PID=$!
     PIDS+=("$PF_PID")

@@ -6,7 +6,9 @@
 # modes; the lowest CPU µs/req of each is reported (the least disturbed run),
 # with the user / sys split of that run and the spread (lowest-highest).
 # Bodies up to limits.request_buffering (64 KiB) are read before connecting
-# and never spliced; the sizes start above it. Fixed ports from BASE_PORT.
+# and never spliced; the sizes start above it. Mode on is `splice: {requests:
+# true, min_request_size: 1}` (every size that streams spliced), off is
+# `splice: {requests: false}`. Fixed ports from BASE_PORT.
 #
 #   SIZES ["102400 262144 1048576 4194304"]  DURATION [4]  WARMUP [1]
 #   REPEAT [3]  CONNS [16]  PROXY_CPU [0]  LOAD_CPU [1]  BASE_PORT [18800]
@@ -51,8 +53,11 @@ taskset -c "$LOAD_CPU" "$ORIGIN_BIN" --listen "127.0.0.1:$OPORT" >"$TMP/origin.l
 PIDS+=($!)
 wait_port "$OPORT"
 
-# start_pf MODE N: a fresh pilotfish with PILOTFISH_SPLICE=MODE on BASE_PORT+1+N; sets PF_PID, PF_PORT
+# start_pf MODE N: a fresh pilotfish with request splice MODE (on|off) on BASE_PORT+1+N;
+# sets PF_PID, PF_PORT
 start_pf() {
+    local requests=false
+    [[ $1 == on ]] && requests=true
     PF_PORT=$((BASE_PORT + 1 + $2 % 90))
     cat >"$TMP/pf.yaml" <<YAML
 listen: "127.0.0.1:$PF_PORT"
@@ -66,8 +71,9 @@ upstreams:
 routes:
   - match: { prefix: "/" }
     upstream: app
+splice: { requests: $requests, min_request_size: 1 }
 YAML
-    PILOTFISH_SPLICE=$1 taskset -c "$PROXY_CPU" "$PILOTFISH_BIN" -c "$TMP/pf.yaml" \
+    taskset -c "$PROXY_CPU" "$PILOTFISH_BIN" -c "$TMP/pf.yaml" \
         >"$TMP/pf-$1.log" 2>&1 &
     PF_PID=$!
     PIDS+=("$PF_PID")

@@ -202,6 +202,22 @@ static int parse_underscores(const struct pf_conf_node *n, void *field, struct p
     return 0;
 }
 
+/* Sizes are Content-Lengths: 0 would splice bodies that came whole with their head. */
+static const struct pf_conf_key splice_keys[] = {
+    {"requests", PF_CONF_BOOL, offsetof(struct pf_splice_conf, requests), 0, 0, NULL},
+    {"min_request_size", PF_CONF_SIZE, offsetof(struct pf_splice_conf, min_request_size), 1,
+     (double)(1ull << 40), NULL},
+    {"responses", PF_CONF_BOOL, offsetof(struct pf_splice_conf, responses), 0, 0, NULL},
+    {"min_response_size", PF_CONF_SIZE, offsetof(struct pf_splice_conf, min_response_size), 1,
+     (double)(1ull << 40), NULL},
+    {NULL, 0, 0, 0, 0, NULL},
+};
+
+static int parse_splice(const struct pf_conf_node *n, void *field, struct pf_err *err)
+{
+    return pf_conf_fill_section(n, "splice", splice_keys, field, err);
+}
+
 static const struct pf_conf_key top_keys[] = {
     {"listen", PF_CONF_CUSTOM, 0, 0, 0, parse_listen},
     {"workers", PF_CONF_CUSTOM, offsetof(struct pf_config, workers), 0, 0, parse_workers},
@@ -219,6 +235,7 @@ static const struct pf_conf_key top_keys[] = {
     {"routes", PF_CONF_CUSTOM, 0, 0, 0, parse_later},
     {"filters", PF_CONF_CUSTOM, 0, 0, 0, parse_later},
     {"metrics", PF_CONF_CUSTOM, offsetof(struct pf_config, metrics), 0, 0, pf_stats_conf_parse},
+    {"splice", PF_CONF_CUSTOM, offsetof(struct pf_config, splice), 0, 0, parse_splice},
     {NULL, 0, 0, 0, 0, NULL},
 };
 
@@ -667,6 +684,8 @@ static struct pf_config *conf_new(const char *path)
     cfg->access_log_path = pf_xstrdup("stdout");
     cfg->access_log_format = pf_xstrdup("json");
     cfg->log_level = PF_LOG_INFO;
+    /* requests, min_request_size, responses, min_response_size (bench/README.md, "splice") */
+    cfg->splice = (struct pf_splice_conf){true, 1 << 20, false, 64 << 10};
     return cfg;
 }
 

@@ -314,6 +314,17 @@ struct pf_limits {
     uint64_t request_buffering; /* 64KiB: bodies up to this are read before connecting; 0 = off */
 };
 
+/*
+ * `splice:` which bodies move socket -> pipe -> socket with splice(2)
+ * (proxy/upstream/upsplice.c). Read per transaction from its snapshot.
+ */
+struct pf_splice_conf {
+    bool requests;              /* true: request bodies that stream upstream */
+    uint64_t min_request_size;  /* 1MiB: smaller Content-Length request bodies are copied */
+    bool responses;             /* false: response bodies no filter reads */
+    uint64_t min_response_size; /* 64KiB: smaller Content-Length response bodies are copied */
+};
+
 /* underscores_in_headers: request header names with '_' */
 enum pf_underscores {
     PF_UNDERSCORES_DROP = 0, /* removed before forwarding (the default) */
@@ -337,6 +348,7 @@ struct pf_config {
     char *access_log_format;         /* "json" */
     int log_level;                   /* enum pf_log_level, info */
     enum pf_underscores underscores; /* underscores_in_headers: drop */
+    struct pf_splice_conf splice;    /* splice */
     struct pf_upstream_conf *upstreams;
     unsigned n_upstreams;
     struct pf_route *routes; /* default: one route "/" to the only upstream */

@@ -145,6 +145,12 @@ static void json_top(struct evbuffer *out, const struct pf_config *cfg)
                                                                    : "info");
     evbuffer_add_printf(out, ",\"underscores_in_headers\":\"%s\"",
                         pf_conf_underscores_names[cfg->underscores]);
+    evbuffer_add_printf(
+        out,
+        ",\"splice\":{\"requests\":%s,\"min_request_size\":%llu,\"responses\":%s,\"min_response_size\":%llu}",
+        cfg->splice.requests ? "true" : "false", (unsigned long long)cfg->splice.min_request_size,
+        cfg->splice.responses ? "true" : "false",
+        (unsigned long long)cfg->splice.min_response_size);
 }
 
 void pf_conf_to_json(const struct pf_config *cfg, struct evbuffer *out)

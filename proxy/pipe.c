@@ -4,9 +4,7 @@
 #include "proxy/pipe.h"
 
 #include <fcntl.h>
-#include <stdatomic.h>
 #include <stdlib.h>
-#include <string.h>
 #include <unistd.h>
 
 #include "proxy/arena.h"
@@ -74,37 +72,6 @@ void pf_pipes_free(struct pf_pipes *pp)
     while (pp->n_idle > 0)
         pipe_close(pp->idle[--pp->n_idle]);
     free(pp);
-}
-
-bool pf_splice_enabled(void)
-{
-    /* workers may race to the first read: they all store the same value */
-    static _Atomic int on = -1;
-    int v = atomic_load_explicit(&on, memory_order_relaxed);
-
-    if (v < 0) {
-        const char *e = getenv("PILOTFISH_SPLICE");
-
-        v = e != NULL && strcmp(e, "on") == 0;
-        atomic_store_explicit(&on, v, memory_order_relaxed);
-    }
-    return v != 0;
-}
-
-uint64_t pf_splice_min(void)
-{
-    static _Atomic long long min = -1; /* as pf_splice_enabled */
-    long long v = atomic_load_explicit(&min, memory_order_relaxed);
-
-    if (v < 0) {
-        const char *e = getenv("PILOTFISH_SPLICE_MIN");
-
-        v = e != NULL && *e != '\0' ? strtoll(e, NULL, 10) : PF_SPLICE_MIN;
-        if (v < 0)
-            v = PF_SPLICE_MIN;
-        atomic_store_explicit(&min, v, memory_order_relaxed);
-    }
-    return (uint64_t)v;
 }
 
 void pf_splice_count(unsigned which, uint64_t n)

@@ -23,7 +23,6 @@ struct evbuffer;
 #ifndef PF_PIPE_SIZE
 #define PF_PIPE_SIZE (256 * 1024) /* F_SETPIPE_SZ (64 KiB and 1 MiB measured no different) */
 #endif
-#define PF_SPLICE_MIN (64 * 1024) /* smaller Content-Length bodies (either way) are copied */
 
 struct pf_pipe {
     int rd;
@@ -51,18 +50,6 @@ void pf_pipes_put(struct pf_pipes *pp, struct pf_pipe *p);
 
 /* Close every idle pipe and free pp (the worker exits; none may be in use). NULL: no-op. */
 void pf_pipes_free(struct pf_pipes *pp);
-
-/*
- * Splicing is on: PILOTFISH_SPLICE=on in the environment (read once). Off by
- * default: on loopback it never cost less CPU than copying (bench/README.md).
- */
-bool pf_splice_enabled(void);
-
-/*
- * The smallest Content-Length spliced: PF_SPLICE_MIN, or PILOTFISH_SPLICE_MIN
- * (bytes) from the environment, for measurements (bench/splice.sh).
- */
-uint64_t pf_splice_min(void);
 
 /* This thread's splice counters. */
 enum {

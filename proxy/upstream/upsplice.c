@@ -34,12 +34,14 @@
 
 bool pf_upsplice_eligible(const struct pf_tx *tx, const struct pf_upconn *uc)
 {
-    if (!pf_splice_enabled() || tx->conn == NULL || tx->keep_fetching)
+    const struct pf_splice_conf *sc = &tx->cfg->splice; /* the snapshot tx started with */
+
+    if (!sc->responses || tx->conn == NULL || tx->keep_fetching)
         return false;
     if (tx->has_body_filters && tx->out_from > 0)
         return false; /* a filter reads the body */
     if (uc->body_mode == PF_BODY_LENGTH)
-        return tx->out_mode == PF_OUT_LENGTH && uc->body_left >= pf_splice_min();
+        return tx->out_mode == PF_OUT_LENGTH && uc->body_left >= sc->min_response_size;
     return uc->body_mode == PF_BODY_CLOSE && tx->out_mode == PF_OUT_CLOSE;
 }
 
@@ -151,11 +153,11 @@ bool pf_upsplice_req_begin(struct pf_tx *tx)
     struct pf_upconn *uc = tx->uc;
     struct pf_worker *w = tx->w;
 
-    if (!pf_splice_enabled() || c == NULL || uc == NULL || uc->req_pipe != NULL ||
+    if (!tx->cfg->splice.requests || c == NULL || uc == NULL || uc->req_pipe != NULL ||
         tx->req_no_splice || tx->req_buffering || tx->req_tee != NULL)
         return false; /* a body kept for a retry is copied: that copy is the reason it can be */
     if (c->body_mode != PF_BODY_LENGTH || uc->req_chunked || c->body_left == 0 ||
-        tx->req_length < pf_splice_min() || evbuffer_get_length(c->s->in) > 0 ||
+        tx->req_length < tx->cfg->splice.min_request_size || evbuffer_get_length(c->s->in) > 0 ||
         c->state == PF_CONN_DEAD)
         return false;
     if (w->pipes == NULL)

@@ -24,9 +24,10 @@ enum pf_upsplice_res {
 };
 
 /*
- * Whether tx's response body on uc may be spliced: splicing is on, no filter
- * reads the body, and it is Content-Length framed (at least PF_SPLICE_MIN
- * bytes) and passed on so, or close-delimited toward an HTTP/1.0 client.
+ * Whether tx's response body on uc may be spliced: splice.responses is on in
+ * tx's snapshot, no filter reads the body, and it is Content-Length framed
+ * (at least splice.min_response_size bytes) and passed on so, or
+ * close-delimited toward an HTTP/1.0 client.
  * Call after the head went out (pf_tx_respond).
  */
 bool pf_upsplice_eligible(const struct pf_tx *tx, const struct pf_upconn *uc);
@@ -43,9 +44,10 @@ void pf_upsplice_end(struct pf_upconn *uc);
 
 /*
  * Request bodies. Once the bytes read with the head (and any read after it)
- * have been handed on, a Content-Length body of at least pf_splice_min()
- * bytes that streams to tx's upstream connection (not buffered, not kept
- * for a retry) goes on with splice: a pipe is taken and the client's stream
+ * have been handed on, a Content-Length body of at least
+ * splice.min_request_size bytes (splice.requests on in tx's snapshot) that
+ * streams to tx's upstream connection (not buffered, not kept for a retry)
+ * goes on with splice: a pipe is taken and the client's stream
  * made raw. Called after each piece of body the copying path hands on;
  * false when the body stays on the copying path.
  */

@@ -1,14 +1,16 @@
 """Response bodies moved with splice(2) (upstream socket -> pipe -> client
 socket) when no filter reads them, and the copying path they fall back to.
-Every test runs in both modes: splice on (PILOTFISH_SPLICE=on) and off (the
-default), and checks which one moved the body with the pilotfish_splice_*
-counters."""
+Every test runs in both modes, set in the configuration: splice on (`splice:
+{responses: true}`, bodies from 64 KiB, as requests) and off (both
+directions), and checks which one moved the body with the pilotfish_splice_*
+counters. A reload switches it for the requests that start afterwards."""
 
 import gzip
 import hashlib
 import json
 import os
 import socket
+import threading
 import time
 
 import pf
@@ -24,12 +26,17 @@ CONFIG = pf.BASIC_CONFIG.replace(
     request_timeout: 1s
 """
 
-MODES = {"on": {"PILOTFISH_SPLICE": "on"}, "off": {}}
+# the `splice:` section of each mode, appended to a configuration
+MODES = {
+    "on": "splice: { requests: true, min_request_size: 64KiB, responses: true, "
+          "min_response_size: 64KiB }\n",
+    "off": "splice: { requests: false, responses: false }\n",
+}
 
 
 def start(mode):
     o = Origin()
-    p = Pilotfish(CONFIG, origin=o, env=MODES[mode])
+    p = Pilotfish(CONFIG + MODES[mode], origin=o)
     assert p.get("/?size=100000").status == 200  # warm up: pools, arenas, a pipe
     return o, p
 
@@ -298,3 +305,76 @@ def _http10_close_delimited(mode):
 
 
 both(_http10_close_delimited)
+
+
+# ---- the mode follows the configuration: reload ----
+
+def admin_reload(p):
+    r = p.admin("POST", "/reload")
+    assert r.status == 200 and r.json()["result"] == "success", (r, r.body)
+
+
+def test_splice_reload_turns_responses_on_and_off():
+    """A reload switches response splice on, then off, for the requests that
+    start afterwards, on a client connection kept alive across both
+    (pilotfish_splice_responses_total)."""
+    size = MiB
+    o = Origin()
+    p = Pilotfish(CONFIG + MODES["off"], origin=o)
+    with o, p, Conn(p.port, timeout=20) as c:
+
+        def fetch():
+            """One response on c: whether it was spliced."""
+            n = spliced(p)[0]
+            r = c.request("GET", "/?size=%d" % size)
+            assert r.status == 200 and r.body == pf.pattern(size), r.status
+            return spliced(p)[0] == n + 1
+
+        for mode, want in (("off", False), ("on", True), ("off", False)):
+            if mode == "on" or spliced(p)[0] > 0:
+                p.write_config(CONFIG + MODES[mode])
+                admin_reload(p)
+            # the worker takes the new snapshot from its mailbox: wait for the first request under it
+            pf.eventually(lambda: fetch() == want, timeout=10, msg="splice %s after reload" % mode)
+            for _ in range(3):
+                assert fetch() == want, "splice not %s after reload" % mode
+
+
+def test_splice_reload_keeps_what_a_request_started_with():
+    """A request in flight across a reload keeps the splice setting it
+    started with: held at the upstream while splice is turned off (then on),
+    its response is still spliced (then copied) while new requests already
+    follow the new setting."""
+    body = pf.pattern(MiB)
+    release = {"/hold-on": threading.Event(), "/hold-off": threading.Event()}
+
+    def handler(conn_idx, req_idx, head, req_body):
+        target = head.split(b" ")[1].decode()
+        if target in release:
+            release[target].wait(30)
+        return h2.http_response(body)
+
+    with h2.FakeOrigin(handler) as f:
+        p = Pilotfish(CONFIG + MODES["on"], vars={"origin_port": f.port})
+        with p:
+            for was, now in (("on", "off"), ("off", "on")):
+                held = Conn(p.port, timeout=20)
+                held.send_request("GET", "/hold-" + was)
+                pf.eventually(lambda: any(b"/hold-" + was.encode() in r[2] for r in f.requests),
+                              msg="the held request at the upstream")
+                p.write_config(CONFIG + MODES[now])
+                admin_reload(p)
+
+                def probe():
+                    n = spliced(p)[0]
+                    assert p.get("/probe").body == body
+                    return (spliced(p)[0] > n) == (now == "on")
+
+                pf.eventually(probe, timeout=10, msg="new requests under splice %s" % now)
+                n = spliced(p)[0]
+                release["/hold-" + was].set()
+                r = held.read_response("GET")
+                held.close()
+                assert r.status == 200 and r.body == body, r.status
+                assert spliced(p)[0] == n + (1 if was == "on" else 0), \
+                    "the held response did not keep splice %s" % was

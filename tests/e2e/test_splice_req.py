@@ -3,9 +3,11 @@ socket), and the copying path they fall back to. No filter reads a request
 body (the filter interface has no hook for one), so every Content-Length body
 of at least 64 KiB that streams upstream is spliced; chunked bodies, bodies
 read whole under limits.request_buffering and bodies kept for a retry are
-copied. Every test runs in both modes: splice on (PILOTFISH_SPLICE=on) and off
-(the default), and checks which one moved the body with the
-pilotfish_splice_request* counters."""
+copied. Every test runs in both modes, set in the configuration: splice on
+(`splice: {requests: true, min_request_size: 64KiB}`, as responses) and off
+(both directions), and checks which one moved the body with the
+pilotfish_splice_request* counters. The defaults (requests from 1 MiB) are
+checked on their own."""
 
 import hashlib
 import os
@@ -27,7 +29,12 @@ CONFIG = pf.BASIC_CONFIG.replace(
 """
 
 RETRIES = 'pilotfish_upstream_retries_total{upstream="app"}'
-MODES = {"on": {"PILOTFISH_SPLICE": "on"}, "off": {}}
+# the `splice:` section of each mode, appended to a configuration
+MODES = {
+    "on": "splice: { requests: true, min_request_size: 64KiB, responses: true, "
+          "min_response_size: 64KiB }\n",
+    "off": "splice: { requests: false, responses: false }\n",
+}
 
 _fnv = {}
 
@@ -41,7 +48,7 @@ def fnv_of_pattern(n):
 
 def start(mode, config=CONFIG):
     o = Origin()
-    p = Pilotfish(config, origin=o, env=MODES[mode])
+    p = Pilotfish(config + MODES[mode], origin=o)
     assert p.get("/?size=100").status == 200  # warm up: pools, arenas
     return o, p
 
@@ -459,7 +466,7 @@ def _unix_upstream(mode):
     sock = "/tmp/pf-test-splice-req-%d.sock" % os.getpid()
     o = Origin(extra_listen=["unix:" + sock])
     config = CONFIG.replace('["127.0.0.1:{{origin_port}}"]', '["unix:%s"]' % sock)
-    p = Pilotfish(config, origin=o, env=MODES[mode])
+    p = Pilotfish(config + MODES[mode], origin=o)
     with o, p:
         before = spliced(p)
         r = pf.request(p.port, "POST", "/echo", body=pf.pattern(size))
@@ -468,3 +475,21 @@ def _unix_upstream(mode):
 
 
 both(_unix_upstream)
+
+
+def test_splice_req_defaults():
+    """Without a `splice:` section request bodies from 1 MiB are spliced and
+    smaller ones copied (limits.request_buffering off, so both stream), and
+    no response body is spliced."""
+    config = CONFIG.replace("workers: 1\n", "workers: 1\nlimits: { request_buffering: 0 }\n")
+    o = Origin()
+    p = Pilotfish(config, origin=o)
+    with o, p:
+        before = spliced(p)
+        for size in (MiB - 1, MiB):
+            r = pf.request(p.port, "POST", "/echo", body=pf.pattern(size))
+            assert r.status == 200 and r.json()["body_fnv1a64"] == fnv_of_pattern(size), r
+        check_spliced(p, "on", before, 1)
+        r = p.get("/?size=%d" % (4 * MiB))
+        assert r.status == 200 and r.body == pf.pattern(4 * MiB)
+        assert p.metrics()["pilotfish_splice_responses_total"] == 0

@@ -1,7 +1,8 @@
 /*
- * Unit tests of the scalar parsers (durations, sizes, percentages, booleans)
- * and of key tables filled by pf_conf_fill (proxy/conf_node.c). The loading
- * of whole configuration files is tested in test_conf.c.
+ * Unit tests of the scalar parsers (durations, sizes, percentages, booleans),
+ * of key tables filled by pf_conf_fill (proxy/conf_node.c) and of the
+ * `splice:` section (proxy/conf.c). The loading of whole configuration files
+ * is tested in test_conf.c.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -14,6 +15,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <event2/buffer.h>
 
 #include "proxy/arena.h"
 #include "proxy/conf.h"
@@ -243,15 +245,101 @@ static void test_conf_fill_reports_types_and_bounds(void **state UNUSED)
     pf_conf_node_free(root);
 }
 
+/* ---- splice: ---- */
+
+#define UPSTREAM "upstreams: {app: {endpoints: [\"127.0.0.1:3000\"]}}\n"
+
+static struct pf_config *load(const char *yaml)
+{
+    struct pf_config *cfg = pf_conf_load_string(yaml, "t.yaml", &err);
+
+    if (cfg == NULL)
+        pf_conf_print_errors(&err, stderr);
+    assert_non_null(cfg);
+    return cfg;
+}
+
+static void test_conf_splice_defaults(void **state UNUSED)
+{
+    struct pf_config *cfg = load(UPSTREAM);
+
+    /* requests on from 1 MiB, responses off (bench/README.md) */
+    assert_true(cfg->splice.requests);
+    assert_int_equal(cfg->splice.min_request_size, 1 << 20);
+    assert_false(cfg->splice.responses);
+    assert_int_equal(cfg->splice.min_response_size, 64 << 10);
+    pf_conf_unref(cfg);
+    /* an empty section is the defaults too */
+    cfg = load("splice:\n" UPSTREAM);
+    assert_true(cfg->splice.requests && !cfg->splice.responses);
+    pf_conf_unref(cfg);
+}
+
+static void test_conf_splice_sets_every_key(void **state UNUSED)
+{
+    struct pf_config *cfg = load("splice:\n  requests: false\n  min_request_size: 256KiB\n"
+                                 "  responses: on\n  min_response_size: 1.5MiB\n" UPSTREAM);
+    struct evbuffer *out = evbuffer_new();
+    char *json;
+
+    assert_false(cfg->splice.requests);
+    assert_int_equal(cfg->splice.min_request_size, 256 << 10);
+    assert_true(cfg->splice.responses);
+    assert_int_equal(cfg->splice.min_response_size, 3 << 19);
+    assert_non_null(out);
+    pf_conf_to_json(cfg, out);
+    evbuffer_add(out, "", 1);
+    json = (char *)evbuffer_pullup(out, -1);
+    assert_non_null(strstr(json, "\"splice\":{\"requests\":false,\"min_request_size\":262144,"
+                                 "\"responses\":true,\"min_response_size\":1572864}"));
+    evbuffer_free(out);
+    pf_conf_unref(cfg);
+    /* the smallest size there is: 1 byte */
+    cfg = load("splice: {min_request_size: 1, min_response_size: 1}\n" UPSTREAM);
+    assert_int_equal(cfg->splice.min_request_size, 1);
+    assert_int_equal(cfg->splice.min_response_size, 1);
+    pf_conf_unref(cfg);
+}
+
+static void test_conf_splice_reports_bad_values(void **state UNUSED)
+{
+    static const char yaml[] = "splice:\n  requests: maybe\n  min_request_size: 0\n"
+                               "  respones: true\n  min_response_size: big\n" UPSTREAM;
+
+    assert_null(pf_conf_load_string(yaml, "t.yaml", &err));
+    assert_int_equal(err.n, 4);
+    assert_true(has_error("t.yaml:2:13: splice.requests: expected true or false"));
+    assert_true(has_error("t.yaml:3:21: splice.min_request_size: must be between 1 and 1TiB"));
+    assert_true(has_error("t.yaml:4:3: unknown key 'respones' in splice (did you mean "
+                          "'responses'?)"));
+    assert_true(has_error(
+        "t.yaml:5:22: splice.min_response_size: expected a size like 512, 64KiB or 1MiB"));
+    /* the section itself: a map, under its own name */
+    pf_err_fini(&err);
+    pf_err_init(&err, "t.yaml");
+    assert_null(pf_conf_load_string("splice: on\nsplise: {}\n" UPSTREAM, "t.yaml", &err));
+    assert_int_equal(err.n, 2);
+    assert_true(has_error("t.yaml:1:9: splice: expected a map"));
+    assert_true(has_error("t.yaml:2:1: unknown key 'splise' at the top level (did you mean "
+                          "'splice'?)"));
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        T(test_conf_parse_duration_accepts_units), T(test_conf_parse_duration_rejects_garbage),
-        T(test_conf_parse_size_accepts_units),     T(test_conf_parse_size_rejects_garbage),
-        T(test_conf_parse_percent_and_bool),       T(test_conf_format_duration_picks_largest_unit),
-        T(test_conf_fill_sets_every_kind),         T(test_conf_fill_reports_types_and_bounds),
+        T(test_conf_parse_duration_accepts_units),
+        T(test_conf_parse_duration_rejects_garbage),
+        T(test_conf_parse_size_accepts_units),
+        T(test_conf_parse_size_rejects_garbage),
+        T(test_conf_parse_percent_and_bool),
+        T(test_conf_format_duration_picks_largest_unit),
+        T(test_conf_fill_sets_every_kind),
+        T(test_conf_fill_reports_types_and_bounds),
+        T(test_conf_splice_defaults),
+        T(test_conf_splice_sets_every_key),
+        T(test_conf_splice_reports_bad_values),
     };
 
     return cmocka_run_group_tests_name("conf_values", tests, NULL, NULL);
