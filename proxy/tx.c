@@ -14,6 +14,7 @@
 #include "proxy/accesslog.h"
 #include "proxy/admin.h"
 #include "proxy/arena.h"
+#include "proxy/bufpool.h"
 #include "proxy/chain.h"
 #include "proxy/clock.h"
 #include "proxy/errors.h"
@@ -201,16 +202,17 @@ void pf_tx_ids(struct pf_tx *tx)
         pf_trace_start(tx);
 }
 
-static void evbuffer_free_cb(void *arg)
+static void evbuffer_put_cb(void *arg)
 {
-    evbuffer_free(arg);
+    pf_bufpool_evbuffer_put(arg); /* the arena ends on the tx's worker: its pool */
 }
 
+/* A buffer for the transaction's life, from this worker's pool and back to it. */
 static struct evbuffer *tx_evbuffer(struct pf_tx *tx)
 {
-    struct evbuffer *b = pf_evbuffer_new();
+    struct evbuffer *b = pf_bufpool_evbuffer();
 
-    pf_arena_defer(tx->arena, evbuffer_free_cb, b);
+    pf_arena_defer(tx->arena, evbuffer_put_cb, b);
     return b;
 }
 
