@@ -9,9 +9,11 @@
  * pf_stream keeps the same shape (input and output evbuffers, read / write /
  * event callbacks, a low watermark) without them.
  *
- * Output is written by pf_stream_flush_all() at the end of the batch of
- * callbacks in which it was produced (writers call pf_stream_mark()), so a
- * head and a body added separately go out in one writev. Worker thread only.
+ * Output is written when the callback that produced it has returned (writers
+ * call pf_stream_mark()): right after a read callback, so that the bytes it
+ * passed on are still in cache, and by pf_stream_flush_all() at the end of
+ * the batch for output made elsewhere. A head and a body added separately in
+ * one callback go out in one writev. Worker thread only.
  */
 #ifndef PF_STREAM_H
 #define PF_STREAM_H
@@ -136,7 +138,7 @@ void pf_stream_set_write_timeout(struct pf_stream *s, const struct timeval *tv);
 /* Close the socket and free the stream. */
 void pf_stream_free(struct pf_stream *s);
 
-/* s->out has new data: write it at the end of this batch of callbacks. */
+/* s->out has new data: write it when the current callback has returned. */
 void pf_stream_mark(struct pf_stream *s);
 
 /*

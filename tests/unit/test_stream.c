@@ -566,6 +566,124 @@ static void test_stream_free_inside_a_callback_is_deferred(void **state)
     assert_int_equal(recv(f->peer, buf, sizeof(buf), 0), 0); /* the socket is closed */
 }
 
+/* ---- a read's output is written when its callback returns ---- */
+
+/* Readers that pass what they read on to the fixture's stream (the writer). */
+struct relay {
+    struct fixture *f;
+    struct pf_stream *s;
+    int peer;
+    ssize_t seen_at_peer; /* what the writer's peer could read when this readcb began */
+    unsigned reads;
+    bool free_self_on_error; /* the writer's error event frees this reader */
+};
+
+static struct relay *error_relay;
+
+static void relay_read(struct pf_stream *s, void *arg)
+{
+    struct relay *r = arg;
+    char buf[64];
+
+    r->reads++;
+    r->seen_at_peer = r->f->peer >= 0 ? peer_recv_now(r->f, buf, sizeof(buf)) : -1;
+    evbuffer_add_buffer(r->f->s->out, s->in);
+    pf_stream_mark(r->f->s);
+}
+
+static void relay_writer_event(struct pf_stream *s UNUSED, int what, void *arg)
+{
+    struct fixture *f = arg;
+
+    on_event(s, what, &f->r);
+    if (error_relay != NULL && error_relay->free_self_on_error) {
+        pf_stream_free(error_relay->s);
+        error_relay->s = NULL;
+    }
+}
+
+static void relay_open(struct fixture *f, struct relay *r)
+{
+    int sv[2];
+
+    memset(r, 0, sizeof(*r));
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    r->f = f;
+    r->s = pf_stream_new(&f->loop, sv[0]);
+    r->peer = sv[1];
+    pf_stream_setcb(r->s, relay_read, NULL, NULL, r);
+}
+
+static void relay_close(struct relay *r)
+{
+    pf_stream_free(r->s);
+    close(r->peer);
+}
+
+/*
+ * Two readers readable in the same batch: whichever runs second finds the
+ * first one's bytes already at the writer's peer (not held to the batch's end).
+ */
+static void test_stream_read_output_is_written_before_the_next_callback(void **state)
+{
+    struct fixture *f = *state;
+    struct relay a, c;
+    char buf[64];
+    ssize_t n;
+
+    relay_open(f, &a);
+    relay_open(f, &c);
+    assert_int_equal(send(a.peer, "AAAA", 4, 0), 4);
+    assert_int_equal(send(c.peer, "CC", 2, 0), 2);
+    pf_stream_read(a.s, true);
+    pf_stream_read(c.s, true);
+    /* both are readable before the loop polls: one batch runs both callbacks */
+    event_base_loop(f->base, EVLOOP_ONCE);
+    assert_int_equal(a.reads, 1);
+    assert_int_equal(c.reads, 1);
+    /* the first to run saw nothing, the second saw the first's bytes */
+    if (a.seen_at_peer > 0) {
+        assert_int_equal(a.seen_at_peer, 2);
+        assert_int_equal(c.seen_at_peer, -1);
+    } else {
+        assert_int_equal(a.seen_at_peer, -1);
+        assert_int_equal(c.seen_at_peer, 4);
+    }
+    n = peer_recv_now(f, buf, sizeof(buf));
+    assert_int_equal(n, 6 - (a.seen_at_peer > 0 ? a.seen_at_peer : c.seen_at_peer));
+    relay_close(&a);
+    relay_close(&c);
+}
+
+/*
+ * The write after a read fails, and the error event frees the reader whose
+ * callback produced the output: the reader stays valid memory (the grave)
+ * until the batch ends. Run under SANITIZE=1 to catch a use after free.
+ */
+static void test_stream_read_output_write_error_may_free_the_reader(void **state)
+{
+    struct fixture *f = *state;
+    struct relay a;
+
+    relay_open(f, &a);
+    a.free_self_on_error = true;
+    error_relay = &a;
+    pf_stream_setcb(f->s, on_read, on_write, relay_writer_event, f);
+    close(f->peer);
+    f->peer = -1;
+    assert_int_equal(send(a.peer, "x", 1, 0), 1);
+    pf_stream_read(a.s, true);
+    event_base_loop(f->base, EVLOOP_ONCE);
+    assert_int_equal(a.reads, 1);
+    assert_int_equal(f->r.n_events, 1);
+    assert_int_equal(f->r.events[0], PF_STREAM_ERROR);
+    assert_int_equal(f->s->err, EPIPE);
+    assert_null(a.s); /* freed inside the error event */
+    error_relay = NULL;
+    assert_int_equal(f->loop.n_grave, 0); /* released at the end of that batch */
+    close(a.peer);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -601,6 +719,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stream_connect_reports_connected_then_writes, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_stream_connect_refused_is_an_error, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_read_output_is_written_before_the_next_callback,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_read_output_write_error_may_free_the_reader,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_stream_free_inside_a_callback_is_deferred, setup,
                                         teardown),
     };
