@@ -379,6 +379,72 @@ static void test_stream_backpressure_waits_for_the_peer_then_resumes(void **stat
     assert_int_equal(f->r.n_events, 0);
 }
 
+/*
+ * Output in many pieces (small ones that are copied together, large ones,
+ * more pieces than one write takes) against a small receive buffer, so that
+ * writes are partial: every byte arrives, in order.
+ */
+static void test_stream_output_in_many_pieces_arrives_in_order(void **state)
+{
+    struct fixture *f = *state;
+    static const size_t sizes[] = {1, 114, 900, 3000, 1,     4096, 4097, 70000,
+                                   7, 2,   1,   9,    65536, 50,   30,   200000};
+    enum { ROUNDS = 3 };
+    size_t total = 0, off = 0;
+    unsigned char *data;
+    int sz = 16 * 1024;
+
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
+        total += sizes[i];
+    total *= ROUNDS;
+    data = malloc(total);
+    assert_non_null(data);
+    for (size_t i = 0; i < total; i++)
+        data[i] = expect_byte(i);
+    assert_int_equal(setsockopt(f->peer, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz)), 0);
+    for (unsigned r = 0; r < ROUNDS; r++) {
+        for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+            /* a reference is a piece of its own (no merging into the previous one) */
+            evbuffer_add_reference(f->s->out, data + off, sizes[i], NULL, NULL);
+            off += sizes[i];
+        }
+    }
+    pf_stream_mark(f->s);
+    drained = 0;
+    assert_true(run_until(f, peer_drained, 10000));
+    peer_drained(f);
+    assert_int_equal(drained, total);
+    assert_int_equal(f->r.n_events, 0);
+    free(data);
+}
+
+/* Output to a descriptor that is not a socket (a pipe) is written too. */
+static void test_stream_writes_to_a_pipe(void **state)
+{
+    struct fixture *f = *state;
+    struct pf_stream *p;
+    int fds[2];
+    char buf[16];
+
+    assert_int_equal(pipe(fds), 0);
+    p = pf_stream_new(&f->loop, fds[1]);
+    pf_stream_setcb(p, NULL, on_write, NULL, &f->r);
+    evbuffer_add(p->out, "HEAD|", 5);
+    evbuffer_add_reference(p->out, "BODY", 4, NULL, NULL);
+    pf_stream_mark(p);
+    assert_true(run_until(f, got_write, 10000));
+    assert_int_equal(read(fds[0], buf, sizeof(buf)), 9);
+    assert_memory_equal(buf, "HEAD|BODY", 9);
+    evbuffer_add(p->out, "one", 3);
+    pf_stream_mark(p);
+    f->r.writes = 0;
+    assert_true(run_until(f, got_write, 10000));
+    assert_int_equal(read(fds[0], buf, sizeof(buf)), 3);
+    assert_memory_equal(buf, "one", 3);
+    pf_stream_free(p);
+    close(fds[0]);
+}
+
 /* ---- timeouts ---- */
 
 static void test_stream_read_timeout_fires_without_input(void **state)
@@ -702,6 +768,9 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_stream_backpressure_waits_for_the_peer_then_resumes,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_output_in_many_pieces_arrives_in_order, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_stream_writes_to_a_pipe, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stream_read_timeout_fires_without_input, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_stream_read_timeout_removed_does_not_fire, setup,
