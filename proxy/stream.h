@@ -60,7 +60,8 @@ struct pf_stream_loop {
 struct pf_stream {
     struct pf_stream_loop *loop;
     int fd;
-    int err; /* errno of the last PF_STREAM_ERROR */
+    int err;         /* errno of the last PF_STREAM_ERROR */
+    int err_pending; /* a read error met after bytes were read: reported next time */
     struct event rev;
     struct event *wev; /* made at the first wait for writability (wev_get) */
     struct evbuffer *in;

@@ -228,28 +228,44 @@ static void test_stream_does_not_read_when_stopped(void **state)
     assert_memory_equal(evbuffer_pullup(f->s->in, 6), "onetwo", 6);
 }
 
-/* A read that fills its 16 KiB buffer announces a stream: the next is 64 KiB. */
-static void test_stream_reads_bigger_after_a_full_read(void **state)
+/*
+ * A read that fills its buffer is followed by more reads in the same callback
+ * (64 KiB each) until one does not fill up or 128 KiB have been read; the
+ * stream then reads 64 KiB at a time from the start.
+ */
+static void test_stream_reads_on_while_reads_fill_up(void **state)
 {
     struct fixture *f = *state;
-    static char big[128 * 1024];
+    static char big[512 * 1024];
     int sz = sizeof(big) * 2;
     size_t first;
 
     memset(big, 'b', sizeof(big));
     assert_int_equal(setsockopt(f->peer, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz)), 0);
     peer_send(f, big, sizeof(big));
-    f->r.stop_in_read = true; /* one read per pf_stream_read(true) */
+    f->r.stop_in_read = true; /* one callback per pf_stream_read(true) */
     pf_stream_read(f->s, true);
     assert_true(run_until(f, got_event_or_read, 10000));
+    assert_int_equal(f->r.reads, 1);
     first = in_len(f);
-    /* at least 16 KiB (evbuffer may offer more room than asked), all of it filled */
-    assert_true(first >= 16 * 1024 && first < 64 * 1024);
+    /* at least 128 KiB in one callback, not everything (the room of the last read over) */
+    assert_true(first >= 128 * 1024 && first < 384 * 1024);
     assert_true(f->s->big_reads);
     pf_stream_read(f->s, true);
     assert_true(run_until(f, got_second_read, 10000));
-    /* 64 KiB asked for this time */
-    assert_true(in_len(f) - first >= 64 * 1024);
+    assert_true(in_len(f) - first >= 128 * 1024);
+}
+
+/* A short read ends the callback: one callback per piece that arrives. */
+static void test_stream_short_read_is_passed_on_at_once(void **state)
+{
+    struct fixture *f = *state;
+
+    peer_send(f, "hello", 5);
+    pf_stream_read(f->s, true);
+    assert_true(run_until(f, got_5, 10000));
+    assert_int_equal(f->r.reads, 1);
+    assert_false(f->s->big_reads);
 }
 
 /* ---- end of input and errors ---- */
@@ -279,6 +295,49 @@ static void test_stream_read_error_is_an_event_with_errno(void **state)
     f->peer = -1;
     pf_stream_read(f->s, true);
     assert_true(run_until(f, got_event, 10000));
+    assert_int_equal(f->r.events[0], PF_STREAM_ERROR);
+    assert_int_equal(f->s->err, ECONNRESET);
+}
+
+/*
+ * The bytes before an error are passed on first, in a callback of their own,
+ * and the error (not a plain end of input) follows with its errno, though
+ * the read that met it was one of several in one callback.
+ */
+static bool got_reads_and_event(struct fixture *f)
+{
+    return f->r.n_events > 0;
+}
+
+static void test_stream_read_error_after_bytes_keeps_its_errno(void **state)
+{
+    struct fixture *f = *state;
+    struct evbuffer *scratch = evbuffer_new();
+    struct evbuffer_iovec v[2];
+    static char big[128 * 1024];
+    size_t room;
+
+    /*
+     * Exactly the room of the first read (16 KiB asked of a fresh evbuffer):
+     * it fills up, so the callback reads on and meets the error.
+     */
+    assert_non_null(scratch);
+    assert_true(evbuffer_reserve_space(scratch, 16 * 1024, v, 2) >= 1);
+    room = v[0].iov_len;
+    evbuffer_free(scratch);
+    assert_true(room >= 16 * 1024 && room <= sizeof(big));
+    memset(big, 'e', sizeof(big));
+    peer_send(f, big, room);
+    /* unread bytes at the peer when it closes: our reads end in ECONNRESET */
+    evbuffer_add(f->s->out, "x", 1);
+    pf_stream_flush(f->s);
+    close(f->peer);
+    f->peer = -1;
+    pf_stream_read(f->s, true);
+    assert_true(run_until(f, got_reads_and_event, 10000));
+    assert_int_equal(in_len(f), room); /* every byte first */
+    assert_int_equal(f->r.reads, 1);
+    assert_int_equal(f->r.n_events, 1);
     assert_int_equal(f->r.events[0], PF_STREAM_ERROR);
     assert_int_equal(f->s->err, ECONNRESET);
 }
@@ -756,11 +815,14 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stream_reads_into_in_and_calls_readcb, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_stream_does_not_read_when_stopped, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_stream_reads_bigger_after_a_full_read, setup,
+        cmocka_unit_test_setup_teardown(test_stream_reads_on_while_reads_fill_up, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_short_read_is_passed_on_at_once, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_stream_eof_is_an_event_and_stops_reading, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_stream_read_error_is_an_event_with_errno, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_stream_read_error_after_bytes_keeps_its_errno, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_stream_write_error_is_an_event_with_errno, setup,
                                         teardown),
