@@ -4,6 +4,8 @@
 #include "proxy/stream.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -53,10 +55,50 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
     pf_stream_flush_all(arg);
 }
 
+/* Push what MSG_MORE left in the kernel: setting TCP_NODELAY sends pending frames. */
+static void push(struct pf_stream *s)
+{
+    int one = 1;
+
+    TAILQ_REMOVE(&s->loop->corked, s, cork_link);
+    s->corked = false;
+    setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+static void push_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct pf_stream_loop *l = arg;
+    struct pf_stream *s;
+
+    (void)fd;
+    (void)what;
+    l->push_armed = false;
+    while ((s = TAILQ_FIRST(&l->corked)) != NULL)
+        push(s);
+}
+
+static void cork(struct pf_stream *s)
+{
+    struct pf_stream_loop *l = s->loop;
+
+    if (s->corked)
+        return;
+    s->corked = true;
+    TAILQ_INSERT_TAIL(&l->corked, s, cork_link);
+    if (!l->push_armed) {
+        struct timeval tv = {0, PF_STREAM_PUSH_MS * 1000};
+
+        l->push_armed = true;
+        evtimer_add(&l->push_ev, &tv);
+    }
+}
+
 void pf_stream_loop_init(struct pf_stream_loop *l, struct event_base *base)
 {
     l->base = base;
     TAILQ_INIT(&l->dirty);
+    TAILQ_INIT(&l->corked);
+    evtimer_assign(&l->push_ev, base, push_cb, l);
     /*
      * Same priority as every other event: activated during a batch of
      * callbacks, it joins the tail of the active queue and runs after them in
@@ -93,6 +135,8 @@ void pf_stream_loop_fini(struct pf_stream_loop *l)
     l->grave = NULL;
     l->cap_grave = 0;
     event_del(&l->flush_ev);
+    event_del(&l->push_ev);
+    l->push_armed = false;
 }
 
 /* Write every marked stream; freed ones stay in the grave (callers may hold them). */
@@ -307,9 +351,16 @@ static void wev_cb(evutil_socket_t fd, short what, void *arg)
     pf_stream_flush(s);
 }
 
-static ssize_t send1(int fd, const void *p, size_t len)
+/* Off the corked list without a push (a write without MSG_MORE did it). */
+static void push_forget(struct pf_stream *s)
 {
-    ssize_t w = send(fd, p, len, MSG_NOSIGNAL);
+    TAILQ_REMOVE(&s->loop->corked, s, cork_link);
+    s->corked = false;
+}
+
+static ssize_t send1(int fd, const void *p, size_t len, int flags)
+{
+    ssize_t w = send(fd, p, len, MSG_NOSIGNAL | flags);
 
     return w == -1 && errno == ENOTSOCK ? write(fd, p, len) : w;
 }
@@ -326,6 +377,7 @@ static ssize_t out_write(struct pf_stream *s)
     struct evbuffer_iovec v[WRITE_IOV];
     struct iovec iov[WRITE_IOV];
     char small[WRITE_COPY];
+    int flags = s->more ? MSG_MORE : 0;
     int n = evbuffer_peek(s->out, -1, NULL, v, WRITE_IOV);
     size_t total = 0;
     ssize_t w;
@@ -338,19 +390,28 @@ static ssize_t out_write(struct pf_stream *s)
         total += v[i].iov_len;
     }
     if (n == 1) {
-        w = send1(s->fd, iov[0].iov_base, iov[0].iov_len);
+        w = send1(s->fd, iov[0].iov_base, iov[0].iov_len, flags);
     } else if (total <= sizeof(small)) {
         total = 0;
         for (int i = 0; i < n; i++) {
             memcpy(small + total, iov[i].iov_base, iov[i].iov_len);
             total += iov[i].iov_len;
         }
-        w = send1(s->fd, small, total);
+        w = send1(s->fd, small, total, flags);
+    } else if (flags != 0) {
+        struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+
+        w = sendmsg(s->fd, &mh, MSG_NOSIGNAL | flags);
     } else {
         w = writev(s->fd, iov, n);
     }
-    if (w > 0)
+    if (w > 0) {
         evbuffer_drain(s->out, (size_t)w);
+        if (flags != 0)
+            cork(s);
+        else if (s->corked) /* the kernel sent what it held with this write */
+            push_forget(s);
+    }
     return w;
 }
 
@@ -376,6 +437,8 @@ void pf_stream_flush(struct pf_stream *s)
         stream_event(s, PF_STREAM_ERROR);
         return;
     }
+    if (s->corked && !s->more)
+        push(s); /* the message ended with nothing left to write */
     if (s->writecb != NULL)
         s->writecb(s, s->arg);
 }
@@ -469,6 +532,13 @@ void pf_stream_set_read_deadline(struct pf_stream *s, uint64_t us)
     }
 }
 
+void pf_stream_set_more(struct pf_stream *s, bool more)
+{
+    s->more = more;
+    if (!more && s->corked)
+        pf_stream_mark(s); /* its flush pushes what is held if nothing else does */
+}
+
 void pf_stream_set_write_timeout(struct pf_stream *s, const struct timeval *tv)
 {
     s->has_wto = tv != NULL;
@@ -487,6 +557,8 @@ void pf_stream_free(struct pf_stream *s)
     if (s->dirty)
         TAILQ_REMOVE(&s->loop->dirty, s, dirty_link);
     s->dirty = false;
+    if (s->corked)
+        push_forget(s); /* close sends what is held */
     close(s->fd);
     if (s->loop->n_grave == s->loop->cap_grave) {
         s->loop->cap_grave = s->loop->cap_grave ? s->loop->cap_grave * 2 : 64;

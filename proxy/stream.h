@@ -46,6 +46,9 @@ struct pf_stream_loop {
     struct event_base *base;
     struct event flush_ev; /* runs after the batch of callbacks that wrote */
     struct pf_stream_list dirty;
+    struct event push_ev;         /* pushes what MSG_MORE left in the kernel (PF_STREAM_PUSH_MS) */
+    struct pf_stream_list corked; /* streams whose last write had MSG_MORE */
+    bool push_armed;
     struct pf_stream **grave; /* freed, released at the next flush */
     unsigned n_grave;
     unsigned cap_grave;
@@ -82,9 +85,15 @@ struct pf_stream {
     bool wev_added;
     bool dirty;
     bool closed; /* freed while its callbacks ran: ignore */
+    bool more;   /* more output follows soon: writes carry MSG_MORE (pf_stream_set_more) */
+    bool corked; /* the last write had MSG_MORE: on the loop's corked list */
     bool raw;    /* readability goes to readcb unread: it reads the socket itself (splice) */
     TAILQ_ENTRY(pf_stream) dirty_link;
+    TAILQ_ENTRY(pf_stream) cork_link;
 };
+
+/* A stream's last write with MSG_MORE is pushed out after at most this long. */
+#define PF_STREAM_PUSH_MS 10
 
 /* Set up the loop state of base. */
 void pf_stream_loop_init(struct pf_stream_loop *l, struct event_base *base);
@@ -138,6 +147,16 @@ void pf_stream_set_write_timeout(struct pf_stream *s, const struct timeval *tv);
 
 /* Close the socket and free the stream. */
 void pf_stream_free(struct pf_stream *s);
+
+/*
+ * more: the output written from now on is not the last of its message and
+ * more will follow soon (a Content-Length body still coming from upstream),
+ * so writes carry MSG_MORE: the kernel holds a partial TCP segment back
+ * until the next write fills it, instead of sending one segment per write.
+ * What is held is pushed out by the next write without it, by a flush after
+ * more is cleared, or PF_STREAM_PUSH_MS after the write at the latest.
+ */
+void pf_stream_set_more(struct pf_stream *s, bool more);
 
 /* s->out has new data: write it when the current callback has returned. */
 void pf_stream_mark(struct pf_stream *s);

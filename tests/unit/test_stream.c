@@ -18,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -504,6 +506,111 @@ static void test_stream_writes_to_a_pipe(void **state)
     close(fds[0]);
 }
 
+/* ---- MSG_MORE ---- */
+
+/* A connected TCP pair on 127.0.0.1 (MSG_MORE means nothing to AF_UNIX). */
+static void tcp_pair(int *a, int *b)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sa);
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+
+    assert_true(l >= 0);
+    assert_int_equal(bind(l, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(l, 1), 0);
+    assert_int_equal(getsockname(l, (struct sockaddr *)&sa, &len), 0);
+    *a = socket(AF_INET, SOCK_STREAM, 0);
+    assert_int_equal(connect(*a, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    *b = accept(l, NULL, NULL);
+    assert_true(*b >= 0);
+    close(l);
+}
+
+static int more_peer = -1;
+static size_t more_got;
+static struct pf_stream *more_stream;
+
+static bool uncorked(struct fixture *f)
+{
+    (void)f;
+    return !more_stream->corked;
+}
+
+static bool more_arrived(struct fixture *f)
+{
+    char buf[64];
+    ssize_t n;
+
+    (void)f;
+    while ((n = recv(more_peer, buf, sizeof(buf), MSG_DONTWAIT)) > 0)
+        more_got += (size_t)n;
+    return more_got >= 3;
+}
+
+/*
+ * A write while more output is announced carries MSG_MORE and leaves the
+ * stream corked; what the kernel holds is pushed by the loop's push timer
+ * (or by a write without it, or when the announcement ends): the peer gets
+ * every byte and no stream stays corked.
+ */
+static void test_stream_more_is_pushed_out(void **state)
+{
+    struct fixture *f = *state;
+    struct pf_stream *s;
+    int a, b;
+
+    tcp_pair(&a, &b);
+    more_peer = b;
+    s = pf_stream_new(&f->loop, a);
+    pf_stream_setcb(s, NULL, NULL, NULL, NULL);
+    /* held back: pushed by the timer */
+    pf_stream_set_more(s, true);
+    evbuffer_add(s->out, "abc", 3);
+    pf_stream_mark(s);
+    event_base_loop(f->base, EVLOOP_NONBLOCK);
+    assert_true(s->corked);
+    assert_ptr_equal(TAILQ_FIRST(&f->loop.corked), s);
+    more_got = 0;
+    assert_true(run_until(f, more_arrived, 10000));
+    more_stream = s;
+    assert_true(run_until(f, uncorked, 10000)); /* the push timer ran */
+    assert_true(TAILQ_EMPTY(&f->loop.corked));
+    /* held back: pushed when the announcement ends */
+    evbuffer_add(s->out, "def", 3);
+    pf_stream_mark(s);
+    event_base_loop(f->base, EVLOOP_NONBLOCK);
+    assert_true(s->corked);
+    pf_stream_set_more(s, false);
+    event_base_loop(f->base, EVLOOP_NONBLOCK);
+    assert_false(s->corked);
+    more_got = 0;
+    assert_true(run_until(f, more_arrived, 10000));
+    /* a write without MSG_MORE takes the held bytes along */
+    pf_stream_set_more(s, true);
+    evbuffer_add(s->out, "ghi", 3);
+    pf_stream_mark(s);
+    event_base_loop(f->base, EVLOOP_NONBLOCK);
+    assert_true(s->corked);
+    s->more = false; /* as if cleared without a flush */
+    evbuffer_add(s->out, "jkl", 3);
+    pf_stream_mark(s);
+    event_base_loop(f->base, EVLOOP_NONBLOCK);
+    assert_false(s->corked);
+    more_got = 0;
+    assert_true(run_until(f, more_arrived, 10000));
+    /* a corked stream freed leaves the list */
+    pf_stream_set_more(s, true);
+    evbuffer_add(s->out, "mno", 3);
+    pf_stream_mark(s);
+    event_base_loop(f->base, EVLOOP_NONBLOCK);
+    assert_true(s->corked);
+    pf_stream_free(s);
+    assert_true(TAILQ_EMPTY(&f->loop.corked));
+    event_base_loop(f->base, EVLOOP_NONBLOCK);
+    close(b);
+    more_peer = -1;
+}
+
 /* ---- timeouts ---- */
 
 static void test_stream_read_timeout_fires_without_input(void **state)
@@ -833,6 +940,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stream_output_in_many_pieces_arrives_in_order, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_stream_writes_to_a_pipe, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_more_is_pushed_out, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stream_read_timeout_fires_without_input, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_stream_read_timeout_removed_does_not_fire, setup,
