@@ -402,6 +402,8 @@ static ssize_t out_write(struct pf_stream *s)
         struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
 
         w = sendmsg(s->fd, &mh, MSG_NOSIGNAL | flags);
+        if (w == -1 && errno == ENOTSOCK)
+            w = writev(s->fd, iov, n);
     } else {
         w = writev(s->fd, iov, n);
     }

@@ -502,6 +502,29 @@ static void test_stream_writes_to_a_pipe(void **state)
     assert_true(run_until(f, got_write, 10000));
     assert_int_equal(read(fds[0], buf, sizeof(buf)), 3);
     assert_memory_equal(buf, "one", 3);
+    /* more announced, two pieces over the copy size: sendmsg, then writev */
+    {
+        static char big[2][5000];
+        char back[sizeof(big)];
+        size_t got = 0;
+
+        memset(big[0], 'p', sizeof(big[0]));
+        memset(big[1], 'q', sizeof(big[1]));
+        pf_stream_set_more(p, true);
+        evbuffer_add_reference(p->out, big[0], sizeof(big[0]), NULL, NULL);
+        evbuffer_add_reference(p->out, big[1], sizeof(big[1]), NULL, NULL);
+        pf_stream_mark(p);
+        f->r.writes = 0;
+        assert_true(run_until(f, got_write, 10000));
+        while (got < sizeof(back)) {
+            ssize_t n = read(fds[0], back + got, sizeof(back) - got);
+
+            assert_true(n > 0);
+            got += (size_t)n;
+        }
+        assert_memory_equal(back, big, sizeof(back));
+        assert_int_equal(f->r.n_events, 0);
+    }
     pf_stream_free(p);
     close(fds[0]);
 }
