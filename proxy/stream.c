@@ -239,12 +239,35 @@ static ssize_t read_once(struct pf_stream *s, size_t want, bool *filled)
     return got;
 }
 
+/*
+ * A read that took all the room it had leaves more in the socket: read on
+ * (up to READ_MORE in all) before passing it on, so that a response that came
+ * in several pieces leaves in one write and fewer TCP segments, instead of one
+ * write per piece (bench/README.md). An error waits for the next callback.
+ */
+static void read_on(struct pf_stream *s, size_t total)
+{
+    bool filled = true;
+
+    while (filled && total < READ_MORE) {
+        ssize_t r;
+
+        filled = false;
+        r = read_once(s, READ_LARGE, &filled);
+        if (r <= 0) {
+            if (r == -1 && errno != EAGAIN && errno != EINTR)
+                s->err_pending = errno;
+            return;
+        }
+        total += (size_t)r;
+    }
+}
+
 static void rev_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct pf_stream *s = arg;
     /* a read that filled its buffer announced a stream: read bigger */
     size_t want = s->big_reads ? READ_LARGE : READ_SMALL;
-    size_t total;
     bool filled = false;
     ssize_t r;
 
@@ -276,23 +299,8 @@ static void rev_cb(evutil_socket_t fd, short what, void *arg)
         return;
     }
     s->big_reads = (size_t)r >= want;
-    total = (size_t)r;
-    /*
-     * A read that took all the room it had leaves more in the socket: read on
-     * (up to READ_MORE) before passing it on, so that a response that came in
-     * several pieces leaves in one write and fewer TCP segments, instead of
-     * one write per piece (bench/README.md).
-     */
-    while (filled && total < READ_MORE) {
-        filled = false;
-        r = read_once(s, READ_LARGE, &filled);
-        if (r <= 0) {
-            if (r == -1 && errno != EAGAIN && errno != EINTR)
-                s->err_pending = errno;
-            break;
-        }
-        total += (size_t)r;
-    }
+    if (filled)
+        read_on(s, (size_t)r);
     if (s->readcb != NULL)
         s->readcb(s, s->arg);
     /*
@@ -300,7 +308,7 @@ static void rev_cb(evutil_socket_t fd, short what, void *arg)
      * the bytes are still in cache (a batch of 30 events holds up to 1 MiB of
      * 100 KiB responses, more than L2), and the buffer goes back to malloc in
      * time to be the next read's, so the heap neither grows nor is trimmed.
-     * Still one writev for a head and a body made in the same callback.
+     * Still one write for a head and a body made in the same callback.
      */
     flush_dirty(s->loop);
     rev_deadline(s); /* a freed stream waits in the grave: s->closed can be read */
