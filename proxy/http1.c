@@ -221,6 +221,9 @@ void pf_conn_send_body(struct pf_tx *tx, struct evbuffer *data)
         evbuffer_add_buffer(out, data);
         tx->bytes_out += len;
     }
+    /* a body of known length is not over before pf_conn_send_end: let segments fill */
+    if (tx->out_mode == PF_OUT_LENGTH && !c->s->more)
+        pf_stream_set_more(c->s, true);
     pf_stream_mark(c->s);
 }
 
@@ -230,6 +233,8 @@ void pf_conn_send_end(struct pf_tx *tx)
 
     if (c == NULL)
         return;
+    if (c->s->more)
+        pf_stream_set_more(c->s, false);
     if (tx->out_mode == PF_OUT_CHUNKED) {
         evbuffer_add(c->s->out, "0\r\n\r\n", 5);
         tx->bytes_out += 5;
@@ -813,6 +818,8 @@ void pf_conn_tx_done(struct pf_conn *c)
 
     conn_enter(c);
     c->tx = NULL;
+    if (c->s->more) /* a response that ended without pf_conn_send_end */
+        pf_stream_set_more(c->s, false);
     if (tx->close_after || !tx->req_done)
         c->closing = true;
     if (!tx->req_done)

@@ -9,9 +9,11 @@
  * pf_stream keeps the same shape (input and output evbuffers, read / write /
  * event callbacks, a low watermark) without them.
  *
- * Output is written by pf_stream_flush_all() at the end of the batch of
- * callbacks in which it was produced (writers call pf_stream_mark()), so a
- * head and a body added separately go out in one writev. Worker thread only.
+ * Output is written when the callback that produced it has returned (writers
+ * call pf_stream_mark()): right after a read callback, so that the bytes it
+ * passed on are still in cache, and by pf_stream_flush_all() at the end of
+ * the batch for output made elsewhere. A head and a body added separately in
+ * one callback go out in one writev. Worker thread only.
  */
 #ifndef PF_STREAM_H
 #define PF_STREAM_H
@@ -60,7 +62,12 @@ struct pf_stream_loop {
     struct event_base *base;
     struct event flush_ev;        /* runs after the batch of callbacks that wrote */
     struct pf_stream_queue dirty; /* a freed stream stays until the next flush, which skips it */
-    struct pf_stream **grave;     /* freed, released at the next flush */
+    struct event push_ev;         /* pushes what MSG_MORE left in the kernel (PF_STREAM_PUSH_MS) */
+    struct pf_stream **corked;    /* streams whose last write had MSG_MORE (stream.c) */
+    unsigned n_corked;
+    unsigned cap_corked;
+    bool push_armed;
+    struct pf_stream **grave; /* freed, released at the next flush */
     unsigned n_grave;
     unsigned cap_grave;
     struct {
@@ -77,7 +84,9 @@ struct pf_stream_loop {
 struct pf_stream {
     struct pf_stream_loop *loop;
     int fd;
-    int err; /* errno of the last PF_STREAM_ERROR */
+    uint8_t err;         /* errno of the last PF_STREAM_ERROR */
+    uint8_t err_pending; /* a read error met after bytes were read: reported next time */
+    uint16_t cork_at;    /* the last write had MSG_MORE: its place + 1 in loop->corked */
     struct event rev;
     struct event *wev;    /* made at the first wait for writability (wev_get) */
     struct evbuffer *in;  /* NULL while parked (pf_stream_park) */
@@ -86,7 +95,7 @@ struct pf_stream {
     struct pf_stream_tmo *tmo; /* read timeout and deadline (lazy timer), if ever set */
     uint32_t wto_ms;           /* longest wait for writability, if has_wto */
     uint8_t cbs; /* its callbacks: loop->cbs[cbs] (the writecb: a flush wrote everything queued) */
-    /* one byte of flags: client connections are many */
+    /* two bytes of flags: client connections are many */
     bool has_wto : 1;
     bool big_reads : 1; /* the last read filled its buffer */
     bool reading : 1;   /* read event wanted */
@@ -95,8 +104,12 @@ struct pf_stream {
     bool dirty : 1;
     bool closed : 1; /* freed while its callbacks ran: ignore */
     bool raw : 1;    /* readability goes to readcb unread: it reads the socket itself (splice) */
+    bool more : 1;   /* more output follows soon: writes carry MSG_MORE (pf_stream_set_more) */
     STAILQ_ENTRY(pf_stream) dirty_link;
 };
+
+/* A stream's last write with MSG_MORE is pushed out after at most this long. */
+#define PF_STREAM_PUSH_MS 10
 
 /* Set up the loop state of base. */
 void pf_stream_loop_init(struct pf_stream_loop *l, struct event_base *base);
@@ -150,7 +163,17 @@ void pf_stream_set_write_timeout(struct pf_stream *s, const struct timeval *tv);
 /* Close the socket and free the stream. */
 void pf_stream_free(struct pf_stream *s);
 
-/* s->out has new data: write it at the end of this batch of callbacks. */
+/*
+ * more: the output written from now on is not the last of its message and
+ * more will follow soon (a Content-Length body still coming from upstream),
+ * so writes carry MSG_MORE: the kernel holds a partial TCP segment back
+ * until the next write fills it, instead of sending one segment per write.
+ * What is held is pushed out by the next write without it, by a flush after
+ * more is cleared, or PF_STREAM_PUSH_MS after the write at the latest.
+ */
+void pf_stream_set_more(struct pf_stream *s, bool more);
+
+/* s->out has new data: write it when the current callback has returned. */
 void pf_stream_mark(struct pf_stream *s);
 
 /*

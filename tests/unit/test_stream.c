@@ -18,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -229,28 +231,44 @@ static void test_stream_does_not_read_when_stopped(void **state)
     assert_memory_equal(evbuffer_pullup(f->s->in, 6), "onetwo", 6);
 }
 
-/* A read that fills its 16 KiB buffer announces a stream: the next is 64 KiB. */
-static void test_stream_reads_bigger_after_a_full_read(void **state)
+/*
+ * A read that fills its buffer is followed by more reads in the same callback
+ * (64 KiB each) until one does not fill up or 128 KiB have been read; the
+ * stream then reads 64 KiB at a time from the start.
+ */
+static void test_stream_reads_on_while_reads_fill_up(void **state)
 {
     struct fixture *f = *state;
-    static char big[128 * 1024];
+    static char big[512 * 1024];
     int sz = sizeof(big) * 2;
     size_t first;
 
     memset(big, 'b', sizeof(big));
     assert_int_equal(setsockopt(f->peer, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz)), 0);
     peer_send(f, big, sizeof(big));
-    f->r.stop_in_read = true; /* one read per pf_stream_read(true) */
+    f->r.stop_in_read = true; /* one callback per pf_stream_read(true) */
     pf_stream_read(f->s, true);
     assert_true(run_until(f, got_event_or_read, 10000));
+    assert_int_equal(f->r.reads, 1);
     first = in_len(f);
-    /* at least 16 KiB (evbuffer may offer more room than asked), all of it filled */
-    assert_true(first >= 16 * 1024 && first < 64 * 1024);
+    /* at least 128 KiB in one callback, not everything (the room of the last read over) */
+    assert_true(first >= 128 * 1024 && first < 384 * 1024);
     assert_true(f->s->big_reads);
     pf_stream_read(f->s, true);
     assert_true(run_until(f, got_second_read, 10000));
-    /* 64 KiB asked for this time */
-    assert_true(in_len(f) - first >= 64 * 1024);
+    assert_true(in_len(f) - first >= 128 * 1024);
+}
+
+/* A short read ends the callback: one callback per piece that arrives. */
+static void test_stream_short_read_is_passed_on_at_once(void **state)
+{
+    struct fixture *f = *state;
+
+    peer_send(f, "hello", 5);
+    pf_stream_read(f->s, true);
+    assert_true(run_until(f, got_5, 10000));
+    assert_int_equal(f->r.reads, 1);
+    assert_false(f->s->big_reads);
 }
 
 /* ---- end of input and errors ---- */
@@ -280,6 +298,49 @@ static void test_stream_read_error_is_an_event_with_errno(void **state)
     f->peer = -1;
     pf_stream_read(f->s, true);
     assert_true(run_until(f, got_event, 10000));
+    assert_int_equal(f->r.events[0], PF_STREAM_ERROR);
+    assert_int_equal(f->s->err, ECONNRESET);
+}
+
+/*
+ * The bytes before an error are passed on first, in a callback of their own,
+ * and the error (not a plain end of input) follows with its errno, though
+ * the read that met it was one of several in one callback.
+ */
+static bool got_reads_and_event(struct fixture *f)
+{
+    return f->r.n_events > 0;
+}
+
+static void test_stream_read_error_after_bytes_keeps_its_errno(void **state)
+{
+    struct fixture *f = *state;
+    struct evbuffer *scratch = evbuffer_new();
+    struct evbuffer_iovec v[2];
+    static char big[128 * 1024];
+    size_t room;
+
+    /*
+     * Exactly the room of the first read (16 KiB asked of a fresh evbuffer):
+     * it fills up, so the callback reads on and meets the error.
+     */
+    assert_non_null(scratch);
+    assert_true(evbuffer_reserve_space(scratch, 16 * 1024, v, 2) >= 1);
+    room = v[0].iov_len;
+    evbuffer_free(scratch);
+    assert_true(room >= 16 * 1024 && room <= sizeof(big));
+    memset(big, 'e', sizeof(big));
+    peer_send(f, big, room);
+    /* unread bytes at the peer when it closes: our reads end in ECONNRESET */
+    evbuffer_add(f->s->out, "x", 1);
+    pf_stream_flush(f->s);
+    close(f->peer);
+    f->peer = -1;
+    pf_stream_read(f->s, true);
+    assert_true(run_until(f, got_reads_and_event, 10000));
+    assert_int_equal(in_len(f), room); /* every byte first */
+    assert_int_equal(f->r.reads, 1);
+    assert_int_equal(f->r.n_events, 1);
     assert_int_equal(f->r.events[0], PF_STREAM_ERROR);
     assert_int_equal(f->s->err, ECONNRESET);
 }
@@ -428,6 +489,200 @@ static void test_stream_freed_while_parked(void **state)
     assert_non_null(f->s->out);
     pf_stream_park(f->s);
     /* teardown frees it parked */
+}
+
+/*
+ * Output in many pieces (small ones that are copied together, large ones,
+ * more pieces than one write takes) against a small receive buffer, so that
+ * writes are partial: every byte arrives, in order.
+ */
+static void test_stream_output_in_many_pieces_arrives_in_order(void **state)
+{
+    struct fixture *f = *state;
+    static const size_t sizes[] = {1, 114, 900, 3000, 1,     4096, 4097, 70000,
+                                   7, 2,   1,   9,    65536, 50,   30,   200000};
+    enum { ROUNDS = 3 };
+    size_t total = 0, off = 0;
+    unsigned char *data;
+    int sz = 16 * 1024;
+
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
+        total += sizes[i];
+    total *= ROUNDS;
+    data = malloc(total);
+    assert_non_null(data);
+    for (size_t i = 0; i < total; i++)
+        data[i] = expect_byte(i);
+    assert_int_equal(setsockopt(f->peer, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz)), 0);
+    for (unsigned r = 0; r < ROUNDS; r++) {
+        for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+            /* a reference is a piece of its own (no merging into the previous one) */
+            evbuffer_add_reference(f->s->out, data + off, sizes[i], NULL, NULL);
+            off += sizes[i];
+        }
+    }
+    pf_stream_mark(f->s);
+    drained = 0;
+    assert_true(run_until(f, peer_drained, 10000));
+    peer_drained(f);
+    assert_int_equal(drained, total);
+    assert_int_equal(f->r.n_events, 0);
+    free(data);
+}
+
+/* Output to a descriptor that is not a socket (a pipe) is written too. */
+static void test_stream_writes_to_a_pipe(void **state)
+{
+    struct fixture *f = *state;
+    struct pf_stream *p;
+    int fds[2];
+    char buf[16];
+
+    assert_int_equal(pipe(fds), 0);
+    p = pf_stream_new(&f->loop, fds[1]);
+    pf_stream_setcb(p, NULL, on_write, NULL, &f->r);
+    evbuffer_add(p->out, "HEAD|", 5);
+    evbuffer_add_reference(p->out, "BODY", 4, NULL, NULL);
+    pf_stream_mark(p);
+    assert_true(run_until(f, got_write, 10000));
+    assert_int_equal(read(fds[0], buf, sizeof(buf)), 9);
+    assert_memory_equal(buf, "HEAD|BODY", 9);
+    evbuffer_add(p->out, "one", 3);
+    pf_stream_mark(p);
+    f->r.writes = 0;
+    assert_true(run_until(f, got_write, 10000));
+    assert_int_equal(read(fds[0], buf, sizeof(buf)), 3);
+    assert_memory_equal(buf, "one", 3);
+    /* more announced, two pieces over the copy size: sendmsg, then writev */
+    {
+        static char big[2][5000];
+        char back[sizeof(big)];
+        size_t got = 0;
+
+        memset(big[0], 'p', sizeof(big[0]));
+        memset(big[1], 'q', sizeof(big[1]));
+        pf_stream_set_more(p, true);
+        evbuffer_add_reference(p->out, big[0], sizeof(big[0]), NULL, NULL);
+        evbuffer_add_reference(p->out, big[1], sizeof(big[1]), NULL, NULL);
+        pf_stream_mark(p);
+        f->r.writes = 0;
+        assert_true(run_until(f, got_write, 10000));
+        while (got < sizeof(back)) {
+            ssize_t n = read(fds[0], back + got, sizeof(back) - got);
+
+            assert_true(n > 0);
+            got += (size_t)n;
+        }
+        assert_memory_equal(back, big, sizeof(back));
+        assert_int_equal(f->r.n_events, 0);
+    }
+    pf_stream_free(p);
+    close(fds[0]);
+}
+
+/* ---- MSG_MORE ---- */
+
+/* A connected TCP pair on 127.0.0.1 (MSG_MORE means nothing to AF_UNIX). */
+static void tcp_pair(int *a, int *b)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sa);
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+
+    assert_true(l >= 0);
+    assert_int_equal(bind(l, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(l, 1), 0);
+    assert_int_equal(getsockname(l, (struct sockaddr *)&sa, &len), 0);
+    *a = socket(AF_INET, SOCK_STREAM, 0);
+    assert_int_equal(connect(*a, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    *b = accept(l, NULL, NULL);
+    assert_true(*b >= 0);
+    close(l);
+}
+
+static int more_peer = -1;
+static size_t more_got;
+static struct pf_stream *more_stream;
+
+static bool uncorked(struct fixture *f)
+{
+    (void)f;
+    return more_stream->cork_at == 0;
+}
+
+static bool more_arrived(struct fixture *f)
+{
+    char buf[64];
+    ssize_t n;
+
+    (void)f;
+    while ((n = recv(more_peer, buf, sizeof(buf), MSG_DONTWAIT)) > 0)
+        more_got += (size_t)n;
+    return more_got >= 3;
+}
+
+/*
+ * A write while more output is announced carries MSG_MORE and leaves the
+ * stream corked; what the kernel holds is pushed by the loop's push timer
+ * (or by a write without it, or when the announcement ends): the peer gets
+ * every byte and no stream stays corked.
+ */
+static void test_stream_more_is_pushed_out(void **state)
+{
+    struct fixture *f = *state;
+    struct pf_stream *s;
+    int a, b;
+
+    tcp_pair(&a, &b);
+    more_peer = b;
+    s = pf_stream_new(&f->loop, a);
+    pf_stream_setcb(s, NULL, NULL, NULL, NULL);
+    /* held back: pushed by the timer */
+    pf_stream_set_more(s, true);
+    evbuffer_add(s->out, "abc", 3);
+    pf_stream_mark(s);
+    event_base_loop(f->base, EVLOOP_NONBLOCK);
+    assert_true(s->cork_at != 0);
+    assert_ptr_equal(f->loop.corked[0], s);
+    more_got = 0;
+    assert_true(run_until(f, more_arrived, 10000));
+    more_stream = s;
+    assert_true(run_until(f, uncorked, 10000)); /* the push timer ran */
+    assert_int_equal(f->loop.n_corked, 0);
+    /* held back: pushed when the announcement ends */
+    evbuffer_add(s->out, "def", 3);
+    pf_stream_mark(s);
+    event_base_loop(f->base, EVLOOP_NONBLOCK);
+    assert_true(s->cork_at != 0);
+    pf_stream_set_more(s, false);
+    event_base_loop(f->base, EVLOOP_NONBLOCK);
+    assert_int_equal(s->cork_at, 0);
+    more_got = 0;
+    assert_true(run_until(f, more_arrived, 10000));
+    /* a write without MSG_MORE takes the held bytes along */
+    pf_stream_set_more(s, true);
+    evbuffer_add(s->out, "ghi", 3);
+    pf_stream_mark(s);
+    event_base_loop(f->base, EVLOOP_NONBLOCK);
+    assert_true(s->cork_at != 0);
+    s->more = false; /* as if cleared without a flush */
+    evbuffer_add(s->out, "jkl", 3);
+    pf_stream_mark(s);
+    event_base_loop(f->base, EVLOOP_NONBLOCK);
+    assert_int_equal(s->cork_at, 0);
+    more_got = 0;
+    assert_true(run_until(f, more_arrived, 10000));
+    /* a corked stream freed leaves the list */
+    pf_stream_set_more(s, true);
+    evbuffer_add(s->out, "mno", 3);
+    pf_stream_mark(s);
+    event_base_loop(f->base, EVLOOP_NONBLOCK);
+    assert_true(s->cork_at != 0);
+    pf_stream_free(s);
+    assert_int_equal(f->loop.n_corked, 0);
+    event_base_loop(f->base, EVLOOP_NONBLOCK);
+    close(b);
+    more_peer = -1;
 }
 
 /* ---- timeouts ---- */
@@ -676,17 +931,138 @@ static void test_stream_free_inside_a_callback_is_deferred(void **state)
     assert_int_equal(recv(f->peer, buf, sizeof(buf), 0), 0); /* the socket is closed */
 }
 
+/* ---- a read's output is written when its callback returns ---- */
+
+/* Readers that pass what they read on to the fixture's stream (the writer). */
+struct relay {
+    struct fixture *f;
+    struct pf_stream *s;
+    int peer;
+    ssize_t seen_at_peer; /* what the writer's peer could read when this readcb began */
+    unsigned reads;
+    bool free_self_on_error; /* the writer's error event frees this reader */
+};
+
+static struct relay *error_relay;
+
+static void relay_read(struct pf_stream *s, void *arg)
+{
+    struct relay *r = arg;
+    char buf[64];
+
+    r->reads++;
+    r->seen_at_peer = r->f->peer >= 0 ? peer_recv_now(r->f, buf, sizeof(buf)) : -1;
+    evbuffer_add_buffer(r->f->s->out, s->in);
+    pf_stream_mark(r->f->s);
+}
+
+static void relay_writer_event(struct pf_stream *s UNUSED, int what, void *arg)
+{
+    struct fixture *f = arg;
+
+    on_event(s, what, &f->r);
+    if (error_relay != NULL && error_relay->free_self_on_error) {
+        pf_stream_free(error_relay->s);
+        error_relay->s = NULL;
+    }
+}
+
+static void relay_open(struct fixture *f, struct relay *r)
+{
+    int sv[2];
+
+    memset(r, 0, sizeof(*r));
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    r->f = f;
+    r->s = pf_stream_new(&f->loop, sv[0]);
+    r->peer = sv[1];
+    pf_stream_setcb(r->s, relay_read, NULL, NULL, r);
+}
+
+static void relay_close(struct relay *r)
+{
+    pf_stream_free(r->s);
+    close(r->peer);
+}
+
+/*
+ * Two readers readable in the same batch: whichever runs second finds the
+ * first one's bytes already at the writer's peer (not held to the batch's end).
+ */
+static void test_stream_read_output_is_written_before_the_next_callback(void **state)
+{
+    struct fixture *f = *state;
+    struct relay a, c;
+    char buf[64];
+    ssize_t n;
+
+    relay_open(f, &a);
+    relay_open(f, &c);
+    assert_int_equal(send(a.peer, "AAAA", 4, 0), 4);
+    assert_int_equal(send(c.peer, "CC", 2, 0), 2);
+    pf_stream_read(a.s, true);
+    pf_stream_read(c.s, true);
+    /* both are readable before the loop polls: one batch runs both callbacks */
+    event_base_loop(f->base, EVLOOP_ONCE);
+    assert_int_equal(a.reads, 1);
+    assert_int_equal(c.reads, 1);
+    /* the first to run saw nothing, the second saw the first's bytes */
+    if (a.seen_at_peer > 0) {
+        assert_int_equal(a.seen_at_peer, 2);
+        assert_int_equal(c.seen_at_peer, -1);
+    } else {
+        assert_int_equal(a.seen_at_peer, -1);
+        assert_int_equal(c.seen_at_peer, 4);
+    }
+    n = peer_recv_now(f, buf, sizeof(buf));
+    assert_int_equal(n, 6 - (a.seen_at_peer > 0 ? a.seen_at_peer : c.seen_at_peer));
+    relay_close(&a);
+    relay_close(&c);
+}
+
+/*
+ * The write after a read fails, and the error event frees the reader whose
+ * callback produced the output: the reader stays valid memory (the grave)
+ * until the batch ends. Run under SANITIZE=1 to catch a use after free.
+ */
+static void test_stream_read_output_write_error_may_free_the_reader(void **state)
+{
+    struct fixture *f = *state;
+    struct relay a;
+
+    relay_open(f, &a);
+    a.free_self_on_error = true;
+    error_relay = &a;
+    pf_stream_setcb(f->s, on_read, on_write, relay_writer_event, f);
+    close(f->peer);
+    f->peer = -1;
+    assert_int_equal(send(a.peer, "x", 1, 0), 1);
+    pf_stream_read(a.s, true);
+    event_base_loop(f->base, EVLOOP_ONCE);
+    assert_int_equal(a.reads, 1);
+    assert_int_equal(f->r.n_events, 1);
+    assert_int_equal(f->r.events[0], PF_STREAM_ERROR);
+    assert_int_equal(f->s->err, EPIPE);
+    assert_null(a.s); /* freed inside the error event */
+    error_relay = NULL;
+    assert_int_equal(f->loop.n_grave, 0); /* released at the end of that batch */
+    close(a.peer);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_stream_reads_into_in_and_calls_readcb, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_stream_does_not_read_when_stopped, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_stream_reads_bigger_after_a_full_read, setup,
+        cmocka_unit_test_setup_teardown(test_stream_reads_on_while_reads_fill_up, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_short_read_is_passed_on_at_once, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_stream_eof_is_an_event_and_stops_reading, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_stream_read_error_is_an_event_with_errno, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_stream_read_error_after_bytes_keeps_its_errno, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_stream_write_error_is_an_event_with_errno, setup,
                                         teardown),
@@ -697,6 +1073,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stream_park_gives_buffers_back_until_the_next_read,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_stream_freed_while_parked, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_output_in_many_pieces_arrives_in_order, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_stream_writes_to_a_pipe, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_more_is_pushed_out, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stream_read_timeout_fires_without_input, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_stream_read_timeout_removed_does_not_fire, setup,
@@ -721,6 +1101,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stream_connect_reports_connected_then_writes, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_stream_connect_refused_is_an_error, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_read_output_is_written_before_the_next_callback,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_read_output_write_error_may_free_the_reader,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_stream_free_inside_a_callback_is_deferred, setup,
                                         teardown),
     };
