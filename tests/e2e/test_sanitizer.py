@@ -12,7 +12,7 @@ import os
 import sys
 
 import pf
-from pf import Origin
+from pf import Origin, Pilotfish
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -72,6 +72,19 @@ def test_sanitizer_check_fails_on_a_report_in_stderr():
     assert "conn_free proxy/conn.c:42" in res["detail"], res["detail"]
 
 
+def test_sanitizer_check_fails_on_the_sanitizer_exit_status():
+    # Any build: exit status 23 with nothing on stderr (a report that went elsewhere).
+    def body():
+        p = FakeReporter("")
+        p.stop()
+        p.spawn(["sh", "-c", "exit %d" % pf.SANITIZER_EXITCODE])
+        p.wait(10)
+
+    res = run_as_test(body)
+    assert res["status"] == "fail", res
+    assert "exit status %d" % pf.SANITIZER_EXITCODE in res["reason"], res["reason"]
+
+
 def test_sanitizer_check_passes_a_clean_origin():
     def body():
         with Origin() as o:
@@ -119,3 +132,22 @@ def test_sanitizer_check_catches_ubsan_that_does_not_stop_the_process():
     assert res["status"] == "fail", res
     assert "runtime error: signed integer overflow" in res["reason"], res["reason"]
     assert "selftest" in res["detail"], res["detail"]
+
+
+def test_sanitizer_check_covers_a_pilotfish_that_exits_by_itself():
+    # A Pilotfish whose binary is the leaking pf-origin: it rejects "-c" and
+    # exits at once (bad usage, 2), the test only waits for it, and the leak
+    # reported at that exit still fails the test.
+    require_sanitizer_build()
+
+    def body():
+        p = Pilotfish(vars={"origin_port": 1}, env={"PF_ORIGIN_SELFTEST": "leak"},
+                      start=False)
+        p.bin = pf._bin("ORIGIN_BIN", "bin/pf-origin")
+        p.start(wait=False)
+        assert p.wait(20) == pf.SANITIZER_EXITCODE
+
+    res = run_as_test(body)
+    assert res["status"] == "fail", res
+    assert res["reason"].startswith("sanitizer report from pilotfish (pid "), res["reason"]
+    assert "LeakSanitizer" in res["reason"], res["reason"]

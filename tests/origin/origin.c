@@ -57,8 +57,9 @@
  * response, so a test can tell whether a response came from the origin.
  *
  * PF_ORIGIN_SELFTEST=leak (or =ubsan) in the environment makes pf-origin lose
- * a small allocation (or overflow an int) at start: a sanitizer build then
- * reports it, which the e2e harness's self-test must notice.
+ * a small allocation (or overflow an int) first thing, even before it reads
+ * its arguments: a sanitizer build then reports it, which the e2e harness's
+ * self-test must notice.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -1309,12 +1310,13 @@ static void teardown(struct event *sigs[2])
 int main(int argc, char **argv)
 {
     const char *addrs[MAX_LISTENERS];
-    int n = parse_args(argc, argv, addrs);
+    int n;
     char descs[1024] = "", desc[300];
     struct event *sigs[2];
 
+    selftest(getenv("PF_ORIGIN_SELFTEST")); /* first: a bad usage exit reports it too */
+    n = parse_args(argc, argv, addrs);
     setup();
-    selftest(getenv("PF_ORIGIN_SELFTEST"));
     for (int i = 0; i < n; i++) {
         int rc = !strncmp(addrs[i], "unix:", 5) ? listen_unix(addrs[i] + 5, desc, sizeof(desc))
                                                 : listen_tcp(addrs[i], desc, sizeof(desc));
