@@ -135,11 +135,16 @@ def _add_options(var, options):
 
 def _sanitizer_env():
     """Defaults for every sanitizer build a test starts (inherited by the children):
-    reports on stderr (no log_path), a distinct exit status, stacks for UBSan,
-    keep going after a UBSan report so one run shows them all, and the narrow
-    suppressions in SANITIZER_DIR (each with the reason it is there)."""
+    reports on stderr (no log_path), a distinct exit status, the stricter ASan
+    checks that cost little here (a pointer to a callback's stack frame used
+    after it returned; string functions reading past the terminating NUL),
+    stacks for UBSan, keep going after a UBSan report so one run shows them
+    all, and the narrow suppressions in SANITIZER_DIR (each with the reason it
+    is there). The sanitizers share the options common to them (log_path,
+    exitcode, ...): the last of ASAN_, LSAN_, UBSAN_OPTIONS to set one wins."""
     supp = lambda name: os.path.join(SANITIZER_DIR, name)  # noqa: E731
-    _add_options("ASAN_OPTIONS", "exitcode=%d:detect_leaks=1" % SANITIZER_EXITCODE)
+    _add_options("ASAN_OPTIONS", "exitcode=%d:detect_leaks=1:detect_stack_use_after_return=1:"
+                 "strict_string_checks=1" % SANITIZER_EXITCODE)
     _add_options("LSAN_OPTIONS", "suppressions=%s:print_suppressions=0" % supp("lsan.supp"))
     _add_options("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=0:suppressions=%s"
                  % supp("ubsan.supp"))
