@@ -28,11 +28,14 @@ CFLAGS_BASE := -std=gnu11 -O2 -g -Wall -Wextra -Werror -pthread -iquote . \
                -D_GNU_SOURCE -DPF_VERSION='"$(VERSION)"'
 LDLIBS_BASE := -lhttp_parser -lpthread -lm
 
+# UBSan goes on after a report (the e2e harness fails the test from the
+# report on stderr, and a run shows them all); the unit tests stop at the
+# first one (UBSAN_OPTIONS below), as cmocka sees only the crash.
 ifeq ($(SANITIZE),1)
 BUILD   := build/san
 BIN     := bin/pilotfish-san
 ORIGIN  := bin/pf-origin-san
-SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer
 else
 BUILD   := build/rel
 BIN     := bin/pilotfish
@@ -119,10 +122,14 @@ run: deps all
 # The micro benchmarks are built with the unit tests (so they keep compiling)
 # but only run by make bench-micro.
 unit: $(UNIT_BIN) $(MICRO_BIN)
-	@fail=0; for t in $(UNIT_BIN); do $$t || fail=1; done; exit $$fail
+	@fail=0; for t in $(UNIT_BIN); do \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:$(UBSAN_OPTIONS) $$t || fail=1; \
+	done; exit $$fail
 
 # ASan's quarantine keeps freed memory out of reuse: keep it small so the
 # tests that bound pilotfish's RSS measure pilotfish, not the quarantine.
+# tests/e2e/pf.py adds the rest of the sanitizer options (reports on stderr,
+# exit status, UBSan stacks, suppressions) and fails a test on a report.
 e2e: all
 	ASAN_OPTIONS=quarantine_size_mb=4:thread_local_quarantine_size_kb=64:$(ASAN_OPTIONS) \
 	PILOTFISH_BIN=$(BIN) ORIGIN_BIN=$(ORIGIN) python3 tests/e2e/run.py

@@ -4,6 +4,8 @@ Processes:
     Origin()        bin/pf-origin on a free port (env ORIGIN_BIN)
     Pilotfish(cfg)  bin/pilotfish -c <tmp>/pilotfish.yaml (env PILOTFISH_BIN)
 Both are context managers, are stopped by PID, and are also stopped at exit.
+Their stderr is scanned for sanitizer reports whenever they stop (see
+"sanitizer reports" below): run.py fails the test that started them.
 
 Raw HTTP (no http.client: it hides framing):
     Conn(port)                 a socket with a read buffer
@@ -105,6 +107,85 @@ def wait_port(port, host="127.0.0.1", timeout=10.0, proc=None):
             time.sleep(0.02)
 
 
+# ---- sanitizer reports ----
+#
+# A sanitizer build (make SANITIZE=1) prints its reports on stderr and goes on
+# (UBSan) or exits (ASan, and LeakSanitizer at exit) with SANITIZER_EXITCODE.
+# Neither need break the test that provoked it, so every Pilotfish and Origin
+# is checked when it stops: new stderr is scanned for a report, and its exit
+# status compared with SANITIZER_EXITCODE; what is found is kept in _reports,
+# and run.py fails the test with it. A process killed with SIGKILL has no leak
+# check, but what it printed before is still scanned.
+
+SANITIZER_EXITCODE = 23  # pilotfish and pf-origin never exit with it themselves
+SANITIZER_DIR = os.path.join(ROOT, "tests", "e2e", "sanitizer")
+
+_SANITIZER_RE = re.compile(r"ERROR: (?:Address|Leak)Sanitizer|: runtime error: |"
+                           r"SUMMARY: (?:Address|UndefinedBehavior|Leak)Sanitizer|"
+                           r"LeakSanitizer has encountered a fatal error")
+_reports = []  # (what, first line, excerpt) found since the test started
+
+
+def _add_options(var, options):
+    """Put options in front of env var (a colon list): later ones win, so what the
+    caller set already overrides these defaults."""
+    old = os.environ.get(var, "")
+    os.environ[var] = options + (":" + old if old else "")
+
+
+def _sanitizer_env():
+    """Defaults for every sanitizer build a test starts (inherited by the children):
+    reports on stderr (no log_path), a distinct exit status, the stricter ASan
+    checks that cost little here (a pointer to a callback's stack frame used
+    after it returned; string functions reading past the terminating NUL),
+    stacks for UBSan, keep going after a UBSan report so one run shows them
+    all, and the narrow suppressions in SANITIZER_DIR (each with the reason it
+    is there). The sanitizers share the options common to them (log_path,
+    exitcode, ...): the last of ASAN_, LSAN_, UBSAN_OPTIONS to set one wins."""
+    supp = lambda name: os.path.join(SANITIZER_DIR, name)  # noqa: E731
+    _add_options("ASAN_OPTIONS", "exitcode=%d:detect_leaks=1:detect_stack_use_after_return=1:"
+                 "strict_string_checks=1" % SANITIZER_EXITCODE)
+    _add_options("LSAN_OPTIONS", "suppressions=%s:print_suppressions=0" % supp("lsan.supp"))
+    _add_options("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=0:suppressions=%s"
+                 % supp("ubsan.supp"))
+
+
+_sanitizer_env()
+
+
+def find_sanitizer_report(text, lines=30):
+    """(first line, excerpt) of the first sanitizer report in text, or None. The
+    excerpt starts at the report's "====" rule (when there is one) and holds up
+    to `lines` lines."""
+    m = _SANITIZER_RE.search(text)
+    if m is None:
+        return None
+    all_lines = text.split("\n")
+    at = text.count("\n", 0, m.start())
+    start = at
+    for j in (at - 1, at - 2):
+        if j >= 0 and all_lines[j].startswith("====="):
+            start = j
+            break
+    return all_lines[at].strip(), "\n".join(all_lines[start:start + lines])
+
+
+def check_sanitizer_output(what, text, status=None):
+    """Record a sanitizer report in text (the stderr of `what`), or an exit status
+    that says there was one; the test that runs this fails (run.py)."""
+    found = find_sanitizer_report(text)
+    if found is None and status == SANITIZER_EXITCODE:
+        found = ("exit status %d (a sanitizer's) without a report on stderr" % status,
+                 text[-2000:])
+    if found is not None:
+        _reports.append((what, found[0], found[1]))
+
+
+def sanitizer_reports():
+    """[(what, first line, excerpt)] recorded in this test so far."""
+    return list(_reports)
+
+
 # ---- processes ----
 
 _live = []  # every started, not yet stopped Process
@@ -122,9 +203,11 @@ class Process:
     """A child process with stdout and stderr captured to files in a temp dir."""
 
     name = "process"
+    sanitized = False  # scan stderr for sanitizer reports when it stops
 
     def __init__(self):
         self.proc = None
+        self.checked_to = 0  # stderr bytes scanned for sanitizer reports
         self.dir = tempfile.mkdtemp(prefix="pf-e2e-")
         self.stdout_path = os.path.join(self.dir, "stdout")
         self.stderr_path = os.path.join(self.dir, "stderr")
@@ -171,13 +254,30 @@ class Process:
                 pass
         if self in _live:
             _live.remove(self)
+        self.check_sanitizer()
         return self.proc.returncode
 
     def kill(self):
         return self.stop(sig=signal.SIGKILL)
 
     def wait(self, timeout=None):
-        return self.proc.wait(timeout)
+        rc = self.proc.wait(timeout)
+        self.check_sanitizer()
+        return rc
+
+    def check_sanitizer(self):
+        """Once the process has ended: scan what it wrote to stderr since the last
+        check (it may be started again) and its exit status; see "sanitizer
+        reports" above."""
+        if not self.sanitized or self.proc is None or self.proc.poll() is None:
+            return
+        with open(self.stderr_path, "rb") as f:
+            f.seek(self.checked_to)
+            data = f.read()
+        self.checked_to += len(data)
+        if data or self.proc.returncode == SANITIZER_EXITCODE:
+            check_sanitizer_output("%s (pid %d)" % (self.name, self.proc.pid),
+                                   data.decode("utf-8", "replace"), self.proc.returncode)
 
     def stdout_text(self):
         with open(self.stdout_path, "rb") as f:
@@ -210,10 +310,11 @@ class Process:
 
 
 def stop_all():
-    """Stop every process this test started (by PID), newest first."""
+    """Stop every process this test started (by PID), newest first. A sanitizer
+    build gets longer: its leak check at exit takes a while."""
     for p in reversed(list(_live)):
         try:
-            p.stop(timeout=5)
+            p.stop(timeout=15 if p.sanitized else 5)
         except Exception:
             pass
 
@@ -225,11 +326,13 @@ class Origin(Process):
     """bin/pf-origin on 127.0.0.1:<free port>; extra --listen addresses may be given."""
 
     name = "pf-origin"
+    sanitized = True
 
-    def __init__(self, port=None, extra_listen=(), start=True):
+    def __init__(self, port=None, extra_listen=(), start=True, env=None):
         super().__init__()
         self.port = port or free_port()
         self.extra_listen = list(extra_listen)
+        self.env = env or {}
         self.bin = _bin("ORIGIN_BIN", "bin/pf-origin")
         if start:
             self.start()
@@ -242,7 +345,7 @@ class Origin(Process):
         argv = [self.bin, "--listen", self.addr]
         for a in self.extra_listen:
             argv += ["--listen", a]
-        self.spawn(argv)
+        self.spawn(argv, env=self.env)
         wait_port(self.port, proc=self)
         return self
 
@@ -268,6 +371,7 @@ class Pilotfish(Process):
     """
 
     name = "pilotfish"
+    sanitized = True
 
     def __init__(self, config=BASIC_CONFIG, origin=None, vars=None, env=None, args=(),
                  start=True, wait=True):
@@ -323,6 +427,8 @@ class Pilotfish(Process):
                 f.write(self.render(text))
         r = subprocess.run([self.bin, "-t", "-c", path], capture_output=True, timeout=10,
                            cwd=ROOT)
+        check_sanitizer_output("pilotfish -t", r.stderr.decode("utf-8", "replace"),
+                               r.returncode)
         return r.returncode, (r.stdout + r.stderr).decode("utf-8", "replace")
 
     def conn(self, timeout=10.0):

@@ -14,6 +14,10 @@ ends with "N passed, N failed"; exits 1 if any failed.
     -x   stop at the first failure
     -l   list the tests, run nothing
 
+A test also fails when a pilotfish or pf-origin it started printed a
+sanitizer report (make test SANITIZE=1): pf.py scans their stderr when they
+stop, and the report's first lines are printed with the failure.
+
 Env: PILOTFISH_BIN (default bin/pilotfish), ORIGIN_BIN (default bin/pf-origin).
 """
 
@@ -98,8 +102,25 @@ def child(fn, limit, wfd, verbose):
             pf.stop_all()
         except BaseException:
             pass
+    result = add_sanitizer_reports(result, pf.sanitizer_reports())
     os.write(wfd, json.dumps(result).encode())
     os.close(wfd)
+
+
+def add_sanitizer_reports(result, reports):
+    """The result of a test whose processes printed sanitizer reports: failed, with
+    the first report in the reason and the start of each in the detail."""
+    if not reports:
+        return result
+    what, first, _ = reports[0]
+    reason = "sanitizer report from %s: %s" % (what, first)
+    if len(reports) > 1:
+        reason += " (and %d more)" % (len(reports) - 1)
+    if result["status"] == "fail":
+        reason = "%s; and %s" % (result["reason"], reason)
+    detail = "".join("--- sanitizer report from %s:\n%s\n" % (w, excerpt)
+                     for w, _, excerpt in reports[:4])
+    return {"status": "fail", "reason": reason, "detail": detail + result["detail"]}
 
 
 def read_all(fd):

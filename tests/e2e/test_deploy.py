@@ -42,6 +42,8 @@ upstreams: { app: { endpoints: ["127.0.0.1:1"] } }
 def run(argv, stdin=None, env=None, timeout=60):
     r = subprocess.run(argv, input=stdin, capture_output=True, timeout=timeout, cwd=ROOT,
                        env=dict(os.environ, **(env or {})))
+    if argv[0] == BIN:
+        pf.check_sanitizer_output(" ".join(argv[:2]), r.stderr.decode(), r.returncode)
     return r.returncode, r.stdout.decode(), r.stderr.decode()
 
 

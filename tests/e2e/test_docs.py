@@ -87,6 +87,7 @@ def check(rel, line, text, tmpdir):
     env.update(DOC_ENV)
     r = subprocess.run([pf._bin("PILOTFISH_BIN", "bin/pilotfish"), "-t", "-c", path],
                        capture_output=True, text=True, env=env, timeout=20)
+    pf.check_sanitizer_output("pilotfish -t " + rel, r.stderr, r.returncode)
     if r.returncode == 0:
         return None
     errors = re.sub(re.escape(path) + r":(\d+):(\d+)",

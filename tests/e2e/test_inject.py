@@ -62,6 +62,7 @@ IANA_SVC_NAME = re.compile(r"^(?=.{1,15}$)(?=.*[a-z])[a-z0-9]+(-[a-z0-9]+)*$")
 def inject(args, stdin=None):
     r = subprocess.run([pf._bin("PILOTFISH_BIN", "bin/pilotfish"), "inject"] + args,
                        input=stdin, capture_output=True, timeout=20, cwd=ROOT)
+    pf.check_sanitizer_output("pilotfish inject", r.stderr.decode(), r.returncode)
     return r.returncode, r.stdout.decode(), r.stderr.decode()
 
 

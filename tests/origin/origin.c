@@ -56,6 +56,11 @@
  *
  * Every response carries X-Origin-Seq: a number that grows by one per
  * response, so a test can tell whether a response came from the origin.
+ *
+ * PF_ORIGIN_SELFTEST=leak (or =ubsan) in the environment makes pf-origin lose
+ * a small allocation (or overflow an int) first thing, even before it reads
+ * its arguments: a sanitizer build then reports it, which the e2e harness's
+ * self-test must notice.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -1281,6 +1286,23 @@ static void setup(void)
     }
 }
 
+/* Only for the e2e harness's self-test: a defect a sanitizer must report. */
+static void *volatile selftest_leak;
+
+static void selftest(const char *what)
+{
+    volatile int big = INT32_MAX;
+
+    if (what == NULL)
+        return;
+    if (strcmp(what, "leak") == 0) {
+        selftest_leak = malloc(48);
+        selftest_leak = NULL;
+    } else if (strcmp(what, "ubsan") == 0) {
+        big = big + 1;
+    }
+}
+
 static void teardown(struct event *sigs[2])
 {
     while (g.conns != NULL)
@@ -1299,10 +1321,12 @@ static void teardown(struct event *sigs[2])
 int main(int argc, char **argv)
 {
     const char *addrs[MAX_LISTENERS];
-    int n = parse_args(argc, argv, addrs);
+    int n;
     char descs[1024] = "", desc[300];
     struct event *sigs[2];
 
+    selftest(getenv("PF_ORIGIN_SELFTEST")); /* first: a bad usage exit reports it too */
+    n = parse_args(argc, argv, addrs);
     setup();
     for (int i = 0; i < n; i++) {
         int rc = !strncmp(addrs[i], "unix:", 5) ? listen_unix(addrs[i] + 5, desc, sizeof(desc))
