@@ -9,6 +9,8 @@
 - a request pipelined after an admin request with a body is answered;
 - a reload moves the admin listener (admin.listen) and changes
   limits.max_connections for new connections;
+- a SIGHUP sent as soon as the listen port accepts is a reload (the signal
+  handlers are in place before the listeners open);
 - `workers: auto` follows the CPU affinity mask; `workers: N` starts N.
 
 Each test is bounded in time, uses loopback only, and stops what it starts
@@ -16,6 +18,7 @@ by PID (pf.py)."""
 
 import os
 import re
+import signal
 import socket
 import threading
 import time
@@ -314,6 +317,43 @@ def test_regress_reload_moves_admin_listener():
                                  msg="the old admin address 127.0.0.1:%d refuses" % prev)
             assert p.get("/").status == 200  # the proxy listener is untouched
         assert p.running()
+
+
+def sighup_caught(pid):
+    """True when pid has a handler for SIGHUP (bit 0 of SigCgt in /proc/PID/status)."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("SigCgt:"):
+                return int(line.split()[1], 16) & (1 << (signal.SIGHUP - 1)) != 0
+    return False
+
+
+def test_regress_sighup_as_soon_as_the_port_accepts_is_a_reload():
+    """A SIGHUP sent the moment the listen port accepts is a reload: the
+    signal handlers are in place before any listener opens, so a reload
+    right after start never meets SIGHUP's default action (the end of the
+    process). Five starts, each signalled at its first accepted connection."""
+    o = Origin()
+    with o:
+        for _ in range(5):
+            p = Pilotfish(h2.config(), origin=o, wait=False)
+            with p:
+                deadline = time.monotonic() + 20
+                while True:
+                    assert p.running(), "pilotfish exited at start" + p.describe_output()
+                    assert time.monotonic() < deadline, "nothing accepts on %d" % p.port
+                    try:
+                        socket.create_connection(("127.0.0.1", p.port), timeout=1).close()
+                        break
+                    except OSError:
+                        time.sleep(0.001)
+                caught = sighup_caught(p.proc.pid)
+                p.reload()
+                assert caught, "the listen port accepts before SIGHUP has its handler"
+                wait_reloaded(p, 0)
+                assert p.running()
+                p.wait_ready()
+                assert p.get("/").status == 200
 
 
 def test_regress_failed_reload_applies_nothing():
