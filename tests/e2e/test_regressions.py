@@ -49,9 +49,11 @@ def log_count(p, text):
 
 def wait_reloaded(p, before, timeout=20.0):
     """Wait for one more 'configuration reloaded' log line than before."""
-    pf.eventually(lambda: log_count(p, "configuration reloaded") > before, timeout=timeout,
-                  msg="'configuration reloaded' logged after SIGHUP (stderr tail: %r)"
-                  % p.stderr_text()[-600:])
+    pf.eventually(lambda: not p.running() or log_count(p, "configuration reloaded") > before,
+                  timeout=timeout, msg="'configuration reloaded' logged after SIGHUP")
+    assert p.running(), "pilotfish exited (status %s) instead of reloading%s" % (
+        p.proc.returncode, p.describe_output(600))
+    assert log_count(p, "configuration reloaded") > before, p.describe_output(600)
 
 
 def no_answer_within(c, wait):
