@@ -714,6 +714,12 @@ int pf_server_start(struct pf_server *s, struct pf_config *cfg)
     s->n_workers = cfg->workers ? cfg->workers : pf_server_auto_workers();
     if (server_bind_snapshot(cfg) != 0)
         return -1;
+    /* before the listeners: once a port accepts, a SIGHUP is a reload (run by the loop),
+       never the default action that ends the process */
+    for (unsigned i = 0; i < PF_COUNTOF(s->sig); i++) {
+        s->sig[i] = evsignal_new(s->base, sigs[i], signal_cb, s);
+        event_add(s->sig[i], NULL);
+    }
     if (server_open_listeners(s, cfg) != 0 || admin_open(s, cfg) != 0 ||
         pf_probes_open(s, cfg) != 0)
         return -1;
@@ -721,10 +727,6 @@ int pf_server_start(struct pf_server *s, struct pf_config *cfg)
     server_raise_nofile(s, cfg);
     atomic_store(&s->max_conns, server_max_conns(s, cfg));
     s->drain_check = event_new(s->base, -1, 0, drain_check_cb, s);
-    for (unsigned i = 0; i < PF_COUNTOF(s->sig); i++) {
-        s->sig[i] = evsignal_new(s->base, sigs[i], signal_cb, s);
-        event_add(s->sig[i], NULL);
-    }
     worker_init(s, &s->admin, s->n_workers, true);
     s->workers = pf_xcalloc(s->n_workers, sizeof(*s->workers));
     for (unsigned i = 0; i < s->n_workers; i++)

@@ -114,6 +114,17 @@ void pf_breaker_view(const struct pf_endpoint *ep, const struct pf_breaker_conf 
 
 const char *pf_circuit_name(enum pf_circuit s);
 
+/* The wall clock may move by this much against the monotonic one before the views re-anchor. */
+#define PF_BREAKER_WALL_STEP_US 1000000
+
+/* The wall-clock time of monotonic time 0 for GET /upstreams, from *base (0: none yet), now
+   (monotonic) and wall (read just after now), both in us. A view reads the two clocks once,
+   and the delay between the reads differs from view to view: converting each view's times
+   with its own reads would print one instant as timestamps a millisecond or more apart. The
+   anchor is kept, and moved only when the wall clock was stepped by more than
+   PF_BREAKER_WALL_STEP_US. */
+uint64_t pf_breaker_wall_base(uint64_t *base, uint64_t now, uint64_t wall);
+
 /* GET /upstreams: every endpoint of cfg (state, counts, latency, connections), as JSON. */
 void pf_breaker_upstreams_json(const struct pf_config *cfg, struct evbuffer *out, uint64_t now);
 

@@ -31,12 +31,22 @@ static uint64_t wall_us(void)
     return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
 }
 
-/* A monotonic time t as a wall-clock timestamp (now: the monotonic time now). */
-static void put_time(struct evbuffer *out, uint64_t t, uint64_t now, uint64_t wall)
+uint64_t pf_breaker_wall_base(uint64_t *base, uint64_t now, uint64_t wall)
+{
+    uint64_t b = wall - now;
+    uint64_t drift = b > *base ? b - *base : *base - b;
+
+    if (*base == 0 || drift > PF_BREAKER_WALL_STEP_US)
+        *base = b;
+    return *base;
+}
+
+/* A monotonic time t as a wall-clock timestamp (base: the wall-clock time of monotonic 0). */
+static void put_time(struct evbuffer *out, uint64_t t, uint64_t base)
 {
     char ts[32];
 
-    pf_log_timestamp(ts, sizeof(ts), t <= now ? wall - (now - t) : wall + (t - now));
+    pf_log_timestamp(ts, sizeof(ts), base + t);
     put_str(out, ts);
 }
 
@@ -47,7 +57,7 @@ static void put_ms(struct evbuffer *out, const char *key, uint64_t us)
 }
 
 static void put_circuit(struct evbuffer *out, const struct pf_breaker_view *v, uint64_t now,
-                        uint64_t wall)
+                        uint64_t base)
 {
     evbuffer_add(out, "\"circuit\":{\"state\":", 19);
     put_str(out, pf_circuit_name(v->state));
@@ -58,12 +68,12 @@ static void put_circuit(struct evbuffer *out, const struct pf_breaker_view *v, u
         evbuffer_add(out, "null", 4);
     evbuffer_add(out, ",\"since\":", 9);
     if (v->since_us != 0)
-        put_time(out, v->since_us, now, wall);
+        put_time(out, v->since_us, base);
     else
         evbuffer_add(out, "null", 4);
     evbuffer_add(out, ",\"retry_at\":", 12);
     if (v->state == PF_CIRCUIT_OPEN) {
-        put_time(out, v->retry_us, now, wall);
+        put_time(out, v->retry_us, base);
         evbuffer_add_printf(
             out, ",\"retry_in_ms\":%llu",
             (unsigned long long)(v->retry_us > now ? (v->retry_us - now) / 1000 : 0));
@@ -75,7 +85,7 @@ static void put_circuit(struct evbuffer *out, const struct pf_breaker_view *v, u
 }
 
 static void put_endpoint(struct evbuffer *out, const struct pf_upstream_conf *up,
-                         const struct pf_endpoint *ep, uint64_t now, uint64_t wall)
+                         const struct pf_endpoint *ep, uint64_t now, uint64_t base)
 {
     struct pf_breaker_view v;
     unsigned active = atomic_load_explicit(&ep->active, memory_order_relaxed);
@@ -85,7 +95,7 @@ static void put_endpoint(struct evbuffer *out, const struct pf_upstream_conf *up
     evbuffer_add(out, "{\"address\":", 11);
     put_str(out, ep->addr.text);
     evbuffer_add(out, ",", 1);
-    put_circuit(out, &v, now, wall);
+    put_circuit(out, &v, now, base);
     evbuffer_add(out, ",", 1);
     pf_health_json(ep, out);
     evbuffer_add_printf(out,
@@ -106,7 +116,10 @@ static void put_endpoint(struct evbuffer *out, const struct pf_upstream_conf *up
 
 void pf_breaker_upstreams_json(const struct pf_config *cfg, struct evbuffer *out, uint64_t now)
 {
-    uint64_t wall = wall_us();
+    /* main thread only: one anchor for every view, so that the same instant (an
+       opening, the next trial) is the same timestamp in two views */
+    static uint64_t wall_base;
+    uint64_t base = pf_breaker_wall_base(&wall_base, now, wall_us());
 
     evbuffer_add(out, "{\"upstreams\":[", 14);
     for (unsigned u = 0; u < cfg->n_upstreams; u++) {
@@ -119,7 +132,7 @@ void pf_breaker_upstreams_json(const struct pf_config *cfg, struct evbuffer *out
         for (unsigned e = 0; e < up->n_endpoints && up->endpoint_ids != NULL; e++) {
             if (e > 0)
                 evbuffer_add(out, ",", 1);
-            put_endpoint(out, up, pf_endpoint_get(up->endpoint_ids[e]), now, wall);
+            put_endpoint(out, up, pf_endpoint_get(up->endpoint_ids[e]), now, base);
         }
         evbuffer_add(out, "]}", 2);
     }

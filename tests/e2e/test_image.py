@@ -1,8 +1,15 @@
 """The container image (Dockerfile), built and run for real when this machine
 can: buildah (no daemon, chroot isolation) and the Debian 12 base images in
 local storage (make image-base makes them from Debian's packages, without a
-registry). Otherwise each test says why it is skipped."""
+registry). Otherwise each test says why it is skipped.
 
+Several runs may share this machine's buildah storage (other checkouts
+running their tests at the same time): the image tag and the container names
+carry the PID of this run, each test removes its container by name in a
+finally, and the image is removed at the end of the run that built it, so
+that no run uses, replaces or removes another run's image or container."""
+
+import atexit
 import json
 import os
 import shutil
@@ -13,7 +20,9 @@ import time
 import pf
 
 ROOT = pf.ROOT
-TAG = "localhost/pilotfish:e2e"
+RUN = os.getpid()  # run.py's PID: the module is loaded before the tests fork
+TAG = "localhost/pilotfish:e2e-%d" % RUN
+BUILT = os.path.join(tempfile.gettempdir(), "pf-image-%d.built" % RUN)
 
 
 def sh(argv, timeout=120, check=True):
@@ -40,18 +49,30 @@ def build(reuse=False):
     around; reuse: take the one the previous test built, when it is there."""
     if reuse and sh(["buildah", "inspect", "--type", "image", TAG], check=False)[0] == 0:
         return
+    open(BUILT, "w").close()  # before the build: a build cut short leaves a tag too
     sh(["buildah", "bud", "--isolation=chroot", "--pull=never", "--format", "docker",
         "--layers=false", "-t", TAG, ROOT], timeout=900)
 
 
 def remove_image():
     sh(["buildah", "rmi", "-f", TAG], check=False)
+    if os.path.exists(BUILT):
+        os.unlink(BUILT)
+
+
+@atexit.register
+def _remove_image_at_exit():
+    """The image this run built, when the test that removes it did not run
+    (a filter, a failure before it): run.py's process only, not a test's."""
+    if os.getpid() == RUN and os.path.exists(BUILT):
+        remove_image()
 
 
 class Container:
-    def __init__(self):
-        _, out, _ = sh(["buildah", "from", "--pull=never", TAG])
-        self.name = out.strip().splitlines()[-1]
+    def __init__(self, what):
+        self.name = "pilotfish-e2e-%d-%s" % (RUN, what)
+        sh(["buildah", "rm", self.name], check=False)  # left by a run killed with this PID
+        sh(["buildah", "from", "--pull=never", "--name", self.name, TAG])
 
     def run(self, args, volumes=(), timeout=60, check=True):
         argv = ["buildah", "run", "--isolation", "chroot"]
@@ -71,7 +92,7 @@ def test_image_builds_and_runs():
     conf = json.loads(out)["Docker"]["config"]
     assert conf["Entrypoint"] == ["pilotfish"] and conf["User"] == "65532:65532", conf
     assert conf["Healthcheck"]["Test"][0] == "CMD", conf.get("Healthcheck")
-    c = Container()
+    c = Container("run")
     try:
         _, out, _ = c.run(["pilotfish", "-V"])
         assert out.startswith("pilotfish "), out
@@ -99,7 +120,7 @@ def test_image_serves_and_healthcheck_passes():
         f.write('listen: "127.0.0.1:%d"\nworkers: 1\nadmin: {listen: "127.0.0.1:%d"}\n'
                 'upstreams: {app: {endpoints: ["127.0.0.1:%d"]}}\n' % (port, admin, origin.port))
     os.chmod(os.path.join(d, "p.yaml"), 0o644)
-    c = Container()
+    c = Container("serve")
     proc = pf.Process()
     try:
         proc.spawn(["buildah", "run", "--isolation", "chroot", "-v", d + ":/cfg:ro", c.name,

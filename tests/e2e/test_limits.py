@@ -151,7 +151,8 @@ def test_limits_408_head_not_complete_within_header_timeout():
             r = c.read_response()
             took = time.monotonic() - t0
             h2.assert_error_reply(r, 408, closed=c.is_closed(2.0), what="half a head")
-            assert 0.8 <= took <= 3.0, "408 after %.2fs with header_timeout 1s" % took
+            # below the client's 5 s wait with room for a loaded machine
+            assert 0.8 <= took <= 4.5, "408 after %.2fs with header_timeout 1s" % took
         finally:
             c.close()
         assert origin_requests(o, p) == 0
@@ -175,7 +176,8 @@ def test_limits_408_slowloris_trickle_does_not_extend_header_timeout():
             got = c.read_response() if not c.eof else None
             took = time.monotonic() - t0
             h2.assert_error_reply(got, 408, closed=c.is_closed(2.0), what="trickled head")
-            assert took <= 3.0, "408 only after %.2fs: the timeout is per read, not per head" \
+            # the whole head takes 7 s or more: a timeout per read would let it through
+            assert took <= 5.5, "408 only after %.2fs: the timeout is per read, not per head" \
                 % took
         finally:
             c.close()
@@ -187,10 +189,8 @@ def test_limits_idle_keepalive_closed_after_idle_timeout():
         t0 = time.monotonic()
         assert c.request("GET", "/").status == 200
         assert not c.is_closed(0.5), "closed well before idle_timeout"
-        assert c.is_closed(3.0), "idle keep-alive connection still open %.1fs after the " \
+        assert c.is_closed(6.0), "idle keep-alive connection still open %.1fs after the " \
             "response with idle_timeout 1s" % (time.monotonic() - t0)
-        took = time.monotonic() - t0
-        assert took <= 3.0, took
         assert c.buf == b"", "bytes sent on idle close: %r" % c.buf
 
 

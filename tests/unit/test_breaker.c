@@ -701,6 +701,24 @@ static void test_back_while_an_old_snapshot_holds_it(void **state UNUSED)
     fx_cfg_free(c);
 }
 
+/* One instant is one timestamp in every view, whatever the delay between a view's two clock
+   reads; a stepped wall clock moves the anchor. */
+static void test_view_times_anchored(void **state UNUSED)
+{
+    uint64_t base = 0, wall0 = 1700000000 * SEC;
+
+    assert_int_equal(pf_breaker_wall_base(&base, 5 * SEC, wall0 + 5 * SEC), wall0);
+    /* later views, their wall clock read 3 ms, then 0.9 s after their monotonic one */
+    assert_int_equal(pf_breaker_wall_base(&base, 9 * SEC, wall0 + 9 * SEC + 3 * MS), wall0);
+    assert_int_equal(pf_breaker_wall_base(&base, 9 * SEC, wall0 + 9 * SEC + 900 * MS), wall0);
+    assert_int_equal(pf_breaker_wall_base(&base, 9 * SEC, wall0 + 9 * SEC - 900 * MS), wall0);
+    /* the wall clock stepped 2 s forward, then 1.5 s back */
+    assert_int_equal(pf_breaker_wall_base(&base, 10 * SEC, wall0 + 12 * SEC), wall0 + 2 * SEC);
+    assert_int_equal(pf_breaker_wall_base(&base, 11 * SEC, wall0 + 11 * SEC + 500 * MS),
+                     wall0 + 500 * MS);
+    assert_int_equal(base, wall0 + 500 * MS);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -733,6 +751,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_one_log_line_per_change, setup, teardown),
         cmocka_unit_test_setup_teardown(test_state_across_configurations, setup, teardown),
         cmocka_unit_test_setup_teardown(test_back_while_an_old_snapshot_holds_it, setup, teardown),
+        cmocka_unit_test(test_view_times_anchored),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
