@@ -390,7 +390,7 @@ enum pf_verdict pf_cache_lookup(const struct pf_cache_conf *c, struct pf_tx *tx,
         /* a hit (this request does not go forward); one refresh runs in the background */
         v = serve(c, tx, x, o, PF_CACHE_STALE, "; detail=stale-while-revalidate");
         pf_cobj_unref(o);
-        if (v == PF_REPLIED && !pf_coalesce_busy(s->pstate, x->key))
+        if (v == PF_REPLIED && !pf_coalesce_busy(s->pstate, x->key, x->gen))
             pf_tx_background(tx, s);
         return v;
     case PF_CACHE_USE_REVALIDATE:
@@ -462,7 +462,7 @@ enum pf_verdict pf_cache_refresh_request(struct pf_tx *tx, struct pf_slot *s, st
         x->variant = pf_arena_strndup(pf_tx_arena(tx), variant, strlen(variant));
         return pf_cache_l2_refresh(tx, s, x);
     }
-    if (o == NULL || !pf_coalesce_lead(s->pstate, x->key)) {
+    if (o == NULL || !pf_coalesce_lead(s->pstate, x->key, x->gen)) {
         pf_cobj_unref(o);
         x->fwd = NULL; /* not counted, no Cache-Status: nobody reads this answer */
         pf_tx_reply(tx, 204, NULL);
@@ -544,7 +544,13 @@ enum pf_verdict pf_cache_after_lookup(const struct pf_cache_conf *c, struct pf_t
         x->client_inm != NULL || x->client_ims != NULL ||
         pf_cache_hfm_active(s->pstate, x->key, now_s()))
         return v;
-    switch (pf_coalesce_join(s->pstate, x->key, tx, c->lock_timeout_ms, coalesced, s)) {
+    /*
+     * Nothing was read from the store for this miss, and its fetch (or its wait) starts here: a
+     * purge before now does not concern it, one from now on does. A flight from before a purge
+     * is not joined (coalesce.c): its response is the purged one.
+     */
+    x->gen = pf_cstore_gen(s->pstate, x->key);
+    switch (pf_coalesce_join(s->pstate, x->key, x->gen, tx, c->lock_timeout_ms, coalesced, s)) {
     case PF_COALESCE_LEADER:
         x->leader = true;
         return PF_NEXT;
@@ -563,7 +569,7 @@ void pf_cache_leader_done(struct pf_slot *s, struct cache_ctx *x)
 {
     if (x->leader) {
         x->leader = false;
-        pf_coalesce_done(s->pstate, x->key, now_s(), x->hfm_s);
+        pf_coalesce_done(s->pstate, x->key, x->gen, now_s(), x->hfm_s);
     }
 }
 

@@ -215,3 +215,32 @@ def test_cache_purge_during_fetch_not_written_to_redis():
                 threading.Event().wait(0.05)
             assert b"/r/other" in keys, keys
             assert b"/r/x" not in keys, keys
+
+
+@pf.timeout(60)
+def test_cache_request_after_purge_does_not_join_the_flight_before_it():
+    """A request that comes after a purge of the key does not wait for the fetch that began
+    before the purge (its response is the purged one): it leads a fetch of its own, which is
+    stored; the held fetch still answers its client and is not stored. lock_timeout is long, so
+    a request that joined the held fetch would still be waiting when its socket read gives up."""
+    o = HoldOrigin()
+    with o:
+        p = Pilotfish(CONFIG, origin=o, vars={"redis": ", lock_timeout: 60s"})
+        with p:
+            t = "/r/x"
+            c = p.conn(timeout=BOUND)
+            c.send(pf.build_request("GET", t))
+            assert o.got_first.wait(BOUND), "the origin got no request"
+            purge_url(p, t)
+            with p.conn(timeout=BOUND) as c2:
+                r = c2.request("GET", t)  # answered while the first GET is still held
+            assert r.status == 200 and r.body == b"v2", (r, r.body)
+            assert "collapsed" not in (r.header("cache-status") or ""), r.headers
+            o.release.set()
+            r = c.read_response()
+            c.close()
+            assert r.status == 200 and r.body == b"v1", (r, r.body)
+            r = p.get(t)
+            assert_hit(r, "the fetch after the purge was stored")
+            assert r.body == b"v2", r.body
+            assert o.gets == 2, o.gets
