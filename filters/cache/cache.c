@@ -602,9 +602,9 @@ static enum pf_verdict revalidated(const struct pf_cache_conf *c, struct pf_tx *
         return PF_FAILED;
     /* a purge since the request started: the entry stays purged (the client is answered) */
     if (!x->no_store && pf_cstore_put_at(s->pstate, o, x->gen) == 0) {
-        pf_cache_l2_store(c, tx, s, o);
+        pf_cache_l2_store(c, tx, s, o, x->gen);
         if (pf_cstore_vary(s->pstate, o->key, vary, sizeof(vary)))
-            pf_cache_l2_store_vary(c, tx, s, o, vary); /* its TTL follows the refreshed entry's */
+            pf_cache_l2_store_vary(c, tx, s, o, vary, x->gen); /* TTL: the refreshed entry's */
     }
     if (x->background) { /* nobody to answer: the entry is refreshed */
         pf_cobj_unref(o);
@@ -850,9 +850,9 @@ static enum pf_verdict cache_on_body(struct pf_tx *tx, struct pf_slot *s, struct
             /* a response without Vary drops the record: lookups use variant "" again */
             pf_cstore_set_vary(s->pstate, x->key, x->vary_set ? x->vary : NULL);
             if (pf_cstore_put_at(s->pstate, o, x->gen) == 0) {
-                pf_cache_l2_store(s->conf, tx, s, o);
+                pf_cache_l2_store(s->conf, tx, s, o, x->gen);
                 if (x->vary_set)
-                    pf_cache_l2_store_vary(s->conf, tx, s, o, x->vary);
+                    pf_cache_l2_store_vary(s->conf, tx, s, o, x->vary, x->gen);
             }
         }
         if (o != NULL) {

@@ -121,6 +121,8 @@ void pf_cache_conf_free(void *conf);
 void pf_cache_count(enum pf_cache_result r, uint64_t bytes_served);
 /* One L2 lookup: found a usable object or not. */
 void pf_cache_count_l2(bool hit);
+/* One object written to Redis by a fetch that a purge overtook, deleted again. */
+void pf_cache_count_l2_undo(void);
 /* One request that waited for another's fetch (coalesce). */
 void pf_cache_count_coalesced(void);
 void pf_cache_metrics(const void *conf, void *pstate, struct evbuffer *out);
