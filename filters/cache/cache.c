@@ -846,14 +846,13 @@ static enum pf_verdict cache_on_body(struct pf_tx *tx, struct pf_slot *s, struct
         x->b = NULL;
         /* purged while it was fetched (key, prefix, tag, invalidation): the purge stands, the
          * response still goes to its client and to the waiters */
-        if (o != NULL && pf_cstore_gen(s->pstate, x->key) == x->gen) {
-            /* a response without Vary drops the record: lookups use variant "" again */
-            pf_cstore_set_vary(s->pstate, x->key, x->vary_set ? x->vary : NULL);
-            if (pf_cstore_put_at(s->pstate, o, x->gen) == 0) {
-                pf_cache_l2_store(s->conf, tx, s, o, x->gen);
-                if (x->vary_set)
-                    pf_cache_l2_store_vary(s->conf, tx, s, o, x->vary, x->gen);
-            }
+        /* a response without Vary drops the record: lookups use variant "" again */
+        if (o != NULL &&
+            pf_cstore_set_vary_at(s->pstate, x->key, x->vary_set ? x->vary : NULL, x->gen) == 0 &&
+            pf_cstore_put_at(s->pstate, o, x->gen) == 0) {
+            pf_cache_l2_store(s->conf, tx, s, o, x->gen);
+            if (x->vary_set)
+                pf_cache_l2_store_vary(s->conf, tx, s, o, x->vary, x->gen);
         }
         if (o != NULL) {
             pf_cobj_unref(o);

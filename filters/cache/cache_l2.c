@@ -115,7 +115,8 @@ static bool l2_got_vary(struct pf_slot *s, struct cache_ctx *x, const void *data
     vary[len - VARY_TAG_LEN] = '\0';
     if (memchr(vary, '\0', len - VARY_TAG_LEN) != NULL)
         return false;
-    pf_cstore_set_vary(s->pstate, x->key, vary);
+    /* not when a purge landed since the request started: the record would outlive it */
+    pf_cstore_set_vary_at(s->pstate, x->key, vary, x->gen);
     return true;
 }
 
@@ -216,10 +217,10 @@ static void l2_got(void *arg, const void *data, size_t len)
     }
     if (o != NULL && strcmp(o->key, x->key) == 0 && strcmp(o->variant, x->variant) == 0) {
         vary = pf_cobj_header(o, "vary");
-        if (vary != NULL)
-            pf_cstore_set_vary(s->pstate, x->key, vary);
         /* refused when a purge landed since the request started: Redis may have answered first */
-        pf_cache_count_l2(pf_cstore_put_at(s->pstate, o, x->gen) == 0);
+        pf_cache_count_l2(
+            (vary == NULL || pf_cstore_set_vary_at(s->pstate, x->key, vary, x->gen) == 0) &&
+            pf_cstore_put_at(s->pstate, o, x->gen) == 0);
     } else if (!x->l2_vary || x->l2_done) {
         pf_cache_count_l2(false);
     }

@@ -322,35 +322,46 @@ static void evict(struct pf_cstore *s, struct shard *sh, const struct entry *kee
     }
 }
 
-static void drop_vary(struct pf_cstore *s, const char *key)
+/* Replace (or, e NULL, remove) key's Vary record in sh; 1 when checked and key's generation is no
+ * longer gen (nothing changed: e freed). */
+static int swap_vary(struct pf_cstore *s, struct shard *sh, uint64_t h, const char *key,
+                     struct entry *e, bool check, uint64_t gen)
 {
-    uint64_t h = key_hash(key);
-    struct shard *sh = shard_of(s, h);
     struct entry *old;
 
     pthread_mutex_lock(&sh->lock);
+    /* under the shard's lock, as put's check: a key purge either ran (refused) or comes after */
+    if (check && gen_of(s, sh, h) != gen) {
+        pthread_mutex_unlock(&sh->lock);
+        free(e);
+        return 1;
+    }
     old = find_vary(sh, h, key);
     if (old)
         unlink_entry(s, sh, old);
+    if (e != NULL) {
+        link_entry(s, sh, e, &sh->varys);
+        evict(s, sh, e);
+    }
     pthread_mutex_unlock(&sh->lock);
+    return 0;
 }
 
-void pf_cstore_set_vary(struct pf_cstore *s, const char *key, const char *vary)
+static int set_vary(struct pf_cstore *s, const char *key, const char *vary, bool check,
+                    uint64_t gen)
 {
     uint64_t h = key_hash(key);
     struct shard *sh = shard_of(s, h);
     size_t kl = strlen(key) + 1, vl;
     size_t charge;
-    struct entry *e, *old;
+    struct entry *e;
 
-    if (!vary) {
-        drop_vary(s, key);
-        return;
-    }
+    if (!vary)
+        return swap_vary(s, sh, h, key, NULL, check, gen);
     vl = strlen(vary) + 1;
     charge = sizeof(struct entry) + kl + vl + ALLOC_OVERHEAD + BUCKET_SHARE;
     if (charge > sh->limit - sh->base)
-        return;
+        return check && pf_cstore_gen(s, key) != gen;
     e = pf_xcalloc(1, sizeof(*e) + kl + vl);
     e->hash = h;
     e->charge = charge;
@@ -358,13 +369,17 @@ void pf_cstore_set_vary(struct pf_cstore *s, const char *key, const char *vary)
     e->vary = e->vkey + kl;
     memcpy(e->vkey, key, kl);
     memcpy(e->vary, vary, vl);
-    pthread_mutex_lock(&sh->lock);
-    old = find_vary(sh, h, key);
-    if (old)
-        unlink_entry(s, sh, old);
-    link_entry(s, sh, e, &sh->varys);
-    evict(s, sh, e);
-    pthread_mutex_unlock(&sh->lock);
+    return swap_vary(s, sh, h, key, e, check, gen);
+}
+
+void pf_cstore_set_vary(struct pf_cstore *s, const char *key, const char *vary)
+{
+    set_vary(s, key, vary, false, 0);
+}
+
+int pf_cstore_set_vary_at(struct pf_cstore *s, const char *key, const char *vary, uint64_t gen)
+{
+    return set_vary(s, key, vary, true, gen);
 }
 
 static int put(struct pf_cstore *s, struct pf_cobj *o, bool check, uint64_t gen)

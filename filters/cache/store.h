@@ -227,6 +227,10 @@ int pf_cstore_put(struct pf_cstore *s, struct pf_cobj *o);
 uint64_t pf_cstore_gen(struct pf_cstore *s, const char *key);
 /* pf_cstore_put unless key's generation is no longer gen: then 1, nothing stored. */
 int pf_cstore_put_at(struct pf_cstore *s, struct pf_cobj *o, uint64_t gen);
+/* pf_cstore_set_vary unless key's generation is no longer gen: then 1, nothing changed (the
+ * check is made under the same lock as the change, so a purge of key is either before, and the
+ * record is refused, or after, and removes it). 0 otherwise. */
+int pf_cstore_set_vary_at(struct pf_cstore *s, const char *key, const char *vary, uint64_t gen);
 
 /* Remove: one key (every variant), every key starting with prefix, every object tagged tag. */
 size_t pf_cstore_purge_key(struct pf_cstore *s, const char *key);

@@ -813,6 +813,35 @@ static void test_put_at_after_purge(void **state)
     pf_cstore_free(s);
 }
 
+/* A Vary record set with the generation taken before a purge of its key does not outlive it. */
+static void test_set_vary_at_after_purge(void **state)
+{
+    struct pf_cstore *s = pf_cstore_new(1 << 20, 4);
+    uint64_t g = pf_cstore_gen(s, "GET/v");
+    char out[64];
+
+    (void)state;
+    assert_int_equal(pf_cstore_set_vary_at(s, "GET/v", "accept", g), 0);
+    assert_true(pf_cstore_vary(s, "GET/v", out, sizeof(out)));
+    assert_string_equal(out, "accept");
+    pf_cstore_purge_key(s, "GET/v"); /* removes the record and moves the generation */
+    assert_false(pf_cstore_vary(s, "GET/v", out, sizeof(out)));
+    assert_int_equal(pf_cstore_set_vary_at(s, "GET/v", "accept-language", g), 1);
+    assert_false(pf_cstore_vary(s, "GET/v", out, sizeof(out)));
+    /* with the generation of now it is recorded, and an old one neither replaces nor drops it */
+    g = pf_cstore_gen(s, "GET/v");
+    assert_int_equal(pf_cstore_set_vary_at(s, "GET/v", "accept-encoding", g), 0);
+    assert_int_equal(pf_cstore_purge_prefix(s, "GET/zzz"), 0); /* moves every generation */
+    assert_int_equal(pf_cstore_set_vary_at(s, "GET/v", "accept", g), 1);
+    assert_int_equal(pf_cstore_set_vary_at(s, "GET/v", NULL, g), 1);
+    assert_true(pf_cstore_vary(s, "GET/v", out, sizeof(out)));
+    assert_string_equal(out, "accept-encoding");
+    /* NULL with the generation of now drops it */
+    assert_int_equal(pf_cstore_set_vary_at(s, "GET/v", NULL, pf_cstore_gen(s, "GET/v")), 0);
+    assert_false(pf_cstore_vary(s, "GET/v", out, sizeof(out)));
+    pf_cstore_free(s);
+}
+
 static bool not_x_secret(void *arg, const char *name)
 {
     (*(int *)arg)++;
@@ -868,6 +897,7 @@ int main(void)
         cmocka_unit_test(test_vary_records_bounded),
         cmocka_unit_test(test_purge_prefix_and_tag),
         cmocka_unit_test(test_put_at_after_purge),
+        cmocka_unit_test(test_set_vary_at_after_purge),
         cmocka_unit_test(test_304_update_copy),
         cmocka_unit_test(test_304_update_keep),
         cmocka_unit_test(test_body_to_range_zero_copy),
