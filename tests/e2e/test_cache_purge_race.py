@@ -354,3 +354,30 @@ def test_cache_redis_write_that_lands_after_the_purge_is_deleted_again():
                 assert r.body == b"v2", r.body
         finally:
             relay.close()
+
+
+def purge_other_prefix(p, t):
+    admin_purge(p, {"prefix": "http://%s/other/" % HOST})
+
+
+def purge_other_tag(p, t):
+    admin_purge(p, {"tag": "blue"})
+
+
+def check_stored(during):
+    o = HoldOrigin()
+    with o:
+        p = Pilotfish(CONFIG, origin=o, vars={"redis": ""})
+        with p:
+            in_flight(p, o, "/r/x", during)
+            r = p.get("/r/x")
+            assert_hit(r, "a purge (%s) that does not cover it: stored" % during.__name__)
+            assert r.body == b"v1", r.body
+
+
+def test_cache_prefix_purge_of_another_url_during_fetch_does_not_stop_its_store():
+    check_stored(purge_other_prefix)
+
+
+def test_cache_tag_purge_of_another_tag_during_fetch_does_not_stop_its_store():
+    check_stored(purge_other_tag)
