@@ -58,37 +58,37 @@ static int64_t l2_ttl(const struct pf_cache_conf *c, const struct pf_cobj *o, in
  */
 struct written {
     struct pf_cstore *st;
+    struct pf_cobj *o; /* a reference: its key and tags, for the check */
     uint64_t gen;
-    char *l2key; /* into key's allocation */
-    char key[];
+    char l2key[];
 };
 
 static void written(void *arg, struct pf_l2 *l2)
 {
     struct written *w = arg;
 
-    if (l2 != NULL && pf_cache_bus_gen_moved(w->st, w->key, w->gen))
-        pf_cache_l2_undo(l2, w->st, w->key, w->l2key);
+    if (l2 != NULL && pf_cache_bus_covered(w->st, w->o, w->gen))
+        pf_cache_l2_undo(l2, w->st, w->o->key, w->l2key);
+    pf_cobj_unref(w->o);
     free(w);
 }
 
 /* SET l2key (tags as pf_l2_set), followed by written() for o's key under gen. */
-static void set_then(struct pf_slot *s, const struct pf_cobj *o, uint64_t gen, const char *l2key,
+static void set_then(struct pf_slot *s, struct pf_cobj *o, uint64_t gen, const char *l2key,
                      const void *data, size_t len, int64_t ttl, const char *const *tags, unsigned n)
 {
-    size_t kl = strlen(o->key), ll = strlen(l2key);
-    struct written *w = pf_xmalloc(sizeof(*w) + kl + 1 + ll + 1);
+    size_t ll = strlen(l2key);
+    struct written *w = pf_xmalloc(sizeof(*w) + ll + 1);
 
     w->st = s->pstate;
+    w->o = pf_cobj_ref(o);
     w->gen = gen;
-    memcpy(w->key, o->key, kl + 1);
-    w->l2key = w->key + kl + 1;
     memcpy(w->l2key, l2key, ll + 1);
     pf_l2_set_then(pf_cache_l2_of(s), l2key, data, len, (uint64_t)ttl, tags, n, written, w);
 }
 
 void pf_cache_l2_store_vary(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_slot *s,
-                            const struct pf_cobj *o, const char *vary, uint64_t gen)
+                            struct pf_cobj *o, const char *vary, uint64_t gen)
 {
     int64_t ttl = l2_ttl(c, o, now_s());
     size_t vl = strlen(vary);
@@ -137,7 +137,7 @@ char *pf_cache_l2_variants_tag(struct pf_arena *a, const char *key)
 
 /* Write o to L2 too (fire and forget); a variant is also listed in its URL's variant set. */
 void pf_cache_l2_store(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_slot *s,
-                       const struct pf_cobj *o, uint64_t gen)
+                       struct pf_cobj *o, uint64_t gen)
 {
     struct evbuffer *b;
     int64_t ttl = l2_ttl(c, o, now_s());

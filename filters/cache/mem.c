@@ -483,6 +483,18 @@ int pf_cstore_put_at(struct pf_cstore *s, struct pf_cobj *o, uint64_t gen)
     return put(s, o, true, gen);
 }
 
+bool pf_cstore_covered(struct pf_cstore *s, const struct pf_cobj *o, uint64_t gen)
+{
+    uint64_t h = key_hash(o->key);
+    struct shard *sh = shard_of(s, h);
+    bool covered;
+
+    pthread_mutex_lock(&sh->lock);
+    covered = stale(s, sh, h, o->key, o->tags, o->n_tags, gen);
+    pthread_mutex_unlock(&sh->lock);
+    return covered;
+}
+
 size_t pf_cstore_purge_key(struct pf_cstore *s, const char *key)
 {
     uint64_t h = key_hash(key);

@@ -135,14 +135,14 @@ static bool registered(const struct pf_cstore *st)
     return false;
 }
 
-bool pf_cache_bus_gen_moved(struct pf_cstore *st, const char *key, uint64_t gen)
+bool pf_cache_bus_covered(struct pf_cstore *st, const struct pf_cobj *o, uint64_t gen)
 {
-    bool moved;
+    bool covered;
 
     pthread_mutex_lock(&lock); /* st is not freed while registered (fini_process unregisters) */
-    moved = registered(st) && pf_cstore_gen(st, key) != gen;
+    covered = registered(st) && pf_cstore_covered(st, o, gen);
     pthread_mutex_unlock(&lock);
-    return moved;
+    return covered;
 }
 
 size_t pf_cache_bus_purge_key(struct pf_cstore *st, const char *key)

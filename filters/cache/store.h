@@ -234,6 +234,8 @@ uint64_t pf_cstore_gen(struct pf_cstore *s, const char *key);
  * does not refuse it.
  */
 int pf_cstore_put_at(struct pf_cstore *s, struct pf_cobj *o, uint64_t gen);
+/* Did a purge since gen cover o (pf_cstore_put_at would refuse it now)? */
+bool pf_cstore_covered(struct pf_cstore *s, const struct pf_cobj *o, uint64_t gen);
 /* pf_cstore_set_vary unless a purge since gen covers key (as pf_cstore_put_at, without tags):
  * then 1, nothing changed (the check is made under the same lock as the change, so a purge of
  * key is either before, and the record is refused, or after, and removes it). 0 otherwise. */

@@ -813,6 +813,12 @@ static void test_put_at_after_purge(void **state)
     assert_int_equal(pf_cstore_purge_tag(s, "blue"), 0);
     assert_int_not_equal(pf_cstore_gen(s, "GET/c"), g); /* moved all the same */
     put_at_expect(s, "GET/c", g, 0);
+    got = pf_cstore_get(s, "GET/c", "");
+    assert_non_null(got);
+    assert_false(pf_cstore_covered(s, got, g)); /* what a write to Redis checks */
+    assert_int_equal(pf_cstore_purge_tag(s, "red"), 1);
+    assert_true(pf_cstore_covered(s, got, g));
+    pf_cobj_unref(got);
     /* a covering purge among others that do not cover it */
     g = pf_cstore_gen(s, "GET/d");
     assert_int_equal(pf_cstore_purge_tag(s, "blue"), 0);
