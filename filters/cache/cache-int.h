@@ -118,6 +118,13 @@ void pf_cache_invalidate(const struct pf_cache_conf *c, struct pf_tx *tx, struct
                          const struct cache_ctx *x);
 /* pf_l2_msg_fn of the worker's subscriber: a purge another process published (any thread). */
 void pf_cache_bus_receive(void *arg, const char *msg, size_t len);
+/* Is st alive (registered) and did a purge since gen cover o (pf_cstore_covered)? Any thread. */
+bool pf_cache_bus_covered(struct pf_cstore *st, const struct pf_cobj *o, uint64_t gen);
+/* pf_cstore_purge_key of st when it is alive (registered): 0 otherwise. Any thread. */
+size_t pf_cache_bus_purge_key(struct pf_cstore *st, const char *key);
+/* Delete key (without the L2 prefix) from the Redis tier again, then drop key (every variant)
+ * from this process's memory and tell the others (purge.c). */
+void pf_cache_l2_undo(struct pf_l2 *l2, struct pf_cstore *st, const char *key, const char *l2key);
 
 /* A Cache-Status of buf (n bytes formatted into STATUS_MAX), with collapsed and key= as x says. */
 void pf_cache_status_line(struct pf_tx *tx, const struct cache_ctx *x, char *buf, int n);
@@ -165,10 +172,15 @@ void pf_cache_collapse_done(struct cache_ctx *x);
 /* cache_l2.c */
 char *pf_cache_l2_key(struct pf_arena *a, const char *key, const char *variant);
 char *pf_cache_l2_variants_tag(struct pf_arena *a, const char *key);
+/*
+ * The writes of what a fetch stored in memory under purge generation gen (pf_cstore_put_at):
+ * when the key's generation moved by the time Redis answered the SET (a purge overtook it, and
+ * its DEL may have run first), the key is deleted again (see cache_l2.c).
+ */
 void pf_cache_l2_store_vary(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_slot *s,
-                            const struct pf_cobj *o, const char *vary);
+                            struct pf_cobj *o, const char *vary, uint64_t gen);
 void pf_cache_l2_store(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_slot *s,
-                       const struct pf_cobj *o);
+                       struct pf_cobj *o, uint64_t gen);
 enum pf_verdict pf_cache_l2_lookup(struct pf_tx *tx, struct pf_slot *s, struct cache_ctx *x);
 /* A background refresh asks L2 for x->key / x->variant first: PF_PAUSED, then resumed with what
  * pf_cache_refresh_request says (after a fresh copy from L2, if any, filled L1). */

@@ -315,7 +315,7 @@ enum pf_verdict pf_cache_lookup(const struct pf_cache_conf *c, struct pf_tx *tx,
         /* a hit (this request does not go forward); one refresh runs in the background */
         v = pf_cache_serve(c, tx, x, o, PF_CACHE_STALE, "; detail=stale-while-revalidate");
         pf_cobj_unref(o);
-        if (v == PF_REPLIED && !pf_coalesce_busy(s->pstate, x->key))
+        if (v == PF_REPLIED && !pf_coalesce_busy(s->pstate, x->key, x->gen))
             pf_tx_background(tx, s);
         return v;
     case PF_CACHE_USE_REVALIDATE:
@@ -387,7 +387,7 @@ enum pf_verdict pf_cache_refresh_request(struct pf_tx *tx, struct pf_slot *s, st
         x->variant = pf_arena_strndup(pf_tx_arena(tx), variant, strlen(variant));
         return pf_cache_l2_refresh(tx, s, x);
     }
-    if (o == NULL || !pf_coalesce_lead(s->pstate, x->key)) {
+    if (o == NULL || !pf_coalesce_lead(s->pstate, x->key, x->gen)) {
         pf_cobj_unref(o);
         x->fwd = NULL; /* not counted, no Cache-Status: nobody reads this answer */
         pf_tx_reply(tx, 204, NULL);
@@ -468,7 +468,13 @@ enum pf_verdict pf_cache_after_lookup(const struct pf_cache_conf *c, struct pf_t
         x->client_inm != NULL || x->client_ims != NULL ||
         pf_cache_hfm_active(s->pstate, x->key, now_s()))
         return v;
-    switch (pf_coalesce_join(s->pstate, x->key, tx, c->lock_timeout_ms, coalesced, s)) {
+    /*
+     * Nothing was read from the store for this miss, and its fetch (or its wait) starts here: a
+     * purge before now does not concern it, one from now on does. A flight from before a purge
+     * is not joined (coalesce.c): its response is the purged one.
+     */
+    x->gen = pf_cstore_gen(s->pstate, x->key);
+    switch (pf_coalesce_join(s->pstate, x->key, x->gen, tx, c->lock_timeout_ms, coalesced, s)) {
     case PF_COALESCE_LEADER:
         x->leader = true;
         return PF_NEXT;
@@ -487,7 +493,7 @@ void pf_cache_leader_done(struct pf_slot *s, struct cache_ctx *x)
 {
     if (x->leader) {
         x->leader = false;
-        pf_coalesce_done(s->pstate, x->key, now_s(), x->hfm_s);
+        pf_coalesce_done(s->pstate, x->key, x->gen, now_s(), x->hfm_s);
     }
 }
 
@@ -520,9 +526,9 @@ static enum pf_verdict revalidated(const struct pf_cache_conf *c, struct pf_tx *
         return PF_FAILED;
     /* a purge since the request started: the entry stays purged (the client is answered) */
     if (!x->no_store && pf_cstore_put_at(s->pstate, o, x->gen) == 0) {
-        pf_cache_l2_store(c, tx, s, o);
+        pf_cache_l2_store(c, tx, s, o, x->gen);
         if (pf_cstore_vary(s->pstate, o->key, vary, sizeof(vary)))
-            pf_cache_l2_store_vary(c, tx, s, o, vary); /* its TTL follows the refreshed entry's */
+            pf_cache_l2_store_vary(c, tx, s, o, vary, x->gen); /* TTL: the refreshed entry's */
     }
     if (x->background) { /* nobody to answer: the entry is refreshed */
         pf_cobj_unref(o);
@@ -768,14 +774,13 @@ static enum pf_verdict cache_on_body(struct pf_tx *tx, struct pf_slot *s, struct
         x->b = NULL;
         /* purged while it was fetched (key, prefix, tag, invalidation): the purge stands, the
          * response still goes to its client and to the waiters */
-        if (o != NULL && pf_cstore_gen(s->pstate, x->key) == x->gen) {
-            /* a response without Vary drops the record: lookups use variant "" again */
-            pf_cstore_set_vary(s->pstate, x->key, x->vary_set ? x->vary : NULL);
-            if (pf_cstore_put_at(s->pstate, o, x->gen) == 0) {
-                pf_cache_l2_store(s->conf, tx, s, o);
-                if (x->vary_set)
-                    pf_cache_l2_store_vary(s->conf, tx, s, o, x->vary);
-            }
+        /* a response without Vary drops the record: lookups use variant "" again */
+        if (o != NULL &&
+            pf_cstore_set_vary_at(s->pstate, x->key, x->vary_set ? x->vary : NULL, x->gen) == 0 &&
+            pf_cstore_put_at(s->pstate, o, x->gen) == 0) {
+            pf_cache_l2_store(s->conf, tx, s, o, x->gen);
+            if (x->vary_set)
+                pf_cache_l2_store_vary(s->conf, tx, s, o, x->vary, x->gen);
         }
         if (o != NULL) {
             pf_cobj_unref(o);

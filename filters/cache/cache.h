@@ -82,20 +82,27 @@ struct pf_cgrow;
  * and streams in as g.
  */
 typedef void (*pf_coalesce_fn)(struct pf_tx *tx, void *arg, bool timed_out, struct pf_cgrow *g);
-enum pf_coalesce pf_coalesce_join(const void *store, const char *key, struct pf_tx *tx,
-                                  uint64_t timeout_ms, pf_coalesce_fn fn, void *arg);
-/* Is a fetch of (store, key) under way? */
-bool pf_coalesce_busy(const void *store, const char *key);
-/* Become the leader of (store, key) when nobody fetches it (true), or do nothing. */
-bool pf_coalesce_lead(const void *store, const char *key);
-/* The leader's response streams in as g: wake every waiter with it, and every later one. */
-void pf_coalesce_stream(const void *store, const char *key, struct pf_cgrow *g);
 /*
- * The leader of (store, key) is done: wake every waiter (any thread). With mark_s > 0, when the
- * flight had waiters, the key gets a hit-for-miss marker of mark_s seconds first (so the waiters
- * woken see it); a one-off URL nobody waited for is not marked.
+ * gen is the key's purge generation now (pf_cstore_gen): a flight that started under another
+ * one (before a purge of the key) is not joined, the request leads a flight of its own. The
+ * leader names its flight by the same gen in the calls below.
  */
-void pf_coalesce_done(const void *store, const char *key, int64_t now, int64_t mark_s);
+enum pf_coalesce pf_coalesce_join(const void *store, const char *key, uint64_t gen,
+                                  struct pf_tx *tx, uint64_t timeout_ms, pf_coalesce_fn fn,
+                                  void *arg);
+/* Is a fetch of (store, key) under generation gen under way? */
+bool pf_coalesce_busy(const void *store, const char *key, uint64_t gen);
+/* Become the leader of (store, key, gen) when nobody fetches it (true), or do nothing. */
+bool pf_coalesce_lead(const void *store, const char *key, uint64_t gen);
+/* The leader's response streams in as g: wake every waiter with it, and every later one. */
+void pf_coalesce_stream(const void *store, const char *key, uint64_t gen, struct pf_cgrow *g);
+/*
+ * The leader of (store, key, gen) is done: wake every waiter (any thread). With mark_s > 0, when
+ * the flight had waiters, the key gets a hit-for-miss marker of mark_s seconds first (so the
+ * waiters woken see it); a one-off URL nobody waited for is not marked.
+ */
+void pf_coalesce_done(const void *store, const char *key, uint64_t gen, int64_t now,
+                      int64_t mark_s);
 
 /*
  * hfm.c: hit-for-miss markers. A key whose coalesced fetch got a response that cannot be stored
@@ -114,6 +121,8 @@ void pf_cache_conf_free(void *conf);
 void pf_cache_count(enum pf_cache_result r, uint64_t bytes_served);
 /* One L2 lookup: found a usable object or not. */
 void pf_cache_count_l2(bool hit);
+/* One object written to Redis by a fetch that a purge overtook, deleted again. */
+void pf_cache_count_l2_undo(void);
 /* One request that waited for another's fetch (coalesce). */
 void pf_cache_count_coalesced(void);
 void pf_cache_metrics(const void *conf, void *pstate, struct evbuffer *out);

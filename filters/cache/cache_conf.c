@@ -203,7 +203,7 @@ int pf_cache_conf_parse(const struct pf_conf_node *n, void **conf, struct pf_err
 
 /* ---- metrics ---- */
 
-enum { C_SERVED_BYTES = PF_CACHE_N_RESULTS, C_L2_HIT, C_L2_MISS, C_COALESCED, C_N };
+enum { C_SERVED_BYTES = PF_CACHE_N_RESULTS, C_L2_HIT, C_L2_MISS, C_COALESCED, C_L2_UNDO, C_N };
 
 static const char *const result_names[PF_CACHE_N_RESULTS] = {
     "hit", "miss", "stale", "revalidated", "bypass",
@@ -226,6 +226,13 @@ void pf_cache_count_l2(bool hit)
     if (my_counters == NULL)
         my_counters = pf_counter_cells(&counters);
     pf_counter_add(&my_counters[hit ? C_L2_HIT : C_L2_MISS], 1);
+}
+
+void pf_cache_count_l2_undo(void)
+{
+    if (my_counters == NULL)
+        my_counters = pf_counter_cells(&counters);
+    pf_counter_add(&my_counters[C_L2_UNDO], 1);
 }
 
 void pf_cache_count_coalesced(void)
@@ -291,6 +298,9 @@ void pf_cache_metrics(const void *conf, void *pstate, struct evbuffer *out)
     pf_stats_put_sample(out, "pilotfish_cache_redis_lookups_total", "result", "miss",
                         pf_counter_sum(&counters, C_L2_MISS));
     redis_metrics(out);
+    pf_stats_put_one(out, "pilotfish_cache_redis_undone_writes_total", "counter",
+                     "Writes to Redis of a fetch that a purge overtook, deleted again.",
+                     pf_counter_sum(&counters, C_L2_UNDO));
     pf_stats_put_one(out, "pilotfish_cache_coalesced_total", "counter",
                      "Requests that waited for another request's fetch of the same key.",
                      pf_counter_sum(&counters, C_COALESCED));
@@ -422,22 +432,48 @@ size_t pf_cache_url_key(const struct pf_cache_conf *c, const char *url, const ch
     return url_key(c, url, host, true, out, size);
 }
 
-/* Purge one URL key (every variant, and every include_headers value) from both tiers. */
-static size_t purge_url(const struct pf_cache_conf *c, struct pf_cstore *st, char *key, size_t len)
+static size_t mem_purge(struct pf_cstore *st, char op, const char *arg)
 {
-    key[len] = '\n'; /* L2 keys are key, newline, variant: every variant of the URL */
-    key[len + 1] = '\0';
-    if (c->redis_addresses.n > 0)
-        l2_purge(c, "url", key);
+    if (op == PF_BUS_TAG)
+        return pf_cstore_purge_tag(st, arg);
+    return op == PF_BUS_PREFIX ? pf_cstore_purge_prefix(st, arg) : pf_cstore_purge_key(st, arg);
+}
+
+/*
+ * Purge arg (op, as on the bus) from memory, from Redis (what, rarg: l2_purge) and from memory
+ * again, then tell the other processes. Memory first: its generation moves before Redis is
+ * asked, so a fetch's write to Redis that lands after these deletes is deleted again once its
+ * reply is in (cache_l2.c); and again after, for what a lookup copied back from Redis in between.
+ * The count of the first.
+ */
+static size_t purge_both(const struct pf_cache_conf *c, struct pf_cstore *st, char op,
+                         const char *arg, const char *what, const char *rarg)
+{
+    size_t n = mem_purge(st, op, arg);
+
+    if (c->redis_addresses.n > 0) {
+        l2_purge(c, what, rarg);
+        mem_purge(st, op, arg);
+    }
+    l2_publish(c, op, arg);
+    return n;
+}
+
+/* Purge one URL key (every variant, and every include_headers value) from both tiers. */
+static size_t purge_url(const struct pf_cache_conf *c, struct pf_cstore *st, const char *key,
+                        size_t len)
+{
+    char all[CACHE_KEY_MAX + 1];
+
+    /* L2 keys are key, newline, variant: every variant of the URL */
+    memcpy(all, key, len);
+    all[len] = '\n';
+    all[len + 1] = '\0';
     /* with include_headers the stored keys are the URL's, a newline and the values of those
      * headers: every one of them, whatever the values, is this URL */
-    if (c->include_headers.n > 0) {
-        l2_publish(c, PF_BUS_PREFIX, key);
-        return pf_cstore_purge_prefix(st, key);
-    }
-    key[len] = '\0';
-    l2_publish(c, PF_BUS_KEY, key);
-    return pf_cstore_purge_key(st, key);
+    if (c->include_headers.n > 0)
+        return purge_both(c, st, PF_BUS_PREFIX, all, "url", all);
+    return purge_both(c, st, PF_BUS_KEY, key, "url", all);
 }
 
 size_t pf_cache_purge(const struct pf_cache_conf *c, struct pf_cstore *st, const char *what,
@@ -446,12 +482,8 @@ size_t pf_cache_purge(const struct pf_cache_conf *c, struct pf_cstore *st, const
     char key[CACHE_KEY_MAX], raw[CACHE_KEY_MAX];
     size_t len, rlen, n;
 
-    if (strcmp(what, "tag") == 0) {
-        if (c->redis_addresses.n > 0)
-            l2_purge(c, what, value);
-        l2_publish(c, PF_BUS_TAG, value);
-        return pf_cstore_purge_tag(st, value);
-    }
+    if (strcmp(what, "tag") == 0)
+        return purge_both(c, st, PF_BUS_TAG, value, what, value);
     len = url_key(c, value, NULL, true, key, sizeof(key) - 1);
     rlen = url_key(c, value, NULL, false, raw, sizeof(raw) - 1);
     if (len == 0 && rlen == 0)
@@ -462,15 +494,8 @@ size_t pf_cache_purge(const struct pf_cache_conf *c, struct pf_cstore *st, const
         rlen = 0;
     }
     if (strcmp(what, "prefix") == 0) {
-        if (c->redis_addresses.n > 0)
-            l2_purge(c, what, key);
-        l2_publish(c, PF_BUS_PREFIX, key);
-        n = pf_cstore_purge_prefix(st, key);
-        if (rlen > 0 && c->redis_addresses.n > 0)
-            l2_purge(c, what, raw);
-        if (rlen > 0)
-            l2_publish(c, PF_BUS_PREFIX, raw);
-        return rlen > 0 ? n + pf_cstore_purge_prefix(st, raw) : n;
+        n = purge_both(c, st, PF_BUS_PREFIX, key, what, key);
+        return rlen > 0 ? n + purge_both(c, st, PF_BUS_PREFIX, raw, what, raw) : n;
     }
     /* the normalised URL (what a forward route keys on), and the URL as written (a match_only
      * route keys on the target as received) */

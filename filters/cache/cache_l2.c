@@ -51,8 +51,44 @@ static int64_t l2_ttl(const struct pf_cache_conf *c, const struct pf_cobj *o, in
 #define VARY_TAG     "PFVARY1\n"
 #define VARY_TAG_LEN (sizeof(VARY_TAG) - 1)
 
+/*
+ * A write's follow-up: a purge of the key that overtook the fetch moved the key's generation
+ * before it asked Redis to delete (purge.c, cache_conf.c), so a SET whose reply comes in after
+ * that may have landed after the purge's DEL, on another connection: delete it again.
+ */
+struct written {
+    struct pf_cstore *st;
+    struct pf_cobj *o; /* a reference: its key and tags, for the check */
+    uint64_t gen;
+    char l2key[];
+};
+
+static void written(void *arg, struct pf_l2 *l2)
+{
+    struct written *w = arg;
+
+    if (l2 != NULL && pf_cache_bus_covered(w->st, w->o, w->gen))
+        pf_cache_l2_undo(l2, w->st, w->o->key, w->l2key);
+    pf_cobj_unref(w->o);
+    free(w);
+}
+
+/* SET l2key (tags as pf_l2_set), followed by written() for o's key under gen. */
+static void set_then(struct pf_slot *s, struct pf_cobj *o, uint64_t gen, const char *l2key,
+                     const void *data, size_t len, int64_t ttl, const char *const *tags, unsigned n)
+{
+    size_t ll = strlen(l2key);
+    struct written *w = pf_xmalloc(sizeof(*w) + ll + 1);
+
+    w->st = s->pstate;
+    w->o = pf_cobj_ref(o);
+    w->gen = gen;
+    memcpy(w->l2key, l2key, ll + 1);
+    pf_l2_set_then(pf_cache_l2_of(s), l2key, data, len, (uint64_t)ttl, tags, n, written, w);
+}
+
 void pf_cache_l2_store_vary(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_slot *s,
-                            const struct pf_cobj *o, const char *vary)
+                            struct pf_cobj *o, const char *vary, uint64_t gen)
 {
     int64_t ttl = l2_ttl(c, o, now_s());
     size_t vl = strlen(vary);
@@ -63,8 +99,8 @@ void pf_cache_l2_store_vary(const struct pf_cache_conf *c, struct pf_tx *tx, str
     rec = pf_arena_alloc(pf_tx_arena(tx), VARY_TAG_LEN + vl);
     memcpy(rec, VARY_TAG, VARY_TAG_LEN);
     memcpy(rec + VARY_TAG_LEN, vary, vl);
-    pf_l2_set(pf_cache_l2_of(s), pf_cache_l2_key(pf_tx_arena(tx), o->key, ""), rec,
-              VARY_TAG_LEN + vl, (uint64_t)ttl, NULL, 0);
+    set_then(s, o, gen, pf_cache_l2_key(pf_tx_arena(tx), o->key, ""), rec, VARY_TAG_LEN + vl, ttl,
+             NULL, 0);
 }
 
 /* A Vary record from L2 (see pf_cache_l2_store_vary): into L1, true when data was one. */
@@ -79,7 +115,8 @@ static bool l2_got_vary(struct pf_slot *s, struct cache_ctx *x, const void *data
     vary[len - VARY_TAG_LEN] = '\0';
     if (memchr(vary, '\0', len - VARY_TAG_LEN) != NULL)
         return false;
-    pf_cstore_set_vary(s->pstate, x->key, vary);
+    /* not when a purge landed since the request started: the record would outlive it */
+    pf_cstore_set_vary_at(s->pstate, x->key, vary, x->gen);
     return true;
 }
 
@@ -100,7 +137,7 @@ char *pf_cache_l2_variants_tag(struct pf_arena *a, const char *key)
 
 /* Write o to L2 too (fire and forget); a variant is also listed in its URL's variant set. */
 void pf_cache_l2_store(const struct pf_cache_conf *c, struct pf_tx *tx, struct pf_slot *s,
-                       const struct pf_cobj *o)
+                       struct pf_cobj *o, uint64_t gen)
 {
     struct evbuffer *b;
     int64_t ttl = l2_ttl(c, o, now_s());
@@ -116,8 +153,8 @@ void pf_cache_l2_store(const struct pf_cache_conf *c, struct pf_tx *tx, struct p
         tags[n++] = pf_cache_l2_variants_tag(pf_tx_arena(tx), o->key);
     }
     pf_cobj_serialize(o, b);
-    pf_l2_set(pf_cache_l2_of(s), pf_cache_l2_key(pf_tx_arena(tx), o->key, o->variant),
-              evbuffer_pullup(b, -1), evbuffer_get_length(b), (uint64_t)ttl, tags, n);
+    set_then(s, o, gen, pf_cache_l2_key(pf_tx_arena(tx), o->key, o->variant),
+             evbuffer_pullup(b, -1), evbuffer_get_length(b), ttl, (const char *const *)tags, n);
     evbuffer_free(b);
 }
 
@@ -180,10 +217,10 @@ static void l2_got(void *arg, const void *data, size_t len)
     }
     if (o != NULL && strcmp(o->key, x->key) == 0 && strcmp(o->variant, x->variant) == 0) {
         vary = pf_cobj_header(o, "vary");
-        if (vary != NULL)
-            pf_cstore_set_vary(s->pstate, x->key, vary);
         /* refused when a purge landed since the request started: Redis may have answered first */
-        pf_cache_count_l2(pf_cstore_put_at(s->pstate, o, x->gen) == 0);
+        pf_cache_count_l2(
+            (vary == NULL || pf_cstore_set_vary_at(s->pstate, x->key, vary, x->gen) == 0) &&
+            pf_cstore_put_at(s->pstate, o, x->gen) == 0);
     } else if (!x->l2_vary || x->l2_done) {
         pf_cache_count_l2(false);
     }

@@ -15,6 +15,13 @@
  * so a waiter whose event fires after its snapshot's store is gone still
  * touches only memory that lives. Flights are keyed by store and key.
  *
+ * A flight also records the key's purge generation (pf_cstore_gen) as it
+ * started: a request that comes after a purge of the key does not join a
+ * flight from before it (its response is the purged one), it leads a new
+ * flight of its own. Both live in the table for a while, told apart by
+ * generation; the old one keeps serving the requests that joined before the
+ * purge, and its leader's calls name it by its generation.
+ *
  * Once the leader's response is known to be stored, the leader hands it over
  * as it streams in (pf_coalesce_stream, a struct pf_cgrow): every waiter is
  * woken with it at once, and a request that joins later is woken with it
@@ -59,6 +66,7 @@ struct flight {
     struct flight *next;
     const void *store;
     char *key;
+    uint64_t gen; /* the key's purge generation when the flight started */
     struct waiter *waiters;
     struct pf_cgrow *grow; /* a reference, once the leader streams */
     bool had_waiters;      /* a request waited or was served from grow */
@@ -76,16 +84,28 @@ static unsigned bucket_of(const void *store, const char *key)
     return (unsigned)(h % BUCKETS);
 }
 
-/* The flight of (store, key) and the link that points at it, or NULL (lock held). */
-static struct flight **find(const void *store, const char *key)
+/* The flight of (store, key, gen) and the link that points at it, or NULL (lock held). */
+static struct flight **find(const void *store, const char *key, uint64_t gen)
 {
     struct flight **pp = &table[bucket_of(store, key)];
 
     for (; *pp != NULL; pp = &(*pp)->next) {
-        if ((*pp)->store == store && strcmp((*pp)->key, key) == 0)
+        if ((*pp)->store == store && (*pp)->gen == gen && strcmp((*pp)->key, key) == 0)
             return pp;
     }
     return NULL;
+}
+
+/* A new flight of (store, key, gen), in the table (lock held). */
+static void add_flight(const void *store, const char *key, uint64_t gen)
+{
+    struct flight *f = pf_xcalloc(1, sizeof(*f));
+
+    f->store = store;
+    f->key = pf_xstrdup(key);
+    f->gen = gen;
+    f->next = table[bucket_of(store, key)];
+    table[bucket_of(store, key)] = f;
 }
 
 static void unlink_waiter(struct waiter *w)
@@ -136,22 +156,18 @@ static void timeout_cb(evutil_socket_t fd, short what, void *arg)
         wake(w, true);
 }
 
-enum pf_coalesce pf_coalesce_join(const void *store, const char *key, struct pf_tx *tx,
-                                  uint64_t timeout_ms, pf_coalesce_fn fn, void *arg)
+enum pf_coalesce pf_coalesce_join(const void *store, const char *key, uint64_t gen,
+                                  struct pf_tx *tx, uint64_t timeout_ms, pf_coalesce_fn fn,
+                                  void *arg)
 {
     struct flight **pp;
-    struct flight *f;
     struct waiter *w;
     struct timeval tv = {(time_t)(timeout_ms / 1000), (suseconds_t)(timeout_ms % 1000) * 1000};
 
     pthread_mutex_lock(&lock);
-    pp = find(store, key);
+    pp = find(store, key, gen); /* a flight from before a purge of key is not this one's */
     if (pp == NULL) {
-        f = pf_xcalloc(1, sizeof(*f));
-        f->store = store;
-        f->key = pf_xstrdup(key);
-        f->next = table[bucket_of(store, key)];
-        table[bucket_of(store, key)] = f;
+        add_flight(store, key, gen);
         pthread_mutex_unlock(&lock);
         return PF_COALESCE_LEADER;
     }
@@ -192,41 +208,35 @@ enum pf_coalesce pf_coalesce_join(const void *store, const char *key, struct pf_
     return PF_COALESCE_WAITING;
 }
 
-bool pf_coalesce_busy(const void *store, const char *key)
+bool pf_coalesce_busy(const void *store, const char *key, uint64_t gen)
 {
     bool busy;
 
     pthread_mutex_lock(&lock);
-    busy = find(store, key) != NULL;
+    busy = find(store, key, gen) != NULL;
     pthread_mutex_unlock(&lock);
     return busy;
 }
 
-bool pf_coalesce_lead(const void *store, const char *key)
+bool pf_coalesce_lead(const void *store, const char *key, uint64_t gen)
 {
-    struct flight *f;
     bool lead;
 
     pthread_mutex_lock(&lock);
-    lead = find(store, key) == NULL;
-    if (lead) {
-        f = pf_xcalloc(1, sizeof(*f));
-        f->store = store;
-        f->key = pf_xstrdup(key);
-        f->next = table[bucket_of(store, key)];
-        table[bucket_of(store, key)] = f;
-    }
+    lead = find(store, key, gen) == NULL;
+    if (lead)
+        add_flight(store, key, gen);
     pthread_mutex_unlock(&lock);
     return lead;
 }
 
-void pf_coalesce_stream(const void *store, const char *key, struct pf_cgrow *g)
+void pf_coalesce_stream(const void *store, const char *key, uint64_t gen, struct pf_cgrow *g)
 {
     struct flight **pp;
     struct flight *f;
 
     pthread_mutex_lock(&lock);
-    pp = find(store, key);
+    pp = find(store, key, gen);
     if (pp == NULL || (*pp)->grow != NULL) {
         pthread_mutex_unlock(&lock);
         return;
@@ -243,13 +253,13 @@ void pf_coalesce_stream(const void *store, const char *key, struct pf_cgrow *g)
     pthread_mutex_unlock(&lock);
 }
 
-void pf_coalesce_done(const void *store, const char *key, int64_t now, int64_t mark_s)
+void pf_coalesce_done(const void *store, const char *key, uint64_t gen, int64_t now, int64_t mark_s)
 {
     struct flight **pp;
     struct flight *f;
 
     pthread_mutex_lock(&lock);
-    pp = find(store, key);
+    pp = find(store, key, gen);
     if (pp == NULL) {
         pthread_mutex_unlock(&lock);
         return;

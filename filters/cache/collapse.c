@@ -101,7 +101,7 @@ void pf_cache_collapse_lead(const struct pf_cache_conf *c, struct pf_tx *tx, str
     x->grow = pf_cgrow_new(&h, c->max_object_size);
     x->ref = pf_tx_ref(tx);
     pf_cgrow_watch(x->grow, pf_tx_worker(tx), readers_came, s);
-    pf_coalesce_stream(s->pstate, x->key, x->grow);
+    pf_coalesce_stream(s->pstate, x->key, x->gen, x->grow);
     pf_tx_keep_fetching(tx);
 }
 

@@ -675,14 +675,50 @@ static void write_reply(redisAsyncContext *ac, void *rep, void *priv)
         count(&s->l2->st.errors, T_ERRORS);
 }
 
+/* A SET's follow-up (pf_l2_set_then): called once, with its reply or its loss. */
+struct then {
+    pf_l2_then_fn fn;
+    void *arg;
+};
+
+static void set_reply(redisAsyncContext *ac, void *rep, void *priv)
+{
+    struct server *s = ac->data;
+    struct then *t = priv;
+
+    write_reply(ac, rep, NULL);
+    t->fn(t->arg, s->l2->freeing ? NULL : s->l2);
+    free(t);
+}
+
 void pf_l2_set(struct pf_l2 *l2, const char *key, const void *data, size_t len, uint64_t ttl_s,
                const char *const *tags, unsigned n_tags)
 {
+    pf_l2_set_then(l2, key, data, len, ttl_s, tags, n_tags, NULL, NULL);
+}
+
+void pf_l2_set_then(struct pf_l2 *l2, const char *key, const void *data, size_t len, uint64_t ttl_s,
+                    const char *const *tags, unsigned n_tags, pf_l2_then_fn fn, void *arg)
+{
     unsigned long long ttl = ttl_s;
-    if (!ttl) /* nothing to keep (and EX 0 is refused) */
+    struct then *t = NULL;
+
+    if (!ttl) { /* nothing to keep (and EX 0 is refused) */
+        if (fn)
+            fn(arg, NULL);
         return;
-    send_cmd(server_of(l2, key, ""), write_reply, NULL, "SET %s%s %b EX %llu", l2->prefix, key,
-             data, len, ttl);
+    }
+    if (fn) {
+        t = pf_xmalloc(sizeof(*t));
+        t->fn = fn;
+        t->arg = arg;
+    }
+    if (!send_cmd(server_of(l2, key, ""), t ? set_reply : write_reply, t, "SET %s%s %b EX %llu",
+                  l2->prefix, key, data, len, ttl) &&
+        t) {
+        free(t);
+        fn(arg, NULL); /* not sent: nothing to follow up */
+    }
     for (unsigned i = 0; i < n_tags; i++) {
         struct server *s = server_of(l2, "tag:", tags[i]);
         /* The set lives as long as its longest-lived member: NX sets a first TTL, GT extends. */
@@ -705,6 +741,8 @@ struct pf_l2_job {
     char *channel;
     char *msg;
     size_t len;
+    pf_l2_then_fn then; /* pf_l2_job_then */
+    void *then_arg;
 };
 
 struct pf_l2_job *pf_l2_job_new(struct pf_l2 *l2)
@@ -719,11 +757,19 @@ static void job_done(struct pf_l2_job *j)
 {
     if (!j || --j->pending > 0)
         return;
+    if (j->then)
+        j->then(j->then_arg, j->l2->freeing ? NULL : j->l2);
     if (j->msg && !j->l2->freeing)
         pf_l2_publish(j->l2, j->channel, j->msg, j->len);
     free(j->channel);
     free(j->msg);
     free(j);
+}
+
+void pf_l2_job_then(struct pf_l2_job *j, pf_l2_then_fn fn, void *arg)
+{
+    j->then = fn;
+    j->then_arg = arg;
 }
 
 void pf_l2_job_publish(struct pf_l2_job *j, const char *channel, const void *msg, size_t len)

@@ -60,6 +60,15 @@ void pf_l2_cancel(struct pf_l2 *l2, uint64_t h);
  */
 void pf_l2_set(struct pf_l2 *l2, const char *key, const void *data, size_t len, uint64_t ttl_s,
                const char *const *tags, unsigned n_tags);
+/*
+ * A follow-up, on the client's thread: l2 is the client once the command's reply (or its loss
+ * with the connection) is in, and commands may be sent on it; NULL when there is nothing to
+ * follow up (the command was not sent) or the client is being freed (send nothing then).
+ */
+typedef void (*pf_l2_then_fn)(void *arg, struct pf_l2 *l2);
+/* pf_l2_set, then fn(arg, ...) exactly once when the SET's reply is in (see pf_l2_then_fn). */
+void pf_l2_set_then(struct pf_l2 *l2, const char *key, const void *data, size_t len, uint64_t ttl_s,
+                    const char *const *tags, unsigned n_tags, pf_l2_then_fn fn, void *arg);
 void pf_l2_del(struct pf_l2 *l2, const char *key);
 /*
  * A purge job: the same deletes as pf_l2_del, _purge_tag and _purge_prefix, then
@@ -72,6 +81,8 @@ struct pf_l2_job *pf_l2_job_new(struct pf_l2 *l2);
 void pf_l2_job_del(struct pf_l2_job *j, const char *key);
 void pf_l2_job_purge_tag(struct pf_l2_job *j, const char *tag);
 void pf_l2_job_purge_prefix(struct pf_l2_job *j, const char *prefix);
+/* fn(arg, l2) once every delete of j has run, just before its PUBLISH (l2 NULL: being freed). */
+void pf_l2_job_then(struct pf_l2_job *j, pf_l2_then_fn fn, void *arg);
 void pf_l2_job_publish(struct pf_l2_job *j, const char *channel, const void *msg, size_t len);
 
 /* PUBLISH msg on key_prefix + channel, on the server rendezvous hashing picks for channel. */

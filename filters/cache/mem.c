@@ -19,6 +19,8 @@
 #define BUCKET_SHARE (2 * sizeof(void *))
 /* Purge generations per shard: keys share a slot by hash (a collision only costs a store). */
 #define GEN_SLOTS 256
+/* The prefix and tag purges a store remembers (a power of two): see stale(). */
+#define RECENT 64
 
 /* One slot of a shard: an object, or a key's Vary record (o == NULL). */
 struct entry {
@@ -44,11 +46,20 @@ struct shard {
     _Atomic uint64_t gens[GEN_SLOTS];
 };
 
+/* A prefix or tag purge, remembered so that a fetch it does not cover still stores. */
+struct recent {
+    uint64_t seq; /* the store's gen this purge made */
+    bool tag;     /* a tag purge, else a prefix purge */
+    char *arg;    /* NULL: none yet */
+};
+
 struct pf_cstore {
     unsigned nshards;
     struct shard *shards;
     atomic_uint_fast64_t bytes, objects, evictions;
-    _Atomic uint64_t gen; /* bumped by every purge by prefix or tag */
+    _Atomic uint64_t gen; /* bumped by every purge by prefix or tag, under recent_lock */
+    pthread_mutex_t recent_lock;
+    struct recent recent[RECENT]; /* guarded by recent_lock: purge gen n at [n % RECENT] */
 };
 
 /* A word at a time (keys are URLs of tens of bytes): multiply-xorshift, then a final mix. */
@@ -81,12 +92,54 @@ static _Atomic uint64_t *gen_slot(struct shard *sh, uint64_t h)
 }
 
 /*
- * Both counters only grow, so their sum is unchanged exactly when neither
- * changed: one number to keep per fetch, one comparison at store time.
+ * The store's prefix/tag purge count in the high half, the key's slot count in the low half:
+ * both only grow, so the number is unchanged exactly when neither changed (modulo 2^32 purges
+ * in between), and stale() can tell them apart.
  */
 static uint64_t gen_of(struct pf_cstore *s, struct shard *sh, uint64_t h)
 {
-    return atomic_load(&s->gen) + atomic_load(gen_slot(sh, h));
+    return (atomic_load(&s->gen) << 32) | (uint32_t)atomic_load(gen_slot(sh, h));
+}
+
+static bool has_tag(const char *const *tags, unsigned n, const char *tag)
+{
+    for (unsigned i = 0; i < n; i++) {
+        if (strcmp(tags[i], tag) == 0)
+            return true;
+    }
+    return false;
+}
+
+/*
+ * Would storing key (with tags) under gen undo a purge (sh's lock held)? When its slot was
+ * purged since gen, or a prefix purge since gen covers key, or a tag purge since gen one of its
+ * tags, or there were more prefix and tag purges since gen than the store remembers.
+ */
+static bool stale(struct pf_cstore *s, struct shard *sh, uint64_t h, const char *key,
+                  const char *const *tags, unsigned n_tags, uint64_t gen)
+{
+    uint32_t from = (uint32_t)(gen >> 32), to = (uint32_t)atomic_load(&s->gen);
+    bool hit = false;
+
+    if ((uint32_t)atomic_load(gen_slot(sh, h)) != (uint32_t)gen)
+        return true;
+    if (from == to)
+        return false;
+    if ((uint32_t)(to - from) > RECENT)
+        return true;
+    pthread_mutex_lock(&s->recent_lock);
+    for (uint32_t q = from + 1; !hit && q != to + 1; q++) {
+        const struct recent *r = &s->recent[q % RECENT];
+
+        if (r->arg == NULL || (uint32_t)r->seq != q) /* overwritten by a later purge */
+            hit = true;
+        else if (r->tag)
+            hit = has_tag(tags, n_tags, r->arg);
+        else
+            hit = strncmp(key, r->arg, strlen(r->arg)) == 0;
+    }
+    pthread_mutex_unlock(&s->recent_lock);
+    return hit;
 }
 
 uint64_t pf_cstore_gen(struct pf_cstore *s, const char *key)
@@ -140,6 +193,7 @@ struct pf_cstore *pf_cstore_new(size_t memory, unsigned shards)
     s = pf_xcalloc(1, sizeof(*s));
     s->nshards = shards;
     s->shards = pf_xcalloc(shards, sizeof(*s->shards));
+    pthread_mutex_init(&s->recent_lock, NULL);
     for (i = 0; i < shards; i++) {
         struct shard *sh = &s->shards[i];
 
@@ -194,6 +248,9 @@ void pf_cstore_free(struct pf_cstore *s)
         pthread_mutex_destroy(&sh->lock);
     }
     free(s->shards);
+    for (i = 0; i < RECENT; i++)
+        free(s->recent[i].arg);
+    pthread_mutex_destroy(&s->recent_lock);
     free(s);
 }
 
@@ -349,35 +406,46 @@ static void evict(struct pf_cstore *s, struct shard *sh, const struct entry *kee
     }
 }
 
-static void drop_vary(struct pf_cstore *s, const char *key)
+/* Replace (or, e NULL, remove) key's Vary record in sh; 1 when checked and key's generation is no
+ * longer gen (nothing changed: e freed). */
+static int swap_vary(struct pf_cstore *s, struct shard *sh, uint64_t h, const char *key,
+                     struct entry *e, bool check, uint64_t gen)
 {
-    uint64_t h = key_hash(key);
-    struct shard *sh = shard_of(s, h);
     struct entry *old;
 
     pthread_mutex_lock(&sh->lock);
+    /* under the shard's lock, as put's check: a key purge either ran (refused) or comes after */
+    if (check && stale(s, sh, h, key, NULL, 0, gen)) {
+        pthread_mutex_unlock(&sh->lock);
+        free(e);
+        return 1;
+    }
     old = find_vary(sh, h, key);
     if (old)
         unlink_entry(s, sh, old);
+    if (e != NULL) {
+        link_entry(s, sh, e, &sh->varys);
+        evict(s, sh, e);
+    }
     pthread_mutex_unlock(&sh->lock);
+    return 0;
 }
 
-void pf_cstore_set_vary(struct pf_cstore *s, const char *key, const char *vary)
+static int set_vary(struct pf_cstore *s, const char *key, const char *vary, bool check,
+                    uint64_t gen)
 {
     uint64_t h = key_hash(key);
     struct shard *sh = shard_of(s, h);
     size_t kl = strlen(key) + 1, vl;
     size_t charge;
-    struct entry *e, *old;
+    struct entry *e;
 
-    if (!vary) {
-        drop_vary(s, key);
-        return;
-    }
+    if (!vary)
+        return swap_vary(s, sh, h, key, NULL, check, gen);
     vl = strlen(vary) + 1;
     charge = sizeof(struct entry) + kl + vl + ALLOC_OVERHEAD + BUCKET_SHARE;
     if (charge > sh->limit - sh->base)
-        return;
+        return check && pf_cstore_gen(s, key) != gen;
     e = pf_xcalloc(1, sizeof(*e) + kl + vl);
     e->hash = h;
     e->charge = charge;
@@ -385,13 +453,17 @@ void pf_cstore_set_vary(struct pf_cstore *s, const char *key, const char *vary)
     e->vary = e->vkey + kl;
     memcpy(e->vkey, key, kl);
     memcpy(e->vary, vary, vl);
-    pthread_mutex_lock(&sh->lock);
-    old = find_vary(sh, h, key);
-    if (old)
-        unlink_entry(s, sh, old);
-    link_entry(s, sh, e, &sh->varys);
-    evict(s, sh, e);
-    pthread_mutex_unlock(&sh->lock);
+    return swap_vary(s, sh, h, key, e, check, gen);
+}
+
+void pf_cstore_set_vary(struct pf_cstore *s, const char *key, const char *vary)
+{
+    set_vary(s, key, vary, false, 0);
+}
+
+int pf_cstore_set_vary_at(struct pf_cstore *s, const char *key, const char *vary, uint64_t gen)
+{
+    return set_vary(s, key, vary, true, gen);
 }
 
 static int put(struct pf_cstore *s, struct pf_cobj *o, bool check, uint64_t gen)
@@ -413,7 +485,7 @@ static int put(struct pf_cstore *s, struct pf_cobj *o, bool check, uint64_t gen)
      * tag purge bumps the store's count before it locks the shards to scan them, so a put either
      * sees the new count or is in the shard before the scan.
      */
-    if (check && gen_of(s, sh, h) != gen) {
+    if (check && stale(s, sh, h, o->key, o->tags, o->n_tags, gen)) {
         pthread_mutex_unlock(&sh->lock);
         pf_cobj_unref(e->o);
         free(e);
@@ -436,6 +508,18 @@ int pf_cstore_put(struct pf_cstore *s, struct pf_cobj *o)
 int pf_cstore_put_at(struct pf_cstore *s, struct pf_cobj *o, uint64_t gen)
 {
     return put(s, o, true, gen);
+}
+
+bool pf_cstore_covered(struct pf_cstore *s, const struct pf_cobj *o, uint64_t gen)
+{
+    uint64_t h = key_hash(o->key);
+    struct shard *sh = shard_of(s, h);
+    bool covered;
+
+    pthread_mutex_lock(&sh->lock);
+    covered = stale(s, sh, h, o->key, o->tags, o->n_tags, gen);
+    pthread_mutex_unlock(&sh->lock);
+    return covered;
 }
 
 size_t pf_cstore_purge_key(struct pf_cstore *s, const char *key)
@@ -464,13 +548,31 @@ size_t pf_cstore_purge_key(struct pf_cstore *s, const char *key)
 
 typedef bool (*match_fn)(const struct pf_cobj *o, const char *arg);
 
+/* Remember a prefix or tag purge and move the store's gen past it (see stale). */
+static void remember(struct pf_cstore *s, bool tag, const char *arg)
+{
+    char *copy = pf_xstrdup(arg);
+    struct recent *r;
+    uint64_t seq;
+
+    pthread_mutex_lock(&s->recent_lock);
+    seq = atomic_load(&s->gen) + 1;
+    r = &s->recent[(uint32_t)seq % RECENT];
+    free(r->arg);
+    r->seq = seq;
+    r->tag = tag;
+    r->arg = copy;
+    atomic_store(&s->gen, seq);
+    pthread_mutex_unlock(&s->recent_lock);
+}
+
 /* Remove every object of every shard for which match holds (a scan: purges are rare). */
-static size_t purge_scan(struct pf_cstore *s, match_fn match, const char *arg)
+static size_t purge_scan(struct pf_cstore *s, match_fn match, bool tag, const char *arg)
 {
     size_t n = 0;
     unsigned i;
 
-    atomic_fetch_add(&s->gen, 1); /* fetches under way do not store (see put) */
+    remember(s, tag, arg); /* fetches under way that it covers do not store (see put) */
     for (i = 0; i < s->nshards; i++) {
         struct shard *sh = &s->shards[i];
         struct entry *e, *prev;
@@ -495,23 +597,17 @@ static bool match_prefix(const struct pf_cobj *o, const char *prefix)
 
 static bool match_tag(const struct pf_cobj *o, const char *tag)
 {
-    unsigned i;
-
-    for (i = 0; i < o->n_tags; i++) {
-        if (strcmp(o->tags[i], tag) == 0)
-            return true;
-    }
-    return false;
+    return has_tag(o->tags, o->n_tags, tag);
 }
 
 size_t pf_cstore_purge_prefix(struct pf_cstore *s, const char *prefix)
 {
-    return purge_scan(s, match_prefix, prefix);
+    return purge_scan(s, match_prefix, false, prefix);
 }
 
 size_t pf_cstore_purge_tag(struct pf_cstore *s, const char *tag)
 {
-    return purge_scan(s, match_tag, tag);
+    return purge_scan(s, match_tag, true, tag);
 }
 
 void pf_cstore_stats(struct pf_cstore *s, struct pf_cstore_stats *out)

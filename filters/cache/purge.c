@@ -125,6 +125,80 @@ void pf_cache_bus_receive(void *arg, const char *msg, size_t len)
     free(copy);
 }
 
+/* Is st one of the stores alive (lock held)? */
+static bool registered(const struct pf_cstore *st)
+{
+    for (unsigned i = 0; i < stores_max; i++) {
+        if (stores[i] == st)
+            return true;
+    }
+    return false;
+}
+
+bool pf_cache_bus_covered(struct pf_cstore *st, const struct pf_cobj *o, uint64_t gen)
+{
+    bool covered;
+
+    pthread_mutex_lock(&lock); /* st is not freed while registered (fini_process unregisters) */
+    covered = registered(st) && pf_cstore_covered(st, o, gen);
+    pthread_mutex_unlock(&lock);
+    return covered;
+}
+
+size_t pf_cache_bus_purge_key(struct pf_cstore *st, const char *key)
+{
+    size_t n = 0;
+
+    pthread_mutex_lock(&lock);
+    if (registered(st))
+        n = pf_cstore_purge_key(st, key);
+    pthread_mutex_unlock(&lock);
+    return n;
+}
+
+/* ---- purges in Redis from a worker ---- */
+
+struct after {
+    struct pf_cstore *st;
+    char key[];
+};
+
+/* A purge job's deletes have run: drop what a lookup copied back from Redis meanwhile. */
+static void after_deletes(void *arg, struct pf_l2 *l2)
+{
+    struct after *a = arg;
+
+    (void)l2;
+    pf_cache_bus_purge_key(a->st, a->key);
+    free(a);
+}
+
+/* Once j's deletes have run, purge key from st's memory again (before j's PUBLISH). */
+static void then_purge(struct pf_l2_job *j, struct pf_cstore *st, const char *key)
+{
+    size_t len = strlen(key);
+    struct after *a = pf_xmalloc(sizeof(*a) + len + 1);
+
+    a->st = st;
+    memcpy(a->key, key, len + 1);
+    pf_l2_job_then(j, after_deletes, a);
+}
+
+void pf_cache_l2_undo(struct pf_l2 *l2, struct pf_cstore *st, const char *key, const char *l2key)
+{
+    struct pf_l2_job *j = pf_l2_job_new(l2);
+    size_t size = strlen(key) + 32;
+    char *m = pf_xmalloc(size);
+    size_t n = pf_cache_bus_message(PF_BUS_KEY, key, m, size);
+
+    pf_l2_job_del(j, l2key);
+    /* a lookup here or in another process may have copied the late write into memory */
+    then_purge(j, st, key);
+    pf_l2_job_publish(j, PF_BUS_CHANNEL, m, n);
+    free(m);
+    pf_cache_count_l2_undo();
+}
+
 /* ---- the PURGE method ---- */
 
 /*
@@ -136,7 +210,12 @@ void pf_cache_bus_receive(void *arg, const char *msg, size_t len)
 static size_t drop_key(struct pf_slot *s, struct pf_tx *tx, const char *key, bool all)
 {
     struct pf_l2 *l2 = pf_cache_l2_of(s);
-
+    /*
+     * Memory first: its generation moves before Redis is asked, so a fetch's write to Redis that
+     * lands after these deletes is deleted again once its reply is in (cache_l2.c); and again
+     * once they have run, for what a lookup copied back from Redis in between.
+     */
+    size_t n = pf_cstore_purge_key(s->pstate, key);
     struct pf_l2_job *j = l2 != NULL ? pf_l2_job_new(l2) : NULL;
 
     if (j != NULL && all) {
@@ -145,9 +224,11 @@ static size_t drop_key(struct pf_slot *s, struct pf_tx *tx, const char *key, boo
         pf_l2_job_del(j, pf_cache_l2_key(pf_tx_arena(tx), key, ""));
         pf_l2_job_purge_tag(j, pf_cache_l2_variants_tag(pf_tx_arena(tx), key));
     }
-    if (j != NULL)
+    if (j != NULL) {
+        then_purge(j, s->pstate, key);
         publish(j, tx, PF_BUS_KEY, key); /* once Redis no longer has it */
-    return pf_cstore_purge_key(s->pstate, key);
+    }
+    return n;
 }
 
 /* The PURGE method (purge_method: true): purge the target URL, answer {"purged": N}. */

@@ -241,13 +241,26 @@ int pf_cstore_put(struct pf_cstore *s, struct pf_cobj *o);
 
 /*
  * The purge generation of key: a number that changes whenever key may have
- * been purged (by key, prefix or tag, an invalidation included). A fetch
- * takes it as it starts and stores with pf_cstore_put_at, so that a purge
- * that landed while it was under way is not undone by its response.
+ * been purged (by key, prefix or tag, an invalidation included; any prefix
+ * or tag purge changes it, covering key or not). A fetch takes it as it
+ * starts and stores with pf_cstore_put_at, so that a purge that landed while
+ * it was under way is not undone by its response.
  */
 uint64_t pf_cstore_gen(struct pf_cstore *s, const char *key);
-/* pf_cstore_put unless key's generation is no longer gen: then 1, nothing stored. */
+/*
+ * pf_cstore_put unless a purge since gen covers o: a purge of its key (or of
+ * a key sharing its slot), a prefix purge of a prefix of its key, a tag purge
+ * of one of its tags, or more prefix and tag purges than the store remembers
+ * (64): then 1, nothing stored. A prefix or tag purge that does not cover o
+ * does not refuse it.
+ */
 int pf_cstore_put_at(struct pf_cstore *s, struct pf_cobj *o, uint64_t gen);
+/* Did a purge since gen cover o (pf_cstore_put_at would refuse it now)? */
+bool pf_cstore_covered(struct pf_cstore *s, const struct pf_cobj *o, uint64_t gen);
+/* pf_cstore_set_vary unless a purge since gen covers key (as pf_cstore_put_at, without tags):
+ * then 1, nothing changed (the check is made under the same lock as the change, so a purge of
+ * key is either before, and the record is refused, or after, and removes it). 0 otherwise. */
+int pf_cstore_set_vary_at(struct pf_cstore *s, const char *key, const char *vary, uint64_t gen);
 
 /* Remove: one key (every variant), every key starting with prefix, every object tagged tag. */
 size_t pf_cstore_purge_key(struct pf_cstore *s, const char *key);

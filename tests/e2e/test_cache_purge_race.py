@@ -215,3 +215,169 @@ def test_cache_purge_during_fetch_not_written_to_redis():
                 threading.Event().wait(0.05)
             assert b"/r/other" in keys, keys
             assert b"/r/x" not in keys, keys
+
+
+@pf.timeout(60)
+def test_cache_request_after_purge_does_not_join_the_flight_before_it():
+    """A request that comes after a purge of the key does not wait for the fetch that began
+    before the purge (its response is the purged one): it leads a fetch of its own, which is
+    stored; the held fetch still answers its client and is not stored. lock_timeout is long, so
+    a request that joined the held fetch would still be waiting when its socket read gives up."""
+    o = HoldOrigin()
+    with o:
+        p = Pilotfish(CONFIG, origin=o, vars={"redis": ", lock_timeout: 60s"})
+        with p:
+            t = "/r/x"
+            c = p.conn(timeout=BOUND)
+            c.send(pf.build_request("GET", t))
+            assert o.got_first.wait(BOUND), "the origin got no request"
+            purge_url(p, t)
+            with p.conn(timeout=BOUND) as c2:
+                r = c2.request("GET", t)  # answered while the first GET is still held
+            assert r.status == 200 and r.body == b"v2", (r, r.body)
+            assert "collapsed" not in (r.header("cache-status") or ""), r.headers
+            o.release.set()
+            r = c.read_response()
+            c.close()
+            assert r.status == 200 and r.body == b"v1", (r, r.body)
+            r = p.get(t)
+            assert_hit(r, "the fetch after the purge was stored")
+            assert r.body == b"v2", r.body
+            assert o.gets == 2, o.gets
+
+
+class HoldRedis:
+    """A TCP relay in front of Redis. Once `hold` is set, a connection that sends a SET has it,
+    and everything after it, kept back until release(): the write of a fetch is made to land
+    after a purge's deletes, which the admin API sends on connections of its own."""
+
+    SET = b"$3\r\nSET\r\n"  # a SET command in RESP
+
+    def __init__(self, redis_port):
+        self.redis_port = redis_port
+        self.lock = threading.Lock()
+        self.hold = False
+        self.held = []  # [(socket, bytes)] in the order they came
+        self.holding = set()  # client sockets whose bytes are being kept back
+        self.got_set = threading.Event()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            u = socket.create_connection(("127.0.0.1", self.redis_port), timeout=BOUND)
+            u.settimeout(None)
+            threading.Thread(target=self._up, args=(c, u), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(u, c), daemon=True).start()
+
+    def _up(self, c, u):
+        while True:
+            try:
+                d = c.recv(65536)
+            except OSError:
+                d = b""
+            with self.lock:
+                if d and self.hold and (c in self.holding or self.SET in d):
+                    self.holding.add(c)
+                    self.held.append((u, d))
+                    self.got_set.set()
+                    continue
+            if not d:
+                break
+            try:
+                u.sendall(d)
+            except OSError:
+                break
+        u.close()
+
+    @staticmethod
+    def _pipe(a, b):
+        try:
+            while True:
+                d = a.recv(65536)
+                if not d:
+                    break
+                b.sendall(d)
+        except OSError:
+            pass
+        b.close()
+
+    def release(self):
+        with self.lock:
+            for u, d in self.held:
+                u.sendall(d)
+            self.held = []
+            self.holding = set()
+            self.hold = False
+
+    def close(self):
+        self.sock.close()
+
+
+@pf.timeout(60)
+def test_cache_redis_write_that_lands_after_the_purge_is_deleted_again():
+    """A fetch stored in memory just before a purge writes to Redis on its worker's connection;
+    the purge deletes on another. The write is held back until the purge was answered, so it
+    lands after the purge's DEL: once its reply is in, the key's generation has moved, and the
+    write is deleted again (counted)."""
+    redis = Redis()
+    o = HoldOrigin()
+    o.release.set()  # the origin answers at once here
+    with redis, o:
+        relay = HoldRedis(redis.port)
+        extra = ', redis: { address: "127.0.0.1:%d", timeout: 200ms, key_prefix: "t:" }' % (
+            relay.port)
+        p = Pilotfish(CONFIG, origin=o, vars={"redis": extra})
+        try:
+            with p:
+                relay.hold = True
+                assert_miss(p.get("/r/x"))  # stored in memory; its SET is held by the relay
+                assert relay.got_set.wait(BOUND), "no write to Redis"
+                purge_url(p, "/r/x")
+                relay.release()
+                pf.eventually(lambda: p.metrics().get(
+                    "pilotfish_cache_redis_undone_writes_total") == 1, timeout=BOUND,
+                    msg="the late write deleted again")
+                pf.eventually(lambda: b"/r/x" not in redis_keys(redis), timeout=BOUND,
+                              msg="Redis without the purged object")
+                # and memory: what a lookup may have copied back from Redis is gone too
+                r = p.get("/r/x")
+                assert_miss(r)
+                assert r.body == b"v2", r.body
+        finally:
+            relay.close()
+
+
+def purge_other_prefix(p, t):
+    admin_purge(p, {"prefix": "http://%s/other/" % HOST})
+
+
+def purge_other_tag(p, t):
+    admin_purge(p, {"tag": "blue"})
+
+
+def check_stored(during):
+    o = HoldOrigin()
+    with o:
+        p = Pilotfish(CONFIG, origin=o, vars={"redis": ""})
+        with p:
+            in_flight(p, o, "/r/x", during)
+            r = p.get("/r/x")
+            assert_hit(r, "a purge (%s) that does not cover it: stored" % during.__name__)
+            assert r.body == b"v1", r.body
+
+
+def test_cache_prefix_purge_of_another_url_during_fetch_does_not_stop_its_store():
+    check_stored(purge_other_prefix)
+
+
+def test_cache_tag_purge_of_another_tag_during_fetch_does_not_stop_its_store():
+    check_stored(purge_other_tag)

@@ -321,6 +321,53 @@ static void test_set_get(void **state)
     pf_l2_free(l2);
 }
 
+/* A pf_l2_then_fn: counts its calls, notes whether it had the client, and may send a DEL. */
+struct then_rec {
+    int calls;
+    bool had_l2;
+    const char *del; /* deleted from the follow-up, when not NULL */
+};
+
+static void then_cb(void *arg, struct pf_l2 *l2)
+{
+    struct then_rec *t = arg;
+
+    t->calls++;
+    t->had_l2 = l2 != NULL;
+    if (l2 != NULL && t->del != NULL)
+        pf_l2_del(l2, t->del);
+}
+
+static void test_set_then(void **state)
+{
+    struct fx *f = *state;
+    struct pf_l2 *l2 = l2_at(f->base, f->addrs, 1, 10000);
+    struct then_rec t = {0, false, NULL}, t0 = {0, true, NULL}, tdel = {0, false, "st2"};
+    struct res r;
+
+    /* once the SET's reply is in (never from inside the call), with the client */
+    pf_l2_set_then(l2, "st1", "v", 1, 60, NULL, 0, then_cb, &t);
+    assert_int_equal(t.calls, 0);
+    run_until(f->base, &t.calls, 1);
+    assert_int_equal(t.calls, 1);
+    assert_true(t.had_l2);
+    assert_true(get_wait(l2, f->base, "st1", &r));
+    /* nothing sent (TTL 0): at once, without the client */
+    pf_l2_set_then(l2, "st0", "v", 1, 0, NULL, 0, then_cb, &t0);
+    assert_int_equal(t0.calls, 1);
+    assert_false(t0.had_l2);
+    /* a command sent from the follow-up runs after the SET: the key is gone */
+    pf_l2_set_then(l2, "st2", "v", 1, 60, NULL, 0, then_cb, &tdel);
+    run_until(f->base, &tdel.calls, 1);
+    assert_false(get_wait(l2, f->base, "st2", &r));
+    /* a follow-up pending when the client is freed: called once, without the client */
+    t.calls = 0;
+    pf_l2_set_then(l2, "st3", "v", 1, 60, NULL, 0, then_cb, &t);
+    pf_l2_free(l2);
+    assert_int_equal(t.calls, 1);
+    assert_false(t.had_l2);
+}
+
 static void test_cancel(void **state)
 {
     struct fx *f = *state;
@@ -834,6 +881,7 @@ int main(void)
         cmocka_unit_test(test_garbage),
         cmocka_unit_test(test_stuck_reconnects),
         cmocka_unit_test_setup_teardown(test_set_get, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_set_then, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_cancel, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_free_pending, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_purge_tag, fx_setup, fx_teardown),

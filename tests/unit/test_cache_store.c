@@ -863,16 +863,73 @@ static void test_put_at_after_purge(void **state)
     got = pf_cstore_get(s, "GET/a", "");
     assert_non_null(got);
     pf_cobj_unref(got);
-    /* prefix and tag purges move every key's generation, even when they match nothing */
+    /* prefix and tag purges refuse what they cover, not the rest (mk tags "red") */
     g = pf_cstore_gen(s, "GET/c");
-    assert_int_equal(pf_cstore_purge_prefix(s, "GET/zzz"), 0);
+    assert_int_equal(pf_cstore_purge_prefix(s, "GET/c"), 0);
     put_at_expect(s, "GET/c", g, 1);
     g = pf_cstore_gen(s, "GET/c");
-    assert_int_equal(pf_cstore_purge_tag(s, "blue"), 0);
+    assert_int_equal(pf_cstore_purge_tag(s, "red"), 2);
     put_at_expect(s, "GET/c", g, 1);
     assert_null(pf_cstore_get(s, "GET/c", ""));
+    g = pf_cstore_gen(s, "GET/c");
+    assert_int_equal(pf_cstore_purge_prefix(s, "GET/zzz"), 0);
+    assert_int_equal(pf_cstore_purge_tag(s, "blue"), 0);
+    assert_int_not_equal(pf_cstore_gen(s, "GET/c"), g); /* moved all the same */
+    put_at_expect(s, "GET/c", g, 0);
+    got = pf_cstore_get(s, "GET/c", "");
+    assert_non_null(got);
+    assert_false(pf_cstore_covered(s, got, g)); /* what a write to Redis checks */
+    assert_int_equal(pf_cstore_purge_tag(s, "red"), 1);
+    assert_true(pf_cstore_covered(s, got, g));
+    pf_cobj_unref(got);
+    /* a covering purge among others that do not cover it */
+    g = pf_cstore_gen(s, "GET/d");
+    assert_int_equal(pf_cstore_purge_tag(s, "blue"), 0);
+    assert_int_equal(pf_cstore_purge_prefix(s, "GET/d"), 0);
+    assert_int_equal(pf_cstore_purge_tag(s, "green"), 0);
+    put_at_expect(s, "GET/d", g, 1);
+    /* more prefix and tag purges than the store remembers: refused, covered or not */
+    g = pf_cstore_gen(s, "GET/e");
+    for (int i = 0; i < 64; i++)
+        pf_cstore_purge_tag(s, "blue");
+    put_at_expect(s, "GET/e", g, 0); /* 64: each one remembered */
+    g = pf_cstore_gen(s, "GET/e");
+    for (int i = 0; i < 65; i++)
+        pf_cstore_purge_tag(s, "blue");
+    put_at_expect(s, "GET/e", g, 1);
     /* plain put is not checked (an L2 fill of a fresh lookup, tests) */
     put_new(s, "GET/c");
+    pf_cstore_free(s);
+}
+
+/* A Vary record set with the generation taken before a purge of its key does not outlive it. */
+static void test_set_vary_at_after_purge(void **state)
+{
+    struct pf_cstore *s = pf_cstore_new(1 << 20, 4);
+    uint64_t g = pf_cstore_gen(s, "GET/v");
+    char out[64];
+
+    (void)state;
+    assert_int_equal(pf_cstore_set_vary_at(s, "GET/v", "accept", g), 0);
+    assert_true(pf_cstore_vary(s, "GET/v", out, sizeof(out)));
+    assert_string_equal(out, "accept");
+    pf_cstore_purge_key(s, "GET/v"); /* removes the record and moves the generation */
+    assert_false(pf_cstore_vary(s, "GET/v", out, sizeof(out)));
+    assert_int_equal(pf_cstore_set_vary_at(s, "GET/v", "accept-language", g), 1);
+    assert_false(pf_cstore_vary(s, "GET/v", out, sizeof(out)));
+    /* with the generation of now it is recorded, and an old one neither replaces nor drops it */
+    g = pf_cstore_gen(s, "GET/v");
+    assert_int_equal(pf_cstore_set_vary_at(s, "GET/v", "accept-encoding", g), 0);
+    assert_int_equal(pf_cstore_purge_prefix(s, "GET/zzz"), 0); /* does not cover it */
+    assert_int_equal(pf_cstore_set_vary_at(s, "GET/v", "accept-encoding", g), 0);
+    assert_int_equal(pf_cstore_purge_prefix(s, "GET/"), 0); /* covers it */
+    assert_int_equal(pf_cstore_set_vary_at(s, "GET/v", "accept", g), 1);
+    assert_int_equal(pf_cstore_set_vary_at(s, "GET/v", NULL, g), 1);
+    assert_true(pf_cstore_vary(s, "GET/v", out, sizeof(out)));
+    assert_string_equal(out, "accept-encoding");
+    /* NULL with the generation of now drops it */
+    assert_int_equal(pf_cstore_set_vary_at(s, "GET/v", NULL, pf_cstore_gen(s, "GET/v")), 0);
+    assert_false(pf_cstore_vary(s, "GET/v", out, sizeof(out)));
     pf_cstore_free(s);
 }
 
@@ -933,6 +990,7 @@ int main(void)
         cmocka_unit_test(test_vary_records_bounded),
         cmocka_unit_test(test_purge_prefix_and_tag),
         cmocka_unit_test(test_put_at_after_purge),
+        cmocka_unit_test(test_set_vary_at_after_purge),
         cmocka_unit_test(test_304_update_copy),
         cmocka_unit_test(test_304_update_keep),
         cmocka_unit_test(test_body_to_range_zero_copy),
