@@ -227,7 +227,7 @@ static void tmo_activity(struct pf_stream *s)
     }
 }
 
-static void rev_cb(evutil_socket_t fd, short what, void *arg)
+static void rev_read(evutil_socket_t fd, short what, void *arg)
 {
     struct pf_stream *s = arg;
     struct evbuffer_iovec v[2];
@@ -269,6 +269,14 @@ static void rev_cb(evutil_socket_t fd, short what, void *arg)
     evbuffer_commit_space(s->in, v, n);
     if (s->loop->cbs[s->cbs].readcb != NULL)
         s->loop->cbs[s->cbs].readcb(s, s->arg);
+}
+
+/* One clock read for everything a read leads to (proxy/clock.h). */
+static void rev_cb(evutil_socket_t fd, short what, void *arg)
+{
+    pf_clock_hold();
+    rev_read(fd, what, arg);
+    pf_clock_release();
 }
 
 static void wev_cb(evutil_socket_t fd, short what, void *arg);
