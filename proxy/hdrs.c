@@ -32,15 +32,14 @@ static inline bool name_is(const char *name, const char *lower, size_t len)
     uint32_t n4, l4;
 
     if (len >= 8) {
-        for (size_t i = 0; i + 8 < len; i += 8) {
+        for (size_t i = 0;; i = i + 16 <= len ? i + 8 : len - 8) {
             memcpy(&n, name + i, 8);
             memcpy(&l, lower + i, 8);
             if (!word_is(n, l))
                 return false;
+            if (i + 8 == len)
+                return true;
         }
-        memcpy(&n, name + len - 8, 8);
-        memcpy(&l, lower + len - 8, 8);
-        return word_is(n, l);
     }
     if (len >= 4) {
         memcpy(&n4, name, 4);
