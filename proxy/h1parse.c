@@ -174,7 +174,12 @@ static int scan_rl_whole(struct pf_h1p_scan *s, const unsigned char *p, size_t l
         i++;
     if (i == len || !target_start(p[i]))
         return 400;
-    for (t = i; i < len && (cls[p[i]] & C_TARGET); i++)
+    /* 4 bytes a round while all four are target bytes, then one by one */
+    for (t = i;
+         i + 4 <= len && (cls[p[i]] & cls[p[i + 1]] & cls[p[i + 2]] & cls[p[i + 3]] & C_TARGET);
+         i += 4)
+        ;
+    for (; i < len && (cls[p[i]] & C_TARGET); i++)
         ;
     s->url_len = (uint32_t)(i - t);
     if (i == len || p[i] != ' ')
