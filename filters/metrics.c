@@ -105,7 +105,7 @@ static void metrics_on_done(struct pf_tx *tx, struct pf_slot *s)
     struct metrics_wstate *ws = s->wstate;
     struct metrics_ctx *ctx = s->ctx;
     int status = pf_tx_status(tx);
-    uint64_t us = pf_now_us() - ctx->t0;
+    uint64_t us = pf_clock_read_us() - ctx->t0;
     struct pf_stats_route *h;
 
     if (ws == NULL || ws->st == NULL)

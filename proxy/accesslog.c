@@ -241,7 +241,7 @@ void pf_accesslog_write(struct pf_tx *tx)
     struct pf_sbuf b;
     char ts[40];
     struct timespec wall;
-    uint64_t dur_us = pf_now_us() - tx->t_start;
+    uint64_t dur_us = pf_clock_read_us() - tx->t_start;
 
     clock_gettime(CLOCK_REALTIME, &wall);
     pf_sb_init(&b, tx->w->alog);

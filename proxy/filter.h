@@ -318,7 +318,12 @@ void pf_tx_set_path(struct pf_tx *tx, const char *path);
 /* Is the client allowed privileged requests: loopback, or it sent the admin token? */
 bool pf_tx_client_privileged(const struct pf_tx *tx);
 
-/* Monotonic clock in microseconds (shared by the whole process). */
+/*
+ * Monotonic clock in microseconds (shared by the whole process). Within one
+ * event callback it is read once, so pf_now_us() is the callback's start;
+ * pf_clock_read_us() reads it afresh (the end of a measured duration).
+ */
 uint64_t pf_now_us(void);
+uint64_t pf_clock_read_us(void);
 
 #endif /* PF_FILTER_H */

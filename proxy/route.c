@@ -273,18 +273,41 @@ static const struct pf_route *route_find(const struct pf_tx *tx, const char *pat
     return NULL;
 }
 
-/* Nothing for pf_route_normalize() to change in url[0..len)? */
-static bool path_is_plain(const char *url, size_t len)
+/* Bytes of a path: 1 pf_route_normalize() may act on, 2 '/' (when doubled), 3 its end. */
+static const uint8_t path_class[256] = {
+    ['.'] = 1, ['%'] = 1, ['\\'] = 1, [';'] = 1, ['/'] = 2, ['?'] = 3, ['\0'] = 3,
+};
+
+/*
+ * The length of url's path (up to '?' or the end) and whether there is
+ * nothing for pf_route_normalize() to change in it: one pass instead of a
+ * search for each byte of interest (paths are short).
+ */
+static size_t path_scan(const char *url, bool *plain)
 {
-    return memchr(url, '.', len) == NULL && memchr(url, '%', len) == NULL &&
-           memchr(url, '\\', len) == NULL && memchr(url, ';', len) == NULL &&
-           memmem(url, len, "//", 2) == NULL;
+    const unsigned char *u = (const unsigned char *)url;
+    bool p = true;
+    size_t i;
+
+    for (i = 0;; i++) {
+        uint8_t k = path_class[u[i]];
+
+        if (k == 0)
+            continue;
+        if (k == 3)
+            break;
+        if (k == 1 || u[i + 1] == '/') /* u[i + 1] is at worst the NUL */
+            p = false;
+    }
+    *plain = p;
+    return i;
 }
 
 int pf_route_select(struct pf_tx *tx)
 {
     const char *url = tx->url;
-    size_t len = strcspn(url, "?");
+    bool plain;
+    size_t len = path_scan(url, &plain);
     char *fwd, *match;
     ssize_t n;
     size_t mlen;
@@ -294,7 +317,7 @@ int pf_route_select(struct pf_tx *tx)
         tx->route = route_find(tx, "/", 1); /* OPTIONS *: the server as a whole */
         return 0;
     }
-    if (path_is_plain(url, len)) {
+    if (plain) {
         tx->route = route_find(tx, url, len);
         return 0;
     }

@@ -76,10 +76,20 @@ static inline void pf_sb_u64(struct pf_sbuf *b, uint64_t v)
     pf_sb_put(b, tmp, pf_fmt_u64(tmp, v));
 }
 
-/* "Name: value\r\n" */
+/* "Name: value\r\n" (when it fits, one bounds check for the four pieces) */
 static inline void pf_sb_header(struct pf_sbuf *b, const char *name, size_t nl, const char *value,
                                 size_t vl)
 {
+    if (b->len + nl + vl + 4 <= sizeof(b->buf)) {
+        char *o = b->buf + b->len;
+
+        memcpy(o, name, nl);
+        memcpy(o + nl, ": ", 2);
+        memcpy(o + nl + 2, value, vl);
+        memcpy(o + nl + 2 + vl, "\r\n", 2);
+        b->len += nl + vl + 4;
+        return;
+    }
     pf_sb_put(b, name, nl);
     pf_sb_put(b, ": ", 2);
     pf_sb_put(b, value, vl);

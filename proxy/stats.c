@@ -488,7 +488,7 @@ void pf_stats_count_unrouted(struct pf_tx *tx)
     if (st->unrouted == NULL)
         st->unrouted = pf_stats_route_get(st, "", "");
     pf_stats_route_count(st->unrouted, tx->method != NULL ? tx->method : "-",
-                         tx->status > 0 ? tx->status : 499, pf_now_us() - tx->t_start);
+                         tx->status > 0 ? tx->status : 499, pf_clock_read_us() - tx->t_start);
 }
 
 /* ---- upstream attempts ---- */

@@ -375,7 +375,7 @@ static void read_on(struct pf_stream *s, size_t total)
     }
 }
 
-static void rev_cb(evutil_socket_t fd, short what, void *arg)
+static void rev_read(evutil_socket_t fd, short what, void *arg)
 {
     struct pf_stream *s = arg;
     /* a read that filled its buffer announced a stream: read bigger */
@@ -419,6 +419,14 @@ static void rev_cb(evutil_socket_t fd, short what, void *arg)
      * Still one write for a head and a body made in the same callback.
      */
     flush_dirty(s->loop);
+}
+
+/* One clock read for everything a read leads to (proxy/clock.h). */
+static void rev_cb(evutil_socket_t fd, short what, void *arg)
+{
+    pf_clock_hold();
+    rev_read(fd, what, arg);
+    pf_clock_release();
 }
 
 static void wev_cb(evutil_socket_t fd, short what, void *arg);

@@ -5,6 +5,9 @@
 
 #include <stdbool.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #include "proxy/arena.h"
 #include "proxy/tx-t.h"
@@ -14,11 +17,30 @@
 #define REQUEST_ID_MAX 200 /* a longer X-Request-Id is replaced by ours */
 #define REQUEST_ID_HEX 32  /* ours: 128 random bits in hex */
 
+#ifdef __SSE2__
+/*
+ * 16 lower-case hex digits of v, most significant first: the bytes (highest
+ * first) split into high and low nibbles, interleaved, and turned into digits
+ * 16 at a time (+'0', and +39 more for 10..15), one 16-byte store. Five ids'
+ * worth per request made the scalar version a visible part of a small
+ * request's cost (about 70 instructions for each 16 digits, here 12).
+ */
+static void hex64(char *out, uint64_t v)
+{
+    const __m128i low4 = _mm_set1_epi8(0x0F);
+    __m128i x = _mm_cvtsi64_si128((long long)__builtin_bswap64(v));
+    __m128i hi = _mm_and_si128(_mm_srli_epi16(x, 4), low4);
+    __m128i nib = _mm_unpacklo_epi8(hi, _mm_and_si128(x, low4));
+    __m128i letter = _mm_and_si128(_mm_cmpgt_epi8(nib, _mm_set1_epi8(9)), _mm_set1_epi8(39));
+
+    nib = _mm_add_epi8(nib, _mm_add_epi8(letter, _mm_set1_epi8('0')));
+    _mm_storeu_si128((__m128i *)(void *)out, nib);
+}
+#else
 /*
  * 8 lower-case hex digits of v, most significant first, without a loop: a
  * few shifts put each nibble in a byte of its own, the bytes become digits
  * all at once (+'0', and +39 more for 10..15), 8 bytes stored with one copy.
- * Three ids per request make this a visible part of a small request's cost.
  */
 static void hex32(char *out, uint32_t v)
 {
@@ -40,6 +62,7 @@ static void hex64(char *out, uint64_t v)
     hex32(out, (uint32_t)(v >> 32));
     hex32(out + 8, (uint32_t)v);
 }
+#endif
 
 static bool is_hex(const char *s, size_t n)
 {

@@ -515,6 +515,47 @@ static void assert_rfield(const struct rresult *x, unsigned i, const char *name,
     assert_int_equal(x->f[i].id, id);
 }
 
+/* Every byte at every place of a 9-byte name and value: the scans stop at it, wherever it is. */
+static void test_h1parse_response_each_byte_at_each_place(void **state)
+{
+    static const char tchars[] = "!#$%&'*+-.^_`|~";
+    static struct rresult x;
+
+    (void)state;
+    for (unsigned b = 0; b < 256; b++) {
+        bool tchar = (b >= '0' && b <= '9') || ((b | 0x20) >= 'a' && (b | 0x20) <= 'z') ||
+                     (b != 0 && strchr(tchars, (int)b) != NULL);
+        bool value_ok = b == '\t' || (b >= 0x20 && b != 0x7f);
+
+        if (b == '\r' || b == '\n')
+            continue; /* line structure: the table's cases */
+        for (unsigned k = 0; k < 9; k++) {
+            char in[64];
+            int n = snprintf(in, sizeof(in), "HTTP/1.1 200 OK\r\nABCDEFGHI: v\r\n\r\n");
+
+            in[17 + k] = (char)b;
+            rrun(&x, in, (size_t)n, 0, (size_t)n);
+            if (x.scan_rc != PF_H1P_DONE) {
+                assert_true(k == 0 && (b == ' ' || b == '\t')); /* a fold: the scan refuses */
+                continue;
+            }
+            /* ':' ends the name early; whitespace may only come right before the colon */
+            assert_int_equal(
+                x.parse_rc,
+                tchar || (b == ':' && k > 0) || (k == 8 && (b == ' ' || b == '\t')) ? 0 : 502);
+            if (tchar)
+                assert_int_equal(x.f[0].name_len, 9);
+            n = snprintf(in, sizeof(in), "HTTP/1.1 200 OK\r\nV: abcdefghi\r\n\r\n");
+            in[20 + k] = (char)b;
+            rrun(&x, in, (size_t)n, 0, (size_t)n);
+            assert_int_equal(x.scan_rc, PF_H1P_DONE);
+            assert_int_equal(x.parse_rc, value_ok ? 0 : 502);
+            if (value_ok && b != ' ' && b != '\t')
+                assert_int_equal(x.f[0].value_len, 9);
+        }
+    }
+}
+
 static void test_h1parse_response_fields_and_framing(void **state)
 {
     static const char in[] = "HTTP/1.0 404 Not Found\r\nX-A : one \r\n\t two\r\n"
@@ -654,6 +695,7 @@ int main(void)
         cmocka_unit_test(test_h1parse_knows_every_method),
         cmocka_unit_test(test_h1parse_each_byte_in_name_and_value),
         cmocka_unit_test(test_h1parse_response_table_any_cut),
+        cmocka_unit_test(test_h1parse_response_each_byte_at_each_place),
         cmocka_unit_test(test_h1parse_response_fields_and_framing),
         cmocka_unit_test(test_h1parse_response_transfer_encoding),
         cmocka_unit_test(test_h1parse_mutated_heads_same_answer_any_cut),

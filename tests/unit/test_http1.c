@@ -1192,6 +1192,24 @@ static void test_http1_target_valid_each_byte(void **state)
         if (pf_http_target_valid(t, 3) != want)
             fail_msg("byte 0x%02x: expected %s", b, want ? "valid" : "invalid");
     }
+    for (unsigned b = 0; b < 256; b++) {
+        bool want = b > 0x20 && b < 0x7f && b != '#' && b != '%';
+
+        for (unsigned k = 1; k < 10; k++) { /* every place of a 10-byte target (4-byte rounds) */
+            char t[11] = "/ghijklmno";      /* no hex digits: a '%' is no escape */
+
+            t[k] = (char)b;
+            if (pf_http_target_valid(t, 10) != want)
+                fail_msg("byte 0x%02x at %u: expected %s", b, k, want ? "valid" : "invalid");
+        }
+    }
+    for (unsigned k = 1; k < 8; k++) { /* an escape at every place, and one cut short */
+        char t[11] = "/ghijklmno";
+
+        memcpy(t + k, "%41", 3);
+        assert_true(pf_http_target_valid(t, 10));
+        assert_false(pf_http_target_valid(t, k + 2));
+    }
     assert_true(pf_http_target_valid("/%41%2f", 7));
     assert_false(pf_http_target_valid("/%4", 3));
     assert_false(pf_http_target_valid("/%g1", 4));

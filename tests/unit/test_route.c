@@ -264,6 +264,14 @@ static void test_route_select_table(void **state)
         {"/admin/a%3bb/c", "admin", "/admin/a%3bb/c"},
         {"/api", "root", "/api"},
         {"*", "root", "*"},
+        /* what makes a path worth normalising, first, last, or only in the query */
+        {"//api/a", "api", "/api/a"},
+        {"/api//a", "api", "/api/a"},
+        {"/api/a//?q//", "api", "/api/a/?q//"},
+        {"/api/a?q//.;%", "api", "/api/a?q//.;%"},
+        {"/api/a/?/", "api", "/api/a/?/"},
+        {"/api/a/.", "api", "/api/a/"},
+        {"/api/b/..", "api", "/api/"},
     };
 
     (void)state;

@@ -264,6 +264,14 @@ static void test_tx_hdr_classify_knows_the_core_headers(void **state)
         {"content\rlength", PF_H_OTHER}, /* nor is CR ('-' | 0x20 folding would say so) */
         {"content-lengtH", PF_H_CONTENT_LENGTH},
         {"content-l3ngth", PF_H_OTHER},
+        {"X-Forwarded-FoX", PF_H_OTHER}, /* the last, overlapping word counts */
+        {"X-Forwarded_For", PF_H_OTHER}, /* and its bytes before it */
+        {"x-forwardeD-FOR", PF_H_X_FORWARDED_FOR},
+        {"Proxy-ConnectioN", PF_H_PROXY_CONNECTION},
+        {"Proxy-Connectiom", PF_H_OTHER},
+        {"Trailex", PF_H_OTHER},
+        {"tE", PF_H_TE},
+        {"t-", PF_H_OTHER},
     };
 
     (void)state;
