@@ -9,6 +9,8 @@ Python 3 standard library only; builds on pf.py without changing it.
     FakeOrigin                 a tiny scripted TCP server in a thread (for cases
                                pf-origin cannot play: a keep-alive connection that
                                dies when the next request arrives)
+    ThreadedOrigin             base of the cache tests' scripted origins: a
+                               listening socket, a thread per connection
     FullBacklogListener        a listening socket whose accept queue is full, so
                                connect() to it hangs (SYNs are dropped)
     RssSampler                 samples a process's VmRSS in a thread
@@ -150,6 +152,47 @@ def assert_error_reply(r, status, code=None, closed=None, what=""):
 
 
 # ---- a scripted origin in a thread ----
+
+class ThreadedOrigin:
+    """A listening socket on 127.0.0.1 (self.port) whose every connection runs self._serve(sock)
+    in a thread of its own. Subclasses set their state, call listen(), and write _serve."""
+
+    def listen(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                s, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(s,), daemon=True).start()
+
+    @staticmethod
+    def read_head(s):
+        """The bytes read up to the end of a request head; None if the peer closed first."""
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            d = s.recv(65536)
+            if not d:
+                return None
+            buf += d
+        return buf
+
+    def close(self):
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
 
 class FakeOrigin:
     """A TCP server on 127.0.0.1:<free port>, one thread per connection.

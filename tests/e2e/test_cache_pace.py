@@ -16,6 +16,7 @@ import threading
 
 import helpers2 as h2
 import pf
+from helpers2 import ThreadedOrigin
 from pf import Pilotfish
 from test_cache_stream import BOUND, Reader, send_get, wait_coalesced
 
@@ -41,7 +42,7 @@ def body_of(n):
     return (b"abcdefghijklmnopqrstuvwxyz" * (n // 26 + 1))[:n]
 
 
-class SendingOrigin:
+class SendingOrigin(ThreadedOrigin):
     """Each request gets the same response, sent at once when `head` is set (it is held for the
     first request only until then).
 
@@ -59,29 +60,13 @@ class SendingOrigin:
         self.lock = threading.Lock()
         self.requests = 0
         self.sent = 0
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                s, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(s,), daemon=True).start()
+        self.listen()
 
     def _serve(self, s):
         try:
-            buf = b""
-            while b"\r\n\r\n" not in buf:
-                d = s.recv(65536)
-                if not d:
-                    return
-                buf += d
+            buf = self.read_head(s)
+            if buf is None:
+                return
             with self.lock:
                 self.requests += 1
             self.got_request.set()
@@ -109,12 +94,6 @@ class SendingOrigin:
     def close(self):
         self.head.set()
         self.sock.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def stalled_get(p, target):

@@ -12,6 +12,7 @@ import socket
 import threading
 
 import pf
+from helpers2 import ThreadedOrigin
 from pf import Pilotfish
 from test_cache import Redis, assert_hit, assert_miss
 
@@ -36,7 +37,7 @@ BOUND = 10  # seconds: a bound against a hang, never a timing assertion
 HOST = "127.0.0.1"  # the Host the test client sends
 
 
-class HoldOrigin:
+class HoldOrigin(ThreadedOrigin):
     """One response per connection. The first GET is answered once `release` is set; every
     other request at once. GETs: 200, max-age=3600, Surrogate-Key: red, body "v<n>" (n counts
     the GETs); other methods: 200 "ok", not cacheable."""
@@ -46,29 +47,13 @@ class HoldOrigin:
         self.got_first = threading.Event()
         self.lock = threading.Lock()
         self.gets = 0
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                s, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(s,), daemon=True).start()
+        self.listen()
 
     def _serve(self, s):
         try:
-            buf = b""
-            while b"\r\n\r\n" not in buf:
-                d = s.recv(65536)
-                if not d:
-                    return
-                buf += d
+            buf = self.read_head(s)
+            if buf is None:
+                return
             if not buf.startswith(b"GET "):
                 body, cc = b"ok", "no-store"
             else:
@@ -93,12 +78,6 @@ class HoldOrigin:
     def close(self):
         self.release.set()
         self.sock.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def admin_purge(p, body):

@@ -14,6 +14,7 @@ import struct
 import threading
 
 import pf
+from helpers2 import ThreadedOrigin
 from pf import ConnectionClosed, Pilotfish
 
 CONFIG = """\
@@ -37,7 +38,7 @@ PART = 4000  # bytes of the first part
 BOUND = 10   # seconds: a bound against a hang, never a timing assertion
 
 
-class HoldingOrigin:
+class HoldingOrigin(ThreadedOrigin):
     """One response per connection, sent in steps the test releases.
 
     mode "length": Content-Length: 2*PART, PART bytes, hold, PART more.
@@ -58,29 +59,13 @@ class HoldingOrigin:
         self.rest_sent = threading.Event()  # the origin sent what it held (or closed)
         self.lock = threading.Lock()
         self.requests = 0
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                s, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(s,), daemon=True).start()
+        self.listen()
 
     def _serve(self, s):
         try:
-            buf = b""
-            while b"\r\n\r\n" not in buf:
-                d = s.recv(65536)
-                if not d:
-                    return
-                buf += d
+            buf = self.read_head(s)
+            if buf is None:
+                return
             ranged = b"\r\nrange:" in buf.lower()
             with self.lock:
                 self.requests += 1
@@ -137,12 +122,6 @@ class HoldingOrigin:
         self.release.set()
         self.end.set()
         self.sock.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 class Reader:
