@@ -84,9 +84,13 @@ static inline void pf_sb_header(struct pf_sbuf *b, const char *name, size_t nl, 
         char *o = b->buf + b->len;
 
         memcpy(o, name, nl);
-        memcpy(o + nl, ": ", 2);
-        memcpy(o + nl + 2, value, vl);
-        memcpy(o + nl + 2 + vl, "\r\n", 2);
+        o += nl;
+        *o++ = ':';
+        *o++ = ' ';
+        memcpy(o, value, vl);
+        o += vl;
+        *o++ = '\r';
+        *o = '\n';
         b->len += nl + vl + 4;
         return;
     }
