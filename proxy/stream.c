@@ -482,12 +482,6 @@ static void wev_cb(evutil_socket_t fd, short what, void *arg)
     pf_stream_flush(s);
 }
 
-/* Out of the corked set without a push (a write without MSG_MORE did it). */
-static void push_forget(struct pf_stream *s)
-{
-    cork_remove(s);
-}
-
 static ssize_t send1(int fd, const void *p, size_t len, int flags)
 {
     ssize_t w = send(fd, p, len, MSG_NOSIGNAL | flags);
@@ -542,7 +536,7 @@ static ssize_t out_write(struct pf_stream *s)
         if (flags != 0)
             cork(s);
         else if (s->cork_at != 0) /* the kernel sent what it held with this write */
-            push_forget(s);
+            cork_remove(s);
     }
     return w;
 }
@@ -695,7 +689,7 @@ void pf_stream_free(struct pf_stream *s)
         event_del(&s->tmo->ev);
     s->dirty = false; /* still queued if it was: flush_dirty skips it */
     if (s->cork_at != 0)
-        push_forget(s); /* close sends what is held */
+        cork_remove(s); /* without a push: close sends what is held */
     close(s->fd);
     if (s->loop->n_grave == s->loop->cap_grave) {
         s->loop->cap_grave = s->loop->cap_grave ? s->loop->cap_grave * 2 : 64;
